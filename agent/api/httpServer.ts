@@ -1,0 +1,101 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '../log.js';
+import type { Service } from '../lifecycle/service.js';
+
+export type RouteHandler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+/** Errors on this listener are JSON with a stable `code` and a message. */
+export function sendError(res: ServerResponse, status: number, code: string, message: string): void {
+  sendJson(res, status, { code, message });
+}
+
+/**
+ * The agent's local HTTP listener (health, metrics, later the API). Parts
+ * register routes before start; the listener binds in `start()`.
+ */
+export class HttpService implements Service {
+  readonly name = 'http';
+  private server: Server | undefined;
+  private readonly routes = new Map<string, Map<string, RouteHandler>>();
+
+  constructor(private readonly deps: { log: Logger; host: string; port: number }) {}
+
+  route(method: string, path: string, handler: RouteHandler): void {
+    let byMethod = this.routes.get(path);
+    if (!byMethod) this.routes.set(path, (byMethod = new Map()));
+    if (byMethod.has(method)) throw new Error(`route ${method} ${path} registered twice`);
+    byMethod.set(method, handler);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://local').pathname;
+    const byMethod = this.routes.get(path);
+    if (!byMethod) return sendError(res, 404, 'NOT_FOUND', `no route ${path}`);
+    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
+    const handler = byMethod.get(method);
+    if (!handler) {
+      res.setHeader('allow', [...byMethod.keys()].join(', '));
+      return sendError(res, 405, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}`);
+    }
+    try {
+      await handler(req, res);
+    } catch (err) {
+      this.deps.log.error({ err, path }, 'request handler failed');
+      if (!res.headersSent) sendError(res, 500, 'INTERNAL', 'internal error; see the agent log');
+      else res.destroy();
+    }
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    const server = createServer((req, res) => void this.handle(req, res));
+    server.keepAliveTimeout = 5_000;
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        const why =
+          err.code === 'EADDRINUSE'
+            ? `${this.deps.host}:${this.deps.port} is already in use (another agent running?); change http.port`
+            : err.code === 'EADDRNOTAVAIL'
+              ? `${this.deps.host} is not an address of this machine; change http.host`
+              : err.message;
+        reject(new Error(`cannot listen on ${this.deps.host}:${this.deps.port}: ${why}`, { cause: err }));
+      };
+      server.once('error', onError);
+      signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+      server.listen({ host: this.deps.host, port: this.deps.port }, () => {
+        server.off('error', onError);
+        server.on('error', (err) => this.deps.log.error({ err }, 'http server error'));
+        resolve();
+      });
+    });
+    const { address, port } = this.address();
+    this.deps.log.info({ host: address, port }, 'http listening');
+  }
+
+  address(): { address: string; port: number } {
+    const info = this.server?.address() as AddressInfo | null | undefined;
+    if (!info) throw new Error('http server is not listening');
+    return { address: info.address, port: info.port };
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    if (!server.listening) return;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      // Keep-alive connections would hold close() open; idle ones go now,
+      // busy ones get one second to finish their response.
+      server.closeIdleConnections();
+      setTimeout(() => server.closeAllConnections(), 1_000).unref();
+    });
+  }
+}

@@ -1,0 +1,167 @@
+import { registerHealthRoutes, type HealthSource } from './api/health.js';
+import { HttpService } from './api/httpServer.js';
+import { planReload } from './config/diff.js';
+import type { LoadedConfig } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { ConfigError, describeError } from './errors.js';
+import { ServiceRunner, type ServiceStatus } from './lifecycle/runner.js';
+import { RunRecorder } from './lifecycle/runRecorder.js';
+import type { SystemdNotifier } from './lifecycle/sdNotify.js';
+import type { LogHub, Logger } from './log.js';
+import { Metrics } from './metrics.js';
+import { StoreService } from './store/storeService.js';
+import { AGENT_VERSION } from './version.js';
+
+export interface AppDeps {
+  loaded: LoadedConfig;
+  logs: LogHub;
+  notifier: SystemdNotifier;
+  /** Reads the configuration again for a reload (same file and environment as at start). */
+  reread: () => LoadedConfig;
+}
+
+export type ReloadOutcome = 'applied' | 'unchanged' | 'invalid' | 'restart_required';
+
+/**
+ * The composition root: the one place that constructs the agent's services,
+ * in start order, and owns start, stop and reload. Constructing does no I/O.
+ */
+export class App implements HealthSource {
+  readonly metrics = new Metrics();
+  readonly http: HttpService;
+  private readonly runner: ServiceRunner;
+  private readonly runs: RunRecorder;
+  private readonly log: Logger;
+  private config: Config;
+  private currentPhase: ReturnType<HealthSource['phase']> = 'starting';
+  private reloading: Promise<ReloadOutcome> | undefined;
+
+  constructor(private readonly deps: AppDeps) {
+    const { logs } = deps;
+    this.config = deps.loaded.config;
+    this.log = logs.child('app');
+    const c = this.config;
+    const storage = new StoreService({ log: logs.child('store'), options: c.store });
+    this.runs = new RunRecorder({
+      log: logs.child('runs'),
+      storage,
+      metrics: this.metrics,
+      heartbeatIntervalMs: c.agent.heartbeatIntervalMs,
+    });
+    this.http = new HttpService({ log: logs.child('http'), host: c.http.host, port: c.http.port });
+    registerHealthRoutes(this.http, { source: this, metrics: this.metrics });
+    this.runner = new ServiceRunner({
+      log: logs.child('lifecycle'),
+      services: [storage, this.runs, this.http],
+      timeouts: { startMs: c.lifecycle.startTimeoutMs, stopMs: c.lifecycle.stopTimeoutMs },
+      onStateChange: (name, state) => {
+        this.metrics.serviceState(name, state);
+        if (state === 'starting') deps.notifier.status(`Starting ${name}`);
+      },
+    });
+  }
+
+  phase(): ReturnType<HealthSource['phase']> {
+    return this.currentPhase;
+  }
+
+  services(): ServiceStatus[] {
+    return this.runner.states();
+  }
+
+  get runningConfig(): Config {
+    return this.config;
+  }
+
+  /** Starts every service; READY=1 only once all are up. Throws (after stopping what started) if one fails. */
+  async start(signal: AbortSignal): Promise<void> {
+    const { notifier } = this.deps;
+    this.log.info(
+      { version: AGENT_VERSION, node: process.version, config: this.deps.loaded.file, dataDir: this.config.agent.dataDir },
+      'edge-agent starting',
+    );
+    notifier.startWatchdog(() => this.runs.healthy());
+    try {
+      await this.runner.startAll(signal);
+    } catch (err) {
+      notifier.status(`Failed to start: ${describeError(err)}`);
+      throw err;
+    }
+    this.currentPhase = 'running';
+    const { address, port } = this.http.address();
+    notifier.ready(`Running: ${this.runner.states().length} services up, http on ${address}:${port}`);
+    this.log.info({ services: this.runner.states().map((s) => s.name), http: `${address}:${port}` }, 'edge-agent ready');
+  }
+
+  /** Stops in reverse order. Never throws. */
+  async stop(reason: string): Promise<void> {
+    this.currentPhase = 'stopping';
+    const { notifier } = this.deps;
+    notifier.stopping(`Stopping (${reason})`);
+    this.log.info({ reason }, 'edge-agent stopping');
+    await this.reloading?.catch(() => undefined);
+    await this.runner.stopAll((name) => notifier.status(`Stopping ${name}`));
+    this.log.info('edge-agent stopped');
+  }
+
+  /**
+   * SIGHUP: reads the file again. An invalid file, or a change to a key that
+   * needs a restart, is refused as a whole and logged; the running
+   * configuration stays. Otherwise the change is applied live.
+   */
+  reload(): Promise<ReloadOutcome> {
+    if (this.currentPhase !== 'running') return Promise.resolve('unchanged');
+    this.reloading ??= this.doReload().finally(() => {
+      this.reloading = undefined;
+    });
+    return this.reloading;
+  }
+
+  private async doReload(): Promise<ReloadOutcome> {
+    const { notifier, logs } = this.deps;
+    this.currentPhase = 'reloading';
+    notifier.reloading();
+    let outcome: ReloadOutcome;
+    try {
+      outcome = await this.applyReload();
+    } catch (err) {
+      this.log.error({ err }, 'reload failed while applying; running configuration may be partly changed');
+      outcome = 'invalid';
+    }
+    this.metrics.configReloads.inc({ result: outcome });
+    if (this.currentPhase === 'reloading') this.currentPhase = 'running';
+    notifier.ready(`Running (last reload: ${outcome.replace('_', ' ')}), log level ${logs.level}`);
+    return outcome;
+  }
+
+  private async applyReload(): Promise<ReloadOutcome> {
+    let next: Config;
+    try {
+      next = this.deps.reread().config;
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        this.log.error({ problems: err.problems, file: err.file }, 'reload refused: configuration invalid; keeping the running one');
+        return 'invalid';
+      }
+      throw err;
+    }
+    const plan = planReload(this.config, next);
+    if (plan.changed.length === 0) {
+      this.log.info('reload: configuration unchanged');
+      return 'unchanged';
+    }
+    if (plan.restartOnly.length > 0) {
+      this.log.warn(
+        { restartOnly: plan.restartOnly, changed: plan.changed },
+        'reload refused: these keys only change with a restart; keeping the running configuration',
+      );
+      return 'restart_required';
+    }
+    this.deps.logs.setLevel(next.log.level);
+    this.runner.setTimeouts({ startMs: next.lifecycle.startTimeoutMs, stopMs: next.lifecycle.stopTimeoutMs });
+    await this.runner.reloadAll(next);
+    this.config = next;
+    this.log.info({ changed: plan.changed }, 'configuration reloaded');
+    return 'applied';
+  }
+}

@@ -1,0 +1,82 @@
+import { Command, CommanderError, Option } from 'commander';
+import { ExitCode } from '../errors.js';
+import { AGENT_VERSION } from '../version.js';
+import { backup, configCheck, version } from './commands.js';
+import { CONFIG_OPTION_HELP } from './common.js';
+import { runDaemon } from './run.js';
+
+const EXIT_CODES_HELP = `
+Exit codes:
+  0    success (including a graceful stop on SIGTERM/SIGINT)
+  1    failure at start or run time (a restart may help)
+  64   bad command line
+  65   database corrupt or newer than this build (a restart will not help)
+  78   configuration invalid (a restart will not help)
+  130  forced exit on a second SIGTERM/SIGINT`;
+
+/** Builds the `edge-agent` command. Each action sets `result.code`. */
+export function buildProgram(result: { code: number }): Command {
+  const program = new Command('edge-agent')
+    .description('Edge agent for IIoT gateways: device discovery, local CA, SQLite state, CMMS sync')
+    .version(AGENT_VERSION, '-V, --version', 'print the version')
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', EXIT_CODES_HELP)
+    .exitOverride();
+
+  program
+    .command('run')
+    .description('run the daemon in the foreground (under systemd: Type=notify)')
+    .option('-c, --config <path>', CONFIG_OPTION_HELP)
+    .option('--pretty', 'human-readable log lines instead of JSON')
+    .addHelpText('after', '\nSignals: SIGTERM/SIGINT stop gracefully, a second one forces exit; SIGHUP reloads the configuration.')
+    .action(async (opts: { config?: string; pretty?: boolean }) => {
+      result.code = await runDaemon(opts);
+    });
+
+  const config = program.command('config').description('work with the configuration file');
+  config
+    .command('check')
+    .description('validate the configuration and print the effective values (secrets masked)')
+    .option('-c, --config <path>', CONFIG_OPTION_HELP)
+    .option('--json', 'machine-readable output')
+    .action((opts: { config?: string; json?: boolean }) => {
+      result.code = configCheck(opts);
+    });
+
+  program
+    .command('backup')
+    .description('copy the database online (safe while the daemon runs); the copy is integrity-checked')
+    .argument('<path>', 'file to write the backup to')
+    .option('-c, --config <path>', CONFIG_OPTION_HELP)
+    .option('-f, --force', 'replace an existing file at <path>')
+    .option('--json', 'machine-readable output')
+    .action(async (path: string, opts: { config?: string; json?: boolean; force?: boolean }) => {
+      result.code = await backup(path, opts);
+    });
+
+  program
+    .command('version')
+    .description('print the version of the agent, Node.js, SQLite and the database schema')
+    .addOption(new Option('--json', 'machine-readable output'))
+    .action((opts: { json?: boolean }) => {
+      result.code = version(opts);
+    });
+
+  return program;
+}
+
+/** Parses `argv` and runs the chosen command; resolves with the exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  const result = { code: ExitCode.ok as number };
+  const program = buildProgram(result);
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      const ok = ['commander.helpDisplayed', 'commander.help', 'commander.version'].includes(err.code);
+      return ok ? ExitCode.ok : ExitCode.usage;
+    }
+    throw err;
+  }
+  return result.code;
+}

@@ -1,0 +1,116 @@
+/**
+ * Errors the agent decides on. Every class carries a stable `code` literal;
+ * callers branch on `code`, never on message text. Details go in `details`
+ * (logged as fields), the underlying error in `cause`.
+ */
+export abstract class AgentError extends Error {
+  abstract readonly code: string;
+  readonly details: Record<string, unknown>;
+
+  constructor(message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.details = options.details ?? {};
+  }
+}
+
+/** One problem found in the configuration: where it is, what is wrong, what to do. */
+export interface ConfigProblem {
+  /** YAML path such as `store.busyTimeoutMs`, or `env EDGE_AGENT_HTTP_PORT`, or the file itself. */
+  path: string;
+  message: string;
+  hint?: string;
+  /** 1-based line in the YAML file, when the problem is in the file. */
+  line?: number;
+}
+
+export class ConfigError extends AgentError {
+  readonly code = 'CONFIG_INVALID' as const;
+  constructor(
+    readonly file: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super(`configuration ${file} has ${problems.length} problem${problems.length === 1 ? '' : 's'}`);
+  }
+
+  /** Every problem on its own line, for a terminal or the journal. */
+  describe(): string {
+    const lines = this.problems.map((p) => {
+      const where = p.line === undefined ? p.path : `${p.path} (line ${p.line})`;
+      return `  - ${where}: ${p.message}${p.hint ? `\n      hint: ${p.hint}` : ''}`;
+    });
+    return `${this.message}:\n${lines.join('\n')}`;
+  }
+}
+
+export class StoreCorruptError extends AgentError {
+  readonly code = 'STORE_CORRUPT' as const;
+}
+
+export class StoreTooNewError extends AgentError {
+  readonly code = 'STORE_TOO_NEW' as const;
+}
+
+export class StoreOpenError extends AgentError {
+  readonly code = 'STORE_OPEN_FAILED' as const;
+}
+
+export class ServiceStartError extends AgentError {
+  readonly code = 'SERVICE_START_FAILED' as const;
+}
+
+export class TimeoutError extends AgentError {
+  readonly code = 'TIMEOUT' as const;
+}
+
+export class UsageError extends AgentError {
+  readonly code = 'USAGE' as const;
+}
+
+export class BackupError extends AgentError {
+  readonly code = 'BACKUP_FAILED' as const;
+}
+
+/**
+ * Process exit codes (documented in docs/operations.md). Values follow
+ * sysexits(3) so that a systemd unit can list the ones a restart will not fix
+ * in `RestartPreventExitStatus=`.
+ */
+export const ExitCode = {
+  ok: 0,
+  /** A service failed at start or at run time; a restart may help. */
+  failure: 1,
+  /** Bad command line. */
+  usage: 64,
+  /** The database is corrupt or newer than this build: a restart will not help. */
+  dataError: 65,
+  /** The configuration is invalid: a restart will not help. */
+  config: 78,
+  /** A second SIGTERM/SIGINT cut a graceful stop short. */
+  forced: 130,
+} as const;
+
+/** Maps an error to the exit code the process ends with. */
+export function exitCodeFor(err: unknown): number {
+  const root = err instanceof ServiceStartError && err.cause !== undefined ? err.cause : err;
+  if (root instanceof ConfigError) return ExitCode.config;
+  if (root instanceof StoreCorruptError || root instanceof StoreTooNewError) return ExitCode.dataError;
+  if (root instanceof UsageError) return ExitCode.usage;
+  return ExitCode.failure;
+}
+
+/** A one-line description of any thrown value, including its cause chain. */
+export function describeError(err: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = err;
+  for (let depth = 0; current !== undefined && current !== null && depth < 5; depth++) {
+    if (current instanceof Error) {
+      parts.push(current.message);
+      current = current.cause;
+    } else {
+      parts.push(String(current));
+      break;
+    }
+  }
+  return parts.join(': ');
+}

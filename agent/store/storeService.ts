@@ -1,0 +1,33 @@
+import type { Logger } from '../log.js';
+import type { Service } from '../lifecycle/service.js';
+import { Store, type StoreOptions } from './database.js';
+
+/**
+ * Opens the database first and closes it last. Parts that need storage get
+ * this service and read `store` after it has started.
+ */
+export class StoreService implements Service {
+  readonly name = 'store';
+  private current: Store | undefined;
+
+  constructor(private readonly deps: { log: Logger; options: StoreOptions }) {}
+
+  async start(): Promise<void> {
+    const { store, migration } = Store.open(this.deps.options, this.deps.log);
+    this.current = store;
+    this.deps.log.info(
+      { path: store.path, schemaVersion: migration.to, migrated: migration.applied.length > 0 },
+      'database open',
+    );
+  }
+
+  get store(): Store {
+    if (!this.current?.open) throw new Error('the store is not open');
+    return this.current;
+  }
+
+  async stop(): Promise<void> {
+    this.current?.close();
+    this.current = undefined;
+  }
+}
