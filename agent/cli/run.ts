@@ -2,6 +2,7 @@ import { App } from '../app.js';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { ConfigError, describeError, exitCodeFor, ExitCode } from '../errors.js';
 import { SystemdNotifier } from '../lifecycle/sdNotify.js';
+import { SignalHandler } from '../lifecycle/signals.js';
 import { LogHub } from '../log.js';
 import { configPath } from './common.js';
 
@@ -41,26 +42,27 @@ export async function runDaemon(options: { config?: string; pretty?: boolean }):
     stopping = app.stop(reason).then(() => finish(code));
   };
 
-  const onStopSignal = (signal: NodeJS.Signals) => {
-    if (stopping) {
+  const signals = new SignalHandler({
+    onStop: (signal) => {
+      log.info({ signal }, 'signal received: stopping');
+      stop(`signal ${signal}`, ExitCode.ok);
+    },
+    onForce: (signal) => {
       log.warn({ signal }, 'second signal: forcing exit without a clean stop');
       notifier.close();
       process.exit(ExitCode.forced);
-    }
-    log.info({ signal }, 'signal received: stopping');
-    stop(`signal ${signal}`, ExitCode.ok);
-  };
-  const onHangup = () => {
-    log.info({ signal: 'SIGHUP' }, 'signal received: reloading configuration');
-    void app.reload();
-  };
+    },
+    onReload: () => {
+      log.info({ signal: 'SIGHUP' }, 'signal received: reloading configuration');
+      void app.reload();
+    },
+  });
+  signals.install();
   const onFatal = (err: unknown) => {
     log.fatal({ err }, 'unexpected error: stopping');
+    signals.markStopping();
     stop('unexpected error', ExitCode.failure);
   };
-  process.on('SIGTERM', onStopSignal);
-  process.on('SIGINT', onStopSignal);
-  process.on('SIGHUP', onHangup);
   process.on('uncaughtException', onFatal);
   process.on('unhandledRejection', onFatal);
 

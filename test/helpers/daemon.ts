@@ -1,0 +1,139 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+export const MAIN = join(REPO, 'dist/agent/main.js');
+
+export type LogLine = Record<string, unknown> & { msg: string; level: string };
+
+/** A temporary directory removed by `cleanup()`. */
+export function tempDir(prefix = 'edge-agent-test-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A configuration for tests: data in `dir`, a free port, a fast heartbeat. */
+export function writeConfig(dir: string, yaml?: string): string {
+  const file = join(dir, 'edge-agent.yaml');
+  writeFileSync(
+    file,
+    yaml ??
+      ['agent:', '  id: test-gw', `  dataDir: ${join(dir, 'data')}`, '  heartbeatIntervalMs: 200', 'http:', '  port: 0', ''].join('\n'),
+  );
+  return file;
+}
+
+/** Runs the built CLI to completion. */
+export function runCli(
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], {
+      cwd: options.cwd ?? REPO,
+      env: { ...cleanEnv(), ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolvePromise({ code, stdout, stderr }));
+  });
+}
+
+/** The test runner's environment without anything that would steer the agent. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('EDGE_AGENT_') && !['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID'].includes(k)) env[k] = v;
+  }
+  return env;
+}
+
+/** The real daemon as a child process, with its JSON log lines collected. */
+export class Daemon {
+  readonly logs: LogLine[] = [];
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private waiters: (() => void)[] = [];
+
+  private constructor(readonly child: ChildProcess) {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      try {
+        this.logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        this.logs.push({ msg: line, level: 'raw' });
+      }
+      this.wake();
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      this.stderr += d.toString();
+    });
+    this.exited = new Promise((resolvePromise) =>
+      child.on('exit', (code, signal) => {
+        resolvePromise({ code, signal });
+        this.wake();
+      }),
+    );
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  static start(config: string, options: { env?: NodeJS.ProcessEnv; args?: string[] } = {}): Daemon {
+    const child = spawn(process.execPath, [MAIN, 'run', '--config', config, ...(options.args ?? [])], {
+      cwd: REPO,
+      env: { ...cleanEnv(), ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return new Daemon(child);
+  }
+
+  /** Waits for a log line that matches; rejects if the daemon exits first or after `timeoutMs`. */
+  async waitForLog(match: (l: LogLine) => boolean, timeoutMs = 15_000, from = 0): Promise<LogLine> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.logs.slice(from).find(match);
+      if (found) return found;
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`daemon exited (${this.child.exitCode ?? this.child.signalCode}) before the log line; stderr: ${this.stderr}`);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for a log line; last: ${JSON.stringify(this.logs.slice(-5))}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  /** Waits for readiness and returns the base URL of the local listener. */
+  async ready(): Promise<string> {
+    await this.waitForLog((l) => l.msg === 'edge-agent ready');
+    const listening = await this.waitForLog((l) => l.msg === 'http listening');
+    return `http://127.0.0.1:${String(listening.port)}`;
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+
+  /** Stops the daemon if it still runs (SIGKILL: for cleanup after a failed test only). */
+  async dispose(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+}

@@ -1,0 +1,99 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Daemon, tempDir, writeConfig } from '../helpers/daemon.js';
+import { NotifyCapture } from '../helpers/notifySocket.js';
+
+describe('the daemon under a captured NOTIFY_SOCKET', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let notify: NotifyCapture;
+  let daemon: Daemon | undefined;
+
+  beforeEach(async () => {
+    tmp = tempDir();
+    notify = await NotifyCapture.start(tmp.dir);
+  });
+  afterEach(async () => {
+    await daemon?.dispose();
+    daemon = undefined;
+    await notify.close();
+    tmp.cleanup();
+  });
+
+  it('reports STATUS while starting, READY=1 once every service is up, watchdog pings, and STOPPING=1 then exit 0 on SIGTERM', async () => {
+    daemon = Daemon.start(writeConfig(tmp.dir), {
+      env: { NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: '400000' },
+    });
+    const base = await daemon.ready();
+
+    const ready = await notify.waitFor((n) => n.fields.READY === '1');
+    expect(ready.fields.STATUS).toMatch(/^Running: 3 services up/);
+    expect(ready.pid).toBe(daemon.child.pid);
+    const readyIndex = notify.messages.indexOf(ready);
+    const statuses = notify.messages.slice(0, readyIndex).map((n) => n.fields.STATUS).filter(Boolean);
+    expect(statuses).toEqual(['Starting store', 'Starting runs', 'Starting http']);
+
+    // WATCHDOG_USEC=400ms: pings every 200 ms; wait for three after readiness.
+    for (let i = 0; i < 3; i++) {
+      await notify.waitFor((n) => n.fields.WATCHDOG === '1', 5_000, notify.messages.length);
+    }
+
+    const ready_ = await fetch(`${base}/readyz`);
+    expect(ready_.status).toBe(200);
+    const body = (await ready_.json()) as { status: string; services: { name: string; state: string }[] };
+    expect(body.status).toBe('ready');
+    expect(body.services.map((s) => [s.name, s.state])).toEqual([
+      ['store', 'up'],
+      ['runs', 'up'],
+      ['http', 'up'],
+    ]);
+    const health = await fetch(`${base}/healthz`);
+    expect(health.status).toBe(200);
+    expect(((await health.json()) as { status: string }).status).toBe('ok');
+
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/^edge_agent_service_up\{service="store"\} 1$/m);
+    expect(metrics).toMatch(/^edge_agent_service_up\{service="http"\} 1$/m);
+    expect(metrics).toMatch(/^edge_agent_process_resident_memory_bytes \d+/m);
+
+    daemon.kill('SIGTERM');
+    const exit = await daemon.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    const stopping = await notify.waitFor((n) => n.fields.STOPPING === '1');
+    expect(stopping.fields.STATUS).toBe('Stopping (signal SIGTERM)');
+    expect(daemon.logs.map((l) => l.msg)).toContain('edge-agent stopped');
+  });
+
+  it('stops with exit 0 on SIGINT, as Ctrl-C in a terminal does, and pings no watchdog the unit did not ask for', async () => {
+    daemon = Daemon.start(writeConfig(tmp.dir), { env: { NOTIFY_SOCKET: notify.path } });
+    await daemon.ready();
+    await notify.waitFor((n) => n.fields.READY === '1');
+    daemon.kill('SIGINT');
+    expect(await daemon.exited).toEqual({ code: 0, signal: null });
+    await notify.waitFor((n) => n.fields.STOPPING === '1');
+    expect(notify.messages.filter((n) => n.fields.WATCHDOG === '1')).toEqual([]);
+  });
+
+  it('sends no watchdog pings when WATCHDOG_PID names another process', async () => {
+    daemon = Daemon.start(writeConfig(tmp.dir), {
+      env: { NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: '200000', WATCHDOG_PID: '1' },
+    });
+    await daemon.ready();
+    await notify.waitFor((n) => n.fields.READY === '1');
+    // Let several ping periods (100 ms each) pass, then check.
+    await new Promise((r) => setTimeout(r, 600));
+    expect(notify.messages.filter((n) => n.fields.WATCHDOG === '1')).toEqual([]);
+    daemon.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+
+  it('answers unknown paths and methods with JSON errors carrying a stable code', async () => {
+    daemon = Daemon.start(writeConfig(tmp.dir), { env: { NOTIFY_SOCKET: notify.path } });
+    const base = await daemon.ready();
+    const before = await fetch(`${base}/nope`);
+    expect(before.status).toBe(404);
+    expect(((await before.json()) as { code: string }).code).toBe('NOT_FOUND');
+    const post = await fetch(`${base}/healthz`, { method: 'POST' });
+    expect(post.status).toBe(405);
+    daemon.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+});
