@@ -105,7 +105,9 @@ export function describeError(err: unknown): string {
   let current: unknown = err;
   for (let depth = 0; current !== undefined && current !== null && depth < 5; depth++) {
     if (current instanceof Error) {
-      parts.push(current.message);
+      // A message that already quotes its cause is not repeated.
+      const message = current.message;
+      if (!parts.some((p) => p.includes(message))) parts.push(message);
       current = current.cause;
     } else {
       parts.push(String(current));

@@ -88,7 +88,7 @@ export class ServiceRunner {
         this.started.push(service);
         await this.stopAll();
         this.set(service.name, 'failed', err);
-        throw new ServiceStartError(`${service.name} failed to start: ${describeError(err)}`, {
+        throw new ServiceStartError(`${service.name} failed to start`, {
           cause: err,
           details: { service: service.name },
         });

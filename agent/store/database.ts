@@ -15,13 +15,16 @@ export interface StoreOptions {
   integrityCheck: 'quick' | 'full' | 'off';
 }
 
+const RECOVERY_HINT =
+  'the agent will not run on it: restore the last backup to this path, or move the file aside to start with an empty database (see docs/storage.md)';
+
 const CORRUPTION_CODES = new Set(['SQLITE_NOTADB', 'SQLITE_CORRUPT', 'SQLITE_CORRUPT_VTAB', 'SQLITE_CORRUPT_SEQUENCE']);
 
 /** Turns SQLite's corruption codes into StoreCorruptError; other errors pass through. */
 function classify(err: unknown, path: string, step: string): unknown {
   const code = (err as { code?: string }).code;
   if (code !== undefined && CORRUPTION_CODES.has(code)) {
-    return new StoreCorruptError(`database ${path} is corrupt or not a SQLite database (${code} during ${step})`, {
+    return new StoreCorruptError(`database ${path} is corrupt or not a SQLite database (${code}: ${(err as Error).message}, during ${step}); ${RECOVERY_HINT}`, {
       cause: err,
       details: { path, sqliteCode: code },
     });
@@ -98,7 +101,7 @@ export class Store {
       return;
     }
     throw new StoreCorruptError(
-      `database ${this.path} failed ${pragma}: ${messages.slice(0, 3).join('; ')}${messages.length > 3 ? ' …' : ''}`,
+      `database ${this.path} failed ${pragma}: ${messages.slice(0, 3).join('; ')}${messages.length > 3 ? ' …' : ''}; ${RECOVERY_HINT}`,
       { details: { path: this.path, problems: messages } },
     );
   }

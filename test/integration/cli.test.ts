@@ -1,0 +1,133 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Daemon, runCli, tempDir } from '../helpers/daemon.js';
+
+describe('the edge-agent command', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  beforeEach(() => {
+    tmp = tempDir();
+  });
+  afterEach(() => tmp.cleanup());
+
+  it('exits 78 on an invalid configuration, lists every problem at once, and writes nothing', async () => {
+    const file = join(tmp.dir, 'bad.yaml');
+    writeFileSync(
+      file,
+      [
+        'agent:',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        '  heartbeatIntervalMs: 5',
+        'store:',
+        '  busyTimeotMs: 100',
+        'http:',
+        '  port: "eighty"',
+        'log:',
+        '  level: chatty',
+        'mqtt: {}',
+        '',
+      ].join('\n'),
+    );
+    const d = Daemon.start(file);
+    const exit = await d.exited;
+    expect(exit.code).toBe(78);
+    const err = d.stderr;
+    expect(err).toContain(`configuration ${file} has 5 problems`);
+    expect(err).toContain('agent.heartbeatIntervalMs (line 3): must be at least 100');
+    expect(err).toContain('store.busyTimeotMs (line 5): unknown key');
+    expect(err).toContain('did you mean "busyTimeoutMs"?');
+    expect(err).toContain('http.port (line 7): expected number, got string');
+    expect(err).toContain('log.level (line 9): must be one of: fatal, error, warn, info, debug, trace');
+    expect(err).toContain('mqtt (line 10): unknown key');
+    expect(existsSync(join(tmp.dir, 'data'))).toBe(false);
+    expect(d.logs).toEqual([]);
+  });
+
+  it('exits 78 when the configuration file is missing, with a hint', async () => {
+    const result = await runCli(['run', '--config', join(tmp.dir, 'nope.yaml')]);
+    expect(result.code).toBe(78);
+    expect(result.stderr).toContain('nope.yaml: file not found');
+    expect(result.stderr).toContain('hint: copy config/edge-agent.example.yaml');
+  });
+
+  it('takes the configuration path from EDGE_AGENT_CONFIG when --config is absent', async () => {
+    const result = await runCli(['config', 'check', '--json'], { env: { EDGE_AGENT_CONFIG: join(tmp.dir, 'absent.yaml') } });
+    expect(result.code).toBe(78);
+    expect(JSON.parse(result.stdout)).toMatchObject({ valid: false, file: join(tmp.dir, 'absent.yaml') });
+  });
+
+  it('config check prints the effective configuration with environment overrides applied', async () => {
+    const file = join(tmp.dir, 'ok.yaml');
+    writeFileSync(file, 'agent:\n  id: press-7\n  dataDir: ./state\n');
+    const result = await runCli(['config', 'check', '--config', file, '--json'], {
+      cwd: tmp.dir,
+      env: { EDGE_AGENT_LOG_LEVEL: 'debug', EDGE_AGENT_HTTP_PORT: '9100' },
+    });
+    expect(result.code).toBe(0);
+    const out = JSON.parse(result.stdout) as { valid: boolean; config: Record<string, Record<string, unknown>> };
+    expect(out.valid).toBe(true);
+    expect(out.config.agent).toMatchObject({ id: 'press-7', dataDir: join(tmp.dir, 'state') });
+    expect(out.config.store!.path).toBe(join(tmp.dir, 'state', 'edge-agent.db'));
+    expect(out.config.log!.level).toBe('debug');
+    expect(out.config.http!.port).toBe(9100);
+    expect(existsSync(join(tmp.dir, 'state'))).toBe(false);
+
+    const text = await runCli(['config', 'check', '--config', file], { cwd: tmp.dir });
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain('id: press-7');
+  });
+
+  it('names a bad environment override by its variable', async () => {
+    const file = join(tmp.dir, 'ok.yaml');
+    writeFileSync(file, 'agent:\n  dataDir: ./state\n');
+    const result = await runCli(['config', 'check', '--config', file], {
+      env: { EDGE_AGENT_HTTP_PORT: '70000', EDGE_AGENT_STORE_PAHT: '/x', EDGE_AGENT_LOG_PRETTY: 'maybe' },
+    });
+    expect(result.code).toBe(78);
+    expect(result.stderr).toContain('env EDGE_AGENT_HTTP_PORT (http.port): must be at most 65535');
+    expect(result.stderr).toContain('env EDGE_AGENT_STORE_PAHT: unknown environment override');
+    expect(result.stderr).toContain('env EDGE_AGENT_LOG_PRETTY: "maybe" is not a boolean');
+  });
+
+  it('has --help on every command, and exits 64 on an unknown command or option', async () => {
+    for (const args of [['--help'], ['run', '--help'], ['config', '--help'], ['config', 'check', '--help'], ['backup', '--help'], ['version', '--help']]) {
+      const result = await runCli(args);
+      expect(result.code, args.join(' ')).toBe(0);
+      expect(result.stdout, args.join(' ')).toMatch(/^Usage: edge-agent/);
+    }
+    expect((await runCli(['frobnicate'])).code).toBe(64);
+    const badOption = await runCli(['run', '--no-such-flag']);
+    expect(badOption.code).toBe(64);
+    expect(badOption.stderr).toContain("unknown option '--no-such-flag'");
+    expect((await runCli(['backup'])).code).toBe(64);
+  });
+
+  it('prints its version as text and as JSON', async () => {
+    const text = await runCli(['version']);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^edge-agent \d+\.\d+\.\d+ \(node \d+\.\d+\.\d+, sqlite 3\.\d+\.\d+, schema 1\)\n$/);
+    const json = JSON.parse((await runCli(['version', '--json'])).stdout) as Record<string, unknown>;
+    expect(json).toMatchObject({ name: 'edge-agent', schemaVersion: 1, node: process.versions.node });
+  });
+
+  it('fails at start with a message naming the cause when the port is taken, and exits 1', async () => {
+    const first = Daemon.start(writeFile(tmp.dir, 'a', 0));
+    const base = await first.ready();
+    const port = new URL(base).port;
+    const second = Daemon.start(writeFile(tmp.dir, 'b', Number(port)));
+    const exit = await second.exited;
+    expect(exit.code).toBe(1);
+    expect(second.stderr).toContain(`could not start: http failed to start: cannot listen on 127.0.0.1:${port}`);
+    expect(second.stderr).toContain('is already in use');
+    // What had started (store, runs) was stopped again: the run is closed cleanly.
+    expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'runs', 'store']);
+    first.kill('SIGTERM');
+    expect((await first.exited).code).toBe(0);
+  });
+});
+
+function writeFile(dir: string, name: string, port: number): string {
+  const file = join(dir, `${name}.yaml`);
+  writeFileSync(file, `agent:\n  dataDir: ${join(dir, name)}\nhttp:\n  port: ${port}\n`);
+  return file;
+}
