@@ -57,13 +57,13 @@ export function loadConfig(options: LoadOptions): LoadedConfig {
   }
 
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       file,
       doc.errors.map((e) => ({
         path: '(YAML syntax)',
-        message: e.message.split('\n')[0] ?? e.message,
+        message: (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, ''),
         line: e.linePos?.[0]?.line,
         hint: 'fix the YAML syntax: indentation uses spaces, "key: value" needs a space after the colon',
       })),

@@ -1,3 +1,4 @@
+import { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Daemon, tempDir, writeConfig } from '../helpers/daemon.js';
 import { NotifyCapture } from '../helpers/notifySocket.js';
@@ -95,5 +96,31 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
     expect(post.status).toBe(405);
     daemon.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
+  });
+});
+
+describe('a second stop signal', () => {
+  it('forces exit 130 when it arrives while the graceful stop is still running', async () => {
+    const tmp = tempDir();
+    const daemon = Daemon.start(writeConfig(tmp.dir));
+    const client = new Socket();
+    try {
+      const base = new URL(await daemon.ready());
+      // A client that has sent half a request keeps the listener's stop
+      // waiting (up to one second), as a stuck client on the plant network would.
+      await new Promise<void>((resolve) => client.connect(Number(base.port), '127.0.0.1', resolve));
+      client.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+      await new Promise((r) => setTimeout(r, 100));
+      daemon.kill('SIGTERM');
+      await daemon.waitForLog((l) => l.msg === 'edge-agent stopping');
+      daemon.kill('SIGINT');
+      expect(await daemon.exited).toEqual({ code: 130, signal: null });
+      expect(daemon.logs.map((l) => l.msg)).toContain('second signal: forcing exit without a clean stop');
+      expect(daemon.logs.map((l) => l.msg)).not.toContain('edge-agent stopped');
+    } finally {
+      client.destroy();
+      await daemon.dispose();
+      tmp.cleanup();
+    }
   });
 });
