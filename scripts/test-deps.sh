@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Finds the system programs the test suite needs and, when run as root on a
+# Debian-like system, installs the missing ones. Called by `npm test`
+# (pretest). Fails with a message naming what is missing otherwise.
+#
+# program          Debian package   used for
+# python3          python3          a stand-in for systemd's notification socket
+# systemd-analyze  systemd          checking the shipped unit file
+set -euo pipefail
+
+declare -A package=([python3]=python3 [systemd-analyze]=systemd)
+missing=()
+for program in "${!package[@]}"; do
+  command -v "$program" >/dev/null 2>&1 || missing+=("$program")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+wanted=$(for p in "${missing[@]}"; do echo "${package[$p]}"; done | sort -u | tr '\n' ' ')
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test-deps: installing ${wanted}for: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  # shellcheck disable=SC2086 # word splitting of the package list is wanted
+  apt-get install -y -qq --no-install-recommends $wanted >&2
+  for program in "${missing[@]}"; do
+    command -v "$program" >/dev/null 2>&1 || { echo "test-deps: $program still missing after installing ${package[$program]}" >&2; exit 1; }
+  done
+  exit 0
+fi
+echo "test-deps: the tests need: ${missing[*]}. Install them (Debian: apt-get install -y ${wanted}) and run npm test again." >&2
+exit 1
