@@ -1,0 +1,34 @@
+/**
+ * `npm run bench`: every benchmark of the project, one table. Each figure
+ * stands next to the limit it is compared with, measured in the same run
+ * where that is possible. Later parts add their benchmark to BENCHES.
+ */
+import { storeBench } from './store.js';
+
+export interface BenchResult {
+  name: string;
+  value: number;
+  unit: string;
+  /** What bounds this figure, for comparison. */
+  limit: string;
+}
+
+const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]> }[] = [{ name: 'store', run: storeBench }];
+
+const only = process.argv.slice(2);
+const rows: BenchResult[] = [];
+for (const bench of BENCHES) {
+  if (only.length > 0 && !only.includes(bench.name)) continue;
+  rows.push(...(await bench.run()));
+}
+
+const fmt = (v: number) => Math.round(v).toLocaleString('en-US');
+const widths = [
+  Math.max(9, ...rows.map((r) => r.name.length)),
+  Math.max(6, ...rows.map((r) => `${fmt(r.value)} ${r.unit}`.length)),
+];
+process.stdout.write(`node ${process.version}, ${new Date().toISOString()}\n`);
+process.stdout.write(`${'benchmark'.padEnd(widths[0]!)}  ${'result'.padStart(widths[1]!)}  compared with\n`);
+for (const r of rows) {
+  process.stdout.write(`${r.name.padEnd(widths[0]!)}  ${`${fmt(r.value)} ${r.unit}`.padStart(widths[1]!)}  ${r.limit}\n`);
+}
