@@ -35,6 +35,7 @@ export class App implements HealthSource {
   private config: Config;
   private currentPhase: ReturnType<HealthSource['phase']> = 'starting';
   private reloading: Promise<ReloadOutcome> | undefined;
+  private reloadAgain = false;
 
   constructor(private readonly deps: AppDeps) {
     const { logs } = deps;
@@ -110,9 +111,21 @@ export class App implements HealthSource {
    * configuration stays. Otherwise the change is applied live.
    */
   reload(): Promise<ReloadOutcome> {
-    if (this.currentPhase !== 'running') return Promise.resolve('unchanged');
-    this.reloading ??= this.doReload().finally(() => {
+    if (this.currentPhase === 'starting' || this.currentPhase === 'stopping') {
+      this.log.warn({ phase: this.currentPhase }, 'reload ignored: the agent is not running yet or is stopping');
+      return Promise.resolve('unchanged');
+    }
+    if (this.reloading) {
+      // A SIGHUP during a reload may follow a second edit of the file: read it once more afterwards.
+      this.reloadAgain = true;
+      return this.reloading;
+    }
+    this.reloading = this.doReload().finally(() => {
       this.reloading = undefined;
+      if (this.reloadAgain) {
+        this.reloadAgain = false;
+        void this.reload();
+      }
     });
     return this.reloading;
   }

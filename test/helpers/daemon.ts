@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { Waiters } from './waiters.js';
 
 export const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const MAIN = join(REPO, 'dist/agent/main.js');
@@ -61,7 +62,7 @@ export class Daemon {
   readonly logs: LogLine[] = [];
   stderr = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private waiters: (() => void)[] = [];
+  private readonly waiters = new Waiters();
 
   private constructor(readonly child: ChildProcess) {
     const lines = createInterface({ input: child.stdout! });
@@ -71,7 +72,7 @@ export class Daemon {
       } catch {
         this.logs.push({ msg: line, level: 'raw' });
       }
-      this.wake();
+      this.waiters.wake();
     });
     child.stderr!.on('data', (d: Buffer) => {
       this.stderr += d.toString();
@@ -79,13 +80,9 @@ export class Daemon {
     this.exited = new Promise((resolvePromise) =>
       child.on('exit', (code, signal) => {
         resolvePromise({ code, signal });
-        this.wake();
+        this.waiters.wake();
       }),
     );
-  }
-
-  private wake(): void {
-    for (const w of this.waiters.splice(0)) w();
   }
 
   static start(config: string, options: { env?: NodeJS.ProcessEnv; args?: string[] } = {}): Daemon {
@@ -98,24 +95,15 @@ export class Daemon {
   }
 
   /** Waits for a log line that matches; rejects if the daemon exits first or after `timeoutMs`. */
-  async waitForLog(match: (l: LogLine) => boolean, timeoutMs = 15_000, from = 0): Promise<LogLine> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.logs.slice(from).find(match);
-      if (found) return found;
-      if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        throw new Error(`daemon exited (${this.child.exitCode ?? this.child.signalCode}) before the log line; stderr: ${this.stderr}`);
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for a log line; last: ${JSON.stringify(this.logs.slice(-5))}`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
-    }
+  waitForLog(match: (l: LogLine) => boolean, timeoutMs = 15_000, from = 0): Promise<LogLine> {
+    return this.waiters.until(() => this.logs.slice(from).find(match), {
+      timeoutMs,
+      timeoutMessage: () => `timed out waiting for a log line; last: ${JSON.stringify(this.logs.slice(-5))}`,
+      gone: () =>
+        this.child.exitCode !== null || this.child.signalCode !== null
+          ? `daemon exited (${this.child.exitCode ?? this.child.signalCode}) before the log line; stderr: ${this.stderr}`
+          : undefined,
+    });
   }
 
   /** Waits for readiness and returns the base URL of the local listener. */

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { Waiters } from './waiters.js';
 
 export interface Notification {
   pid: number | null;
@@ -14,7 +15,7 @@ const SCRIPT = fileURLToPath(new URL('./notify_capture.py', import.meta.url));
 /** A real AF_UNIX datagram socket (python3) standing where systemd's NOTIFY_SOCKET would be. */
 export class NotifyCapture {
   readonly messages: Notification[] = [];
-  private waiters: (() => void)[] = [];
+  private readonly waiters = new Waiters();
 
   private constructor(
     readonly path: string,
@@ -36,28 +37,18 @@ export class NotifyCapture {
           text.split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as const),
         );
         capture.messages.push({ pid, text, fields });
-        for (const w of capture.waiters.splice(0)) w();
+        capture.waiters.wake();
       });
     });
     return capture;
   }
 
   /** Resolves with the first message (from index `from`) that matches, or rejects after `timeoutMs`. */
-  async waitFor(match: (n: Notification) => boolean, timeoutMs = 10_000, from = 0): Promise<Notification> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.messages.slice(from).find(match);
-      if (found) return found;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no matching notification; got ${JSON.stringify(this.messages.map((m) => m.text))}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  waitFor(match: (n: Notification) => boolean, timeoutMs = 10_000, from = 0): Promise<Notification> {
+    return this.waiters.until(() => this.messages.slice(from).find(match), {
+      timeoutMs,
+      timeoutMessage: () => `no matching notification; got ${JSON.stringify(this.messages.map((m) => m.text))}`,
+    });
   }
 
   async close(): Promise<void> {
