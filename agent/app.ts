@@ -5,10 +5,12 @@ import type { LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { ConfigError, describeError } from './errors.js';
 import { ServiceRunner, type ServiceStatus } from './lifecycle/runner.js';
-import { RunRecorder } from './lifecycle/runRecorder.js';
+import { InstanceLock } from './lifecycle/instanceLock.js';
+import { RunRecorder } from './runs/runRecorder.js';
 import type { SystemdNotifier } from './lifecycle/sdNotify.js';
 import type { LogHub, Logger } from './log.js';
 import { Metrics } from './metrics.js';
+import { RunsRepository } from './store/runsRepository.js';
 import { StoreService } from './store/storeService.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -42,10 +44,11 @@ export class App implements HealthSource {
     this.config = deps.loaded.config;
     this.log = logs.child('app');
     const c = this.config;
+    const lock = new InstanceLock({ log: logs.child('lock'), dataDir: c.agent.dataDir });
     const storage = new StoreService({ log: logs.child('store'), options: c.store });
     this.runs = new RunRecorder({
       log: logs.child('runs'),
-      storage,
+      runLog: () => new RunsRepository(storage.store),
       metrics: this.metrics,
       heartbeatIntervalMs: c.agent.heartbeatIntervalMs,
     });
@@ -53,7 +56,7 @@ export class App implements HealthSource {
     registerHealthRoutes(this.http, { source: this, metrics: this.metrics });
     this.runner = new ServiceRunner({
       log: logs.child('lifecycle'),
-      services: [storage, this.runs, this.http],
+      services: [lock, storage, this.runs, this.http],
       timeouts: { startMs: c.lifecycle.startTimeoutMs, stopMs: c.lifecycle.stopTimeoutMs },
       onStateChange: (name, state) => {
         this.metrics.serviceState(name, state);

@@ -1,15 +1,10 @@
 import pino, { type Level, type Logger } from 'pino';
 import pretty from 'pino-pretty';
+import { maskSecrets } from './secrets.js';
 
 export type { Logger } from 'pino';
 export type LogLevel = Level;
 
-/**
- * Keys whose values never reach a log line, wherever they appear (two levels
- * deep covers `config.x.token` style objects that get logged whole).
- */
-const SECRET_KEYS = ['password', 'passphrase', 'secret', 'token', 'privateKey', 'apiKey', 'authorization'];
-const REDACT_PATHS = SECRET_KEYS.flatMap((k) => [k, `*.${k}`, `*.*.${k}`]);
 
 /**
  * The root logger and its per-module children. pino children copy the level
@@ -28,9 +23,10 @@ export class LogHub {
       {
         level: options.level,
         base: { pid: process.pid },
-        redact: { paths: REDACT_PATHS, censor: '***' },
         timestamp: pino.stdTimeFunctions.isoTime,
-        formatters: { level: (label) => ({ level: label }) },
+        // Every log object passes the same secret matcher as `config check`:
+        // no secret value reaches a log line, at any depth.
+        formatters: { level: (label) => ({ level: label }), log: (object) => maskSecrets(object) },
       },
       stream,
     );

@@ -2,6 +2,10 @@
 import { describeError, ExitCode } from './errors.js';
 import { runCli } from './cli/program.js';
 
+// Whatever any command writes (database, backups, keys) is for its own user
+// only, from the first byte; files meant to be public are chmod-ed explicitly.
+process.umask(0o077);
+
 runCli(process.argv).then(
   (code) => process.exit(code),
   (err: unknown) => {

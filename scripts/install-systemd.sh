@@ -31,6 +31,12 @@ node_bin=$(command -v node || true)
 [ -n "$node_bin" ] || { echo "install-systemd: node is not on PATH; install Node.js 20 or newer first" >&2; exit 69; }
 major=$("$node_bin" -p 'process.versions.node.split(".")[0]')
 [ "$major" -ge 20 ] || { echo "install-systemd: Node.js $major is too old; 20 or newer is needed" >&2; exit 69; }
+case "$node_bin" in
+  /root/*|/home/*|/run/user/*)
+    echo "install-systemd: node is at $node_bin, under a home directory that the unit's ProtectHome=yes hides from the service;" >&2
+    echo "  install Node.js system-wide (for example /usr/bin/node or /usr/local/bin/node) and run this again" >&2
+    exit 69 ;;
+esac
 if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then
   echo "install-systemd: run as root (or stage files with --root DIR)" >&2; exit 77
 fi

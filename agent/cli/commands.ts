@@ -1,9 +1,9 @@
-import BetterSqlite3 from 'better-sqlite3';
 import { stringify } from 'yaml';
-import { maskSecrets } from '../config/diff.js';
+import { maskSecrets } from '../secrets.js';
 import { loadConfig } from '../config/load.js';
 import { BackupError, ConfigError, ExitCode } from '../errors.js';
 import { backupDatabase } from '../store/backup.js';
+import { Store } from '../store/database.js';
 import { latestVersion } from '../store/migrate.js';
 import { MIGRATIONS } from '../store/migrations/index.js';
 import { AGENT_NAME, AGENT_VERSION } from '../version.js';
@@ -65,7 +65,7 @@ export function version(options: { json?: boolean }): number {
     name: AGENT_NAME,
     version: AGENT_VERSION,
     node: process.versions.node,
-    sqlite: (new BetterSqlite3(':memory:').prepare('SELECT sqlite_version() AS v').get() as { v: string }).v,
+    sqlite: Store.sqliteVersion(),
     schemaVersion: latestVersion(MIGRATIONS),
   };
   if (options.json) printJson(info);

@@ -12,8 +12,6 @@ import { configPath } from './common.js';
  * SIGHUP reloads the configuration.
  */
 export async function runDaemon(options: { config?: string; pretty?: boolean }): Promise<number> {
-  // Everything the agent writes (database, keys, tokens) is for its own user only.
-  process.umask(0o077);
   const file = configPath(options.config);
   const reread = (): LoadedConfig => loadConfig({ file });
   let loaded: LoadedConfig;

@@ -25,16 +25,3 @@ export function planReload(running: Config, next: Config): ReloadPlan {
   );
   return { changed, restartOnly };
 }
-
-const SECRET_KEY = /(password|passphrase|secret|token|privatekey|apikey)$/i;
-
-/** A deep copy in which every value under a secret-looking key is replaced by "***". */
-export function maskSecrets<T>(value: T): T {
-  if (Array.isArray(value)) return value.map((v) => maskSecrets(v)) as T;
-  if (!isPlainObject(value)) return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) {
-    out[k] = SECRET_KEY.test(k) && v !== '' && v !== null && v !== undefined && !isPlainObject(v) ? '***' : maskSecrets(v);
-  }
-  return out as T;
-}

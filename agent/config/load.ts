@@ -26,7 +26,8 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
 
 /** Values from `over` replace those in `base`; objects merge key by key. Neither input is changed. */
 function merge(base: unknown, over: unknown): unknown {
-  if (over === undefined) return base;
+  // A section whose keys are all commented out reads as null: it means "defaults".
+  if (over === undefined || (over === null && isPlainObject(base))) return base;
   if (isPlainObject(base) && isPlainObject(over)) {
     const out: Record<string, unknown> = { ...base };
     for (const [k, v] of Object.entries(over)) out[k] = merge(base[k], v);
@@ -58,16 +59,17 @@ export function loadConfig(options: LoadOptions): LoadedConfig {
 
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true });
+  const fromEnv = readEnvironmentOverrides(env);
   if (doc.errors.length > 0) {
-    throw new ConfigError(
-      file,
-      doc.errors.map((e) => ({
+    throw new ConfigError(file, [
+      ...doc.errors.map((e) => ({
         path: '(YAML syntax)',
         message: (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, ''),
         line: e.linePos?.[0]?.line,
         hint: 'fix the YAML syntax: indentation uses spaces, "key: value" needs a space after the colon',
       })),
-    );
+      ...fromEnv.problems,
+    ]);
   }
 
   const problems: ConfigProblem[] = [];
@@ -77,7 +79,6 @@ export function loadConfig(options: LoadOptions): LoadedConfig {
       { path: '(top level)', message: 'the file must be a YAML mapping of sections', hint: 'start from config/edge-agent.example.yaml' },
     ]);
   }
-  const fromEnv = readEnvironmentOverrides(env);
   problems.push(...fromEnv.problems);
 
   const merged = merge(merge(defaultConfig(), raw), fromEnv.overrides);

@@ -79,7 +79,7 @@ export class ServiceRunner {
       this.set(service.name, 'starting');
       this.deps.log.info({ service: service.name }, 'starting service');
       try {
-        await withDeadline(service.start(controller.signal), this.deps.timeouts.startMs, `start of ${service.name}`, controller);
+        await withDeadline(service.start(controller.signal), service.timeouts?.startMs ?? this.deps.timeouts.startMs, `start of ${service.name}`, controller);
         this.started.push(service);
         this.set(service.name, 'up');
       } catch (err) {
@@ -106,7 +106,7 @@ export class ServiceRunner {
       onStopping?.(service.name);
       this.set(service.name, 'stopping');
       try {
-        await withDeadline(service.stop(), this.deps.timeouts.stopMs, `stop of ${service.name}`);
+        await withDeadline(service.stop(), service.timeouts?.stopMs ?? this.deps.timeouts.stopMs, `stop of ${service.name}`);
         this.set(service.name, 'stopped');
         this.deps.log.info({ service: service.name }, 'service stopped');
       } catch (err) {

@@ -16,6 +16,8 @@ export interface Service {
    * Omitted by parts with nothing to change live.
    */
   reload?(config: Config): void | Promise<void>;
+  /** Overrides of lifecycle.startTimeoutMs / stopTimeoutMs for a part that needs longer (or shorter). */
+  readonly timeouts?: { startMs?: number; stopMs?: number };
 }
 
 export type ServiceState = 'idle' | 'starting' | 'up' | 'stopping' | 'stopped' | 'failed';

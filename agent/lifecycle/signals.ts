@@ -1,7 +1,8 @@
 /**
  * Process signals of a daemon: the first SIGTERM or SIGINT asks for a
- * graceful stop, a second one (an impatient operator, or systemd after
- * TimeoutStopSec) forces exit at once; SIGHUP asks for a reload.
+ * graceful stop, a second one (an impatient operator at the terminal)
+ * forces exit at once; SIGHUP asks for a reload. (systemd itself sends
+ * SIGKILL after TimeoutStopSec, which needs no handling.)
  */
 export class SignalHandler {
   private stopRequested = false;

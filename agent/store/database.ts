@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { StoreCorruptError, StoreOpenError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { migrate, type MigrationResult } from './migrate.js';
+import { assertNotNewer, migrate, type MigrationResult } from './migrate.js';
 import { MIGRATIONS } from './migrations/index.js';
 
 export type Sqlite = BetterSqlite3.Database;
@@ -70,8 +70,11 @@ export class Store {
     if (isNew) chmodSync(path, 0o600);
     try {
       const store = new Store(db, path);
-      store.configure(options);
+      // Checks first, writes after: a database that is refused is left exactly as it was.
+      db.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
+      assertNotNewer(db, MIGRATIONS);
       store.checkIntegrity(options.integrityCheck, log);
+      store.configure(options);
       const migration = migrate(db, MIGRATIONS, log);
       return { store, migration };
     } catch (err) {
@@ -85,7 +88,6 @@ export class Store {
     if (String(mode).toLowerCase() !== 'wal') {
       throw new StoreOpenError(`database ${this.path} could not switch to WAL mode (got ${String(mode)})`);
     }
-    this.db.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
     this.db.pragma('foreign_keys = ON');
     this.db.pragma(`journal_size_limit = ${options.journalSizeLimitBytes}`);
     this.db.pragma('synchronous = NORMAL');
@@ -122,6 +124,16 @@ export class Store {
       return this.db.transaction(fn)();
     } finally {
       this.db.pragma('synchronous = NORMAL');
+    }
+  }
+
+  /** The SQLite library version linked into better-sqlite3. */
+  static sqliteVersion(): string {
+    const db = new BetterSqlite3(':memory:');
+    try {
+      return (db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v;
+    } finally {
+      db.close();
     }
   }
 

@@ -21,6 +21,20 @@ export function latestVersion(migrations: readonly Migration[]): number {
   return migrations.reduce((max, m) => Math.max(max, m.version), 0);
 }
 
+/** Reads the schema version (a read only) and refuses one newer than this build. */
+export function assertNotNewer(db: BetterSqlite3.Database, migrations: readonly Migration[]): number {
+  const latest = latestVersion(migrations);
+  const current = Number(db.pragma('user_version', { simple: true }));
+  if (current > latest) {
+    throw new StoreTooNewError(
+      `database schema version ${current} is newer than this edge-agent ${AGENT_VERSION} supports (${latest}); ` +
+        'run the newer edge-agent that wrote it, or restore a backup made by this version',
+      { details: { databaseVersion: current, supportedVersion: latest } },
+    );
+  }
+  return current;
+}
+
 /**
  * Brings the database to the newest schema in one transaction, at
  * synchronous=FULL, recording each step in `schema_migrations` and the
@@ -33,14 +47,7 @@ export function migrate(db: BetterSqlite3.Database, migrations: readonly Migrati
     if (m.version !== i + 1) throw new Error(`migration list is not numbered 1..n: position ${i + 1} holds ${m.version}`);
   });
   const latest = latestVersion(migrations);
-  const current = Number(db.pragma('user_version', { simple: true }));
-  if (current > latest) {
-    throw new StoreTooNewError(
-      `database schema version ${current} is newer than this edge-agent ${AGENT_VERSION} supports (${latest}); ` +
-        'run the newer edge-agent that wrote it, or restore a backup made by this version',
-      { details: { databaseVersion: current, supportedVersion: latest } },
-    );
-  }
+  const current = assertNotNewer(db, migrations);
   const pending = migrations.filter((m) => m.version > current);
   if (pending.length === 0) return { from: current, to: current, applied: [] };
 

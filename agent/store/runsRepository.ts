@@ -1,17 +1,7 @@
 import { hostname } from 'node:os';
 import { AGENT_VERSION } from '../version.js';
+import type { AgentRun, RunLog } from '../runs/runRecorder.js';
 import type { Store } from './database.js';
-
-export interface AgentRun {
-  id: number;
-  startedAt: string;
-  pid: number;
-  hostname: string;
-  agentVersion: string;
-  lastHeartbeatAt: string;
-  stoppedAt: string | null;
-  stopReason: 'stopped' | 'unclean' | null;
-}
 
 interface RunRow {
   id: number;
@@ -36,7 +26,7 @@ const toRun = (r: RunRow): AgentRun => ({
 });
 
 /** SQL for the `agent_runs` table: the daemon's own start/heartbeat/stop record. */
-export class RunsRepository {
+export class RunsRepository implements RunLog {
   constructor(private readonly store: Store) {}
 
   /**

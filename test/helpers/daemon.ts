@@ -18,8 +18,8 @@ export function tempDir(prefix = 'edge-agent-test-'): { dir: string; cleanup: ()
 }
 
 /** A configuration for tests: data in `dir`, a free port, a fast heartbeat. */
-export function writeConfig(dir: string, yaml?: string): string {
-  const file = join(dir, 'edge-agent.yaml');
+export function writeConfig(dir: string, yaml?: string, name = 'edge-agent.yaml'): string {
+  const file = join(dir, name);
   writeFileSync(
     file,
     yaml ??

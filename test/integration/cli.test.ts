@@ -119,8 +119,8 @@ describe('the edge-agent command', () => {
     expect(exit.code).toBe(1);
     expect(second.stderr).toContain(`could not start: http failed to start: cannot listen on 127.0.0.1:${port}`);
     expect(second.stderr).toContain('is already in use');
-    // What had started (store, runs) was stopped again: the run is closed cleanly.
-    expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'runs', 'store']);
+    // What had started (lock, store, runs) was stopped again, in reverse: the run is closed cleanly.
+    expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'runs', 'store', 'lock']);
     first.kill('SIGTERM');
     expect((await first.exited).code).toBe(0);
   });

@@ -1,3 +1,4 @@
+import BetterSqlite3 from 'better-sqlite3';
 import { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Daemon, tempDir, writeConfig } from '../helpers/daemon.js';
@@ -26,11 +27,11 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
     const base = await daemon.ready();
 
     const ready = await notify.waitFor((n) => n.fields.READY === '1');
-    expect(ready.fields.STATUS).toMatch(/^Running: 3 services up/);
+    expect(ready.fields.STATUS).toMatch(/^Running: 4 services up/);
     expect(ready.pid).toBe(daemon.child.pid);
     const readyIndex = notify.messages.indexOf(ready);
     const statuses = notify.messages.slice(0, readyIndex).map((n) => n.fields.STATUS).filter(Boolean);
-    expect(statuses).toEqual(['Starting store', 'Starting runs', 'Starting http']);
+    expect(statuses).toEqual(['Starting lock', 'Starting store', 'Starting runs', 'Starting http']);
 
     // WATCHDOG_USEC=400ms: pings every 200 ms; wait for three after readiness.
     for (let i = 0; i < 3; i++) {
@@ -42,6 +43,7 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
     const body = (await ready_.json()) as { status: string; services: { name: string; state: string }[] };
     expect(body.status).toBe('ready');
     expect(body.services.map((s) => [s.name, s.state])).toEqual([
+      ['lock', 'up'],
       ['store', 'up'],
       ['runs', 'up'],
       ['http', 'up'],
@@ -120,6 +122,41 @@ describe('a second stop signal', () => {
     } finally {
       client.destroy();
       await daemon.dispose();
+      tmp.cleanup();
+    }
+  });
+});
+
+describe('the watchdog and a wedged database', () => {
+  it('withholds WATCHDOG=1 while heartbeats cannot be written, and resumes once they can', async () => {
+    const tmp = tempDir();
+    const notify = await NotifyCapture.start(tmp.dir);
+    const file = writeConfig(
+      tmp.dir,
+      ['agent:', `  dataDir: ${tmp.dir}/data`, '  heartbeatIntervalMs: 200', 'store:', '  busyTimeoutMs: 50', 'http:', '  port: 0', ''].join('\n'),
+    );
+    const daemon = Daemon.start(file, { env: { NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: '200000' } });
+    let blocker: BetterSqlite3.Database | undefined;
+    try {
+      await daemon.ready();
+      await notify.waitFor((n) => n.fields.WATCHDOG === '1');
+      // Another process holds the write lock: every heartbeat fails with SQLITE_BUSY.
+      blocker = new BetterSqlite3(`${tmp.dir}/data/edge-agent.db`);
+      blocker.exec('BEGIN EXCLUSIVE');
+      await daemon.waitForLog((l) => l.msg === 'heartbeat could not be written');
+      await daemon.waitForLog((l) => l.msg === 'watchdog ping withheld: agent not healthy');
+      const withheldAt = notify.messages.length;
+      await new Promise((r) => setTimeout(r, 400));
+      expect(notify.messages.slice(withheldAt).filter((n) => n.fields.WATCHDOG === '1')).toEqual([]);
+      blocker.exec('ROLLBACK');
+      await daemon.waitForLog((l) => l.msg === 'heartbeat written again');
+      await notify.waitFor((n) => n.fields.WATCHDOG === '1', 5_000, notify.messages.length);
+      daemon.kill('SIGTERM');
+      expect((await daemon.exited).code).toBe(0);
+    } finally {
+      blocker?.close();
+      await daemon.dispose();
+      await notify.close();
       tmp.cleanup();
     }
   });

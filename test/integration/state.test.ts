@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { existsSync, openSync, readSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -44,7 +45,7 @@ describe('state on disk across restarts, corruption and backups', () => {
     await second.ready();
     const unclean = await second.waitForLog((l) => l.msg.startsWith('previous run did not stop cleanly'));
     expect(unclean.runId).toBe(1);
-    expect(unclean.pid).toBe(first.child.pid);
+    expect(unclean.previousPid).toBe(first.child.pid);
     second.kill('SIGTERM');
     expect((await second.exited).code).toBe(0);
 
@@ -106,21 +107,42 @@ describe('state on disk across restarts, corruption and backups', () => {
     expect(d.stderr).toContain(dbPath);
   });
 
-  it('refuses a database written by a newer agent (schema version above this build), leaving it untouched', async () => {
+  it('refuses a database written by a newer agent (schema version above this build), leaving the file byte for byte as it was', async () => {
     const d0 = start();
     await d0.ready();
     d0.kill('SIGTERM');
     await d0.exited;
+    // A rollback-journal (DELETE mode) database, as a backup is: opening it
+    // in WAL mode would rewrite its header, so the refusal must come first.
     const db = new BetterSqlite3(dbPath);
+    db.pragma('journal_mode = DELETE');
     db.pragma('user_version = 999');
     db.close();
-    const before = readHead(dbPath);
+    const before = createHash('sha256').update(readFileSync(dbPath)).digest('hex');
 
     const d = start();
     const exit = await d.exited;
     expect(exit.code).toBe(65);
     expect(d.stderr).toMatch(/database schema version 999 is newer than this edge-agent .* supports \(1\)/);
-    expect(readHead(dbPath)).toEqual(before);
+    expect(createHash('sha256').update(readFileSync(dbPath)).digest('hex')).toBe(before);
+    expect(existsSync(`${dbPath}-wal`)).toBe(false);
+  });
+
+  it('refuses to start a second agent on the same data directory, and leaves the run of the first one alone', async () => {
+    const first = start();
+    await first.ready();
+    const second = Daemon.start(writeConfig(join(tmp.dir), undefined, 'second.yaml'));
+    daemons.push(second);
+    const exit = await second.exited;
+    expect(exit.code).toBe(1);
+    expect(second.stderr).toContain(`another edge-agent (pid ${first.child.pid}) is using ${join(tmp.dir, 'data')}`);
+    expect(second.logs.some((l) => l.msg.startsWith('previous run did not stop cleanly'))).toBe(false);
+    first.kill('SIGTERM');
+    expect((await first.exited).code).toBe(0);
+    const db = new BetterSqlite3(dbPath, { readonly: true });
+    expect(db.prepare('SELECT id, stop_reason FROM agent_runs').all()).toEqual([{ id: 1, stop_reason: 'stopped' }]);
+    db.close();
+    expect(existsSync(join(tmp.dir, 'data', 'edge-agent.pid'))).toBe(false);
   });
 
   it('backs up while the daemon and another writer commit, and each copy passes integrity_check', async () => {
@@ -193,11 +215,3 @@ describe('state on disk across restarts, corruption and backups', () => {
     expect(existsSync(join(tmp.dir, 'missing-dir'))).toBe(false);
   });
 });
-
-function readHead(path: string): Buffer {
-  const fd = openSync(path, 'r');
-  const buf = Buffer.alloc(4096);
-  readSync(fd, buf, 0, buf.length, 0);
-  closeSync(fd);
-  return buf;
-}

@@ -1,7 +1,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { maskSecrets, planReload } from '../../agent/config/diff.js';
+import { planReload } from '../../agent/config/diff.js';
+import { maskSecrets } from '../../agent/secrets.js';
 import { environmentVariables } from '../../agent/config/env.js';
 import { loadConfig } from '../../agent/config/load.js';
 import { configSchema, defaultAgentId, defaultConfig } from '../../agent/config/schema.js';
@@ -132,6 +133,17 @@ describe('loadConfig', () => {
     expect(syntax[0]!.line).toBeGreaterThan(1);
     const duplicate = problems('log:\n  level: info\n  level: debug\n');
     expect(duplicate[0]!.message).toMatch(/unique/i);
+  });
+
+  it('reports YAML syntax errors and bad environment overrides together', () => {
+    const found = problems('log:\n  level: info\n  level: debug\n', { EDGE_AGENT_FOO: '1' });
+    expect(found.map((p) => p.path)).toEqual(['(YAML syntax)', 'env EDGE_AGENT_FOO']);
+  });
+
+  it('reads a section whose keys are all commented out as its defaults', () => {
+    const { config } = load('agent:\n  # id: x\nlog:\n');
+    expect(config.agent.heartbeatIntervalMs).toBe(defaultConfig().agent.heartbeatIntervalMs);
+    expect(config.log.level).toBe('info');
   });
 
   it('reports a missing file as a problem, not a crash', () => {

@@ -23,6 +23,24 @@ describe('LogHub', () => {
     expect(lines[0]).toMatchObject({ module: 'sync', token: '***', upstream: { password: '***', url: 'https://cmms' } });
   });
 
+  it('matches secret keys by suffix and in any case, however deep', () => {
+    const { lines, destination } = capture();
+    const hub = new LogHub({ level: 'info', pretty: false, destination });
+    hub.root.info(
+      { ca: { keyPassphrase: 'SECRET1' }, upstreamToken: 'SECRET2', a: { b: { c: { token: 'SECRET3' } } }, headers: { Authorization: 'Bearer SECRET4' } },
+      'deep',
+    );
+    const text = JSON.stringify(lines);
+    for (const secret of ['SECRET1', 'SECRET2', 'SECRET3', 'SECRET4']) expect(text).not.toContain(secret);
+    expect(lines[0]).toMatchObject({ ca: { keyPassphrase: '***' }, headers: { Authorization: '***' } });
+  });
+
+  it('still writes errors with their message and stack', () => {
+    const { lines, destination } = capture();
+    new LogHub({ level: 'info', pretty: false, destination }).root.error({ err: new Error('disk full') }, 'failed');
+    expect(lines[0]).toMatchObject({ msg: 'failed', err: { message: 'disk full', type: 'Error' } });
+  });
+
   it('changes the level of every module logger at once', () => {
     const { lines, destination } = capture();
     const hub = new LogHub({ level: 'info', pretty: false, destination });
