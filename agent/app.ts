@@ -1,3 +1,5 @@
+import { CaService } from './ca/caService.js';
+import { EventBus } from './events.js';
 import { registerHealthRoutes, type HealthSource } from './api/health.js';
 import { HttpService } from './api/httpServer.js';
 import { planReload } from './config/diff.js';
@@ -20,6 +22,8 @@ export interface AppDeps {
   notifier: SystemdNotifier;
   /** Reads the configuration again for a reload (same file and environment as at start). */
   reread: () => LoadedConfig;
+  /** The environment secrets and credentials come from (process.env by default). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export type ReloadOutcome = 'applied' | 'unchanged' | 'invalid' | 'restart_required';
@@ -31,6 +35,8 @@ export type ReloadOutcome = 'applied' | 'unchanged' | 'invalid' | 'restart_requi
 export class App implements HealthSource {
   readonly metrics = new Metrics();
   readonly http: HttpService;
+  readonly bus: EventBus;
+  readonly ca: CaService;
   private readonly runner: ServiceRunner;
   private readonly runs: RunRecorder;
   private readonly log: Logger;
@@ -54,9 +60,20 @@ export class App implements HealthSource {
     });
     this.http = new HttpService({ log: logs.child('http'), host: c.http.host, port: c.http.port });
     registerHealthRoutes(this.http, { source: this, metrics: this.metrics });
+    this.bus = new EventBus(logs.child('events'));
+    this.ca = new CaService({
+      log: logs.child('ca'),
+      config: c.ca,
+      gatewayId: c.agent.id,
+      storage,
+      http: this.http,
+      metrics: this.metrics,
+      bus: this.bus,
+      env: deps.env ?? process.env,
+    });
     this.runner = new ServiceRunner({
       log: logs.child('lifecycle'),
-      services: [lock, storage, this.runs, this.http],
+      services: [lock, storage, this.runs, this.ca, this.http],
       timeouts: { startMs: c.lifecycle.startTimeoutMs, stopMs: c.lifecycle.stopTimeoutMs },
       onStateChange: (name, state) => {
         this.metrics.serviceState(name, state);

@@ -90,10 +90,15 @@ export const ExitCode = {
   forced: 130,
 } as const;
 
+const CA_SETUP_ERRORS = new Set(['CA_PASSPHRASE_UNREADABLE', 'CA_KEY_PERMISSIONS', 'CA_KEY_MISMATCH', 'CA_PASSPHRASE_WRONG', 'CA_PASSPHRASE_MISSING', 'CA_NOT_INITIALISED']);
+
 /** Maps an error to the exit code the process ends with. */
 export function exitCodeFor(err: unknown): number {
   const root = err instanceof ServiceStartError && err.cause !== undefined ? err.cause : err;
   if (root instanceof ConfigError) return ExitCode.config;
+  // CA keys exposed, undecryptable or not matching their certificate: a restart will not help.
+  const code = (root as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string' && CA_SETUP_ERRORS.has(code)) return ExitCode.config;
   if (root instanceof StoreCorruptError || root instanceof StoreTooNewError) return ExitCode.dataError;
   if (root instanceof UsageError) return ExitCode.usage;
   return ExitCode.failure;

@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ExitCode } from '../errors.js';
 import { AGENT_VERSION } from '../version.js';
+import { registerCaCommands } from './ca.js';
 import { backup, configCheck, version } from './commands.js';
 import { CONFIG_OPTION_HELP } from './common.js';
 import { runDaemon } from './run.js';
@@ -62,6 +63,7 @@ export function buildProgram(result: { code: number }): Command {
       result.code = version(opts);
     });
 
+  registerCaCommands(program, result);
   return program;
 }
 

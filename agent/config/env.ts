@@ -16,6 +16,8 @@ export function environmentVariables(): Map<string, Leaf> {
   const out = new Map<string, Leaf>();
   for (const [section, sectionSchema] of Object.entries(configSchema.shape)) {
     for (const [key, schema] of Object.entries(sectionSchema.shape)) {
+      // Only scalar keys have a variable; nested objects and lists are set in the file.
+      if (!(schema instanceof z.ZodString || schema instanceof z.ZodNumber || schema instanceof z.ZodBoolean || schema instanceof z.ZodEnum)) continue;
       out.set(`${ENV_PREFIX}${snake(section)}_${snake(key)}`, { section, key, schema: schema as z.ZodType });
     }
   }

@@ -97,11 +97,22 @@ export function loadConfig(options: LoadOptions): LoadedConfig {
   return { file, config: resolvePaths(result.data, cwd) };
 }
 
-/** Makes `agent.dataDir` and `store.path` absolute; an empty store path becomes <dataDir>/edge-agent.db. */
+/**
+ * Makes every path absolute. Empty paths get their place under the data
+ * directory: the database <dataDir>/edge-agent.db, the CA <dataDir>/ca, the
+ * CRL <ca.dir>/crl.pem.
+ */
 export function resolvePaths(config: Config, cwd: string): Config {
   const dataDir = resolve(cwd, config.agent.dataDir);
   const storePath = config.store.path === '' ? resolve(dataDir, 'edge-agent.db') : resolve(cwd, config.store.path);
-  return { ...config, agent: { ...config.agent, dataDir }, store: { ...config.store, path: storePath } };
+  const caDir = config.ca.dir === '' ? resolve(dataDir, 'ca') : resolve(cwd, config.ca.dir);
+  const ca = {
+    ...config.ca,
+    dir: caDir,
+    crlFile: config.ca.crlFile === '' ? resolve(caDir, 'crl.pem') : resolve(cwd, config.ca.crlFile),
+    passphraseFile: config.ca.passphraseFile === '' ? '' : resolve(cwd, config.ca.passphraseFile),
+  };
+  return { ...config, agent: { ...config.agent, dataDir }, store: { ...config.store, path: storePath }, ca };
 }
 
 function lineOf(doc: Document, lc: LineCounter, path: PropertyKey[], key?: string): number | undefined {

@@ -11,6 +11,8 @@ import { z } from 'zod';
 const int = (min: number, max: number, what: string) =>
   z.number().int().min(min).max(max).describe(`${what} (whole number, ${min} to ${max})`);
 
+const keyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']);
+
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
 export const configSchema = z.strictObject({
@@ -43,6 +45,30 @@ export const configSchema = z.strictObject({
       .describe('address of the local listener for /healthz, /readyz, /metrics; keep 127.0.0.1 unless the network is trusted'),
     port: int(0, 65_535, 'TCP port of the local listener; 0 picks a free port and logs it'),
   }),
+  ca: z.strictObject({
+    dir: z.string().describe('directory of the CA certificates and keys; empty means <agent.dataDir>/ca'),
+    autoInit: z.boolean().describe('create the CA hierarchy at the first start if the directory holds none (false when chaining to an enterprise PKI)'),
+    organization: z.string().min(1).max(64).describe('O= of the CA and of every certificate it issues (1 to 64 characters)'),
+    passphrase: z.string().describe('passphrase of the CA keys; prefer EDGE_AGENT_CA_PASSPHRASE or passphraseFile over writing it here'),
+    passphraseFile: z.string().describe('file holding the CA key passphrase (first line); under systemd, LoadCredential= as ca-passphrase also works'),
+    rootKeyType: keyType.describe('key of the root CA: ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096'),
+    issuingKeyType: keyType.describe('key of the issuing CA for MQTT devices and EC requesters'),
+    rsaIssuingKeyType: z.enum(['rsa-2048', 'rsa-3072', 'rsa-4096']).describe('key of the RSA issuing CA (OPC UA applications and RSA requesters): rsa-2048, rsa-3072 or rsa-4096'),
+    rootValidityDays: int(1, 36_500, 'validity of the root CA in days'),
+    issuingValidityDays: int(1, 36_500, 'validity of the issuing CAs in days (never past the root)'),
+    validityDays: z
+      .strictObject({
+        mqttDevice: int(1, 3_650, 'validity of MQTT device certificates in days'),
+        opcuaApplication: int(1, 3_650, 'validity of OPC UA application certificates in days'),
+        brokerServer: int(1, 3_650, 'validity of the broker server certificate in days'),
+        agentClient: int(1, 3_650, 'validity of the agent client certificate in days'),
+      })
+      .describe('validity per profile in days (never past the issuing CA)'),
+    allowKeyReuse: z.boolean().describe('whether a renewal may keep the key of the certificate it replaces'),
+    crlFile: z.string().describe('where the CRL (PEM, one per issuing CA) is written; empty means <ca.dir>/crl.pem'),
+    crlValidityHours: int(1, 8_760, 'nextUpdate of each CRL, in hours; it is regenerated at half of that and on every revocation'),
+    expiryCheckIntervalMs: int(1_000, 86_400_000, 'how often certificates past two thirds of their lifetime are looked for, in milliseconds'),
+  }),
   lifecycle: z.strictObject({
     startTimeoutMs: int(100, 600_000, 'time each service may take to start, in milliseconds'),
     stopTimeoutMs: int(100, 600_000, 'time each service may take to stop before it is abandoned, in milliseconds'),
@@ -65,6 +91,23 @@ export function defaultConfig(): Config {
     log: { level: 'info', pretty: false },
     store: { path: '', busyTimeoutMs: 5_000, journalSizeLimitBytes: 64 * 1024 * 1024, integrityCheck: 'quick' },
     http: { host: '127.0.0.1', port: 8470 },
+    ca: {
+      dir: '',
+      autoInit: true,
+      organization: 'Edge Agent',
+      passphrase: '',
+      passphraseFile: '',
+      rootKeyType: 'ec-p256',
+      issuingKeyType: 'ec-p256',
+      rsaIssuingKeyType: 'rsa-2048',
+      rootValidityDays: 7_300,
+      issuingValidityDays: 3_650,
+      validityDays: { mqttDevice: 365, opcuaApplication: 730, brokerServer: 365, agentClient: 365 },
+      allowKeyReuse: false,
+      crlFile: '',
+      crlValidityHours: 168,
+      expiryCheckIntervalMs: 3_600_000,
+    },
     lifecycle: { startTimeoutMs: 30_000, stopTimeoutMs: 5_000 },
   };
 }
@@ -73,4 +116,21 @@ export function defaultConfig(): Config {
  * Keys whose change needs a restart: SIGHUP refuses a reload that touches
  * them (prefix match on the dotted path).
  */
-export const RESTART_ONLY_KEYS: readonly string[] = ['agent.id', 'agent.dataDir', 'store', 'http', 'log.pretty'];
+export const RESTART_ONLY_KEYS: readonly string[] = [
+  'agent.id',
+  'agent.dataDir',
+  'store',
+  'http',
+  'log.pretty',
+  'ca.dir',
+  'ca.autoInit',
+  'ca.organization',
+  'ca.passphrase',
+  'ca.passphraseFile',
+  'ca.rootKeyType',
+  'ca.issuingKeyType',
+  'ca.rsaIssuingKeyType',
+  'ca.rootValidityDays',
+  'ca.issuingValidityDays',
+  'ca.crlFile',
+];

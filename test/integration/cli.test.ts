@@ -1,6 +1,8 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { latestVersion } from '../../agent/store/migrate.js';
+import { MIGRATIONS } from '../../agent/store/migrations/index.js';
 import { Daemon, runCli, tempDir } from '../helpers/daemon.js';
 
 describe('the edge-agent command', () => {
@@ -105,9 +107,10 @@ describe('the edge-agent command', () => {
   it('prints its version as text and as JSON', async () => {
     const text = await runCli(['version']);
     expect(text.code).toBe(0);
-    expect(text.stdout).toMatch(/^edge-agent \d+\.\d+\.\d+ \(node \d+\.\d+\.\d+, sqlite 3\.\d+\.\d+, schema 1\)\n$/);
+    const latest = latestVersion(MIGRATIONS);
+    expect(text.stdout).toMatch(new RegExp(`^edge-agent \\d+\\.\\d+\\.\\d+ \\(node \\d+\\.\\d+\\.\\d+, sqlite 3\\.\\d+\\.\\d+, schema ${latest}\\)\\n$`));
     const json = JSON.parse((await runCli(['version', '--json'])).stdout) as Record<string, unknown>;
-    expect(json).toMatchObject({ name: 'edge-agent', schemaVersion: 1, node: process.versions.node });
+    expect(json).toMatchObject({ name: 'edge-agent', schemaVersion: latest, node: process.versions.node });
   });
 
   it('fails at start with a message naming the cause when the port is taken, and exits 1', async () => {
@@ -119,8 +122,8 @@ describe('the edge-agent command', () => {
     expect(exit.code).toBe(1);
     expect(second.stderr).toContain(`could not start: http failed to start: cannot listen on 127.0.0.1:${port}`);
     expect(second.stderr).toContain('is already in use');
-    // What had started (lock, store, runs) was stopped again, in reverse: the run is closed cleanly.
-    expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'runs', 'store', 'lock']);
+    // What had started (lock, store, runs, ca) was stopped again, in reverse: the run is closed cleanly.
+    expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'ca', 'runs', 'store', 'lock']);
     first.kill('SIGTERM');
     expect((await first.exited).code).toBe(0);
   });

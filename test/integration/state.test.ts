@@ -4,7 +4,11 @@ import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync,
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { latestVersion } from '../../agent/store/migrate.js';
+import { MIGRATIONS } from '../../agent/store/migrations/index.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../helpers/daemon.js';
+
+const LATEST = latestVersion(MIGRATIONS);
 
 describe('state on disk across restarts, corruption and backups', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -123,7 +127,7 @@ describe('state on disk across restarts, corruption and backups', () => {
     const d = start();
     const exit = await d.exited;
     expect(exit.code).toBe(65);
-    expect(d.stderr).toMatch(/database schema version 999 is newer than this edge-agent .* supports \(1\)/);
+    expect(d.stderr).toMatch(new RegExp(`database schema version 999 is newer than this edge-agent .* supports \\(${LATEST}\\)`));
     expect(createHash('sha256').update(readFileSync(dbPath)).digest('hex')).toBe(before);
     expect(existsSync(`${dbPath}-wal`)).toBe(false);
   });
@@ -176,7 +180,7 @@ describe('state on disk across restarts, corruption and backups', () => {
       expect(result.stderr).toBe('');
       expect(result.code).toBe(0);
       const summary = JSON.parse(result.stdout) as { integrity: string; schemaVersion: number; destination: string };
-      expect(summary).toMatchObject({ integrity: 'ok', schemaVersion: 1, destination: target });
+      expect(summary).toMatchObject({ integrity: 'ok', schemaVersion: LATEST, destination: target });
       // Checked again here, independently of the agent's own check.
       const copy = new BetterSqlite3(target, { readonly: true });
       expect(copy.pragma('integrity_check', { simple: true })).toBe('ok');

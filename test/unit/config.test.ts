@@ -60,7 +60,7 @@ describe('loadConfig', () => {
     {
       name: 'an unknown top-level section, with the allowed ones as hint',
       yaml: 'agent: {}\nmqtt:\n  url: x\n',
-      expected: [{ path: 'mqtt', message: /^unknown key$/, line: 2, hint: /allowed here: agent, log, store, http, lifecycle/ }],
+      expected: [{ path: 'mqtt', message: /^unknown key$/, line: 2, hint: /allowed here: agent, log, store, http, ca, lifecycle/ }],
     },
     {
       name: 'a misspelt key, with a suggestion',

@@ -33,7 +33,8 @@ describe('numbered migrations', () => {
     const db = new BetterSqlite3(path);
     migrate(db, MIGRATIONS, log);
     const changesBefore = db.prepare('SELECT count(*) AS n FROM schema_migrations').get();
-    expect(migrate(db, MIGRATIONS, log)).toEqual({ from: 1, to: 1, applied: [] });
+    const latest = latestVersion(MIGRATIONS);
+    expect(migrate(db, MIGRATIONS, log)).toEqual({ from: latest, to: latest, applied: [] });
     expect(db.prepare('SELECT count(*) AS n FROM schema_migrations').get()).toEqual(changesBefore);
     db.close();
   });
@@ -41,19 +42,22 @@ describe('numbered migrations', () => {
   it('applies only the pending migrations of a database one version behind', () => {
     const db = new BetterSqlite3(path);
     migrate(db, MIGRATIONS, log);
-    const next: Migration[] = [...MIGRATIONS, { version: 2, name: 'extra', sql: 'CREATE TABLE extra (x INTEGER) STRICT' }];
-    expect(migrate(db, next, log)).toEqual({ from: 1, to: 2, applied: [2] });
-    expect(db.pragma('user_version', { simple: true })).toBe(2);
+    const latest = latestVersion(MIGRATIONS);
+    const next: Migration[] = [...MIGRATIONS, { version: latest + 1, name: 'extra', sql: 'CREATE TABLE extra (x INTEGER) STRICT' }];
+    expect(migrate(db, next, log)).toEqual({ from: latest, to: latest + 1, applied: [latest + 1] });
+    expect(db.pragma('user_version', { simple: true })).toBe(latest + 1);
     db.close();
   });
 
   it('refuses a database newer than the code and changes nothing in it', () => {
     const db = new BetterSqlite3(path);
     migrate(db, MIGRATIONS, log);
-    db.pragma('user_version = 7');
+    db.pragma('user_version = 70');
     expect(() => migrate(db, MIGRATIONS, log)).toThrow(StoreTooNewError);
-    expect(() => migrate(db, MIGRATIONS, log)).toThrow(/schema version 7 is newer than this edge-agent .* supports \(1\)/);
-    expect(db.pragma('user_version', { simple: true })).toBe(7);
+    expect(() => migrate(db, MIGRATIONS, log)).toThrow(
+      new RegExp(`schema version 70 is newer than this edge-agent .* supports \\(${latestVersion(MIGRATIONS)}\\)`),
+    );
+    expect(db.pragma('user_version', { simple: true })).toBe(70);
     db.close();
   });
 

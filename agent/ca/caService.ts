@@ -1,0 +1,161 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { Counter, Gauge } from 'prom-client';
+import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../../certs/authority.js';
+import type { CertificateRecord, RevocationReason } from '../../certs/store.js';
+import { sendError, type HttpService } from '../api/httpServer.js';
+import type { Config } from '../config/schema.js';
+import type { EventBus } from '../events.js';
+import type { Service } from '../lifecycle/service.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { CertificateRepository } from '../store/certificateRepository.js';
+import type { StoreService } from '../store/storeService.js';
+import { caExists, initFromConfig, loadAuthority, publishCrlFile } from './loadCa.js';
+import { resolvePassphrase } from './passphrase.js';
+
+export interface CaDeps {
+  log: Logger;
+  config: Config['ca'];
+  gatewayId: string;
+  storage: StoreService;
+  http: HttpService;
+  metrics: Metrics;
+  bus: EventBus;
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * The gateway's CA inside the daemon: creates the hierarchy on first start
+ * (ca.autoInit), loads and checks the keys, keeps the CRL file fresh
+ * (regenerated on every revocation and at half of its validity), serves
+ * GET /ca/crl and GET /ca/chain, and announces certificates past two thirds
+ * of their lifetime.
+ */
+export class CaService implements Service {
+  readonly name = 'ca';
+  private authority: CertificateAuthority | undefined;
+  private repository: CertificateRepository | undefined;
+  private passphrase: string | undefined;
+  private config: Config['ca'];
+  private crlTimer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private readonly issued: Counter<'profile'>;
+  private readonly revoked: Counter;
+  private readonly renewalDue: Gauge;
+  private readonly crlNextUpdate: Gauge;
+
+  constructor(private readonly deps: CaDeps) {
+    this.config = deps.config;
+    const registers = [deps.metrics.registry];
+    this.issued = new Counter({ name: 'edge_agent_certificates_issued_total', help: 'Certificates issued, by profile', labelNames: ['profile'], registers });
+    this.revoked = new Counter({ name: 'edge_agent_certificates_revoked_total', help: 'Certificates revoked', registers });
+    this.renewalDue = new Gauge({ name: 'edge_agent_certificates_renewal_due', help: 'Valid certificates past two thirds of their lifetime', registers });
+    this.crlNextUpdate = new Gauge({ name: 'edge_agent_crl_next_update_timestamp_seconds', help: 'nextUpdate of the published CRLs (Unix time)', registers });
+    deps.http.route('GET', '/ca/crl', (_req, res) => {
+      if (!existsSync(this.config.crlFile)) return sendError(res, 503, 'CA_NOT_READY', 'no CRL has been published yet');
+      res.writeHead(200, { 'content-type': 'application/x-pem-file', 'cache-control': 'no-cache' });
+      res.end(readFileSync(this.config.crlFile));
+    });
+    deps.http.route('GET', '/ca/chain', (_req, res) => {
+      if (!this.authority) return sendError(res, 503, 'CA_NOT_READY', 'the CA is not loaded');
+      res.writeHead(200, { 'content-type': 'application/x-pem-file', 'cache-control': 'no-cache' });
+      res.end(this.chainPem());
+    });
+  }
+
+  async start(): Promise<void> {
+    const { log } = this.deps;
+    this.passphrase = resolvePassphrase(this.config, this.deps.env);
+    if (!caExists(this.config.dir)) {
+      if (!this.config.autoInit) throw new Error(`no CA in ${this.config.dir} and ca.autoInit is false; run edge-agent ca init or import an intermediate`);
+      initFromConfig(this.config, this.deps.gatewayId, this.passphrase);
+      log.info({ dir: this.config.dir, encrypted: this.passphrase !== undefined }, 'CA hierarchy created');
+    }
+    if (this.passphrase === undefined) log.warn({ dir: this.config.dir }, 'CA keys are stored unencrypted: set ca.passphraseFile or EDGE_AGENT_CA_PASSPHRASE');
+    this.repository = new CertificateRepository(this.deps.storage.store);
+    this.authority = loadAuthority(this.config, this.repository, this.passphrase);
+    for (const issuer of this.authority.issuers()) {
+      log.info({ issuer: issuer.name, notAfter: issuer.notAfter.toISOString() }, 'issuing CA loaded');
+    }
+    this.publishCrl();
+    this.checkExpiry();
+    this.expiryTimer = setInterval(() => this.checkExpiry(), this.config.expiryCheckIntervalMs);
+  }
+
+  /** Every issuing CA, then the CAs above them, each once (PEM). */
+  chainPem(): string {
+    const seen = new Set<string>();
+    return this.ca()
+      .issuers()
+      .flatMap((i) => i.chainPem)
+      .filter((pem) => !seen.has(pem) && seen.add(pem))
+      .join('');
+  }
+
+  private ca(): CertificateAuthority {
+    if (!this.authority) throw new Error('the CA is not loaded');
+    return this.authority;
+  }
+
+  async issue(request: IssueRequest): Promise<IssuedCertificate> {
+    const issued = await this.ca().issue(request);
+    if (!issued.repeated) {
+      this.issued.inc({ profile: issued.record.profile });
+      this.deps.log.info({ serial: issued.record.serial, profile: issued.record.profile, identity: issued.record.identity, supersedes: issued.supersedes }, 'certificate issued');
+      this.deps.bus.emit('certificate.issued', { serial: issued.record.serial, profile: issued.record.profile, identity: issued.record.identity, notAfter: issued.record.notAfter });
+    }
+    return issued;
+  }
+
+  /** Revokes (durably), then publishes the new CRL. */
+  revoke(serial: string, reason: RevocationReason): CertificateRecord {
+    const record = this.ca().revoke(serial, reason);
+    this.revoked.inc();
+    this.deps.log.warn({ serial: record.serial, identity: record.identity, reason }, 'certificate revoked');
+    this.publishCrl();
+    this.deps.bus.emit('certificate.revoked', { serial: record.serial, profile: record.profile, identity: record.identity, reason });
+    return record;
+  }
+
+  /** Writes a fresh CRL per issuing CA into ca.crlFile and schedules the next one at half its validity. */
+  publishCrl(): void {
+    const { nextUpdate, crlNumbers } = publishCrlFile(this.ca(), this.config);
+    this.crlNextUpdate.set(nextUpdate.getTime() / 1000);
+    this.deps.log.info({ file: this.config.crlFile, crlNumbers, nextUpdate: nextUpdate.toISOString() }, 'CRL published');
+    clearTimeout(this.crlTimer);
+    this.crlTimer = setTimeout(() => {
+      try {
+        this.publishCrl();
+      } catch (err) {
+        this.deps.log.error({ err }, 'CRL could not be regenerated; retrying in a minute');
+        this.crlTimer = setTimeout(() => this.publishCrl(), 60_000);
+      }
+    }, (this.config.crlValidityHours * 3_600_000) / 2);
+  }
+
+  private checkExpiry(): void {
+    if (!this.repository) return;
+    const now = new Date();
+    for (const r of this.repository.takeRenewalDue(now)) {
+      this.deps.log.warn({ serial: r.serial, profile: r.profile, identity: r.identity, notAfter: r.notAfter.toISOString() }, 'certificate past two thirds of its lifetime: renew it');
+      this.deps.bus.emit('certificate.expiring', { serial: r.serial, profile: r.profile, identity: r.identity, notAfter: r.notAfter });
+    }
+    this.renewalDue.set(this.repository.countRenewalDue(now));
+  }
+
+  reload(config: Config): void {
+    const crlChanged = config.ca.crlValidityHours !== this.config.crlValidityHours;
+    this.config = config.ca;
+    if (!this.repository) return;
+    if (crlChanged) this.publishCrl();
+    this.authority = loadAuthority(this.config, this.repository, this.passphrase);
+    clearInterval(this.expiryTimer);
+    this.expiryTimer = setInterval(() => this.checkExpiry(), this.config.expiryCheckIntervalMs);
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.crlTimer);
+    clearInterval(this.expiryTimer);
+    this.authority = undefined;
+  }
+}

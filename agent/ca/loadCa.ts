@@ -1,0 +1,74 @@
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { CertificateAuthority } from '../../certs/authority.js';
+import { CertError } from '../../certs/errors.js';
+import { initCa } from '../../certs/hierarchy.js';
+import { caFiles, IssuingCa } from '../../certs/issuer.js';
+import { writeFileAtomic } from '../../certs/keys/fileKey.js';
+import type { Config } from '../config/schema.js';
+import type { CertificateRepository } from '../store/certificateRepository.js';
+
+/** True when the CA directory holds at least one issuing CA certificate. */
+export function caExists(dir: string): boolean {
+  return existsSync(join(dir, caFiles.cert('ec'))) || existsSync(join(dir, caFiles.cert('rsa')));
+}
+
+/**
+ * Refuses any key file in the CA directory (root, issuing, pending) that
+ * group or others can access: one exposed key is enough to stop.
+ */
+export function checkKeyFilePermissions(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.key'))) {
+    const mode = statSync(join(dir, file)).mode & 0o777;
+    if ((mode & 0o077) !== 0) {
+      throw new CertError(
+        'CA_KEY_PERMISSIONS',
+        `CA key ${join(dir, file)} has mode ${mode.toString(8).padStart(4, '0')}: group or others can access it; run chmod 600 on it (and consider the key exposed)`,
+      );
+    }
+  }
+}
+
+export function initFromConfig(ca: Config['ca'], gatewayId: string, passphrase: string | undefined): void {
+  initCa({
+    dir: ca.dir,
+    passphrase,
+    organization: ca.organization,
+    gatewayId,
+    rootKeyType: ca.rootKeyType,
+    issuers: { ec: ca.issuingKeyType, rsa: ca.rsaIssuingKeyType },
+    rootValidityDays: ca.rootValidityDays,
+    issuingValidityDays: ca.issuingValidityDays,
+  });
+}
+
+/** The authority over the CA directory and the certificate store, every key checked (permissions, passphrase, match). */
+export function loadAuthority(ca: Config['ca'], store: CertificateRepository, passphrase: string | undefined): CertificateAuthority {
+  checkKeyFilePermissions(ca.dir);
+  const ec = IssuingCa.load(ca.dir, 'ec', passphrase);
+  const rsa = IssuingCa.load(ca.dir, 'rsa', passphrase);
+  if (!ec && !rsa) throw new CertError('CA_NOT_INITIALISED', `no CA in ${ca.dir}; run edge-agent ca init, or set ca.autoInit: true`);
+  return new CertificateAuthority({
+    issuers: { ...(ec ? { ec } : {}), ...(rsa ? { rsa } : {}) },
+    store,
+    organization: ca.organization,
+    validityDays: {
+      'mqtt-device': ca.validityDays.mqttDevice,
+      'opcua-application': ca.validityDays.opcuaApplication,
+      'broker-server': ca.validityDays.brokerServer,
+      'agent-client': ca.validityDays.agentClient,
+    },
+    allowKeyReuse: ca.allowKeyReuse,
+  });
+}
+
+/** Writes a fresh CRL per issuing CA (PEM, concatenated) to ca.crlFile; returns the earliest nextUpdate. */
+export function publishCrlFile(authority: CertificateAuthority, ca: Config['ca']): { nextUpdate: Date; crlNumbers: string[] } {
+  const crls = authority.crls(ca.crlValidityHours);
+  writeFileAtomic(ca.crlFile, crls.map((c) => c.pem).join(''), 0o644);
+  return {
+    nextUpdate: new Date(Math.min(...crls.map((c) => c.nextUpdate.getTime()))),
+    crlNumbers: crls.map((c) => `${c.issuer}:${c.crlNumber}`),
+  };
+}

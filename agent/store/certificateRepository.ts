@@ -1,0 +1,208 @@
+import { CertError } from '../../certs/errors.js';
+import type { ProfileName } from '../../certs/profiles/profile.js';
+import type { CertificateRecord, CertificateStore, ListFilter, RevocationReason, RevokedEntry } from '../../certs/store.js';
+import type { Store } from './database.js';
+
+interface Row {
+  serial: string;
+  issuer: 'ec' | 'rsa';
+  profile: ProfileName;
+  identity: string;
+  subject: string;
+  not_before: string;
+  not_after: string;
+  thumbprint: string;
+  spki_sha256: string;
+  pem: string;
+  status: CertificateRecord['status'];
+  issued_at: string;
+  revoked_at: string | null;
+  revocation_reason: RevocationReason | null;
+  superseded_by: string | null;
+}
+
+const toRecord = (r: Row): CertificateRecord => ({
+  serial: r.serial,
+  issuer: r.issuer,
+  profile: r.profile,
+  identity: r.identity,
+  subject: r.subject,
+  notBefore: new Date(r.not_before),
+  notAfter: new Date(r.not_after),
+  thumbprint: r.thumbprint,
+  spkiSha256: r.spki_sha256,
+  pem: r.pem,
+  status: r.status,
+  issuedAt: new Date(r.issued_at),
+  ...(r.revoked_at ? { revokedAt: new Date(r.revoked_at) } : {}),
+  ...(r.revocation_reason ? { revocationReason: r.revocation_reason } : {}),
+  ...(r.superseded_by ? { supersededBy: r.superseded_by } : {}),
+});
+
+interface Pending {
+  record: CertificateRecord;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * The CA's storage on SQLite. `record()` groups every issuance that arrives
+ * in the same turn of the event loop into one durable (fsynced) commit, each
+ * in its own savepoint so that one refused record does not undo the others:
+ * durability is kept without paying one fsync per certificate.
+ */
+export class CertificateRepository implements CertificateStore {
+  private queue: Pending[] = [];
+  private flushScheduled = false;
+
+  constructor(private readonly store: Store) {}
+
+  private get db() {
+    return this.store.db;
+  }
+
+  keyBinding(spkiSha256: string): { identity: string; profile: ProfileName } | undefined {
+    return this.db.prepare('SELECT identity, profile FROM key_bindings WHERE spki_sha256 = ?').get(spkiSha256) as
+      | { identity: string; profile: ProfileName }
+      | undefined;
+  }
+
+  current(profile: ProfileName, identity: string): CertificateRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM certificates WHERE profile = ? AND identity = ? AND status = 'valid'").get(profile, identity) as Row | undefined;
+    return row ? toRecord(row) : undefined;
+  }
+
+  record(record: CertificateRecord): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ record, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queue.splice(0);
+    const outcomes: unknown[] = [];
+    try {
+      this.store.durable(() => {
+        for (const item of batch) {
+          try {
+            this.db.transaction(() => this.insert(item.record))();
+            outcomes.push(undefined);
+          } catch (err) {
+            outcomes.push(err);
+          }
+        }
+      });
+    } catch (err) {
+      for (const item of batch) item.reject(err);
+      return;
+    }
+    batch.forEach((item, i) => (outcomes[i] === undefined ? item.resolve() : item.reject(outcomes[i])));
+  }
+
+  private insert(r: CertificateRecord): void {
+    const bound = this.keyBinding(r.spkiSha256);
+    if (bound && bound.identity !== r.identity) {
+      throw new CertError('KEY_BOUND_TO_OTHER_IDENTITY', `clone alert: this public key is already bound to ${bound.profile} identity ${JSON.stringify(bound.identity)}`);
+    }
+    if (!bound) {
+      this.db.prepare('INSERT INTO key_bindings (spki_sha256, identity, profile, bound_at) VALUES (?, ?, ?, ?)').run(r.spkiSha256, r.identity, r.profile, r.issuedAt.toISOString());
+    }
+    this.db
+      .prepare("UPDATE certificates SET status = 'superseded', superseded_by = ? WHERE profile = ? AND identity = ? AND status = 'valid'")
+      .run(r.serial, r.profile, r.identity);
+    const lifetime = r.notAfter.getTime() - r.notBefore.getTime();
+    try {
+      this.db
+        .prepare(
+          `INSERT INTO certificates (serial, issuer, profile, identity, subject, not_before, not_after, renewal_due_at,
+             thumbprint, spki_sha256, pem, status, issued_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)`,
+        )
+        .run(
+          r.serial,
+          r.issuer,
+          r.profile,
+          r.identity,
+          r.subject,
+          r.notBefore.toISOString(),
+          r.notAfter.toISOString(),
+          new Date(r.notBefore.getTime() + Math.floor((lifetime * 2) / 3)).toISOString(),
+          r.thumbprint,
+          r.spkiSha256,
+          r.pem,
+          r.issuedAt.toISOString(),
+        );
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        throw new CertError('SERIAL_COLLISION', `serial ${r.serial} is already taken`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  get(serial: string): CertificateRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
+    return row ? toRecord(row) : undefined;
+  }
+
+  list(filter: ListFilter): CertificateRecord[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.profile) (where.push('profile = ?'), args.push(filter.profile));
+    if (filter.identity) (where.push('identity = ?'), args.push(filter.identity));
+    if (filter.status) (where.push('status = ?'), args.push(filter.status));
+    if (filter.expiringBefore) (where.push("status = 'valid' AND not_after < ?"), args.push(filter.expiringBefore.toISOString()));
+    const sql = `SELECT * FROM certificates ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY not_after, serial LIMIT ?`;
+    return (this.db.prepare(sql).all(...args, filter.limit ?? 10_000) as Row[]).map(toRecord);
+  }
+
+  revoke(serial: string, reason: RevocationReason, at: Date): CertificateRecord {
+    return this.store.durable(() => {
+      const existing = this.get(serial);
+      if (!existing) throw new CertError('CERT_NOT_FOUND', `no certificate with serial ${serial}`);
+      if (existing.status === 'revoked') throw new CertError('CERT_ALREADY_REVOKED', `certificate ${serial} was already revoked on ${existing.revokedAt?.toISOString()}`);
+      this.db
+        .prepare("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ?")
+        .run(at.toISOString(), reason, serial);
+      return this.get(serial)!;
+    });
+  }
+
+  revokedBy(issuer: 'ec' | 'rsa', now: Date): RevokedEntry[] {
+    const rows = this.db
+      .prepare("SELECT serial, revoked_at, revocation_reason FROM certificates WHERE issuer = ? AND status = 'revoked' AND not_after > ? ORDER BY revoked_at, serial")
+      .all(issuer, now.toISOString()) as { serial: string; revoked_at: string; revocation_reason: RevocationReason }[];
+    return rows.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at), reason: r.revocation_reason }));
+  }
+
+  nextCrlNumber(issuer: 'ec' | 'rsa'): number {
+    return this.store.durable(() => {
+      this.db
+        .prepare('INSERT INTO crl_numbers (issuer, last_number) VALUES (?, 1) ON CONFLICT (issuer) DO UPDATE SET last_number = last_number + 1')
+        .run(issuer);
+      return (this.db.prepare('SELECT last_number FROM crl_numbers WHERE issuer = ?').get(issuer) as { last_number: number }).last_number;
+    });
+  }
+
+  /** Valid certificates past two thirds of their lifetime that have not been announced yet; marks them announced. */
+  takeRenewalDue(now: Date): CertificateRecord[] {
+    return this.store.transaction(() => {
+      const rows = this.db
+        .prepare("SELECT * FROM certificates WHERE status = 'valid' AND renewal_notified_at IS NULL AND renewal_due_at <= ? ORDER BY renewal_due_at")
+        .all(now.toISOString()) as Row[];
+      const mark = this.db.prepare('UPDATE certificates SET renewal_notified_at = ? WHERE serial = ?');
+      for (const r of rows) mark.run(now.toISOString(), r.serial);
+      return rows.map(toRecord);
+    });
+  }
+
+  /** Valid certificates past two thirds of their lifetime (for the gauge). */
+  countRenewalDue(now: Date): number {
+    return (this.db.prepare("SELECT count(*) AS n FROM certificates WHERE status = 'valid' AND renewal_due_at <= ?").get(now.toISOString()) as { n: number }).n;
+  }
+}

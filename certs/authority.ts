@@ -1,0 +1,191 @@
+import { createHash } from 'node:crypto';
+import { buildCrl } from './crl.js';
+import { CertError } from './errors.js';
+import type { IssuerName, IssuingCa } from './issuer.js';
+import { lintTbs } from './lint.js';
+import { profileNamed, type ProfileName } from './profiles/index.js';
+import type { IdentityRequest } from './profiles/profile.js';
+import type { CertificateRecord, CertificateStore, RevocationReason } from './store.js';
+import { assembleCertificate, encodeTbs, randomSerial } from './x509/certificate.js';
+import { parseCsr, verifyCsr } from './x509/csr.js';
+import { basicConstraints, extKeyUsage, keyIdentifier, keyUsage, subjectAltName, subjectKeyIdentifier } from './x509/extensions.js';
+import { encodeName } from './x509/name.js';
+import { toPem } from './x509/pem.js';
+
+export interface IssueRequest extends IdentityRequest {
+  profile: ProfileName | string;
+  /** PKCS#10, PEM or DER. */
+  csr: string | Buffer;
+  /**
+   * Issue a new certificate even if the identity holds a valid one for the
+   * same key (renewal with key reuse, when policy allows). Without it, the
+   * same request twice returns the certificate already issued.
+   */
+  renew?: boolean;
+}
+
+export interface IssuedCertificate {
+  record: CertificateRecord;
+  /** The issuing CA first, then the CAs above it (PEM). */
+  chain: string[];
+  /** The serial of the certificate this one superseded, if any. */
+  supersedes?: string;
+  /** True when this answers a repeated request with the certificate issued before. */
+  repeated?: boolean;
+}
+
+export interface AuthorityOptions {
+  issuers: Partial<Record<IssuerName, IssuingCa>>;
+  store: CertificateStore;
+  organization: string;
+  validityDays: Record<ProfileName, number>;
+  /** Whether a renewal may keep the key of the certificate it replaces. */
+  allowKeyReuse: boolean;
+  /** Backdating of notBefore, for devices whose clocks run a little behind. */
+  backdateMs?: number;
+  now?: () => Date;
+}
+
+const DAY = 86_400_000;
+
+/**
+ * The canonical form of a serial: lower-case hex of its magnitude, even
+ * length. Accepts what people paste: upper case, colons (openssl), 0x.
+ */
+export function normaliseSerial(input: string): string {
+  const hex = input.trim().toLowerCase().replace(/^0x/, '').replace(/:/g, '');
+  if (!/^[0-9a-f]{1,64}$/.test(hex)) throw new CertError('REQUEST_INVALID', `${JSON.stringify(input)} is not a serial number in hex`);
+  const stripped = hex.replace(/^0+(?=.)/, '');
+  return stripped.length % 2 === 0 ? stripped : `0${stripped}`;
+}
+
+/**
+ * Issues, renews and revokes. Issuance is one pipeline whatever the profile:
+ * parse the CSR (size cap, strict DER, clean names, accepted key), check the
+ * key type the profile allows, verify proof of possession, refuse CA
+ * requests or a key bound to another identity, build from the profile's
+ * template, lint the encoding, sign, record durably, and only then return.
+ */
+export class CertificateAuthority {
+  private readonly now: () => Date;
+
+  constructor(private readonly options: AuthorityOptions) {
+    this.now = options.now ?? (() => new Date());
+  }
+
+  issuer(name: IssuerName): IssuingCa {
+    const issuer = this.options.issuers[name];
+    if (!issuer) throw new CertError('CA_NOT_INITIALISED', `the ${name.toUpperCase()} issuing CA is not set up; run edge-agent ca init (or import-intermediate --issuer ${name})`);
+    return issuer;
+  }
+
+  async issue(request: IssueRequest): Promise<IssuedCertificate> {
+    const profile = profileNamed(request.profile);
+    const csr = parseCsr(request.csr);
+    const keyType = csr.publicKey.type;
+    if (!profile.allowedKeys.includes(keyType)) {
+      throw new CertError('KEY_TYPE_NOT_ALLOWED', `profile ${profile.name} does not accept ${keyType} keys; it accepts ${profile.allowedKeys.join(', ')}`);
+    }
+    const template = profile.template(request, keyType, this.options.organization);
+    verifyCsr(csr);
+    if ((csr.requested.ca || csr.requested.certSign) && profile.onCaRequest === 'reject') {
+      throw new CertError('CSR_REQUESTS_CA', `the CSR asks to be a CA (CA:TRUE or keyCertSign); profile ${profile.name} issues only end-entity certificates`);
+    }
+
+    const { store } = this.options;
+    const binding = store.keyBinding(csr.publicKey.sha256);
+    if (binding && binding.identity !== request.identity) {
+      throw new CertError(
+        'KEY_BOUND_TO_OTHER_IDENTITY',
+        `clone alert: this public key is already bound to ${binding.profile} identity ${JSON.stringify(binding.identity)}`,
+        { details: { boundTo: binding.identity, requested: request.identity, spkiSha256: csr.publicKey.sha256 } },
+      );
+    }
+    const previous = store.current(profile.name, request.identity);
+    if (binding && previous && previous.spkiSha256 === csr.publicKey.sha256 && !request.renew) {
+      // The same request again (its answer was lost on the way): hand out what was issued, issue nothing new.
+      return { record: previous, chain: this.issuer(previous.issuer).chainPem, repeated: true };
+    }
+    if (binding && !this.options.allowKeyReuse) {
+      throw new CertError('KEY_REUSE_NOT_ALLOWED', `identity ${JSON.stringify(request.identity)} already had a certificate for this key; renewal needs a new key pair`);
+    }
+
+    const issuerName: IssuerName = profile.issuer === 'by-key' ? (keyType === 'rsa' ? 'rsa' : 'ec') : profile.issuer;
+    const issuer = this.issuer(issuerName);
+    const now = this.now();
+    if (issuer.notAfter <= now) throw new CertError('CA_EXPIRED', `the ${issuerName} issuing CA expired on ${issuer.notAfter.toISOString()}`);
+    const notBefore = new Date(Math.max(now.getTime() - (this.options.backdateMs ?? 300_000), issuer.notBefore.getTime()));
+    notBefore.setUTCMilliseconds(0);
+    const wanted = new Date(now.getTime() + this.options.validityDays[profile.name] * DAY);
+    const notAfter = wanted < issuer.notAfter ? wanted : issuer.notAfter;
+    notAfter.setUTCMilliseconds(0);
+
+    const extensions = [
+      basicConstraints(false),
+      keyUsage(template.keyUsage),
+      extKeyUsage(template.extKeyUsage),
+      subjectKeyIdentifier(keyIdentifier(csr.publicKey.keyBits)),
+      issuer.aki,
+      ...(template.san ? [subjectAltName(template.san)] : []),
+    ];
+    const subjectName = encodeName(template.subject);
+    for (let attempt = 0; ; attempt++) {
+      const serial = randomSerial();
+      const tbs = encodeTbs({
+        serial,
+        signatureAlgorithm: issuer.signatureAlgorithm,
+        issuerName: issuer.subjectName,
+        notBefore,
+        notAfter,
+        subjectName,
+        spki: csr.publicKey.spki,
+        extensions,
+      });
+      lintTbs(tbs, notBefore, notAfter, profile, template, issuer);
+      const der = assembleCertificate(tbs, issuer.signatureAlgorithm, issuer.key.sign(tbs));
+      const record: CertificateRecord = {
+        serial: serial.toString('hex'),
+        issuer: issuerName,
+        profile: profile.name,
+        identity: request.identity,
+        subject: Object.entries(template.subject).map(([k, v]) => `${k === 'commonName' ? 'CN' : k === 'organization' ? 'O' : k}=${v}`).join(', '),
+        notBefore,
+        notAfter,
+        thumbprint: createHash('sha256').update(der).digest('hex'),
+        spkiSha256: csr.publicKey.sha256,
+        pem: toPem('CERTIFICATE', der),
+        status: 'valid',
+        issuedAt: now,
+      };
+      try {
+        await store.record(record);
+      } catch (err) {
+        // 2^-128 per pair: retried once so a collision can never surface as a failure.
+        if (err instanceof CertError && err.code === 'SERIAL_COLLISION' && attempt === 0) continue;
+        throw err;
+      }
+      return { record, chain: issuer.chainPem, ...(previous ? { supersedes: previous.serial } : {}) };
+    }
+  }
+
+  /** Revokes durably; the caller then publishes the new CRL (`crl()`). */
+  revoke(serial: string, reason: RevocationReason): CertificateRecord {
+    return this.options.store.revoke(normaliseSerial(serial), reason, this.now());
+  }
+
+  /** A fresh CRL per issuing CA, each with the next CRL number, valid for `validityHours`. */
+  crls(validityHours: number): { issuer: IssuerName; pem: string; der: Buffer; nextUpdate: Date; crlNumber: number }[] {
+    const thisUpdate = this.now();
+    thisUpdate.setUTCMilliseconds(0);
+    const nextUpdate = new Date(thisUpdate.getTime() + validityHours * 3_600_000);
+    return (Object.values(this.options.issuers) as IssuingCa[]).map((issuer) => {
+      const crlNumber = this.options.store.nextCrlNumber(issuer.name);
+      const revoked = this.options.store.revokedBy(issuer.name, thisUpdate);
+      return { issuer: issuer.name, ...buildCrl(issuer, revoked, crlNumber, thisUpdate, nextUpdate), nextUpdate, crlNumber };
+    });
+  }
+
+  issuers(): IssuingCa[] {
+    return Object.values(this.options.issuers) as IssuingCa[];
+  }
+}

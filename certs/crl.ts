@@ -1,0 +1,30 @@
+import { sequence, smallInteger, time, tlv, unsignedInteger, explicit, bitString } from './x509/der.js';
+import { extension } from './x509/extensions.js';
+import { OID } from './x509/oids.js';
+import { toPem } from './x509/pem.js';
+import type { IssuingCa } from './issuer.js';
+import { REVOCATION_REASON_CODES, type RevokedEntry } from './store.js';
+
+/**
+ * A v2 CRL (RFC 5280 5.1) for one issuing CA, with the CRL number and
+ * authority key identifier extensions and a reason code on each entry
+ * (left out for `unspecified`, as 5.3.1 asks).
+ */
+export function buildCrl(issuer: IssuingCa, revoked: RevokedEntry[], crlNumber: number, thisUpdate: Date, nextUpdate: Date): { der: Buffer; pem: string } {
+  const entries = revoked.map((r) => {
+    const reason = REVOCATION_REASON_CODES[r.reason];
+    const ext = reason === 0 ? [] : [sequence(extension(OID.crlReason, false, tlv(0x0a, Buffer.from([reason]))))];
+    return sequence(unsignedInteger(Buffer.from(r.serial, 'hex')), time(r.revokedAt), ...ext);
+  });
+  const tbs = sequence(
+    smallInteger(1),
+    issuer.signatureAlgorithm,
+    issuer.subjectName,
+    time(thisUpdate),
+    time(nextUpdate),
+    ...(entries.length > 0 ? [sequence(...entries)] : []),
+    explicit(0, sequence(issuer.aki, extension(OID.crlNumber, false, smallInteger(crlNumber)))),
+  );
+  const der = sequence(tbs, issuer.signatureAlgorithm, bitString(issuer.key.sign(tbs)));
+  return { der, pem: toPem('X509 CRL', der) };
+}

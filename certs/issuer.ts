@@ -1,0 +1,91 @@
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CertError } from './errors.js';
+import { readKeyFile } from './keys/fileKey.js';
+import { SoftwareKey, type KeyBackend } from './keys/backend.js';
+import { parseCertificate, signatureAlgorithm, type CertificateParts } from './x509/certificate.js';
+import { authorityKeyIdentifier, keyIdentifier } from './x509/extensions.js';
+import { pemBlocks, toPem } from './x509/pem.js';
+import { analyseSpki } from './x509/publicKey.js';
+
+export type IssuerName = 'ec' | 'rsa';
+
+/** File names inside the CA directory. */
+export const caFiles = {
+  rootCert: 'root.crt',
+  rootKey: 'root.key',
+  cert: (name: IssuerName) => `issuing-${name}.crt`,
+  key: (name: IssuerName) => `issuing-${name}.key`,
+  chain: (name: IssuerName) => `issuing-${name}.chain.pem`,
+  pendingKey: (name: IssuerName) => `issuing-${name}.pending.key`,
+  csr: (name: IssuerName) => `issuing-${name}.csr`,
+};
+
+/**
+ * An issuing CA ready to sign: its key backend and everything about it that
+ * each issuance would otherwise recompute (subject bytes, AKI extension,
+ * signature AlgorithmIdentifier, the chain as PEM), parsed once at load.
+ */
+export class IssuingCa {
+  readonly subjectName: Buffer;
+  readonly aki: Buffer;
+  readonly signatureAlgorithm: Buffer;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** This CA's certificate and those above it, as PEM, issuing CA first. */
+  readonly chainPem: string[];
+  readonly parts: CertificateParts;
+
+  constructor(
+    readonly name: IssuerName,
+    readonly certPem: string,
+    above: string[],
+    readonly key: KeyBackend,
+  ) {
+    const parts = parseCertificate(certPem);
+    this.parts = parts;
+    this.subjectName = Buffer.from(parts.subjectName);
+    const ski = parts.extensions.subjectKeyId ?? keyIdentifier(analyseSpki(parts.spki).keyBits);
+    this.aki = authorityKeyIdentifier(ski);
+    this.signatureAlgorithm = signatureAlgorithm(key.family, key.hash);
+    this.notBefore = parts.notBefore;
+    this.notAfter = parts.notAfter;
+    this.chainPem = [toPem('CERTIFICATE', parts.der), ...above];
+  }
+
+  /**
+   * Loads `issuing-<name>` from the CA directory: refuses a key file others
+   * can read, a key that does not match the certificate, a certificate that
+   * is not a CA, and a chain that does not link up.
+   */
+  static load(dir: string, name: IssuerName, passphrase: string | undefined): IssuingCa | undefined {
+    const certPath = join(dir, caFiles.cert(name));
+    if (!existsSync(certPath)) return undefined;
+    const keyPath = join(dir, caFiles.key(name));
+    const privateKey = readKeyFile(keyPath, passphrase);
+    const certPem = readFileSync(certPath, 'utf8');
+    const cert = new X509Certificate(certPem);
+    if (!cert.checkPrivateKey(privateKey)) {
+      throw new CertError('CA_KEY_MISMATCH', `CA key ${keyPath} does not belong to the certificate ${certPath}`);
+    }
+    if (!cert.ca) throw new CertError('INTERMEDIATE_INVALID', `${certPath} is not a CA certificate`);
+    const chainPath = join(dir, caFiles.chain(name));
+    const above = existsSync(chainPath) ? pemBlocks(readFileSync(chainPath, 'utf8')).map((b) => toPem(b.label, b.der)) : [];
+    verifyChain([certPem, ...above], certPath);
+    return new IssuingCa(name, certPem, above, new SoftwareKey(privateKey));
+  }
+}
+
+/** Each certificate is signed by the next; the last is self-signed. */
+export function verifyChain(pems: string[], what: string): X509Certificate[] {
+  const certs = pems.map((p) => new X509Certificate(p));
+  certs.forEach((cert, i) => {
+    const parent = certs[i + 1] ?? cert;
+    if (!cert.checkIssued(parent) || !cert.verify(parent.publicKey)) {
+      throw new CertError('INTERMEDIATE_INVALID', `${what}: certificate ${i + 1} of the chain (${cert.subject.replace(/\n/g, ', ')}) is not signed by the next one`);
+    }
+    if (i > 0 && !cert.ca) throw new CertError('INTERMEDIATE_INVALID', `${what}: ${cert.subject.replace(/\n/g, ', ')} in the chain is not a CA`);
+  });
+  return certs;
+}

@@ -1,0 +1,85 @@
+import type { ProfileName } from './profiles/profile.js';
+
+export type RevocationReason =
+  | 'unspecified'
+  | 'keyCompromise'
+  | 'affiliationChanged'
+  | 'superseded'
+  | 'cessationOfOperation'
+  | 'privilegeWithdrawn';
+
+/** RFC 5280 CRLReason codes. */
+export const REVOCATION_REASON_CODES: Record<RevocationReason, number> = {
+  unspecified: 0,
+  keyCompromise: 1,
+  affiliationChanged: 3,
+  superseded: 4,
+  cessationOfOperation: 5,
+  privilegeWithdrawn: 9,
+};
+
+export type CertificateStatus = 'valid' | 'revoked' | 'superseded';
+
+export interface CertificateRecord {
+  /** Lower-case hex of the serial's magnitude. */
+  serial: string;
+  /** Which issuing CA signed it: `ec` or `rsa`. */
+  issuer: 'ec' | 'rsa';
+  profile: ProfileName;
+  identity: string;
+  subject: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** Hex SHA-256 of the certificate DER. */
+  thumbprint: string;
+  /** Hex SHA-256 of the SubjectPublicKeyInfo. */
+  spkiSha256: string;
+  pem: string;
+  status: CertificateStatus;
+  issuedAt: Date;
+  revokedAt?: Date;
+  revocationReason?: RevocationReason;
+  supersededBy?: string;
+}
+
+export interface RevokedEntry {
+  serial: string;
+  revokedAt: Date;
+  reason: RevocationReason;
+}
+
+export interface ListFilter {
+  profile?: ProfileName;
+  identity?: string;
+  status?: CertificateStatus;
+  /** Valid certificates whose notAfter is before this time. */
+  expiringBefore?: Date;
+  limit?: number;
+}
+
+/**
+ * What the authority needs from storage. The agent implements it on SQLite
+ * (agent/store/certificateRepository.ts).
+ */
+export interface CertificateStore {
+  /** The identity a public key is bound to, if any certificate was ever issued for it. */
+  keyBinding(spkiSha256: string): { identity: string; profile: ProfileName } | undefined;
+  /** The valid certificate of this identity under this profile, if any. */
+  current(profile: ProfileName, identity: string): CertificateRecord | undefined;
+  /**
+   * Records an issued certificate durably (fsynced) before resolving, binds
+   * its key to its identity and supersedes the identity's previous valid
+   * certificate under the same profile. Rejects with CertError
+   * SERIAL_COLLISION or KEY_BOUND_TO_OTHER_IDENTITY and records nothing then.
+   * Implementations may group concurrent calls into one commit.
+   */
+  record(record: CertificateRecord): Promise<void>;
+  get(serial: string): CertificateRecord | undefined;
+  list(filter: ListFilter): CertificateRecord[];
+  /** Marks a certificate revoked, durably. CERT_NOT_FOUND / CERT_ALREADY_REVOKED otherwise. */
+  revoke(serial: string, reason: RevocationReason, at: Date): CertificateRecord;
+  /** Revoked certificates of one issuer that have not expired yet (what a CRL lists). */
+  revokedBy(issuer: 'ec' | 'rsa', now: Date): RevokedEntry[];
+  /** The next CRL number for an issuer, durably incremented. */
+  nextCrlNumber(issuer: 'ec' | 'rsa'): number;
+}

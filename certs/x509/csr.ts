@@ -1,0 +1,121 @@
+import { verify } from 'node:crypto';
+import { CertError } from '../errors.js';
+import { children, decodeOid, DerError, expectTag, readExactly, Tag, type Node } from './der.js';
+import { decodeName } from './name.js';
+import { OID } from './oids.js';
+import { derFrom } from './pem.js';
+import { analyseSpki, type PublicKeyInfo } from './publicKey.js';
+
+/** Larger than any honest CSR (an RSA-8192 CSR with a few SANs is about 1.5 KiB of DER). */
+export const MAX_CSR_BYTES = 16 * 1024;
+
+export interface RequestedExtensions {
+  /** The request asked for CA:TRUE in basicConstraints. */
+  ca: boolean;
+  /** The request asked for keyCertSign or cRLSign in keyUsage. */
+  certSign: boolean;
+}
+
+export interface ParsedCsr {
+  subject: string;
+  publicKey: PublicKeyInfo;
+  requested: RequestedExtensions;
+  /** The signed part, its algorithm and the signature, for proof of possession. */
+  tbs: Buffer;
+  signatureAlgorithm: string;
+  signature: Buffer;
+}
+
+const SIGNATURE_HASH: Record<string, { hash: string; family: 'ec' | 'rsa' }> = {
+  [OID.ecdsaWithSha256]: { hash: 'sha256', family: 'ec' },
+  [OID.ecdsaWithSha384]: { hash: 'sha384', family: 'ec' },
+  [OID.sha256WithRsa]: { hash: 'sha256', family: 'rsa' },
+  [OID.sha384WithRsa]: { hash: 'sha384', family: 'rsa' },
+  [OID.sha512WithRsa]: { hash: 'sha512', family: 'rsa' },
+};
+
+function requestedExtensions(attributes: Node | undefined): RequestedExtensions {
+  const out: RequestedExtensions = { ca: false, certSign: false };
+  if (!attributes) return out;
+  for (const attribute of children(attributes)) {
+    const [typeNode, values] = children(attribute);
+    if (!typeNode || decodeOid(typeNode) !== OID.extensionRequest || !values) continue;
+    for (const extensions of children(values)) {
+      for (const extension of children(extensions)) {
+        const parts = children(extension);
+        const id = decodeOid(expectTag(parts[0], Tag.oid, 'extension id'));
+        const valueNode = parts[parts.length - 1]!;
+        const inner = readExactly(expectTag(valueNode, Tag.octetString, 'extension value').value, valueNode.value[0]!, 'extension');
+        if (id === OID.basicConstraints) {
+          const first = children(inner)[0];
+          out.ca ||= first?.tag === Tag.boolean && first.value[0] !== 0;
+        } else if (id === OID.keyUsage) {
+          // keyCertSign is bit 5, cRLSign bit 6 of the first byte (bit 0 is the top bit).
+          const byte = inner.value[1] ?? 0;
+          out.certSign ||= (byte & 0x04) !== 0 || (byte & 0x02) !== 0;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Parses a PKCS#10 CSR (PEM or DER) without trusting it: size cap, strict
+ * DER, names free of control characters, an accepted key type and size.
+ * The signature is checked separately by `verifyCsr`.
+ */
+export function parseCsr(input: string | Buffer): ParsedCsr {
+  const size = Buffer.isBuffer(input) ? input.length : Buffer.byteLength(input);
+  if (size > MAX_CSR_BYTES * 2) throw new CertError('CSR_TOO_LARGE', `CSR of ${size} bytes is larger than the ${MAX_CSR_BYTES * 2} accepted`);
+  let der: Buffer;
+  try {
+    der = derFrom(input, ['CERTIFICATE REQUEST', 'NEW CERTIFICATE REQUEST'], 'CSR');
+  } catch (err) {
+    throw new CertError('CSR_MALFORMED', 'CSR is neither PEM ("CERTIFICATE REQUEST") nor DER', { cause: err });
+  }
+  if (der.length > MAX_CSR_BYTES) throw new CertError('CSR_TOO_LARGE', `CSR of ${der.length} bytes is larger than the ${MAX_CSR_BYTES} accepted`);
+  try {
+    const root = readExactly(der, Tag.sequence, 'CSR');
+    const [info, algorithm, signature] = children(root);
+    const infoNode = expectTag(info, Tag.sequence, 'certificationRequestInfo');
+    const [version, subject, spki, attributes] = children(infoNode);
+    const v = expectTag(version, Tag.integer, 'CSR version');
+    if (v.value.length !== 1 || v.value[0] !== 0) throw new CertError('CSR_MALFORMED', 'CSR version is not 1 (0)');
+    const name = decodeName(expectTag(subject, Tag.sequence, 'CSR subject'), 'CSR subject');
+    const publicKey = analyseSpki(expectTag(spki, Tag.sequence, 'CSR public key'));
+    if (attributes && attributes.tag !== 0xa0) throw new CertError('CSR_MALFORMED', 'CSR attributes are not [0]');
+    const algOid = decodeOid(expectTag(children(expectTag(algorithm, Tag.sequence, 'CSR signature algorithm'))[0], Tag.oid, 'CSR signature algorithm'));
+    const sig = expectTag(signature, Tag.bitString, 'CSR signature');
+    if (sig.value[0] !== 0) throw new CertError('CSR_MALFORMED', 'CSR signature has unused bits');
+    return {
+      subject: name.text,
+      publicKey,
+      requested: requestedExtensions(attributes),
+      tbs: infoNode.raw,
+      signatureAlgorithm: algOid,
+      signature: sig.value.subarray(1),
+    };
+  } catch (err) {
+    if (err instanceof CertError) throw err;
+    if (err instanceof DerError) throw new CertError('CSR_MALFORMED', `CSR is not valid DER: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+/** Proof of possession: the CSR is signed by the private key of the public key it carries. */
+export function verifyCsr(csr: ParsedCsr): void {
+  const alg = SIGNATURE_HASH[csr.signatureAlgorithm];
+  if (!alg) {
+    throw new CertError('CSR_SIGNATURE_ALGORITHM_UNSUPPORTED', `CSR signature algorithm ${csr.signatureAlgorithm} is not accepted`);
+  }
+  const keyFamily = csr.publicKey.type === 'rsa' ? 'rsa' : 'ec';
+  if (alg.family !== keyFamily) throw new CertError('CSR_SIGNATURE_INVALID', 'CSR signature algorithm does not match its key type');
+  let ok = false;
+  try {
+    ok = verify(alg.hash, csr.tbs, csr.publicKey.key(), csr.signature);
+  } catch (err) {
+    throw new CertError('CSR_SIGNATURE_INVALID', 'CSR signature cannot be verified', { cause: err });
+  }
+  if (!ok) throw new CertError('CSR_SIGNATURE_INVALID', 'CSR signature does not verify: the requester does not hold the private key');
+}
