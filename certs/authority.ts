@@ -101,7 +101,8 @@ export class CertificateAuthority {
         { details: { boundTo: binding.identity, requested: request.identity, spkiSha256: csr.publicKey.sha256 } },
       );
     }
-    const previous = store.current(profile.name, request.identity);
+    // Only a key seen before can be a repeat or a reuse: the lookup is skipped for new keys.
+    const previous = binding ? store.current(profile.name, request.identity) : undefined;
     if (binding && previous && previous.spkiSha256 === csr.publicKey.sha256 && !request.renew) {
       // The same request again (its answer was lost on the way): hand out what was issued, issue nothing new.
       return { record: previous, chain: this.issuer(previous.issuer).chainPem, repeated: true };
@@ -157,14 +158,15 @@ export class CertificateAuthority {
         status: 'valid',
         issuedAt: now,
       };
+      let recorded: { supersedes?: string };
       try {
-        await store.record(record);
+        recorded = await store.record(record);
       } catch (err) {
         // 2^-128 per pair: retried once so a collision can never surface as a failure.
         if (err instanceof CertError && err.code === 'SERIAL_COLLISION' && attempt === 0) continue;
         throw err;
       }
-      return { record, chain: issuer.chainPem, ...(previous ? { supersedes: previous.serial } : {}) };
+      return { record, chain: issuer.chainPem, ...(recorded.supersedes ? { supersedes: recorded.supersedes } : {}) };
     }
   }
 

@@ -205,9 +205,9 @@ export interface CaCertificateStatus {
   chain?: string[];
 }
 
-function describeKey(key: KeyObject): string {
-  const d = key.asymmetricKeyDetails;
-  return key.asymmetricKeyType === 'ec' ? `EC ${d?.namedCurve === 'prime256v1' ? 'P-256' : d?.namedCurve === 'secp384r1' ? 'P-384' : d?.namedCurve}` : `RSA ${d?.modulusLength}`;
+function describeKey(spki: ReturnType<typeof parseCertificate>['spki']): string {
+  const info = analyseSpki(spki);
+  return info.type === 'rsa' ? `RSA ${info.bits}` : info.type === 'ec-p256' ? 'EC P-256' : 'EC P-384';
 }
 
 /** `edge-agent ca status`: every CA certificate in the directory, with what expires when. */
@@ -222,7 +222,7 @@ export function caStatus(dir: string, now = new Date()): CaCertificateStatus[] {
       role,
       subject: cert.subject.replace(/\n/g, ', '),
       issuer: cert.issuer.replace(/\n/g, ', '),
-      keyType: describeKey(cert.publicKey),
+      keyType: describeKey(parts.spki),
       notBefore: parts.notBefore.toISOString(),
       notAfter: parts.notAfter.toISOString(),
       daysLeft: Math.floor((parts.notAfter.getTime() - now.getTime()) / DAY),

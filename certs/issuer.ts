@@ -73,7 +73,7 @@ export class IssuingCa {
     const chainPath = join(dir, caFiles.chain(name));
     const above = existsSync(chainPath) ? pemBlocks(readFileSync(chainPath, 'utf8')).map((b) => toPem(b.label, b.der)) : [];
     verifyChain([certPem, ...above], certPath);
-    return new IssuingCa(name, certPem, above, new SoftwareKey(privateKey));
+    return new IssuingCa(name, certPem, above, new SoftwareKey(privateKey, analyseSpki(parseCertificate(certPem).spki).type));
   }
 }
 

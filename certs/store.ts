@@ -69,11 +69,12 @@ export interface CertificateStore {
   /**
    * Records an issued certificate durably (fsynced) before resolving, binds
    * its key to its identity and supersedes the identity's previous valid
-   * certificate under the same profile. Rejects with CertError
-   * SERIAL_COLLISION or KEY_BOUND_TO_OTHER_IDENTITY and records nothing then.
-   * Implementations may group concurrent calls into one commit.
+   * certificate under the same profile (whose serial it returns). Rejects
+   * with CertError SERIAL_COLLISION or KEY_BOUND_TO_OTHER_IDENTITY and
+   * records nothing then. Implementations may group concurrent calls into
+   * one commit.
    */
-  record(record: CertificateRecord): Promise<void>;
+  record(record: CertificateRecord): Promise<{ supersedes?: string }>;
   get(serial: string): CertificateRecord | undefined;
   list(filter: ListFilter): CertificateRecord[];
   /** Marks a certificate revoked, durably. CERT_NOT_FOUND / CERT_ALREADY_REVOKED otherwise. */

@@ -1,6 +1,7 @@
 import { CertError } from '../../certs/errors.js';
 import type { ProfileName } from '../../certs/profiles/profile.js';
 import type { CertificateRecord, CertificateStore, ListFilter, RevocationReason, RevokedEntry } from '../../certs/store.js';
+import type BetterSqlite3 from 'better-sqlite3';
 import type { Store } from './database.js';
 
 interface Row {
@@ -41,19 +42,19 @@ const toRecord = (r: Row): CertificateRecord => ({
 
 interface Pending {
   record: CertificateRecord;
-  resolve: () => void;
+  resolve: (result: { supersedes?: string }) => void;
   reject: (err: unknown) => void;
 }
 
 /**
  * The CA's storage on SQLite. `record()` groups every issuance that arrives
- * in the same turn of the event loop into one durable (fsynced) commit, each
- * in its own savepoint so that one refused record does not undo the others:
+ * in the same turn of the event loop into one durable (fsynced) commit:
  * durability is kept without paying one fsync per certificate.
  */
 export class CertificateRepository implements CertificateStore {
   private queue: Pending[] = [];
   private flushScheduled = false;
+  private readonly statements = new Map<string, BetterSqlite3.Statement>();
 
   constructor(private readonly store: Store) {}
 
@@ -61,18 +62,28 @@ export class CertificateRepository implements CertificateStore {
     return this.store.db;
   }
 
+  /** Prepared once per repository: preparing costs more than running these statements. */
+  private sql(text: string): BetterSqlite3.Statement {
+    let statement = this.statements.get(text);
+    if (!statement) {
+      statement = this.db.prepare(text);
+      this.statements.set(text, statement);
+    }
+    return statement;
+  }
+
   keyBinding(spkiSha256: string): { identity: string; profile: ProfileName } | undefined {
-    return this.db.prepare('SELECT identity, profile FROM key_bindings WHERE spki_sha256 = ?').get(spkiSha256) as
+    return this.sql('SELECT identity, profile FROM key_bindings WHERE spki_sha256 = ?').get(spkiSha256) as
       | { identity: string; profile: ProfileName }
       | undefined;
   }
 
   current(profile: ProfileName, identity: string): CertificateRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM certificates WHERE profile = ? AND identity = ? AND status = 'valid'").get(profile, identity) as Row | undefined;
+    const row = this.sql("SELECT * FROM certificates WHERE profile = ? AND identity = ? AND status = 'valid'").get(profile, identity) as Row | undefined;
     return row ? toRecord(row) : undefined;
   }
 
-  record(record: CertificateRecord): Promise<void> {
+  record(record: CertificateRecord): Promise<{ supersedes?: string }> {
     return new Promise((resolve, reject) => {
       this.queue.push({ record, resolve, reject });
       if (!this.flushScheduled) {
@@ -82,17 +93,23 @@ export class CertificateRepository implements CertificateStore {
     });
   }
 
+  /**
+   * Commits every queued record in one durable transaction. A record that
+   * fails its checks (clone, serial taken) is refused alone: the checks run
+   * before any of its writes, so nothing of it is in the transaction. Any
+   * other error fails the whole batch, and nothing of it is committed.
+   */
   private flush(): void {
     this.flushScheduled = false;
     const batch = this.queue.splice(0);
-    const outcomes: unknown[] = [];
+    const outcomes: (string | undefined | CertError)[] = [];
     try {
       this.store.durable(() => {
         for (const item of batch) {
           try {
-            this.db.transaction(() => this.insert(item.record))();
-            outcomes.push(undefined);
+            outcomes.push(this.insert(item.record));
           } catch (err) {
+            if (!(err instanceof CertError)) throw err;
             outcomes.push(err);
           }
         }
@@ -101,52 +118,53 @@ export class CertificateRepository implements CertificateStore {
       for (const item of batch) item.reject(err);
       return;
     }
-    batch.forEach((item, i) => (outcomes[i] === undefined ? item.resolve() : item.reject(outcomes[i])));
+    batch.forEach((item, i) => {
+      const outcome = outcomes[i];
+      if (outcome instanceof CertError) item.reject(outcome);
+      else item.resolve(outcome === undefined ? {} : { supersedes: outcome });
+    });
   }
 
-  private insert(r: CertificateRecord): void {
+  /** Checks, then writes one record; returns the serial it superseded, if any. */
+  private insert(r: CertificateRecord): string | undefined {
     const bound = this.keyBinding(r.spkiSha256);
     if (bound && bound.identity !== r.identity) {
       throw new CertError('KEY_BOUND_TO_OTHER_IDENTITY', `clone alert: this public key is already bound to ${bound.profile} identity ${JSON.stringify(bound.identity)}`);
     }
+    if (this.sql('SELECT 1 FROM certificates WHERE serial = ?').get(r.serial)) {
+      throw new CertError('SERIAL_COLLISION', `serial ${r.serial} is already taken`);
+    }
     if (!bound) {
-      this.db.prepare('INSERT INTO key_bindings (spki_sha256, identity, profile, bound_at) VALUES (?, ?, ?, ?)').run(r.spkiSha256, r.identity, r.profile, r.issuedAt.toISOString());
+      this.sql('INSERT INTO key_bindings (spki_sha256, identity, profile, bound_at) VALUES (?, ?, ?, ?)').run(r.spkiSha256, r.identity, r.profile, r.issuedAt.toISOString());
     }
-    this.db
-      .prepare("UPDATE certificates SET status = 'superseded', superseded_by = ? WHERE profile = ? AND identity = ? AND status = 'valid'")
-      .run(r.serial, r.profile, r.identity);
+    // superseded_by points at the row inserted next: the foreign key is deferred to the commit.
+    const previous = this.sql(
+      "UPDATE certificates SET status = 'superseded', superseded_by = ? WHERE profile = ? AND identity = ? AND status = 'valid' RETURNING serial",
+    ).get(r.serial, r.profile, r.identity) as { serial: string } | undefined;
     const lifetime = r.notAfter.getTime() - r.notBefore.getTime();
-    try {
-      this.db
-        .prepare(
-          `INSERT INTO certificates (serial, issuer, profile, identity, subject, not_before, not_after, renewal_due_at,
-             thumbprint, spki_sha256, pem, status, issued_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)`,
-        )
-        .run(
-          r.serial,
-          r.issuer,
-          r.profile,
-          r.identity,
-          r.subject,
-          r.notBefore.toISOString(),
-          r.notAfter.toISOString(),
-          new Date(r.notBefore.getTime() + Math.floor((lifetime * 2) / 3)).toISOString(),
-          r.thumbprint,
-          r.spkiSha256,
-          r.pem,
-          r.issuedAt.toISOString(),
-        );
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
-        throw new CertError('SERIAL_COLLISION', `serial ${r.serial} is already taken`, { cause: err });
-      }
-      throw err;
-    }
+    this.sql(
+      `INSERT INTO certificates (serial, issuer, profile, identity, subject, not_before, not_after, renewal_due_at,
+         thumbprint, spki_sha256, pem, status, issued_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)`,
+    ).run(
+      r.serial,
+      r.issuer,
+      r.profile,
+      r.identity,
+      r.subject,
+      r.notBefore.toISOString(),
+      r.notAfter.toISOString(),
+      new Date(r.notBefore.getTime() + Math.floor((lifetime * 2) / 3)).toISOString(),
+      r.thumbprint,
+      r.spkiSha256,
+      r.pem,
+      r.issuedAt.toISOString(),
+    );
+    return previous?.serial;
   }
 
   get(serial: string): CertificateRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
+    const row = this.sql('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
     return row ? toRecord(row) : undefined;
   }
 

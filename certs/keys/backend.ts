@@ -24,11 +24,21 @@ export class SoftwareKey implements KeyBackend {
   readonly hash: SignatureHash;
   readonly publicKey: KeyObject;
 
-  constructor(private readonly privateKey: KeyObject) {
+  /**
+   * `keyType` is told, not read from the key: Node 20's asymmetricKeyDetails
+   * getter can deadlock when a garbage collection runs inside it while
+   * KeyGenJobs are being finalised (seen in `npm run bench`: the main thread
+   * waits forever in KeyGenJob::~KeyGenJob under GetEcKeyDetail).
+   */
+  constructor(
+    private readonly privateKey: KeyObject,
+    keyType: 'ec-p256' | 'ec-p384' | 'rsa',
+  ) {
     const type = privateKey.asymmetricKeyType;
     if (type !== 'ec' && type !== 'rsa') throw new Error(`CA keys must be EC or RSA, not ${type}`);
+    if ((type === 'rsa') !== (keyType === 'rsa')) throw new Error(`key is ${type}, not ${keyType}`);
     this.family = type;
-    this.hash = type === 'ec' && privateKey.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? 'sha384' : 'sha256';
+    this.hash = keyType === 'ec-p384' ? 'sha384' : 'sha256';
     this.publicKey = createPublicKey(privateKey);
   }
 
@@ -46,6 +56,6 @@ export class SoftwareKey implements KeyBackend {
       type === 'ec-p256' || type === 'ec-p384'
         ? generateKeyPairSync('ec', { namedCurve: type === 'ec-p256' ? 'prime256v1' : 'secp384r1' })
         : generateKeyPairSync('rsa', { modulusLength: Number(type.slice(4)), publicExponent: 0x10001 });
-    return new SoftwareKey(pair.privateKey);
+    return new SoftwareKey(pair.privateKey, type.startsWith('rsa') ? 'rsa' : (type as 'ec-p256' | 'ec-p384'));
   }
 }

@@ -3,6 +3,7 @@
  * stands next to the limit it is compared with, measured in the same run
  * where that is possible. Later parts add their benchmark to BENCHES.
  */
+import { caBench } from './ca.js';
 import { storeBench } from './store.js';
 
 export interface BenchResult {
@@ -13,7 +14,10 @@ export interface BenchResult {
   limit: string;
 }
 
-const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]> }[] = [{ name: 'store', run: storeBench }];
+const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]> }[] = [
+  { name: 'store', run: storeBench },
+  { name: 'ca', run: caBench },
+];
 
 const only = process.argv.slice(2);
 const rows: BenchResult[] = [];

@@ -44,7 +44,7 @@ describe('bad requests: each refused with a specific error, nothing recorded', (
 
   it('a CSR whose signature is broken (not signed by its key)', async () => {
     const der = Buffer.from(derFrom(good, ['CERTIFICATE REQUEST'], 'csr'));
-    der[der.length - 5] ^= 0x55;
+    der[der.length - 5] = der[der.length - 5]! ^ 0x55;
     await refused({ profile: 'mqtt-device', identity: 'd1', csr: der }, 'CSR_SIGNATURE_INVALID', /does not hold the private key|cannot be verified/);
   });
 

@@ -1,4 +1,3 @@
-import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -10,7 +9,7 @@ import { caFixture } from '../../helpers/caFixture.js';
 import { tempDir } from '../../helpers/daemon.js';
 import { openssl, opensslCsr } from '../../helpers/openssl.js';
 
-const p256Csr = () => buildCsr(new SoftwareKey(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey), encodeName({ commonName: 'x' }));
+const p256Csr = () => buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: 'x' }));
 
 describe('renewal, repeats, revocation and serials', () => {
   let tmp: ReturnType<typeof tempDir>;
