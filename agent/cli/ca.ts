@@ -114,14 +114,16 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       .option('--ip <address>', 'SAN IP address (repeatable; opcua-application, broker-server)', collect)
       .option('--renew', 'issue a new certificate even if the identity holds one for this key (if ca.allowKeyReuse)'),
   ).action(async (o: Common & { profile: string; id: string; csr?: string; generateKey?: boolean; keyType: string; out?: string; p12?: boolean; p12PassphraseFile?: string; cn?: string; dns?: string[]; ip?: string[]; renew?: boolean }) => {
-    result.code = await run(o, (config) =>
-      withAuthority(config, async (authority) => {
-        if (Boolean(o.csr) === Boolean(o.generateKey)) throw new UsageError('give exactly one of --csr FILE and --generate-key');
-        if (o.generateKey && !o.out) throw new UsageError('--generate-key needs --out DIR');
-        if (o.p12 && !o.generateKey) throw new UsageError('--p12 goes with --generate-key');
-        if (o.p12 && !o.p12PassphraseFile) throw new UsageError('--p12 needs --p12-passphrase-file FILE');
-        if (!(CA_KEY_TYPES as readonly string[]).includes(o.keyType)) throw new UsageError(`--key-type is one of ${CA_KEY_TYPES.join(', ')}`);
-        if (o.p12 && !o.keyType.startsWith('rsa')) throw new UsageError('--p12 needs an RSA key (--key-type rsa-2048 or larger): PKCS#12 here is written with node-forge, which has no EC');
+    result.code = await run(o, (config) => {
+      // The command line is checked before the store or any key is opened.
+      if (Boolean(o.csr) === Boolean(o.generateKey)) throw new UsageError('give exactly one of --csr FILE and --generate-key');
+      if (o.generateKey && !o.out) throw new UsageError('--generate-key needs --out DIR');
+      if (o.p12 && !o.generateKey) throw new UsageError('--p12 goes with --generate-key');
+      if (o.p12 && !o.p12PassphraseFile) throw new UsageError('--p12 needs --p12-passphrase-file FILE');
+      if (!(CA_KEY_TYPES as readonly string[]).includes(o.keyType)) throw new UsageError(`--key-type is one of ${CA_KEY_TYPES.join(', ')}`);
+      if (o.p12 && !o.keyType.startsWith('rsa')) throw new UsageError('--p12 needs an RSA key (--key-type rsa-2048 or larger): PKCS#12 here is written with node-forge, which has no EC');
+      if (o.csr && !existsSync(o.csr)) throw new UsageError(`${o.csr} does not exist`);
+      return withAuthority(config, async (authority) => {
         const key = o.generateKey ? SoftwareKey.generate(o.keyType as CaKeyType) : undefined;
         const csr = key ? buildCsr(key, encodeName({ commonName: o.id.slice(0, 64) })) : readFileSync(o.csr!);
         const issued = await authority.issue({
@@ -166,7 +168,8 @@ export function registerCaCommands(program: Command, result: { code: number }): 
           files.push(o.out);
         }
         return { serial: issued.record.serial, profile: issued.record.profile, identity: issued.record.identity, notAfter: issued.record.notAfter, thumbprint: issued.record.thumbprint, supersedes: issued.supersedes, repeated: issued.repeated === true, files, ...(files.length === 0 ? { certificate: issued.record.pem, chain: issued.chain } : {}) };
-      }),
+      });
+    },
     (r: { serial: string; files: string[]; certificate?: string; chain?: string[] }) => (r.files.length > 0 ? `issued serial ${r.serial}: ${r.files.join(', ')}\n` : `${r.certificate}${r.chain!.join('')}`));
   });
 

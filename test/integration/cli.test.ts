@@ -92,7 +92,8 @@ describe('the edge-agent command', () => {
   });
 
   it('has --help on every command, and exits 64 on an unknown command or option', async () => {
-    for (const args of [['--help'], ['run', '--help'], ['config', '--help'], ['config', 'check', '--help'], ['backup', '--help'], ['version', '--help']]) {
+    const ca = ['init', 'status', 'issue', 'revoke', 'crl', 'list', 'request-intermediate', 'import-intermediate'].map((c) => ['ca', c, '--help']);
+    for (const args of [['--help'], ['run', '--help'], ['config', '--help'], ['config', 'check', '--help'], ['backup', '--help'], ['version', '--help'], ['ca', '--help'], ...ca]) {
       const result = await runCli(args);
       expect(result.code, args.join(' ')).toBe(0);
       expect(result.stdout, args.join(' ')).toMatch(/^Usage: edge-agent/);
@@ -102,6 +103,21 @@ describe('the edge-agent command', () => {
     expect(badOption.code).toBe(64);
     expect(badOption.stderr).toContain("unknown option '--no-such-flag'");
     expect((await runCli(['backup'])).code).toBe(64);
+  });
+
+  it('ca init creates the CA once and refuses to overwrite it', async () => {
+    const file = join(tmp.dir, 'ca.yaml');
+    writeFileSync(file, `agent:\n  id: gw-init\n  dataDir: ${join(tmp.dir, 'data')}\n`);
+    const first = await runCli(['ca', 'init', '--config', file, '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    const roles = (JSON.parse(first.stdout) as { role: string; keyType: string }[]).map((c) => [c.role, c.keyType]);
+    expect(roles).toEqual([['root', 'EC P-256'], ['issuing-ec', 'EC P-256'], ['issuing-rsa', 'RSA 2048']]);
+    const again = await runCli(['ca', 'init', '--config', file]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('CA_ALREADY_INITIALISED');
+    const badUsage = await runCli(['ca', 'issue', '--profile', 'mqtt-device', '--id', 'x', '--config', file]);
+    expect(badUsage.code).toBe(64);
+    expect(badUsage.stderr).toContain('give exactly one of --csr FILE and --generate-key');
   });
 
   it('prints its version as text and as JSON', async () => {
