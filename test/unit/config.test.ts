@@ -189,6 +189,14 @@ describe('planReload', () => {
     const b = { ...a, log: { ...a.log, level: 'debug' as const }, store: { ...a.store, path: '/elsewhere.db' } };
     expect(planReload(a, b)).toEqual({ changed: ['log.level', 'store.path'], restartOnly: ['store.path'] });
     expect(planReload(a, structuredClone(a))).toEqual({ changed: [], restartOnly: [] });
+    const ca = {
+      ...a,
+      ca: { ...a.ca, validityDays: { ...a.ca.validityDays, mqttDevice: 90 }, crlValidityHours: 24, passphraseFile: '/etc/edge-agent/pass' },
+    };
+    expect(planReload(a, ca)).toEqual({
+      changed: ['ca.passphraseFile', 'ca.validityDays.mqttDevice', 'ca.crlValidityHours'],
+      restartOnly: ['ca.passphraseFile'],
+    });
   });
 });
 
