@@ -13,6 +13,13 @@ import type { StoreService } from '../store/storeService.js';
 import { caExists, initFromConfig, loadAuthority, publishCrlFile } from './loadCa.js';
 import { resolvePassphrase } from './passphrase.js';
 
+/**
+ * CRLs are regenerated at half their validity, and at least daily: a
+ * setTimeout longer than 2^31 ms (24.8 days, ca.crlValidityHours can be a
+ * year) would fire at once and loop.
+ */
+const MAX_CRL_REFRESH_MS = 86_400_000;
+
 export interface CaDeps {
   log: Logger;
   config: Config['ca'];
@@ -130,7 +137,7 @@ export class CaService implements Service {
         this.deps.log.error({ err }, 'CRL could not be regenerated; retrying in a minute');
         this.crlTimer = setTimeout(() => this.publishCrl(), 60_000);
       }
-    }, (this.config.crlValidityHours * 3_600_000) / 2);
+    }, Math.min((this.config.crlValidityHours * 3_600_000) / 2, MAX_CRL_REFRESH_MS));
   }
 
   private checkExpiry(): void {
