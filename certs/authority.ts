@@ -8,8 +8,8 @@ import type { IdentityRequest } from './profiles/profile.js';
 import type { CertificateRecord, CertificateStore, RevocationReason } from './store.js';
 import { assembleCertificate, encodeTbs, randomSerial } from './x509/certificate.js';
 import { parseCsr, verifyCsr } from './x509/csr.js';
-import { basicConstraints, extKeyUsage, keyIdentifier, keyUsage, subjectAltName, subjectKeyIdentifier } from './x509/extensions.js';
-import { encodeName } from './x509/name.js';
+import { basicConstraints, extKeyUsage, keyIdentifier, keyUsage, subjectAltName, subjectKeyIdentifier, type SubjectAltNames } from './x509/extensions.js';
+import { encodeName, type NameAttributes } from './x509/name.js';
 import { toPem } from './x509/pem.js';
 
 export interface IssueRequest extends IdentityRequest {
@@ -47,6 +47,26 @@ export interface AuthorityOptions {
 }
 
 const DAY = 86_400_000;
+
+const SUBJECT_LABELS: Record<string, string> = { country: 'C', organization: 'O', organizationalUnit: 'OU', commonName: 'CN', serialNumber: 'serialNumber' };
+
+/** "O=Plant, CN=pump-1": the subject as recorded. */
+export function describeSubject(subject: NameAttributes): string {
+  return Object.entries(subject)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${SUBJECT_LABELS[k] ?? k}=${String(v)}`)
+    .join(', ');
+}
+
+/** "URI:…, DNS:…, IP:…": the SAN as recorded (DNS names lower-cased, as encoded). */
+export function describeSan(san: SubjectAltNames | undefined): string {
+  if (!san) return '';
+  return [
+    ...(san.uris ?? []).map((u) => `URI:${u}`),
+    ...(san.dnsNames ?? []).map((d) => `DNS:${d.toLowerCase()}`),
+    ...(san.ipAddresses ?? []).map((i) => `IP:${i}`),
+  ].join(', ');
+}
 
 /**
  * The canonical form of a serial: lower-case hex of its magnitude, even
@@ -93,32 +113,40 @@ export class CertificateAuthority {
     }
 
     const { store } = this.options;
-    const binding = store.keyBinding(csr.publicKey.sha256);
+    const key = csr.publicKey.sha256;
+    // Early refusals spare the signature; record() makes the same checks again inside the commit.
+    if (store.keyCompromised(key)) {
+      throw new CertError('KEY_COMPROMISED', 'a certificate for this public key was revoked for key compromise; the device needs a new key pair');
+    }
+    const binding = store.keyBinding(key);
     if (binding && binding.identity !== request.identity) {
       throw new CertError(
         'KEY_BOUND_TO_OTHER_IDENTITY',
         `clone alert: this public key is already bound to ${binding.profile} identity ${JSON.stringify(binding.identity)}`,
-        { details: { boundTo: binding.identity, requested: request.identity, spkiSha256: csr.publicKey.sha256 } },
+        { details: { boundTo: binding.identity, requested: request.identity, spkiSha256: key } },
       );
     }
+    const subject = describeSubject(template.subject);
+    const san = describeSan(template.san);
     // Only a key seen before can be a repeat or a reuse: the lookup is skipped for new keys.
     const previous = binding ? store.current(profile.name, request.identity) : undefined;
-    if (binding && previous && previous.spkiSha256 === csr.publicKey.sha256 && !request.renew) {
+    if (previous && previous.spkiSha256 === key && previous.subject === subject && previous.san === san && !request.renew) {
       // The same request again (its answer was lost on the way): hand out what was issued, issue nothing new.
       return { record: previous, chain: this.issuer(previous.issuer).chainPem, repeated: true };
     }
     if (binding && !this.options.allowKeyReuse) {
-      throw new CertError('KEY_REUSE_NOT_ALLOWED', `identity ${JSON.stringify(request.identity)} already had a certificate for this key; renewal needs a new key pair`);
+      throw new CertError('KEY_REUSE_NOT_ALLOWED', `identity ${JSON.stringify(request.identity)} already had a certificate for this key; a new certificate needs a new key pair`);
     }
 
     const issuerName: IssuerName = profile.issuer === 'by-key' ? (keyType === 'rsa' ? 'rsa' : 'ec') : profile.issuer;
     const issuer = this.issuer(issuerName);
     const now = this.now();
-    if (issuer.notAfter <= now) throw new CertError('CA_EXPIRED', `the ${issuerName} issuing CA expired on ${issuer.notAfter.toISOString()}`);
+    if (issuer.chainNotAfter <= now) throw new CertError('CA_EXPIRED', `the ${issuerName} issuing CA (or a CA above it) expired on ${issuer.chainNotAfter.toISOString()}`);
     const notBefore = new Date(Math.max(now.getTime() - (this.options.backdateMs ?? 300_000), issuer.notBefore.getTime()));
     notBefore.setUTCMilliseconds(0);
+    // Never past the issuing CA, nor past any CA above it: the certificate would not validate then.
     const wanted = new Date(now.getTime() + this.options.validityDays[profile.name] * DAY);
-    const notAfter = wanted < issuer.notAfter ? wanted : issuer.notAfter;
+    const notAfter = wanted < issuer.chainNotAfter ? wanted : new Date(issuer.chainNotAfter);
     notAfter.setUTCMilliseconds(0);
 
     const extensions = [
@@ -149,22 +177,27 @@ export class CertificateAuthority {
         issuer: issuerName,
         profile: profile.name,
         identity: request.identity,
-        subject: Object.entries(template.subject).map(([k, v]) => `${k === 'commonName' ? 'CN' : k === 'organization' ? 'O' : k}=${v}`).join(', '),
+        subject,
+        san,
         notBefore,
         notAfter,
         thumbprint: createHash('sha256').update(der).digest('hex'),
-        spkiSha256: csr.publicKey.sha256,
+        spkiSha256: key,
         pem: toPem('CERTIFICATE', der),
         status: 'valid',
         issuedAt: now,
       };
-      let recorded: { supersedes?: string };
+      let recorded: { supersedes?: string; repeated?: CertificateRecord };
       try {
-        recorded = await store.record(record);
+        recorded = await store.record(record, { allowKeyReuse: this.options.allowKeyReuse, renew: request.renew === true });
       } catch (err) {
         // 2^-128 per pair: retried once so a collision can never surface as a failure.
         if (err instanceof CertError && err.code === 'SERIAL_COLLISION' && attempt === 0) continue;
         throw err;
+      }
+      if (recorded.repeated) {
+        // A concurrent twin of this request was recorded first: this certificate is dropped unseen.
+        return { record: recorded.repeated, chain: this.issuer(recorded.repeated.issuer).chainPem, repeated: true };
       }
       return { record, chain: issuer.chainPem, ...(recorded.supersedes ? { supersedes: recorded.supersedes } : {}) };
     }

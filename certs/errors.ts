@@ -16,6 +16,7 @@ export type CertErrorCode =
   | 'CSR_REQUESTS_CA'
   | 'KEY_BOUND_TO_OTHER_IDENTITY'
   | 'KEY_REUSE_NOT_ALLOWED'
+  | 'KEY_COMPROMISED'
   | 'PROFILE_UNKNOWN'
   | 'REQUEST_INVALID'
   | 'LINT_FAILED'
@@ -29,7 +30,8 @@ export type CertErrorCode =
   | 'CA_EXPIRED'
   | 'INTERMEDIATE_INVALID'
   | 'CERT_NOT_FOUND'
-  | 'CERT_ALREADY_REVOKED';
+  | 'CERT_ALREADY_REVOKED'
+  | 'CRL_NOT_WRITTEN';
 
 export class CertError extends Error {
   constructor(

@@ -33,6 +33,8 @@ export class IssuingCa {
   readonly signatureAlgorithm: Buffer;
   readonly notBefore: Date;
   readonly notAfter: Date;
+  /** The earliest end of validity of this CA and every CA above it: no certificate it issues may outlive it. */
+  readonly chainNotAfter: Date;
   /** This CA's certificate and those above it, as PEM, issuing CA first. */
   readonly chainPem: string[];
   readonly parts: CertificateParts;
@@ -52,6 +54,7 @@ export class IssuingCa {
     this.notBefore = parts.notBefore;
     this.notAfter = parts.notAfter;
     this.chainPem = [toPem('CERTIFICATE', parts.der), ...above];
+    this.chainNotAfter = new Date(Math.min(parts.notAfter.getTime(), ...above.map((pem) => parseCertificate(pem).notAfter.getTime())));
   }
 
   /**
@@ -77,15 +80,29 @@ export class IssuingCa {
   }
 }
 
-/** Each certificate is signed by the next; the last is self-signed. */
+/**
+ * Checks a CA chain, issuing CA first: each certificate is signed by the
+ * next and the last by itself; every certificate above the first is a CA
+ * allowed to sign certificates whose path length limit leaves room for the
+ * CAs below it (RFC 5280 4.2.1.9), as a validator of the leaves would check.
+ */
 export function verifyChain(pems: string[], what: string): X509Certificate[] {
   const certs = pems.map((p) => new X509Certificate(p));
   certs.forEach((cert, i) => {
     const parent = certs[i + 1] ?? cert;
+    const name = cert.subject.replace(/\n/g, ', ');
     if (!cert.checkIssued(parent) || !cert.verify(parent.publicKey)) {
-      throw new CertError('INTERMEDIATE_INVALID', `${what}: certificate ${i + 1} of the chain (${cert.subject.replace(/\n/g, ', ')}) is not signed by the next one`);
+      throw new CertError('INTERMEDIATE_INVALID', `${what}: certificate ${i + 1} of the chain (${name}) is not signed by the next one`);
     }
-    if (i > 0 && !cert.ca) throw new CertError('INTERMEDIATE_INVALID', `${what}: ${cert.subject.replace(/\n/g, ', ')} in the chain is not a CA`);
+    const ext = parseCertificate(pems[i]!).extensions;
+    if (!ext.ca) throw new CertError('INTERMEDIATE_INVALID', `${what}: ${name} in the chain is not a CA`);
+    if (ext.keyUsage.length > 0 && !ext.keyUsage.includes('keyCertSign')) {
+      throw new CertError('INTERMEDIATE_INVALID', `${what}: ${name} in the chain may not sign certificates (no keyCertSign)`);
+    }
+    // Below certificate i sit i CA certificates (this chain's first i) before the leaf.
+    if (ext.pathLen !== undefined && ext.pathLen < i) {
+      throw new CertError('INTERMEDIATE_INVALID', `${what}: ${name} allows a path length of ${ext.pathLen}, but ${i} CA certificate(s) would sit below it`);
+    }
   });
   return certs;
 }

@@ -28,6 +28,8 @@ export interface CertificateRecord {
   profile: ProfileName;
   identity: string;
   subject: string;
+  /** The subjectAltName as text ("URI:…, DNS:…, IP:…"), empty when there is none. */
+  san: string;
   notBefore: Date;
   notAfter: Date;
   /** Hex SHA-256 of the certificate DER. */
@@ -64,17 +66,24 @@ export interface ListFilter {
 export interface CertificateStore {
   /** The identity a public key is bound to, if any certificate was ever issued for it. */
   keyBinding(spkiSha256: string): { identity: string; profile: ProfileName } | undefined;
+  /** Whether a certificate for this key was ever revoked for keyCompromise. */
+  keyCompromised(spkiSha256: string): boolean;
   /** The valid certificate of this identity under this profile, if any. */
   current(profile: ProfileName, identity: string): CertificateRecord | undefined;
   /**
    * Records an issued certificate durably (fsynced) before resolving, binds
    * its key to its identity and supersedes the identity's previous valid
-   * certificate under the same profile (whose serial it returns). Rejects
-   * with CertError SERIAL_COLLISION or KEY_BOUND_TO_OTHER_IDENTITY and
-   * records nothing then. Implementations may group concurrent calls into
-   * one commit.
+   * certificate under the same profile (whose serial it returns). The key
+   * checks are made again inside the commit, so concurrent requests cannot
+   * slip past them: a key bound to another identity (KEY_BOUND_TO_OTHER_IDENTITY),
+   * a compromised key (KEY_COMPROMISED), or this identity's own key again
+   * without `allowKeyReuse` (KEY_REUSE_NOT_ALLOWED) is refused, and nothing
+   * is recorded. The same request again (same profile, identity, key,
+   * subject and SAN, without `renew`) is not recorded either: the
+   * certificate already issued is returned as `repeated`.
+   * Implementations may group concurrent calls into one commit.
    */
-  record(record: CertificateRecord): Promise<{ supersedes?: string }>;
+  record(record: CertificateRecord, policy: { allowKeyReuse: boolean; renew: boolean }): Promise<{ supersedes?: string; repeated?: CertificateRecord }>;
   get(serial: string): CertificateRecord | undefined;
   list(filter: ListFilter): CertificateRecord[];
   /** Marks a certificate revoked, durably. CERT_NOT_FOUND / CERT_ALREADY_REVOKED otherwise. */

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
 import type { StoreService } from '../store/storeService.js';
-import { caExists, initFromConfig, loadAuthority, publishCrlFile } from './loadCa.js';
+import { caExists, initFromConfig, loadAuthority, publishCrlFile, unencryptedKeyFiles } from './loadCa.js';
 import { resolvePassphrase } from './passphrase.js';
 
 /**
@@ -79,6 +79,11 @@ export class CaService implements Service {
       log.info({ dir: this.config.dir, encrypted: this.passphrase !== undefined }, 'CA hierarchy created');
     }
     if (this.passphrase === undefined) log.warn({ dir: this.config.dir }, 'CA keys are stored unencrypted: set ca.passphraseFile or EDGE_AGENT_CA_PASSPHRASE');
+    else {
+      for (const file of unencryptedKeyFiles(this.config.dir)) {
+        log.warn({ file }, 'CA key is stored unencrypted although a passphrase is configured; re-create or re-encrypt it');
+      }
+    }
     this.repository = new CertificateRepository(this.deps.storage.store);
     this.authority = loadAuthority(this.config, this.repository, this.passphrase);
     for (const issuer of this.authority.issuers()) {
@@ -114,12 +119,12 @@ export class CaService implements Service {
     return issued;
   }
 
-  /** Revokes (durably), then publishes the new CRL. */
+  /** Revokes (durably), then publishes the new CRL; a CRL that cannot be written is retried, the revocation stands. */
   revoke(serial: string, reason: RevocationReason): CertificateRecord {
     const record = this.ca().revoke(serial, reason);
     this.revoked.inc();
     this.deps.log.warn({ serial: record.serial, identity: record.identity, reason }, 'certificate revoked');
-    this.publishCrl();
+    this.publishCrlOrRetry();
     this.deps.bus.emit('certificate.revoked', { serial: record.serial, profile: record.profile, identity: record.identity, reason });
     return record;
   }
@@ -130,14 +135,18 @@ export class CaService implements Service {
     this.crlNextUpdate.set(nextUpdate.getTime() / 1000);
     this.deps.log.info({ file: this.config.crlFile, crlNumbers, nextUpdate: nextUpdate.toISOString() }, 'CRL published');
     clearTimeout(this.crlTimer);
-    this.crlTimer = setTimeout(() => {
-      try {
-        this.publishCrl();
-      } catch (err) {
-        this.deps.log.error({ err }, 'CRL could not be regenerated; retrying in a minute');
-        this.crlTimer = setTimeout(() => this.publishCrl(), 60_000);
-      }
-    }, Math.min((this.config.crlValidityHours * 3_600_000) / 2, MAX_CRL_REFRESH_MS));
+    this.crlTimer = setTimeout(() => this.publishCrlOrRetry(), Math.min((this.config.crlValidityHours * 3_600_000) / 2, MAX_CRL_REFRESH_MS));
+  }
+
+  /** publishCrl, and on failure a log line and another try a minute later, for as long as it takes. */
+  private publishCrlOrRetry(): void {
+    try {
+      this.publishCrl();
+    } catch (err) {
+      this.deps.log.error({ err, file: this.config.crlFile }, 'CRL could not be written; retrying in a minute');
+      clearTimeout(this.crlTimer);
+      this.crlTimer = setTimeout(() => this.publishCrlOrRetry(), 60_000);
+    }
   }
 
   private checkExpiry(): void {

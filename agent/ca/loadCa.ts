@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CertificateAuthority } from '../../certs/authority.js';
 import { CertError } from '../../certs/errors.js';
@@ -28,6 +28,15 @@ export function checkKeyFilePermissions(dir: string): void {
       );
     }
   }
+}
+
+/** Key files in the CA directory that are not encrypted. */
+export function unencryptedKeyFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.key'))
+    .map((f) => join(dir, f))
+    .filter((path) => !readFileSync(path, 'utf8').includes('BEGIN ENCRYPTED PRIVATE KEY'));
 }
 
 export function initFromConfig(ca: Config['ca'], gatewayId: string, passphrase: string | undefined): void {

@@ -75,6 +75,13 @@ const table = (rows: CertificateRecord[]): string =>
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
+function readP12Passphrase(file: string): string {
+  if (!existsSync(file)) throw new UsageError(`${file} does not exist`);
+  const passphrase = readFileSync(file, 'utf8').split(/\r?\n/)[0] ?? '';
+  if (passphrase.length < 8) throw new UsageError('the PKCS#12 passphrase must be at least 8 characters');
+  return passphrase;
+}
+
 export function registerCaCommands(program: Command, result: { code: number }): void {
   const ca = program.command('ca').description('the gateway certificate authority: hierarchy, issuance, revocation, CRL');
   const common = (c: Command) => c.option('-c, --config <path>', CONFIG_OPTION_HELP).option('--json', 'machine-readable output');
@@ -123,6 +130,7 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       if (!(CA_KEY_TYPES as readonly string[]).includes(o.keyType)) throw new UsageError(`--key-type is one of ${CA_KEY_TYPES.join(', ')}`);
       if (o.p12 && !o.keyType.startsWith('rsa')) throw new UsageError('--p12 needs an RSA key (--key-type rsa-2048 or larger): PKCS#12 here is written with node-forge, which has no EC');
       if (o.csr && !existsSync(o.csr)) throw new UsageError(`${o.csr} does not exist`);
+      const p12Passphrase = o.p12 ? readP12Passphrase(o.p12PassphraseFile!) : undefined;
       return withAuthority(config, async (authority) => {
         const key = o.generateKey ? SoftwareKey.generate(o.keyType as CaKeyType) : undefined;
         const csr = key ? buildCsr(key, encodeName({ commonName: o.id.slice(0, 64) })) : readFileSync(o.csr!);
@@ -142,9 +150,7 @@ export function registerCaCommands(program: Command, result: { code: number }): 
           writeFileAtomic(join(o.out, 'cert.pem'), issued.record.pem, 0o644);
           writeFileAtomic(join(o.out, 'chain.pem'), issued.chain.join(''), 0o644);
           files.push(join(o.out, 'key.pem'), join(o.out, 'cert.pem'), join(o.out, 'chain.pem'));
-          if (o.p12) {
-            const passphrase = readFileSync(o.p12PassphraseFile!, 'utf8').split(/\r?\n/)[0] ?? '';
-            if (passphrase.length < 8) throw new UsageError('the PKCS#12 passphrase must be at least 8 characters');
+          if (p12Passphrase !== undefined) {
             // node-forge reads RSA certificates only: CA certificates with EC keys
             // (the default root) stay out of the bundle and are in chain.pem.
             const certs = [issued.record.pem, ...issued.chain].flatMap((p) => {
@@ -157,7 +163,7 @@ export function registerCaCommands(program: Command, result: { code: number }): 
             const p12 = forge.pkcs12.toPkcs12Asn1(
               forge.pki.privateKeyFromPem(key.exportable().export({ format: 'pem', type: 'pkcs1' }) as string),
               certs,
-              passphrase,
+              p12Passphrase,
               { algorithm: 'aes256', friendlyName: o.id },
             );
             writeFileAtomic(join(o.out, 'bundle.p12'), Buffer.from(forge.asn1.toDer(p12).getBytes(), 'binary'), 0o600);
@@ -194,7 +200,13 @@ export function registerCaCommands(program: Command, result: { code: number }): 
           target = current.serial;
         }
         const record = authority.revoke(target!, o.reason as RevocationReason);
-        const crl = publishCrlFile(authority, config.ca);
+        let crl: ReturnType<typeof publishCrlFile>;
+        try {
+          crl = publishCrlFile(authority, config.ca);
+        } catch (err) {
+          // The revocation is committed; only the CRL is behind. Say so rather than hide it.
+          throw new CertError('CRL_NOT_WRITTEN', `certificate ${record.serial} is revoked, but the CRL could not be written (${(err as Error).message}); run edge-agent ca crl`);
+        }
         return { serial: record.serial, identity: record.identity, revokedAt: record.revokedAt, reason: record.revocationReason, crlFile: config.ca.crlFile, crlNumbers: crl.crlNumbers };
       }),
     (r: { serial: string; crlFile: string }) => `revoked ${r.serial}; CRL written to ${r.crlFile}\n`);

@@ -10,6 +10,7 @@ interface Row {
   profile: ProfileName;
   identity: string;
   subject: string;
+  san: string;
   not_before: string;
   not_after: string;
   thumbprint: string;
@@ -28,6 +29,7 @@ const toRecord = (r: Row): CertificateRecord => ({
   profile: r.profile,
   identity: r.identity,
   subject: r.subject,
+  san: r.san,
   notBefore: new Date(r.not_before),
   notAfter: new Date(r.not_after),
   thumbprint: r.thumbprint,
@@ -40,9 +42,12 @@ const toRecord = (r: Row): CertificateRecord => ({
   ...(r.superseded_by ? { supersededBy: r.superseded_by } : {}),
 });
 
+type Outcome = { supersedes?: string; repeated?: CertificateRecord };
+
 interface Pending {
   record: CertificateRecord;
-  resolve: (result: { supersedes?: string }) => void;
+  policy: { allowKeyReuse: boolean; renew: boolean };
+  resolve: (result: Outcome) => void;
   reject: (err: unknown) => void;
 }
 
@@ -83,9 +88,13 @@ export class CertificateRepository implements CertificateStore {
     return row ? toRecord(row) : undefined;
   }
 
-  record(record: CertificateRecord): Promise<{ supersedes?: string }> {
+  keyCompromised(spkiSha256: string): boolean {
+    return this.sql("SELECT 1 FROM certificates WHERE spki_sha256 = ? AND revocation_reason = 'keyCompromise' LIMIT 1").get(spkiSha256) !== undefined;
+  }
+
+  record(record: CertificateRecord, policy: { allowKeyReuse: boolean; renew: boolean }): Promise<Outcome> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ record, resolve, reject });
+      this.queue.push({ record, policy, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
@@ -102,12 +111,12 @@ export class CertificateRepository implements CertificateStore {
   private flush(): void {
     this.flushScheduled = false;
     const batch = this.queue.splice(0);
-    const outcomes: (string | undefined | CertError)[] = [];
+    const outcomes: (Outcome | CertError)[] = [];
     try {
       this.store.durable(() => {
         for (const item of batch) {
           try {
-            outcomes.push(this.insert(item.record));
+            outcomes.push(this.insert(item.record, item.policy));
           } catch (err) {
             if (!(err instanceof CertError)) throw err;
             outcomes.push(err);
@@ -121,15 +130,30 @@ export class CertificateRepository implements CertificateStore {
     batch.forEach((item, i) => {
       const outcome = outcomes[i];
       if (outcome instanceof CertError) item.reject(outcome);
-      else item.resolve(outcome === undefined ? {} : { supersedes: outcome });
+      else item.resolve(outcome!);
     });
   }
 
-  /** Checks, then writes one record; returns the serial it superseded, if any. */
-  private insert(r: CertificateRecord): string | undefined {
+  /**
+   * Checks, then writes one record. Every check runs before the first write,
+   * so a refused record leaves nothing in the transaction.
+   */
+  private insert(r: CertificateRecord, policy: { allowKeyReuse: boolean; renew: boolean }): Outcome {
+    if (this.keyCompromised(r.spkiSha256)) {
+      throw new CertError('KEY_COMPROMISED', 'a certificate for this public key was revoked for key compromise; the device needs a new key pair');
+    }
     const bound = this.keyBinding(r.spkiSha256);
     if (bound && bound.identity !== r.identity) {
       throw new CertError('KEY_BOUND_TO_OTHER_IDENTITY', `clone alert: this public key is already bound to ${bound.profile} identity ${JSON.stringify(bound.identity)}`);
+    }
+    if (bound) {
+      const current = this.current(r.profile, r.identity);
+      if (current && current.spkiSha256 === r.spkiSha256 && current.subject === r.subject && current.san === r.san && !policy.renew) {
+        return { repeated: current };
+      }
+      if (!policy.allowKeyReuse) {
+        throw new CertError('KEY_REUSE_NOT_ALLOWED', `identity ${JSON.stringify(r.identity)} already had a certificate for this key; a new certificate needs a new key pair`);
+      }
     }
     if (this.sql('SELECT 1 FROM certificates WHERE serial = ?').get(r.serial)) {
       throw new CertError('SERIAL_COLLISION', `serial ${r.serial} is already taken`);
@@ -143,15 +167,16 @@ export class CertificateRepository implements CertificateStore {
     ).get(r.serial, r.profile, r.identity) as { serial: string } | undefined;
     const lifetime = r.notAfter.getTime() - r.notBefore.getTime();
     this.sql(
-      `INSERT INTO certificates (serial, issuer, profile, identity, subject, not_before, not_after, renewal_due_at,
+      `INSERT INTO certificates (serial, issuer, profile, identity, subject, san, not_before, not_after, renewal_due_at,
          thumbprint, spki_sha256, pem, status, issued_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)`,
     ).run(
       r.serial,
       r.issuer,
       r.profile,
       r.identity,
       r.subject,
+      r.san,
       r.notBefore.toISOString(),
       r.notAfter.toISOString(),
       new Date(r.notBefore.getTime() + Math.floor((lifetime * 2) / 3)).toISOString(),
@@ -160,7 +185,7 @@ export class CertificateRepository implements CertificateStore {
       r.pem,
       r.issuedAt.toISOString(),
     );
-    return previous?.serial;
+    return previous ? { supersedes: previous.serial } : {};
   }
 
   get(serial: string): CertificateRecord | undefined {

@@ -77,15 +77,26 @@ export function parseCsr(input: string | Buffer): ParsedCsr {
   if (der.length > MAX_CSR_BYTES) throw new CertError('CSR_TOO_LARGE', `CSR of ${der.length} bytes is larger than the ${MAX_CSR_BYTES} accepted`);
   try {
     const root = readExactly(der, Tag.sequence, 'CSR');
-    const [info, algorithm, signature] = children(root);
+    const top = children(root);
+    if (top.length !== 3) throw new CertError('CSR_MALFORMED', 'a CSR holds exactly the request, the signature algorithm and the signature');
+    const [info, algorithm, signature] = top;
     const infoNode = expectTag(info, Tag.sequence, 'certificationRequestInfo');
-    const [version, subject, spki, attributes] = children(infoNode);
+    const body = children(infoNode);
+    if (body.length !== 4) throw new CertError('CSR_MALFORMED', 'the request body must hold exactly version, subject, public key and attributes');
+    const [version, subject, spki, attributes] = body;
     const v = expectTag(version, Tag.integer, 'CSR version');
     if (v.value.length !== 1 || v.value[0] !== 0) throw new CertError('CSR_MALFORMED', 'CSR version is not 1 (0)');
     const name = decodeName(expectTag(subject, Tag.sequence, 'CSR subject'), 'CSR subject');
     const publicKey = analyseSpki(expectTag(spki, Tag.sequence, 'CSR public key'));
-    if (attributes && attributes.tag !== 0xa0) throw new CertError('CSR_MALFORMED', 'CSR attributes are not [0]');
-    const algOid = decodeOid(expectTag(children(expectTag(algorithm, Tag.sequence, 'CSR signature algorithm'))[0], Tag.oid, 'CSR signature algorithm'));
+    expectTag(attributes, 0xa0, 'CSR attributes [0]');
+    const algParts = children(expectTag(algorithm, Tag.sequence, 'CSR signature algorithm'));
+    const algOid = decodeOid(expectTag(algParts[0], Tag.oid, 'CSR signature algorithm'));
+    // ECDSA identifiers have no parameters; RSA ones have NULL (or, from some encoders, none).
+    const params = algParts.slice(1);
+    const isRsa = SIGNATURE_HASH[algOid]?.family === 'rsa';
+    if (params.length > 1 || (params.length === 1 && (!isRsa || params[0]!.tag !== Tag.null))) {
+      throw new CertError('CSR_MALFORMED', 'CSR signature algorithm has parameters it must not have');
+    }
     const sig = expectTag(signature, Tag.bitString, 'CSR signature');
     if (sig.value[0] !== 0) throw new CertError('CSR_MALFORMED', 'CSR signature has unused bits');
     return {

@@ -64,6 +64,7 @@ const DNS = /^(?=.{1,253}$)(\*\.)?([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?
 const URI = /^[A-Za-z][A-Za-z0-9+.-]*:[\x21-\x7e]+$/;
 
 function ipBytes(ip: string): Buffer {
+  if (ip.includes('%')) throw new CertError('REQUEST_INVALID', `IP address ${JSON.stringify(ip)} has a zone id, which a certificate cannot carry`);
   const kind = isIP(ip);
   if (kind === 4) return Buffer.from(ip.split('.').map(Number));
   if (kind === 6) {

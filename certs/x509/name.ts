@@ -66,11 +66,16 @@ const STRING_TAGS = new Set<number>([Tag.utf8String, Tag.printableString, Tag.ia
 export function decodeName(node: Node, what: string): { text: string; attributes: { type: string; value: string }[] } {
   const attributes: { type: string; value: string }[] = [];
   for (const rdn of children(node)) {
-    for (const atv of children(rdn)) {
-      const [typeNode, valueNode] = children(atv);
-      if (!typeNode || !valueNode) throw new CertError('CSR_MALFORMED', `${what}: malformed name attribute`);
+    if (rdn.tag !== Tag.set) throw new CertError('CSR_MALFORMED', `${what}: a name component is not a SET`);
+    const atvs = children(rdn);
+    if (atvs.length === 0) throw new CertError('CSR_MALFORMED', `${what}: an empty name component`);
+    for (const atv of atvs) {
+      const pair = atv.tag === Tag.sequence ? children(atv) : [];
+      if (pair.length !== 2 || pair[0]!.tag !== Tag.oid) throw new CertError('CSR_MALFORMED', `${what}: malformed name attribute`);
+      const [typeNode, valueNode] = pair as [Node, Node];
       const type = SHORT[decodeOid(typeNode)] ?? decodeOid(typeNode);
       if (!STRING_TAGS.has(valueNode.tag)) throw new CertError('NAME_INVALID', `${what}: ${type} is not a string`);
+      if (valueNode.tag === 0x1e && valueNode.value.length % 2 !== 0) throw new CertError('NAME_INVALID', `${what}: ${type} is a BMPString of odd length`);
       const value =
         valueNode.tag === 0x1e ? Buffer.from(valueNode.value).swap16().toString('utf16le') : valueNode.value.toString(valueNode.tag === Tag.utf8String ? 'utf8' : 'latin1');
       if (CONTROL.test(value)) {

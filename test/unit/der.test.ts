@@ -68,6 +68,7 @@ describe('names and extensions', () => {
     expect(hex(der)).toContain('87040a010203');
     expect(hex(der)).toContain(`8710fe80${'00'.repeat(13)}01`);
     expect(() => subjectAltName({ ipAddresses: ['10.1.2'] })).toThrow(/not an IP address/);
+    expect(() => subjectAltName({ ipAddresses: ['fe80::1%eth0'] })).toThrow(/zone id/);
     expect(() => subjectAltName({ dnsNames: ['bad name.local'] })).toThrow(/not a valid host name/);
     expect(() => subjectAltName({ uris: ['no-scheme'] })).toThrow(/not a valid URI/);
     expect(() => subjectAltName({})).toThrow(/at least one name/);

@@ -15,6 +15,7 @@ export const m0002Certificates: Migration = {
       profile TEXT NOT NULL,
       identity TEXT NOT NULL,
       subject TEXT NOT NULL,
+      san TEXT NOT NULL,
       not_before TEXT NOT NULL,
       not_after TEXT NOT NULL,
       renewal_due_at TEXT NOT NULL,
@@ -30,6 +31,7 @@ export const m0002Certificates: Migration = {
     ) STRICT;
     CREATE UNIQUE INDEX certificates_current ON certificates (profile, identity) WHERE status = 'valid';
     CREATE INDEX certificates_identity ON certificates (identity);
+    CREATE INDEX certificates_key ON certificates (spki_sha256);
     CREATE INDEX certificates_expiry ON certificates (not_after) WHERE status = 'valid';
     CREATE INDEX certificates_renewal ON certificates (renewal_due_at) WHERE status = 'valid' AND renewal_notified_at IS NULL;
     CREATE INDEX certificates_revoked ON certificates (issuer) WHERE status = 'revoked';

@@ -93,6 +93,13 @@ describe('the CA inside the daemon', () => {
     viaSystemd.kill('SIGTERM');
     expect((await viaSystemd.exited).code).toBe(0);
 
+    // A PKCS#12 passphrase that is too short is refused before anything is issued.
+    writeFileSync(join(tmp.dir, 'short-pass'), 'short\n');
+    const p12 = await runCli(['ca', 'issue', '--profile', 'agent-client', '--id', 'hmi-9', '--generate-key', '--key-type', 'rsa-2048', '--out', join(tmp.dir, 'hmi'), '--p12', '--p12-passphrase-file', join(tmp.dir, 'short-pass'), '--config', config], { env });
+    expect(p12.code).toBe(64);
+    expect(p12.stderr).toContain('at least 8 characters');
+    expect(JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout)).toEqual([]);
+
     const cliWrong = await runCli(['ca', 'status', '--config', config]);
     expect(cliWrong.code).toBe(0); // status reads certificates only: no passphrase needed
     const cliIssue = await runCli(['ca', 'issue', '--profile', 'mqtt-device', '--id', 'x', '--generate-key', '--out', join(tmp.dir, 'x'), '--config', config], { env: { EDGE_AGENT_CA_PASSPHRASE: 'nope' } });

@@ -27,13 +27,13 @@ authorityKeyIdentifier = keyid
 `;
 
 /** An enterprise PKI made with openssl alone: a root, and `openssl ca` to sign our intermediate's CSR. */
-async function enterprise(dir: string) {
+async function enterprise(dir: string, rootOptions: { days?: number; pathlen?: number } = {}) {
   writeFileSync(join(dir, 'ca.cnf'), CA_CONF);
   writeFileSync(join(dir, 'index.txt'), '');
   writeFileSync(join(dir, 'serial.txt'), '1000\n');
   const root = await openssl(
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ent.key', '-subj', '/O=Enterprise/CN=Enterprise Root', '-days', '3650', '-out', 'ent.crt',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'],
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ent.key', '-subj', '/O=Enterprise/CN=Enterprise Root', '-days', String(rootOptions.days ?? 3650), '-out', 'ent.crt',
+      '-addext', `basicConstraints=critical,CA:TRUE${rootOptions.pathlen === undefined ? '' : `,pathlen:${rootOptions.pathlen}`}`, '-addext', 'keyUsage=critical,keyCertSign,cRLSign'],
     dir,
   );
   if (!root.ok) throw new Error(root.stderr);
@@ -109,5 +109,29 @@ describe('chaining to an enterprise PKI', () => {
     const issue = await cli('ca', 'issue', '--profile', 'mqtt-device', '--id', 'x', '--generate-key', '--out', join(tmp.dir, 'x'));
     expect(issue.code).toBe(1);
     expect(issue.stderr).toContain('CA_NOT_INITIALISED');
+  });
+
+  it('refuses an intermediate under a root whose path length forbids it', async () => {
+    const sign = await enterprise(tmp.dir, { pathlen: 0 });
+    expect((await cli('ca', 'request-intermediate', '--issuer', 'ec', '--out', join(tmp.dir, 'int.csr'))).code).toBe(0);
+    await sign('int.csr', 'int.crt');
+    const refused = await cli('ca', 'import-intermediate', join(tmp.dir, 'int.crt'), '--chain', join(tmp.dir, 'ent.crt'));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('Enterprise Root allows a path length of 0, but 1 CA certificate(s) would sit below it');
+  });
+
+  it('never issues past the enterprise root, even when the intermediate was signed for longer', async () => {
+    const sign = await enterprise(tmp.dir, { days: 30 });
+    expect((await cli('ca', 'request-intermediate', '--issuer', 'ec', '--out', join(tmp.dir, 'int.csr'))).code).toBe(0);
+    await sign('int.csr', 'int.crt', ['-days', '3000']);
+    expect((await cli('ca', 'import-intermediate', join(tmp.dir, 'int.crt'), '--chain', join(tmp.dir, 'ent.crt'))).code).toBe(0);
+    await opensslCsr(tmp.dir, 'dev', 'ec-p256');
+    const issued = await cli('ca', 'issue', '--profile', 'mqtt-device', '--id', 'dev-2', '--csr', join(tmp.dir, 'dev.csr'), '--json');
+    expect(issued.code, issued.stderr).toBe(0);
+    const leafEnd = new Date((JSON.parse(issued.stdout) as { notAfter: string }).notAfter);
+    const rootEnd = await openssl(['x509', '-in', 'ent.crt', '-noout', '-enddate'], tmp.dir);
+    const rootNotAfter = new Date(rootEnd.stdout.trim().replace('notAfter=', ''));
+    expect(leafEnd.getTime()).toBeLessThanOrEqual(rootNotAfter.getTime());
+    expect(leafEnd.getTime()).toBeGreaterThan(Date.now() + 29 * 86_400_000);
   });
 });
