@@ -76,7 +76,6 @@ export const configSchema = z.strictObject({
 });
 
 export type Config = z.infer<typeof configSchema>;
-export type SectionName = keyof Config;
 
 /** The host name made into a valid gateway id. */
 export function defaultAgentId(host: string = hostname()): string {

@@ -42,9 +42,6 @@ export const setOf = (...items: Buffer[]): Buffer => tlv(Tag.set, ...[...items].
 /** [n] EXPLICIT: a constructed context tag around one encoding. */
 export const explicit = (n: number, inner: Buffer): Buffer => tlv(0xa0 | n, inner);
 
-/** [n] IMPLICIT primitive: the context tag replaces the universal one. */
-export const implicitPrimitive = (n: number, content: Buffer): Buffer => tlv(0x80 | n, content);
-
 export const nullValue = Buffer.from([Tag.null, 0x00]);
 
 export const boolean = (value: boolean): Buffer => Buffer.from([Tag.boolean, 0x01, value ? 0xff : 0x00]);
@@ -88,7 +85,6 @@ export const bitString = (bytes: Buffer, unusedBits = 0): Buffer => tlv(Tag.bitS
 export const octetString = (bytes: Buffer): Buffer => tlv(Tag.octetString, bytes);
 export const utf8String = (text: string): Buffer => tlv(Tag.utf8String, Buffer.from(text, 'utf8'));
 export const printableString = (text: string): Buffer => tlv(Tag.printableString, Buffer.from(text, 'latin1'));
-export const ia5String = (text: string): Buffer => tlv(Tag.ia5String, Buffer.from(text, 'latin1'));
 
 const pad = (n: number, width = 2) => String(n).padStart(width, '0');
 

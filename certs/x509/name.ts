@@ -1,5 +1,5 @@
 import { CertError } from '../errors.js';
-import { children, decodeOid, oid, printableString, sequence, setOf, Tag, utf8String, ia5String, type Node } from './der.js';
+import { children, decodeOid, oid, printableString, sequence, setOf, Tag, utf8String, type Node } from './der.js';
 import { OID } from './oids.js';
 
 /** The name attributes the CA writes, in RDN order. */
@@ -87,4 +87,3 @@ export function decodeName(node: Node, what: string): { text: string; attributes
   return { text: attributes.map((a) => `${a.type}=${a.value}`).join(', '), attributes };
 }
 
-export { ia5String };

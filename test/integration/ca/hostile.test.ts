@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CertError } from '../../../certs/errors.js';
 import { parseCsr } from '../../../certs/x509/csr.js';
-import { bitString, children, nullValue, oid, read, sequence, setOf, smallInteger, tlv, unsignedInteger, utf8String } from '../../../certs/x509/der.js';
+import { bitString, children, nullValue, oid, read, sequence, setOf, smallInteger, tlv, utf8String } from '../../../certs/x509/der.js';
 import { OID } from '../../../certs/x509/oids.js';
 import { derFrom, toPem } from '../../../certs/x509/pem.js';
 import { caFixture } from '../../helpers/caFixture.js';
