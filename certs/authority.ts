@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { buildCrl } from './crl.js';
 import { CertError } from './errors.js';
 import type { IssuerName, IssuingCa } from './issuer.js';
@@ -8,7 +8,7 @@ import type { IdentityRequest } from './profiles/profile.js';
 import type { CertificateRecord, CertificateStore, RevocationReason } from './store.js';
 import { assembleCertificate, encodeTbs, randomSerial } from './x509/certificate.js';
 import { parseCsr, verifyCsr } from './x509/csr.js';
-import { basicConstraints, extKeyUsage, keyIdentifier, keyUsage, subjectAltName, subjectKeyIdentifier, type SubjectAltNames } from './x509/extensions.js';
+import { basicConstraints, extKeyUsage, keyIdentifier, keyUsage, subjectAltName, subjectKeyIdentifier, canonicalIp, type SubjectAltNames } from './x509/extensions.js';
 import { encodeName, type NameAttributes } from './x509/name.js';
 import { toPem } from './x509/pem.js';
 
@@ -58,13 +58,13 @@ export function describeSubject(subject: NameAttributes): string {
     .join(', ');
 }
 
-/** "URI:…, DNS:…, IP:…": the SAN as recorded (DNS names lower-cased, as encoded). */
+/** "URI:…, DNS:…, IP:…": the SAN as recorded, in the form it is encoded (DNS lower-cased, IPs canonical). */
 export function describeSan(san: SubjectAltNames | undefined): string {
   if (!san) return '';
   return [
     ...(san.uris ?? []).map((u) => `URI:${u}`),
     ...(san.dnsNames ?? []).map((d) => `DNS:${d.toLowerCase()}`),
-    ...(san.ipAddresses ?? []).map((i) => `IP:${i}`),
+    ...(san.ipAddresses ?? []).map((i) => `IP:${canonicalIp(i)}`),
   ].join(', ');
 }
 
@@ -130,7 +130,7 @@ export class CertificateAuthority {
     const san = describeSan(template.san);
     // Only a key seen before can be a repeat or a reuse: the lookup is skipped for new keys.
     const previous = binding ? store.current(profile.name, request.identity) : undefined;
-    if (previous && previous.spkiSha256 === key && previous.subject === subject && previous.san === san && !request.renew) {
+    if (previous && previous.spkiSha256 === key && previous.subject === subject && previous.san === san && !request.renew && this.stillGood(previous)) {
       // The same request again (its answer was lost on the way): hand out what was issued, issue nothing new.
       return { record: previous, chain: this.issuer(previous.issuer).chainPem, repeated: true };
     }
@@ -203,8 +203,11 @@ export class CertificateAuthority {
     }
   }
 
-  /** Revokes durably; the caller then publishes the new CRL (`crl()`). */
-  revoke(serial: string, reason: RevocationReason): CertificateRecord {
+  /**
+   * Revokes durably (for keyCompromise: every certificate of that key); the
+   * caller then publishes the new CRL (`crls()`).
+   */
+  revoke(serial: string, reason: RevocationReason): { revoked: CertificateRecord; alsoRevoked: CertificateRecord[] } {
     return this.options.store.revoke(normaliseSerial(serial), reason, this.now());
   }
 
@@ -218,6 +221,13 @@ export class CertificateAuthority {
       const revoked = this.options.store.revokedBy(issuer.name, thisUpdate);
       return { issuer: issuer.name, ...buildCrl(issuer, revoked, crlNumber, thisUpdate, nextUpdate), nextUpdate, crlNumber };
     });
+  }
+
+  /** A certificate may be handed out again only while it is valid and its issuing CA is still the one in use. */
+  private stillGood(record: CertificateRecord): boolean {
+    const issuer = this.options.issuers[record.issuer];
+    if (!issuer || record.notAfter <= this.now()) return false;
+    return new X509Certificate(record.pem).verify(issuer.key.publicKey);
   }
 
   issuers(): IssuingCa[] {

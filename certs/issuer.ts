@@ -91,10 +91,14 @@ export function verifyChain(pems: string[], what: string): X509Certificate[] {
   certs.forEach((cert, i) => {
     const parent = certs[i + 1] ?? cert;
     const name = cert.subject.replace(/\n/g, ', ');
+    const ext = parseCertificate(pems[i]!).extensions;
+    const parentExt = parseCertificate(pems[i + 1] ?? pems[i]!).extensions;
+    if (parentExt.keyUsage.length > 0 && !parentExt.keyUsage.includes('keyCertSign')) {
+      throw new CertError('INTERMEDIATE_INVALID', `${what}: ${parent.subject.replace(/\n/g, ', ')} in the chain may not sign certificates (no keyCertSign)`);
+    }
     if (!cert.checkIssued(parent) || !cert.verify(parent.publicKey)) {
       throw new CertError('INTERMEDIATE_INVALID', `${what}: certificate ${i + 1} of the chain (${name}) is not signed by the next one`);
     }
-    const ext = parseCertificate(pems[i]!).extensions;
     if (!ext.ca) throw new CertError('INTERMEDIATE_INVALID', `${what}: ${name} in the chain is not a CA`);
     if (ext.keyUsage.length > 0 && !ext.keyUsage.includes('keyCertSign')) {
       throw new CertError('INTERMEDIATE_INVALID', `${what}: ${name} in the chain may not sign certificates (no keyCertSign)`);

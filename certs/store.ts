@@ -86,8 +86,12 @@ export interface CertificateStore {
   record(record: CertificateRecord, policy: { allowKeyReuse: boolean; renew: boolean }): Promise<{ supersedes?: string; repeated?: CertificateRecord }>;
   get(serial: string): CertificateRecord | undefined;
   list(filter: ListFilter): CertificateRecord[];
-  /** Marks a certificate revoked, durably. CERT_NOT_FOUND / CERT_ALREADY_REVOKED otherwise. */
-  revoke(serial: string, reason: RevocationReason, at: Date): CertificateRecord;
+  /**
+   * Marks a certificate revoked, durably (CERT_NOT_FOUND / CERT_ALREADY_REVOKED
+   * otherwise). For keyCompromise, every other unrevoked certificate of the
+   * same key is revoked in the same commit and returned in `alsoRevoked`.
+   */
+  revoke(serial: string, reason: RevocationReason, at: Date): { revoked: CertificateRecord; alsoRevoked: CertificateRecord[] };
   /** Revoked certificates of one issuer that have not expired yet (what a CRL lists). */
   revokedBy(issuer: 'ec' | 'rsa', now: Date): RevokedEntry[];
   /** The next CRL number for an issuer, durably incremented. */

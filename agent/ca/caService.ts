@@ -119,14 +119,23 @@ export class CaService implements Service {
     return issued;
   }
 
-  /** Revokes (durably), then publishes the new CRL; a CRL that cannot be written is retried, the revocation stands. */
-  revoke(serial: string, reason: RevocationReason): CertificateRecord {
-    const record = this.ca().revoke(serial, reason);
-    this.revoked.inc();
-    this.deps.log.warn({ serial: record.serial, identity: record.identity, reason }, 'certificate revoked');
+  /**
+   * Revokes (durably; for keyCompromise every certificate of the key), then
+   * publishes the new CRL; a CRL that cannot be written is retried, the
+   * revocation stands.
+   */
+  revoke(serial: string, reason: RevocationReason): CertificateRecord[] {
+    const { revoked, alsoRevoked } = this.ca().revoke(serial, reason);
+    const all = [revoked, ...alsoRevoked];
+    for (const record of all) {
+      this.revoked.inc();
+      this.deps.log.warn({ serial: record.serial, identity: record.identity, reason }, 'certificate revoked');
+    }
     this.publishCrlOrRetry();
-    this.deps.bus.emit('certificate.revoked', { serial: record.serial, profile: record.profile, identity: record.identity, reason });
-    return record;
+    for (const record of all) {
+      this.deps.bus.emit('certificate.revoked', { serial: record.serial, profile: record.profile, identity: record.identity, reason });
+    }
+    return all;
   }
 
   /** Writes a fresh CRL per issuing CA into ca.crlFile and schedules the next one at half its validity. */

@@ -199,7 +199,7 @@ export function registerCaCommands(program: Command, result: { code: number }): 
           if (!current) throw new CertError('CERT_NOT_FOUND', `${o.profile} identity ${JSON.stringify(o.id)} has no valid certificate`);
           target = current.serial;
         }
-        const record = authority.revoke(target!, o.reason as RevocationReason);
+        const { revoked: record, alsoRevoked } = authority.revoke(target!, o.reason as RevocationReason);
         let crl: ReturnType<typeof publishCrlFile>;
         try {
           crl = publishCrlFile(authority, config.ca);
@@ -207,9 +207,18 @@ export function registerCaCommands(program: Command, result: { code: number }): 
           // The revocation is committed; only the CRL is behind. Say so rather than hide it.
           throw new CertError('CRL_NOT_WRITTEN', `certificate ${record.serial} is revoked, but the CRL could not be written (${(err as Error).message}); run edge-agent ca crl`);
         }
-        return { serial: record.serial, identity: record.identity, revokedAt: record.revokedAt, reason: record.revocationReason, crlFile: config.ca.crlFile, crlNumbers: crl.crlNumbers };
+        return {
+          serial: record.serial,
+          identity: record.identity,
+          revokedAt: record.revokedAt,
+          reason: record.revocationReason,
+          alsoRevoked: alsoRevoked.map((r) => ({ serial: r.serial, profile: r.profile, identity: r.identity })),
+          crlFile: config.ca.crlFile,
+          crlNumbers: crl.crlNumbers,
+        };
       }),
-    (r: { serial: string; crlFile: string }) => `revoked ${r.serial}; CRL written to ${r.crlFile}\n`);
+    (r: { serial: string; crlFile: string; alsoRevoked: { serial: string; identity: string }[] }) =>
+      `revoked ${r.serial}${r.alsoRevoked.length ? ` and, with the same compromised key, ${r.alsoRevoked.map((a) => `${a.serial} (${a.identity})`).join(', ')}` : ''}; CRL written to ${r.crlFile}\n`);
   });
 
   common(ca.command('crl').description('regenerate the CRL now and print it').option('--out <file>', 'also write it to this file')).action(async (o: Common & { out?: string }) => {

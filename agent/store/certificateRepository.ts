@@ -112,11 +112,12 @@ export class CertificateRepository implements CertificateStore {
     this.flushScheduled = false;
     const batch = this.queue.splice(0);
     const outcomes: (Outcome | CertError)[] = [];
+    const written = new Set<string>();
     try {
       this.store.durable(() => {
         for (const item of batch) {
           try {
-            outcomes.push(this.insert(item.record, item.policy));
+            outcomes.push(this.insert(item.record, item.policy, written));
           } catch (err) {
             if (!(err instanceof CertError)) throw err;
             outcomes.push(err);
@@ -138,7 +139,7 @@ export class CertificateRepository implements CertificateStore {
    * Checks, then writes one record. Every check runs before the first write,
    * so a refused record leaves nothing in the transaction.
    */
-  private insert(r: CertificateRecord, policy: { allowKeyReuse: boolean; renew: boolean }): Outcome {
+  private insert(r: CertificateRecord, policy: { allowKeyReuse: boolean; renew: boolean }, written: Set<string>): Outcome {
     if (this.keyCompromised(r.spkiSha256)) {
       throw new CertError('KEY_COMPROMISED', 'a certificate for this public key was revoked for key compromise; the device needs a new key pair');
     }
@@ -146,14 +147,22 @@ export class CertificateRepository implements CertificateStore {
     if (bound && bound.identity !== r.identity) {
       throw new CertError('KEY_BOUND_TO_OTHER_IDENTITY', `clone alert: this public key is already bound to ${bound.profile} identity ${JSON.stringify(bound.identity)}`);
     }
+    const current = this.sql("SELECT serial, spki_sha256, subject, san, not_after FROM certificates WHERE profile = ? AND identity = ? AND status = 'valid'").get(r.profile, r.identity) as
+      | { serial: string; spki_sha256: string; subject: string; san: string; not_after: string }
+      | undefined;
     if (bound) {
-      const current = this.current(r.profile, r.identity);
-      if (current && current.spkiSha256 === r.spkiSha256 && current.subject === r.subject && current.san === r.san && !policy.renew) {
-        return { repeated: current };
+      // A twin committed moments ago (same batch or just before): answer with it instead of a second certificate.
+      if (current && current.spki_sha256 === r.spkiSha256 && current.subject === r.subject && current.san === r.san && !policy.renew && current.not_after > r.issuedAt.toISOString()) {
+        return { repeated: this.get(current.serial)! };
       }
       if (!policy.allowKeyReuse) {
         throw new CertError('KEY_REUSE_NOT_ALLOWED', `identity ${JSON.stringify(r.identity)} already had a certificate for this key; a new certificate needs a new key pair`);
       }
+    }
+    if (current && written.has(current.serial)) {
+      // Two different requests for one identity in the same commit: the first wins; the second would
+      // be handed a certificate already superseded.
+      throw new CertError('CONCURRENT_REQUEST', `another request for ${r.profile} identity ${JSON.stringify(r.identity)} was committed at the same moment; send it again`);
     }
     if (this.sql('SELECT 1 FROM certificates WHERE serial = ?').get(r.serial)) {
       throw new CertError('SERIAL_COLLISION', `serial ${r.serial} is already taken`);
@@ -162,9 +171,7 @@ export class CertificateRepository implements CertificateStore {
       this.sql('INSERT INTO key_bindings (spki_sha256, identity, profile, bound_at) VALUES (?, ?, ?, ?)').run(r.spkiSha256, r.identity, r.profile, r.issuedAt.toISOString());
     }
     // superseded_by points at the row inserted next: the foreign key is deferred to the commit.
-    const previous = this.sql(
-      "UPDATE certificates SET status = 'superseded', superseded_by = ? WHERE profile = ? AND identity = ? AND status = 'valid' RETURNING serial",
-    ).get(r.serial, r.profile, r.identity) as { serial: string } | undefined;
+    if (current) this.sql("UPDATE certificates SET status = 'superseded', superseded_by = ? WHERE serial = ?").run(r.serial, current.serial);
     const lifetime = r.notAfter.getTime() - r.notBefore.getTime();
     this.sql(
       `INSERT INTO certificates (serial, issuer, profile, identity, subject, san, not_before, not_after, renewal_due_at,
@@ -185,7 +192,8 @@ export class CertificateRepository implements CertificateStore {
       r.pem,
       r.issuedAt.toISOString(),
     );
-    return previous ? { supersedes: previous.serial } : {};
+    written.add(r.serial);
+    return current ? { supersedes: current.serial } : {};
   }
 
   get(serial: string): CertificateRecord | undefined {
@@ -204,15 +212,20 @@ export class CertificateRepository implements CertificateStore {
     return (this.db.prepare(sql).all(...args, filter.limit ?? 10_000) as Row[]).map(toRecord);
   }
 
-  revoke(serial: string, reason: RevocationReason, at: Date): CertificateRecord {
+  revoke(serial: string, reason: RevocationReason, at: Date): { revoked: CertificateRecord; alsoRevoked: CertificateRecord[] } {
     return this.store.durable(() => {
       const existing = this.get(serial);
       if (!existing) throw new CertError('CERT_NOT_FOUND', `no certificate with serial ${serial}`);
       if (existing.status === 'revoked') throw new CertError('CERT_ALREADY_REVOKED', `certificate ${serial} was already revoked on ${existing.revokedAt?.toISOString()}`);
-      this.db
-        .prepare("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ?")
-        .run(at.toISOString(), reason, serial);
-      return this.get(serial)!;
+      const mark = this.sql("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ?");
+      mark.run(at.toISOString(), reason, serial);
+      // A compromised key is compromised in every certificate that carries it.
+      const siblings =
+        reason === 'keyCompromise'
+          ? (this.sql("SELECT serial FROM certificates WHERE spki_sha256 = ? AND status != 'revoked'").all(existing.spkiSha256) as { serial: string }[])
+          : [];
+      for (const s of siblings) mark.run(at.toISOString(), reason, s.serial);
+      return { revoked: this.get(serial)!, alsoRevoked: siblings.map((s) => this.get(s.serial)!) };
     });
   }
 

@@ -34,18 +34,34 @@ const SIGNATURE_HASH: Record<string, { hash: string; family: 'ec' | 'rsa' }> = {
   [OID.sha512WithRsa]: { hash: 'sha512', family: 'rsa' },
 };
 
-function requestedExtensions(attributes: Node | undefined): RequestedExtensions {
+function malformed(message: string): never {
+  throw new CertError('CSR_MALFORMED', message);
+}
+
+/**
+ * Reads the attributes strictly (each a SEQUENCE of an OID and a SET; each
+ * requested extension a SEQUENCE of OID, an optional TRUE, an OCTET STRING)
+ * and notes whether the request asks to be a CA. What is asked is never
+ * copied into a certificate: the profile decides.
+ */
+function requestedExtensions(attributes: Node): RequestedExtensions {
   const out: RequestedExtensions = { ca: false, certSign: false };
-  if (!attributes) return out;
   for (const attribute of children(attributes)) {
-    const [typeNode, values] = children(attribute);
-    if (!typeNode || decodeOid(typeNode) !== OID.extensionRequest || !values) continue;
-    for (const extensions of children(values)) {
-      for (const extension of children(extensions)) {
-        const parts = children(extension);
-        const id = decodeOid(expectTag(parts[0], Tag.oid, 'extension id'));
-        const valueNode = parts[parts.length - 1]!;
-        const inner = readExactly(expectTag(valueNode, Tag.octetString, 'extension value').value, valueNode.value[0]!, 'extension');
+    const parts = attribute.tag === Tag.sequence ? children(attribute) : [];
+    if (parts.length !== 2 || parts[0]!.tag !== Tag.oid || parts[1]!.tag !== Tag.set) malformed('a CSR attribute is not a type and a SET of values');
+    if (decodeOid(parts[0]!) !== OID.extensionRequest) continue;
+    for (const extensions of children(parts[1]!)) {
+      for (const extension of children(expectTag(extensions, Tag.sequence, 'requested extensions'))) {
+        const fields = extension.tag === Tag.sequence ? children(extension) : [];
+        if (fields.length < 2 || fields.length > 3) malformed('a requested extension has the wrong number of fields');
+        const id = decodeOid(expectTag(fields[0], Tag.oid, 'extension id'));
+        if (fields.length === 3) {
+          const critical = expectTag(fields[1], Tag.boolean, 'extension critical flag');
+          // DER: TRUE is 0xFF, and FALSE (the default) is left out.
+          if (critical.value.length !== 1 || critical.value[0] !== 0xff) malformed('an extension critical flag is not DER TRUE');
+        }
+        const valueNode = expectTag(fields[fields.length - 1], Tag.octetString, 'extension value');
+        const inner = readExactly(valueNode.value, valueNode.value[0] ?? 0, 'extension');
         if (id === OID.basicConstraints) {
           const first = children(inner)[0];
           out.ca ||= first?.tag === Tag.boolean && first.value[0] !== 0;
@@ -94,7 +110,7 @@ export function parseCsr(input: string | Buffer): ParsedCsr {
     // ECDSA identifiers have no parameters; RSA ones have NULL (or, from some encoders, none).
     const params = algParts.slice(1);
     const isRsa = SIGNATURE_HASH[algOid]?.family === 'rsa';
-    if (params.length > 1 || (params.length === 1 && (!isRsa || params[0]!.tag !== Tag.null))) {
+    if (params.length > 1 || (params.length === 1 && (!isRsa || params[0]!.tag !== Tag.null || params[0]!.value.length !== 0))) {
       throw new CertError('CSR_MALFORMED', 'CSR signature algorithm has parameters it must not have');
     }
     const sig = expectTag(signature, Tag.bitString, 'CSR signature');
@@ -102,7 +118,7 @@ export function parseCsr(input: string | Buffer): ParsedCsr {
     return {
       subject: name.text,
       publicKey,
-      requested: requestedExtensions(attributes),
+      requested: requestedExtensions(attributes!),
       tbs: infoNode.raw,
       signatureAlgorithm: algOid,
       signature: sig.value.subarray(1),

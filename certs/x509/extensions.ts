@@ -63,6 +63,15 @@ export interface SubjectAltNames {
 const DNS = /^(?=.{1,253}$)(\*\.)?([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const URI = /^[A-Za-z][A-Za-z0-9+.-]*:[\x21-\x7e]+$/;
 
+/** The text of an IP address as the certificate holds it: dotted IPv4, or eight full IPv6 groups. */
+export function canonicalIp(ip: string): string {
+  const bytes = ipBytes(ip);
+  if (bytes.length === 4) return [...bytes].join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return groups.join(':');
+}
+
 function ipBytes(ip: string): Buffer {
   if (ip.includes('%')) throw new CertError('REQUEST_INVALID', `IP address ${JSON.stringify(ip)} has a zone id, which a certificate cannot carry`);
   const kind = isIP(ip);

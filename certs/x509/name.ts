@@ -57,6 +57,8 @@ export function encodeName(attrs: NameAttributes): Buffer {
   return sequence(...rdns);
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 const STRING_TAGS = new Set<number>([Tag.utf8String, Tag.printableString, Tag.ia5String, 0x14 /* T61 */, 0x1e /* BMP */]);
 
 /**
@@ -69,6 +71,9 @@ export function decodeName(node: Node, what: string): { text: string; attributes
     if (rdn.tag !== Tag.set) throw new CertError('CSR_MALFORMED', `${what}: a name component is not a SET`);
     const atvs = children(rdn);
     if (atvs.length === 0) throw new CertError('CSR_MALFORMED', `${what}: an empty name component`);
+    for (let i = 1; i < atvs.length; i++) {
+      if (Buffer.compare(atvs[i - 1]!.raw, atvs[i]!.raw) > 0) throw new CertError('CSR_MALFORMED', `${what}: a multi-valued name component is not in DER order`);
+    }
     for (const atv of atvs) {
       const pair = atv.tag === Tag.sequence ? children(atv) : [];
       if (pair.length !== 2 || pair[0]!.tag !== Tag.oid) throw new CertError('CSR_MALFORMED', `${what}: malformed name attribute`);
@@ -76,8 +81,17 @@ export function decodeName(node: Node, what: string): { text: string; attributes
       const type = SHORT[decodeOid(typeNode)] ?? decodeOid(typeNode);
       if (!STRING_TAGS.has(valueNode.tag)) throw new CertError('NAME_INVALID', `${what}: ${type} is not a string`);
       if (valueNode.tag === 0x1e && valueNode.value.length % 2 !== 0) throw new CertError('NAME_INVALID', `${what}: ${type} is a BMPString of odd length`);
-      const value =
-        valueNode.tag === 0x1e ? Buffer.from(valueNode.value).swap16().toString('utf16le') : valueNode.value.toString(valueNode.tag === Tag.utf8String ? 'utf8' : 'latin1');
+      let value: string;
+      try {
+        value =
+          valueNode.tag === 0x1e
+            ? Buffer.from(valueNode.value).swap16().toString('utf16le')
+            : valueNode.tag === Tag.utf8String
+              ? UTF8.decode(valueNode.value)
+              : valueNode.value.toString('latin1');
+      } catch {
+        throw new CertError('NAME_INVALID', `${what}: ${type} is not valid UTF-8`);
+      }
       if (CONTROL.test(value)) {
         throw new CertError('NAME_INVALID', `${what}: ${type} contains a control or NUL character`, { details: { attribute: type } });
       }

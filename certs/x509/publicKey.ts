@@ -69,7 +69,9 @@ export function analyseSpki(spkiNode: Node): PublicKeyInfo {
   }
   if (algOid === OID.rsaEncryption) {
     // RFC 3279 asks for NULL parameters; some encoders leave them out. Either way the canonical form has NULL.
-    if (algParts.length > 2 || (algParts.length === 2 && algParts[1]!.tag !== Tag.null)) malformed('RSA key parameters must be NULL');
+    if (algParts.length > 2 || (algParts.length === 2 && (algParts[1]!.tag !== Tag.null || algParts[1]!.value.length !== 0))) {
+      malformed('RSA key parameters must be NULL');
+    }
     const rsaKey = readExactly(raw, Tag.sequence, 'RSAPublicKey');
     const fields = children(rsaKey);
     if (fields.length !== 2) malformed('RSAPublicKey must hold exactly a modulus and an exponent');

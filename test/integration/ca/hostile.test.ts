@@ -136,4 +136,64 @@ describe('hostile and tricky requests', () => {
     expect((err as CertError).code).toBe('CA_EXPIRED');
     nearEnd.close();
   });
+
+  it('refuses malformed attributes, extensions, NULLs and names that openssl would refuse', async () => {
+    const spki = spkiOf(ec.publicKey);
+    const attr = (a: Buffer) => tlv(0xa0, a);
+    const extReq = (ext: Buffer) => attr(sequence(oid(OID.extensionRequest), setOf(sequence(ext))));
+    const cases: [string, string, string][] = [
+      ['RSA parameters NULL with content', craft({ key: rsa.privateKey, spki: sequence(sequence(oid(OID.rsaEncryption), tlv(0x05, Buffer.from([1]))), children(read(spkiOf(rsa.publicKey)))[1]!.raw) }), 'CSR_MALFORMED'],
+      ['signature algorithm NULL with content', craft({ key: rsa.privateKey, spki: spkiOf(rsa.publicKey), sigAlg: sequence(oid(OID.sha256WithRsa), tlv(0x05, Buffer.from([0]))) }), 'CSR_MALFORMED'],
+      ['an attribute whose type is not an OID', craft({ key: ec.privateKey, spki, attributes: attr(sequence(smallInteger(1), setOf(smallInteger(2)))) }), 'CSR_MALFORMED'],
+      ['an extension with four fields', craft({ key: ec.privateKey, spki, attributes: extReq(sequence(oid(OID.keyUsage), tlv(0x01, Buffer.from([0xff])), tlv(0x04, Buffer.from([0x03, 0x02, 0x07, 0x80])), smallInteger(1))) }), 'CSR_MALFORMED'],
+      ['a critical flag that is not DER TRUE', craft({ key: ec.privateKey, spki, attributes: extReq(sequence(oid(OID.keyUsage), tlv(0x01, Buffer.from([0x01])), tlv(0x04, Buffer.from([0x03, 0x02, 0x07, 0x80])))) }), 'CSR_MALFORMED'],
+      ['invalid UTF-8 in the CN', craft({ key: ec.privateKey, spki, name: sequence(setOf(sequence(oid(OID.commonName), tlv(0x0c, Buffer.from([0x66, 0xc3, 0x28]))))) }), 'NAME_INVALID'],
+      [
+        'a multi-valued name component out of DER order',
+        craft({ key: ec.privateKey, spki, name: sequence(tlv(0x31, sequence(oid(OID.organization), utf8String('b')), sequence(oid(OID.commonName), utf8String('a')))) }),
+        'CSR_MALFORMED',
+      ],
+    ];
+    for (const [name, csr, expected] of cases) expect(await code({ profile: 'mqtt-device', identity: 'strict-1', csr }), name).toBe(expected);
+  });
+
+  it('revokes every certificate of a key when one of them is revoked for key compromise', async () => {
+    const lenient = caFixture(join(tmp.dir, 'siblings'), { allowKeyReuse: true });
+    const csr = await opensslCsr(tmp.dir, 'shared', 'ec-p256');
+    const asClient = await lenient.authority.issue({ profile: 'agent-client', identity: 'gw-shared', csr });
+    const asServer = await lenient.authority.issue({ profile: 'broker-server', identity: 'gw-shared', dnsNames: ['gw.local'], csr });
+    const { revoked, alsoRevoked } = lenient.authority.revoke(asClient.record.serial, 'keyCompromise');
+    expect(revoked.serial).toBe(asClient.record.serial);
+    expect(alsoRevoked.map((r) => r.serial)).toEqual([asServer.record.serial]);
+    expect(lenient.repository.get(asServer.record.serial)).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise' });
+    expect(lenient.repository.revokedBy('ec', new Date()).map((r) => r.serial).sort()).toEqual([asClient.record.serial, asServer.record.serial].sort());
+    // Revoking for another reason touches only the one certificate.
+    const other = await lenient.authority.issue({ profile: 'mqtt-device', identity: 'solo', csr: await opensslCsr(tmp.dir, 'solo', 'ec-p256') });
+    expect(lenient.authority.revoke(other.record.serial, 'cessationOfOperation').alsoRevoked).toEqual([]);
+    lenient.close();
+  });
+
+  it('lets one of two concurrent requests for one identity with different keys win, and tells the other to retry', async () => {
+    const csrs = [await opensslCsr(tmp.dir, 'race-a', 'ec-p256'), await opensslCsr(tmp.dir, 'race-b', 'ec-p256')];
+    // Both issued in the same turn of the event loop: they meet in one grouped commit.
+    const [a, b] = await Promise.all(csrs.map((csr) => ca.authority.issue({ profile: 'mqtt-device', identity: 'raced', csr }).catch((e: unknown) => e)));
+    const outcomes = [a, b].map((x) => (x instanceof CertError ? x.code : 'ISSUED')).sort();
+    expect(outcomes).toEqual(['CONCURRENT_REQUEST', 'ISSUED']);
+    const winner = [a, b].find((x) => !(x instanceof CertError)) as Awaited<ReturnType<typeof ca.authority.issue>>;
+    expect(ca.repository.current('mqtt-device', 'raced')?.serial).toBe(winner.record.serial);
+  });
+
+  it('repeats only a certificate still valid, and compares IP addresses in their encoded form', async () => {
+    let clock = new Date();
+    const timed = caFixture(join(tmp.dir, 'timed'), { now: () => clock });
+    const csr = await opensslCsr(tmp.dir, 'v6', 'ec-p256');
+    const first = await timed.authority.issue({ profile: 'broker-server', identity: 'v6-broker', ipAddresses: ['::1'], csr });
+    const same = await timed.authority.issue({ profile: 'broker-server', identity: 'v6-broker', ipAddresses: ['0:0:0:0:0:0:0:1'], csr });
+    expect(same.repeated).toBe(true);
+    expect(same.record.serial).toBe(first.record.serial);
+    clock = new Date(first.record.notAfter.getTime() + 86_400_000);
+    const err = await timed.authority.issue({ profile: 'broker-server', identity: 'v6-broker', ipAddresses: ['::1'], csr }).catch((e: unknown) => e);
+    expect((err as CertError).code).toBe('KEY_REUSE_NOT_ALLOWED');
+    timed.close();
+  });
 });
