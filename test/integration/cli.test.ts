@@ -63,10 +63,12 @@ describe('the edge-agent command', () => {
     writeFileSync(file, 'agent:\n  id: press-7\n  dataDir: ./state\n');
     const result = await runCli(['config', 'check', '--config', file, '--json'], {
       cwd: tmp.dir,
-      env: { EDGE_AGENT_LOG_LEVEL: 'debug', EDGE_AGENT_HTTP_PORT: '9100' },
+      env: { EDGE_AGENT_LOG_LEVEL: 'debug', EDGE_AGENT_HTTP_PORT: '9100', EDGE_AGENT_CA_PASSPHRASE: 'hunter2-on-the-plant-floor' },
     });
     expect(result.code).toBe(0);
+    expect(result.stdout).not.toContain('hunter2-on-the-plant-floor');
     const out = JSON.parse(result.stdout) as { valid: boolean; config: Record<string, Record<string, unknown>> };
+    expect(out.config.ca!.passphrase).toBe('***');
     expect(out.valid).toBe(true);
     expect(out.config.agent).toMatchObject({ id: 'press-7', dataDir: join(tmp.dir, 'state') });
     expect(out.config.store!.path).toBe(join(tmp.dir, 'state', 'edge-agent.db'));
