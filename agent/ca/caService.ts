@@ -81,7 +81,7 @@ export class CaService implements Service {
     if (this.passphrase === undefined) log.warn({ dir: this.config.dir }, 'CA keys are stored unencrypted: set ca.passphraseFile or EDGE_AGENT_CA_PASSPHRASE');
     else {
       for (const file of unencryptedKeyFiles(this.config.dir)) {
-        log.warn({ file }, 'CA key is stored unencrypted although a passphrase is configured; re-create or re-encrypt it');
+        log.warn({ file }, 'CA key is stored unencrypted although a passphrase is configured; encrypt it with edge-agent ca passphrase');
       }
     }
     this.repository = new CertificateRepository(this.deps.storage.store);

@@ -5,7 +5,7 @@ import forge from 'node-forge';
 import { normaliseSerial, type CertificateAuthority } from '../../certs/authority.js';
 import { CertError } from '../../certs/errors.js';
 import { caStatus, importIntermediate, requestIntermediate } from '../../certs/hierarchy.js';
-import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
+import { reencryptKeyFiles, writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { SoftwareKey, CA_KEY_TYPES, type CaKeyType } from '../../certs/keys/backend.js';
 import { PROFILE_NAMES, type ProfileName } from '../../certs/profiles/profile.js';
 import { REVOCATION_REASON_CODES, type CertificateRecord, type RevocationReason } from '../../certs/store.js';
@@ -92,6 +92,28 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       initFromConfig(config.ca, config.agent.id, resolvePassphrase(config.ca));
       return caStatus(config.ca.dir);
     }, (s: ReturnType<typeof caStatus>) => `CA created in its directory:\n${s.map((c) => `  ${c.role}: ${c.subject} (${c.keyType}, until ${c.notAfter})`).join('\n')}\n`);
+  });
+
+  common(
+    ca
+      .command('passphrase')
+      .description('re-encrypt every CA key with a new passphrase (or none), reading them with the configured one')
+      .option('--new-passphrase-file <file>', 'file whose first line is the new passphrase (at least 12 characters)')
+      .option('--unencrypted', 'store the keys without encryption instead'),
+  ).action(async (o: Common & { newPassphraseFile?: string; unencrypted?: boolean }) => {
+    result.code = await run(o, (config) => {
+      if (Boolean(o.newPassphraseFile) === Boolean(o.unencrypted)) throw new UsageError('give exactly one of --new-passphrase-file FILE and --unencrypted');
+      let next: string | undefined;
+      if (o.newPassphraseFile) {
+        if (!existsSync(o.newPassphraseFile)) throw new UsageError(`${o.newPassphraseFile} does not exist`);
+        next = readFileSync(o.newPassphraseFile, 'utf8').split(/\r?\n/)[0] ?? '';
+        if (next.length < 12) throw new UsageError('the new passphrase must be at least 12 characters');
+      }
+      checkKeyFilePermissions(config.ca.dir);
+      const files = reencryptKeyFiles(config.ca.dir, resolvePassphrase(config.ca), next);
+      return { files, encrypted: next !== undefined };
+    }, (r: { files: string[]; encrypted: boolean }) =>
+      `${r.encrypted ? 're-encrypted' : 'decrypted'} ${r.files.length} key file(s); point ca.passphraseFile, EDGE_AGENT_CA_PASSPHRASE or the ca-passphrase credential at the ${r.encrypted ? 'new passphrase' : 'nothing'} before the next start\n`);
   });
 
   common(ca.command('status').description('show the CA chain, key types, validities and what expires when')).action(async (o: Common) => {

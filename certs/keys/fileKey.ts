@@ -1,6 +1,6 @@
-import { closeSync, fchmodSync, fsyncSync, openSync, renameSync, statSync, writeSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, fchmodSync, fsyncSync, openSync, readdirSync, renameSync, statSync, writeSync, readFileSync, rmSync } from 'node:fs';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CertError } from '../errors.js';
 
 /** Writes `data` so that a crash leaves either the old file or the new one: temporary file, fsync, rename, fsync of the directory. */
@@ -59,4 +59,19 @@ export function readKeyFile(path: string, passphrase: string | undefined): KeyOb
     if (encrypted) throw new CertError('CA_PASSPHRASE_WRONG', `CA key ${path} could not be decrypted: the passphrase is wrong`, { details: { path } });
     throw new CertError('CA_KEY_MISMATCH', `CA key ${path} is not a readable PKCS#8 private key`, { cause: err, details: { path } });
   }
+}
+
+/**
+ * Re-encrypts every key file in `dir` (`*.key`) from the current passphrase
+ * (none for unencrypted keys) to `next` (none to store them unencrypted).
+ * Every key is read and checked first; only then is each rewritten
+ * atomically, so a wrong current passphrase changes nothing.
+ */
+export function reencryptKeyFiles(dir: string, current: string | undefined, next: string | undefined): string[] {
+  const paths = readdirSync(dir)
+    .filter((f) => f.endsWith('.key'))
+    .map((f) => join(dir, f));
+  const keys = paths.map((path) => ({ path, key: readKeyFile(path, current) }));
+  for (const { path, key } of keys) writeKeyFile(path, key, next);
+  return paths;
 }

@@ -94,7 +94,7 @@ describe('the edge-agent command', () => {
   });
 
   it('has --help on every command, and exits 64 on an unknown command or option', async () => {
-    const ca = ['init', 'status', 'issue', 'revoke', 'crl', 'list', 'request-intermediate', 'import-intermediate'].map((c) => ['ca', c, '--help']);
+    const ca = ['init', 'status', 'passphrase', 'issue', 'revoke', 'crl', 'list', 'request-intermediate', 'import-intermediate'].map((c) => ['ca', c, '--help']);
     for (const args of [['--help'], ['run', '--help'], ['config', '--help'], ['config', 'check', '--help'], ['backup', '--help'], ['version', '--help'], ['ca', '--help'], ...ca]) {
       const result = await runCli(args);
       expect(result.code, args.join(' ')).toBe(0);

@@ -106,4 +106,32 @@ describe('the CA inside the daemon', () => {
     expect(cliIssue.code).toBe(1);
     expect(cliIssue.stderr).toContain('CA_PASSPHRASE_WRONG');
   });
+
+  it('encrypts keys made without a passphrase with ca passphrase, and changes nothing with a wrong current one', async () => {
+    const plain = start({});
+    await plain.ready();
+    expect(plain.logs.some((l) => l.msg.startsWith('CA keys are stored unencrypted'))).toBe(true);
+    plain.kill('SIGTERM');
+    await plain.exited;
+    writeFileSync(join(tmp.dir, 'new-pass'), 'a-long-plant-passphrase\n', { mode: 0o600 });
+    const rekey = await runCli(['ca', 'passphrase', '--new-passphrase-file', join(tmp.dir, 'new-pass'), '--config', config, '--json']);
+    expect(rekey.code, rekey.stderr).toBe(0);
+    expect((JSON.parse(rekey.stdout) as { files: string[] }).files).toHaveLength(3);
+    const keys = readdirSync(caDir()).filter((f) => f.endsWith('.key'));
+    for (const k of keys) {
+      expect(readFileSync(join(caDir(), k), 'utf8')).toContain('BEGIN ENCRYPTED PRIVATE KEY');
+      expect(statSync(join(caDir(), k)).mode & 0o777).toBe(0o600);
+    }
+    const snapshot = keys.map((k) => readFileSync(join(caDir(), k), 'utf8'));
+    const wrong = await runCli(['ca', 'passphrase', '--unencrypted', '--config', config], { env: { EDGE_AGENT_CA_PASSPHRASE: 'not-the-one' } });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain('CA_PASSPHRASE_WRONG');
+    expect(keys.map((k) => readFileSync(join(caDir(), k), 'utf8'))).toEqual(snapshot);
+
+    const encrypted = start({ EDGE_AGENT_CA_PASSPHRASE: 'a-long-plant-passphrase' });
+    await encrypted.ready();
+    expect(encrypted.logs.some((l) => l.msg.includes('unencrypted'))).toBe(false);
+    encrypted.kill('SIGTERM');
+    expect((await encrypted.exited).code).toBe(0);
+  });
 });
