@@ -3,15 +3,21 @@
 # Debian-like system, installs the missing ones. Called by `npm test`
 # (pretest). Fails with a message naming what is missing otherwise.
 #
-# program          Debian package   used for
-# python3          python3          a stand-in for systemd's notification socket
-# systemd-analyze  systemd          checking the shipped unit file
+# program          Debian package     used for
+# python3          python3            a stand-in for systemd's notification socket
+# systemd-analyze  systemd            checking the shipped unit file
+# openssl          openssl            the independent check of every certificate
+# mosquitto        mosquitto          a real MQTT broker
+# mosquitto_pub    mosquitto-clients  real MQTT clients (and mosquitto_sub)
+# stdbuf           coreutils          line-buffered output of mosquitto_sub
 set -euo pipefail
 
-declare -A package=([python3]=python3 [systemd-analyze]=systemd)
+declare -A package=([python3]=python3 [systemd-analyze]=systemd [openssl]=openssl [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients [stdbuf]=coreutils)
+# Debian installs the broker in /usr/sbin, which is not on every PATH.
+found() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 missing=()
 for program in "${!package[@]}"; do
-  command -v "$program" >/dev/null 2>&1 || missing+=("$program")
+  found "$program" || missing+=("$program")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -23,7 +29,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   # shellcheck disable=SC2086 # word splitting of the package list is wanted
   apt-get install -y -qq --no-install-recommends $wanted >&2
   for program in "${missing[@]}"; do
-    command -v "$program" >/dev/null 2>&1 || { echo "test-deps: $program still missing after installing ${package[$program]}" >&2; exit 1; }
+    found "$program" || { echo "test-deps: $program still missing after installing ${package[$program]}" >&2; exit 1; }
   done
   exit 0
 fi

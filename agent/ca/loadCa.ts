@@ -1,5 +1,5 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { CertificateAuthority } from '../../certs/authority.js';
 import { CertError } from '../../certs/errors.js';
 import { initCa } from '../../certs/hierarchy.js';
@@ -75,6 +75,7 @@ export function loadAuthority(ca: Config['ca'], store: CertificateRepository, pa
 /** Writes a fresh CRL per issuing CA (PEM, concatenated) to ca.crlFile; returns the earliest nextUpdate. */
 export function publishCrlFile(authority: CertificateAuthority, ca: Config['ca']): { nextUpdate: Date; crlNumbers: string[] } {
   const crls = authority.crls(ca.crlValidityHours);
+  mkdirSync(dirname(ca.crlFile), { recursive: true, mode: 0o755 });
   writeFileAtomic(ca.crlFile, crls.map((c) => c.pem).join(''), 0o644);
   return {
     nextUpdate: new Date(Math.min(...crls.map((c) => c.nextUpdate.getTime()))),

@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ExitCode } from '../errors.js';
 import { AGENT_VERSION } from '../version.js';
+import { registerBrokerCommands } from './broker.js';
 import { registerCaCommands } from './ca.js';
 import { backup, configCheck, version } from './commands.js';
 import { CONFIG_OPTION_HELP } from './common.js';
@@ -64,6 +65,7 @@ export function buildProgram(result: { code: number }): Command {
     });
 
   registerCaCommands(program, result);
+  registerBrokerCommands(program, result);
   return program;
 }
 

@@ -95,7 +95,7 @@ describe('the edge-agent command', () => {
 
   it('has --help on every command, and exits 64 on an unknown command or option', async () => {
     const ca = ['init', 'status', 'passphrase', 'issue', 'revoke', 'crl', 'list', 'request-intermediate', 'import-intermediate'].map((c) => ['ca', c, '--help']);
-    for (const args of [['--help'], ['run', '--help'], ['config', '--help'], ['config', 'check', '--help'], ['backup', '--help'], ['version', '--help'], ['ca', '--help'], ...ca]) {
+    for (const args of [['--help'], ['run', '--help'], ['config', '--help'], ['config', 'check', '--help'], ['backup', '--help'], ['version', '--help'], ['ca', '--help'], ['broker', '--help'], ['broker', 'mosquitto-config', '--help'], ...ca]) {
       const result = await runCli(args);
       expect(result.code, args.join(' ')).toBe(0);
       expect(result.stdout, args.join(' ')).toMatch(/^Usage: edge-agent/);

@@ -1,0 +1,146 @@
+import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CertificateAuthority } from '../../certs/authority.js';
+import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
+import { SoftwareKey } from '../../certs/keys/backend.js';
+import { buildCsr } from '../../certs/x509/csrBuilder.js';
+import { encodeName } from '../../certs/x509/name.js';
+
+export interface MosquittoConfigOptions {
+  out: string;
+  /** CN of the broker certificate (the gateway id). */
+  serverName: string;
+  dnsNames: string[];
+  ipAddresses: string[];
+  bind: string;
+  provisioningPort: number;
+  mtlsPort: number;
+  /** The agent's own identity: the one client allowed to read every request and answer it. */
+  agentId: string;
+  topicPrefix: string;
+  /** The CRL file the agent keeps current (ca.crlFile); copied into DIR when it is elsewhere. */
+  crlFile: string;
+}
+
+export interface MosquittoConfigFiles {
+  conf: string;
+  cafile: string;
+  certfile: string;
+  keyfile: string;
+  crlfile: string;
+  provisioningAcl: string;
+  devicesAcl: string;
+  serial: string;
+}
+
+/**
+ * Everything an external Mosquitto 2 needs to serve the gateway's devices:
+ * the CA chain, a broker-server certificate and key, the CRL, one ACL file
+ * per listener, and a configuration with two listeners.
+ *
+ * - The provisioning listener (TLS, no client certificate) lets a client
+ *   publish only to its own request topic and read only its own response
+ *   topic, keyed on its client id (`%c`).
+ * - The mutual-TLS listener accepts only certificates from this CA that the
+ *   CRL does not list, and takes the certificate's CN as the username
+ *   (`use_identity_as_username`), so identities cannot be claimed.
+ *
+ * `per_listener_settings true` keeps the two apart: a client on the
+ * provisioning listener cannot name itself after the agent and inherit the
+ * agent's rights on the other listener.
+ */
+export async function writeMosquittoConfig(authority: CertificateAuthority, o: MosquittoConfigOptions): Promise<MosquittoConfigFiles> {
+  mkdirSync(o.out, { recursive: true, mode: 0o750 });
+  const files: MosquittoConfigFiles = {
+    conf: join(o.out, 'mosquitto.conf'),
+    cafile: join(o.out, 'ca.pem'),
+    certfile: join(o.out, 'server.crt'),
+    keyfile: join(o.out, 'server.key'),
+    crlfile: join(o.out, 'crl.pem'),
+    provisioningAcl: join(o.out, 'acl-provisioning'),
+    devicesAcl: join(o.out, 'acl-devices'),
+    serial: '',
+  };
+  const key = SoftwareKey.generate('ec-p256');
+  const issued = await authority.issue({
+    profile: 'broker-server',
+    identity: o.serverName,
+    dnsNames: o.dnsNames,
+    ipAddresses: o.ipAddresses,
+    csr: buildCsr(key, encodeName({ commonName: o.serverName })),
+    renew: true,
+  });
+  files.serial = issued.record.serial;
+  const seen = new Set<string>();
+  const anchors = authority
+    .issuers()
+    .flatMap((i) => i.chainPem)
+    .filter((pem) => !seen.has(pem) && seen.add(pem));
+  writeFileAtomic(files.cafile, anchors.join(''), 0o644);
+  writeFileAtomic(files.certfile, issued.record.pem + issued.chain.slice(0, -1).join(''), 0o644);
+  writeKeyFile(files.keyfile, key.exportable(), undefined);
+  if (o.crlFile !== files.crlfile && existsSync(o.crlFile)) writeFileAtomic(files.crlfile, readFileSync(o.crlFile), 0o644);
+
+  const p = o.topicPrefix;
+  writeFileAtomic(
+    files.provisioningAcl,
+    [
+      '# Provisioning listener (no client certificate): a client may publish only its own',
+      '# request and read only its own response; %c is its client id (the device id).',
+      `pattern write ${p}/%c/request`,
+      `pattern read ${p}/%c/response`,
+      '',
+    ].join('\n'),
+    0o644,
+  );
+  writeFileAtomic(
+    files.devicesAcl,
+    [
+      '# Mutual-TLS listener: %u is the CN of the client certificate, issued by the gateway CA.',
+      `# The agent (${o.agentId}) reads every enrollment request and answers it, and sees device traffic.`,
+      `user ${o.agentId}`,
+      `topic read ${p}/+/request`,
+      `topic write ${p}/+/response`,
+      'topic read devices/#',
+      '',
+      '# Every device: its own namespace, and its own provisioning topics (renewal).',
+      'pattern readwrite devices/%u/#',
+      `pattern write ${p}/%u/request`,
+      `pattern read ${p}/%u/response`,
+      '',
+    ].join('\n'),
+    0o644,
+  );
+  writeFileAtomic(
+    files.conf,
+    [
+      '# Written by `edge-agent broker mosquitto-config`. Include it from mosquitto.conf',
+      '# (or use it as the whole file); the paths below are absolute.',
+      '# Mosquitto 2.0 reads cafile and crlfile only at start (mosquitto issues #524, #2916).',
+      'per_listener_settings true',
+      '',
+      '# Provisioning: TLS with the broker certificate, no client certificate.',
+      `listener ${o.provisioningPort} ${o.bind}`,
+      `cafile ${files.cafile}`,
+      `certfile ${files.certfile}`,
+      `keyfile ${files.keyfile}`,
+      'require_certificate false',
+      'allow_anonymous true',
+      `acl_file ${files.provisioningAcl}`,
+      '',
+      '# Devices and the agent: mutual TLS with certificates from the gateway CA only.',
+      `listener ${o.mtlsPort} ${o.bind}`,
+      `cafile ${files.cafile}`,
+      `certfile ${files.certfile}`,
+      `keyfile ${files.keyfile}`,
+      `crlfile ${files.crlfile}`,
+      'require_certificate true',
+      'use_identity_as_username true',
+      'allow_anonymous false',
+      `acl_file ${files.devicesAcl}`,
+      '',
+    ].join('\n'),
+    0o644,
+  );
+  return files;
+}

@@ -1,0 +1,81 @@
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import pino from 'pino';
+import { writeMosquittoConfig } from '../broker/mosquittoConfig.js';
+import { loadAuthority, publishCrlFile } from '../ca/loadCa.js';
+import { resolvePassphrase } from '../ca/passphrase.js';
+import { loadConfig } from '../config/load.js';
+import { ConfigError, ExitCode, UsageError } from '../errors.js';
+import { CertificateRepository } from '../store/certificateRepository.js';
+import { Store } from '../store/database.js';
+import { CONFIG_OPTION_HELP, configPath, printJson } from './common.js';
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function port(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new UsageError(`${what} must be a port number from 1 to 65535`);
+  return n;
+}
+
+export function registerBrokerCommands(program: Command, result: { code: number }): void {
+  const broker = program.command('broker').description('set up the MQTT broker the devices use');
+  broker
+    .command('mosquitto-config')
+    .description('write what an external Mosquitto 2 needs: CA chain, server certificate and key, CRL, ACLs, mosquitto.conf')
+    .requiredOption('--out <dir>', 'directory to write the files to')
+    .option('--dns <name>', 'DNS name of the broker in its certificate (repeatable; default: the host name and localhost)', collect)
+    .option('--ip <address>', 'IP address of the broker in its certificate (repeatable; default: 127.0.0.1)', collect)
+    .option('--bind <address>', 'address both listeners bind to', '127.0.0.1')
+    .option('--provisioning-port <port>', 'TLS listener for enrollment, no client certificate', '8883')
+    .option('--mtls-port <port>', 'mutual-TLS listener for enrolled devices and the agent', '8884')
+    .option('--topic-prefix <prefix>', 'provisioning topic prefix', 'edge/prov/v1')
+    .option('-c, --config <path>', CONFIG_OPTION_HELP)
+    .option('--json', 'machine-readable output')
+    .action(async (o: { out: string; dns?: string[]; ip?: string[]; bind: string; provisioningPort: string; mtlsPort: string; topicPrefix: string; config?: string; json?: boolean }) => {
+      let config;
+      try {
+        config = loadConfig({ file: configPath(o.config) }).config;
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        process.stderr.write(`edge-agent: ${err.describe()}\n`);
+        result.code = ExitCode.config;
+        return;
+      }
+      try {
+        const provisioningPort = port(o.provisioningPort, '--provisioning-port');
+        const mtlsPort = port(o.mtlsPort, '--mtls-port');
+        if (provisioningPort === mtlsPort) throw new UsageError('the two listeners need different ports');
+        if (!/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(o.topicPrefix)) throw new UsageError('--topic-prefix is topic levels of A-Z a-z 0-9 _ - separated by /');
+        const { store } = Store.open(config.store, pino({ level: 'silent' }));
+        try {
+          const authority = loadAuthority(config.ca, new CertificateRepository(store), resolvePassphrase(config.ca));
+          publishCrlFile(authority, config.ca);
+          const files = await writeMosquittoConfig(authority, {
+            out: resolve(o.out),
+            serverName: config.agent.id,
+            dnsNames: o.dns ?? [hostname().toLowerCase(), 'localhost'].filter((n, i, a) => /^[a-z0-9.-]+$/.test(n) && a.indexOf(n) === i),
+            ipAddresses: o.ip ?? ['127.0.0.1'],
+            bind: o.bind,
+            provisioningPort,
+            mtlsPort,
+            agentId: config.agent.id,
+            topicPrefix: o.topicPrefix,
+            crlFile: config.ca.crlFile,
+          });
+          const crlNote = config.ca.crlFile === files.crlfile ? 'the agent keeps crl.pem current' : `set ca.crlFile: ${files.crlfile} so that revocations reach Mosquitto (then restart it)`;
+          if (o.json) printJson({ ...files, crlKeptCurrent: config.ca.crlFile === files.crlfile });
+          else process.stdout.write(`wrote ${files.conf} and its certificates, key and ACLs; ${crlNote}\nthe key is 0600: give the directory to the mosquitto user (chown -R mosquitto ${resolve(o.out)})\n`);
+          result.code = ExitCode.ok;
+        } finally {
+          store.close();
+        }
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (!(err instanceof UsageError) && !(err instanceof Error && code !== undefined)) throw err;
+        process.stderr.write(`edge-agent: ${code}: ${(err as Error).message}\n`);
+        result.code = err instanceof UsageError ? ExitCode.usage : ExitCode.failure;
+      }
+    });
+}

@@ -1,0 +1,124 @@
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { promisify } from 'node:util';
+
+const exec = promisify(execFile);
+
+/** A free TCP port on 127.0.0.1, chosen by the kernel. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Where mosquitto lives (Debian puts it in /usr/sbin, which a non-root PATH may lack). */
+export function mosquittoBinary(): string {
+  for (const candidate of ['mosquitto', '/usr/sbin/mosquitto']) {
+    try {
+      execFileSync(candidate, ['-h'], { stdio: 'ignore' });
+      return candidate;
+    } catch (err) {
+      // `mosquitto -h` exits 3 after printing its help: it exists.
+      if ((err as { status?: number }).status !== undefined) return candidate;
+    }
+  }
+  throw new Error('mosquitto is not installed (Debian: apt-get install -y mosquitto mosquitto-clients)');
+}
+
+/** A real Mosquitto 2 broker run from a configuration file, for one test. */
+export class Mosquitto {
+  private output = '';
+  private constructor(private readonly child: ChildProcess) {
+    child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
+  }
+
+  /**
+   * Starts mosquitto with `conf` and waits until it says it runs. As root,
+   * mosquitto drops to the `mosquitto` user, which must then own the
+   * directory `edge-agent broker mosquitto-config` wrote (as its output tells
+   * the operator: chown -R mosquitto DIR) and reach it through `parents`.
+   */
+  static async start(conf: string, brokerDir: string, parents: string[] = []): Promise<Mosquitto> {
+    if (process.getuid?.() === 0) {
+      const uid = Number(execFileSync('id', ['-u', 'mosquitto']).toString().trim());
+      for (const entry of [brokerDir, ...readdirSync(brokerDir).map((f) => join(brokerDir, f))]) chownSync(entry, uid, 0);
+      for (const parent of parents) chmodSync(parent, 0o711);
+    }
+    const broker = new Mosquitto(spawn(mosquittoBinary(), ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const deadline = Date.now() + 10_000;
+    while (!/mosquitto version [\d.]+ running/.test(broker.output)) {
+      if (broker.child.exitCode !== null) throw new Error(`mosquitto exited: ${broker.output}`);
+      if (Date.now() > deadline) throw new Error(`mosquitto did not start: ${broker.output}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return broker;
+  }
+
+  get log(): string {
+    return this.output;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGTERM');
+    await exited;
+  }
+}
+
+export interface ClientTls {
+  cafile: string;
+  cert?: string;
+  key?: string;
+}
+
+function tlsArgs(port: number, tls: ClientTls, clientId?: string): string[] {
+  return [
+    '-h', '127.0.0.1', '-p', String(port), '--cafile', tls.cafile,
+    ...(tls.cert ? ['--cert', tls.cert, '--key', tls.key!] : []),
+    ...(clientId ? ['-i', clientId] : []),
+  ];
+}
+
+/** mosquitto_pub: resolves with its exit code and output. */
+export async function publish(port: number, tls: ClientTls, topic: string, message: string, clientId?: string): Promise<{ code: number; output: string }> {
+  try {
+    const { stdout, stderr } = await exec('mosquitto_pub', [...tlsArgs(port, tls, clientId), '-q', '1', '-t', topic, '-m', message], { timeout: 10_000 });
+    return { code: 0, output: stdout + stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : 1, output: (e.stdout ?? '') + (e.stderr ?? '') };
+  }
+}
+
+/**
+ * mosquitto_sub for the first `count` messages (topic and payload lines) or
+ * until `seconds` pass. `ready` resolves once the subscription is in place.
+ */
+export function subscribe(port: number, tls: ClientTls, topic: string, o: { count?: number; seconds: number; clientId?: string }) {
+  // stdbuf: mosquitto_sub block-buffers a pipe, which would hide the SUBACK until it exits.
+  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', ...tlsArgs(port, tls, o.clientId), '-q', '1', '-t', topic, '-v', '-C', String(o.count ?? 1), '-W', String(o.seconds), '-d'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let debug = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      const text = d.toString();
+      debug += text;
+      for (const line of text.split('\n')) if (line && !line.startsWith('Client ') && !line.startsWith('Subscribed')) out += `${line}\n`;
+      if (/received SUBACK/.test(debug)) resolve();
+    });
+    child.stderr.on('data', (d: Buffer) => (debug += d.toString()));
+    child.on('exit', () => reject(new Error(`mosquitto_sub ended before subscribing: ${debug}`)));
+  });
+  ready.catch(() => undefined);
+  const done = new Promise<string[]>((resolve) => child.on('exit', () => resolve(out.split('\n').filter(Boolean))));
+  return { ready, done };
+}
