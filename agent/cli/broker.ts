@@ -5,13 +5,10 @@ import pino from 'pino';
 import { writeMosquittoConfig } from '../broker/mosquittoConfig.js';
 import { loadAuthority, publishCrlFile } from '../ca/loadCa.js';
 import { resolvePassphrase } from '../ca/passphrase.js';
-import { loadConfig } from '../config/load.js';
-import { ConfigError, ExitCode, UsageError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
 import { Store } from '../store/database.js';
-import { CONFIG_OPTION_HELP, configPath, printJson } from './common.js';
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
+import { collect, CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
 function port(text: string, what: string): number {
   const n = Number(text);
@@ -33,17 +30,8 @@ export function registerBrokerCommands(program: Command, result: { code: number 
     .option('--topic-prefix <prefix>', 'provisioning topic prefix', 'edge/prov/v1')
     .option('-c, --config <path>', CONFIG_OPTION_HELP)
     .option('--json', 'machine-readable output')
-    .action(async (o: { out: string; dns?: string[]; ip?: string[]; bind: string; provisioningPort: string; mtlsPort: string; topicPrefix: string; config?: string; json?: boolean }) => {
-      let config;
-      try {
-        config = loadConfig({ file: configPath(o.config) }).config;
-      } catch (err) {
-        if (!(err instanceof ConfigError)) throw err;
-        process.stderr.write(`edge-agent: ${err.describe()}\n`);
-        result.code = ExitCode.config;
-        return;
-      }
-      try {
+    .action(async (o: Common & { out: string; dns?: string[]; ip?: string[]; bind: string; provisioningPort: string; mtlsPort: string; topicPrefix: string }) => {
+      result.code = await run(o, async (config) => {
         const provisioningPort = port(o.provisioningPort, '--provisioning-port');
         const mtlsPort = port(o.mtlsPort, '--mtls-port');
         if (provisioningPort === mtlsPort) throw new UsageError('the two listeners need different ports');
@@ -64,18 +52,13 @@ export function registerBrokerCommands(program: Command, result: { code: number 
             topicPrefix: o.topicPrefix,
             crlFile: config.ca.crlFile,
           });
-          const crlNote = config.ca.crlFile === files.crlfile ? 'the agent keeps crl.pem current' : `set ca.crlFile: ${files.crlfile} so that revocations reach Mosquitto (then restart it)`;
-          if (o.json) printJson({ ...files, crlKeptCurrent: config.ca.crlFile === files.crlfile });
-          else process.stdout.write(`wrote ${files.conf} and its certificates, key and ACLs; ${crlNote}\nthe key is 0600: give the directory to the mosquitto user (chown -R mosquitto ${resolve(o.out)})\n`);
-          result.code = ExitCode.ok;
+          return { ...files, crlKeptCurrent: config.ca.crlFile === files.crlfile };
         } finally {
           store.close();
         }
-      } catch (err) {
-        const code = (err as { code?: string }).code;
-        if (!(err instanceof UsageError) && !(err instanceof Error && code !== undefined)) throw err;
-        process.stderr.write(`edge-agent: ${code}: ${(err as Error).message}\n`);
-        result.code = err instanceof UsageError ? ExitCode.usage : ExitCode.failure;
-      }
+      }, (r: Awaited<ReturnType<typeof writeMosquittoConfig>> & { crlKeptCurrent: boolean }) => {
+        const crlNote = r.crlKeptCurrent ? 'the agent keeps crl.pem current' : `set ca.crlFile: ${r.crlfile} so that revocations reach Mosquitto (then restart it)`;
+        return `wrote ${r.conf} and its certificates, key and ACLs; ${crlNote}\nthe key is 0600: give the directory to the mosquitto user (chown -R mosquitto ${resolve(o.out)})\n`;
+      });
     });
 }

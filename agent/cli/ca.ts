@@ -13,41 +13,12 @@ import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../certs/x509/name.js';
 import { caExists, checkKeyFilePermissions, initFromConfig, loadAuthority, publishCrlFile } from '../ca/loadCa.js';
 import { resolvePassphrase } from '../ca/passphrase.js';
-import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { ConfigError, ExitCode, UsageError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
 import { Store } from '../store/database.js';
 import pino from 'pino';
-import { CONFIG_OPTION_HELP, configPath, printJson } from './common.js';
-
-type Common = { config?: string; json?: boolean };
-
-/** Runs a CA command: loads the configuration, maps known errors to a message and an exit code. */
-async function run(opts: Common, action: (config: Config) => Promise<unknown> | unknown, print: (result: never) => string): Promise<number> {
-  let config: Config;
-  try {
-    config = loadConfig({ file: configPath(opts.config) }).config;
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`edge-agent: ${err.describe()}\n`);
-    return ExitCode.config;
-  }
-  try {
-    const result = await action(config);
-    if (opts.json) printJson(result);
-    else process.stdout.write(print(result as never));
-    return ExitCode.ok;
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (err instanceof CertError || err instanceof UsageError || code === 'CA_PASSPHRASE_UNREADABLE') {
-      if (opts.json) printJson({ error: { code, message: (err as Error).message } });
-      else process.stderr.write(`edge-agent: ${code}: ${(err as Error).message}\n`);
-      return err instanceof UsageError ? ExitCode.usage : ExitCode.failure;
-    }
-    throw err;
-  }
-}
+import { collect, CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
 /** Opens the store and the authority for one command, and closes the store after. */
 async function withAuthority<T>(config: Config, fn: (ca: CertificateAuthority, repo: CertificateRepository) => Promise<T> | T): Promise<T> {
@@ -72,8 +43,6 @@ const table = (rows: CertificateRecord[]): string =>
     : `${['SERIAL', 'PROFILE', 'IDENTITY', 'STATUS', 'NOT AFTER'].join('\t')}\n${rows
         .map((r) => [r.serial, r.profile, r.identity, r.status, r.notAfter.toISOString()].join('\t'))
         .join('\n')}\n`;
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 function readP12Passphrase(file: string): string {
   if (!existsSync(file)) throw new UsageError(`${file} does not exist`);

@@ -1,4 +1,7 @@
-import { DEFAULT_CONFIG_PATH } from '../config/load.js';
+import { DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { CertError } from '../../certs/errors.js';
+import { ConfigError, ExitCode, UsageError } from '../errors.js';
 
 /** --config wins, then EDGE_AGENT_CONFIG, then config/edge-agent.yaml in the working directory. */
 export function configPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -10,3 +13,35 @@ export const CONFIG_OPTION_HELP = `configuration file (default: $EDGE_AGENT_CONF
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
+
+/** Commander collects a repeatable option into a list with this. */
+export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+export type Common = { config?: string; json?: boolean };
+
+/** Runs a CA command: loads the configuration, maps known errors to a message and an exit code. */
+export async function run(opts: Common, action: (config: Config) => Promise<unknown> | unknown, print: (result: never) => string): Promise<number> {
+  let config: Config;
+  try {
+    config = loadConfig({ file: configPath(opts.config) }).config;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`edge-agent: ${err.describe()}\n`);
+    return ExitCode.config;
+  }
+  try {
+    const result = await action(config);
+    if (opts.json) printJson(result);
+    else process.stdout.write(print(result as never));
+    return ExitCode.ok;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (err instanceof CertError || err instanceof UsageError || code === 'CA_PASSPHRASE_UNREADABLE') {
+      if (opts.json) printJson({ error: { code, message: (err as Error).message } });
+      else process.stderr.write(`edge-agent: ${code}: ${(err as Error).message}\n`);
+      return err instanceof UsageError ? ExitCode.usage : ExitCode.failure;
+    }
+    throw err;
+  }
+}
+
