@@ -230,6 +230,14 @@ export class CertificateAuthority {
     return new X509Certificate(record.pem).verify(issuer.key.publicKey);
   }
 
+  /** Every issuing CA and the CAs above them, each once (PEM): what a peer must trust. */
+  trustBundle(): string[] {
+    const seen = new Set<string>();
+    return this.issuers()
+      .flatMap((i) => i.chainPem)
+      .filter((pem) => !seen.has(pem) && seen.add(pem));
+  }
+
   issuers(): IssuingCa[] {
     return Object.values(this.options.issuers) as IssuingCa[];
   }

@@ -44,8 +44,8 @@ export class IssuingCa {
     readonly certPem: string,
     above: string[],
     readonly key: KeyBackend,
+    parts: CertificateParts = parseCertificate(certPem),
   ) {
-    const parts = parseCertificate(certPem);
     this.parts = parts;
     this.subjectName = Buffer.from(parts.subjectName);
     const ski = parts.extensions.subjectKeyId ?? keyIdentifier(analyseSpki(parts.spki).keyBits);
@@ -76,7 +76,8 @@ export class IssuingCa {
     const chainPath = join(dir, caFiles.chain(name));
     const above = existsSync(chainPath) ? pemBlocks(readFileSync(chainPath, 'utf8')).map((b) => toPem(b.label, b.der)) : [];
     verifyChain([certPem, ...above], certPath);
-    return new IssuingCa(name, certPem, above, new SoftwareKey(privateKey, analyseSpki(parseCertificate(certPem).spki).type));
+    const parts = parseCertificate(certPem);
+    return new IssuingCa(name, certPem, above, new SoftwareKey(privateKey, analyseSpki(parts.spki).type), parts);
   }
 }
 
@@ -88,11 +89,12 @@ export class IssuingCa {
  */
 export function verifyChain(pems: string[], what: string): X509Certificate[] {
   const certs = pems.map((p) => new X509Certificate(p));
+  const extensions = pems.map((p) => parseCertificate(p).extensions);
   certs.forEach((cert, i) => {
     const parent = certs[i + 1] ?? cert;
     const name = cert.subject.replace(/\n/g, ', ');
-    const ext = parseCertificate(pems[i]!).extensions;
-    const parentExt = parseCertificate(pems[i + 1] ?? pems[i]!).extensions;
+    const ext = extensions[i]!;
+    const parentExt = extensions[i + 1] ?? ext;
     if (parentExt.keyUsage.length > 0 && !parentExt.keyUsage.includes('keyCertSign')) {
       throw new CertError('INTERMEDIATE_INVALID', `${what}: ${parent.subject.replace(/\n/g, ', ')} in the chain may not sign certificates (no keyCertSign)`);
     }

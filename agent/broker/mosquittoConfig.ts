@@ -71,12 +71,7 @@ export async function writeMosquittoConfig(authority: CertificateAuthority, o: M
     renew: true,
   });
   files.serial = issued.record.serial;
-  const seen = new Set<string>();
-  const anchors = authority
-    .issuers()
-    .flatMap((i) => i.chainPem)
-    .filter((pem) => !seen.has(pem) && seen.add(pem));
-  writeFileAtomic(files.cafile, anchors.join(''), 0o644);
+  writeFileAtomic(files.cafile, authority.trustBundle().join(''), 0o644);
   writeFileAtomic(files.certfile, issued.record.pem + issued.chain.slice(0, -1).join(''), 0o644);
   writeKeyFile(files.keyfile, key.exportable(), undefined);
   if (o.crlFile !== files.crlfile && existsSync(o.crlFile)) writeFileAtomic(files.crlfile, readFileSync(o.crlFile), 0o644);
@@ -111,6 +106,7 @@ export async function writeMosquittoConfig(authority: CertificateAuthority, o: M
     ].join('\n'),
     0o644,
   );
+  const tls = [`cafile ${files.cafile}`, `certfile ${files.certfile}`, `keyfile ${files.keyfile}`];
   writeFileAtomic(
     files.conf,
     [
@@ -121,18 +117,14 @@ export async function writeMosquittoConfig(authority: CertificateAuthority, o: M
       '',
       '# Provisioning: TLS with the broker certificate, no client certificate.',
       `listener ${o.provisioningPort} ${o.bind}`,
-      `cafile ${files.cafile}`,
-      `certfile ${files.certfile}`,
-      `keyfile ${files.keyfile}`,
+      ...tls,
       'require_certificate false',
       'allow_anonymous true',
       `acl_file ${files.provisioningAcl}`,
       '',
       '# Devices and the agent: mutual TLS with certificates from the gateway CA only.',
       `listener ${o.mtlsPort} ${o.bind}`,
-      `cafile ${files.cafile}`,
-      `certfile ${files.certfile}`,
-      `keyfile ${files.keyfile}`,
+      ...tls,
       `crlfile ${files.crlfile}`,
       'require_certificate true',
       'use_identity_as_username true',

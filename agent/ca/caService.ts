@@ -96,12 +96,7 @@ export class CaService implements Service {
 
   /** Every issuing CA, then the CAs above them, each once (PEM). */
   chainPem(): string {
-    const seen = new Set<string>();
-    return this.ca()
-      .issuers()
-      .flatMap((i) => i.chainPem)
-      .filter((pem) => !seen.has(pem) && seen.add(pem))
-      .join('');
+    return this.ca().trustBundle().join('');
   }
 
   private ca(): CertificateAuthority {
