@@ -1,0 +1,37 @@
+/**
+ * The agent's own view of a broker. Onboarding and discovery use these
+ * types; MQTT.js and aedes types stop in agent/transport/.
+ */
+export interface InboundMessage {
+  topic: string;
+  payload: Buffer;
+  /** MQTT 5 response topic of the request, when the client set one. */
+  responseTopic?: string;
+  /** MQTT 5 correlation data, echoed in the answer. */
+  correlationData?: Buffer;
+}
+
+export interface OutboundOptions {
+  qos: 0 | 1;
+  correlationData?: Buffer;
+}
+
+export type MessageHandler = (message: InboundMessage) => void;
+
+/** The agent's connection to a broker, embedded or external. */
+export interface BrokerLink {
+  /** Subscribes to topic filters (wildcards allowed); the handler must not throw. */
+  subscribe(filters: string[], handler: MessageHandler): Promise<void>;
+  /** Publishes, never retained; resolves once the broker took it (QoS 1: PUBACK). */
+  publish(topic: string, payload: Buffer, options: OutboundOptions): Promise<void>;
+  isConnected(): boolean;
+}
+
+/**
+ * Whether a client certificate may be used on the mutual-TLS listener right
+ * now: the broker asks on every connection and before every delivery.
+ */
+export interface DeviceAccess {
+  /** `serial` is lower-case hex, even length, without leading zero bytes. */
+  allowed(identity: string, serial: string): boolean;
+}
