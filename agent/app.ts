@@ -12,6 +12,7 @@ import { RunRecorder } from './runs/runRecorder.js';
 import type { SystemdNotifier } from './lifecycle/sdNotify.js';
 import type { LogHub, Logger } from './log.js';
 import { Metrics } from './metrics.js';
+import { MqttService } from './onboarding/mqttService.js';
 import { RunsRepository } from './store/runsRepository.js';
 import { StoreService } from './store/storeService.js';
 import { AGENT_VERSION } from './version.js';
@@ -37,6 +38,7 @@ export class App implements HealthSource {
   readonly http: HttpService;
   readonly bus: EventBus;
   readonly ca: CaService;
+  readonly mqtt: MqttService | undefined;
   private readonly runner: ServiceRunner;
   private readonly runs: RunRecorder;
   private readonly log: Logger;
@@ -71,9 +73,12 @@ export class App implements HealthSource {
       bus: this.bus,
       env: deps.env ?? process.env,
     });
+    this.mqtt = c.mqtt.enabled
+      ? new MqttService({ log: logs.child('mqtt'), config: c, storage, ca: this.ca, metrics: this.metrics })
+      : undefined;
     this.runner = new ServiceRunner({
       log: logs.child('lifecycle'),
-      services: [lock, storage, this.runs, this.ca, this.http],
+      services: [lock, storage, this.runs, this.ca, ...(this.mqtt ? [this.mqtt] : []), this.http],
       timeouts: { startMs: c.lifecycle.startTimeoutMs, stopMs: c.lifecycle.stopTimeoutMs },
       onStateChange: (name, state) => {
         this.metrics.serviceState(name, state);

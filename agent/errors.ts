@@ -67,6 +67,11 @@ export class UsageError extends AgentError {
   readonly code = 'USAGE' as const;
 }
 
+/** A request the agent understood and declined (approving a device with nothing to approve, say). */
+export class RefusedError extends AgentError {
+  readonly code = 'REFUSED' as const;
+}
+
 export class BackupError extends AgentError {
   readonly code = 'BACKUP_FAILED' as const;
 }

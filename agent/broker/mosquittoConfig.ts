@@ -5,6 +5,7 @@ import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { SoftwareKey } from '../../certs/keys/backend.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../certs/x509/name.js';
+import { devicesAcl, provisioningAcl } from './mosquittoAcl.js';
 
 export interface MosquittoConfigOptions {
   out: string;
@@ -20,6 +21,8 @@ export interface MosquittoConfigOptions {
   topicPrefix: string;
   /** The CRL file the agent keeps current (ca.crlFile); copied into DIR when it is elsewhere. */
   crlFile: string;
+  /** Devices cut off (revoked, decommissioned): denied everything on the mutual-TLS listener. */
+  cutOff?: readonly string[];
 }
 
 export interface MosquittoConfigFiles {
@@ -76,36 +79,8 @@ export async function writeMosquittoConfig(authority: CertificateAuthority, o: M
   writeKeyFile(files.keyfile, key.exportable(), undefined);
   if (o.crlFile !== files.crlfile && existsSync(o.crlFile)) writeFileAtomic(files.crlfile, readFileSync(o.crlFile), 0o644);
 
-  const p = o.topicPrefix;
-  writeFileAtomic(
-    files.provisioningAcl,
-    [
-      '# Provisioning listener (no client certificate): a client may publish only its own',
-      '# request and read only its own response; %c is its client id (the device id).',
-      `pattern write ${p}/%c/request`,
-      `pattern read ${p}/%c/response`,
-      '',
-    ].join('\n'),
-    0o644,
-  );
-  writeFileAtomic(
-    files.devicesAcl,
-    [
-      '# Mutual-TLS listener: %u is the CN of the client certificate, issued by the gateway CA.',
-      `# The agent (${o.agentId}) reads every enrollment request and answers it, and sees device traffic.`,
-      `user ${o.agentId}`,
-      `topic read ${p}/+/request`,
-      `topic write ${p}/+/response`,
-      'topic read devices/#',
-      '',
-      '# Every device: its own namespace, and its own provisioning topics (renewal).',
-      'pattern readwrite devices/%u/#',
-      `pattern write ${p}/%u/request`,
-      `pattern read ${p}/%u/response`,
-      '',
-    ].join('\n'),
-    0o644,
-  );
+  writeFileAtomic(files.provisioningAcl, provisioningAcl(o.topicPrefix), 0o644);
+  writeFileAtomic(files.devicesAcl, devicesAcl(o.agentId, o.topicPrefix, o.cutOff ?? []), 0o644);
   const tls = [`cafile ${files.cafile}`, `certfile ${files.certfile}`, `keyfile ${files.keyfile}`];
   writeFileAtomic(
     files.conf,

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Counter, Gauge } from 'prom-client';
 import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../../certs/authority.js';
+import type { ProfileName } from '../../certs/profiles/profile.js';
 import type { CertificateRecord, RevocationReason } from '../../certs/store.js';
 import { sendError, type HttpService } from '../api/httpServer.js';
 import type { Config } from '../config/schema.js';
@@ -102,6 +103,17 @@ export class CaService implements Service {
   private ca(): CertificateAuthority {
     if (!this.authority) throw new Error('the CA is not loaded');
     return this.authority;
+  }
+
+  /** A certificate by serial, with the chain of its issuer (issuing CA first). */
+  certificate(serial: string): { record: CertificateRecord; chain: string[] } | undefined {
+    const record = this.repository?.get(serial);
+    return record ? { record, chain: this.ca().issuer(record.issuer).chainPem } : undefined;
+  }
+
+  /** The valid certificate of an identity under a profile, if any. */
+  current(profile: ProfileName, identity: string): CertificateRecord | undefined {
+    return this.repository?.current(profile, identity);
   }
 
   async issue(request: IssueRequest): Promise<IssuedCertificate> {

@@ -8,6 +8,7 @@ import { resolvePassphrase } from '../ca/passphrase.js';
 import { UsageError } from '../errors.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
 import { Store } from '../store/database.js';
+import { DeviceRepository } from '../store/deviceRepository.js';
 import { collect, CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
 function port(text: string, what: string): number {
@@ -27,15 +28,15 @@ export function registerBrokerCommands(program: Command, result: { code: number 
     .option('--bind <address>', 'address both listeners bind to', '127.0.0.1')
     .option('--provisioning-port <port>', 'TLS listener for enrollment, no client certificate', '8883')
     .option('--mtls-port <port>', 'mutual-TLS listener for enrolled devices and the agent', '8884')
-    .option('--topic-prefix <prefix>', 'provisioning topic prefix', 'edge/prov/v1')
+    .option('--topic-prefix <prefix>', 'provisioning topic prefix (default: mqtt.topicPrefix)')
     .option('-c, --config <path>', CONFIG_OPTION_HELP)
     .option('--json', 'machine-readable output')
-    .action(async (o: Common & { out: string; dns?: string[]; ip?: string[]; bind: string; provisioningPort: string; mtlsPort: string; topicPrefix: string }) => {
+    .action(async (o: Common & { out: string; dns?: string[]; ip?: string[]; bind: string; provisioningPort: string; mtlsPort: string; topicPrefix?: string }) => {
       result.code = await run(o, async (config) => {
         const provisioningPort = port(o.provisioningPort, '--provisioning-port');
         const mtlsPort = port(o.mtlsPort, '--mtls-port');
         if (provisioningPort === mtlsPort) throw new UsageError('the two listeners need different ports');
-        if (!/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(o.topicPrefix)) throw new UsageError('--topic-prefix is topic levels of A-Z a-z 0-9 _ - separated by /');
+        if (o.topicPrefix !== undefined && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(o.topicPrefix)) throw new UsageError('--topic-prefix is topic levels of A-Z a-z 0-9 _ - separated by /');
         const { store } = Store.open(config.store, pino({ level: 'silent' }));
         try {
           const authority = loadAuthority(config.ca, new CertificateRepository(store), resolvePassphrase(config.ca));
@@ -49,7 +50,8 @@ export function registerBrokerCommands(program: Command, result: { code: number 
             provisioningPort,
             mtlsPort,
             agentId: config.agent.id,
-            topicPrefix: o.topicPrefix,
+            topicPrefix: o.topicPrefix ?? config.mqtt.topicPrefix,
+            cutOff: new DeviceRepository(store).list({ protocol: 'mqtt' }).filter((d) => d.state === 'revoked' || d.state === 'decommissioned').map((d) => d.name),
             crlFile: config.ca.crlFile,
           });
           return { ...files, crlKeptCurrent: config.ca.crlFile === files.crlfile };

@@ -1,7 +1,7 @@
 import { DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { CertError } from '../../certs/errors.js';
-import { ConfigError, ExitCode, UsageError } from '../errors.js';
+import { ConfigError, ExitCode, RefusedError, UsageError } from '../errors.js';
 
 /** --config wins, then EDGE_AGENT_CONFIG, then config/edge-agent.yaml in the working directory. */
 export function configPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -36,7 +36,7 @@ export async function run(opts: Common, action: (config: Config) => Promise<unkn
     return ExitCode.ok;
   } catch (err) {
     const code = (err as { code?: string }).code;
-    if (err instanceof CertError || err instanceof UsageError || code === 'CA_PASSPHRASE_UNREADABLE') {
+    if (err instanceof CertError || err instanceof UsageError || err instanceof RefusedError || code === 'CA_PASSPHRASE_UNREADABLE') {
       if (opts.json) printJson({ error: { code, message: (err as Error).message } });
       else process.stderr.write(`edge-agent: ${code}: ${(err as Error).message}\n`);
       return err instanceof UsageError ? ExitCode.usage : ExitCode.failure;

@@ -3,6 +3,7 @@ import { ExitCode } from '../errors.js';
 import { AGENT_VERSION } from '../version.js';
 import { registerBrokerCommands } from './broker.js';
 import { registerCaCommands } from './ca.js';
+import { registerDeviceCommands } from './devices.js';
 import { backup, configCheck, version } from './commands.js';
 import { CONFIG_OPTION_HELP } from './common.js';
 import { runDaemon } from './run.js';
@@ -66,6 +67,7 @@ export function buildProgram(result: { code: number }): Command {
 
   registerCaCommands(program, result);
   registerBrokerCommands(program, result);
+  registerDeviceCommands(program, result);
   return program;
 }
 

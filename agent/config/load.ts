@@ -100,7 +100,8 @@ export function loadConfig(options: LoadOptions): LoadedConfig {
 /**
  * Makes every path absolute. Empty paths get their place under the data
  * directory: the database <dataDir>/edge-agent.db, the CA <dataDir>/ca, the
- * CRL <ca.dir>/crl.pem.
+ * CRL <ca.dir>/crl.pem. Other file paths are made absolute against the
+ * working directory.
  */
 export function resolvePaths(config: Config, cwd: string): Config {
   const dataDir = resolve(cwd, config.agent.dataDir);
@@ -112,7 +113,17 @@ export function resolvePaths(config: Config, cwd: string): Config {
     crlFile: config.ca.crlFile === '' ? resolve(caDir, 'crl.pem') : resolve(cwd, config.ca.crlFile),
     passphraseFile: config.ca.passphraseFile === '' ? '' : resolve(cwd, config.ca.passphraseFile),
   };
-  return { ...config, agent: { ...config.agent, dataDir }, store: { ...config.store, path: storePath }, ca };
+  const file = (path: string) => (path === '' ? '' : resolve(cwd, path));
+  const mqtt = {
+    ...config.mqtt,
+    mosquittoDir: file(config.mqtt.mosquittoDir),
+    mosquittoPidFile: file(config.mqtt.mosquittoPidFile),
+    policy: {
+      ...config.mqtt.policy,
+      rules: config.mqtt.policy.rules.map((r) => (r.kind === 'claim' ? { ...r, manufacturerCaFile: file(r.manufacturerCaFile) } : r)),
+    },
+  };
+  return { ...config, agent: { ...config.agent, dataDir }, store: { ...config.store, path: storePath }, ca, mqtt };
 }
 
 function lineOf(doc: Document, lc: LineCounter, path: PropertyKey[], key?: string): number | undefined {

@@ -15,6 +15,83 @@ const keyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'
 
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
+const policyAction = z.enum(['approve', 'hold', 'reject']).describe('approve, hold (for a technician) or reject');
+const pattern = z
+  .string()
+  .min(1)
+  .max(128)
+  .describe('a pattern where * matches any run of characters and ? one character; case-insensitive');
+
+/** One enrollment rule; rules are tried in order and the first that applies decides. */
+const policyRule = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('token'),
+    action: policyAction,
+  }),
+  z.strictObject({
+    kind: z.literal('claim'),
+    manufacturerCaFile: z.string().min(1).describe('PEM file of the manufacturer CA certificates (root and intermediates) that IDevID claims must chain to'),
+    action: policyAction,
+  }),
+  z.strictObject({
+    kind: z.literal('allowlist'),
+    manufacturer: pattern.optional(),
+    model: pattern.optional(),
+    serialNumber: pattern.optional(),
+    action: policyAction,
+  }),
+]);
+
+const mqttSchema = z.strictObject({
+  enabled: z.boolean().describe('run MQTT onboarding and discovery (the embedded broker, or the link to mqtt.brokerUrl)'),
+  topicPrefix: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/)
+    .max(128)
+    .describe('prefix of the provisioning topics, such as edge/prov/v1 (levels of A-Z a-z 0-9 . _ -, no wildcards)'),
+  brokerUrl: z
+    .string()
+    .regex(/^(mqtts:\/\/.+)?$/)
+    .describe('external broker (Mosquitto) as mqtts://host:port, reached with the agent-client certificate; empty runs the embedded broker'),
+  deviceBrokerUrl: z
+    .string()
+    .regex(/^(mqtts:\/\/.+)?$/)
+    .describe('mutual-TLS URL given to devices in the issued answer; empty means the embedded listener, or mqtt.brokerUrl'),
+  listenHost: z.string().min(1).describe('address of the embedded broker listeners (127.0.0.1 unless devices reach it over the network)'),
+  provisioningPort: int(0, 65_535, 'port of the embedded provisioning listener; 0 picks a free port'),
+  provisioningTls: z.boolean().describe('true: the provisioning listener speaks TLS with the broker certificate; false: plain TCP where the plant network allows it'),
+  mtlsPort: int(0, 65_535, 'port of the embedded mutual-TLS listener; 0 picks a free port'),
+  maxPayloadBytes: int(1_024, 1_048_576, 'largest enrollment request or announcement accepted, in bytes'),
+  mosquittoDir: z.string().describe('with an external Mosquitto: the directory written by edge-agent broker mosquitto-config, where the agent keeps acl-devices and crl.pem current'),
+  mosquittoPidFile: z.string().describe('with an external Mosquitto: its pid_file, signalled (SIGHUP) to reread the ACL after a revocation'),
+  mosquittoReloadCommand: z
+    .string()
+    .describe('with an external Mosquitto: command run (by /bin/sh) instead of the SIGHUP, such as "sudo systemctl reload mosquitto"'),
+  limits: z.strictObject({
+    perDeviceBurst: int(1, 1_000, 'enrollment requests a device may send at once before it is rate limited'),
+    perDeviceIntervalMs: int(0, 3_600_000, 'after the burst, one more request per this many milliseconds per device'),
+    globalPerSecond: int(1, 100_000, 'enrollment requests accepted per second from all devices together'),
+    queueSize: int(1, 1_000_000, 'requests waiting to be handled; more are dropped (and counted)'),
+    workers: int(1, 64, 'requests handled at the same time'),
+  }),
+  policy: z.strictObject({
+    rules: z.array(policyRule).max(100).describe('enrollment rules, tried in order; kinds: token, claim, allowlist'),
+    default: policyAction.describe('what happens to a request no rule decides: approve, hold or reject'),
+    renewal: z
+      .enum(['reject', 'hold', 'policy'])
+      .describe('a new CSR from a device that is already provisioned: reject, hold for a technician, or run the rules again (policy)'),
+  }),
+  discovery: z.strictObject({
+    sparkplug: z.boolean().describe('record Sparkplug B nodes and devices (spBv1.0/+/NBIRTH|DBIRTH|NDEATH|DDEATH)'),
+    homie: z.boolean().describe('record Homie devices (homie/+/$state, $name)'),
+    homeAssistant: z.boolean().describe('record Home Assistant discovery announcements (homeassistant/+/+/config)'),
+  }),
+  actionPollMs: int(50, 60_000, 'how often the daemon picks up technician decisions (devices approve, reject, revoke), in milliseconds'),
+});
+
+export type PolicyRule = z.infer<typeof policyRule>;
+export type PolicyAction = z.infer<typeof policyAction>;
+
 export const configSchema = z.strictObject({
   agent: z.strictObject({
     id: z
@@ -69,6 +146,7 @@ export const configSchema = z.strictObject({
     crlValidityHours: int(1, 8_760, 'nextUpdate of each CRL, in hours; it is regenerated at half of that and on every revocation'),
     expiryCheckIntervalMs: int(1_000, 86_400_000, 'how often certificates past two thirds of their lifetime are looked for, in milliseconds'),
   }),
+  mqtt: mqttSchema,
   lifecycle: z.strictObject({
     startTimeoutMs: int(100, 600_000, 'time each service may take to start, in milliseconds'),
     stopTimeoutMs: int(100, 600_000, 'time each service may take to stop before it is abandoned, in milliseconds'),
@@ -107,6 +185,24 @@ export function defaultConfig(): Config {
       crlValidityHours: 168,
       expiryCheckIntervalMs: 3_600_000,
     },
+    mqtt: {
+      enabled: true,
+      topicPrefix: 'edge/prov/v1',
+      brokerUrl: '',
+      deviceBrokerUrl: '',
+      listenHost: '127.0.0.1',
+      provisioningPort: 8883,
+      provisioningTls: true,
+      mtlsPort: 8884,
+      maxPayloadBytes: 16_384,
+      mosquittoDir: '',
+      mosquittoPidFile: '',
+      mosquittoReloadCommand: '',
+      limits: { perDeviceBurst: 3, perDeviceIntervalMs: 10_000, globalPerSecond: 200, queueSize: 2_000, workers: 4 },
+      policy: { rules: [{ kind: 'token', action: 'approve' }], default: 'hold', renewal: 'hold' },
+      discovery: { sparkplug: true, homie: true, homeAssistant: true },
+      actionPollMs: 500,
+    },
     lifecycle: { startTimeoutMs: 30_000, stopTimeoutMs: 5_000 },
   };
 }
@@ -132,4 +228,11 @@ export const RESTART_ONLY_KEYS: readonly string[] = [
   'ca.rootValidityDays',
   'ca.issuingValidityDays',
   'ca.crlFile',
+  'mqtt.enabled',
+  'mqtt.topicPrefix',
+  'mqtt.brokerUrl',
+  'mqtt.listenHost',
+  'mqtt.provisioningPort',
+  'mqtt.provisioningTls',
+  'mqtt.mtlsPort',
 ];

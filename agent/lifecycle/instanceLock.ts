@@ -23,6 +23,15 @@ function isLiveAgent(pid: number): boolean {
   }
 }
 
+/** Whether a daemon holds the data directory now (its edge-agent.pid names a live agent). */
+export function daemonRunning(dataDir: string): boolean {
+  try {
+    return isLiveAgent(Number(readFileSync(join(dataDir, 'edge-agent.pid'), 'utf8').trim()));
+  } catch {
+    return false;
+  }
+}
+
 /**
  * One agent per data directory. A second daemon on the same database would
  * take the first one's run for a crashed one and interleave writes, so the

@@ -89,9 +89,10 @@ function tlsArgs(port: number, tls: ClientTls, clientId?: string): string[] {
 }
 
 /** mosquitto_pub: resolves with its exit code and output. */
-export async function publish(port: number, tls: ClientTls, topic: string, message: string, clientId?: string): Promise<{ code: number; output: string }> {
+export async function publish(port: number, tls: ClientTls, topic: string, message: string, clientId?: string, file?: string): Promise<{ code: number; output: string }> {
   try {
-    const { stdout, stderr } = await exec('mosquitto_pub', [...tlsArgs(port, tls, clientId), '-q', '1', '-t', topic, '-m', message], { timeout: 10_000 });
+    const body = file ? ['-f', file] : ['-m', message];
+    const { stdout, stderr } = await exec('mosquitto_pub', [...tlsArgs(port, tls, clientId), '-q', '1', '-t', topic, ...body], { timeout: 10_000 });
     return { code: 0, output: stdout + stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };

@@ -1,0 +1,56 @@
+/**
+ * The ACL files of the external Mosquitto. `edge-agent broker
+ * mosquitto-config` writes them first; the running agent rewrites the
+ * devices file whenever the set of cut-off devices changes and has
+ * Mosquitto reread it (SIGHUP), which applies to connected clients at once.
+ */
+export function provisioningAcl(prefix: string): string {
+  return [
+    '# Provisioning listener (no client certificate): a client may publish only its own',
+    '# request and read only its own response (or an MQTT 5 response topic below it);',
+    '# %c is its client id (the device id).',
+    `pattern write ${prefix}/%c/request`,
+    `pattern read ${prefix}/%c/response/#`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * Mutual-TLS listener. Every device (%u is the CN of its certificate) gets
+ * its own namespace through patterns, so a newly issued certificate works at
+ * once without a reload. A device cut off (revoked, decommissioned) gets a
+ * `topic deny #` of its own: Mosquitto checks a user's deny entries before
+ * any pattern, so it can neither publish nor receive, on its open
+ * connection as on a new one (Mosquitto 2.0 rereads ACL files on SIGHUP but
+ * not its CRL: mosquitto issues #524, #2916).
+ */
+export function devicesAcl(agentId: string, prefix: string, cutOff: readonly string[]): string {
+  const lines = [
+    '# Written by edge-agent; rewritten when a device is revoked or decommissioned. Do not edit.',
+    '# Mutual-TLS listener: %u is the CN of the client certificate, issued by the gateway CA.',
+    `# The agent (${agentId}) reads every enrollment request and answers it, sees device traffic and announcements.`,
+    `user ${agentId}`,
+    `topic read ${prefix}/+/request`,
+    `topic write ${prefix}/+/response/#`,
+    'topic read devices/#',
+    'topic read spBv1.0/#',
+    'topic read homie/#',
+    'topic read homeassistant/#',
+    '',
+  ];
+  for (const identity of [...cutOff].sort()) {
+    if (identity === agentId) continue;
+    lines.push(`user ${identity}`, 'topic deny #', '');
+  }
+  lines.push(
+    '# Every device: its own namespace, its announcements under its own id, and its own provisioning topics (renewal).',
+    'pattern readwrite devices/%u/#',
+    'pattern write spBv1.0/+/+/%u/#',
+    'pattern write homie/%u/#',
+    'pattern write homeassistant/+/%u/#',
+    `pattern write ${prefix}/%u/request`,
+    `pattern read ${prefix}/%u/response/#`,
+    '',
+  );
+  return lines.join('\n');
+}

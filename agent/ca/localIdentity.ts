@@ -1,0 +1,80 @@
+import { X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SoftwareKey } from '../../certs/keys/backend.js';
+import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
+import { buildCsr } from '../../certs/x509/csrBuilder.js';
+import { encodeName } from '../../certs/x509/name.js';
+import type { Logger } from '../log.js';
+import type { CaService } from './caService.js';
+
+export interface LocalIdentity {
+  /** PEM private key. */
+  key: string;
+  /** PEM certificate followed by its issuing CA. */
+  cert: string;
+  /** PEM trust bundle of the gateway CA. */
+  ca: string;
+  serial: string;
+}
+
+export interface LocalIdentityRequest {
+  profile: 'broker-server' | 'agent-client';
+  identity: string;
+  dnsNames?: string[];
+  ipAddresses?: string[];
+  dir: string;
+  basename: string;
+}
+
+/**
+ * A certificate the agent holds for itself (the embedded broker's server
+ * certificate, the agent's client certificate towards an external broker),
+ * kept as <dir>/<basename>.key (0600) and .crt. It is reused while it is the
+ * identity's current certificate at this CA, names what is asked, and is
+ * within the first two thirds of its life; otherwise a new key is made and a
+ * new certificate issued (which supersedes the old one).
+ */
+export async function ensureLocalIdentity(ca: CaService, r: LocalIdentityRequest, log: Logger): Promise<LocalIdentity> {
+  mkdirSync(r.dir, { recursive: true, mode: 0o700 });
+  const keyFile = join(r.dir, `${r.basename}.key`);
+  const certFile = join(r.dir, `${r.basename}.crt`);
+  const bundle = ca.chainPem();
+  if (existsSync(keyFile) && existsSync(certFile)) {
+    const cert = readFileSync(certFile, 'utf8');
+    const reason = reuseRefusal(ca, r, cert);
+    if (reason === undefined) return { key: readFileSync(keyFile, 'utf8'), cert, ca: bundle, serial: new X509Certificate(cert).serialNumber.toLowerCase() };
+    log.info({ profile: r.profile, identity: r.identity, reason }, 'local certificate replaced');
+  }
+  const key = SoftwareKey.generate('ec-p256');
+  const issued = await ca.issue({
+    profile: r.profile,
+    identity: r.identity,
+    csr: buildCsr(key, encodeName({ commonName: r.identity })),
+    ...(r.dnsNames && r.dnsNames.length > 0 ? { dnsNames: r.dnsNames } : {}),
+    ...(r.ipAddresses && r.ipAddresses.length > 0 ? { ipAddresses: r.ipAddresses } : {}),
+    renew: true,
+  });
+  writeKeyFile(keyFile, key.exportable(), undefined);
+  const certPem = issued.record.pem + issued.chain.slice(0, -1).join('');
+  writeFileAtomic(certFile, certPem, 0o644);
+  return { key: readFileSync(keyFile, 'utf8'), cert: certPem, ca: bundle, serial: issued.record.serial };
+}
+
+function reuseRefusal(ca: CaService, r: LocalIdentityRequest, pem: string): string | undefined {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(pem);
+  } catch {
+    return 'certificate file unreadable';
+  }
+  const current = ca.current(r.profile, r.identity);
+  if (!current || current.thumbprint.toLowerCase() !== cert.fingerprint256.replace(/:/g, '').toLowerCase()) return 'not the current certificate of this identity at this CA';
+  const start = new Date(cert.validFrom).getTime();
+  const end = new Date(cert.validTo).getTime();
+  if (Date.now() > start + ((end - start) * 2) / 3) return 'past two thirds of its lifetime';
+  const san = cert.subjectAltName ?? '';
+  for (const d of r.dnsNames ?? []) if (!san.includes(`DNS:${d.toLowerCase()}`)) return `does not name ${d}`;
+  for (const ip of r.ipAddresses ?? []) if (!san.includes(`IP Address:${ip}`)) return `does not name ${ip}`;
+  return undefined;
+}

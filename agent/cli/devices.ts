@@ -1,0 +1,162 @@
+import type { Command } from 'commander';
+import pino from 'pino';
+import type { Config } from '../config/schema.js';
+import { RefusedError, UsageError } from '../errors.js';
+import type { Device, DeviceState } from '../inventory/device.js';
+import { daemonRunning } from '../lifecycle/instanceLock.js';
+import { ActionRepository, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
+import { Store } from '../store/database.js';
+import { DeviceRepository } from '../store/deviceRepository.js';
+import { EnrollmentRepository } from '../store/enrollmentRepository.js';
+import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
+
+const STATES: readonly DeviceState[] = ['discovered', 'pending', 'provisioned', 'rejected', 'revoked', 'decommissioned'];
+
+function withStore<T>(config: Config, fn: (store: Store) => T | Promise<T>): Promise<T> {
+  const { store } = Store.open(config.store, pino({ level: 'silent' }));
+  return Promise.resolve()
+    .then(() => fn(store))
+    .finally(() => store.close());
+}
+
+/** "pump-7" and "mqtt:pump-7" both name the MQTT device pump-7. */
+function deviceId(ref: string): string {
+  const id = ref.includes(':') ? ref : `mqtt:${ref}`;
+  if (!/^(mqtt|opcua):[A-Za-z0-9._-]{1,64}$/.test(id)) throw new UsageError(`${JSON.stringify(ref)} is not a device id (such as pump-7 or mqtt:pump-7)`);
+  return id;
+}
+
+function parseDuration(text: string): number {
+  const m = /^(\d+)\s*(m|h|d|w)$/.exec(text.trim());
+  if (!m || Number(m[1]) === 0) throw new UsageError(`--expires takes a duration such as 30m, 12h, 7d or 2w, not ${JSON.stringify(text)}`);
+  return Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w'];
+}
+
+const table = (rows: Device[]): string =>
+  rows.length === 0
+    ? 'no devices\n'
+    : `${['DEVICE', 'STATE', 'ONLINE', 'MANUFACTURER', 'MODEL', 'SERIAL', 'LAST SEEN'].join('\t')}\n${rows
+        .map((d) => [d.id, d.state + (d.blocked ? ' (blocked)' : ''), d.online ? 'yes' : 'no', d.nameplate.manufacturer ?? '-', d.nameplate.model ?? '-', d.nameplate.serialNumber ?? '-', d.lastSeen.toISOString()].join('\t'))
+        .join('\n')}\n`;
+
+type ActionResult = { action: DeviceAction; waited: boolean; daemonRunning: boolean };
+
+/**
+ * Queues a technician's decision for the daemon (which alone holds the CA key
+ * and the broker) and waits for its outcome while the daemon runs.
+ */
+async function queueAction(config: Config, ref: string, kind: DeviceActionKind, o: { reason?: string; actor?: string; wait: string }): Promise<ActionResult> {
+  const id = deviceId(ref);
+  const waitMs = Number(o.wait) * 1000;
+  if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 3_600_000) throw new UsageError('--wait takes seconds from 0 to 3600');
+  return withStore(config, async (store) => {
+    const device = new DeviceRepository(store).get(id);
+    if (!device) throw new UsageError(`no device ${id} in the inventory (see edge-agent devices list)`);
+    const actions = new ActionRepository(store);
+    const actor = o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli';
+    let action = actions.enqueue(id, kind, actor, o.reason ?? '');
+    const running = daemonRunning(config.agent.dataDir);
+    const deadline = Date.now() + waitMs;
+    while (running && !action.doneAt && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      action = actions.get(action.id)!;
+    }
+    if (action.outcome === 'refused') throw new RefusedError(`${kind} refused: ${action.error}`);
+    return { action, waited: running, daemonRunning: running };
+  });
+}
+
+const actionText = (r: ActionResult): string =>
+  r.action.doneAt
+    ? `${r.action.deviceId}: ${r.action.outcome}\n`
+    : r.daemonRunning
+      ? `${r.action.deviceId}: ${r.action.action} queued (action ${r.action.id}); the daemon has not carried it out yet\n`
+      : `${r.action.deviceId}: ${r.action.action} queued (action ${r.action.id}); the daemon is not running and carries it out when it starts\n`;
+
+export function registerDeviceCommands(program: Command, result: { code: number }): void {
+  const devices = program.command('devices').description('the device inventory: list, inspect, approve, reject, revoke; enrollment tokens');
+  const common = (c: Command) => c.option('-c, --config <path>', CONFIG_OPTION_HELP).option('--json', 'machine-readable output');
+
+  common(devices.command('list').description('every device with its state').option('--state <state>', `only devices in this state: ${STATES.join(', ')}`)).action(
+    async (o: Common & { state?: string }) => {
+      result.code = await run(o, (config) => {
+        if (o.state !== undefined && !STATES.includes(o.state as DeviceState)) throw new UsageError(`--state must be one of ${STATES.join(', ')}`);
+        return withStore(config, (store) => new DeviceRepository(store).list(o.state ? { state: o.state as DeviceState } : {}));
+      }, table);
+    },
+  );
+
+  common(devices.command('show').description('one device: its record, its requests waiting, and its history').argument('<device>', 'device id, such as pump-7 or mqtt:pump-7')).action(
+    async (ref: string, o: Common) => {
+      result.code = await run(o, (config) =>
+        withStore(config, (store) => {
+          const id = deviceId(ref);
+          const device = new DeviceRepository(store).get(id);
+          if (!device) throw new UsageError(`no device ${id} in the inventory`);
+          const pending = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
+          return { device, pendingRequests: pending, history: new DeviceRepository(store).events(id) };
+        }),
+      (r: { device: Device; pendingRequests: { requestId: string; reason: string }[]; history: { at: Date; from?: string; to: string; cause: string; actor: string }[] }) =>
+        [
+          `${r.device.id}: ${r.device.state}${r.device.blocked ? ' (blocked by a technician)' : ''}${r.device.online ? ', online' : ''}`,
+          ...Object.entries(r.device.nameplate).map(([k, v]) => `  ${k}: ${v}`),
+          r.device.certificateSerial ? `  certificate: ${r.device.certificateSerial}` : '',
+          r.device.reason ? `  reason: ${r.device.reason}` : '',
+          `  first seen ${r.device.firstSeen.toISOString()}, last seen ${r.device.lastSeen.toISOString()}, revision ${r.device.revision}`,
+          ...r.pendingRequests.map((p) => `  waiting: request ${p.requestId} (${p.reason})`),
+          'history:',
+          ...r.history.map((e) => `  ${e.at.toISOString()}  ${e.from ?? '(new)'} -> ${e.to}  ${e.actor}: ${e.cause}`),
+          '',
+        ].filter((l) => l !== '').join('\n') + '\n');
+    },
+  );
+
+  const decisions: [DeviceActionKind, string][] = [
+    ['approve', 'approve the request waiting (or the device\'s next request, if it has not asked yet)'],
+    ['reject', 'reject the requests waiting; later requests wait for a technician'],
+    ['revoke', 'revoke the device certificate and cut the device off the broker'],
+    ['decommission', 'retire the device for good: revoke its certificate, refuse its requests'],
+  ];
+  for (const [kind, description] of decisions) {
+    common(
+      devices
+        .command(kind)
+        .description(description)
+        .argument('<device>', 'device id, such as pump-7 or mqtt:pump-7')
+        .option('--reason <text>', 'why (recorded in the audit)')
+        .option('--actor <name>', 'who decides (default: $SUDO_USER, $USER)')
+        .option('--wait <seconds>', 'how long to wait for the running daemon to carry it out', '15'),
+    ).action(async (ref: string, o: Common & { reason?: string; actor?: string; wait: string }) => {
+      result.code = await run(o, (config) => queueAction(config, ref, kind, o), actionText);
+    });
+  }
+
+  const token = devices.command('token').description('enrollment tokens (stored hashed; the secret is shown once)');
+  common(
+    token
+      .command('create')
+      .description('create a token devices present as enrollmentToken')
+      .option('--label <text>', 'what it is for', 'enrollment token')
+      .option('--uses <n>', 'how many devices may use it', '1')
+      .option('--expires <duration>', 'validity, such as 30m, 12h, 7d', '24h'),
+  ).action(async (o: Common & { label: string; uses: string; expires: string }) => {
+    result.code = await run(o, (config) => {
+      const uses = Number(o.uses);
+      if (!Number.isInteger(uses) || uses < 1 || uses > 1_000_000) throw new UsageError('--uses takes a whole number from 1 to 1000000');
+      if (o.label.length === 0 || o.label.length > 128) throw new UsageError('--label takes 1 to 128 characters');
+      const expiresAt = new Date(Date.now() + parseDuration(o.expires));
+      return withStore(config, (store) => new EnrollmentRepository(store).createToken(o.label, uses, expiresAt));
+    }, (r: { token: string; record: { id: string; maxUses: number; expiresAt: Date } }) => `${r.token}\n(token ${r.record.id}: ${r.record.maxUses} use(s), until ${r.record.expiresAt.toISOString()}; it is not shown again)\n`);
+  });
+  common(token.command('list').description('tokens with their uses and expiry (never the secret)')).action(async (o: Common) => {
+    result.code = await run(o, (config) => withStore(config, (store) => new EnrollmentRepository(store).tokens()), (rows: { id: string; label: string; uses: number; maxUses: number; expiresAt: Date; revokedAt?: Date }[]) =>
+      rows.length === 0 ? 'no tokens\n' : rows.map((t) => `${t.id}\t${t.uses}/${t.maxUses}\t${t.revokedAt ? 'revoked' : t.expiresAt < new Date() ? 'expired' : `until ${t.expiresAt.toISOString()}`}\t${t.label}`).join('\n') + '\n');
+  });
+  common(token.command('revoke').description('make a token unusable').argument('<id>', 'token id (from token list)')).action(async (id: string, o: Common) => {
+    result.code = await run(o, (config) =>
+      withStore(config, (store) => {
+        if (!new EnrollmentRepository(store).revokeToken(id)) throw new UsageError(`no usable token ${id}`);
+        return { revoked: id };
+      }), (r: { revoked: string }) => `token ${r.revoked} revoked\n`);
+  });
+}

@@ -1,0 +1,339 @@
+import { createHash } from 'node:crypto';
+import { Counter, Gauge } from 'prom-client';
+import { CertError } from '../../certs/errors.js';
+import { parseCsr, verifyCsr } from '../../certs/x509/csr.js';
+import type { CaService } from '../ca/caService.js';
+import type { Config } from '../config/schema.js';
+import type { Device } from '../inventory/device.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { DeviceRepository } from '../store/deviceRepository.js';
+import type { EnrollmentRepository, EnrollmentRequest } from '../store/enrollmentRepository.js';
+import type { Store } from '../store/database.js';
+import type { BrokerLink, InboundMessage } from '../transport/types.js';
+import type { EnrollmentPolicy } from './policy.js';
+import { RateLimiter } from './rateLimiter.js';
+import { commonNameOf, parseRequest, RequestError, type EnrollmentRequestMessage } from './request.js';
+
+export interface Answer {
+  requestId: string | null;
+  status: 'issued' | 'pending' | 'rejected';
+  certificate?: string;
+  caChain?: string[];
+  brokerUrl?: string;
+  reason?: string;
+}
+
+/** What the broker side does when a device's access changes (Mosquitto: ACL + reload; embedded: disconnect). */
+export interface AccessGate {
+  cutOff(identity: string): Promise<void>;
+  restore(identity: string): Promise<void>;
+}
+
+export interface EnrollmentDeps {
+  log: Logger;
+  metrics: Metrics;
+  config: () => Config['mqtt'];
+  store: () => Store;
+  devices: () => DeviceRepository;
+  enrollments: () => EnrollmentRepository;
+  policy: () => EnrollmentPolicy;
+  ca: CaService;
+  link: BrokerLink;
+  gate: AccessGate;
+  /** The mutual-TLS URL devices are told to use. */
+  brokerUrl: () => string;
+}
+
+interface Work {
+  name: string;
+  message: InboundMessage;
+}
+
+const DEVICE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * The provisioning protocol over MQTT: reads {prefix}/{deviceId}/request,
+ * decides by policy, issues through the CA, and answers on
+ * {prefix}/{deviceId}/response (or the MQTT 5 response topic). Every answer
+ * leaves only after the state that explains it is durably committed. Bad
+ * input is answered `rejected` (or dropped when it cannot be answered) and
+ * changes nothing; the device's requests are handled one at a time.
+ */
+export class MqttEnrollment {
+  private readonly queue: Work[] = [];
+  private readonly busy = new Set<string>();
+  private active = 0;
+  private readonly limiter: RateLimiter;
+  private readonly requests: Counter<'outcome'>;
+  private readonly dropped: Counter<'reason'>;
+  private idle: (() => void) | undefined;
+
+  constructor(private readonly deps: EnrollmentDeps) {
+    this.limiter = new RateLimiter(deps.config().limits);
+    const registers = [deps.metrics.registry];
+    this.requests = new Counter({ name: 'edge_agent_enrollment_requests_total', help: 'Enrollment requests answered, by outcome: issued, pending, rejected, repeated', labelNames: ['outcome'], registers });
+    this.dropped = new Counter({ name: 'edge_agent_enrollment_dropped_total', help: 'Enrollment messages dropped without an answer, by reason', labelNames: ['reason'], registers });
+    const queue = this.queue;
+    new Gauge({
+      name: 'edge_agent_enrollment_queue_depth',
+      help: 'Enrollment requests waiting to be handled',
+      registers,
+      collect() {
+        this.set(queue.length);
+      },
+    });
+  }
+
+  filters(): string[] {
+    return [`${this.deps.config().topicPrefix}/+/request`];
+  }
+
+  reconfigure(): void {
+    this.limiter.setLimits(this.deps.config().limits);
+  }
+
+  /** Resumes requests approved before a crash or restart: they are issued (or found issued) and answered. */
+  async resume(): Promise<void> {
+    for (const r of this.deps.enrollments().withStatus('approved')) await this.issue(r);
+  }
+
+  /** Takes one message from the broker; never throws. */
+  receive(message: InboundMessage): void {
+    const { log, config } = this.deps;
+    const { topicPrefix, maxPayloadBytes, limits } = config();
+    const rest = message.topic.startsWith(`${topicPrefix}/`) ? message.topic.slice(topicPrefix.length + 1).split('/') : [];
+    if (rest.length !== 2 || rest[1] !== 'request') return this.drop('unknown_topic', { topic: message.topic.slice(0, 200) });
+    const name = rest[0]!;
+    if (!DEVICE_ID.test(name)) return this.drop('bad_device_id', { topic: message.topic.slice(0, 200) });
+    if (message.payload.length > maxPayloadBytes) return this.drop('too_large', { device: name, bytes: message.payload.length });
+    const limited = this.limiter.take(name);
+    if (limited !== 'ok') return this.drop(limited === 'device' ? 'rate_limited_device' : 'rate_limited_global', { device: name });
+    if (this.queue.length >= limits.queueSize) return this.drop('queue_full', { device: name });
+    this.queue.push({ name, message });
+    log.debug({ device: name, queued: this.queue.length }, 'enrollment request queued');
+    this.pump();
+  }
+
+  /** Resolves when nothing is queued or running (tests, stop). */
+  drained(): Promise<void> {
+    if (this.active === 0 && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.idle = resolve));
+  }
+
+  private drop(reason: string, fields: Record<string, unknown>): void {
+    this.dropped.inc({ reason });
+    this.deps.log.warn({ ...fields, reason }, 'enrollment message dropped');
+  }
+
+  private pump(): void {
+    const { workers } = this.deps.config().limits;
+    while (this.active < workers) {
+      const index = this.queue.findIndex((w) => !this.busy.has(w.name));
+      if (index < 0) break;
+      const [work] = this.queue.splice(index, 1);
+      this.active += 1;
+      this.busy.add(work!.name);
+      void this.handle(work!)
+        .catch((err: unknown) => this.deps.log.error({ err, device: work!.name }, 'enrollment request failed'))
+        .finally(() => {
+          this.active -= 1;
+          this.busy.delete(work!.name);
+          this.pump();
+          if (this.active === 0 && this.queue.length === 0) this.idle?.();
+        });
+    }
+  }
+
+  private async handle({ name, message }: Work): Promise<void> {
+    const { topicPrefix } = this.deps.config();
+    const defaultTopic = `${topicPrefix}/${name}/response`;
+    let responseTopic = defaultTopic;
+    if (message.responseTopic !== undefined) {
+      if (message.responseTopic !== defaultTopic && !message.responseTopic.startsWith(`${defaultTopic}/`)) {
+        return this.answer(defaultTopic, message.correlationData, { requestId: null, status: 'rejected', reason: `the response topic must be ${defaultTopic} or below it` });
+      }
+      responseTopic = message.responseTopic;
+    }
+    const reply = (answer: Answer) => this.answer(responseTopic, message.correlationData, answer);
+    let request: EnrollmentRequestMessage;
+    try {
+      request = parseRequest(message.payload);
+    } catch (err) {
+      if (!(err instanceof RequestError)) throw err;
+      this.deps.log.warn({ device: name, code: err.code, reason: err.message }, 'enrollment request refused');
+      return reply({ requestId: err.requestId ?? null, status: 'rejected', reason: err.message });
+    }
+    const device = this.deps.devices().byName('mqtt', name);
+    const previous = this.deps.enrollments().get(`mqtt:${name}`, request.requestId);
+    if (previous) {
+      if (previous.csrSha256 !== sha256(request.csr.trim())) {
+        return reply({ requestId: request.requestId, status: 'rejected', reason: 'this requestId was already used with a different CSR; use a new requestId' });
+      }
+      this.requests.inc({ outcome: 'repeated' });
+      return reply(this.currentAnswer(previous));
+    }
+    try {
+      const csr = parseCsr(request.csr);
+      verifyCsr(csr);
+      const cn = commonNameOf(csr.subject);
+      if (cn !== undefined && cn !== name) throw new CertError('REQUEST_INVALID', `the CSR is for CN ${JSON.stringify(cn)}, not for device ${name}`);
+    } catch (err) {
+      if (!(err instanceof CertError)) throw err;
+      this.deps.log.warn({ device: name, code: err.code, reason: err.message }, 'enrollment request refused');
+      return reply({ requestId: request.requestId, status: 'rejected', reason: `${err.code}: ${err.message}` });
+    }
+    const decision = this.deps.policy().evaluate({
+      device,
+      nameplate: request.nameplate,
+      csrDer: Buffer.from(pemDer(request.csr)),
+      ...(request.enrollmentToken !== undefined ? { enrollmentToken: request.enrollmentToken } : {}),
+      ...(request.claim !== undefined ? { claim: request.claim } : {}),
+    });
+    const record = this.record(name, device, request, decision, responseTopic === defaultTopic ? undefined : responseTopic, message.correlationData);
+    this.deps.log.info({ device: name, requestId: request.requestId, status: record.status, decidedBy: record.decidedBy, reason: record.reason }, 'enrollment request decided');
+    if (record.status === 'approved') return this.issue(record);
+    this.requests.inc({ outcome: record.status });
+    return reply(this.currentAnswer(record));
+  }
+
+  /** Records the request and the device's new state in one commit; an approval by token counts the use there too. */
+  private record(
+    name: string,
+    device: Device | undefined,
+    request: EnrollmentRequestMessage,
+    decision: ReturnType<EnrollmentPolicy['evaluate']>,
+    responseTopic: string | undefined,
+    correlationData: Buffer | undefined,
+  ): EnrollmentRequest {
+    const store = this.deps.store();
+    const enrollments = this.deps.enrollments();
+    const commit = decision.action === 'approve' ? store.transaction.bind(store) : store.durable.bind(store);
+    return commit(() => {
+      let { action, reason } = decision;
+      if (action === 'approve' && decision.tokenId !== undefined && !enrollments.useToken(decision.tokenId)) {
+        action = 'reject';
+        reason = `enrollment token ${decision.tokenId} was used up meanwhile`;
+      }
+      const status = action === 'approve' ? 'approved' : action === 'hold' ? 'pending' : 'rejected';
+      const state = device?.state;
+      const to = status === 'rejected'
+        ? state === 'provisioned' || state === 'revoked' || state === 'rejected' ? state : 'rejected'
+        : state === 'provisioned' ? 'provisioned' : 'pending';
+      this.deps.devices().apply({
+        protocol: 'mqtt',
+        name,
+        to,
+        cause: `enrollment request ${request.requestId}: ${status} (${decision.decidedBy})`,
+        actor: decision.decidedBy === 'technician' ? 'technician' : 'policy',
+        details: { requestId: request.requestId, reason },
+        patch: {
+          nameplate: request.nameplate,
+          source: { protocol: 'mqtt', provisioning: `${this.deps.config().topicPrefix}/${name}` },
+          reason,
+          ...(action === 'approve' ? { preapproved: false } : {}),
+        },
+      });
+      const row = {
+        deviceId: `mqtt:${name}`,
+        requestId: request.requestId,
+        csrSha256: sha256(request.csr.trim()),
+        csr: request.csr,
+        nameplate: request.nameplate,
+        status,
+        reason,
+        decidedBy: decision.decidedBy,
+        receivedAt: new Date(),
+        ...(decision.tokenId !== undefined && action === 'approve' ? { tokenId: decision.tokenId } : {}),
+        ...(responseTopic !== undefined ? { responseTopic } : {}),
+        ...(correlationData !== undefined ? { correlationData } : {}),
+      } as const;
+      enrollments.insert(row);
+      return enrollments.get(row.deviceId, row.requestId)!;
+    });
+  }
+
+  /**
+   * Issues for an approved request, records the outcome durably, opens the
+   * broker to the device, then answers. Safe to run again after a crash: a
+   * valid certificate for the same key issued after the request was received
+   * is the one this request produced.
+   */
+  async issue(request: EnrollmentRequest): Promise<void> {
+    const name = request.deviceId.slice('mqtt:'.length);
+    const { ca, store } = this.deps;
+    const key = parseCsr(request.csr).publicKey.sha256;
+    const current = ca.current('mqtt-device', name);
+    let serial: string;
+    if (current && current.spkiSha256 === key && current.issuedAt >= request.receivedAt) {
+      serial = current.serial;
+    } else {
+      try {
+        serial = (await ca.issue({ profile: 'mqtt-device', identity: name, csr: request.csr, renew: current?.spkiSha256 === key })).record.serial;
+      } catch (err) {
+        if (!(err instanceof CertError)) throw err;
+        const reason = `${err.code}: ${err.message}`;
+        store().durable(() => {
+          this.deps.enrollments().decide(request.deviceId, request.requestId, 'rejected', reason, request.decidedBy ?? 'policy');
+          const device = this.deps.devices().get(request.deviceId);
+          if (device?.state === 'pending') {
+            this.deps.devices().apply({ protocol: 'mqtt', name, to: 'rejected', cause: `certificate refused: ${err.code}`, actor: 'ca', details: { requestId: request.requestId, reason }, patch: { reason } });
+          }
+        });
+        this.deps.log.warn({ device: name, requestId: request.requestId, code: err.code, reason: err.message }, 'certificate refused for enrollment request');
+        this.requests.inc({ outcome: 'rejected' });
+        return this.answer(this.topicOf(request), request.correlationData, { requestId: request.requestId, status: 'rejected', reason });
+      }
+    }
+    store().durable(() => {
+      this.deps.enrollments().decide(request.deviceId, request.requestId, 'issued', request.reason, request.decidedBy ?? 'policy', serial);
+      this.deps.devices().apply({
+        protocol: 'mqtt',
+        name,
+        to: 'provisioned',
+        cause: `certificate ${serial} issued for request ${request.requestId}`,
+        actor: request.decidedBy === 'technician' ? 'technician' : 'policy',
+        details: { requestId: request.requestId, serial },
+        patch: { certificateSerial: serial, blocked: false, preapproved: false, reason: request.reason },
+      });
+    });
+    await this.deps.gate.restore(name);
+    this.requests.inc({ outcome: 'issued' });
+    await this.answer(this.topicOf(request), request.correlationData, this.currentAnswer({ ...request, status: 'issued', certificateSerial: serial }));
+  }
+
+  /** Answers a request already decided (technician actions use it too). */
+  async answerRecorded(request: EnrollmentRequest): Promise<void> {
+    await this.answer(this.topicOf(request), request.correlationData, this.currentAnswer(request));
+  }
+
+  private topicOf(request: EnrollmentRequest): string {
+    return request.responseTopic ?? `${this.deps.config().topicPrefix}/${request.deviceId.slice('mqtt:'.length)}/response`;
+  }
+
+  private currentAnswer(r: EnrollmentRequest): Answer {
+    if (r.status === 'issued' && r.certificateSerial) {
+      const cert = this.deps.ca.certificate(r.certificateSerial);
+      if (!cert) return { requestId: r.requestId, status: 'rejected', reason: 'the certificate issued for this request is not on record' };
+      if (cert.record.status === 'revoked') return { requestId: r.requestId, status: 'rejected', reason: `certificate ${r.certificateSerial} was revoked` };
+      return { requestId: r.requestId, status: 'issued', certificate: cert.record.pem, caChain: cert.chain, brokerUrl: this.deps.brokerUrl() };
+    }
+    if (r.status === 'rejected') return { requestId: r.requestId, status: 'rejected', reason: r.reason };
+    return { requestId: r.requestId, status: 'pending', reason: r.status === 'approved' ? 'approved; the certificate is being issued' : r.reason };
+  }
+
+  private async answer(topic: string, correlationData: Buffer | undefined, answer: Answer): Promise<void> {
+    try {
+      await this.deps.link.publish(topic, Buffer.from(JSON.stringify(answer)), { qos: 1, ...(correlationData ? { correlationData } : {}) });
+    } catch (err) {
+      // The decision is on record: the device gets the same answer when it repeats the request.
+      this.deps.log.warn({ err, topic, requestId: answer.requestId }, 'enrollment answer could not be published');
+    }
+  }
+}
+
+function pemDer(pem: string): Buffer {
+  const body = pem.replace(/-----(BEGIN|END) [A-Z ]+-----/g, '').replace(/\s+/g, '');
+  return Buffer.from(body, 'base64');
+}

@@ -1,0 +1,175 @@
+import { isIP } from 'node:net';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { Gauge } from 'prom-client';
+import type { CaService } from '../ca/caService.js';
+import { ensureLocalIdentity, type LocalIdentity } from '../ca/localIdentity.js';
+import type { Config } from '../config/schema.js';
+import { MqttDiscovery } from '../discovery/mqttDiscovery.js';
+import type { Service } from '../lifecycle/service.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { ActionRepository } from '../store/actionRepository.js';
+import { DeviceRepository } from '../store/deviceRepository.js';
+import { EnrollmentRepository } from '../store/enrollmentRepository.js';
+import type { StoreService } from '../store/storeService.js';
+import { EmbeddedBroker } from '../transport/embeddedBroker.js';
+import { ExternalBroker } from '../transport/externalBroker.js';
+import { MosquittoGate } from '../transport/mosquittoGate.js';
+import type { BrokerLink, DeviceAccess } from '../transport/types.js';
+import { loadManufacturerCas } from './claim.js';
+import { DeviceActions } from './deviceActions.js';
+import { MqttEnrollment, type AccessGate } from './mqttEnrollment.js';
+import { EnrollmentPolicy } from './policy.js';
+
+export interface MqttServiceDeps {
+  log: Logger;
+  config: Config;
+  storage: StoreService;
+  ca: CaService;
+  metrics: Metrics;
+}
+
+/**
+ * MQTT onboarding and discovery: the broker (embedded, or the link to an
+ * external Mosquitto), the enrollment protocol, announcements, and the
+ * technicians' decisions. Stops in reverse: no new work, drain, then the
+ * broker.
+ */
+export class MqttService implements Service, DeviceAccess {
+  readonly name = 'mqtt';
+  private config: Config;
+  private policy: EnrollmentPolicy | undefined;
+  private broker: (BrokerLink & Service) | undefined;
+  private embedded: EmbeddedBroker | undefined;
+  private enrollment: MqttEnrollment | undefined;
+  private actions: DeviceActions | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private devices: DeviceRepository | undefined;
+  private enrollments: EnrollmentRepository | undefined;
+  private deviceUrl = '';
+
+  constructor(private readonly deps: MqttServiceDeps) {
+    this.config = deps.config;
+    const self = this;
+    new Gauge({
+      name: 'edge_agent_devices',
+      help: 'Devices in the inventory, by state',
+      labelNames: ['state'],
+      registers: [deps.metrics.registry],
+      collect() {
+        if (!self.devices) return;
+        for (const [state, n] of Object.entries(self.devices.countByState())) this.set({ state }, n);
+      },
+    });
+  }
+
+  get running(): { enrollment: MqttEnrollment; actions: DeviceActions; devices: DeviceRepository; embedded?: EmbeddedBroker } {
+    return { enrollment: this.enrollment!, actions: this.actions!, devices: this.devices!, ...(this.embedded ? { embedded: this.embedded } : {}) };
+  }
+
+  async start(): Promise<void> {
+    const { log, storage, ca, metrics } = this.deps;
+    const store = storage.store;
+    const devices = (this.devices = new DeviceRepository(store));
+    const enrollments = (this.enrollments = new EnrollmentRepository(store));
+    this.policy = this.buildPolicy(this.config);
+    const c = this.config.mqtt;
+    const agentId = this.config.agent.id;
+    const stateDir = join(this.config.agent.dataDir, 'mqtt');
+    let gate: AccessGate;
+    if (c.brokerUrl !== '') {
+      const identity = await ensureLocalIdentity(ca, { profile: 'agent-client', identity: agentId, dir: stateDir, basename: 'agent-client' }, log);
+      this.broker = new ExternalBroker({ log: log.child({ part: 'link' }), url: c.brokerUrl, clientId: `edge-agent-${agentId}`, tls: () => identity });
+      const mosquitto = new MosquittoGate({
+        log: log.child({ part: 'mosquitto' }),
+        metrics,
+        options: () => ({ dir: this.config.mqtt.mosquittoDir, pidFile: this.config.mqtt.mosquittoPidFile, reloadCommand: this.config.mqtt.mosquittoReloadCommand, agentId, topicPrefix: this.config.mqtt.topicPrefix, crlFile: this.config.ca.crlFile }),
+        cutOffIdentities: () => [...devices.list({ state: 'revoked', protocol: 'mqtt' }), ...devices.list({ state: 'decommissioned', protocol: 'mqtt' })].map((d) => d.name),
+      });
+      await mosquitto.sync().catch(() => undefined);
+      gate = mosquitto;
+      this.deviceUrl = c.deviceBrokerUrl || c.brokerUrl;
+    } else {
+      const identity = await this.brokerIdentity(stateDir);
+      const embedded = (this.embedded = new EmbeddedBroker({
+        log: log.child({ part: 'broker' }),
+        metrics,
+        options: { host: c.listenHost, provisioningPort: c.provisioningPort, provisioningTls: c.provisioningTls, mtlsPort: c.mtlsPort, topicPrefix: c.topicPrefix, maxPayloadBytes: c.maxPayloadBytes },
+        tls: () => identity,
+        access: this,
+      }));
+      this.broker = embedded;
+      gate = { cutOff: async (id) => void embedded.disconnectIdentity(id), restore: async () => undefined };
+    }
+    await this.broker.start(new AbortController().signal);
+    if (this.embedded) {
+      const host = c.listenHost === '0.0.0.0' || c.listenHost === '::' ? hostname() : c.listenHost;
+      this.deviceUrl = c.deviceBrokerUrl || `mqtts://${isIP(host) === 6 ? `[${host}]` : host}:${this.embedded.addresses().mtls}`;
+      log.info({ ...this.embedded.addresses(), host: c.listenHost, provisioningTls: c.provisioningTls }, 'embedded MQTT broker listening');
+    }
+    const enrollment = (this.enrollment = new MqttEnrollment({
+      log: log.child({ part: 'enrollment' }),
+      metrics,
+      config: () => this.config.mqtt,
+      store: () => store,
+      devices: () => devices,
+      enrollments: () => enrollments,
+      policy: () => this.policy!,
+      ca,
+      link: this.broker,
+      gate,
+      brokerUrl: () => this.deviceUrl,
+    }));
+    const discovery = new MqttDiscovery({ log: log.child({ part: 'discovery' }), metrics, config: () => this.config.mqtt, store: () => store, devices: () => devices });
+    await this.broker.subscribe(enrollment.filters(), (m) => enrollment.receive(m));
+    await this.broker.subscribe(discovery.filters(), (m) => discovery.receive(m));
+    await enrollment.resume();
+    this.actions = new DeviceActions({ log: log.child({ part: 'actions' }), store, actions: new ActionRepository(store), devices, enrollments, ca, enrollment, gate });
+    await this.actions.runOpen();
+    this.schedule();
+  }
+
+  private schedule(): void {
+    clearInterval(this.timer);
+    this.timer = setInterval(() => void this.actions?.runOpen(), this.config.mqtt.actionPollMs);
+  }
+
+  private buildPolicy(config: Config): EnrollmentPolicy {
+    return new EnrollmentPolicy(config.mqtt.policy, loadManufacturerCas, (secret) => this.enrollments!.tokenBySecret(secret));
+  }
+
+  private async brokerIdentity(dir: string): Promise<LocalIdentity> {
+    const host = this.config.mqtt.listenHost;
+    const ips = ['127.0.0.1'];
+    if (isIP(host) && host !== '0.0.0.0' && host !== '::' && host !== '127.0.0.1') ips.push(host);
+    const dnsNames = [...new Set(['localhost', hostname().toLowerCase()])].filter((n) => /^[a-z0-9.-]{1,253}$/.test(n));
+    if (!isIP(host) && /^[a-z0-9.-]{1,253}$/i.test(host)) dnsNames.push(host.toLowerCase());
+    return ensureLocalIdentity(this.deps.ca, { profile: 'broker-server', identity: this.config.agent.id, dnsNames: [...new Set(dnsNames)], ipAddresses: ips, dir, basename: 'broker-server' }, this.deps.log);
+  }
+
+  /** The embedded broker asks this on every mutual-TLS connection and delivery. */
+  allowed(identity: string, serial: string): boolean {
+    const cert = this.deps.ca.certificate(serial);
+    if (!cert || cert.record.status !== 'valid' || cert.record.identity !== identity || cert.record.profile !== 'mqtt-device') return false;
+    const device = this.devices?.byName('mqtt', identity);
+    return device !== undefined && device.state === 'provisioned' && !device.blocked;
+  }
+
+  reload(config: Config): void {
+    const policy = this.buildPolicy(config);
+    this.config = config;
+    this.policy = policy;
+    this.enrollment?.reconfigure();
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    if (this.enrollment) await Promise.race([this.enrollment.drained(), new Promise((r) => setTimeout(r, 2_000))]);
+    await this.broker?.stop();
+    this.broker = undefined;
+    this.embedded = undefined;
+  }
+}

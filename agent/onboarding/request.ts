@@ -1,0 +1,75 @@
+import { z } from 'zod';
+
+/**
+ * The enrollment request a device publishes to {prefix}/{deviceId}/request,
+ * checked strictly: unknown keys, wrong types, over-long strings and
+ * prototype keys (`__proto__`, `constructor`, `prototype`) at any depth
+ * are refused before anything else looks at it.
+ */
+const text = (max: number) => z.string().min(1).max(max).regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters');
+
+export const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+
+const requestSchema = z.strictObject({
+  requestId: z.string().regex(REQUEST_ID_PATTERN, 'requestId must be 1 to 128 characters from A-Z a-z 0-9 . _ : -'),
+  csr: z.string().min(1).max(8_192),
+  nameplate: z.strictObject({
+    manufacturer: text(128),
+    model: text(128),
+    serialNumber: text(128),
+    hardwareRevision: text(64).optional(),
+    firmwareVersion: text(64).optional(),
+  }),
+  enrollmentToken: z.string().min(1).max(256).optional(),
+  claim: z
+    .strictObject({
+      certificate: z.string().min(1).max(8_192),
+      signature: z.string().min(1).max(2_048).regex(/^[A-Za-z0-9+/]+={0,2}$/, 'signature must be base64'),
+    })
+    .optional(),
+});
+
+export type EnrollmentRequestMessage = z.infer<typeof requestSchema>;
+
+export class RequestError extends Error {
+  constructor(
+    readonly code: 'NOT_JSON' | 'PROTOTYPE_KEY' | 'INVALID',
+    message: string,
+    /** The requestId when it could be read, so the rejection can carry it. */
+    readonly requestId?: string,
+  ) {
+    super(message);
+  }
+}
+
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+export function parseRequest(payload: Buffer): EnrollmentRequestMessage {
+  let value: unknown;
+  let forbidden: string | undefined;
+  try {
+    value = JSON.parse(payload.toString('utf8'), (key, v: unknown) => {
+      if (FORBIDDEN_KEYS.has(key)) forbidden = key;
+      return v;
+    });
+  } catch {
+    throw new RequestError('NOT_JSON', 'request is not valid JSON');
+  }
+  const requestId =
+    typeof value === 'object' && value !== null && typeof (value as { requestId?: unknown }).requestId === 'string' && REQUEST_ID_PATTERN.test((value as { requestId: string }).requestId)
+      ? (value as { requestId: string }).requestId
+      : undefined;
+  if (forbidden !== undefined) throw new RequestError('PROTOTYPE_KEY', `request contains the forbidden key ${JSON.stringify(forbidden)}`, requestId);
+  const result = requestSchema.safeParse(value);
+  if (!result.success) {
+    const first = result.error.issues.slice(0, 3).map((i) => `${i.path.join('.') || '(request)'}: ${i.message}`);
+    throw new RequestError('INVALID', `request does not match the schema: ${first.join('; ')}`, requestId);
+  }
+  return result.data;
+}
+
+/** The CN of a CSR subject as the CSR reader renders it ("O=…, CN=…"), if it has one. */
+export function commonNameOf(subjectText: string): string | undefined {
+  const m = /(?:^|, )CN=([^,]*)/.exec(subjectText);
+  return m?.[1];
+}

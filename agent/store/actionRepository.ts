@@ -1,0 +1,70 @@
+import type { Store } from './database.js';
+
+export type DeviceActionKind = 'approve' | 'reject' | 'revoke' | 'decommission';
+
+export interface DeviceAction {
+  id: number;
+  deviceId: string;
+  action: DeviceActionKind;
+  actor: string;
+  reason: string;
+  requestedAt: Date;
+  doneAt?: Date;
+  outcome?: string;
+  error?: string;
+}
+
+interface Row {
+  id: number;
+  device_id: string;
+  action: DeviceActionKind;
+  actor: string;
+  reason: string;
+  requested_at: string;
+  done_at: string | null;
+  outcome: string | null;
+  error: string | null;
+}
+
+const toAction = (r: Row): DeviceAction => ({
+  id: r.id,
+  deviceId: r.device_id,
+  action: r.action,
+  actor: r.actor,
+  reason: r.reason,
+  requestedAt: new Date(r.requested_at),
+  ...(r.done_at ? { doneAt: new Date(r.done_at) } : {}),
+  ...(r.outcome ? { outcome: r.outcome } : {}),
+  ...(r.error ? { error: r.error } : {}),
+});
+
+/**
+ * Technicians' decisions, queued in the database by the CLI (or the API) and
+ * carried out by the daemon, which alone holds the CA key and the broker
+ * connection. Each is done once: `finish()` records the outcome.
+ */
+export class ActionRepository {
+  constructor(private readonly store: Store) {}
+
+  enqueue(deviceId: string, action: DeviceActionKind, actor: string, reason: string): DeviceAction {
+    const info = this.store.db
+      .prepare('INSERT INTO device_actions (device_id, action, actor, reason, requested_at) VALUES (?, ?, ?, ?, ?)')
+      .run(deviceId, action, actor, reason, new Date().toISOString());
+    return this.get(Number(info.lastInsertRowid))!;
+  }
+
+  get(id: number): DeviceAction | undefined {
+    const row = this.store.db.prepare('SELECT * FROM device_actions WHERE id = ?').get(id) as Row | undefined;
+    return row ? toAction(row) : undefined;
+  }
+
+  open(limit = 100): DeviceAction[] {
+    return (this.store.db.prepare('SELECT * FROM device_actions WHERE done_at IS NULL ORDER BY id LIMIT ?').all(limit) as Row[]).map(toAction);
+  }
+
+  finish(id: number, outcome: string, error?: string): void {
+    this.store.db
+      .prepare('UPDATE device_actions SET done_at = ?, outcome = ?, error = ? WHERE id = ? AND done_at IS NULL')
+      .run(new Date().toISOString(), outcome, error ?? null, id);
+  }
+}

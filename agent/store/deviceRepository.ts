@@ -1,0 +1,230 @@
+import type BetterSqlite3 from 'better-sqlite3';
+import { canTransition, type Device, type DeviceEvent, type DeviceState, type Nameplate, type Protocol } from '../inventory/device.js';
+import type { Store } from './database.js';
+
+interface DeviceRow {
+  id: string;
+  protocol: Protocol;
+  name: string;
+  state: DeviceState;
+  blocked: number;
+  preapproved: number;
+  manufacturer: string | null;
+  model: string | null;
+  serial_number: string | null;
+  hardware_revision: string | null;
+  firmware_version: string | null;
+  display_name: string | null;
+  source: string;
+  certificate_serial: string | null;
+  reason: string | null;
+  online: number;
+  first_seen: string;
+  last_seen: string;
+  revision: number;
+  updated_at: string;
+}
+
+const NAMEPLATE_COLUMNS: Record<keyof Nameplate, string> = {
+  manufacturer: 'manufacturer',
+  model: 'model',
+  serialNumber: 'serial_number',
+  hardwareRevision: 'hardware_revision',
+  firmwareVersion: 'firmware_version',
+  displayName: 'display_name',
+};
+
+function toDevice(r: DeviceRow): Device {
+  const nameplate: Nameplate = {};
+  for (const [key, column] of Object.entries(NAMEPLATE_COLUMNS)) {
+    const v = r[column as keyof DeviceRow];
+    if (typeof v === 'string') nameplate[key as keyof Nameplate] = v;
+  }
+  return {
+    id: r.id,
+    protocol: r.protocol,
+    name: r.name,
+    state: r.state,
+    blocked: r.blocked === 1,
+    preapproved: r.preapproved === 1,
+    nameplate,
+    source: JSON.parse(r.source) as Record<string, unknown>,
+    ...(r.certificate_serial ? { certificateSerial: r.certificate_serial } : {}),
+    ...(r.reason ? { reason: r.reason } : {}),
+    online: r.online === 1,
+    firstSeen: new Date(r.first_seen),
+    lastSeen: new Date(r.last_seen),
+    revision: r.revision,
+    updatedAt: new Date(r.updated_at),
+  };
+}
+
+/** What a change sets besides the state; undefined leaves a field as it is, null clears it. */
+export interface DevicePatch {
+  nameplate?: Nameplate;
+  /** Fill only the nameplate fields that are still empty (announcements must not overwrite an enrollment). */
+  fillNameplate?: Nameplate;
+  source?: Record<string, unknown>;
+  certificateSerial?: string | null;
+  reason?: string | null;
+  blocked?: boolean;
+  preapproved?: boolean;
+  online?: boolean;
+}
+
+export interface Transition {
+  protocol: Protocol;
+  name: string;
+  to: DeviceState;
+  cause: string;
+  actor: string;
+  details?: Record<string, unknown>;
+  patch?: DevicePatch;
+  at?: Date;
+}
+
+export class TransitionError extends Error {
+  readonly code = 'INVALID_TRANSITION';
+}
+
+/**
+ * The inventory on SQLite. Every change goes through `apply()`, which checks
+ * the state machine, bumps the revision and writes the audit row in the same
+ * transaction; callers wrap it in `store.transaction()` or `store.durable()`
+ * together with what else belongs to the same change.
+ */
+export class DeviceRepository {
+  private readonly statements = new Map<string, BetterSqlite3.Statement>();
+
+  constructor(private readonly store: Store) {}
+
+  private sql(text: string): BetterSqlite3.Statement {
+    let s = this.statements.get(text);
+    if (!s) this.statements.set(text, (s = this.store.db.prepare(text)));
+    return s;
+  }
+
+  get(id: string): Device | undefined {
+    const row = this.sql('SELECT * FROM devices WHERE id = ?').get(id) as DeviceRow | undefined;
+    return row ? toDevice(row) : undefined;
+  }
+
+  byName(protocol: Protocol, name: string): Device | undefined {
+    const row = this.sql('SELECT * FROM devices WHERE protocol = ? AND name = ?').get(protocol, name) as DeviceRow | undefined;
+    return row ? toDevice(row) : undefined;
+  }
+
+  list(filter: { state?: DeviceState; protocol?: Protocol } = {}): Device[] {
+    const rows = this.sql(
+      'SELECT * FROM devices WHERE (@state IS NULL OR state = @state) AND (@protocol IS NULL OR protocol = @protocol) ORDER BY protocol, name',
+    ).all({ state: filter.state ?? null, protocol: filter.protocol ?? null }) as DeviceRow[];
+    return rows.map(toDevice);
+  }
+
+  countByState(): Record<string, number> {
+    const rows = this.sql('SELECT state, count(*) AS n FROM devices GROUP BY state').all() as { state: string; n: number }[];
+    return Object.fromEntries(rows.map((r) => [r.state, r.n]));
+  }
+
+  events(id: string): DeviceEvent[] {
+    const rows = this.sql('SELECT * FROM device_events WHERE device_id = ? ORDER BY id').all(id) as {
+      id: number;
+      at: string;
+      from_state: DeviceState | null;
+      to_state: DeviceState;
+      cause: string;
+      actor: string;
+      details: string | null;
+    }[];
+    return rows.map((r) => ({
+      id: r.id,
+      at: new Date(r.at),
+      ...(r.from_state ? { from: r.from_state } : {}),
+      to: r.to_state,
+      cause: r.cause,
+      actor: r.actor,
+      ...(r.details ? { details: JSON.parse(r.details) as Record<string, unknown> } : {}),
+    }));
+  }
+
+  /**
+   * Creates or changes a device and writes the audit row. Must run inside a
+   * transaction. A change of state not allowed by the state machine throws
+   * TransitionError and the caller's transaction rolls back.
+   */
+  apply(t: Transition): Device {
+    if (!this.store.db.inTransaction) throw new Error('DeviceRepository.apply() must run inside a transaction');
+    const at = (t.at ?? new Date()).toISOString();
+    const id = `${t.protocol}:${t.name}`;
+    const before = this.get(id);
+    if (!canTransition(before?.state, t.to)) {
+      throw new TransitionError(`device ${id} cannot go from ${before?.state ?? '(new)'} to ${t.to}`);
+    }
+    const p = t.patch ?? {};
+    if (!before) {
+      this.sql(
+        `INSERT INTO devices (id, protocol, name, state, first_seen, last_seen, updated_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, '{}')`,
+      ).run(id, t.protocol, t.name, t.to, at, at, at);
+    }
+    const sets: string[] = ['state = @state', 'last_seen = @at', 'updated_at = @at', 'revision = revision + @bump'];
+    const values: Record<string, unknown> = { id, state: t.to, at, bump: before ? 1 : 0 };
+    for (const [key, column] of Object.entries(NAMEPLATE_COLUMNS)) {
+      const set = p.nameplate?.[key as keyof Nameplate];
+      const fill = p.fillNameplate?.[key as keyof Nameplate];
+      if (set !== undefined) {
+        sets.push(`${column} = @${column}`);
+        values[column] = set;
+      } else if (fill !== undefined) {
+        sets.push(`${column} = coalesce(${column}, @${column})`);
+        values[column] = fill;
+      }
+    }
+    if (p.source !== undefined) {
+      sets.push('source = @source');
+      values.source = JSON.stringify({ ...(before?.source ?? {}), ...p.source });
+    }
+    const nullable: [keyof DevicePatch, string][] = [
+      ['certificateSerial', 'certificate_serial'],
+      ['reason', 'reason'],
+    ];
+    for (const [key, column] of nullable) {
+      if (p[key] !== undefined) {
+        sets.push(`${column} = @${column}`);
+        values[column] = p[key];
+      }
+    }
+    for (const [key, column] of [['blocked', 'blocked'], ['preapproved', 'preapproved'], ['online', 'online']] as const) {
+      if (p[key] !== undefined) {
+        sets.push(`${column} = @${column}`);
+        values[column] = p[key] ? 1 : 0;
+      }
+    }
+    this.store.db.prepare(`UPDATE devices SET ${sets.join(', ')} WHERE id = @id`).run(values);
+    this.sql('INSERT INTO device_events (device_id, at, from_state, to_state, cause, actor, details) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
+      id,
+      at,
+      before?.state ?? null,
+      t.to,
+      t.cause,
+      t.actor,
+      t.details ? JSON.stringify(t.details) : null,
+    );
+    return this.get(id)!;
+  }
+
+  /**
+   * Last seen and online without an audit row: a device that announces
+   * itself every minute must not grow the audit table. The revision still
+   * moves when online changes, so the sync sees it.
+   */
+  touch(id: string, online: boolean, at: Date = new Date()): void {
+    this.sql('UPDATE devices SET last_seen = ?, online = ?, revision = revision + (online != ?), updated_at = CASE WHEN online != ? THEN ? ELSE updated_at END WHERE id = ?').run(
+      at.toISOString(),
+      online ? 1 : 0,
+      online ? 1 : 0,
+      online ? 1 : 0,
+      at.toISOString(),
+      id,
+    );
+  }
+}

@@ -1,0 +1,107 @@
+import mqtt, { type IClientPublishOptions, type MqttClient } from 'mqtt';
+import type { Logger } from '../log.js';
+import type { Service } from '../lifecycle/service.js';
+import type { BrokerLink, MessageHandler, OutboundOptions } from './types.js';
+
+export interface ExternalBrokerDeps {
+  log: Logger;
+  url: string;
+  clientId: string;
+  /** The agent-client identity and the CA the broker's certificate must chain to (PEM). */
+  tls: () => { key: string; cert: string; ca: string };
+  /** How long start() waits for the first connection before it carries on and keeps trying. */
+  connectWaitMs?: number;
+}
+
+/** MQTT topic filter match (`+` one level, `#` the rest). */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true;
+    if (i >= t.length) return false;
+    if (f[i] !== '+' && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+/**
+ * The agent as a client of the plant's broker: MQTT 5 over mutual TLS with
+ * its agent-client certificate, the server verified against the gateway CA.
+ * A persistent session (clean start off, 7-day expiry) makes the broker keep
+ * the QoS 1 requests that arrive while the agent is down. A broker that is
+ * not there at start does not stop the agent: it keeps reconnecting.
+ */
+export class ExternalBroker implements Service, BrokerLink {
+  readonly name = 'mqtt-link';
+  private client: MqttClient | undefined;
+  private readonly handlers: { filters: string[]; handler: MessageHandler }[] = [];
+
+  constructor(private readonly deps: ExternalBrokerDeps) {}
+
+  async start(): Promise<void> {
+    const { log, url } = this.deps;
+    const tls = this.deps.tls();
+    const client = mqtt.connect(url, {
+      clientId: this.deps.clientId,
+      protocolVersion: 5,
+      clean: false,
+      properties: { sessionExpiryInterval: 7 * 86_400 },
+      key: tls.key,
+      cert: tls.cert,
+      ca: tls.ca,
+      rejectUnauthorized: true,
+      reconnectPeriod: 2_000,
+      connectTimeout: 10_000,
+    });
+    this.client = client;
+    client.on('message', (topic, payload, packet) => {
+      const props = packet.properties;
+      const message = {
+        topic,
+        payload,
+        ...(props?.responseTopic !== undefined ? { responseTopic: props.responseTopic } : {}),
+        ...(props?.correlationData !== undefined ? { correlationData: props.correlationData } : {}),
+      };
+      for (const h of this.handlers) if (h.filters.some((f) => topicMatches(f, topic))) h.handler(message);
+    });
+    client.on('connect', () => log.info({ url }, 'connected to the MQTT broker'));
+    client.on('offline', () => log.warn({ url }, 'MQTT broker unreachable; reconnecting'));
+    client.on('error', (err) => log.warn({ err: { message: err.message, code: (err as { code?: unknown }).code }, url }, 'MQTT connection error'));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        log.warn({ url }, 'MQTT broker not reachable yet; carrying on and retrying');
+        resolve();
+      }, this.deps.connectWaitMs ?? 5_000);
+      client.once('connect', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  async subscribe(filters: string[], handler: MessageHandler): Promise<void> {
+    if (filters.length === 0) return;
+    this.handlers.push({ filters, handler });
+    // MQTT.js resubscribes after a reconnect; with a persistent session the broker also remembers.
+    await this.client!.subscribeAsync(filters, { qos: 1 }).catch((err: Error) => {
+      this.deps.log.warn({ err: { message: err.message }, filters }, 'MQTT subscribe not confirmed yet; it is retried on reconnect');
+    });
+  }
+
+  async publish(topic: string, payload: Buffer, options: OutboundOptions): Promise<void> {
+    const opts: IClientPublishOptions = { qos: options.qos, retain: false };
+    if (options.correlationData) opts.properties = { correlationData: options.correlationData };
+    await this.client!.publishAsync(topic, payload, opts);
+  }
+
+  isConnected(): boolean {
+    return this.client?.connected ?? false;
+  }
+
+  async stop(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    if (client) await client.endAsync(false).catch(() => client.end(true));
+  }
+}
