@@ -89,6 +89,8 @@ export async function writeMosquittoConfig(authority: CertificateAuthority, o: M
       '# (or use it as the whole file); the paths below are absolute.',
       '# Mosquitto 2.0 reads cafile and crlfile only at start (mosquitto issues #524, #2916).',
       'per_listener_settings true',
+      '# Answers are small and latency matters more than packing: no Nagle delay.',
+      'set_tcp_nodelay true',
       '',
       '# Provisioning: TLS with the broker certificate, no client certificate.',
       `listener ${o.provisioningPort} ${o.bind}`,

@@ -106,7 +106,6 @@ export class MqttService implements Service, DeviceAccess {
     if (this.embedded) {
       const host = c.listenHost === '0.0.0.0' || c.listenHost === '::' ? hostname() : c.listenHost;
       this.deviceUrl = c.deviceBrokerUrl || `mqtts://${isIP(host) === 6 ? `[${host}]` : host}:${this.embedded.addresses().mtls}`;
-      log.info({ ...this.embedded.addresses(), host: c.listenHost, provisioningTls: c.provisioningTls }, 'embedded MQTT broker listening');
     }
     const enrollment = (this.enrollment = new MqttEnrollment({
       log: log.child({ part: 'enrollment' }),

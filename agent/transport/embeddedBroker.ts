@@ -102,10 +102,10 @@ export class EmbeddedBroker implements Service, BrokerLink {
       signal.throwIfAborted();
 
       const provisioning = o.provisioningTls
-        ? createTlsServer({ key: material.key, cert: material.cert, minVersion: 'TLSv1.2' }, (s) => this.accept('provisioning', s))
-        : createNetServer((s) => this.accept('provisioning', s));
+        ? createTlsServer({ key: material.key, cert: material.cert, minVersion: 'TLSv1.2', noDelay: true }, (s) => this.accept('provisioning', s))
+        : createNetServer({ noDelay: true }, (s) => this.accept('provisioning', s));
       const mtls = createTlsServer(
-        { key: material.key, cert: material.cert, ca: material.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
+        { key: material.key, cert: material.cert, ca: material.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2', noDelay: true },
         (s) => this.accept('mtls', s),
       );
       this.servers = { provisioning, mtls };

@@ -4,6 +4,7 @@
  * where that is possible. Later parts add their benchmark to BENCHES.
  */
 import { caBench } from './ca.js';
+import { enrollBench } from './enroll.js';
 import { storeBench } from './store.js';
 
 export interface BenchResult {
@@ -14,13 +15,15 @@ export interface BenchResult {
   limit: string;
 }
 
+const rows: BenchResult[] = [];
+
 const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]> }[] = [
   { name: 'store', run: storeBench },
   { name: 'ca', run: caBench },
+  { name: 'enroll', run: () => enrollBench(() => rows.find((r) => r.name.startsWith('ca: issue from P-256'))?.value) },
 ];
 
 const only = process.argv.slice(2);
-const rows: BenchResult[] = [];
 for (const bench of BENCHES) {
   if (only.length > 0 && !only.includes(bench.name)) continue;
   rows.push(...(await bench.run()));

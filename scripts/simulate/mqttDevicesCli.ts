@@ -1,0 +1,139 @@
+/**
+ * The command line of the device simulator: `scripts/simulate/mqtt-devices`
+ * (see --help). The simulation itself is in mqttDevices.ts.
+ */
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { Command, CommanderError, InvalidArgumentError, type OutputConfiguration } from 'commander';
+import { UsageError } from '../../agent/errors.js';
+import { SIMULATION_DEFAULTS, simulateDevices, validateOptions, type SimulationOptions, type SimulationResult } from './mqttDevices.js';
+
+const percentile = (values: number[], p: number) => values.sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((values.length * p) / 100))];
+
+/** A few lines for a terminal: counts, rate, latencies and the first problems. */
+export function formatSummary(result: SimulationResult): string {
+  const { counts: c } = result;
+  const lines = [
+    `${result.devices.length} device(s) in ${(result.durationMs / 1000).toFixed(1)} s: ${c.issued} issued, ${c.pending} pending, ${c.rejected} rejected, ${c.failed} failed; ${result.enrollmentsPerSecond.toFixed(1)} enrollments/s`,
+  ];
+  for (const [what, key] of [['enrollment', 'enrolledMs'], ['mutual-TLS hello', 'connectedMs']] as const) {
+    const values = result.devices.flatMap((d) => (d[key] === undefined ? [] : [d[key]]));
+    if (values.length > 0) lines.push(`${what}: p50 ${percentile(values, 50)} ms, p95 ${percentile(values, 95)} ms, max ${percentile(values, 100)} ms`);
+  }
+  const problems = result.devices.filter((d) => d.status !== 'issued');
+  for (const d of problems.slice(0, 10)) lines.push(`  ${d.id} ${d.status}${d.reason ? `: ${d.reason}` : ''}`);
+  if (problems.length > 10) lines.push(`  ... and ${problems.length - 10} more (--json lists every device)`);
+  return `${lines.join('\n')}\n`;
+}
+
+const integer = (text: string): number => {
+  if (!/^\d+$/.test(text)) throw new InvalidArgumentError('It must be a whole number.');
+  return Number(text);
+};
+
+export interface CommandLine {
+  options: SimulationOptions;
+  json: boolean;
+}
+
+/**
+ * Reads the arguments after the script name. Returns undefined when help was
+ * printed; throws UsageError (exit 64) for anything wrong, every problem at once.
+ */
+export function parseArguments(args: string[], output: OutputConfiguration = {}): CommandLine | undefined {
+  const program = new Command('mqtt-devices')
+    .description('Simulated MQTT devices enrolling with the edge agent: CSR over the provisioning listener, then a hello over mutual TLS')
+    .requiredOption('--provisioning-url <url>', 'provisioning listener, mqtt:// or mqtts://')
+    .option('--ca <file>', 'PEM bundle to verify the brokers with (needed for any TLS)')
+    .option('--mtls-url <url>', 'mutual-TLS listener, instead of the brokerUrl of the answer')
+    .option('-n, --count <n>', `number of devices (default ${SIMULATION_DEFAULTS.count})`, integer)
+    .option('--concurrency <n>', `devices enrolling at once (default ${SIMULATION_DEFAULTS.concurrency})`, integer)
+    .option('--id-prefix <prefix>', `device ids are the prefix and a 5-digit index (default ${SIMULATION_DEFAULTS.idPrefix})`)
+    .option('--start-index <n>', 'index of the first device (default 0)', integer)
+    .option('--topic-prefix <prefix>', `provisioning topic prefix (default ${SIMULATION_DEFAULTS.topicPrefix})`)
+    .option('--token <token>', 'enrollment token sent with every request')
+    .option('--token-file <file>', 'file whose first line is the enrollment token (keeps it out of ps)')
+    .option('--manufacturer <name>', `nameplate manufacturer (default ${SIMULATION_DEFAULTS.manufacturer})`)
+    .option('--model <name>', `nameplate model (default ${SIMULATION_DEFAULTS.model})`)
+    .option('--mqtt5', 'MQTT 5 with responseTopic and correlationData on the request (default MQTT 3.1.1)')
+    .option('--timeout-ms <ms>', `budget for one device's whole flow (default ${SIMULATION_DEFAULTS.timeoutMs})`, integer)
+    .option('--no-wait', "stop at a 'pending' answer instead of waiting for approval")
+    .option('--skip-mtls', 'stop once the certificate is issued')
+    .option('--out <dir>', 'write each issued device its key.pem, cert.pem and chain.pem under DIR/ID/')
+    .option('--json', 'print the whole result as JSON')
+    .addHelpText('after', '\nCtrl-C stops early (devices still running fail); a second one exits at once.\n\nExit codes:\n  0    every device completed the flow\n  1    some device did not (pending, rejected, failed)\n  64   bad command line')
+    .exitOverride()
+    .configureOutput({ outputError: () => {}, ...output });
+  try {
+    program.parse(args, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError && err.exitCode === 0) return undefined;
+    if (err instanceof CommanderError) throw new UsageError(err.message.replace(/^error: /, ''));
+    throw err;
+  }
+  const { ca, out, tokenFile, mqtt5, wait, skipMtls, json, ...same } = program.opts<Omit<SimulationOptions, 'caFile' | 'outDir' | 'protocolVersion' | 'waitForApproval' | 'skipMtls'> & {
+    provisioningUrl: string; ca?: string; out?: string; tokenFile?: string; mqtt5?: boolean; wait: boolean; skipMtls?: boolean; json?: boolean;
+  }>();
+  if (tokenFile !== undefined) {
+    if (same.token !== undefined) throw new UsageError('give at most one of --token and --token-file');
+    if (!existsSync(tokenFile)) throw new UsageError(`${tokenFile} does not exist`);
+    same.token = readFileSync(tokenFile, 'utf8').split(/\r?\n/)[0] ?? '';
+  }
+  const options: SimulationOptions = {
+    ...same,
+    ...(ca === undefined ? {} : { caFile: ca }),
+    ...(out === undefined ? {} : { outDir: out }),
+    protocolVersion: mqtt5 ? 5 : 4,
+    waitForApproval: wait,
+    skipMtls: skipMtls === true,
+  };
+  const problems = validateOptions(options);
+  if (problems.length === 1) throw new UsageError(problems[0]!);
+  if (problems.length > 1) throw new UsageError(`${problems.length} problems:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  return { options, json: json === true };
+}
+
+async function main(args: string[]): Promise<number> {
+  let line: CommandLine | undefined;
+  try {
+    line = parseArguments(args);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`mqtt-devices: ${err.message}\n(run with --help for usage)\n`);
+    return 64;
+  }
+  if (!line) return 0;
+  const interrupt = new AbortController();
+  // once: a second Ctrl-C takes the default action and ends the process at once.
+  process.once('SIGINT', () => interrupt.abort());
+  let result: SimulationResult;
+  try {
+    result = await simulateDevices({ ...line.options, signal: interrupt.signal });
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`mqtt-devices: ${err.message}\n`);
+    return 64;
+  }
+  process.stdout.write(line.json ? `${JSON.stringify(result, null, 2)}\n` : formatSummary(result));
+  return result.counts.issued === result.devices.length ? 0 : 1;
+}
+
+const isMain = (() => {
+  try {
+    // realpath: the ESM loader resolves symlinks in import.meta.url, argv[1] keeps them.
+    return process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href;
+  } catch {
+    return false;
+  }
+})();
+
+if (isMain) {
+  main(process.argv.slice(2)).then(
+    // Exit after stdout drained: a large --json result into a pipe must not be cut.
+    (code) => process.stdout.write('', () => process.exit(code)),
+    (err: unknown) => {
+      process.stderr.write(`mqtt-devices: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,132 @@
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Daemon, runCli, tempDir } from '../../helpers/daemon.js';
+import { deviceRequest, PREFIX, readPem, requestOnce, saveIssued, type Answer } from '../../helpers/enrollment.js';
+import { freePort, Mosquitto, publish, subscribe } from '../../helpers/mosquitto.js';
+import { openssl } from '../../helpers/openssl.js';
+
+describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquitto-config)', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let config: string;
+  let broker: Mosquitto;
+  let daemon: Daemon;
+  let ports: { provisioning: number; mtls: number };
+  const dir = () => join(tmp.dir, 'broker');
+  const cafile = () => join(dir(), 'ca.pem');
+  const cli = (...args: string[]) => runCli([...args, '--config', config]);
+  const device = (name: string) => ({ cafile: cafile(), cert: join(tmp.dir, `${name}.crt`), key: join(tmp.dir, `${name}.key`) });
+  const agent = () => ({ cafile: cafile(), cert: join(tmp.dir, 'data', 'mqtt', 'agent-client.crt'), key: join(tmp.dir, 'data', 'mqtt', 'agent-client.key') });
+
+  async function token(): Promise<string> {
+    const r = await cli('devices', 'token', 'create', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout) as { token: string }).token;
+  }
+
+  async function provision(name: string): Promise<Answer> {
+    const r = await requestOnce(ports.provisioning, cafile(), name, await deviceRequest(tmp.dir, name, { enrollmentToken: await token() }));
+    expect(r.answer?.status, r.output).toBe('issued');
+    saveIssued(tmp.dir, name, r.answer!);
+    return r.answer!;
+  }
+
+  beforeAll(async () => {
+    tmp = tempDir();
+    config = join(tmp.dir, 'agent.yaml');
+    ports = { provisioning: await freePort(), mtls: await freePort() };
+    writeFileSync(
+      config,
+      [
+        'agent:', '  id: gw-mq', `  dataDir: ${join(tmp.dir, 'data')}`, '  heartbeatIntervalMs: 200',
+        'http:', '  port: 0',
+        'ca:', `  crlFile: ${join(dir(), 'crl.pem')}`,
+        'mqtt:', `  brokerUrl: mqtts://127.0.0.1:${ports.mtls}`, `  mosquittoDir: ${dir()}`, `  mosquittoPidFile: ${join(dir(), 'mosquitto.pid')}`, '  actionPollMs: 100',
+        '',
+      ].join('\n'),
+    );
+    expect((await cli('ca', 'init')).code).toBe(0);
+    const written = await cli('broker', 'mosquitto-config', '--out', dir(), '--provisioning-port', String(ports.provisioning), '--mtls-port', String(ports.mtls));
+    expect(written.code, written.stderr).toBe(0);
+    appendFileSync(join(dir(), 'mosquitto.conf'), `pid_file ${join(dir(), 'mosquitto.pid')}\n`);
+    broker = await Mosquitto.start(join(dir(), 'mosquitto.conf'), dir(), [tmp.dir]);
+    daemon = Daemon.start(config);
+    await daemon.ready();
+    await daemon.waitForLog((l) => l.msg === 'connected to the MQTT broker');
+  }, 60_000);
+  afterAll(async () => {
+    await daemon?.dispose();
+    await broker?.stop();
+    tmp?.cleanup();
+  });
+
+  it('enrolls a device made with openssl req through mosquitto_rr; the agent then sees its mutual-TLS messages', async () => {
+    const answer = await provision('pump-1');
+    expect(answer.brokerUrl).toBe(`mqtts://127.0.0.1:${ports.mtls}`);
+    const verify = await openssl(['verify', '-CAfile', cafile(), '-purpose', 'sslclient', device('pump-1').cert], tmp.dir);
+    expect(verify.stdout, verify.stderr).toContain('OK');
+    const watcher = subscribe(ports.mtls, agent(), 'devices/#', { seconds: 10 });
+    await watcher.ready;
+    const pub = await publish(ports.mtls, device('pump-1'), 'devices/pump-1/flow', '3.2');
+    expect(pub.code, pub.output).toBe(0);
+    expect(await watcher.done).toEqual(['devices/pump-1/flow 3.2']);
+  });
+
+  it('honours an MQTT 5 response topic and correlation data', async () => {
+    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, { clientId: 'pump-2', protocolVersion: 5, ca: readPem(cafile()), reconnectPeriod: 0 });
+    const responseTopic = `${PREFIX}/pump-2/response/call-7`;
+    const answered = new Promise<{ topic: string; body: Answer; correlation?: Buffer }>((resolve) =>
+      client.on('message', (topic, payload, packet) => resolve({ topic, body: JSON.parse(payload.toString()) as Answer, ...(packet.properties?.correlationData ? { correlation: packet.properties.correlationData } : {}) })),
+    );
+    await client.subscribeAsync(responseTopic, { qos: 1 });
+    const request = await deviceRequest(tmp.dir, 'pump-2', { enrollmentToken: await token() });
+    await client.publishAsync(`${PREFIX}/pump-2/request`, JSON.stringify(request), { qos: 1, properties: { responseTopic, correlationData: Buffer.from('corr-42') } });
+    const got = await answered;
+    await client.endAsync();
+    expect(got.topic).toBe(responseTopic);
+    expect(got.correlation?.toString()).toBe('corr-42');
+    expect(got.body).toMatchObject({ requestId: 'pump-2-r1', status: 'issued' });
+  });
+
+  it('does not let a provisioning client publish to another device\'s request topic', async () => {
+    const own = await requestOnce(ports.provisioning, cafile(), 'pump-3', await deviceRequest(tmp.dir, 'pump-3'));
+    expect(own.answer?.status, own.output).toBe('pending');
+    const other = await requestOnce(ports.provisioning, cafile(), 'pump-4', await deviceRequest(tmp.dir, 'pump-4', { enrollmentToken: await token() }), { clientId: 'pump-3', seconds: 2 });
+    expect(other.answer).toBeUndefined();
+    expect((await cli('devices', 'show', 'pump-4')).code).not.toBe(0);
+  });
+
+  it('cuts a revoked device off within seconds without restarting Mosquitto; other devices keep working; after a restart the CRL refuses it', async () => {
+    await provision('pump-5');
+    await provision('pump-6');
+    const watcher = subscribe(ports.mtls, agent(), 'devices/#', { count: 3, seconds: 15 });
+    await watcher.ready;
+    expect((await publish(ports.mtls, device('pump-5'), 'devices/pump-5/x', 'before')).code).toBe(0);
+    const revoke = await cli('devices', 'revoke', 'pump-5', '--reason', 'replaced');
+    expect(revoke.code, revoke.stderr).toBe(0);
+    expect(revoke.stdout).toContain('revoked');
+    await daemon.waitForLog((l) => l.msg === 'Mosquitto ACL rewritten and reloaded' && String(l.why).includes('pump-5'));
+    const denied = await runMqtt5Publish(device('pump-5'), 'devices/pump-5/x', 'after');
+    // Mosquitto answers a denied MQTT 5 publish with "not authorised" or by closing the connection.
+    expect(denied).toMatch(/not authori[sz]ed|connection was lost/i);
+    expect((await publish(ports.mtls, device('pump-6'), 'devices/pump-6/x', 'other')).code).toBe(0);
+    expect((await publish(ports.mtls, device('pump-6'), 'devices/pump-6/x', 'other-2')).code).toBe(0);
+    expect(await watcher.done).toEqual(['devices/pump-5/x before', 'devices/pump-6/x other', 'devices/pump-6/x other-2']);
+    expect(readFileSync(join(dir(), 'acl-devices'), 'utf8')).toMatch(/user pump-5\ntopic deny #/);
+
+    await broker.stop();
+    broker = await Mosquitto.start(join(dir(), 'mosquitto.conf'), dir(), [tmp.dir]);
+    expect((await publish(ports.mtls, device('pump-5'), 'devices/pump-5/x', 'again')).code).not.toBe(0);
+    expect((await publish(ports.mtls, device('pump-6'), 'devices/pump-6/x', 'again')).code).toBe(0);
+  });
+
+  async function runMqtt5Publish(tls: { cafile: string; cert: string; key: string }, topic: string, message: string): Promise<string> {
+    const { execFile } = await import('node:child_process');
+    return new Promise((resolve) =>
+      execFile('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(ports.mtls), '--cafile', tls.cafile, '--cert', tls.cert, '--key', tls.key, '-V', '5', '-q', '1', '-t', topic, '-m', message], { timeout: 10_000 }, (_e, stdout, stderr) =>
+        resolve(stdout + stderr),
+      ),
+    );
+  }
+});

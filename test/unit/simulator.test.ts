@@ -1,0 +1,162 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UsageError } from '../../agent/errors.js';
+import { DEVICE_ID, deviceId, validateOptions, type SimulationOptions } from '../../scripts/simulate/mqttDevices.js';
+import { parseArguments } from '../../scripts/simulate/mqttDevicesCli.js';
+import { tempDir } from '../helpers/daemon.js';
+
+describe('simulated device ids', () => {
+  it('pads the index to five digits after the prefix', () => {
+    expect(deviceId('sim-', 0)).toBe('sim-00000');
+    expect(deviceId('sim-', 42)).toBe('sim-00042');
+    expect(deviceId('', 7)).toBe('00007');
+  });
+
+  it('keeps every digit past 99999, so ids stay unique', () => {
+    expect(deviceId('sim-', 123456)).toBe('sim-123456');
+  });
+
+  it('makes ids the agent accepts', () => {
+    for (const id of [deviceId('sim-', 0), deviceId('line_3.cell-2-', 99999)]) expect(id).toMatch(DEVICE_ID);
+  });
+});
+
+describe('simulation options', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let ca: string;
+  beforeAll(() => {
+    tmp = tempDir();
+    ca = join(tmp.dir, 'ca.pem');
+    writeFileSync(ca, '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n');
+  });
+  afterAll(() => tmp.cleanup());
+
+  const good = (): SimulationOptions => ({ provisioningUrl: 'mqtts://127.0.0.1:8883', caFile: ca });
+
+  it('accepts the defaults with a TLS listener and a CA bundle', () => {
+    expect(validateOptions(good())).toEqual([]);
+  });
+
+  it('needs no CA bundle for a plain listener when the mutual-TLS step is skipped', () => {
+    expect(validateOptions({ provisioningUrl: 'mqtt://127.0.0.1:1883', skipMtls: true })).toEqual([]);
+  });
+
+  it('takes an option given as undefined as its default', () => {
+    expect(validateOptions({ ...good(), count: undefined, topicPrefix: undefined })).toEqual([]);
+  });
+
+  it.each([
+    ['a provisioning URL that is not MQTT', { provisioningUrl: 'http://127.0.0.1:8883' }, /provisioning URL must start with mqtt:\/\/ or mqtts:\/\//],
+    ['a provisioning URL that is not a URL', { provisioningUrl: 'localhost:8883' }, /provisioning URL must start with/],
+    ['a provisioning URL without a host', { provisioningUrl: 'mqtt://' }, /has no host/],
+    ['a plain mutual-TLS URL', { mtlsUrl: 'mqtt://127.0.0.1:8884' }, /mutual-TLS URL must start with mqtts:\/\//],
+    ['TLS without a CA bundle', { caFile: undefined }, /CA bundle \(--ca FILE\) is needed/],
+    ['a plain listener without a CA bundle, mutual TLS to follow', { provisioningUrl: 'mqtt://127.0.0.1:1883', caFile: undefined }, /CA bundle \(--ca FILE\) is needed/],
+    ['a CA bundle that does not exist', { caFile: '/nonexistent/ca.pem' }, /\/nonexistent\/ca.pem does not exist/],
+    ['no devices', { count: 0 }, /device count must be an integer from 1/],
+    ['a fractional count', { count: 1.5 }, /device count must be an integer/],
+    ['a concurrency of zero', { concurrency: 0 }, /concurrency must be an integer from 1/],
+    ['a negative start index', { startIndex: -1 }, /start index must be an integer from 0/],
+    ['a timeout too short to connect', { timeoutMs: 10 }, /per-device timeout must be an integer from 100/],
+    ['an id prefix with a space', { idPrefix: 'sim 1-' }, /may hold only letters, digits/],
+    ['an id prefix with a slash (a topic level)', { idPrefix: 'a/b-' }, /may hold only letters, digits/],
+    ['ids longer than 64 characters', { idPrefix: 'x'.repeat(60) }, /at most 64 characters/],
+    ['a topic prefix with a wildcard', { topicPrefix: 'edge/+/v1' }, /without wildcards/],
+    ['a topic prefix with an empty level', { topicPrefix: 'edge//v1' }, /without wildcards/],
+    ['a topic prefix ending in a slash', { topicPrefix: 'edge/prov/' }, /without wildcards/],
+    ['an empty token', { token: '' }, /token is empty/],
+    ['an empty model', { model: '' }, /model must be 1 to 64/],
+    ['MQTT 3.1', { protocolVersion: 3 as 4 }, /protocol version is 4 or 5/],
+  ] as [string, Partial<SimulationOptions>, RegExp][])('refuses %s', (_name, change, message) => {
+    const problems = validateOptions({ ...good(), ...change });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(message);
+  });
+
+  it('reports every problem at once', () => {
+    expect(validateOptions({ provisioningUrl: 'http://x', count: 0, concurrency: 0, idPrefix: '#' })).toHaveLength(5);
+  });
+});
+
+describe('mqtt-devices command line', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let ca: string;
+  beforeAll(() => {
+    tmp = tempDir();
+    ca = join(tmp.dir, 'ca.pem');
+    writeFileSync(ca, '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n');
+    writeFileSync(join(tmp.dir, 'token'), 'tok-from-file\nignored\n');
+  });
+  afterAll(() => tmp.cleanup());
+
+  const parse = (...args: string[]) => parseArguments(args, { writeOut: () => {}, writeErr: () => {} });
+  const usage = (...args: string[]): string => {
+    try {
+      parse(...args);
+    } catch (err) {
+      expect(err).toBeInstanceOf(UsageError);
+      return (err as Error).message;
+    }
+    throw new Error('no UsageError');
+  };
+
+  it('leaves unset options to the library defaults', () => {
+    expect(parse('--provisioning-url', 'mqtts://127.0.0.1:8883', '--ca', ca)).toEqual({
+      options: { provisioningUrl: 'mqtts://127.0.0.1:8883', caFile: ca, protocolVersion: 4, waitForApproval: true, skipMtls: false },
+      json: false,
+    });
+  });
+
+  it('maps every option', () => {
+    const line = parse(
+      '--provisioning-url', 'mqtt://127.0.0.1:1883', '--ca', ca, '--mtls-url', 'mqtts://127.0.0.1:8884',
+      '-n', '250', '--concurrency', '25', '--id-prefix', 'line1-', '--start-index', '1000', '--topic-prefix', 'plant/prov',
+      '--token', 'tok', '--manufacturer', 'ACME', '--model', 'X-2', '--mqtt5', '--timeout-ms', '5000',
+      '--no-wait', '--skip-mtls', '--out', join(tmp.dir, 'out'), '--json',
+    );
+    expect(line).toEqual({
+      options: {
+        provisioningUrl: 'mqtt://127.0.0.1:1883', caFile: ca, mtlsUrl: 'mqtts://127.0.0.1:8884', count: 250, concurrency: 25,
+        idPrefix: 'line1-', startIndex: 1000, topicPrefix: 'plant/prov', token: 'tok', manufacturer: 'ACME', model: 'X-2',
+        protocolVersion: 5, timeoutMs: 5000, waitForApproval: false, skipMtls: true, outDir: join(tmp.dir, 'out'),
+      },
+      json: true,
+    });
+  });
+
+  it('reads the token from the first line of --token-file', () => {
+    expect(parse('--provisioning-url', 'mqtts://h:1', '--ca', ca, '--token-file', join(tmp.dir, 'token'))?.options.token).toBe('tok-from-file');
+  });
+
+  it('returns nothing after printing --help', () => {
+    let text = '';
+    expect(parseArguments(['--help'], { writeOut: (s) => (text += s) })).toBeUndefined();
+    expect(text).toMatch(/--provisioning-url <url>/);
+    expect(text).toMatch(/64 +bad command line/);
+  });
+
+  it.each([
+    ['a missing --provisioning-url', ['--ca', 'x'], /required option '--provisioning-url <url>'/],
+    ['a count that is not a number', ['--provisioning-url', 'mqtts://h:1', '--count', 'ten'], /--count <n>' argument 'ten' is invalid/],
+    ['a negative count', ['--provisioning-url', 'mqtts://h:1', '--count', '-3'], /--count <n>' argument '-3' is invalid. It must be a whole number/],
+    ['a timeout in seconds', ['--provisioning-url', 'mqtts://h:1', '--timeout-ms', '2.5'], /--timeout-ms <ms>' argument '2.5' is invalid/],
+    ['an unknown option', ['--provisioning-url', 'mqtts://h:1', '--verbose'], /unknown option '--verbose'/],
+    ['a stray argument', ['--provisioning-url', 'mqtts://h:1', 'extra'], /too many arguments/],
+    ['both --token and --token-file', ['--provisioning-url', 'mqtts://h:1', '--token', 'a', '--token-file', '/etc/hostname'], /at most one of --token and --token-file/],
+    ['a --token-file that does not exist', ['--provisioning-url', 'mqtts://h:1', '--token-file', '/nonexistent/token'], /\/nonexistent\/token does not exist/],
+    ['a CA bundle that does not exist', ['--provisioning-url', 'mqtts://h:1', '--ca', '/nonexistent/ca.pem'], /^the CA bundle \/nonexistent\/ca.pem does not exist$/],
+  ])('refuses %s', (_name, args, message) => {
+    expect(usage(...args)).toMatch(message);
+  });
+
+  it('lists several problems one per line', () => {
+    const message = usage('--provisioning-url', 'http://h:1', '--count', '0');
+    expect(message.split('\n')).toEqual([
+      '3 problems:',
+      expect.stringMatching(/^ {2}- the provisioning URL must start with/),
+      expect.stringMatching(/^ {2}- the device count must be/),
+      expect.stringMatching(/^ {2}- a CA bundle/),
+    ]);
+  });
+});
