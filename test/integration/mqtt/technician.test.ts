@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Store } from '../../../agent/store/database.js';
+import { DeviceRepository } from '../../../agent/store/deviceRepository.js';
+import { EnrollmentRepository } from '../../../agent/store/enrollmentRepository.js';
+import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
+import { deviceRequest, requestOnce } from '../../helpers/enrollment.js';
+import { freePort } from '../../helpers/mosquitto.js';
+
+describe('technician decisions and restarts (embedded broker)', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let daemon: Daemon;
+  let config: string;
+  let port: number;
+  let cafile: string;
+  const cli = (...args: string[]) => runCli([...args, '--config', config]);
+  const enroll = (name: string, payload: Record<string, unknown>) => requestOnce(port, cafile, name, payload, { v5: false });
+  const start = async () => {
+    daemon = Daemon.start(config);
+    const base = await daemon.ready();
+    writeFileSync(cafile, await (await fetch(`${base}/ca/chain`)).text());
+  };
+  const stop = async () => {
+    daemon.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  };
+
+  beforeAll(async () => {
+    tmp = tempDir();
+    port = await freePort();
+    cafile = join(tmp.dir, 'ca.pem');
+    config = writeConfig(tmp.dir, ['agent:', '  id: gw-tech', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', `  provisioningPort: ${port}`, '  mtlsPort: 0', '  actionPollMs: 100', ''].join('\n'));
+    await start();
+  }, 60_000);
+  afterAll(async () => {
+    await daemon?.dispose();
+    tmp?.cleanup();
+  });
+
+  it('rejects a held device; its later requests wait for a technician whatever the rules say', async () => {
+    const request = await deviceRequest(tmp.dir, 'valve-1');
+    expect((await enroll('valve-1', request)).answer?.status).toBe('pending');
+    const reject = await cli('devices', 'reject', 'valve-1', '--reason', 'unknown vendor', '--actor', 'tech-b');
+    expect(reject.code, reject.stderr).toBe(0);
+    expect((await enroll('valve-1', request)).answer).toMatchObject({ status: 'rejected', reason: 'rejected by tech-b: unknown vendor' });
+    const token = (JSON.parse((await cli('devices', 'token', 'create', '--json')).stdout) as { token: string }).token;
+    const retry = await enroll('valve-1', { ...request, requestId: 'valve-1-r2', enrollmentToken: token });
+    expect(retry.answer).toMatchObject({ status: 'pending', reason: expect.stringMatching(/technician rejected/) });
+  });
+
+  it('refuses a decision that does not apply, with a clear message and exit code 1', async () => {
+    const r = await cli('devices', 'revoke', 'valve-1');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/REFUSED: revoke refused: mqtt:valve-1 is pending, not provisioned/);
+    const unknown = await cli('devices', 'approve', 'nobody');
+    expect(unknown.code).toBe(64);
+    expect(unknown.stderr).toMatch(/no device mqtt:nobody/);
+  });
+
+  it('queues a decision while the daemon is down and carries it out at start', async () => {
+    const request = await deviceRequest(tmp.dir, 'valve-2');
+    expect((await enroll('valve-2', request)).answer?.status).toBe('pending');
+    await stop();
+    const queued = await cli('devices', 'approve', 'valve-2');
+    expect(queued.code, queued.stderr).toBe(0);
+    expect(queued.stdout).toMatch(/queued .*daemon is not running/);
+    await start();
+    expect((await enroll('valve-2', request)).answer?.status).toBe('issued');
+  });
+
+  it('issues at start for a request approved before a crash, once', async () => {
+    const request = await deviceRequest(tmp.dir, 'valve-3');
+    await stop();
+    // The state a crash right after the approval leaves: the request approved, no certificate yet.
+    const { store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' }));
+    store.transaction(() => {
+      new DeviceRepository(store).apply({ protocol: 'mqtt', name: 'valve-3', to: 'pending', cause: 'request valve-3-r1: approved', actor: 'policy' });
+      new EnrollmentRepository(store).insert({
+        deviceId: 'mqtt:valve-3', requestId: 'valve-3-r1', // The digest the agent records for a request's CSR: SHA-256 of the trimmed PEM.
+        csrSha256: createHash('sha256').update((request.csr as string).trim()).digest('hex'), csr: request.csr as string,
+        nameplate: request.nameplate as { manufacturer: string }, status: 'approved', reason: 'test', decidedBy: 'rule 1 (token)', receivedAt: new Date(),
+      });
+    });
+    store.close();
+    await start();
+    const answer = await enroll('valve-3', request);
+    expect(answer.answer?.status, answer.output).toBe('issued');
+    const list = JSON.parse((await cli('ca', 'list', '--json')).stdout) as { identity: string }[];
+    expect(list.filter((c) => c.identity === 'valve-3')).toHaveLength(1);
+  });
+});

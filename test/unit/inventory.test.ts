@@ -1,0 +1,86 @@
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { canTransition, type DeviceState } from '../../agent/inventory/device.js';
+import { RateLimiter } from '../../agent/onboarding/rateLimiter.js';
+import { Store } from '../../agent/store/database.js';
+import { DeviceRepository, TransitionError } from '../../agent/store/deviceRepository.js';
+import { tempDir } from '../helpers/daemon.js';
+
+describe('device state machine', () => {
+  it.each([
+    [undefined, 'discovered', true],
+    [undefined, 'revoked', false],
+    ['discovered', 'pending', true],
+    ['pending', 'provisioned', true],
+    ['provisioned', 'pending', false],
+    ['provisioned', 'revoked', true],
+    ['revoked', 'provisioned', true],
+    ['rejected', 'pending', true],
+    ['decommissioned', 'discovered', false],
+    ['decommissioned', 'decommissioned', false],
+    ['provisioned', 'provisioned', true],
+  ] as [DeviceState | undefined, DeviceState, boolean][])('%s -> %s allowed: %s', (from, to, allowed) => {
+    expect(canTransition(from, to)).toBe(allowed);
+  });
+});
+
+describe('device repository', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let store: Store;
+  let devices: DeviceRepository;
+  beforeEach(() => {
+    tmp = tempDir();
+    store = Store.open({ path: join(tmp.dir, 'i.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' })).store;
+    devices = new DeviceRepository(store);
+  });
+  afterEach(() => {
+    store.close();
+    tmp.cleanup();
+  });
+
+  it('records every change with its audit row and a revision that grows', () => {
+    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-1', to: 'pending', cause: 'request r1', actor: 'policy', patch: { nameplate: { manufacturer: 'Acme' } } }));
+    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-1', to: 'provisioned', cause: 'issued', actor: 'policy', patch: { certificateSerial: '0a' } }));
+    const d = devices.get('mqtt:p-1')!;
+    expect(d).toMatchObject({ state: 'provisioned', revision: 2, certificateSerial: '0a', nameplate: { manufacturer: 'Acme' } });
+    expect(devices.events('mqtt:p-1').map((e) => [e.from, e.to, e.cause])).toEqual([[undefined, 'pending', 'request r1'], ['pending', 'provisioned', 'issued']]);
+  });
+
+  it('refuses a transition the state machine does not have, and changes nothing', () => {
+    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-2', to: 'discovered', cause: 'seen', actor: 'discovery' }));
+    expect(() => store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-2', to: 'revoked', cause: 'bad', actor: 'x' }))).toThrow(TransitionError);
+    expect(devices.get('mqtt:p-2')).toMatchObject({ state: 'discovered', revision: 1 });
+    expect(devices.events('mqtt:p-2')).toHaveLength(1);
+  });
+
+  it('refuses a change outside a transaction', () => {
+    expect(() => devices.apply({ protocol: 'mqtt', name: 'p-3', to: 'discovered', cause: 'seen', actor: 'discovery' })).toThrow(/inside a transaction/);
+  });
+
+  it('fills empty nameplate fields from announcements without overwriting the enrolled ones', () => {
+    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-4', to: 'pending', cause: 'r', actor: 'policy', patch: { nameplate: { manufacturer: 'Acme' } } }));
+    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-4', to: 'pending', cause: 'seen', actor: 'discovery', patch: { fillNameplate: { manufacturer: 'Spoof', model: 'M-1' } } }));
+    expect(devices.get('mqtt:p-4')!.nameplate).toEqual({ manufacturer: 'Acme', model: 'M-1' });
+  });
+
+  it('moves the revision on a presence change only', () => {
+    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-5', to: 'discovered', cause: 'seen', actor: 'discovery', patch: { online: true } }));
+    devices.touch('mqtt:p-5', true);
+    expect(devices.get('mqtt:p-5')!.revision).toBe(1);
+    devices.touch('mqtt:p-5', false);
+    expect(devices.get('mqtt:p-5')).toMatchObject({ revision: 2, online: false });
+  });
+});
+
+describe('rate limiter', () => {
+  it('allows a burst per device, then one per interval, and caps all devices together', () => {
+    let now = 0;
+    const limiter = new RateLimiter({ perDeviceBurst: 2, perDeviceIntervalMs: 1000, globalPerSecond: 3 }, () => now);
+    expect([limiter.take('a'), limiter.take('a'), limiter.take('a')]).toEqual(['ok', 'ok', 'device']);
+    expect(limiter.take('b')).toBe('ok');
+    expect(limiter.take('c')).toBe('global');
+    now = 1000;
+    expect([limiter.take('a'), limiter.take('a')]).toEqual(['ok', 'device']);
+  });
+});
