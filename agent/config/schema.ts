@@ -235,4 +235,5 @@ export const RESTART_ONLY_KEYS: readonly string[] = [
   'mqtt.provisioningPort',
   'mqtt.provisioningTls',
   'mqtt.mtlsPort',
+  'mqtt.maxPayloadBytes',
 ];

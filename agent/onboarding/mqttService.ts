@@ -47,6 +47,7 @@ export class MqttService implements Service, DeviceAccess {
   private timer: NodeJS.Timeout | undefined;
   private devices: DeviceRepository | undefined;
   private enrollments: EnrollmentRepository | undefined;
+  /** The mutual-TLS URL devices are told when mqtt.deviceBrokerUrl is empty. */
   private deviceUrl = '';
 
   constructor(private readonly deps: MqttServiceDeps) {
@@ -89,7 +90,7 @@ export class MqttService implements Service, DeviceAccess {
       });
       await mosquitto.sync().catch(() => undefined);
       gate = mosquitto;
-      this.deviceUrl = c.deviceBrokerUrl || c.brokerUrl;
+      this.deviceUrl = c.brokerUrl;
     } else {
       const identity = await this.brokerIdentity(stateDir);
       const embedded = (this.embedded = new EmbeddedBroker({
@@ -105,7 +106,7 @@ export class MqttService implements Service, DeviceAccess {
     await this.broker.start(new AbortController().signal);
     if (this.embedded) {
       const host = c.listenHost === '0.0.0.0' || c.listenHost === '::' ? hostname() : c.listenHost;
-      this.deviceUrl = c.deviceBrokerUrl || `mqtts://${isIP(host) === 6 ? `[${host}]` : host}:${this.embedded.addresses().mtls}`;
+      this.deviceUrl = `mqtts://${isIP(host) === 6 ? `[${host}]` : host}:${this.embedded.addresses().mtls}`;
     }
     const enrollment = (this.enrollment = new MqttEnrollment({
       log: log.child({ part: 'enrollment' }),
@@ -118,7 +119,7 @@ export class MqttService implements Service, DeviceAccess {
       ca,
       link: this.broker,
       gate,
-      brokerUrl: () => this.deviceUrl,
+      brokerUrl: () => this.config.mqtt.deviceBrokerUrl || this.deviceUrl,
     }));
     const discovery = new MqttDiscovery({ log: log.child({ part: 'discovery' }), metrics, config: () => this.config.mqtt, store: () => store, devices: () => devices });
     await this.broker.subscribe(enrollment.filters(), (m) => enrollment.receive(m));

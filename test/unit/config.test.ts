@@ -59,8 +59,8 @@ describe('loadConfig', () => {
   const cases: { name: string; yaml: string; env?: NodeJS.ProcessEnv; expected: { path: string; message: RegExp; line?: number; hint?: RegExp }[] }[] = [
     {
       name: 'an unknown top-level section, with the allowed ones as hint',
-      yaml: 'agent: {}\nmqtt:\n  url: x\n',
-      expected: [{ path: 'mqtt', message: /^unknown key$/, line: 2, hint: /allowed here: agent, log, store, http, ca, lifecycle/ }],
+      yaml: 'agent: {}\ncmms:\n  url: x\n',
+      expected: [{ path: 'cmms', message: /^unknown key$/, line: 2, hint: /allowed here: agent, log, store, http, ca, mqtt, lifecycle/ }],
     },
     {
       name: 'a misspelt key, with a suggestion',

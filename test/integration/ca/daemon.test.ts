@@ -58,7 +58,8 @@ describe('the CA inside the daemon', () => {
     expect(after.ok).toBe(false);
     expect(after.stdout + after.stderr).toContain('certificate revoked');
 
-    const list = JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout) as { serial: string; status: string }[];
+    // The embedded broker's own broker-server certificate is in the list too.
+    const list = (JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout) as { serial: string; status: string; profile: string }[]).filter((c) => c.profile !== 'broker-server');
     expect(list).toEqual([expect.objectContaining({ serial, status: 'revoked' })]);
     d.kill('SIGTERM');
     expect((await d.exited).code).toBe(0);
@@ -98,7 +99,8 @@ describe('the CA inside the daemon', () => {
     const p12 = await runCli(['ca', 'issue', '--profile', 'agent-client', '--id', 'hmi-9', '--generate-key', '--key-type', 'rsa-2048', '--out', join(tmp.dir, 'hmi'), '--p12', '--p12-passphrase-file', join(tmp.dir, 'short-pass'), '--config', config], { env });
     expect(p12.code).toBe(64);
     expect(p12.stderr).toContain('at least 8 characters');
-    expect(JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout)).toEqual([]);
+    const issued = JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout) as { profile: string }[];
+    expect(issued.filter((c) => c.profile !== 'broker-server')).toEqual([]);
 
     const cliWrong = await runCli(['ca', 'status', '--config', config]);
     expect(cliWrong.code).toBe(0); // status reads certificates only: no passphrase needed

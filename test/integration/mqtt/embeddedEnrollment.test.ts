@@ -55,7 +55,7 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
       [
         'agent:', '  id: gw-e2e', `  dataDir: ${join(tmp.dir, 'data')}`, '  heartbeatIntervalMs: 200',
         'http:', '  port: 0',
-        'mqtt:', `  provisioningPort: ${ports.provisioning}`, `  mtlsPort: ${ports.mtls}`, '  actionPollMs: 100',
+        'mqtt:', '  actionPollMs: 100',
         '  policy:', '    rules:',
         '      - { kind: token, action: approve }',
         "      - { kind: allowlist, manufacturer: 'Evil*', action: reject }",
@@ -63,7 +63,8 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
         '',
       ].join('\n'),
     );
-    daemon = Daemon.start(config);
+    // Ports through the environment: the test helpers default them to 0 there, which would override the file.
+    daemon = Daemon.start(config, { env: { EDGE_AGENT_MQTT_PROVISIONING_PORT: String(ports.provisioning), EDGE_AGENT_MQTT_MTLS_PORT: String(ports.mtls) } });
     base = await daemon.ready();
     cafile = join(tmp.dir, 'ca.pem');
     writeFileSync(cafile, await (await fetch(`${base}/ca/chain`)).text());

@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -108,8 +109,9 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
     expect(revoke.stdout).toContain('revoked');
     await daemon.waitForLog((l) => l.msg === 'Mosquitto ACL rewritten and reloaded' && String(l.why).includes('pump-5'));
     const denied = await runMqtt5Publish(device('pump-5'), 'devices/pump-5/x', 'after');
-    // Mosquitto answers a denied MQTT 5 publish with "not authorised" or by closing the connection.
-    expect(denied).toMatch(/not authori[sz]ed|connection was lost/i);
+    // Mosquitto refuses the MQTT 5 publish (not authorised) and closes the connection; how the
+    // client words it varies with timing. That nothing arrives is checked on the watcher below.
+    expect(denied.code, denied.output).not.toBe(0);
     expect((await publish(ports.mtls, device('pump-6'), 'devices/pump-6/x', 'other')).code).toBe(0);
     expect((await publish(ports.mtls, device('pump-6'), 'devices/pump-6/x', 'other-2')).code).toBe(0);
     expect(await watcher.done).toEqual(['devices/pump-5/x before', 'devices/pump-6/x other', 'devices/pump-6/x other-2']);
@@ -121,11 +123,10 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
     expect((await publish(ports.mtls, device('pump-6'), 'devices/pump-6/x', 'again')).code).toBe(0);
   });
 
-  async function runMqtt5Publish(tls: { cafile: string; cert: string; key: string }, topic: string, message: string): Promise<string> {
-    const { execFile } = await import('node:child_process');
+  function runMqtt5Publish(tls: { cafile: string; cert: string; key: string }, topic: string, message: string): Promise<{ code: number; output: string }> {
     return new Promise((resolve) =>
-      execFile('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(ports.mtls), '--cafile', tls.cafile, '--cert', tls.cert, '--key', tls.key, '-V', '5', '-q', '1', '-t', topic, '-m', message], { timeout: 10_000 }, (_e, stdout, stderr) =>
-        resolve(stdout + stderr),
+      execFile('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(ports.mtls), '--cafile', tls.cafile, '--cert', tls.cert, '--key', tls.key, '-V', '5', '-q', '1', '-t', topic, '-m', message], { timeout: 10_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, output: stdout + stderr }),
       ),
     );
   }

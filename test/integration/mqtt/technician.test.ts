@@ -19,7 +19,7 @@ describe('technician decisions and restarts (embedded broker)', () => {
   const cli = (...args: string[]) => runCli([...args, '--config', config]);
   const enroll = (name: string, payload: Record<string, unknown>) => requestOnce(port, cafile, name, payload, { v5: false });
   const start = async () => {
-    daemon = Daemon.start(config);
+    daemon = Daemon.start(config, { env: { EDGE_AGENT_MQTT_PROVISIONING_PORT: String(port) } });
     const base = await daemon.ready();
     writeFileSync(cafile, await (await fetch(`${base}/ca/chain`)).text());
   };
@@ -32,7 +32,7 @@ describe('technician decisions and restarts (embedded broker)', () => {
     tmp = tempDir();
     port = await freePort();
     cafile = join(tmp.dir, 'ca.pem');
-    config = writeConfig(tmp.dir, ['agent:', '  id: gw-tech', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', `  provisioningPort: ${port}`, '  mtlsPort: 0', '  actionPollMs: 100', ''].join('\n'));
+    config = writeConfig(tmp.dir, ['agent:', '  id: gw-tech', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', '  actionPollMs: 100', ''].join('\n'));
     await start();
   }, 60_000);
   afterAll(async () => {
