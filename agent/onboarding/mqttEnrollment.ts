@@ -316,7 +316,10 @@ export class MqttEnrollment {
     if (r.status === 'issued' && r.certificateSerial) {
       const cert = this.deps.ca.certificate(r.certificateSerial);
       if (!cert) return { requestId: r.requestId, status: 'rejected', reason: 'the certificate issued for this request is not on record' };
-      if (cert.record.status === 'revoked') return { requestId: r.requestId, status: 'rejected', reason: `certificate ${r.certificateSerial} was revoked` };
+      if (cert.record.status !== 'valid') {
+        const why = cert.record.status === 'revoked' ? 'was revoked' : 'was superseded by a later certificate; use that one or send a new request';
+        return { requestId: r.requestId, status: 'rejected', reason: `certificate ${r.certificateSerial} ${why}` };
+      }
       return { requestId: r.requestId, status: 'issued', certificate: cert.record.pem, caChain: cert.chain, brokerUrl: this.deps.brokerUrl() };
     }
     if (r.status === 'rejected') return { requestId: r.requestId, status: 'rejected', reason: r.reason };

@@ -85,13 +85,13 @@ export function limitPackets(socket: Socket, maxRemainingLength: number, onExcee
       callback();
     },
     destroy(error, callback) {
-      // aedes destroys the connection right after writing a refusing CONNACK:
-      // let bytes still queued leave first, but never wait long for a peer that does not read.
-      if (socket.writableLength === 0) socket.destroy();
-      else {
-        socket.end();
-        setTimeout(() => socket.destroy(), 1000).unref();
-      }
+      // aedes destroys the connection after a DISCONNECT and right after a
+      // refusing CONNACK. Close gracefully (TLS close_notify, FIN) so queued
+      // bytes leave and the peer sees an orderly close rather than a reset,
+      // but never wait long for a peer that does not read.
+      if (socket.destroyed) return callback(error);
+      socket.end();
+      setTimeout(() => socket.destroy(), 1000).unref();
       callback(error);
     },
   });

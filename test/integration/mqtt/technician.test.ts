@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '../../../agent/store/database.js';
+import { simulateDevices } from '../../../scripts/simulate/mqttDevices.js';
 import { DeviceRepository } from '../../../agent/store/deviceRepository.js';
 import { EnrollmentRepository } from '../../../agent/store/enrollmentRepository.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
@@ -69,6 +70,14 @@ describe('technician decisions and restarts (embedded broker)', () => {
     expect(queued.stdout).toMatch(/queued .*daemon is not running/);
     await start();
     expect((await enroll('valve-2', request)).answer?.status).toBe('issued');
+  });
+
+  it('enrolls a batch of simulated devices end to end (scripts/simulate/mqtt-devices)', async () => {
+    const token = (JSON.parse((await cli('devices', 'token', 'create', '--uses', '20', '--json')).stdout) as { token: string }).token;
+    const result = await simulateDevices({ provisioningUrl: `mqtts://127.0.0.1:${port}`, caFile: cafile, count: 20, concurrency: 5, token, idPrefix: 'sim-' });
+    expect(result.devices.filter((d) => d.status !== 'issued').map((d) => `${d.id} ${d.status} ${d.reason}`)).toEqual([]);
+    const listed = JSON.parse((await cli('devices', 'list', '--state', 'provisioned', '--json')).stdout) as { name: string }[];
+    expect(listed.filter((d) => d.name.startsWith('sim-'))).toHaveLength(20);
   });
 
   it('issues at start for a request approved before a crash, once', async () => {
