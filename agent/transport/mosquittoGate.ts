@@ -21,7 +21,8 @@ export interface MosquittoGateDeps {
  * rewrites acl-devices with a deny entry per cut-off identity, copies the
  * current CRL next to it (read at Mosquitto's next start), and has Mosquitto
  * reread its ACLs (SIGHUP to mqtt.mosquittoPidFile, or
- * mqtt.mosquittoReloadCommand). Rewrites are serialised; each one writes the
+ * mqtt.mosquittoReloadCommand, or, with neither, a systemd path unit that
+ * watches the file). Rewrites are serialised; each one writes the
  * whole current set, so a lost or repeated one is repaired by the next.
  */
 export class MosquittoGate implements AccessGate {
@@ -30,7 +31,7 @@ export class MosquittoGate implements AccessGate {
   private readonly reloads: Counter<'result'>;
 
   constructor(private readonly deps: MosquittoGateDeps) {
-    this.reloads = new Counter({ name: 'edge_agent_mosquitto_acl_reloads_total', help: 'ACL rewrites signalled to Mosquitto, by result: ok, failed, not_configured', labelNames: ['result'], registers: [deps.metrics.registry] });
+    this.reloads = new Counter({ name: 'edge_agent_mosquitto_acl_reloads_total', help: 'ACL rewrites for Mosquitto, by result: ok (reload signalled), file_only (left to a watcher), failed, not_configured', labelNames: ['result'], registers: [deps.metrics.registry] });
   }
 
   /** Writes the current set at start, so the files match the inventory after any restart. */
@@ -64,6 +65,12 @@ export class MosquittoGate implements AccessGate {
     writeFileAtomic(join(o.dir, 'acl-devices'), devicesAcl(o.agentId, o.topicPrefix, identities), 0o644);
     if (existsSync(o.crlFile) && o.crlFile !== join(o.dir, 'crl.pem')) writeFileAtomic(join(o.dir, 'crl.pem'), readFileSync(o.crlFile), 0o644);
     this.written = new Set(identities);
+    if (o.pidFile === '' && o.reloadCommand === '') {
+      // A systemd path unit (config/edge-agent-mosquitto-reload.path) watches the file and reloads Mosquitto.
+      this.reloads.inc({ result: 'file_only' });
+      this.deps.log.info({ why, cutOff: identities.length }, 'Mosquitto ACL rewritten; its reload is left to a watcher of the file');
+      return;
+    }
     try {
       await this.signal(o);
       this.reloads.inc({ result: 'ok' });
@@ -84,7 +91,6 @@ export class MosquittoGate implements AccessGate {
       );
       return;
     }
-    if (o.pidFile === '') throw new Error('neither mqtt.mosquittoPidFile nor mqtt.mosquittoReloadCommand is set');
     const pid = Number(readFileSync(o.pidFile, 'utf8').trim());
     if (!Number.isInteger(pid) || pid <= 1) throw new Error(`${o.pidFile} does not hold a process id`);
     process.kill(pid, 'SIGHUP');

@@ -42,6 +42,15 @@ describe('scripts/install-systemd.sh (staged with --root)', () => {
     expect(verify.stderr).toBe('');
   });
 
+  it('ships a path unit that reloads Mosquitto when the agent rewrites its ACL, which systemd-analyze accepts', async () => {
+    const path = join(REPO, 'config/edge-agent-mosquitto-reload.path');
+    const service = join(REPO, 'config/edge-agent-mosquitto-reload.service');
+    expect(readFileSync(path, 'utf8')).toContain('\nPathChanged=/etc/mosquitto/edge-agent/acl-devices\n');
+    expect(readFileSync(service, 'utf8')).toContain('\nExecStart=/bin/systemctl reload mosquitto.service\n');
+    const verify = await run('systemd-analyze', ['verify', path, service]).catch((e: { stderr: string }) => e);
+    expect(verify.stderr).toBe('');
+  });
+
   it('installs a runnable agent whose configuration is valid and keeps its data in /var/lib/edge-agent', async () => {
     const main = join(tmp.dir, 'opt/edge-agent/dist/agent/main.js');
     const conf = join(tmp.dir, 'etc/edge-agent/edge-agent.yaml');
