@@ -20,7 +20,8 @@ RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 FROM node:22-slim
 ENV NODE_ENV=production \
     EDGE_AGENT_AGENT_DATA_DIR=/var/lib/edge-agent \
-    EDGE_AGENT_HTTP_HOST=0.0.0.0
+    EDGE_AGENT_HTTP_HOST=0.0.0.0 \
+    EDGE_AGENT_MQTT_LISTEN_HOST=0.0.0.0
 RUN groupadd --system edge-agent \
  && useradd --system --gid edge-agent --home-dir /var/lib/edge-agent --shell /usr/sbin/nologin edge-agent \
  && mkdir -p /var/lib/edge-agent \
@@ -35,10 +36,11 @@ COPY README.md ./
 COPY docs ./docs
 USER edge-agent
 VOLUME ["/var/lib/edge-agent"]
-EXPOSE 8470
-# The listener binds 0.0.0.0 inside the container so that the port can be
-# published; publish it on the host's loopback (-p 127.0.0.1:8470:8470)
-# unless the network in front of the gateway is trusted.
+EXPOSE 8470 8883 8884
+# The listeners bind 0.0.0.0 inside the container so that the ports can be
+# published. Publish 8470 on the host's loopback (-p 127.0.0.1:8470:8470)
+# unless the network in front of the gateway is trusted; 8883 (MQTT
+# provisioning, TLS) and 8884 (MQTT mutual TLS) are for the devices.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8470/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 STOPSIGNAL SIGTERM
