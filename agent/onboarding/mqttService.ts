@@ -99,6 +99,14 @@ export class MqttService implements Service, DeviceAccess {
         options: { host: c.listenHost, provisioningPort: c.provisioningPort, provisioningTls: c.provisioningTls, mtlsPort: c.mtlsPort, topicPrefix: c.topicPrefix, maxPayloadBytes: c.maxPayloadBytes },
         tls: () => identity,
         access: this,
+        presence: (identity, online) => {
+          try {
+            const device = devices.byName('mqtt', identity);
+            if (device) devices.touch(device.id, online);
+          } catch (err) {
+            log.warn({ err, identity, online }, 'device presence could not be recorded');
+          }
+        },
       }));
       this.broker = embedded;
       gate = { cutOff: async (id) => void embedded.disconnectIdentity(id), restore: async () => undefined };

@@ -29,6 +29,8 @@ export interface EmbeddedBrokerDeps {
   /** Called at start(): PEM of the broker-server key, its certificate followed by the issuing CA, and the trust bundle (CA certificates) client certificates must chain to. */
   tls: () => { key: string; cert: string; ca: string };
   access: DeviceAccess;
+  /** Told when a device identity gets its first, or loses its last, mutual-TLS connection. */
+  presence?: (identity: string, online: boolean) => void;
 }
 
 /** One accepted connection, keyed by the stream aedes sees as `client.conn`. */
@@ -208,11 +210,17 @@ export class EmbeddedBroker implements Service, BrokerLink {
   private countClient(client: Client, connected: boolean): void {
     if (connected) this.registered.add(client);
     else if (!this.registered.delete(client)) return;
-    const listener = this.connectionOf(client)?.listener;
+    const conn = this.connectionOf(client);
+    const listener = conn?.listener;
     if (!listener) return;
     // Counted from the set rather than inc/dec, so that a disconnect reported after stop() cannot drive it negative.
     const count = [...this.registered].filter((c) => this.connectionOf(c)?.listener === listener).length;
     this.metrics.connectedClients.set({ listener }, count);
+    if (listener === 'mtls' && conn.id !== undefined && this.deps.presence) {
+      const id = conn.id;
+      const others = [...this.registered].some((c) => c !== client && this.connectionOf(c)?.listener === 'mtls' && this.connectionOf(c)?.id === id);
+      if (!others) this.deps.presence(id, connected);
+    }
   }
 
   private accept(listener: ListenerName, socket: Socket): void {

@@ -88,8 +88,9 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     const pub = await publish(ports.mtls, { cafile, cert: join(tmp.dir, 'dev-1.crt'), key: join(tmp.dir, 'dev-1.key') }, 'devices/dev-1/temperature', '21.5');
     expect(pub.code, pub.output).toBe(0);
     expect(await got).toBe('21.5');
+    expect((await show('dev-1'))?.device).toMatchObject({ state: 'provisioned', online: true });
     await listener.endAsync();
-    expect((await show('dev-1'))?.device.state).toBe('provisioned');
+    await waitFor(async () => (await show('dev-1'))?.device.online === false);
   });
 
   it('answers the same request again with the same certificate, and issues no second one', async () => {
