@@ -116,6 +116,11 @@ export class CaService implements Service {
     return this.repository?.current(profile, identity);
   }
 
+  /** Identities of a profile whose certificates are all revoked (what the CRL refuses). */
+  revokedIdentities(profile: ProfileName): string[] {
+    return this.repository?.revokedIdentities(profile) ?? [];
+  }
+
   async issue(request: IssueRequest): Promise<IssuedCertificate> {
     const issued = await this.ca().issue(request);
     if (!issued.repeated) {

@@ -45,7 +45,7 @@ type ActionResult = { action: DeviceAction; waited: boolean; daemonRunning: bool
  * Queues a technician's decision for the daemon (which alone holds the CA key
  * and the broker) and waits for its outcome while the daemon runs.
  */
-async function queueAction(config: Config, ref: string, kind: DeviceActionKind, o: { reason?: string; actor?: string; wait: string }): Promise<ActionResult> {
+async function queueAction(config: Config, ref: string, kind: DeviceActionKind, o: { reason?: string; actor?: string; wait: string; request?: string }): Promise<ActionResult> {
   const id = deviceId(ref);
   const waitMs = Number(o.wait) * 1000;
   if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 3_600_000) throw new UsageError('--wait takes seconds from 0 to 3600');
@@ -54,7 +54,8 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
     if (!device) throw new UsageError(`no device ${id} in the inventory (see edge-agent devices list)`);
     const actions = new ActionRepository(store);
     const actor = o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli';
-    let action = actions.enqueue(id, kind, actor, o.reason ?? '');
+    if (o.request !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(o.request)) throw new UsageError(`--request takes a request id (see edge-agent devices show ${ref})`);
+    let action = actions.enqueue(id, kind, actor, o.reason ?? '', o.request);
     const running = daemonRunning(config.agent.dataDir);
     const deadline = Date.now() + waitMs;
     while (running && !action.doneAt && Date.now() < deadline) {
@@ -96,14 +97,14 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           const pending = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
           return { device, pendingRequests: pending, history: new DeviceRepository(store).events(id) };
         }),
-      (r: { device: Device; pendingRequests: { requestId: string; reason: string }[]; history: { at: Date; from?: string; to: string; cause: string; actor: string }[] }) =>
+      (r: { device: Device; pendingRequests: { requestId: string; reason: string; spkiSha256: string; receivedAt: Date }[]; history: { at: Date; from?: string; to: string; cause: string; actor: string }[] }) =>
         [
           `${r.device.id}: ${r.device.state}${r.device.blocked ? ' (blocked by a technician)' : ''}${r.device.online ? ', online' : ''}`,
           ...Object.entries(r.device.nameplate).map(([k, v]) => `  ${k}: ${v}`),
           r.device.certificateSerial ? `  certificate: ${r.device.certificateSerial}` : '',
           r.device.reason ? `  reason: ${r.device.reason}` : '',
           `  first seen ${r.device.firstSeen.toISOString()}, last seen ${r.device.lastSeen.toISOString()}, revision ${r.device.revision}`,
-          ...r.pendingRequests.map((p) => `  waiting: request ${p.requestId} (${p.reason})`),
+          ...r.pendingRequests.map((p) => `  waiting: request ${p.requestId}, key SHA-256 ${p.spkiSha256}, received ${p.receivedAt.toISOString()} (${p.reason})`),
           'history:',
           ...r.history.map((e) => `  ${e.at.toISOString()}  ${e.from ?? '(new)'} -> ${e.to}  ${e.actor}: ${e.cause}`),
           '',
@@ -118,15 +119,15 @@ export function registerDeviceCommands(program: Command, result: { code: number 
     ['decommission', 'retire the device for good: revoke its certificate, refuse its requests'],
   ];
   for (const [kind, description] of decisions) {
-    common(
-      devices
-        .command(kind)
-        .description(description)
-        .argument('<device>', 'device id, such as pump-7 or mqtt:pump-7')
-        .option('--reason <text>', 'why (recorded in the audit)')
-        .option('--actor <name>', 'who decides (default: $SUDO_USER, $USER)')
-        .option('--wait <seconds>', 'how long to wait for the running daemon to carry it out', '15'),
-    ).action(async (ref: string, o: Common & { reason?: string; actor?: string; wait: string }) => {
+    const command = devices
+      .command(kind)
+      .description(description)
+      .argument('<device>', 'device id, such as pump-7 or mqtt:pump-7')
+      .option('--reason <text>', 'why (recorded in the audit)')
+      .option('--actor <name>', 'who decides (default: $SUDO_USER, $USER)')
+      .option('--wait <seconds>', 'how long to wait for the running daemon to carry it out', '15');
+    if (kind === 'approve') command.option('--request <id>', 'the request to approve (devices show lists them with their key); needed when several wait with different keys');
+    common(command).action(async (ref: string, o: Common & { reason?: string; actor?: string; wait: string; request?: string }) => {
       result.code = await run(o, (config) => queueAction(config, ref, kind, o), actionText);
     });
   }

@@ -37,8 +37,9 @@ export interface Announcement {
   /**
    * Inventory name, always matching DEVICE_ID_PATTERN. Sparkplug node: the
    * edge node id; Sparkplug device: `${edgeNodeId}.${deviceId}`; Homie: the
-   * device id; Home Assistant: `device.identifiers[0]` when the payload has a
-   * string one (stable across the entities of one device), else the object_id.
+   * device id; Home Assistant: the node_id level of the topic, else the
+   * object_id (the level a broker ACL ties to the publisher; identifiers from
+   * the payload are kept in `details` only).
    * Names are unique within a source, not across sources, and not across
    * Sparkplug groups (the group is in `details`).
    */
@@ -231,10 +232,13 @@ function parseHomeAssistant(levels: string[], payload: Buffer, topic: string): A
   if (nodeId !== undefined) details.nodeId = nodeId;
   details.objectId = objectId;
 
-  // An empty config is HA's removal of the entity. The device identifiers went
-  // with the payload, so the name is the object_id; `details` lets the caller
-  // map it back to the device it announced.
-  if (payload.length === 0) return { source: 'homeassistant', name: objectId, online: false, nameplate: {}, details };
+  // The name is the topic level right after the component (the node_id, or
+  // the object_id when there is none): that is the level a broker's ACL ties
+  // to the publisher, so a device cannot announce under another's name. The
+  // payload's device.identifiers only go into the details.
+  const name = nodeId ?? objectId;
+  // An empty config is HA's removal of the entity.
+  if (payload.length === 0) return { source: 'homeassistant', name, online: false, nameplate: {}, details };
 
   const config = parseJsonObject(utf8(payload, topic), topic);
   const device = asRecord(config.device) ?? asRecord(config.dev) ?? {};
@@ -244,12 +248,8 @@ function parseHomeAssistant(levels: string[], payload: Buffer, topic: string): A
     if (text !== undefined) nameplate[field] = text;
   }
   const ids = device.identifiers ?? device.ids;
-  const identifier = Array.isArray(ids) ? (ids[0] as unknown) : ids;
-  let name = objectId;
-  if (typeof identifier === 'string') {
-    if (!DEVICE_ID_PATTERN.test(identifier)) throw badId(topic, 'Home Assistant device.identifiers[0]', identifier, INVENTORY_RULE);
-    name = identifier;
-  }
+  const identifier = cleanText(Array.isArray(ids) ? (ids[0] as unknown) : ids);
+  if (identifier !== undefined) details.identifier = identifier;
   return { source: 'homeassistant', name, online: true, nameplate, details };
 }
 

@@ -1,9 +1,10 @@
 import type { CaService } from '../ca/caService.js';
+import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
 import type { ActionRepository, DeviceAction } from '../store/actionRepository.js';
 import type { Store } from '../store/database.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
-import type { EnrollmentRepository } from '../store/enrollmentRepository.js';
+import type { EnrollmentRepository, EnrollmentRequest } from '../store/enrollmentRepository.js';
 import type { AccessGate, MqttEnrollment } from './mqttEnrollment.js';
 
 export interface DeviceActionsDeps {
@@ -21,9 +22,11 @@ export class ActionRefused extends Error {}
 
 /**
  * Carries out technicians' decisions queued in device_actions (by the CLI
- * now, the local API later), one at a time, in order. Each outcome is
- * recorded on the action; a refused action (say, approving a device that has
- * nothing to approve) is an outcome too, not a crash.
+ * now, the local API later), in order, each under the device's lock so it
+ * never interleaves with an enrollment of the same device. An action that
+ * finds its work already done (it ran before a crash, before its outcome was
+ * recorded) reports that outcome again; one that does not apply is refused
+ * with the reason.
  */
 export class DeviceActions {
   private running: Promise<void> | undefined;
@@ -40,8 +43,9 @@ export class DeviceActions {
     for (const action of this.deps.actions.open()) {
       let outcome: string;
       let error: string | undefined;
+      const name = action.deviceId.slice(action.deviceId.indexOf(':') + 1);
       try {
-        outcome = await this.apply(action);
+        outcome = await this.deps.enrollment.locks.run(name, () => this.apply(action));
       } catch (err) {
         outcome = 'refused';
         error = (err as Error).message;
@@ -53,69 +57,100 @@ export class DeviceActions {
   }
 
   private async apply(a: DeviceAction): Promise<string> {
-    const { devices, enrollments, store } = this.deps;
-    const device = devices.get(a.deviceId);
+    const device = this.deps.devices.get(a.deviceId);
     if (!device) throw new ActionRefused(`no device ${a.deviceId} in the inventory`);
     if (device.protocol !== 'mqtt') throw new ActionRefused(`${a.action} of ${device.protocol} devices is not available yet`);
-    const actor = `technician:${a.actor}`;
-    const pending = enrollments.withStatus('pending', device.id);
+    if (a.action === 'approve') return this.approve(a, device);
+    if (a.action === 'reject') return this.reject(a, device);
+    return this.revoke(a, device);
+  }
+
+  private open(device: Device): EnrollmentRequest[] {
+    return [...this.deps.enrollments.withStatus('pending', device.id), ...this.deps.enrollments.withStatus('approved', device.id)];
+  }
+
+  private async approve(a: DeviceAction, device: Device): Promise<string> {
+    const { devices, enrollments, store } = this.deps;
     const why = a.reason ? `: ${a.reason}` : '';
-
-    if (a.action === 'approve') {
-      if (device.state === 'decommissioned') throw new ActionRefused(`${device.id} is decommissioned`);
-      const latest = pending.at(-1);
-      if (!latest) {
-        if (device.state === 'provisioned') throw new ActionRefused(`${device.id} is provisioned and has no request waiting`);
-        store.durable(() =>
-          devices.apply({ protocol: 'mqtt', name: device.name, to: device.state, cause: `approved in advance by ${a.actor}${why}`, actor, patch: { preapproved: true, blocked: false } }),
-        );
-        return 'preapproved';
-      }
-      store.transaction(() => {
-        for (const older of pending.slice(0, -1)) enrollments.decide(device.id, older.requestId, 'rejected', 'superseded by a later request of the same device', actor);
-        enrollments.decide(device.id, latest.requestId, 'approved', `approved by ${a.actor}${why}`, 'technician');
-        devices.apply({ protocol: 'mqtt', name: device.name, to: device.state === 'provisioned' ? 'provisioned' : 'pending', cause: `request ${latest.requestId} approved by ${a.actor}${why}`, actor, patch: { blocked: false } });
-      });
-      for (const older of pending.slice(0, -1)) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, older.requestId)!);
-      await this.deps.enrollment.issue(enrollments.get(device.id, latest.requestId)!);
-      return 'issued';
+    if (device.state === 'decommissioned') throw new ActionRefused(`${device.id} is decommissioned`);
+    const pending = enrollments.withStatus('pending', device.id);
+    let chosen: EnrollmentRequest | undefined;
+    if (a.requestId !== undefined) {
+      chosen = enrollments.get(device.id, a.requestId);
+      if (!chosen) throw new ActionRefused(`${device.id} has no request ${a.requestId}`);
+      if (chosen.status === 'issued' && chosen.decidedBy === 'technician') return 'issued';
+      if (chosen.status !== 'pending') throw new ActionRefused(`request ${a.requestId} of ${device.id} is ${chosen.status}, not waiting`);
+    } else if (pending.length > 0) {
+      const keys = new Set(pending.map((r) => r.spkiSha256));
+      // Anyone can send a request under any id: approving "the latest" could certify a key slipped in after the technician looked.
+      if (keys.size > 1) throw new ActionRefused(`${device.id} has ${pending.length} requests waiting with different keys; choose one with --request (edge-agent devices show ${device.name})`);
+      chosen = pending.at(-1);
     }
-
-    if (a.action === 'reject') {
-      if (device.state === 'provisioned' && pending.length === 0) throw new ActionRefused(`${device.id} is provisioned; revoke it instead`);
-      if (device.state === 'decommissioned') throw new ActionRefused(`${device.id} is decommissioned`);
-      const reason = `rejected by ${a.actor}${why}`;
-      store.durable(() => {
-        for (const r of pending) enrollments.decide(device.id, r.requestId, 'rejected', reason, actor);
-        const to = device.state === 'provisioned' || device.state === 'revoked' ? device.state : 'rejected';
-        devices.apply({ protocol: 'mqtt', name: device.name, to, cause: reason, actor, patch: { blocked: true, preapproved: false, reason } });
-      });
-      for (const r of pending) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
-      return 'rejected';
+    if (!chosen) {
+      if (device.preapproved) return 'preapproved';
+      const last = enrollments.withStatus('issued', device.id).at(-1);
+      if (device.state === 'provisioned' && last?.decidedBy === 'technician' && last.decidedAt !== undefined && last.decidedAt >= a.requestedAt) return 'issued';
+      if (device.state === 'provisioned') throw new ActionRefused(`${device.id} is provisioned and has no request waiting`);
+      store.durable(() =>
+        devices.apply({ protocol: 'mqtt', name: device.name, to: device.state, cause: `approved in advance by ${a.actor}${why}`, actor: `technician:${a.actor}`, patch: { preapproved: true, blocked: false } }),
+      );
+      return 'preapproved';
     }
-
-    // revoke, decommission
-    if (a.action === 'revoke' && device.state !== 'provisioned') throw new ActionRefused(`${device.id} is ${device.state}, not provisioned`);
-    if (device.state === 'decommissioned') throw new ActionRefused(`${device.id} is already decommissioned`);
-    const serial = device.certificateSerial;
-    const certificate = serial ? this.deps.ca.certificate(serial) : undefined;
-    // The revocation is durable (and the CRL rewritten) before the device state says so.
-    if (certificate && certificate.record.status === 'valid') this.deps.ca.revoke(certificate.record.serial, a.action === 'revoke' ? 'unspecified' : 'cessationOfOperation');
-    const reason = `${a.action === 'revoke' ? 'revoked' : 'decommissioned'} by ${a.actor}${why}`;
+    const others = pending.filter((r) => r.requestId !== chosen.requestId);
     store.durable(() => {
-      for (const r of pending) enrollments.decide(device.id, r.requestId, 'rejected', reason, actor);
-      devices.apply({
-        protocol: 'mqtt',
-        name: device.name,
-        to: a.action === 'revoke' ? 'revoked' : 'decommissioned',
-        cause: reason,
-        actor,
-        details: serial ? { serial } : {},
-        patch: { blocked: true, preapproved: false, reason },
-      });
+      for (const r of others) enrollments.decide(device.id, r.requestId, 'rejected', `not approved: the technician approved request ${chosen.requestId}`, `technician:${a.actor}`);
+      enrollments.decide(device.id, chosen.requestId, 'approved', `approved by ${a.actor}${why}`, 'technician');
+      const to = device.state === 'provisioned' || device.state === 'revoked' ? device.state : 'pending';
+      devices.apply({ protocol: 'mqtt', name: device.name, to, cause: `request ${chosen.requestId} approved by ${a.actor}${why}`, actor: `technician:${a.actor}`, details: { spkiSha256: chosen.spkiSha256 }, patch: { blocked: false } });
     });
-    await this.deps.gate.cutOff(device.name);
-    for (const r of pending) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
-    return a.action === 'revoke' ? 'revoked' : 'decommissioned';
+    for (const r of others) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
+    await this.deps.enrollment.issue(enrollments.get(device.id, chosen.requestId)!);
+    const after = enrollments.get(device.id, chosen.requestId)!;
+    if (after.status !== 'issued') throw new ActionRefused(`request ${chosen.requestId} was approved but the CA refused it: ${after.reason}`);
+    return 'issued';
+  }
+
+  private async reject(a: DeviceAction, device: Device): Promise<string> {
+    const { devices, enrollments, store } = this.deps;
+    const open = this.open(device);
+    if (device.state === 'decommissioned') throw new ActionRefused(`${device.id} is decommissioned`);
+    if (open.length === 0 && device.state === 'rejected' && device.blocked) return 'rejected';
+    if (device.state === 'provisioned' && open.length === 0) throw new ActionRefused(`${device.id} is provisioned and has no request waiting; revoke it instead`);
+    const reason = `rejected by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`;
+    store.durable(() => {
+      for (const r of open) enrollments.decide(device.id, r.requestId, 'rejected', reason, `technician:${a.actor}`);
+      // A provisioned device keeps its certificate and its access; only its waiting request is refused.
+      const settled = device.state === 'provisioned' || device.state === 'revoked';
+      devices.apply({ protocol: 'mqtt', name: device.name, to: settled ? device.state : 'rejected', cause: reason, actor: `technician:${a.actor}`, patch: { blocked: true, preapproved: false, ...(settled ? {} : { reason }) } });
+    });
+    for (const r of open) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
+    return 'rejected';
+  }
+
+  /** revoke and decommission: every valid certificate of the identity is revoked before the state says so. */
+  private async revoke(a: DeviceAction, device: Device): Promise<string> {
+    const { devices, enrollments, store, ca } = this.deps;
+    const kind = a.action as 'revoke' | 'decommission';
+    const done = kind === 'revoke' ? 'revoked' : 'decommissioned';
+    if (device.state === done) return done;
+    if (device.state === 'decommissioned') throw new ActionRefused(`${device.id} is decommissioned`);
+    if (kind === 'revoke' && device.state !== 'provisioned') throw new ActionRefused(`${device.id} is ${device.state}, not provisioned`);
+    const current = ca.current('mqtt-device', device.name);
+    if (current) ca.revoke(current.serial, kind === 'revoke' ? 'unspecified' : 'cessationOfOperation');
+    const open = this.open(device);
+    const reason = `${done} by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`;
+    store.durable(() => {
+      for (const r of open) enrollments.decide(device.id, r.requestId, 'rejected', reason, `technician:${a.actor}`);
+      devices.apply({ protocol: 'mqtt', name: device.name, to: done, cause: reason, actor: `technician:${a.actor}`, details: current ? { serial: current.serial } : {}, patch: { blocked: true, preapproved: false, reason } });
+    });
+    for (const r of open) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
+    try {
+      await this.deps.gate.cutOff(device.name);
+    } catch (err) {
+      // The revocation stands (the CRL has it); the broker learns it at the next ACL rewrite or restart.
+      this.deps.log.error({ err, device: device.id }, 'the broker could not be told to cut the device off');
+      return `${done} (the broker could not be told at once: ${(err as Error).message})`;
+    }
+    return done;
   }
 }

@@ -12,8 +12,9 @@ import type { EnrollmentRepository, EnrollmentRequest } from '../store/enrollmen
 import type { Store } from '../store/database.js';
 import type { BrokerLink, InboundMessage } from '../transport/types.js';
 import type { EnrollmentPolicy } from './policy.js';
+import { DeviceLocks } from './deviceLocks.js';
 import { RateLimiter } from './rateLimiter.js';
-import { commonNameOf, parseRequest, RequestError, type EnrollmentRequestMessage } from './request.js';
+import { parseRequest, RequestError, type EnrollmentRequestMessage } from './request.js';
 
 export interface Answer {
   requestId: string | null;
@@ -43,6 +44,8 @@ export interface EnrollmentDeps {
   gate: AccessGate;
   /** The mutual-TLS URL devices are told to use. */
   brokerUrl: () => string;
+  /** Ids no device may enroll under: the agent's own (its CN on the broker), the broker's. */
+  reservedIds: () => string[];
 }
 
 interface Work {
@@ -51,6 +54,9 @@ interface Work {
 }
 
 const DEVICE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+/** A response topic may name no wildcard or NUL (an answer to `+`/`#` would make the broker drop the agent). */
+const RESPONSE_TOPIC = /^[^+#\u0000]{1,256}$/;
+const ANSWER_TIMEOUT_MS = 10_000;
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
 /**
@@ -63,7 +69,7 @@ const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('he
  */
 export class MqttEnrollment {
   private readonly queue: Work[] = [];
-  private readonly busy = new Set<string>();
+  readonly locks = new DeviceLocks();
   private active = 0;
   private readonly limiter: RateLimiter;
   private readonly requests: Counter<'outcome'>;
@@ -96,7 +102,10 @@ export class MqttEnrollment {
 
   /** Resumes requests approved before a crash or restart: they are issued (or found issued) and answered. */
   async resume(): Promise<void> {
-    for (const r of this.deps.enrollments().withStatus('approved')) await this.issue(r);
+    for (const r of this.deps.enrollments().withStatus('approved')) {
+      const name = r.deviceId.slice('mqtt:'.length);
+      await this.locks.run(name, () => this.issue(r)).catch((err: unknown) => this.deps.log.error({ err, device: name, requestId: r.requestId }, 'approved request could not be resumed'));
+    }
   }
 
   /** Takes one message from the broker; never throws. */
@@ -130,16 +139,15 @@ export class MqttEnrollment {
   private pump(): void {
     const { workers } = this.deps.config().limits;
     while (this.active < workers) {
-      const index = this.queue.findIndex((w) => !this.busy.has(w.name));
+      const index = this.queue.findIndex((w) => !this.locks.isBusy(w.name));
       if (index < 0) break;
       const [work] = this.queue.splice(index, 1);
       this.active += 1;
-      this.busy.add(work!.name);
-      void this.handle(work!)
+      void this.locks
+        .run(work!.name, () => this.handle(work!))
         .catch((err: unknown) => this.deps.log.error({ err, device: work!.name }, 'enrollment request failed'))
         .finally(() => {
           this.active -= 1;
-          this.busy.delete(work!.name);
           this.pump();
           if (this.active === 0 && this.queue.length === 0) this.idle?.();
         });
@@ -151,8 +159,10 @@ export class MqttEnrollment {
     const defaultTopic = `${topicPrefix}/${name}/response`;
     let responseTopic = defaultTopic;
     if (message.responseTopic !== undefined) {
-      if (message.responseTopic !== defaultTopic && !message.responseTopic.startsWith(`${defaultTopic}/`)) {
-        return this.answer(defaultTopic, message.correlationData, { requestId: null, status: 'rejected', reason: `the response topic must be ${defaultTopic} or below it` });
+      const below = message.responseTopic === defaultTopic || message.responseTopic.startsWith(`${defaultTopic}/`);
+      if (!below || !RESPONSE_TOPIC.test(message.responseTopic)) {
+        this.dropped.inc({ reason: 'bad_response_topic' });
+        return this.answer(defaultTopic, message.correlationData, { requestId: null, status: 'rejected', reason: `the response topic must be ${defaultTopic} or below it, without wildcards, at most 256 characters` });
       }
       responseTopic = message.responseTopic;
     }
@@ -174,11 +184,19 @@ export class MqttEnrollment {
       this.requests.inc({ outcome: 'repeated' });
       return reply(this.currentAnswer(previous));
     }
+    if (this.deps.reservedIds().includes(name)) {
+      this.deps.log.warn({ device: name }, 'enrollment request refused: the id is reserved for the agent');
+      return reply({ requestId: request.requestId, status: 'rejected', reason: `${name} is reserved for the gateway itself; use another device id` });
+    }
+    let csr: ReturnType<typeof parseCsr>;
     try {
-      const csr = parseCsr(request.csr);
+      csr = parseCsr(request.csr);
       verifyCsr(csr);
-      const cn = commonNameOf(csr.subject);
+      if (csr.commonNames.length > 1) throw new CertError('REQUEST_INVALID', 'the CSR subject has more than one CN');
+      const cn = csr.commonNames[0];
       if (cn !== undefined && cn !== name) throw new CertError('REQUEST_INVALID', `the CSR is for CN ${JSON.stringify(cn)}, not for device ${name}`);
+      // The claim signature covers the CSR; with the device id in its CN it covers the id too.
+      if (request.claim && cn !== name) throw new CertError('REQUEST_INVALID', `a request with a manufacturer claim needs a CSR whose CN is the device id ${name}`);
     } catch (err) {
       if (!(err instanceof CertError)) throw err;
       this.deps.log.warn({ device: name, code: err.code, reason: err.message }, 'enrollment request refused');
@@ -187,11 +205,15 @@ export class MqttEnrollment {
     const decision = this.deps.policy().evaluate({
       device,
       nameplate: request.nameplate,
-      csrDer: Buffer.from(pemDer(request.csr)),
+      csrDer: csr.der,
       ...(request.enrollmentToken !== undefined ? { enrollmentToken: request.enrollmentToken } : {}),
       ...(request.claim !== undefined ? { claim: request.claim } : {}),
     });
-    const record = this.record(name, device, request, decision, responseTopic === defaultTopic ? undefined : responseTopic, message.correlationData);
+    if (decision.action === 'hold' && (device === undefined || device.state === 'discovered') && this.deps.enrollments().countWithStatus('pending') >= this.deps.config().limits.maxPending) {
+      this.dropped.inc({ reason: 'too_many_pending' });
+      return reply({ requestId: request.requestId, status: 'rejected', reason: 'too many requests are waiting for a technician; try again later' });
+    }
+    const record = this.record(name, device, request, csr.publicKey.sha256, decision, responseTopic === defaultTopic ? undefined : responseTopic, message.correlationData);
     this.deps.log.info({ device: name, requestId: request.requestId, status: record.status, decidedBy: record.decidedBy, reason: record.reason }, 'enrollment request decided');
     if (record.status === 'approved') return this.issue(record);
     this.requests.inc({ outcome: record.status });
@@ -203,6 +225,7 @@ export class MqttEnrollment {
     name: string,
     device: Device | undefined,
     request: EnrollmentRequestMessage,
+    spkiSha256: string,
     decision: ReturnType<EnrollmentPolicy['evaluate']>,
     responseTopic: string | undefined,
     correlationData: Buffer | undefined,
@@ -218,9 +241,10 @@ export class MqttEnrollment {
       }
       const status = action === 'approve' ? 'approved' : action === 'hold' ? 'pending' : 'rejected';
       const state = device?.state;
-      const to = status === 'rejected'
-        ? state === 'provisioned' || state === 'revoked' || state === 'rejected' ? state : 'rejected'
-        : state === 'provisioned' ? 'provisioned' : 'pending';
+      // A provisioned or revoked device keeps its state (and its nameplate) until a certificate is issued:
+      // an anonymous request must not change what the broker and the technicians rely on.
+      const settled = state === 'provisioned' || state === 'revoked';
+      const to = settled ? state : status === 'rejected' ? 'rejected' : 'pending';
       this.deps.devices().apply({
         protocol: 'mqtt',
         name,
@@ -228,17 +252,20 @@ export class MqttEnrollment {
         cause: `enrollment request ${request.requestId}: ${status} (${decision.decidedBy})`,
         actor: decision.decidedBy === 'technician' ? 'technician' : 'policy',
         details: { requestId: request.requestId, reason },
-        patch: {
-          nameplate: request.nameplate,
-          source: { protocol: 'mqtt', provisioning: `${this.deps.config().topicPrefix}/${name}` },
-          reason,
-          ...(action === 'approve' ? { preapproved: false } : {}),
-        },
+        patch: settled
+          ? { ...(action === 'approve' ? { preapproved: false } : {}) }
+          : {
+              nameplate: request.nameplate,
+              source: { protocol: 'mqtt', provisioning: `${this.deps.config().topicPrefix}/${name}` },
+              reason,
+              ...(action === 'approve' ? { preapproved: false } : {}),
+            },
       });
       const row = {
         deviceId: `mqtt:${name}`,
         requestId: request.requestId,
         csrSha256: sha256(request.csr.trim()),
+        spkiSha256,
         csr: request.csr,
         nameplate: request.nameplate,
         status,
@@ -276,6 +303,7 @@ export class MqttEnrollment {
         const reason = `${err.code}: ${err.message}`;
         store().durable(() => {
           this.deps.enrollments().decide(request.deviceId, request.requestId, 'rejected', reason, request.decidedBy ?? 'policy');
+          if (request.tokenId !== undefined) this.deps.enrollments().releaseToken(request.tokenId);
           const device = this.deps.devices().get(request.deviceId);
           if (device?.state === 'pending') {
             this.deps.devices().apply({ protocol: 'mqtt', name, to: 'rejected', cause: `certificate refused: ${err.code}`, actor: 'ca', details: { requestId: request.requestId, reason }, patch: { reason } });
@@ -286,7 +314,11 @@ export class MqttEnrollment {
         return this.answer(this.topicOf(request), request.correlationData, { requestId: request.requestId, status: 'rejected', reason });
       }
     }
-    store().durable(() => {
+    const stale = store().durable(() => {
+      // Under the device lock nothing else changes the device meanwhile; this guards a state left by a crash.
+      const still = this.deps.enrollments().get(request.deviceId, request.requestId);
+      const device = this.deps.devices().get(request.deviceId);
+      if (still?.status !== 'approved' || device?.state === 'decommissioned') return `request ${request.requestId} is ${still?.status ?? 'gone'}, device ${device?.state ?? 'gone'}`;
       this.deps.enrollments().decide(request.deviceId, request.requestId, 'issued', request.reason, request.decidedBy ?? 'policy', serial);
       this.deps.devices().apply({
         protocol: 'mqtt',
@@ -295,10 +327,17 @@ export class MqttEnrollment {
         cause: `certificate ${serial} issued for request ${request.requestId}`,
         actor: request.decidedBy === 'technician' ? 'technician' : 'policy',
         details: { requestId: request.requestId, serial },
-        patch: { certificateSerial: serial, blocked: false, preapproved: false, reason: request.reason },
+        patch: { certificateSerial: serial, blocked: false, preapproved: false, reason: request.reason, nameplate: request.nameplate },
       });
+      return undefined;
     });
-    await this.deps.gate.restore(name);
+    if (stale !== undefined) {
+      // Issued for nothing: revoke it before anyone can use it (it never left the process).
+      ca.revoke(serial, 'cessationOfOperation');
+      this.deps.log.warn({ device: name, requestId: request.requestId, serial, why: stale }, 'certificate issued for a request that was withdrawn meanwhile: revoked');
+      return;
+    }
+    await this.deps.gate.restore(name).catch((err: unknown) => this.deps.log.error({ err, device: name }, 'broker access could not be restored; the device may be refused until the next ACL rewrite'));
     this.requests.inc({ outcome: 'issued' });
     await this.answer(this.topicOf(request), request.correlationData, this.currentAnswer({ ...request, status: 'issued', certificateSerial: serial }));
   }
@@ -327,16 +366,16 @@ export class MqttEnrollment {
   }
 
   private async answer(topic: string, correlationData: Buffer | undefined, answer: Answer): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.deps.link.publish(topic, Buffer.from(JSON.stringify(answer)), { qos: 1, ...(correlationData ? { correlationData } : {}) });
+      const sent = this.deps.link.publish(topic, Buffer.from(JSON.stringify(answer)), { qos: 1, ...(correlationData ? { correlationData } : {}) });
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no PUBACK within ${ANSWER_TIMEOUT_MS} ms`)), ANSWER_TIMEOUT_MS)));
+      await Promise.race([sent, late]);
     } catch (err) {
       // The decision is on record: the device gets the same answer when it repeats the request.
       this.deps.log.warn({ err, topic, requestId: answer.requestId }, 'enrollment answer could not be published');
+    } finally {
+      clearTimeout(timer);
     }
   }
-}
-
-function pemDer(pem: string): Buffer {
-  const body = pem.replace(/-----(BEGIN|END) [A-Z ]+-----/g, '').replace(/\s+/g, '');
-  return Buffer.from(body, 'base64');
 }

@@ -1,7 +1,10 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Gauge } from 'prom-client';
+import { writeFileAtomic } from '../../certs/keys/fileKey.js';
 import type { CaService } from '../ca/caService.js';
 import { ensureLocalIdentity, type LocalIdentity } from '../ca/localIdentity.js';
 import type { Config } from '../config/schema.js';
@@ -21,6 +24,23 @@ import { loadManufacturerCas } from './claim.js';
 import { DeviceActions } from './deviceActions.js';
 import { MqttEnrollment, type AccessGate } from './mqttEnrollment.js';
 import { EnrollmentPolicy } from './policy.js';
+
+/**
+ * The agent's client id on an external broker: random, kept in the data
+ * directory, so that no other client can predict it and take its session
+ * over (Mosquitto client ids are global across listeners).
+ */
+function clientId(dir: string, agentId: string): string {
+  const file = join(dir, 'client-id');
+  if (existsSync(file)) {
+    const kept = readFileSync(file, 'utf8').trim();
+    if (/^[A-Za-z0-9._-]{1,128}$/.test(kept)) return kept;
+  }
+  const id = `edge-agent-${agentId}-${randomBytes(8).toString('hex')}`;
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileAtomic(file, `${id}\n`, 0o600);
+  return id;
+}
 
 export interface MqttServiceDeps {
   log: Logger;
@@ -81,12 +101,13 @@ export class MqttService implements Service, DeviceAccess {
     let gate: AccessGate;
     if (c.brokerUrl !== '') {
       const identity = await ensureLocalIdentity(ca, { profile: 'agent-client', identity: agentId, dir: stateDir, basename: 'agent-client' }, log);
-      this.broker = new ExternalBroker({ log: log.child({ part: 'link' }), url: c.brokerUrl, clientId: `edge-agent-${agentId}`, tls: () => identity });
+      this.broker = new ExternalBroker({ log: log.child({ part: 'link' }), url: c.brokerUrl, clientId: clientId(stateDir, agentId), tls: () => identity });
       const mosquitto = new MosquittoGate({
         log: log.child({ part: 'mosquitto' }),
         metrics,
         options: () => ({ dir: this.config.mqtt.mosquittoDir, pidFile: this.config.mqtt.mosquittoPidFile, reloadCommand: this.config.mqtt.mosquittoReloadCommand, agentId, topicPrefix: this.config.mqtt.topicPrefix, crlFile: this.config.ca.crlFile }),
-        cutOffIdentities: () => [...devices.list({ state: 'revoked', protocol: 'mqtt' }), ...devices.list({ state: 'decommissioned', protocol: 'mqtt' })].map((d) => d.name),
+        // From the certificates, not the inventory state: what the CRL would refuse, and decommissioned devices.
+        cutOffIdentities: () => [...new Set([...ca.revokedIdentities('mqtt-device'), ...devices.list({ state: 'decommissioned', protocol: 'mqtt' }).map((d) => d.name)])],
       });
       await mosquitto.sync().catch(() => undefined);
       gate = mosquitto;
@@ -128,6 +149,7 @@ export class MqttService implements Service, DeviceAccess {
       link: this.broker,
       gate,
       brokerUrl: () => this.config.mqtt.deviceBrokerUrl || this.deviceUrl,
+      reservedIds: () => [agentId],
     }));
     const discovery = new MqttDiscovery({ log: log.child({ part: 'discovery' }), metrics, config: () => this.config.mqtt, store: () => store, devices: () => devices });
     await this.broker.subscribe(enrollment.filters(), (m) => enrollment.receive(m));
@@ -153,15 +175,23 @@ export class MqttService implements Service, DeviceAccess {
     if (isIP(host) && host !== '0.0.0.0' && host !== '::' && host !== '127.0.0.1') ips.push(host);
     const dnsNames = [...new Set(['localhost', hostname().toLowerCase()])].filter((n) => /^[a-z0-9.-]{1,253}$/.test(n));
     if (!isIP(host) && /^[a-z0-9.-]{1,253}$/i.test(host)) dnsNames.push(host.toLowerCase());
-    return ensureLocalIdentity(this.deps.ca, { profile: 'broker-server', identity: this.config.agent.id, dnsNames: [...new Set(dnsNames)], ipAddresses: ips, dir, basename: 'broker-server' }, this.deps.log);
+    // The name devices are told (mqtt.deviceBrokerUrl) must be one they can verify.
+    const told = this.config.mqtt.deviceBrokerUrl === '' ? '' : new URL(this.config.mqtt.deviceBrokerUrl).hostname.replace(/^\[|\]$/g, '');
+    if (told !== '' && isIP(told)) ips.push(told);
+    else if (/^[a-z0-9.-]{1,253}$/i.test(told)) dnsNames.push(told.toLowerCase());
+    return ensureLocalIdentity(this.deps.ca, { profile: 'broker-server', identity: this.config.agent.id, dnsNames: [...new Set(dnsNames)], ipAddresses: [...new Set(ips)], dir, basename: 'broker-server' }, this.deps.log);
   }
 
-  /** The embedded broker asks this on every mutual-TLS connection and delivery. */
+  /**
+   * The embedded broker asks this on every mutual-TLS connection and
+   * delivery. Access follows the certificate, as on Mosquitto: a technician
+   * rejecting a (possibly spoofed) renewal does not lock the device out.
+   */
   allowed(identity: string, serial: string): boolean {
     const cert = this.deps.ca.certificate(serial);
     if (!cert || cert.record.status !== 'valid' || cert.record.identity !== identity || cert.record.profile !== 'mqtt-device') return false;
     const device = this.devices?.byName('mqtt', identity);
-    return device !== undefined && device.state === 'provisioned' && !device.blocked;
+    return device !== undefined && device.state !== 'revoked' && device.state !== 'decommissioned';
   }
 
   reload(config: Config): void {

@@ -12,7 +12,11 @@ export const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 
 const requestSchema = z.strictObject({
   requestId: z.string().regex(REQUEST_ID_PATTERN, 'requestId must be 1 to 128 characters from A-Z a-z 0-9 . _ : -'),
-  csr: z.string().min(1).max(8_192),
+  // Exactly one PEM block: the bytes a claim signs are the bytes the CA reads.
+  csr: z
+    .string()
+    .max(8_192)
+    .regex(/^\s*-----BEGIN CERTIFICATE REQUEST-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE REQUEST-----\s*$/, 'csr must be one PEM block "CERTIFICATE REQUEST"'),
   nameplate: z.strictObject({
     manufacturer: text(128),
     model: text(128),
@@ -66,10 +70,4 @@ export function parseRequest(payload: Buffer): EnrollmentRequestMessage {
     throw new RequestError('INVALID', `request does not match the schema: ${first.join('; ')}`, requestId);
   }
   return result.data;
-}
-
-/** The CN of a CSR subject as the CSR reader renders it ("O=…, CN=…"), if it has one. */
-export function commonNameOf(subjectText: string): string | undefined {
-  const m = /(?:^|, )CN=([^,]*)/.exec(subjectText);
-  return m?.[1];
 }

@@ -6,6 +6,8 @@ export interface DeviceAction {
   id: number;
   deviceId: string;
   action: DeviceActionKind;
+  /** approve: the request to approve; absent means the one waiting (refused when several with different keys wait). */
+  requestId?: string;
   actor: string;
   reason: string;
   requestedAt: Date;
@@ -18,6 +20,7 @@ interface Row {
   id: number;
   device_id: string;
   action: DeviceActionKind;
+  request_id: string | null;
   actor: string;
   reason: string;
   requested_at: string;
@@ -30,6 +33,7 @@ const toAction = (r: Row): DeviceAction => ({
   id: r.id,
   deviceId: r.device_id,
   action: r.action,
+  ...(r.request_id ? { requestId: r.request_id } : {}),
   actor: r.actor,
   reason: r.reason,
   requestedAt: new Date(r.requested_at),
@@ -46,10 +50,10 @@ const toAction = (r: Row): DeviceAction => ({
 export class ActionRepository {
   constructor(private readonly store: Store) {}
 
-  enqueue(deviceId: string, action: DeviceActionKind, actor: string, reason: string): DeviceAction {
+  enqueue(deviceId: string, action: DeviceActionKind, actor: string, reason: string, requestId?: string): DeviceAction {
     const info = this.store.db
-      .prepare('INSERT INTO device_actions (device_id, action, actor, reason, requested_at) VALUES (?, ?, ?, ?, ?)')
-      .run(deviceId, action, actor, reason, new Date().toISOString());
+      .prepare('INSERT INTO device_actions (device_id, action, request_id, actor, reason, requested_at) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(deviceId, action, requestId ?? null, actor, reason, new Date().toISOString());
     return this.get(Number(info.lastInsertRowid))!;
   }
 

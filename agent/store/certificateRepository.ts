@@ -258,6 +258,21 @@ export class CertificateRepository implements CertificateStore {
   }
 
   /** Valid certificates past two thirds of their lifetime (for the gauge). */
+  /**
+   * Identities of a profile with a revoked certificate and no valid one:
+   * exactly those a broker that had read the current CRL would refuse.
+   */
+  revokedIdentities(profile: ProfileName): string[] {
+    const rows = this.db
+      .prepare(
+        `SELECT DISTINCT identity FROM certificates c WHERE profile = ? AND status = 'revoked'
+           AND NOT EXISTS (SELECT 1 FROM certificates v WHERE v.profile = c.profile AND v.identity = c.identity AND v.status = 'valid')
+         ORDER BY identity`,
+      )
+      .all(profile) as { identity: string }[];
+    return rows.map((r) => r.identity);
+  }
+
   countRenewalDue(now: Date): number {
     return (this.db.prepare("SELECT count(*) AS n FROM certificates WHERE status = 'valid' AND renewal_due_at <= ?").get(now.toISOString()) as { n: number }).n;
   }

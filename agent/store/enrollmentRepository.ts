@@ -9,6 +9,8 @@ export interface EnrollmentRequest {
   deviceId: string;
   requestId: string;
   csrSha256: string;
+  /** SHA-256 of the CSR's public key (hex). */
+  spkiSha256: string;
   csr: string;
   nameplate: Nameplate;
   status: RequestStatus;
@@ -26,6 +28,7 @@ interface RequestRow {
   device_id: string;
   request_id: string;
   csr_sha256: string;
+  spki_sha256: string;
   csr: string;
   nameplate: string;
   status: RequestStatus;
@@ -43,6 +46,7 @@ const toRequest = (r: RequestRow): EnrollmentRequest => ({
   deviceId: r.device_id,
   requestId: r.request_id,
   csrSha256: r.csr_sha256,
+  spkiSha256: r.spki_sha256,
   csr: r.csr,
   nameplate: JSON.parse(r.nameplate) as Nameplate,
   status: r.status,
@@ -114,16 +118,21 @@ export class EnrollmentRepository {
     return rows.map(toRequest);
   }
 
+  countWithStatus(status: RequestStatus): number {
+    return (this.sql('SELECT count(*) AS n FROM enrollment_requests WHERE status = ?').get(status) as { n: number }).n;
+  }
+
   insert(r: Omit<EnrollmentRequest, 'decidedAt'>): void {
     this.sql(
-      `INSERT INTO enrollment_requests (device_id, request_id, csr_sha256, csr, nameplate, status, reason, decided_by, token_id,
+      `INSERT INTO enrollment_requests (device_id, request_id, csr_sha256, spki_sha256, csr, nameplate, status, reason, decided_by, token_id,
          certificate_serial, response_topic, correlation_data, received_at, decided_at)
-       VALUES (@deviceId, @requestId, @csrSha256, @csr, @nameplate, @status, @reason, @decidedBy, @tokenId, NULL, @responseTopic, @correlationData, @receivedAt,
+       VALUES (@deviceId, @requestId, @csrSha256, @spkiSha256, @csr, @nameplate, @status, @reason, @decidedBy, @tokenId, NULL, @responseTopic, @correlationData, @receivedAt,
          CASE WHEN @status = 'pending' THEN NULL ELSE @receivedAt END)`,
     ).run({
       deviceId: r.deviceId,
       requestId: r.requestId,
       csrSha256: r.csrSha256,
+      spkiSha256: r.spkiSha256,
       csr: r.csr,
       nameplate: JSON.stringify(r.nameplate),
       status: r.status,
@@ -179,6 +188,11 @@ export class EnrollmentRepository {
       'UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ? AND uses < max_uses AND revoked_at IS NULL AND expires_at > ?',
     ).run(id, now.toISOString());
     return info.changes === 1;
+  }
+
+  /** Gives back a use counted for a request the CA then refused. */
+  releaseToken(id: string): void {
+    this.sql('UPDATE enrollment_tokens SET uses = uses - 1 WHERE id = ? AND uses > 0').run(id);
   }
 
   revokeToken(id: string): boolean {

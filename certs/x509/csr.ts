@@ -18,6 +18,10 @@ export interface RequestedExtensions {
 
 export interface ParsedCsr {
   subject: string;
+  /** The subject's CN values, decoded (a CSR may carry none, or several). */
+  commonNames: string[];
+  /** The whole CSR as DER: what a signature over "the CSR" covers. */
+  der: Buffer;
   publicKey: PublicKeyInfo;
   requested: RequestedExtensions;
   /** The signed part, its algorithm and the signature, for proof of possession. */
@@ -117,6 +121,8 @@ export function parseCsr(input: string | Buffer): ParsedCsr {
     if (sig.value[0] !== 0) throw new CertError('CSR_MALFORMED', 'CSR signature has unused bits');
     return {
       subject: name.text,
+      commonNames: name.attributes.filter((a) => a.type === 'CN').map((a) => a.value),
+      der,
       publicKey,
       requested: requestedExtensions(attributes!),
       tbs: infoNode.raw,

@@ -264,22 +264,25 @@ describe('parseAnnouncement: Home Assistant discovery', () => {
   it.each([
     ['full keys', full],
     ['abbreviated keys', abbreviated],
-  ])('reads a config with %s, named after device.identifiers[0]', (_name, config) => {
+  ])('reads a config with %s, named after the topic level the broker ties to the publisher', (_name, config) => {
     expect(parseAnnouncement('homeassistant/sensor/th1_temp/config', json(config))).toEqual({
       source: 'homeassistant',
-      name: 'th1-a4cf12',
+      name: 'th1_temp',
       online: true,
       nameplate,
-      details: { protocol: 'homeassistant', component: 'sensor', objectId: 'th1_temp' },
+      details: { protocol: 'homeassistant', component: 'sensor', objectId: 'th1_temp', identifier: 'th1-a4cf12' },
     });
   });
 
-  it('reads the optional node_id level', () => {
-    expect(parseAnnouncement('homeassistant/binary_sensor/node-1/door/config', json(full))?.details).toEqual({
+  it('reads the optional node_id level and names the device after it, not after identifiers in the payload', () => {
+    const found = parseAnnouncement('homeassistant/binary_sensor/node-1/door/config', json(full));
+    expect(found?.name).toBe('node-1');
+    expect(found?.details).toEqual({
       protocol: 'homeassistant',
       component: 'binary_sensor',
       nodeId: 'node-1',
       objectId: 'door',
+      identifier: 'th1-a4cf12',
     });
   });
 
@@ -292,10 +295,10 @@ describe('parseAnnouncement: Home Assistant discovery', () => {
     });
   });
 
-  it('reads an empty payload as the entity removed: offline, named by object_id', () => {
+  it('reads an empty payload as the entity removed: offline, named by the node_id', () => {
     expect(parseAnnouncement('homeassistant/sensor/node-1/th1_temp/config', Buffer.alloc(0))).toEqual({
       source: 'homeassistant',
-      name: 'th1_temp',
+      name: 'node-1',
       online: false,
       nameplate: {},
       details: { protocol: 'homeassistant', component: 'sensor', nodeId: 'node-1', objectId: 'th1_temp' },
@@ -326,9 +329,13 @@ describe('parseAnnouncement: Home Assistant discovery', () => {
     ['an object_id with a space', 'homeassistant/sensor/th 1/config', full],
     ['a node_id with a dot', 'homeassistant/sensor/node.1/th1/config', full],
     ['an empty component', 'homeassistant//th1/config', full],
-    ['an identifier that is a MAC with colons', 'homeassistant/sensor/th1/config', { device: { identifiers: ['a4:cf:12:00:00:01'] } }],
   ])('refuses %s with BAD_ID', (_name, topic, config) => {
     expect(failure(topic, json(config)).code).toBe('BAD_ID');
+  });
+
+  it('keeps an identifier that is no device id (a MAC with colons) as a detail only', () => {
+    const found = parseAnnouncement('homeassistant/sensor/th1/config', json({ device: { identifiers: ['a4:cf:12:00:00:01'] } }));
+    expect(found).toMatchObject({ name: 'th1', details: { identifier: 'a4:cf:12:00:00:01' } });
   });
 
   it('refuses a payload over the default 64 KiB with TOO_LARGE before parsing it', () => {

@@ -53,6 +53,8 @@ export const m0003Devices: Migration = {
       device_id TEXT NOT NULL REFERENCES devices (id),
       request_id TEXT NOT NULL,
       csr_sha256 TEXT NOT NULL,
+      -- SHA-256 of the CSR's public key: what a technician compares with the device before approving.
+      spki_sha256 TEXT NOT NULL,
       csr TEXT NOT NULL,
       nameplate TEXT NOT NULL,
       status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'issued', 'rejected')),
@@ -83,6 +85,8 @@ export const m0003Devices: Migration = {
       id INTEGER PRIMARY KEY AUTOINCREMENT,
       device_id TEXT NOT NULL,
       action TEXT NOT NULL CHECK (action IN ('approve', 'reject', 'revoke', 'decommission')),
+      -- approve: the request the technician checked (its key), so a later request cannot slip in.
+      request_id TEXT,
       actor TEXT NOT NULL,
       reason TEXT NOT NULL,
       requested_at TEXT NOT NULL,

@@ -4,9 +4,9 @@ import mqtt from 'mqtt';
 import sparkplugPayload from 'sparkplug-payload';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
-import { deviceRequest, PREFIX, readPem, requestOnce, saveIssued, type Answer } from '../../helpers/enrollment.js';
+import { deviceRequest, NAMEPLATE, PREFIX, readPem, requestOnce, saveIssued, type Answer } from '../../helpers/enrollment.js';
 import { freePort, publish } from '../../helpers/mosquitto.js';
-import { openssl } from '../../helpers/openssl.js';
+import { openssl, opensslCsr } from '../../helpers/openssl.js';
 
 const codec = sparkplugPayload.get('spBv1.0')!;
 
@@ -137,6 +137,12 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     await other.endAsync();
     await expect(connectDevice('dev-1')).rejects.toThrow();
     expect((await show('dev-1'))?.device.state).toBe('revoked');
+
+    // Anyone may send a request under a revoked id: it waits for a technician and changes nothing.
+    const csr = await opensslCsr(tmp.dir, 'dev-1-new', 'ec-p256', { subject: '/CN=dev-1' });
+    const spoof = await enroll('dev-1', { requestId: 'dev-1-r9', csr, nameplate: { manufacturer: 'Spoofed', model: 'X', serialNumber: '0' }, enrollmentToken: await token() });
+    expect(spoof.answer).toMatchObject({ status: 'pending', reason: expect.stringMatching(/technician revoked/) });
+    expect((await show('dev-1'))?.device).toMatchObject({ state: 'revoked', nameplate: { manufacturer: 'Acme Sensors' } });
   });
 
   it('keeps a provisioning client to its own request topic', async () => {
@@ -152,6 +158,8 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     ['a prototype key', 'bad-2', async () => JSON.stringify(await deviceRequest(tmp.dir, 'bad-2')).replace('{', '{"__proto__":{"x":1},'), /forbidden key "__proto__"/, 'bad-2-r1'],
     ['an unknown key', 'bad-3', async () => ({ ...(await deviceRequest(tmp.dir, 'bad-3')), admin: true }), /admin|unrecognized/i, 'bad-3-r1'],
     ['a CSR for another CN', 'bad-4', async () => ({ ...(await deviceRequest(tmp.dir, 'someone-else')), requestId: 'bad-4-r1' }), /CN "someone-else"/, 'bad-4-r1'],
+    ['two PEM blocks as the CSR', 'bad-6', async () => { const r = await deviceRequest(tmp.dir, 'bad-6'); return { ...r, csr: `${r.csr as string}${r.csr as string}` }; }, /one PEM block/, 'bad-6-r1'],
+    ['the id of the gateway itself', 'gw-e2e', async () => deviceRequest(tmp.dir, 'gw-e2e', { enrollmentToken: await token() }), /reserved for the gateway/, 'gw-e2e-r1'],
     ['a CSR that is not one', 'bad-5', async () => ({ ...(await deviceRequest(tmp.dir, 'bad-5')), csr: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n' }), /CSR_MALFORMED/, 'bad-5-r1'],
   ])('rejects a request with %s and records nothing', async (_what, name, payload, reason, requestId) => {
     const r = await enroll(name, await payload());
@@ -168,6 +176,14 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     expect(fourth.answer).toBeUndefined();
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toMatch(/edge_agent_enrollment_dropped_total\{reason="rate_limited_device"\} [1-9]/);
+  });
+
+  it('gives a token use back when the CA refuses the CSR after policy approved it', async () => {
+    const once = await token(1);
+    const csr = await opensslCsr(tmp.dir, 'ca-wannabe', 'ec-p256', { addext: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign'] });
+    const refused = await enroll('ca-wannabe', { requestId: 'cw-1', csr, nameplate: NAMEPLATE, enrollmentToken: once });
+    expect(refused.answer).toMatchObject({ status: 'rejected', reason: expect.stringMatching(/CSR_REQUESTS_CA/) });
+    expect((await enroll('tok-9', await deviceRequest(tmp.dir, 'tok-9', { enrollmentToken: once }))).answer?.status).toBe('issued');
   });
 
   it('rejects an expired or used-up token, and a manufacturer on the reject list', async () => {

@@ -90,6 +90,18 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
     expect(got.body).toMatchObject({ requestId: 'pump-2-r1', status: 'issued' });
   });
 
+  it('answers a request whose response topic has a wildcard on the default topic, rejected, and stays connected', async () => {
+    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, { clientId: 'pump-9', protocolVersion: 5, ca: readPem(cafile()), reconnectPeriod: 0 });
+    const answered = new Promise<Answer>((resolve) => client.on('message', (_t, payload) => resolve(JSON.parse(payload.toString()) as Answer)));
+    await client.subscribeAsync(`${PREFIX}/pump-9/response`, { qos: 1 });
+    const request = await deviceRequest(tmp.dir, 'pump-9', { enrollmentToken: await token() });
+    await client.publishAsync(`${PREFIX}/pump-9/request`, JSON.stringify(request), { qos: 1, properties: { responseTopic: `${PREFIX}/pump-9/response/#` } });
+    expect(await answered).toMatchObject({ status: 'rejected', reason: expect.stringMatching(/without wildcards/) });
+    await client.endAsync();
+    const offline = daemon.logs.filter((l) => l.msg === 'MQTT broker unreachable; reconnecting');
+    expect(offline).toEqual([]);
+  });
+
   it('does not let a provisioning client publish to another device\'s request topic', async () => {
     const own = await requestOnce(ports.provisioning, cafile(), 'pump-3', await deviceRequest(tmp.dir, 'pump-3'));
     expect(own.answer?.status, own.output).toBe('pending');

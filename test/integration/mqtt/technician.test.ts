@@ -4,12 +4,14 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '../../../agent/store/database.js';
+import { parseCsr } from '../../../certs/x509/csr.js';
 import { simulateDevices } from '../../../scripts/simulate/mqttDevices.js';
 import { DeviceRepository } from '../../../agent/store/deviceRepository.js';
 import { EnrollmentRepository } from '../../../agent/store/enrollmentRepository.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { deviceRequest, requestOnce } from '../../helpers/enrollment.js';
 import { freePort } from '../../helpers/mosquitto.js';
+import { opensslCsr } from '../../helpers/openssl.js';
 
 describe('technician decisions and restarts (embedded broker)', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -52,6 +54,23 @@ describe('technician decisions and restarts (embedded broker)', () => {
     expect(retry.answer).toMatchObject({ status: 'pending', reason: expect.stringMatching(/technician rejected/) });
   });
 
+  it('refuses to approve when requests with different keys wait, and approves the one named with --request', async () => {
+    const first = await deviceRequest(tmp.dir, 'valve-7');
+    expect((await enroll('valve-7', first)).answer?.status).toBe('pending');
+    const other = await opensslCsr(tmp.dir, 'valve-7-other', 'ec-p256', { subject: '/CN=valve-7' });
+    expect((await enroll('valve-7', { ...first, requestId: 'valve-7-r2', csr: other })).answer?.status).toBe('pending');
+    const shown = await cli('devices', 'show', 'valve-7');
+    expect(shown.stdout).toMatch(/waiting: request valve-7-r1, key SHA-256 [0-9a-f]{64}/);
+    const ambiguous = await cli('devices', 'approve', 'valve-7');
+    expect(ambiguous.code).toBe(1);
+    expect(ambiguous.stderr).toMatch(/2 requests waiting with different keys; choose one with --request/);
+    const chosen = await cli('devices', 'approve', 'valve-7', '--request', 'valve-7-r1');
+    expect(chosen.code, chosen.stderr).toBe(0);
+    expect((await cli('devices', 'show', 'valve-7')).stdout).toMatch(/^mqtt:valve-7: provisioned/);
+    // (a third request from valve-7 is the last its rate limit allows in a burst)
+    expect((await enroll('valve-7', { ...first, requestId: 'valve-7-r2', csr: other })).answer).toMatchObject({ status: 'rejected', reason: expect.stringMatching(/approved request valve-7-r1/) });
+  });
+
   it('refuses a decision that does not apply, with a clear message and exit code 1', async () => {
     const r = await cli('devices', 'revoke', 'valve-1');
     expect(r.code).toBe(1);
@@ -89,7 +108,8 @@ describe('technician decisions and restarts (embedded broker)', () => {
       new DeviceRepository(store).apply({ protocol: 'mqtt', name: 'valve-3', to: 'pending', cause: 'request valve-3-r1: approved', actor: 'policy' });
       new EnrollmentRepository(store).insert({
         deviceId: 'mqtt:valve-3', requestId: 'valve-3-r1', // The digest the agent records for a request's CSR: SHA-256 of the trimmed PEM.
-        csrSha256: createHash('sha256').update((request.csr as string).trim()).digest('hex'), csr: request.csr as string,
+        csrSha256: createHash('sha256').update((request.csr as string).trim()).digest('hex'),
+        spkiSha256: parseCsr(request.csr as string).publicKey.sha256, csr: request.csr as string,
         nameplate: request.nameplate as { manufacturer: string }, status: 'approved', reason: 'test', decidedBy: 'rule 1 (token)', receivedAt: new Date(),
       });
     });
