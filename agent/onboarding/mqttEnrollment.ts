@@ -213,6 +213,13 @@ export class MqttEnrollment {
       this.dropped.inc({ reason: 'too_many_pending' });
       return reply({ requestId: request.requestId, status: 'rejected', reason: 'too many requests are waiting for a technician; try again later' });
     }
+    if (decision.action === 'reject' && device === undefined) {
+      // A device the inventory does not know, refused by policy: answered and logged, not recorded,
+      // so that anonymous requests under ever new ids cannot grow the database.
+      this.requests.inc({ outcome: 'rejected' });
+      this.deps.log.warn({ device: name, requestId: request.requestId, decidedBy: decision.decidedBy, reason: decision.reason }, 'enrollment request rejected by policy');
+      return reply({ requestId: request.requestId, status: 'rejected', reason: decision.reason });
+    }
     const record = this.record(name, device, request, csr.publicKey.sha256, decision, responseTopic === defaultTopic ? undefined : responseTopic, message.correlationData);
     this.deps.log.info({ device: name, requestId: request.requestId, status: record.status, decidedBy: record.decidedBy, reason: record.reason }, 'enrollment request decided');
     if (record.status === 'approved') return this.issue(record);
