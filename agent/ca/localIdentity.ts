@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SoftwareKey } from '../../certs/keys/backend.js';
+import { SoftwareKey, type CaKeyType } from '../../certs/keys/backend.js';
 import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../certs/x509/name.js';
@@ -25,6 +25,8 @@ export interface LocalIdentityRequest {
   ipAddresses?: string[];
   dir: string;
   basename: string;
+  /** Key made for a new certificate (default ec-p256; OPC UA needs RSA). */
+  keyType?: CaKeyType;
 }
 
 /**
@@ -46,7 +48,7 @@ export async function ensureLocalIdentity(ca: CaService, r: LocalIdentityRequest
     if (reason === undefined) return { key: readFileSync(keyFile, 'utf8'), cert, ca: bundle, serial: new X509Certificate(cert).serialNumber.toLowerCase() };
     log.info({ profile: r.profile, identity: r.identity, reason }, 'local certificate replaced');
   }
-  const key = SoftwareKey.generate('ec-p256');
+  const key = SoftwareKey.generate(r.keyType ?? 'ec-p256');
   const issued = await ca.issue({
     profile: r.profile,
     identity: r.identity,
@@ -70,6 +72,7 @@ function reuseRefusal(ca: CaService, r: LocalIdentityRequest, pem: string): stri
   }
   const current = ca.current(r.profile, r.identity);
   if (!current || current.thumbprint.toLowerCase() !== cert.fingerprint256.replace(/:/g, '').toLowerCase()) return 'not the current certificate of this identity at this CA';
+  if ((r.keyType ?? 'ec-p256').startsWith('rsa') !== (cert.publicKey.asymmetricKeyType === 'rsa')) return 'its key is not of the type asked for';
   const start = new Date(cert.validFrom).getTime();
   const end = new Date(cert.validTo).getTime();
   if (Date.now() > start + ((end - start) * 2) / 3) return 'past two thirds of its lifetime';
@@ -77,4 +80,21 @@ function reuseRefusal(ca: CaService, r: LocalIdentityRequest, pem: string): stri
   for (const d of r.dnsNames ?? []) if (!san.includes(`DNS:${d.toLowerCase()}`)) return `does not name ${d}`;
   for (const ip of r.ipAddresses ?? []) if (!san.includes(`IP Address:${ip}`)) return `does not name ${ip}`;
   return undefined;
+}
+
+/**
+ * The agent's own client identity, shared by the MQTT link and the OPC UA
+ * client: CN = agent.id, SAN URI urn:edge-agent:<id> (its OPC UA
+ * applicationUri), an RSA-2048 key (OPC UA security policies need RSA), in
+ * <dataDir>/identity/agent-client.{key,crt}. One file for both, since the CA
+ * keeps one valid certificate per profile and identity.
+ */
+export function ensureAgentClient(ca: CaService, config: { agent: { id: string; dataDir: string } }, log: Logger): Promise<LocalIdentity & { keyFile: string; certFile: string; applicationUri: string }> {
+  const dir = join(config.agent.dataDir, 'identity');
+  return ensureLocalIdentity(ca, { profile: 'agent-client', identity: config.agent.id, dir, basename: 'agent-client', keyType: 'rsa-2048' }, log).then((id) => ({
+    ...id,
+    keyFile: join(dir, 'agent-client.key'),
+    certFile: join(dir, 'agent-client.crt'),
+    applicationUri: `urn:edge-agent:${config.agent.id}`,
+  }));
 }

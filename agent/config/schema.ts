@@ -90,6 +90,30 @@ const mqttSchema = z.strictObject({
   actionPollMs: int(50, 60_000, 'how often the daemon picks up technician decisions (devices approve, reject, revoke), in milliseconds'),
 });
 
+const opcuaUrl = z
+  .string()
+  .regex(/^opc\.tcp:\/\/[^\s/]+(:\d{1,5})?(\/\S*)?$/)
+  .describe('an OPC UA URL: opc.tcp://host:port[/path]');
+const cidr = z
+  .string()
+  .regex(/^(\d{1,3}\.){3}\d{1,3}(\/(3[0-2]|[12]?\d))?$/)
+  .describe('an IPv4 range in CIDR notation, such as 10.20.0.0/24 (a single address without /32 is allowed)');
+
+const opcuaSchema = z.strictObject({
+  enabled: z.boolean().describe('run OPC UA discovery'),
+  endpoints: z.array(opcuaUrl).max(10_000).describe('servers always probed, as opc.tcp:// URLs'),
+  discoveryServers: z.array(opcuaUrl).max(100).describe('Local Discovery Servers asked with FindServers (and FindServersOnNetwork)'),
+  scan: z.strictObject({
+    ranges: z.array(cidr).max(256).describe('IPv4 ranges scanned (CIDR); they also bound what an LDS answer may make the agent contact'),
+    ports: z.array(int(1, 65_535, 'a TCP port')).min(1).max(16).describe('TCP ports tried on every address of the ranges'),
+    concurrency: int(1, 1_024, 'addresses probed at the same time'),
+    maxAddresses: int(1, 1_048_576, 'refuse a scan of more addresses than this (all ranges together)'),
+  }),
+  timeoutMs: int(100, 120_000, 'time one server (or one address) may take to answer, in milliseconds'),
+  runOnStart: z.boolean().describe('run a discovery when the agent starts'),
+  intervalMs: int(0, 604_800_000, 'run a discovery this often, in milliseconds; 0 runs only at start (runOnStart) and on demand'),
+});
+
 export type PolicyRule = z.infer<typeof policyRule>;
 export type PolicyAction = z.infer<typeof policyAction>;
 
@@ -148,6 +172,7 @@ export const configSchema = z.strictObject({
     expiryCheckIntervalMs: int(1_000, 86_400_000, 'how often certificates past two thirds of their lifetime are looked for, in milliseconds'),
   }),
   mqtt: mqttSchema,
+  opcua: opcuaSchema,
   lifecycle: z.strictObject({
     startTimeoutMs: int(100, 600_000, 'time each service may take to start, in milliseconds'),
     stopTimeoutMs: int(100, 600_000, 'time each service may take to stop before it is abandoned, in milliseconds'),
@@ -204,6 +229,15 @@ export function defaultConfig(): Config {
       discovery: { sparkplug: true, homie: true, homeAssistant: true },
       actionPollMs: 500,
     },
+    opcua: {
+      enabled: true,
+      endpoints: [],
+      discoveryServers: [],
+      scan: { ranges: [], ports: [4840], concurrency: 64, maxAddresses: 65_536 },
+      timeoutMs: 5_000,
+      runOnStart: false,
+      intervalMs: 0,
+    },
     lifecycle: { startTimeoutMs: 30_000, stopTimeoutMs: 5_000 },
   };
 }
@@ -237,4 +271,5 @@ export const RESTART_ONLY_KEYS: readonly string[] = [
   'mqtt.provisioningTls',
   'mqtt.mtlsPort',
   'mqtt.maxPayloadBytes',
+  'opcua.enabled',
 ];

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Gauge } from 'prom-client';
 import { writeFileAtomic } from '../../certs/keys/fileKey.js';
 import type { CaService } from '../ca/caService.js';
-import { ensureLocalIdentity, type LocalIdentity } from '../ca/localIdentity.js';
+import { ensureAgentClient, ensureLocalIdentity, type LocalIdentity } from '../ca/localIdentity.js';
 import type { Config } from '../config/schema.js';
 import { MqttDiscovery } from '../discovery/mqttDiscovery.js';
 import type { Service } from '../lifecycle/service.js';
@@ -100,7 +100,8 @@ export class MqttService implements Service, DeviceAccess {
     const stateDir = join(this.config.agent.dataDir, 'mqtt');
     let gate: AccessGate;
     if (c.brokerUrl !== '') {
-      const identity = await ensureLocalIdentity(ca, { profile: 'agent-client', identity: agentId, dir: stateDir, basename: 'agent-client' }, log);
+      // One agent-client identity for MQTT and OPC UA (RSA: OPC UA's security policies need it).
+      const identity = await ensureAgentClient(ca, this.config, log);
       this.broker = new ExternalBroker({ log: log.child({ part: 'link' }), url: c.brokerUrl, clientId: clientId(stateDir, agentId), tls: () => identity });
       const mosquitto = new MosquittoGate({
         log: log.child({ part: 'mosquitto' }),

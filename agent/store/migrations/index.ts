@@ -2,9 +2,10 @@ import type { Migration } from '../migrate.js';
 import { m0001AgentRuns } from './0001_agentRuns.js';
 import { m0002Certificates } from './0002_certificates.js';
 import { m0003Devices } from './0003_devices.js';
+import { m0004DiscoveryRuns } from './0004_discoveryRuns.js';
 
 /**
  * Every schema change, in order. Append only: a released migration is never
  * edited, since databases in the field have already run it.
  */
-export const MIGRATIONS: readonly Migration[] = [m0001AgentRuns, m0002Certificates, m0003Devices];
+export const MIGRATIONS: readonly Migration[] = [m0001AgentRuns, m0002Certificates, m0003Devices, m0004DiscoveryRuns];

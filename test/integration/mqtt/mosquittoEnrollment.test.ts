@@ -18,7 +18,7 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
   const cafile = () => join(dir(), 'ca.pem');
   const cli = (...args: string[]) => runCli([...args, '--config', config]);
   const device = (name: string) => ({ cafile: cafile(), cert: join(tmp.dir, `${name}.crt`), key: join(tmp.dir, `${name}.key`) });
-  const agent = () => ({ cafile: cafile(), cert: join(tmp.dir, 'data', 'mqtt', 'agent-client.crt'), key: join(tmp.dir, 'data', 'mqtt', 'agent-client.key') });
+  const agent = () => ({ cafile: cafile(), cert: join(tmp.dir, 'data', 'identity', 'agent-client.crt'), key: join(tmp.dir, 'data', 'identity', 'agent-client.key') });
 
   async function token(): Promise<string> {
     const r = await cli('devices', 'token', 'create', '--json');

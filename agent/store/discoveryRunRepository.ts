@@ -1,0 +1,123 @@
+import type { Store } from './database.js';
+
+export type RunTrigger = 'start' | 'interval' | 'technician';
+export type RunStatus = 'requested' | 'running' | 'done' | 'failed';
+export type TargetSource = 'endpoint' | 'lds' | 'scan' | 'mdns';
+export type TargetStatus = 'found' | 'nothing' | 'error' | 'skipped';
+
+export interface DiscoveryRun {
+  id: number;
+  protocol: 'opcua' | 'mqtt';
+  trigger: RunTrigger;
+  actor: string;
+  status: RunStatus;
+  requestedAt: Date;
+  startedAt?: Date;
+  finishedAt?: Date;
+  targetsTotal: number;
+  targetsDone: number;
+  found: number;
+  errors: number;
+  error?: string;
+}
+
+export interface DiscoveryTarget {
+  target: string;
+  source: TargetSource;
+  status: TargetStatus;
+  detail?: string;
+  deviceId?: string;
+  at: Date;
+}
+
+interface RunRow {
+  id: number;
+  protocol: 'opcua' | 'mqtt';
+  trigger: RunTrigger;
+  actor: string;
+  status: RunStatus;
+  requested_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  targets_total: number;
+  targets_done: number;
+  found: number;
+  errors: number;
+  error: string | null;
+}
+
+const toRun = (r: RunRow): DiscoveryRun => ({
+  id: r.id,
+  protocol: r.protocol,
+  trigger: r.trigger,
+  actor: r.actor,
+  status: r.status,
+  requestedAt: new Date(r.requested_at),
+  ...(r.started_at ? { startedAt: new Date(r.started_at) } : {}),
+  ...(r.finished_at ? { finishedAt: new Date(r.finished_at) } : {}),
+  targetsTotal: r.targets_total,
+  targetsDone: r.targets_done,
+  found: r.found,
+  errors: r.errors,
+  ...(r.error ? { error: r.error } : {}),
+});
+
+/** Discovery runs and their targets. Progress is written as it happens, so a run in progress can be followed from another process. */
+export class DiscoveryRunRepository {
+  constructor(private readonly store: Store) {}
+
+  request(protocol: 'opcua' | 'mqtt', trigger: RunTrigger, actor: string): DiscoveryRun {
+    const info = this.store.db
+      .prepare(`INSERT INTO discovery_runs (protocol, trigger, actor, status, requested_at) VALUES (?, ?, ?, 'requested', ?)`)
+      .run(protocol, trigger, actor, new Date().toISOString());
+    return this.get(Number(info.lastInsertRowid))!;
+  }
+
+  get(id: number): DiscoveryRun | undefined {
+    const row = this.store.db.prepare('SELECT * FROM discovery_runs WHERE id = ?').get(id) as RunRow | undefined;
+    return row ? toRun(row) : undefined;
+  }
+
+  list(limit = 20): DiscoveryRun[] {
+    return (this.store.db.prepare('SELECT * FROM discovery_runs ORDER BY id DESC LIMIT ?').all(limit) as RunRow[]).map(toRun);
+  }
+
+  /** Runs waiting to start, oldest first; a run left `running` by a crash is taken up again. */
+  open(protocol: 'opcua' | 'mqtt'): DiscoveryRun[] {
+    return (this.store.db.prepare(`SELECT * FROM discovery_runs WHERE protocol = ? AND status IN ('requested', 'running') ORDER BY id`).all(protocol) as RunRow[]).map(toRun);
+  }
+
+  start(id: number, targetsTotal: number): void {
+    this.store.db.prepare(`UPDATE discovery_runs SET status = 'running', started_at = ?, targets_total = ?, targets_done = 0, found = 0, errors = 0 WHERE id = ?`).run(new Date().toISOString(), targetsTotal, id);
+    this.store.db.prepare('DELETE FROM discovery_targets WHERE run_id = ?').run(id);
+  }
+
+  addTargets(id: number, more: number): void {
+    this.store.db.prepare('UPDATE discovery_runs SET targets_total = targets_total + ? WHERE id = ?').run(more, id);
+  }
+
+  target(id: number, t: Omit<DiscoveryTarget, 'at'>): void {
+    this.store.db
+      .prepare('INSERT OR REPLACE INTO discovery_targets (run_id, target, source, status, detail, device_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(id, t.target, t.source, t.status, t.detail ?? null, t.deviceId ?? null, new Date().toISOString());
+    this.store.db
+      .prepare('UPDATE discovery_runs SET targets_done = targets_done + 1, found = found + ?, errors = errors + ? WHERE id = ?')
+      .run(t.status === 'found' ? 1 : 0, t.status === 'error' ? 1 : 0, id);
+  }
+
+  targets(id: number): DiscoveryTarget[] {
+    const rows = this.store.db.prepare('SELECT * FROM discovery_targets WHERE run_id = ? ORDER BY at, target').all(id) as {
+      target: string;
+      source: TargetSource;
+      status: TargetStatus;
+      detail: string | null;
+      device_id: string | null;
+      at: string;
+    }[];
+    return rows.map((r) => ({ target: r.target, source: r.source, status: r.status, ...(r.detail ? { detail: r.detail } : {}), ...(r.device_id ? { deviceId: r.device_id } : {}), at: new Date(r.at) }));
+  }
+
+  finish(id: number, status: 'done' | 'failed', error?: string): void {
+    this.store.db.prepare('UPDATE discovery_runs SET status = ?, finished_at = ?, error = ? WHERE id = ?').run(status, new Date().toISOString(), error ?? null, id);
+  }
+}

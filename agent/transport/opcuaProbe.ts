@@ -1,0 +1,261 @@
+import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import type { Logger } from '../log.js';
+import { loadOpcua } from './opcuaLoader.js';
+
+type Opcua = Awaited<ReturnType<typeof loadOpcua>>;
+type Client = InstanceType<Opcua['OPCUAClient']>;
+type Session = import('node-opcua-client').ClientSession;
+
+export interface OpcuaEndpointFacts {
+  url: string;
+  securityMode: 'None' | 'Sign' | 'SignAndEncrypt' | 'Invalid';
+  /** Short policy name: None, Basic256Sha256, Aes128_Sha256_RsaOaep, … */
+  securityPolicy: string;
+  userTokens: string[];
+}
+
+export interface DiDevice {
+  browseName: string;
+  manufacturer?: string;
+  model?: string;
+  serialNumber?: string;
+  hardwareRevision?: string;
+  softwareRevision?: string;
+  deviceRevision?: string;
+  productInstanceUri?: string;
+  assetId?: string;
+}
+
+export interface OpcuaServerFacts {
+  endpointUrl: string;
+  applicationUri: string;
+  applicationName?: string;
+  productUri?: string;
+  /** SHA-1 of the server certificate's DER, in hex: the OPC UA thumbprint. */
+  certificateThumbprint?: string;
+  endpoints: OpcuaEndpointFacts[];
+  buildInfo?: { productUri?: string; manufacturerName?: string; productName?: string; softwareVersion?: string; buildNumber?: string };
+  devices?: DiDevice[];
+  /** Why the nameplate could not be read (endpoints were). */
+  nameplateError?: string;
+}
+
+export interface ServerListing {
+  applicationUri: string;
+  applicationName?: string;
+  discoveryUrls: string[];
+}
+
+export interface OpcuaProbeDeps {
+  log: Logger;
+  /** node-opcua's PKI for the agent as a client: always here, never under the user's home. */
+  pkiDir: string;
+  applicationUri: string;
+}
+
+const DI_NAMESPACE = 'http://opcfoundation.org/UA/DI/';
+/** DeviceSet in the DI namespace (OPC 10000-100). */
+const DEVICE_SET_ID = 5001;
+const DI_PROPERTIES: Record<string, keyof DiDevice> = {
+  Manufacturer: 'manufacturer',
+  Model: 'model',
+  SerialNumber: 'serialNumber',
+  HardwareRevision: 'hardwareRevision',
+  SoftwareRevision: 'softwareRevision',
+  DeviceRevision: 'deviceRevision',
+  ProductInstanceUri: 'productInstanceUri',
+  AssetId: 'assetId',
+};
+const MAX_DEVICES = 100;
+const clean = (v: unknown): string | undefined => {
+  const text = typeof v === 'string' ? v : v && typeof v === 'object' && 'text' in v ? (v as { text?: unknown }).text : undefined;
+  if (typeof text !== 'string') return undefined;
+  const t = text.replace(/[\u0000-\u001f\u007f]/g, ' ').trim().slice(0, 256);
+  return t === '' ? undefined : t;
+};
+
+export class ProbeTimeout extends Error {
+  readonly code = 'TIMEOUT';
+}
+
+/**
+ * What a discovery run asks of one OPC UA server: GetEndpoints (the
+ * security it offers, its certificate, its applicationUri), then its
+ * nameplate (ServerStatus/BuildInfo and the OPC UA DI DeviceSet) over an
+ * anonymous session where the server allows one without security. Every
+ * call is bounded by the caller's timeout: a hung or malformed server costs
+ * only that.
+ */
+export class OpcuaProbe {
+  private certificateManager: InstanceType<typeof import('node-opcua-certificate-manager').OPCUACertificateManager> | undefined;
+
+  constructor(private readonly deps: OpcuaProbeDeps) {}
+
+  async init(): Promise<void> {
+    await loadOpcua(this.deps.log);
+    const { OPCUACertificateManager } = await import('node-opcua-certificate-manager');
+    mkdirSync(this.deps.pkiDir, { recursive: true, mode: 0o700 });
+    // Discovery reads public facts only; it sends nothing secret over these channels.
+    this.certificateManager = new OPCUACertificateManager({ rootFolder: this.deps.pkiDir, automaticallyAcceptUnknownCertificate: true });
+    await this.certificateManager.initialize();
+  }
+
+  async dispose(): Promise<void> {
+    await this.certificateManager?.dispose();
+    this.certificateManager = undefined;
+  }
+
+  private async client(timeoutMs: number): Promise<{ opcua: Opcua; client: Client }> {
+    const opcua = await loadOpcua(this.deps.log);
+    const client = opcua.OPCUAClient.create({
+      applicationName: 'edge-agent',
+      applicationUri: this.deps.applicationUri,
+      clientCertificateManager: this.certificateManager!,
+      endpointMustExist: false,
+      securityMode: opcua.MessageSecurityMode.None,
+      securityPolicy: opcua.SecurityPolicy.None,
+      connectionStrategy: { maxRetry: 0, initialDelay: 50, maxDelay: 100 },
+      transportTimeout: timeoutMs,
+      defaultTransactionTimeout: timeoutMs,
+      keepSessionAlive: false,
+    });
+    return { opcua, client };
+  }
+
+  /** Runs `work` on a connected client and always disconnects; rejects with ProbeTimeout after `timeoutMs`. */
+  private async withClient<T>(url: string, timeoutMs: number, work: (opcua: Opcua, client: Client) => Promise<T>): Promise<T> {
+    const { opcua, client } = await this.client(timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ProbeTimeout(`no complete answer from ${url} within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([
+        (async () => {
+          await client.connect(url);
+          return work(opcua, client);
+        })(),
+        deadline,
+      ]);
+    } finally {
+      clearTimeout(timer);
+      // A hung server must not hold the run: give the disconnect a moment, then let it go.
+      await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+    }
+  }
+
+  async probe(url: string, timeoutMs: number): Promise<OpcuaServerFacts> {
+    return this.withClient(url, timeoutMs, async (opcua, client) => {
+      const endpoints = await client.getEndpoints();
+      if (endpoints.length === 0) throw new Error('the server lists no endpoints');
+      const first = endpoints[0]!;
+      const certificate = endpoints.find((e) => e.serverCertificate && e.serverCertificate.length > 0)?.serverCertificate;
+      const facts: OpcuaServerFacts = {
+        endpointUrl: url,
+        applicationUri: clean(first.server.applicationUri) ?? '',
+        endpoints: endpoints.map((e) => ({
+          url: e.endpointUrl ?? '',
+          securityMode: (opcua.MessageSecurityMode[e.securityMode] ?? 'Invalid') as OpcuaEndpointFacts['securityMode'],
+          securityPolicy: (e.securityPolicyUri ?? '').split('#').pop() ?? '',
+          userTokens: (e.userIdentityTokens ?? []).map((t) => opcua.UserTokenType[t.tokenType] ?? String(t.tokenType)),
+        })),
+      };
+      if (facts.applicationUri === '') throw new Error('the server gives no applicationUri');
+      const name = clean(first.server.applicationName);
+      if (name) facts.applicationName = name;
+      const productUri = clean(first.server.productUri);
+      if (productUri) facts.productUri = productUri;
+      if (certificate) facts.certificateThumbprint = createHash('sha1').update(certificate).digest('hex');
+      const anonymousNone = facts.endpoints.some((e) => e.securityMode === 'None' && e.userTokens.includes('Anonymous'));
+      if (!anonymousNone) {
+        facts.nameplateError = 'the server offers no anonymous session without security; the nameplate is read once it trusts the gateway CA';
+        return facts;
+      }
+      let session: Session | undefined;
+      try {
+        session = await client.createSession();
+        facts.buildInfo = await readBuildInfo(opcua, session);
+        const devices = await readDeviceSet(opcua, session);
+        if (devices.length > 0) facts.devices = devices;
+      } catch (err) {
+        facts.nameplateError = `nameplate not readable: ${(err as Error).message}`;
+      } finally {
+        await session?.close().catch(() => undefined);
+      }
+      return facts;
+    });
+  }
+
+  /** FindServers (and FindServersOnNetwork where the LDS offers it) on a discovery server. */
+  async findServers(url: string, timeoutMs: number): Promise<ServerListing[]> {
+    return this.withClient(url, timeoutMs, async (_opcua, client) => {
+      const servers = await client.findServers();
+      const out: ServerListing[] = servers.map((s) => ({
+        applicationUri: clean(s.applicationUri) ?? '',
+        ...(clean(s.applicationName) ? { applicationName: clean(s.applicationName)! } : {}),
+        discoveryUrls: (s.discoveryUrls ?? []).filter((u): u is string => typeof u === 'string'),
+      }));
+      try {
+        for (const s of await client.findServersOnNetwork()) {
+          if (s.discoveryUrl) out.push({ applicationUri: '', ...(s.serverName ? { applicationName: s.serverName } : {}), discoveryUrls: [s.discoveryUrl] });
+        }
+      } catch {
+        // An LDS without multicast extension answers BadServiceUnsupported: FindServers is all it has.
+      }
+      return out;
+    });
+  }
+}
+
+async function readBuildInfo(opcua: Opcua, session: Session): Promise<OpcuaServerFacts['buildInfo']> {
+  const ids = opcua.VariableIds;
+  const fields = [
+    ['productUri', ids.Server_ServerStatus_BuildInfo_ProductUri],
+    ['manufacturerName', ids.Server_ServerStatus_BuildInfo_ManufacturerName],
+    ['productName', ids.Server_ServerStatus_BuildInfo_ProductName],
+    ['softwareVersion', ids.Server_ServerStatus_BuildInfo_SoftwareVersion],
+    ['buildNumber', ids.Server_ServerStatus_BuildInfo_BuildNumber],
+  ] as const;
+  const values = await session.read(fields.map(([, id]) => ({ nodeId: opcua.resolveNodeId(id), attributeId: opcua.AttributeIds.Value })));
+  const info: NonNullable<OpcuaServerFacts['buildInfo']> = {};
+  fields.forEach(([key], i) => {
+    const v = clean(values[i]?.value?.value);
+    if (v !== undefined) info[key] = v;
+  });
+  return info;
+}
+
+async function readDeviceSet(opcua: Opcua, session: Session): Promise<DiDevice[]> {
+  const namespaces = (await session.read({ nodeId: opcua.resolveNodeId(opcua.VariableIds.Server_NamespaceArray), attributeId: opcua.AttributeIds.Value })).value?.value as string[] | undefined;
+  const di = namespaces?.indexOf(DI_NAMESPACE) ?? -1;
+  if (di < 0) return [];
+  const set = await session.browse({
+    nodeId: `ns=${di};i=${DEVICE_SET_ID}`,
+    browseDirection: opcua.BrowseDirection.Forward,
+    referenceTypeId: 'HierarchicalReferences',
+    includeSubtypes: true,
+    nodeClassMask: opcua.NodeClass.Object,
+    resultMask: 63,
+  });
+  const devices: DiDevice[] = [];
+  for (const ref of (set.references ?? []).slice(0, MAX_DEVICES)) {
+    const device: DiDevice = { browseName: clean(ref.browseName.name) ?? '' };
+    const children = await session.browse({
+      nodeId: ref.nodeId,
+      browseDirection: opcua.BrowseDirection.Forward,
+      referenceTypeId: 'HierarchicalReferences',
+      includeSubtypes: true,
+      nodeClassMask: opcua.NodeClass.Variable,
+      resultMask: 63,
+    });
+    const wanted = (children.references ?? []).filter((c) => c.browseName.name && c.browseName.name in DI_PROPERTIES);
+    const values = wanted.length === 0 ? [] : await session.read(wanted.map((c) => ({ nodeId: c.nodeId, attributeId: opcua.AttributeIds.Value })));
+    wanted.forEach((c, i) => {
+      const v = clean(values[i]?.value?.value);
+      if (v !== undefined) device[DI_PROPERTIES[c.browseName.name!]!] = v as never;
+    });
+    devices.push(device);
+  }
+  return devices;
+}
