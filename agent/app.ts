@@ -13,6 +13,7 @@ import type { SystemdNotifier } from './lifecycle/sdNotify.js';
 import type { LogHub, Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { MqttService } from './onboarding/mqttService.js';
+import { OpcuaService } from './discovery/opcua/opcuaService.js';
 import { RunsRepository } from './store/runsRepository.js';
 import { StoreService } from './store/storeService.js';
 import { AGENT_VERSION } from './version.js';
@@ -39,6 +40,7 @@ export class App implements HealthSource {
   readonly bus: EventBus;
   readonly ca: CaService;
   readonly mqtt: MqttService | undefined;
+  readonly opcua: OpcuaService | undefined;
   private readonly runner: ServiceRunner;
   private readonly runs: RunRecorder;
   private readonly log: Logger;
@@ -76,9 +78,10 @@ export class App implements HealthSource {
     this.mqtt = c.mqtt.enabled
       ? new MqttService({ log: logs.child('mqtt'), config: c, storage, ca: this.ca, metrics: this.metrics })
       : undefined;
+    this.opcua = c.opcua.enabled ? new OpcuaService({ log: logs.child('opcua'), config: c, storage, ca: this.ca, bus: this.bus }) : undefined;
     this.runner = new ServiceRunner({
       log: logs.child('lifecycle'),
-      services: [lock, storage, this.runs, this.ca, ...(this.mqtt ? [this.mqtt] : []), this.http],
+      services: [lock, storage, this.runs, this.ca, ...(this.mqtt ? [this.mqtt] : []), ...(this.opcua ? [this.opcua] : []), this.http],
       timeouts: { startMs: c.lifecycle.startTimeoutMs, stopMs: c.lifecycle.stopTimeoutMs },
       onStateChange: (name, state) => {
         this.metrics.serviceState(name, state);

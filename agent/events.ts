@@ -6,6 +6,8 @@ export interface AgentEvents {
   'certificate.revoked': { serial: string; profile: string; identity: string; reason: string };
   /** A valid certificate passed two thirds of its lifetime: time to renew. */
   'certificate.expiring': { serial: string; profile: string; identity: string; notAfter: Date };
+  /** A discovery run moved on: the technician interface shows it. */
+  'discovery.progress': { runId: number; protocol: 'opcua' | 'mqtt'; phase: 'listing' | 'probing' | 'done' | 'failed'; total: number; done: number; found: number; errors: number };
 }
 
 type Handler<T> = (payload: T) => void;

@@ -4,6 +4,7 @@ import { AGENT_VERSION } from '../version.js';
 import { registerBrokerCommands } from './broker.js';
 import { registerCaCommands } from './ca.js';
 import { registerDeviceCommands } from './devices.js';
+import { registerOpcuaCommands } from './opcua.js';
 import { backup, configCheck, version } from './commands.js';
 import { CONFIG_OPTION_HELP } from './common.js';
 import { runDaemon } from './run.js';
@@ -68,6 +69,7 @@ export function buildProgram(result: { code: number }): Command {
   registerCaCommands(program, result);
   registerBrokerCommands(program, result);
   registerDeviceCommands(program, result);
+  registerOpcuaCommands(program, result);
   return program;
 }
 

@@ -52,6 +52,9 @@ export interface OpcuaProbeDeps {
   /** node-opcua's PKI for the agent as a client: always here, never under the user's home. */
   pkiDir: string;
   applicationUri: string;
+  /** The agent-client certificate (PEM, with its issuing CA) and key the client presents. */
+  certificateFile?: string;
+  privateKeyFile?: string;
 }
 
 const DI_NAMESPACE = 'http://opcfoundation.org/UA/DI/';
@@ -112,6 +115,7 @@ export class OpcuaProbe {
       applicationName: 'edge-agent',
       applicationUri: this.deps.applicationUri,
       clientCertificateManager: this.certificateManager!,
+      ...(this.deps.certificateFile && this.deps.privateKeyFile ? { certificateFile: this.deps.certificateFile, privateKeyFile: this.deps.privateKeyFile } : {}),
       endpointMustExist: false,
       securityMode: opcua.MessageSecurityMode.None,
       securityPolicy: opcua.SecurityPolicy.None,

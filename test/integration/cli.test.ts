@@ -26,7 +26,7 @@ describe('the edge-agent command', () => {
         '  port: "eighty"',
         'log:',
         '  level: chatty',
-        'opcua: {}',
+        'cmms: {}',
         '',
       ].join('\n'),
     );
@@ -40,7 +40,7 @@ describe('the edge-agent command', () => {
     expect(err).toContain('did you mean "busyTimeoutMs"?');
     expect(err).toContain('http.port (line 7): expected number, got string');
     expect(err).toContain('log.level (line 9): must be one of: fatal, error, warn, info, debug, trace');
-    expect(err).toContain('opcua (line 10): unknown key');
+    expect(err).toContain('cmms (line 10): unknown key');
     expect(existsSync(join(tmp.dir, 'data'))).toBe(false);
     expect(d.logs).toEqual([]);
   });
@@ -141,7 +141,7 @@ describe('the edge-agent command', () => {
     expect(second.stderr).toContain(`could not start: http failed to start: cannot listen on 127.0.0.1:${port}`);
     expect(second.stderr).toContain('is already in use');
     // What had started (lock, store, runs, ca) was stopped again, in reverse: the run is closed cleanly.
-    expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'mqtt', 'ca', 'runs', 'store', 'lock']);
+    expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'opcua', 'mqtt', 'ca', 'runs', 'store', 'lock']);
     first.kill('SIGTERM');
     expect((await first.exited).code).toBe(0);
   });

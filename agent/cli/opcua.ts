@@ -1,0 +1,75 @@
+import type { Command } from 'commander';
+import pino from 'pino';
+import type { Config } from '../config/schema.js';
+import { UsageError } from '../errors.js';
+import { daemonRunning } from '../lifecycle/instanceLock.js';
+import { Store } from '../store/database.js';
+import { DiscoveryRunRepository, type DiscoveryRun, type DiscoveryTarget } from '../store/discoveryRunRepository.js';
+import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
+
+function withRuns<T>(config: Config, fn: (runs: DiscoveryRunRepository) => T | Promise<T>): Promise<T> {
+  const { store } = Store.open(config.store, pino({ level: 'silent' }));
+  return Promise.resolve()
+    .then(() => fn(new DiscoveryRunRepository(store)))
+    .finally(() => store.close());
+}
+
+const line = (r: DiscoveryRun) =>
+  `run ${r.id} (${r.trigger}, ${r.actor}): ${r.status}, ${r.targetsDone}/${r.targetsTotal} targets, ${r.found} found, ${r.errors} errors${r.error ? ` (${r.error})` : ''}`;
+
+const targetLines = (targets: DiscoveryTarget[]) =>
+  targets.map((t) => `  ${t.status.padEnd(7)} ${t.source.padEnd(8)} ${t.target}${t.deviceId ? ` -> ${t.deviceId}` : ''}${t.detail ? `  (${t.detail})` : ''}`).join('\n');
+
+type RunView = { run: DiscoveryRun; targets: DiscoveryTarget[]; daemonRunning?: boolean };
+
+const view = (r: RunView) =>
+  `${line(r.run)}\n${r.targets.length > 0 ? `${targetLines(r.targets)}\n` : ''}${r.daemonRunning === false ? 'the daemon is not running: the run starts when it does\n' : ''}`;
+
+export function registerOpcuaCommands(program: Command, result: { code: number }): void {
+  const opcua = program.command('opcua').description('OPC UA servers: discovery runs');
+  const common = (c: Command) => c.option('-c, --config <path>', CONFIG_OPTION_HELP).option('--json', 'machine-readable output');
+
+  common(
+    opcua
+      .command('discover')
+      .description('ask the daemon for a discovery run (configured endpoints, discovery servers, range scan) and follow it')
+      .option('--actor <name>', 'who asks (default: $SUDO_USER, $USER)')
+      .option('--wait <seconds>', 'how long to follow the run; 0 returns at once', '300'),
+  ).action(async (o: Common & { actor?: string; wait: string }) => {
+    result.code = await run(o, async (config) => {
+      const waitMs = Number(o.wait) * 1000;
+      if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 86_400_000) throw new UsageError('--wait takes seconds from 0 to 86400');
+      return withRuns(config, async (runs) => {
+        let current = runs.request('opcua', 'technician', o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli');
+        const running = daemonRunning(config.agent.dataDir);
+        const deadline = Date.now() + waitMs;
+        let shown = '';
+        while (running && (current.status === 'requested' || current.status === 'running') && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 250));
+          current = runs.get(current.id)!;
+          const now = line(current);
+          if (!o.json && now !== shown) process.stderr.write(`${now}\n`);
+          shown = now;
+        }
+        return { run: current, targets: runs.targets(current.id), daemonRunning: running };
+      });
+    }, view);
+  });
+
+  common(opcua.command('runs').description('the latest discovery runs').option('--limit <n>', 'how many', '20')).action(async (o: Common & { limit: string }) => {
+    result.code = await run(o, (config) => {
+      const limit = Number(o.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit takes a whole number from 1 to 1000');
+      return withRuns(config, (runs) => runs.list(limit).filter((r) => r.protocol === 'opcua'));
+    }, (rows: DiscoveryRun[]) => (rows.length === 0 ? 'no discovery runs\n' : `${rows.map(line).join('\n')}\n`));
+  });
+
+  common(opcua.command('run').description('one discovery run with every target and its outcome').argument('<id>', 'run id (from opcua runs)')).action(async (id: string, o: Common) => {
+    result.code = await run(o, (config) =>
+      withRuns(config, (runs) => {
+        const found = /^\d+$/.test(id) ? runs.get(Number(id)) : undefined;
+        if (!found) throw new UsageError(`no discovery run ${id}`);
+        return { run: found, targets: runs.targets(found.id) };
+      }), view);
+  });
+}

@@ -1,0 +1,205 @@
+import { createHash } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { isIPv4, Socket } from 'node:net';
+import type { Config } from '../../config/schema.js';
+import type { EventBus } from '../../events.js';
+import type { Nameplate } from '../../inventory/device.js';
+import type { Logger } from '../../log.js';
+import type { Store } from '../../store/database.js';
+import type { DeviceRepository } from '../../store/deviceRepository.js';
+import type { DiscoveryRun, DiscoveryRunRepository, TargetSource } from '../../store/discoveryRunRepository.js';
+import type { OpcuaProbe, OpcuaServerFacts } from '../../transport/opcuaProbe.js';
+import { addresses, contains, parseRange, type Range } from './ranges.js';
+
+export interface OpcuaDiscoveryDeps {
+  log: Logger;
+  config: () => Config['opcua'];
+  probe: OpcuaProbe;
+  runs: DiscoveryRunRepository;
+  devices: DeviceRepository;
+  store: Store;
+  bus: EventBus;
+}
+
+/**
+ * The inventory name of a server: its applicationUri made into a device id
+ * (characters outside A-Z a-z 0-9 . _ - become '.'), shortened, with 8 hex
+ * of its SHA-256 so that two URIs that clean up alike stay apart.
+ */
+export function serverName(applicationUri: string): string {
+  const slug = applicationUri.replace(/[^A-Za-z0-9._-]+/g, '.').replace(/^\.+|\.+$/g, '').slice(0, 55) || 'server';
+  return `${slug}-${createHash('sha256').update(applicationUri).digest('hex').slice(0, 8)}`;
+}
+
+function hostOf(url: string): { host: string; port: number } | undefined {
+  try {
+    const u = new URL(url);
+    return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 4840) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether something listens on host:port (a refused or silent port costs at most timeoutMs). */
+function tcpOpen(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (open: boolean) => {
+      socket.destroy();
+      resolve(open);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('error', () => done(false));
+    socket.connect(port, host, () => done(true));
+  });
+}
+
+async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+}
+
+/**
+ * One OPC UA discovery run: the configured endpoints, what the Local
+ * Discovery Servers list, and a scan of the configured ranges; then each
+ * server's endpoints and nameplate, recorded in the inventory as
+ * `discovered` (or updated). Only addresses inside opcua.scan.ranges are
+ * contacted on an LDS's word; configured endpoints and LDSs are contacted as
+ * configured. Every target's outcome is recorded as it comes.
+ */
+export class OpcuaDiscovery {
+  constructor(private readonly deps: OpcuaDiscoveryDeps) {}
+
+  async run(run: DiscoveryRun): Promise<void> {
+    const { runs, log } = this.deps;
+    const c = this.deps.config();
+    const ranges = c.scan.ranges.map(parseRange);
+    const counts = { total: 0, done: 0, found: 0, errors: 0 };
+    const progress = (phase: 'listing' | 'probing' | 'done' | 'failed') => this.deps.bus.emit('discovery.progress', { runId: run.id, protocol: 'opcua', phase, ...counts });
+    runs.start(run.id, 0);
+    log.info({ run: run.id, trigger: run.trigger, actor: run.actor }, 'OPC UA discovery started');
+    try {
+      const targets = new Map<string, TargetSource>();
+      for (const url of c.endpoints) targets.set(url, 'endpoint');
+      progress('listing');
+      await pool(c.discoveryServers, 4, async (lds) => {
+        try {
+          const listed = await this.deps.probe.findServers(lds, c.timeoutMs);
+          for (const server of listed) {
+            for (const url of server.discoveryUrls) {
+              if (targets.has(url) || !url.startsWith('opc.tcp://')) continue;
+              const allowed = await this.allowed(url, ranges);
+              if (allowed === undefined) {
+                this.record(run, counts, { target: url, source: 'lds', status: 'skipped', detail: `listed by ${lds}, outside opcua.scan.ranges: not contacted` });
+              } else targets.set(allowed, 'lds');
+            }
+          }
+        } catch (err) {
+          this.record(run, counts, { target: lds, source: 'lds', status: 'error', detail: `discovery server: ${(err as Error).message}` });
+        }
+      });
+      if (ranges.length > 0) {
+        const hosts = addresses(ranges, c.scan.maxAddresses);
+        const candidates = hosts.flatMap((h) => c.scan.ports.map((p) => ({ host: h, port: p })));
+        await pool(candidates, c.scan.concurrency, async ({ host, port }) => {
+          const url = `opc.tcp://${host}:${port}`;
+          if (targets.has(url)) return;
+          if (await tcpOpen(host, port, c.timeoutMs)) targets.set(url, 'scan');
+        });
+      }
+      counts.total += targets.size;
+      runs.addTargets(run.id, targets.size);
+      progress('probing');
+      await pool([...targets], c.scan.concurrency, async ([url, source]) => {
+        try {
+          const facts = await this.deps.probe.probe(url, c.timeoutMs);
+          const deviceId = this.recordServer(run, facts);
+          this.record(run, counts, { target: url, source, status: 'found', deviceId, ...(facts.nameplateError ? { detail: facts.nameplateError } : {}) });
+        } catch (err) {
+          const message = (err as Error).message || String(err);
+          this.record(run, counts, { target: url, source, status: source === 'scan' ? 'nothing' : 'error', detail: source === 'scan' ? `not an OPC UA server: ${message}` : message });
+        }
+        progress('probing');
+      });
+      runs.finish(run.id, 'done');
+      progress('done');
+      log.info({ run: run.id, ...counts }, 'OPC UA discovery done');
+    } catch (err) {
+      runs.finish(run.id, 'failed', (err as Error).message);
+      progress('failed');
+      log.error({ err, run: run.id }, 'OPC UA discovery failed');
+    }
+  }
+
+  /** The URL to contact for a URL an LDS gave, or undefined when its address is outside the ranges. */
+  private async allowed(url: string, ranges: readonly Range[]): Promise<string | undefined> {
+    const at = hostOf(url);
+    if (!at) return undefined;
+    let ip = at.host;
+    if (!isIPv4(ip)) {
+      try {
+        ip = (await lookup(at.host, { family: 4 })).address;
+      } catch {
+        return undefined;
+      }
+    }
+    if (!contains(ranges, ip)) return undefined;
+    const u = new URL(url);
+    u.hostname = ip;
+    return u.toString();
+  }
+
+  private record(run: DiscoveryRun, counts: { done: number; found: number; errors: number; total: number }, t: Parameters<DiscoveryRunRepository['target']>[1]): void {
+    if (t.source === 'lds' && t.status !== 'found') counts.total += 1;
+    if (t.source === 'lds' && t.status !== 'found') this.deps.runs.addTargets(run.id, 1);
+    this.deps.runs.target(run.id, t);
+    counts.done += 1;
+    if (t.status === 'found') counts.found += 1;
+    if (t.status === 'error') counts.errors += 1;
+  }
+
+  /** Creates or updates the server's inventory record; returns its id. */
+  private recordServer(run: DiscoveryRun, f: OpcuaServerFacts): string {
+    const { devices, store } = this.deps;
+    const name = serverName(f.applicationUri);
+    const first = f.devices?.[0];
+    const nameplate: Nameplate = {};
+    const set = (key: keyof Nameplate, v: string | undefined) => v !== undefined && (nameplate[key] = v);
+    set('manufacturer', first?.manufacturer ?? f.buildInfo?.manufacturerName);
+    set('model', first?.model ?? f.buildInfo?.productName);
+    set('serialNumber', first?.serialNumber);
+    set('hardwareRevision', first?.hardwareRevision);
+    set('firmwareVersion', first?.softwareRevision ?? f.buildInfo?.softwareVersion);
+    set('displayName', f.applicationName);
+    const source = {
+      opcua: {
+        endpointUrl: f.endpointUrl,
+        applicationUri: f.applicationUri,
+        ...(f.productUri ? { productUri: f.productUri } : {}),
+        ...(f.certificateThumbprint ? { certificateThumbprint: f.certificateThumbprint } : {}),
+        security: f.endpoints.map((e) => `${e.securityMode}/${e.securityPolicy}`).filter((v, i, a) => a.indexOf(v) === i),
+        ...(f.buildInfo ? { buildInfo: f.buildInfo } : {}),
+        ...(f.devices ? { deviceSet: f.devices } : {}),
+        ...(f.nameplateError ? { nameplateError: f.nameplateError } : {}),
+      },
+    };
+    return store.transaction(() => {
+      const known = devices.byName('opcua', name);
+      const before = known?.source.opcua as { certificateThumbprint?: string; endpointUrl?: string } | undefined;
+      const changed = !known || before?.certificateThumbprint !== f.certificateThumbprint || before?.endpointUrl !== f.endpointUrl || JSON.stringify(known.source.opcua) !== JSON.stringify(source.opcua);
+      if (known && (!changed || known.state === 'decommissioned')) {
+        devices.touch(known.id, true);
+        return known.id;
+      }
+      const cause = !known
+        ? `found by discovery run ${run.id} at ${f.endpointUrl}`
+        : before?.certificateThumbprint !== f.certificateThumbprint
+          ? `server certificate changed (${before?.certificateThumbprint ?? 'none'} -> ${f.certificateThumbprint ?? 'none'}), seen by discovery run ${run.id}`
+          : `details changed, seen by discovery run ${run.id}`;
+      return devices.apply({ protocol: 'opcua', name, to: known?.state ?? 'discovered', cause, actor: 'discovery', details: { run: run.id, endpointUrl: f.endpointUrl }, patch: { nameplate, source, online: true } }).id;
+    });
+  }
+}

@@ -1,0 +1,109 @@
+import { join } from 'node:path';
+import type { CaService } from '../../ca/caService.js';
+import { ensureAgentClient } from '../../ca/localIdentity.js';
+import type { Config } from '../../config/schema.js';
+import type { EventBus } from '../../events.js';
+import type { Service } from '../../lifecycle/service.js';
+import type { Logger } from '../../log.js';
+import { DeviceRepository } from '../../store/deviceRepository.js';
+import { DiscoveryRunRepository } from '../../store/discoveryRunRepository.js';
+import type { StoreService } from '../../store/storeService.js';
+import { OpcuaProbe } from '../../transport/opcuaProbe.js';
+import { OpcuaDiscovery } from './opcuaDiscovery.js';
+
+export interface OpcuaServiceDeps {
+  log: Logger;
+  config: Config;
+  storage: StoreService;
+  ca: CaService;
+  bus: EventBus;
+}
+
+/** How often runs requested from outside the daemon (the CLI) are looked for. */
+const POLL_MS = 1_000;
+
+/**
+ * OPC UA discovery inside the daemon: the agent's client identity (an
+ * RSA agent-client certificate from the gateway CA; node-opcua's PKI in
+ * <dataDir>/opcua/pki, never under the user's home), and discovery runs
+ * requested at start, on a schedule, or by a technician, one at a time.
+ */
+export class OpcuaService implements Service {
+  readonly name = 'opcua';
+  private config: Config;
+  private probe: OpcuaProbe | undefined;
+  private discovery: OpcuaDiscovery | undefined;
+  private runs: DiscoveryRunRepository | undefined;
+  private poller: NodeJS.Timeout | undefined;
+  private scheduler: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopping = false;
+
+  constructor(private readonly deps: OpcuaServiceDeps) {
+    this.config = deps.config;
+  }
+
+  async start(): Promise<void> {
+    const { log, storage, ca } = this.deps;
+    const identity = await ensureAgentClient(ca, this.config, log);
+    this.probe = new OpcuaProbe({
+      log: log.child({ part: 'client' }),
+      pkiDir: join(this.config.agent.dataDir, 'opcua', 'pki'),
+      applicationUri: identity.applicationUri,
+      certificateFile: identity.certFile,
+      privateKeyFile: identity.keyFile,
+    });
+    await this.probe.init();
+    this.runs = new DiscoveryRunRepository(storage.store);
+    this.discovery = new OpcuaDiscovery({
+      log,
+      config: () => this.config.opcua,
+      probe: this.probe,
+      runs: this.runs,
+      devices: new DeviceRepository(storage.store),
+      store: storage.store,
+      bus: this.deps.bus,
+    });
+    if (this.config.opcua.runOnStart) this.runs.request('opcua', 'start', 'agent');
+    this.schedule();
+    this.poller = setInterval(() => void this.runOpen(), POLL_MS);
+    void this.runOpen();
+  }
+
+  private schedule(): void {
+    clearInterval(this.scheduler);
+    this.scheduler = undefined;
+    if (this.config.opcua.intervalMs > 0) {
+      this.scheduler = setInterval(() => {
+        this.runs?.request('opcua', 'interval', 'agent');
+        void this.runOpen();
+      }, this.config.opcua.intervalMs);
+    }
+  }
+
+  /** Runs the requested discoveries one after the other; concurrent calls share one pass. */
+  runOpen(): Promise<void> {
+    this.running ??= (async () => {
+      for (let run = this.runs?.open('opcua')[0]; run && !this.stopping; run = this.runs?.open('opcua')[0]) {
+        await this.discovery!.run(run);
+      }
+    })()
+      .catch((err: unknown) => this.deps.log.error({ err }, 'OPC UA discovery could not run'))
+      .finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  reload(config: Config): void {
+    this.config = config;
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.poller);
+    clearInterval(this.scheduler);
+    // A run in progress ends within one probe timeout; a run cut short is taken up again at the next start.
+    await Promise.race([this.running, new Promise((r) => setTimeout(r, Math.min(this.config.opcua.timeoutMs, 3_000)))]);
+    await this.probe?.dispose();
+  }
+}

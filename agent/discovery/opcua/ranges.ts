@@ -1,0 +1,49 @@
+import { isIPv4 } from 'node:net';
+
+/** An IPv4 range: first address and prefix length. */
+export interface Range {
+  text: string;
+  base: number;
+  prefix: number;
+}
+
+const toInt = (ip: string): number => ip.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
+const toIp = (n: number): string => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+
+export function parseRange(text: string): Range {
+  const [ip, bits] = text.split('/');
+  if (!ip || !isIPv4(ip)) throw new Error(`${JSON.stringify(text)} is not an IPv4 address or range`);
+  const prefix = bits === undefined ? 32 : Number(bits);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32) throw new Error(`${JSON.stringify(text)} has a prefix length outside 0 to 32`);
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  return { text, base: (toInt(ip) & mask) >>> 0, prefix };
+}
+
+export function size(range: Range): number {
+  return 2 ** (32 - range.prefix);
+}
+
+export function contains(ranges: readonly Range[], ip: string): boolean {
+  if (!isIPv4(ip)) return false;
+  const n = toInt(ip);
+  return ranges.some((r) => n >>> 0 >= r.base && n >>> 0 < r.base + size(r));
+}
+
+/**
+ * Every address of the ranges, without duplicates; the network and
+ * broadcast addresses of ranges larger than /31 are left out. Refuses more
+ * than `max` addresses before making the list.
+ */
+export function addresses(ranges: readonly Range[], max: number): string[] {
+  const total = ranges.reduce((n, r) => n + size(r), 0);
+  if (total > max) throw new Error(`the scan ranges hold ${total} addresses, more than opcua.scan.maxAddresses (${max})`);
+  const seen = new Set<number>();
+  for (const r of ranges) {
+    const n = size(r);
+    for (let i = 0; i < n; i++) {
+      if (n > 2 && (i === 0 || i === n - 1)) continue;
+      seen.add(r.base + i);
+    }
+  }
+  return [...seen].sort((a, b) => a - b).map(toIp);
+}
