@@ -259,7 +259,8 @@ async function readDeviceSet(opcua: Opcua, session: Session): Promise<DiDevice[]
       const v = clean(values[i]?.value?.value);
       if (v !== undefined) device[DI_PROPERTIES[c.browseName.name!]!] = v as never;
     });
-    devices.push(device);
+    // DeviceSet also holds DI's own DeviceFeatures folder: what carries no nameplate property is no device.
+    if (Object.keys(device).length > 1) devices.push(device);
   }
   return devices;
 }
