@@ -153,10 +153,11 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
   };
 
   try {
+    // A fresh application key per server (no keySlot): see sharedRsaKey.
     const serverCertificateManager = await certificateManagerIn(pkiDir, { acceptUnknown: options.acceptUnknownClientCertificates ?? true });
     managers.push(serverCertificateManager);
     // Users authenticate by name and password here; the user PKI exists because node-opcua would otherwise make one in ~/.config.
-    const userCertificateManager = await certificateManagerIn(join(dir, 'user-pki'), { acceptUnknown: false });
+    const userCertificateManager = await certificateManagerIn(join(dir, 'user-pki'), { acceptUnknown: false, keySlot: 'unused-user-pki' });
     managers.push(userCertificateManager);
     const certificate = await selfSignApplicationCertificate(serverCertificateManager, { applicationUri, commonName: applicationName, host });
     if (options.registerWith) await serverCertificateManager.trustCertificate(options.registerWith.certificate);

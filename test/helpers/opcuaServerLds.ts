@@ -110,7 +110,7 @@ export async function startLds(options: LdsOptions = {}): Promise<LdsHandle> {
   const dir = mkdtempSync(join(tmpdir(), 'opcua-lds-'));
   let manager: OPCUACertificateManager | undefined;
   try {
-    manager = await certificateManagerIn(join(dir, 'pki'), { acceptUnknown: true });
+    manager = await certificateManagerIn(join(dir, 'pki'), { acceptUnknown: true, keySlot: 'lds' });
     const certificate = await selfSignApplicationCertificate(manager, { applicationUri, commonName: 'Fixture LDS', host });
     const lds = new LoopbackDiscoveryServer(
       {

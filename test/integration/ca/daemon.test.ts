@@ -58,8 +58,8 @@ describe('the CA inside the daemon', () => {
     expect(after.ok).toBe(false);
     expect(after.stdout + after.stderr).toContain('certificate revoked');
 
-    // The embedded broker's own broker-server certificate is in the list too.
-    const list = (JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout) as { serial: string; status: string; profile: string }[]).filter((c) => c.profile !== 'broker-server');
+    // The daemon's own certificates (the embedded broker's, the agent's client identity) are in the list too.
+    const list = (JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout) as { serial: string; status: string; profile: string }[]).filter((c) => c.profile !== 'broker-server' && c.profile !== 'agent-client');
     expect(list).toEqual([expect.objectContaining({ serial, status: 'revoked' })]);
     d.kill('SIGTERM');
     expect((await d.exited).code).toBe(0);
@@ -100,7 +100,7 @@ describe('the CA inside the daemon', () => {
     expect(p12.code).toBe(64);
     expect(p12.stderr).toContain('at least 8 characters');
     const issued = JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout) as { profile: string }[];
-    expect(issued.filter((c) => c.profile !== 'broker-server')).toEqual([]);
+    expect(issued.filter((c) => c.profile !== 'broker-server' && c.profile !== 'agent-client')).toEqual([]);
 
     const cliWrong = await runCli(['ca', 'status', '--config', config]);
     expect(cliWrong.code).toBe(0); // status reads certificates only: no passphrase needed

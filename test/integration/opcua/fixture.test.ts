@@ -48,8 +48,22 @@ const PUMP: FixtureDevice = {
   productInstanceUri: 'urn:acme:pumps:cp-300:sn-0042',
   assetId: 'PLANT1-P-007',
 };
-const VALVE: FixtureDevice = { ...PUMP, name: 'Valve-2', manufacturer: 'Valvo', model: 'V-10', serialNumber: 'V-99', assetId: 'PLANT1-V-002', productInstanceUri: 'urn:valvo:v-10:v-99' };
-const BUILD = { productUri: 'urn:acme:plc:s9', manufacturerName: 'ACME Automation', productName: 'ACME S9 PLC', softwareVersion: '9.4.1', buildNumber: '2024.11.7' };
+const VALVE: FixtureDevice = {
+  ...PUMP,
+  name: 'Valve-2',
+  manufacturer: 'Valvo',
+  model: 'V-10',
+  serialNumber: 'V-99',
+  assetId: 'PLANT1-V-002',
+  productInstanceUri: 'urn:valvo:v-10:v-99',
+};
+const BUILD = {
+  productUri: 'urn:acme:plc:s9',
+  manufacturerName: 'ACME Automation',
+  productName: 'ACME S9 PLC',
+  softwareVersion: '9.4.1',
+  buildNumber: '2024.11.7',
+};
 const ADMIN = { username: 'secadmin', password: 'correct horse' };
 const OPERATOR = { username: 'operator', password: 'operator-pw' };
 
@@ -75,9 +89,18 @@ describe('OPC UA server fixture (real node-opcua servers and clients on loopback
     [[lds, plc], secure, hanging, garbage] = await Promise.all([
       (async () => {
         const discovery = await track(startLds());
-        return [discovery, await track(startOpcuaServer({ host: '127.0.0.2', applicationName: 'ACME S9', buildInfo: BUILD, deviceSet: [PUMP, VALVE], registerWith: discovery }))] as const;
+        const registered = await track(
+          startOpcuaServer({ host: '127.0.0.2', applicationName: 'ACME S9', buildInfo: BUILD, deviceSet: [PUMP, VALVE], registerWith: discovery }),
+        );
+        return [discovery, registered] as const;
       })(),
-      track(startOpcuaServer({ securityModes: 'secure', acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN, users: [OPERATOR] } })),
+      track(
+        startOpcuaServer({
+          securityModes: 'secure',
+          acceptUnknownClientCertificates: false,
+          pushManagement: { securityAdmin: ADMIN, users: [OPERATOR] },
+        }),
+      ),
       track(startHangingServer('127.0.0.2')),
       track(startGarbageServer('127.0.0.2')),
     ]);
@@ -166,10 +189,17 @@ describe('OPC UA server fixture (real node-opcua servers and clients on loopback
     expect(san).toContain('IP Address:127.0.0.1');
   });
 
-  it('a secure server refuses a session over its discovery-only None endpoint', async () => {
-    await withSession(secure.endpointUrl, async () => 'session').catch((e: Error) => console.log('NONE-ERR', e.message));
-    await expect(withSession(secure.endpointUrl, async () => 'session')).rejects.toThrow();
+  it('a secure server answers discovery over None but offers no session without SignAndEncrypt', async () => {
+    // GetEndpoints over None works (the endpoints() helper connects without security) ...
+    expect((await endpoints(secure.endpointUrl)).length).toBeGreaterThan(0);
+    // ... but no listed endpoint has SecurityMode None, so a client finds none to open a session on.
+    await expect(withSession(secure.endpointUrl, async () => 'session')).rejects.toThrow(/End point must exist/);
     await expect(withSession(secure.endpointUrl, async () => 'session', undefined, true)).resolves.toBe('session');
+  });
+
+  it('each server has an application key of its own (the CA would take a shared key for a clone)', () => {
+    const spki = (der: Buffer) => new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' });
+    expect(spki(plc.certificate).equals(spki(secure.certificate))).toBe(false);
   });
 
   it('a secure server that does not accept unknown clients refuses a client it was not told to trust', async () => {
