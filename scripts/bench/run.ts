@@ -5,6 +5,7 @@
  */
 import { caBench } from './ca.js';
 import { enrollBench } from './enroll.js';
+import { opcuaBench } from './opcua.js';
 import { storeBench } from './store.js';
 
 export interface BenchResult {
@@ -21,6 +22,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'store', run: storeBench },
   { name: 'ca', run: caBench },
   { name: 'enroll', run: () => enrollBench(() => rows.find((r) => r.name.startsWith('ca: issue from P-256'))?.value) },
+  { name: 'opcua', run: opcuaBench },
 ];
 
 const only = process.argv.slice(2);
