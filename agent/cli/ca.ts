@@ -21,11 +21,11 @@ import pino from 'pino';
 import { collect, CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
 /** Opens the store and the authority for one command, and closes the store after. */
-async function withAuthority<T>(config: Config, fn: (ca: CertificateAuthority, repo: CertificateRepository) => Promise<T> | T): Promise<T> {
+export async function withAuthority<T>(config: Config, fn: (ca: CertificateAuthority, repo: CertificateRepository, store: Store) => Promise<T> | T): Promise<T> {
   const { store } = Store.open(config.store, pino({ level: 'silent' }));
   try {
     const repo = new CertificateRepository(store);
-    return await fn(loadAuthority(config.ca, repo, resolvePassphrase(config.ca)), repo);
+    return await fn(loadAuthority(config.ca, repo, resolvePassphrase(config.ca)), repo, store);
   } finally {
     store.close();
   }

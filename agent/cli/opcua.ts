@@ -1,5 +1,15 @@
+import { X509Certificate } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
+import { SoftwareKey } from '../../certs/keys/backend.js';
+import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
+import { buildCsr } from '../../certs/x509/csrBuilder.js';
+import { encodeName } from '../../certs/x509/name.js';
+import { DeviceRepository } from '../store/deviceRepository.js';
+import { withAuthority } from './ca.js';
 import type { Config } from '../config/schema.js';
 import { UsageError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
@@ -24,6 +34,52 @@ type RunView = { run: DiscoveryRun; targets: DiscoveryTarget[]; daemonRunning?: 
 
 const view = (r: RunView) =>
   `${line(r.run)}\n${r.targets.length > 0 ? `${targetLines(r.targets)}\n` : ''}${r.daemonRunning === false ? 'the daemon is not running: the run starts when it does\n' : ''}`;
+
+/**
+ * For a server without push management: a key made here, a certificate
+ * from the RSA issuing CA (opcua-application profile: SAN URI = the
+ * server's applicationUri, plus the host of the endpoint it was found at),
+ * and the chain, for a technician to install by hand. Recorded in the
+ * device's history.
+ */
+async function exportBundle(config: Config, ref: string, out: string, actor: string) {
+  const id = ref.startsWith('opcua:') ? ref : `opcua:${ref}`;
+  return withAuthority(config, async (authority, _repository, store) => {
+    const devices = new DeviceRepository(store);
+    const device = devices.get(id);
+    if (!device) throw new UsageError(`no OPC UA server ${id} in the inventory (see edge-agent devices list)`);
+    if (device.state === 'decommissioned') throw new UsageError(`${id} is decommissioned`);
+    const opcua = device.source.opcua as { applicationUri?: string; endpointUrl?: string } | undefined;
+    if (!opcua?.applicationUri || !opcua.endpointUrl) throw new UsageError(`${id} has no applicationUri on record; run a discovery first`);
+    const host = new URL(opcua.endpointUrl).hostname.replace(/^\[|\]$/g, '');
+    const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
+    const key = SoftwareKey.generate('rsa-2048');
+    const issued = await authority.issue({
+      profile: 'opcua-application',
+      identity: opcua.applicationUri,
+      commonName,
+      csr: buildCsr(key, encodeName({ commonName })),
+      ...(isIP(host) ? { ipAddresses: [host] } : { dnsNames: [host.toLowerCase()] }),
+    });
+    mkdirSync(out, { recursive: true, mode: 0o700 });
+    const files = { key: join(out, 'key.pem'), cert: join(out, 'cert.pem'), certDer: join(out, 'cert.der'), chain: join(out, 'chain.pem') };
+    writeKeyFile(files.key, key.exportable(), undefined);
+    writeFileAtomic(files.cert, issued.record.pem, 0o644);
+    writeFileAtomic(files.certDer, new X509Certificate(issued.record.pem).raw, 0o644);
+    writeFileAtomic(files.chain, issued.chain.join(''), 0o644);
+    store.durable(() =>
+      devices.apply({
+        protocol: 'opcua',
+        name: device.name,
+        to: device.state,
+        cause: `certificate ${issued.record.serial} exported by ${actor} for installation by hand`,
+        actor: `technician:${actor}`,
+        details: { serial: issued.record.serial, notAfter: issued.record.notAfter.toISOString() },
+      }),
+    );
+    return { device: id, serial: issued.record.serial, applicationUri: opcua.applicationUri, notAfter: issued.record.notAfter, files };
+  });
+}
 
 export function registerOpcuaCommands(program: Command, result: { code: number }): void {
   const opcua = program.command('opcua').description('OPC UA servers: discovery runs');
@@ -54,6 +110,18 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
         return { run: current, targets: runs.targets(current.id), daemonRunning: running };
       });
     }, view);
+  });
+
+  common(
+    opcua
+      .command('export-bundle')
+      .description('for a server without push management: write a key, a certificate from the gateway CA and its chain, to install by hand')
+      .requiredOption('--id <device>', 'the server, as devices list shows it (opcua:...)')
+      .requiredOption('--out <dir>', 'directory for key.pem (0600), cert.pem, cert.der and chain.pem')
+      .option('--actor <name>', 'who exports (default: $SUDO_USER, $USER)'),
+  ).action(async (o: Common & { id: string; out: string; actor?: string }) => {
+    result.code = await run(o, (config) => exportBundle(config, o.id, o.out, o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli'), (r: { device: string; serial: string; files: Record<string, string> }) =>
+      `${r.device}: certificate ${r.serial} written to ${Object.values(r.files).join(', ')}\ninstall key.pem and cert.pem (or cert.der) as the server's application instance certificate, and chain.pem as its issuers\n`);
   });
 
   common(opcua.command('runs').description('the latest discovery runs').option('--limit <n>', 'how many', '20')).action(async (o: Common & { limit: string }) => {

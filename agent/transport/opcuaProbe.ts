@@ -37,6 +37,13 @@ export interface OpcuaServerFacts {
   endpoints: OpcuaEndpointFacts[];
   buildInfo?: { productUri?: string; manufacturerName?: string; productName?: string; softwareVersion?: string; buildNumber?: string };
   devices?: DiDevice[];
+  /**
+   * Whether the address space has Part 12's ServerConfiguration with
+   * CreateSigningRequest. Its presence does not prove push works (node-opcua
+   * servers list the nodes without the implementation); its absence proves
+   * it does not. Absent when no session could be opened.
+   */
+  serverConfiguration?: boolean;
   /** Why the nameplate could not be read (endpoints were). */
   nameplateError?: string;
 }
@@ -182,6 +189,7 @@ export class OpcuaProbe {
         facts.buildInfo = await readBuildInfo(opcua, session);
         const devices = await readDeviceSet(opcua, session);
         if (devices.length > 0) facts.devices = devices;
+        facts.serverConfiguration = await hasServerConfiguration(opcua, session);
       } catch (err) {
         facts.nameplateError = `nameplate not readable: ${(err as Error).message}`;
       } finally {
@@ -228,6 +236,15 @@ async function readBuildInfo(opcua: Opcua, session: Session): Promise<OpcuaServe
     if (v !== undefined) info[key] = v;
   });
   return info;
+}
+
+/** ServerConfiguration (i=12637) with its CreateSigningRequest method (i=12737) in the address space. */
+async function hasServerConfiguration(opcua: Opcua, session: Session): Promise<boolean> {
+  const [object, method] = await session.read([
+    { nodeId: 'i=12637', attributeId: opcua.AttributeIds.BrowseName },
+    { nodeId: 'i=12737', attributeId: opcua.AttributeIds.BrowseName },
+  ]);
+  return object?.statusCode.isGood() === true && method?.statusCode.isGood() === true;
 }
 
 async function readDeviceSet(opcua: Opcua, session: Session): Promise<DiDevice[]> {

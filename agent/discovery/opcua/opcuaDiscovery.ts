@@ -183,6 +183,7 @@ export class OpcuaDiscovery {
         security: f.endpoints.map((e) => `${e.securityMode}/${e.securityPolicy}`).filter((v, i, a) => a.indexOf(v) === i),
         ...(f.buildInfo ? { buildInfo: f.buildInfo } : {}),
         ...(f.devices ? { deviceSet: f.devices } : {}),
+        ...(f.serverConfiguration !== undefined ? { serverConfiguration: f.serverConfiguration } : {}),
         ...(f.nameplateError ? { nameplateError: f.nameplateError } : {}),
       },
     };

@@ -1,6 +1,8 @@
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
+import { certText, openssl } from '../../helpers/openssl.js';
 import {
   startGarbageServer,
   startHangingServer,
@@ -124,6 +126,23 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     const runs = JSON.parse((await cli('opcua', 'runs', '--json')).stdout) as { found: number; errors: number; targetsDone: number; targetsTotal: number }[];
     expect(runs[0]).toMatchObject({ found: 2, errors: 1 });
     expect(runs[0]!.targetsDone).toBe(runs[0]!.targetsTotal);
+  });
+
+  it('exports a key, a certificate for the server\'s applicationUri and address, and the chain, to install by hand', async () => {
+    const id = target(plc.endpointUrl)!.deviceId!;
+    const out = join(tmp.dir, 'bundle');
+    const r = await cli('opcua', 'export-bundle', '--id', id, '--out', out, '--actor', 'tech-c', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const verify = await openssl(['verify', '-CAfile', join(out, 'chain.pem'), '-purpose', 'sslserver', join(out, 'cert.pem')], tmp.dir);
+    expect(verify.stdout, verify.stderr).toContain('OK');
+    const text = await certText(tmp.dir, join(out, 'cert.pem'));
+    expect(text).toContain('URI:urn:plant1:press-7');
+    expect(text).toContain('IP Address:127.0.0.2');
+    const der = await openssl(['x509', '-inform', 'DER', '-in', join(out, 'cert.der'), '-noout', '-serial'], tmp.dir);
+    expect(der.stdout.trim().toLowerCase()).toBe(`serial=${(JSON.parse(r.stdout) as { serial: string }).serial}`);
+    expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
+    const history = JSON.parse((await cli('devices', 'show', id, '--json')).stdout) as { history: { cause: string }[] };
+    expect(history.history.at(-1)?.cause).toMatch(/exported by tech-c for installation by hand/);
   });
 
   it('updates the same record on a second run instead of adding one', async () => {
