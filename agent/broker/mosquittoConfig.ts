@@ -74,7 +74,10 @@ export async function writeMosquittoConfig(authority: CertificateAuthority, o: M
     renew: true,
   });
   files.serial = issued.record.serial;
-  writeFileAtomic(files.cafile, authority.trustBundle().join(''), 0o644);
+  // Only the EC issuing CA (and the root): it issues every MQTT identity (devices, the broker, the
+  // agent's MQTT link). Certificates from the RSA issuing CA (OPC UA applications) are refused, so a
+  // server's self-chosen name in one can never become an MQTT user name.
+  writeFileAtomic(files.cafile, authority.issuer('ec').chainPem.join(''), 0o644);
   writeFileAtomic(files.certfile, issued.record.pem + issued.chain.slice(0, -1).join(''), 0o644);
   writeKeyFile(files.keyfile, key.exportable(), undefined);
   if (o.crlFile !== files.crlfile && existsSync(o.crlFile)) writeFileAtomic(files.crlfile, readFileSync(o.crlFile), 0o644);

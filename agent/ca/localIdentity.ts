@@ -83,18 +83,31 @@ function reuseRefusal(ca: CaService, r: LocalIdentityRequest, pem: string): stri
 }
 
 /**
- * The agent's own client identity, shared by the MQTT link and the OPC UA
- * client: CN = agent.id, SAN URI urn:edge-agent:<id> (its OPC UA
- * applicationUri), an RSA-2048 key (OPC UA security policies need RSA), in
- * <dataDir>/identity/agent-client.{key,crt}. One file for both, since the CA
- * keeps one valid certificate per profile and identity.
+ * The agent's own client identities, kept in <dataDir>/identity/: on MQTT
+ * (CN = agent.id, EC key, so the EC issuing CA signs it: the only CA an
+ * external Mosquitto trusts), and as an OPC UA client (CN = <agent.id>-opcua,
+ * SAN URI urn:edge-agent:<agent.id>-opcua, its applicationUri; RSA-2048, which
+ * OPC UA's security policies need). Two identities, since the CA keeps one
+ * valid certificate per profile and identity.
  */
-export function ensureAgentClient(ca: CaService, config: { agent: { id: string; dataDir: string } }, log: Logger): Promise<LocalIdentity & { keyFile: string; certFile: string; applicationUri: string }> {
+export function ensureAgentClient(
+  ca: CaService,
+  config: { agent: { id: string; dataDir: string } },
+  log: Logger,
+  use: 'mqtt' | 'opcua',
+): Promise<LocalIdentity & { keyFile: string; certFile: string; applicationUri: string }> {
   const dir = join(config.agent.dataDir, 'identity');
-  return ensureLocalIdentity(ca, { profile: 'agent-client', identity: config.agent.id, dir, basename: 'agent-client', keyType: 'rsa-2048' }, log).then((id) => ({
+  const identity = use === 'mqtt' ? config.agent.id : opcuaClientId(config.agent.id);
+  const basename = use === 'mqtt' ? 'agent-client' : 'opcua-client';
+  return ensureLocalIdentity(ca, { profile: 'agent-client', identity, dir, basename, keyType: use === 'mqtt' ? 'ec-p256' : 'rsa-2048' }, log).then((id) => ({
     ...id,
-    keyFile: join(dir, 'agent-client.key'),
-    certFile: join(dir, 'agent-client.crt'),
-    applicationUri: `urn:edge-agent:${config.agent.id}`,
+    keyFile: join(dir, `${basename}.key`),
+    certFile: join(dir, `${basename}.crt`),
+    applicationUri: `urn:edge-agent:${identity}`,
   }));
+}
+
+/** The agent's identity as an OPC UA client (a device id: 64 characters at most). */
+export function opcuaClientId(agentId: string): string {
+  return `${agentId.slice(0, 57)}-opcua`;
 }

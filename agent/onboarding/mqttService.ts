@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Gauge } from 'prom-client';
 import { writeFileAtomic } from '../../certs/keys/fileKey.js';
 import type { CaService } from '../ca/caService.js';
-import { ensureAgentClient, ensureLocalIdentity, type LocalIdentity } from '../ca/localIdentity.js';
+import { ensureAgentClient, ensureLocalIdentity, opcuaClientId, type LocalIdentity } from '../ca/localIdentity.js';
 import type { Config } from '../config/schema.js';
 import { MqttDiscovery } from '../discovery/mqttDiscovery.js';
 import type { Service } from '../lifecycle/service.js';
@@ -100,8 +100,7 @@ export class MqttService implements Service, DeviceAccess {
     const stateDir = join(this.config.agent.dataDir, 'mqtt');
     let gate: AccessGate;
     if (c.brokerUrl !== '') {
-      // One agent-client identity for MQTT and OPC UA (RSA: OPC UA's security policies need it).
-      const identity = await ensureAgentClient(ca, this.config, log);
+      const identity = await ensureAgentClient(ca, this.config, log, 'mqtt');
       this.broker = new ExternalBroker({ log: log.child({ part: 'link' }), url: c.brokerUrl, clientId: clientId(stateDir, agentId), tls: () => identity });
       const mosquitto = new MosquittoGate({
         log: log.child({ part: 'mosquitto' }),
@@ -150,7 +149,7 @@ export class MqttService implements Service, DeviceAccess {
       link: this.broker,
       gate,
       brokerUrl: () => this.config.mqtt.deviceBrokerUrl || this.deviceUrl,
-      reservedIds: () => [agentId],
+      reservedIds: () => [agentId, opcuaClientId(agentId)],
     }));
     const discovery = new MqttDiscovery({ log: log.child({ part: 'discovery' }), metrics, config: () => this.config.mqtt, store: () => store, devices: () => devices });
     await this.broker.subscribe(enrollment.filters(), (m) => enrollment.receive(m));

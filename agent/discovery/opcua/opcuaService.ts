@@ -45,7 +45,7 @@ export class OpcuaService implements Service {
 
   async start(): Promise<void> {
     const { log, storage, ca } = this.deps;
-    const identity = await ensureAgentClient(ca, this.config, log);
+    const identity = await ensureAgentClient(ca, this.config, log, 'opcua');
     this.probe = new OpcuaProbe({
       log: log.child({ part: 'client' }),
       pkiDir: join(this.config.agent.dataDir, 'opcua', 'pki'),

@@ -74,6 +74,15 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
     expect(await watcher.done).toEqual(['devices/pump-1/flow 3.2']);
   });
 
+  it('refuses a certificate from the RSA issuing CA (OPC UA) even when its CN is the agent id', async () => {
+    const out = join(tmp.dir, 'ua-app');
+    const issued = await cli('ca', 'issue', '--profile', 'opcua-application', '--id', 'urn:plant:hmi', '--cn', 'gw-mq', '--generate-key', '--key-type', 'rsa-2048', '--out', out);
+    expect(issued.code, issued.stderr).toBe(0);
+    const tls = { cafile: cafile(), cert: join(out, 'cert.pem'), key: join(out, 'key.pem') };
+    expect((await publish(ports.mtls, tls, 'devices/x/y', 'as the agent')).code).not.toBe(0);
+    expect((await publish(ports.mtls, agent(), 'devices/x/y', 'the agent itself')).code).toBe(0);
+  });
+
   it('honours an MQTT 5 response topic and correlation data', async () => {
     const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, { clientId: 'pump-2', protocolVersion: 5, ca: readPem(cafile()), reconnectPeriod: 0 });
     const responseTopic = `${PREFIX}/pump-2/response/call-7`;
