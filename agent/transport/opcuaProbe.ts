@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import type { Logger } from '../log.js';
+import { opcuaHello } from './opcuaHello.js';
 import { loadOpcua } from './opcuaLoader.js';
 
 type Opcua = Awaited<ReturnType<typeof loadOpcua>>;
@@ -85,6 +86,12 @@ const clean = (v: unknown): string | undefined => {
   return t === '' ? undefined : t;
 };
 
+/** Destroys the TCP socket under a node-opcua client (library internals: a workaround for connect() ignoring disconnect()). */
+function destroySocket(client: Client): void {
+  const channel = (client as unknown as { _secureChannel?: { getTransport?: () => { _socket?: { destroy?: () => void } | null } | undefined } | null })._secureChannel;
+  channel?.getTransport?.()?._socket?.destroy?.();
+}
+
 export class ProbeTimeout extends Error {
   readonly code = 'TIMEOUT';
 }
@@ -118,6 +125,9 @@ export class OpcuaProbe {
 
   private async client(timeoutMs: number): Promise<{ opcua: Opcua; client: Client }> {
     const opcua = await loadOpcua(this.deps.log);
+    // node-opcua disposes the client's certificate manager when a client disconnects unless it is
+    // counted as shared: one count per client keeps it alive for the probes running beside it.
+    this.certificateManager!.referenceCounter++;
     const client = opcua.OPCUAClient.create({
       applicationName: 'edge-agent',
       applicationUri: this.deps.applicationUri,
@@ -134,25 +144,40 @@ export class OpcuaProbe {
     return { opcua, client };
   }
 
-  /** Runs `work` on a connected client and always disconnects; rejects with ProbeTimeout after `timeoutMs`. */
+  /**
+   * Runs `work` on a connected client and always closes the connection;
+   * rejects with ProbeTimeout after `timeoutMs`. node-opcua's disconnect()
+   * does not end a connect() that is still waiting for the server's ACK, so
+   * after a timeout the socket is destroyed directly, and closed again when
+   * the abandoned connect() settles.
+   */
   private async withClient<T>(url: string, timeoutMs: number, work: (opcua: Opcua, client: Client) => Promise<T>): Promise<T> {
+    await opcuaHello(url, timeoutMs).catch((err: Error & { code?: string }) => {
+      throw err.code === 'TIMEOUT' ? new ProbeTimeout(err.message) : err;
+    });
     const { opcua, client } = await this.client(timeoutMs);
     let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new ProbeTimeout(`no complete answer from ${url} within ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(() => {
+        timedOut = true;
+        reject(new ProbeTimeout(`no complete answer from ${url} within ${timeoutMs} ms`));
+      }, timeoutMs);
     });
+    const connecting = client.connect(url);
     try {
-      return await Promise.race([
-        (async () => {
-          await client.connect(url);
-          return work(opcua, client);
-        })(),
-        deadline,
-      ]);
+      return await Promise.race([connecting.then(() => work(opcua, client)), deadline]);
     } finally {
       clearTimeout(timer);
-      // A hung server must not hold the run: give the disconnect a moment, then let it go.
+      if (timedOut) {
+        destroySocket(client);
+        connecting.then(
+          () => void client.disconnect().catch(() => undefined),
+          () => undefined,
+        );
+      }
       await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+      destroySocket(client);
     }
   }
 

@@ -17,6 +17,8 @@ export interface RawTcpServer {
   endpointUrl: string;
   /** How many connections it accepted so far: proof a client got this far. */
   readonly connections: number;
+  /** How many of them are still open: a client that gave up must have closed its own. */
+  readonly open: number;
   stop(): Promise<void>;
 }
 
@@ -43,6 +45,9 @@ async function listen(host: string, onConnection: (socket: Socket) => void): Pro
     get connections() {
       return connections;
     },
+    get open() {
+      return sockets.size;
+    },
     stop() {
       stopped ??= new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();
@@ -55,7 +60,8 @@ async function listen(host: string, onConnection: (socket: Socket) => void): Pro
 
 /** Accepts connections and never answers: a client's HEL goes unacknowledged until its own timeout. */
 export function startHangingServer(host = '127.0.0.1'): Promise<RawTcpServer> {
-  return listen(host, () => undefined);
+  // It reads (and drops) what arrives, so it sees a client that closes; it never answers.
+  return listen(host, (socket) => void socket.resume());
 }
 
 /** Answers every connection with `bytes` random bytes (not an OPC UA ACK) and closes it. */

@@ -121,6 +121,8 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
 
   it('gives a hung server and a port that speaks garbage only their own timeout, and records why', async () => {
     expect(hanging.connections).toBeGreaterThan(0);
+    // The agent gave up on it and closed its connection: nothing is left open for the next run to pile onto.
+    await waitUntil(() => hanging.open === 0);
     expect(target(hanging.endpointUrl)).toMatchObject({ source: 'endpoint', status: 'error' });
     expect(target(`opc.tcp://127.0.0.4:${garbage.port}`)).toMatchObject({ source: 'scan', status: 'nothing' });
     const runs = JSON.parse((await cli('opcua', 'runs', '--json')).stdout) as { found: number; errors: number; targetsDone: number; targetsTotal: number }[];
@@ -152,3 +154,11 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     expect(listed.filter((d) => d.id.startsWith('opcua:'))).toHaveLength(2);
   });
 });
+
+async function waitUntil(check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
