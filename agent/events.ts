@@ -7,7 +7,17 @@ export interface AgentEvents {
   /** A valid certificate passed two thirds of its lifetime: time to renew. */
   'certificate.expiring': { serial: string; profile: string; identity: string; notAfter: Date };
   /** A discovery run moved on: the technician interface shows it. */
-  'discovery.progress': { runId: number; protocol: 'opcua' | 'mqtt'; phase: 'listing' | 'probing' | 'done' | 'failed'; total: number; done: number; found: number; errors: number };
+  'discovery.progress': {
+    runId: number;
+    protocol: 'opcua' | 'mqtt';
+    phase: 'listing' | 'scanning' | 'probing' | 'done' | 'failed';
+    total: number;
+    done: number;
+    found: number;
+    errors: number;
+    /** While scanning: addresses and ports tried so far, of how many. */
+    scanned?: { done: number; total: number };
+  };
 }
 
 type Handler<T> = (payload: T) => void;

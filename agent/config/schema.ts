@@ -94,9 +94,10 @@ const opcuaUrl = z
   .string()
   .regex(/^opc\.tcp:\/\/[^\s/]+(:\d{1,5})?(\/\S*)?$/)
   .describe('an OPC UA URL: opc.tcp://host:port[/path]');
+const octet = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
 const cidr = z
   .string()
-  .regex(/^(\d{1,3}\.){3}\d{1,3}(\/(3[0-2]|[12]?\d))?$/)
+  .regex(new RegExp(`^(${octet}\\.){3}${octet}(\\/(3[0-2]|[12]?\\d))?$`))
   .describe('an IPv4 range in CIDR notation, such as 10.20.0.0/24 (a single address without /32 is allowed)');
 
 const opcuaSchema = z.strictObject({
@@ -108,7 +109,10 @@ const opcuaSchema = z.strictObject({
     ports: z.array(int(1, 65_535, 'a TCP port')).min(1).max(16).describe('TCP ports tried on every address of the ranges'),
     concurrency: int(1, 1_024, 'addresses probed at the same time'),
     maxAddresses: int(1, 1_048_576, 'refuse a scan of more addresses than this (all ranges together)'),
-  }),
+  })
+    .refine((scan) => scan.ranges.reduce((n, r) => n + 2 ** (32 - Number(r.split('/')[1] ?? 32)), 0) <= scan.maxAddresses, {
+      message: 'the ranges hold more addresses than maxAddresses allows',
+    }),
   timeoutMs: int(100, 120_000, 'time one server (or one address) may take to answer, in milliseconds'),
   runOnStart: z.boolean().describe('run a discovery when the agent starts'),
   intervalMs: int(0, 604_800_000, 'run a discovery this often, in milliseconds; 0 runs only at start (runOnStart) and on demand'),

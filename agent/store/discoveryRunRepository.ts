@@ -117,6 +117,20 @@ export class DiscoveryRunRepository {
     return rows.map((r) => ({ target: r.target, source: r.source, status: r.status, ...(r.detail ? { detail: r.detail } : {}), ...(r.device_id ? { deviceId: r.device_id } : {}), at: new Date(r.at) }));
   }
 
+  /** A run cut short by a stop: waiting again, to be run from the start. */
+  requeue(id: number): void {
+    this.store.db.prepare(`UPDATE discovery_runs SET status = 'requested', started_at = NULL WHERE id = ?`).run(id);
+  }
+
+  /** Keeps the latest `keep` finished runs of a protocol and their targets. */
+  prune(protocol: 'opcua' | 'mqtt', keep: number): void {
+    const old = `SELECT id FROM discovery_runs WHERE protocol = ? AND status IN ('done', 'failed') ORDER BY id DESC LIMIT -1 OFFSET ?`;
+    this.store.db.transaction(() => {
+      this.store.db.prepare(`DELETE FROM discovery_targets WHERE run_id IN (${old})`).run(protocol, keep);
+      this.store.db.prepare(`DELETE FROM discovery_runs WHERE id IN (${old})`).run(protocol, keep);
+    })();
+  }
+
   finish(id: number, status: 'done' | 'failed', error?: string): void {
     this.store.db.prepare('UPDATE discovery_runs SET status = ?, finished_at = ?, error = ? WHERE id = ?').run(status, new Date().toISOString(), error ?? null, id);
   }

@@ -52,6 +52,8 @@ export interface OpcuaServerFacts {
 export interface ServerListing {
   applicationUri: string;
   applicationName?: string;
+  /** Server, Client, ClientAndServer or DiscoveryServer. */
+  applicationType?: string;
   discoveryUrls: string[];
 }
 
@@ -85,6 +87,18 @@ const clean = (v: unknown): string | undefined => {
   const t = text.replace(/[\u0000-\u001f\u007f]/g, ' ').trim().slice(0, 256);
   return t === '' ? undefined : t;
 };
+
+/** The first DER element of a buffer: a server may send its certificate followed by its chain. */
+function firstDer(der: Buffer): Buffer {
+  if (der.length < 2 || der[0] !== 0x30) return der;
+  const first = der[1]!;
+  if (first < 0x80) return der.subarray(0, 2 + first);
+  const n = first & 0x7f;
+  if (n === 0 || n > 4 || der.length < 2 + n) return der;
+  let length = 0;
+  for (let i = 0; i < n; i++) length = length * 256 + der[2 + i]!;
+  return der.subarray(0, Math.min(der.length, 2 + n + length));
+}
 
 /** Destroys the TCP socket under a node-opcua client (library internals: a workaround for connect() ignoring disconnect()). */
 function destroySocket(client: Client): void {
@@ -202,7 +216,7 @@ export class OpcuaProbe {
       if (name) facts.applicationName = name;
       const productUri = clean(first.server.productUri);
       if (productUri) facts.productUri = productUri;
-      if (certificate) facts.certificateThumbprint = createHash('sha1').update(certificate).digest('hex');
+      if (certificate) facts.certificateThumbprint = createHash('sha1').update(firstDer(certificate)).digest('hex');
       const anonymousNone = facts.endpoints.some((e) => e.securityMode === 'None' && e.userTokens.includes('Anonymous'));
       if (!anonymousNone) {
         facts.nameplateError = 'the server offers no anonymous session without security; the nameplate is read once it trusts the gateway CA';
@@ -226,10 +240,11 @@ export class OpcuaProbe {
 
   /** FindServers (and FindServersOnNetwork where the LDS offers it) on a discovery server. */
   async findServers(url: string, timeoutMs: number): Promise<ServerListing[]> {
-    return this.withClient(url, timeoutMs, async (_opcua, client) => {
+    return this.withClient(url, timeoutMs, async (opcua, client) => {
       const servers = await client.findServers();
       const out: ServerListing[] = servers.map((s) => ({
         applicationUri: clean(s.applicationUri) ?? '',
+        applicationType: opcua.ApplicationType[s.applicationType] ?? String(s.applicationType),
         ...(clean(s.applicationName) ? { applicationName: clean(s.applicationName)! } : {}),
         discoveryUrls: (s.discoveryUrls ?? []).filter((u): u is string => typeof u === 'string'),
       }));

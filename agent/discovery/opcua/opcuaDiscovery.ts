@@ -54,13 +54,20 @@ function tcpOpen(host: string, port: number, timeoutMs: number): Promise<boolean
   });
 }
 
-async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
+/** Runs `work` over `items` (a list or a generator, taken lazily), `concurrency` at a time, until they run out or `signal` aborts. */
+async function pool<T>(items: Iterable<T>, concurrency: number, signal: AbortSignal, work: (item: T) => Promise<void>): Promise<void> {
+  const iterator = items[Symbol.iterator]();
   const worker = async () => {
-    while (next < items.length) await work(items[next++]!);
+    for (let next = iterator.next(); !next.done && !signal.aborted; next = iterator.next()) await work(next.value);
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+  await Promise.all(Array.from({ length: concurrency }, worker));
 }
+
+/** At most this many URLs are taken from one LDS answer. */
+const MAX_LDS_URLS = 1_000;
+
+/** Text from the network, fit to be stored and printed: no control characters, at most 256 characters. */
+const printable = (text: string): string => text.replace(/[\u0000-\u001f\u007f]/g, '?').slice(0, 256);
 
 /**
  * One OPC UA discovery run: the configured endpoints, what the Local
@@ -73,57 +80,94 @@ async function pool<T>(items: readonly T[], concurrency: number, work: (item: T)
 export class OpcuaDiscovery {
   constructor(private readonly deps: OpcuaDiscoveryDeps) {}
 
-  async run(run: DiscoveryRun): Promise<void> {
+  /**
+   * Runs one discovery. When `signal` aborts (the daemon stops), no new
+   * target is started and the run goes back to `requested`, to be run again
+   * at the next start.
+   */
+  async run(run: DiscoveryRun, signal: AbortSignal = new AbortController().signal): Promise<void> {
     const { runs, log } = this.deps;
     const c = this.deps.config();
-    const ranges = c.scan.ranges.map(parseRange);
     const counts = { total: 0, done: 0, found: 0, errors: 0 };
-    const progress = (phase: 'listing' | 'probing' | 'done' | 'failed') => this.deps.bus.emit('discovery.progress', { runId: run.id, protocol: 'opcua', phase, ...counts });
+    const progress = (phase: 'listing' | 'scanning' | 'probing' | 'done' | 'failed', scanned?: { done: number; total: number }) =>
+      this.deps.bus.emit('discovery.progress', { runId: run.id, protocol: 'opcua', phase, ...counts, ...(scanned ? { scanned } : {}) });
     runs.start(run.id, 0);
     log.info({ run: run.id, trigger: run.trigger, actor: run.actor }, 'OPC UA discovery started');
+    const seen = new Map<string, { thumbprint: string | undefined; url: string; deviceId: string }>();
     try {
+      const ranges = c.scan.ranges.map(parseRange);
       const targets = new Map<string, TargetSource>();
-      for (const url of c.endpoints) targets.set(url, 'endpoint');
+      const add = (url: string, source: TargetSource) => {
+        if (targets.has(url)) return;
+        targets.set(url, source);
+        counts.total += 1;
+        runs.addTargets(run.id, 1);
+      };
+      for (const url of c.endpoints) add(url, 'endpoint');
       progress('listing');
-      await pool(c.discoveryServers, 4, async (lds) => {
+      const recorded = new Set<string>();
+      await pool(c.discoveryServers, 4, signal, async (lds) => {
         try {
           const listed = await this.deps.probe.findServers(lds, c.timeoutMs);
-          for (const server of listed) {
-            for (const url of server.discoveryUrls) {
-              if (targets.has(url) || !url.startsWith('opc.tcp://')) continue;
-              const allowed = await this.allowed(url, ranges);
-              if (allowed === undefined) {
-                this.record(run, counts, { target: url, source: 'lds', status: 'skipped', detail: `listed by ${lds}, outside opcua.scan.ranges: not contacted` });
-              } else targets.set(allowed, 'lds');
-            }
+          const urls = listed.filter((s) => s.applicationType !== 'DiscoveryServer').flatMap((s) => s.discoveryUrls).slice(0, MAX_LDS_URLS);
+          for (const raw of urls) {
+            const url = printable(raw);
+            if (!url.startsWith('opc.tcp://')) continue;
+            const allowed = await this.allowed(url, ranges, c.timeoutMs);
+            if (allowed === undefined) {
+              if (recorded.has(url) || targets.has(url)) continue;
+              recorded.add(url);
+              counts.total += 1;
+              runs.addTargets(run.id, 1);
+              this.record(run, counts, { target: url, source: 'lds', status: 'skipped', detail: `listed by ${lds}, outside opcua.scan.ranges: not contacted` });
+            } else add(allowed, 'lds');
           }
         } catch (err) {
-          this.record(run, counts, { target: lds, source: 'lds', status: 'error', detail: `discovery server: ${(err as Error).message}` });
+          counts.total += 1;
+          runs.addTargets(run.id, 1);
+          this.record(run, counts, { target: `lds ${lds}`, source: 'lds', status: 'error', detail: `discovery server: ${(err as Error).message}` });
         }
       });
       if (ranges.length > 0) {
         const hosts = addresses(ranges, c.scan.maxAddresses);
-        const candidates = hosts.flatMap((h) => c.scan.ports.map((p) => ({ host: h, port: p })));
-        await pool(candidates, c.scan.concurrency, async ({ host, port }) => {
+        const scanned = { done: 0, total: hosts.length * c.scan.ports.length };
+        const candidates = function* () {
+          for (const host of hosts) for (const port of c.scan.ports) yield { host, port };
+        };
+        progress('scanning', scanned);
+        await pool(candidates(), c.scan.concurrency, signal, async ({ host, port }) => {
           const url = `opc.tcp://${host}:${port}`;
-          if (targets.has(url)) return;
-          if (await tcpOpen(host, port, c.timeoutMs)) targets.set(url, 'scan');
+          if (!targets.has(url) && (await tcpOpen(host, port, c.timeoutMs))) add(url, 'scan');
+          scanned.done += 1;
+          if (scanned.done % 256 === 0 || scanned.done === scanned.total) progress('scanning', scanned);
         });
       }
-      counts.total += targets.size;
-      runs.addTargets(run.id, targets.size);
       progress('probing');
-      await pool([...targets], c.scan.concurrency, async ([url, source]) => {
+      await pool([...targets], c.scan.concurrency, signal, async ([url, source]) => {
         try {
           const facts = await this.deps.probe.probe(url, c.timeoutMs);
-          const deviceId = this.recordServer(run, facts);
-          this.record(run, counts, { target: url, source, status: 'found', deviceId, ...(facts.nameplateError ? { detail: facts.nameplateError } : {}) });
+          const same = seen.get(facts.applicationUri);
+          if (same && same.thumbprint !== facts.certificateThumbprint) {
+            // Two servers claim one applicationUri (a cloned project, or a spoof): neither overwrites the other.
+            this.record(run, counts, { target: url, source, status: 'error', detail: `applicationUri ${facts.applicationUri} is also served by ${same.url} with another certificate: not recorded, check both servers` });
+          } else if (same) {
+            this.record(run, counts, { target: url, source, status: 'found', deviceId: same.deviceId, detail: `the same server as ${same.url}` });
+          } else {
+            const deviceId = this.recordServer(run, facts);
+            seen.set(facts.applicationUri, { thumbprint: facts.certificateThumbprint, url, deviceId });
+            this.record(run, counts, { target: url, source, status: 'found', deviceId, ...(facts.nameplateError ? { detail: facts.nameplateError } : {}) });
+          }
         } catch (err) {
           const message = (err as Error).message || String(err);
           this.record(run, counts, { target: url, source, status: source === 'scan' ? 'nothing' : 'error', detail: source === 'scan' ? `not an OPC UA server: ${message}` : message });
         }
         progress('probing');
       });
+      if (signal.aborted) {
+        runs.requeue(run.id);
+        log.info({ run: run.id, ...counts }, 'OPC UA discovery interrupted; it runs again at the next start');
+        return;
+      }
       runs.finish(run.id, 'done');
       progress('done');
       log.info({ run: run.id, ...counts }, 'OPC UA discovery done');
@@ -135,13 +179,17 @@ export class OpcuaDiscovery {
   }
 
   /** The URL to contact for a URL an LDS gave, or undefined when its address is outside the ranges. */
-  private async allowed(url: string, ranges: readonly Range[]): Promise<string | undefined> {
+  private async allowed(url: string, ranges: readonly Range[], timeoutMs: number): Promise<string | undefined> {
     const at = hostOf(url);
     if (!at) return undefined;
     let ip = at.host;
     if (!isIPv4(ip)) {
       try {
-        ip = (await lookup(at.host, { family: 4 })).address;
+        let timer: NodeJS.Timeout | undefined;
+        ip = await Promise.race([
+          lookup(at.host, { family: 4 }).then((r) => r.address),
+          new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('lookup timed out')), timeoutMs))),
+        ]).finally(() => clearTimeout(timer));
       } catch {
         return undefined;
       }
@@ -153,8 +201,6 @@ export class OpcuaDiscovery {
   }
 
   private record(run: DiscoveryRun, counts: { done: number; found: number; errors: number; total: number }, t: Parameters<DiscoveryRunRepository['target']>[1]): void {
-    if (t.source === 'lds' && t.status !== 'found') counts.total += 1;
-    if (t.source === 'lds' && t.status !== 'found') this.deps.runs.addTargets(run.id, 1);
     this.deps.runs.target(run.id, t);
     counts.done += 1;
     if (t.status === 'found') counts.found += 1;

@@ -21,6 +21,8 @@ export interface OpcuaServiceDeps {
 
 /** How often runs requested from outside the daemon (the CLI) are looked for. */
 const POLL_MS = 1_000;
+/** Finished runs kept with their targets; older ones are deleted. */
+const RUNS_KEPT = 100;
 
 /**
  * OPC UA discovery inside the daemon: the agent's client identity (an
@@ -38,6 +40,7 @@ export class OpcuaService implements Service {
   private scheduler: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopping = false;
+  private readonly abort = new AbortController();
 
   constructor(private readonly deps: OpcuaServiceDeps) {
     this.config = deps.config;
@@ -64,7 +67,7 @@ export class OpcuaService implements Service {
       store: storage.store,
       bus: this.deps.bus,
     });
-    if (this.config.opcua.runOnStart) this.runs.request('opcua', 'start', 'agent');
+    if (this.config.opcua.runOnStart && this.runs.open('opcua').length === 0) this.runs.request('opcua', 'start', 'agent');
     this.schedule();
     this.poller = setInterval(() => void this.runOpen(), POLL_MS);
     void this.runOpen();
@@ -75,7 +78,8 @@ export class OpcuaService implements Service {
     this.scheduler = undefined;
     if (this.config.opcua.intervalMs > 0) {
       this.scheduler = setInterval(() => {
-        this.runs?.request('opcua', 'interval', 'agent');
+        // A run still waiting or running covers this one: runs do not pile up behind a long scan.
+        if (this.runs && this.runs.open('opcua').length === 0) this.runs.request('opcua', 'interval', 'agent');
         void this.runOpen();
       }, this.config.opcua.intervalMs);
     }
@@ -85,8 +89,9 @@ export class OpcuaService implements Service {
   runOpen(): Promise<void> {
     this.running ??= (async () => {
       for (let run = this.runs?.open('opcua')[0]; run && !this.stopping; run = this.runs?.open('opcua')[0]) {
-        await this.discovery!.run(run);
+        await this.discovery!.run(run, this.abort.signal);
       }
+      this.runs?.prune('opcua', RUNS_KEPT);
     })()
       .catch((err: unknown) => this.deps.log.error({ err }, 'OPC UA discovery could not run'))
       .finally(() => (this.running = undefined));
@@ -100,9 +105,11 @@ export class OpcuaService implements Service {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.abort.abort();
     clearInterval(this.poller);
     clearInterval(this.scheduler);
-    // A run in progress ends within one probe timeout; a run cut short is taken up again at the next start.
+    // Aborted, a run starts no new target and goes back to `requested`; the probes in flight end within their timeout.
+    // Waiting is capped so the agent's stop stays within its timeouts; a probe still in flight then fails and is not recorded.
     await Promise.race([this.running, new Promise((r) => setTimeout(r, Math.min(this.config.opcua.timeoutMs, 3_000)))]);
     await this.probe?.dispose();
   }

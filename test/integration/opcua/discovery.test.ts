@@ -112,9 +112,8 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
 
   it('does not contact a server an LDS lists outside the configured ranges', async () => {
     const skipped = targets.filter((t) => t.source === 'lds' && t.status === 'skipped').map((t) => t.target);
-    // The server on 127.0.0.9, and the LDS itself (127.0.0.1), which lists its own discovery URL.
-    expect(skipped).toEqual(expect.arrayContaining([expect.stringContaining('127.0.0.9'), lds.endpointUrl]));
-    expect(skipped).toHaveLength(2);
+    // Only the server on 127.0.0.9: the LDS's listing of itself (a DiscoveryServer) is no target at all.
+    expect(skipped).toEqual([outside.endpointUrl]);
     const listed = JSON.parse((await cli('devices', 'list', '--json')).stdout) as { id: string }[];
     expect(listed.map((d) => d.id).filter((id) => id.startsWith('opcua:'))).toHaveLength(2);
   });
@@ -147,11 +146,14 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     expect(history.history.at(-1)?.cause).toMatch(/exported by tech-c for installation by hand/);
   });
 
-  it('updates the same record on a second run instead of adding one', async () => {
+  it('updates the same record on a second run instead of adding one, without a history entry when nothing changed', async () => {
+    const before = JSON.parse((await cli('devices', 'list', '--json')).stdout) as { id: string; revision: number }[];
     const again = await cli('opcua', 'discover', '--json');
     expect(again.code, again.stderr).toBe(0);
-    const listed = JSON.parse((await cli('devices', 'list', '--json')).stdout) as { id: string; revision: number }[];
-    expect(listed.filter((d) => d.id.startsWith('opcua:'))).toHaveLength(2);
+    const after = JSON.parse((await cli('devices', 'list', '--json')).stdout) as { id: string; revision: number }[];
+    expect(after.filter((d) => d.id.startsWith('opcua:'))).toHaveLength(2);
+    const mixer = target(`opc.tcp://127.0.0.3:${secure.port}`)!.deviceId!;
+    expect(after.find((d) => d.id === mixer)?.revision).toBe(before.find((d) => d.id === mixer)?.revision);
   });
 });
 
