@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -11,7 +11,7 @@ import { encodeName } from '../../certs/x509/name.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { withAuthority } from './ca.js';
 import type { Config } from '../config/schema.js';
-import { UsageError } from '../errors.js';
+import { RefusedError, UsageError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { Store } from '../store/database.js';
 import { DiscoveryRunRepository, type DiscoveryRun, type DiscoveryTarget } from '../store/discoveryRunRepository.js';
@@ -51,6 +51,9 @@ async function exportBundle(config: Config, ref: string, out: string, actor: str
     if (device.state === 'decommissioned') throw new UsageError(`${id} is decommissioned`);
     const opcua = device.source.opcua as { applicationUri?: string; endpointUrl?: string } | undefined;
     if (!opcua?.applicationUri || !opcua.endpointUrl) throw new UsageError(`${id} has no applicationUri on record; run a discovery first`);
+    // The applicationUri is what the server said of itself: it must not name the agent.
+    if (opcua.applicationUri.startsWith('urn:edge-agent:')) throw new RefusedError(`${id} claims the applicationUri ${opcua.applicationUri}, which belongs to the gateway; not exported`);
+    if (existsSync(out) && readdirSync(out).length > 0) throw new UsageError(`${out} exists and is not empty; choose a new directory (a bundle is never overwritten)`);
     const host = new URL(opcua.endpointUrl).hostname.replace(/^\[|\]$/g, '');
     const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
     const key = SoftwareKey.generate('rsa-2048');
@@ -61,13 +64,17 @@ async function exportBundle(config: Config, ref: string, out: string, actor: str
       csr: buildCsr(key, encodeName({ commonName })),
       ...(isIP(host) ? { ipAddresses: [host] } : { dnsNames: [host.toLowerCase()] }),
     });
-    mkdirSync(out, { recursive: true, mode: 0o700 });
-    const files = { key: join(out, 'key.pem'), cert: join(out, 'cert.pem'), certDer: join(out, 'cert.der'), chain: join(out, 'chain.pem') };
-    writeKeyFile(files.key, key.exportable(), undefined);
-    writeFileAtomic(files.cert, issued.record.pem, 0o644);
-    writeFileAtomic(files.certDer, new X509Certificate(issued.record.pem).raw, 0o644);
-    writeFileAtomic(files.chain, issued.chain.join(''), 0o644);
-    store.durable(() =>
+    // The files leave the process only after the export is on record: written beside the target, renamed into place last.
+    const staging = `${out.replace(/\/+$/, '')}.tmp-${process.pid}`;
+    mkdirSync(staging, { recursive: true, mode: 0o700 });
+    const names = { key: 'key.pem', cert: 'cert.pem', certDer: 'cert.der', chain: 'chain.pem' };
+    writeKeyFile(join(staging, names.key), key.exportable(), undefined);
+    writeFileAtomic(join(staging, names.cert), issued.record.pem, 0o644);
+    writeFileAtomic(join(staging, names.certDer), new X509Certificate(issued.record.pem).raw, 0o644);
+    writeFileAtomic(join(staging, names.chain), issued.chain.join(''), 0o644);
+    const files = Object.fromEntries(Object.entries(names).map(([k, v]) => [k, join(out, v)]));
+    try {
+      store.durable(() =>
       devices.apply({
         protocol: 'opcua',
         name: device.name,
@@ -76,7 +83,13 @@ async function exportBundle(config: Config, ref: string, out: string, actor: str
         actor: `technician:${actor}`,
         details: { serial: issued.record.serial, notAfter: issued.record.notAfter.toISOString() },
       }),
-    );
+      );
+    } catch (err) {
+      rmSync(staging, { recursive: true, force: true });
+      throw err;
+    }
+    if (existsSync(out)) rmdirSync(out);
+    renameSync(staging, out);
     return { device: id, serial: issued.record.serial, applicationUri: opcua.applicationUri, notAfter: issued.record.notAfter, files };
   });
 }
@@ -95,20 +108,27 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
     result.code = await run(o, async (config) => {
       const waitMs = Number(o.wait) * 1000;
       if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 86_400_000) throw new UsageError('--wait takes seconds from 0 to 86400');
-      return withRuns(config, async (runs) => {
+      if (!config.opcua.enabled) throw new RefusedError('OPC UA discovery is off (opcua.enabled: false); nothing would carry the run out');
+      const finished = await withRuns(config, async (runs) => {
         let current = runs.request('opcua', 'technician', o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli');
-        const running = daemonRunning(config.agent.dataDir);
+        let running = daemonRunning(config.agent.dataDir);
         const deadline = Date.now() + waitMs;
         let shown = '';
         while (running && (current.status === 'requested' || current.status === 'running') && Date.now() < deadline) {
           await new Promise((r) => setTimeout(r, 250));
           current = runs.get(current.id)!;
+          running = daemonRunning(config.agent.dataDir);
           const now = line(current);
           if (!o.json && now !== shown) process.stderr.write(`${now}\n`);
           shown = now;
         }
         return { run: current, targets: runs.targets(current.id), daemonRunning: running };
       });
+      if (finished.run.status === 'failed') throw new RefusedError(`run ${finished.run.id} failed: ${finished.run.error ?? 'see the agent log'}`);
+      if (finished.daemonRunning && waitMs > 0 && finished.run.status !== 'done') {
+        throw new RefusedError(`run ${finished.run.id} is still ${finished.run.status} after --wait ${o.wait} s; follow it with edge-agent opcua run ${finished.run.id}`);
+      }
+      return finished;
     }, view);
   });
 

@@ -45,6 +45,14 @@ describe('the edge-agent command', () => {
     expect(d.logs).toEqual([]);
   });
 
+  it('refuses an OPC UA discovery when discovery is off, with exit 1 and the reason', async () => {
+    const file = join(tmp.dir, 'opcua-off.yaml');
+    writeFileSync(file, `agent:\n  dataDir: ${join(tmp.dir, 'off-data')}\nopcua:\n  enabled: false\n`);
+    const result = await runCli(['opcua', 'discover', '--config', file]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('REFUSED: OPC UA discovery is off (opcua.enabled: false)');
+  });
+
   it('exits 78 when the configuration file is missing, with a hint', async () => {
     const result = await runCli(['run', '--config', join(tmp.dir, 'nope.yaml')]);
     expect(result.code).toBe(78);

@@ -144,6 +144,9 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
     const history = JSON.parse((await cli('devices', 'show', id, '--json')).stdout) as { history: { cause: string }[] };
     expect(history.history.at(-1)?.cause).toMatch(/exported by tech-c for installation by hand/);
+    const again = await cli('opcua', 'export-bundle', '--id', id, '--out', out);
+    expect(again.code).toBe(64);
+    expect(again.stderr).toMatch(/is not empty; choose a new directory/);
   });
 
   it('updates the same record on a second run instead of adding one, without a history entry when nothing changed', async () => {
