@@ -88,6 +88,16 @@ const clean = (v: unknown): string | undefined => {
   return t === '' ? undefined : t;
 };
 
+/** `promise`, or a ProbeTimeout after `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new ProbeTimeout(`${what}: no answer within ${ms} ms`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The first DER element of a buffer: a server may send its certificate followed by its chain. */
 function firstDer(der: Buffer): Buffer {
   if (der.length < 2 || der[0] !== 0x30) return der;
@@ -196,8 +206,9 @@ export class OpcuaProbe {
   }
 
   async probe(url: string, timeoutMs: number): Promise<OpcuaServerFacts> {
-    return this.withClient(url, timeoutMs, async (opcua, client) => {
-      const endpoints = await client.getEndpoints();
+    // Connecting and GetEndpoints get one timeout, the nameplate another: a slow nameplate loses only itself.
+    return this.withClient(url, timeoutMs * 2, async (opcua, client) => {
+      const endpoints = await within(client.getEndpoints(), timeoutMs, `GetEndpoints from ${url}`);
       if (endpoints.length === 0) throw new Error('the server lists no endpoints');
       const first = endpoints[0]!;
       const certificate = endpoints.find((e) => e.serverCertificate && e.serverCertificate.length > 0)?.serverCertificate;
@@ -224,15 +235,21 @@ export class OpcuaProbe {
       }
       let session: Session | undefined;
       try {
-        session = await client.createSession();
-        facts.buildInfo = await readBuildInfo(opcua, session);
-        const devices = await readDeviceSet(opcua, session);
-        if (devices.length > 0) facts.devices = devices;
-        facts.serverConfiguration = await hasServerConfiguration(opcua, session);
+        await within(
+          (async () => {
+            session = await client.createSession();
+            facts.buildInfo = await readBuildInfo(opcua, session);
+            const devices = await readDeviceSet(opcua, session);
+            if (devices.length > 0) facts.devices = devices;
+            facts.serverConfiguration = await hasServerConfiguration(opcua, session);
+          })(),
+          timeoutMs,
+          'the nameplate',
+        );
       } catch (err) {
         facts.nameplateError = `nameplate not readable: ${(err as Error).message}`;
       } finally {
-        await session?.close().catch(() => undefined);
+        await Promise.race([(session as Session | undefined)?.close().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
       }
       return facts;
     });
