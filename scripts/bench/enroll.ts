@@ -41,7 +41,10 @@ function startUntil(command: string, args: string[], ready: RegExp, what: string
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let seen = '';
   return new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`${what} did not become ready: ${seen.slice(-2000)}`)), 60_000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL'); // never leave it behind
+      fail(new Error(`${what} did not become ready: ${seen.slice(-2000)}`));
+    }, 60_000);
     for (const stream of [child.stdout!, child.stderr!]) {
       createInterface({ input: stream }).on('line', (line) => {
         seen += `${line}\n`;

@@ -141,17 +141,24 @@ describe('the edge-agent command', () => {
 
   it('fails at start with a message naming the cause when the port is taken, and exits 1', async () => {
     const first = Daemon.start(writeFile(tmp.dir, 'a', 0));
-    const base = await first.ready();
-    const port = new URL(base).port;
-    const second = Daemon.start(writeFile(tmp.dir, 'b', Number(port)));
-    const exit = await second.exited;
-    expect(exit.code).toBe(1);
-    expect(second.stderr).toContain(`could not start: http failed to start: cannot listen on 127.0.0.1:${port}`);
-    expect(second.stderr).toContain('is already in use');
-    // What had started (lock, store, runs, ca) was stopped again, in reverse: the run is closed cleanly.
-    expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'opcua', 'mqtt', 'ca', 'runs', 'store', 'lock']);
-    first.kill('SIGTERM');
-    expect((await first.exited).code).toBe(0);
+    let second: Daemon | undefined;
+    try {
+      const base = await first.ready();
+      const port = new URL(base).port;
+      second = Daemon.start(writeFile(tmp.dir, 'b', Number(port)));
+      const exit = await second.exited;
+      expect(exit.code).toBe(1);
+      expect(second.stderr).toContain(`could not start: http failed to start: cannot listen on 127.0.0.1:${port}`);
+      expect(second.stderr).toContain('is already in use');
+      // What had started (lock, store, runs, ca, mqtt, opcua) was stopped again, in reverse: the run is closed cleanly.
+      expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'opcua', 'mqtt', 'ca', 'runs', 'store', 'lock']);
+      first.kill('SIGTERM');
+      expect((await first.exited).code).toBe(0);
+    } finally {
+      // A failed expectation must not leave a daemon running after the test.
+      await first.dispose();
+      await second?.dispose();
+    }
   });
 });
 
