@@ -1,6 +1,7 @@
 import { DEVICE_ID_PATTERN } from '../config/schema.js';
 import { AgentError } from '../errors.js';
 import { readSparkplugPayload } from './sparkplug.js';
+import type { Nameplate } from '../inventory/device.js';
 
 /**
  * Pure parsers of the MQTT messages by which devices announce themselves:
@@ -22,15 +23,8 @@ export const ANNOUNCEMENT_FILTERS: string[] = [
   'homeassistant/+/+/+/config',
 ];
 
-/** What a device states about itself; keys are omitted when unknown. */
-export interface Nameplate {
-  manufacturer?: string;
-  model?: string;
-  serialNumber?: string;
-  hardwareRevision?: string;
-  firmwareVersion?: string;
-  displayName?: string;
-}
+/** What a device states about itself, as the inventory keeps it; keys are omitted when unknown. */
+export type { Nameplate };
 
 export interface Announcement {
   source: 'sparkplug' | 'homie' | 'homeassistant';

@@ -71,8 +71,6 @@ export class MqttDiscovery {
     this.deps.store().transaction(() => {
       const known = devices.byName('mqtt', a.name);
       if (known?.state === 'decommissioned') return devices.touch(known.id, a.online ?? known.online);
-      const { displayName, ...nameplate } = a.nameplate;
-      const fill = { ...nameplate, ...(displayName !== undefined ? { displayName } : {}) };
       const changedPresence = a.online !== undefined && known?.online !== a.online;
       if (!known || changedPresence || !(a.source in known.source)) {
         devices.apply({
@@ -82,7 +80,7 @@ export class MqttDiscovery {
           cause: known ? `${a.source} announcement: ${a.online === false ? 'offline' : 'online'}` : `announced via ${a.source}`,
           actor: 'discovery',
           details: a.details,
-          patch: { fillNameplate: fill, source: { [a.source]: a.details }, ...(a.online !== undefined ? { online: a.online } : {}) },
+          patch: { fillNameplate: a.nameplate, source: { [a.source]: a.details }, ...(a.online !== undefined ? { online: a.online } : {}) },
         });
         this.deps.log.info({ name: a.name, source: a.source, online: a.online, new: !known }, 'device announcement recorded');
       } else {

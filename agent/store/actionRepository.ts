@@ -51,24 +51,24 @@ export class ActionRepository {
   constructor(private readonly store: Store) {}
 
   enqueue(deviceId: string, action: DeviceActionKind, actor: string, reason: string, requestId?: string): DeviceAction {
-    const info = this.store.db
-      .prepare('INSERT INTO device_actions (device_id, action, request_id, actor, reason, requested_at) VALUES (?, ?, ?, ?, ?, ?)')
+    const info = this.store
+      .statement('INSERT INTO device_actions (device_id, action, request_id, actor, reason, requested_at) VALUES (?, ?, ?, ?, ?, ?)')
       .run(deviceId, action, requestId ?? null, actor, reason, new Date().toISOString());
     return this.get(Number(info.lastInsertRowid))!;
   }
 
   get(id: number): DeviceAction | undefined {
-    const row = this.store.db.prepare('SELECT * FROM device_actions WHERE id = ?').get(id) as Row | undefined;
+    const row = this.store.statement('SELECT * FROM device_actions WHERE id = ?').get(id) as Row | undefined;
     return row ? toAction(row) : undefined;
   }
 
   open(limit = 100): DeviceAction[] {
-    return (this.store.db.prepare('SELECT * FROM device_actions WHERE done_at IS NULL ORDER BY id LIMIT ?').all(limit) as Row[]).map(toAction);
+    return (this.store.statement('SELECT * FROM device_actions WHERE done_at IS NULL ORDER BY id LIMIT ?').all(limit) as Row[]).map(toAction);
   }
 
   finish(id: number, outcome: string, error?: string): void {
-    this.store.db
-      .prepare('UPDATE device_actions SET done_at = ?, outcome = ?, error = ? WHERE id = ? AND done_at IS NULL')
+    this.store
+      .statement('UPDATE device_actions SET done_at = ?, outcome = ?, error = ? WHERE id = ? AND done_at IS NULL')
       .run(new Date().toISOString(), outcome, error ?? null, id);
   }
 }

@@ -59,7 +59,6 @@ interface Pending {
 export class CertificateRepository implements CertificateStore {
   private queue: Pending[] = [];
   private flushScheduled = false;
-  private readonly statements = new Map<string, BetterSqlite3.Statement>();
 
   constructor(private readonly store: Store) {}
 
@@ -67,14 +66,8 @@ export class CertificateRepository implements CertificateStore {
     return this.store.db;
   }
 
-  /** Prepared once per repository: preparing costs more than running these statements. */
   private sql(text: string): BetterSqlite3.Statement {
-    let statement = this.statements.get(text);
-    if (!statement) {
-      statement = this.db.prepare(text);
-      this.statements.set(text, statement);
-    }
-    return statement;
+    return this.store.statement(text);
   }
 
   keyBinding(spkiSha256: string): { identity: string; profile: ProfileName } | undefined {

@@ -44,10 +44,26 @@ function classify(err: unknown, path: string, step: string): unknown {
  * of the disk (see docs/storage.md).
  */
 export class Store {
+  private readonly statements = new Map<string, BetterSqlite3.Statement>();
+
   private constructor(
     readonly db: Sqlite,
     readonly path: string,
   ) {}
+
+  /**
+   * A prepared statement, prepared once per connection: preparing costs
+   * more than running the small statements the repositories use. Only for
+   * SQL text from the code, never built from input (the cache has no bound).
+   */
+  statement(sql: string): BetterSqlite3.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
 
   /**
    * Opens (creating the file and its directory with owner-only permissions

@@ -94,14 +94,10 @@ export class TransitionError extends Error {
  * together with what else belongs to the same change.
  */
 export class DeviceRepository {
-  private readonly statements = new Map<string, BetterSqlite3.Statement>();
-
   constructor(private readonly store: Store) {}
 
   private sql(text: string): BetterSqlite3.Statement {
-    let s = this.statements.get(text);
-    if (!s) this.statements.set(text, (s = this.store.db.prepare(text)));
-    return s;
+    return this.store.statement(text);
   }
 
   get(id: string): Device | undefined {
@@ -199,7 +195,7 @@ export class DeviceRepository {
         values[column] = p[key] ? 1 : 0;
       }
     }
-    this.store.db.prepare(`UPDATE devices SET ${sets.join(', ')} WHERE id = @id`).run(values);
+    this.sql(`UPDATE devices SET ${sets.join(', ')} WHERE id = @id`).run(values);
     this.sql('INSERT INTO device_events (device_id, at, from_state, to_state, cause, actor, details) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
       id,
       at,

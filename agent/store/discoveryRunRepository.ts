@@ -67,46 +67,46 @@ export class DiscoveryRunRepository {
   constructor(private readonly store: Store) {}
 
   request(protocol: 'opcua' | 'mqtt', trigger: RunTrigger, actor: string): DiscoveryRun {
-    const info = this.store.db
-      .prepare(`INSERT INTO discovery_runs (protocol, trigger, actor, status, requested_at) VALUES (?, ?, ?, 'requested', ?)`)
+    const info = this.store
+      .statement(`INSERT INTO discovery_runs (protocol, trigger, actor, status, requested_at) VALUES (?, ?, ?, 'requested', ?)`)
       .run(protocol, trigger, actor, new Date().toISOString());
     return this.get(Number(info.lastInsertRowid))!;
   }
 
   get(id: number): DiscoveryRun | undefined {
-    const row = this.store.db.prepare('SELECT * FROM discovery_runs WHERE id = ?').get(id) as RunRow | undefined;
+    const row = this.store.statement('SELECT * FROM discovery_runs WHERE id = ?').get(id) as RunRow | undefined;
     return row ? toRun(row) : undefined;
   }
 
   list(limit = 20): DiscoveryRun[] {
-    return (this.store.db.prepare('SELECT * FROM discovery_runs ORDER BY id DESC LIMIT ?').all(limit) as RunRow[]).map(toRun);
+    return (this.store.statement('SELECT * FROM discovery_runs ORDER BY id DESC LIMIT ?').all(limit) as RunRow[]).map(toRun);
   }
 
   /** Runs waiting to start, oldest first; a run left `running` by a crash is taken up again. */
   open(protocol: 'opcua' | 'mqtt'): DiscoveryRun[] {
-    return (this.store.db.prepare(`SELECT * FROM discovery_runs WHERE protocol = ? AND status IN ('requested', 'running') ORDER BY id`).all(protocol) as RunRow[]).map(toRun);
+    return (this.store.statement(`SELECT * FROM discovery_runs WHERE protocol = ? AND status IN ('requested', 'running') ORDER BY id`).all(protocol) as RunRow[]).map(toRun);
   }
 
   start(id: number, targetsTotal: number): void {
-    this.store.db.prepare(`UPDATE discovery_runs SET status = 'running', started_at = ?, targets_total = ?, targets_done = 0, found = 0, errors = 0 WHERE id = ?`).run(new Date().toISOString(), targetsTotal, id);
-    this.store.db.prepare('DELETE FROM discovery_targets WHERE run_id = ?').run(id);
+    this.store.statement(`UPDATE discovery_runs SET status = 'running', started_at = ?, targets_total = ?, targets_done = 0, found = 0, errors = 0 WHERE id = ?`).run(new Date().toISOString(), targetsTotal, id);
+    this.store.statement('DELETE FROM discovery_targets WHERE run_id = ?').run(id);
   }
 
   addTargets(id: number, more: number): void {
-    this.store.db.prepare('UPDATE discovery_runs SET targets_total = targets_total + ? WHERE id = ?').run(more, id);
+    this.store.statement('UPDATE discovery_runs SET targets_total = targets_total + ? WHERE id = ?').run(more, id);
   }
 
   target(id: number, t: Omit<DiscoveryTarget, 'at'>): void {
-    this.store.db
-      .prepare('INSERT OR REPLACE INTO discovery_targets (run_id, target, source, status, detail, device_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+    this.store
+      .statement('INSERT OR REPLACE INTO discovery_targets (run_id, target, source, status, detail, device_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)')
       .run(id, t.target, t.source, t.status, t.detail ?? null, t.deviceId ?? null, new Date().toISOString());
-    this.store.db
-      .prepare('UPDATE discovery_runs SET targets_done = targets_done + 1, found = found + ?, errors = errors + ? WHERE id = ?')
+    this.store
+      .statement('UPDATE discovery_runs SET targets_done = targets_done + 1, found = found + ?, errors = errors + ? WHERE id = ?')
       .run(t.status === 'found' ? 1 : 0, t.status === 'error' ? 1 : 0, id);
   }
 
   targets(id: number): DiscoveryTarget[] {
-    const rows = this.store.db.prepare('SELECT * FROM discovery_targets WHERE run_id = ? ORDER BY at, target').all(id) as {
+    const rows = this.store.statement('SELECT * FROM discovery_targets WHERE run_id = ? ORDER BY at, target').all(id) as {
       target: string;
       source: TargetSource;
       status: TargetStatus;
@@ -119,19 +119,19 @@ export class DiscoveryRunRepository {
 
   /** A run cut short by a stop: waiting again, to be run from the start. */
   requeue(id: number): void {
-    this.store.db.prepare(`UPDATE discovery_runs SET status = 'requested', started_at = NULL WHERE id = ?`).run(id);
+    this.store.statement(`UPDATE discovery_runs SET status = 'requested', started_at = NULL WHERE id = ?`).run(id);
   }
 
   /** Keeps the latest `keep` finished runs of a protocol and their targets. */
   prune(protocol: 'opcua' | 'mqtt', keep: number): void {
     const old = `SELECT id FROM discovery_runs WHERE protocol = ? AND status IN ('done', 'failed') ORDER BY id DESC LIMIT -1 OFFSET ?`;
     this.store.db.transaction(() => {
-      this.store.db.prepare(`DELETE FROM discovery_targets WHERE run_id IN (${old})`).run(protocol, keep);
-      this.store.db.prepare(`DELETE FROM discovery_runs WHERE id IN (${old})`).run(protocol, keep);
+      this.store.statement(`DELETE FROM discovery_targets WHERE run_id IN (${old})`).run(protocol, keep);
+      this.store.statement(`DELETE FROM discovery_runs WHERE id IN (${old})`).run(protocol, keep);
     })();
   }
 
   finish(id: number, status: 'done' | 'failed', error?: string): void {
-    this.store.db.prepare('UPDATE discovery_runs SET status = ?, finished_at = ?, error = ? WHERE id = ?').run(status, new Date().toISOString(), error ?? null, id);
+    this.store.statement('UPDATE discovery_runs SET status = ?, finished_at = ?, error = ? WHERE id = ?').run(status, new Date().toISOString(), error ?? null, id);
   }
 }

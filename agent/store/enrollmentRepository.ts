@@ -95,14 +95,10 @@ export const tokenHash = (token: string): string => createHash('sha256').update(
 
 /** Enrollment requests with their answers, and enrollment tokens. */
 export class EnrollmentRepository {
-  private readonly statements = new Map<string, BetterSqlite3.Statement>();
-
   constructor(private readonly store: Store) {}
 
   private sql(text: string): BetterSqlite3.Statement {
-    let s = this.statements.get(text);
-    if (!s) this.statements.set(text, (s = this.store.db.prepare(text)));
-    return s;
+    return this.store.statement(text);
   }
 
   get(deviceId: string, requestId: string): EnrollmentRequest | undefined {

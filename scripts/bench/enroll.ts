@@ -1,10 +1,10 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { freePort, findMosquitto } from '../lib/local.js';
 import { simulateDevices } from '../simulate/mqttDevices.js';
 import type { BenchResult } from './run.js';
 
@@ -12,29 +12,6 @@ const DEVICES = 1_000;
 const CONCURRENCY = 50;
 const MAIN = resolve(fileURLToPath(new URL('../../agent/main.js', import.meta.url)));
 const fmt = (v: number) => Math.round(v).toLocaleString('en-US');
-
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => ok(port));
-    });
-  });
-}
-
-function mosquittoBinary(): string | undefined {
-  for (const candidate of ['mosquitto', '/usr/sbin/mosquitto']) {
-    try {
-      execFileSync(candidate, ['-h'], { stdio: 'ignore' });
-      return candidate;
-    } catch (err) {
-      if ((err as { status?: number }).status !== undefined) return candidate;
-    }
-  }
-  return undefined;
-}
 
 /** Starts a process and resolves once a line of its output matches. */
 function startUntil(command: string, args: string[], ready: RegExp, what: string): Promise<ChildProcess> {
@@ -86,7 +63,7 @@ const cli = (config: string, ...args: string[]) => execFileSync(process.execPath
  * issuance rate measured by the `ca` benchmark in the same `npm run bench`.
  */
 export async function enrollBench(caRate: () => number | undefined): Promise<BenchResult[]> {
-  const mosquitto = mosquittoBinary();
+  const mosquitto = findMosquitto();
   if (!mosquitto) {
     return [{ name: 'enroll: 1,000 devices through Mosquitto', value: 0, unit: 'enrollments/s', limit: 'not run: mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients)' }];
   }

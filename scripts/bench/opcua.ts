@@ -1,5 +1,4 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -11,20 +10,10 @@ import { DeviceRepository } from '../../agent/store/deviceRepository.js';
 import { DiscoveryRunRepository } from '../../agent/store/discoveryRunRepository.js';
 import { loadOpcua } from '../../agent/transport/opcuaLoader.js';
 import { OpcuaProbe } from '../../agent/transport/opcuaProbe.js';
+import { freePort } from '../lib/local.js';
 import type { BenchResult } from './run.js';
 
 const HOSTS = ['127.0.1.10', '127.0.1.20'];
-
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => ok(port));
-    });
-  });
-}
 
 /**
  * OPC UA discovery speed on loopback: a scan of a /24 (254 addresses) in

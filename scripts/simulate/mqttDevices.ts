@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { UsageError } from '../../agent/errors.js';
+import type { Answer } from '../../agent/onboarding/mqttEnrollment.js';
 import { normaliseSerial } from '../../certs/authority.js';
 import { SoftwareKey } from '../../certs/keys/backend.js';
 import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
@@ -129,15 +130,6 @@ export function validateOptions(options: SimulationOptions): string[] {
     if (value.length === 0 || value.length > 64) problems.push(`the ${what} must be 1 to 64 characters long`);
   }
   return problems.filter((p): p is string => p !== undefined);
-}
-
-interface Answer {
-  requestId: string | null;
-  status: 'issued' | 'pending' | 'rejected';
-  certificate?: string;
-  caChain?: string[];
-  brokerUrl?: string;
-  reason?: string;
 }
 
 /** A broken answer to this device's own request: the agent broke the contract, so the device fails. */

@@ -2,18 +2,13 @@ import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { Answer } from '../../agent/onboarding/mqttEnrollment.js';
 import { opensslCsr } from './openssl.js';
 
 const exec = promisify(execFile);
 
-export interface Answer {
-  requestId: string | null;
-  status: 'issued' | 'pending' | 'rejected';
-  certificate?: string;
-  caChain?: string[];
-  brokerUrl?: string;
-  reason?: string;
-}
+/** The answer as the agent defines it: the tests read what the agent writes. */
+export type { Answer };
 
 export const PREFIX = 'edge/prov/v1';
 

@@ -1,35 +1,18 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { promisify } from 'node:util';
+import { findMosquitto } from '../../scripts/lib/local.js';
 
 const exec = promisify(execFile);
 
-/** A free TCP port on 127.0.0.1, chosen by the kernel. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../scripts/lib/local.js';
 
-/** Where mosquitto lives (Debian puts it in /usr/sbin, which a non-root PATH may lack). */
+/** Where mosquitto lives; the test fails with the install command when it is missing. */
 export function mosquittoBinary(): string {
-  for (const candidate of ['mosquitto', '/usr/sbin/mosquitto']) {
-    try {
-      execFileSync(candidate, ['-h'], { stdio: 'ignore' });
-      return candidate;
-    } catch (err) {
-      // `mosquitto -h` exits 3 after printing its help: it exists.
-      if ((err as { status?: number }).status !== undefined) return candidate;
-    }
-  }
-  throw new Error('mosquitto is not installed (Debian: apt-get install -y mosquitto mosquitto-clients)');
+  const found = findMosquitto();
+  if (!found) throw new Error('mosquitto is not installed (Debian: apt-get install -y mosquitto mosquitto-clients)');
+  return found;
 }
 
 /** A real Mosquitto 2 broker run from a configuration file, for one test. */

@@ -10,7 +10,7 @@ import { installDeviceSet, type FixtureDevice } from './opcuaServerDevices.js';
 import { certificateManagerIn, selfSignApplicationCertificate, thumbprint } from './opcuaServerPki.js';
 import { requireLoopback } from './opcuaServerRaw.js';
 
-export { DI_IDS, DI_NAMESPACE_URI, type FixtureDevice } from './opcuaServerDevices.js';
+export { DI_IDS, DI_NAMESPACE_URI, SAMPLE_PUMP, type FixtureDevice } from './opcuaServerDevices.js';
 export { startLds, LoopbackDiscoveryServer, type LdsHandle, type LdsOptions } from './opcuaServerLds.js';
 export { certificateManagerIn, clientPkiIn, sharedRsaKey, thumbprint, type FixtureClientPki } from './opcuaServerPki.js';
 export { requireLoopback, startGarbageServer, startHangingServer, type RawTcpServer } from './opcuaServerRaw.js';

@@ -20,6 +20,19 @@ export interface FixtureDevice {
   assetId: string;
 }
 
+/** A DI device with every nameplate property set, for the tests that read one back. */
+export const SAMPLE_PUMP: FixtureDevice = {
+  name: 'Pump-7',
+  manufacturer: 'ACME Pumps',
+  model: 'CP-300',
+  serialNumber: 'SN-0042',
+  hardwareRevision: 'HW-B',
+  softwareRevision: '4.1.2',
+  deviceRevision: 'R3',
+  productInstanceUri: 'urn:acme:pumps:cp-300:sn-0042',
+  assetId: 'PLANT1-P-007',
+};
+
 /**
  * Instantiates each device under DI's DeviceSet. DeviceType is abstract in
  * DI 1.04, so the devices are of a concrete subtype `FixtureDeviceType`

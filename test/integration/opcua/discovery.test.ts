@@ -4,27 +4,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { certText, openssl } from '../../helpers/openssl.js';
 import {
+  SAMPLE_PUMP as PUMP,
   startGarbageServer,
   startHangingServer,
   startLds,
   startOpcuaServer,
-  type FixtureDevice,
   type LdsHandle,
   type OpcuaServerHandle,
   type RawTcpServer,
 } from '../../helpers/opcuaServer.js';
 
-const PUMP: FixtureDevice = {
-  name: 'Pump-7',
-  manufacturer: 'ACME Pumps',
-  model: 'CP-300',
-  serialNumber: 'SN-0042',
-  hardwareRevision: 'HW-B',
-  softwareRevision: '4.1.2',
-  deviceRevision: 'R3',
-  productInstanceUri: 'urn:acme:pumps:cp-300:sn-0042',
-  assetId: 'PLANT1-P-007',
-};
 
 interface Target { target: string; source: string; status: string; detail?: string; deviceId?: string }
 interface Shown { device: { id: string; state: string; online: boolean; nameplate: Record<string, string>; source: { opcua?: Record<string, unknown> } } }

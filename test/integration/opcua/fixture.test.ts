@@ -25,6 +25,7 @@ import {
   clientPkiIn,
   DI_IDS,
   DI_NAMESPACE_URI,
+  SAMPLE_PUMP as PUMP,
   startGarbageServer,
   startHangingServer,
   startLds,
@@ -37,17 +38,6 @@ import {
   type RawTcpServer,
 } from '../../helpers/opcuaServer.js';
 
-const PUMP: FixtureDevice = {
-  name: 'Pump-7',
-  manufacturer: 'ACME Pumps',
-  model: 'CP-300',
-  serialNumber: 'SN-0042',
-  hardwareRevision: 'HW-B',
-  softwareRevision: '4.1.2',
-  deviceRevision: 'R3',
-  productInstanceUri: 'urn:acme:pumps:cp-300:sn-0042',
-  assetId: 'PLANT1-P-007',
-};
 const VALVE: FixtureDevice = {
   ...PUMP,
   name: 'Valve-2',

@@ -1,0 +1,28 @@
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
+
+/** A free TCP port on 127.0.0.1, chosen by the kernel (benchmarks and tests run side by side). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Where mosquitto lives (Debian puts it in /usr/sbin, which a non-root PATH may lack); undefined when it is not installed. */
+export function findMosquitto(): string | undefined {
+  for (const candidate of ['mosquitto', '/usr/sbin/mosquitto']) {
+    try {
+      execFileSync(candidate, ['-h'], { stdio: 'ignore' });
+      return candidate;
+    } catch (err) {
+      // `mosquitto -h` exits 3 after printing its help: it exists.
+      if ((err as { status?: number }).status !== undefined) return candidate;
+    }
+  }
+  return undefined;
+}
