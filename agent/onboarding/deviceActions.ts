@@ -1,4 +1,5 @@
 import type { CaService } from '../ca/caService.js';
+import { RefusedError } from '../errors.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
 import type { ActionRepository, DeviceAction } from '../store/actionRepository.js';
@@ -17,8 +18,6 @@ export interface DeviceActionsDeps {
   enrollment: MqttEnrollment;
   gate: AccessGate;
 }
-
-export class ActionRefused extends Error {}
 
 /**
  * Carries out technicians' decisions queued in device_actions (by the CLI
@@ -49,7 +48,7 @@ export class DeviceActions {
       } catch (err) {
         outcome = 'refused';
         error = (err as Error).message;
-        if (!(err instanceof ActionRefused)) this.deps.log.error({ err, action: action.id }, 'device action failed');
+        if (!(err instanceof RefusedError)) this.deps.log.error({ err, action: action.id }, 'device action failed');
       }
       this.deps.actions.finish(action.id, outcome, error);
       this.deps.log.info({ action: action.action, device: action.deviceId, actor: action.actor, outcome, error }, 'device action done');
@@ -58,8 +57,8 @@ export class DeviceActions {
 
   private async apply(a: DeviceAction): Promise<string> {
     const device = this.deps.devices.get(a.deviceId);
-    if (!device) throw new ActionRefused(`no device ${a.deviceId} in the inventory`);
-    if (device.protocol !== 'mqtt') throw new ActionRefused(`${a.action} of ${device.protocol} devices is not available yet`);
+    if (!device) throw new RefusedError(`no device ${a.deviceId} in the inventory`);
+    if (device.protocol !== 'mqtt') throw new RefusedError(`${a.action} of ${device.protocol} devices is not available yet`);
     if (a.action === 'approve') return this.approve(a, device);
     if (a.action === 'reject') return this.reject(a, device);
     return this.revoke(a, device);
@@ -72,25 +71,25 @@ export class DeviceActions {
   private async approve(a: DeviceAction, device: Device): Promise<string> {
     const { devices, enrollments, store } = this.deps;
     const why = a.reason ? `: ${a.reason}` : '';
-    if (device.state === 'decommissioned') throw new ActionRefused(`${device.id} is decommissioned`);
+    if (device.state === 'decommissioned') throw new RefusedError(`${device.id} is decommissioned`);
     const pending = enrollments.withStatus('pending', device.id);
     let chosen: EnrollmentRequest | undefined;
     if (a.requestId !== undefined) {
       chosen = enrollments.get(device.id, a.requestId);
-      if (!chosen) throw new ActionRefused(`${device.id} has no request ${a.requestId}`);
+      if (!chosen) throw new RefusedError(`${device.id} has no request ${a.requestId}`);
       if (chosen.status === 'issued' && chosen.decidedBy === 'technician') return 'issued';
-      if (chosen.status !== 'pending') throw new ActionRefused(`request ${a.requestId} of ${device.id} is ${chosen.status}, not waiting`);
+      if (chosen.status !== 'pending') throw new RefusedError(`request ${a.requestId} of ${device.id} is ${chosen.status}, not waiting`);
     } else if (pending.length > 0) {
       const keys = new Set(pending.map((r) => r.spkiSha256));
       // Anyone can send a request under any id: approving "the latest" could certify a key slipped in after the technician looked.
-      if (keys.size > 1) throw new ActionRefused(`${device.id} has ${pending.length} requests waiting with different keys; choose one with --request (edge-agent devices show ${device.name})`);
+      if (keys.size > 1) throw new RefusedError(`${device.id} has ${pending.length} requests waiting with different keys; choose one with --request (edge-agent devices show ${device.name})`);
       chosen = pending.at(-1);
     }
     if (!chosen) {
       if (device.preapproved) return 'preapproved';
       const last = enrollments.withStatus('issued', device.id).at(-1);
       if (device.state === 'provisioned' && last?.decidedBy === 'technician' && last.decidedAt !== undefined && last.decidedAt >= a.requestedAt) return 'issued';
-      if (device.state === 'provisioned') throw new ActionRefused(`${device.id} is provisioned and has no request waiting`);
+      if (device.state === 'provisioned') throw new RefusedError(`${device.id} is provisioned and has no request waiting`);
       store.durable(() =>
         devices.apply({ protocol: 'mqtt', name: device.name, to: device.state, cause: `approved in advance by ${a.actor}${why}`, actor: `technician:${a.actor}`, patch: { preapproved: true, blocked: false } }),
       );
@@ -106,16 +105,16 @@ export class DeviceActions {
     for (const r of others) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
     await this.deps.enrollment.issue(enrollments.get(device.id, chosen.requestId)!);
     const after = enrollments.get(device.id, chosen.requestId)!;
-    if (after.status !== 'issued') throw new ActionRefused(`request ${chosen.requestId} was approved but the CA refused it: ${after.reason}`);
+    if (after.status !== 'issued') throw new RefusedError(`request ${chosen.requestId} was approved but the CA refused it: ${after.reason}`);
     return 'issued';
   }
 
   private async reject(a: DeviceAction, device: Device): Promise<string> {
     const { devices, enrollments, store } = this.deps;
     const open = this.open(device);
-    if (device.state === 'decommissioned') throw new ActionRefused(`${device.id} is decommissioned`);
+    if (device.state === 'decommissioned') throw new RefusedError(`${device.id} is decommissioned`);
     if (open.length === 0 && device.state === 'rejected' && device.blocked) return 'rejected';
-    if (device.state === 'provisioned' && open.length === 0) throw new ActionRefused(`${device.id} is provisioned and has no request waiting; revoke it instead`);
+    if (device.state === 'provisioned' && open.length === 0) throw new RefusedError(`${device.id} is provisioned and has no request waiting; revoke it instead`);
     const reason = `rejected by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`;
     store.durable(() => {
       for (const r of open) enrollments.decide(device.id, r.requestId, 'rejected', reason, `technician:${a.actor}`);
@@ -133,8 +132,8 @@ export class DeviceActions {
     const kind = a.action as 'revoke' | 'decommission';
     const done = kind === 'revoke' ? 'revoked' : 'decommissioned';
     if (device.state === done) return done;
-    if (device.state === 'decommissioned') throw new ActionRefused(`${device.id} is decommissioned`);
-    if (kind === 'revoke' && device.state !== 'provisioned') throw new ActionRefused(`${device.id} is ${device.state}, not provisioned`);
+    if (device.state === 'decommissioned') throw new RefusedError(`${device.id} is decommissioned`);
+    if (kind === 'revoke' && device.state !== 'provisioned') throw new RefusedError(`${device.id} is ${device.state}, not provisioned`);
     const current = ca.current('mqtt-device', device.name);
     if (current) ca.revoke(current.serial, kind === 'revoke' ? 'unspecified' : 'cessationOfOperation');
     const open = this.open(device);

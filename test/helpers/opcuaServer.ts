@@ -73,6 +73,8 @@ export interface OpcuaServerHandle {
   certificateThumbprint: string;
   /** The server's PKI (own/, trusted/, issuers/, rejected/), inside the fixture's temp dir. */
   pkiDir: string;
+  /** Bytes the server has read from clients so far: zero proves nobody contacted it. */
+  readonly bytesRead: number;
   /** Adds a client application certificate (DER) to the server's trusted list. */
   trustClientCertificate(der: Buffer): Promise<void>;
   /** Shuts down (unregistering from the LDS) and removes the fixture's temp dir. */
@@ -196,6 +198,9 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
       certificate,
       certificateThumbprint: thumbprint(certificate),
       pkiDir,
+      get bytesRead() {
+        return opcua.bytesRead;
+      },
       trustClientCertificate: (der) => serverCertificateManager.trustCertificate(der),
       stop() {
         stopped ??= cleanup();

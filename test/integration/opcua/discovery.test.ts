@@ -103,6 +103,9 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     const skipped = targets.filter((t) => t.source === 'lds' && t.status === 'skipped').map((t) => t.target);
     // Only the server on 127.0.0.9: the LDS's listing of itself (a DiscoveryServer) is no target at all.
     expect(skipped).toEqual([outside.endpointUrl]);
+    // The same counter that shows the agent talked to the configured server shows it never reached this one.
+    expect(plc.bytesRead).toBeGreaterThan(0);
+    expect(outside.bytesRead).toBe(0);
     const listed = JSON.parse((await cli('devices', 'list', '--json')).stdout) as { id: string }[];
     expect(listed.map((d) => d.id).filter((id) => id.startsWith('opcua:'))).toHaveLength(2);
   });
