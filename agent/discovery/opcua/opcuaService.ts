@@ -25,16 +25,17 @@ const POLL_MS = 1_000;
 const RUNS_KEPT = 100;
 
 /**
- * OPC UA discovery inside the daemon: the agent's client identity (an
- * RSA agent-client certificate from the gateway CA; node-opcua's PKI in
- * <dataDir>/opcua/pki, never under the user's home), and discovery runs
- * requested at start, on a schedule, or by a technician, one at a time.
+ * OPC UA discovery inside the daemon: discovery runs requested at start, on
+ * a schedule, or by a technician, one at a time, through the agent's OPC UA
+ * client (an RSA agent-client certificate from the gateway CA; node-opcua's
+ * PKI in <dataDir>/opcua/pki, never under the user's home), set up for the
+ * first run.
  */
 export class OpcuaService implements Service {
   readonly name = 'opcua';
   private config: Config;
   private probe: OpcuaProbe | undefined;
-  private discovery: OpcuaDiscovery | undefined;
+  private preparing: Promise<OpcuaDiscovery> | undefined;
   private runs: DiscoveryRunRepository | undefined;
   private poller: NodeJS.Timeout | undefined;
   private scheduler: NodeJS.Timeout | undefined;
@@ -47,30 +48,42 @@ export class OpcuaService implements Service {
   }
 
   async start(): Promise<void> {
-    const { log, storage, ca } = this.deps;
-    const identity = await ensureAgentClient(ca, this.config, log, 'opcua');
-    this.probe = new OpcuaProbe({
-      log: log.child({ part: 'client' }),
-      pkiDir: join(this.config.agent.dataDir, 'opcua', 'pki'),
-      applicationUri: identity.applicationUri,
-      certificateFile: identity.certFile,
-      privateKeyFile: identity.keyFile,
-    });
-    await this.probe.init();
-    this.runs = new DiscoveryRunRepository(storage.store);
-    this.discovery = new OpcuaDiscovery({
-      log,
-      config: () => this.config.opcua,
-      probe: this.probe,
-      runs: this.runs,
-      devices: new DeviceRepository(storage.store),
-      store: storage.store,
-      bus: this.deps.bus,
-    });
+    this.runs = new DiscoveryRunRepository(this.deps.storage.store);
     if (this.config.opcua.runOnStart && this.runs.open('opcua').length === 0) this.runs.request('opcua', 'start', 'agent');
     this.schedule();
     this.poller = setInterval(() => void this.runOpen(), POLL_MS);
     void this.runOpen();
+  }
+
+  /**
+   * The OPC UA client and its identity, made for the first run rather than at
+   * start: loading node-opcua and making an RSA key take most of a second, and
+   * a gateway that never discovers OPC UA servers should not pay for them.
+   */
+  private prepare(): Promise<OpcuaDiscovery> {
+    this.preparing ??= (async () => {
+      const { log, storage, ca } = this.deps;
+      const identity = await ensureAgentClient(ca, this.config, log, 'opcua');
+      this.probe = new OpcuaProbe({
+        log: log.child({ part: 'client' }),
+        pkiDir: join(this.config.agent.dataDir, 'opcua', 'pki'),
+        applicationUri: identity.applicationUri,
+        certificateFile: identity.certFile,
+        privateKeyFile: identity.keyFile,
+      });
+      await this.probe.init();
+      return new OpcuaDiscovery({
+        log,
+        config: () => this.config.opcua,
+        probe: this.probe,
+        runs: this.runs!,
+        devices: new DeviceRepository(storage.store),
+        store: storage.store,
+        bus: this.deps.bus,
+      });
+    })();
+    this.preparing.catch(() => (this.preparing = undefined));
+    return this.preparing;
   }
 
   private schedule(): void {
@@ -89,9 +102,17 @@ export class OpcuaService implements Service {
   runOpen(): Promise<void> {
     this.running ??= (async () => {
       for (let run = this.runs?.open('opcua')[0]; run && !this.stopping; run = this.runs?.open('opcua')[0]) {
-        await this.discovery!.run(run, this.abort.signal);
+        let discovery: OpcuaDiscovery;
+        try {
+          discovery = await this.prepare();
+        } catch (err) {
+          // Without a client there is no run: it fails with the reason instead of waiting forever.
+          this.runs!.finish(run.id, 'failed', `the OPC UA client could not be set up: ${(err as Error).message}`);
+          throw err;
+        }
+        await discovery.run(run, this.abort.signal);
+        this.runs?.prune('opcua', RUNS_KEPT);
       }
-      this.runs?.prune('opcua', RUNS_KEPT);
     })()
       .catch((err: unknown) => this.deps.log.error({ err }, 'OPC UA discovery could not run'))
       .finally(() => (this.running = undefined));
