@@ -67,6 +67,15 @@ export class UsageError extends AgentError {
   readonly code = 'USAGE' as const;
 }
 
+/**
+ * A file the configuration names that cannot be used (a manufacturer CA
+ * bundle that is missing or holds no CA): a configuration problem found at
+ * start, so the exit code says a restart will not help.
+ */
+export class ConfigFileError extends AgentError {
+  readonly code = 'CONFIG_FILE_UNUSABLE' as const;
+}
+
 /** A request the agent understood and declined (approving a device with nothing to approve, say). */
 export class RefusedError extends AgentError {
   readonly code = 'REFUSED' as const;
@@ -100,7 +109,7 @@ const CA_SETUP_ERRORS = new Set(['CA_PASSPHRASE_UNREADABLE', 'CA_KEY_PERMISSIONS
 /** Maps an error to the exit code the process ends with. */
 export function exitCodeFor(err: unknown): number {
   const root = err instanceof ServiceStartError && err.cause !== undefined ? err.cause : err;
-  if (root instanceof ConfigError) return ExitCode.config;
+  if (root instanceof ConfigError || root instanceof ConfigFileError) return ExitCode.config;
   // CA keys exposed, undecryptable or not matching their certificate: a restart will not help.
   const code = (root as { code?: unknown } | undefined)?.code;
   if (typeof code === 'string' && CA_SETUP_ERRORS.has(code)) return ExitCode.config;

@@ -42,6 +42,17 @@ const policyRule = z.discriminatedUnion('kind', [
   }),
 ]);
 
+/** Empty, or an mqtts:// URL with a host (checked by the URL parser the agent then uses). */
+const mqttsUrl = z.string().refine((v) => {
+  if (v === '') return true;
+  try {
+    const u = new URL(v);
+    return u.protocol === 'mqtts:' && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}, 'must be empty or an mqtts://host:port URL');
+
 const mqttSchema = z.strictObject({
   enabled: z.boolean().describe('run MQTT onboarding and discovery (the embedded broker, or the link to mqtt.brokerUrl)'),
   topicPrefix: z
@@ -49,14 +60,8 @@ const mqttSchema = z.strictObject({
     .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/)
     .max(128)
     .describe('prefix of the provisioning topics, such as edge/prov/v1 (levels of A-Z a-z 0-9 . _ -, no wildcards)'),
-  brokerUrl: z
-    .string()
-    .regex(/^(mqtts:\/\/.+)?$/)
-    .describe('external broker (Mosquitto) as mqtts://host:port, reached with the agent-client certificate; empty runs the embedded broker'),
-  deviceBrokerUrl: z
-    .string()
-    .regex(/^(mqtts:\/\/.+)?$/)
-    .describe('mutual-TLS URL given to devices in the issued answer; empty means the embedded listener, or mqtt.brokerUrl'),
+  brokerUrl: mqttsUrl.describe('external broker (Mosquitto) as mqtts://host:port, reached with the agent-client certificate; empty runs the embedded broker'),
+  deviceBrokerUrl: mqttsUrl.describe('mutual-TLS URL given to devices in the issued answer; empty means the embedded listener, or mqtt.brokerUrl'),
   listenHost: z.string().min(1).describe('address of the embedded broker listeners (127.0.0.1 unless devices reach it over the network)'),
   provisioningPort: int(0, 65_535, 'port of the embedded provisioning listener; 0 picks a free port'),
   provisioningTls: z.boolean().describe('true: the provisioning listener speaks TLS with the broker certificate; false: plain TCP where the plant network allows it'),

@@ -8,6 +8,7 @@ import { writeFileAtomic } from '../../certs/keys/fileKey.js';
 import type { CaService } from '../ca/caService.js';
 import { ensureAgentClient, ensureLocalIdentity, opcuaClientId, type LocalIdentity } from '../ca/localIdentity.js';
 import type { Config } from '../config/schema.js';
+import { ConfigFileError } from '../errors.js';
 import { MqttDiscovery } from '../discovery/mqttDiscovery.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
@@ -166,7 +167,15 @@ export class MqttService implements Service, DeviceAccess {
   }
 
   private buildPolicy(config: Config): EnrollmentPolicy {
-    return new EnrollmentPolicy(config.mqtt.policy, loadManufacturerCas, (secret) => this.enrollments!.tokenBySecret(secret));
+    const load = (file: string) => {
+      try {
+        return loadManufacturerCas(file);
+      } catch (err) {
+        const index = config.mqtt.policy.rules.findIndex((r) => r.kind === 'claim' && r.manufacturerCaFile === file);
+        throw new ConfigFileError(`mqtt.policy.rules.${index}.manufacturerCaFile: ${(err as Error).message}`, { cause: err });
+      }
+    };
+    return new EnrollmentPolicy(config.mqtt.policy, load, (secret) => this.enrollments!.tokenBySecret(secret));
   }
 
   private async brokerIdentity(dir: string): Promise<LocalIdentity> {

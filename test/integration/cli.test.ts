@@ -45,6 +45,19 @@ describe('the edge-agent command', () => {
     expect(d.logs).toEqual([]);
   });
 
+  it('exits 78, naming the rule, when a manufacturer CA file of the enrollment policy cannot be used', async () => {
+    const file = join(tmp.dir, 'claim.yaml');
+    const missing = join(tmp.dir, 'no-such-ca.pem');
+    writeFileSync(file, `agent:\n  dataDir: ${join(tmp.dir, 'claim-data')}\nhttp:\n  port: 0\nmqtt:\n  policy:\n    rules:\n      - { kind: token, action: approve }\n      - { kind: claim, manufacturerCaFile: ${missing}, action: approve }\n`);
+    const d = Daemon.start(file);
+    try {
+      expect((await d.exited).code).toBe(78);
+      expect(d.stderr).toContain(`mqtt.policy.rules.1.manufacturerCaFile: manufacturer CA file ${missing} cannot be read`);
+    } finally {
+      await d.dispose();
+    }
+  });
+
   it('refuses an OPC UA discovery when discovery is off, with exit 1 and the reason', async () => {
     const file = join(tmp.dir, 'opcua-off.yaml');
     writeFileSync(file, `agent:\n  dataDir: ${join(tmp.dir, 'off-data')}\nopcua:\n  enabled: false\n`);
