@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import pino from 'pino';
-import type { Config } from '../config/schema.js';
+import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js';
 import { RefusedError, UsageError } from '../errors.js';
 import type { Device, DeviceState } from '../inventory/device.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
@@ -22,7 +22,8 @@ function withStore<T>(config: Config, fn: (store: Store) => T | Promise<T>): Pro
 /** "pump-7" and "mqtt:pump-7" both name the MQTT device pump-7. */
 function deviceId(ref: string): string {
   const id = ref.includes(':') ? ref : `mqtt:${ref}`;
-  if (!/^(mqtt|opcua):[A-Za-z0-9._-]{1,64}$/.test(id)) throw new UsageError(`${JSON.stringify(ref)} is not a device id (such as pump-7 or mqtt:pump-7)`);
+  const [protocol, name = ''] = id.split(/:(.*)/s);
+  if ((protocol !== 'mqtt' && protocol !== 'opcua') || !DEVICE_ID_PATTERN.test(name)) throw new UsageError(`${JSON.stringify(ref)} is not a device id (such as pump-7 or mqtt:pump-7)`);
   return id;
 }
 

@@ -3,7 +3,7 @@ import { Counter, Gauge } from 'prom-client';
 import { CertError } from '../../certs/errors.js';
 import { parseCsr, verifyCsr } from '../../certs/x509/csr.js';
 import type { CaService } from '../ca/caService.js';
-import type { Config } from '../config/schema.js';
+import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -53,7 +53,6 @@ interface Work {
   message: InboundMessage;
 }
 
-const DEVICE_ID = /^[A-Za-z0-9._-]{1,64}$/;
 /** A response topic may name no wildcard or NUL (an answer to `+`/`#` would make the broker drop the agent). */
 const RESPONSE_TOPIC = /^[^+#\u0000]{1,256}$/;
 const ANSWER_TIMEOUT_MS = 10_000;
@@ -115,7 +114,7 @@ export class MqttEnrollment {
     const rest = message.topic.startsWith(`${topicPrefix}/`) ? message.topic.slice(topicPrefix.length + 1).split('/') : [];
     if (rest.length !== 2 || rest[1] !== 'request') return this.drop('unknown_topic', { topic: message.topic.slice(0, 200) });
     const name = rest[0]!;
-    if (!DEVICE_ID.test(name)) return this.drop('bad_device_id', { topic: message.topic.slice(0, 200) });
+    if (!DEVICE_ID_PATTERN.test(name)) return this.drop('bad_device_id', { topic: message.topic.slice(0, 200) });
     if (message.payload.length > maxPayloadBytes) return this.drop('too_large', { device: name, bytes: message.payload.length });
     const limited = this.limiter.take(name);
     if (limited !== 'ok') return this.drop(limited === 'device' ? 'rate_limited_device' : 'rate_limited_global', { device: name });

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import { DEVICE_ID_PATTERN } from '../../agent/config/schema.js';
 import { UsageError } from '../../agent/errors.js';
 import type { Answer } from '../../agent/onboarding/mqttEnrollment.js';
 import { normaliseSerial } from '../../certs/authority.js';
@@ -77,7 +78,8 @@ export const SIMULATION_DEFAULTS = {
 } as const;
 
 /** The id the agent accepts for a device (and as MQTT client id). */
-export const DEVICE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+/** The agent's own rule for device ids. */
+export const DEVICE_ID = DEVICE_ID_PATTERN;
 
 export function deviceId(prefix: string, index: number): string {
   return `${prefix}${String(index).padStart(5, '0')}`;
