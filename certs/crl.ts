@@ -5,12 +5,15 @@ import { toPem } from './x509/pem.js';
 import type { IssuingCa } from './issuer.js';
 import { REVOCATION_REASON_CODES, type RevokedEntry } from './store.js';
 
+/** What signing a CRL needs of a CA: an issuing CA, or the root for its authority revocation list. */
+export type CrlSigner = Pick<IssuingCa, 'subjectName' | 'aki' | 'signatureAlgorithm' | 'key'>;
+
 /**
  * A v2 CRL (RFC 5280 5.1) for one issuing CA, with the CRL number and
  * authority key identifier extensions and a reason code on each entry
  * (left out for `unspecified`, as 5.3.1 asks).
  */
-export function buildCrl(issuer: IssuingCa, revoked: RevokedEntry[], crlNumber: number, thisUpdate: Date, nextUpdate: Date): { der: Buffer; pem: string } {
+export function buildCrl(issuer: CrlSigner, revoked: RevokedEntry[], crlNumber: number, thisUpdate: Date, nextUpdate: Date): { der: Buffer; pem: string } {
   const entries = revoked.map((r) => {
     const reason = REVOCATION_REASON_CODES[r.reason];
     const ext = reason === 0 ? [] : [sequence(extension(OID.crlReason, false, tlv(0x0a, Buffer.from([reason]))))];

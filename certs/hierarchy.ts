@@ -12,6 +12,7 @@ import { buildCsr } from './x509/csrBuilder.js';
 import { pemBlocks, toPem } from './x509/pem.js';
 import { analyseSpki } from './x509/publicKey.js';
 import { read } from './x509/der.js';
+import { buildCrl } from './crl.js';
 
 const DAY = 86_400_000;
 
@@ -110,12 +111,45 @@ export function initCa(o: InitOptions): { rootPem: string; issuers: IssuerName[]
   }
   writeKeyFile(join(o.dir, caFiles.rootKey), rootKey.exportable(), o.passphrase);
   writeFileAtomic(join(o.dir, caFiles.rootCert), rootPem, 0o644);
+  writeFileAtomic(join(o.dir, caFiles.rootCrl), rootCrl(rootPem, rootKey, now).pem, 0o644);
   // Keys first and certificates last: a CA counts as present once its certificate exists.
   for (const [file, content] of pending) {
     if (typeof content === 'string' || Buffer.isBuffer(content)) writeFileAtomic(join(o.dir, file), content, 0o644);
     else writeKeyFile(join(o.dir, file), content, o.passphrase);
   }
   return { rootPem, issuers: written };
+}
+
+/**
+ * The root's CRL: it revokes no issuing CA, and is valid as long as the
+ * root. Validators that insist on a CRL for every CA of a chain (OPC UA
+ * stacks: node-opcua answers BadCertificateIssuerRevocationUnknown without
+ * one) need it beside the issuing CAs' CRLs.
+ */
+export function rootCrl(rootPem: string, rootKey: KeyBackend, now: Date = new Date()): { der: Buffer; pem: string } {
+  const parts = parseCertificate(rootPem);
+  const signer = {
+    subjectName: Buffer.from(parts.subjectName),
+    aki: authorityKeyIdentifier(parts.extensions.subjectKeyId ?? keyIdentifier(analyseSpki(parts.spki).keyBits)),
+    signatureAlgorithm: signatureAlgorithm(rootKey.family, rootKey.hash),
+    key: rootKey,
+  };
+  return buildCrl(signer, [], 1, wholeSeconds(now), parts.notAfter);
+}
+
+/**
+ * Writes root.crl where the root key is on the gateway and no root CRL is
+ * there yet (CA directories made before it existed); returns whether it did.
+ */
+export function ensureRootCrl(dir: string, passphrase: string | undefined): boolean {
+  const crlPath = join(dir, caFiles.rootCrl);
+  const keyPath = join(dir, caFiles.rootKey);
+  const certPath = join(dir, caFiles.rootCert);
+  if (existsSync(crlPath) || !existsSync(keyPath) || !existsSync(certPath)) return false;
+  const rootPem = readFileSync(certPath, 'utf8');
+  const key = readKeyFile(keyPath, passphrase);
+  writeFileAtomic(crlPath, rootCrl(rootPem, new SoftwareKey(key, analyseSpki(parseCertificate(rootPem).spki).type)).pem, 0o644);
+  return true;
 }
 
 /**

@@ -15,6 +15,8 @@ export type IssuerName = 'ec' | 'rsa';
 export const caFiles = {
   rootCert: 'root.crt',
   rootKey: 'root.key',
+  /** The root's CRL (an authority revocation list): no issuing CA revoked. */
+  rootCrl: 'root.crl',
   cert: (name: IssuerName) => `issuing-${name}.crt`,
   key: (name: IssuerName) => `issuing-${name}.key`,
   chain: (name: IssuerName) => `issuing-${name}.chain.pem`,

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Counter, Gauge } from 'prom-client';
 import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../../certs/authority.js';
+import { ensureRootCrl } from '../../certs/hierarchy.js';
 import type { ProfileName } from '../../certs/profiles/profile.js';
 import type { CertificateRecord, RevocationReason } from '../../certs/store.js';
 import { sendError, type HttpService } from '../api/httpServer.js';
@@ -85,6 +86,7 @@ export class CaService implements Service {
         log.warn({ file }, 'CA key is stored unencrypted although a passphrase is configured; encrypt it with edge-agent ca passphrase');
       }
     }
+    if (ensureRootCrl(this.config.dir, this.passphrase)) log.info({ dir: this.config.dir }, 'root CRL written (it revokes no issuing CA)');
     this.repository = new CertificateRepository(this.deps.storage.store);
     this.authority = loadAuthority(this.config, this.repository, this.passphrase);
     for (const issuer of this.authority.issuers()) {

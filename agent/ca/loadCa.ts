@@ -72,11 +72,16 @@ export function loadAuthority(ca: Config['ca'], store: CertificateRepository, pa
   });
 }
 
-/** Writes a fresh CRL per issuing CA (PEM, concatenated) to ca.crlFile; returns the earliest nextUpdate. */
+/**
+ * Writes a fresh CRL per issuing CA (PEM, concatenated) to ca.crlFile,
+ * followed by the root's CRL where the CA directory has one; returns the
+ * earliest nextUpdate of the issuing CAs' CRLs.
+ */
 export function publishCrlFile(authority: CertificateAuthority, ca: Config['ca']): { nextUpdate: Date; crlNumbers: string[] } {
   const crls = authority.crls(ca.crlValidityHours);
+  const root = join(ca.dir, caFiles.rootCrl);
   mkdirSync(dirname(ca.crlFile), { recursive: true, mode: 0o755 });
-  writeFileAtomic(ca.crlFile, crls.map((c) => c.pem).join(''), 0o644);
+  writeFileAtomic(ca.crlFile, crls.map((c) => c.pem).join('') + (existsSync(root) ? readFileSync(root, 'utf8') : ''), 0o644);
   return {
     nextUpdate: new Date(Math.min(...crls.map((c) => c.nextUpdate.getTime()))),
     crlNumbers: crls.map((c) => `${c.issuer}:${c.crlNumber}`),

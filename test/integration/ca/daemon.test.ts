@@ -49,6 +49,9 @@ describe('the CA inside the daemon', () => {
 
     writeFileSync(join(tmp.dir, 'served-crl.pem'), await (await fetch(`${base}/ca/crl`)).text());
     expect((await verify()).stdout).toContain('dev.crt: OK');
+    // The root's own CRL is served too: openssl finds a valid CRL for every CA of the chain (what OPC UA stacks insist on).
+    const all = await openssl(['verify', '-crl_check_all', '-CRLfile', 'served-crl.pem', '-CAfile', join(caDir(), 'root.crt'), '-untrusted', 'chain.pem', 'dev.crt'], tmp.dir);
+    expect(all.stdout + all.stderr).toContain('dev.crt: OK');
 
     const revoked = await runCli(['ca', 'revoke', '--id', 'meter-9', '--profile', 'mqtt-device', '--reason', 'keyCompromise', '--config', config], { env });
     expect(revoked.code, revoked.stderr).toBe(0);
