@@ -6,6 +6,8 @@ export interface AgentEvents {
   'certificate.revoked': { serial: string; profile: string; identity: string; reason: string };
   /** A valid certificate passed two thirds of its lifetime: time to renew. */
   'certificate.expiring': { serial: string; profile: string; identity: string; notAfter: Date };
+  /** An OPC UA push attempt ended: done, failed (retried), unsupported or stopped. */
+  'opcua.push': { deviceId: string; status: string; serial?: string; reason?: string };
   /** A discovery run moved on: the technician interface shows it. */
   'discovery.progress': {
     runId: number;

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { Counter, Gauge } from 'prom-client';
 import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../../certs/authority.js';
 import { ensureRootCrl } from '../../certs/hierarchy.js';
+import { pemBlocks } from '../../certs/x509/pem.js';
 import type { ProfileName } from '../../certs/profiles/profile.js';
 import type { CertificateRecord, RevocationReason } from '../../certs/store.js';
 import { sendError, type HttpService } from '../api/httpServer.js';
@@ -113,6 +115,11 @@ export class CaService implements Service {
     return record ? { record, chain: this.ca().issuer(record.issuer).chainPem } : undefined;
   }
 
+  /** The certificate this CA issued with this DER, if any (any status). */
+  issuedAs(der: Buffer): CertificateRecord | undefined {
+    return this.repository?.byThumbprint(createHash('sha256').update(der).digest('hex'));
+  }
+
   /** The valid certificate of an identity under a profile, if any. */
   current(profile: ProfileName, identity: string): CertificateRecord | undefined {
     return this.repository?.current(profile, identity);
@@ -150,6 +157,12 @@ export class CaService implements Service {
       this.deps.bus.emit('certificate.revoked', { serial: record.serial, profile: record.profile, identity: record.identity, reason });
     }
     return all;
+  }
+
+  /** The published CRLs (each issuing CA's, then the root's), DER: what an OPC UA TrustList takes. */
+  crlDers(): Buffer[] {
+    if (!existsSync(this.config.crlFile)) return [];
+    return pemBlocks(readFileSync(this.config.crlFile, 'utf8')).filter((b) => b.label === 'X509 CRL').map((b) => b.der);
   }
 
   /** Writes a fresh CRL per issuing CA into ca.crlFile and schedules the next one at half its validity. */

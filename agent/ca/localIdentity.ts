@@ -8,6 +8,9 @@ import { encodeName } from '../../certs/x509/name.js';
 import type { Logger } from '../log.js';
 import type { CaService } from './caService.js';
 
+/** What making a local identity needs of the CA: the daemon's CaService, or the CLI's authority. */
+export type IdentityCa = Pick<CaService, 'chainPem' | 'current' | 'issue'>;
+
 export interface LocalIdentity {
   /** PEM private key. */
   key: string;
@@ -27,6 +30,12 @@ export interface LocalIdentityRequest {
   basename: string;
   /** Key made for a new certificate (default ec-p256; OPC UA needs RSA). */
   keyType?: CaKeyType;
+  /**
+   * Write the certificate alone, without its issuing CA. OPC UA peers match
+   * the certificate a client sends against their trust list as a whole:
+   * node-opcua servers do not recognise a trusted certificate sent with its chain.
+   */
+  leafOnly?: boolean;
 }
 
 /**
@@ -37,7 +46,7 @@ export interface LocalIdentityRequest {
  * within the first two thirds of its life; otherwise a new key is made and a
  * new certificate issued (which supersedes the old one).
  */
-export async function ensureLocalIdentity(ca: CaService, r: LocalIdentityRequest, log: Logger): Promise<LocalIdentity> {
+export async function ensureLocalIdentity(ca: IdentityCa, r: LocalIdentityRequest, log: Logger): Promise<LocalIdentity> {
   mkdirSync(r.dir, { recursive: true, mode: 0o700 });
   const keyFile = join(r.dir, `${r.basename}.key`);
   const certFile = join(r.dir, `${r.basename}.crt`);
@@ -45,7 +54,12 @@ export async function ensureLocalIdentity(ca: CaService, r: LocalIdentityRequest
   if (existsSync(keyFile) && existsSync(certFile)) {
     const cert = readFileSync(certFile, 'utf8');
     const reason = reuseRefusal(ca, r, cert);
-    if (reason === undefined) return { key: readFileSync(keyFile, 'utf8'), cert, ca: bundle, serial: new X509Certificate(cert).serialNumber.toLowerCase() };
+    if (reason === undefined) {
+      const leaf = new X509Certificate(cert);
+      // A file written with its chain before leafOnly existed is rewritten, the certificate kept.
+      if (r.leafOnly && (cert.match(/BEGIN CERTIFICATE/g) ?? []).length > 1) writeFileAtomic(certFile, leaf.toString(), 0o644);
+      return { key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8'), ca: bundle, serial: leaf.serialNumber.toLowerCase() };
+    }
     log.info({ profile: r.profile, identity: r.identity, reason }, 'local certificate replaced');
   }
   const key = SoftwareKey.generate(r.keyType ?? 'ec-p256');
@@ -58,12 +72,12 @@ export async function ensureLocalIdentity(ca: CaService, r: LocalIdentityRequest
     renew: true,
   });
   writeKeyFile(keyFile, key.exportable(), undefined);
-  const certPem = issued.record.pem + issued.chain.slice(0, -1).join('');
+  const certPem = r.leafOnly ? issued.record.pem : issued.record.pem + issued.chain.slice(0, -1).join('');
   writeFileAtomic(certFile, certPem, 0o644);
   return { key: readFileSync(keyFile, 'utf8'), cert: certPem, ca: bundle, serial: issued.record.serial };
 }
 
-function reuseRefusal(ca: CaService, r: LocalIdentityRequest, pem: string): string | undefined {
+function reuseRefusal(ca: IdentityCa, r: LocalIdentityRequest, pem: string): string | undefined {
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(pem);
@@ -91,7 +105,7 @@ function reuseRefusal(ca: CaService, r: LocalIdentityRequest, pem: string): stri
  * valid certificate per profile and identity.
  */
 export function ensureAgentClient(
-  ca: CaService,
+  ca: IdentityCa,
   config: { agent: { id: string; dataDir: string } },
   log: Logger,
   use: 'mqtt' | 'opcua',
@@ -99,7 +113,7 @@ export function ensureAgentClient(
   const dir = join(config.agent.dataDir, 'identity');
   const identity = use === 'mqtt' ? config.agent.id : opcuaClientId(config.agent.id);
   const basename = use === 'mqtt' ? 'agent-client' : 'opcua-client';
-  return ensureLocalIdentity(ca, { profile: 'agent-client', identity, dir, basename, keyType: use === 'mqtt' ? 'ec-p256' : 'rsa-2048' }, log).then((id) => ({
+  return ensureLocalIdentity(ca, { profile: 'agent-client', identity, dir, basename, keyType: use === 'mqtt' ? 'ec-p256' : 'rsa-2048', leafOnly: use === 'opcua' }, log).then((id) => ({
     ...id,
     keyFile: join(dir, `${basename}.key`),
     certFile: join(dir, `${basename}.crt`),

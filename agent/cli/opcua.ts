@@ -1,5 +1,5 @@
-import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
+import { createHash, X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -8,6 +8,9 @@ import { SoftwareKey } from '../../certs/keys/backend.js';
 import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../certs/x509/name.js';
+import { pemBlocks } from '../../certs/x509/pem.js';
+import { ensureAgentClient } from '../ca/localIdentity.js';
+import { publishCrlFile } from '../ca/loadCa.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { withAuthority } from './ca.js';
 import type { Config } from '../config/schema.js';
@@ -15,6 +18,7 @@ import { RefusedError, UsageError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { Store } from '../store/database.js';
 import { DiscoveryRunRepository, type DiscoveryRun, type DiscoveryTarget } from '../store/discoveryRunRepository.js';
+import { PushRepository, type PushJob, type PushStepRecord } from '../store/pushRepository.js';
 import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
 function withRuns<T>(config: Config, fn: (runs: DiscoveryRunRepository) => T | Promise<T>): Promise<T> {
@@ -34,6 +38,52 @@ type RunView = { run: DiscoveryRun; targets: DiscoveryTarget[]; daemonRunning?: 
 
 const view = (r: RunView) =>
   `${line(r.run)}\n${r.targets.length > 0 ? `${targetLines(r.targets)}\n` : ''}${r.daemonRunning === false ? 'the daemon is not running: the run starts when it does\n' : ''}`;
+
+/**
+ * What an OPC UA server needs to let the agent in (for push management and
+ * reading nameplates over secure channels): the agent's client certificate
+ * to trust, the gateway CA certificates as issuers, and their CRLs, laid out
+ * as the PKI folders most OPC UA stacks use. Makes the agent's client
+ * identity if the daemon has not yet.
+ */
+async function clientBundle(config: Config, out: string) {
+  if (existsSync(out) && readdirSync(out).length > 0) throw new UsageError(`${out} exists and is not empty; choose a new directory`);
+  return withAuthority(config, async (authority, repository) => {
+    const ca = { chainPem: () => authority.trustBundle().join(''), current: repository.current.bind(repository), issue: authority.issue.bind(authority) };
+    const identity = await ensureAgentClient(ca, config, pino({ level: 'silent' }), 'opcua');
+    if (!existsSync(config.ca.crlFile)) publishCrlFile(authority, config.ca);
+    const crls = pemBlocks(readFileSync(config.ca.crlFile, 'utf8')).filter((b) => b.label === 'X509 CRL');
+    const cas = authority.trustBundle().map((pem) => new X509Certificate(pem));
+    const staging = `${out.replace(/\/+$/, '')}.tmp-${process.pid}`;
+    for (const d of ['trusted/certs', 'issuers/certs', 'issuers/crl']) mkdirSync(join(staging, d), { recursive: true, mode: 0o755 });
+    const leaf = new X509Certificate(identity.cert);
+    const files = [join('trusted/certs', 'edge-agent-opcua-client.der')];
+    writeFileAtomic(join(staging, files[0]!), leaf.raw, 0o644);
+    cas.forEach((c, i) => {
+      const name = join('issuers/certs', `gateway-ca-${i + 1}.der`);
+      writeFileAtomic(join(staging, name), c.raw, 0o644);
+      files.push(name);
+    });
+    crls.forEach((c, i) => {
+      const name = join('issuers/crl', `gateway-ca-${i + 1}.crl`);
+      writeFileAtomic(join(staging, name), c.der, 0o644);
+      files.push(name);
+    });
+    if (existsSync(out)) rmdirSync(out);
+    renameSync(staging, out);
+    return { applicationUri: identity.applicationUri, serial: identity.serial, thumbprint: createHash('sha1').update(leaf.raw).digest('hex'), files: files.map((f) => join(out, f)) };
+  });
+}
+
+const pushLine = (j: PushJob) =>
+  `${j.deviceId}: ${j.status} at ${j.step}, ${j.attempts} attempt(s)${j.serial ? `, certificate ${j.serial}` : ''}` +
+  `${j.crlDelivered === undefined ? '' : j.crlDelivered ? ', CRLs delivered' : ', CRLs not delivered'}` +
+  `${j.nextAttemptAt && j.status !== 'stopped' ? `, next ${j.status === 'done' ? 'renewal' : 'attempt'} ${j.nextAttemptAt.toISOString()}` : ''}${j.reason ? `\n  ${j.reason}` : ''}`;
+
+const pushView = (r: { jobs: PushJob[]; steps?: PushStepRecord[] }) =>
+  r.jobs.length === 0
+    ? 'no server approved for push provisioning\n'
+    : `${r.jobs.map(pushLine).join('\n')}\n${(r.steps ?? []).map((s) => `  ${s.at.toISOString()} attempt ${s.attempt} ${s.step} ${s.outcome}${s.detail ? `: ${s.detail}` : ''}`).join('\n')}${r.steps?.length ? '\n' : ''}`;
 
 /**
  * For a server without push management: a key made here, a certificate
@@ -95,7 +145,7 @@ async function exportBundle(config: Config, ref: string, out: string, actor: str
 }
 
 export function registerOpcuaCommands(program: Command, result: { code: number }): void {
-  const opcua = program.command('opcua').description('OPC UA servers: discovery runs');
+  const opcua = program.command('opcua').description('OPC UA servers: discovery runs, push provisioning');
   const common = (c: Command) => c.option('-c, --config <path>', CONFIG_OPTION_HELP).option('--json', 'machine-readable output');
 
   common(
@@ -142,6 +192,38 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
   ).action(async (o: Common & { id: string; out: string; actor?: string }) => {
     result.code = await run(o, (config) => exportBundle(config, o.id, o.out, o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli'), (r: { device: string; serial: string; files: Record<string, string> }) =>
       `${r.device}: certificate ${r.serial} written to ${Object.values(r.files).join(', ')}\ninstall key.pem and cert.pem (or cert.der) as the server's application instance certificate, and chain.pem as its issuers\n`);
+  });
+
+  common(
+    opcua
+      .command('client-bundle')
+      .description("what a server needs to trust the agent: the agent's OPC UA client certificate, the gateway CA certificates and their CRLs, in PKI folders")
+      .requiredOption('--out <dir>', 'directory for trusted/certs, issuers/certs and issuers/crl (DER files)'),
+  ).action(async (o: Common & { out: string }) => {
+    result.code = await run(o, (config) => clientBundle(config, o.out), (r: { applicationUri: string; thumbprint: string; files: string[] }) =>
+      `the agent's OPC UA client ${r.applicationUri} (thumbprint ${r.thumbprint}):\n${r.files.map((f) => `  ${f}`).join('\n')}\n` +
+      "copy trusted/ and issuers/ into the server's PKI (or trust the certificate and add the CAs and CRLs in its configuration tool)\n");
+  });
+
+  common(
+    opcua
+      .command('push-status')
+      .description('push provisioning of approved servers: status, step reached, retries, CRL delivery; with --id, the steps of one server')
+      .option('--id <device>', 'one server (opcua:...), with its step log'),
+  ).action(async (o: Common & { id?: string }) => {
+    result.code = await run(o, (config) => {
+      const { store } = Store.open(config.store, pino({ level: 'silent' }));
+      try {
+        const pushes = new PushRepository(store);
+        if (o.id === undefined) return { jobs: pushes.list() };
+        const id = o.id.startsWith('opcua:') ? o.id : `opcua:${o.id}`;
+        const job = pushes.get(id);
+        if (!job) throw new UsageError(`no push for ${id}: it has not been approved (edge-agent devices approve ${id})`);
+        return { jobs: [job], steps: pushes.steps(id) };
+      } finally {
+        store.close();
+      }
+    }, pushView);
   });
 
   common(opcua.command('runs').description('the latest discovery runs').option('--limit <n>', 'how many', '20')).action(async (o: Common & { limit: string }) => {

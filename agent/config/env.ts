@@ -5,7 +5,7 @@ import { configSchema } from './schema.js';
 export const ENV_PREFIX = 'EDGE_AGENT_';
 
 /** EDGE_AGENT_* variables that are not configuration keys. */
-const NON_CONFIG_VARIABLES = new Set(['EDGE_AGENT_CONFIG']);
+const NON_CONFIG_VARIABLES = new Set(['EDGE_AGENT_CONFIG', 'EDGE_AGENT_FAILPOINT']);
 
 type Leaf = { section: string; key: string; schema: z.ZodType };
 

@@ -105,6 +105,42 @@ const cidr = z
   .regex(new RegExp(`^(${octet}\\.){3}${octet}(\\/(3[0-2]|[12]?\\d))?$`))
   .describe('an IPv4 range in CIDR notation, such as 10.20.0.0/24 (a single address without /32 is allowed)');
 
+/** A server approved for push provisioning when every field given matches (patterns as in mqtt.policy). */
+const opcuaApproveRule = z
+  .strictObject({
+    applicationUri: pattern.optional(),
+    manufacturer: pattern.optional(),
+    productUri: pattern.optional(),
+    thumbprint: z
+      .string()
+      .regex(/^[0-9A-Fa-f]{40}$/)
+      .optional()
+      .describe("the SHA-1 thumbprint (40 hex digits) of the server's certificate as discovery first saw it"),
+  })
+  .refine((r) => Object.keys(r).length > 0, { message: 'an approve rule needs at least one of applicationUri, manufacturer, productUri, thumbprint' });
+
+/** SecurityAdmin credentials for the servers whose applicationUri matches. */
+const opcuaSecurityAdmin = z
+  .strictObject({
+    applicationUri: pattern.describe('the servers these credentials are for: an applicationUri or a pattern'),
+    username: z.string().min(1).max(256).describe('a user holding the SecurityAdmin role on those servers'),
+    password: z.string().max(256).describe('its password; prefer passwordFile'),
+    passwordFile: z.string().describe('file holding the password (first line)'),
+  })
+  .partial({ password: true, passwordFile: true })
+  .refine((a) => (a.password ?? '') !== '' || (a.passwordFile ?? '') !== '', { message: 'give password or passwordFile' });
+
+const opcuaPushSchema = z.strictObject({
+  enabled: z.boolean().describe('push CA-issued certificates to approved servers (OPC UA Part 12)'),
+  approve: z.array(opcuaApproveRule).max(1_000).describe('servers approved without a technician (a rule matches when all its fields do)'),
+  securityAdmins: z.array(opcuaSecurityAdmin).max(1_000).describe('SecurityAdmin credentials per server or pattern; the first match is used'),
+  concurrency: int(1, 64, 'servers provisioned at the same time'),
+  stepTimeoutMs: int(1_000, 600_000, 'time one push step (one call to the server) may take, in milliseconds'),
+  applyWaitMs: int(1_000, 600_000, 'time a server may take to come back with its new certificate after ApplyChanges, in milliseconds'),
+  retryInitialMs: int(1_000, 86_400_000, 'wait before the first retry of a failed push, in milliseconds (doubles with each failure)'),
+  retryMaxMs: int(1_000, 604_800_000, 'longest wait between retries, in milliseconds'),
+});
+
 const opcuaSchema = z.strictObject({
   enabled: z.boolean().describe('run OPC UA discovery'),
   endpoints: z.array(opcuaUrl).max(10_000).describe('servers always probed, as opc.tcp:// URLs'),
@@ -121,6 +157,7 @@ const opcuaSchema = z.strictObject({
   timeoutMs: int(100, 120_000, 'time one server (or one address) may take to answer, in milliseconds'),
   runOnStart: z.boolean().describe('run a discovery when the agent starts'),
   intervalMs: int(0, 604_800_000, 'run a discovery this often, in milliseconds; 0 runs only at start (runOnStart) and on demand'),
+  push: opcuaPushSchema,
 });
 
 export type PolicyRule = z.infer<typeof policyRule>;
@@ -246,6 +283,16 @@ export function defaultConfig(): Config {
       timeoutMs: 5_000,
       runOnStart: false,
       intervalMs: 0,
+      push: {
+        enabled: true,
+        approve: [],
+        securityAdmins: [],
+        concurrency: 4,
+        stepTimeoutMs: 15_000,
+        applyWaitMs: 30_000,
+        retryInitialMs: 30_000,
+        retryMaxMs: 3_600_000,
+      },
     },
     lifecycle: { startTimeoutMs: 30_000, stopTimeoutMs: 5_000 },
   };

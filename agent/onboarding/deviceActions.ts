@@ -39,7 +39,7 @@ export class DeviceActions {
   }
 
   private async pass(): Promise<void> {
-    for (const action of this.deps.actions.open()) {
+    for (const action of this.deps.actions.open('mqtt')) {
       let outcome: string;
       let error: string | undefined;
       const name = action.deviceId.slice(action.deviceId.indexOf(':') + 1);
@@ -58,7 +58,6 @@ export class DeviceActions {
   private async apply(a: DeviceAction): Promise<string> {
     const device = this.deps.devices.get(a.deviceId);
     if (!device) throw new RefusedError(`no device ${a.deviceId} in the inventory`);
-    if (device.protocol !== 'mqtt') throw new RefusedError(`${a.action} of ${device.protocol} devices is not available yet`);
     if (a.action === 'approve') return this.approve(a, device);
     if (a.action === 'reject') return this.reject(a, device);
     return this.revoke(a, device);

@@ -62,8 +62,9 @@ export class ActionRepository {
     return row ? toAction(row) : undefined;
   }
 
-  open(limit = 100): DeviceAction[] {
-    return (this.store.statement('SELECT * FROM device_actions WHERE done_at IS NULL ORDER BY id LIMIT ?').all(limit) as Row[]).map(toAction);
+  /** Actions not yet carried out for devices of one protocol (their ids start with `<protocol>:`), oldest first. */
+  open(protocol: 'mqtt' | 'opcua', limit = 100): DeviceAction[] {
+    return (this.store.statement("SELECT * FROM device_actions WHERE done_at IS NULL AND device_id LIKE ? || ':%' ORDER BY id LIMIT ?").all(protocol, limit) as Row[]).map(toAction);
   }
 
   finish(id: number, outcome: string, error?: string): void {

@@ -81,6 +81,12 @@ export class CertificateRepository implements CertificateStore {
     return row ? toRecord(row) : undefined;
   }
 
+  /** A certificate by the SHA-256 of its DER (any status). */
+  byThumbprint(sha256: string): CertificateRecord | undefined {
+    const row = this.sql('SELECT * FROM certificates WHERE thumbprint = ?').get(sha256.toLowerCase()) as Row | undefined;
+    return row ? toRecord(row) : undefined;
+  }
+
   keyCompromised(spkiSha256: string): boolean {
     return this.sql("SELECT 1 FROM certificates WHERE spki_sha256 = ? AND revocation_reason = 'keyCompromise' LIMIT 1").get(spkiSha256) !== undefined;
   }

@@ -65,6 +65,10 @@ export interface OpcuaProbeDeps {
   /** The agent-client certificate (PEM, with its issuing CA) and key the client presents. */
   certificateFile?: string;
   privateKeyFile?: string;
+  /** The gateway CA (DER): trusted in the client's PKI, so that its own certificate and the servers' it pushed check out. */
+  caCertificates?: Buffer[];
+  /** The gateway CA's CRLs (DER), which node-opcua wants for every CA it checks. */
+  crls?: Buffer[];
 }
 
 const DI_NAMESPACE = 'http://opcfoundation.org/UA/DI/';
@@ -89,7 +93,7 @@ const clean = (v: unknown): string | undefined => {
 };
 
 /** `promise`, or a ProbeTimeout after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new ProbeTimeout(`${what}: no answer within ${ms} ms`)), ms)))]);
@@ -99,7 +103,7 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
 }
 
 /** The first DER element of a buffer: a server may send its certificate followed by its chain. */
-function firstDer(der: Buffer): Buffer {
+export function firstDer(der: Buffer): Buffer {
   if (der.length < 2 || der[0] !== 0x30) return der;
   const first = der[1]!;
   if (first < 0x80) return der.subarray(0, 2 + first);
@@ -111,7 +115,7 @@ function firstDer(der: Buffer): Buffer {
 }
 
 /** Destroys the TCP socket under a node-opcua client (library internals: a workaround for connect() ignoring disconnect()). */
-function destroySocket(client: Client): void {
+export function destroySocket(client: Client): void {
   const channel = (client as unknown as { _secureChannel?: { getTransport?: () => { _socket?: { destroy?: () => void } | null } | undefined } | null })._secureChannel;
   channel?.getTransport?.()?._socket?.destroy?.();
 }
@@ -140,6 +144,8 @@ export class OpcuaProbe {
     // Discovery reads public facts only; it sends nothing secret over these channels.
     this.certificateManager = new OPCUACertificateManager({ rootFolder: this.deps.pkiDir, automaticallyAcceptUnknownCertificate: true });
     await this.certificateManager.initialize();
+    for (const ca of this.deps.caCertificates ?? []) await this.certificateManager.addIssuer(ca, false, true);
+    for (const crl of this.deps.crls ?? []) await this.certificateManager.addRevocationList(crl);
   }
 
   async dispose(): Promise<void> {
@@ -147,7 +153,12 @@ export class OpcuaProbe {
     this.certificateManager = undefined;
   }
 
-  private async client(timeoutMs: number): Promise<{ opcua: Opcua; client: Client }> {
+  /**
+   * A client with the agent's identity and the shared certificate manager:
+   * SecurityMode None unless `secure` names a policy and the server
+   * certificate to encrypt to (pinned: node-opcua then talks to no other).
+   */
+  async client(timeoutMs: number, secure?: { securityPolicyUri: string; serverCertificate: Buffer }): Promise<{ opcua: Opcua; client: Client }> {
     const opcua = await loadOpcua(this.deps.log);
     // node-opcua disposes the client's certificate manager when a client disconnects unless it is
     // counted as shared: one count per client keeps it alive for the probes running beside it.
@@ -158,8 +169,9 @@ export class OpcuaProbe {
       clientCertificateManager: this.certificateManager!,
       ...(this.deps.certificateFile && this.deps.privateKeyFile ? { certificateFile: this.deps.certificateFile, privateKeyFile: this.deps.privateKeyFile } : {}),
       endpointMustExist: false,
-      securityMode: opcua.MessageSecurityMode.None,
-      securityPolicy: opcua.SecurityPolicy.None,
+      securityMode: secure ? opcua.MessageSecurityMode.SignAndEncrypt : opcua.MessageSecurityMode.None,
+      securityPolicy: secure ? (secure.securityPolicyUri as import('node-opcua-client').SecurityPolicy) : opcua.SecurityPolicy.None,
+      ...(secure ? { serverCertificate: secure.serverCertificate } : {}),
       connectionStrategy: { maxRetry: 0, initialDelay: 50, maxDelay: 100 },
       transportTimeout: timeoutMs,
       defaultTransactionTimeout: timeoutMs,
@@ -175,7 +187,7 @@ export class OpcuaProbe {
    * after a timeout the socket is destroyed directly, and closed again when
    * the abandoned connect() settles.
    */
-  private async withClient<T>(url: string, timeoutMs: number, work: (opcua: Opcua, client: Client) => Promise<T>): Promise<T> {
+  async withClient<T>(url: string, timeoutMs: number, work: (opcua: Opcua, client: Client) => Promise<T>): Promise<T> {
     await opcuaHello(url, timeoutMs).catch((err: Error & { code?: string }) => {
       throw err.code === 'TIMEOUT' ? new ProbeTimeout(err.message) : err;
     });

@@ -14,6 +14,8 @@ export interface RequestedExtensions {
   ca: boolean;
   /** The request asked for keyCertSign or cRLSign in keyUsage. */
   certSign: boolean;
+  /** URIs in a requested subjectAltName (an OPC UA server's applicationUri); read to be checked, never copied. */
+  uris: string[];
 }
 
 export interface ParsedCsr {
@@ -49,7 +51,7 @@ function malformed(message: string): never {
  * copied into a certificate: the profile decides.
  */
 function requestedExtensions(attributes: Node): RequestedExtensions {
-  const out: RequestedExtensions = { ca: false, certSign: false };
+  const out: RequestedExtensions = { ca: false, certSign: false, uris: [] };
   for (const attribute of children(attributes)) {
     const parts = attribute.tag === Tag.sequence ? children(attribute) : [];
     if (parts.length !== 2 || parts[0]!.tag !== Tag.oid || parts[1]!.tag !== Tag.set) malformed('a CSR attribute is not a type and a SET of values');
@@ -73,6 +75,14 @@ function requestedExtensions(attributes: Node): RequestedExtensions {
           // keyCertSign is bit 5, cRLSign bit 6 of the first byte (bit 0 is the top bit).
           const byte = inner.value[1] ?? 0;
           out.certSign ||= (byte & 0x04) !== 0 || (byte & 0x02) !== 0;
+        } else if (id === OID.subjectAltName) {
+          // GeneralName uniformResourceIdentifier is [6] IA5String.
+          for (const name of children(expectTag(inner, Tag.sequence, 'subjectAltName'))) {
+            if (name.tag !== 0x86) continue;
+            const uri = name.value.toString('latin1');
+            if (!/^[\x21-\x7e]+$/.test(uri)) malformed('a requested SAN URI holds characters outside printable ASCII');
+            out.uris.push(uri);
+          }
         }
       }
     }

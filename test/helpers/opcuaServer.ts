@@ -77,6 +77,12 @@ export interface OpcuaServerHandle {
   readonly bytesRead: number;
   /** Adds a client application certificate (DER) to the server's trusted list. */
   trustClientCertificate(der: Buffer): Promise<void>;
+  /**
+   * What an operator does once to let a CA-issued client in: the client's
+   * certificate (DER) trusted, the CAs above it (DER) known as issuers, and
+   * a CRL (DER or PEM) for every one of those CAs, which node-opcua insists on.
+   */
+  trustCaIssuedClient(client: { certificate: Buffer; issuers: Buffer[]; crls: Buffer[] }): Promise<void>;
   /** Shuts down (unregistering from the LDS) and removes the fixture's temp dir. */
   stop(): Promise<void>;
 }
@@ -202,6 +208,11 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
         return opcua.bytesRead;
       },
       trustClientCertificate: (der) => serverCertificateManager.trustCertificate(der),
+      async trustCaIssuedClient(client) {
+        for (const issuer of client.issuers) await serverCertificateManager.addIssuer(issuer);
+        for (const crl of client.crls) await serverCertificateManager.addRevocationList(crl);
+        await serverCertificateManager.trustCertificate(client.certificate);
+      },
       stop() {
         stopped ??= cleanup();
         return stopped;

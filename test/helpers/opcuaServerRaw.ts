@@ -22,7 +22,7 @@ export interface RawTcpServer {
   stop(): Promise<void>;
 }
 
-async function listen(host: string, onConnection: (socket: Socket) => void): Promise<RawTcpServer> {
+async function listen(host: string, onConnection: (socket: Socket) => void, wantedPort = 0): Promise<RawTcpServer> {
   const sockets = new Set<Socket>();
   let connections = 0;
   const server: Server = createServer((socket) => {
@@ -34,7 +34,7 @@ async function listen(host: string, onConnection: (socket: Socket) => void): Pro
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, requireLoopback(host), () => resolve());
+    server.listen(wantedPort, requireLoopback(host), () => resolve());
   });
   const { port } = server.address() as { port: number };
   let stopped: Promise<void> | undefined;
@@ -59,9 +59,9 @@ async function listen(host: string, onConnection: (socket: Socket) => void): Pro
 }
 
 /** Accepts connections and never answers: a client's HEL goes unacknowledged until its own timeout. */
-export function startHangingServer(host = '127.0.0.1'): Promise<RawTcpServer> {
+export function startHangingServer(host = '127.0.0.1', port = 0): Promise<RawTcpServer> {
   // It reads (and drops) what arrives, so it sees a client that closes; it never answers.
-  return listen(host, (socket) => void socket.resume());
+  return listen(host, (socket) => void socket.resume(), port);
 }
 
 /** Answers every connection with `bytes` random bytes (not an OPC UA ACK) and closes it. */

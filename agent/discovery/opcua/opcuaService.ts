@@ -1,14 +1,21 @@
 import { join } from 'node:path';
+import { pemBlocks } from '../../../certs/x509/pem.js';
 import type { CaService } from '../../ca/caService.js';
 import { ensureAgentClient } from '../../ca/localIdentity.js';
 import type { Config } from '../../config/schema.js';
 import type { EventBus } from '../../events.js';
 import type { Service } from '../../lifecycle/service.js';
 import type { Logger } from '../../log.js';
+import { DeviceLocks } from '../../onboarding/deviceLocks.js';
+import { OpcuaActions } from '../../onboarding/opcuaActions.js';
+import { OpcuaPush } from '../../onboarding/opcuaPush.js';
+import { ActionRepository } from '../../store/actionRepository.js';
 import { DeviceRepository } from '../../store/deviceRepository.js';
 import { DiscoveryRunRepository } from '../../store/discoveryRunRepository.js';
+import { PushRepository } from '../../store/pushRepository.js';
 import type { StoreService } from '../../store/storeService.js';
 import { OpcuaProbe } from '../../transport/opcuaProbe.js';
+import { OpcuaPushSessions } from '../../transport/opcuaPushSession.js';
 import { OpcuaDiscovery } from './opcuaDiscovery.js';
 
 export interface OpcuaServiceDeps {
@@ -19,24 +26,30 @@ export interface OpcuaServiceDeps {
   bus: EventBus;
 }
 
-/** How often runs requested from outside the daemon (the CLI) are looked for. */
+/** How often runs and decisions requested from outside the daemon (the CLI), and pushes due, are looked for. */
 const POLL_MS = 1_000;
 /** Finished runs kept with their targets; older ones are deleted. */
 const RUNS_KEPT = 100;
 
 /**
- * OPC UA discovery inside the daemon: discovery runs requested at start, on
- * a schedule, or by a technician, one at a time, through the agent's OPC UA
- * client (an RSA agent-client certificate from the gateway CA; node-opcua's
- * PKI in <dataDir>/opcua/pki, never under the user's home), set up for the
- * first run.
+ * OPC UA inside the daemon: discovery runs requested at start, on a
+ * schedule, or by a technician, one at a time; approvals (the
+ * opcua.push.approve rules after each run, technicians' decisions); and
+ * push provisioning of approved servers, with retries and renewals. All go
+ * through the agent's OPC UA client (an RSA agent-client certificate from
+ * the gateway CA; node-opcua's PKI in <dataDir>/opcua/pki, never under the
+ * user's home), set up when first needed.
  */
 export class OpcuaService implements Service {
   readonly name = 'opcua';
   private config: Config;
   private probe: OpcuaProbe | undefined;
-  private preparing: Promise<OpcuaDiscovery> | undefined;
+  private preparing: Promise<{ discovery: OpcuaDiscovery; push: OpcuaPush }> | undefined;
   private runs: DiscoveryRunRepository | undefined;
+  private pushes: PushRepository | undefined;
+  private actions: OpcuaActions | undefined;
+  private readonly locks = new DeviceLocks();
+  private pushing: Promise<void> | undefined;
   private poller: NodeJS.Timeout | undefined;
   private scheduler: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
@@ -48,11 +61,44 @@ export class OpcuaService implements Service {
   }
 
   async start(): Promise<void> {
-    this.runs = new DiscoveryRunRepository(this.deps.storage.store);
+    const { store } = this.deps.storage;
+    this.runs = new DiscoveryRunRepository(store);
+    this.pushes = new PushRepository(store);
+    this.actions = new OpcuaActions({
+      log: this.deps.log.child({ part: 'actions' }),
+      config: () => this.config.opcua.push,
+      store,
+      actions: new ActionRepository(store),
+      devices: new DeviceRepository(store),
+      pushes: this.pushes,
+      ca: this.deps.ca,
+      locks: this.locks,
+    });
+    await this.actions.runOpen();
     if (this.config.opcua.runOnStart && this.runs.open('opcua').length === 0) this.runs.request('opcua', 'start', 'agent');
     this.schedule();
-    this.poller = setInterval(() => void this.runOpen(), POLL_MS);
+    this.poller = setInterval(() => this.tick(), POLL_MS);
+    this.tick();
+  }
+
+  /** One look at everything waiting: discovery runs, technicians' decisions, approvals by policy, pushes due. */
+  private tick(): void {
     void this.runOpen();
+    void this.actions!.runOpen().then(() => this.runPushes());
+  }
+
+  /** Pushes to the servers due; concurrent calls share one pass. */
+  runPushes(): Promise<void> {
+    this.pushing ??= (async () => {
+      if (this.stopping || !this.config.opcua.push.enabled) return;
+      this.actions!.approveByPolicy();
+      if (this.pushes!.due(new Date(), 1).length === 0) return;
+      const { push } = await this.prepare();
+      await push.runDue(this.abort.signal);
+    })()
+      .catch((err: unknown) => this.deps.log.error({ err }, 'OPC UA push provisioning could not run'))
+      .finally(() => (this.pushing = undefined));
+    return this.pushing;
   }
 
   /**
@@ -60,7 +106,7 @@ export class OpcuaService implements Service {
    * start: loading node-opcua and making an RSA key take most of a second, and
    * a gateway that never discovers OPC UA servers should not pay for them.
    */
-  private prepare(): Promise<OpcuaDiscovery> {
+  private prepare(): Promise<{ discovery: OpcuaDiscovery; push: OpcuaPush }> {
     this.preparing ??= (async () => {
       const { log, storage, ca } = this.deps;
       const identity = await ensureAgentClient(ca, this.config, log, 'opcua');
@@ -70,17 +116,25 @@ export class OpcuaService implements Service {
         applicationUri: identity.applicationUri,
         certificateFile: identity.certFile,
         privateKeyFile: identity.keyFile,
+        caCertificates: pemBlocks(ca.chainPem()).map((b) => b.der),
+        crls: ca.crlDers(),
       });
       await this.probe.init();
-      return new OpcuaDiscovery({
-        log,
-        config: () => this.config.opcua,
-        probe: this.probe,
-        runs: this.runs!,
-        devices: new DeviceRepository(storage.store),
+      const devices = new DeviceRepository(storage.store);
+      const discovery = new OpcuaDiscovery({ log, config: () => this.config.opcua, probe: this.probe, runs: this.runs!, devices, store: storage.store, bus: this.deps.bus });
+      const push = new OpcuaPush({
+        log: log.child({ part: 'push' }),
+        config: () => this.config.opcua.push,
+        organization: () => this.config.ca.organization,
         store: storage.store,
+        devices,
+        pushes: this.pushes!,
+        ca,
+        sessions: new OpcuaPushSessions(this.probe, log.child({ part: 'push' })),
+        locks: this.locks,
         bus: this.deps.bus,
       });
+      return { discovery, push };
     })();
     this.preparing.catch(() => (this.preparing = undefined));
     return this.preparing;
@@ -104,7 +158,7 @@ export class OpcuaService implements Service {
       for (let run = this.runs?.open('opcua')[0]; run && !this.stopping; run = this.runs?.open('opcua')[0]) {
         let discovery: OpcuaDiscovery;
         try {
-          discovery = await this.prepare();
+          ({ discovery } = await this.prepare());
         } catch (err) {
           // Without a client there is no run: it fails with the reason instead of waiting forever.
           this.runs!.finish(run.id, 'failed', `the OPC UA client could not be set up: ${(err as Error).message}`);
@@ -112,6 +166,8 @@ export class OpcuaService implements Service {
         }
         await discovery.run(run, this.abort.signal);
         this.runs?.prune('opcua', RUNS_KEPT);
+        // Servers found by this run that a rule approves are pushed to at once.
+        void this.runPushes();
       }
     })()
       .catch((err: unknown) => this.deps.log.error({ err }, 'OPC UA discovery could not run'))
@@ -131,7 +187,8 @@ export class OpcuaService implements Service {
     clearInterval(this.scheduler);
     // Aborted, a run starts no new target and goes back to `requested`; the probes in flight end within their timeout.
     // Waiting is capped so the agent's stop stays within its timeouts; a probe still in flight then fails and is not recorded.
-    await Promise.race([this.running, new Promise((r) => setTimeout(r, Math.min(this.config.opcua.timeoutMs, 3_000)))]);
+    // A push cut off here is resumed at the next start from what the server presents.
+    await Promise.race([Promise.all([this.running, this.pushing]), new Promise((r) => setTimeout(r, Math.min(this.config.opcua.timeoutMs, 3_000)))]);
     await this.probe?.dispose();
   }
 }

@@ -1,0 +1,10 @@
+/**
+ * Fault injection for the crash tests: with EDGE_AGENT_FAILPOINT=<name>,
+ * the process kills itself with SIGKILL when it reaches that point, as a
+ * power cut would stop it there. Unset (always, outside tests), it does
+ * nothing. Points: opcua.push.after-update (UpdateCertificate answered,
+ * ApplyChanges not sent).
+ */
+export function failpoint(name: string): void {
+  if (process.env.EDGE_AGENT_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
+}

@@ -1,0 +1,66 @@
+import { readFileSync } from 'node:fs';
+import type { Config } from '../config/schema.js';
+import type { Device } from '../inventory/device.js';
+import type { AdminUser } from '../transport/opcuaPushSession.js';
+import { globToRegExp } from './policy.js';
+
+type PushConfig = Config['opcua']['push'];
+
+/** What discovery recorded about an OPC UA server (device.source.opcua). */
+export interface OpcuaSource {
+  endpointUrl: string;
+  applicationUri: string;
+  productUri?: string;
+  certificateThumbprint?: string;
+  buildInfo?: { manufacturerName?: string };
+  security?: string[];
+}
+
+export function opcuaSource(device: Device): OpcuaSource | undefined {
+  const s = device.source.opcua as OpcuaSource | undefined;
+  return s && typeof s.endpointUrl === 'string' && typeof s.applicationUri === 'string' ? s : undefined;
+}
+
+/**
+ * The first opcua.push.approve rule that matches the server, as text for
+ * the audit ("rule 2 (applicationUri urn:plant1:*)"), or undefined. A rule
+ * matches when every field it gives does: applicationUri and productUri as
+ * discovery read them, manufacturer from the DI DeviceSet or BuildInfo,
+ * thumbprint against the certificate discovery first recorded.
+ */
+export function approvingRule(config: PushConfig, device: Device): string | undefined {
+  const source = opcuaSource(device);
+  if (!source) return undefined;
+  const values: Record<string, string | undefined> = {
+    applicationUri: source.applicationUri,
+    productUri: source.productUri,
+    manufacturer: device.nameplate.manufacturer ?? source.buildInfo?.manufacturerName,
+  };
+  for (const [i, rule] of config.approve.entries()) {
+    const fields = Object.entries(rule).filter(([, v]) => v !== undefined) as [string, string][];
+    const matches = fields.every(([key, pattern]) =>
+      key === 'thumbprint' ? source.certificateThumbprint?.toLowerCase() === pattern.toLowerCase() : values[key] !== undefined && globToRegExp(pattern).test(values[key]!),
+    );
+    if (fields.length > 0 && matches) return `opcua.push.approve rule ${i + 1} (${fields.map(([k, v]) => `${k} ${v}`).join(', ')})`;
+  }
+  return undefined;
+}
+
+/**
+ * The SecurityAdmin credentials for a server: the first opcua.push.securityAdmins
+ * entry whose pattern matches its applicationUri, the password read from
+ * its file at each use (so a changed file needs no restart). A string is
+ * the reason there are none.
+ */
+export function securityAdminFor(config: PushConfig, applicationUri: string): AdminUser | string {
+  const entry = config.securityAdmins.find((a) => globToRegExp(a.applicationUri).test(applicationUri));
+  if (!entry) return `no SecurityAdmin credentials for ${applicationUri} in opcua.push.securityAdmins`;
+  if (entry.password) return { username: entry.username, password: entry.password };
+  try {
+    const password = readFileSync(entry.passwordFile!, 'utf8').split(/\r?\n/)[0] ?? '';
+    if (password === '') return `the password file ${entry.passwordFile} for ${entry.applicationUri} is empty`;
+    return { username: entry.username, password };
+  } catch (err) {
+    return `the password file ${entry.passwordFile} for ${entry.applicationUri} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+  }
+}

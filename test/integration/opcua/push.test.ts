@@ -1,0 +1,256 @@
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import { AttributeIds, MessageSecurityMode, OPCUAClient, SecurityPolicy, UserTokenType } from 'node-opcua-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
+import { openssl } from '../../helpers/openssl.js';
+import { certificateManagerIn, startHangingServer, startOpcuaServer, thumbprint, type OpcuaServerHandle, type RawTcpServer } from '../../helpers/opcuaServer.js';
+
+interface Job { deviceId: string; status: string; step: string; attempts: number; serial?: string; reason?: string; crlDelivered?: boolean; nextAttemptAt?: string }
+interface Step { step: string; outcome: string; detail?: string; attempt: number }
+interface Cert { serial: string; status: string; identity: string; profile: string; revocationReason?: string; notBefore: string; notAfter: string }
+
+const ADMIN = { username: 'secadmin', password: 'Plant-1-secret' };
+
+/** What the operator copies into a server's PKI once (edge-agent opcua client-bundle): the agent's client certificate, our CAs, their CRLs. */
+function commissioning(bundle: string) {
+  const read = (sub: string) => readdirSync(join(bundle, sub)).map((f) => readFileSync(join(bundle, sub, f)));
+  return { certificate: read('trusted/certs')[0]!, issuers: read('issuers/certs'), crls: read('issuers/crl') };
+}
+
+describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 servers', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let daemon: Daemon;
+  let config: string;
+  let press: OpcuaServerHandle;
+  let mixer: OpcuaServerHandle;
+  let plain: OpcuaServerHandle;
+  let locked: OpcuaServerHandle;
+  let vanishing: OpcuaServerHandle;
+  let hanging: RawTcpServer | undefined;
+  const cli = (...args: string[]) => runCli([...args, '--config', config]);
+  const json = async <T>(...args: string[]) => {
+    const r = await cli(...args, '--json');
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as T;
+  };
+  const jobs = async () => (await json<{ jobs: Job[] }>('opcua', 'push-status')).jobs;
+  const deviceOf = async (uri: string) => (await json<{ id: string; source: { opcua?: { applicationUri: string } } }[]>('devices', 'list')).find((d) => d.source.opcua?.applicationUri === uri)?.id;
+  async function until<T>(what: string, find: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = await find();
+      if (found !== undefined) return found;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; push jobs: ${JSON.stringify(await jobs())}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+  const settled = (id: string, statuses: string[]) => until(`${id} in ${statuses.join('/')}`, async () => (await jobs()).find((j) => j.deviceId === id && statuses.includes(j.status)));
+
+  beforeAll(async () => {
+    tmp = tempDir();
+    const secure = { securityModes: 'secure' as const, acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN, users: [{ username: 'operator', password: 'op' }] } };
+    [press, mixer, plain, locked, vanishing] = await Promise.all([
+      startOpcuaServer({ host: '127.0.0.2', applicationUri: 'urn:plant1:press-7', applicationName: 'Press 7', ...secure }),
+      startOpcuaServer({ host: '127.0.0.3', applicationUri: 'urn:plant1:mixer-2', applicationName: 'Mixer 2', ...secure }),
+      startOpcuaServer({ host: '127.0.0.4', applicationUri: 'urn:plant1:legacy-hmi' }),
+      startOpcuaServer({ host: '127.0.0.5', applicationUri: 'urn:plant2:oven-1', ...secure }),
+      startOpcuaServer({ host: '127.0.0.6', applicationUri: 'urn:plant1:dryer-4', ...secure }),
+    ]);
+    writeFileSync(join(tmp.dir, 'plant1.pass'), `${ADMIN.password}\n`, { mode: 0o600 });
+    config = writeConfig(
+      tmp.dir,
+      [
+        'agent:', '  id: gw-push', `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:', '  port: 0',
+        'mqtt:', '  enabled: false',
+        // node-opcua verifies no ECDSA signature in a chain: OPC UA peers like it need an RSA root (docs/opcua.md).
+        'ca:', '  rootKeyType: rsa-2048',
+        'opcua:',
+        `  endpoints: [${[press, mixer, plain, locked, vanishing].map((s) => s.endpointUrl).join(', ')}]`,
+        '  timeoutMs: 3000',
+        '  push:',
+        '    approve:',
+        "      - { applicationUri: 'urn:plant1:press-*' }",
+        '    securityAdmins:',
+        `      - { applicationUri: 'urn:plant1:*', username: ${ADMIN.username}, passwordFile: ${join(tmp.dir, 'plant1.pass')} }`,
+        "      - { applicationUri: 'urn:plant2:*', username: secadmin, password: not-the-password }",
+        '    stepTimeoutMs: 3000',
+        '    applyWaitMs: 20000',
+        // Failures wait for the test, not for a retry.
+        '    retryInitialMs: 600000',
+        '',
+      ].join('\n'),
+    );
+    daemon = Daemon.start(config);
+    await daemon.ready();
+    // The one-time commissioning: each server is told to trust the agent's client certificate (and our CA's CRLs, which node-opcua insists on).
+    const bundle = await cli('opcua', 'client-bundle', '--out', join(tmp.dir, 'bundle'));
+    expect(bundle.code, bundle.stderr).toBe(0);
+    await Promise.all([press, mixer, locked, vanishing].map((s) => s.trustCaIssuedClient(commissioning(join(tmp.dir, 'bundle')))));
+    const run = await cli('opcua', 'discover', '--json');
+    expect(run.code, run.stderr).toBe(0);
+  }, 180_000);
+
+  afterAll(async () => {
+    await daemon?.dispose();
+    await Promise.all([press, mixer, plain, locked, vanishing, hanging].map((s) => s?.stop()));
+    tmp?.cleanup();
+  });
+
+  it('pushes a certificate to a server a policy rule approves, and a client that trusts only our CA then trusts the server', async () => {
+    const id = (await deviceOf(press.applicationUri))!;
+    const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
+    // Commissioning gave it our CRLs (node-opcua lets no CA-issued client in without them): it holds them already.
+    expect(job, job.reason).toMatchObject({ status: 'done', crlDelivered: true });
+    const { steps } = await json<{ steps: Step[] }>('opcua', 'push-status', '--id', id);
+    // Every step was recorded as begun before it ran, and as ok after, in Part 12's order.
+    const oks = steps.filter((s) => s.outcome === 'ok').map((s) => s.step);
+    expect(oks).toEqual(['approved', 'connect', 'csr', 'check-csr', 'issue', 'update', 'trust', 'trust', 'apply', 'verify']);
+    expect(steps.find((s) => s.step === 'trust' && /CRLs delivered: the TrustList already holds our 3 CRL/.test(s.detail ?? ''))).toBeDefined();
+
+    // openssl, independently: the server's certificate chains to our root and names its applicationUri.
+    const served = await endpointCertificate(press.endpointUrl, join(tmp.dir, 'probe-pki'));
+    expect(thumbprint(served)).not.toBe(press.certificateThumbprint);
+    expect(new X509Certificate(served).serialNumber.toLowerCase()).toBe(job.serial);
+    writeFileSync(join(tmp.dir, 'press.der'), served);
+    const chain = readFileSync(join(tmp.dir, 'data', 'ca', 'issuing-rsa.crt'));
+    writeFileSync(join(tmp.dir, 'issuing.pem'), chain);
+    await openssl(['x509', '-inform', 'DER', '-in', 'press.der', '-out', 'press.pem'], tmp.dir);
+    const check = await openssl(['verify', '-CAfile', join(tmp.dir, 'data', 'ca', 'root.crt'), '-untrusted', 'issuing.pem', 'press.pem'], tmp.dir);
+    expect(check.stdout, check.stderr).toContain('press.pem: OK');
+    const text = (await openssl(['x509', '-in', 'press.pem', '-noout', '-ext', 'subjectAltName,keyUsage,basicConstraints'], tmp.dir)).stdout;
+    expect(text).toContain(`URI:${press.applicationUri}`);
+    expect(text).toContain('IP Address:127.0.0.2');
+    expect(text).toContain('CA:FALSE');
+    const certs = await json<Cert[]>('ca', 'list');
+    const mine = certs.filter((c) => c.identity === press.applicationUri);
+    expect(mine.filter((c) => c.status === 'valid').map((c) => c.serial)).toEqual([job.serial]);
+
+    // A separate client that trusts only our CA (no pinning, no auto-accept) opens a secure session to the server.
+    const pki = await certificateManagerIn(join(tmp.dir, 'verifier-pki'), { acceptUnknown: false, keySlot: 'verifier' });
+    const bundle = commissioning(join(tmp.dir, 'bundle'));
+    for (const ca of bundle.issuers) await pki.addIssuer(ca, false, true);
+    for (const crl of bundle.crls) await pki.addRevocationList(crl);
+    await pki.createSelfSignedCertificate({ applicationUri: 'urn:test:verifier', subject: '/CN=Verifier/O=Test', dns: [], startDate: new Date(), validity: 30, outputFile: join(pki.rootDir, 'own', 'certs', 'client_certificate.pem') });
+    // The server now trusts our CA: it must still be told about this self-signed test client.
+    await press.trustClientCertificate(new X509Certificate(readFileSync(join(pki.rootDir, 'own', 'certs', 'client_certificate.pem'))).raw);
+    const client = OPCUAClient.create({
+      applicationName: 'verifier',
+      applicationUri: 'urn:test:verifier',
+      clientCertificateManager: pki,
+      securityMode: MessageSecurityMode.SignAndEncrypt,
+      securityPolicy: SecurityPolicy.Basic256Sha256,
+      endpointMustExist: false,
+      connectionStrategy: { maxRetry: 0 },
+    });
+    try {
+      await client.connect(press.endpointUrl);
+      const session = await client.createSession({ type: UserTokenType.UserName, userName: 'operator', password: 'op' });
+      const status = await session.read({ nodeId: 'i=2259', attributeId: AttributeIds.Value });
+      expect(status.statusCode.isGood()).toBe(true);
+      await session.close();
+    } finally {
+      await client.disconnect();
+      await pki.dispose();
+    }
+    // The device record says so, with the serial.
+    const shown = await json<{ device: { state: string; certificateSerial?: string } }>('devices', 'show', id);
+    expect(shown.device).toMatchObject({ state: 'provisioned', certificateSerial: job.serial });
+  }, 120_000);
+
+  it('waits for a technician where no rule approves, and reports CRLs the server would not take', async () => {
+    const id = (await deviceOf(mixer.applicationUri))!;
+    expect((await jobs()).find((j) => j.deviceId === id)).toBeUndefined();
+    expect((await json<{ device: { state: string } }>('devices', 'show', id)).device.state).toBe('discovered');
+    // A new CRL since commissioning: the server holds the old one and must be sent this.
+    expect((await cli('ca', 'crl')).code).toBe(0);
+    const approve = await cli('devices', 'approve', id, '--actor', 'tech-a', '--reason', 'commissioned today');
+    expect(approve.code, approve.stderr).toBe(0);
+    expect(approve.stdout).toContain('approved (push queued)');
+    const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
+    expect(job, job.reason).toMatchObject({ status: 'done', crlDelivered: false });
+    expect(job.reason).toMatch(/CRLs not delivered/);
+    expect(thumbprint(await endpointCertificate(mixer.endpointUrl, join(tmp.dir, 'mixer-pki')))).not.toBe(mixer.certificateThumbprint);
+    const history = await json<{ history: { cause: string; actor: string }[] }>('devices', 'show', id);
+    expect(history.history.map((h) => h.actor)).toContain('technician:tech-a');
+  }, 120_000);
+
+  it('does not push to a server that offers only SecurityMode None, and says why', async () => {
+    const id = (await deviceOf(plain.applicationUri))!;
+    expect((await cli('devices', 'approve', id)).code).toBe(0);
+    const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
+    expect(job.status).toBe('unsupported');
+    expect(job.reason).toMatch(/no SignAndEncrypt endpoint .*never sent over a weaker channel/);
+    expect(thumbprint(await endpointCertificate(plain.endpointUrl, join(tmp.dir, 'plain-pki')))).toBe(plain.certificateThumbprint);
+    const certs = await json<Cert[]>('ca', 'list');
+    expect(certs.filter((c) => c.identity === plain.applicationUri)).toEqual([]);
+  }, 60_000);
+
+  it('refuses wrong SecurityAdmin credentials: nothing is issued, the reason is recorded and a retry scheduled', async () => {
+    const id = (await deviceOf(locked.applicationUri))!;
+    const before = Date.now();
+    expect((await cli('devices', 'approve', id)).code).toBe(0);
+    const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
+    expect(job.status).toBe('failed');
+    expect(job.reason).toMatch(/^connect|no SecurityAdmin session/);
+    expect(job.reason).toMatch(/BadIdentityTokenRejected|BadUserAccessDenied|rejected/i);
+    expect(new Date(job.nextAttemptAt!).getTime()).toBeGreaterThan(before + 60_000);
+    const certs = await json<Cert[]>('ca', 'list');
+    expect(certs.filter((c) => c.identity === locked.applicationUri)).toEqual([]);
+    expect(thumbprint(await endpointCertificate(locked.endpointUrl, join(tmp.dir, 'locked-pki')))).toBe(locked.certificateThumbprint);
+    const shown = await json<{ device: { state: string; reason?: string } }>('devices', 'show', id);
+    expect(shown.device).toMatchObject({ state: 'pending', reason: job.reason });
+  }, 60_000);
+
+  it('gives a server that hangs only its step timeout, and closes its connection', async () => {
+    const id = (await deviceOf(vanishing.applicationUri))!;
+    const { host, port } = vanishing;
+    await vanishing.stop();
+    hanging = await startHangingServer(host, port);
+    expect((await cli('devices', 'approve', id)).code).toBe(0);
+    const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
+    expect(job.status).toBe('failed');
+    expect(job.reason).toMatch(/^connect: .*(no answer|within 3000 ms)/);
+    expect(hanging.connections).toBeGreaterThan(0);
+    await until('the hung connection closed', async () => (hanging!.open === 0 ? true : undefined), 10_000);
+    // The daemon still answers technicians at once.
+    expect((await cli('opcua', 'push-status')).code).toBe(0);
+  }, 60_000);
+
+  it('renews when the certificate is due, and revokes the one it replaces', async () => {
+    const id = (await deviceOf(press.applicationUri))!;
+    const first = (await jobs()).find((j) => j.deviceId === id)!;
+    const record = (await json<Cert[]>('ca', 'list')).find((c) => c.serial === first.serial)!;
+    // Due at two thirds of its lifetime.
+    const lifetime = new Date(record.notAfter).getTime() - new Date(record.notBefore).getTime();
+    expect(new Date(first.nextAttemptAt!).getTime()).toBe(new Date(record.notBefore).getTime() + Math.floor((lifetime * 2) / 3));
+    // Bring that moment forward, as the daemon's clock would reach it.
+    const { default: Database } = await import('better-sqlite3');
+    const db = new Database(join(tmp.dir, 'data', 'edge-agent.db'));
+    db.pragma('busy_timeout = 5000');
+    db.prepare('UPDATE opcua_push_jobs SET next_attempt_at = ? WHERE device_id = ?').run(new Date(Date.now() - 1000).toISOString(), id);
+    db.close();
+    const renewed = await until('the renewal', async () => (await jobs()).find((j) => j.deviceId === id && j.status === 'done' && j.serial !== first.serial));
+    const certs = await json<Cert[]>('ca', 'list');
+    expect(certs.find((c) => c.serial === first.serial)).toMatchObject({ status: 'revoked' });
+    expect(certs.filter((c) => c.identity === press.applicationUri && c.status === 'valid').map((c) => c.serial)).toEqual([renewed.serial]);
+    const served = await endpointCertificate(press.endpointUrl, join(tmp.dir, 'renewed-pki'));
+    expect(new X509Certificate(served).serialNumber.toLowerCase()).toBe(renewed.serial);
+  }, 120_000);
+});
+
+/** The certificate a server's endpoints present (GetEndpoints over SecurityMode None), with a PKI in `dir`, never under the home directory. */
+async function endpointCertificate(url: string, dir: string): Promise<Buffer> {
+  const pki = await certificateManagerIn(dir, { acceptUnknown: true, keySlot: 'probe' });
+  const client = OPCUAClient.create({ clientCertificateManager: pki, endpointMustExist: false, connectionStrategy: { maxRetry: 0 } });
+  try {
+    await client.connect(url);
+    const endpoints = await client.getEndpoints();
+    return Buffer.from(endpoints.find((e) => e.serverCertificate?.length)!.serverCertificate);
+  } finally {
+    await client.disconnect();
+    await pki.dispose();
+  }
+}
