@@ -1,0 +1,103 @@
+import { X509Certificate } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { OPCUAClient } from 'node-opcua-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
+import { certificateManagerIn, startOpcuaServer, thumbprint, type OpcuaServerHandle } from '../../helpers/opcuaServer.js';
+
+interface Job { deviceId: string; status: string; step: string; serial?: string; reason?: string }
+interface Cert { serial: string; status: string; identity: string; revocationReason?: string }
+
+const ADMIN = { username: 'secadmin', password: 'crash-test-secret' };
+
+async function served(url: string, dir: string): Promise<Buffer> {
+  const pki = await certificateManagerIn(dir, { acceptUnknown: true, keySlot: 'probe' });
+  const client = OPCUAClient.create({ clientCertificateManager: pki, endpointMustExist: false, connectionStrategy: { maxRetry: 0 } });
+  try {
+    await client.connect(url);
+    return Buffer.from((await client.getEndpoints()).find((e) => e.serverCertificate?.length)!.serverCertificate);
+  } finally {
+    await client.disconnect();
+    await pki.dispose();
+  }
+}
+
+describe('a push cut off by a crash between UpdateCertificate and ApplyChanges', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let server: OpcuaServerHandle;
+  let config: string;
+  let first: Daemon | undefined;
+  let second: Daemon | undefined;
+  const cli = async <T>(...args: string[]) => {
+    const r = await runCli([...args, '--config', config, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as T;
+  };
+
+  beforeAll(async () => {
+    tmp = tempDir();
+    server = await startOpcuaServer({ host: '127.0.0.7', applicationUri: 'urn:plant3:filler-1', securityModes: 'secure', acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN } });
+    config = writeConfig(
+      tmp.dir,
+      [
+        'agent:', '  id: gw-crash', `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:', '  port: 0',
+        'mqtt:', '  enabled: false',
+        'ca:', '  rootKeyType: rsa-2048',
+        'opcua:', `  endpoints: [${server.endpointUrl}]`, '  timeoutMs: 3000',
+        '  push:',
+        "    approve: [{ applicationUri: 'urn:plant3:*' }]",
+        `    securityAdmins: [{ applicationUri: 'urn:plant3:*', username: ${ADMIN.username}, password: ${ADMIN.password} }]`,
+        '    stepTimeoutMs: 3000',
+        '    retryInitialMs: 600000',
+        '',
+      ].join('\n'),
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    await first?.dispose();
+    await second?.dispose();
+    await server?.stop();
+    tmp?.cleanup();
+  });
+
+  it('is completed by the next start, and the certificate never applied is revoked', async () => {
+    first = Daemon.start(config, { env: { EDGE_AGENT_FAILPOINT: 'opcua.push.after-update' } });
+    await first.ready();
+    const bundle = join(tmp.dir, 'bundle');
+    expect((await runCli(['opcua', 'client-bundle', '--out', bundle, '--config', config])).code).toBe(0);
+    const read = (sub: string) => readdirSync(join(bundle, sub)).map((f) => readFileSync(join(bundle, sub, f)));
+    await server.trustCaIssuedClient({ certificate: read('trusted/certs')[0]!, issuers: read('issuers/certs'), crls: read('issuers/crl') });
+    void runCli(['opcua', 'discover', '--config', config, '--wait', '0']);
+    const exit = await first.exited;
+    expect(exit.signal).toBe('SIGKILL');
+
+    // What the crash left: the certificate issued and recorded, UpdateCertificate sent, ApplyChanges never.
+    const [cut] = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs;
+    expect(cut).toMatchObject({ status: 'running', step: 'update' });
+    const orphan = cut!.serial!;
+    expect((await cli<Cert[]>('ca', 'list')).find((c) => c.serial === orphan)).toMatchObject({ status: 'valid' });
+    expect(thumbprint(await served(server.endpointUrl, join(tmp.dir, 'pki-1')))).toBe(server.certificateThumbprint);
+
+    second = Daemon.start(config);
+    await second.ready();
+    const deadline = Date.now() + 60_000;
+    let job: Job | undefined;
+    while (Date.now() < deadline) {
+      job = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs[0];
+      if (job && job.status !== 'running') break;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(job, job?.reason).toMatchObject({ status: 'done' });
+    expect(job!.serial).not.toBe(orphan);
+    const certs = (await cli<Cert[]>('ca', 'list')).filter((c) => c.identity === server.applicationUri);
+    // No orphan: the only valid certificate of the server is the one it presents.
+    expect(certs.filter((c) => c.status === 'valid').map((c) => c.serial)).toEqual([job!.serial]);
+    expect(certs.find((c) => c.serial === orphan)).toMatchObject({ status: 'revoked', revocationReason: 'superseded' });
+    const now = await served(server.endpointUrl, join(tmp.dir, 'pki-2'));
+    expect(new X509Certificate(now).serialNumber.toLowerCase()).toBe(job!.serial);
+    await second.waitForLog((l) => l.msg === 'certificate issued by an earlier push that the server never applied: revoked' && l.serial === orphan);
+  }, 120_000);
+});
