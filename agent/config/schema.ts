@@ -213,7 +213,7 @@ export const configSchema = z.strictObject({
       })
       .describe('validity per profile in days (never past the issuing CA)'),
     allowKeyReuse: z.boolean().describe('whether a renewal may keep the key of the certificate it replaces'),
-    crlFile: z.string().describe('where the CRL (PEM, one per issuing CA) is written; empty means <ca.dir>/crl.pem'),
+    crlFile: z.string().describe('where the CRLs (PEM, one per issuing CA, then the root\'s) are written; empty means <ca.dir>/crl.pem'),
     crlValidityHours: int(1, 8_760, 'nextUpdate of each CRL, in hours; it is regenerated at half of that and on every revocation'),
     expiryCheckIntervalMs: int(1_000, 86_400_000, 'how often certificates past two thirds of their lifetime are looked for, in milliseconds'),
   }),
