@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { Counter, Gauge } from 'prom-client';
 import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../../certs/authority.js';
@@ -157,6 +157,17 @@ export class CaService implements Service {
       this.deps.bus.emit('certificate.revoked', { serial: record.serial, profile: record.profile, identity: record.identity, reason });
     }
     return all;
+  }
+
+  /**
+   * The RSA issuing CA and the CAs above it (DER), for OPC UA peers'
+   * trust lists; undefined when one of them has a key other than RSA (an EC
+   * root): node-opcua cannot verify such a chain and fails on it.
+   */
+  opcuaChain(): Buffer[] | undefined {
+    const chain = this.ca().issuers().find((i) => i.name === 'rsa')?.chainPem.map((pem) => new X509Certificate(pem));
+    if (!chain || chain.some((c) => c.publicKey.asymmetricKeyType !== 'rsa')) return undefined;
+    return chain.map((c) => c.raw);
   }
 
   /** The published CRLs (each issuing CA's, then the root's), DER: what an OPC UA TrustList takes. */

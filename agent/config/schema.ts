@@ -157,6 +157,14 @@ const opcuaSchema = z.strictObject({
   timeoutMs: int(100, 120_000, 'time one server (or one address) may take to answer, in milliseconds'),
   runOnStart: z.boolean().describe('run a discovery when the agent starts'),
   intervalMs: int(0, 604_800_000, 'run a discovery this often, in milliseconds; 0 runs only at start (runOnStart) and on demand'),
+  mdns: z.strictObject({
+    enabled: z.boolean().describe('ask the local link for OPC UA servers over multicast DNS (_opcua-tcp._tcp, LDS-ME) at each discovery run'),
+    interface: z
+      .string()
+      .regex(/^$|^(\d{1,3}\.){3}\d{1,3}$/)
+      .describe("IPv4 address of the interface to send the query on; empty: the system's choice"),
+    listenMs: int(200, 60_000, 'how long to collect answers, in milliseconds'),
+  }),
   push: opcuaPushSchema,
 });
 
@@ -283,6 +291,7 @@ export function defaultConfig(): Config {
       timeoutMs: 5_000,
       runOnStart: false,
       intervalMs: 0,
+      mdns: { enabled: false, interface: '', listenMs: 3_000 },
       push: {
         enabled: true,
         approve: [],

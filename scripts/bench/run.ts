@@ -6,6 +6,7 @@
 import { caBench } from './ca.js';
 import { enrollBench } from './enroll.js';
 import { opcuaBench } from './opcua.js';
+import { opcuaPushBench } from './opcuaPush.js';
 import { storeBench } from './store.js';
 
 export interface BenchResult {
@@ -23,6 +24,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'ca', run: caBench },
   { name: 'enroll', run: () => enrollBench(() => rows.find((r) => r.name.startsWith('ca: issue from P-256'))?.value) },
   { name: 'opcua', run: opcuaBench },
+  { name: 'opcua-push', run: opcuaPushBench },
 ];
 
 const only = process.argv.slice(2);

@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { OPCUACertificateManager } from 'node-opcua-certificate-manager';
 import {
@@ -81,10 +81,28 @@ export class LoopbackDiscoveryServer extends OPCUADiscoveryServer {
   }
 }
 
+/** The port of an LDS-ME, as OPC 10000-12 has it. */
+const MULTICAST_LDS_PORT = 4840;
+
 export interface LdsOptions {
   /** Loopback address to listen on and advertise (default 127.0.0.1). */
   host?: string;
   applicationUri?: string;
+  /**
+   * node-opcua's LDS as shipped (LDS-ME): it announces itself and every
+   * server that registers over mDNS, on port 4840 of every interface. Only
+   * in a network namespace whose one interface is loopback (refused
+   * elsewhere), so the multicast stays inside it.
+   */
+  multicast?: boolean;
+}
+
+/** Refuses to go on unless loopback is the only network interface (an isolated network namespace). */
+export function requireIsolatedNetwork(): void {
+  const interfaces = Object.keys(networkInterfaces());
+  if (interfaces.length !== 1 || interfaces[0] !== 'lo') {
+    throw new Error(`multicast fixtures run only in a network namespace with loopback alone; this one has ${interfaces.join(', ')}`);
+  }
 }
 
 /** A running LDS: what a fixture server needs to register with it (startOpcuaServer's registerWith). */
@@ -106,21 +124,19 @@ export interface LdsHandle {
  */
 export async function startLds(options: LdsOptions = {}): Promise<LdsHandle> {
   const host = requireLoopback(options.host ?? '127.0.0.1');
+  if (options.multicast) requireIsolatedNetwork();
   const applicationUri = options.applicationUri ?? `urn:fixture:lds:${host}`;
   const dir = mkdtempSync(join(tmpdir(), 'opcua-lds-'));
   let manager: OPCUACertificateManager | undefined;
   try {
     manager = await certificateManagerIn(join(dir, 'pki'), { acceptUnknown: true, keySlot: 'lds' });
     const certificate = await selfSignApplicationCertificate(manager, { applicationUri, commonName: 'Fixture LDS', host });
-    const lds = new LoopbackDiscoveryServer(
-      {
-        serverCertificateManager: manager,
-        serverInfo: { applicationUri, productUri: 'urn:fixture:lds', applicationName: { text: 'Fixture LDS', locale: 'en' } },
-      },
-      host,
-    );
+    const serverInfo = { applicationUri, productUri: 'urn:fixture:lds', applicationName: { text: 'Fixture LDS', locale: 'en' } };
+    const lds = options.multicast
+      ? new OPCUADiscoveryServer({ port: MULTICAST_LDS_PORT, serverCertificateManager: manager, serverInfo })
+      : new LoopbackDiscoveryServer({ serverCertificateManager: manager, serverInfo }, host);
     await lds.start();
-    const endpointUrl = lds.getEndpointUrl();
+    const endpointUrl = options.multicast ? `opc.tcp://${host}:${MULTICAST_LDS_PORT}` : lds.getEndpointUrl();
     const cm = manager;
     let stopped: Promise<void> | undefined;
     return {

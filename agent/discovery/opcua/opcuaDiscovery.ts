@@ -8,6 +8,7 @@ import type { Logger } from '../../log.js';
 import type { Store } from '../../store/database.js';
 import type { DeviceRepository } from '../../store/deviceRepository.js';
 import type { DiscoveryRun, DiscoveryRunRepository, TargetSource } from '../../store/discoveryRunRepository.js';
+import { announcementUrls, browseOpcua, type OpcuaAnnouncement } from '../../transport/mdnsBrowser.js';
 import type { OpcuaProbe, OpcuaServerFacts } from '../../transport/opcuaProbe.js';
 import { addresses, contains, parseRange, type Range } from './ranges.js';
 
@@ -19,6 +20,8 @@ export interface OpcuaDiscoveryDeps {
   devices: DeviceRepository;
   store: Store;
   bus: EventBus;
+  /** mDNS browsing (default: browseOpcua on the configured interface). */
+  browse?: (mdns: Config['opcua']['mdns'], log: Logger) => Promise<OpcuaAnnouncement[]>;
 }
 
 /**
@@ -128,6 +131,29 @@ export class OpcuaDiscovery {
           this.record(run, counts, { target: `lds ${lds}`, source: 'lds', status: 'error', detail: `discovery server: ${(err as Error).message}` });
         }
       });
+      if (c.mdns.enabled) {
+        try {
+          const browse = this.deps.browse ?? ((m, l) => browseOpcua({ iface: m.interface, listenMs: m.listenMs, log: l }));
+          for (const a of await browse(c.mdns, log)) {
+            // A discovery server announces itself too: the servers it knows announce themselves (or it does for them).
+            if (a.caps.includes('LDS')) continue;
+            for (const url of announcementUrls(a)) {
+              if (targets.has(url) || recorded.has(url)) continue;
+              if (contains(ranges, new URL(url).hostname)) add(url, 'mdns');
+              else {
+                recorded.add(url);
+                counts.total += 1;
+                runs.addTargets(run.id, 1);
+                this.record(run, counts, { target: url, source: 'mdns', status: 'skipped', detail: `announced over mDNS as ${a.instance}, outside opcua.scan.ranges: not contacted` });
+              }
+            }
+          }
+        } catch (err) {
+          counts.total += 1;
+          runs.addTargets(run.id, 1);
+          this.record(run, counts, { target: 'mdns', source: 'mdns', status: 'error', detail: `mDNS browse: ${(err as Error).message}` });
+        }
+      }
       if (ranges.length > 0) {
         const hosts = addresses(ranges, c.scan.maxAddresses);
         const scanned = { done: 0, total: hosts.length * c.scan.ports.length };

@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { pemBlocks } from '../../../certs/x509/pem.js';
 import type { CaService } from '../../ca/caService.js';
 import { ensureAgentClient } from '../../ca/localIdentity.js';
 import type { Config } from '../../config/schema.js';
@@ -116,8 +115,8 @@ export class OpcuaService implements Service {
         applicationUri: identity.applicationUri,
         certificateFile: identity.certFile,
         privateKeyFile: identity.keyFile,
-        caCertificates: pemBlocks(ca.chainPem()).map((b) => b.der),
-        crls: ca.crlDers(),
+        // Only an all-RSA chain: node-opcua verifies no ECDSA signature and fails on one.
+        ...(ca.opcuaChain() ? { caCertificates: ca.opcuaChain()!, crls: ca.crlDers() } : {}),
       });
       await this.probe.init();
       const devices = new DeviceRepository(storage.store);
