@@ -90,8 +90,10 @@ export class Daemon {
     );
   }
 
-  static start(config: string, options: { env?: NodeJS.ProcessEnv; args?: string[] } = {}): Daemon {
-    const child = spawn(process.execPath, [MAIN, 'run', '--config', config, ...(options.args ?? [])], {
+  /** `prefix` runs the daemon through a command, such as `ip netns exec NAME` (which execs, keeping the PID). */
+  static start(config: string, options: { env?: NodeJS.ProcessEnv; args?: string[]; prefix?: string[] } = {}): Daemon {
+    const command = [...(options.prefix ?? []), process.execPath, MAIN, 'run', '--config', config, ...(options.args ?? [])];
+    const child = spawn(command[0]!, command.slice(1), {
       cwd: REPO,
       env: { ...cleanEnv(), ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
