@@ -59,27 +59,39 @@ const AFTER_ISSUE = new Set<PushStep>(['issue', 'update', 'trust', 'apply', 'ver
  */
 export class OpcuaPush {
   private readonly inFlight = new Set<string>();
+  private readonly running = new Set<Promise<void>>();
 
   constructor(private readonly deps: OpcuaPushDeps) {}
 
-  /** Runs every due job, `concurrency` at a time; resolves when they are done. */
-  async runDue(signal: AbortSignal): Promise<void> {
+  /**
+   * Starts due jobs in the free slots (opcua.push.concurrency at most in
+   * flight); each finished job looks for the next. Resolves when nothing is
+   * due or in flight any more, or `signal` aborts.
+   */
+  kick(signal: AbortSignal): Promise<void> {
     const c = this.deps.config();
-    if (!c.enabled) return;
-    const due = this.deps.pushes.due(new Date(), 1_000).filter((j) => !this.inFlight.has(j.deviceId));
-    let next = 0;
-    const worker = async () => {
-      while (next < due.length && !signal.aborted) {
-        const job = due[next++]!;
+    if (c.enabled && !signal.aborted) {
+      const free = c.concurrency - this.inFlight.size;
+      const due = free > 0 ? this.deps.pushes.due(new Date(), c.concurrency + this.inFlight.size).filter((j) => !this.inFlight.has(j.deviceId)).slice(0, free) : [];
+      for (const job of due) {
         this.inFlight.add(job.deviceId);
-        try {
-          await this.deps.locks.run(job.deviceId, () => this.attempt(job.deviceId));
-        } finally {
-          this.inFlight.delete(job.deviceId);
-        }
+        const running = this.deps.locks
+          .run(job.deviceId, () => this.attempt(job.deviceId))
+          .catch((err: unknown) => this.deps.log.error({ err, device: job.deviceId }, 'OPC UA push attempt failed unexpectedly'))
+          .finally(() => {
+            this.inFlight.delete(job.deviceId);
+            this.running.delete(running);
+            void this.kick(signal);
+          });
+        this.running.add(running);
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(c.concurrency, due.length) }, worker));
+    }
+    return this.idle();
+  }
+
+  /** Resolves once no attempt is in flight. */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.all([...this.running]);
   }
 
   /** One attempt at one server, recorded whatever happens. */

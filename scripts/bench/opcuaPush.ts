@@ -58,11 +58,6 @@ export async function opcuaPushBench(): Promise<BenchResult[]> {
       if (r.status !== 0) throw new Error(`edge-agent ${args.join(' ')}: ${r.stderr}`);
       return r.stdout;
     };
-    cli('opcua', 'client-bundle', '--out', join(dir, 'bundle'));
-    const read = (sub: string) => readdirSync(join(dir, 'bundle', sub)).map((f) => readFileSync(join(dir, 'bundle', sub, f)));
-    const commissioning = { certificate: read('trusted/certs')[0]!, issuers: read('issuers/certs'), crls: read('issuers/crl') };
-    for (const s of servers) await s.trustCaIssuedClient(commissioning);
-
     daemon = spawn(process.execPath, [MAIN, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((ready, failed) => {
       let out = '';
@@ -72,6 +67,12 @@ export async function opcuaPushBench(): Promise<BenchResult[]> {
       });
       daemon!.once('exit', (code) => failed(new Error(`the daemon exited (${code}) before it was ready`)));
     });
+
+    // The one-time commissioning: every server trusts the agent's client certificate (with our CA and CRLs).
+    cli('opcua', 'client-bundle', '--out', join(dir, 'bundle'));
+    const read = (sub: string) => readdirSync(join(dir, 'bundle', sub)).map((f) => readFileSync(join(dir, 'bundle', sub, f)));
+    const commissioning = { certificate: read('trusted/certs')[0]!, issuers: read('issuers/certs'), crls: read('issuers/crl') };
+    for (const s of servers) await s.trustCaIssuedClient(commissioning);
 
     const started = performance.now();
     cli('opcua', 'discover', '--wait', '0');
@@ -87,6 +88,10 @@ export async function opcuaPushBench(): Promise<BenchResult[]> {
       await new Promise((r) => setTimeout(r, 50));
     }
     const wall = performance.now() - started;
+    const run = db.prepare('SELECT started_at, finished_at FROM discovery_runs ORDER BY id DESC LIMIT 1').get() as { started_at: string; finished_at: string };
+    const span = db.prepare("SELECT min(at) AS first, max(at) AS last FROM opcua_push_steps WHERE step IN ('approved', 'verify')").get() as { first: string; last: string };
+    const discoveryMs = Date.parse(run.finished_at) - Date.parse(run.started_at);
+    const pushMs = Date.parse(span.last) - Date.parse(span.first);
     db.close();
 
     // The servers' own share in the same run: their 20 new RSA-2048 keys, made at once in their process.
@@ -98,7 +103,13 @@ export async function opcuaPushBench(): Promise<BenchResult[]> {
         name: `opcua: discover and push-provision ${SERVERS} servers at once`,
         value: wall,
         unit: 'ms',
-        limit: `the servers' own ${SERVERS} RSA-2048 key generations at once: ${Math.round(keygen)} ms; plus ~2,000 ms each node-opcua server waits after ApplyChanges (same run)`,
+        limit: `from the CLI request to the last server verified: discovery run ${discoveryMs} ms, first approval to last verification ${pushMs} ms`,
+      },
+      {
+        name: `opcua: push part alone (${SERVERS} servers)`,
+        value: pushMs,
+        unit: 'ms',
+        limit: `what the servers spend anyway, same run: ${SERVERS} RSA-2048 key generations at once ${Math.round(keygen)} ms + the ~2,000 ms a node-opcua server waits after ApplyChanges`,
       },
     ];
   } finally {

@@ -48,7 +48,7 @@ export class OpcuaService implements Service {
   private pushes: PushRepository | undefined;
   private actions: OpcuaActions | undefined;
   private readonly locks = new DeviceLocks();
-  private pushing: Promise<void> | undefined;
+  private push: OpcuaPush | undefined;
   private poller: NodeJS.Timeout | undefined;
   private scheduler: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
@@ -86,18 +86,21 @@ export class OpcuaService implements Service {
     void this.actions!.runOpen().then(() => this.runPushes());
   }
 
-  /** Pushes to the servers due; concurrent calls share one pass. */
-  runPushes(): Promise<void> {
-    this.pushing ??= (async () => {
-      if (this.stopping || !this.config.opcua.push.enabled) return;
+  /**
+   * Approves what the rules approve, then starts the pushes due in the free
+   * slots (each finished push starts the next). Pushes start as servers are
+   * approved, not in batches.
+   */
+  async runPushes(): Promise<void> {
+    if (this.stopping || !this.config.opcua.push.enabled) return;
+    try {
       this.actions!.approveByPolicy();
-      if (this.pushes!.due(new Date(), 1).length === 0) return;
-      const { push } = await this.prepare();
-      await push.runDue(this.abort.signal);
-    })()
-      .catch((err: unknown) => this.deps.log.error({ err }, 'OPC UA push provisioning could not run'))
-      .finally(() => (this.pushing = undefined));
-    return this.pushing;
+      if (!this.push && this.pushes!.due(new Date(), 1).length === 0) return;
+      this.push ??= (await this.prepare()).push;
+      void this.push.kick(this.abort.signal);
+    } catch (err) {
+      this.deps.log.error({ err }, 'OPC UA push provisioning could not run');
+    }
   }
 
   /**
@@ -187,7 +190,7 @@ export class OpcuaService implements Service {
     // Aborted, a run starts no new target and goes back to `requested`; the probes in flight end within their timeout.
     // Waiting is capped so the agent's stop stays within its timeouts; a probe still in flight then fails and is not recorded.
     // A push cut off here is resumed at the next start from what the server presents.
-    await Promise.race([Promise.all([this.running, this.pushing]), new Promise((r) => setTimeout(r, Math.min(this.config.opcua.timeoutMs, 3_000)))]);
+    await Promise.race([Promise.all([this.running, this.push?.idle()]), new Promise((r) => setTimeout(r, Math.min(this.config.opcua.timeoutMs, 3_000)))]);
     await this.probe?.dispose();
   }
 }
