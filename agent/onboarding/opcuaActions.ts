@@ -86,7 +86,7 @@ export class OpcuaActions {
       // Already approved and not stopped: a second approval of the same decision changes nothing.
       if (job && job.status !== 'stopped' && !device.blocked && job.approvedBy === actor && job.updatedAt >= a.requestedAt) return 'approved';
       store.durable(() => this.approve(device, actor, `approved for push provisioning by ${a.actor}${why}`));
-      return device.state === 'provisioned' ? 'approved (the push runs again)' : 'approved (push queued)';
+      return device.state === 'provisioned' ? 'approved (the server is checked again; its certificate is renewed when due)' : 'approved (push queued)';
     }
     if (a.action === 'reject') {
       if (device.state === 'provisioned') throw new RefusedError(`${device.id} is provisioned; revoke it instead`);

@@ -43,7 +43,7 @@ class StepFailed extends Error {}
 const der = (pem: string): Buffer => new X509Certificate(pem).raw;
 const renewalAt = (r: { notBefore: Date; notAfter: Date }) => new Date(r.notBefore.getTime() + ((r.notAfter.getTime() - r.notBefore.getTime()) * 2) / 3);
 /** Steps after which a certificate may have been issued by the attempt that stopped there. */
-const AFTER_ISSUE = new Set<PushStep>(['issue', 'update', 'trust', 'apply', 'verify']);
+const AFTER_ISSUE = new Set<PushStep>(['issue', 'update', 'trust', 'crl', 'apply', 'verify']);
 
 /**
  * Push provisioning of approved OPC UA servers (Part 12): CreateSigningRequest
@@ -182,7 +182,8 @@ export class OpcuaPush {
 
     const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
     const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
-    const issued = await sessions.withAdminSession(url, endpoint, admin, c.stepTimeoutMs, async (calls) => {
+    const session = await step('session', () => sessions.openAdminSession(url, endpoint, admin, c.stepTimeoutMs), () => `${admin.username}, ${endpoint.securityPolicy}, pinned to ${endpoint.thumbprint}`);
+    const issued = await (async (calls) => {
       const csr = await step('csr', () => calls.createSigningRequest(`CN=${commonName.replace(/[/=]/g, ' ')}/O=${this.deps.organization().replace(/[/=]/g, ' ')}`), (b) => `${b.length} bytes`);
       await step('check-csr', async () => {
         const parsed = parseCsr(csr);
@@ -209,12 +210,11 @@ export class OpcuaPush {
         await calls.addTrusted(chain[0]!, true);
         for (const above of chain.slice(1)) await calls.addTrusted(above, false);
       }, () => `issuing CA trusted, ${chain.length - 1} CA(s) above it as issuers`);
-      const crls = ca.crlDers();
-      const crl = await calls.deliverCrls(crls);
-      store.durable(() => pushes.log(job.deviceId, job.attempts, 'trust', 'ok', `CRLs ${crl.delivered ? 'delivered' : 'not delivered'}: ${crl.detail}`));
+      // Never fails the push: where the server takes no CRLs, that is recorded and shown.
+      const crl = await step('crl', () => calls.deliverCrls(ca.crlDers()), (r) => `${r.delivered ? 'delivered' : 'not delivered'}: ${r.detail}`);
       await step('apply', () => calls.applyChanges());
       return { record: cert.record, leaf, crl };
-    });
+    })(session.calls).finally(() => session.close());
     await step('verify', () => sessions.waitForCertificate(url, issued.leaf, admin, c.stepTimeoutMs, c.applyWaitMs), () => `presents ${issued.record.serial} (${thumbprintOf(issued.leaf)}) and holds its key`);
     this.checkChain(issued.record);
     // The certificate the server presented before (a renewal) is replaced: revoked, so no valid certificate is left unused.

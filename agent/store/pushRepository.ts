@@ -11,7 +11,7 @@ import type { Store } from './database.js';
 export type PushStatus = 'waiting' | 'running' | 'done' | 'failed' | 'unsupported' | 'stopped';
 
 /** The steps of a push, in order; each is logged as begun, then ok or failed. */
-export const PUSH_STEPS = ['connect', 'csr', 'check-csr', 'issue', 'update', 'trust', 'apply', 'verify'] as const;
+export const PUSH_STEPS = ['connect', 'session', 'csr', 'check-csr', 'issue', 'update', 'trust', 'crl', 'apply', 'verify'] as const;
 export type PushStep = (typeof PUSH_STEPS)[number] | 'approved';
 
 export interface PushJob {

@@ -81,25 +81,34 @@ export class OpcuaPushSessions {
 
   /**
    * Opens a SecurityAdmin session to the server holding `endpoint.certificate`
-   * (and no other), runs `work`, and closes it. Connecting is bounded by
-   * `timeoutMs`; the calls in `work` each by `timeoutMs` too.
+   * (and no other): connecting is bounded by `timeoutMs`, and so is each
+   * call made through it. `close()` always ends it.
    */
-  async withAdminSession<T>(url: string, endpoint: SecureEndpoint, user: AdminUser, timeoutMs: number, work: (calls: PushCalls) => Promise<T>): Promise<T> {
+  async openAdminSession(url: string, endpoint: SecureEndpoint, user: AdminUser, timeoutMs: number): Promise<{ calls: PushCalls; close(): Promise<void> }> {
     const { opcua, client } = await this.probe.client(timeoutMs, { securityPolicyUri: endpoint.securityPolicyUri, serverCertificate: endpoint.certificate });
     let session: Session | undefined;
-    try {
-      try {
-        await within(client.connect(url), timeoutMs, `secure channel to ${url}`);
-        session = await within(client.createSession({ type: opcua.UserTokenType.UserName, userName: user.username, password: user.password }), timeoutMs, `session on ${url}`);
-      } catch (err) {
-        if (err instanceof ProbeTimeout) destroySocket(client);
-        throw new Error(`no SecurityAdmin session on ${url}: ${describe(err)}`, { cause: err });
-      }
-      return await work(await this.calls(session, timeoutMs));
-    } finally {
+    const close = async () => {
       await Promise.race([(session as Session | undefined)?.close().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
       await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
       destroySocket(client);
+    };
+    try {
+      await within(client.connect(url), timeoutMs, `secure channel to ${url}`);
+      session = await within(client.createSession({ type: opcua.UserTokenType.UserName, userName: user.username, password: user.password }), timeoutMs, `session on ${url}`);
+      return { calls: await this.calls(session, timeoutMs), close };
+    } catch (err) {
+      if (err instanceof ProbeTimeout) destroySocket(client);
+      await close();
+      throw new Error(`no SecurityAdmin session as ${user.username}: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  async withAdminSession<T>(url: string, endpoint: SecureEndpoint, user: AdminUser, timeoutMs: number, work: (calls: PushCalls) => Promise<T>): Promise<T> {
+    const session = await this.openAdminSession(url, endpoint, user, timeoutMs);
+    try {
+      return await work(session.calls);
+    } finally {
+      await session.close();
     }
   }
 
