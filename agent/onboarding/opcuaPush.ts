@@ -184,7 +184,17 @@ export class OpcuaPush {
     const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
     const session = await step('session', () => sessions.openAdminSession(url, endpoint, admin, c.stepTimeoutMs), () => `${admin.username}, ${endpoint.securityPolicy}, pinned to ${endpoint.thumbprint}`);
     const issued = await (async (calls) => {
-      const csr = await step('csr', () => calls.createSigningRequest(`CN=${commonName.replace(/[/=]/g, ' ')}/O=${this.deps.organization().replace(/[/=]/g, ' ')}`), (b) => `${b.length} bytes`);
+      const subject = `CN=${commonName.replace(/[/=]/g, ' ')}/O=${this.deps.organization().replace(/[/=]/g, ' ')}`;
+      const csr = await step(
+        'csr',
+        async () => {
+          // The address space may list Part 12's nodes without an implementation behind them.
+          const refusal = await calls.pushRefusal();
+          if (refusal) throw new Outcome('unsupported', `the server has no push management (${refusal}); install a certificate by hand: edge-agent opcua export-bundle --id ${device.id}`);
+          return calls.createSigningRequest(subject);
+        },
+        (b) => `${b.length} bytes`,
+      );
       await step('check-csr', async () => {
         const parsed = parseCsr(csr);
         verifyCsr(parsed);

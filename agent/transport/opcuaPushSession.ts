@@ -33,6 +33,8 @@ export interface AdminUser {
 
 /** What a push does on an open SecurityAdmin session; every call bounded by the step timeout. */
 export interface PushCalls {
+  /** Why the server cannot be pushed to (Part 12's methods absent or not executable), or undefined. */
+  pushRefusal(): Promise<string | undefined>;
   createSigningRequest(subject: string): Promise<Buffer>;
   updateCertificate(certificate: Buffer, issuers: Buffer[]): Promise<{ applyChangesRequired: boolean }>;
   addTrusted(certificate: Buffer, trusted: boolean): Promise<void>;
@@ -121,6 +123,14 @@ export class OpcuaPushSessions {
     };
     const trustList = async () => bounded('the TrustList', async () => (await push.getApplicationGroup()).getTrustList());
     return {
+      pushRefusal: async () => {
+        const methods = { CreateSigningRequest: 'i=12737', UpdateCertificate: 'i=13737', ApplyChanges: 'i=12740' };
+        const values = await bounded('reading ServerConfiguration', () =>
+          session.read(Object.values(methods).map((nodeId) => ({ nodeId, attributeId: 21 /* Executable */ }))),
+        );
+        const missing = Object.keys(methods).filter((_, i) => values[i]?.statusCode.isGood() !== true || values[i]?.value.value !== true);
+        return missing.length === 0 ? undefined : `ServerConfiguration's ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} absent or not executable`;
+      },
       createSigningRequest: async (subject) => {
         // A new key, with 32 bytes of our entropy as Part 12 asks (fewer is refused by some servers).
         const r = await bounded('CreateSigningRequest', () => push.createSigningRequest(DEFAULT_GROUP, RSA_SHA256_TYPE, subject, true, randomBytes(32)));

@@ -51,7 +51,7 @@ export interface OpcuaServerOptions {
    * `securityAdmin` holds the SecurityAdmin role; `users` authenticate but
    * hold only AuthenticatedUser. Anonymous sessions may browse and read.
    */
-  pushManagement?: { securityAdmin: FixtureUser; users?: FixtureUser[] };
+  pushManagement?: { securityAdmin: FixtureUser; users?: FixtureUser[]; /** false: the users and roles, but Part 12's methods left unimplemented, as on a server without push management (default true). */ installed?: boolean };
   /** Register with this LDS (RegisterServer2) before startOpcuaServer resolves. */
   registerWith?: { endpointUrl: string; certificate: Buffer };
   /**
@@ -188,7 +188,7 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
     server = opcua;
     await opcua.initialize();
     if (options.deviceSet) installDeviceSet(opcua, options.deviceSet, options.deviceSetReference ?? 'HasComponent');
-    if (options.pushManagement) await installPushCertificateManagementOnServer(opcua);
+    if (options.pushManagement && options.pushManagement.installed !== false) await installPushCertificateManagementOnServer(opcua);
     // Listening before start: registration runs in the background from start() on.
     const registration = new Promise<void>((resolve) => opcua.once('serverRegistered', () => resolve()));
     await opcua.start();

@@ -28,6 +28,7 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
   let plain: OpcuaServerHandle;
   let locked: OpcuaServerHandle;
   let vanishing: OpcuaServerHandle;
+  let nopush: OpcuaServerHandle;
   let hanging: RawTcpServer | undefined;
   const cli = (...args: string[]) => runCli([...args, '--config', config]);
   const json = async <T>(...args: string[]) => {
@@ -51,12 +52,14 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
   beforeAll(async () => {
     tmp = tempDir();
     const secure = { securityModes: 'secure' as const, acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN, users: [{ username: 'operator', password: 'op' }] } };
-    [press, mixer, plain, locked, vanishing] = await Promise.all([
+    [press, mixer, plain, locked, vanishing, nopush] = await Promise.all([
       startOpcuaServer({ host: '127.0.0.2', applicationUri: 'urn:plant1:press-7', applicationName: 'Press 7', ...secure }),
       startOpcuaServer({ host: '127.0.0.3', applicationUri: 'urn:plant1:mixer-2', applicationName: 'Mixer 2', ...secure }),
       startOpcuaServer({ host: '127.0.0.4', applicationUri: 'urn:plant1:legacy-hmi' }),
       startOpcuaServer({ host: '127.0.0.5', applicationUri: 'urn:plant2:oven-1', ...secure }),
       startOpcuaServer({ host: '127.0.0.6', applicationUri: 'urn:plant1:dryer-4', ...secure }),
+      // Secure, with the users, but without Part 12 behind its ServerConfiguration nodes.
+      startOpcuaServer({ host: '127.0.0.8', applicationUri: 'urn:plant1:scale-3', ...secure, pushManagement: { ...secure.pushManagement, installed: false } }),
     ]);
     writeFileSync(join(tmp.dir, 'plant1.pass'), `${ADMIN.password}\n`, { mode: 0o600 });
     config = writeConfig(
@@ -68,7 +71,7 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
         // node-opcua verifies no ECDSA signature in a chain: OPC UA peers like it need an RSA root (docs/opcua.md).
         'ca:', '  rootKeyType: rsa-2048',
         'opcua:',
-        `  endpoints: [${[press, mixer, plain, locked, vanishing].map((s) => s.endpointUrl).join(', ')}]`,
+        `  endpoints: [${[press, mixer, plain, locked, vanishing, nopush].map((s) => s.endpointUrl).join(', ')}]`,
         '  timeoutMs: 3000',
         '  push:',
         '    approve:',
@@ -88,14 +91,14 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     // The one-time commissioning: each server is told to trust the agent's client certificate (and our CA's CRLs, which node-opcua insists on).
     const bundle = await cli('opcua', 'client-bundle', '--out', join(tmp.dir, 'bundle'));
     expect(bundle.code, bundle.stderr).toBe(0);
-    await Promise.all([press, mixer, locked, vanishing].map((s) => s.trustCaIssuedClient(commissioning(join(tmp.dir, 'bundle')))));
+    await Promise.all([press, mixer, locked, vanishing, nopush].map((s) => s.trustCaIssuedClient(commissioning(join(tmp.dir, 'bundle')))));
     const run = await cli('opcua', 'discover', '--json');
     expect(run.code, run.stderr).toBe(0);
   }, 180_000);
 
   afterAll(async () => {
     await daemon?.dispose();
-    await Promise.all([press, mixer, plain, locked, vanishing, hanging].map((s) => s?.stop()));
+    await Promise.all([press, mixer, plain, locked, vanishing, nopush, hanging].map((s) => s?.stop()));
     tmp?.cleanup();
   });
 
@@ -187,6 +190,16 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     expect(thumbprint(await endpointCertificate(plain.endpointUrl, join(tmp.dir, 'plain-pki')))).toBe(plain.certificateThumbprint);
     const certs = await json<Cert[]>('ca', 'list');
     expect(certs.filter((c) => c.identity === plain.applicationUri)).toEqual([]);
+  }, 60_000);
+
+  it('says so for a server without push management, and points to the bundle for installing by hand', async () => {
+    const id = (await deviceOf(nopush.applicationUri))!;
+    expect((await cli('devices', 'approve', id)).code).toBe(0);
+    const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
+    expect(job.status, job.reason).toBe('unsupported');
+    expect(job.reason).toMatch(/^the server has no push management \(ServerConfiguration's CreateSigningRequest, UpdateCertificate, ApplyChanges are absent or not executable\)/);
+    expect(job.reason).toContain(`edge-agent opcua export-bundle --id ${id}`);
+    expect((await json<Cert[]>('ca', 'list')).filter((c) => c.identity === nopush.applicationUri)).toEqual([]);
   }, 60_000);
 
   it('refuses wrong SecurityAdmin credentials: nothing is issued, the reason is recorded and a retry scheduled', async () => {
