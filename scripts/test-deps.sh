@@ -10,9 +10,10 @@
 # mosquitto        mosquitto          a real MQTT broker
 # mosquitto_pub    mosquitto-clients  real MQTT clients (and mosquitto_sub)
 # stdbuf           coreutils          line-buffered output of mosquitto_sub
+# ip               iproute2           a network namespace of its own for the mDNS test
 set -euo pipefail
 
-declare -A package=([python3]=python3 [systemd-analyze]=systemd [openssl]=openssl [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients [stdbuf]=coreutils)
+declare -A package=([python3]=python3 [systemd-analyze]=systemd [openssl]=openssl [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients [stdbuf]=coreutils [ip]=iproute2)
 # Debian installs the broker in /usr/sbin, which is not on every PATH.
 found() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 missing=()

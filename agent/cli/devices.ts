@@ -8,6 +8,7 @@ import { ActionRepository, type DeviceAction, type DeviceActionKind } from '../s
 import { Store } from '../store/database.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
+import { PushRepository, type PushJob } from '../store/pushRepository.js';
 import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
 const STATES: readonly DeviceState[] = ['discovered', 'pending', 'provisioned', 'rejected', 'revoked', 'decommissioned'];
@@ -96,9 +97,10 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           const device = new DeviceRepository(store).get(id);
           if (!device) throw new UsageError(`no device ${id} in the inventory`);
           const pending = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
-          return { device, pendingRequests: pending, history: new DeviceRepository(store).events(id) };
+          const push = device.protocol === 'opcua' ? new PushRepository(store).get(id) : undefined;
+          return { device, pendingRequests: pending, ...(push ? { push } : {}), history: new DeviceRepository(store).events(id) };
         }),
-      (r: { device: Device; pendingRequests: { requestId: string; reason: string; spkiSha256: string; receivedAt: Date }[]; history: { at: Date; from?: string; to: string; cause: string; actor: string }[] }) =>
+      (r: { device: Device; pendingRequests: { requestId: string; reason: string; spkiSha256: string; receivedAt: Date }[]; push?: PushJob; history: { at: Date; from?: string; to: string; cause: string; actor: string }[] }) =>
         [
           `${r.device.id}: ${r.device.state}${r.device.blocked ? ' (blocked by a technician)' : ''}${r.device.online ? ', online' : ''}`,
           ...Object.entries(r.device.nameplate).map(([k, v]) => `  ${k}: ${v}`),
@@ -106,6 +108,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           r.device.reason ? `  reason: ${r.device.reason}` : '',
           `  first seen ${r.device.firstSeen.toISOString()}, last seen ${r.device.lastSeen.toISOString()}, revision ${r.device.revision}`,
           ...r.pendingRequests.map((p) => `  waiting: request ${p.requestId}, key SHA-256 ${p.spkiSha256}, received ${p.receivedAt.toISOString()} (${p.reason})`),
+          r.push ? `  push: ${r.push.status} at ${r.push.step}, ${r.push.attempts} attempt(s) (edge-agent opcua push-status --id ${r.device.id})` : '',
           'history:',
           ...r.history.map((e) => `  ${e.at.toISOString()}  ${e.from ?? '(new)'} -> ${e.to}  ${e.actor}: ${e.cause}`),
           '',
