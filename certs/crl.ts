@@ -1,4 +1,4 @@
-import { sequence, smallInteger, time, tlv, unsignedInteger, explicit, bitString } from './x509/der.js';
+import { bitString, children, explicit, readExactly, sequence, smallInteger, Tag, time, tlv, unsignedInteger } from './x509/der.js';
 import { extension } from './x509/extensions.js';
 import { OID } from './x509/oids.js';
 import { toPem } from './x509/pem.js';
@@ -30,4 +30,18 @@ export function buildCrl(issuer: CrlSigner, revoked: RevokedEntry[], crlNumber: 
   );
   const der = sequence(tbs, issuer.signatureAlgorithm, bitString(issuer.key.sign(tbs)));
   return { der, pem: toPem('X509 CRL', der) };
+}
+
+/**
+ * The issuer Name of a CRL (DER, as encoded), read strictly enough to find
+ * it: which CA a CRL someone else holds belongs to.
+ */
+export function crlIssuerName(der: Buffer): Buffer {
+  const tbs = children(readExactly(der, Tag.sequence, 'CRL'))[0];
+  if (!tbs || tbs.tag !== Tag.sequence) throw new Error('a CRL starts with its tbsCertList');
+  const fields = children(tbs);
+  // version is optional (v1 CRLs leave it out), then the signature algorithm, then the issuer.
+  const issuer = fields[fields[0]?.tag === Tag.integer ? 2 : 1];
+  if (!issuer || issuer.tag !== Tag.sequence) throw new Error('the CRL has no issuer name');
+  return Buffer.from(issuer.raw);
 }

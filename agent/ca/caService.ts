@@ -3,6 +3,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Counter, Gauge } from 'prom-client';
 import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../../certs/authority.js';
 import { ensureRootCrl } from '../../certs/hierarchy.js';
+import { crlIssuerName } from '../../certs/crl.js';
+import { parseCertificate } from '../../certs/x509/certificate.js';
 import { pemBlocks } from '../../certs/x509/pem.js';
 import type { ProfileName } from '../../certs/profiles/profile.js';
 import type { CertificateRecord, RevocationReason } from '../../certs/store.js';
@@ -120,6 +122,12 @@ export class CaService implements Service {
     return this.repository?.byThumbprint(createHash('sha256').update(der).digest('hex'));
   }
 
+  /** Every certificate of an identity under a profile not revoked and not expired (the valid one, and any it superseded). */
+  unrevoked(profile: ProfileName, identity: string): CertificateRecord[] {
+    const now = new Date();
+    return (this.repository?.list({ profile, identity }) ?? []).filter((r) => r.status !== 'revoked' && r.notAfter > now);
+  }
+
   /** The valid certificate of an identity under a profile, if any. */
   current(profile: ProfileName, identity: string): CertificateRecord | undefined {
     return this.repository?.current(profile, identity);
@@ -168,6 +176,21 @@ export class CaService implements Service {
     const chain = this.ca().issuers().find((i) => i.name === 'rsa')?.chainPem.map((pem) => new X509Certificate(pem));
     if (!chain || chain.some((c) => c.publicKey.asymmetricKeyType !== 'rsa')) return undefined;
     return chain.map((c) => c.raw);
+  }
+
+  /**
+   * The gateway CA as an OPC UA server's TrustList should hold it (DER): the
+   * RSA issuing CA as trusted, the CAs above it as issuers, each with its
+   * published CRL.
+   */
+  opcuaTrust(): { trusted: Buffer[]; trustedCrls: Buffer[]; issuers: Buffer[]; issuerCrls: Buffer[] } {
+    const chain = this.ca().issuer('rsa').chainPem.map((pem) => new X509Certificate(pem).raw);
+    const crls = this.crlDers();
+    const crlsOf = (ca: Buffer) => {
+      const name = parseCertificate(ca).subjectName;
+      return crls.filter((crl) => crlIssuerName(crl).equals(name));
+    };
+    return { trusted: chain.slice(0, 1), trustedCrls: crlsOf(chain[0]!), issuers: chain.slice(1), issuerCrls: chain.slice(1).flatMap(crlsOf) };
   }
 
   /** The published CRLs (each issuing CA's, then the root's), DER: what an OPC UA TrustList takes. */

@@ -39,7 +39,8 @@ export class OpcuaActions {
     const { devices, pushes, store, log } = this.deps;
     let approved = 0;
     for (const device of devices.list({ protocol: 'opcua', state: 'discovered' })) {
-      if (device.blocked || pushes.get(device.id)) continue;
+      // A technician's decision waiting for this server goes first: a rule never overtakes it.
+      if (device.blocked || pushes.get(device.id) || this.deps.actions.hasOpen(device.id)) continue;
       const rule = approvingRule(this.deps.config(), device);
       const source = opcuaSource(device);
       if (!rule || !source) continue;
@@ -56,20 +57,27 @@ export class OpcuaActions {
     return this.running;
   }
 
+  /** Each device's actions in order; devices side by side, so a push in flight holds up only its own server's. */
   private async pass(): Promise<void> {
-    for (const action of this.deps.actions.open('opcua')) {
-      let outcome: string;
-      let error: string | undefined;
-      try {
-        outcome = await this.deps.locks.run(action.deviceId, async () => this.apply(action));
-      } catch (err) {
-        outcome = 'refused';
-        error = (err as Error).message;
-        if (!(err instanceof RefusedError)) this.deps.log.error({ err, action: action.id }, 'device action failed');
-      }
-      this.deps.actions.finish(action.id, outcome, error);
-      this.deps.log.info({ action: action.action, device: action.deviceId, actor: action.actor, outcome, error }, 'device action done');
-    }
+    const byDevice = new Map<string, DeviceAction[]>();
+    for (const action of this.deps.actions.open('opcua')) byDevice.set(action.deviceId, [...(byDevice.get(action.deviceId) ?? []), action]);
+    await Promise.all(
+      [...byDevice.values()].map(async (list) => {
+        for (const action of list) {
+          let outcome: string;
+          let error: string | undefined;
+          try {
+            outcome = await this.deps.locks.run(action.deviceId, async () => this.apply(action));
+          } catch (err) {
+            outcome = 'refused';
+            error = (err as Error).message;
+            if (!(err instanceof RefusedError)) this.deps.log.error({ err, action: action.id }, 'device action failed');
+          }
+          this.deps.actions.finish(action.id, outcome, error);
+          this.deps.log.info({ action: action.action, device: action.deviceId, actor: action.actor, outcome, error }, 'device action done');
+        }
+      }),
+    );
   }
 
   private apply(a: DeviceAction): string {
@@ -96,21 +104,24 @@ export class OpcuaActions {
         if (job) pushes.finish(device.id, 'stopped', reason);
         devices.apply({ protocol: 'opcua', name: device.name, to: 'rejected', cause: reason, actor, patch: { blocked: true, reason } });
       });
+      // A certificate an interrupted push issued and the server never applied goes with the decision.
+      if (job?.serial && job.serial !== job.appliedSerial && ca.unrevoked('opcua-application', job.applicationUri).some((r) => r.serial === job.serial)) ca.revoke(job.serial, 'superseded');
       return 'rejected';
     }
     const done = a.action === 'revoke' ? 'revoked' : 'decommissioned';
     if (device.state === done) return done;
     if (a.action === 'revoke' && device.state !== 'provisioned') throw new RefusedError(`${device.id} is ${device.state}, not provisioned`);
     const uri = opcuaSource(device)?.applicationUri ?? job?.applicationUri;
-    const current = uri ? ca.current('opcua-application', uri) : undefined;
-    if (current) ca.revoke(current.serial, a.action === 'revoke' ? 'unspecified' : 'cessationOfOperation');
+    // Every certificate of the server still good: the one it presents, one a renewal superseded or issued and never applied, an exported one.
+    const serials = uri ? ca.unrevoked('opcua-application', uri).map((r) => r.serial) : [];
+    for (const serial of serials) ca.revoke(serial, a.action === 'revoke' ? 'unspecified' : 'cessationOfOperation');
     const reason = `${done} by ${a.actor}${why}`;
     store.durable(() => {
       if (job) pushes.finish(device.id, 'stopped', reason);
-      devices.apply({ protocol: 'opcua', name: device.name, to: done, cause: reason, actor, details: current ? { serial: current.serial } : {}, patch: { blocked: true, reason } });
+      devices.apply({ protocol: 'opcua', name: device.name, to: done, cause: reason, actor, details: { serials }, patch: { blocked: true, reason } });
     });
     // The server keeps presenting the certificate until someone replaces it: clients that check our CRL refuse it.
-    return current ? `${done} (certificate ${current.serial} revoked; the server still presents it to clients that do not check the CRL)` : done;
+    return serials.length > 0 ? `${done} (certificate${serials.length > 1 ? 's' : ''} ${serials.join(', ')} revoked; the server still presents its certificate to clients that do not check the CRL)` : done;
   }
 
   /** Records an approval (inside the caller's transaction): a push job due now, and the server pending unless provisioned. */

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { parseCsr, verifyCsr } from '../../certs/x509/csr.js';
 import type { Config } from '../config/schema.js';
 import type { Device } from '../inventory/device.js';
 import type { AdminUser } from '../transport/opcuaPushSession.js';
@@ -12,6 +13,8 @@ export interface OpcuaSource {
   applicationUri: string;
   productUri?: string;
   certificateThumbprint?: string;
+  /** The thumbprint when discovery first found the server. */
+  firstCertificateThumbprint?: string;
   buildInfo?: { manufacturerName?: string };
   security?: string[];
 }
@@ -26,7 +29,8 @@ export function opcuaSource(device: Device): OpcuaSource | undefined {
  * the audit ("rule 2 (applicationUri urn:plant1:*)"), or undefined. A rule
  * matches when every field it gives does: applicationUri and productUri as
  * discovery read them, manufacturer from the DI DeviceSet or BuildInfo,
- * thumbprint against the certificate discovery first recorded.
+ * thumbprint against the certificate the server had when discovery first
+ * found it.
  */
 export function approvingRule(config: PushConfig, device: Device): string | undefined {
   const source = opcuaSource(device);
@@ -39,7 +43,7 @@ export function approvingRule(config: PushConfig, device: Device): string | unde
   for (const [i, rule] of config.approve.entries()) {
     const fields = Object.entries(rule).filter(([, v]) => v !== undefined) as [string, string][];
     const matches = fields.every(([key, pattern]) =>
-      key === 'thumbprint' ? source.certificateThumbprint?.toLowerCase() === pattern.toLowerCase() : values[key] !== undefined && globToRegExp(pattern).test(values[key]!),
+      key === 'thumbprint' ? (source.firstCertificateThumbprint ?? source.certificateThumbprint)?.toLowerCase() === pattern.toLowerCase() : values[key] !== undefined && globToRegExp(pattern).test(values[key]!),
     );
     if (fields.length > 0 && matches) return `opcua.push.approve rule ${i + 1} (${fields.map(([k, v]) => `${k} ${v}`).join(', ')})`;
   }
@@ -62,5 +66,21 @@ export function securityAdminFor(config: PushConfig, applicationUri: string): Ad
     return { username: entry.username, password };
   } catch (err) {
     return `the password file ${entry.passwordFile} for ${entry.applicationUri} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+  }
+}
+
+/**
+ * The CSR a server made with CreateSigningRequest, checked before anything
+ * is issued for it: well formed, signed by the key it carries, and naming
+ * exactly the server's applicationUri as the one URI of its subjectAltName
+ * (what the certificate will say; a CSR naming another application is
+ * refused, whatever the profile would write).
+ */
+export function checkServerCsr(csr: Buffer, applicationUri: string): void {
+  const parsed = parseCsr(csr);
+  verifyCsr(parsed);
+  const uris = parsed.requested.uris;
+  if (uris.length !== 1 || uris[0] !== applicationUri) {
+    throw new Error(`the CSR names ${uris.length === 0 ? 'no URI' : uris.join(', ')} in its subjectAltName, not exactly the server's applicationUri ${applicationUri}`);
   }
 }

@@ -1,9 +1,9 @@
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
-import { verifyCsr, parseCsr } from '../../certs/x509/csr.js';
 import type { CertificateRecord } from '../../certs/store.js';
 import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
+import { contains, parseRange } from '../discovery/opcua/ranges.js';
 import type { EventBus } from '../events.js';
 import { failpoint } from '../failpoints.js';
 import type { Device } from '../inventory/device.js';
@@ -11,13 +11,13 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
 import type { PushJob, PushRepository, PushStatus, PushStep } from '../store/pushRepository.js';
-import { thumbprintOf, type OpcuaPushSessions } from '../transport/opcuaPushSession.js';
+import { thumbprintOf, type AdminUser, type OpcuaPushSessions, type PushCalls, type SecureEndpoint } from '../transport/opcuaPushSession.js';
 import type { DeviceLocks } from './deviceLocks.js';
-import { opcuaSource, securityAdminFor } from './opcuaPolicy.js';
+import { checkServerCsr, opcuaSource, securityAdminFor } from './opcuaPolicy.js';
 
 export interface OpcuaPushDeps {
   log: Logger;
-  config: () => Config['opcua']['push'];
+  config: () => Config['opcua'];
   organization: () => string;
   store: Store;
   devices: DeviceRepository;
@@ -38,24 +38,25 @@ class Outcome extends Error {
   }
 }
 
-class StepFailed extends Error {}
-
 const der = (pem: string): Buffer => new X509Certificate(pem).raw;
 const renewalAt = (r: { notBefore: Date; notAfter: Date }) => new Date(r.notBefore.getTime() + ((r.notAfter.getTime() - r.notBefore.getTime()) * 2) / 3);
 /** Steps after which a certificate may have been issued by the attempt that stopped there. */
-const AFTER_ISSUE = new Set<PushStep>(['issue', 'update', 'trust', 'crl', 'apply', 'verify']);
+const AFTER_ISSUE = new Set<PushStep>(['issue', 'update', 'trust', 'apply', 'verify']);
+/** A server is pushed to again (renewal) at most this often, whatever its certificate's lifetime (a CA near its end issues ever shorter ones). */
+const MIN_RENEWAL_GAP_MS = 3_600_000;
 
 /**
- * Push provisioning of approved OPC UA servers (Part 12): CreateSigningRequest
- * with a new key, the CSR checked, a certificate issued, UpdateCertificate,
- * our CA added to the TrustList, CRLs where the server takes them,
- * ApplyChanges, then a session pinned to the new certificate proves the
- * server presents it and holds its key. Every step is logged as begun
- * before it starts and as ok or failed after; a certificate is recorded
- * before it leaves the process. An attempt that stopped (crash, power cut)
- * is picked up from what the server presents: ours and valid, it is done;
- * otherwise a certificate the attempt issued and the server does not
- * present is revoked, and the push starts again from a new CSR.
+ * Push provisioning of approved OPC UA servers (Part 12): a SecurityAdmin
+ * session pinned to the approved certificate, CreateSigningRequest with a
+ * new key, the CSR checked, a certificate issued, UpdateCertificate, the
+ * gateway CA and its CRLs into the TrustList, ApplyChanges, then a session
+ * pinned to the new certificate proves the server presents it and holds its
+ * key. Every step is logged as begun before it starts and as ok or failed
+ * after; a certificate is recorded before it leaves the process. An
+ * attempt that stopped (crash, power cut) is picked up from what the server
+ * presents: ours and valid, its trust is completed and it is verified;
+ * otherwise a certificate an attempt issued that the server never applied
+ * is revoked, and the push starts again from a new CSR.
  */
 export class OpcuaPush {
   private readonly inFlight = new Set<string>();
@@ -65,28 +66,25 @@ export class OpcuaPush {
 
   /**
    * Starts due jobs in the free slots (opcua.push.concurrency at most in
-   * flight); each finished job looks for the next. Resolves when nothing is
-   * due or in flight any more, or `signal` aborts.
+   * flight); each finished job looks for the next.
    */
-  kick(signal: AbortSignal): Promise<void> {
-    const c = this.deps.config();
-    if (c.enabled && !signal.aborted) {
-      const free = c.concurrency - this.inFlight.size;
-      const due = free > 0 ? this.deps.pushes.due(new Date(), c.concurrency + this.inFlight.size).filter((j) => !this.inFlight.has(j.deviceId)).slice(0, free) : [];
-      for (const job of due) {
-        this.inFlight.add(job.deviceId);
-        const running = this.deps.locks
-          .run(job.deviceId, () => this.attempt(job.deviceId))
-          .catch((err: unknown) => this.deps.log.error({ err, device: job.deviceId }, 'OPC UA push attempt failed unexpectedly'))
-          .finally(() => {
-            this.inFlight.delete(job.deviceId);
-            this.running.delete(running);
-            void this.kick(signal);
-          });
-        this.running.add(running);
-      }
+  kick(signal: AbortSignal): void {
+    const c = this.deps.config().push;
+    if (!c.enabled || signal.aborted) return;
+    const free = c.concurrency - this.inFlight.size;
+    const due = free > 0 ? this.deps.pushes.due(new Date(), c.concurrency + this.inFlight.size).filter((j) => !this.inFlight.has(j.deviceId)).slice(0, free) : [];
+    for (const job of due) {
+      this.inFlight.add(job.deviceId);
+      const running = this.deps.locks
+        .run(job.deviceId, () => this.attempt(job.deviceId))
+        .catch((err: unknown) => this.deps.log.error({ err, device: job.deviceId }, 'OPC UA push attempt failed unexpectedly'))
+        .finally(() => {
+          this.inFlight.delete(job.deviceId);
+          this.running.delete(running);
+          this.kick(signal);
+        });
+      this.running.add(running);
     }
-    return this.idle();
   }
 
   /** Resolves once no attempt is in flight. */
@@ -102,15 +100,17 @@ export class OpcuaPush {
     if (!before || before.status === 'stopped') return;
     if (!device || device.state === 'rejected' || device.state === 'revoked' || device.state === 'decommissioned') {
       store.durable(() => pushes.finish(deviceId, 'stopped', `the server is ${device?.state ?? 'gone from the inventory'}`));
+      this.revokeUnapplied(before);
       return;
     }
     const job = store.durable(() => pushes.begin(deviceId));
-    const c = this.deps.config();
+    const c = this.deps.config().push;
     try {
-      const { serial, crlDelivered, note } = await this.steps(job, device, c, before.status === 'done');
+      const { serial, crlDelivered, note } = await this.steps(job, device, before.status === 'done');
       const record = this.deps.ca.certificate(serial)!.record;
+      const next = new Date(Math.max(renewalAt(record).getTime(), Date.now() + MIN_RENEWAL_GAP_MS));
       store.durable(() => {
-        pushes.finish(deviceId, 'done', note, { serial, nextAttemptAt: renewalAt(record), ...(crlDelivered !== undefined ? { crlDelivered } : {}) });
+        pushes.finish(deviceId, 'done', note, { applied: serial, nextAttemptAt: next, crlDelivered });
         devices.apply({
           protocol: 'opcua',
           name: device.name,
@@ -127,25 +127,35 @@ export class OpcuaPush {
       const message = (err as Error).message;
       const status = err instanceof Outcome ? err.status : 'failed';
       const wait = Math.min(c.retryMaxMs, c.retryInitialMs * 2 ** Math.min(job.attempts - 1, 20));
-      // Full jitter, at least half the wait: servers failing together do not come back together.
+      // Jitter over the second half of the wait: servers failing together do not come back together.
       const nextAttemptAt = status === 'stopped' ? undefined : new Date(Date.now() + (status === 'unsupported' ? c.retryMaxMs : wait / 2 + Math.random() * (wait / 2)));
       store.durable(() => {
         pushes.finish(deviceId, status, message, nextAttemptAt ? { nextAttemptAt } : {});
         const now = devices.get(deviceId)!;
         if (now.reason !== message) devices.apply({ protocol: 'opcua', name: now.name, to: now.state, cause: `push ${status}: ${message}`, actor: 'agent', patch: { reason: message } });
       });
+      if (status === 'stopped') this.revokeUnapplied(pushes.get(deviceId)!);
       log[status === 'failed' ? 'warn' : 'info']({ device: deviceId, attempt: job.attempts, status, reason: message, nextAttemptAt }, 'OPC UA push did not complete');
       this.deps.bus.emit('opcua.push', { deviceId, status, reason: message });
     }
   }
 
   /** `renewing`: the job was done and came due, its certificate past two thirds of its life. */
-  private async steps(job: PushJob, device: Device, c: Config['opcua']['push'], renewing: boolean): Promise<{ serial: string; crlDelivered?: boolean; note: string }> {
+  private async steps(job: PushJob, device: Device, renewing: boolean): Promise<{ serial: string; crlDelivered: boolean; note: string }> {
     const { ca, sessions, pushes, store } = this.deps;
+    const opcua = this.deps.config();
+    const c = opcua.push;
     const source = opcuaSource(device);
     if (!source) throw new Outcome('unsupported', 'discovery recorded no endpoint for this server');
     const url = source.endpointUrl;
     const uri = job.applicationUri;
+    const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+    if (!opcua.endpoints.includes(url) && !(isIP(host) === 4 && contains(opcua.scan.ranges.map(parseRange), host))) {
+      throw new Outcome('unsupported', `${url} is neither a configured endpoint nor inside opcua.scan.ranges: not contacted`);
+    }
+    if (!job.approvedThumbprint) throw new Outcome('stopped', 'no server certificate was on record when it was approved: run a discovery, check the server, and approve it again');
+    const admin = securityAdminFor(c, uri);
+    if (typeof admin === 'string') throw new Outcome('unsupported', admin);
     const step = async <T>(name: PushStep, work: () => Promise<T>, ok: (r: T) => string = () => ''): Promise<T> => {
       store.durable(() => pushes.log(job.deviceId, job.attempts, name, 'begun'));
       try {
@@ -155,35 +165,39 @@ export class OpcuaPush {
       } catch (err) {
         const message = (err as Error).message;
         store.durable(() => pushes.log(job.deviceId, job.attempts, name, 'failed', message));
-        throw err instanceof Outcome ? err : new StepFailed(`${name}: ${message}`);
+        throw err instanceof Outcome ? err : new Error(`${name}: ${message}`, { cause: err });
       }
     };
 
-    const admin = securityAdminFor(c, uri);
-    if (typeof admin === 'string') throw new Outcome('unsupported', admin);
     const choice = await step('connect', () => sessions.secureEndpoint(url, c.stepTimeoutMs), (r) => ('endpoint' in r ? `${r.endpoint.securityPolicy}, certificate ${r.endpoint.thumbprint}` : r.refusal));
     if ('refusal' in choice) throw new Outcome('unsupported', choice.refusal);
     const endpoint = choice.endpoint;
-    // What the server presents, if the gateway CA issued it for this server.
+    // What the server presents, if the gateway CA issued it for this server (any status).
     const found = ca.issuedAs(endpoint.certificate);
     const presented = found && found.profile === 'opcua-application' && found.identity === uri ? found : undefined;
-    const presentedValid = presented !== undefined && presented.status !== 'revoked' && presented.notAfter > new Date();
-    this.revokeOrphans(job, presented);
-
-    if (presentedValid && renewalAt(presented) > new Date() && !renewing) {
-      // The server presents our valid certificate: a push that stopped after ApplyChanges, or an approval of a provisioned server.
-      await step('verify', () => sessions.waitForCertificate(url, der(presented.pem), admin, c.stepTimeoutMs, c.applyWaitMs), () => `presents ${presented.serial} and holds its key`);
-      this.checkChain(presented);
-      return { serial: presented.serial, note: `the server presents certificate ${presented.serial} from the gateway CA` };
-    }
-    if (!presented && job.approvedThumbprint && endpoint.thumbprint !== job.approvedThumbprint) {
+    if (!presented && endpoint.thumbprint !== job.approvedThumbprint) {
       throw new Outcome('stopped', `the server presents certificate ${endpoint.thumbprint}, not the one approved (${job.approvedThumbprint}) nor one from the gateway CA: approve it again once it is known to be the same server`);
     }
+    this.revokeOrphans(job, presented);
+    const presentedValid = presented !== undefined && presented.status !== 'revoked' && presented.notAfter > new Date();
+    const session = (e: SecureEndpoint) => step('session', () => sessions.openAdminSession(url, e, admin, c.stepTimeoutMs), () => `${admin.username}, ${e.securityPolicy}, pinned to ${e.thumbprint}`);
+    const trust = (calls: PushCalls) => step('trust', () => calls.installTrust(ca.opcuaTrust()), (r) => `${r.detail}${r.crlDelivered ? '' : '; CRLs not delivered'}`);
 
-    const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+    if (presentedValid && !renewing && renewalAt(presented) > new Date()) {
+      // Our valid certificate already: a push that stopped after UpdateCertificate took effect, or a second approval. Its trust is completed, then verified.
+      const open = await session(endpoint);
+      const t = await (async () => {
+        const r = await trust(open.calls);
+        if (r.method !== 'already' && r.applyChangesRequired) await step('apply', () => open.calls.applyChanges());
+        return r;
+      })().finally(() => open.close());
+      await this.verify(step, url, der(presented.pem), admin);
+      return { serial: presented.serial, crlDelivered: t.crlDelivered, note: `the server presents certificate ${presented.serial} from the gateway CA; ${crlNote(t.crlDelivered)}` };
+    }
+
     const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
-    const session = await step('session', () => sessions.openAdminSession(url, endpoint, admin, c.stepTimeoutMs), () => `${admin.username}, ${endpoint.securityPolicy}, pinned to ${endpoint.thumbprint}`);
-    const issued = await (async (calls) => {
+    const open = await session(endpoint);
+    const issued = await (async (calls: PushCalls) => {
       const subject = `CN=${commonName.replace(/[/=]/g, ' ')}/O=${this.deps.organization().replace(/[/=]/g, ' ')}`;
       const csr = await step(
         'csr',
@@ -195,13 +209,7 @@ export class OpcuaPush {
         },
         (b) => `${b.length} bytes`,
       );
-      await step('check-csr', async () => {
-        const parsed = parseCsr(csr);
-        verifyCsr(parsed);
-        if (parsed.requested.uris.length !== 1 || parsed.requested.uris[0] !== uri) {
-          throw new Error(`the CSR names ${parsed.requested.uris.length === 0 ? 'no URI' : parsed.requested.uris.join(', ')} in its subjectAltName, not exactly the server's applicationUri ${uri}`);
-        }
-      });
+      await step('check-csr', async () => checkServerCsr(csr, uri));
       const cert = await step(
         'issue',
         async () => {
@@ -213,54 +221,54 @@ export class OpcuaPush {
         (r) => `serial ${r.record.serial}`,
       );
       const leaf = der(cert.record.pem);
-      const chain = cert.chain.map(der);
-      await step('update', () => calls.updateCertificate(leaf, chain), (r) => `applyChangesRequired ${r.applyChangesRequired}`);
+      await step('update', () => calls.updateCertificate(leaf, cert.chain.map(der)), (r) => `applyChangesRequired ${r.applyChangesRequired}`);
       failpoint('opcua.push.after-update');
-      await step('trust', async () => {
-        await calls.addTrusted(chain[0]!, true);
-        for (const above of chain.slice(1)) await calls.addTrusted(above, false);
-      }, () => `issuing CA trusted, ${chain.length - 1} CA(s) above it as issuers`);
-      // Never fails the push: where the server takes no CRLs, that is recorded and shown.
-      const crl = await step('crl', () => calls.deliverCrls(ca.crlDers()), (r) => `${r.delivered ? 'delivered' : 'not delivered'}: ${r.detail}`);
+      const t = await trust(calls);
+      // Only after UpdateCertificate answered Good: a server's pending changes are server-wide.
       await step('apply', () => calls.applyChanges());
-      return { record: cert.record, leaf, crl };
-    })(session.calls).finally(() => session.close());
-    await step('verify', () => sessions.waitForCertificate(url, issued.leaf, admin, c.stepTimeoutMs, c.applyWaitMs), () => `presents ${issued.record.serial} (${thumbprintOf(issued.leaf)}) and holds its key`);
-    this.checkChain(issued.record);
+      return { record: cert.record, leaf, crlDelivered: t.crlDelivered };
+    })(open.calls).finally(() => open.close());
+    await this.verify(step, url, issued.leaf, admin);
     // The certificate the server presented before (a renewal) is replaced: revoked, so no valid certificate is left unused.
-    if (presentedValid && presented.serial !== issued.record.serial) ca.revoke(presented.serial, 'superseded');
-    const crlNote = issued.crl.delivered ? 'CRLs delivered' : `CRLs not delivered (${issued.crl.detail})`;
-    return { serial: issued.record.serial, crlDelivered: issued.crl.delivered, note: `certificate ${issued.record.serial} pushed and presented by the server; ${crlNote}` };
+    if (presentedValid && presented.serial !== issued.record.serial) this.deps.ca.revoke(presented.serial, 'superseded');
+    return { serial: issued.record.serial, crlDelivered: issued.crlDelivered, note: `certificate ${issued.record.serial} pushed and presented by the server; ${crlNote(issued.crlDelivered)}` };
+  }
+
+  private verify(step: <T>(name: PushStep, work: () => Promise<T>, ok?: (r: T) => string) => Promise<T>, url: string, leaf: Buffer, admin: AdminUser): Promise<void> {
+    const c = this.deps.config().push;
+    return step('verify', () => this.deps.sessions.waitForCertificate(url, leaf, admin, c.stepTimeoutMs, c.applyWaitMs), () => `presents ${thumbprintOf(leaf)} and holds its key`);
   }
 
   /**
    * Certificates an earlier attempt issued that the server does not present
    * (it stopped before ApplyChanges took effect) are revoked before anything
    * new is issued: the one the job recorded, and the identity's current one
-   * when the attempt got past issuing before it could record it.
+   * when the attempt got past issuing before it could record it. The one
+   * last verified on the server is never among them.
    */
   private revokeOrphans(job: PushJob, presented: CertificateRecord | undefined): void {
-    const { ca, log } = this.deps;
     const candidates = new Set<string>();
     if (job.serial) candidates.add(job.serial);
-    const current = ca.current('opcua-application', job.applicationUri);
+    const current = this.deps.ca.current('opcua-application', job.applicationUri);
     if (current && AFTER_ISSUE.has(job.step)) candidates.add(current.serial);
-    for (const serial of candidates) {
-      const record = ca.certificate(serial)?.record;
-      if (!record || serial === presented?.serial || record.status === 'revoked' || record.notAfter <= new Date()) continue;
-      ca.revoke(serial, 'superseded');
-      log.warn({ device: job.deviceId, serial }, 'certificate issued by an earlier push that the server never applied: revoked');
-    }
+    candidates.delete(presented?.serial ?? '');
+    candidates.delete(job.appliedSerial ?? '');
+    this.revoke(job, candidates);
   }
 
-  /** The certificate chains to our CA (node:crypto, independent of node-opcua's checks). */
-  private checkChain(record: CertificateRecord): void {
-    const found = this.deps.ca.certificate(record.serial);
-    const chain = found!.chain.map((p) => new X509Certificate(p));
-    let cert = new X509Certificate(record.pem);
-    for (const issuer of chain) {
-      if (!cert.checkIssued(issuer) || !cert.verify(issuer.publicKey)) throw new StepFailed(`verify: certificate ${record.serial} does not chain to the gateway CA (${issuer.subject})`);
-      cert = issuer;
+  /** A job stopped: the certificate its last attempt issued is revoked unless the server was verified to present it. */
+  private revokeUnapplied(job: PushJob): void {
+    if (job.serial && job.serial !== job.appliedSerial) this.revoke(job, new Set([job.serial]));
+  }
+
+  private revoke(job: PushJob, serials: Set<string>): void {
+    for (const serial of serials) {
+      const record = this.deps.ca.certificate(serial)?.record;
+      if (!record || record.status === 'revoked' || record.notAfter <= new Date()) continue;
+      this.deps.ca.revoke(serial, 'superseded');
+      this.deps.log.warn({ device: job.deviceId, serial }, 'certificate issued by an earlier push that the server never applied: revoked');
     }
   }
 }
+
+const crlNote = (delivered: boolean) => (delivered ? 'the gateway CRLs are in its TrustList' : 'CRLs not delivered (its TrustList takes none): install them by hand');

@@ -67,6 +67,11 @@ export class ActionRepository {
     return (this.store.statement("SELECT * FROM device_actions WHERE done_at IS NULL AND device_id LIKE ? || ':%' ORDER BY id LIMIT ?").all(protocol, limit) as Row[]).map(toAction);
   }
 
+  /** Whether a decision for this device waits to be carried out. */
+  hasOpen(deviceId: string): boolean {
+    return this.store.statement('SELECT 1 FROM device_actions WHERE done_at IS NULL AND device_id = ? LIMIT 1').get(deviceId) !== undefined;
+  }
+
   finish(id: number, outcome: string, error?: string): void {
     this.store
       .statement('UPDATE device_actions SET done_at = ?, outcome = ?, error = ? WHERE id = ? AND done_at IS NULL')

@@ -11,7 +11,7 @@ import type { Store } from './database.js';
 export type PushStatus = 'waiting' | 'running' | 'done' | 'failed' | 'unsupported' | 'stopped';
 
 /** The steps of a push, in order; each is logged as begun, then ok or failed. */
-export const PUSH_STEPS = ['connect', 'session', 'csr', 'check-csr', 'issue', 'update', 'trust', 'crl', 'apply', 'verify'] as const;
+export const PUSH_STEPS = ['connect', 'session', 'csr', 'check-csr', 'issue', 'update', 'trust', 'apply', 'verify'] as const;
 export type PushStep = (typeof PUSH_STEPS)[number] | 'approved';
 
 export interface PushJob {
@@ -26,8 +26,10 @@ export interface PushJob {
   step: PushStep;
   attempts: number;
   nextAttemptAt?: Date;
-  /** The certificate this push issued (or, when done, the one the server presents). */
+  /** The certificate the latest attempt issued (recorded before it left the agent). */
   serial?: string;
+  /** The certificate the server was last verified to present (on a session pinned to it). */
+  appliedSerial?: string;
   reason?: string;
   /** Whether our CRLs reached the server's TrustList (false: it takes no CRL writes). */
   crlDelivered?: boolean;
@@ -53,6 +55,7 @@ interface Row {
   attempts: number;
   next_attempt_at: string | null;
   serial: string | null;
+  applied_serial: string | null;
   reason: string | null;
   crl_delivered: number | null;
   updated_at: string;
@@ -68,6 +71,7 @@ const toJob = (r: Row): PushJob => ({
   attempts: r.attempts,
   ...(r.next_attempt_at ? { nextAttemptAt: new Date(r.next_attempt_at) } : {}),
   ...(r.serial ? { serial: r.serial } : {}),
+  ...(r.applied_serial ? { appliedSerial: r.applied_serial } : {}),
   ...(r.reason ? { reason: r.reason } : {}),
   ...(r.crl_delivered !== null ? { crlDelivered: r.crl_delivered === 1 } : {}),
   updatedAt: new Date(r.updated_at),
@@ -137,14 +141,14 @@ export class PushRepository {
     this.store.statement('UPDATE opcua_push_jobs SET serial = ?, updated_at = ? WHERE device_id = ?').run(serial, new Date().toISOString(), deviceId);
   }
 
-  /** Ends an attempt with its outcome; `nextAttemptAt` for a retry or a renewal. */
-  finish(deviceId: string, status: Exclude<PushStatus, 'running'>, reason: string, o: { nextAttemptAt?: Date; serial?: string; crlDelivered?: boolean } = {}): void {
+  /** Ends an attempt with its outcome; `nextAttemptAt` for a retry or a renewal; `applied`: the serial verified on the server. */
+  finish(deviceId: string, status: Exclude<PushStatus, 'running'>, reason: string, o: { nextAttemptAt?: Date; applied?: string; crlDelivered?: boolean } = {}): void {
     this.store
       .statement(
-        `UPDATE opcua_push_jobs SET status = ?, reason = ?, next_attempt_at = ?, serial = coalesce(?, serial),
-           crl_delivered = coalesce(?, crl_delivered), updated_at = ? WHERE device_id = ?`,
+        `UPDATE opcua_push_jobs SET status = ?, reason = ?, next_attempt_at = ?, applied_serial = coalesce(?, applied_serial),
+           serial = coalesce(?, serial), crl_delivered = coalesce(?, crl_delivered), updated_at = ? WHERE device_id = ?`,
       )
-      .run(status, reason, o.nextAttemptAt?.toISOString() ?? null, o.serial ?? null, o.crlDelivered === undefined ? null : o.crlDelivered ? 1 : 0, new Date().toISOString(), deviceId);
+      .run(status, reason, o.nextAttemptAt?.toISOString() ?? null, o.applied ?? null, o.applied ?? null, o.crlDelivered === undefined ? null : o.crlDelivered ? 1 : 0, new Date().toISOString(), deviceId);
     this.store
       .statement('DELETE FROM opcua_push_steps WHERE device_id = ? AND id <= (SELECT id FROM opcua_push_steps WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)')
       .run(deviceId, deviceId, STEPS_KEPT);

@@ -32,7 +32,14 @@ const lower = (name: string) => name.toLowerCase().replace(/\.$/, '');
  * the host's A records. Malformed or incomplete records are left out.
  */
 export function opcuaAnnouncements(records: readonly Answer[]): OpcuaAnnouncement[] {
-  const byName = (type: string, name: string) => records.filter((r) => r.type === type && lower(r.name) === lower(name));
+  // Indexed once: a hostile host on the link may answer with thousands of records.
+  const index = new Map<string, Answer[]>();
+  for (const r of records) {
+    if (typeof r.name !== 'string' || typeof r.type !== 'string') continue;
+    const key = `${r.type} ${lower(r.name)}`;
+    index.set(key, [...(index.get(key) ?? []), r]);
+  }
+  const byName = (type: string, name: string) => index.get(`${type} ${lower(name)}`) ?? [];
   const instances = [...new Set(byName('PTR', OPCUA_SERVICE).map((r) => text(r.data)).filter((n) => n !== ''))].slice(0, MAX_ANNOUNCEMENTS);
   const out: OpcuaAnnouncement[] = [];
   for (const instance of instances) {

@@ -1,4 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { crlIssuerName } from '../../certs/crl.js';
+import { parseCertificate } from '../../certs/x509/certificate.js';
 import type { Logger } from '../log.js';
 import { destroySocket, firstDer, ProbeTimeout, within, type OpcuaProbe } from './opcuaProbe.js';
 
@@ -37,13 +39,59 @@ export interface PushCalls {
   pushRefusal(): Promise<string | undefined>;
   createSigningRequest(subject: string): Promise<Buffer>;
   updateCertificate(certificate: Buffer, issuers: Buffer[]): Promise<{ applyChangesRequired: boolean }>;
-  addTrusted(certificate: Buffer, trusted: boolean): Promise<void>;
-  /** Writes CRLs into the TrustList and reads it back; false with the reason when the server takes none. */
-  deliverCrls(crls: Buffer[]): Promise<{ delivered: boolean; detail: string }>;
+  /**
+   * Makes the server's TrustList hold the gateway CA: the issuing CA as
+   * trusted, the CAs above it as issuers, each with its CRL (older CRLs of
+   * the same CAs replaced). The whole TrustList is written (Part 12 7.8.2:
+   * Open, Write, CloseAndUpdate) and read back; a server whose TrustList
+   * takes no writes gets the certificates by AddCertificate instead, and no
+   * CRLs. Fails when the issuing CA is not in the TrustList afterwards.
+   */
+  installTrust(ca: GatewayTrust): Promise<TrustOutcome>;
   applyChanges(): Promise<void>;
 }
 
 export const thumbprintOf = (der: Buffer): string => createHash('sha1').update(der).digest('hex');
+
+/** The gateway CA as an OPC UA server must trust it (DER). */
+export interface GatewayTrust {
+  trusted: Buffer[];
+  trustedCrls: Buffer[];
+  issuers: Buffer[];
+  issuerCrls: Buffer[];
+}
+
+export interface TrustOutcome {
+  /** already: nothing to do; write: the TrustList was written; add: AddCertificate, the TrustList takes no writes. */
+  method: 'already' | 'write' | 'add';
+  crlDelivered: boolean;
+  /** Whether ApplyChanges is needed for the TrustList change to take effect. */
+  applyChangesRequired: boolean;
+  detail: string;
+}
+
+interface TrustLists {
+  trustedCertificates?: (Buffer | Uint8Array)[] | null;
+  trustedCrls?: (Buffer | Uint8Array)[] | null;
+  issuerCertificates?: (Buffer | Uint8Array)[] | null;
+  issuerCrls?: (Buffer | Uint8Array)[] | null;
+}
+
+const prints = (list: readonly (Buffer | Uint8Array)[] | null | undefined) => new Set((list ?? []).map((b) => thumbprintOf(Buffer.from(b))));
+const holds = (list: readonly (Buffer | Uint8Array)[] | null | undefined, wanted: readonly Buffer[]) => {
+  const have = prints(list);
+  return wanted.every((w) => have.has(thumbprintOf(w)));
+};
+/** What of `ca` the TrustList `t` lacks, in words; empty when it holds everything. */
+function lacking(t: TrustLists, ca: GatewayTrust): { certificates: boolean; crls: boolean } {
+  // The issuing CA must be trusted; a CA above it and the CRLs count wherever the TrustList holds them (a validator looks in both lists).
+  const certificates = [...(t.trustedCertificates ?? []), ...(t.issuerCertificates ?? [])];
+  const crls = [...(t.trustedCrls ?? []), ...(t.issuerCrls ?? [])];
+  return {
+    certificates: !holds(t.trustedCertificates, ca.trusted) || !holds(certificates, ca.issuers),
+    crls: !holds(crls, [...ca.trustedCrls, ...ca.issuerCrls]),
+  };
+}
 
 /**
  * The client side of OPC UA Part 12 push management, over node-opcua: the
@@ -87,6 +135,8 @@ export class OpcuaPushSessions {
    * call made through it. `close()` always ends it.
    */
   async openAdminSession(url: string, endpoint: SecureEndpoint, user: AdminUser, timeoutMs: number): Promise<{ calls: PushCalls; close(): Promise<void> }> {
+    // Pinned: with serverCertificate given and no reconnection (maxRetry 0 in probe.client), node-opcua
+    // encrypts to this certificate only and never fetches another one to accept.
     const { opcua, client } = await this.probe.client(timeoutMs, { securityPolicyUri: endpoint.securityPolicyUri, serverCertificate: endpoint.certificate });
     let session: Session | undefined;
     const close = async () => {
@@ -94,12 +144,20 @@ export class OpcuaPushSessions {
       await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
       destroySocket(client);
     };
+    const connecting = client.connect(url);
     try {
-      await within(client.connect(url), timeoutMs, `secure channel to ${url}`);
+      await within(connecting, timeoutMs, `secure channel to ${url}`);
       session = await within(client.createSession({ type: opcua.UserTokenType.UserName, userName: user.username, password: user.password }), timeoutMs, `session on ${url}`);
       return { calls: await this.calls(session, timeoutMs), close };
     } catch (err) {
-      if (err instanceof ProbeTimeout) destroySocket(client);
+      if (err instanceof ProbeTimeout) {
+        destroySocket(client);
+        // A connect that completes after the timeout is closed then.
+        connecting.then(
+          () => void client.disconnect().catch(() => undefined),
+          () => undefined,
+        );
+      }
       await close();
       throw new Error(`no SecurityAdmin session as ${user.username}: ${describe(err)}`, { cause: err });
     }
@@ -116,12 +174,22 @@ export class OpcuaPushSessions {
 
   private async calls(session: Session, timeoutMs: number): Promise<PushCalls> {
     const { ClientPushCertificateManagement } = await import('node-opcua-server-configuration');
+    const opcua = await import('node-opcua-client');
     const push = new ClientPushCertificateManagement(session);
     const bounded = <R>(what: string, call: () => Promise<R>) => within(call(), timeoutMs, what);
     const good = (what: string, status: { isGood(): boolean; toString(): string }) => {
       if (!status.isGood()) throw new Error(`${what} answered ${status.toString()}`);
     };
     const trustList = async () => bounded('the TrustList', async () => (await push.getApplicationGroup()).getTrustList());
+    // CloseAndUpdate(in FileHandle, out ApplyChangesRequired), called here: node-opcua 2.157's client sends it a second input argument.
+    const closeAndUpdate = async (trustListId: import('node-opcua-client').NodeId, fileHandle: number): Promise<boolean> => {
+      const found = await session.translateBrowsePath(opcua.makeBrowsePath(trustListId, '/CloseAndUpdate'));
+      const methodId = found.targets?.[0]?.targetId;
+      if (!found.statusCode.isGood() || !methodId) throw new Error(`the TrustList has no CloseAndUpdate (${found.statusCode.toString()})`);
+      const r = await session.call({ objectId: trustListId, methodId, inputArguments: [{ dataType: opcua.DataType.UInt32, value: fileHandle }] });
+      good('TrustList.CloseAndUpdate', r.statusCode);
+      return r.outputArguments?.[0]?.value !== false;
+    };
     return {
       pushRefusal: async () => {
         const methods = { CreateSigningRequest: 'i=12737', UpdateCertificate: 'i=13737', ApplyChanges: 'i=12740' };
@@ -143,37 +211,68 @@ export class OpcuaPushSessions {
         good('UpdateCertificate', r.statusCode);
         return { applyChangesRequired: r.applyChangesRequired !== false };
       },
-      addTrusted: async (certificate, trusted) => {
-        const list = await trustList();
-        good(`TrustList.AddCertificate (${trusted ? 'trusted' : 'issuer'})`, await bounded('TrustList.AddCertificate', () => list.addCertificate(certificate, trusted)));
-      },
-      deliverCrls: async (crls) => {
+      installTrust: async (ca) => {
+        let list = await trustList();
+        const read = () => bounded('TrustList read', () => list.readTrustedCertificateListWithMasks(TRUST_LIST_ALL)) as Promise<TrustLists>;
+        const before = await read();
+        const missing = lacking(before, ca);
+        if (!missing.certificates && !missing.crls) return { method: 'already', crlDelivered: true, applyChangesRequired: false, detail: 'the TrustList already holds the gateway CA and its CRLs' };
+        let writeError: string | undefined;
+        let applyChangesRequired = false;
         try {
-          const list = await trustList();
           const { TrustListDataType } = await import('node-opcua-types');
           const { BinaryStream } = await import('node-opcua-binary-stream');
-          const current = await bounded('TrustList read', () => list.readTrustedCertificateListWithMasks(TRUST_LIST_ALL));
-          const known = new Set((current.issuerCrls ?? []).map((c) => thumbprintOf(Buffer.from(c))));
-          const wanted = crls.filter((c) => !known.has(thumbprintOf(c)));
-          if (wanted.length === 0) return { delivered: true, detail: `the TrustList already holds our ${crls.length} CRL(s)` };
-          // The whole list is written back with ours added (Part 12 7.8.2: Open for WriteEraseExisting, Write, CloseAndUpdate).
-          const next = new TrustListDataType({ ...current, specifiedLists: TRUST_LIST_ALL, issuerCrls: [...(current.issuerCrls ?? []), ...wanted] });
+          // Our CAs' older CRLs give way to the current ones; everything else in the TrustList stays.
+          const ours = new Set(ca.trusted.concat(ca.issuers).map((c) => parseCertificate(c).subjectName.toString('hex')));
+          const foreign = (crls: TrustLists['trustedCrls']) => (crls ?? []).map((c) => Buffer.from(c)).filter((c) => !ours.has(safeIssuer(c)));
+          const union = (have: TrustLists['trustedCertificates'], add: Buffer[]) => {
+            const seen = prints(have);
+            return [...(have ?? []).map((c) => Buffer.from(c)), ...add.filter((c) => !seen.has(thumbprintOf(c)))];
+          };
+          const next = new TrustListDataType({
+            specifiedLists: TRUST_LIST_ALL,
+            trustedCertificates: union(before.trustedCertificates, ca.trusted),
+            trustedCrls: [...foreign(before.trustedCrls), ...ca.trustedCrls],
+            issuerCertificates: union(before.issuerCertificates, ca.issuers),
+            issuerCrls: [...foreign(before.issuerCrls), ...ca.issuerCrls],
+          });
           const stream = new BinaryStream(next.binaryStoreSize());
           next.encode(stream);
           await bounded('TrustList write', async () => {
             await list.open(WRITE_ERASE_EXISTING);
             await list.write(stream.buffer);
-            await list.closeAndUpdate(true);
+            applyChangesRequired = await closeAndUpdate(list.nodeId, list.fileHandle);
+            list.fileHandle = 0; // closed by CloseAndUpdate
           });
-          const back = await bounded('TrustList read back', () => list.readTrustedCertificateListWithMasks(TRUST_LIST_ALL));
-          const held = new Set((back.issuerCrls ?? []).map((c) => thumbprintOf(Buffer.from(c))));
-          const missing = crls.filter((c) => !held.has(thumbprintOf(c))).length;
-          return missing === 0
-            ? { delivered: true, detail: `written to the TrustList and read back: it holds our ${crls.length} CRL(s)` }
-            : { delivered: false, detail: `the server took the TrustList write but holds ${crls.length - missing} of our ${crls.length} CRLs when read back: CRLs cannot be delivered to it; install them by hand` };
         } catch (err) {
-          return { delivered: false, detail: `the server's TrustList takes no CRLs (${describe(err)}): install them by hand` };
+          writeError = describe(err);
+          // The server may still hold the file open for us (AddCertificate is refused while it is): close it, then start afresh.
+          await bounded('TrustList close', () => list.close()).catch(() => undefined);
+          list = await trustList();
         }
+        let after = await read();
+        const written = lacking(after, ca);
+        if (!written.certificates && !written.crls) return { method: 'write', crlDelivered: true, applyChangesRequired, detail: 'TrustList written and read back: it holds the gateway CA and its CRLs' };
+        const why = writeError ? `its TrustList takes no writes (${writeError})` : 'it took the TrustList write but does not hold it when read back';
+        // AddCertificate, as before OPC UA 1.05 allowed for CA certificates: no CRLs can go this way.
+        const refused: string[] = [];
+        for (const [certificates, trusted] of [[ca.trusted, true], [ca.issuers, false]] as const) {
+          for (const c of certificates) {
+            const held = trusted ? after.trustedCertificates : [...(after.trustedCertificates ?? []), ...(after.issuerCertificates ?? [])];
+            if (prints(held).has(thumbprintOf(c))) continue;
+            const status = await bounded('TrustList.AddCertificate', () => list.addCertificate(c, trusted));
+            if (!status.isGood()) refused.push(`${trusted ? 'trusted' : 'issuer'} ${thumbprintOf(c)}: ${status.toString()}`);
+          }
+        }
+        after = await read();
+        if (!holds(after.trustedCertificates, ca.trusted)) throw new Error(`the server does not hold the gateway's issuing CA in its TrustList: ${why}; AddCertificate: ${refused.join('; ') || 'answered Good'}`);
+        const crlDelivered = !lacking(after, ca).crls;
+        return {
+          method: 'add',
+          crlDelivered,
+          applyChangesRequired: true,
+          detail: `issuing CA trusted by AddCertificate (${why})${refused.length ? `; not added: ${refused.join('; ')}` : ''}; CRLs ${crlDelivered ? 'held' : 'not delivered: install them by hand'}`,
+        };
       },
       applyChanges: async () => good('ApplyChanges', await bounded('ApplyChanges', () => push.applyChanges())),
     };
@@ -204,6 +303,15 @@ export class OpcuaPushSessions {
       }
     }
     throw new Error(`within ${waitMs} ms the server did not present its new certificate on a session: ${describe(last)}`);
+  }
+}
+
+/** The issuer of a CRL found in a server's TrustList, as hex; empty when it cannot be read. */
+function safeIssuer(crl: Buffer): string {
+  try {
+    return crlIssuerName(crl).toString('hex');
+  } catch {
+    return '';
   }
 }
 

@@ -31,6 +31,8 @@ export interface FixtureUser {
 export interface OpcuaServerOptions {
   /** Loopback address to listen on, and the only host named in its endpoint URLs (default 127.0.0.1). */
   host?: string;
+  /** Port to listen on (default 0: one the kernel picks). */
+  port?: number;
   /**
    * none-only: one endpoint, SecurityMode None.
    * secure: SignAndEncrypt with Basic256Sha256 and Aes128_Sha256_RsaOaep; GetEndpoints lists
@@ -173,7 +175,7 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
     const opcua = new OPCUAServer({
       host,
       hostname: host,
-      port: 0,
+      port: options.port ?? 0,
       ...endpointSecurity(mode),
       serverCertificateManager,
       userCertificateManager,

@@ -252,6 +252,7 @@ export class OpcuaDiscovery {
         applicationUri: f.applicationUri,
         ...(f.productUri ? { productUri: f.productUri } : {}),
         ...(f.certificateThumbprint ? { certificateThumbprint: f.certificateThumbprint } : {}),
+        firstCertificateThumbprint: undefined as string | undefined,
         security: f.endpoints.map((e) => `${e.securityMode}/${e.securityPolicy}`).filter((v, i, a) => a.indexOf(v) === i),
         ...(f.buildInfo ? { buildInfo: f.buildInfo } : {}),
         ...(f.devices ? { deviceSet: f.devices } : {}),
@@ -261,6 +262,9 @@ export class OpcuaDiscovery {
     };
     return store.transaction(() => {
       const known = devices.byName('opcua', name);
+      // The certificate the server had when it was first found stays on record: a policy rule may name it.
+      const first = (known?.source.opcua as { firstCertificateThumbprint?: string } | undefined)?.firstCertificateThumbprint ?? f.certificateThumbprint;
+      if (first) source.opcua.firstCertificateThumbprint = first;
       const before = known?.source.opcua as { certificateThumbprint?: string; endpointUrl?: string } | undefined;
       const changed = !known || before?.certificateThumbprint !== f.certificateThumbprint || before?.endpointUrl !== f.endpointUrl || JSON.stringify(known.source.opcua) !== JSON.stringify(source.opcua);
       if (known && (!changed || known.state === 'decommissioned')) {

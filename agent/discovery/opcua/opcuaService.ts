@@ -97,7 +97,7 @@ export class OpcuaService implements Service {
       this.actions!.approveByPolicy();
       if (!this.push && this.pushes!.due(new Date(), 1).length === 0) return;
       this.push ??= (await this.prepare()).push;
-      void this.push.kick(this.abort.signal);
+      this.push.kick(this.abort.signal);
     } catch (err) {
       this.deps.log.error({ err }, 'OPC UA push provisioning could not run');
     }
@@ -126,7 +126,7 @@ export class OpcuaService implements Service {
       const discovery = new OpcuaDiscovery({ log, config: () => this.config.opcua, probe: this.probe, runs: this.runs!, devices, store: storage.store, bus: this.deps.bus });
       const push = new OpcuaPush({
         log: log.child({ part: 'push' }),
-        config: () => this.config.opcua.push,
+        config: () => this.config.opcua,
         organization: () => this.config.ca.organization,
         store: storage.store,
         devices,

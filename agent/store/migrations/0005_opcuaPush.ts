@@ -20,6 +20,7 @@ export const m0005OpcuaPush: Migration = {
       attempts INTEGER NOT NULL DEFAULT 0,
       next_attempt_at TEXT,
       serial TEXT,
+      applied_serial TEXT,
       reason TEXT,
       crl_delivered INTEGER,
       updated_at TEXT NOT NULL
