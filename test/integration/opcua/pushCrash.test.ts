@@ -26,6 +26,9 @@ async function served(url: string, dir: string): Promise<Buffer> {
 describe('a push cut off by a crash between UpdateCertificate and ApplyChanges', () => {
   let tmp: ReturnType<typeof tempDir>;
   let server: OpcuaServerHandle;
+  let capper: OpcuaServerHandle;
+  let third: Daemon | undefined;
+  let fourth: Daemon | undefined;
   let config: string;
   let first: Daemon | undefined;
   let second: Daemon | undefined;
@@ -37,7 +40,11 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
 
   beforeAll(async () => {
     tmp = tempDir();
-    server = await startOpcuaServer({ host: '127.0.0.7', applicationUri: 'urn:plant3:filler-1', securityModes: 'secure', acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN } });
+    [server, capper] = await Promise.all([
+      startOpcuaServer({ host: '127.0.0.7', applicationUri: 'urn:plant3:filler-1', securityModes: 'secure', acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN } }),
+      // No rule approves it: a technician does, later.
+      startOpcuaServer({ host: '127.0.0.8', applicationUri: 'urn:plant4:capper-2', securityModes: 'secure', acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN } }),
+    ]);
     config = writeConfig(
       tmp.dir,
       [
@@ -45,10 +52,10 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
         'http:', '  port: 0',
         'mqtt:', '  enabled: false',
         'ca:', '  rootKeyType: rsa-2048',
-        'opcua:', `  endpoints: [${server.endpointUrl}]`, '  timeoutMs: 3000',
+        'opcua:', `  endpoints: [${server.endpointUrl}, ${capper.endpointUrl}]`, '  timeoutMs: 3000',
         '  push:',
         "    approve: [{ applicationUri: 'urn:plant3:*' }]",
-        `    securityAdmins: [{ applicationUri: 'urn:plant3:*', username: ${ADMIN.username}, password: ${ADMIN.password} }]`,
+        `    securityAdmins: [{ applicationUri: 'urn:plant*', username: ${ADMIN.username}, password: ${ADMIN.password} }]`,
         '    stepTimeoutMs: 3000',
         '    retryInitialMs: 600000',
         '',
@@ -57,9 +64,9 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
   }, 60_000);
 
   afterAll(async () => {
-    await first?.dispose();
-    await second?.dispose();
+    for (const d of [first, second, third, fourth]) await d?.dispose();
     await server?.stop();
+    await capper?.stop();
     tmp?.cleanup();
   });
 
@@ -69,13 +76,15 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
     const bundle = join(tmp.dir, 'bundle');
     expect((await runCli(['opcua', 'client-bundle', '--out', bundle, '--config', config])).code).toBe(0);
     const read = (sub: string) => readdirSync(join(bundle, sub)).map((f) => readFileSync(join(bundle, sub, f)));
-    await server.trustCaIssuedClient({ certificate: read('trusted/certs')[0]!, issuers: read('issuers/certs'), crls: read('issuers/crl') });
+    const trust = { certificate: read('trusted/certs')[0]!, issuers: read('issuers/certs'), crls: read('issuers/crl') };
+    await server.trustCaIssuedClient(trust);
+    await capper.trustCaIssuedClient(trust);
     void runCli(['opcua', 'discover', '--config', config, '--wait', '0']);
     const exit = await first.exited;
     expect(exit.signal).toBe('SIGKILL');
 
     // What the crash left: the certificate issued and recorded, UpdateCertificate sent, ApplyChanges never.
-    const [cut] = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs;
+    const cut = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs.find((j) => j.deviceId.includes('filler'));
     expect(cut).toMatchObject({ status: 'running', step: 'update' });
     const orphan = cut!.serial!;
     expect((await cli<Cert[]>('ca', 'list')).find((c) => c.serial === orphan)).toMatchObject({ status: 'valid' });
@@ -86,7 +95,7 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
     const deadline = Date.now() + 60_000;
     let job: Job | undefined;
     while (Date.now() < deadline) {
-      job = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs[0];
+      job = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs.find((j) => j.deviceId.includes('filler'));
       if (job && job.status !== 'running') break;
       await new Promise((r) => setTimeout(r, 300));
     }
@@ -99,5 +108,30 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
     const now = await served(server.endpointUrl, join(tmp.dir, 'pki-2'));
     expect(new X509Certificate(now).serialNumber.toLowerCase()).toBe(job!.serial);
     await second.waitForLog((l) => l.msg === 'certificate issued by an earlier push that the server never applied: revoked' && l.serial === orphan);
+  }, 120_000);
+
+  it("revokes what a push cut off by a crash issued when a technician then rejects the server", async () => {
+    await second!.kill('SIGTERM');
+    await second!.exited;
+    const devices = await cli<{ id: string; state: string }[]>('devices', 'list');
+    const id = devices.find((d) => d.id.includes('capper'))!.id;
+    expect(devices.find((d) => d.id === id)!.state).toBe('discovered');
+    third = Daemon.start(config, { env: { EDGE_AGENT_FAILPOINT: 'opcua.push.after-update' } });
+    await third.ready();
+    expect((await runCli(['devices', 'approve', id, '--wait', '0', '--config', config])).code).toBe(0);
+    expect((await third.exited).signal).toBe('SIGKILL');
+    const cut = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs.find((j) => j.deviceId === id)!;
+    expect(cut).toMatchObject({ status: 'running', step: 'update' });
+    // Decided while the daemon is down; carried out first thing at the next start, before any push.
+    const rejected = await runCli(['devices', 'reject', id, '--reason', 'wrong cell', '--config', config]);
+    expect(rejected.stdout).toContain('the daemon is not running');
+    fourth = Daemon.start(config);
+    await fourth.ready();
+    await fourth.waitForLog((l) => l.msg === 'device action done' && l.device === id);
+    const job = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs.find((j) => j.deviceId === id);
+    expect(job).toMatchObject({ status: 'stopped' });
+    expect((await cli<Cert[]>('ca', 'list')).filter((c) => c.identity === capper.applicationUri)).toEqual([expect.objectContaining({ serial: cut.serial, status: 'revoked', revocationReason: 'superseded' })]);
+    expect(thumbprint(await served(capper.endpointUrl, join(tmp.dir, 'pki-3')))).toBe(capper.certificateThumbprint);
+    expect((await cli<{ device: { state: string } }>('devices', 'show', id)).device.state).toBe('rejected');
   }, 120_000);
 });
