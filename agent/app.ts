@@ -14,6 +14,7 @@ import type { LogHub, Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { MqttService } from './onboarding/mqttService.js';
 import { OpcuaService } from './discovery/opcua/opcuaService.js';
+import { SyncService } from './sync/syncService.js';
 import { RunsRepository } from './store/runsRepository.js';
 import { StoreService } from './store/storeService.js';
 import { AGENT_VERSION } from './version.js';
@@ -79,9 +80,10 @@ export class App implements HealthSource {
       ? new MqttService({ log: logs.child('mqtt'), config: c, storage, ca: this.ca, metrics: this.metrics })
       : undefined;
     this.opcua = c.opcua.enabled ? new OpcuaService({ log: logs.child('opcua'), config: c, storage, ca: this.ca, bus: this.bus }) : undefined;
+    const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c, storage, ca: this.ca, metrics: this.metrics }) : undefined;
     this.runner = new ServiceRunner({
       log: logs.child('lifecycle'),
-      services: [lock, storage, this.runs, this.ca, ...(this.mqtt ? [this.mqtt] : []), ...(this.opcua ? [this.opcua] : []), this.http],
+      services: [lock, storage, this.runs, this.ca, ...(this.mqtt ? [this.mqtt] : []), ...(this.opcua ? [this.opcua] : []), ...(sync ? [sync] : []), this.http],
       timeouts: { startMs: c.lifecycle.startTimeoutMs, stopMs: c.lifecycle.stopTimeoutMs },
       onStateChange: (name, state) => {
         this.metrics.serviceState(name, state);

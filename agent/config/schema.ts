@@ -141,6 +141,29 @@ const opcuaPushSchema = z.strictObject({
   retryMaxMs: int(1_000, 604_800_000, 'longest wait between retries, in milliseconds'),
 });
 
+const syncSchema = z
+  .strictObject({
+    enabled: z.boolean().describe('send the inventory to the CMMS receiver at sync.baseUrl (docs/upstream-api.md)'),
+    baseUrl: z.string().describe('the receiver, an https:// URL; the contract paths (/v1/gateways/...) are appended'),
+    gatewayId: z.string().regex(/^$|^[A-Za-z0-9._-]{1,64}$/).describe('this gateway at the receiver; empty: agent.id'),
+    caFile: z.string().describe("PEM bundle the receiver's certificate must chain to (always checked)"),
+    tokenFile: z.string().describe('file holding a bearer token (first line); empty: none'),
+    clientCertificate: z.boolean().describe("mutual TLS with the agent's agent-client certificate from the gateway CA"),
+    batchSize: int(1, 10_000, 'items per batch at most'),
+    batchMaxBytes: int(1_024, 64 * 1024 * 1024, 'bytes per batch body at most'),
+    timeoutMs: int(100, 600_000, 'time one request may take, in milliseconds'),
+    retryInitialMs: int(10, 3_600_000, 'first wait after a failure, in milliseconds (doubles, with full jitter)'),
+    retryMaxMs: int(10, 86_400_000, 'longest wait between attempts, in milliseconds'),
+    idleMs: int(10, 3_600_000, 'how often to look for changes when nothing waits, in milliseconds'),
+    reconcileOnStart: z.boolean().describe('compare with what the receiver holds at every start'),
+    location: z
+      .strictObject({ site: z.string().max(128), area: z.string().max(128), line: z.string().max(128), cell: z.string().max(128) })
+      .describe('where this gateway is: sent with every record (empty fields are left out)'),
+  })
+  .refine((v) => !v.enabled || /^https:\/\/[^/\s]+/.test(v.baseUrl), { message: 'sync.enabled needs sync.baseUrl, an https:// URL', path: ['baseUrl'] })
+  .refine((v) => !v.enabled || v.caFile !== '', { message: "sync.enabled needs sync.caFile: the receiver's certificate is always checked", path: ['caFile'] })
+  .refine((v) => !v.enabled || v.tokenFile !== '' || v.clientCertificate, { message: 'sync.enabled needs a way to authenticate: sync.tokenFile, sync.clientCertificate, or both', path: ['tokenFile'] });
+
 const opcuaSchema = z.strictObject({
   enabled: z.boolean().describe('run OPC UA discovery'),
   endpoints: z.array(opcuaUrl).max(10_000).describe('servers always probed, as opc.tcp:// URLs'),
@@ -227,6 +250,7 @@ export const configSchema = z.strictObject({
   }),
   mqtt: mqttSchema,
   opcua: opcuaSchema,
+  sync: syncSchema,
   lifecycle: z.strictObject({
     startTimeoutMs: int(100, 600_000, 'time each service may take to start, in milliseconds'),
     stopTimeoutMs: int(100, 600_000, 'time each service may take to stop before it is abandoned, in milliseconds'),
@@ -303,6 +327,22 @@ export function defaultConfig(): Config {
         retryMaxMs: 3_600_000,
       },
     },
+    sync: {
+      enabled: false,
+      baseUrl: '',
+      gatewayId: '',
+      caFile: '',
+      tokenFile: '',
+      clientCertificate: false,
+      batchSize: 500,
+      batchMaxBytes: 4_194_304,
+      timeoutMs: 30_000,
+      retryInitialMs: 1_000,
+      retryMaxMs: 300_000,
+      idleMs: 1_000,
+      reconcileOnStart: true,
+      location: { site: '', area: '', line: '', cell: '' },
+    },
     lifecycle: { startTimeoutMs: 30_000, stopTimeoutMs: 5_000 },
   };
 }
@@ -337,4 +377,9 @@ export const RESTART_ONLY_KEYS: readonly string[] = [
   'mqtt.mtlsPort',
   'mqtt.maxPayloadBytes',
   'opcua.enabled',
+  'sync.enabled',
+  'sync.baseUrl',
+  'sync.gatewayId',
+  'sync.caFile',
+  'sync.clientCertificate',
 ];

@@ -1,0 +1,134 @@
+import type { Store } from './database.js';
+
+export interface OutboxEntry {
+  deviceId: string;
+  revision: number;
+}
+
+export interface StoredBatch {
+  key: string;
+  createdAt: Date;
+  /** The items' devices and revisions, in the body's order. */
+  items: OutboxEntry[];
+  /** The request body exactly as sent (and sent again, under the same key). */
+  body: string;
+  attempts: number;
+}
+
+export interface DeadLetter {
+  deviceId: string;
+  revision: number;
+  status?: number;
+  error: string;
+  at: Date;
+}
+
+/**
+ * The upstream sync's tables (migration 0006): the outbox (written by
+ * triggers on `devices`), batches stored before they are sent, dead letters
+ * and a little state (last success, pause, requests from the CLI).
+ */
+export class SyncRepository {
+  constructor(private readonly store: Store) {}
+
+  outboxSize(): number {
+    return (this.store.statement('SELECT count(*) AS n FROM sync_outbox').get() as { n: number }).n;
+  }
+
+  /** The longest-waiting outbox entries. */
+  oldest(limit: number): OutboxEntry[] {
+    return (
+      this.store
+        .statement('SELECT device_id AS deviceId, revision FROM sync_outbox ORDER BY queued_at, device_id LIMIT ?')
+        .all(limit) as OutboxEntry[]
+    );
+  }
+
+  /** Queues a device's revision (reconciliation, dead letters retried): kept if a newer one waits already. */
+  queue(deviceId: string, revision: number): void {
+    this.store
+      .statement(
+        `INSERT INTO sync_outbox (device_id, revision, queued_at) VALUES (?, ?, ?)
+         ON CONFLICT (device_id) DO UPDATE SET revision = max(revision, excluded.revision)`,
+      )
+      .run(deviceId, revision, new Date().toISOString());
+  }
+
+  /** The receiver holds this revision (applied or stale): the entry leaves unless a newer revision was queued since. */
+  acknowledge(deviceId: string, revision: number): void {
+    this.store.statement('DELETE FROM sync_outbox WHERE device_id = ? AND revision <= ?').run(deviceId, revision);
+  }
+
+  deadLetter(deviceId: string, revision: number, status: number | undefined, error: string): void {
+    this.store
+      .statement(
+        `INSERT INTO sync_dead_letters (device_id, revision, status, error, at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (device_id) DO UPDATE SET revision = excluded.revision, status = excluded.status, error = excluded.error, at = excluded.at`,
+      )
+      .run(deviceId, revision, status ?? null, error.slice(0, 2_000), new Date().toISOString());
+    this.acknowledge(deviceId, revision);
+  }
+
+  deadLetters(limit = 1_000): DeadLetter[] {
+    const rows = this.store.statement('SELECT * FROM sync_dead_letters ORDER BY at, device_id LIMIT ?').all(limit) as {
+      device_id: string;
+      revision: number;
+      status: number | null;
+      error: string;
+      at: string;
+    }[];
+    return rows.map((r) => ({ deviceId: r.device_id, revision: r.revision, ...(r.status !== null ? { status: r.status } : {}), error: r.error, at: new Date(r.at) }));
+  }
+
+  deadLetterCount(): number {
+    return (this.store.statement('SELECT count(*) AS n FROM sync_dead_letters').get() as { n: number }).n;
+  }
+
+  /** Every dead letter back into the outbox at its device's current revision; returns how many. */
+  retryDeadLetters(): number {
+    return this.store.transaction(() => {
+      const n = this.store
+        .statement(
+          `INSERT INTO sync_outbox (device_id, revision, queued_at)
+           SELECT d.id, d.revision, ? FROM sync_dead_letters l JOIN devices d ON d.id = l.device_id WHERE true
+           ON CONFLICT (device_id) DO UPDATE SET revision = max(revision, excluded.revision)`,
+        )
+        .run(new Date().toISOString()).changes;
+      this.store.statement('DELETE FROM sync_dead_letters').run();
+      return n;
+    });
+  }
+
+  storeBatch(key: string, items: OutboxEntry[], body: string): void {
+    this.store.statement('INSERT INTO sync_batches (key, created_at, items, body) VALUES (?, ?, ?, ?)').run(key, new Date().toISOString(), JSON.stringify(items), body);
+  }
+
+  batches(): StoredBatch[] {
+    const rows = this.store.statement('SELECT * FROM sync_batches ORDER BY created_at, key').all() as { key: string; created_at: string; items: string; body: string; attempts: number }[];
+    return rows.map((r) => ({ key: r.key, createdAt: new Date(r.created_at), items: JSON.parse(r.items) as OutboxEntry[], body: r.body, attempts: r.attempts }));
+  }
+
+  countAttempt(key: string): void {
+    this.store.statement('UPDATE sync_batches SET attempts = attempts + 1 WHERE key = ?').run(key);
+  }
+
+  deleteBatch(key: string): void {
+    this.store.statement('DELETE FROM sync_batches WHERE key = ?').run(key);
+  }
+
+  /** Every device's current revision (for reconciliation). */
+  revisions(): Map<string, number> {
+    const rows = this.store.statement('SELECT id, revision FROM devices').all() as { id: string; revision: number }[];
+    return new Map(rows.map((r) => [r.id, r.revision]));
+  }
+
+  getState<T>(key: string): T | undefined {
+    const row = this.store.statement('SELECT value FROM sync_state WHERE key = ?').get(key) as { value: string } | undefined;
+    return row ? (JSON.parse(row.value) as T) : undefined;
+  }
+
+  setState(key: string, value: unknown): void {
+    if (value === undefined) this.store.statement('DELETE FROM sync_state WHERE key = ?').run(key);
+    else this.store.statement('INSERT INTO sync_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, JSON.stringify(value));
+  }
+}

@@ -1,0 +1,87 @@
+import type { CertificateRecord } from '../../certs/store.js';
+import type { Device } from '../inventory/device.js';
+
+/** Where a device is in the plant (from configuration now; from technicians later). */
+export interface Location {
+  site?: string;
+  area?: string;
+  line?: string;
+  cell?: string;
+}
+
+/**
+ * The device record sent upstream (docs/upstream-api.md): what a
+ * maintenance system needs, named after the OPC UA DI nameplate and the
+ * Asset Administration Shell digital nameplate. Absent facts are null, so
+ * a receiver can tell "unknown" from "not sent".
+ */
+export interface UpstreamRecord {
+  deviceId: string;
+  assetTag: string | null;
+  manufacturer: { name: string | null; uri: string | null };
+  model: string | null;
+  productCode: string | null;
+  serialNumber: string | null;
+  productInstanceUri: string | null;
+  hardwareRevision: string | null;
+  firmwareVersion: string | null;
+  softwareVersion: string | null;
+  deviceClass: string;
+  displayName: string | null;
+  location: Location;
+  source: { protocol: 'mqtt' | 'opcua'; endpoint: string | null; applicationUri: string | null; topics: string[] };
+  certificate: { status: string; serial: string; thumbprint: string; notAfter: string } | null;
+  lifecycleState: string;
+  firstSeen: string;
+  lastSeen: string;
+  online: boolean;
+}
+
+export interface UpstreamItem {
+  deviceId: string;
+  revision: number;
+  op: 'upsert' | 'retire';
+  observedAt: string;
+  record: UpstreamRecord;
+}
+
+const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
+
+/** The record of a device at its current revision; `certificate` is its current certificate record, if any. */
+export function upstreamItem(device: Device, certificate: CertificateRecord | undefined, location: Location): UpstreamItem {
+  const opcua = (device.source.opcua ?? {}) as {
+    endpointUrl?: string;
+    applicationUri?: string;
+    productUri?: string;
+    buildInfo?: { softwareVersion?: string; manufacturerName?: string };
+    deviceSet?: { productInstanceUri?: string; assetId?: string; softwareRevision?: string }[];
+  };
+  const di = opcua.deviceSet?.[0];
+  const topics = Object.entries(device.source)
+    .filter(([key]) => key !== 'opcua')
+    .flatMap(([, v]) => Object.values((v ?? {}) as Record<string, unknown>).filter((t): t is string => typeof t === 'string' && t.includes('/')));
+  const record: UpstreamRecord = {
+    deviceId: device.id,
+    assetTag: str(di?.assetId),
+    manufacturer: { name: str(device.nameplate.manufacturer), uri: null },
+    model: str(device.nameplate.model),
+    productCode: str(opcua.productUri),
+    serialNumber: str(device.nameplate.serialNumber),
+    productInstanceUri: str(di?.productInstanceUri),
+    hardwareRevision: str(device.nameplate.hardwareRevision),
+    firmwareVersion: str(device.nameplate.firmwareVersion),
+    softwareVersion: str(opcua.buildInfo?.softwareVersion),
+    deviceClass: device.protocol === 'opcua' ? 'opcua-server' : 'mqtt-device',
+    displayName: str(device.nameplate.displayName),
+    location,
+    source: { protocol: device.protocol, endpoint: str(opcua.endpointUrl), applicationUri: str(opcua.applicationUri), topics: [...new Set(topics)].sort() },
+    certificate: certificate
+      ? { status: certificate.status, serial: certificate.serial, thumbprint: certificate.thumbprint, notAfter: certificate.notAfter.toISOString() }
+      : null,
+    lifecycleState: device.state,
+    firstSeen: device.firstSeen.toISOString(),
+    lastSeen: device.lastSeen.toISOString(),
+    online: device.online,
+  };
+  return { deviceId: device.id, revision: device.revision, op: device.state === 'decommissioned' ? 'retire' : 'upsert', observedAt: device.updatedAt.toISOString(), record };
+}

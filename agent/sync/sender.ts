@@ -1,0 +1,178 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/database.js';
+import type { OutboxEntry, StoredBatch, SyncRepository } from '../store/syncRepository.js';
+import type { UpstreamItem } from './record.js';
+import { UpstreamUnreachable, type UpstreamAnswer, type UpstreamClient } from './upstreamClient.js';
+
+export type BatchOutcome =
+  | { kind: 'answered'; counts: Record<string, number> }
+  | { kind: 'split'; message: string }
+  | { kind: 'unauthorized'; message: string }
+  | { kind: 'throttled'; message: string; retryAfterMs?: number }
+  | { kind: 'failed'; message: string; unreachable: boolean };
+
+export interface SyncSenderDeps {
+  log: Logger;
+  store: Store;
+  repo: SyncRepository;
+  client: UpstreamClient;
+  /** The item for a device at its current revision; undefined when the device is gone. */
+  item: (deviceId: string) => UpstreamItem | undefined;
+  limits: () => { batchSize: number; batchMaxBytes: number };
+}
+
+/** At most this long is a Retry-After honoured (a receiver asking for a day is asked again in an hour). */
+const MAX_RETRY_AFTER_MS = 3_600_000;
+/** Page size of the reconciliation listing. */
+const LIST_PAGE = 1_000;
+
+/** Retry-After as milliseconds: delta-seconds or an HTTP date (RFC 9110 10.2.3); undefined when absent or unreadable. */
+export function retryAfterMs(header: string | string[] | undefined, now = Date.now()): number | undefined {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (!value) return undefined;
+  const ms = /^\d+$/.test(value.trim()) ? Number(value.trim()) * 1000 : Date.parse(value) - now;
+  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS) : undefined;
+}
+
+const body = (items: UpstreamItem[]) => JSON.stringify({ items });
+
+/**
+ * The batch protocol of the upstream contract, without the scheduling:
+ * what to send next (a stored batch first), one send and what its answer
+ * means for the outbox, and reconciliation. Every change it makes to the
+ * outbox, the batches and the dead letters is one durable transaction per
+ * answer.
+ */
+export class SyncSender {
+  constructor(private readonly deps: SyncSenderDeps) {}
+
+  /** The stored batch to (re)send, else a new one built from the outbox and stored before it is sent; undefined when nothing waits. */
+  next(): StoredBatch | undefined {
+    const { repo, store } = this.deps;
+    const stored = repo.batches()[0];
+    if (stored) return stored;
+    const { batchSize, batchMaxBytes } = this.deps.limits();
+    const items: UpstreamItem[] = [];
+    let bytes = 12;
+    for (const entry of repo.oldest(batchSize)) {
+      const item = this.deps.item(entry.deviceId);
+      if (!item) {
+        store.durable(() => repo.acknowledge(entry.deviceId, entry.revision));
+        continue;
+      }
+      const size = Buffer.byteLength(JSON.stringify(item)) + 1;
+      if (items.length > 0 && bytes + size > batchMaxBytes) break;
+      items.push(item);
+      bytes += size;
+    }
+    if (items.length === 0) return undefined;
+    const key = randomUUID();
+    const entries: OutboxEntry[] = items.map((i) => ({ deviceId: i.deviceId, revision: i.revision }));
+    const text = body(items);
+    // Stored (durably) before it leaves: a retry after any crash sends the same bytes under the same key.
+    store.durable(() => repo.storeBatch(key, entries, text));
+    return repo.batches().find((b) => b.key === key);
+  }
+
+  async send(batch: StoredBatch): Promise<BatchOutcome> {
+    const { repo, store } = this.deps;
+    store.durable(() => repo.countAttempt(batch.key));
+    let answer: UpstreamAnswer;
+    try {
+      answer = await this.deps.client.postBatch(batch.key, batch.body);
+    } catch (err) {
+      return { kind: 'failed', message: (err as Error).message, unreachable: err instanceof UpstreamUnreachable };
+    }
+    const detail = `${answer.status} ${answer.body.slice(0, 300)}`;
+    if (answer.status === 200) return this.answered(batch, answer);
+    if (answer.status === 401) return { kind: 'unauthorized', message: `401 from the receiver: ${answer.body.slice(0, 300)}` };
+    if (answer.status === 429 || answer.status === 503) {
+      const wait = retryAfterMs(answer.headers['retry-after']);
+      return { kind: 'throttled', message: `receiver busy: ${detail}`, ...(wait !== undefined ? { retryAfterMs: wait } : {}) };
+    }
+    if (answer.status === 400 || answer.status === 413 || answer.status === 422) return this.refused(batch, answer.status, detail);
+    return { kind: 'failed', message: `receiver answered ${detail}`, unreachable: false };
+  }
+
+  /** 200: each item applied or stale leaves the outbox; rejected ones go to dead letters; the batch is done. */
+  private answered(batch: StoredBatch, answer: UpstreamAnswer): BatchOutcome {
+    const { repo, store, log } = this.deps;
+    let results: { deviceId?: unknown; revision?: unknown; status?: unknown; error?: unknown }[];
+    try {
+      const parsed = JSON.parse(answer.body) as { results?: unknown };
+      if (!Array.isArray(parsed.results)) throw new Error('no results array');
+      results = parsed.results as typeof results;
+    } catch (err) {
+      return { kind: 'failed', message: `the receiver's answer is not the contract's: ${(err as Error).message}`, unreachable: false };
+    }
+    const sent = new Map(batch.items.map((i) => [i.deviceId, i.revision]));
+    const counts: Record<string, number> = {};
+    store.durable(() => {
+      for (const r of results) {
+        const revision = typeof r.deviceId === 'string' ? sent.get(r.deviceId) : undefined;
+        // An answer for something not in this batch, or for another revision, acknowledges nothing.
+        if (revision === undefined || r.revision !== revision) continue;
+        const deviceId = r.deviceId as string;
+        if (r.status === 'applied' || r.status === 'stale') repo.acknowledge(deviceId, revision);
+        else if (r.status === 'rejected') repo.deadLetter(deviceId, revision, 200, typeof r.error === 'string' ? r.error : 'rejected by the receiver');
+        else continue;
+        counts[r.status] = (counts[r.status] ?? 0) + 1;
+      }
+      repo.deleteBatch(batch.key);
+    });
+    if (counts.rejected) log.warn({ batch: batch.key, rejected: counts.rejected }, 'the receiver rejected items: they are in the dead letters');
+    return { kind: 'answered', counts };
+  }
+
+  /** 400/413/422: the batch is split in two and each half sent on its own, until the one item at fault is found and dead-lettered. */
+  private refused(batch: StoredBatch, status: number, detail: string): BatchOutcome {
+    const { repo, store, log } = this.deps;
+    const items = (JSON.parse(batch.body) as { items: UpstreamItem[] }).items;
+    store.durable(() => {
+      repo.deleteBatch(batch.key);
+      if (items.length === 1) {
+        repo.deadLetter(items[0]!.deviceId, items[0]!.revision, status, detail);
+        return;
+      }
+      const half = Math.ceil(items.length / 2);
+      for (const part of [items.slice(0, half), items.slice(half)]) {
+        repo.storeBatch(randomUUID(), part.map((i) => ({ deviceId: i.deviceId, revision: i.revision })), body(part));
+      }
+    });
+    if (items.length === 1) {
+      log.warn({ device: items[0]!.deviceId, revision: items[0]!.revision, status }, 'the receiver refuses this item: moved to the dead letters');
+      return { kind: 'answered', counts: { 'dead-letter': 1 } };
+    }
+    return { kind: 'split', message: `receiver refused a batch of ${items.length} (${detail}): sending its halves` };
+  }
+
+  /**
+   * Lists what the receiver holds and queues every device it lacks or holds
+   * at an older revision; returns how many were queued.
+   */
+  async reconcile(): Promise<number> {
+    const { repo, store } = this.deps;
+    const remote = new Map<string, number>();
+    let cursor: string | undefined;
+    for (let pages = 0; pages < 100_000; pages++) {
+      const answer = await this.deps.client.listDevices(cursor, LIST_PAGE);
+      if (answer.status !== 200) throw new Error(`listing the receiver's devices: ${answer.status} ${answer.body.slice(0, 300)}`);
+      const page = JSON.parse(answer.body) as { items?: { deviceId?: unknown; revision?: unknown }[]; nextCursor?: unknown };
+      for (const i of page.items ?? []) if (typeof i.deviceId === 'string' && typeof i.revision === 'number') remote.set(i.deviceId, i.revision);
+      if (typeof page.nextCursor !== 'string' || page.nextCursor === '' || (page.items ?? []).length === 0) break;
+      cursor = page.nextCursor;
+    }
+    let queued = 0;
+    store.durable(() => {
+      for (const [deviceId, revision] of repo.revisions()) {
+        const held = remote.get(deviceId);
+        if (held === undefined || held < revision) {
+          repo.queue(deviceId, revision);
+          queued += 1;
+        }
+      }
+    });
+    return queued;
+  }
+}

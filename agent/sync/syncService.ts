@@ -1,0 +1,250 @@
+import { statSync } from 'node:fs';
+import { Counter, Gauge, Histogram } from 'prom-client';
+import type { CaService } from '../ca/caService.js';
+import { ensureAgentClient } from '../ca/localIdentity.js';
+import type { Config } from '../config/schema.js';
+import type { Service } from '../lifecycle/service.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { CertificateRepository } from '../store/certificateRepository.js';
+import { DeviceRepository } from '../store/deviceRepository.js';
+import type { StoreService } from '../store/storeService.js';
+import { SyncRepository, type StoredBatch } from '../store/syncRepository.js';
+import { upstreamItem, type Location } from './record.js';
+import { SyncSender, type BatchOutcome } from './sender.js';
+import { UpstreamClient } from './upstreamClient.js';
+
+export interface SyncServiceDeps {
+  log: Logger;
+  config: Config;
+  storage: StoreService;
+  ca: CaService;
+  metrics: Metrics;
+}
+
+/** Keys of sync_state. */
+export const SYNC_STATE = {
+  lastSuccess: 'lastSuccess',
+  lastError: 'lastError',
+  nextAttemptAt: 'nextAttemptAt',
+  connected: 'connected',
+  paused: 'paused',
+  requestNow: 'request.now',
+  requestReconcile: 'request.reconcile',
+  lastReconcile: 'lastReconcile',
+} as const;
+
+/**
+ * Sends the inventory upstream (docs/upstream-api.md): builds batches from
+ * the outbox, stores each before it is sent, sends one at a time and
+ * retries it under the same Idempotency-Key until the receiver answers;
+ * backs off with full jitter while the receiver is unreachable, honours
+ * Retry-After, splits a batch the receiver refuses (400, 413, 422) until
+ * the item that causes it is found and dead-lettered, and pauses on a 401
+ * that a fresh read of the token does not cure. Reconciles with what the
+ * receiver holds at start and on request.
+ */
+export class SyncService implements Service {
+  readonly name = 'sync';
+  private config: Config;
+  private repo: SyncRepository | undefined;
+  private sender: SyncSender | undefined;
+  private client: UpstreamClient | undefined;
+  private running: Promise<void> | undefined;
+  private stopping = false;
+  private wake: (() => void) | undefined;
+  private failures = 0;
+  private tokenMtime = 0;
+  private readonly outbox: Gauge;
+  private readonly dead: Gauge;
+  private readonly paused: Gauge;
+  private readonly sent: Counter<'status'>;
+  private readonly batches: Counter<'result'>;
+  private readonly latency: Histogram;
+  private readonly lastSuccess: Gauge;
+
+  constructor(private readonly deps: SyncServiceDeps) {
+    this.config = deps.config;
+    const registers = [deps.metrics.registry];
+    this.outbox = new Gauge({ name: 'edge_agent_sync_outbox', help: 'Devices whose latest revision the receiver has not acknowledged', registers });
+    this.dead = new Gauge({ name: 'edge_agent_sync_dead_letters', help: 'Items the receiver refused, waiting for a technician', registers });
+    this.paused = new Gauge({ name: 'edge_agent_sync_paused', help: '1 while sync is paused (the receiver refuses the credentials)', registers });
+    this.sent = new Counter({ name: 'edge_agent_sync_items_total', help: 'Items answered by the receiver, by status', labelNames: ['status'], registers });
+    this.batches = new Counter({ name: 'edge_agent_sync_batches_total', help: 'Batch requests, by result', labelNames: ['result'], registers });
+    this.latency = new Histogram({ name: 'edge_agent_sync_batch_seconds', help: 'Time from sending a batch to its answer', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
+    this.lastSuccess = new Gauge({ name: 'edge_agent_sync_last_success_timestamp_seconds', help: 'When the receiver last acknowledged a batch (Unix time)', registers });
+  }
+
+  async start(): Promise<void> {
+    const { store } = this.deps.storage;
+    this.repo = new SyncRepository(store);
+    this.refreshGauges();
+    if (!this.config.sync.enabled) return;
+    const s = this.config.sync;
+    const identity = s.clientCertificate ? await ensureAgentClient(this.deps.ca, this.config, this.deps.log, 'mqtt') : undefined;
+    this.client = new UpstreamClient({
+      baseUrl: s.baseUrl,
+      gatewayId: s.gatewayId || this.config.agent.id,
+      caFile: s.caFile,
+      ...(identity ? { clientCertificate: { cert: identity.cert, key: identity.key } } : {}),
+      ...(s.tokenFile ? { tokenFile: s.tokenFile } : {}),
+      timeoutMs: s.timeoutMs,
+    });
+    this.tokenMtime = this.mtime();
+    const certificates = new CertificateRepository(store);
+    const devices = new DeviceRepository(store);
+    this.sender = new SyncSender({
+      log: this.deps.log,
+      store,
+      repo: this.repo,
+      client: this.client,
+      item: (deviceId) => {
+        const device = devices.get(deviceId);
+        if (!device) return undefined;
+        const cert = device.certificateSerial ? certificates.get(device.certificateSerial) : undefined;
+        return upstreamItem(device, cert, this.location());
+      },
+      limits: () => ({ batchSize: this.config.sync.batchSize, batchMaxBytes: this.config.sync.batchMaxBytes }),
+    });
+    if (s.reconcileOnStart) this.repo.setState(SYNC_STATE.requestReconcile, new Date().toISOString());
+    this.running = this.loop();
+  }
+
+  private location(): Location {
+    return Object.fromEntries(Object.entries(this.config.sync.location).filter(([, v]) => v !== '')) as Location;
+  }
+
+  private mtime(): number {
+    try {
+      return this.config.sync.tokenFile ? statSync(this.config.sync.tokenFile).mtimeMs : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  private refreshGauges(): void {
+    if (!this.repo) return;
+    this.outbox.set(this.repo.outboxSize());
+    this.dead.set(this.repo.deadLetterCount());
+  }
+
+  /** Waits `ms`, or less when woken (stop, reload). */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  private async loop(): Promise<void> {
+    const repo = this.repo!;
+    while (!this.stopping) {
+      let delay: number;
+      try {
+        delay = await this.cycle(repo);
+      } catch (err) {
+        this.deps.log.error({ err }, 'sync cycle failed');
+        delay = this.backoff();
+      }
+      this.refreshGauges();
+      if (delay > 0 && !this.stopping) {
+        repo.setState(SYNC_STATE.nextAttemptAt, delay > this.config.sync.idleMs ? new Date(Date.now() + delay).toISOString() : undefined);
+        await this.sleep(delay);
+      }
+    }
+  }
+
+  /** One step of the loop; returns how long to wait before the next. */
+  private async cycle(repo: SyncRepository): Promise<number> {
+    const s = this.config.sync;
+    const now = repo.getState<string>(SYNC_STATE.requestNow);
+    if (now) repo.setState(SYNC_STATE.requestNow, undefined);
+    const paused = repo.getState<string>(SYNC_STATE.paused);
+    if (paused) {
+      // Paused on a 401: until a technician asks (sync now), or the token file changes.
+      const mtime = this.mtime();
+      if (!now && mtime === this.tokenMtime) return s.idleMs;
+      this.tokenMtime = mtime;
+      this.client!.rereadToken();
+      repo.setState(SYNC_STATE.paused, undefined);
+      this.paused.set(0);
+      this.deps.log.info('sync resumed');
+    }
+    if (repo.getState<string>(SYNC_STATE.requestReconcile)) {
+      const queued = await this.sender!.reconcile();
+      repo.setState(SYNC_STATE.requestReconcile, undefined);
+      repo.setState(SYNC_STATE.lastReconcile, { at: new Date().toISOString(), queued });
+      this.deps.log.info({ queued }, 'reconciled with the receiver');
+    }
+    const batch = this.sender!.next();
+    if (!batch) return now ? 0 : s.idleMs;
+    return this.send(repo, batch);
+  }
+
+  private async send(repo: SyncRepository, batch: StoredBatch): Promise<number> {
+    const end = this.latency.startTimer();
+    const outcome: BatchOutcome = await this.sender!.send(batch);
+    end();
+    this.batches.inc({ result: outcome.kind });
+    switch (outcome.kind) {
+      case 'answered': {
+        for (const [status, n] of Object.entries(outcome.counts)) this.sent.inc({ status }, n);
+        this.failures = 0;
+        const at = new Date();
+        repo.setState(SYNC_STATE.lastSuccess, at.toISOString());
+        repo.setState(SYNC_STATE.connected, true);
+        repo.setState(SYNC_STATE.lastError, undefined);
+        this.lastSuccess.set(at.getTime() / 1000);
+        return 0;
+      }
+      case 'split':
+        return 0;
+      case 'unauthorized': {
+        // The token may have been replaced since it was read: read once more, and try again with it.
+        if (this.client!.rereadToken()) return 0;
+        repo.setState(SYNC_STATE.paused, outcome.message);
+        repo.setState(SYNC_STATE.lastError, outcome.message);
+        this.paused.set(1);
+        this.tokenMtime = this.mtime();
+        this.deps.log.error({ error: outcome.message }, 'the receiver refuses the credentials: sync paused until the token file changes or edge-agent sync now');
+        return this.config.sync.idleMs;
+      }
+      case 'throttled': {
+        repo.setState(SYNC_STATE.lastError, outcome.message);
+        this.failures += 1;
+        return outcome.retryAfterMs ?? this.backoff();
+      }
+      case 'failed':
+      default: {
+        repo.setState(SYNC_STATE.lastError, outcome.message);
+        repo.setState(SYNC_STATE.connected, outcome.unreachable ? false : repo.getState<boolean>(SYNC_STATE.connected) ?? false);
+        this.failures += 1;
+        this.deps.log.warn({ error: outcome.message, failures: this.failures }, 'sync batch not delivered; retrying with the same Idempotency-Key');
+        return this.backoff();
+      }
+    }
+  }
+
+  /** Full jitter: anything from 0 to min(retryMaxMs, retryInitialMs * 2^failures). */
+  private backoff(): number {
+    const s = this.config.sync;
+    return Math.floor(Math.random() * Math.min(s.retryMaxMs, s.retryInitialMs * 2 ** Math.min(this.failures, 30)));
+  }
+
+  reload(config: Config): void {
+    this.config = config;
+    this.wake?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    // A request in flight is cut off: its batch stays stored and is sent again, under the same key, at the next start.
+    this.client?.close();
+    await this.running;
+  }
+}

@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'node:https';
+
+export interface UpstreamAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+export interface UpstreamOptions {
+  baseUrl: string;
+  gatewayId: string;
+  /** PEM bundle the receiver's certificate must chain to: always checked. */
+  caFile: string;
+  /** Mutual TLS with the agent's client certificate, when given. */
+  clientCertificate?: { cert: string; key: string };
+  /** Bearer token, read from its file when the client is made and when reread after a 401. */
+  tokenFile?: string;
+  timeoutMs: number;
+}
+
+/** The network went wrong (refused, reset, timed out, TLS refused): no answer to look at. */
+export class UpstreamUnreachable extends Error {
+  readonly code = 'UPSTREAM_UNREACHABLE';
+}
+
+/**
+ * The HTTP side of the upstream contract (docs/upstream-api.md): HTTPS
+ * only, the receiver's certificate checked against the configured CA
+ * bundle and its name against the URL (never skipped), mutual TLS and/or a
+ * bearer token, and a timeout on every request.
+ */
+export class UpstreamClient {
+  private readonly agent: Agent;
+  private token: string | undefined;
+  private readonly base: URL;
+
+  constructor(private readonly o: UpstreamOptions) {
+    this.base = new URL(o.baseUrl.replace(/\/+$/, '') + '/');
+    if (this.base.protocol !== 'https:') throw new Error(`sync.baseUrl must be an https:// URL, not ${o.baseUrl}`);
+    this.agent = new Agent({
+      keepAlive: true,
+      maxSockets: 4,
+      ca: readFileSync(o.caFile, 'utf8'),
+      ...(o.clientCertificate ? { cert: o.clientCertificate.cert, key: o.clientCertificate.key } : {}),
+    });
+    this.rereadToken();
+  }
+
+  /** Reads the token file again (after a 401); returns whether it changed. */
+  rereadToken(): boolean {
+    if (!this.o.tokenFile) return false;
+    const before = this.token;
+    this.token = readFileSync(this.o.tokenFile, 'utf8').split(/\r?\n/)[0]?.trim() || undefined;
+    return this.token !== before;
+  }
+
+  postBatch(idempotencyKey: string, body: string): Promise<UpstreamAnswer> {
+    return this.call('POST', `v1/gateways/${encodeURIComponent(this.o.gatewayId)}/devices:batch`, { 'idempotency-key': idempotencyKey, 'content-type': 'application/json' }, body);
+  }
+
+  listDevices(cursor: string | undefined, limit: number): Promise<UpstreamAnswer> {
+    const q = new URLSearchParams({ limit: String(limit), ...(cursor ? { cursor } : {}) });
+    return this.call('GET', `v1/gateways/${encodeURIComponent(this.o.gatewayId)}/devices?${q.toString()}`, {});
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private call(method: string, path: string, headers: Record<string, string>, body?: string): Promise<UpstreamAnswer> {
+    const url = new URL(path, this.base);
+    return new Promise((resolve, reject) => {
+      const req = request(
+        url,
+        {
+          method,
+          agent: this.agent,
+          headers: { accept: 'application/json', ...headers, ...(this.token ? { authorization: `Bearer ${this.token}` } : {}), ...(body !== undefined ? { 'content-length': Buffer.byteLength(body) } : {}) },
+          timeout: this.o.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            // An answer larger than any the contract allows is cut off: a receiver cannot make the agent buffer without bound.
+            if (size > 64 * 1024 * 1024) req.destroy(new Error('answer larger than 64 MiB'));
+            else chunks.push(c);
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', (err) => reject(new UpstreamUnreachable(err.message, { cause: err })));
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.o.timeoutMs} ms`)));
+      req.on('error', (err) => reject(new UpstreamUnreachable(`${method} ${url.origin}${url.pathname}: ${err.message}`, { cause: err })));
+      req.end(body);
+    });
+  }
+}
