@@ -5,6 +5,7 @@ import { registerBrokerCommands } from './broker.js';
 import { registerCaCommands } from './ca.js';
 import { registerDeviceCommands } from './devices.js';
 import { registerOpcuaCommands } from './opcua.js';
+import { registerSyncCommands } from './sync.js';
 import { backup, configCheck, version } from './commands.js';
 import { CONFIG_OPTION_HELP } from './common.js';
 import { runDaemon } from './run.js';
@@ -70,6 +71,7 @@ export function buildProgram(result: { code: number }): Command {
   registerBrokerCommands(program, result);
   registerDeviceCommands(program, result);
   registerOpcuaCommands(program, result);
+  registerSyncCommands(program, result);
   return program;
 }
 

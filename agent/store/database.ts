@@ -124,9 +124,15 @@ export class Store {
     );
   }
 
-  /** A transaction at the connection's normal durability (survives a process crash). */
+  /**
+   * A transaction at the connection's normal durability (survives a process
+   * crash). BEGIN IMMEDIATE: it takes the write lock at once, so a second
+   * process writing to the database (the CLI beside the daemon) makes it
+   * wait its busy timeout instead of failing with SQLITE_BUSY when a read
+   * inside it would have to be upgraded to a write.
+   */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    return this.db.transaction(fn).immediate();
   }
 
   /**
@@ -137,7 +143,7 @@ export class Store {
     if (this.db.inTransaction) throw new Error('durable() cannot be nested inside another transaction');
     this.db.pragma('synchronous = FULL');
     try {
-      return this.db.transaction(fn)();
+      return this.db.transaction(fn).immediate();
     } finally {
       this.db.pragma('synchronous = NORMAL');
     }

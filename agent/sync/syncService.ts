@@ -55,6 +55,7 @@ export class SyncService implements Service {
   private wake: (() => void) | undefined;
   private failures = 0;
   private tokenMtime = 0;
+  private reconcileRetryAt = 0;
   private readonly outbox: Gauge;
   private readonly dead: Gauge;
   private readonly paused: Gauge;
@@ -147,7 +148,10 @@ export class SyncService implements Service {
       try {
         delay = await this.cycle(repo);
       } catch (err) {
-        this.deps.log.error({ err }, 'sync cycle failed');
+        this.failures += 1;
+        const message = (err as Error).message;
+        repo.setState(SYNC_STATE.lastError, message);
+        this.deps.log.error({ error: message, failures: this.failures }, 'sync cycle failed');
         delay = this.backoff();
       }
       this.refreshGauges();
@@ -174,11 +178,19 @@ export class SyncService implements Service {
       this.paused.set(0);
       this.deps.log.info('sync resumed');
     }
-    if (repo.getState<string>(SYNC_STATE.requestReconcile)) {
-      const queued = await this.sender!.reconcile();
-      repo.setState(SYNC_STATE.requestReconcile, undefined);
-      repo.setState(SYNC_STATE.lastReconcile, { at: new Date().toISOString(), queued });
-      this.deps.log.info({ queued }, 'reconciled with the receiver');
+    if (repo.getState<string>(SYNC_STATE.requestReconcile) && Date.now() >= this.reconcileRetryAt) {
+      try {
+        const queued = await this.sender!.reconcile();
+        repo.setState(SYNC_STATE.requestReconcile, undefined);
+        repo.setState(SYNC_STATE.lastReconcile, { at: new Date().toISOString(), queued });
+        this.deps.log.info({ queued }, 'reconciled with the receiver');
+      } catch (err) {
+        // Still wanted, tried again later; batches go on meanwhile (a receiver whose listing is broken still takes them).
+        const message = (err as Error).message;
+        this.reconcileRetryAt = Date.now() + this.config.sync.retryMaxMs;
+        repo.setState(SYNC_STATE.lastError, `reconciliation: ${message}`);
+        this.deps.log.warn({ error: message }, 'reconciliation with the receiver failed; trying again later');
+      }
     }
     const batch = this.sender!.next();
     if (!batch) return now ? 0 : s.idleMs;

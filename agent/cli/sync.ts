@@ -1,0 +1,106 @@
+import type { Command } from 'commander';
+import pino from 'pino';
+import type { Config } from '../config/schema.js';
+import { RefusedError } from '../errors.js';
+import { daemonRunning } from '../lifecycle/instanceLock.js';
+import { Store } from '../store/database.js';
+import { SyncRepository, type DeadLetter } from '../store/syncRepository.js';
+import { SYNC_STATE } from '../sync/syncService.js';
+import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
+
+function withSync<T>(config: Config, fn: (repo: SyncRepository) => T): T {
+  const { store } = Store.open(config.store, pino({ level: 'silent' }));
+  try {
+    return fn(new SyncRepository(store));
+  } finally {
+    store.close();
+  }
+}
+
+interface Status {
+  enabled: boolean;
+  receiver: string;
+  daemonRunning: boolean;
+  connected: boolean;
+  paused?: string;
+  lastSuccess?: string;
+  lastError?: string;
+  nextAttemptAt?: string;
+  backlog: number;
+  batchesWaiting: number;
+  deadLetters: number;
+  lastReconcile?: { at: string; queued: number };
+}
+
+function status(config: Config): Status {
+  return withSync(config, (repo) => {
+    const s = <T>(key: string) => repo.getState<T>(key);
+    const out: Status = {
+      enabled: config.sync.enabled,
+      receiver: config.sync.baseUrl,
+      daemonRunning: daemonRunning(config.agent.dataDir),
+      connected: s<boolean>(SYNC_STATE.connected) ?? false,
+      backlog: repo.outboxSize(),
+      batchesWaiting: repo.batches().length,
+      deadLetters: repo.deadLetterCount(),
+    };
+    for (const key of ['paused', 'lastSuccess', 'lastError', 'nextAttemptAt', 'lastReconcile'] as const) {
+      const v = s<never>(SYNC_STATE[key]);
+      if (v !== undefined) (out as unknown as Record<string, unknown>)[key] = v;
+    }
+    return out;
+  });
+}
+
+const statusText = (r: Status) =>
+  [
+    `sync ${r.enabled ? `to ${r.receiver}` : 'is off (sync.enabled: false)'}${r.daemonRunning ? '' : '; the daemon is not running'}`,
+    `  ${r.paused ? `PAUSED: ${r.paused}` : r.connected ? 'connected' : 'not connected'}`,
+    `  last success: ${r.lastSuccess ?? 'never'}`,
+    r.lastError ? `  last error: ${r.lastError}` : '',
+    r.nextAttemptAt ? `  next attempt: ${r.nextAttemptAt}` : '',
+    `  backlog: ${r.backlog} device(s), ${r.batchesWaiting} batch(es) waiting`,
+    `  dead letters: ${r.deadLetters}${r.deadLetters > 0 ? ' (edge-agent sync dead-letters; retry-dead-letters)' : ''}`,
+    r.lastReconcile ? `  last reconciliation: ${r.lastReconcile.at}, ${r.lastReconcile.queued} queued` : '',
+    '',
+  ]
+    .filter((l) => l !== '')
+    .join('\n');
+
+/** Leaves a request for the daemon in sync_state; it acts on it within sync.idleMs. */
+function request(config: Config, key: string, what: string): { requested: string; daemonRunning: boolean } {
+  if (!config.sync.enabled) throw new RefusedError('sync is off (sync.enabled: false)');
+  return withSync(config, (repo) => {
+    repo.setState(key, new Date().toISOString());
+    // A paused sync resumes on a technician's request.
+    return { requested: what, daemonRunning: daemonRunning(config.agent.dataDir) };
+  });
+}
+
+const requestText = (r: { requested: string; daemonRunning: boolean }) =>
+  `${r.requested} requested${r.daemonRunning ? '' : '; the daemon is not running and does it when it starts'}\n`;
+
+export function registerSyncCommands(program: Command, result: { code: number }): void {
+  const sync = program.command('sync').description('upstream sync of the inventory to the CMMS (docs/upstream-api.md)');
+  const common = (c: Command) => c.option('-c, --config <path>', CONFIG_OPTION_HELP).option('--json', 'machine-readable output');
+  common(sync.command('status').description('connected or not, last success, backlog, dead letters, next retry (reads the database: works with the daemon down)')).action(
+    async (o: Common) => {
+      result.code = await run(o, status, statusText);
+    },
+  );
+  common(sync.command('now').description('send what waits now, and resume a sync paused on a refused token')).action(async (o: Common) => {
+    result.code = await run(o, (config) => request(config, SYNC_STATE.requestNow, 'a sync'), requestText);
+  });
+  common(sync.command('reconcile').description('compare with what the receiver holds and queue every device it lacks or holds at an older revision')).action(
+    async (o: Common) => {
+      result.code = await run(o, (config) => request(config, SYNC_STATE.requestReconcile, 'a reconciliation'), requestText);
+    },
+  );
+  common(sync.command('dead-letters').description('items the receiver refused, with its reason')).action(async (o: Common) => {
+    result.code = await run(o, (config) => withSync(config, (repo) => repo.deadLetters()), (rows: DeadLetter[]) =>
+      rows.length === 0 ? 'no dead letters\n' : `${rows.map((d) => `${d.deviceId} revision ${d.revision} (${d.at.toISOString()}): ${d.status ?? ''} ${d.error}`).join('\n')}\n`);
+  });
+  common(sync.command('retry-dead-letters').description('put every dead letter back into the outbox, at its device\'s current revision')).action(async (o: Common) => {
+    result.code = await run(o, (config) => withSync(config, (repo) => ({ requeued: repo.retryDeadLetters() })), (r: { requeued: number }) => `${r.requeued} item(s) queued again\n`);
+  });
+}

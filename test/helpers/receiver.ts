@@ -1,0 +1,86 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { REPO } from './daemon.js';
+import { openssl } from './openssl.js';
+
+/**
+ * A test PKI for the receiver, made by openssl (not by the agent): a CA and a
+ * server certificate for 127.0.0.1, plus a second CA that the receiver does
+ * not use (to check that a wrong CA bundle is refused).
+ */
+export async function receiverPki(dir: string): Promise<{ ca: string; otherCa: string; cert: string; key: string }> {
+  const run = async (args: string[]) => {
+    const r = await openssl(args, dir);
+    if (!r.ok) throw new Error(`openssl ${args[0]}: ${r.stderr}`);
+  };
+  for (const name of ['cmms-ca', 'other-ca']) {
+    await run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '30', '-subj', `/CN=${name}`]);
+  }
+  await run(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'receiver.key', '-out', 'receiver.csr', '-subj', '/CN=cmms.test']);
+  await run(['x509', '-req', '-in', 'receiver.csr', '-CA', 'cmms-ca.crt', '-CAkey', 'cmms-ca.key', '-CAcreateserial', '-out', 'receiver.crt', '-days', '30', '-extfile', await extfile(dir)]);
+  return { ca: join(dir, 'cmms-ca.crt'), otherCa: join(dir, 'other-ca.crt'), cert: join(dir, 'receiver.crt'), key: join(dir, 'receiver.key') };
+}
+
+async function extfile(dir: string): Promise<string> {
+  const { writeFileSync } = await import('node:fs');
+  const file = join(dir, 'receiver.ext');
+  writeFileSync(file, 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  return file;
+}
+
+export interface Receiver {
+  port: number;
+  db: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+  kill(): Promise<void>;
+  /** What it holds: device id -> revision. */
+  holdings(gateway: string): Map<string, number>;
+  /** (device, revision) pairs applied more than once: a replay that changed state. */
+  appliedTwice(gateway: string): { device_id: string; revision: number; n: number }[];
+  requests(): { at_ms: number; idempotency_key: string | null; status: number }[];
+}
+
+/** Starts scripts/cmms-reference-server with `args` (plus --db, --cert, --key, --port) and waits until it listens. */
+export async function startReceiver(o: { db: string; cert: string; key: string; port?: number; args?: string[] }): Promise<Receiver> {
+  const child = spawn(process.execPath, [join(REPO, 'dist/scripts/cmms/referenceServer.js'), '--db', o.db, '--cert', o.cert, '--key', o.key, '--port', String(o.port ?? 0), ...(o.args ?? [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.startsWith('{"port"'));
+      if (line) resolve((JSON.parse(line) as { port: number }).port);
+    });
+    child.once('exit', (code) => reject(new Error(`the receiver exited (${code}): ${stderr}`)));
+  });
+  const read = <T>(sql: string, ...params: unknown[]): T[] => {
+    const db = new Database(o.db, { readonly: true, fileMustExist: true });
+    try {
+      return db.prepare(sql).all(...params) as T[];
+    } finally {
+      db.close();
+    }
+  };
+  const ended = new Promise((r) => child.once('exit', r));
+  return {
+    port,
+    db: o.db,
+    child,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await ended;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await ended;
+    },
+    holdings: (gateway) => new Map(read<{ device_id: string; revision: number }>('SELECT device_id, revision FROM devices WHERE gateway_id = ?', gateway).map((r) => [r.device_id, r.revision])),
+    appliedTwice: (gateway) => read('SELECT device_id, revision, count(*) AS n FROM apply_log WHERE gateway_id = ? GROUP BY device_id, revision HAVING n > 1', gateway),
+    requests: () => read('SELECT at_ms, idempotency_key, status FROM requests ORDER BY rowid'),
+  };
+}
