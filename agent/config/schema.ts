@@ -382,4 +382,6 @@ export const RESTART_ONLY_KEYS: readonly string[] = [
   'sync.gatewayId',
   'sync.caFile',
   'sync.clientCertificate',
+  'sync.tokenFile',
+  'sync.timeoutMs',
 ];

@@ -117,6 +117,19 @@ export class DeviceRepository {
     return rows.map(toDevice);
   }
 
+  /**
+   * The devices whose revision waits in the sync outbox and in no stored
+   * batch, longest-waiting first, at their current state.
+   */
+  awaitingSync(limit: number): Device[] {
+    const rows = this.sql(
+      `SELECT d.* FROM sync_outbox o JOIN devices d ON d.id = o.device_id
+       WHERE o.device_id NOT IN (SELECT j.value ->> '$.deviceId' FROM sync_batches b, json_each(b.items) j)
+       ORDER BY o.queued_at, o.device_id LIMIT ?`,
+    ).all(limit) as DeviceRow[];
+    return rows.map(toDevice);
+  }
+
   countByState(): Record<string, number> {
     const rows = this.sql('SELECT state, count(*) AS n FROM devices GROUP BY state').all() as { state: string; n: number }[];
     return Object.fromEntries(rows.map((r) => [r.state, r.n]));

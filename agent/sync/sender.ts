@@ -17,8 +17,8 @@ export interface SyncSenderDeps {
   store: Store;
   repo: SyncRepository;
   client: UpstreamClient;
-  /** The item for a device at its current revision; undefined when the device is gone. */
-  item: (deviceId: string) => UpstreamItem | undefined;
+  /** The items of the longest-waiting outbox entries, each at its device's current revision. */
+  items: (limit: number) => UpstreamItem[];
   limits: () => { batchSize: number; batchMaxBytes: number };
 }
 
@@ -40,44 +40,55 @@ const body = (items: UpstreamItem[]) => JSON.stringify({ items });
 /**
  * The batch protocol of the upstream contract, without the scheduling:
  * what to send next (a stored batch first), one send and what its answer
- * means for the outbox, and reconciliation. Every change it makes to the
- * outbox, the batches and the dead letters is one durable transaction per
- * answer.
+ * means for the outbox, and reconciliation. A batch is stored durably
+ * before it is sent; what an answer changes (outbox, batch, dead letters)
+ * is one transaction.
  */
 export class SyncSender {
   constructor(private readonly deps: SyncSenderDeps) {}
 
-  /** The stored batch to (re)send, else a new one built from the outbox and stored before it is sent; undefined when nothing waits. */
-  next(): StoredBatch | undefined {
+  /**
+   * Up to `n` batches to send side by side: stored ones first (sent again
+   * under their key), then new ones built from outbox entries in no stored
+   * batch, each stored before it is sent.
+   */
+  nextBatches(n: number): StoredBatch[] {
+    const out = this.deps.repo.batches().slice(0, n);
+    while (out.length < n) {
+      const built = this.build();
+      if (!built) break;
+      out.push(built);
+    }
+    return out;
+  }
+
+  /** A new batch from the outbox, stored durably; undefined when nothing waits outside stored batches. */
+  private build(): StoredBatch | undefined {
     const { repo, store } = this.deps;
-    const stored = repo.batches()[0];
-    if (stored) return stored;
     const { batchSize, batchMaxBytes } = this.deps.limits();
-    const items: UpstreamItem[] = [];
+    const entries: OutboxEntry[] = [];
+    const parts: string[] = [];
     let bytes = 12;
-    for (const entry of repo.oldest(batchSize)) {
-      const item = this.deps.item(entry.deviceId);
-      if (!item) {
-        store.durable(() => repo.acknowledge(entry.deviceId, entry.revision));
-        continue;
-      }
-      const size = Buffer.byteLength(JSON.stringify(item)) + 1;
-      if (items.length > 0 && bytes + size > batchMaxBytes) break;
-      items.push(item);
+    for (const item of this.deps.items(batchSize)) {
+      const text = JSON.stringify(item);
+      const size = Buffer.byteLength(text) + 1;
+      if (parts.length > 0 && bytes + size > batchMaxBytes) break;
+      parts.push(text);
+      entries.push({ deviceId: item.deviceId, revision: item.revision });
       bytes += size;
     }
-    if (items.length === 0) return undefined;
+    if (parts.length === 0) return undefined;
     const key = randomUUID();
-    const entries: OutboxEntry[] = items.map((i) => ({ deviceId: i.deviceId, revision: i.revision }));
-    const text = body(items);
+    const text = `{"items":[${parts.join(',')}]}`;
     // Stored (durably) before it leaves: a retry after any crash sends the same bytes under the same key.
     store.durable(() => repo.storeBatch(key, entries, text));
-    return repo.batches().find((b) => b.key === key);
+    return { key, createdAt: new Date(), items: entries, body: text, attempts: 0 };
   }
 
   async send(batch: StoredBatch): Promise<BatchOutcome> {
     const { repo, store } = this.deps;
-    store.durable(() => repo.countAttempt(batch.key));
+    // Counted for the status only: a count lost to a crash costs nothing.
+    store.transaction(() => repo.countAttempt(batch.key));
     let answer: UpstreamAnswer;
     try {
       answer = await this.deps.client.postBatch(batch.key, batch.body);
@@ -108,7 +119,8 @@ export class SyncSender {
     }
     const sent = new Map(batch.items.map((i) => [i.deviceId, i.revision]));
     const counts: Record<string, number> = {};
-    store.durable(() => {
+    // Not fsynced: nothing leaves the process because of it, and an acknowledgement lost to a crash only sends an item again (stale).
+    store.transaction(() => {
       for (const r of results) {
         const revision = typeof r.deviceId === 'string' ? sent.get(r.deviceId) : undefined;
         // An answer for something not in this batch, or for another revision, acknowledges nothing.

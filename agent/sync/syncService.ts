@@ -22,6 +22,9 @@ export interface SyncServiceDeps {
   metrics: Metrics;
 }
 
+/** Batches sent side by side. */
+const IN_FLIGHT = 2;
+
 /** Keys of sync_state. */
 export const SYNC_STATE = {
   lastSuccess: 'lastSuccess',
@@ -99,11 +102,9 @@ export class SyncService implements Service {
       store,
       repo: this.repo,
       client: this.client,
-      item: (deviceId) => {
-        const device = devices.get(deviceId);
-        if (!device) return undefined;
-        const cert = device.certificateSerial ? certificates.get(device.certificateSerial) : undefined;
-        return upstreamItem(device, cert, this.location());
+      items: (limit) => {
+        const location = this.location();
+        return devices.awaitingSync(limit).map((device) => upstreamItem(device, device.certificateSerial ? certificates.get(device.certificateSerial) : undefined, location));
       },
       limits: () => ({ batchSize: this.config.sync.batchSize, batchMaxBytes: this.config.sync.batchMaxBytes }),
     });
@@ -123,8 +124,12 @@ export class SyncService implements Service {
     }
   }
 
+  private gaugesAt = 0;
+
+  /** The backlog gauges, counted at most once a second (a count over a long outbox is not free). */
   private refreshGauges(): void {
-    if (!this.repo) return;
+    if (!this.repo || Date.now() - this.gaugesAt < 1_000) return;
+    this.gaugesAt = Date.now();
     this.outbox.set(this.repo.outboxSize());
     this.dead.set(this.repo.deadLetterCount());
   }
@@ -192,9 +197,11 @@ export class SyncService implements Service {
         this.deps.log.warn({ error: message }, 'reconciliation with the receiver failed; trying again later');
       }
     }
-    const batch = this.sender!.next();
-    if (!batch) return now ? 0 : s.idleMs;
-    return this.send(repo, batch);
+    // Two batches in flight: the next is built and sent while the receiver works on the one before.
+    const batches = this.sender!.nextBatches(IN_FLIGHT);
+    if (batches.length === 0) return now ? 0 : s.idleMs;
+    const delays = await Promise.all(batches.map((b) => this.send(repo, b)));
+    return Math.max(...delays);
   }
 
   private async send(repo: SyncRepository, batch: StoredBatch): Promise<number> {

@@ -8,6 +8,7 @@ import { enrollBench } from './enroll.js';
 import { opcuaBench } from './opcua.js';
 import { opcuaPushBench } from './opcuaPush.js';
 import { storeBench } from './store.js';
+import { syncBench } from './sync.js';
 
 export interface BenchResult {
   name: string;
@@ -25,6 +26,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'enroll', run: () => enrollBench(() => rows.find((r) => r.name.startsWith('ca: issue from P-256'))?.value) },
   { name: 'opcua', run: opcuaBench },
   { name: 'opcua-push', run: opcuaPushBench },
+  { name: 'sync', run: syncBench },
 ];
 
 const only = process.argv.slice(2);
