@@ -23,6 +23,7 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
   let devices: DeviceRepository;
   let sync: SyncRepository;
   let changes = 0;
+  let base: string;
   const cli = async <T>(...args: string[]) => {
     const r = await runCli([...args, '--config', config, '--json']);
     expect(r.code, r.stderr).toBe(0);
@@ -86,7 +87,7 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       ].join('\n'),
     );
     daemon = Daemon.start(config);
-    await daemon.ready();
+    base = await daemon.ready();
     ({ store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' }, pino({ level: 'silent' })));
     devices = new DeviceRepository(store);
     sync = new SyncRepository(store);
@@ -190,9 +191,33 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     await daemon.exited;
     await restartReceiver();
     daemon = Daemon.start(config);
-    await daemon.ready();
+    base = await daemon.ready();
     await converged();
     expect(receiver.appliedTwice(GATEWAY)).toEqual([]);
+  }, 120_000);
+
+  it('pauses with an alarm when the receiver refuses the token after one more read of it, and resumes when the file changes', async () => {
+    writeFileSync(join(tmp.dir, 'receiver-token'), 'cmms-token-2\n');
+    await receiver.stop();
+    receiver = await startReceiver({ db: join(tmp.dir, 'cmms.db'), cert: pki.cert, key: pki.key, port, args: ['--token-file', join(tmp.dir, 'receiver-token')] });
+    mutate(50);
+    const deadline = Date.now() + 30_000;
+    let status = await cli<{ paused?: string; backlog: number }>('sync', 'status');
+    while (!status.paused && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      status = await cli('sync', 'status');
+    }
+    expect(status.paused).toMatch(/^401 from the receiver/);
+    expect(status.backlog).toBeGreaterThan(0);
+    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^edge_agent_sync_paused 1$/m);
+    // Paused, it sends nothing more.
+    const refused = receiver.requests().filter((r) => r.status === 401).length;
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(receiver.requests().filter((r) => r.status === 401).length).toBe(refused);
+    writeFileSync(join(tmp.dir, 'token'), 'cmms-token-2\n');
+    await converged();
+    expect((await cli<{ paused?: string }>('sync', 'status')).paused).toBeUndefined();
+    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^edge_agent_sync_paused 0$/m);
   }, 120_000);
 
   it('brings a receiver restored from an old copy back up to date by reconciliation', async () => {
@@ -239,6 +264,43 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       // Not one batch reached the receiver: TLS refused the connection first.
       expect(receiver.requests().length).toBe(before);
     } finally {
+      other.cleanup();
+    }
+  }, 60_000);
+
+  it("authenticates with mutual TLS and the agent's agent-client certificate alone", async () => {
+    const other = tempDir();
+    let d: Daemon | undefined;
+    let r: Receiver | undefined;
+    try {
+      const { freePort } = await import('../../../scripts/lib/local.js');
+      const mtlsPort = await freePort();
+      const mtls = writeConfig(
+        other.dir,
+        [
+          'agent:', '  id: gw-mtls', `  dataDir: ${join(other.dir, 'data')}`,
+          'http:', '  port: 0', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false',
+          'sync:', '  enabled: true', `  baseUrl: https://127.0.0.1:${mtlsPort}`, `  caFile: ${pki.ca}`, '  clientCertificate: true',
+          '  idleMs: 100', '  retryInitialMs: 100', '  retryMaxMs: 500', '',
+        ].join('\n'),
+      );
+      d = Daemon.start(mtls);
+      const url = await d.ready();
+      // The receiver trusts the gateway CA the daemon made at its first start.
+      writeFileSync(join(other.dir, 'gateway-ca.pem'), await (await fetch(`${url}/ca/chain`)).text());
+      r = await startReceiver({ db: join(other.dir, 'cmms.db'), cert: pki.cert, key: pki.key, port: mtlsPort, args: ['--client-ca', join(other.dir, 'gateway-ca.pem')] });
+      const { store: s2 } = Store.open({ path: join(other.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' }, pino({ level: 'silent' }));
+      try {
+        s2.transaction(() => new DeviceRepository(s2).apply({ protocol: 'mqtt', name: 'meter-1', to: 'discovered', cause: 'test device', actor: 'test' }));
+      } finally {
+        s2.close();
+      }
+      const deadline = Date.now() + 30_000;
+      while (r.holdings('gw-mtls').get('mqtt:meter-1') === undefined && Date.now() < deadline) await new Promise((x) => setTimeout(x, 200));
+      expect(r.holdings('gw-mtls').get('mqtt:meter-1')).toBe(1);
+    } finally {
+      await d?.dispose();
+      await r?.stop();
       other.cleanup();
     }
   }, 60_000);

@@ -1,0 +1,76 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import type { Device } from '../../agent/inventory/device.js';
+import { upstreamItem } from '../../agent/sync/record.js';
+import { REPO } from '../helpers/daemon.js';
+
+const base: Device = {
+  id: 'opcua:urn.plant1.press-7-1a2b3c4d',
+  protocol: 'opcua',
+  name: 'urn.plant1.press-7-1a2b3c4d',
+  state: 'provisioned',
+  blocked: false,
+  preapproved: false,
+  nameplate: { manufacturer: 'ACME Pumps', model: 'CP-300', serialNumber: 'SN-0042', hardwareRevision: 'HW-B', firmwareVersion: '4.1.2', displayName: 'Press 7' },
+  source: {
+    opcua: {
+      endpointUrl: 'opc.tcp://10.20.0.31:4840',
+      applicationUri: 'urn:plant1:press-7',
+      productUri: 'urn:acme:s9',
+      buildInfo: { softwareVersion: '9.4.1' },
+      deviceSet: [{ productInstanceUri: 'urn:acme:pumps:cp-300:sn-0042', assetId: 'PLANT1-P-007' }],
+    },
+  },
+  certificateSerial: 'abc123',
+  online: true,
+  firstSeen: new Date('2026-11-01T00:00:00Z'),
+  lastSeen: new Date('2026-11-26T00:00:00Z'),
+  revision: 12,
+  updatedAt: new Date('2026-11-25T10:00:00Z'),
+};
+
+describe('the upstream record', () => {
+  it('maps an OPC UA server with a DI nameplate as docs/upstream-api.md says', () => {
+    const cert = { serial: 'abc123', status: 'valid', thumbprint: 'ff'.repeat(32), notAfter: new Date('2028-11-26T00:00:00Z') };
+    const item = upstreamItem(base, cert as never, { site: 'plant-1', line: 'L2' });
+    expect(item).toMatchObject({ deviceId: base.id, revision: 12, op: 'upsert', observedAt: '2026-11-25T10:00:00.000Z' });
+    expect(item.record).toEqual({
+      deviceId: base.id,
+      assetTag: 'PLANT1-P-007',
+      manufacturer: { name: 'ACME Pumps', uri: null },
+      model: 'CP-300',
+      productCode: 'urn:acme:s9',
+      serialNumber: 'SN-0042',
+      productInstanceUri: 'urn:acme:pumps:cp-300:sn-0042',
+      hardwareRevision: 'HW-B',
+      firmwareVersion: '4.1.2',
+      softwareVersion: '9.4.1',
+      deviceClass: 'opcua-server',
+      displayName: 'Press 7',
+      location: { site: 'plant-1', line: 'L2' },
+      source: { protocol: 'opcua', endpoint: 'opc.tcp://10.20.0.31:4840', applicationUri: 'urn:plant1:press-7', topics: [] },
+      certificate: { status: 'valid', serial: 'abc123', thumbprint: 'ff'.repeat(32), notAfter: '2028-11-26T00:00:00.000Z' },
+      lifecycleState: 'provisioned',
+      firstSeen: '2026-11-01T00:00:00.000Z',
+      lastSeen: '2026-11-26T00:00:00.000Z',
+      online: true,
+    });
+  });
+
+  it('retires a decommissioned device, with null for what is unknown and the MQTT topics it was seen on', () => {
+    const mqtt: Device = { ...base, id: 'mqtt:meter-9', protocol: 'mqtt', name: 'meter-9', state: 'decommissioned', nameplate: {}, certificateSerial: undefined, source: { sparkplug: { topic: 'spBv1.0/plant/NBIRTH/meter-9' }, protocol: 'mqtt' } } as Device;
+    const item = upstreamItem(mqtt, undefined, {});
+    expect(item.op).toBe('retire');
+    expect(item.record).toMatchObject({ manufacturer: { name: null, uri: null }, model: null, certificate: null, deviceClass: 'mqtt-device', source: { protocol: 'mqtt', endpoint: null, topics: ['spBv1.0/plant/NBIRTH/meter-9'] } });
+  });
+
+  it('has exactly the fields the OpenAPI file requires', () => {
+    const api = parse(readFileSync(join(REPO, 'docs/upstream-api.openapi.yaml'), 'utf8')) as { components: { schemas: { Record: { required: string[]; properties: Record<string, unknown> }; Item: { required: string[] } } } };
+    const item = upstreamItem(base, undefined, {});
+    expect(Object.keys(item.record).sort()).toEqual([...api.components.schemas.Record.required].sort());
+    expect(Object.keys(api.components.schemas.Record.properties).sort()).toEqual(Object.keys(item.record).sort());
+    expect(Object.keys(item).sort()).toEqual([...api.components.schemas.Item.required].sort());
+  });
+});
