@@ -3,7 +3,8 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
 import type { OutboxEntry, StoredBatch, SyncRepository } from '../store/syncRepository.js';
 import type { UpstreamItem } from './record.js';
-import { UpstreamUnreachable, type UpstreamAnswer, type UpstreamClient } from './upstreamClient.js';
+import type { UpstreamAdapter, UpstreamAnswer } from './adapter.js';
+import { UpstreamUnreachable } from './upstreamClient.js';
 
 export type BatchOutcome =
   | { kind: 'answered'; counts: Record<string, number> }
@@ -16,7 +17,7 @@ export interface SyncSenderDeps {
   log: Logger;
   store: Store;
   repo: SyncRepository;
-  client: UpstreamClient;
+  client: UpstreamAdapter;
   /** The items of the longest-waiting outbox entries, each at its device's current revision. */
   items: (limit: number) => UpstreamItem[];
   limits: () => { batchSize: number; batchMaxBytes: number };
@@ -48,18 +49,12 @@ export class SyncSender {
   constructor(private readonly deps: SyncSenderDeps) {}
 
   /**
-   * Up to `n` batches to send side by side: stored ones first (sent again
-   * under their key), then new ones built from outbox entries in no stored
-   * batch, each stored before it is sent.
+   * The next batch to send: a stored one not being sent already (sent
+   * again under its key), else a new one built from outbox entries in no
+   * stored batch, stored before it is sent; undefined when nothing waits.
    */
-  nextBatches(n: number): StoredBatch[] {
-    const out = this.deps.repo.batches().slice(0, n);
-    while (out.length < n) {
-      const built = this.build();
-      if (!built) break;
-      out.push(built);
-    }
-    return out;
+  next(sending: ReadonlySet<string>): StoredBatch | undefined {
+    return this.deps.repo.batches().find((b) => !sending.has(b.key)) ?? this.build();
   }
 
   /** A new batch from the outbox, stored durably; undefined when nothing waits outside stored batches. */

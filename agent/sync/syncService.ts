@@ -22,7 +22,7 @@ export interface SyncServiceDeps {
   metrics: Metrics;
 }
 
-/** Batches sent side by side. */
+/** Batches in flight at once (one worker each). */
 const IN_FLIGHT = 2;
 
 /** Keys of sync_state. */
@@ -55,10 +55,12 @@ export class SyncService implements Service {
   private client: UpstreamClient | undefined;
   private running: Promise<void> | undefined;
   private stopping = false;
-  private wake: (() => void) | undefined;
+  private readonly wakers = new Set<() => void>();
+  private readonly sending = new Set<string>();
   private failures = 0;
   private tokenMtime = 0;
   private reconcileRetryAt = 0;
+  private holdUntil = 0;
   private readonly outbox: Gauge;
   private readonly dead: Gauge;
   private readonly paused: Gauge;
@@ -137,21 +139,31 @@ export class SyncService implements Service {
   /** Waits `ms`, or less when woken (stop, reload). */
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
+      const done = () => {
         clearTimeout(timer);
+        this.wakers.delete(done);
         resolve();
-      }
-      this.wake = done;
+      };
+      const timer = setTimeout(done, ms);
+      this.wakers.add(done);
     });
   }
 
+  private wake(): void {
+    for (const w of [...this.wakers]) w();
+  }
+
+  /** IN_FLIGHT workers: while one waits for the receiver, the next builds and sends its batch. */
   private async loop(): Promise<void> {
+    await Promise.all(Array.from({ length: IN_FLIGHT }, (_, i) => this.worker(i)));
+  }
+
+  private async worker(index: number): Promise<void> {
     const repo = this.repo!;
     while (!this.stopping) {
       let delay: number;
       try {
-        delay = await this.cycle(repo);
+        delay = await this.cycle(repo, index);
       } catch (err) {
         this.failures += 1;
         const message = (err as Error).message;
@@ -167,9 +179,12 @@ export class SyncService implements Service {
     }
   }
 
-  /** One step of the loop; returns how long to wait before the next. */
-  private async cycle(repo: SyncRepository): Promise<number> {
+  /** One step of a worker; returns how long to wait before the next. Requests, pauses and reconciliation are the first worker's. */
+  private async cycle(repo: SyncRepository, worker: number): Promise<number> {
     const s = this.config.sync;
+    // A receiver that asked for a pause (Retry-After) gets it from every worker.
+    if (Date.now() < this.holdUntil) return this.holdUntil - Date.now();
+    if (worker > 0) return repo.getState<string>(SYNC_STATE.paused) ? s.idleMs : this.sendNext(repo, false);
     const now = repo.getState<string>(SYNC_STATE.requestNow);
     if (now) repo.setState(SYNC_STATE.requestNow, undefined);
     const paused = repo.getState<string>(SYNC_STATE.paused);
@@ -197,11 +212,18 @@ export class SyncService implements Service {
         this.deps.log.warn({ error: message }, 'reconciliation with the receiver failed; trying again later');
       }
     }
-    // Two batches in flight: the next is built and sent while the receiver works on the one before.
-    const batches = this.sender!.nextBatches(IN_FLIGHT);
-    if (batches.length === 0) return now ? 0 : s.idleMs;
-    const delays = await Promise.all(batches.map((b) => this.send(repo, b)));
-    return Math.max(...delays);
+    return this.sendNext(repo, Boolean(now));
+  }
+
+  private async sendNext(repo: SyncRepository, asked: boolean): Promise<number> {
+    const batch = this.sender!.next(this.sending);
+    if (!batch) return asked ? 0 : this.config.sync.idleMs;
+    this.sending.add(batch.key);
+    try {
+      return await this.send(repo, batch);
+    } finally {
+      this.sending.delete(batch.key);
+    }
   }
 
   private async send(repo: SyncRepository, batch: StoredBatch): Promise<number> {
@@ -235,7 +257,9 @@ export class SyncService implements Service {
       case 'throttled': {
         repo.setState(SYNC_STATE.lastError, outcome.message);
         this.failures += 1;
-        return outcome.retryAfterMs ?? this.backoff();
+        const wait = outcome.retryAfterMs ?? this.backoff();
+        this.holdUntil = Math.max(this.holdUntil, Date.now() + wait);
+        return wait;
       }
       case 'failed':
       default: {
@@ -256,12 +280,12 @@ export class SyncService implements Service {
 
   reload(config: Config): void {
     this.config = config;
-    this.wake?.();
+    this.wake();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
-    this.wake?.();
+    this.wake();
     // A request in flight is cut off: its batch stays stored and is sent again, under the same key, at the next start.
     this.client?.close();
     await this.running;

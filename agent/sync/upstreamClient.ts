@@ -1,11 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
+import type { UpstreamAdapter, UpstreamAnswer } from './adapter.js';
 
-export interface UpstreamAnswer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-}
+export type { UpstreamAnswer } from './adapter.js';
 
 export interface UpstreamOptions {
   baseUrl: string;
@@ -30,7 +27,7 @@ export class UpstreamUnreachable extends Error {
  * bundle and its name against the URL (never skipped), mutual TLS and/or a
  * bearer token, and a timeout on every request.
  */
-export class UpstreamClient {
+export class UpstreamClient implements UpstreamAdapter {
   private readonly agent: Agent;
   private token: string | undefined;
   private readonly base: URL;

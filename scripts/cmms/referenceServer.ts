@@ -88,7 +88,7 @@ db.exec(`
   CREATE TABLE IF NOT EXISTS devices (gateway_id TEXT NOT NULL, device_id TEXT NOT NULL, revision INTEGER NOT NULL, op TEXT NOT NULL,
     record TEXT NOT NULL, observed_at TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (gateway_id, device_id)) STRICT;
   CREATE TABLE IF NOT EXISTS apply_log (gateway_id TEXT NOT NULL, device_id TEXT NOT NULL, revision INTEGER NOT NULL, at TEXT NOT NULL) STRICT;
-  CREATE TABLE IF NOT EXISTS requests (at_ms INTEGER NOT NULL, gateway_id TEXT NOT NULL, idempotency_key TEXT, status INTEGER NOT NULL) STRICT;
+  CREATE TABLE IF NOT EXISTS requests (received_ms INTEGER NOT NULL, at_ms INTEGER NOT NULL, gateway_id TEXT NOT NULL, idempotency_key TEXT, status INTEGER NOT NULL) STRICT;
   CREATE TABLE IF NOT EXISTS idempotency (gateway_id TEXT NOT NULL, key TEXT NOT NULL, body_sha256 TEXT NOT NULL, response TEXT NOT NULL,
     at TEXT NOT NULL, PRIMARY KEY (gateway_id, key)) STRICT;
 `);
@@ -121,13 +121,15 @@ function badItem(i: unknown): string | undefined {
   return undefined;
 }
 
-const logRequest = db.prepare('INSERT INTO requests (at_ms, gateway_id, idempotency_key, status) VALUES (?, ?, ?, ?)');
+const logRequest = db.prepare('INSERT INTO requests (received_ms, at_ms, gateway_id, idempotency_key, status) VALUES (?, ?, ?, ?, ?)');
+/** When each request's body was complete (before any injected latency). */
+const received = new WeakMap<IncomingMessage, number>();
 
 const json = (res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}) => {
   const text = JSON.stringify(value);
   // Every batch request and its answer are logged, for the tests (a dropped answer is logged as 0).
   const m = /\/devices:batch$/.exec(res.req.url ?? '');
-  if (m) logRequest.run(Date.now(), /gateways\/([^/]+)/.exec(res.req.url ?? '')?.[1] ?? '', (res.req.headers['idempotency-key'] as string | undefined) ?? null, status);
+  if (m) logRequest.run(received.get(res.req) ?? Date.now(), Date.now(), /gateways\/([^/]+)/.exec(res.req.url ?? '')?.[1] ?? '', (res.req.headers['idempotency-key'] as string | undefined) ?? null, status);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
 };
@@ -184,7 +186,7 @@ async function batch(req: IncomingMessage, res: ServerResponse, gateway: string,
   })();
   if (loseEvery > 0 && batches % loseEvery === 0) {
     // Committed, then the answer is lost on the way back.
-    logRequest.run(Date.now(), gateway, key, 0);
+    logRequest.run(received.get(req) ?? Date.now(), Date.now(), gateway, key, 0);
     req.socket.destroy();
     return;
   }
@@ -205,6 +207,7 @@ const server = createServer(
       if (size <= maxBody) chunks.push(c);
     });
     req.on('end', () => {
+      received.set(req, Date.now());
       void (async () => {
         if (latency > 0) await wait(latency);
         if (!authorised(req)) return json(res, 401, { error: 'bad or missing bearer token' });

@@ -39,7 +39,8 @@ export interface Receiver {
   holdings(gateway: string): Map<string, number>;
   /** (device, revision) pairs applied more than once: a replay that changed state. */
   appliedTwice(gateway: string): { device_id: string; revision: number; n: number }[];
-  requests(): { at_ms: number; idempotency_key: string | null; status: number }[];
+  /** Batch requests: when the body was in, when it was answered (0: the answer was dropped). */
+  requests(): { received_ms: number; at_ms: number; idempotency_key: string | null; status: number }[];
 }
 
 /** Starts scripts/cmms-reference-server with `args` (plus --db, --cert, --key, --port) and waits until it listens. */
@@ -81,6 +82,6 @@ export async function startReceiver(o: { db: string; cert: string; key: string; 
     },
     holdings: (gateway) => new Map(read<{ device_id: string; revision: number }>('SELECT device_id, revision FROM devices WHERE gateway_id = ?', gateway).map((r) => [r.device_id, r.revision])),
     appliedTwice: (gateway) => read('SELECT device_id, revision, count(*) AS n FROM apply_log WHERE gateway_id = ? GROUP BY device_id, revision HAVING n > 1', gateway),
-    requests: () => read('SELECT at_ms, idempotency_key, status FROM requests ORDER BY rowid'),
+    requests: () => read('SELECT received_ms, at_ms, idempotency_key, status FROM requests ORDER BY rowid'),
   };
 }

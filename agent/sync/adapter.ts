@@ -1,0 +1,23 @@
+/**
+ * What the sync needs of a receiver: the two routes of the upstream
+ * contract (docs/upstream-api.md) and a way to let go of connections. An
+ * adapter for a CMMS product that does not speak the contract implements
+ * these three methods in one file, answering as the contract's receiver
+ * would (status, headers, JSON body); UpstreamClient is the one for
+ * receivers that speak it.
+ */
+export interface UpstreamAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+export interface UpstreamAdapter {
+  /** POST .../devices:batch with this Idempotency-Key and body. Rejects only when no answer came (UpstreamUnreachable). */
+  postBatch(idempotencyKey: string, body: string): Promise<UpstreamAnswer>;
+  /** GET .../devices?cursor=&limit=. */
+  listDevices(cursor: string | undefined, limit: number): Promise<UpstreamAnswer>;
+  /** Reads credentials again (after a 401); whether they changed. */
+  rereadToken(): boolean;
+  close(): void;
+}
