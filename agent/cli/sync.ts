@@ -67,7 +67,7 @@ const statusText = (r: Status) =>
     .filter((l) => l !== '')
     .join('\n');
 
-/** Leaves a request for the daemon in sync_state; it acts on it within sync.idleMs. */
+/** Leaves a request for the daemon in sync_state; it acts on it at its next look (after any wait the receiver asked for, or a backoff). */
 function request(config: Config, key: string, what: string): { requested: string; daemonRunning: boolean } {
   if (!config.sync.enabled) throw new RefusedError('sync is off (sync.enabled: false)');
   return withSync(config, (repo) => {

@@ -54,9 +54,20 @@ export class SyncRepository {
       .run(deviceId, revision, new Date().toISOString());
   }
 
-  /** The receiver holds this revision (applied or stale): the entry leaves unless a newer revision was queued since. */
+  /** The receiver holds this revision (applied or stale): the entry leaves unless a newer revision was queued since, and an older dead letter is done with. */
   acknowledge(deviceId: string, revision: number): void {
     this.store.statement('DELETE FROM sync_outbox WHERE device_id = ? AND revision <= ?').run(deviceId, revision);
+    this.store.statement('DELETE FROM sync_dead_letters WHERE device_id = ? AND revision < ?').run(deviceId, revision);
+  }
+
+  /** Sets a device's revision to at least `revision` (the outbox trigger queues it). */
+  raiseRevision(deviceId: string, revision: number): void {
+    this.store.statement('UPDATE devices SET revision = max(revision, ?) WHERE id = ?').run(revision, deviceId);
+  }
+
+  /** Deletes a state key only if it still holds `value` (a request the CLI made again meanwhile is kept). */
+  clearState(key: string, value: unknown): void {
+    this.store.statement('DELETE FROM sync_state WHERE key = ? AND value = ?').run(key, JSON.stringify(value));
   }
 
   deadLetter(deviceId: string, revision: number, status: number | undefined, error: string): void {
@@ -66,7 +77,7 @@ export class SyncRepository {
          ON CONFLICT (device_id) DO UPDATE SET revision = excluded.revision, status = excluded.status, error = excluded.error, at = excluded.at`,
       )
       .run(deviceId, revision, status ?? null, error.slice(0, 2_000), new Date().toISOString());
-    this.acknowledge(deviceId, revision);
+    this.store.statement('DELETE FROM sync_outbox WHERE device_id = ? AND revision <= ?').run(deviceId, revision);
   }
 
   deadLetters(limit = 1_000): DeadLetter[] {

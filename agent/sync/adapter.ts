@@ -10,6 +10,8 @@ export interface UpstreamAnswer {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   body: string;
+  /** Which credentials the request went with (tokenVersion when it was sent). */
+  tokenVersion?: number;
 }
 
 export interface UpstreamAdapter {
@@ -19,5 +21,7 @@ export interface UpstreamAdapter {
   listDevices(cursor: string | undefined, limit: number): Promise<UpstreamAnswer>;
   /** Reads credentials again (after a 401); whether they changed. */
   rereadToken(): boolean;
+  /** Grows each time the credentials change: a 401 for an older version is not a refusal of the current one. */
+  readonly tokenVersion: number;
   close(): void;
 }

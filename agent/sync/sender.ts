@@ -9,7 +9,7 @@ import { UpstreamUnreachable } from './upstreamClient.js';
 export type BatchOutcome =
   | { kind: 'answered'; counts: Record<string, number> }
   | { kind: 'split'; message: string }
-  | { kind: 'unauthorized'; message: string }
+  | { kind: 'unauthorized'; message: string; tokenVersion?: number }
   | { kind: 'throttled'; message: string; retryAfterMs?: number }
   | { kind: 'failed'; message: string; unreachable: boolean };
 
@@ -46,6 +46,8 @@ const body = (items: UpstreamItem[]) => JSON.stringify({ items });
  * is one transaction.
  */
 export class SyncSender {
+  private ackedDuringReconcile: Map<string, number> | undefined;
+
   constructor(private readonly deps: SyncSenderDeps) {}
 
   /**
@@ -92,7 +94,7 @@ export class SyncSender {
     }
     const detail = `${answer.status} ${answer.body.slice(0, 300)}`;
     if (answer.status === 200) return this.answered(batch, answer);
-    if (answer.status === 401) return { kind: 'unauthorized', message: `401 from the receiver: ${answer.body.slice(0, 300)}` };
+    if (answer.status === 401) return { kind: 'unauthorized', message: `401 from the receiver: ${answer.body.slice(0, 300)}`, ...(answer.tokenVersion !== undefined ? { tokenVersion: answer.tokenVersion } : {}) };
     if (answer.status === 429 || answer.status === 503) {
       const wait = retryAfterMs(answer.headers['retry-after']);
       return { kind: 'throttled', message: `receiver busy: ${detail}`, ...(wait !== undefined ? { retryAfterMs: wait } : {}) };
@@ -121,7 +123,10 @@ export class SyncSender {
         // An answer for something not in this batch, or for another revision, acknowledges nothing.
         if (revision === undefined || r.revision !== revision) continue;
         const deviceId = r.deviceId as string;
-        if (r.status === 'applied' || r.status === 'stale') repo.acknowledge(deviceId, revision);
+        if (r.status === 'applied' || r.status === 'stale') {
+          repo.acknowledge(deviceId, revision);
+          this.ackedDuringReconcile?.set(deviceId, Math.max(revision, this.ackedDuringReconcile.get(deviceId) ?? 0));
+        }
         else if (r.status === 'rejected') repo.deadLetter(deviceId, revision, 200, typeof r.error === 'string' ? r.error : 'rejected by the receiver');
         else continue;
         counts[r.status] = (counts[r.status] ?? 0) + 1;
@@ -129,6 +134,11 @@ export class SyncSender {
       repo.deleteBatch(batch.key);
     });
     if (counts.rejected) log.warn({ batch: batch.key, rejected: counts.rejected }, 'the receiver rejected items: they are in the dead letters');
+    const answeredItems = Object.values(counts).reduce((a, b) => a + b, 0);
+    if (answeredItems < batch.items.length) {
+      // Items without a result (for the revision sent) stay in the outbox; a receiver that keeps leaving them out is backed off from.
+      return { kind: 'failed', message: `the receiver answered ${answeredItems} of the ${batch.items.length} items (results must name each item's deviceId and the revision sent)`, unreachable: false };
+    }
     return { kind: 'answered', counts };
   }
 
@@ -160,6 +170,17 @@ export class SyncSender {
    */
   async reconcile(): Promise<number> {
     const { repo, store } = this.deps;
+    // Answers that arrive while the listing is read are newer than it: what they acknowledge is not queued again.
+    const acked = new Map<string, number>();
+    this.ackedDuringReconcile = acked;
+    try {
+      return await this.compare(repo, store, acked);
+    } finally {
+      this.ackedDuringReconcile = undefined;
+    }
+  }
+
+  private async compare(repo: SyncRepository, store: Store, acked: Map<string, number>): Promise<number> {
     const remote = new Map<string, number>();
     let cursor: string | undefined;
     for (let pages = 0; pages < 100_000; pages++) {
@@ -171,15 +192,29 @@ export class SyncSender {
       cursor = page.nextCursor;
     }
     let queued = 0;
+    const ahead: string[] = [];
+    const dead = new Map(repo.deadLetters(100_000).map((d) => [d.deviceId, d.revision]));
+    const inBatches = new Set(repo.batches().flatMap((b) => b.items.map((i) => i.deviceId)));
     store.durable(() => {
       for (const [deviceId, revision] of repo.revisions()) {
-        const held = remote.get(deviceId);
-        if (held === undefined || held < revision) {
+        // In a stored batch: its answer settles it.
+        if (inBatches.has(deviceId)) continue;
+        const listed = remote.get(deviceId);
+        const held = Math.max(listed ?? 0, acked.get(deviceId) ?? 0) || undefined;
+        if (held !== undefined && held > revision) {
+          // The receiver holds a newer revision than this database has (it was restored from a backup): the device
+          // is raised above it, or its next changes would be answered stale and lost.
+          repo.raiseRevision(deviceId, held + 1);
+          ahead.push(deviceId);
+          queued += 1;
+        } else if ((held === undefined || held < revision) && dead.get(deviceId) !== revision) {
+          // A dead letter waits for a technician (sync retry-dead-letters), not for the next reconciliation.
           repo.queue(deviceId, revision);
           queued += 1;
         }
       }
     });
+    if (ahead.length > 0) this.deps.log.warn({ devices: ahead.length, example: ahead[0] }, 'the receiver holds newer revisions than this database (restored from a backup?): those devices are sent again above them');
     return queued;
   }
 }

@@ -22,6 +22,8 @@ export interface SyncServiceDeps {
   metrics: Metrics;
 }
 
+/** Items refused alone in a row before the sync pauses instead of dead-lettering more. */
+const REFUSED_STREAK = 20;
 /** Batches in flight at once (one worker each). */
 const IN_FLIGHT = 2;
 
@@ -32,6 +34,7 @@ export const SYNC_STATE = {
   nextAttemptAt: 'nextAttemptAt',
   connected: 'connected',
   paused: 'paused',
+  pausedTokenMtime: 'paused.tokenMtime',
   requestNow: 'request.now',
   requestReconcile: 'request.reconcile',
   lastReconcile: 'lastReconcile',
@@ -61,6 +64,7 @@ export class SyncService implements Service {
   private tokenMtime = 0;
   private reconcileRetryAt = 0;
   private holdUntil = 0;
+  private refusedStreak = 0;
   private readonly outbox: Gauge;
   private readonly dead: Gauge;
   private readonly paused: Gauge;
@@ -85,6 +89,8 @@ export class SyncService implements Service {
     const { store } = this.deps.storage;
     this.repo = new SyncRepository(store);
     this.refreshGauges();
+    // A pause outlives a restart, and so does its alarm.
+    this.paused.set(this.repo.getState<string>(SYNC_STATE.paused) ? 1 : 0);
     if (!this.config.sync.enabled) return;
     const s = this.config.sync;
     const identity = s.clientCertificate ? await ensureAgentClient(this.deps.ca, this.config, this.deps.log, 'mqtt') : undefined;
@@ -96,7 +102,8 @@ export class SyncService implements Service {
       ...(s.tokenFile ? { tokenFile: s.tokenFile } : {}),
       timeoutMs: s.timeoutMs,
     });
-    this.tokenMtime = this.mtime();
+    // Paused before a restart: compared with the file as it was when the pause began, so a token fixed meanwhile is seen.
+    this.tokenMtime = this.repo.getState<number>(SYNC_STATE.pausedTokenMtime) ?? this.mtime();
     const certificates = new CertificateRepository(store);
     const devices = new DeviceRepository(store);
     this.sender = new SyncSender({
@@ -186,7 +193,8 @@ export class SyncService implements Service {
     if (Date.now() < this.holdUntil) return this.holdUntil - Date.now();
     if (worker > 0) return repo.getState<string>(SYNC_STATE.paused) ? s.idleMs : this.sendNext(repo, false);
     const now = repo.getState<string>(SYNC_STATE.requestNow);
-    if (now) repo.setState(SYNC_STATE.requestNow, undefined);
+    // Cleared only if unchanged: a request the CLI makes meanwhile is not lost.
+    if (now) repo.clearState(SYNC_STATE.requestNow, now);
     const paused = repo.getState<string>(SYNC_STATE.paused);
     if (paused) {
       // Paused on a 401: until a technician asks (sync now), or the token file changes.
@@ -194,14 +202,17 @@ export class SyncService implements Service {
       if (!now && mtime === this.tokenMtime) return s.idleMs;
       this.tokenMtime = mtime;
       this.client!.rereadToken();
+      this.refusedStreak = 0;
       repo.setState(SYNC_STATE.paused, undefined);
+      repo.setState(SYNC_STATE.pausedTokenMtime, undefined);
       this.paused.set(0);
       this.deps.log.info('sync resumed');
     }
-    if (repo.getState<string>(SYNC_STATE.requestReconcile) && Date.now() >= this.reconcileRetryAt) {
+    const reconcile = repo.getState<string>(SYNC_STATE.requestReconcile);
+    if (reconcile && Date.now() >= this.reconcileRetryAt) {
       try {
         const queued = await this.sender!.reconcile();
-        repo.setState(SYNC_STATE.requestReconcile, undefined);
+        repo.clearState(SYNC_STATE.requestReconcile, reconcile);
         repo.setState(SYNC_STATE.lastReconcile, { at: new Date().toISOString(), queued });
         this.deps.log.info({ queued }, 'reconciled with the receiver');
       } catch (err) {
@@ -235,6 +246,12 @@ export class SyncService implements Service {
       case 'answered': {
         for (const [status, n] of Object.entries(outcome.counts)) this.sent.inc({ status }, n);
         this.failures = 0;
+        // Item after item refused alone: the receiver refuses everything (a schema change, a proxy): pause rather than dead-letter the inventory.
+        this.refusedStreak = outcome.counts.applied || outcome.counts.stale ? 0 : this.refusedStreak + (outcome.counts['dead-letter'] ?? 0);
+        if (this.refusedStreak >= REFUSED_STREAK) {
+          this.pause(repo, `the receiver refused ${this.refusedStreak} items in a row, each alone (last: batch ${batch.key}); they are in the dead letters`);
+          return this.config.sync.idleMs;
+        }
         const at = new Date();
         repo.setState(SYNC_STATE.lastSuccess, at.toISOString());
         repo.setState(SYNC_STATE.connected, true);
@@ -245,19 +262,18 @@ export class SyncService implements Service {
       case 'split':
         return 0;
       case 'unauthorized': {
-        // The token may have been replaced since it was read: read once more, and try again with it.
+        // Sent with a token since replaced (the other worker reread it): try again with the new one.
+        if (outcome.tokenVersion !== undefined && outcome.tokenVersion !== this.client!.tokenVersion) return 0;
+        // The token may have been replaced in its file since it was read: read once more, and try again with it.
         if (this.client!.rereadToken()) return 0;
-        repo.setState(SYNC_STATE.paused, outcome.message);
-        repo.setState(SYNC_STATE.lastError, outcome.message);
-        this.paused.set(1);
-        this.tokenMtime = this.mtime();
-        this.deps.log.error({ error: outcome.message }, 'the receiver refuses the credentials: sync paused until the token file changes or edge-agent sync now');
+        this.pause(repo, outcome.message);
         return this.config.sync.idleMs;
       }
       case 'throttled': {
         repo.setState(SYNC_STATE.lastError, outcome.message);
         this.failures += 1;
-        const wait = outcome.retryAfterMs ?? this.backoff();
+        // At least retryInitialMs: a Retry-After of 0 (or a date past) is no licence for a tight loop.
+        const wait = Math.max(outcome.retryAfterMs ?? this.backoff(batch.attempts + 1), this.config.sync.retryInitialMs);
         this.holdUntil = Math.max(this.holdUntil, Date.now() + wait);
         return wait;
       }
@@ -266,16 +282,26 @@ export class SyncService implements Service {
         repo.setState(SYNC_STATE.lastError, outcome.message);
         repo.setState(SYNC_STATE.connected, outcome.unreachable ? false : repo.getState<boolean>(SYNC_STATE.connected) ?? false);
         this.failures += 1;
-        this.deps.log.warn({ error: outcome.message, failures: this.failures }, 'sync batch not delivered; retrying with the same Idempotency-Key');
-        return this.backoff();
+        this.deps.log.warn({ error: outcome.message, attempts: batch.attempts + 1 }, 'sync batch not delivered; retrying with the same Idempotency-Key');
+        // Per batch: a batch that keeps failing backs off even while the other worker's batches go through.
+        return this.backoff(batch.attempts + 1);
       }
     }
   }
 
-  /** Full jitter: anything from 0 to min(retryMaxMs, retryInitialMs * 2^failures). */
-  private backoff(): number {
+  /** Full jitter: anything from 0 to min(retryMaxMs, retryInitialMs * 2^failures), `failures` those of a batch or of the loop. */
+  private backoff(failures: number = this.failures): number {
     const s = this.config.sync;
-    return Math.floor(Math.random() * Math.min(s.retryMaxMs, s.retryInitialMs * 2 ** Math.min(this.failures, 30)));
+    return Math.floor(Math.random() * Math.min(s.retryMaxMs, s.retryInitialMs * 2 ** Math.min(failures, 30)));
+  }
+
+  private pause(repo: SyncRepository, reason: string): void {
+    repo.setState(SYNC_STATE.paused, reason);
+    repo.setState(SYNC_STATE.lastError, reason);
+    this.tokenMtime = this.mtime();
+    repo.setState(SYNC_STATE.pausedTokenMtime, this.tokenMtime);
+    this.paused.set(1);
+    this.deps.log.error({ reason }, 'sync paused until the token file changes or edge-agent sync now');
   }
 
   reload(config: Config): void {

@@ -30,6 +30,7 @@ export class UpstreamUnreachable extends Error {
 export class UpstreamClient implements UpstreamAdapter {
   private readonly agent: Agent;
   private token: string | undefined;
+  tokenVersion = 0;
   private readonly base: URL;
 
   constructor(private readonly o: UpstreamOptions) {
@@ -39,6 +40,8 @@ export class UpstreamClient implements UpstreamAdapter {
       keepAlive: true,
       maxSockets: 4,
       ca: readFileSync(o.caFile, 'utf8'),
+      // Explicit: NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment must not turn the check off.
+      rejectUnauthorized: true,
       ...(o.clientCertificate ? { cert: o.clientCertificate.cert, key: o.clientCertificate.key } : {}),
     });
     this.rereadToken();
@@ -49,7 +52,9 @@ export class UpstreamClient implements UpstreamAdapter {
     if (!this.o.tokenFile) return false;
     const before = this.token;
     this.token = readFileSync(this.o.tokenFile, 'utf8').split(/\r?\n/)[0]?.trim() || undefined;
-    return this.token !== before;
+    if (this.token === before) return false;
+    this.tokenVersion += 1;
+    return true;
   }
 
   postBatch(idempotencyKey: string, body: string): Promise<UpstreamAnswer> {
@@ -67,6 +72,7 @@ export class UpstreamClient implements UpstreamAdapter {
 
   private call(method: string, path: string, headers: Record<string, string>, body?: string): Promise<UpstreamAnswer> {
     const url = new URL(path, this.base);
+    const tokenVersion = this.tokenVersion;
     return new Promise((resolve, reject) => {
       const req = request(
         url,
@@ -74,7 +80,6 @@ export class UpstreamClient implements UpstreamAdapter {
           method,
           agent: this.agent,
           headers: { accept: 'application/json', ...headers, ...(this.token ? { authorization: `Bearer ${this.token}` } : {}), ...(body !== undefined ? { 'content-length': Buffer.byteLength(body) } : {}) },
-          timeout: this.o.timeoutMs,
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -85,12 +90,19 @@ export class UpstreamClient implements UpstreamAdapter {
             if (size > 64 * 1024 * 1024) req.destroy(new Error('answer larger than 64 MiB'));
             else chunks.push(c);
           });
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+          res.on('end', () => {
+            clearTimeout(deadline);
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), tokenVersion });
+          });
           res.on('error', (err) => reject(new UpstreamUnreachable(err.message, { cause: err })));
         },
       );
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.o.timeoutMs} ms`)));
-      req.on('error', (err) => reject(new UpstreamUnreachable(`${method} ${url.origin}${url.pathname}: ${err.message}`, { cause: err })));
+      // The whole request, not only an idle socket, is bounded by timeoutMs.
+      const deadline = setTimeout(() => req.destroy(new Error(`no complete answer within ${this.o.timeoutMs} ms`)), this.o.timeoutMs);
+      req.on('error', (err) => {
+        clearTimeout(deadline);
+        reject(new UpstreamUnreachable(`${method} ${url.origin}${url.pathname}: ${err.message}`, { cause: err }));
+      });
       req.end(body);
     });
   }

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -81,7 +81,7 @@ export async function syncBench(): Promise<BenchResult[]> {
     for (let i = 0; i < all.length; i += BATCH) bodies.push(JSON.stringify({ items: all.slice(i, i + BATCH).map((d) => upstreamItem(d, undefined, {})) }));
     store.close();
 
-    // Direct: the same batches posted to a receiver of its own, one at a time, as the agent does.
+    // Direct: the same batches posted to a receiver of its own, one at a time.
     const direct = await receiver(dir, 'direct.db', tls);
     receivers.push(direct.child);
     const agent = new Agent({ keepAlive: true, ca: issued.chain.at(-1)! });
@@ -111,17 +111,10 @@ export async function syncBench(): Promise<BenchResult[]> {
         `  batchSize: ${BATCH}`, '  idleMs: 50', '  reconcileOnStart: false', '',
       ].join('\n'),
     );
-    daemon = spawn(process.execPath, [...(process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : []), join(ROOT, 'agent/main.js'), 'run', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'] });
-    // Timed from readiness: making the gateway CA at first start is not part of the drain.
-    await new Promise<void>((ok, fail) => {
-      let out = '';
-      daemon!.stdout!.on('data', (d: Buffer) => {
-        out = (out + d.toString()).slice(-20_000);
-        if (out.includes('"msg":"edge-agent ready"')) ok();
-      });
-      daemon!.once('exit', (code) => fail(new Error(`the daemon exited (${code}) before it was ready`)));
-    });
+    // The gateway CA made beforehand, so that the drain is timed from the daemon's start (the sync starts before readiness).
+    execFileSync(process.execPath, [join(ROOT, 'agent/main.js'), 'ca', 'init', '--config', config], { stdio: 'ignore' });
     started = performance.now();
+    daemon = spawn(process.execPath, [...(process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : []), join(ROOT, 'agent/main.js'), 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
     const { store: watch } = Store.open({ path: join(dataDir, 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 64 << 20, integrityCheck: 'off' }, log);
     // A cheap look (no count over the outbox): the poller shares the two cores with the daemon and the receiver.
     const waiting = watch.db.prepare('SELECT EXISTS (SELECT 1 FROM sync_outbox) OR EXISTS (SELECT 1 FROM sync_batches) AS n');
@@ -133,12 +126,18 @@ export async function syncBench(): Promise<BenchResult[]> {
     }
     const agentRate = REVISIONS / ((performance.now() - started) / 1000);
     watch.close();
+    // Drained means delivered: the receiver holds every revision (none dead-lettered, none answered stale).
+    const { default: Database } = await import('better-sqlite3');
+    const cmms = new Database(join(dir, 'cmms.db'), { readonly: true });
+    const held = (cmms.prepare("SELECT count(*) AS n FROM devices WHERE gateway_id = 'gw-bench'").get() as { n: number }).n;
+    cmms.close();
+    if (held !== REVISIONS) throw new Error(`the receiver holds ${held} devices, not ${REVISIONS}`);
     return [
       {
         name: `sync: drain ${REVISIONS.toLocaleString('en-US')} revisions to the reference receiver`,
         value: agentRate,
         unit: 'records/s',
-        limit: `the receiver's direct ingest of the same ${bodies.length} batches, same run: ${Math.round(directRate).toLocaleString('en-US')}/s (ratio ${(agentRate / directRate).toFixed(2)}; target >= 5,000/s and >= 0.5); timed from the daemon's readiness`,
+        limit: `the receiver's direct ingest of the same ${bodies.length} batches, same run: ${Math.round(directRate).toLocaleString('en-US')}/s (ratio ${(agentRate / directRate).toFixed(2)}; target >= 5,000/s and >= 0.5); timed from the daemon's start`,
       },
     ];
   } finally {

@@ -29,6 +29,7 @@ const HELP = `cmms-reference-server: the upstream contract's reference receiver
   --retry-after S        ... each with Retry-After: S (default 1)
   --lose-every N         commit every N-th batch, then drop the connection without an answer
   --poison ID            answer 422 to any batch holding this device id (repeatable)
+  --reject ID            answer "rejected" for this device's items, storing nothing of them (repeatable)
   --max-body-bytes N     refuse larger bodies with 413 (default 67108864)
 
 Prints one JSON line {"port":N} once it listens. Stops on SIGTERM or SIGINT.
@@ -51,6 +52,7 @@ const { values: o } = parseArgs({
     'retry-after': { type: 'string', default: '1' },
     'lose-every': { type: 'string', default: '0' },
     poison: { type: 'string', multiple: true, default: [] },
+    reject: { type: 'string', multiple: true, default: [] },
     'max-body-bytes': { type: 'string', default: String(64 * 1024 * 1024) },
     help: { type: 'boolean', default: false },
   },
@@ -80,6 +82,7 @@ const retryAfter = num('retry-after');
 const loseEvery = num('lose-every');
 const maxBody = num('max-body-bytes');
 const poison = new Set(o.poison);
+const reject = new Set(o.reject);
 
 const db = new Database(o.db);
 db.pragma('journal_mode = WAL');
@@ -87,6 +90,7 @@ db.pragma('synchronous = NORMAL');
 db.exec(`
   CREATE TABLE IF NOT EXISTS devices (gateway_id TEXT NOT NULL, device_id TEXT NOT NULL, revision INTEGER NOT NULL, op TEXT NOT NULL,
     record TEXT NOT NULL, observed_at TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (gateway_id, device_id)) STRICT;
+  CREATE TABLE IF NOT EXISTS item_results (gateway_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, device_id TEXT NOT NULL, revision INTEGER NOT NULL, status TEXT NOT NULL) STRICT;
   CREATE TABLE IF NOT EXISTS apply_log (gateway_id TEXT NOT NULL, device_id TEXT NOT NULL, revision INTEGER NOT NULL, at TEXT NOT NULL) STRICT;
   CREATE TABLE IF NOT EXISTS requests (received_ms INTEGER NOT NULL, at_ms INTEGER NOT NULL, gateway_id TEXT NOT NULL, idempotency_key TEXT, status INTEGER NOT NULL) STRICT;
   CREATE TABLE IF NOT EXISTS idempotency (gateway_id TEXT NOT NULL, key TEXT NOT NULL, body_sha256 TEXT NOT NULL, response TEXT NOT NULL,
@@ -96,6 +100,7 @@ const held = db.prepare('SELECT revision FROM devices WHERE gateway_id = ? AND d
 const upsert = db.prepare(`INSERT INTO devices (gateway_id, device_id, revision, op, record, observed_at, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?)
   ON CONFLICT (gateway_id, device_id) DO UPDATE SET revision = excluded.revision, op = excluded.op, record = excluded.record,
   observed_at = excluded.observed_at, applied_at = excluded.applied_at`);
+const logResult = db.prepare('INSERT INTO item_results (gateway_id, idempotency_key, device_id, revision, status) VALUES (?, ?, ?, ?, ?)');
 const logApply = db.prepare('INSERT INTO apply_log (gateway_id, device_id, revision, at) VALUES (?, ?, ?, ?)');
 const seenKey = db.prepare('SELECT body_sha256, response FROM idempotency WHERE gateway_id = ? AND key = ?');
 const storeKey = db.prepare('INSERT INTO idempotency (gateway_id, key, body_sha256, response, at) VALUES (?, ?, ?, ?, ?)');
@@ -175,11 +180,16 @@ async function batch(req: IncomingMessage, res: ServerResponse, gateway: string,
   const now = new Date().toISOString();
   const results = db.transaction(() => {
     const out = (items as Item[]).map((i) => {
-      const current = held.get(gateway, i.deviceId) as { revision: number } | undefined;
-      if (current && current.revision >= i.revision) return { deviceId: i.deviceId, revision: i.revision, status: 'stale' };
-      upsert.run(gateway, i.deviceId, i.revision, i.op, JSON.stringify(i.record), i.observedAt, now);
-      logApply.run(gateway, i.deviceId, i.revision, now);
-      return { deviceId: i.deviceId, revision: i.revision, status: 'applied' };
+      const result = (() => {
+        if (reject.has(i.deviceId)) return { deviceId: i.deviceId, revision: i.revision, status: 'rejected', error: `${i.deviceId}: refused by --reject` };
+        const current = held.get(gateway, i.deviceId) as { revision: number } | undefined;
+        if (current && current.revision >= i.revision) return { deviceId: i.deviceId, revision: i.revision, status: 'stale' };
+        upsert.run(gateway, i.deviceId, i.revision, i.op, JSON.stringify(i.record), i.observedAt, now);
+        logApply.run(gateway, i.deviceId, i.revision, now);
+        return { deviceId: i.deviceId, revision: i.revision, status: 'applied' };
+      })();
+      logResult.run(gateway, key, i.deviceId, i.revision, result.status);
+      return result;
     });
     storeKey.run(gateway, key, hash, JSON.stringify({ results: out }), now);
     return out;

@@ -39,6 +39,12 @@ export interface Receiver {
   holdings(gateway: string): Map<string, number>;
   /** (device, revision) pairs applied more than once: a replay that changed state. */
   appliedTwice(gateway: string): { device_id: string; revision: number; n: number }[];
+  /**
+   * (device, revision) pairs the receiver took (applied, or stale) under more than one Idempotency-Key: an item
+   * the agent sent again in a new batch although an earlier one had delivered it. (A rejected item sent again
+   * when a technician asks is not one.)
+   */
+  sentUnderTwoKeys(gateway: string): { device_id: string; revision: number; keys: number }[];
   /** Batch requests: when the body was in, when it was answered (0: the answer was dropped). */
   requests(): { received_ms: number; at_ms: number; idempotency_key: string | null; status: number }[];
 }
@@ -82,6 +88,11 @@ export async function startReceiver(o: { db: string; cert: string; key: string; 
     },
     holdings: (gateway) => new Map(read<{ device_id: string; revision: number }>('SELECT device_id, revision FROM devices WHERE gateway_id = ?', gateway).map((r) => [r.device_id, r.revision])),
     appliedTwice: (gateway) => read('SELECT device_id, revision, count(*) AS n FROM apply_log WHERE gateway_id = ? GROUP BY device_id, revision HAVING n > 1', gateway),
+    sentUnderTwoKeys: (gateway) =>
+      read(
+        "SELECT device_id, revision, count(DISTINCT idempotency_key) AS keys FROM item_results WHERE gateway_id = ? AND status IN ('applied', 'stale') GROUP BY device_id, revision HAVING keys > 1",
+        gateway,
+      ),
     requests: () => read('SELECT received_ms, at_ms, idempotency_key, status FROM requests ORDER BY rowid'),
   };
 }

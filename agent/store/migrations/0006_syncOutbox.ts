@@ -31,6 +31,11 @@ export const m0006SyncOutbox: Migration = {
         ON CONFLICT (device_id) DO UPDATE SET revision = max(revision, excluded.revision);
     END;
 
+    -- A device's record carries its certificate's status: a revocation is a change of the device.
+    CREATE TRIGGER sync_certificate_status AFTER UPDATE OF status ON certificates WHEN NEW.status != OLD.status BEGIN
+      UPDATE devices SET revision = revision + 1, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE certificate_serial = NEW.serial;
+    END;
+
     CREATE TABLE sync_batches (
       key TEXT PRIMARY KEY,
       created_at TEXT NOT NULL,

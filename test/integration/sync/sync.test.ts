@@ -136,6 +136,8 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     await restartReceiver();
     await converged();
     expect(receiver.appliedTwice(GATEWAY)).toEqual([]);
+    // Batches that failed during the outage went again under their own key: no item came in two different batches.
+    expect(receiver.sentUnderTwoKeys(GATEWAY)).toEqual([]);
     expect(sync.outboxSize()).toBe(0);
   }, 180_000);
 
@@ -149,6 +151,7 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     // Each lost answer was asked for again under the same key, and answered from the receiver's idempotency record.
     for (const key of lost) expect(requests.some((r) => r.idempotency_key === key && r.status === 200)).toBe(true);
     expect(receiver.appliedTwice(GATEWAY)).toEqual([]);
+    expect(receiver.sentUnderTwoKeys(GATEWAY)).toEqual([]);
   }, 120_000);
 
   it('waits as long as Retry-After says', async () => {
@@ -167,17 +170,22 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     }
   }, 120_000);
 
-  it('dead-letters a poison record while the others arrive, and sends it again when asked', async () => {
+  it('dead-letters a poison record (422) and a rejected one while the others arrive, and sends them again when asked', async () => {
     const poison = `mqtt:${name(7)}`;
-    await restartReceiver(['--poison', poison]);
-    mutate(600, [7, ...Array.from({ length: 299 }, (_, k) => 100 + k)]);
-    await converged([poison]);
+    const refused = `mqtt:${name(8)}`;
+    await restartReceiver(['--poison', poison, '--reject', refused]);
+    mutate(600, [7, 8, ...Array.from({ length: 298 }, (_, k) => 100 + k)]);
+    await converged([poison, refused]);
     const dead = await cli<{ deviceId: string; status?: number; error: string }[]>('sync', 'dead-letters');
-    expect(dead).toEqual([expect.objectContaining({ deviceId: poison, status: 422, error: expect.stringContaining('poison') })]);
-    expect((await cli<{ deadLetters: number }>('sync', 'status')).deadLetters).toBe(1);
+    expect(dead.sort((a, b) => a.deviceId.localeCompare(b.deviceId))).toEqual([
+      expect.objectContaining({ deviceId: poison, status: 422, error: expect.stringContaining('poison') }),
+      expect.objectContaining({ deviceId: refused, status: 200, error: expect.stringContaining('refused by --reject') }),
+    ]);
+    expect((await cli<{ deadLetters: number }>('sync', 'status')).deadLetters).toBe(2);
+    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^edge_agent_sync_dead_letters 2$/m);
     expect(receiver.holdings(GATEWAY).get(poison)).toBeLessThan(sync.revisions().get(poison)!);
     await restartReceiver();
-    expect(await cli<{ requeued: number }>('sync', 'retry-dead-letters')).toEqual({ requeued: 1 });
+    expect(await cli<{ requeued: number }>('sync', 'retry-dead-letters')).toEqual({ requeued: 2 });
     await converged();
   }, 120_000);
 
@@ -188,13 +196,17 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     while (sync.batches().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(sync.batches().length).toBeGreaterThan(0);
     await new Promise((r) => setTimeout(r, 300));
+    const inFlight = sync.batches().map((b) => b.key);
     daemon.kill('SIGKILL');
     await daemon.exited;
     await restartReceiver();
     daemon = Daemon.start(config);
     base = await daemon.ready();
     await converged();
+    // Each batch stored before the kill was sent again under its own key, and answered.
+    for (const key of inFlight) expect(receiver.requests().some((r) => r.idempotency_key === key && r.status === 200)).toBe(true);
     expect(receiver.appliedTwice(GATEWAY)).toEqual([]);
+    expect(receiver.sentUnderTwoKeys(GATEWAY)).toEqual([]);
   }, 120_000);
 
   it('pauses with an alarm when the receiver refuses the token after one more read of it, and resumes when the file changes', async () => {
@@ -251,11 +263,15 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
           '  idleMs: 100', '  retryInitialMs: 100', '  retryMaxMs: 500', '',
         ].join('\n'),
       );
+      // It has a device to send: with the check off, a batch would reach the receiver.
+      const { store: s3 } = Store.open({ path: join(other.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' }, pino({ level: 'silent' }));
+      s3.transaction(() => new DeviceRepository(s3).apply({ protocol: 'mqtt', name: 'meter-2', to: 'discovered', cause: 'test device', actor: 'test' }));
+      s3.close();
       const before = receiver.requests().length;
-      const d = Daemon.start(wrong);
+      const d = Daemon.start(wrong, { env: { NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
       await d.ready();
-      // Its first contact (the reconciliation at start) is refused by TLS.
-      const line = await d.waitForLog((l) => l.msg.startsWith('reconciliation with the receiver failed'), 20_000);
+      // Refused by TLS, even with NODE_TLS_REJECT_UNAUTHORIZED=0 in its environment.
+      const line = await d.waitForLog((l) => l.msg.startsWith('sync batch not delivered'), 20_000);
       expect(String(line.error)).toMatch(/unable to verify the first certificate/);
       const status = JSON.parse((await runCli(['sync', 'status', '--json', '--config', wrong])).stdout) as { connected: boolean; lastError: string; lastSuccess?: string };
       expect(status).toMatchObject({ connected: false });
