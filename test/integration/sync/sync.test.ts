@@ -251,6 +251,32 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     expect(((await cli<{ lastReconcile?: { queued: number } }>('sync', 'status')).lastReconcile?.queued)).toBe(stale.length);
   }, 120_000);
 
+  it("sends again above the receiver's revisions when the agent's own database is restored from an older backup", async () => {
+    const backup = join(tmp.dir, 'agent-backup.db');
+    const made = await runCli(['backup', backup, '--config', config]);
+    expect(made.code, made.stderr).toBe(0);
+    mutate(400, Array.from({ length: 100 }, (_, k) => 500 + k));
+    await converged();
+    // The gateway's disk is replaced from last night's backup: its revisions go back, the receiver's do not.
+    store.close();
+    daemon.kill('SIGTERM');
+    await daemon.exited;
+    const db = join(tmp.dir, 'data', 'edge-agent.db');
+    for (const suffix of ['', '-wal', '-shm']) rmSync(`${db}${suffix}`, { force: true });
+    copyFileSync(backup, db);
+    ({ store } = Store.open({ path: db, busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' }, pino({ level: 'silent' })));
+    devices = new DeviceRepository(store);
+    sync = new SyncRepository(store);
+    const behind = [...sync.revisions()].filter(([id, rev]) => (receiver.holdings(GATEWAY).get(id) ?? 0) > rev).length;
+    expect(behind).toBe(100);
+    daemon = Daemon.start(config);
+    base = await daemon.ready();
+    await daemon.waitForLog((l) => l.msg.startsWith('the receiver holds newer revisions than this database'));
+    // Changes made after the restore reach the receiver: without the raise they would carry revisions it already has.
+    mutate(200, Array.from({ length: 100 }, (_, k) => 500 + k));
+    await converged();
+  }, 120_000);
+
   it('refuses a receiver whose certificate does not chain to the configured CA, and sends nothing', async () => {
     const other = tempDir();
     try {
