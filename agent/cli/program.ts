@@ -6,6 +6,7 @@ import { registerCaCommands } from './ca.js';
 import { registerDeviceCommands } from './devices.js';
 import { registerOpcuaCommands } from './opcua.js';
 import { registerSyncCommands } from './sync.js';
+import { registerUserCommands } from './users.js';
 import { backup, configCheck, version } from './commands.js';
 import { CONFIG_OPTION_HELP } from './common.js';
 import { runDaemon } from './run.js';
@@ -72,6 +73,7 @@ export function buildProgram(result: { code: number }): Command {
   registerDeviceCommands(program, result);
   registerOpcuaCommands(program, result);
   registerSyncCommands(program, result);
+  registerUserCommands(program, result);
   return program;
 }
 

@@ -1,0 +1,45 @@
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, tempDir, writeConfig } from '../helpers/daemon.js';
+
+describe('edge-agent users and tokens (on the gateway, against the database)', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let config: string;
+  const cli = (...args: string[]) => runCli([...args, '--config', config]);
+  beforeAll(() => {
+    tmp = tempDir();
+    config = writeConfig(tmp.dir, ['agent:', '  id: gw-users', `  dataDir: ${join(tmp.dir, 'data')}`, ''].join('\n'));
+  });
+  afterAll(() => tmp.cleanup());
+
+  it('adds users with a role, refuses a bad role or name and a second user of the same name', async () => {
+    expect((await cli('users', 'add', 'tech-a', '--role', 'technician')).code).toBe(0);
+    const badRole = await cli('users', 'add', 'tech-b', '--role', 'root');
+    expect(badRole.code).toBe(64);
+    expect(badRole.stderr).toContain('--role takes admin, technician, viewer');
+    expect((await cli('users', 'add', 'bad name', '--role', 'viewer')).code).toBe(64);
+    expect((await cli('users', 'add', 'tech-a', '--role', 'admin')).stderr).toContain('exists already');
+    const list = JSON.parse((await cli('users', 'list', '--json')).stdout) as { name: string; role: string }[];
+    expect(list).toEqual([expect.objectContaining({ name: 'tech-a', role: 'technician' })]);
+  });
+
+  it('shows a token once: never in the list, never again', async () => {
+    const made = await cli('tokens', 'create', '--user', 'tech-a', '--expires', '90d', '--json');
+    expect(made.code, made.stderr).toBe(0);
+    const { id, secret } = JSON.parse(made.stdout) as { id: number; secret: string };
+    expect(secret).toMatch(/^eat_[A-Za-z0-9_-]{43}$/);
+    const list = await cli('tokens', 'list', '--json');
+    expect(list.stdout).not.toContain(secret);
+    expect(JSON.parse(list.stdout)).toEqual([expect.objectContaining({ id, user: 'tech-a', label: 'cli' })]);
+    expect((await cli('tokens', 'revoke', String(id))).stdout).toContain(`token ${id} revoked`);
+    expect((await cli('tokens', 'list')).stdout).toMatch(new RegExp(`^${id}\\ttech-a\\tcli\\trevoked`, 'm'));
+    expect((await cli('tokens', 'create', '--user', 'nobody')).stderr).toContain('no user nobody');
+    expect((await cli('tokens', 'create', '--user', 'tech-a', '--expires', 'soon')).code).toBe(64);
+  });
+
+  it('disables a user', async () => {
+    expect((await cli('users', 'disable', 'tech-a')).code).toBe(0);
+    expect((await cli('users', 'list')).stdout).toMatch(/^tech-a\ttechnician\tdisabled /m);
+    expect((await cli('tokens', 'create', '--user', 'tech-a')).stderr).toContain('is disabled');
+  });
+});
