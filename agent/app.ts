@@ -15,6 +15,7 @@ import { Metrics } from './metrics.js';
 import { MqttService } from './onboarding/mqttService.js';
 import { OpcuaService } from './discovery/opcua/opcuaService.js';
 import { SyncService } from './sync/syncService.js';
+import { Api } from './api/apiRoutes.js';
 import { RunsRepository } from './store/runsRepository.js';
 import { StoreService } from './store/storeService.js';
 import { AGENT_VERSION } from './version.js';
@@ -43,6 +44,7 @@ export class App implements HealthSource {
   readonly mqtt: MqttService | undefined;
   readonly opcua: OpcuaService | undefined;
   private readonly runner: ServiceRunner;
+  private readonly api: Api;
   private readonly runs: RunRecorder;
   private readonly log: Logger;
   private config: Config;
@@ -65,6 +67,7 @@ export class App implements HealthSource {
     });
     this.http = new HttpService({ log: logs.child('http'), host: c.http.host, port: c.http.port });
     registerHealthRoutes(this.http, { source: this, metrics: this.metrics });
+    this.api = new Api(this.http, { log: logs.child('api'), config: () => this.config, store: () => storage.store });
     this.bus = new EventBus(logs.child('events'));
     this.ca = new CaService({
       log: logs.child('ca'),
@@ -117,6 +120,12 @@ export class App implements HealthSource {
     } catch (err) {
       notifier.status(`Failed to start: ${describeError(err)}`);
       throw err;
+    }
+    try {
+      this.api.bootstrap();
+    } catch (err) {
+      // Not fatal: an administrator can still make users and tokens with the CLI.
+      this.log.error({ err }, 'the first admin token could not be made; use edge-agent users add / tokens create');
     }
     this.currentPhase = 'running';
     const { address, port } = this.http.address();

@@ -24,6 +24,7 @@ export class HttpService implements Service {
   readonly name = 'http';
   private server: Server | undefined;
   private readonly routes = new Map<string, Map<string, RouteHandler>>();
+  private readonly prefixes: { method: string; prefix: string; handler: RouteHandler }[] = [];
 
   constructor(private readonly deps: { log: Logger; host: string; port: number }) {}
 
@@ -34,9 +35,18 @@ export class HttpService implements Service {
     byMethod.set(method, handler);
   }
 
+  /** A route for every path below `prefix` (the handler reads the rest, such as a device id). */
+  routePrefix(method: string, prefix: string, handler: RouteHandler): void {
+    this.prefixes.push({ method, prefix, handler });
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://local').pathname;
-    const byMethod = this.routes.get(path);
+    let byMethod = this.routes.get(path);
+    if (!byMethod) {
+      const below = this.prefixes.filter((p) => path.startsWith(p.prefix) && path.length > p.prefix.length);
+      if (below.length > 0) byMethod = new Map(below.map((p) => [p.method, p.handler]));
+    }
     if (!byMethod) return sendError(res, 404, 'NOT_FOUND', `no route ${path}`);
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
     const handler = byMethod.get(method);
