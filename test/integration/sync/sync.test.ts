@@ -279,6 +279,7 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
 
   it('refuses a receiver whose certificate does not chain to the configured CA, and sends nothing', async () => {
     const other = tempDir();
+    let d: Daemon | undefined;
     try {
       const wrong = writeConfig(
         other.dir,
@@ -294,7 +295,7 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       s3.transaction(() => new DeviceRepository(s3).apply({ protocol: 'mqtt', name: 'meter-2', to: 'discovered', cause: 'test device', actor: 'test' }));
       s3.close();
       const before = receiver.requests().length;
-      const d = Daemon.start(wrong, { env: { NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
+      d = Daemon.start(wrong, { env: { NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
       await d.ready();
       // Refused by TLS, even with NODE_TLS_REJECT_UNAUTHORIZED=0 in its environment.
       const line = await d.waitForLog((l) => l.msg.startsWith('sync batch not delivered'), 20_000);
@@ -307,6 +308,8 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       // Not one batch reached the receiver: TLS refused the connection first.
       expect(receiver.requests().length).toBe(before);
     } finally {
+      // A daemon left running by a failed expectation would go on retrying after the test.
+      await d?.dispose();
       other.cleanup();
     }
   }, 60_000);
