@@ -40,18 +40,8 @@ export class DeviceActions {
 
   private async pass(): Promise<void> {
     for (const action of this.deps.actions.open('mqtt')) {
-      let outcome: string;
-      let error: string | undefined;
       const name = action.deviceId.slice(action.deviceId.indexOf(':') + 1);
-      try {
-        outcome = await this.deps.enrollment.locks.run(name, () => this.apply(action));
-      } catch (err) {
-        outcome = 'refused';
-        error = (err as Error).message;
-        if (!(err instanceof RefusedError)) this.deps.log.error({ err, action: action.id }, 'device action failed');
-      }
-      this.deps.actions.finish(action.id, outcome, error);
-      this.deps.log.info({ action: action.action, device: action.deviceId, actor: action.actor, outcome, error }, 'device action done');
+      await carryOut(action, () => this.deps.enrollment.locks.run(name, () => this.apply(action)), this.deps.actions, this.deps.log);
     }
   }
 
@@ -151,4 +141,23 @@ export class DeviceActions {
     }
     return done;
   }
+}
+
+/**
+ * Carries out one queued technician decision and records its outcome: a
+ * RefusedError is the technician's answer ("refused" with the reason), any
+ * other error is also logged as a fault.
+ */
+export async function carryOut(action: DeviceAction, run: () => Promise<string>, actions: ActionRepository, log: Logger): Promise<void> {
+  let outcome: string;
+  let error: string | undefined;
+  try {
+    outcome = await run();
+  } catch (err) {
+    outcome = 'refused';
+    error = (err as Error).message;
+    if (!(err instanceof RefusedError)) log.error({ err, action: action.id }, 'device action failed');
+  }
+  actions.finish(action.id, outcome, error);
+  log.info({ action: action.action, device: action.deviceId, actor: action.actor, outcome, error }, 'device action done');
 }

@@ -7,6 +7,7 @@ import type { ActionRepository, DeviceAction } from '../store/actionRepository.j
 import type { Store } from '../store/database.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
 import type { PushRepository } from '../store/pushRepository.js';
+import { carryOut } from './deviceActions.js';
 import type { DeviceLocks } from './deviceLocks.js';
 import { approvingRule, opcuaSource } from './opcuaPolicy.js';
 
@@ -63,19 +64,7 @@ export class OpcuaActions {
     for (const action of this.deps.actions.open('opcua')) byDevice.set(action.deviceId, [...(byDevice.get(action.deviceId) ?? []), action]);
     await Promise.all(
       [...byDevice.values()].map(async (list) => {
-        for (const action of list) {
-          let outcome: string;
-          let error: string | undefined;
-          try {
-            outcome = await this.deps.locks.run(action.deviceId, async () => this.apply(action));
-          } catch (err) {
-            outcome = 'refused';
-            error = (err as Error).message;
-            if (!(err instanceof RefusedError)) this.deps.log.error({ err, action: action.id }, 'device action failed');
-          }
-          this.deps.actions.finish(action.id, outcome, error);
-          this.deps.log.info({ action: action.action, device: action.deviceId, actor: action.actor, outcome, error }, 'device action done');
-        }
+        for (const action of list) await carryOut(action, () => this.deps.locks.run(action.deviceId, async () => this.apply(action)), this.deps.actions, this.deps.log);
       }),
     );
   }
