@@ -35,15 +35,6 @@ export class SyncRepository {
     return (this.store.statement('SELECT count(*) AS n FROM sync_outbox').get() as { n: number }).n;
   }
 
-  /** The longest-waiting outbox entries. */
-  oldest(limit: number): OutboxEntry[] {
-    return (
-      this.store
-        .statement('SELECT device_id AS deviceId, revision FROM sync_outbox ORDER BY queued_at, device_id LIMIT ?')
-        .all(limit) as OutboxEntry[]
-    );
-  }
-
   /** Queues a device's revision (reconciliation, dead letters retried): kept if a newer one waits already. */
   queue(deviceId: string, revision: number): void {
     this.store

@@ -119,8 +119,4 @@ export class UserRepository {
   revokeToken(id: number): void {
     this.store.statement('UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?').run(new Date().toISOString(), id);
   }
-
-  touchToken(id: number): void {
-    this.store.statement('UPDATE api_tokens SET last_used_at = ? WHERE id = ?').run(new Date().toISOString(), id);
-  }
 }
