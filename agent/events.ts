@@ -12,7 +12,7 @@ export interface AgentEvents {
   'discovery.progress': {
     runId: number;
     protocol: 'opcua' | 'mqtt';
-    phase: 'listing' | 'scanning' | 'probing' | 'done' | 'failed';
+    phase: 'listing' | 'scanning' | 'probing' | 'done' | 'failed' | 'cancelled';
     total: number;
     done: number;
     found: number;

@@ -21,6 +21,7 @@ export const PERMISSIONS = {
   'discovery.read': ['admin', 'technician', 'viewer'],
   'discovery.run': ['admin', 'technician'],
   'devices.decide': ['admin', 'technician'],
+  'devices.retire': ['admin'],
   'devices.annotate': ['admin', 'technician'],
   'certificates.read': ['admin', 'technician'],
   'certificates.revoke': ['admin'],

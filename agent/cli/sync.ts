@@ -6,6 +6,7 @@ import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { Store } from '../store/database.js';
 import { SyncRepository, type DeadLetter } from '../store/syncRepository.js';
 import { SYNC_STATE } from '../sync/syncService.js';
+import { readSyncStatus, type SyncStatus } from '../sync/syncStatus.js';
 import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
 function withSync<T>(config: Config, fn: (repo: SyncRepository) => T): T {
@@ -17,39 +18,10 @@ function withSync<T>(config: Config, fn: (repo: SyncRepository) => T): T {
   }
 }
 
-interface Status {
-  enabled: boolean;
-  receiver: string;
-  daemonRunning: boolean;
-  connected: boolean;
-  paused?: string;
-  lastSuccess?: string;
-  lastError?: string;
-  nextAttemptAt?: string;
-  backlog: number;
-  batchesWaiting: number;
-  deadLetters: number;
-  lastReconcile?: { at: string; queued: number };
-}
+type Status = SyncStatus & { daemonRunning: boolean };
 
 function status(config: Config): Status {
-  return withSync(config, (repo) => {
-    const s = <T>(key: string) => repo.getState<T>(key);
-    const out: Status = {
-      enabled: config.sync.enabled,
-      receiver: config.sync.baseUrl,
-      daemonRunning: daemonRunning(config.agent.dataDir),
-      connected: s<boolean>(SYNC_STATE.connected) ?? false,
-      backlog: repo.outboxSize(),
-      batchesWaiting: repo.batches().length,
-      deadLetters: repo.deadLetterCount(),
-    };
-    for (const key of ['paused', 'lastSuccess', 'lastError', 'nextAttemptAt', 'lastReconcile'] as const) {
-      const v = s<never>(SYNC_STATE[key]);
-      if (v !== undefined) (out as unknown as Record<string, unknown>)[key] = v;
-    }
-    return out;
-  });
+  return withSync(config, (repo) => ({ ...readSyncStatus(repo, config), daemonRunning: daemonRunning(config.agent.dataDir) }));
 }
 
 const statusText = (r: Status) =>

@@ -44,8 +44,8 @@ export class MqttDiscovery {
     return ANNOUNCEMENT_FILTERS.filter((f) => on[SOURCE_OF_FILTER[f.split(/[./]/)[0]!]!]);
   }
 
-  /** Never throws: a bad announcement is logged and counted. */
-  receive(message: InboundMessage): void {
+  /** Never throws: a bad announcement is logged and counted. Returns the id of the device it is about, when recorded. */
+  receive(message: InboundMessage): string | undefined {
     let announcement: Announcement | undefined;
     try {
       announcement = parseAnnouncement(message.topic, message.payload, this.deps.config().maxPayloadBytes);
@@ -53,24 +53,29 @@ export class MqttDiscovery {
       if (!(err instanceof AnnouncementError)) throw err;
       this.refused.inc({ code: err.code });
       this.deps.log.warn({ topic: message.topic.slice(0, 200), code: err.code, reason: err.message }, 'announcement refused');
-      return;
+      return undefined;
     }
-    if (!announcement) return;
+    if (!announcement) return undefined;
     const source = announcement.source === 'homeassistant' ? 'homeAssistant' : announcement.source;
-    if (!this.deps.config().discovery[source]) return;
+    if (!this.deps.config().discovery[source]) return undefined;
     try {
-      this.record(announcement);
+      const id = this.record(announcement);
       this.seen.inc({ source: announcement.source });
+      return id;
     } catch (err) {
       this.deps.log.error({ err, name: announcement.name }, 'announcement could not be recorded');
+      return undefined;
     }
   }
 
-  private record(a: Announcement): void {
+  private record(a: Announcement): string {
     const devices = this.deps.devices();
-    this.deps.store().transaction(() => {
+    return this.deps.store().transaction(() => {
       const known = devices.byName('mqtt', a.name);
-      if (known?.state === 'decommissioned') return devices.touch(known.id, a.online ?? known.online);
+      if (known?.state === 'decommissioned') {
+        devices.touch(known.id, a.online ?? known.online);
+        return known.id;
+      }
       const changedPresence = a.online !== undefined && known?.online !== a.online;
       if (!known || changedPresence || !(a.source in known.source)) {
         devices.apply({
@@ -83,9 +88,10 @@ export class MqttDiscovery {
           patch: { fillNameplate: a.nameplate, source: { [a.source]: a.details }, ...(a.online !== undefined ? { online: a.online } : {}) },
         });
         this.deps.log.info({ name: a.name, source: a.source, online: a.online, new: !known }, 'device announcement recorded');
-      } else {
-        devices.touch(known.id, a.online ?? known.online);
+        return `mqtt:${a.name}`;
       }
+      devices.touch(known.id, a.online ?? known.online);
+      return known.id;
     });
   }
 }

@@ -11,6 +11,16 @@ export interface Nameplate {
   displayName?: string;
 }
 
+/** Where a device is in the plant: set by technicians per device, else the gateway's sync.location. */
+export interface Location {
+  site?: string;
+  area?: string;
+  line?: string;
+  cell?: string;
+}
+
+export const LOCATION_FIELDS = ['site', 'area', 'line', 'cell'] as const;
+
 export interface Device {
   /** Stable inventory key: `<protocol>:<name>`, e.g. mqtt:pump-7. */
   id: string;
@@ -26,6 +36,10 @@ export interface Device {
   source: Record<string, unknown>;
   certificateSerial?: string;
   reason?: string;
+  /** The plant's asset tag, set by a technician. */
+  assetTag?: string;
+  /** Where it is, set by a technician (fields not set fall back to the gateway's location). */
+  location?: Location;
   online: boolean;
   firstSeen: Date;
   lastSeen: Date;

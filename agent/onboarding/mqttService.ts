@@ -10,6 +10,9 @@ import { ensureAgentClient, ensureLocalIdentity, opcuaClientId, type LocalIdenti
 import type { Config } from '../config/schema.js';
 import { ConfigFileError } from '../errors.js';
 import { MqttDiscovery } from '../discovery/mqttDiscovery.js';
+import { MqttDiscoveryRuns } from '../discovery/mqttDiscoveryRun.js';
+import type { EventBus } from '../events.js';
+import { DiscoveryRunRepository } from '../store/discoveryRunRepository.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -49,6 +52,7 @@ export interface MqttServiceDeps {
   storage: StoreService;
   ca: CaService;
   metrics: Metrics;
+  bus: EventBus;
 }
 
 /**
@@ -68,6 +72,10 @@ export class MqttService implements Service, DeviceAccess {
   private timer: NodeJS.Timeout | undefined;
   private devices: DeviceRepository | undefined;
   private enrollments: EnrollmentRepository | undefined;
+  private discoveryRuns: MqttDiscoveryRuns | undefined;
+  private runs: DiscoveryRunRepository | undefined;
+  private runningDiscovery: Promise<void> | undefined;
+  private readonly abort = new AbortController();
   /** The mutual-TLS URL devices are told when mqtt.deviceBrokerUrl is empty. */
   private deviceUrl = '';
 
@@ -154,7 +162,9 @@ export class MqttService implements Service, DeviceAccess {
     }));
     const discovery = new MqttDiscovery({ log: log.child({ part: 'discovery' }), metrics, config: () => this.config.mqtt, store: () => store, devices: () => devices });
     await this.broker.subscribe(enrollment.filters(), (m) => enrollment.receive(m));
-    await this.broker.subscribe(discovery.filters(), (m) => discovery.receive(m));
+    await this.broker.subscribe(discovery.filters(), (m) => void discovery.receive(m));
+    this.runs = new DiscoveryRunRepository(store);
+    this.discoveryRuns = new MqttDiscoveryRuns({ log: log.child({ part: 'discovery' }), runs: this.runs, discovery, link: this.broker, bus: this.deps.bus });
     await enrollment.resume();
     this.actions = new DeviceActions({ log: log.child({ part: 'actions' }), store, actions: new ActionRepository(store), devices, enrollments, ca, enrollment, gate });
     await this.actions.runOpen();
@@ -163,7 +173,22 @@ export class MqttService implements Service, DeviceAccess {
 
   private schedule(): void {
     clearInterval(this.timer);
-    this.timer = setInterval(() => void this.actions?.runOpen(), this.config.mqtt.actionPollMs);
+    this.timer = setInterval(() => {
+      void this.actions?.runOpen();
+      void this.runDiscoveries();
+    }, this.config.mqtt.actionPollMs);
+  }
+
+  /** Runs the MQTT discovery runs requested (by a technician), one at a time. */
+  private runDiscoveries(): Promise<void> {
+    this.runningDiscovery ??= (async () => {
+      for (let run = this.runs?.open('mqtt')[0]; run && this.discoveryRuns && !this.abort.signal.aborted; run = this.runs?.open('mqtt')[0]) {
+        await this.discoveryRuns.run(run, this.abort.signal);
+      }
+    })()
+      .catch((err: unknown) => this.deps.log.error({ err }, 'MQTT discovery could not run'))
+      .finally(() => (this.runningDiscovery = undefined));
+    return this.runningDiscovery;
   }
 
   private buildPolicy(config: Config): EnrollmentPolicy {
@@ -214,6 +239,8 @@ export class MqttService implements Service, DeviceAccess {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
+    this.abort.abort();
+    await this.runningDiscovery;
     if (this.enrollment) await Promise.race([this.enrollment.drained(), new Promise((r) => setTimeout(r, 2_000))]);
     await this.broker?.stop();
     this.broker = undefined;

@@ -1,5 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import { canTransition, type Device, type DeviceEvent, type DeviceState, type Nameplate, type Protocol } from '../inventory/device.js';
+import { canTransition, type Device, type DeviceEvent, type DeviceState, type Location, type Nameplate, type Protocol } from '../inventory/device.js';
 import type { Store } from './database.js';
 
 interface DeviceRow {
@@ -18,6 +18,8 @@ interface DeviceRow {
   source: string;
   certificate_serial: string | null;
   reason: string | null;
+  asset_tag: string | null;
+  location: string | null;
   online: number;
   first_seen: string;
   last_seen: string;
@@ -51,6 +53,8 @@ function toDevice(r: DeviceRow): Device {
     source: JSON.parse(r.source) as Record<string, unknown>,
     ...(r.certificate_serial ? { certificateSerial: r.certificate_serial } : {}),
     ...(r.reason ? { reason: r.reason } : {}),
+    ...(r.asset_tag ? { assetTag: r.asset_tag } : {}),
+    ...(r.location ? { location: JSON.parse(r.location) as Location } : {}),
     online: r.online === 1,
     firstSeen: new Date(r.first_seen),
     lastSeen: new Date(r.last_seen),
@@ -67,6 +71,9 @@ export interface DevicePatch {
   source?: Record<string, unknown>;
   certificateSerial?: string | null;
   reason?: string | null;
+  assetTag?: string | null;
+  /** Replaces the device's location as a whole; null or {} clears it. */
+  location?: Location | null;
   blocked?: boolean;
   preapproved?: boolean;
   online?: boolean;
@@ -195,7 +202,12 @@ export class DeviceRepository {
     const nullable: [keyof DevicePatch, string][] = [
       ['certificateSerial', 'certificate_serial'],
       ['reason', 'reason'],
+      ['assetTag', 'asset_tag'],
     ];
+    if (p.location !== undefined) {
+      sets.push('location = @location');
+      values.location = p.location === null || Object.keys(p.location).length === 0 ? null : JSON.stringify(p.location);
+    }
     for (const [key, column] of nullable) {
       if (p[key] !== undefined) {
         sets.push(`${column} = @${column}`);

@@ -2,7 +2,12 @@ import type { Store } from './database.js';
 
 export type RunTrigger = 'start' | 'interval' | 'technician';
 export type RunStatus = 'requested' | 'running' | 'done' | 'failed';
-export type TargetSource = 'endpoint' | 'lds' | 'scan' | 'mdns';
+export type TargetSource = 'endpoint' | 'lds' | 'scan' | 'mdns' | 'announcement';
+
+/** What a technician asked a run to look at: OPC UA endpoint URLs and CIDR ranges (none: what the configuration names). */
+export interface RunRequest {
+  targets: string[];
+}
 export type TargetStatus = 'found' | 'nothing' | 'error' | 'skipped';
 
 export interface DiscoveryRun {
@@ -19,6 +24,9 @@ export interface DiscoveryRun {
   found: number;
   errors: number;
   error?: string;
+  request?: RunRequest;
+  /** Who cancelled it (the run then ends as failed). */
+  cancelledBy?: string;
 }
 
 export interface DiscoveryTarget {
@@ -44,6 +52,8 @@ interface RunRow {
   found: number;
   errors: number;
   error: string | null;
+  request: string | null;
+  cancelled_by: string | null;
 }
 
 const toRun = (r: RunRow): DiscoveryRun => ({
@@ -60,17 +70,44 @@ const toRun = (r: RunRow): DiscoveryRun => ({
   found: r.found,
   errors: r.errors,
   ...(r.error ? { error: r.error } : {}),
+  ...(r.request ? { request: JSON.parse(r.request) as RunRequest } : {}),
+  ...(r.cancelled_by ? { cancelledBy: r.cancelled_by } : {}),
 });
 
 /** Discovery runs and their targets. Progress is written as it happens, so a run in progress can be followed from another process. */
 export class DiscoveryRunRepository {
   constructor(private readonly store: Store) {}
 
-  request(protocol: 'opcua' | 'mqtt', trigger: RunTrigger, actor: string): DiscoveryRun {
+  request(protocol: 'opcua' | 'mqtt', trigger: RunTrigger, actor: string, ask?: RunRequest): DiscoveryRun {
     const info = this.store
-      .statement(`INSERT INTO discovery_runs (protocol, trigger, actor, status, requested_at) VALUES (?, ?, ?, 'requested', ?)`)
-      .run(protocol, trigger, actor, new Date().toISOString());
+      .statement(`INSERT INTO discovery_runs (protocol, trigger, actor, status, requested_at, request) VALUES (?, ?, ?, 'requested', ?, ?)`)
+      .run(protocol, trigger, actor, new Date().toISOString(), ask ? JSON.stringify(ask) : null);
     return this.get(Number(info.lastInsertRowid))!;
+  }
+
+  /**
+   * Cancels a run: one still waiting ends at once; a running one is told to
+   * stop (it starts no new target and ends as failed). False when the run
+   * has already ended.
+   */
+  cancel(id: number, actor: string): boolean {
+    const now = new Date().toISOString();
+    const waiting = this.store
+      .statement(`UPDATE discovery_runs SET status = 'failed', finished_at = ?, cancelled_by = ?, error = ? WHERE id = ? AND status = 'requested'`)
+      .run(now, actor, `cancelled by ${actor}`, id);
+    if (waiting.changes > 0) return true;
+    return this.store.statement(`UPDATE discovery_runs SET cancelled_by = ? WHERE id = ? AND status = 'running' AND cancelled_by IS NULL`).run(actor, id).changes > 0;
+  }
+
+  /** Who cancelled a running run, if anyone has. */
+  cancelledBy(id: number): string | undefined {
+    return (this.store.statement('SELECT cancelled_by FROM discovery_runs WHERE id = ?').get(id) as { cancelled_by: string | null } | undefined)?.cancelled_by ?? undefined;
+  }
+
+  /** Runs of both protocols, newest first. */
+  page(limit: number, offset: number): { total: number; items: DiscoveryRun[] } {
+    const total = (this.store.statement('SELECT count(*) AS n FROM discovery_runs').get() as { n: number }).n;
+    return { total, items: (this.store.statement('SELECT * FROM discovery_runs ORDER BY id DESC LIMIT ? OFFSET ?').all(limit, offset) as RunRow[]).map(toRun) };
   }
 
   get(id: number): DiscoveryRun | undefined {

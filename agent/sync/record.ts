@@ -1,13 +1,7 @@
 import type { CertificateRecord } from '../../certs/store.js';
-import type { Device } from '../inventory/device.js';
+import type { Device, Location } from '../inventory/device.js';
 
-/** Where a device is in the plant (from configuration now; from technicians later). */
-export interface Location {
-  site?: string;
-  area?: string;
-  line?: string;
-  cell?: string;
-}
+export type { Location } from '../inventory/device.js';
 
 /**
  * The device record sent upstream (docs/upstream-api.md): what a
@@ -47,7 +41,11 @@ export interface UpstreamItem {
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
 
-/** The record of a device at its current revision; `certificate` is its current certificate record, if any. */
+/**
+ * The record of a device at its current revision; `certificate` is its
+ * current certificate record, if any; `location` is the gateway's, which
+ * the fields a technician set on the device override.
+ */
 export function upstreamItem(device: Device, certificate: CertificateRecord | undefined, location: Location): UpstreamItem {
   const opcua = (device.source.opcua ?? {}) as {
     endpointUrl?: string;
@@ -62,7 +60,7 @@ export function upstreamItem(device: Device, certificate: CertificateRecord | un
     .flatMap(([, v]) => Object.values((v ?? {}) as Record<string, unknown>).filter((t): t is string => typeof t === 'string' && t.includes('/')));
   const record: UpstreamRecord = {
     deviceId: device.id,
-    assetTag: str(di?.assetId),
+    assetTag: str(device.assetTag) ?? str(di?.assetId),
     manufacturer: { name: str(device.nameplate.manufacturer), uri: null },
     model: str(device.nameplate.model),
     productCode: str(opcua.productUri),
@@ -73,7 +71,7 @@ export function upstreamItem(device: Device, certificate: CertificateRecord | un
     softwareVersion: str(opcua.buildInfo?.softwareVersion),
     deviceClass: device.protocol === 'opcua' ? 'opcua-server' : 'mqtt-device',
     displayName: str(device.nameplate.displayName),
-    location,
+    location: { ...location, ...device.location },
     source: { protocol: device.protocol, endpoint: str(opcua.endpointUrl), applicationUri: str(opcua.applicationUri), topics: [...new Set(topics)].sort() },
     certificate: certificate
       ? { status: certificate.status, serial: certificate.serial, thumbprint: certificate.thumbprint, notAfter: certificate.notAfter.toISOString() }

@@ -11,7 +11,7 @@ import type { Metrics } from '../metrics.js';
 import { TopicAcl, type ListenerName } from './brokerAcl.js';
 import { BrokerMetrics } from './brokerMetrics.js';
 import { limitPackets } from './packetLimit.js';
-import type { BrokerLink, DeviceAccess, MessageHandler, OutboundOptions } from './types.js';
+import type { BrokerLink, DeviceAccess, InboundMessage, MessageHandler, OutboundOptions } from './types.js';
 
 export interface EmbeddedBrokerOptions {
   host: string;
@@ -167,6 +167,16 @@ export class EmbeddedBroker implements Service, BrokerLink {
       };
       await new Promise<void>((resolve) => aedes.subscribe(filter, deliver, resolve));
     }
+  }
+
+  /** Read from the broker's store at once: `listenMs` does not apply. */
+  async retained(filters: string[]): Promise<InboundMessage[]> {
+    const got: InboundMessage[] = [];
+    // aedes' typings leave out its persistence; createRetainedStreamCombi is aedes-persistence's documented API.
+    const persistence = (this.running() as unknown as { persistence: { createRetainedStreamCombi(p: string[]): AsyncIterable<AedesPublishPacket> } }).persistence;
+    const stream = persistence.createRetainedStreamCombi(filters);
+    for await (const packet of stream) got.push({ topic: packet.topic, payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload) });
+    return got;
   }
 
   /** MQTT 3.1.1 only: `correlationData` has nowhere to go and is dropped. */

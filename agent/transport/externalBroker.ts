@@ -1,7 +1,7 @@
 import mqtt, { type IClientPublishOptions, type MqttClient } from 'mqtt';
 import type { Logger } from '../log.js';
 import type { Service } from '../lifecycle/service.js';
-import type { BrokerLink, MessageHandler, OutboundOptions } from './types.js';
+import type { BrokerLink, InboundMessage, MessageHandler, OutboundOptions } from './types.js';
 
 export interface ExternalBrokerDeps {
   log: Logger;
@@ -87,6 +87,24 @@ export class ExternalBroker implements Service, BrokerLink {
     await this.client!.subscribeAsync(filters, { qos: 1 }).catch((err: Error) => {
       this.deps.log.warn({ err: { message: err.message }, filters }, 'MQTT subscribe not confirmed yet; it is retried on reconnect');
     });
+  }
+
+  async retained(filters: string[], listenMs: number): Promise<InboundMessage[]> {
+    const client = this.client;
+    if (!client?.connected) throw new Error(`not connected to the MQTT broker ${this.deps.url}`);
+    const got: InboundMessage[] = [];
+    const collect = (topic: string, payload: Buffer, packet: { retain?: boolean }) => {
+      if (packet.retain && filters.some((f) => topicMatches(f, topic))) got.push({ topic, payload });
+    };
+    client.on('message', collect);
+    try {
+      // A SUBSCRIBE repeated on the session makes the broker send the retained messages again (MQTT 5, 3.8.4).
+      await client.subscribeAsync(filters, { qos: 1, rh: 0 });
+      await new Promise((r) => setTimeout(r, listenMs));
+    } finally {
+      client.off('message', collect);
+    }
+    return got;
   }
 
   async publish(topic: string, payload: Buffer, options: OutboundOptions): Promise<void> {

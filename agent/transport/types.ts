@@ -25,6 +25,12 @@ export interface BrokerLink {
   /** Publishes, never retained; resolves once the broker took it (QoS 1: PUBACK). */
   publish(topic: string, payload: Buffer, options: OutboundOptions): Promise<void>;
   isConnected(): boolean;
+  /**
+   * The retained messages on these filters now (an on-demand discovery run
+   * reads announcements with it). An external broker sends them on a new
+   * SUBSCRIBE: what arrives within `listenMs` is returned.
+   */
+  retained(filters: string[], listenMs: number): Promise<InboundMessage[]>;
 }
 
 /**

@@ -66,6 +66,25 @@ async function pool<T>(items: Iterable<T>, concurrency: number, signal: AbortSig
   await Promise.all(Array.from({ length: concurrency }, worker));
 }
 
+/**
+ * The configuration a run works with: a technician's targets replace the
+ * configured endpoints and ranges (URLs are probed as endpoints, CIDRs
+ * scanned on the configured ports), without discovery servers or mDNS.
+ * The API has checked that they lie inside opcua.scan.ranges or are
+ * configured endpoints: targets narrow a run, they never widen it.
+ */
+export function forRequest(c: Config['opcua'], run: Pick<DiscoveryRun, 'request'>): Config['opcua'] {
+  const targets = run.request?.targets;
+  if (!targets || targets.length === 0) return c;
+  return {
+    ...c,
+    endpoints: targets.filter((t) => t.startsWith('opc.tcp://')),
+    discoveryServers: [],
+    mdns: { ...c.mdns, enabled: false },
+    scan: { ...c.scan, ranges: targets.filter((t) => !t.startsWith('opc.tcp://')) },
+  };
+}
+
 /** At most this many URLs are taken from one LDS answer. */
 const MAX_LDS_URLS = 1_000;
 
@@ -88,14 +107,43 @@ export class OpcuaDiscovery {
    * target is started and the run goes back to `requested`, to be run again
    * at the next start.
    */
-  async run(run: DiscoveryRun, signal: AbortSignal = new AbortController().signal): Promise<void> {
+  async run(run: DiscoveryRun, stopping: AbortSignal = new AbortController().signal): Promise<void> {
     const { runs, log } = this.deps;
-    const c = this.deps.config();
+    const c = forRequest(this.deps.config(), run);
     const counts = { total: 0, done: 0, found: 0, errors: 0 };
-    const progress = (phase: 'listing' | 'scanning' | 'probing' | 'done' | 'failed', scanned?: { done: number; total: number }) =>
+    const progress = (phase: 'listing' | 'scanning' | 'probing' | 'done' | 'failed' | 'cancelled', scanned?: { done: number; total: number }) =>
       this.deps.bus.emit('discovery.progress', { runId: run.id, protocol: 'opcua', phase, ...counts, ...(scanned ? { scanned } : {}) });
+    const cancelled = () => runs.cancelledBy(run.id);
+    if (cancelled()) {
+      runs.finish(run.id, 'failed', `cancelled by ${cancelled()}`);
+      return progress('cancelled');
+    }
+    // A technician's cancel (written to the database, by the API or the CLI) stops the run like a daemon stop does.
+    const cancel = new AbortController();
+    const watch = setInterval(() => cancelled() && cancel.abort(), 200);
+    const signal = AbortSignal.any([stopping, cancel.signal]);
     runs.start(run.id, 0);
-    log.info({ run: run.id, trigger: run.trigger, actor: run.actor }, 'OPC UA discovery started');
+    log.info({ run: run.id, trigger: run.trigger, actor: run.actor, targets: run.request?.targets }, 'OPC UA discovery started');
+    try {
+      await this.steps(run, c, counts, progress, signal);
+    } finally {
+      clearInterval(watch);
+    }
+    if (cancel.signal.aborted && !stopping.aborted) {
+      runs.finish(run.id, 'failed', `cancelled by ${cancelled()}`);
+      progress('cancelled');
+      log.info({ run: run.id, by: cancelled(), ...counts }, 'OPC UA discovery cancelled');
+    }
+  }
+
+  private async steps(
+    run: DiscoveryRun,
+    c: Config['opcua'],
+    counts: { total: number; done: number; found: number; errors: number },
+    progress: (phase: 'listing' | 'scanning' | 'probing' | 'done' | 'failed', scanned?: { done: number; total: number }) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { runs, log } = this.deps;
     const seen = new Map<string, { thumbprint: string | undefined; url: string; deviceId: string }>();
     try {
       const ranges = c.scan.ranges.map(parseRange);
@@ -190,6 +238,7 @@ export class OpcuaDiscovery {
         progress('probing');
       });
       if (signal.aborted) {
+        if (runs.cancelledBy(run.id)) return;
         runs.requeue(run.id);
         log.info({ run: run.id, ...counts }, 'OPC UA discovery interrupted; it runs again at the next start');
         return;

@@ -47,3 +47,33 @@ export function addresses(ranges: readonly Range[], max: number): string[] {
   }
   return [...seen].sort((a, b) => a - b).map(toIp);
 }
+
+/**
+ * Why a technician's discovery target is refused, or undefined when it may
+ * be used: an opc.tcp:// URL that is a configured endpoint or whose IPv4
+ * address lies inside `allowed`, or a range wholly inside `allowed`.
+ * Host names other than a configured endpoint's are refused: what they
+ * resolve to can change after the check.
+ */
+export function targetRefusal(target: string, allowed: readonly Range[], endpoints: readonly string[]): string | undefined {
+  if (target.startsWith('opc.tcp://')) {
+    if (endpoints.includes(target)) return undefined;
+    let host: string;
+    try {
+      host = new URL(target).hostname;
+    } catch {
+      return `${JSON.stringify(target)} is not a URL`;
+    }
+    if (!isIPv4(host)) return `${target}: give an IPv4 address (or a configured endpoint), not a host name`;
+    return contains(allowed, host) ? undefined : `${target} is outside opcua.scan.ranges (${allowed.map((r) => r.text).join(', ') || 'none configured'})`;
+  }
+  let range: Range;
+  try {
+    range = parseRange(target);
+  } catch (err) {
+    return `${(err as Error).message}; a target is an opc.tcp:// URL or an IPv4 range such as 10.1.2.0/24`;
+  }
+  const last = toIp(range.base + size(range) - 1);
+  const inside = allowed.some((r) => contains([r], toIp(range.base)) && contains([r], last));
+  return inside ? undefined : `${target} is not inside opcua.scan.ranges (${allowed.map((r) => r.text).join(', ') || 'none configured'})`;
+}

@@ -6,9 +6,10 @@ import { m0004DiscoveryRuns } from './0004_discoveryRuns.js';
 import { m0005OpcuaPush } from './0005_opcuaPush.js';
 import { m0006SyncOutbox } from './0006_syncOutbox.js';
 import { m0007Users } from './0007_users.js';
+import { m0008TechnicianApi } from './0008_technicianApi.js';
 
 /**
  * Every schema change, in order. Append only: a released migration is never
  * edited, since databases in the field have already run it.
  */
-export const MIGRATIONS: readonly Migration[] = [m0001AgentRuns, m0002Certificates, m0003Devices, m0004DiscoveryRuns, m0005OpcuaPush, m0006SyncOutbox, m0007Users];
+export const MIGRATIONS: readonly Migration[] = [m0001AgentRuns, m0002Certificates, m0003Devices, m0004DiscoveryRuns, m0005OpcuaPush, m0006SyncOutbox, m0007Users, m0008TechnicianApi];

@@ -1,0 +1,133 @@
+import { z } from 'zod';
+import { AuditRepository } from '../store/auditRepository.js';
+import type { Store } from '../store/database.js';
+import { ROLES, UserRepository, type Role } from '../store/userRepository.js';
+import { hashSecret, newTokenSecret, PERMISSIONS, type Permission } from './auth.js';
+import { ApiError, intParam, queryOf, text, type Route } from './router.js';
+
+/** A user name: 1 to 64 of A-Z a-z 0-9 . _ @ - (the CLI takes the same). */
+export const USER_NAME = /^[A-Za-z0-9._@-]{1,64}$/;
+/** A token lives at most this long; without an expiry it lives until revoked. */
+const MAX_TOKEN_SECONDS = 3_650 * 86_400;
+
+/** Who am I; users and tokens (administrators); the audit log. */
+export function accountRoutes(deps: { store: () => Store }): Route[] {
+  const users = () => new UserRepository(deps.store());
+  const audit = () => new AuditRepository(deps.store());
+  const userOf = (name: string) => {
+    const user = users().byName(name);
+    if (!user) throw new ApiError(404, 'NO_SUCH_USER', `no user ${name}`);
+    return user;
+  };
+  return [
+    {
+      method: 'GET',
+      path: '/api/v1/me',
+      permission: 'status.read',
+      summary: 'the caller: user, role, what the role may do, and the latest 50 changes the caller made',
+      handle: ({ user }) => ({
+        body: {
+          user,
+          permissions: (Object.keys(PERMISSIONS) as Permission[]).filter((p) => (PERMISSIONS[p] as readonly Role[]).includes(user.role)),
+          recent: audit().list({ actor: user.name, limit: 50, offset: 0 }).items,
+        },
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/audit',
+      permission: 'audit.read',
+      summary: 'every change made through the API, newest first; ?actor= ?limit=1..1000 (100) ?offset=',
+      handle: ({ query }) => {
+        queryOf(query, ['actor', 'limit', 'offset']);
+        const actor = query.get('actor');
+        return { body: audit().list({ ...(actor ? { actor } : {}), limit: intParam(query, 'limit', 100, 1, 1_000), offset: intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER) }) };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/users',
+      permission: 'users.manage',
+      summary: 'every user with its role and whether it is disabled',
+      handle: () => ({ body: { items: users().list() } }),
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/users',
+      permission: 'users.manage',
+      summary: 'add a user: body {name, role: admin|technician|viewer}',
+      handle: async (ctx) => {
+        const b = await ctx.body(z.strictObject({ name: z.string().regex(USER_NAME, '1 to 64 of A-Z a-z 0-9 . _ @ -'), role: z.enum(ROLES as [Role, ...Role[]]) }));
+        const user = deps.store().durable(() => {
+          if (users().byName(b.name)) throw new ApiError(409, 'USER_EXISTS', `user ${b.name} exists`);
+          const made = users().add(b.name, b.role, ctx.user.name);
+          ctx.audit('user.add', b.name, 'done', { role: b.role });
+          return made;
+        });
+        return { status: 201, body: { user } };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/users/{name}/disable',
+      permission: 'users.manage',
+      summary: "disable a user: its tokens stop working (an administrator cannot disable their own account)",
+      handle: async (ctx) => {
+        await ctx.body(z.strictObject({}));
+        const target = userOf(ctx.params.name!);
+        if (target.id === ctx.user.id) throw new ApiError(409, 'SELF', 'you cannot disable your own account; another administrator can');
+        deps.store().durable(() => {
+          users().disable(target.id);
+          ctx.audit('user.disable', target.name, 'done');
+        });
+        return { body: { user: users().get(target.id) } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/tokens',
+      permission: 'users.manage',
+      summary: 'every token with its user, label, expiry and revocation (never a secret)',
+      handle: ({ query }) => {
+        queryOf(query, ['user']);
+        const name = query.get('user');
+        return { body: { items: users().tokens(name ? userOf(name).id : undefined) } };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/tokens',
+      permission: 'users.manage',
+      summary: 'make a token: body {user, label?, expiresInSeconds?}; the answer holds the secret, shown this once',
+      handle: async (ctx) => {
+        const b = await ctx.body(z.strictObject({ user: z.string().regex(USER_NAME), label: text(128).min(1).optional(), expiresInSeconds: z.number().int().min(60).max(MAX_TOKEN_SECONDS).optional() }));
+        const owner = userOf(b.user);
+        if (owner.disabledAt) throw new ApiError(409, 'USER_DISABLED', `user ${owner.name} is disabled`);
+        const secret = newTokenSecret();
+        const expiresAt = b.expiresInSeconds ? new Date(Date.now() + b.expiresInSeconds * 1000) : undefined;
+        const token = deps.store().durable(() => {
+          const made = users().addToken(owner.id, hashSecret(secret), b.label ?? 'api', expiresAt);
+          ctx.audit('token.create', `token ${made.id}`, 'done', { user: owner.name, label: made.label, ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}) });
+          return made;
+        });
+        return { status: 201, body: { token, secret } };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/tokens/{id}/revoke',
+      permission: 'users.manage',
+      summary: 'revoke a token at once',
+      handle: async (ctx) => {
+        await ctx.body(z.strictObject({}));
+        const token = /^\d{1,15}$/.test(ctx.params.id!) ? users().token(Number(ctx.params.id)) : undefined;
+        if (!token) throw new ApiError(404, 'NO_SUCH_TOKEN', `no token ${ctx.params.id}`);
+        deps.store().durable(() => {
+          users().revokeToken(token.id);
+          ctx.audit('token.revoke', `token ${token.id}`, 'done', { user: users().get(token.userId)?.name });
+        });
+        return { body: { token: users().token(token.id) } };
+      },
+    },
+  ];
+}

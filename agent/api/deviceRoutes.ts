@@ -1,0 +1,139 @@
+import { z } from 'zod';
+import type { Config } from '../config/schema.js';
+import { LOCATION_FIELDS, type DeviceState, type Protocol } from '../inventory/device.js';
+import { ActionRepository, type DeviceActionKind } from '../store/actionRepository.js';
+import type { Store } from '../store/database.js';
+import { DeviceRepository } from '../store/deviceRepository.js';
+import { EnrollmentRepository } from '../store/enrollmentRepository.js';
+import { PushRepository } from '../store/pushRepository.js';
+import { ApiError, intParam, queryOf, text, type Route } from './router.js';
+
+export interface DeviceRouteDeps {
+  config: () => Config;
+  store: () => Store;
+}
+
+const STATES: readonly DeviceState[] = ['discovered', 'pending', 'provisioned', 'rejected', 'revoked', 'decommissioned'];
+const PROTOCOLS: readonly Protocol[] = ['mqtt', 'opcua'];
+
+const decision = z.strictObject({
+  reason: text(500).optional(),
+  /** approve: the enrollment request to approve, when several wait with different keys. */
+  request: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'a request id (devices show lists them)').optional(),
+  /** Seconds to wait for the daemon to carry the decision out (0: answer at once with 202). */
+  wait: z.number().int().min(0).max(60).optional(),
+});
+
+const field = text(128).refine((v) => v.trim() === v, 'must not start or end with spaces');
+const annotation = z
+  .strictObject({
+    assetTag: field.nullable().optional(),
+    location: z.strictObject(Object.fromEntries(LOCATION_FIELDS.map((f) => [f, field.optional()])) as Record<(typeof LOCATION_FIELDS)[number], z.ZodOptional<typeof field>>).nullable().optional(),
+  })
+  .refine((v) => v.assetTag !== undefined || v.location !== undefined, 'give assetTag, location or both');
+
+/** What a decision needs: approve and reject are a technician's; revoke and decommission withdraw a certificate (administrators). */
+const DECISIONS: [DeviceActionKind, 'devices.decide' | 'devices.retire', string][] = [
+  ['approve', 'devices.decide', "approve the request waiting, or the device's next one"],
+  ['reject', 'devices.decide', 'reject the requests waiting; later ones wait for a technician'],
+  ['revoke', 'devices.retire', 'revoke the device certificate and cut the device off'],
+  ['decommission', 'devices.retire', 'retire the device for good'],
+];
+
+export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
+  const device = (id: string) => {
+    const found = new DeviceRepository(deps.store()).get(id);
+    if (!found) throw new ApiError(404, 'NO_SUCH_DEVICE', `no device ${id}`);
+    return found;
+  };
+  return [
+    {
+      method: 'GET',
+      path: '/api/v1/devices',
+      permission: 'devices.read',
+      summary: 'the inventory; ?state= ?protocol= ?limit=1..1000 (100) ?offset=',
+      handle: ({ query }) => {
+        queryOf(query, ['state', 'protocol', 'limit', 'offset']);
+        const state = query.get('state');
+        const protocol = query.get('protocol');
+        if (state !== null && !STATES.includes(state as DeviceState)) throw new ApiError(400, 'BAD_QUERY', `state must be one of ${STATES.join(', ')}`);
+        if (protocol !== null && !PROTOCOLS.includes(protocol as Protocol)) throw new ApiError(400, 'BAD_QUERY', 'protocol must be mqtt or opcua');
+        const limit = intParam(query, 'limit', 100, 1, 1_000);
+        const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
+        const all = new DeviceRepository(deps.store()).list({ ...(state ? { state: state as DeviceState } : {}), ...(protocol ? { protocol: protocol as Protocol } : {}) });
+        return { body: { total: all.length, items: all.slice(offset, offset + limit) } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/devices/{id}',
+      permission: 'devices.read',
+      summary: 'one device: its record, requests waiting, push status and history',
+      handle: ({ params }) => {
+        const d = device(params.id!);
+        const store = deps.store();
+        const pendingRequests = new EnrollmentRepository(store).withStatus('pending', d.id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
+        const push = d.protocol === 'opcua' ? new PushRepository(store).get(d.id) : undefined;
+        return { body: { device: d, pendingRequests, ...(push ? { push } : {}), history: new DeviceRepository(store).events(d.id) } };
+      },
+    },
+    ...DECISIONS.map(
+      ([kind, permission, summary]): Route => ({
+        method: 'POST',
+        path: `/api/v1/devices/{id}/${kind}`,
+        permission,
+        summary: `${summary}; body {reason?, ${kind === 'approve' ? 'request?, ' : ''}wait?: seconds 0..60 (15)}`,
+        handle: async (ctx) => {
+          const b = await ctx.body(decision);
+          if (b.request !== undefined && kind !== 'approve') throw new ApiError(400, 'BAD_REQUEST', 'request: only an approval names a request');
+          const store = deps.store();
+          const actions = new ActionRepository(store);
+          const d = device(ctx.params.id!);
+          const queued = store.durable(() => {
+            const action = actions.enqueue(d.id, kind, ctx.user.name, b.reason ?? '', b.request);
+            ctx.audit(`device.${kind}`, d.id, 'accepted', { action: action.id, ...(b.reason ? { reason: b.reason } : {}), ...(b.request ? { request: b.request } : {}) });
+            return action;
+          });
+          // The daemon's services carry decisions out in order per device (the same queue as the CLI's).
+          const deadline = Date.now() + (b.wait ?? 15) * 1000;
+          let action = queued;
+          while (!action.doneAt && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 100));
+            action = actions.get(action.id)!;
+          }
+          if (action.outcome === 'refused') throw new ApiError(409, 'REFUSED', `${kind} refused: ${action.error ?? 'see the device history'}`);
+          return { status: action.doneAt ? 200 : 202, body: { action, device: new DeviceRepository(store).get(d.id) } };
+        },
+      }),
+    ),
+    {
+      method: 'PUT',
+      path: '/api/v1/devices/{id}/annotation',
+      permission: 'devices.annotate',
+      summary: 'set the asset tag and the location (site, area, line, cell); null clears; sent upstream',
+      handle: async (ctx) => {
+        const b = await ctx.body(annotation);
+        const store = deps.store();
+        const devices = new DeviceRepository(store);
+        const updated = store.durable(() => {
+          const d = device(ctx.params.id!);
+          if (d.state === 'decommissioned') throw new ApiError(409, 'DECOMMISSIONED', `${d.id} is decommissioned: its record is final`);
+          const location = b.location === undefined ? undefined : b.location === null ? null : Object.fromEntries(Object.entries(b.location).filter(([, v]) => v !== undefined && v !== ''));
+          const changes = { ...(b.assetTag !== undefined ? { assetTag: b.assetTag } : {}), ...(location !== undefined ? { location } : {}) };
+          const next = devices.apply({
+            protocol: d.protocol,
+            name: d.name,
+            to: d.state,
+            cause: `annotated: ${Object.keys(changes).join(' and ')}`,
+            actor: ctx.user.name,
+            details: changes,
+            patch: changes,
+          });
+          ctx.audit('device.annotate', d.id, 'done', changes);
+          return next;
+        });
+        return { body: { device: updated } };
+      },
+    },
+  ];
+}

@@ -1,0 +1,154 @@
+import type { ServerResponse } from 'node:http';
+import { z } from 'zod';
+import type { Config } from '../config/schema.js';
+import { parseRange, targetRefusal } from '../discovery/opcua/ranges.js';
+import type { AgentEvents, EventBus } from '../events.js';
+import type { Store } from '../store/database.js';
+import { DiscoveryRunRepository, type DiscoveryRun } from '../store/discoveryRunRepository.js';
+import { ApiError, intParam, queryOf, type Route } from './router.js';
+
+export interface DiscoveryRouteDeps {
+  config: () => Config;
+  store: () => Store;
+  bus: EventBus;
+}
+
+const start = z.strictObject({
+  protocols: z.array(z.enum(['opcua', 'mqtt'])).min(1).max(2).optional(),
+  /** OPC UA only: opc.tcp:// URLs and IPv4 ranges, inside opcua.scan.ranges or configured endpoints. */
+  targets: z.array(z.string().min(1).max(200)).max(64).optional(),
+});
+
+const ENDED = new Set(['done', 'failed']);
+/** A comment line on a quiet stream keeps proxies and clients from closing it. */
+const KEEPALIVE_MS = 15_000;
+/** How often a followed run is read again: a run cancelled before it started ends without a progress event. */
+const RECHECK_MS = 500;
+
+let streams = 0;
+
+export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
+  const runs = () => new DiscoveryRunRepository(deps.store());
+  const runOf = (id: string): DiscoveryRun => {
+    const run = /^\d{1,15}$/.test(id) ? runs().get(Number(id)) : undefined;
+    if (!run) throw new ApiError(404, 'NO_SUCH_RUN', `no discovery run ${id}`);
+    return run;
+  };
+  return [
+    {
+      method: 'POST',
+      path: '/api/v1/discovery/runs',
+      permission: 'discovery.run',
+      summary: 'start a discovery: body {protocols?: ["opcua","mqtt"] (every enabled one), targets?: OPC UA URLs and IPv4 ranges}; one run per protocol',
+      handle: async (ctx) => {
+        const b = await ctx.body(start);
+        const c = deps.config();
+        const enabled = (['opcua', 'mqtt'] as const).filter((p) => c[p].enabled);
+        const protocols = [...new Set(b.protocols ?? enabled)];
+        for (const p of protocols) if (!c[p].enabled) throw new ApiError(409, 'PROTOCOL_OFF', `${p} discovery is off (${p}.enabled: false)`);
+        if (protocols.length === 0) throw new ApiError(409, 'PROTOCOL_OFF', 'OPC UA and MQTT are both off in the configuration: nothing to discover');
+        const targets = b.targets ?? [];
+        if (targets.length > 0 && !protocols.includes('opcua')) throw new ApiError(400, 'BAD_REQUEST', 'targets: only an OPC UA run takes targets');
+        const allowed = c.opcua.scan.ranges.map(parseRange);
+        const refused = targets.map((t) => targetRefusal(t, allowed, c.opcua.endpoints)).filter((r): r is string => r !== undefined);
+        if (refused.length > 0) throw new ApiError(400, 'TARGET_NOT_ALLOWED', `${refused.join('; ')}. Targets narrow a run to what the configuration allows; an administrator widens opcua.scan.ranges`);
+        const repo = runs();
+        const made = deps.store().durable(() =>
+          protocols.map((p) => {
+            const run = repo.request(p, 'technician', ctx.user.name, p === 'opcua' && targets.length > 0 ? { targets } : undefined);
+            ctx.audit('discovery.start', `run ${run.id}`, 'accepted', { protocol: p, ...(p === 'opcua' && targets.length > 0 ? { targets } : {}) });
+            return run;
+          }),
+        );
+        return { status: 202, body: { runs: made } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/discovery/runs',
+      permission: 'discovery.read',
+      summary: 'discovery runs, newest first; ?limit=1..1000 (20) ?offset=',
+      handle: ({ query }) => {
+        queryOf(query, ['limit', 'offset']);
+        return { body: runs().page(intParam(query, 'limit', 20, 1, 1_000), intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER)) };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/discovery/runs/{id}',
+      permission: 'discovery.read',
+      summary: 'one run with every target and its outcome',
+      handle: ({ params }) => {
+        const run = runOf(params.id!);
+        return { body: { run, targets: runs().targets(run.id) } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/discovery/runs/{id}/events',
+      permission: 'discovery.read',
+      summary: 'Server-Sent Events: `run` (the run now), `progress` (each step), `end` (the run and its targets); then the stream closes',
+      handle: ({ params, res }) => {
+        follow(runOf(params.id!).id, res, runs, deps.bus);
+        return undefined;
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/discovery/runs/{id}/cancel',
+      permission: 'discovery.run',
+      summary: 'cancel a run: a waiting one ends at once, a running one starts no new target',
+      handle: async (ctx) => {
+        await ctx.body(z.strictObject({}));
+        const run = runOf(ctx.params.id!);
+        const done = deps.store().durable(() => {
+          const cancelled = runs().cancel(run.id, ctx.user.name);
+          ctx.audit('discovery.cancel', `run ${run.id}`, cancelled ? 'accepted' : 'refused', cancelled ? undefined : { status: run.status });
+          return cancelled;
+        });
+        if (!done) throw new ApiError(409, 'RUN_ENDED', `run ${run.id} has already ended (${run.status})`);
+        return { status: 202, body: { run: runs().get(run.id) } };
+      },
+    },
+  ];
+}
+
+/** Streams a run's progress until it ends or the client goes. */
+function follow(id: number, res: ServerResponse, runs: () => DiscoveryRunRepository, bus: EventBus): void {
+  const owner = `sse-${++streams}`;
+  let seq = 0;
+  let ended = false;
+  const send = (event: string, data: unknown) => res.write(`id: ${++seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    const run = runs().get(id);
+    send('end', { run, targets: runs().targets(id) });
+    cleanup();
+    res.end();
+  };
+  const check = () => {
+    const run = runs().get(id);
+    if (!run || ENDED.has(run.status)) end();
+  };
+  const keepalive = setInterval(() => res.write(': keepalive\n\n'), KEEPALIVE_MS);
+  const recheck = setInterval(check, RECHECK_MS);
+  const cleanup = () => {
+    clearInterval(keepalive);
+    clearInterval(recheck);
+    bus.off(owner);
+  };
+  res.on('close', () => {
+    ended = true;
+    cleanup();
+  });
+  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+  // Listen before the first read, so that no step between the two is missed.
+  bus.on('discovery.progress', owner, (p: AgentEvents['discovery.progress']) => {
+    if (p.runId !== id || ended) return;
+    send('progress', p);
+    if (p.phase === 'done' || p.phase === 'failed' || p.phase === 'cancelled') end();
+  });
+  send('run', runs().get(id));
+  check();
+}

@@ -1,0 +1,146 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { PROFILE_NAMES, type ProfileName } from '../../certs/profiles/index.js';
+import { REVOCATION_REASON_CODES, type CertificateStatus, type RevocationReason } from '../../certs/store.js';
+import type { CaService } from '../ca/caService.js';
+import type { Config } from '../config/schema.js';
+import { CertificateRepository } from '../store/certificateRepository.js';
+import type { Store } from '../store/database.js';
+import { SyncRepository } from '../store/syncRepository.js';
+import { SYNC_STATE } from '../sync/syncService.js';
+import { readSyncStatus } from '../sync/syncStatus.js';
+import { ApiError, intParam, queryOf, text, type Route } from './router.js';
+
+export interface OperationRouteDeps {
+  config: () => Config;
+  store: () => Store;
+  ca: Pick<CaService, 'revoke'>;
+}
+
+const STATUSES: readonly CertificateStatus[] = ['valid', 'revoked', 'superseded'];
+const REASONS = Object.keys(REVOCATION_REASON_CODES) as [RevocationReason, ...RevocationReason[]];
+
+/** Certificates (list, show, revoke, CRL) and the upstream sync (status, now, reconcile, dead letters). */
+export function operationRoutes(deps: OperationRouteDeps): Route[] {
+  const sync = () => new SyncRepository(deps.store());
+  const syncOn = () => {
+    if (!deps.config().sync.enabled) throw new ApiError(409, 'SYNC_OFF', 'sync is off (sync.enabled: false)');
+  };
+  return [
+    {
+      method: 'GET',
+      path: '/api/v1/certificates',
+      permission: 'certificates.read',
+      summary: 'issued certificates, soonest expiry first; ?status= ?profile= ?identity= ?limit=1..1000 (100) ?offset=',
+      handle: ({ query }) => {
+        queryOf(query, ['status', 'profile', 'identity', 'limit', 'offset']);
+        const status = query.get('status');
+        const profile = query.get('profile');
+        if (status !== null && !STATUSES.includes(status as CertificateStatus)) throw new ApiError(400, 'BAD_QUERY', `status must be one of ${STATUSES.join(', ')}`);
+        if (profile !== null && !PROFILE_NAMES.includes(profile as ProfileName)) throw new ApiError(400, 'BAD_QUERY', `profile must be one of ${PROFILE_NAMES.join(', ')}`);
+        const limit = intParam(query, 'limit', 100, 1, 1_000);
+        const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
+        const all = new CertificateRepository(deps.store()).list({
+          ...(status ? { status: status as CertificateStatus } : {}),
+          ...(profile ? { profile: profile as ProfileName } : {}),
+          ...(query.get('identity') ? { identity: query.get('identity')! } : {}),
+          limit: 1_000_000,
+        });
+        return { body: { total: all.length, items: all.slice(offset, offset + limit).map(({ pem: _pem, ...r }) => r) } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/certificates/crl',
+      permission: 'certificates.read',
+      summary: 'the CRL file the agent publishes (PEM), and how many certificates are revoked',
+      handle: () => {
+        const file = deps.config().ca.crlFile;
+        const revoked = new CertificateRepository(deps.store()).list({ status: 'revoked', limit: 1_000_000 }).length;
+        return { body: { file, revoked, pem: existsSync(file) ? readFileSync(file, 'utf8') : null } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/certificates/{serial}',
+      permission: 'certificates.read',
+      summary: 'one certificate with its PEM (never a private key: the CA keeps none of its subjects)',
+      handle: ({ params }) => {
+        const record = new CertificateRepository(deps.store()).get(params.serial!.toLowerCase());
+        if (!record) throw new ApiError(404, 'NO_SUCH_CERTIFICATE', `no certificate with serial ${params.serial}`);
+        return { body: { certificate: record } };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/certificates/{serial}/revoke',
+      permission: 'certificates.revoke',
+      summary: `revoke; body {reason: ${REASONS.join('|')}}; keyCompromise revokes every certificate of the key; the CRL is published at once`,
+      handle: async (ctx) => {
+        const b = await ctx.body(z.strictObject({ reason: z.enum(REASONS), note: text(500).optional() }));
+        const serial = ctx.params.serial!.toLowerCase();
+        const record = new CertificateRepository(deps.store()).get(serial);
+        if (!record) throw new ApiError(404, 'NO_SUCH_CERTIFICATE', `no certificate with serial ${serial}`);
+        if (record.status === 'revoked') throw new ApiError(409, 'ALREADY_REVOKED', `certificate ${serial} is already revoked`);
+        // The audit entry is committed first: the revocation then commits durably itself, and leaves the process with the CRL.
+        deps.store().durable(() => ctx.audit('certificate.revoke', serial, 'accepted', { reason: b.reason, identity: record.identity, ...(b.note ? { note: b.note } : {}) }));
+        const all = deps.ca.revoke(serial, b.reason);
+        return { body: { revoked: all.map(({ pem: _pem, ...r }) => r) } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/sync/status',
+      permission: 'sync.read',
+      summary: 'connected or not, last success and error, backlog, dead letters, next attempt',
+      handle: () => ({ body: readSyncStatus(sync(), deps.config()) }),
+    },
+    ...(
+      [
+        ['now', SYNC_STATE.requestNow, 'send what waits now, and resume a sync paused on a refused token'],
+        ['reconcile', SYNC_STATE.requestReconcile, 'compare with the receiver and queue what it lacks'],
+      ] as const
+    ).map(
+      ([what, key, summary]): Route => ({
+        method: 'POST',
+        path: `/api/v1/sync/${what}`,
+        permission: 'sync.run',
+        summary,
+        handle: async (ctx) => {
+          await ctx.body(z.strictObject({}));
+          syncOn();
+          deps.store().durable(() => {
+            sync().setState(key, new Date().toISOString());
+            ctx.audit(`sync.${what}`, 'sync', 'accepted');
+          });
+          return { status: 202, body: { requested: what } };
+        },
+      }),
+    ),
+    {
+      method: 'GET',
+      path: '/api/v1/sync/dead-letters',
+      permission: 'sync.deadLetters',
+      summary: 'items the receiver refused, with its reason',
+      handle: ({ query }) => {
+        queryOf(query, ['limit']);
+        return { body: { items: sync().deadLetters(intParam(query, 'limit', 1_000, 1, 10_000)) } };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/sync/dead-letters/retry',
+      permission: 'sync.deadLetters',
+      summary: "put every dead letter back into the outbox, at its device's current revision",
+      handle: async (ctx) => {
+        await ctx.body(z.strictObject({}));
+        const requeued = deps.store().durable(() => {
+          const n = sync().retryDeadLetters();
+          ctx.audit('sync.retryDeadLetters', 'sync', 'done', { requeued: n });
+          return n;
+        });
+        return { body: { requeued } };
+      },
+    },
+  ];
+}

@@ -1,0 +1,130 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { z, type ZodType } from 'zod';
+import type { AuditOutcome } from '../store/auditRepository.js';
+import type { User } from '../store/userRepository.js';
+import type { Permission } from './auth.js';
+
+/** Largest request body the API reads; a larger one is refused (413) before it is parsed. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** An API error: the status and the stable code the client gets, with a message for people. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RouteContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  user: User;
+  /** Path parameters, decoded ({id} in the route's path). */
+  params: Record<string, string>;
+  query: URLSearchParams;
+  /** Reads and checks the JSON body against a strict schema: unknown fields are refused. */
+  body<T>(schema: ZodType<T>): Promise<T>;
+  /** Writes an audit entry as this user (inside the caller's transaction when there is one). */
+  audit(action: string, target: string, outcome: AuditOutcome, details?: Record<string, unknown>): void;
+}
+
+export interface Route {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** Such as /api/v1/devices/{id}/approve. */
+  path: string;
+  permission: Permission;
+  /** One line for docs/api.md and `--help`. */
+  summary: string;
+  /** Returns the JSON answer (status 200, or `status` when given); a stream answers on `res` itself and returns undefined. */
+  handle(ctx: RouteContext): Promise<Answer | undefined> | Answer | undefined;
+}
+
+export type Answer = { status?: number; body: unknown };
+
+/** Matches a path against the routes: the route and its parameters, or which methods the path has. */
+export function match(routes: readonly Route[], method: string, path: string): { route: Route; params: Record<string, string> } | { allow: string[] } | undefined {
+  const segments = path.split('/');
+  const allow: string[] = [];
+  for (const route of routes) {
+    const pattern = route.path.split('/');
+    if (pattern.length !== segments.length) continue;
+    const params: Record<string, string> = {};
+    let ok = true;
+    for (let i = 0; i < pattern.length && ok; i++) {
+      const p = pattern[i]!;
+      if (p.startsWith('{') && p.endsWith('}')) {
+        let value: string;
+        try {
+          value = decodeURIComponent(segments[i]!);
+        } catch {
+          ok = false;
+          break;
+        }
+        if (value === '') ok = false;
+        params[p.slice(1, -1)] = value;
+      } else if (p !== segments[i]) ok = false;
+    }
+    if (!ok) continue;
+    if (route.method === method) return { route, params };
+    allow.push(route.method);
+  }
+  return allow.length > 0 ? { allow } : undefined;
+}
+
+/** Reads a request body up to MAX_BODY_BYTES; a longer one is refused as soon as it passes the cap. */
+export async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY_BYTES) throw new ApiError(413, 'BODY_TOO_LARGE', `the request body may have ${MAX_BODY_BYTES} bytes at most`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new ApiError(413, 'BODY_TOO_LARGE', `the request body may have ${MAX_BODY_BYTES} bytes at most`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** The body as JSON checked against `schema` (an empty body is `{}`). */
+export async function jsonBody<T>(req: IncomingMessage, schema: ZodType<T>): Promise<T> {
+  const raw = await readBody(req);
+  const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  let value: unknown = {};
+  if (raw.length > 0) {
+    if (type !== 'application/json') throw new ApiError(415, 'UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
+    try {
+      value = JSON.parse(raw.toString('utf8'));
+    } catch {
+      throw new ApiError(400, 'BAD_JSON', 'the body is not valid JSON');
+    }
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`);
+    throw new ApiError(400, 'BAD_REQUEST', problems.join('; '));
+  }
+  return parsed.data;
+}
+
+/** Query parameters: only the names given are allowed; a number is a whole number within bounds. */
+export function queryOf(query: URLSearchParams, allowed: readonly string[]): void {
+  for (const key of query.keys()) if (!allowed.includes(key)) throw new ApiError(400, 'BAD_QUERY', `unknown query parameter ${JSON.stringify(key)}; allowed: ${allowed.join(', ') || 'none'}`);
+}
+
+export function intParam(query: URLSearchParams, name: string, fallback: number, min: number, max: number): number {
+  const text = query.get(name);
+  if (text === null) return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) throw new ApiError(400, 'BAD_QUERY', `${name} must be a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/** Free text from a technician: printable, bounded. */
+export const text = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), 'must not hold control characters');
