@@ -2,6 +2,7 @@ import { CaService } from './ca/caService.js';
 import { EventBus } from './events.js';
 import { registerHealthRoutes, type HealthSource } from './api/health.js';
 import { HttpService } from './api/httpServer.js';
+import { apiEndpoint, listenerTls } from './api/listener.js';
 import { planReload } from './config/diff.js';
 import type { LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
@@ -65,9 +66,11 @@ export class App implements HealthSource {
       metrics: this.metrics,
       heartbeatIntervalMs: c.agent.heartbeatIntervalMs,
     });
-    this.http = new HttpService({ log: logs.child('http'), host: c.http.host, port: c.http.port });
+    const httpLog = logs.child('http');
+    // Called at http start, which comes after the CA's.
+    const tls = c.http.tls.enabled ? () => listenerTls(this.ca, c, httpLog) : undefined;
+    this.http = new HttpService({ log: httpLog, host: c.http.host, port: c.http.port, tls });
     registerHealthRoutes(this.http, { source: this, metrics: this.metrics });
-    this.api = new Api(this.http, { log: logs.child('api'), config: () => this.config, store: () => storage.store });
     this.bus = new EventBus(logs.child('events'));
     this.ca = new CaService({
       log: logs.child('ca'),
@@ -79,8 +82,9 @@ export class App implements HealthSource {
       bus: this.bus,
       env: deps.env ?? process.env,
     });
+    this.api = new Api(this.http, { log: logs.child('api'), config: () => this.config, store: () => storage.store, bus: this.bus, ca: this.ca });
     this.mqtt = c.mqtt.enabled
-      ? new MqttService({ log: logs.child('mqtt'), config: c, storage, ca: this.ca, metrics: this.metrics })
+      ? new MqttService({ log: logs.child('mqtt'), config: c, storage, ca: this.ca, metrics: this.metrics, bus: this.bus })
       : undefined;
     this.opcua = c.opcua.enabled ? new OpcuaService({ log: logs.child('opcua'), config: c, storage, ca: this.ca, bus: this.bus }) : undefined;
     const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c, storage, ca: this.ca, metrics: this.metrics }) : undefined;
@@ -129,6 +133,12 @@ export class App implements HealthSource {
     }
     this.currentPhase = 'running';
     const { address, port } = this.http.address();
+    try {
+      const { url } = apiEndpoint(this.config);
+      this.api.published(this.config.http.port === 0 ? url.replace(/:0$/, `:${port}`) : url);
+    } catch (err) {
+      this.log.warn({ err }, 'the API address could not be written for the CLI (<dataDir>/api.url)');
+    }
     notifier.ready(`Running: ${this.runner.states().length} services up, http on ${address}:${port}`);
     this.log.info({ services: this.runner.states().map((s) => s.name), http: `${address}:${port}` }, 'edge-agent ready');
   }

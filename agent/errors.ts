@@ -98,6 +98,10 @@ export const ExitCode = {
   usage: 64,
   /** The database is corrupt or newer than this build: a restart will not help. */
   dataError: 65,
+  /** The command needs the running daemon's API and cannot reach it. */
+  unavailable: 69,
+  /** The API refused the token (401) or the role (403). */
+  noPermission: 77,
   /** The configuration is invalid: a restart will not help. */
   config: 78,
   /** A second SIGTERM/SIGINT cut a graceful stop short. */

@@ -10,7 +10,7 @@ import { AuditRepository } from '../store/auditRepository.js';
 import type { Store } from '../store/database.js';
 import { UserRepository } from '../store/userRepository.js';
 import { accountRoutes } from './accountRoutes.js';
-import { allowed, authenticate, FailureLimiter, hashSecret, newTokenSecret } from './auth.js';
+import { ADMIN_TOKEN_FILE, allowed, API_URL_FILE, authenticate, FailureLimiter, hashSecret, newTokenSecret } from './auth.js';
 import { deviceRoutes } from './deviceRoutes.js';
 import { discoveryRoutes } from './discoveryRoutes.js';
 import { sendError, sendJson, type HttpService } from './httpServer.js';
@@ -30,8 +30,6 @@ export function apiRoutes(deps: ApiDeps): Route[] {
   return [...discoveryRoutes(deps), ...deviceRoutes(deps), ...operationRoutes(deps), ...accountRoutes(deps)];
 }
 
-/** The token file made at the first start, for the first administrator. */
-export const ADMIN_TOKEN_FILE = 'admin.token';
 
 /**
  * The versioned local API (/api/v1). Every route is behind one guard: the
@@ -75,9 +73,14 @@ export class Api {
     this.deps.log.warn({ file }, 'first start: an admin token for the local API is in this file (readable by the agent user only); make your own users and delete it');
   }
 
+  /** Writes <dataDir>/api.url: the CLI finds the API there when http.port is 0. */
+  published(url: string): void {
+    writeFileAtomic(join(this.deps.config().agent.dataDir, API_URL_FILE), `${url}\n`, 0o644);
+  }
+
   private hosts(): Set<string> {
-    const { host, port } = this.deps.config().http;
-    const names = ['localhost', '127.0.0.1', '[::1]', host.includes(':') ? `[${host}]` : host];
+    const { host, port, names: configured } = this.deps.config().http;
+    const names = ['localhost', '127.0.0.1', '[::1]', ...[host, ...configured].map((n) => (n.includes(':') ? `[${n}]` : n))];
     return new Set(names.flatMap((n) => [n, `${n}:${this.http.address().port || port}`]).map((n) => n.toLowerCase()));
   }
 

@@ -1,6 +1,11 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ApiToken, Role, User, UserRepository } from '../store/userRepository.js';
 
+/** The token file made at the first start (in agent.dataDir), for the first administrator. */
+export const ADMIN_TOKEN_FILE = 'admin.token';
+/** Where the daemon writes the URL its API answers on (in agent.dataDir; http.port 0 picks a port at start). */
+export const API_URL_FILE = 'api.url';
+
 /** Tokens are `eat_` and 43 base64url characters (32 random bytes). */
 const TOKEN = /^eat_[A-Za-z0-9_-]{43}$/;
 
@@ -28,7 +33,7 @@ export const PERMISSIONS = {
   'sync.read': ['admin', 'technician', 'viewer'],
   'sync.run': ['admin', 'technician'],
   'sync.deadLetters': ['admin', 'technician'],
-  'audit.read': ['admin'],
+  'audit.read': ['admin', 'technician'],
   'users.manage': ['admin'],
 } as const satisfies Record<string, readonly Role[]>;
 

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
 import type { Service } from '../lifecycle/service.js';
@@ -16,9 +17,23 @@ export function sendError(res: ServerResponse, status: number, code: string, mes
   sendJson(res, status, { code, message });
 }
 
+/** PEM key and certificate (followed by its intermediates) the listener serves. */
+export interface ListenerTls {
+  key: string;
+  cert: string;
+}
+
+export interface HttpDeps {
+  log: Logger;
+  host: string;
+  port: number;
+  /** Given: the listener speaks HTTPS (TLS 1.2 or later) with what this returns, asked once at start. */
+  tls?: () => Promise<ListenerTls>;
+}
+
 /**
- * The agent's local HTTP listener (health, metrics, later the API). Parts
- * register routes before start; the listener binds in `start()`.
+ * The agent's local HTTP listener (health, metrics, the API), plain HTTP or
+ * HTTPS. Parts register routes before start; the listener binds in `start()`.
  */
 export class HttpService implements Service {
   readonly name = 'http';
@@ -26,7 +41,7 @@ export class HttpService implements Service {
   private readonly routes = new Map<string, Map<string, RouteHandler>>();
   private readonly prefixes: { method: string; prefix: string; handler: RouteHandler }[] = [];
 
-  constructor(private readonly deps: { log: Logger; host: string; port: number }) {}
+  constructor(private readonly deps: HttpDeps) {}
 
   route(method: string, path: string, handler: RouteHandler): void {
     let byMethod = this.routes.get(path);
@@ -64,7 +79,18 @@ export class HttpService implements Service {
   }
 
   async start(signal: AbortSignal): Promise<void> {
-    const server = createServer((req, res) => void this.handle(req, res));
+    const handler = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
+    const tls = this.deps.tls ? await this.deps.tls() : undefined;
+    signal.throwIfAborted();
+    let server: Server;
+    if (tls) {
+      const https = createHttpsServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' }, handler);
+      // A client speaking plain HTTP, or not trusting the certificate, ends here; the listener goes on.
+      https.on('tlsClientError', (err) => this.deps.log.debug({ err }, 'tls handshake failed'));
+      server = https;
+    } else {
+      server = createServer(handler);
+    }
     server.keepAliveTimeout = 5_000;
     this.server = server;
     await new Promise<void>((resolve, reject) => {
@@ -86,7 +112,7 @@ export class HttpService implements Service {
       });
     });
     const { address, port } = this.address();
-    this.deps.log.info({ host: address, port }, 'http listening');
+    this.deps.log.info({ host: address, port, scheme: tls ? 'https' : 'http' }, 'http listening');
   }
 
   address(): { address: string; port: number } {

@@ -1,9 +1,11 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { SoftwareKey, type CaKeyType } from '../../certs/keys/backend.js';
 import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
+import { canonicalIp } from '../../certs/x509/extensions.js';
 import { encodeName } from '../../certs/x509/name.js';
 import type { Logger } from '../log.js';
 import type { CaService } from './caService.js';
@@ -90,9 +92,11 @@ function reuseRefusal(ca: IdentityCa, r: LocalIdentityRequest, pem: string): str
   const start = new Date(cert.validFrom).getTime();
   const end = new Date(cert.validTo).getTime();
   if (Date.now() > start + ((end - start) * 2) / 3) return 'past two thirds of its lifetime';
-  const san = cert.subjectAltName ?? '';
-  for (const d of r.dnsNames ?? []) if (!san.includes(`DNS:${d.toLowerCase()}`)) return `does not name ${d}`;
-  for (const ip of r.ipAddresses ?? []) if (!san.includes(`IP Address:${ip}`)) return `does not name ${ip}`;
+  // Node writes IPv6 addresses uncompressed and in capitals (0:0:0:0:0:0:0:1): compared canonical, whole entries only.
+  const ipOf = (text: string) => (isIP(text) !== 0 ? `IP:${canonicalIp(text)}` : text);
+  const named = new Set((cert.subjectAltName ?? '').split(', ').map((entry) => (entry.startsWith('IP Address:') ? ipOf(entry.slice(11)) : entry.toLowerCase())));
+  for (const d of r.dnsNames ?? []) if (!named.has(`dns:${d.toLowerCase()}`)) return `does not name ${d}`;
+  for (const ip of r.ipAddresses ?? []) if (!named.has(`IP:${canonicalIp(ip)}`)) return `does not name ${ip}`;
   return undefined;
 }
 

@@ -1,14 +1,15 @@
 import type { Command } from 'commander';
 import pino from 'pino';
 import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js';
-import { RefusedError, UsageError } from '../errors.js';
-import type { Device, DeviceState } from '../inventory/device.js';
+import { ExitCode, RefusedError, UsageError } from '../errors.js';
+import type { Device, DeviceState, Protocol } from '../inventory/device.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { ActionRepository, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
 import { Store } from '../store/database.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
+import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
 const STATES: readonly DeviceState[] = ['discovered', 'pending', 'provisioned', 'rejected', 'revoked', 'decommissioned'];
@@ -70,51 +71,125 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
 }
 
 const actionText = (r: ActionResult): string =>
-  r.action.doneAt
+  r.action.outcome
     ? `${r.action.deviceId}: ${r.action.outcome}\n`
     : r.daemonRunning
       ? `${r.action.deviceId}: ${r.action.action} queued (action ${r.action.id}); the daemon has not carried it out yet\n`
       : `${r.action.deviceId}: ${r.action.action} queued (action ${r.action.id}); the daemon is not running and carries it out when it starts\n`;
 
+type Shown = { device: Device; pendingRequests: { requestId: string; reason: string; spkiSha256: string; receivedAt: Date }[]; push?: PushJob; history: { at: Date; from?: string; to: string; cause: string; actor: string }[] };
+
+/** A device as the API sends it (dates as text) made whole again. */
+const revive = (d: Device): Device => ({ ...d, firstSeen: new Date(d.firstSeen), lastSeen: new Date(d.lastSeen), updatedAt: new Date(d.updatedAt) });
+
+const usage = (message: string): number => {
+  process.stderr.write(`edge-agent: ${message}\n`);
+  return ExitCode.usage;
+};
+
+const showText = (r: Shown): string =>
+  [
+    `${r.device.id}: ${r.device.state}${r.device.blocked ? ' (blocked by a technician)' : ''}${r.device.online ? ', online' : ''}`,
+    ...Object.entries(r.device.nameplate).map(([k, v]) => `  ${k}: ${v}`),
+    r.device.assetTag ? `  asset tag: ${r.device.assetTag}` : '',
+    r.device.location ? `  location: ${Object.entries(r.device.location).map(([k, v]) => `${k}=${v}`).join(' ')}` : '',
+    r.device.certificateSerial ? `  certificate: ${r.device.certificateSerial}` : '',
+    r.device.reason ? `  reason: ${r.device.reason}` : '',
+    `  first seen ${r.device.firstSeen.toISOString()}, last seen ${r.device.lastSeen.toISOString()}, revision ${r.device.revision}`,
+    ...r.pendingRequests.map((p) => `  waiting: request ${p.requestId}, key SHA-256 ${p.spkiSha256}, received ${p.receivedAt.toISOString()} (${p.reason})`),
+    r.push ? `  push: ${r.push.status} at ${r.push.step}, ${r.push.attempts} attempt(s) (edge-agent opcua push-status --id ${r.device.id})` : '',
+    'history:',
+    ...r.history.map((e) => `  ${e.at.toISOString()}  ${e.from ?? '(new)'} -> ${e.to}  ${e.actor}: ${e.cause}`),
+    '',
+  ]
+    .filter((l) => l !== '')
+    .join('\n') + '\n';
+
 export function registerDeviceCommands(program: Command, result: { code: number }): void {
   const devices = program.command('devices').description('the device inventory: list, inspect, approve, reject, revoke; enrollment tokens');
   const common = (c: Command) => c.option('-c, --config <path>', CONFIG_OPTION_HELP).option('--json', 'machine-readable output');
 
-  common(devices.command('list').description('every device with its state').option('--state <state>', `only devices in this state: ${STATES.join(', ')}`)).action(
-    async (o: Common & { state?: string }) => {
-      result.code = await run(o, (config) => {
-        if (o.state !== undefined && !STATES.includes(o.state as DeviceState)) throw new UsageError(`--state must be one of ${STATES.join(', ')}`);
-        return withStore(config, (store) => new DeviceRepository(store).list(o.state ? { state: o.state as DeviceState } : {}));
-      }, table);
+  apiOptions(devices.command('list').description('every device with its state (reads the database when the daemon is down)').option('--state <state>', `only devices in this state: ${STATES.join(', ')}`).option('--protocol <protocol>', 'only mqtt or opcua devices')).action(
+    async (o: ApiOptions & { state?: string; protocol?: string }) => {
+      if (o.state !== undefined && !STATES.includes(o.state as DeviceState)) return void (result.code = usage(`--state must be one of ${STATES.join(', ')}`));
+      if (o.protocol !== undefined && o.protocol !== 'mqtt' && o.protocol !== 'opcua') return void (result.code = usage('--protocol must be mqtt or opcua'));
+      const filter = { ...(o.state ? { state: o.state as DeviceState } : {}), ...(o.protocol ? { protocol: o.protocol as Protocol } : {}) };
+      result.code = await runApi(
+        o,
+        async (client) => {
+          const items: Device[] = [];
+          for (let total = Infinity; items.length < total; ) {
+            const page = (await client.call<{ total: number; items: Device[] }>('GET', `/api/v1/devices?${new URLSearchParams({ ...filter, limit: '1000', offset: String(items.length) })}`)).body;
+            total = page.total;
+            items.push(...page.items.map(revive));
+            if (page.items.length === 0) break;
+          }
+          return items;
+        },
+        table,
+        { what: 'read from the database directly', run: (config) => withStore(config, (store) => new DeviceRepository(store).list(filter)) },
+      );
     },
   );
 
-  common(devices.command('show').description('one device: its record, its requests waiting, and its history').argument('<device>', 'device id, such as pump-7 or mqtt:pump-7')).action(
-    async (ref: string, o: Common) => {
-      result.code = await run(o, (config) =>
-        withStore(config, (store) => {
-          const id = deviceId(ref);
-          const device = new DeviceRepository(store).get(id);
-          if (!device) throw new UsageError(`no device ${id} in the inventory`);
-          const pending = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
-          const push = device.protocol === 'opcua' ? new PushRepository(store).get(id) : undefined;
-          return { device, pendingRequests: pending, ...(push ? { push } : {}), history: new DeviceRepository(store).events(id) };
-        }),
-      (r: { device: Device; pendingRequests: { requestId: string; reason: string; spkiSha256: string; receivedAt: Date }[]; push?: PushJob; history: { at: Date; from?: string; to: string; cause: string; actor: string }[] }) =>
-        [
-          `${r.device.id}: ${r.device.state}${r.device.blocked ? ' (blocked by a technician)' : ''}${r.device.online ? ', online' : ''}`,
-          ...Object.entries(r.device.nameplate).map(([k, v]) => `  ${k}: ${v}`),
-          r.device.certificateSerial ? `  certificate: ${r.device.certificateSerial}` : '',
-          r.device.reason ? `  reason: ${r.device.reason}` : '',
-          `  first seen ${r.device.firstSeen.toISOString()}, last seen ${r.device.lastSeen.toISOString()}, revision ${r.device.revision}`,
-          ...r.pendingRequests.map((p) => `  waiting: request ${p.requestId}, key SHA-256 ${p.spkiSha256}, received ${p.receivedAt.toISOString()} (${p.reason})`),
-          r.push ? `  push: ${r.push.status} at ${r.push.step}, ${r.push.attempts} attempt(s) (edge-agent opcua push-status --id ${r.device.id})` : '',
-          'history:',
-          ...r.history.map((e) => `  ${e.at.toISOString()}  ${e.from ?? '(new)'} -> ${e.to}  ${e.actor}: ${e.cause}`),
-          '',
-        ].filter((l) => l !== '').join('\n') + '\n');
+  apiOptions(devices.command('show').description('one device: its record, its requests waiting, its history (reads the database when the daemon is down)').argument('<device>', 'device id, such as pump-7 or mqtt:pump-7')).action(
+    async (ref: string, o: ApiOptions) => {
+      let id: string;
+      try {
+        id = deviceId(ref);
+      } catch (err) {
+        return void (result.code = usage((err as Error).message));
+      }
+      result.code = await runApi(
+        o,
+        async (client) => {
+          const r = (await client.call<Shown>('GET', `/api/v1/devices/${encodeURIComponent(id)}`)).body;
+          return { ...r, device: revive(r.device), history: r.history.map((e) => ({ ...e, at: new Date(e.at) })), pendingRequests: r.pendingRequests.map((p) => ({ ...p, receivedAt: new Date(p.receivedAt) })) };
+        },
+        showText,
+        {
+          what: 'read from the database directly',
+          run: (config) =>
+            withStore(config, (store) => {
+              const device = new DeviceRepository(store).get(id);
+              if (!device) throw new UsageError(`no device ${id} in the inventory`);
+              const pending = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
+              const push = device.protocol === 'opcua' ? new PushRepository(store).get(id) : undefined;
+              return { device, pendingRequests: pending, ...(push ? { push } : {}), history: new DeviceRepository(store).events(id) } as Shown;
+            }),
+        },
+      );
     },
   );
+
+  apiOptions(
+    devices
+      .command('set')
+      .description("set a device's asset tag and place in the plant (sent upstream to the CMMS); needs the running daemon")
+      .argument('<device>', 'device id, such as pump-7 or opcua:...')
+      .option('--asset-tag <tag>', "the plant's asset tag ('' clears it)")
+      .option('--site <name>', 'site')
+      .option('--area <name>', 'area')
+      .option('--line <name>', 'line')
+      .option('--cell <name>', 'cell')
+      .option('--clear-location', 'remove the location set on the device (the gateway\'s sync.location applies again)'),
+  ).action(async (ref: string, o: ApiOptions & { assetTag?: string; site?: string; area?: string; line?: string; cell?: string; clearLocation?: boolean }) => {
+    let id: string;
+    try {
+      id = deviceId(ref);
+    } catch (err) {
+      return void (result.code = usage((err as Error).message));
+    }
+    const fields = Object.fromEntries((['site', 'area', 'line', 'cell'] as const).filter((f) => o[f] !== undefined).map((f) => [f, o[f]]));
+    if (o.clearLocation && Object.keys(fields).length > 0) return void (result.code = usage('--clear-location goes without --site, --area, --line and --cell'));
+    const body = {
+      ...(o.assetTag !== undefined ? { assetTag: o.assetTag === '' ? null : o.assetTag } : {}),
+      ...(o.clearLocation ? { location: null } : Object.keys(fields).length > 0 ? { location: fields } : {}),
+    };
+    if (Object.keys(body).length === 0) return void (result.code = usage('give --asset-tag, a location (--site, --area, --line, --cell) or --clear-location'));
+    result.code = await runApi(o, async (client) => revive((await client.call<{ device: Device }>('PUT', `/api/v1/devices/${encodeURIComponent(id)}/annotation`, body)).body.device), (d: Device) =>
+      `${d.id}: asset tag ${d.assetTag ?? '(none)'}, location ${d.location ? Object.entries(d.location).map(([k, v]) => `${k}=${v}`).join(' ') : '(the gateway\'s)'}; revision ${d.revision} queued for the sync\n`);
+  });
 
   const decisions: [DeviceActionKind, string][] = [
     ['approve', 'approve the request waiting (or the device\'s next request, if it has not asked yet)'],
@@ -125,14 +200,31 @@ export function registerDeviceCommands(program: Command, result: { code: number 
   for (const [kind, description] of decisions) {
     const command = devices
       .command(kind)
-      .description(description)
+      .description(`${description}${kind === 'revoke' || kind === 'decommission' ? ' (administrators)' : ''}`)
       .argument('<device>', 'device id, such as pump-7 or mqtt:pump-7')
-      .option('--reason <text>', 'why (recorded in the audit)')
-      .option('--actor <name>', 'who decides (default: $SUDO_USER, $USER)')
-      .option('--wait <seconds>', 'how long to wait for the running daemon to carry it out', '15');
+      .option('--reason <text>', 'why (recorded in the device history and the audit log)')
+      .option('--actor <name>', 'who decides, when the daemon is down and the decision is queued in the database (default: $SUDO_USER, $USER); through the API it is the token\'s user')
+      .option('--wait <seconds>', 'how long to wait for the daemon to carry it out (at most 60 through the API)', '15');
     if (kind === 'approve') command.option('--request <id>', 'the request to approve (devices show lists them with their key); needed when several wait with different keys');
-    common(command).action(async (ref: string, o: Common & { reason?: string; actor?: string; wait: string; request?: string }) => {
-      result.code = await run(o, (config) => queueAction(config, ref, kind, o), actionText);
+    apiOptions(command).action(async (ref: string, o: ApiOptions & { reason?: string; actor?: string; wait: string; request?: string }) => {
+      let id: string;
+      try {
+        id = deviceId(ref);
+      } catch (err) {
+        return void (result.code = usage((err as Error).message));
+      }
+      const wait = Number(o.wait);
+      if (!Number.isInteger(wait) || wait < 0 || wait > 3_600) return void (result.code = usage('--wait takes whole seconds from 0 to 3600'));
+      result.code = await runApi(
+        o,
+        async (client) => {
+          const body = { ...(o.reason ? { reason: o.reason } : {}), ...(o.request ? { request: o.request } : {}), wait: Math.min(wait, 60) };
+          const r = await client.call<{ action: DeviceAction }>('POST', `/api/v1/devices/${encodeURIComponent(id)}/${kind}`, body);
+          return { action: r.body.action, waited: true, daemonRunning: true };
+        },
+        actionText,
+        { what: `${kind} queued in the database; the daemon carries it out when it starts`, run: (config) => queueAction(config, id, kind, o) },
+      );
     });
   }
 

@@ -3,7 +3,9 @@ import { ExitCode } from '../errors.js';
 import { AGENT_VERSION } from '../version.js';
 import { registerBrokerCommands } from './broker.js';
 import { registerCaCommands } from './ca.js';
+import { registerCertsCommands } from './certs.js';
 import { registerDeviceCommands } from './devices.js';
+import { registerDiscoverCommand } from './discover.js';
 import { registerOpcuaCommands } from './opcua.js';
 import { registerSyncCommands } from './sync.js';
 import { registerUserCommands } from './users.js';
@@ -17,6 +19,8 @@ Exit codes:
   1    failure at start or run time (a restart may help)
   64   bad command line
   65   database corrupt or newer than this build (a restart will not help)
+  69   the command needs the running daemon's API and cannot reach it
+  77   the API refused the token (missing, unknown, expired, revoked) or the role
   78   configuration invalid (a restart will not help)
   130  forced exit on a second SIGTERM/SIGINT`;
 
@@ -69,7 +73,9 @@ export function buildProgram(result: { code: number }): Command {
     });
 
   registerCaCommands(program, result);
+  registerCertsCommands(program, result);
   registerBrokerCommands(program, result);
+  registerDiscoverCommand(program, result);
   registerDeviceCommands(program, result);
   registerOpcuaCommands(program, result);
   registerSyncCommands(program, result);

@@ -7,7 +7,7 @@ import { Store } from '../store/database.js';
 import { SyncRepository, type DeadLetter } from '../store/syncRepository.js';
 import { SYNC_STATE } from '../sync/syncService.js';
 import { readSyncStatus, type SyncStatus } from '../sync/syncStatus.js';
-import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
+import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 
 function withSync<T>(config: Config, fn: (repo: SyncRepository) => T): T {
   const { store } = Store.open(config.store, pino({ level: 'silent' }));
@@ -54,25 +54,32 @@ const requestText = (r: { requested: string; daemonRunning: boolean }) =>
 
 export function registerSyncCommands(program: Command, result: { code: number }): void {
   const sync = program.command('sync').description('upstream sync of the inventory to the CMMS (docs/upstream-api.md)');
-  const common = (c: Command) => c.option('-c, --config <path>', CONFIG_OPTION_HELP).option('--json', 'machine-readable output');
-  common(sync.command('status').description('connected or not, last success, backlog, dead letters, next retry (reads the database: works with the daemon down)')).action(
-    async (o: Common) => {
-      result.code = await run(o, status, statusText);
-    },
-  );
-  common(sync.command('now').description('send what waits now, and resume a sync paused on a refused token')).action(async (o: Common) => {
-    result.code = await run(o, (config) => request(config, SYNC_STATE.requestNow, 'a sync'), requestText);
+  const local = (what: string) => `${what}; the daemon acts on it when it starts`;
+  apiOptions(sync.command('status').description('connected or not, last success, backlog, dead letters, next retry (reads the database when the daemon is down)')).action(async (o: ApiOptions) => {
+    result.code = await runApi(o, async (client) => ({ ...(await client.call<SyncStatus>('GET', '/api/v1/sync/status')).body, daemonRunning: true }), statusText, { what: 'read from the database directly', run: status });
   });
-  common(sync.command('reconcile').description('compare with what the receiver holds and queue every device it lacks or holds at an older revision')).action(
-    async (o: Common) => {
-      result.code = await run(o, (config) => request(config, SYNC_STATE.requestReconcile, 'a reconciliation'), requestText);
-    },
-  );
-  common(sync.command('dead-letters').description('items the receiver refused, with its reason')).action(async (o: Common) => {
-    result.code = await run(o, (config) => withSync(config, (repo) => repo.deadLetters()), (rows: DeadLetter[]) =>
-      rows.length === 0 ? 'no dead letters\n' : `${rows.map((d) => `${d.deviceId} revision ${d.revision} (${d.at.toISOString()}): ${d.status ?? ''} ${d.error}`).join('\n')}\n`);
+  for (const [name, key, what, description] of [
+    ['now', SYNC_STATE.requestNow, 'a sync', 'send what waits now, and resume a sync paused on a refused token'],
+    ['reconcile', SYNC_STATE.requestReconcile, 'a reconciliation', 'compare with what the receiver holds and queue every device it lacks or holds at an older revision'],
+  ] as const) {
+    apiOptions(sync.command(name).description(description)).action(async (o: ApiOptions) => {
+      result.code = await runApi(o, async (client) => {
+        await client.call('POST', `/api/v1/sync/${name}`);
+        return { requested: what, daemonRunning: true };
+      }, requestText, { what: local(`${what} requested in the database`), run: (config) => request(config, key, what) });
+    });
+  }
+  apiOptions(sync.command('dead-letters').description('items the receiver refused, with its reason')).action(async (o: ApiOptions) => {
+    result.code = await runApi(o, async (client) => (await client.call<{ items: DeadLetter[] }>('GET', '/api/v1/sync/dead-letters')).body.items.map((d) => ({ ...d, at: new Date(d.at) })), (rows: DeadLetter[]) =>
+      rows.length === 0 ? 'no dead letters\n' : `${rows.map((d) => `${d.deviceId} revision ${d.revision} (${d.at.toISOString()}): ${d.status ?? ''} ${d.error}`).join('\n')}\n`, {
+      what: 'read from the database directly',
+      run: (config) => withSync(config, (repo) => repo.deadLetters()),
+    });
   });
-  common(sync.command('retry-dead-letters').description('put every dead letter back into the outbox, at its device\'s current revision')).action(async (o: Common) => {
-    result.code = await run(o, (config) => withSync(config, (repo) => ({ requeued: repo.retryDeadLetters() })), (r: { requeued: number }) => `${r.requeued} item(s) queued again\n`);
+  apiOptions(sync.command('retry-dead-letters').description("put every dead letter back into the outbox, at its device's current revision")).action(async (o: ApiOptions) => {
+    result.code = await runApi(o, async (client) => (await client.call<{ requeued: number }>('POST', '/api/v1/sync/dead-letters/retry')).body, (r: { requeued: number }) => `${r.requeued} item(s) queued again\n`, {
+      what: 'queued again in the database directly',
+      run: (config) => withSync(config, (repo) => ({ requeued: repo.retryDeadLetters() })),
+    });
   });
 }

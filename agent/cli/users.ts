@@ -1,18 +1,21 @@
 import type { Command } from 'commander';
 import pino from 'pino';
+import { USER_NAME } from '../api/accountRoutes.js';
 import { hashSecret, newTokenSecret } from '../api/auth.js';
 import type { Config } from '../config/schema.js';
-import { UsageError } from '../errors.js';
+import { ExitCode, UsageError } from '../errors.js';
+import { AuditRepository } from '../store/auditRepository.js';
 import { Store } from '../store/database.js';
 import { ROLES, UserRepository, type ApiToken, type Role, type User } from '../store/userRepository.js';
-import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
+import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 
-const NAME = /^[A-Za-z0-9._@-]{1,64}$/;
-
-function withUsers<T>(config: Config, fn: (users: UserRepository, store: Store) => T): T {
+/** Through the API, or with --local (or the daemon down) on the database, audited as local:<login>. */
+function withUsers<T>(config: Config, fn: (users: UserRepository, store: Store, audit: (action: string, target: string, details?: Record<string, unknown>) => void) => T): T {
   const { store } = Store.open(config.store, pino({ level: 'silent' }));
   try {
-    return fn(new UserRepository(store), store);
+    const audit = (action: string, target: string, details?: Record<string, unknown>) =>
+      void new AuditRepository(store).add({ actor: `local:${actor()}`, role: 'local', action, target, outcome: 'done', ...(details ? { details } : {}) });
+    return store.durable(() => fn(new UserRepository(store), store, audit));
   } finally {
     store.close();
   }
@@ -20,11 +23,12 @@ function withUsers<T>(config: Config, fn: (users: UserRepository, store: Store) 
 
 const actor = () => process.env.SUDO_USER ?? process.env.USER ?? 'cli';
 
-function parseExpiry(text: string | undefined): Date | undefined {
+/** --expires: hours or days; 0h makes a token that has already expired (to check a client refuses it). */
+function expirySeconds(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const m = /^(\d{1,4})(h|d)$/.exec(text.trim());
   if (!m) throw new UsageError(`--expires takes hours or days, such as 12h or 90d, not ${JSON.stringify(text)}`);
-  return new Date(Date.now() + Number(m[1]) * (m[2] === 'h' ? 3_600_000 : 86_400_000));
+  return Number(m[1]) * (m[2] === 'h' ? 3_600 : 86_400);
 }
 
 function user(users: UserRepository, name: string): User {
@@ -33,39 +37,66 @@ function user(users: UserRepository, name: string): User {
   return u;
 }
 
+const dated = <T extends { createdAt: Date; expiresAt?: Date; revokedAt?: Date; disabledAt?: Date }>(r: T): T => ({
+  ...r,
+  createdAt: new Date(r.createdAt),
+  ...(r.expiresAt ? { expiresAt: new Date(r.expiresAt) } : {}),
+  ...(r.revokedAt ? { revokedAt: new Date(r.revokedAt) } : {}),
+  ...(r.disabledAt ? { disabledAt: new Date(r.disabledAt) } : {}),
+});
+
+type Made = ApiToken & { user: string; secret: string };
+
+const LOCAL_HELP = 'work on the database directly, without the daemon (the gateway administrator recovering access; audited as local:<login>)';
+
 /**
- * Users and API tokens of the local API, managed on the gateway itself
- * (these commands open the database: they are for the gateway's
- * administrator, with or without the daemon running).
+ * Users and API tokens of the local API: through the running daemon's API
+ * with an administrator's token; with --local, or when the daemon is down,
+ * on the database directly (for the gateway's administrator).
  */
 export function registerUserCommands(program: Command, result: { code: number }): void {
-  const common = (c: Command) => c.option('-c, --config <path>', CONFIG_OPTION_HELP).option('--json', 'machine-readable output');
-  const users = program.command('users').description('users of the local API and their roles: admin, technician, viewer');
+  const common = (c: Command) => apiOptions(c).option('--local', LOCAL_HELP);
+  const usage = (message: string) => {
+    process.stderr.write(`edge-agent: ${message}\n`);
+    return ExitCode.usage;
+  };
+  const users = program.command('users').description('users of the local API and their roles: admin, technician, viewer (administrators)');
   common(users.command('add').description('add a user').argument('<name>', 'user name: 1 to 64 of A-Z a-z 0-9 . _ @ -').requiredOption('--role <role>', ROLES.join(', '))).action(
-    async (name: string, o: Common & { role: string }) => {
-      result.code = await run(o, (config) => {
-        if (!NAME.test(name)) throw new UsageError(`user name ${JSON.stringify(name)}: 1 to 64 of A-Z a-z 0-9 . _ @ -`);
-        if (!ROLES.includes(o.role as Role)) throw new UsageError(`--role takes ${ROLES.join(', ')}, not ${JSON.stringify(o.role)}`);
-        return withUsers(config, (repo) => {
-          if (repo.byName(name)) throw new UsageError(`user ${name} exists already`);
-          return repo.add(name, o.role as Role, actor());
-        });
-      }, (u: User) => `user ${u.name} added as ${u.role}; give them a token: edge-agent tokens create --user ${u.name}\n`);
+    async (name: string, o: ApiOptions & { role: string }) => {
+      if (!USER_NAME.test(name)) return void (result.code = usage(`user name ${JSON.stringify(name)}: 1 to 64 of A-Z a-z 0-9 . _ @ -`));
+      if (!ROLES.includes(o.role as Role)) return void (result.code = usage(`--role takes ${ROLES.join(', ')}, not ${JSON.stringify(o.role)}`));
+      result.code = await runApi(o, async (client) => (await client.call<{ user: User }>('POST', '/api/v1/users', { name, role: o.role })).body.user, (u: User) => `user ${u.name} added as ${u.role}; give them a token: edge-agent tokens create --user ${u.name}\n`, {
+        what: 'adding the user in the database directly',
+        run: (config) =>
+          withUsers(config, (repo, _store, audit) => {
+            if (repo.byName(name)) throw new UsageError(`user ${name} exists already`);
+            audit('user.add', name, { role: o.role });
+            return repo.add(name, o.role as Role, `local:${actor()}`);
+          }),
+      });
     },
   );
-  common(users.command('list').description('every user with their role')).action(async (o: Common) => {
-    result.code = await run(o, (config) => withUsers(config, (repo) => repo.list()), (rows: User[]) =>
-      rows.length === 0 ? 'no users\n' : `${rows.map((u) => `${u.name}\t${u.role}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}`).join('\n')}\n`);
+  common(users.command('list').description('every user with their role')).action(async (o: ApiOptions) => {
+    result.code = await runApi(o, async (client) => (await client.call<{ items: User[] }>('GET', '/api/v1/users')).body.items.map(dated), (rows: User[]) =>
+      rows.length === 0 ? 'no users\n' : `${rows.map((u) => `${u.name}\t${u.role}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}`).join('\n')}\n`, {
+      what: 'read from the database directly',
+      run: (config) => withUsers(config, (repo) => repo.list()),
+    });
   });
-  common(users.command('disable').description('disable a user: none of their tokens works any more').argument('<name>', 'user name')).action(async (name: string, o: Common) => {
-    result.code = await run(o, (config) => withUsers(config, (repo) => {
-      const u = user(repo, name);
-      repo.disable(u.id);
-      return repo.get(u.id)!;
-    }), (u: User) => `user ${u.name} disabled\n`);
+  common(users.command('disable').description('disable a user: none of their tokens works any more').argument('<name>', 'user name')).action(async (name: string, o: ApiOptions) => {
+    result.code = await runApi(o, async (client) => (await client.call<{ user: User }>('POST', `/api/v1/users/${encodeURIComponent(name)}/disable`)).body.user, (u: User) => `user ${u.name} disabled\n`, {
+      what: 'disabling the user in the database directly',
+      run: (config) =>
+        withUsers(config, (repo, _store, audit) => {
+          const u = user(repo, name);
+          repo.disable(u.id);
+          audit('user.disable', u.name);
+          return repo.get(u.id)!;
+        }),
+    });
   });
 
-  const tokens = program.command('tokens').description('API tokens: random, shown once, stored hashed');
+  const tokens = program.command('tokens').description('API tokens: random, shown once, stored hashed (administrators)');
   common(
     tokens
       .command('create')
@@ -73,29 +104,66 @@ export function registerUserCommands(program: Command, result: { code: number })
       .requiredOption('--user <name>', 'whose token')
       .option('--label <text>', 'what it is for', 'cli')
       .option('--expires <duration>', 'expires after this long: 12h, 90d (default: never)'),
-  ).action(async (o: Common & { user: string; label: string; expires?: string }) => {
-    result.code = await run(o, (config) => withUsers(config, (repo, store) => {
-      const u = user(repo, o.user);
-      if (u.disabledAt) throw new UsageError(`user ${u.name} is disabled`);
-      const secret = newTokenSecret();
-      const token = store.durable(() => repo.addToken(u.id, hashSecret(secret), o.label.slice(0, 200), parseExpiry(o.expires)));
-      return { ...token, user: u.name, secret };
-    }), (t: ApiToken & { user: string; secret: string }) =>
-      `token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt.toISOString()}` : ''}:\n${t.secret}\nit is shown this once; keep it where only ${t.user} can read it\n`);
+  ).action(async (o: ApiOptions & { user: string; label: string; expires?: string }) => {
+    let seconds: number | undefined;
+    try {
+      seconds = expirySeconds(o.expires);
+    } catch (err) {
+      return void (result.code = usage((err as Error).message));
+    }
+    const label = o.label.slice(0, 128);
+    result.code = await runApi(
+      o,
+      async (client) => {
+        const r = (await client.call<{ token: ApiToken; secret: string }>('POST', '/api/v1/tokens', { user: o.user, label, ...(seconds !== undefined ? { expiresInSeconds: Math.max(seconds, 60) } : {}) })).body;
+        return { ...dated(r.token), user: o.user, secret: r.secret };
+      },
+      (t: Made) => `token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt.toISOString()}` : ''}:\n${t.secret}\nit is shown this once; keep it where only ${t.user} can read it\n`,
+      {
+        what: 'making the token in the database directly',
+        run: (config) =>
+          withUsers(config, (repo, _store, audit) => {
+            const u = user(repo, o.user);
+            if (u.disabledAt) throw new UsageError(`user ${u.name} is disabled`);
+            const secret = newTokenSecret();
+            const token = repo.addToken(u.id, hashSecret(secret), label, seconds === undefined ? undefined : new Date(Date.now() + seconds * 1000));
+            audit('token.create', `token ${token.id}`, { user: u.name, label });
+            return { ...token, user: u.name, secret };
+          }),
+      },
+    );
   });
-  common(tokens.command('list').description('tokens with their user, label, expiry and last use (never the secret)')).action(async (o: Common) => {
-    result.code = await run(o, (config) => withUsers(config, (repo) => {
-      const names = new Map(repo.list().map((u) => [u.id, u.name]));
-      return repo.tokens().map((t) => ({ ...t, user: names.get(t.userId) ?? '?' }));
-    }), (rows: (ApiToken & { user: string })[]) =>
-      rows.length === 0 ? 'no tokens\n' : `${rows.map((t) => `${t.id}\t${t.user}\t${t.label}\t${t.revokedAt ? 'revoked' : t.expiresAt && t.expiresAt <= new Date() ? 'expired' : 'valid'}${t.expiresAt ? `\texpires ${t.expiresAt.toISOString()}` : ''}`).join('\n')}\n`);
+  common(tokens.command('list').description('tokens with their user, label and expiry (never the secret)')).action(async (o: ApiOptions) => {
+    result.code = await runApi(
+      o,
+      async (client) => {
+        const names = new Map((await client.call<{ items: User[] }>('GET', '/api/v1/users')).body.items.map((u) => [u.id, u.name]));
+        return (await client.call<{ items: ApiToken[] }>('GET', '/api/v1/tokens')).body.items.map((t) => ({ ...dated(t), user: names.get(t.userId) ?? '?' }));
+      },
+      (rows: (ApiToken & { user: string })[]) =>
+        rows.length === 0 ? 'no tokens\n' : `${rows.map((t) => `${t.id}\t${t.user}\t${t.label}\t${t.revokedAt ? 'revoked' : t.expiresAt && t.expiresAt <= new Date() ? 'expired' : 'valid'}${t.expiresAt ? `\texpires ${t.expiresAt.toISOString()}` : ''}`).join('\n')}\n`,
+      {
+        what: 'read from the database directly',
+        run: (config) =>
+          withUsers(config, (repo) => {
+            const names = new Map(repo.list().map((u) => [u.id, u.name]));
+            return repo.tokens().map((t) => ({ ...t, user: names.get(t.userId) ?? '?' }));
+          }),
+      },
+    );
   });
-  common(tokens.command('revoke').description('make a token unusable').argument('<id>', 'token id (tokens list)')).action(async (id: string, o: Common) => {
-    result.code = await run(o, (config) => withUsers(config, (repo) => {
-      const t = /^\d+$/.test(id) ? repo.token(Number(id)) : undefined;
-      if (!t) throw new UsageError(`no token ${id} (edge-agent tokens list)`);
-      repo.revokeToken(t.id);
-      return repo.token(t.id)!;
-    }), (t: ApiToken) => `token ${t.id} revoked\n`);
+  common(tokens.command('revoke').description('make a token unusable').argument('<id>', 'token id (tokens list)')).action(async (id: string, o: ApiOptions) => {
+    if (!/^\d+$/.test(id)) return void (result.code = usage(`no token ${id} (edge-agent tokens list)`));
+    result.code = await runApi(o, async (client) => (await client.call<{ token: ApiToken }>('POST', `/api/v1/tokens/${id}/revoke`)).body.token, (t: ApiToken) => `token ${t.id} revoked\n`, {
+      what: 'revoking the token in the database directly',
+      run: (config) =>
+        withUsers(config, (repo, _store, audit) => {
+          const t = repo.token(Number(id));
+          if (!t) throw new UsageError(`no token ${id} (edge-agent tokens list)`);
+          repo.revokeToken(t.id);
+          audit('token.revoke', `token ${t.id}`);
+          return repo.token(t.id)!;
+        }),
+    });
   });
 }

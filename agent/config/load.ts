@@ -100,8 +100,8 @@ export function loadConfig(options: LoadOptions): LoadedConfig {
 /**
  * Makes every path absolute. Empty paths get their place under the data
  * directory: the database <dataDir>/edge-agent.db, the CA <dataDir>/ca, the
- * CRL <ca.dir>/crl.pem. Other file paths are made absolute against the
- * working directory.
+ * CRL <ca.dir>/crl.pem. Other file paths (http.tls.certFile and keyFile
+ * among them) are made absolute against the working directory.
  */
 export function resolvePaths(config: Config, cwd: string): Config {
   const dataDir = resolve(cwd, config.agent.dataDir);
@@ -123,7 +123,8 @@ export function resolvePaths(config: Config, cwd: string): Config {
       rules: config.mqtt.policy.rules.map((r) => (r.kind === 'claim' ? { ...r, manufacturerCaFile: file(r.manufacturerCaFile) } : r)),
     },
   };
-  return { ...config, agent: { ...config.agent, dataDir }, store: { ...config.store, path: storePath }, ca, mqtt };
+  const http = { ...config.http, tls: { ...config.http.tls, certFile: file(config.http.tls.certFile), keyFile: file(config.http.tls.keyFile) } };
+  return { ...config, agent: { ...config.agent, dataDir }, store: { ...config.store, path: storePath }, http, ca, mqtt };
 }
 
 function lineOf(doc: Document, lc: LineCounter, path: PropertyKey[], key?: string): number | undefined {

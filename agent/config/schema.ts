@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -191,6 +192,51 @@ const opcuaSchema = z.strictObject({
   push: opcuaPushSchema,
 });
 
+/** A DNS name (labels of letters, digits and inner hyphens; no wildcard, no trailing dot). */
+export const DNS_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** 127.0.0.0/8, ::1 or localhost: the addresses whose traffic never leaves the machine. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === 'localhost') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  // The URL parser writes every spelling of an IPv6 address the same way.
+  return isIP(h) === 6 && !h.includes('%') && new URL(`http://[${h}]/`).hostname === '[::1]';
+}
+
+const httpName = z
+  .string()
+  .refine((v) => isIP(v) === 4 || (isIP(v) === 6 && !/[.%]/.test(v)) || DNS_NAME.test(v), 'must be a DNS name or an IP address')
+  .describe('a DNS name (such as gw3.plant.example) or an IP address (IPv6 without zone id or embedded IPv4), without port');
+
+const httpSchema = z
+  .strictObject({
+    host: z
+      .string()
+      .min(1)
+      .describe('address of the local listener (health, metrics, the API); anything but 127.0.0.0/8, ::1 or localhost needs http.tls.enabled: true'),
+    port: int(0, 65_535, 'TCP port of the local listener; 0 picks a free port and logs it'),
+    names: z.array(httpName).max(64).describe('further DNS names and IP addresses clients reach the listener by; the certificate the agent issues itself names them'),
+    tls: z
+      .strictObject({
+        enabled: z.boolean().describe('serve HTTPS (TLS 1.2 or later) instead of plain HTTP; required when http.host is not a loopback address'),
+        certFile: z.string().describe('PEM certificate (then its intermediates) to serve; empty: the agent issues one from the gateway CA'),
+        keyFile: z.string().describe('PEM private key (unencrypted) of http.tls.certFile; set both or neither'),
+      })
+      .superRefine((t, ctx) => {
+        if ((t.certFile === '') === (t.keyFile === '')) return;
+        ctx.addIssue({
+          code: 'custom',
+          path: [t.certFile === '' ? 'certFile' : 'keyFile'],
+          message: 'http.tls.certFile and http.tls.keyFile go together: set both (a certificate of your own) or neither (the agent issues one from the gateway CA)',
+        });
+      }),
+  })
+  .refine((h) => h.tls.enabled || isLoopbackHost(h.host), {
+    path: ['host'],
+    message: 'not a loopback address: the API and its tokens would cross the network in clear text; set http.tls.enabled: true (or http.host: 127.0.0.1)',
+  });
+
 export type PolicyRule = z.infer<typeof policyRule>;
 export type PolicyAction = z.infer<typeof policyAction>;
 
@@ -217,13 +263,7 @@ export const configSchema = z.strictObject({
       .enum(['quick', 'full', 'off'])
       .describe('check run on the database at start: quick (PRAGMA quick_check), full (PRAGMA integrity_check) or off'),
   }),
-  http: z.strictObject({
-    host: z
-      .string()
-      .min(1)
-      .describe('address of the local listener for /healthz, /readyz, /metrics; keep 127.0.0.1 unless the network is trusted'),
-    port: int(0, 65_535, 'TCP port of the local listener; 0 picks a free port and logs it'),
-  }),
+  http: httpSchema,
   ca: z.strictObject({
     dir: z.string().describe('directory of the CA certificates and keys; empty means <agent.dataDir>/ca'),
     autoInit: z.boolean().describe('create the CA hierarchy at the first start if the directory holds none (false when chaining to an enterprise PKI)'),
@@ -271,7 +311,7 @@ export function defaultConfig(): Config {
     agent: { id: defaultAgentId(), dataDir: './data', heartbeatIntervalMs: 30_000 },
     log: { level: 'info', pretty: false },
     store: { path: '', busyTimeoutMs: 5_000, journalSizeLimitBytes: 64 * 1024 * 1024, integrityCheck: 'quick' },
-    http: { host: '127.0.0.1', port: 8470 },
+    http: { host: '127.0.0.1', port: 8470, names: [], tls: { enabled: false, certFile: '', keyFile: '' } },
     ca: {
       dir: '',
       autoInit: true,

@@ -98,6 +98,31 @@ describe('loadConfig', () => {
       expected: [{ path: 'http', message: /^expected a mapping, got number$/, line: 1 }],
     },
     {
+      name: 'a listener on the network without TLS, telling to enable it',
+      yaml: 'http:\n  host: 0.0.0.0\n',
+      expected: [{ path: 'http.host', message: /not a loopback address.*set http\.tls\.enabled: true/, line: 2 }],
+    },
+    {
+      name: 'a listener on the network without TLS, set from the environment',
+      yaml: '',
+      env: { EDGE_AGENT_HTTP_HOST: '10.20.0.5' },
+      expected: [{ path: 'env EDGE_AGENT_HTTP_HOST (http.host)', message: /http\.tls\.enabled: true/ }],
+    },
+    {
+      name: 'a TLS certificate without its key',
+      yaml: 'http:\n  tls:\n    enabled: true\n    certFile: gw.pem\n',
+      expected: [{ path: 'http.tls.keyFile', message: /certFile and http\.tls\.keyFile go together/ }],
+    },
+    {
+      name: 'http.names entries that are neither a DNS name nor an IP address',
+      yaml: 'http:\n  names: [gw3.plant.example, gw_3, "fe80::1%eth0", "::ffff:10.0.0.1", 10.20.0.5]\n',
+      expected: [
+        { path: 'http.names.1', message: /DNS name or an IP address/, line: 2 },
+        { path: 'http.names.2', message: /DNS name or an IP address/ },
+        { path: 'http.names.3', message: /DNS name or an IP address/ },
+      ],
+    },
+    {
       name: 'an environment override of the wrong type, named by its variable',
       yaml: '',
       env: { EDGE_AGENT_STORE_BUSY_TIMEOUT_MS: 'never' },
@@ -117,6 +142,21 @@ describe('loadConfig', () => {
       });
     });
   }
+
+  it('accepts plain HTTP on loopback addresses only, and any address with TLS', () => {
+    for (const host of ['127.0.0.1', '127.10.0.5', '::1', '0:0:0:0:0:0:0:1', 'localhost', 'LOCALHOST']) {
+      expect(load(`http:\n  host: "${host}"\n`).config.http.host, host).toBe(host);
+    }
+    for (const host of ['0.0.0.0', '::', '10.20.0.5', '128.0.0.1', '::ffff:127.0.0.1', 'gw3.plant.example', 'localhost.example']) {
+      expect(problems(`http:\n  host: "${host}"\n`).map((p) => p.path), host).toEqual(['http.host']);
+      expect(load(`http:\n  host: "${host}"\n  tls:\n    enabled: true\n`).config.http.tls.enabled, host).toBe(true);
+    }
+  });
+
+  it('resolves http.tls.certFile and keyFile from the working directory', () => {
+    const { tls } = load('http:\n  tls:\n    enabled: true\n    certFile: tls/gw.pem\n    keyFile: /etc/gw.key\n').config.http;
+    expect(tls).toEqual({ enabled: true, certFile: join(tmp.dir, 'tls/gw.pem'), keyFile: '/etc/gw.key' });
+  });
 
   it('reports every problem of a file at once', () => {
     const found = problems('agent:\n  heartbeatIntervalMs: 0\nlog:\n  level: loud\n  extra: 1\nhttp:\n  port: -1\n', {

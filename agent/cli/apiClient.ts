@@ -1,0 +1,148 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
+import { ADMIN_TOKEN_FILE, API_URL_FILE } from '../api/auth.js';
+import { apiEndpoint } from '../api/listener.js';
+import type { Config } from '../config/schema.js';
+import { AgentError, UsageError } from '../errors.js';
+
+
+/** The daemon's API cannot be reached (not running, or another address). */
+export class DaemonUnavailableError extends AgentError {
+  readonly code = 'DAEMON_UNAVAILABLE' as const;
+}
+
+/** The API answered with an error: its status and stable code. */
+export class ApiAnswerError extends AgentError {
+  constructor(
+    readonly status: number,
+    readonly apiCode: string,
+    message: string,
+  ) {
+    super(message);
+  }
+  readonly code = 'API_ERROR' as const;
+}
+
+export interface ClientOptions {
+  token?: string;
+  tokenFile?: string;
+}
+
+/**
+ * The token a command uses: --token, else $EDGE_AGENT_TOKEN, else the file
+ * --token-file or $EDGE_AGENT_TOKEN_FILE names, else <dataDir>/admin.token
+ * when this user can read it (the first administrator's, on the gateway).
+ */
+export function resolveToken(config: Config, o: ClientOptions, env: NodeJS.ProcessEnv = process.env): string {
+  if (o.token) return o.token.trim();
+  if (env.EDGE_AGENT_TOKEN) return env.EDGE_AGENT_TOKEN.trim();
+  const file = o.tokenFile ?? env.EDGE_AGENT_TOKEN_FILE ?? join(config.agent.dataDir, ADMIN_TOKEN_FILE);
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    const explicit = o.tokenFile ?? env.EDGE_AGENT_TOKEN_FILE;
+    throw new UsageError(
+      explicit
+        ? `cannot read the token file ${file}: ${(err as Error).message}`
+        : `no API token: give --token, set EDGE_AGENT_TOKEN, or --token-file (an administrator makes one with edge-agent tokens create --user NAME)`,
+    );
+  }
+}
+
+/** A client of the running daemon's local API. */
+export class ApiClient {
+  private constructor(
+    private readonly url: string,
+    private readonly ca: string | undefined,
+    private readonly token: string,
+  ) {}
+
+  static for(config: Config, o: ClientOptions): ApiClient {
+    const endpoint = apiEndpoint(config);
+    let url = endpoint.url;
+    const file = join(config.agent.dataDir, API_URL_FILE);
+    if (config.http.port === 0 && existsSync(file)) url = readFileSync(file, 'utf8').trim();
+    return new ApiClient(url, endpoint.ca, resolveToken(config, o));
+  }
+
+  private open(method: string, path: string, body: unknown, accept: string): Promise<IncomingMessage> {
+    const target = new URL(path, this.url);
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = send(
+        target,
+        {
+          method,
+          ...(this.ca ? { ca: this.ca } : {}),
+          headers: {
+            authorization: `Bearer ${this.token}`,
+            accept,
+            ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+          },
+        },
+        resolve,
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ECONNRESET'].includes(err.code ?? '')) {
+          reject(new DaemonUnavailableError(`the agent is not answering at ${this.url} (${err.code}): is the daemon running?`, { cause: err }));
+        } else reject(err);
+      });
+      req.end(payload);
+    });
+  }
+
+  /** One JSON request; an error answer throws ApiAnswerError. */
+  async call<T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }> {
+    const res = await this.open(method, path, body ?? (method === 'GET' ? undefined : {}), 'application/json');
+    let text = '';
+    for await (const chunk of res as AsyncIterable<Buffer>) text += chunk.toString('utf8');
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new ApiAnswerError(res.statusCode ?? 0, 'NOT_JSON', `the agent answered ${res.statusCode} without JSON`);
+    }
+    const status = res.statusCode ?? 0;
+    if (status >= 400) {
+      const e = parsed as { code?: string; message?: string };
+      throw new ApiAnswerError(status, e.code ?? 'UNKNOWN', e.message ?? `status ${status}`);
+    }
+    return { status, body: parsed as T };
+  }
+
+  /** Follows a Server-Sent Events stream until the server ends it; each event goes to `onEvent` in order. */
+  async events(path: string, onEvent: (event: string, data: unknown, id: number) => void, signal?: AbortSignal): Promise<void> {
+    const res = await this.open('GET', path, undefined, 'text/event-stream');
+    if ((res.statusCode ?? 0) >= 400) {
+      let text = '';
+      for await (const chunk of res as AsyncIterable<Buffer>) text += chunk.toString('utf8');
+      const e = JSON.parse(text) as { code?: string; message?: string };
+      throw new ApiAnswerError(res.statusCode ?? 0, e.code ?? 'UNKNOWN', e.message ?? '');
+    }
+    signal?.addEventListener('abort', () => res.destroy(), { once: true });
+    let buffer = '';
+    try {
+      for await (const chunk of res as AsyncIterable<Buffer>) {
+        buffer += chunk.toString('utf8');
+        for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let event = 'message';
+          let id = 0;
+          const data: string[] = [];
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event: ')) event = line.slice(7);
+            else if (line.startsWith('id: ')) id = Number(line.slice(4));
+            else if (line.startsWith('data: ')) data.push(line.slice(6));
+          }
+          if (data.length > 0) onEvent(event, JSON.parse(data.join('\n')), id);
+        }
+      }
+    } catch (err) {
+      if (!signal?.aborted) throw err;
+    }
+  }
+}

@@ -1,0 +1,160 @@
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { connect } from 'node:tls';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { apiEndpoint } from '../../agent/api/listener.js';
+import { loadConfig } from '../../agent/config/load.js';
+import { Daemon, tempDir, writeConfig } from '../helpers/daemon.js';
+import { openssl } from '../helpers/openssl.js';
+
+/** A test configuration with these lines in its http section. */
+const config = (dir: string, http: string[]) =>
+  writeConfig(dir, ['agent:', '  id: test-gw', `  dataDir: ${join(dir, 'data')}`, '  heartbeatIntervalMs: 200', 'http:', ...http, ''].join('\n'));
+
+/** GET over http or https; rejects on a connection or TLS failure. */
+function get(url: string, ca?: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const send = url.startsWith('https:') ? httpsRequest : httpRequest;
+    const req = send(url, { ...(ca === undefined ? {} : { ca }), timeout: 5_000 }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The certificate the listener presents, as PEM (the handshake trusts nothing, so any certificate is seen). */
+function servedCertificate(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false }, () => {
+      const cert = new X509Certificate(socket.getPeerCertificate().raw);
+      socket.end();
+      resolve(cert.toString());
+    });
+    socket.on('error', reject);
+  });
+}
+
+/** The daemon's exit code, or a text saying it still runs (a refusal comes at once). */
+function exitCode(daemon: Daemon): Promise<number | null | string> {
+  return Promise.race([daemon.exited.then((e) => e.code), new Promise<string>((r) => setTimeout(() => r('still running after 10 s'), 10_000).unref())]);
+}
+
+async function listeningPort(daemon: Daemon): Promise<{ port: number; scheme: unknown }> {
+  await daemon.waitForLog((l) => l.msg === 'edge-agent ready');
+  const line = await daemon.waitForLog((l) => l.msg === 'http listening');
+  return { port: Number(line.port), scheme: line.scheme };
+}
+
+async function stop(daemon: Daemon): Promise<void> {
+  daemon.kill('SIGTERM');
+  expect((await daemon.exited).code).toBe(0);
+}
+
+describe('TLS on the local listener', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let daemon: Daemon | undefined;
+  beforeEach(() => {
+    tmp = tempDir();
+  });
+  afterEach(async () => {
+    await daemon?.dispose();
+    daemon = undefined;
+    tmp.cleanup();
+  });
+
+  it('refuses to start on a non-loopback address without TLS: exit 78, naming http.tls.enabled, nothing bound', async () => {
+    daemon = Daemon.start(config(tmp.dir, ['  host: 0.0.0.0', '  port: 0']));
+    expect(await exitCode(daemon)).toBe(78);
+    expect(daemon.stderr).toMatch(/http\.host.*not a loopback address.*set http\.tls\.enabled: true/s);
+    // Refused while reading the configuration: no service ran, no data directory was made.
+    expect(daemon.logs.filter((l) => l.msg === 'http listening')).toEqual([]);
+    expect(existsSync(join(tmp.dir, 'data'))).toBe(false);
+  });
+
+  it('refuses http.tls.certFile without keyFile with exit 78', async () => {
+    daemon = Daemon.start(config(tmp.dir, ['  port: 0', '  tls:', '    enabled: true', `    certFile: ${join(tmp.dir, 'gw.pem')}`]));
+    expect(await exitCode(daemon)).toBe(78);
+    expect(daemon.stderr).toMatch(/http\.tls\.keyFile: http\.tls\.certFile and http\.tls\.keyFile go together/);
+    expect(existsSync(join(tmp.dir, 'data'))).toBe(false);
+  });
+
+  it('serves HTTPS with a gateway-CA certificate naming localhost, 127.0.0.1 and http.names, kept across restarts', async () => {
+    const file = config(tmp.dir, ['  host: 127.0.0.1', '  port: 0', '  names: [gw3.plant.example, 10.20.0.5]', '  tls:', '    enabled: true']);
+    daemon = Daemon.start(file);
+    const { port, scheme } = await listeningPort(daemon);
+    expect(scheme).toBe('https');
+
+    const endpoint = apiEndpoint(loadConfig({ file, env: {} }).config);
+    expect(endpoint.url).toBe('https://127.0.0.1:0');
+    const url = `https://127.0.0.1:${port}`;
+    const chain = endpoint.ca!;
+    expect(chain).toMatch(/BEGIN CERTIFICATE/);
+
+    // Trusting the gateway CA chain only: it works, and the chain read from disk is the one the daemon serves.
+    const health = await get(`${url}/healthz`, chain);
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.body)).toMatchObject({ status: 'ok' });
+    expect((await get(`${url}/ca/chain`, chain)).body).toBe(chain);
+    // Without the chain the certificate is not trusted; plain HTTP on the port gets no answer.
+    await expect(get(`${url}/healthz`)).rejects.toThrow(/self[- ]signed|unable to (get|verify)/i);
+    await expect(get(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+    await expect(get(`https://localhost:${port}/healthz`, chain)).resolves.toMatchObject({ status: 200 });
+
+    const served = await servedCertificate(port);
+    const leaf = new X509Certificate(served);
+    const sans = (leaf.subjectAltName ?? '').split(', ');
+    expect(sans).toEqual(expect.arrayContaining(['DNS:localhost', 'IP Address:127.0.0.1', 'DNS:gw3.plant.example', 'IP Address:10.20.0.5']));
+    expect(leaf.subject).toMatch(/CN=test-gw-http/);
+    expect(readFileSync(join(tmp.dir, 'data/identity/http-server.crt'), 'utf8')).toContain(served);
+
+    // openssl, independently: a TLS server certificate for these names, chaining to the gateway CA.
+    writeFileSync(join(tmp.dir, 'chain.pem'), chain);
+    writeFileSync(join(tmp.dir, 'served.pem'), served);
+    for (const name of [['-verify_hostname', 'localhost'], ['-verify_ip', '127.0.0.1'], ['-verify_hostname', 'gw3.plant.example']]) {
+      const verified = await openssl(['verify', '-CAfile', 'chain.pem', '-purpose', 'sslserver', ...name, 'served.pem'], tmp.dir);
+      expect(verified.stdout + verified.stderr, name.join(' ')).toMatch(/served\.pem: OK/);
+      expect(verified.ok).toBe(true);
+    }
+    const wrongName = await openssl(['verify', '-CAfile', 'chain.pem', '-purpose', 'sslserver', '-verify_hostname', 'other.example', 'served.pem'], tmp.dir);
+    expect(wrongName.ok).toBe(false);
+
+    // A restart reuses the certificate, and leaves the embedded broker's (another identity) alone.
+    const brokerCert = readFileSync(join(tmp.dir, 'data/mqtt/broker-server.crt'), 'utf8');
+    await stop(daemon);
+    daemon = Daemon.start(file);
+    const again = await listeningPort(daemon);
+    expect(await servedCertificate(again.port)).toBe(served);
+    expect(readFileSync(join(tmp.dir, 'data/mqtt/broker-server.crt'), 'utf8')).toBe(brokerCert);
+    expect(daemon.logs.filter((l) => l.msg === 'certificate issued')).toEqual([]);
+    await stop(daemon);
+  });
+
+  it('serves a certificate of its own from certFile and keyFile, and refuses a key that is not its key', async () => {
+    for (const name of ['own', 'other']) {
+      const made = await openssl(
+        ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=${name}`, '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', `${name}.key`, '-out', `${name}.crt`],
+        tmp.dir,
+      );
+      expect(made.ok, made.stderr).toBe(true);
+    }
+    const tls = (key: string) => ['  port: 0', '  tls:', '    enabled: true', `    certFile: ${join(tmp.dir, 'own.crt')}`, `    keyFile: ${join(tmp.dir, key)}`];
+    daemon = Daemon.start(config(tmp.dir, tls('other.key')));
+    expect(await exitCode(daemon)).toBe(78);
+    expect(daemon.stderr).toMatch(/http\.tls\.keyFile .*other\.key is not the key of the certificate/);
+
+    daemon = Daemon.start(config(tmp.dir, tls('own.key')));
+    const { port } = await listeningPort(daemon);
+    const own = readFileSync(join(tmp.dir, 'own.crt'), 'utf8');
+    expect((await get(`https://127.0.0.1:${port}/healthz`, own)).status).toBe(200);
+    expect(await servedCertificate(port)).toBe(new X509Certificate(own).toString());
+    await stop(daemon);
+  });
+});
