@@ -17,10 +17,10 @@ export function apiOptions(c: Command): Command {
     .option('--token-file <path>', 'file holding the API token (default: $EDGE_AGENT_TOKEN_FILE, else <dataDir>/admin.token)');
 }
 
-/** An exit code for an API error: 401/403 are permission (77), 400 a bad command line (64), the rest failures. */
+/** An exit code for an API error: 401/403/429 are permission (77); 400, 404 and 413 a bad command line (64: a bad value, or no such device, run, user...); the rest failures (1). */
 function exitFor(err: ApiAnswerError): number {
   if (err.status === 401 || err.status === 403 || err.status === 429) return ExitCode.noPermission;
-  if (err.status === 400 || err.status === 413) return ExitCode.usage;
+  if (err.status === 400 || err.status === 404 || err.status === 413) return ExitCode.usage;
   return ExitCode.failure;
 }
 

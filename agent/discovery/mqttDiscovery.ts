@@ -77,7 +77,9 @@ export class MqttDiscovery {
         return known.id;
       }
       const changedPresence = a.online !== undefined && known?.online !== a.online;
-      if (!known || changedPresence || !(a.source in known.source)) {
+      // Homie sends $name and $state apart: a nameplate field the record still lacks is a change too.
+      const fills = known !== undefined && Object.entries(a.nameplate).some(([k, v]) => v !== undefined && known.nameplate[k as keyof typeof known.nameplate] === undefined);
+      if (!known || changedPresence || fills || !(a.source in known.source)) {
         devices.apply({
           protocol: 'mqtt',
           name: a.name,

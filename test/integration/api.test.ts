@@ -3,17 +3,50 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { apiRoutes } from '../../agent/api/apiRoutes.js';
 import { PERMISSIONS, type Permission } from '../../agent/api/auth.js';
+import { DiscoveryRunRepository } from '../../agent/store/discoveryRunRepository.js';
 import { Store } from '../../agent/store/database.js';
 import { DeviceRepository } from '../../agent/store/deviceRepository.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../helpers/daemon.js';
 
-/** Every API route and the permission it needs: the authorisation matrix below walks all of them. */
-const ROUTES: { path: string; permission: Permission }[] = [
-  { path: '/api/v1/devices', permission: 'devices.read' },
-  { path: '/api/v1/devices/mqtt:meter-1', permission: 'devices.read' },
-  { path: '/api/v1/sync/status', permission: 'sync.read' },
+/**
+ * Every API route and the permission it needs, written out here on its own:
+ * the test also checks that the API has no route this table lacks. `allowed`
+ * is the answer a role holding the permission gets (a POST carries a field
+ * no schema knows, so an allowed caller gets 400 and changes nothing).
+ */
+const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; permission: Permission; allowed: number }[] = [
+  { method: 'GET', path: '/api/v1/me', route: '/api/v1/me', permission: 'status.read', allowed: 200 },
+  { method: 'GET', path: '/api/v1/devices', route: '/api/v1/devices', permission: 'devices.read', allowed: 200 },
+  { method: 'GET', path: '/api/v1/devices/mqtt:meter-1', route: '/api/v1/devices/{id}', permission: 'devices.read', allowed: 200 },
+  ...(['approve', 'reject'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.decide' as const, allowed: 400 })),
+  ...(['revoke', 'decommission'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.retire' as const, allowed: 400 })),
+  { method: 'PUT', path: '/api/v1/devices/mqtt:meter-1/annotation', route: '/api/v1/devices/{id}/annotation', permission: 'devices.annotate', allowed: 400 },
+  { method: 'POST', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.run', allowed: 400 },
+  { method: 'GET', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.read', allowed: 200 },
+  { method: 'GET', path: '/api/v1/discovery/runs/1', route: '/api/v1/discovery/runs/{id}', permission: 'discovery.read', allowed: 200 },
+  { method: 'GET', path: '/api/v1/discovery/runs/1/events', route: '/api/v1/discovery/runs/{id}/events', permission: 'discovery.read', allowed: 200 },
+  { method: 'POST', path: '/api/v1/discovery/runs/1/cancel', route: '/api/v1/discovery/runs/{id}/cancel', permission: 'discovery.run', allowed: 400 },
+  { method: 'GET', path: '/api/v1/certificates', route: '/api/v1/certificates', permission: 'certificates.read', allowed: 200 },
+  { method: 'GET', path: '/api/v1/certificates/crl', route: '/api/v1/certificates/crl', permission: 'certificates.read', allowed: 200 },
+  { method: 'GET', path: '/api/v1/certificates/ab12', route: '/api/v1/certificates/{serial}', permission: 'certificates.read', allowed: 404 },
+  { method: 'POST', path: '/api/v1/certificates/ab12/revoke', route: '/api/v1/certificates/{serial}/revoke', permission: 'certificates.revoke', allowed: 400 },
+  { method: 'GET', path: '/api/v1/sync/status', route: '/api/v1/sync/status', permission: 'sync.read', allowed: 200 },
+  { method: 'POST', path: '/api/v1/sync/now', route: '/api/v1/sync/now', permission: 'sync.run', allowed: 400 },
+  { method: 'POST', path: '/api/v1/sync/reconcile', route: '/api/v1/sync/reconcile', permission: 'sync.run', allowed: 400 },
+  { method: 'GET', path: '/api/v1/sync/dead-letters', route: '/api/v1/sync/dead-letters', permission: 'sync.deadLetters', allowed: 200 },
+  { method: 'POST', path: '/api/v1/sync/dead-letters/retry', route: '/api/v1/sync/dead-letters/retry', permission: 'sync.deadLetters', allowed: 400 },
+  { method: 'GET', path: '/api/v1/users', route: '/api/v1/users', permission: 'users.manage', allowed: 200 },
+  { method: 'POST', path: '/api/v1/users', route: '/api/v1/users', permission: 'users.manage', allowed: 400 },
+  { method: 'POST', path: '/api/v1/users/viewer-b/disable', route: '/api/v1/users/{name}/disable', permission: 'users.manage', allowed: 400 },
+  { method: 'GET', path: '/api/v1/tokens', route: '/api/v1/tokens', permission: 'users.manage', allowed: 200 },
+  { method: 'POST', path: '/api/v1/tokens', route: '/api/v1/tokens', permission: 'users.manage', allowed: 400 },
+  { method: 'POST', path: '/api/v1/tokens/1/revoke', route: '/api/v1/tokens/{id}/revoke', permission: 'users.manage', allowed: 400 },
+  { method: 'GET', path: '/api/v1/audit', route: '/api/v1/audit', permission: 'audit.read', allowed: 200 },
 ];
+
+type Answer = { status: number; body: { code?: string; [k: string]: unknown }; text: string };
 
 describe('the local API: tokens, roles and hardening (real daemon)', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -21,32 +54,42 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
   let config: string;
   let port: number;
   const tokens: Record<string, string> = {};
-  const get = (path: string, headers: Record<string, string> = {}) =>
-    new Promise<{ status: number; body: { code?: string; [k: string]: unknown } }>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path, headers: { host: `127.0.0.1:${port}`, ...headers } }, (res) => {
+  const call = (method: string, path: string, headers: Record<string, string> = {}, body?: string | Buffer, localAddress?: string) =>
+    new Promise<Answer>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path, method, ...(localAddress ? { localAddress } : {}), headers: { host: `127.0.0.1:${port}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers } }, (res) => {
         let text = '';
         res.on('data', (d: Buffer) => (text += d.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as { code?: string } }));
+        res.on('end', () => {
+          let parsed: Answer['body'] = {};
+          if ((res.headers['content-type'] ?? '').startsWith('application/json')) parsed = JSON.parse(text) as Answer['body'];
+          resolve({ status: res.statusCode ?? 0, body: parsed, text });
+        });
       });
       req.on('error', reject);
-      req.end();
+      req.end(body);
     });
+  const get = (path: string, headers: Record<string, string> = {}) => call('GET', path, headers);
+  const as = (role: string) => ({ authorization: `Bearer ${tokens[role]}` });
   const token = async (user: string, role: string, expires?: string) => {
     if ((await runCli(['users', 'list', '--config', config])).stdout.split('\n').every((l) => !l.startsWith(`${user}\t`))) {
       expect((await runCli(['users', 'add', user, '--role', role, '--config', config])).code).toBe(0);
     }
-    const made = await runCli(['tokens', 'create', '--user', user, '--json', ...(expires ? ['--expires', expires] : []), '--config', config]);
+    // An already-expired token (0h) can only be made on the database: the API gives every token at least a minute.
+    const made = await runCli(['tokens', 'create', '--user', user, '--json', ...(expires ? ['--expires', expires, '--local'] : []), '--config', config]);
     expect(made.code, made.stderr).toBe(0);
     return JSON.parse(made.stdout) as { id: number; secret: string };
   };
 
   beforeAll(async () => {
     tmp = tempDir();
-    config = writeConfig(tmp.dir, ['agent:', '  id: gw-api', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false', ''].join('\n'));
+    config = writeConfig(tmp.dir, ['agent:', '  id: gw-api', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', '  names: [gw-api.plant.example]', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false', ''].join('\n'));
     daemon = Daemon.start(config);
     port = Number(new URL(await daemon.ready()).port);
     const { store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' }));
     store.transaction(() => new DeviceRepository(store).apply({ protocol: 'mqtt', name: 'meter-1', to: 'discovered', cause: 'test', actor: 'test' }));
+    // A finished run: its event stream ends at once.
+    const runs = new DiscoveryRunRepository(store);
+    runs.finish(runs.request('opcua', 'technician', 'test').id, 'done');
     store.close();
     tokens.admin = readFileSync(join(tmp.dir, 'data', 'admin.token'), 'utf8').trim();
     tokens.technician = (await token('tech-a', 'technician')).secret;
@@ -69,40 +112,105 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     expect(JSON.stringify(daemon.logs)).not.toContain(tokens.admin);
   });
 
+  it('has no route the table above lacks', () => {
+    const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: () => { throw new Error('unused'); }, bus: undefined as never, ca: undefined as never });
+    expect(served.map((r) => `${r.method} ${r.path} ${r.permission}`).sort()).toEqual(ROUTES.map((r) => `${r.method} ${r.route} ${r.permission}`).sort());
+  });
+
   it('answers every route as the role table says, for every role and every kind of bad token', async () => {
-    const cases: [string, string | undefined, (p: Permission) => number][] = [
+    const cases: [string, string | undefined, (r: (typeof ROUTES)[number]) => number][] = [
       ['no token', undefined, () => 401],
       ['malformed', 'Bearer not-a-token', () => 401],
       ['unknown', `Bearer eat_${'A'.repeat(43)}`, () => 401],
       ['expired', `Bearer ${tokens.expired}`, () => 401],
       ['revoked', `Bearer ${tokens.revoked}`, () => 401],
-      ...(['admin', 'technician', 'viewer'] as const).map((role) => [role, `Bearer ${tokens[role]}`, (p: Permission) => ((PERMISSIONS[p] as readonly string[]).includes(role) ? 200 : 403)] as [string, string, (p: Permission) => number]),
+      ...(['admin', 'technician', 'viewer'] as const).map(
+        (role) => [role, `Bearer ${tokens[role]}`, (r: (typeof ROUTES)[number]) => ((PERMISSIONS[r.permission] as readonly string[]).includes(role) ? r.allowed : 403)] as [string, string, (r: (typeof ROUTES)[number]) => number],
+      ),
     ];
+    const audited = (await get('/api/v1/audit', as('admin'))).body.total;
     const seen: string[] = [];
+    // Each refused call comes from its own loopback address: the limiter of failed authentications (tested last) stays out of the way.
+    let source = 0;
     for (const route of ROUTES) {
       for (const [who, header, expected] of cases) {
-        const r = await get(route.path, header ? { authorization: header } : {});
-        seen.push(`${who} ${route.path} ${r.status}`);
-        expect(r.status, `${who} on ${route.path}: ${JSON.stringify(r.body)}`).toBe(expected(route.permission));
-        if (r.status !== 200) expect(r.body.code).toMatch(/^[A-Z_]+$/);
+        const from = expected(route) === 401 ? `127.0.${1 + (source >> 8)}.${++source % 256}` : undefined;
+        const r = await call(route.method, route.path, header ? { authorization: header } : {}, route.method === 'GET' ? undefined : '{"mass_assigned":true}', from);
+        seen.push(`${who} ${route.method} ${route.path} ${r.status}`);
+        expect(r.status, `${who} on ${route.method} ${route.path}: ${r.text.slice(0, 300)}`).toBe(expected(route));
+        if (r.status >= 400) expect(r.body.code).toMatch(/^[A-Z_]+$/);
+        if (r.status === 400) expect(r.body.message).toContain('mass_assigned');
       }
     }
     expect(seen).toHaveLength(ROUTES.length * cases.length);
-    const shown = await get('/api/v1/devices/mqtt:meter-1', { authorization: `Bearer ${tokens.viewer}` });
+    const shown = await get('/api/v1/devices/mqtt:meter-1', as('viewer'));
     expect(shown.body).toMatchObject({ device: { id: 'mqtt:meter-1', state: 'discovered' } });
+    // Nothing was changed by any of those calls.
+    expect((await get('/api/v1/audit', as('admin'))).body.total).toBe(audited);
   });
 
-  it('refuses a Host header that does not name the listener (DNS rebinding), and bad queries, with JSON codes', async () => {
-    const r = await get('/api/v1/devices', { host: 'evil.example', authorization: `Bearer ${tokens.admin}` });
+  it('refuses a Host header that does not name the listener (DNS rebinding), accepts the names configured, and refuses bad queries, with JSON codes', async () => {
+    const r = await get('/api/v1/devices', { host: 'evil.example', ...as('admin') });
     expect(r).toMatchObject({ status: 421, body: { code: 'HOST_NOT_ALLOWED' } });
-    expect(await get('/api/v1/devices?state=bogus', { authorization: `Bearer ${tokens.admin}` })).toMatchObject({ status: 400, body: { code: 'BAD_QUERY' } });
-    expect(await get('/api/v1/devices/mqtt:nothing', { authorization: `Bearer ${tokens.admin}` })).toMatchObject({ status: 404, body: { code: 'NO_SUCH_DEVICE' } });
-    // No token in any answer or log line.
+    expect(await get('/api/v1/devices', { host: `gw-api.plant.example:${port}`, ...as('admin') })).toMatchObject({ status: 200 });
+    expect(await get('/api/v1/devices?state=bogus', as('admin'))).toMatchObject({ status: 400, body: { code: 'BAD_QUERY' } });
+    expect(await get('/api/v1/devices?role=admin', as('admin'))).toMatchObject({ status: 400, body: { code: 'BAD_QUERY' } });
+    expect(await get('/api/v1/devices/mqtt:nothing', as('admin'))).toMatchObject({ status: 404, body: { code: 'NO_SUCH_DEVICE' } });
+    expect(await call('DELETE', '/api/v1/devices', as('admin'))).toMatchObject({ status: 405, body: { code: 'METHOD_NOT_ALLOWED' } });
+    expect(await get('/api/v1/nothing', as('admin'))).toMatchObject({ status: 404, body: { code: 'NOT_FOUND' } });
+    // No cookie is set on any answer.
     expect(JSON.stringify(daemon.logs)).not.toMatch(/eat_[A-Za-z0-9_-]{43}/);
+  });
+
+  it('refuses an oversized body (with or without a length) and unknown fields, and changes nothing', async () => {
+    const path = '/api/v1/devices/mqtt:meter-1/annotation';
+    const big = JSON.stringify({ assetTag: 'x'.repeat(100), pad: 'y'.repeat(100 * 1024) });
+    expect(await call('PUT', path, as('technician'), big)).toMatchObject({ status: 413, body: { code: 'BODY_TOO_LARGE' } });
+    const chunked = await new Promise<number>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path, method: 'PUT', headers: { host: `127.0.0.1:${port}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked', ...as('technician') } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? resolve(413) : reject(err)));
+      for (let i = 0; i < 100; i++) req.write('x'.repeat(1024));
+      req.end();
+    });
+    expect(chunked).toBe(413);
+    expect(await call('PUT', path, as('technician'), JSON.stringify({ assetTag: 'A-1', revision: 99 }))).toMatchObject({ status: 400, body: { code: 'BAD_REQUEST' } });
+    expect(await call('POST', '/api/v1/users', as('admin'), JSON.stringify({ name: 'mallory', role: 'viewer', id: 1 }))).toMatchObject({ status: 400 });
+    expect(await call('PUT', path, as('technician'), 'assetTag=A-1')).toMatchObject({ status: 400, body: { code: 'BAD_JSON' } });
+    const device = (await get('/api/v1/devices/mqtt:meter-1', as('viewer'))).body.device as { assetTag?: string; revision: number };
+    expect(device.assetTag).toBeUndefined();
+    expect((await get('/api/v1/users', as('admin'))).body.items).not.toContainEqual(expect.objectContaining({ name: 'mallory' }));
+  });
+
+  it('records every change with who made it; a token appears once, at creation, and never in logs or later answers', async () => {
+    const set = await call('PUT', '/api/v1/devices/mqtt:meter-1/annotation', as('technician'), JSON.stringify({ assetTag: 'PLANT-4711', location: { site: 'Linz', line: 'L3' } }));
+    expect(set).toMatchObject({ status: 200, body: { device: { assetTag: 'PLANT-4711', location: { site: 'Linz', line: 'L3' } } } });
+    expect((await get('/api/v1/devices/mqtt:meter-1', as('viewer'))).body.history).toContainEqual(expect.objectContaining({ actor: 'tech-a', cause: 'annotated: assetTag and location' }));
+    const made = await call('POST', '/api/v1/users', as('admin'), JSON.stringify({ name: 'op-c', role: 'technician' }));
+    expect(made.status).toBe(201);
+    const minted = await call('POST', '/api/v1/tokens', as('admin'), JSON.stringify({ user: 'op-c', label: 'tablet', expiresInSeconds: 3600 }));
+    expect(minted.status).toBe(201);
+    const secret = minted.body.secret as string;
+    expect(secret).toMatch(/^eat_[A-Za-z0-9_-]{43}$/);
+    expect((await get('/api/v1/me', { authorization: `Bearer ${secret}` })).body).toMatchObject({ user: { name: 'op-c', role: 'technician' } });
+    const later = await Promise.all(['/api/v1/tokens', '/api/v1/audit', '/api/v1/me', '/api/v1/users'].map((p) => get(p, as('admin'))));
+    for (const answer of later) expect(answer.text).not.toContain(secret);
+    expect(JSON.stringify(daemon.logs)).not.toContain(secret);
+    const audit = (await get('/api/v1/audit', as('admin'))).body.items as { actor: string; action: string; target: string; outcome: string }[];
+    expect(audit.slice(0, 3).map((e) => `${e.actor} ${e.action} ${e.target} ${e.outcome}`)).toEqual([
+      expect.stringMatching(/^admin token\.create token \d+ done$/),
+      'admin user.add op-c done',
+      'tech-a device.annotate mqtt:meter-1 done',
+    ]);
+    // A technician sees the audit; a viewer sees only their own changes, under /me.
+    expect((await get('/api/v1/audit?actor=tech-a', as('technician'))).body).toMatchObject({ total: 1, items: [{ action: 'device.annotate' }] });
+    expect((await get('/api/v1/me', as('viewer'))).body).toMatchObject({ recent: [] });
   });
 
   it('makes an address that keeps failing wait, even with a good token then', async () => {
     for (let i = 0; i < 30; i++) await get('/api/v1/sync/status', { authorization: `Bearer eat_${'B'.repeat(43)}` });
-    expect(await get('/api/v1/sync/status', { authorization: `Bearer ${tokens.admin}` })).toMatchObject({ status: 429, body: { code: 'TOO_MANY_FAILURES' } });
+    expect(await get('/api/v1/sync/status', as('admin'))).toMatchObject({ status: 429, body: { code: 'TOO_MANY_FAILURES' } });
   });
 });

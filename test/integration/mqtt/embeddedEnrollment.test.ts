@@ -7,6 +7,7 @@ import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { deviceRequest, NAMEPLATE, PREFIX, readPem, requestOnce, saveIssued, type Answer } from '../../helpers/enrollment.js';
 import { freePort, publish } from '../../helpers/mosquitto.js';
 import { openssl, opensslCsr } from '../../helpers/openssl.js';
+import { apiUser } from '../../helpers/apiUser.js';
 
 const codec = sparkplugPayload.get('spBv1.0')!;
 
@@ -110,7 +111,7 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     const waiting = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, { clientId: 'dev-2', ca: readPem(cafile), reconnectPeriod: 0 });
     const issued = new Promise<Answer>((resolve) => waiting.on('message', (_t, p) => resolve(JSON.parse(p.toString()) as Answer)));
     await waiting.subscribeAsync(`${PREFIX}/dev-2/response`, { qos: 1 });
-    const approve = await cli('devices', 'approve', 'dev-2', '--reason', 'checked on site', '--actor', 'tech-a');
+    const approve = await cli('devices', 'approve', 'dev-2', '--reason', 'checked on site', '--token', await apiUser(config, 'tech-a', 'technician'));
     expect(approve.code, approve.stderr).toBe(0);
     expect(approve.stdout).toContain('issued');
     const answer = await issued;

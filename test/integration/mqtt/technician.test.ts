@@ -12,6 +12,7 @@ import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { deviceRequest, requestOnce } from '../../helpers/enrollment.js';
 import { freePort } from '../../helpers/mosquitto.js';
 import { opensslCsr } from '../../helpers/openssl.js';
+import { apiUser } from '../../helpers/apiUser.js';
 
 describe('technician decisions and restarts (embedded broker)', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -46,7 +47,7 @@ describe('technician decisions and restarts (embedded broker)', () => {
   it('rejects a held device; its later requests wait for a technician whatever the rules say', async () => {
     const request = await deviceRequest(tmp.dir, 'valve-1');
     expect((await enroll('valve-1', request)).answer?.status).toBe('pending');
-    const reject = await cli('devices', 'reject', 'valve-1', '--reason', 'unknown vendor', '--actor', 'tech-b');
+    const reject = await cli('devices', 'reject', 'valve-1', '--reason', 'unknown vendor', '--token', await apiUser(config, 'tech-b', 'technician'));
     expect(reject.code, reject.stderr).toBe(0);
     expect((await enroll('valve-1', request)).answer).toMatchObject({ status: 'rejected', reason: 'rejected by tech-b: unknown vendor' });
     const token = (JSON.parse((await cli('devices', 'token', 'create', '--json')).stdout) as { token: string }).token;

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { openssl } from '../../helpers/openssl.js';
 import { certificateManagerIn, startHangingServer, startOpcuaServer, thumbprint, type OpcuaServerHandle, type RawTcpServer } from '../../helpers/opcuaServer.js';
+import { apiUser } from '../../helpers/apiUser.js';
 
 interface Job { deviceId: string; status: string; step: string; attempts: number; serial?: string; reason?: string; crlDelivered?: boolean; nextAttemptAt?: string }
 interface Step { step: string; outcome: string; detail?: string; attempt: number }
@@ -173,7 +174,7 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     expect((await json<{ device: { state: string } }>('devices', 'show', id)).device.state).toBe('discovered');
     // A new CRL since commissioning: the server holds the old one and must be sent this.
     expect((await cli('ca', 'crl')).code).toBe(0);
-    const approve = await cli('devices', 'approve', id, '--actor', 'tech-a', '--reason', 'commissioned today');
+    const approve = await cli('devices', 'approve', id, '--token', await apiUser(config, 'tech-a', 'technician'), '--reason', 'commissioned today');
     expect(approve.code, approve.stderr).toBe(0);
     expect(approve.stdout).toContain('approved (push queued)');
     const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
