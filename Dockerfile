@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Multi-stage image of the edge agent. Build: docker build -t edge-agent .
-# Run:   docker run -d -v edge-agent-data:/var/lib/edge-agent -p 127.0.0.1:8470:8470 edge-agent
+# Run:   docker run -d -v edge-agent-data:/var/lib/edge-agent -p 127.0.0.1:8470:8470 edge-agent   (the API is HTTPS: docs/api.md#tls)
 
 # --- build: compile TypeScript and the native modules (better-sqlite3, unix-dgram)
 FROM node:22-slim AS build
@@ -20,7 +20,6 @@ RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 FROM node:22-slim
 ENV NODE_ENV=production \
     EDGE_AGENT_AGENT_DATA_DIR=/var/lib/edge-agent \
-    EDGE_AGENT_HTTP_HOST=0.0.0.0 \
     EDGE_AGENT_MQTT_LISTEN_HOST=0.0.0.0
 RUN groupadd --system edge-agent \
  && useradd --system --gid edge-agent --home-dir /var/lib/edge-agent --shell /usr/sbin/nologin edge-agent \
@@ -38,11 +37,14 @@ USER edge-agent
 VOLUME ["/var/lib/edge-agent"]
 EXPOSE 8470 8883 8884
 # The listeners bind 0.0.0.0 inside the container so that the ports can be
-# published. Publish 8470 on the host's loopback (-p 127.0.0.1:8470:8470)
-# unless the network in front of the gateway is trusted; 8883 (MQTT
-# provisioning, TLS) and 8884 (MQTT mutual TLS) are for the devices.
+# published; the local API is then HTTPS (config/edge-agent.docker.yaml).
+# Publish 8470 on the host's loopback (-p 127.0.0.1:8470:8470) unless
+# technicians reach it from the plant network; 8883 (MQTT provisioning, TLS)
+# and 8884 (MQTT mutual TLS) are for the devices.
+# The health check only asks whether the agent answers: it skips verifying
+# the certificate (no token or data crosses), clients must not.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:8470/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+  CMD ["node", "-e", "require('node:https').get({host:'127.0.0.1',port:8470,path:'/healthz',rejectUnauthorized:false},r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "dist/agent/main.js"]
-CMD ["run", "--config", "config/edge-agent.yaml"]
+CMD ["run", "--config", "config/edge-agent.docker.yaml"]

@@ -42,4 +42,19 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
     expect((await cli('users', 'list')).stdout).toMatch(/^tech-a\ttechnician\tdisabled /m);
     expect((await cli('tokens', 'create', '--user', 'tech-a')).stderr).toContain('is disabled');
   });
+
+  it('keeps read commands working with the daemon down, saying so; a change that needs the daemon exits 69; every local change is audited', async () => {
+    const list = await cli('devices', 'list');
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stderr).toContain('the daemon is not running: read from the database directly');
+    expect(list.stdout).toBe('no devices\n');
+    for (const args of [['devices', 'set', 'mqtt:pump-1', '--asset-tag', 'A-1'], ['certs', 'revoke', 'ab12', '--reason', 'superseded'], ['discover'], ['certs', 'crl']]) {
+      const r = await cli(...args);
+      expect(r.code, args.join(' ')).toBe(69);
+      expect(r.stderr).toContain('DAEMON_UNAVAILABLE: the daemon is not running');
+    }
+    const audit = JSON.parse((await cli('audit', '--json')).stdout) as { actor: string; role: string; action: string; target: string }[];
+    expect(audit.map((e) => `${e.role} ${e.action} ${e.target}`)).toEqual(['local user.disable tech-a', expect.stringMatching(/^local token.revoke token \d+$/), expect.stringMatching(/^local token.create token \d+$/), 'local user.add tech-a']);
+    expect(audit.every((e) => e.actor.startsWith('local:'))).toBe(true);
+  });
 });

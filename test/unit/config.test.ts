@@ -251,3 +251,14 @@ describe('maskSecrets', () => {
     expect(input.upstream.token).toBe('abc');
   });
 });
+
+describe('the configuration of the Docker image', () => {
+  it('is valid with the environment the Dockerfile sets, and serves the API over TLS since it binds 0.0.0.0', () => {
+    const dockerfile = readFileSync(join(REPO, 'Dockerfile'), 'utf8');
+    const env = Object.fromEntries([...dockerfile.matchAll(/(EDGE_AGENT_[A-Z_]+)=(\S+)/g)].map((m) => [m[1]!, m[2]!]));
+    expect(dockerfile).toContain('"--config", "config/edge-agent.docker.yaml"');
+    const { config } = loadConfig({ file: join(REPO, 'config', 'edge-agent.docker.yaml'), env });
+    expect(config.http).toMatchObject({ host: '0.0.0.0', tls: { enabled: true } });
+    expect(config.agent.dataDir).toBe('/var/lib/edge-agent');
+  });
+});

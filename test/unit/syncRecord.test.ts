@@ -32,6 +32,14 @@ const base: Device = {
 };
 
 describe('the upstream record', () => {
+  it('sends the asset tag and the location fields a technician set, over the server\'s AssetId and the gateway\'s location', () => {
+    const annotated = { ...base, assetTag: 'PLANT1-P-007-B', location: { line: 'L5', cell: 'C2' } };
+    const item = upstreamItem(annotated, undefined, { site: 'plant-1', line: 'L2' });
+    expect(item.record.assetTag).toBe('PLANT1-P-007-B');
+    expect(item.record.location).toEqual({ site: 'plant-1', line: 'L5', cell: 'C2' });
+    expect(upstreamItem(base, undefined, { site: 'plant-1' }).record).toMatchObject({ assetTag: 'PLANT1-P-007', location: { site: 'plant-1' } });
+  });
+
   it('maps an OPC UA server with a DI nameplate as docs/upstream-api.md says', () => {
     const cert = { serial: 'abc123', status: 'valid', thumbprint: 'ff'.repeat(32), notAfter: new Date('2028-11-26T00:00:00Z') };
     const item = upstreamItem(base, cert as never, { site: 'plant-1', line: 'L2' });

@@ -1,0 +1,27 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { apiRoutes } from '../../agent/api/apiRoutes.js';
+import { PERMISSIONS } from '../../agent/api/auth.js';
+import { REPO } from '../helpers/daemon.js';
+
+describe('docs/api.md', () => {
+  const doc = readFileSync(join(REPO, 'docs', 'api.md'), 'utf8');
+  const routes = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: () => { throw new Error('unused'); }, bus: undefined as never, ca: undefined as never });
+
+  it('lists every route of the API with the permission it needs, on one line', () => {
+    const rows = doc.split('\n').filter((l) => l.startsWith('| `GET ') || l.startsWith('| `POST ') || l.startsWith('| `PUT '));
+    const documented = rows.map((l) => /^\| `(\w+) ([^`?]+)[^`]*` \| `([\w.]+)` \|/.exec(l)?.slice(1, 4).join(' '));
+    expect(documented.sort()).toEqual(routes.map((r) => `${r.method} ${r.path} ${r.permission}`).sort());
+  });
+
+  it('names every permission in the roles table as auth.ts gives it', () => {
+    for (const [permission, roles] of Object.entries(PERMISSIONS)) {
+      const row = doc.split('\n').find((l) => l.startsWith('| `') && l.includes(`\`${permission}\``) && / (yes|no) \|/.test(l));
+      expect(row, permission).toBeDefined();
+      const cells = row!.split('|').map((c) => c.trim()).slice(-4, -1);
+      expect(cells, permission).toEqual(['admin', 'technician', 'viewer'].map((r) => ((roles as readonly string[]).includes(r) ? 'yes' : 'no')));
+    }
+  });
+});
