@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../certs/keys/fileKey.js';
@@ -65,11 +64,12 @@ export class Api {
     const file = join(this.deps.config().agent.dataDir, ADMIN_TOKEN_FILE);
     const secret = newTokenSecret();
     const store = this.deps.store();
+    // The file first (replacing one left from an earlier database): a token that cannot be handed over is not made, and the next start tries again.
+    writeFileAtomic(file, `${secret}\n`, 0o600);
     store.durable(() => {
       const admin = users.add('admin', 'admin', 'agent');
       users.addToken(admin.id, hashSecret(secret), 'first start', undefined);
     });
-    if (!existsSync(file)) writeFileAtomic(file, `${secret}\n`, 0o600);
     this.deps.log.warn({ file }, 'first start: an admin token for the local API is in this file (readable by the agent user only); make your own users and delete it');
   }
 

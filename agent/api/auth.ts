@@ -17,23 +17,29 @@ export function newTokenSecret(): string {
 }
 
 /**
- * What each role may do, in one table: the local API and the authorisation
- * test are both checked against it. `viewer` reads devices and status only.
+ * What each role may do, in one table (docs/api.md shows it; the
+ * authorisation test has its own copy, written out role by role).
+ * `viewer` reads devices and status only; `technician` discovers, decides
+ * on approvals, annotates, syncs now and reads everything else; only
+ * `admin` withdraws certificates, reconciles, re-sends refused items and
+ * manages users.
  */
 export const PERMISSIONS = {
   'devices.read': ['admin', 'technician', 'viewer'],
   'status.read': ['admin', 'technician', 'viewer'],
-  'discovery.read': ['admin', 'technician', 'viewer'],
+  'sync.read': ['admin', 'technician', 'viewer'],
+  'discovery.read': ['admin', 'technician'],
   'discovery.run': ['admin', 'technician'],
   'devices.decide': ['admin', 'technician'],
-  'devices.retire': ['admin'],
   'devices.annotate': ['admin', 'technician'],
   'certificates.read': ['admin', 'technician'],
-  'certificates.revoke': ['admin'],
-  'sync.read': ['admin', 'technician', 'viewer'],
-  'sync.run': ['admin', 'technician'],
-  'sync.deadLetters': ['admin', 'technician'],
+  'sync.now': ['admin', 'technician'],
+  'sync.deadLetters.read': ['admin', 'technician'],
   'audit.read': ['admin', 'technician'],
+  'devices.retire': ['admin'],
+  'certificates.revoke': ['admin'],
+  'sync.reconcile': ['admin'],
+  'sync.deadLetters.retry': ['admin'],
   'users.manage': ['admin'],
 } as const satisfies Record<string, readonly Role[]>;
 

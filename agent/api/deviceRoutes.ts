@@ -28,7 +28,10 @@ const field = text(128).refine((v) => v.trim() === v, 'must not start or end wit
 const annotation = z
   .strictObject({
     assetTag: field.nullable().optional(),
-    location: z.strictObject(Object.fromEntries(LOCATION_FIELDS.map((f) => [f, field.optional()])) as Record<(typeof LOCATION_FIELDS)[number], z.ZodOptional<typeof field>>).nullable().optional(),
+    location: z
+      .strictObject(Object.fromEntries(LOCATION_FIELDS.map((f) => [f, field.nullable().optional()])) as Record<(typeof LOCATION_FIELDS)[number], z.ZodOptional<z.ZodNullable<typeof field>>>)
+      .nullable()
+      .optional(),
   })
   .refine((v) => v.assetTag !== undefined || v.location !== undefined, 'give assetTag, location or both');
 
@@ -97,7 +100,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           // The daemon's services carry decisions out in order per device (the same queue as the CLI's).
           const deadline = Date.now() + (b.wait ?? 15) * 1000;
           let action = queued;
-          while (!action.doneAt && Date.now() < deadline) {
+          while (!action.doneAt && Date.now() < deadline && !ctx.res.destroyed) {
             await new Promise((r) => setTimeout(r, 100));
             action = actions.get(action.id)!;
           }
@@ -110,7 +113,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       method: 'PUT',
       path: '/api/v1/devices/{id}/annotation',
       permission: 'devices.annotate',
-      summary: 'set the asset tag and the location (site, area, line, cell); null clears; sent upstream',
+      summary: 'set the asset tag and location fields (site, area, line, cell; fields not given stay, null clears); sent upstream',
       handle: async (ctx) => {
         const b = await ctx.body(annotation);
         const store = deps.store();
@@ -118,7 +121,13 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         const updated = store.durable(() => {
           const d = device(ctx.params.id!);
           if (d.state === 'decommissioned') throw new ApiError(409, 'DECOMMISSIONED', `${d.id} is decommissioned: its record is final`);
-          const location = b.location === undefined ? undefined : b.location === null ? null : Object.fromEntries(Object.entries(b.location).filter(([, v]) => v !== undefined && v !== ''));
+          // Fields given are set (null or '' clears one); fields not given stay; location: null clears them all.
+          const location =
+            b.location === undefined
+              ? undefined
+              : b.location === null
+                ? null
+                : (Object.fromEntries(Object.entries({ ...d.location, ...b.location }).filter(([, v]) => v !== undefined && v !== null && v !== '')) as Record<string, string>);
           const changes = { ...(b.assetTag !== undefined ? { assetTag: b.assetTag } : {}), ...(location !== undefined ? { location } : {}) };
           const next = devices.apply({
             protocol: d.protocol,
@@ -128,6 +137,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
             actor: ctx.user.name,
             details: changes,
             patch: changes,
+            seen: false,
           });
           ctx.audit('device.annotate', d.id, 'done', changes);
           return next;

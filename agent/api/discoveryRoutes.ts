@@ -25,7 +25,13 @@ const KEEPALIVE_MS = 15_000;
 /** How often a followed run is read again: a run cancelled before it started ends without a progress event. */
 const RECHECK_MS = 500;
 
+/** Streams open at once, at most: each reads the database twice a second. */
+const MAX_STREAMS = 64;
+/** A stream ends after this long even if its run has not (a run waiting for a protocol switched off since). */
+const MAX_STREAM_MS = 3_600_000;
+
 let streams = 0;
+let open = 0;
 
 export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
   const runs = () => new DiscoveryRunRepository(deps.store());
@@ -50,7 +56,7 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
         const targets = b.targets ?? [];
         if (targets.length > 0 && !protocols.includes('opcua')) throw new ApiError(400, 'BAD_REQUEST', 'targets: only an OPC UA run takes targets');
         const allowed = c.opcua.scan.ranges.map(parseRange);
-        const refused = targets.map((t) => targetRefusal(t, allowed, c.opcua.endpoints)).filter((r): r is string => r !== undefined);
+        const refused = targets.map((t) => targetRefusal(t, allowed, c.opcua.endpoints, c.opcua.scan.ports)).filter((r): r is string => r !== undefined);
         if (refused.length > 0) throw new ApiError(400, 'TARGET_NOT_ALLOWED', `${refused.join('; ')}. Targets narrow a run to what the configuration allows; an administrator widens opcua.scan.ranges`);
         const repo = runs();
         const made = deps.store().durable(() =>
@@ -89,7 +95,9 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       permission: 'discovery.read',
       summary: 'Server-Sent Events: `run` (the run now), `progress` (each step), `end` (the run and its targets); then the stream closes',
       handle: ({ params, res }) => {
-        follow(runOf(params.id!).id, res, runs, deps.bus);
+        const run = runOf(params.id!);
+        if (open >= MAX_STREAMS) throw new ApiError(429, 'TOO_MANY_STREAMS', `${MAX_STREAMS} progress streams are open; close one or poll GET /api/v1/discovery/runs/{id}`);
+        follow(run.id, res, runs, deps.bus);
         return undefined;
       },
     },
@@ -131,11 +139,21 @@ function follow(id: number, res: ServerResponse, runs: () => DiscoveryRunReposit
     const run = runs().get(id);
     if (!run || ENDED.has(run.status)) end();
   };
+  open += 1;
   const keepalive = setInterval(() => res.write(': keepalive\n\n'), KEEPALIVE_MS);
   const recheck = setInterval(check, RECHECK_MS);
+  const expire = setTimeout(() => {
+    cleanup();
+    res.end();
+  }, MAX_STREAM_MS);
+  let cleaned = false;
   const cleanup = () => {
+    if (cleaned) return;
+    cleaned = true;
+    open -= 1;
     clearInterval(keepalive);
     clearInterval(recheck);
+    clearTimeout(expire);
     bus.off(owner);
   };
   res.on('close', () => {

@@ -63,7 +63,7 @@ export function httpServerId(agentId: string): string {
  */
 export async function listenerTls(ca: IdentityCa, config: Config, log: Logger): Promise<ListenerTls> {
   const { host, names, tls } = config.http;
-  if (tls.certFile !== '') return ownCertificate(tls.certFile, tls.keyFile, log);
+  if (tls.certFile !== '') return ownCertificate(tls.certFile, tls.keyFile, config.ca.dir, log);
   const dnsNames = new Set(['localhost']);
   const ips = new Map([['127.0.0.1', '127.0.0.1']]);
   const add = (name: string) => {
@@ -82,7 +82,7 @@ export async function listenerTls(ca: IdentityCa, config: Config, log: Logger): 
   return { key: identity.key, cert: identity.cert };
 }
 
-function ownCertificate(certFile: string, keyFile: string, log: Logger): ListenerTls {
+function ownCertificate(certFile: string, keyFile: string, caDir: string, log: Logger): ListenerTls {
   const read = (file: string, key: string) => {
     try {
       return readFileSync(file, 'utf8');
@@ -105,6 +105,11 @@ function ownCertificate(certFile: string, keyFile: string, log: Logger): Listene
     throw new ConfigFileError(`http.tls.keyFile ${keyFile}: not an unencrypted PEM private key`, { cause: err });
   }
   if (!matches) throw new ConfigFileError(`http.tls.keyFile ${keyFile} is not the key of the certificate in ${certFile}`);
+  // The agent's commands trust the gateway CA chain only: a certificate from elsewhere would lock them out.
+  const cas = pemBlocks(gatewayCaChain(caDir)).map((b) => new X509Certificate(b.der));
+  if (!cas.some((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey))) {
+    throw new ConfigFileError(`http.tls.certFile ${certFile} was not issued by the gateway CA; issue one with edge-agent ca issue --profile broker-server --id <name> --dns <name> --generate-key --out <dir>`);
+  }
   if (new Date(leaf.validTo) < new Date()) log.warn({ certFile, notAfter: leaf.validTo }, 'http.tls.certFile has expired: clients will refuse it');
   return { key, cert };
 }

@@ -82,9 +82,16 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
         const record = new CertificateRepository(deps.store()).get(serial);
         if (!record) throw new ApiError(404, 'NO_SUCH_CERTIFICATE', `no certificate with serial ${serial}`);
         if (record.status === 'revoked') throw new ApiError(409, 'ALREADY_REVOKED', `certificate ${serial} is already revoked`);
-        // The audit entry is committed first: the revocation then commits durably itself, and leaves the process with the CRL.
-        deps.store().durable(() => ctx.audit('certificate.revoke', serial, 'accepted', { reason: b.reason, identity: record.identity, ...(b.note ? { note: b.note } : {}) }));
-        const all = deps.ca.revoke(serial, b.reason);
+        // The audit entry is committed first (the revocation commits durably itself, then leaves the process with the CRL); a revocation that fails is audited again as refused.
+        const details = { reason: b.reason, identity: record.identity, ...(b.note ? { note: b.note } : {}) };
+        deps.store().durable(() => ctx.audit('certificate.revoke', serial, 'accepted', details));
+        let all;
+        try {
+          all = deps.ca.revoke(serial, b.reason);
+        } catch (err) {
+          deps.store().durable(() => ctx.audit('certificate.revoke', serial, 'refused', { ...details, error: (err as Error).message }));
+          throw err;
+        }
         return { body: { revoked: all.map(({ pem: _pem, ...r }) => r) } };
       },
     },
@@ -97,14 +104,14 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
     },
     ...(
       [
-        ['now', SYNC_STATE.requestNow, 'send what waits now, and resume a sync paused on a refused token'],
-        ['reconcile', SYNC_STATE.requestReconcile, 'compare with the receiver and queue what it lacks'],
+        ['now', SYNC_STATE.requestNow, 'send what waits now, and resume a sync paused on a refused token', 'sync.now'],
+        ['reconcile', SYNC_STATE.requestReconcile, 'compare with the receiver and queue what it lacks', 'sync.reconcile'],
       ] as const
     ).map(
-      ([what, key, summary]): Route => ({
+      ([what, key, summary, permission]): Route => ({
         method: 'POST',
         path: `/api/v1/sync/${what}`,
-        permission: 'sync.run',
+        permission,
         summary,
         handle: async (ctx) => {
           await ctx.body(z.strictObject({}));
@@ -120,7 +127,7 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
     {
       method: 'GET',
       path: '/api/v1/sync/dead-letters',
-      permission: 'sync.deadLetters',
+      permission: 'sync.deadLetters.read',
       summary: 'items the receiver refused, with its reason',
       handle: ({ query }) => {
         queryOf(query, ['limit']);
@@ -130,7 +137,7 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
     {
       method: 'POST',
       path: '/api/v1/sync/dead-letters/retry',
-      permission: 'sync.deadLetters',
+      permission: 'sync.deadLetters.retry',
       summary: "put every dead letter back into the outbox, at its device's current revision",
       handle: async (ctx) => {
         await ctx.body(z.strictObject({}));

@@ -8,9 +8,25 @@ import type { Config } from '../config/schema.js';
 import { AgentError, UsageError } from '../errors.js';
 
 
-/** The daemon's API cannot be reached (not running, or another address). */
+/**
+ * The daemon's API could not be reached. `sent` is false when nothing was
+ * delivered (connection refused: the daemon is not running): only then may
+ * a command fall back to the database.
+ */
 export class DaemonUnavailableError extends AgentError {
   readonly code = 'DAEMON_UNAVAILABLE' as const;
+  constructor(
+    message: string,
+    readonly sent: boolean,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** No token to call the API with. */
+export class NoTokenError extends AgentError {
+  readonly code = 'NO_TOKEN' as const;
 }
 
 /** The API answered with an error: its status and stable code. */
@@ -28,6 +44,8 @@ export class ApiAnswerError extends AgentError {
 export interface ClientOptions {
   token?: string;
   tokenFile?: string;
+  /** PEM file of the CA chain to trust with TLS (default: the gateway CA's own files, or $EDGE_AGENT_CA). */
+  ca?: string;
 }
 
 /**
@@ -43,7 +61,7 @@ export function resolveToken(config: Config, o: ClientOptions, env: NodeJS.Proce
     return readFileSync(file, 'utf8').trim();
   } catch (err) {
     const explicit = o.tokenFile ?? env.EDGE_AGENT_TOKEN_FILE;
-    throw new UsageError(
+    throw new NoTokenError(
       explicit
         ? `cannot read the token file ${file}: ${(err as Error).message}`
         : `no API token: give --token, set EDGE_AGENT_TOKEN, or --token-file (an administrator makes one with edge-agent tokens create --user NAME)`,
@@ -53,18 +71,53 @@ export function resolveToken(config: Config, o: ClientOptions, env: NodeJS.Proce
 
 /** A client of the running daemon's local API. */
 export class ApiClient {
+  /**
+   * Without a token the client still calls (with no Authorization header):
+   * a daemon that is down is then told apart from a missing token, which
+   * `tokenError` explains when the API answers 401.
+   */
   private constructor(
     private readonly url: string,
     private readonly ca: string | undefined,
-    private readonly token: string,
+    private readonly token: string | undefined,
+    private readonly tokenError: NoTokenError | undefined,
   ) {}
 
-  static for(config: Config, o: ClientOptions): ApiClient {
-    const endpoint = apiEndpoint(config);
+  static for(config: Config, o: ClientOptions, env: NodeJS.ProcessEnv = process.env): ApiClient {
+    let token: string | undefined;
+    let tokenError: NoTokenError | undefined;
+    try {
+      token = resolveToken(config, o, env);
+    } catch (err) {
+      if (!(err instanceof NoTokenError)) throw err;
+      tokenError = err;
+    }
+    const caFile = o.ca ?? env.EDGE_AGENT_CA;
+    let endpoint: { url: string; ca?: string };
+    try {
+      endpoint = caFile ? { url: apiEndpoint({ ...config, http: { ...config.http, tls: { ...config.http.tls, enabled: false } } }).url.replace(/^http:/, config.http.tls.enabled ? 'https:' : 'http:') } : apiEndpoint(config);
+    } catch (err) {
+      throw new UsageError(`cannot read the gateway CA chain to trust the API's certificate (${(err as Error).message}); give it with --ca FILE or EDGE_AGENT_CA (GET /ca/chain, docs/api.md#tls)`, { cause: err });
+    }
     let url = endpoint.url;
+    // With http.port 0 the daemon writes the port it got (a user who cannot read the data directory needs a fixed http.port).
     const file = join(config.agent.dataDir, API_URL_FILE);
-    if (config.http.port === 0 && existsSync(file)) url = readFileSync(file, 'utf8').trim();
-    return new ApiClient(url, endpoint.ca, resolveToken(config, o));
+    if (config.http.port === 0 && existsSync(file)) {
+      try {
+        url = readFileSync(file, 'utf8').trim();
+      } catch {
+        // Unreadable: the configured address stands.
+      }
+    }
+    let ca = endpoint.ca;
+    if (caFile && config.http.tls.enabled) {
+      try {
+        ca = readFileSync(caFile, 'utf8');
+      } catch (err) {
+        throw new UsageError(`cannot read the CA chain ${caFile} (--ca, EDGE_AGENT_CA): ${(err as Error).message}`, { cause: err });
+      }
+    }
+    return new ApiClient(url, ca, token, tokenError);
   }
 
   private open(method: string, path: string, body: unknown, accept: string): Promise<IncomingMessage> {
@@ -78,7 +131,7 @@ export class ApiClient {
           method,
           ...(this.ca ? { ca: this.ca } : {}),
           headers: {
-            authorization: `Bearer ${this.token}`,
+            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
             accept,
             ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
           },
@@ -86,9 +139,12 @@ export class ApiClient {
         resolve,
       );
       req.on('error', (err: NodeJS.ErrnoException) => {
-        if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ECONNRESET'].includes(err.code ?? '')) {
-          reject(new DaemonUnavailableError(`the agent is not answering at ${this.url} (${err.code}): is the daemon running?`, { cause: err }));
-        } else reject(err);
+        if (err.code === 'ECONNREFUSED') {
+          reject(new DaemonUnavailableError(`the daemon is not running (nothing answers at ${this.url})`, false, { cause: err }));
+        } else {
+          // Sent, or perhaps sent: whether it was carried out is unknown, so no command repeats it on the database.
+          reject(new DaemonUnavailableError(`the daemon at ${this.url} did not answer (${err.code ?? err.message}); check whether it was done before trying again`, true, { cause: err }));
+        }
       });
       req.end(payload);
     });
@@ -106,6 +162,7 @@ export class ApiClient {
       throw new ApiAnswerError(res.statusCode ?? 0, 'NOT_JSON', `the agent answered ${res.statusCode} without JSON`);
     }
     const status = res.statusCode ?? 0;
+    if (status === 401 && this.tokenError) throw this.tokenError;
     if (status >= 400) {
       const e = parsed as { code?: string; message?: string };
       throw new ApiAnswerError(status, e.code ?? 'UNKNOWN', e.message ?? `status ${status}`);
@@ -116,11 +173,17 @@ export class ApiClient {
   /** Follows a Server-Sent Events stream until the server ends it; each event goes to `onEvent` in order. */
   async events(path: string, onEvent: (event: string, data: unknown, id: number) => void, signal?: AbortSignal): Promise<void> {
     const res = await this.open('GET', path, undefined, 'text/event-stream');
+    if (res.statusCode === 401 && this.tokenError) throw this.tokenError;
     if ((res.statusCode ?? 0) >= 400) {
       let text = '';
       for await (const chunk of res as AsyncIterable<Buffer>) text += chunk.toString('utf8');
-      const e = JSON.parse(text) as { code?: string; message?: string };
-      throw new ApiAnswerError(res.statusCode ?? 0, e.code ?? 'UNKNOWN', e.message ?? '');
+      let e: { code?: string; message?: string } = {};
+      try {
+        e = JSON.parse(text) as typeof e;
+      } catch {
+        // Not JSON: the status says enough.
+      }
+      throw new ApiAnswerError(res.statusCode ?? 0, e.code ?? 'UNKNOWN', e.message ?? `status ${res.statusCode}`);
     }
     signal?.addEventListener('abort', () => res.destroy(), { once: true });
     let buffer = '';

@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import pino from 'pino';
 import type { CertificateRecord } from '../../certs/store.js';
@@ -97,9 +98,16 @@ export function registerCertsCommands(program: Command, result: { code: number }
     result.code = await runApi(o, async (client) => (await client.call<{ revoked: Listed[] }>('POST', `/api/v1/certificates/${serial}/revoke`, { reason: o.reason, ...(o.note ? { note: o.note } : {}) })).body.revoked, (rows: Listed[]) =>
       `revoked ${rows.map((r) => `${r.serial} (${r.identity})`).join(', ')}; the CRL is published\n`);
   });
-  apiOptions(certs.command('crl').description('the CRL the agent publishes, in PEM')).action(async (o: ApiOptions) => {
-    result.code = await runApi(o, async (client) => (await client.call<{ file: string; revoked: number; pem: string | null }>('GET', '/api/v1/certificates/crl')).body, (r: { file: string; revoked: number; pem: string | null }) =>
-      r.pem ?? `no CRL written yet at ${r.file}\n`);
+  type Crl = { file: string; revoked: number; pem: string | null };
+  apiOptions(certs.command('crl').description('the CRL the agent publishes, in PEM (reads the file when the daemon is down)')).action(async (o: ApiOptions) => {
+    result.code = await runApi(o, async (client) => (await client.call<Crl>('GET', '/api/v1/certificates/crl')).body, (r: Crl) => r.pem ?? `no CRL written yet at ${r.file}\n`, {
+      what: 'read from the CRL file and the database directly',
+      run: (config) => ({
+        file: config.ca.crlFile,
+        revoked: withStore(config, (store) => new CertificateRepository(store).list({ status: 'revoked', limit: 1_000_000 }).length),
+        pem: existsSync(config.ca.crlFile) ? readFileSync(config.ca.crlFile, 'utf8') : null,
+      }),
+    });
   });
 
   apiOptions(

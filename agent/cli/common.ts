@@ -2,6 +2,8 @@ import { DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { CertError } from '../../certs/errors.js';
 import { ConfigError, ExitCode, RefusedError, UsageError } from '../errors.js';
+import { AuditRepository } from '../store/auditRepository.js';
+import type { Store } from '../store/database.js';
 
 /** --config wins, then EDGE_AGENT_CONFIG, then config/edge-agent.yaml in the working directory. */
 export function configPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -45,3 +47,11 @@ export async function run(opts: Common, action: (config: Config) => Promise<unkn
   }
 }
 
+
+/** Who runs a command on the gateway: $SUDO_USER, else $USER. */
+export const localUser = (): string => process.env.SUDO_USER ?? process.env.USER ?? 'cli';
+
+/** The audit entry of a change a command made on the database directly (inside the caller's transaction). */
+export function localAudit(store: Store, action: string, target: string, details?: Record<string, unknown>): void {
+  new AuditRepository(store).add({ actor: `local:${localUser()}`, role: 'local', action, target, outcome: 'done', ...(details ? { details } : {}) });
+}

@@ -10,7 +10,7 @@ import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
-import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
+import { CONFIG_OPTION_HELP, localAudit, run, type Common } from './common.js';
 
 const STATES: readonly DeviceState[] = ['discovered', 'pending', 'provisioned', 'rejected', 'revoked', 'decommissioned'];
 
@@ -58,7 +58,11 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
     const actions = new ActionRepository(store);
     const actor = o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli';
     if (o.request !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(o.request)) throw new UsageError(`--request takes a request id (see edge-agent devices show ${ref})`);
-    let action = actions.enqueue(id, kind, actor, o.reason ?? '', o.request);
+    let action = store.durable(() => {
+      const queued = actions.enqueue(id, kind, actor, o.reason ?? '', o.request);
+      localAudit(store, `device.${kind}`, id, { action: queued.id, by: actor, ...(o.reason ? { reason: o.reason } : {}) });
+      return queued;
+    });
     const running = daemonRunning(config.agent.dataDir);
     const deadline = Date.now() + waitMs;
     while (running && !action.doneAt && Date.now() < deadline) {
@@ -168,7 +172,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
       .description("set a device's asset tag and place in the plant (sent upstream to the CMMS); needs the running daemon")
       .argument('<device>', 'device id, such as pump-7 or opcua:...')
       .option('--asset-tag <tag>', "the plant's asset tag ('' clears it)")
-      .option('--site <name>', 'site')
+      .option('--site <name>', "site ('' clears it; fields not given stay as they are)")
       .option('--area <name>', 'area')
       .option('--line <name>', 'line')
       .option('--cell <name>', 'cell')
@@ -180,7 +184,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
     } catch (err) {
       return void (result.code = usage((err as Error).message));
     }
-    const fields = Object.fromEntries((['site', 'area', 'line', 'cell'] as const).filter((f) => o[f] !== undefined).map((f) => [f, o[f]]));
+    const fields = Object.fromEntries((['site', 'area', 'line', 'cell'] as const).filter((f) => o[f] !== undefined).map((f) => [f, o[f] === '' ? null : o[f]]));
     if (o.clearLocation && Object.keys(fields).length > 0) return void (result.code = usage('--clear-location goes without --site, --area, --line and --cell'));
     const body = {
       ...(o.assetTag !== undefined ? { assetTag: o.assetTag === '' ? null : o.assetTag } : {}),
@@ -223,7 +227,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           return { action: r.body.action, waited: true, daemonRunning: true };
         },
         actionText,
-        { what: `${kind} queued in the database; the daemon carries it out when it starts`, run: (config) => queueAction(config, id, kind, o) },
+        { what: `${kind} queued in the database for the daemon`, writes: true, run: (config) => queueAction(config, id, kind, o) },
       );
     });
   }

@@ -116,7 +116,7 @@ export function registerDiscoverCommand(program: Command, result: { code: number
       .option('--follow <run>', 'follow a run already started (by id) instead of starting one')
       .option('--cancel <run>', 'cancel a run (by id)')
       .option('--wait <seconds>', 'how long to follow; the daemon carries on after', '600')
-      .addHelpText('after', '\nExit codes: 0 every run done; 1 a run failed, was cancelled or is still running after --wait; 64 bad targets or options; 69 the daemon is not running; 77 the token or role does not allow it.'),
+      .addHelpText('after', '\nExit codes: 0 every run done; 1 a run failed, was cancelled or is still running after --wait; 64 bad targets or options, or no such run; 69 the daemon is not running; 77 no token, or the token or role does not allow it.'),
   ).action(async (o: ApiOptions & { opcua?: boolean; mqtt?: boolean; target?: string[]; follow?: string; cancel?: string; wait: string }) => {
     let outcome: DiscoverResult | undefined;
     const waitMs = Number(o.wait) * 1000;
@@ -139,7 +139,8 @@ export function registerDiscoverCommand(program: Command, result: { code: number
           if (!/^\d+$/.test(o.follow)) throw new UsageError('--follow takes a run id');
           runs = [(await client.call<{ run: DiscoveryRun }>('GET', `/api/v1/discovery/runs/${o.follow}`)).body.run];
         } else {
-          const protocols = [...(o.opcua ? ['opcua'] : []), ...(o.mqtt ? ['mqtt'] : [])];
+          // Targets are OPC UA addresses: with them and no protocol named, only OPC UA runs.
+          const protocols = [...(o.opcua || (o.target && !o.mqtt) ? ['opcua'] : []), ...(o.mqtt ? ['mqtt'] : [])];
           const body = { ...(protocols.length > 0 ? { protocols } : {}), ...(o.target ? { targets: o.target } : {}) };
           runs = (await client.call<{ runs: DiscoveryRun[] }>('POST', '/api/v1/discovery/runs', body)).body.runs;
           if (!o.json) process.stderr.write(`started ${runs.map((r) => `${r.protocol} run ${r.id}`).join(' and ')}\n`);

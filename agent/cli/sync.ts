@@ -8,11 +8,12 @@ import { SyncRepository, type DeadLetter } from '../store/syncRepository.js';
 import { SYNC_STATE } from '../sync/syncService.js';
 import { readSyncStatus, type SyncStatus } from '../sync/syncStatus.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
+import { localAudit } from './common.js';
 
-function withSync<T>(config: Config, fn: (repo: SyncRepository) => T): T {
+function withSync<T>(config: Config, fn: (repo: SyncRepository, store: Store) => T): T {
   const { store } = Store.open(config.store, pino({ level: 'silent' }));
   try {
-    return fn(new SyncRepository(store));
+    return fn(new SyncRepository(store), store);
   } finally {
     store.close();
   }
@@ -40,10 +41,13 @@ const statusText = (r: Status) =>
     .join('\n');
 
 /** Leaves a request for the daemon in sync_state; it acts on it at its next look (after any wait the receiver asked for, or a backoff). */
-function request(config: Config, key: string, what: string): { requested: string; daemonRunning: boolean } {
+function request(config: Config, key: string, what: string, action: string): { requested: string; daemonRunning: boolean } {
   if (!config.sync.enabled) throw new RefusedError('sync is off (sync.enabled: false)');
-  return withSync(config, (repo) => {
-    repo.setState(key, new Date().toISOString());
+  return withSync(config, (repo, store) => {
+    store.durable(() => {
+      repo.setState(key, new Date().toISOString());
+      localAudit(store, action, 'sync');
+    });
     // A paused sync resumes on a technician's request.
     return { requested: what, daemonRunning: daemonRunning(config.agent.dataDir) };
   });
@@ -66,7 +70,7 @@ export function registerSyncCommands(program: Command, result: { code: number })
       result.code = await runApi(o, async (client) => {
         await client.call('POST', `/api/v1/sync/${name}`);
         return { requested: what, daemonRunning: true };
-      }, requestText, { what: local(`${what} requested in the database`), run: (config) => request(config, key, what) });
+      }, requestText, { what: local(`${what} requested in the database`), writes: true, run: (config) => request(config, key, what, `sync.${name}`) });
     });
   }
   apiOptions(sync.command('dead-letters').description('items the receiver refused, with its reason')).action(async (o: ApiOptions) => {
@@ -79,7 +83,15 @@ export function registerSyncCommands(program: Command, result: { code: number })
   apiOptions(sync.command('retry-dead-letters').description("put every dead letter back into the outbox, at its device's current revision")).action(async (o: ApiOptions) => {
     result.code = await runApi(o, async (client) => (await client.call<{ requeued: number }>('POST', '/api/v1/sync/dead-letters/retry')).body, (r: { requeued: number }) => `${r.requeued} item(s) queued again\n`, {
       what: 'queued again in the database directly',
-      run: (config) => withSync(config, (repo) => ({ requeued: repo.retryDeadLetters() })),
+      writes: true,
+      run: (config) =>
+        withSync(config, (repo, store) =>
+          store.durable(() => {
+            const requeued = repo.retryDeadLetters();
+            localAudit(store, 'sync.retryDeadLetters', 'sync', { requeued });
+            return { requeued };
+          }),
+        ),
     });
   });
 }

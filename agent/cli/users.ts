@@ -4,24 +4,22 @@ import { USER_NAME } from '../api/accountRoutes.js';
 import { hashSecret, newTokenSecret } from '../api/auth.js';
 import type { Config } from '../config/schema.js';
 import { ExitCode, UsageError } from '../errors.js';
-import { AuditRepository } from '../store/auditRepository.js';
 import { Store } from '../store/database.js';
 import { ROLES, UserRepository, type ApiToken, type Role, type User } from '../store/userRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
+import { localAudit, localUser } from './common.js';
 
 /** Through the API, or with --local (or the daemon down) on the database, audited as local:<login>. */
 function withUsers<T>(config: Config, fn: (users: UserRepository, store: Store, audit: (action: string, target: string, details?: Record<string, unknown>) => void) => T): T {
   const { store } = Store.open(config.store, pino({ level: 'silent' }));
   try {
-    const audit = (action: string, target: string, details?: Record<string, unknown>) =>
-      void new AuditRepository(store).add({ actor: `local:${actor()}`, role: 'local', action, target, outcome: 'done', ...(details ? { details } : {}) });
+    const audit = (action: string, target: string, details?: Record<string, unknown>) => localAudit(store, action, target, details);
     return store.durable(() => fn(new UserRepository(store), store, audit));
   } finally {
     store.close();
   }
 }
 
-const actor = () => process.env.SUDO_USER ?? process.env.USER ?? 'cli';
 
 /** --expires: hours or days; 0h makes a token that has already expired (to check a client refuses it). */
 function expirySeconds(text: string | undefined): number | undefined {
@@ -47,15 +45,13 @@ const dated = <T extends { createdAt: Date; expiresAt?: Date; revokedAt?: Date; 
 
 type Made = ApiToken & { user: string; secret: string };
 
-const LOCAL_HELP = 'work on the database directly, without the daemon (the gateway administrator recovering access; audited as local:<login>)';
-
 /**
  * Users and API tokens of the local API: through the running daemon's API
  * with an administrator's token; with --local, or when the daemon is down,
  * on the database directly (for the gateway's administrator).
  */
 export function registerUserCommands(program: Command, result: { code: number }): void {
-  const common = (c: Command) => apiOptions(c).option('--local', LOCAL_HELP);
+  const common = apiOptions;
   const usage = (message: string) => {
     process.stderr.write(`edge-agent: ${message}\n`);
     return ExitCode.usage;
@@ -66,12 +62,12 @@ export function registerUserCommands(program: Command, result: { code: number })
       if (!USER_NAME.test(name)) return void (result.code = usage(`user name ${JSON.stringify(name)}: 1 to 64 of A-Z a-z 0-9 . _ @ -`));
       if (!ROLES.includes(o.role as Role)) return void (result.code = usage(`--role takes ${ROLES.join(', ')}, not ${JSON.stringify(o.role)}`));
       result.code = await runApi(o, async (client) => (await client.call<{ user: User }>('POST', '/api/v1/users', { name, role: o.role })).body.user, (u: User) => `user ${u.name} added as ${u.role}; give them a token: edge-agent tokens create --user ${u.name}\n`, {
-        what: 'adding the user in the database directly',
+        what: 'adding the user in the database directly', writes: true,
         run: (config) =>
           withUsers(config, (repo, _store, audit) => {
             if (repo.byName(name)) throw new UsageError(`user ${name} exists already`);
             audit('user.add', name, { role: o.role });
-            return repo.add(name, o.role as Role, `local:${actor()}`);
+            return repo.add(name, o.role as Role, `local:${localUser()}`);
           }),
       });
     },
@@ -85,7 +81,7 @@ export function registerUserCommands(program: Command, result: { code: number })
   });
   common(users.command('disable').description('disable a user: none of their tokens works any more').argument('<name>', 'user name')).action(async (name: string, o: ApiOptions) => {
     result.code = await runApi(o, async (client) => (await client.call<{ user: User }>('POST', `/api/v1/users/${encodeURIComponent(name)}/disable`)).body.user, (u: User) => `user ${u.name} disabled\n`, {
-      what: 'disabling the user in the database directly',
+      what: 'disabling the user in the database directly', writes: true,
       run: (config) =>
         withUsers(config, (repo, _store, audit) => {
           const u = user(repo, name);
@@ -120,7 +116,7 @@ export function registerUserCommands(program: Command, result: { code: number })
       },
       (t: Made) => `token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt.toISOString()}` : ''}:\n${t.secret}\nit is shown this once; keep it where only ${t.user} can read it\n`,
       {
-        what: 'making the token in the database directly',
+        what: 'making the token in the database directly', writes: true,
         run: (config) =>
           withUsers(config, (repo, _store, audit) => {
             const u = user(repo, o.user);
@@ -155,7 +151,7 @@ export function registerUserCommands(program: Command, result: { code: number })
   common(tokens.command('revoke').description('make a token unusable').argument('<id>', 'token id (tokens list)')).action(async (id: string, o: ApiOptions) => {
     if (!/^\d+$/.test(id)) return void (result.code = usage(`no token ${id} (edge-agent tokens list)`));
     result.code = await runApi(o, async (client) => (await client.call<{ token: ApiToken }>('POST', `/api/v1/tokens/${id}/revoke`)).body.token, (t: ApiToken) => `token ${t.id} revoked\n`, {
-      what: 'revoking the token in the database directly',
+      what: 'revoking the token in the database directly', writes: true,
       run: (config) =>
         withUsers(config, (repo, _store, audit) => {
           const t = repo.token(Number(id));

@@ -88,6 +88,8 @@ export interface Transition {
   details?: Record<string, unknown>;
   patch?: DevicePatch;
   at?: Date;
+  /** False for a change that is no sign of the device (a technician's annotation): last seen stays. */
+  seen?: boolean;
 }
 
 export class TransitionError extends Error {
@@ -182,7 +184,7 @@ export class DeviceRepository {
         `INSERT INTO devices (id, protocol, name, state, first_seen, last_seen, updated_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, '{}')`,
       ).run(id, t.protocol, t.name, t.to, at, at, at);
     }
-    const sets: string[] = ['state = @state', 'last_seen = @at', 'updated_at = @at', 'revision = revision + @bump'];
+    const sets: string[] = ['state = @state', 'updated_at = @at', 'revision = revision + @bump', ...(t.seen === false ? [] : ['last_seen = @at'])];
     const values: Record<string, unknown> = { id, state: t.to, at, bump: before ? 1 : 0 };
     for (const [key, column] of Object.entries(NAMEPLATE_COLUMNS)) {
       const set = p.nameplate?.[key as keyof Nameplate];

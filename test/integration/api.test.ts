@@ -11,42 +11,44 @@ import { DeviceRepository } from '../../agent/store/deviceRepository.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../helpers/daemon.js';
 
 /**
- * Every API route and the permission it needs, written out here on its own:
- * the test also checks that the API has no route this table lacks. `allowed`
- * is the answer a role holding the permission gets (a POST carries a field
- * no schema knows, so an allowed caller gets 400 and changes nothing).
+ * Every API route, the permission it names and the roles that may call it,
+ * written out here from the issue's role descriptions, not derived from
+ * auth.ts: the test also checks that the API has no route this table lacks
+ * and that PERMISSIONS agrees. `allowed` is the answer a permitted role
+ * gets (a POST carries a field no schema knows, so a permitted caller gets
+ * 400 and changes nothing).
  */
-const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; permission: Permission; allowed: number }[] = [
-  { method: 'GET', path: '/api/v1/me', route: '/api/v1/me', permission: 'status.read', allowed: 200 },
-  { method: 'GET', path: '/api/v1/devices', route: '/api/v1/devices', permission: 'devices.read', allowed: 200 },
-  { method: 'GET', path: '/api/v1/devices/mqtt:meter-1', route: '/api/v1/devices/{id}', permission: 'devices.read', allowed: 200 },
-  ...(['approve', 'reject'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.decide' as const, allowed: 400 })),
-  ...(['revoke', 'decommission'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.retire' as const, allowed: 400 })),
-  { method: 'PUT', path: '/api/v1/devices/mqtt:meter-1/annotation', route: '/api/v1/devices/{id}/annotation', permission: 'devices.annotate', allowed: 400 },
-  { method: 'POST', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.run', allowed: 400 },
-  { method: 'GET', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.read', allowed: 200 },
-  { method: 'GET', path: '/api/v1/discovery/runs/1', route: '/api/v1/discovery/runs/{id}', permission: 'discovery.read', allowed: 200 },
-  { method: 'GET', path: '/api/v1/discovery/runs/1/events', route: '/api/v1/discovery/runs/{id}/events', permission: 'discovery.read', allowed: 200 },
-  { method: 'POST', path: '/api/v1/discovery/runs/1/cancel', route: '/api/v1/discovery/runs/{id}/cancel', permission: 'discovery.run', allowed: 400 },
-  { method: 'GET', path: '/api/v1/certificates', route: '/api/v1/certificates', permission: 'certificates.read', allowed: 200 },
-  { method: 'GET', path: '/api/v1/certificates/crl', route: '/api/v1/certificates/crl', permission: 'certificates.read', allowed: 200 },
-  { method: 'GET', path: '/api/v1/certificates/ab12', route: '/api/v1/certificates/{serial}', permission: 'certificates.read', allowed: 404 },
-  { method: 'POST', path: '/api/v1/certificates/ab12/revoke', route: '/api/v1/certificates/{serial}/revoke', permission: 'certificates.revoke', allowed: 400 },
-  { method: 'GET', path: '/api/v1/sync/status', route: '/api/v1/sync/status', permission: 'sync.read', allowed: 200 },
-  { method: 'POST', path: '/api/v1/sync/now', route: '/api/v1/sync/now', permission: 'sync.run', allowed: 400 },
-  { method: 'POST', path: '/api/v1/sync/reconcile', route: '/api/v1/sync/reconcile', permission: 'sync.run', allowed: 400 },
-  { method: 'GET', path: '/api/v1/sync/dead-letters', route: '/api/v1/sync/dead-letters', permission: 'sync.deadLetters', allowed: 200 },
-  { method: 'POST', path: '/api/v1/sync/dead-letters/retry', route: '/api/v1/sync/dead-letters/retry', permission: 'sync.deadLetters', allowed: 400 },
-  { method: 'GET', path: '/api/v1/users', route: '/api/v1/users', permission: 'users.manage', allowed: 200 },
-  { method: 'POST', path: '/api/v1/users', route: '/api/v1/users', permission: 'users.manage', allowed: 400 },
-  { method: 'POST', path: '/api/v1/users/viewer-b/disable', route: '/api/v1/users/{name}/disable', permission: 'users.manage', allowed: 400 },
-  { method: 'GET', path: '/api/v1/tokens', route: '/api/v1/tokens', permission: 'users.manage', allowed: 200 },
-  { method: 'POST', path: '/api/v1/tokens', route: '/api/v1/tokens', permission: 'users.manage', allowed: 400 },
-  { method: 'POST', path: '/api/v1/tokens/1/revoke', route: '/api/v1/tokens/{id}/revoke', permission: 'users.manage', allowed: 400 },
-  { method: 'GET', path: '/api/v1/audit', route: '/api/v1/audit', permission: 'audit.read', allowed: 200 },
+const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; permission: Permission; roles: string; allowed: number }[] = [
+  { method: 'GET', path: '/api/v1/me', route: '/api/v1/me', permission: 'status.read', roles: 'admin technician viewer', allowed: 200 },
+  { method: 'GET', path: '/api/v1/devices', route: '/api/v1/devices', permission: 'devices.read', roles: 'admin technician viewer', allowed: 200 },
+  { method: 'GET', path: '/api/v1/devices/mqtt:meter-1', route: '/api/v1/devices/{id}', permission: 'devices.read', roles: 'admin technician viewer', allowed: 200 },
+  ...(['approve', 'reject'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.decide' as const, roles: 'admin technician', allowed: 400 })),
+  ...(['revoke', 'decommission'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.retire' as const, roles: 'admin', allowed: 400 })),
+  { method: 'PUT', path: '/api/v1/devices/mqtt:meter-1/annotation', route: '/api/v1/devices/{id}/annotation', permission: 'devices.annotate', roles: 'admin technician', allowed: 400 },
+  { method: 'POST', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.run', roles: 'admin technician', allowed: 400 },
+  { method: 'GET', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
+  { method: 'GET', path: '/api/v1/discovery/runs/1', route: '/api/v1/discovery/runs/{id}', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
+  { method: 'GET', path: '/api/v1/discovery/runs/1/events', route: '/api/v1/discovery/runs/{id}/events', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
+  { method: 'POST', path: '/api/v1/discovery/runs/1/cancel', route: '/api/v1/discovery/runs/{id}/cancel', permission: 'discovery.run', roles: 'admin technician', allowed: 400 },
+  { method: 'GET', path: '/api/v1/certificates', route: '/api/v1/certificates', permission: 'certificates.read', roles: 'admin technician', allowed: 200 },
+  { method: 'GET', path: '/api/v1/certificates/crl', route: '/api/v1/certificates/crl', permission: 'certificates.read', roles: 'admin technician', allowed: 200 },
+  { method: 'GET', path: '/api/v1/certificates/ab12', route: '/api/v1/certificates/{serial}', permission: 'certificates.read', roles: 'admin technician', allowed: 404 },
+  { method: 'POST', path: '/api/v1/certificates/ab12/revoke', route: '/api/v1/certificates/{serial}/revoke', permission: 'certificates.revoke', roles: 'admin', allowed: 400 },
+  { method: 'GET', path: '/api/v1/sync/status', route: '/api/v1/sync/status', permission: 'sync.read', roles: 'admin technician viewer', allowed: 200 },
+  { method: 'POST', path: '/api/v1/sync/now', route: '/api/v1/sync/now', permission: 'sync.now', roles: 'admin technician', allowed: 400 },
+  { method: 'POST', path: '/api/v1/sync/reconcile', route: '/api/v1/sync/reconcile', permission: 'sync.reconcile', roles: 'admin', allowed: 400 },
+  { method: 'GET', path: '/api/v1/sync/dead-letters', route: '/api/v1/sync/dead-letters', permission: 'sync.deadLetters.read', roles: 'admin technician', allowed: 200 },
+  { method: 'POST', path: '/api/v1/sync/dead-letters/retry', route: '/api/v1/sync/dead-letters/retry', permission: 'sync.deadLetters.retry', roles: 'admin', allowed: 400 },
+  { method: 'GET', path: '/api/v1/users', route: '/api/v1/users', permission: 'users.manage', roles: 'admin', allowed: 200 },
+  { method: 'POST', path: '/api/v1/users', route: '/api/v1/users', permission: 'users.manage', roles: 'admin', allowed: 400 },
+  { method: 'POST', path: '/api/v1/users/viewer-b/disable', route: '/api/v1/users/{name}/disable', permission: 'users.manage', roles: 'admin', allowed: 400 },
+  { method: 'GET', path: '/api/v1/tokens', route: '/api/v1/tokens', permission: 'users.manage', roles: 'admin', allowed: 200 },
+  { method: 'POST', path: '/api/v1/tokens', route: '/api/v1/tokens', permission: 'users.manage', roles: 'admin', allowed: 400 },
+  { method: 'POST', path: '/api/v1/tokens/1/revoke', route: '/api/v1/tokens/{id}/revoke', permission: 'users.manage', roles: 'admin', allowed: 400 },
+  { method: 'GET', path: '/api/v1/audit', route: '/api/v1/audit', permission: 'audit.read', roles: 'admin technician', allowed: 200 },
 ];
 
-type Answer = { status: number; body: { code?: string; [k: string]: unknown }; text: string };
+type Answer = { status: number; body: { code?: string; [k: string]: unknown }; text: string; cookie?: string[] };
 
 describe('the local API: tokens, roles and hardening (real daemon)', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -62,7 +64,7 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
         res.on('end', () => {
           let parsed: Answer['body'] = {};
           if ((res.headers['content-type'] ?? '').startsWith('application/json')) parsed = JSON.parse(text) as Answer['body'];
-          resolve({ status: res.statusCode ?? 0, body: parsed, text });
+          resolve({ status: res.statusCode ?? 0, body: parsed, text, ...(res.headers['set-cookie'] ? { cookie: res.headers['set-cookie'] } : {}) });
         });
       });
       req.on('error', reject);
@@ -112,7 +114,8 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     expect(JSON.stringify(daemon.logs)).not.toContain(tokens.admin);
   });
 
-  it('has no route the table above lacks', () => {
+  it('has no route the table above lacks, and gives each permission to the roles the table does', () => {
+    for (const r of ROUTES) expect([...PERMISSIONS[r.permission]].join(' '), `${r.method} ${r.route}`).toBe(r.roles);
     const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: () => { throw new Error('unused'); }, bus: undefined as never, ca: undefined as never });
     expect(served.map((r) => `${r.method} ${r.path} ${r.permission}`).sort()).toEqual(ROUTES.map((r) => `${r.method} ${r.route} ${r.permission}`).sort());
   });
@@ -125,7 +128,7 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
       ['expired', `Bearer ${tokens.expired}`, () => 401],
       ['revoked', `Bearer ${tokens.revoked}`, () => 401],
       ...(['admin', 'technician', 'viewer'] as const).map(
-        (role) => [role, `Bearer ${tokens[role]}`, (r: (typeof ROUTES)[number]) => ((PERMISSIONS[r.permission] as readonly string[]).includes(role) ? r.allowed : 403)] as [string, string, (r: (typeof ROUTES)[number]) => number],
+        (role) => [role, `Bearer ${tokens[role]}`, (r: (typeof ROUTES)[number]) => (r.roles.split(' ').includes(role) ? r.allowed : 403)] as [string, string, (r: (typeof ROUTES)[number]) => number],
       ),
     ];
     const audited = (await get('/api/v1/audit', as('admin'))).body.total;
@@ -139,6 +142,7 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
         seen.push(`${who} ${route.method} ${route.path} ${r.status}`);
         expect(r.status, `${who} on ${route.method} ${route.path}: ${r.text.slice(0, 300)}`).toBe(expected(route));
         if (r.status >= 400) expect(r.body.code).toMatch(/^[A-Z_]+$/);
+        expect(r.cookie, 'no answer sets a cookie').toBeUndefined();
         if (r.status === 400) expect(r.body.message).toContain('mass_assigned');
       }
     }
@@ -158,7 +162,6 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     expect(await get('/api/v1/devices/mqtt:nothing', as('admin'))).toMatchObject({ status: 404, body: { code: 'NO_SUCH_DEVICE' } });
     expect(await call('DELETE', '/api/v1/devices', as('admin'))).toMatchObject({ status: 405, body: { code: 'METHOD_NOT_ALLOWED' } });
     expect(await get('/api/v1/nothing', as('admin'))).toMatchObject({ status: 404, body: { code: 'NOT_FOUND' } });
-    // No cookie is set on any answer.
     expect(JSON.stringify(daemon.logs)).not.toMatch(/eat_[A-Za-z0-9_-]{43}/);
   });
 
@@ -207,6 +210,16 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     // A technician sees the audit; a viewer sees only their own changes, under /me.
     expect((await get('/api/v1/audit?actor=tech-a', as('technician'))).body).toMatchObject({ total: 1, items: [{ action: 'device.annotate' }] });
     expect((await get('/api/v1/me', as('viewer'))).body).toMatchObject({ recent: [] });
+  });
+
+  it('tells a command without a token how to get one (exit 77), and one with a viewer token what its role may not do', async () => {
+    const none = await runCli(['certs', 'list', '--config', config, '--token-file', join(tmp.dir, 'no-such-token')]);
+    expect(none.code).toBe(77);
+    expect(none.stderr).toContain(`NO_TOKEN: cannot read the token file ${join(tmp.dir, 'no-such-token')}`);
+    const viewer = await runCli(['certs', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: tokens.viewer } });
+    expect(viewer.code).toBe(77);
+    expect(viewer.stderr).toContain('FORBIDDEN: the viewer role may not do this (certificates.read)');
+    expect((await runCli(['devices', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: tokens.viewer } })).stdout).toContain('mqtt:meter-1');
   });
 
   it('makes an address that keeps failing wait, even with a good token then', async () => {

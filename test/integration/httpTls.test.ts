@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { apiEndpoint } from '../../agent/api/listener.js';
 import { loadConfig } from '../../agent/config/load.js';
-import { Daemon, tempDir, writeConfig } from '../helpers/daemon.js';
+import { Daemon, runCli, tempDir, writeConfig } from '../helpers/daemon.js';
 import { openssl } from '../helpers/openssl.js';
 
 /** A test configuration with these lines in its http section. */
@@ -137,23 +137,29 @@ describe('TLS on the local listener', () => {
     await stop(daemon);
   });
 
-  it('serves a certificate of its own from certFile and keyFile, and refuses a key that is not its key', async () => {
-    for (const name of ['own', 'other']) {
-      const made = await openssl(
-        ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=${name}`, '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', `${name}.key`, '-out', `${name}.crt`],
-        tmp.dir,
-      );
-      expect(made.ok, made.stderr).toBe(true);
-    }
-    const tls = (key: string) => ['  port: 0', '  tls:', '    enabled: true', `    certFile: ${join(tmp.dir, 'own.crt')}`, `    keyFile: ${join(tmp.dir, key)}`];
-    daemon = Daemon.start(config(tmp.dir, tls('other.key')));
+  it('serves a certificate of its own from certFile and keyFile when the gateway CA issued it; refuses another key or another CA', async () => {
+    const made = await openssl(
+      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=other', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', 'other.key', '-out', 'other.crt'],
+      tmp.dir,
+    );
+    expect(made.ok, made.stderr).toBe(true);
+    const file = config(tmp.dir, ['  port: 0']);
+    expect((await runCli(['ca', 'init', '--config', file])).code).toBe(0);
+    const issued = await runCli(['ca', 'issue', '--profile', 'broker-server', '--id', 'gw-own-http', '--dns', 'localhost', '--ip', '127.0.0.1', '--generate-key', '--out', join(tmp.dir, 'own'), '--config', file]);
+    expect(issued.code, issued.stderr).toBe(0);
+    const tls = (cert: string, key: string) => ['  port: 0', '  tls:', '    enabled: true', `    certFile: ${join(tmp.dir, cert)}`, `    keyFile: ${join(tmp.dir, key)}`];
+    daemon = Daemon.start(config(tmp.dir, tls('own/cert.pem', 'other.key')));
     expect(await exitCode(daemon)).toBe(78);
     expect(daemon.stderr).toMatch(/http\.tls\.keyFile .*other\.key is not the key of the certificate/);
 
-    daemon = Daemon.start(config(tmp.dir, tls('own.key')));
+    daemon = Daemon.start(config(tmp.dir, tls('other.crt', 'other.key')));
+    expect(await exitCode(daemon)).toBe(78);
+    expect(daemon.stderr).toMatch(/http\.tls\.certFile .*other\.crt was not issued by the gateway CA/);
+
+    daemon = Daemon.start(config(tmp.dir, tls('own/cert.pem', 'own/key.pem')));
     const { port } = await listeningPort(daemon);
-    const own = readFileSync(join(tmp.dir, 'own.crt'), 'utf8');
-    expect((await get(`https://127.0.0.1:${port}/healthz`, own)).status).toBe(200);
+    const own = readFileSync(join(tmp.dir, 'own', 'cert.pem'), 'utf8');
+    expect((await get(`https://127.0.0.1:${port}/healthz`, apiEndpoint(loadConfig({ file, env: {} }).config).ca!)).status).toBe(200);
     expect(await servedCertificate(port)).toBe(new X509Certificate(own).toString());
     await stop(daemon);
   });

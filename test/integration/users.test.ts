@@ -6,6 +6,8 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
   let tmp: ReturnType<typeof tempDir>;
   let config: string;
   const cli = (...args: string[]) => runCli([...args, '--config', config]);
+  // Changes without the daemon are made on the database with --local.
+  const local = (...args: string[]) => cli(...args, '--local');
   beforeAll(() => {
     tmp = tempDir();
     config = writeConfig(tmp.dir, ['agent:', '  id: gw-users', `  dataDir: ${join(tmp.dir, 'data')}`, ''].join('\n'));
@@ -13,48 +15,60 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
   afterAll(() => tmp.cleanup());
 
   it('adds users with a role, refuses a bad role or name and a second user of the same name', async () => {
-    expect((await cli('users', 'add', 'tech-a', '--role', 'technician')).code).toBe(0);
-    const badRole = await cli('users', 'add', 'tech-b', '--role', 'root');
+    expect((await local('users', 'add', 'tech-a', '--role', 'technician')).code).toBe(0);
+    const badRole = await local('users', 'add', 'tech-b', '--role', 'root');
     expect(badRole.code).toBe(64);
     expect(badRole.stderr).toContain('--role takes admin, technician, viewer');
-    expect((await cli('users', 'add', 'bad name', '--role', 'viewer')).code).toBe(64);
-    expect((await cli('users', 'add', 'tech-a', '--role', 'admin')).stderr).toContain('exists already');
+    expect((await local('users', 'add', 'bad name', '--role', 'viewer')).code).toBe(64);
+    expect((await local('users', 'add', 'tech-a', '--role', 'admin')).stderr).toContain('exists already');
     const list = JSON.parse((await cli('users', 'list', '--json')).stdout) as { name: string; role: string }[];
     expect(list).toEqual([expect.objectContaining({ name: 'tech-a', role: 'technician' })]);
   });
 
   it('shows a token once: never in the list, never again', async () => {
-    const made = await cli('tokens', 'create', '--user', 'tech-a', '--expires', '90d', '--json');
+    const made = await local('tokens', 'create', '--user', 'tech-a', '--expires', '90d', '--json');
     expect(made.code, made.stderr).toBe(0);
     const { id, secret } = JSON.parse(made.stdout) as { id: number; secret: string };
     expect(secret).toMatch(/^eat_[A-Za-z0-9_-]{43}$/);
     const list = await cli('tokens', 'list', '--json');
     expect(list.stdout).not.toContain(secret);
     expect(JSON.parse(list.stdout)).toEqual([expect.objectContaining({ id, user: 'tech-a', label: 'cli' })]);
-    expect((await cli('tokens', 'revoke', String(id))).stdout).toContain(`token ${id} revoked`);
+    expect((await local('tokens', 'revoke', String(id))).stdout).toContain(`token ${id} revoked`);
     expect((await cli('tokens', 'list')).stdout).toMatch(new RegExp(`^${id}\\ttech-a\\tcli\\trevoked`, 'm'));
-    expect((await cli('tokens', 'create', '--user', 'nobody')).stderr).toContain('no user nobody');
-    expect((await cli('tokens', 'create', '--user', 'tech-a', '--expires', 'soon')).code).toBe(64);
+    expect((await local('tokens', 'create', '--user', 'nobody')).stderr).toContain('no user nobody');
+    expect((await local('tokens', 'create', '--user', 'tech-a', '--expires', 'soon')).code).toBe(64);
   });
 
   it('disables a user', async () => {
-    expect((await cli('users', 'disable', 'tech-a')).code).toBe(0);
+    expect((await local('users', 'disable', 'tech-a')).code).toBe(0);
     expect((await cli('users', 'list')).stdout).toMatch(/^tech-a\ttechnician\tdisabled /m);
-    expect((await cli('tokens', 'create', '--user', 'tech-a')).stderr).toContain('is disabled');
+    expect((await local('tokens', 'create', '--user', 'tech-a')).stderr).toContain('is disabled');
   });
 
-  it('keeps read commands working with the daemon down, saying so; a change that needs the daemon exits 69; every local change is audited', async () => {
+  it('keeps read commands working with the daemon down, saying so; a change needs the daemon or --local (audited)', async () => {
     const list = await cli('devices', 'list');
     expect(list.code, list.stderr).toBe(0);
-    expect(list.stderr).toContain('the daemon is not running: read from the database directly');
+    expect(list.stderr).toMatch(/the daemon is not running \(nothing answers at http:\/\/127\.0\.0\.1:\d+\): read from the database directly/);
     expect(list.stdout).toBe('no devices\n');
-    for (const args of [['devices', 'set', 'mqtt:pump-1', '--asset-tag', 'A-1'], ['certs', 'revoke', 'ab12', '--reason', 'superseded'], ['discover'], ['certs', 'crl']]) {
+    expect((await cli('certs', 'crl')).code).toBe(0);
+    for (const args of [['devices', 'set', 'mqtt:pump-1', '--asset-tag', 'A-1'], ['certs', 'revoke', 'ab12', '--reason', 'superseded'], ['discover'], ['users', 'add', 'tech-z', '--role', 'viewer'], ['sync', 'retry-dead-letters']]) {
       const r = await cli(...args);
       expect(r.code, args.join(' ')).toBe(69);
       expect(r.stderr).toContain('DAEMON_UNAVAILABLE: the daemon is not running');
     }
+    expect((await cli('devices', 'set', 'mqtt:pump-1', '--asset-tag', 'A-1', '--local')).code).toBe(64);
+    expect((await cli('sync', 'retry-dead-letters', '--local')).stdout).toBe('0 item(s) queued again\n');
     const audit = JSON.parse((await cli('audit', '--json')).stdout) as { actor: string; role: string; action: string; target: string }[];
-    expect(audit.map((e) => `${e.role} ${e.action} ${e.target}`)).toEqual(['local user.disable tech-a', expect.stringMatching(/^local token.revoke token \d+$/), expect.stringMatching(/^local token.create token \d+$/), 'local user.add tech-a']);
+    expect(audit.map((e) => `${e.role} ${e.action} ${e.target}`)).toEqual([
+      'local sync.retryDeadLetters sync',
+      'local user.disable tech-a',
+      expect.stringMatching(/^local token.revoke token \d+$/),
+      expect.stringMatching(/^local token.create token \d+$/),
+      'local user.add tech-a',
+    ]);
     expect(audit.every((e) => e.actor.startsWith('local:'))).toBe(true);
+    // The commands' own variables are not configuration keys: setting them is no configuration error.
+    const withVars = await runCli(['devices', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: `eat_${'C'.repeat(43)}`, EDGE_AGENT_TOKEN_FILE: '/nonexistent/token', EDGE_AGENT_CA: '/nonexistent/ca.pem' } });
+    expect(withVars.code, withVars.stderr).toBe(0);
   });
 });

@@ -10,7 +10,7 @@ import type { DeviceRepository } from '../../store/deviceRepository.js';
 import type { DiscoveryRun, DiscoveryRunRepository, TargetSource } from '../../store/discoveryRunRepository.js';
 import { announcementUrls, browseOpcua, type OpcuaAnnouncement } from '../../transport/mdnsBrowser.js';
 import type { OpcuaProbe, OpcuaServerFacts } from '../../transport/opcuaProbe.js';
-import { addresses, contains, parseRange, type Range } from './ranges.js';
+import { addresses, contains, parseRange, targetRefusal, type Range } from './ranges.js';
 
 export interface OpcuaDiscoveryDeps {
   log: Logger;
@@ -70,18 +70,24 @@ async function pool<T>(items: Iterable<T>, concurrency: number, signal: AbortSig
  * The configuration a run works with: a technician's targets replace the
  * configured endpoints and ranges (URLs are probed as endpoints, CIDRs
  * scanned on the configured ports), without discovery servers or mDNS.
- * The API has checked that they lie inside opcua.scan.ranges or are
- * configured endpoints: targets narrow a run, they never widen it.
+ * Each target is checked again against the configuration as it is now (a
+ * run may wait while an administrator narrows the ranges); one no longer
+ * allowed is left out and returned in `refused`.
  */
-export function forRequest(c: Config['opcua'], run: Pick<DiscoveryRun, 'request'>): Config['opcua'] {
+export function forRequest(c: Config['opcua'], run: Pick<DiscoveryRun, 'request'>): { config: Config['opcua']; refused: string[] } {
   const targets = run.request?.targets;
-  if (!targets || targets.length === 0) return c;
+  if (!targets || targets.length === 0) return { config: c, refused: [] };
+  const allowed = c.scan.ranges.map(parseRange);
+  const ok = targets.filter((t) => targetRefusal(t, allowed, c.endpoints, c.scan.ports) === undefined);
   return {
-    ...c,
-    endpoints: targets.filter((t) => t.startsWith('opc.tcp://')),
-    discoveryServers: [],
-    mdns: { ...c.mdns, enabled: false },
-    scan: { ...c.scan, ranges: targets.filter((t) => !t.startsWith('opc.tcp://')) },
+    config: {
+      ...c,
+      endpoints: ok.filter((t) => t.startsWith('opc.tcp://')),
+      discoveryServers: [],
+      mdns: { ...c.mdns, enabled: false },
+      scan: { ...c.scan, ranges: ok.filter((t) => !t.startsWith('opc.tcp://')) },
+    },
+    refused: targets.filter((t) => !ok.includes(t)),
   };
 }
 
@@ -109,7 +115,7 @@ export class OpcuaDiscovery {
    */
   async run(run: DiscoveryRun, stopping: AbortSignal = new AbortController().signal): Promise<void> {
     const { runs, log } = this.deps;
-    const c = forRequest(this.deps.config(), run);
+    const { config: c, refused } = forRequest(this.deps.config(), run);
     const counts = { total: 0, done: 0, found: 0, errors: 0 };
     const progress = (phase: 'listing' | 'scanning' | 'probing' | 'done' | 'failed' | 'cancelled', scanned?: { done: number; total: number }) =>
       this.deps.bus.emit('discovery.progress', { runId: run.id, protocol: 'opcua', phase, ...counts, ...(scanned ? { scanned } : {}) });
@@ -124,6 +130,11 @@ export class OpcuaDiscovery {
     const signal = AbortSignal.any([stopping, cancel.signal]);
     runs.start(run.id, 0);
     log.info({ run: run.id, trigger: run.trigger, actor: run.actor, targets: run.request?.targets }, 'OPC UA discovery started');
+    for (const target of refused) {
+      counts.total += 1;
+      runs.addTargets(run.id, 1);
+      this.record(run, counts, { target: target.slice(0, 200), source: 'endpoint', status: 'skipped', detail: 'no longer inside opcua.scan.ranges and scan.ports: not contacted' });
+    }
     try {
       await this.steps(run, c, counts, progress, signal);
     } finally {

@@ -13,6 +13,7 @@ const toIp = (n: number): string => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255
 export function parseRange(text: string): Range {
   const [ip, bits] = text.split('/');
   if (!ip || !isIPv4(ip)) throw new Error(`${JSON.stringify(text)} is not an IPv4 address or range`);
+  if (bits !== undefined && !/^\d{1,2}$/.test(bits)) throw new Error(`${JSON.stringify(text)} has a prefix length outside 0 to 32`);
   const prefix = bits === undefined ? 32 : Number(bits);
   if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32) throw new Error(`${JSON.stringify(text)} has a prefix length outside 0 to 32`);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
@@ -48,24 +49,26 @@ export function addresses(ranges: readonly Range[], max: number): string[] {
   return [...seen].sort((a, b) => a - b).map(toIp);
 }
 
+/** The only form of URL target taken: opc.tcp://, a dotted IPv4 address, a port, an optional plain path. */
+const URL_TARGET = /^opc\.tcp:\/\/(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})(\/[A-Za-z0-9._~\/-]*)?$/;
+
 /**
  * Why a technician's discovery target is refused, or undefined when it may
- * be used: an opc.tcp:// URL that is a configured endpoint or whose IPv4
- * address lies inside `allowed`, or a range wholly inside `allowed`.
- * Host names other than a configured endpoint's are refused: what they
- * resolve to can change after the check.
+ * be used: a configured endpoint; an opc.tcp://IPv4:port URL (nothing else:
+ * no user part, no host name, whose meaning could differ between URL
+ * parsers or change after the check) whose address lies inside `allowed`
+ * and whose port is one of `ports`; or a range wholly inside `allowed`
+ * (scanned on `ports`). Targets narrow a run; they never widen it.
  */
-export function targetRefusal(target: string, allowed: readonly Range[], endpoints: readonly string[]): string | undefined {
-  if (target.startsWith('opc.tcp://')) {
-    if (endpoints.includes(target)) return undefined;
-    let host: string;
-    try {
-      host = new URL(target).hostname;
-    } catch {
-      return `${JSON.stringify(target)} is not a URL`;
-    }
-    if (!isIPv4(host)) return `${target}: give an IPv4 address (or a configured endpoint), not a host name`;
-    return contains(allowed, host) ? undefined : `${target} is outside opcua.scan.ranges (${allowed.map((r) => r.text).join(', ') || 'none configured'})`;
+export function targetRefusal(target: string, allowed: readonly Range[], endpoints: readonly string[], ports: readonly number[]): string | undefined {
+  if (endpoints.includes(target)) return undefined;
+  const ranges = `opcua.scan.ranges (${allowed.map((r) => r.text).join(', ') || 'none configured'})`;
+  if (target.startsWith('opc.tcp:')) {
+    const m = URL_TARGET.exec(target);
+    if (!m || !isIPv4(m[1]!)) return `${JSON.stringify(target.slice(0, 100))}: give opc.tcp://<IPv4 address>:<port> (or a configured endpoint), without a host name or user part`;
+    if (!contains(allowed, m[1]!)) return `${target} is outside ${ranges}`;
+    if (!ports.includes(Number(m[2]))) return `${target}: port ${m[2]} is not one of opcua.scan.ports (${ports.join(', ')})`;
+    return undefined;
   }
   let range: Range;
   try {
@@ -75,5 +78,5 @@ export function targetRefusal(target: string, allowed: readonly Range[], endpoin
   }
   const last = toIp(range.base + size(range) - 1);
   const inside = allowed.some((r) => contains([r], toIp(range.base)) && contains([r], last));
-  return inside ? undefined : `${target} is not inside opcua.scan.ranges (${allowed.map((r) => r.text).join(', ') || 'none configured'})`;
+  return inside ? undefined : `${target} is not inside ${ranges}`;
 }

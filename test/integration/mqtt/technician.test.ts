@@ -85,7 +85,11 @@ describe('technician decisions and restarts (embedded broker)', () => {
     const request = await deviceRequest(tmp.dir, 'valve-2');
     expect((await enroll('valve-2', request)).answer?.status).toBe('pending');
     await stop();
-    const queued = await cli('devices', 'approve', 'valve-2');
+    // Without --local a change is not made behind the daemon's back.
+    const refused = await cli('devices', 'approve', 'valve-2');
+    expect(refused.code).toBe(69);
+    expect(refused.stderr).toMatch(/DAEMON_UNAVAILABLE: the daemon is not running .*--local/);
+    const queued = await cli('devices', 'approve', 'valve-2', '--local');
     expect(queued.code, queued.stderr).toBe(0);
     expect(queued.stdout).toMatch(/queued .*daemon is not running/);
     await start();
