@@ -111,7 +111,8 @@ export function registerUserCommands(program: Command, result: { code: number })
     result.code = await runApi(
       o,
       async (client) => {
-        const r = (await client.call<{ token: ApiToken; secret: string }>('POST', '/api/v1/tokens', { user: o.user, label, ...(seconds !== undefined ? { expiresInSeconds: Math.max(seconds, 60) } : {}) })).body;
+        if (seconds === 0) throw new UsageError('--expires 0h makes a token that has already expired: only with --local (to check that clients refuse it)');
+        const r = (await client.call<{ token: ApiToken; secret: string }>('POST', '/api/v1/tokens', { user: o.user, label, ...(seconds !== undefined ? { expiresInSeconds: seconds } : {}) })).body;
         return { ...dated(r.token), user: o.user, secret: r.secret };
       },
       (t: Made) => `token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt.toISOString()}` : ''}:\n${t.secret}\nit is shown this once; keep it where only ${t.user} can read it\n`,
