@@ -63,8 +63,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         if (protocol !== null && !PROTOCOLS.includes(protocol as Protocol)) throw new ApiError(400, 'BAD_QUERY', 'protocol must be mqtt or opcua');
         const limit = intParam(query, 'limit', 100, 1, 1_000);
         const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
-        const all = new DeviceRepository(deps.store()).list({ ...(state ? { state: state as DeviceState } : {}), ...(protocol ? { protocol: protocol as Protocol } : {}) });
-        return { body: { total: all.length, items: all.slice(offset, offset + limit) } };
+        return { body: new DeviceRepository(deps.store()).page({ ...(state ? { state: state as DeviceState } : {}), ...(protocol ? { protocol: protocol as Protocol } : {}) }, limit, offset) };
       },
     },
     {

@@ -119,6 +119,15 @@ export class DeviceRepository {
     return row ? toDevice(row) : undefined;
   }
 
+  /** One page of `list()`, and how many devices match in all: the paging is done by SQLite, not in memory. */
+  page(filter: { state?: DeviceState; protocol?: Protocol }, limit: number, offset: number): { total: number; items: Device[] } {
+    const where = 'WHERE (@state IS NULL OR state = @state) AND (@protocol IS NULL OR protocol = @protocol)';
+    const args = { state: filter.state ?? null, protocol: filter.protocol ?? null };
+    const total = (this.sql(`SELECT count(*) AS n FROM devices ${where}`).get(args) as { n: number }).n;
+    const rows = this.sql(`SELECT * FROM devices ${where} ORDER BY protocol, name LIMIT @limit OFFSET @offset`).all({ ...args, limit, offset }) as DeviceRow[];
+    return { total, items: rows.map(toDevice) };
+  }
+
   list(filter: { state?: DeviceState; protocol?: Protocol } = {}): Device[] {
     const rows = this.sql(
       'SELECT * FROM devices WHERE (@state IS NULL OR state = @state) AND (@protocol IS NULL OR protocol = @protocol) ORDER BY protocol, name',

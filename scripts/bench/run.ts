@@ -3,6 +3,7 @@
  * stands next to the limit it is compared with, measured in the same run
  * where that is possible. Later parts add their benchmark to BENCHES.
  */
+import { apiBench } from './api.js';
 import { caBench } from './ca.js';
 import { enrollBench } from './enroll.js';
 import { opcuaBench } from './opcua.js';
@@ -27,6 +28,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'opcua', run: opcuaBench },
   { name: 'opcua-push', run: opcuaPushBench },
   { name: 'sync', run: syncBench },
+  { name: 'api', run: apiBench },
 ];
 
 const only = process.argv.slice(2);

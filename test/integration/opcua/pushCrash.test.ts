@@ -123,7 +123,7 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
     const cut = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs.find((j) => j.deviceId === id)!;
     expect(cut).toMatchObject({ status: 'running', step: 'update' });
     // Decided while the daemon is down; carried out first thing at the next start, before any push.
-    const rejected = await runCli(['devices', 'reject', id, '--reason', 'wrong cell', '--config', config]);
+    const rejected = await runCli(['devices', 'reject', id, '--reason', 'wrong cell', '--local', '--config', config]);
     expect(rejected.stdout).toContain('the daemon is not running');
     fourth = Daemon.start(config);
     await fourth.ready();
