@@ -2,7 +2,7 @@ import { CaService } from './ca/caService.js';
 import { EventBus } from './events.js';
 import { registerHealthRoutes, type HealthSource } from './api/health.js';
 import { HttpService } from './api/httpServer.js';
-import { apiEndpoint, listenerTls } from './api/listener.js';
+import { apiUrl, listenerTls } from './api/listener.js';
 import { planReload } from './config/diff.js';
 import type { LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
@@ -134,7 +134,7 @@ export class App implements HealthSource {
     this.currentPhase = 'running';
     const { address, port } = this.http.address();
     try {
-      const { url } = apiEndpoint(this.config);
+      const url = apiUrl(this.config);
       this.api.published(this.config.http.port === 0 ? url.replace(/:0$/, `:${port}`) : url);
     } catch (err) {
       this.log.warn({ err }, 'the API address could not be written for the CLI (<dataDir>/api.url)');

@@ -58,7 +58,7 @@ export function accountRoutes(deps: { store: () => Store }): Route[] {
       summary: 'add a user: body {name, role: admin|technician|viewer}',
       handle: async (ctx) => {
         const b = await ctx.body(z.strictObject({ name: z.string().regex(USER_NAME, '1 to 64 of A-Z a-z 0-9 . _ @ -'), role: z.enum(ROLES as [Role, ...Role[]]) }));
-        const user = deps.store().durable(() => {
+        const user = ctx.commit(() => {
           if (users().byName(b.name)) throw new ApiError(409, 'USER_EXISTS', `user ${b.name} exists`);
           const made = users().add(b.name, b.role, ctx.user.name);
           ctx.audit('user.add', b.name, 'done', { role: b.role });
@@ -73,10 +73,10 @@ export function accountRoutes(deps: { store: () => Store }): Route[] {
       permission: 'users.manage',
       summary: "disable a user: its tokens stop working (an administrator cannot disable their own account)",
       handle: async (ctx) => {
-        await ctx.body(z.strictObject({}));
+        await ctx.noBody();
         const target = userOf(ctx.params.name!);
         if (target.id === ctx.user.id) throw new ApiError(409, 'SELF', 'you cannot disable your own account; another administrator can');
-        deps.store().durable(() => {
+        ctx.commit(() => {
           users().disable(target.id);
           ctx.audit('user.disable', target.name, 'done');
         });
@@ -105,7 +105,7 @@ export function accountRoutes(deps: { store: () => Store }): Route[] {
         if (owner.disabledAt) throw new ApiError(409, 'USER_DISABLED', `user ${owner.name} is disabled`);
         const secret = newTokenSecret();
         const expiresAt = b.expiresInSeconds ? new Date(Date.now() + b.expiresInSeconds * 1000) : undefined;
-        const token = deps.store().durable(() => {
+        const token = ctx.commit(() => {
           const made = users().addToken(owner.id, hashSecret(secret), b.label ?? 'api', expiresAt);
           ctx.audit('token.create', `token ${made.id}`, 'done', { user: owner.name, label: made.label, ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}) });
           return made;
@@ -119,10 +119,10 @@ export function accountRoutes(deps: { store: () => Store }): Route[] {
       permission: 'users.manage',
       summary: 'revoke a token at once',
       handle: async (ctx) => {
-        await ctx.body(z.strictObject({}));
+        await ctx.noBody();
         const token = /^\d{1,15}$/.test(ctx.params.id!) ? users().token(Number(ctx.params.id)) : undefined;
         if (!token) throw new ApiError(404, 'NO_SUCH_TOKEN', `no token ${ctx.params.id}`);
-        deps.store().durable(() => {
+        ctx.commit(() => {
           users().revokeToken(token.id);
           ctx.audit('token.revoke', `token ${token.id}`, 'done', { user: users().get(token.userId)?.name });
         });

@@ -14,6 +14,7 @@ import { deviceRoutes } from './deviceRoutes.js';
 import { discoveryRoutes } from './discoveryRoutes.js';
 import { sendError, sendJson, type HttpService } from './httpServer.js';
 import { operationRoutes } from './operationRoutes.js';
+import { z } from 'zod';
 import { ApiError, jsonBody, match, type Route } from './router.js';
 
 export interface ApiDeps {
@@ -114,6 +115,8 @@ export class Api {
         params,
         query: url.searchParams,
         body: (schema) => jsonBody(req, schema),
+        noBody: async () => void (await jsonBody(req, z.strictObject({}))),
+        commit: (change) => store.durable(change),
         audit: (action, target, outcome, details) => void new AuditRepository(store).add({ actor: user.name, role: user.role, action, target, outcome, ...(details ? { details } : {}) }),
       });
       if (answer) sendJson(res, answer.status ?? 200, answer.body);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
-import { LOCATION_FIELDS, type DeviceState, type Protocol } from '../inventory/device.js';
+import { DEVICE_STATES as STATES, LOCATION_FIELDS, PROTOCOLS, type DeviceState, type Protocol } from '../inventory/device.js';
 import { ActionRepository, type DeviceActionKind } from '../store/actionRepository.js';
 import type { Store } from '../store/database.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
@@ -13,8 +13,6 @@ export interface DeviceRouteDeps {
   store: () => Store;
 }
 
-const STATES: readonly DeviceState[] = ['discovered', 'pending', 'provisioned', 'rejected', 'revoked', 'decommissioned'];
-const PROTOCOLS: readonly Protocol[] = ['mqtt', 'opcua'];
 
 const decision = z.strictObject({
   reason: text(500).optional(),
@@ -91,7 +89,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           const store = deps.store();
           const actions = new ActionRepository(store);
           const d = device(ctx.params.id!);
-          const queued = store.durable(() => {
+          const queued = ctx.commit(() => {
             const action = actions.enqueue(d.id, kind, ctx.user.name, b.reason ?? '', b.request);
             ctx.audit(`device.${kind}`, d.id, 'accepted', { action: action.id, ...(b.reason ? { reason: b.reason } : {}), ...(b.request ? { request: b.request } : {}) });
             return action;
@@ -117,7 +115,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         const b = await ctx.body(annotation);
         const store = deps.store();
         const devices = new DeviceRepository(store);
-        const updated = store.durable(() => {
+        const updated = ctx.commit(() => {
           const d = device(ctx.params.id!);
           if (d.state === 'decommissioned') throw new ApiError(409, 'DECOMMISSIONED', `${d.id} is decommissioned: its record is final`);
           // Fields given are set (null or '' clears one); fields not given stay; location: null clears them all.

@@ -59,7 +59,7 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
         const refused = targets.map((t) => targetRefusal(t, allowed, c.opcua.endpoints, c.opcua.scan.ports)).filter((r): r is string => r !== undefined);
         if (refused.length > 0) throw new ApiError(400, 'TARGET_NOT_ALLOWED', `${refused.join('; ')}. Targets narrow a run to what the configuration allows; an administrator widens opcua.scan.ranges`);
         const repo = runs();
-        const made = deps.store().durable(() =>
+        const made = ctx.commit(() =>
           protocols.map((p) => {
             const run = repo.request(p, 'technician', ctx.user.name, p === 'opcua' && targets.length > 0 ? { targets } : undefined);
             ctx.audit('discovery.start', `run ${run.id}`, 'accepted', { protocol: p, ...(p === 'opcua' && targets.length > 0 ? { targets } : {}) });
@@ -107,9 +107,9 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       permission: 'discovery.run',
       summary: 'cancel a run: a waiting one ends at once, a running one starts no new target',
       handle: async (ctx) => {
-        await ctx.body(z.strictObject({}));
+        await ctx.noBody();
         const run = runOf(ctx.params.id!);
-        const done = deps.store().durable(() => {
+        const done = ctx.commit(() => {
           const cancelled = runs().cancel(run.id, ctx.user.name);
           ctx.audit('discovery.cancel', `run ${run.id}`, cancelled ? 'accepted' : 'refused', cancelled ? undefined : { status: run.status });
           return cancelled;

@@ -21,10 +21,15 @@ import type { ListenerTls } from './httpServer.js';
  * http.tls.certFile names a certificate of another CA.
  */
 export function apiEndpoint(config: Config): { url: string; ca?: string } {
+  const url = apiUrl(config);
+  return config.http.tls.enabled ? { url, ca: gatewayCaChain(config.ca.dir) } : { url };
+}
+
+/** The base URL alone (apiEndpoint without reading the CA chain). */
+export function apiUrl(config: Config): string {
   const { host, port, tls } = config.http;
   const target = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-  const url = `${tls.enabled ? 'https' : 'http'}://${isIP(target) === 6 ? `[${target}]` : target}:${port}`;
-  return tls.enabled ? { url, ca: gatewayCaChain(config.ca.dir) } : { url };
+  return `${tls.enabled ? 'https' : 'http'}://${isIP(target) === 6 ? `[${target}]` : target}:${port}`;
 }
 
 /**

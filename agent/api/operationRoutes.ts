@@ -84,12 +84,12 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
         if (record.status === 'revoked') throw new ApiError(409, 'ALREADY_REVOKED', `certificate ${serial} is already revoked`);
         // The audit entry is committed first (the revocation commits durably itself, then leaves the process with the CRL); a revocation that fails is audited again as refused.
         const details = { reason: b.reason, identity: record.identity, ...(b.note ? { note: b.note } : {}) };
-        deps.store().durable(() => ctx.audit('certificate.revoke', serial, 'accepted', details));
+        ctx.commit(() => ctx.audit('certificate.revoke', serial, 'accepted', details));
         let all;
         try {
           all = deps.ca.revoke(serial, b.reason);
         } catch (err) {
-          deps.store().durable(() => ctx.audit('certificate.revoke', serial, 'refused', { ...details, error: (err as Error).message }));
+          ctx.commit(() => ctx.audit('certificate.revoke', serial, 'refused', { ...details, error: (err as Error).message }));
           throw err;
         }
         return { body: { revoked: all.map(({ pem: _pem, ...r }) => r) } };
@@ -114,9 +114,9 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
         permission,
         summary,
         handle: async (ctx) => {
-          await ctx.body(z.strictObject({}));
+          await ctx.noBody();
           syncOn();
-          deps.store().durable(() => {
+          ctx.commit(() => {
             sync().setState(key, new Date().toISOString());
             ctx.audit(`sync.${what}`, 'sync', 'accepted');
           });
@@ -140,8 +140,8 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
       permission: 'sync.deadLetters.retry',
       summary: "put every dead letter back into the outbox, at its device's current revision",
       handle: async (ctx) => {
-        await ctx.body(z.strictObject({}));
-        const requeued = deps.store().durable(() => {
+        await ctx.noBody();
+        const requeued = ctx.commit(() => {
           const n = sync().retryDeadLetters();
           ctx.audit('sync.retryDeadLetters', 'sync', 'done', { requeued: n });
           return n;

@@ -27,7 +27,11 @@ export interface RouteContext {
   query: URLSearchParams;
   /** Reads and checks the JSON body against a strict schema: unknown fields are refused. */
   body<T>(schema: ZodType<T>): Promise<T>;
-  /** Writes an audit entry as this user (inside the caller's transaction when there is one). */
+  /** For a route that takes no fields: an empty body or `{}`, anything else refused. */
+  noBody(): Promise<void>;
+  /** Runs a change and its audit entry in one durable (fsynced) transaction, before the answer leaves. */
+  commit<T>(change: () => T): T;
+  /** Writes an audit entry as this user (inside `commit` when it explains a change). */
   audit(action: string, target: string, outcome: AuditOutcome, details?: Record<string, unknown>): void;
 }
 

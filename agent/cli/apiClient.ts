@@ -3,7 +3,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { ADMIN_TOKEN_FILE, API_URL_FILE } from '../api/auth.js';
-import { apiEndpoint } from '../api/listener.js';
+import { apiEndpoint, apiUrl } from '../api/listener.js';
 import type { Config } from '../config/schema.js';
 import { AgentError, UsageError } from '../errors.js';
 
@@ -95,7 +95,7 @@ export class ApiClient {
     const caFile = o.ca ?? env.EDGE_AGENT_CA;
     let endpoint: { url: string; ca?: string };
     try {
-      endpoint = caFile ? { url: apiEndpoint({ ...config, http: { ...config.http, tls: { ...config.http.tls, enabled: false } } }).url.replace(/^http:/, config.http.tls.enabled ? 'https:' : 'http:') } : apiEndpoint(config);
+      endpoint = caFile ? { url: apiUrl(config) } : apiEndpoint(config);
     } catch (err) {
       throw new UsageError(`cannot read the gateway CA chain to trust the API's certificate (${(err as Error).message}); give it with --ca FILE or EDGE_AGENT_CA (GET /ca/chain, docs/api.md#tls)`, { cause: err });
     }

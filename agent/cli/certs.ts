@@ -1,24 +1,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import pino from 'pino';
 import type { CertificateRecord } from '../../certs/store.js';
-import type { Config } from '../config/schema.js';
 import { ExitCode, UsageError } from '../errors.js';
 import { AuditRepository, type AuditEntry } from '../store/auditRepository.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
-import { Store } from '../store/database.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
+import { withStore } from './common.js';
 
 type Listed = Omit<CertificateRecord, 'pem'>;
-
-function withStore<T>(config: Config, fn: (store: Store) => T): T {
-  const { store } = Store.open(config.store, pino({ level: 'silent' }));
-  try {
-    return fn(store);
-  } finally {
-    store.close();
-  }
-}
 
 const table = (rows: Listed[]): string =>
   rows.length === 0
@@ -102,11 +91,12 @@ export function registerCertsCommands(program: Command, result: { code: number }
   apiOptions(certs.command('crl').description('the CRL the agent publishes, in PEM (reads the file when the daemon is down)')).action(async (o: ApiOptions) => {
     result.code = await runApi(o, async (client) => (await client.call<Crl>('GET', '/api/v1/certificates/crl')).body, (r: Crl) => r.pem ?? `no CRL written yet at ${r.file}\n`, {
       what: 'read from the CRL file and the database directly',
-      run: (config) => ({
-        file: config.ca.crlFile,
-        revoked: withStore(config, (store) => new CertificateRepository(store).list({ status: 'revoked', limit: 1_000_000 }).length),
-        pem: existsSync(config.ca.crlFile) ? readFileSync(config.ca.crlFile, 'utf8') : null,
-      }),
+      run: (config) =>
+        withStore(config, (store) => ({
+          file: config.ca.crlFile,
+          revoked: new CertificateRepository(store).list({ status: 'revoked', limit: 1_000_000 }).length,
+          pem: existsSync(config.ca.crlFile) ? readFileSync(config.ca.crlFile, 'utf8') : null,
+        })),
     });
   });
 

@@ -3,7 +3,8 @@ import type { Config } from '../config/schema.js';
 import { CertError } from '../../certs/errors.js';
 import { ConfigError, ExitCode, RefusedError, UsageError } from '../errors.js';
 import { AuditRepository } from '../store/auditRepository.js';
-import type { Store } from '../store/database.js';
+import pino from 'pino';
+import { Store } from '../store/database.js';
 
 /** --config wins, then EDGE_AGENT_CONFIG, then config/edge-agent.yaml in the working directory. */
 export function configPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -54,4 +55,12 @@ export const localUser = (): string => process.env.SUDO_USER ?? process.env.USER
 /** The audit entry of a change a command made on the database directly (inside the caller's transaction). */
 export function localAudit(store: Store, action: string, target: string, details?: Record<string, unknown>): void {
   new AuditRepository(store).add({ actor: `local:${localUser()}`, role: 'local', action, target, outcome: 'done', ...(details ? { details } : {}) });
+}
+
+/** Opens the database for one command and closes it when `fn` (sync or async) is done. */
+export function withStore<T>(config: Config, fn: (store: Store) => T | Promise<T>): Promise<T> {
+  const { store } = Store.open(config.store, pino({ level: 'silent' }));
+  return Promise.resolve()
+    .then(() => fn(store))
+    .finally(() => store.close());
 }

@@ -1,25 +1,15 @@
 import type { Command } from 'commander';
-import pino from 'pino';
 import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js';
 import { ExitCode, RefusedError, UsageError } from '../errors.js';
-import type { Device, DeviceState, Protocol } from '../inventory/device.js';
+import { DEVICE_STATES as STATES, type Device, type DeviceState, type Protocol } from '../inventory/device.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { ActionRepository, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
-import { Store } from '../store/database.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
-import { CONFIG_OPTION_HELP, localAudit, run, type Common } from './common.js';
+import { CONFIG_OPTION_HELP, localAudit, run, withStore, type Common } from './common.js';
 
-const STATES: readonly DeviceState[] = ['discovered', 'pending', 'provisioned', 'rejected', 'revoked', 'decommissioned'];
-
-function withStore<T>(config: Config, fn: (store: Store) => T | Promise<T>): Promise<T> {
-  const { store } = Store.open(config.store, pino({ level: 'silent' }));
-  return Promise.resolve()
-    .then(() => fn(store))
-    .finally(() => store.close());
-}
 
 /** "pump-7" and "mqtt:pump-7" both name the MQTT device pump-7. */
 function deviceId(ref: string): string {

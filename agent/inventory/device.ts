@@ -1,6 +1,9 @@
 /** The device model shared by onboarding, discovery, the CLI and (later) sync. */
 export type DeviceState = 'discovered' | 'pending' | 'provisioned' | 'rejected' | 'revoked' | 'decommissioned';
 export type Protocol = 'mqtt' | 'opcua';
+/** Every state and protocol, for checking what a command line or a query names. */
+export const DEVICE_STATES: readonly DeviceState[] = ['discovered', 'pending', 'provisioned', 'rejected', 'revoked', 'decommissioned'];
+export const PROTOCOLS: readonly Protocol[] = ['mqtt', 'opcua'];
 
 export interface Nameplate {
   manufacturer?: string;

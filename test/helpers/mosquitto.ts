@@ -1,12 +1,14 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, readdirSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { findMosquitto } from '../../scripts/lib/local.js';
 
 const exec = promisify(execFile);
 
-export { freePort } from '../../scripts/lib/local.js';
+import { freePort } from '../../scripts/lib/local.js';
+
+export { freePort };
 
 /** Where mosquitto lives; the test fails with the install command when it is missing. */
 export function mosquittoBinary(): string {
@@ -105,4 +107,33 @@ export function subscribe(port: number, tls: ClientTls, topic: string, o: { coun
   ready.catch(() => undefined);
   const done = new Promise<string[]>((resolve) => child.on('exit', () => resolve(out.split('\n').filter(Boolean))));
   return { ready, done };
+}
+
+/**
+ * An agent set up for the plant's Mosquitto, as an operator does it: the
+ * configuration (`agentLines` plus the ca and mqtt sections naming the
+ * broker), `ca init`, `broker mosquitto-config`, then Mosquitto started from
+ * what it wrote. The daemon is left for the test to start.
+ */
+export async function agentWithMosquitto(tmpDir: string, agentLines: string[]): Promise<{ config: string; broker: Mosquitto; ports: { provisioning: number; mtls: number }; dir: string }> {
+  const { runCli } = await import('./daemon.js');
+  const dir = join(tmpDir, 'broker');
+  const ports = { provisioning: await freePort(), mtls: await freePort() };
+  const config = join(tmpDir, 'agent.yaml');
+  writeFileSync(
+    config,
+    [
+      ...agentLines,
+      'ca:', `  crlFile: ${join(dir, 'crl.pem')}`,
+      'mqtt:', `  brokerUrl: mqtts://127.0.0.1:${ports.mtls}`, `  mosquittoDir: ${dir}`, `  mosquittoPidFile: ${join(dir, 'mosquitto.pid')}`, '  actionPollMs: 100',
+      '',
+    ].join('\n'),
+  );
+  const cli = (...args: string[]) => runCli([...args, '--config', config]);
+  const init = await cli('ca', 'init');
+  if (init.code !== 0) throw new Error(`ca init failed: ${init.stderr}`);
+  const written = await cli('broker', 'mosquitto-config', '--out', dir, '--provisioning-port', String(ports.provisioning), '--mtls-port', String(ports.mtls));
+  if (written.code !== 0) throw new Error(`broker mosquitto-config failed: ${written.stderr}`);
+  appendFileSync(join(dir, 'mosquitto.conf'), `pid_file ${join(dir, 'mosquitto.pid')}\n`);
+  return { config, broker: await Mosquitto.start(join(dir, 'mosquitto.conf'), dir, [tmpDir]), ports, dir };
 }

@@ -1,10 +1,9 @@
 import { execFile } from 'node:child_process';
-import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir } from '../helpers/daemon.js';
-import { freePort, Mosquitto } from '../helpers/mosquitto.js';
+import { agentWithMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { SAMPLE_PUMP, startHangingServer, startOpcuaServer, type OpcuaServerHandle, type RawTcpServer } from '../helpers/opcuaServer.js';
 
 const exec = promisify(execFile);
@@ -38,30 +37,17 @@ describe('edge-agent discover: OPC UA servers and MQTT devices through the API, 
 
   beforeAll(async () => {
     tmp = tempDir();
-    ports = { provisioning: await freePort(), mtls: await freePort() };
     servers = await Promise.all([
       startOpcuaServer({ applicationUri: 'urn:plant9:press-1', applicationName: 'Press 1', buildInfo: { manufacturerName: 'ACME Automation', productName: 'ACME S9 PLC', softwareVersion: '9.4.1' }, deviceSet: [SAMPLE_PUMP] }),
       startOpcuaServer({ applicationUri: 'urn:plant9:oven-2', applicationName: 'Oven 2' }),
     ]);
     hanging = await startHangingServer('127.0.0.1');
-    config = join(tmp.dir, 'agent.yaml');
-    writeFileSync(
-      config,
-      [
-        'agent:', '  id: gw-disc', `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'ca:', `  crlFile: ${join(dir(), 'crl.pem')}`,
-        'mqtt:', `  brokerUrl: mqtts://127.0.0.1:${ports.mtls}`, `  mosquittoDir: ${dir()}`, `  mosquittoPidFile: ${join(dir(), 'mosquitto.pid')}`, '  actionPollMs: 100',
-        'opcua:', '  runOnStart: false', '  timeoutMs: 3000',
-        `  scan: { ranges: [127.0.0.1/32], ports: [${[...servers.map((s) => s.port), hanging.port].join(', ')}], concurrency: 4, maxAddresses: 4 }`,
-        '',
-      ].join('\n'),
-    );
-    expect((await cli('ca', 'init')).code).toBe(0);
-    const written = await cli('broker', 'mosquitto-config', '--out', dir(), '--provisioning-port', String(ports.provisioning), '--mtls-port', String(ports.mtls));
-    expect(written.code, written.stderr).toBe(0);
-    appendFileSync(join(dir(), 'mosquitto.conf'), `pid_file ${join(dir(), 'mosquitto.pid')}\n`);
-    broker = await Mosquitto.start(join(dir(), 'mosquitto.conf'), dir(), [tmp.dir]);
+    ({ config, broker, ports } = await agentWithMosquitto(tmp.dir, [
+      'agent:', '  id: gw-disc', `  dataDir: ${join(tmp.dir, 'data')}`,
+      'http:', '  port: 0',
+      'opcua:', '  runOnStart: false', '  timeoutMs: 3000',
+      `  scan: { ranges: [127.0.0.1/32], ports: [${[...servers.map((s) => s.port), hanging.port].join(', ')}], concurrency: 4, maxAddresses: 4 }`,
+    ]));
     // A Homie device with its own certificate leaves retained announcements on the broker, as Homie devices do.
     const out = join(tmp.dir, 'valve-9');
     expect((await cli('ca', 'issue', '--profile', 'mqtt-device', '--id', 'valve-9', '--generate-key', '--out', out)).code).toBe(0);

@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir } from '../../helpers/daemon.js';
 import { deviceRequest, PREFIX, readPem, requestOnce, saveIssued, type Answer } from '../../helpers/enrollment.js';
-import { freePort, Mosquitto, publish, subscribe } from '../../helpers/mosquitto.js';
+import { agentWithMosquitto, Mosquitto, publish, subscribe } from '../../helpers/mosquitto.js';
 import { openssl } from '../../helpers/openssl.js';
 
 describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquitto-config)', () => {
@@ -35,23 +35,7 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
 
   beforeAll(async () => {
     tmp = tempDir();
-    config = join(tmp.dir, 'agent.yaml');
-    ports = { provisioning: await freePort(), mtls: await freePort() };
-    writeFileSync(
-      config,
-      [
-        'agent:', '  id: gw-mq', `  dataDir: ${join(tmp.dir, 'data')}`, '  heartbeatIntervalMs: 200',
-        'http:', '  port: 0',
-        'ca:', `  crlFile: ${join(dir(), 'crl.pem')}`,
-        'mqtt:', `  brokerUrl: mqtts://127.0.0.1:${ports.mtls}`, `  mosquittoDir: ${dir()}`, `  mosquittoPidFile: ${join(dir(), 'mosquitto.pid')}`, '  actionPollMs: 100',
-        '',
-      ].join('\n'),
-    );
-    expect((await cli('ca', 'init')).code).toBe(0);
-    const written = await cli('broker', 'mosquitto-config', '--out', dir(), '--provisioning-port', String(ports.provisioning), '--mtls-port', String(ports.mtls));
-    expect(written.code, written.stderr).toBe(0);
-    appendFileSync(join(dir(), 'mosquitto.conf'), `pid_file ${join(dir(), 'mosquitto.pid')}\n`);
-    broker = await Mosquitto.start(join(dir(), 'mosquitto.conf'), dir(), [tmp.dir]);
+    ({ config, broker, ports } = await agentWithMosquitto(tmp.dir, ['agent:', '  id: gw-mq', `  dataDir: ${join(tmp.dir, 'data')}`, '  heartbeatIntervalMs: 200', 'http:', '  port: 0']));
     daemon = Daemon.start(config);
     await daemon.ready();
     await daemon.waitForLog((l) => l.msg === 'connected to the MQTT broker');
