@@ -6,6 +6,7 @@ import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { Store } from '../store/database.js';
 import { SyncRepository, type DeadLetter } from '../store/syncRepository.js';
 import { SYNC_STATE } from '../sync/syncService.js';
+import type { LastDivergence } from '../sync/syncState.js';
 import { readSyncStatus, type SyncStatus } from '../sync/syncStatus.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { localAudit } from './common.js';
@@ -35,14 +36,15 @@ const statusText = (r: Status) =>
     `  backlog: ${r.backlog} device(s), ${r.batchesWaiting} batch(es) waiting`,
     r.stuck ? `  STUCK: ${r.stuck.batches} batch(es) not accepted since ${r.stuck.since} (sync.stuckAfterMs)` : '',
     `  dead letters: ${r.deadLetters}${r.deadLetters > 0 ? ' (edge-agent sync dead-letters; retry-dead-letters)' : ''}`,
-    r.lastReconcile ? `  last reconciliation: ${r.lastReconcile.at}, ${r.lastReconcile.queued} queued${divergence(r.lastReconcile.divergent)}` : '',
+    r.lastReconcile ? `  last reconciliation: ${r.lastReconcile.at}, ${r.lastReconcile.queued} queued` : '',
+    r.lastDivergence ? `  last divergence found: ${r.lastDivergence.at}, ${divergence(r.lastDivergence)}` : '',
   ]
     .filter((l) => l !== '')
     .map((l) => `${l}\n`)
     .join('');
 
-const divergence = (d: { missing: number; behind: number; ahead: number } | undefined) =>
-  d && d.missing + d.behind + d.ahead > 0 ? `; DIVERGED: ${d.missing} missing at the receiver, ${d.behind} behind, ${d.ahead} ahead` : '';
+const divergence = (d: LastDivergence) =>
+  `${d.missing} missing at the receiver, ${d.behind} at an older revision, ${d.ahead} at a newer one (e.g. ${d.examples.join(', ')}); sent again`;
 
 /** One dead letter: the HTTP status the receiver refused it with (200: a `rejected` result), and its answer. */
 const deadLetterText = (d: DeadLetter) =>

@@ -16,7 +16,7 @@ export class SyncMetrics {
   readonly dead: Gauge;
   readonly paused: Gauge;
   readonly stuck: Gauge;
-  readonly divergent: Gauge<'kind'>;
+  readonly divergent: Counter<'kind'>;
   readonly sent: Counter<'status'>;
   readonly batches: Counter<'result'>;
   readonly latency: Histogram;
@@ -30,8 +30,8 @@ export class SyncMetrics {
     this.dead = new Gauge({ name: 'edge_agent_sync_dead_letters', help: 'Items the receiver refused, waiting for a technician', registers });
     this.paused = new Gauge({ name: 'edge_agent_sync_paused', help: '1 while sync is paused (the receiver refuses the credentials)', registers });
     this.stuck = new Gauge({ name: 'edge_agent_sync_stuck_batches', help: 'Batches the receiver has not accepted for longer than sync.stuckAfterMs', registers });
-    this.divergent = new Gauge({ name: 'edge_agent_sync_divergent_devices', help: 'Devices the last reconciliation found diverged at the receiver (missing, behind, ahead)', labelNames: ['kind'], registers });
-    for (const kind of DIVERGENCE_KINDS) this.divergent.set({ kind }, 0);
+    this.divergent = new Counter({ name: 'edge_agent_sync_divergent_devices_total', help: 'Devices reconciliations found diverged at the receiver, by kind: missing, behind, ahead', labelNames: ['kind'], registers });
+    for (const kind of DIVERGENCE_KINDS) this.divergent.inc({ kind }, 0);
     this.sent = new Counter({ name: 'edge_agent_sync_items_total', help: 'Items answered by the receiver, by status', labelNames: ['status'], registers });
     this.batches = new Counter({ name: 'edge_agent_sync_batches_total', help: 'Batch requests, by result', labelNames: ['result'], registers });
     this.latency = new Histogram({ name: 'edge_agent_sync_batch_seconds', help: 'Time from sending a batch to its answer', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
@@ -55,8 +55,8 @@ export class SyncMetrics {
     }
   }
 
-  /** What a reconciliation found, in the gauge. */
+  /** What a reconciliation found, counted. */
   reconciled(found: Reconciliation): void {
-    for (const kind of DIVERGENCE_KINDS) this.divergent.set({ kind }, found[kind]);
+    for (const kind of DIVERGENCE_KINDS) this.divergent.inc({ kind }, found[kind]);
   }
 }

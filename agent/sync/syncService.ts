@@ -14,7 +14,7 @@ import { upstreamItem, type Location } from './record.js';
 import { BatchSchedule } from './schedule.js';
 import { SyncSender, type BatchOutcome } from './sender.js';
 import { SyncMetrics } from './syncMetrics.js';
-import { SYNC_STATE, type LastReconcile } from './syncState.js';
+import { SYNC_STATE, type LastDivergence, type LastReconcile } from './syncState.js';
 import { UpstreamClient } from './upstreamClient.js';
 
 export { SYNC_STATE } from './syncState.js';
@@ -232,11 +232,13 @@ export class SyncService implements Service {
     try {
       const found = await this.sender!.reconcile();
       if (asked) repo.clearState(SYNC_STATE.requestReconcile, asked);
-      const divergent = { missing: found.missing, behind: found.behind, ahead: found.ahead };
-      repo.setState(SYNC_STATE.lastReconcile, { at: new Date().toISOString(), queued: found.queued, divergent } satisfies LastReconcile);
+      const at = new Date().toISOString();
+      repo.setState(SYNC_STATE.lastReconcile, { at, queued: found.queued } satisfies LastReconcile);
       this.m.reconciled(found);
       if (found.missing + found.behind + found.ahead > 0) {
-        this.deps.log.warn({ ...divergent, examples: found.examples, queued: found.queued }, 'the receiver diverged from the agent: those devices are sent again');
+        const divergence: LastDivergence = { at, missing: found.missing, behind: found.behind, ahead: found.ahead, examples: found.examples };
+        repo.setState(SYNC_STATE.lastDivergence, divergence);
+        this.deps.log.warn({ ...divergence, queued: found.queued }, 'the receiver diverged from the agent: those devices are sent again');
       } else this.deps.log.info({ queued: found.queued }, 'reconciled with the receiver');
     } catch (err) {
       // Still wanted, tried again later; batches go on meanwhile (a receiver whose listing is broken still takes them).

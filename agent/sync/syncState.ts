@@ -9,11 +9,24 @@ export const SYNC_STATE = {
   requestNow: 'request.now',
   requestReconcile: 'request.reconcile',
   lastReconcile: 'lastReconcile',
+  lastDivergence: 'lastDivergence',
 } as const;
 
-/** What the last reconciliation did: when, how many devices it queued, and how many of them had diverged. */
+/** What the last reconciliation did: when, and how many devices it queued. */
 export interface LastReconcile {
   at: string;
   queued: number;
-  divergent?: { missing: number; behind: number; ahead: number };
+}
+
+/**
+ * The last reconciliation that found devices diverged at the receiver (not
+ * waiting to be sent, yet not held at their revision): missing there, held
+ * at an older revision (behind), or at a newer one than this database (ahead).
+ */
+export interface LastDivergence {
+  at: string;
+  missing: number;
+  behind: number;
+  ahead: number;
+  examples: string[];
 }

@@ -1,6 +1,6 @@
 import type { Config } from '../config/schema.js';
 import type { SyncRepository } from '../store/syncRepository.js';
-import { SYNC_STATE, type LastReconcile } from './syncState.js';
+import { SYNC_STATE, type LastDivergence, type LastReconcile } from './syncState.js';
 
 export interface SyncStatus {
   enabled: boolean;
@@ -16,6 +16,8 @@ export interface SyncStatus {
   stuck?: { batches: number; since: string };
   deadLetters: number;
   lastReconcile?: LastReconcile;
+  /** The last reconciliation that found devices diverged at the receiver. */
+  lastDivergence?: LastDivergence;
 }
 
 /** What the sync is doing, as the daemon last wrote it (the CLI and the API both show this). */
@@ -30,7 +32,7 @@ export function readSyncStatus(repo: SyncRepository, config: Config): SyncStatus
   };
   const stuck = repo.batchesOlderThan(new Date(Date.now() - config.sync.stuckAfterMs));
   if (stuck.count > 0 && stuck.since) out.stuck = { batches: stuck.count, since: stuck.since.toISOString() };
-  for (const key of ['paused', 'lastSuccess', 'lastError', 'nextAttemptAt', 'lastReconcile'] as const) {
+  for (const key of ['paused', 'lastSuccess', 'lastError', 'nextAttemptAt', 'lastReconcile', 'lastDivergence'] as const) {
     const v = repo.getState<never>(SYNC_STATE[key]);
     if (v !== undefined) (out as unknown as Record<string, unknown>)[key] = v;
   }
