@@ -1,4 +1,3 @@
-import { statSync } from 'node:fs';
 import type { CaService } from '../ca/caService.js';
 import { ensureAgentClient } from '../ca/localIdentity.js';
 import type { Config } from '../config/schema.js';
@@ -11,11 +10,14 @@ import { DeviceRepository } from '../store/deviceRepository.js';
 import type { StoreService } from '../store/storeService.js';
 import { SyncRepository, type StoredBatch } from '../store/syncRepository.js';
 import { upstreamItem, type Location } from './record.js';
+import { ReconcileSchedule } from './reconcileSchedule.js';
 import { BatchSchedule } from './schedule.js';
 import { SyncSender, type BatchOutcome } from './sender.js';
 import { SyncMetrics } from './syncMetrics.js';
-import { SYNC_STATE, type LastDivergence, type LastReconcile } from './syncState.js';
+import { SyncPause } from './syncPause.js';
+import { SYNC_STATE } from './syncState.js';
 import { UpstreamClient } from './upstreamClient.js';
+import { Wakeups } from './wakeups.js';
 
 export { SYNC_STATE } from './syncState.js';
 
@@ -52,23 +54,20 @@ export class SyncService implements Service {
   private repo: SyncRepository | undefined;
   private sender: SyncSender | undefined;
   private client: UpstreamClient | undefined;
+  private pauses: SyncPause | undefined;
+  private reconciles: ReconcileSchedule | undefined;
   private running: Promise<void> | undefined;
   private stopping = false;
-  private readonly wakers = new Set<() => void>();
+  private readonly waits = new Wakeups();
   private readonly sending = new Set<string>();
   private readonly schedule = new BatchSchedule();
   private readonly m: SyncMetrics;
   private failures = 0;
-  private tokenMtime = 0;
-  private startedAt = Date.now();
-  private reconcileRetryAt = 0;
-  private staleReconcileAt = 0;
   private holdUntil = 0;
   /** No new batch is built before this (a receiver that leaves items out of its answers is backed off from). */
   private buildAfter = 0;
   private refusedStreak = 0;
   private nextAttempt: string | undefined;
-  private poll: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: SyncServiceDeps) {
     this.config = deps.config;
@@ -77,10 +76,11 @@ export class SyncService implements Service {
 
   async start(): Promise<void> {
     const { store } = this.deps.storage;
-    this.repo = new SyncRepository(store);
-    this.m.refresh(this.repo, this.config.sync.stuckAfterMs, this.deps.log);
-    // A pause outlives a restart, and so does its alarm.
-    this.m.paused.set(this.repo.getState<string>(SYNC_STATE.paused) ? 1 : 0);
+    const repo = (this.repo = new SyncRepository(store));
+    const { log } = this.deps;
+    this.m.refresh(repo, this.config.sync.stuckAfterMs, log);
+    this.pauses = new SyncPause({ log, repo, metrics: this.m, tokenFile: () => this.config.sync.tokenFile });
+    this.pauses.start();
     if (!this.config.sync.enabled) return;
     const s = this.config.sync;
     const identity = s.clientCertificate ? await ensureAgentClient(this.deps.ca, this.config, this.deps.log, 'mqtt') : undefined;
@@ -92,14 +92,12 @@ export class SyncService implements Service {
       ...(s.tokenFile ? { tokenFile: s.tokenFile } : {}),
       timeoutMs: s.timeoutMs,
     });
-    // Paused before a restart: compared with the file as it was when the pause began, so a token fixed meanwhile is seen.
-    this.tokenMtime = this.repo.getState<number>(SYNC_STATE.pausedTokenMtime) ?? this.mtime();
     const certificates = new CertificateRepository(store);
     const devices = new DeviceRepository(store);
     this.sender = new SyncSender({
-      log: this.deps.log,
+      log,
       store,
-      repo: this.repo,
+      repo,
       client: this.client,
       items: (limit) => {
         const location = this.location();
@@ -107,59 +105,24 @@ export class SyncService implements Service {
       },
       limits: () => ({ batchSize: this.config.sync.batchSize, batchMaxBytes: this.config.sync.batchMaxBytes }),
     });
-    if (s.reconcileOnStart) this.repo.setState(SYNC_STATE.requestReconcile, new Date().toISOString());
-    this.startedAt = Date.now();
-    this.deps.bus?.on('sync.requested', this.name, () => this.wake());
-    this.watch();
+    this.reconciles = new ReconcileSchedule({ log, repo, sender: this.sender, metrics: this.m, config: () => this.config.sync });
+    if (s.reconcileOnStart) this.reconciles.request();
+    this.deps.bus?.on('sync.requested', this.name, () => this.waits.wake());
+    // Every idleMs, even while the workers wait out a backoff: the stuck alarm, and a request the CLI left with --local.
+    this.waits.poll(() => this.config.sync.idleMs, () => {
+      try {
+        this.m.refresh(repo, this.config.sync.stuckAfterMs, log);
+        return repo.getState(SYNC_STATE.requestNow) !== undefined || repo.getState(SYNC_STATE.requestReconcile) !== undefined;
+      } catch (err) {
+        log.warn({ err }, 'sync: looking for requests failed');
+        return false;
+      }
+    });
     this.running = Promise.all(Array.from({ length: IN_FLIGHT }, (_, i) => this.worker(i))).then(() => undefined);
   }
 
   private location(): Location {
     return Object.fromEntries(Object.entries(this.config.sync.location).filter(([, v]) => v !== '')) as Location;
-  }
-
-  private mtime(): number {
-    try {
-      return this.config.sync.tokenFile ? statSync(this.config.sync.tokenFile).mtimeMs : 0;
-    } catch {
-      return 0;
-    }
-  }
-
-  /**
-   * Every sync.idleMs, even while the workers wait out a backoff: the stuck
-   * alarm, and a request another process (the CLI with --local) left in
-   * sync_state, which wakes the workers.
-   */
-  private watch(): void {
-    this.poll = setTimeout(() => {
-      try {
-        const repo = this.repo!;
-        this.m.refresh(repo, this.config.sync.stuckAfterMs, this.deps.log);
-        if (repo.getState(SYNC_STATE.requestNow) !== undefined || repo.getState(SYNC_STATE.requestReconcile) !== undefined) this.wake();
-      } catch (err) {
-        this.deps.log.warn({ err }, 'sync: looking for requests failed');
-      }
-      if (!this.stopping) this.watch();
-    }, this.config.sync.idleMs);
-    this.poll.unref();
-  }
-
-  /** Waits `ms`, or less when woken (a request, a reload, stop). */
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wakers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wakers.add(done);
-    });
-  }
-
-  private wake(): void {
-    for (const w of [...this.wakers]) w();
   }
 
   /**
@@ -171,7 +134,7 @@ export class SyncService implements Service {
     this.holdUntil = 0;
     this.buildAfter = 0;
     this.deps.log.info({ reason }, 'sync: every wait ended');
-    this.wake();
+    this.waits.wake();
   }
 
   /** IN_FLIGHT workers: while one waits for the receiver, the next builds and sends its batch. */
@@ -189,7 +152,7 @@ export class SyncService implements Service {
         delay = this.backoff();
       }
       this.m.refresh(repo, this.config.sync.stuckAfterMs, this.deps.log);
-      if (delay > 0 && !this.stopping) await this.sleep(delay);
+      if (delay > 0 && !this.stopping) await this.waits.sleep(delay);
     }
   }
 
@@ -204,49 +167,15 @@ export class SyncService implements Service {
     }
     // A receiver that asked for a pause (Retry-After) gets it from every worker.
     if (Date.now() < this.holdUntil) return this.noteNext(repo, this.holdUntil);
-    const paused = repo.getState<string>(SYNC_STATE.paused);
-    if (paused) {
-      // Paused on a 401: until a technician asks (sync now), or the token file changes.
-      const mtime = this.mtime();
-      if (!now && mtime === this.tokenMtime) return s.idleMs;
-      this.tokenMtime = mtime;
-      this.client!.rereadToken();
+    // Paused on a 401: until a technician asks (sync now), or the token file changes.
+    const pause = this.pauses!.check(Boolean(now), this.client!);
+    if (pause === 'paused') return s.idleMs;
+    if (pause === 'resumed') {
       this.refusedStreak = 0;
-      repo.setState(SYNC_STATE.paused, undefined);
-      repo.setState(SYNC_STATE.pausedTokenMtime, undefined);
-      this.m.paused.set(0);
-      this.deps.log.info('sync resumed');
-      this.wake();
+      this.waits.wake();
     }
-    if (worker === 0) await this.reconcileIfDue(repo);
+    if (worker === 0) await this.reconciles!.runIfDue();
     return this.sendNext(repo);
-  }
-
-  /** A reconciliation asked for (at start, by a technician, after a stale answer), or due (sync.reconcileIntervalMs). */
-  private async reconcileIfDue(repo: SyncRepository): Promise<void> {
-    const s = this.config.sync;
-    const asked = repo.getState<string>(SYNC_STATE.requestReconcile);
-    const last = repo.getState<LastReconcile>(SYNC_STATE.lastReconcile);
-    const due = s.reconcileIntervalMs > 0 && Date.now() - Math.max(last ? Date.parse(last.at) : 0, this.startedAt) >= s.reconcileIntervalMs;
-    if ((!asked && !due) || Date.now() < this.reconcileRetryAt) return;
-    try {
-      const found = await this.sender!.reconcile();
-      if (asked) repo.clearState(SYNC_STATE.requestReconcile, asked);
-      const at = new Date().toISOString();
-      repo.setState(SYNC_STATE.lastReconcile, { at, queued: found.queued } satisfies LastReconcile);
-      this.m.reconciled(found);
-      if (found.missing + found.behind + found.ahead > 0) {
-        const divergence: LastDivergence = { at, missing: found.missing, behind: found.behind, ahead: found.ahead, examples: found.examples };
-        repo.setState(SYNC_STATE.lastDivergence, divergence);
-        this.deps.log.warn({ ...divergence, queued: found.queued }, 'the receiver diverged from the agent: those devices are sent again');
-      } else this.deps.log.info({ queued: found.queued }, 'reconciled with the receiver');
-    } catch (err) {
-      // Still wanted, tried again later; batches go on meanwhile (a receiver whose listing is broken still takes them).
-      const message = (err as Error).message;
-      this.reconcileRetryAt = Date.now() + s.retryMaxMs;
-      repo.setState(SYNC_STATE.lastError, `reconciliation: ${message}`);
-      this.deps.log.warn({ error: message }, 'reconciliation with the receiver failed; trying again later');
-    }
   }
 
   /** Sends the oldest batch that is due; builds a new one only while fewer than IN_FLIGHT wait for a retry. */
@@ -297,15 +226,11 @@ export class SyncService implements Service {
         // Item after item refused alone: the receiver refuses everything (a schema change, a proxy): pause rather than dead-letter the inventory.
         this.refusedStreak = outcome.counts.applied || outcome.counts.stale ? 0 : this.refusedStreak + (outcome.counts['dead-letter'] ?? 0);
         if (this.refusedStreak >= REFUSED_STREAK) {
-          this.pause(repo, `the receiver refused ${this.refusedStreak} items in a row, each alone (last: batch ${batch.key}); they are in the dead letters`);
+          this.pauses!.pause(`the receiver refused ${this.refusedStreak} items in a row, each alone (last: batch ${batch.key}); they are in the dead letters`);
           return this.config.sync.idleMs;
         }
         // Stale at its first send: the receiver holds a newer revision than this agent sent (changed behind its back).
-        if (outcome.counts.stale && batch.attempts === 0 && sentAt >= this.staleReconcileAt) {
-          this.staleReconcileAt = sentAt + this.config.sync.retryMaxMs;
-          repo.setState(SYNC_STATE.requestReconcile, new Date().toISOString());
-          this.deps.log.warn({ batch: batch.key, stale: outcome.counts.stale }, 'the receiver answered stale to a first send: it holds newer revisions; reconciling');
-        }
+        if (outcome.counts.stale && batch.attempts === 0) this.reconciles!.staleAtFirstSend(batch.key, outcome.counts.stale, sentAt);
         if (this.nextAttempt !== undefined) this.noteNext(repo, this.schedule.earliest(repo.batchKeys()));
         const at = new Date();
         repo.setState(SYNC_STATE.lastSuccess, at.toISOString());
@@ -316,14 +241,14 @@ export class SyncService implements Service {
       }
       case 'split':
         this.schedule.forget(batch.key);
-        this.wake();
+        this.waits.wake();
         return 0;
       case 'unauthorized': {
         // Sent with a token since replaced (the other worker reread it): try again with the new one.
         if (outcome.tokenVersion !== undefined && outcome.tokenVersion !== this.client!.tokenVersion) return 0;
         // The token may have been replaced in its file since it was read: read once more, and try again with it.
         if (this.client!.rereadToken()) return 0;
-        this.pause(repo, outcome.message);
+        this.pauses!.pause(outcome.message);
         return this.config.sync.idleMs;
       }
       case 'throttled': {
@@ -379,25 +304,15 @@ export class SyncService implements Service {
     return Math.floor(Math.random() * Math.min(s.retryMaxMs, s.retryInitialMs * 2 ** Math.min(failures, 30)));
   }
 
-  private pause(repo: SyncRepository, reason: string): void {
-    repo.setState(SYNC_STATE.paused, reason);
-    repo.setState(SYNC_STATE.lastError, reason);
-    this.tokenMtime = this.mtime();
-    repo.setState(SYNC_STATE.pausedTokenMtime, this.tokenMtime);
-    this.m.paused.set(1);
-    this.deps.log.error({ reason }, 'sync paused until the token file changes or edge-agent sync now');
-  }
-
   reload(config: Config): void {
     this.config = config;
-    this.wake();
+    this.waits.wake();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
-    clearTimeout(this.poll);
     this.deps.bus?.off(this.name);
-    this.wake();
+    this.waits.stop();
     // A request in flight is cut off: its batch stays stored and is sent again, under the same key, at the next start.
     this.client?.close();
     await this.running;
