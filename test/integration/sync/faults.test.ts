@@ -184,7 +184,7 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     expect(sync.deadLetterCount()).toBe(0);
     expect(sync.batches().map((b) => b.items.length).sort()).toEqual([1, 2]);
     // The alarm: in the log, in /metrics and in sync status.
-    await daemon.waitForLog((l) => l.msg.startsWith('sync stuck') && Date.parse(String(l.since)) >= start - 1_000, 15_000, from);
+    const raised = await daemon.waitForLog((l) => l.msg.startsWith('sync stuck') && Date.parse(String(l.since)) >= start - 1_000, 15_000, from);
     expect(await metrics()).toMatch(/^edge_agent_sync_stuck_batches [12]$/m);
     const status = await cli<{ stuck?: { batches: number; since: string }; deadLetters: number }>('sync', 'status');
     expect(status.stuck?.batches).toBeGreaterThanOrEqual(1);
@@ -195,7 +195,7 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     // Back: everything arrives, nothing was lost, the alarm clears.
     receiver = await receiver.restart();
     await converged();
-    await daemon.waitForLog((l) => l.msg === 'sync no longer stuck', 15_000, from);
+    await daemon.waitForLog((l) => l.msg === 'sync no longer stuck', 15_000, daemon.logs.indexOf(raised) + 1);
     expect(await metrics()).toMatch(/^edge_agent_sync_stuck_batches 0$/m);
     expect((await cli<{ stuck?: unknown }>('sync', 'status')).stuck).toBeUndefined();
     expect(sync.deadLetterCount()).toBe(0);
