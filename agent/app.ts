@@ -44,6 +44,7 @@ export class App implements HealthSource {
   readonly ca: CaService;
   readonly mqtt: MqttService | undefined;
   readonly opcua: OpcuaService | undefined;
+  private readonly sync: SyncService | undefined;
   private readonly runner: ServiceRunner;
   private readonly api: Api;
   private readonly runs: RunRecorder;
@@ -87,7 +88,8 @@ export class App implements HealthSource {
       ? new MqttService({ log: logs.child('mqtt'), config: c, storage, ca: this.ca, metrics: this.metrics, bus: this.bus })
       : undefined;
     this.opcua = c.opcua.enabled ? new OpcuaService({ log: logs.child('opcua'), config: c, storage, ca: this.ca, bus: this.bus }) : undefined;
-    const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c, storage, ca: this.ca, metrics: this.metrics }) : undefined;
+    const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c, storage, ca: this.ca, metrics: this.metrics, bus: this.bus }) : undefined;
+    this.sync = sync;
     this.runner = new ServiceRunner({
       log: logs.child('lifecycle'),
       services: [lock, storage, this.runs, this.ca, ...(this.mqtt ? [this.mqtt] : []), ...(this.opcua ? [this.opcua] : []), ...(sync ? [sync] : []), this.http],
@@ -191,6 +193,8 @@ export class App implements HealthSource {
       outcome = 'invalid';
     }
     this.metrics.configReloads.inc({ result: outcome });
+    // Whatever became of the file: an operator's SIGHUP also ends the sync's waits (a receiver back after an outage is tried at once).
+    this.sync?.hurry('SIGHUP');
     if (this.currentPhase === 'reloading') this.currentPhase = 'running';
     notifier.ready(`Running (last reload: ${outcome.replace('_', ' ')}), log level ${logs.level}`);
     return outcome;

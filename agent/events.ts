@@ -8,6 +8,8 @@ export interface AgentEvents {
   'certificate.expiring': { serial: string; profile: string; identity: string; notAfter: Date };
   /** An OPC UA push attempt ended: done, failed (retried), unsupported or stopped. */
   'opcua.push': { deviceId: string; status: string; serial?: string; reason?: string };
+  /** A technician asked for a sync or a reconciliation, recorded in sync_state first: the sync looks at once. */
+  'sync.requested': { what: 'now' | 'reconcile' };
   /** A discovery run moved on: the technician interface shows it. */
   'discovery.progress': {
     runId: number;

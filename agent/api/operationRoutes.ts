@@ -4,6 +4,7 @@ import { PROFILE_NAMES, type ProfileName } from '../../certs/profiles/index.js';
 import { REVOCATION_REASON_CODES, type CertificateStatus, type RevocationReason } from '../../certs/store.js';
 import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
+import type { EventBus } from '../events.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
 import type { Store } from '../store/database.js';
 import { SyncRepository } from '../store/syncRepository.js';
@@ -15,6 +16,8 @@ export interface OperationRouteDeps {
   config: () => Config;
   store: () => Store;
   ca: Pick<CaService, 'revoke'>;
+  /** Tells the sync a request is waiting in sync_state (it would otherwise find it within sync.idleMs). */
+  bus?: Pick<EventBus, 'emit'>;
 }
 
 const STATUSES: readonly CertificateStatus[] = ['valid', 'revoked', 'superseded'];
@@ -104,7 +107,7 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
     },
     ...(
       [
-        ['now', SYNC_STATE.requestNow, 'send what waits now, and resume a sync paused on a refused token', 'sync.now'],
+        ['now', SYNC_STATE.requestNow, 'send what waits now, ending any backoff or Retry-After wait, and resume a sync paused on a refused token', 'sync.now'],
         ['reconcile', SYNC_STATE.requestReconcile, 'compare with the receiver and queue what it lacks', 'sync.reconcile'],
       ] as const
     ).map(
@@ -120,6 +123,8 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
             sync().setState(key, new Date().toISOString());
             ctx.audit(`sync.${what}`, 'sync', 'accepted');
           });
+          // Committed first: the sync reads the request from sync_state, and ends its waits at once.
+          deps.bus?.emit('sync.requested', { what });
           return { status: 202, body: { requested: what } };
         },
       }),

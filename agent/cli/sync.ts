@@ -6,6 +6,7 @@ import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { Store } from '../store/database.js';
 import { SyncRepository, type DeadLetter } from '../store/syncRepository.js';
 import { SYNC_STATE } from '../sync/syncService.js';
+import type { LastDivergence } from '../sync/syncState.js';
 import { readSyncStatus, type SyncStatus } from '../sync/syncStatus.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { localAudit } from './common.js';
@@ -33,14 +34,23 @@ const statusText = (r: Status) =>
     r.lastError ? `  last error: ${r.lastError}` : '',
     r.nextAttemptAt ? `  next attempt: ${r.nextAttemptAt}` : '',
     `  backlog: ${r.backlog} device(s), ${r.batchesWaiting} batch(es) waiting`,
+    r.stuck ? `  STUCK: ${r.stuck.batches} batch(es) not accepted since ${r.stuck.since} (sync.stuckAfterMs)` : '',
     `  dead letters: ${r.deadLetters}${r.deadLetters > 0 ? ' (edge-agent sync dead-letters; retry-dead-letters)' : ''}`,
     r.lastReconcile ? `  last reconciliation: ${r.lastReconcile.at}, ${r.lastReconcile.queued} queued` : '',
-    '',
+    r.lastDivergence ? `  last divergence found: ${r.lastDivergence.at}, ${divergence(r.lastDivergence)}` : '',
   ]
     .filter((l) => l !== '')
-    .join('\n');
+    .map((l) => `${l}\n`)
+    .join('');
 
-/** Leaves a request for the daemon in sync_state; it acts on it at its next look (after any wait the receiver asked for, or a backoff). */
+const divergence = (d: LastDivergence) =>
+  `${d.missing} missing at the receiver, ${d.behind} at an older revision, ${d.ahead} at a newer one (e.g. ${d.examples.join(', ')}); sent again`;
+
+/** One dead letter: the HTTP status the receiver refused it with (200: a `rejected` result), and its answer. */
+const deadLetterText = (d: DeadLetter) =>
+  `${d.deviceId} revision ${d.revision} (${d.at.toISOString()}): ${d.status === undefined ? '' : d.status === 200 ? 'rejected: ' : `HTTP ${d.status}: `}${d.error}`;
+
+/** Leaves a request for the daemon in sync_state; a running daemon looks for one every sync.idleMs, and ends its waits for it. */
 function request(config: Config, key: string, what: string, action: string): { requested: string; daemonRunning: boolean } {
   if (!config.sync.enabled) throw new RefusedError('sync is off (sync.enabled: false)');
   return withSync(config, (repo, store) => {
@@ -63,7 +73,7 @@ export function registerSyncCommands(program: Command, result: { code: number })
     result.code = await runApi(o, async (client) => ({ ...(await client.call<SyncStatus>('GET', '/api/v1/sync/status')).body, daemonRunning: true }), statusText, { what: 'read from the database directly', run: status });
   });
   for (const [name, key, what, description] of [
-    ['now', SYNC_STATE.requestNow, 'a sync', 'send what waits now, and resume a sync paused on a refused token'],
+    ['now', SYNC_STATE.requestNow, 'a sync', 'send what waits now, ending any backoff or Retry-After wait, and resume a sync paused on a refused token'],
     ['reconcile', SYNC_STATE.requestReconcile, 'a reconciliation', 'compare with what the receiver holds and queue every device it lacks or holds at an older revision'],
   ] as const) {
     apiOptions(sync.command(name).description(description)).action(async (o: ApiOptions) => {
@@ -75,7 +85,7 @@ export function registerSyncCommands(program: Command, result: { code: number })
   }
   apiOptions(sync.command('dead-letters').description('items the receiver refused, with its reason')).action(async (o: ApiOptions) => {
     result.code = await runApi(o, async (client) => (await client.call<{ items: DeadLetter[] }>('GET', '/api/v1/sync/dead-letters')).body.items.map((d) => ({ ...d, at: new Date(d.at) })), (rows: DeadLetter[]) =>
-      rows.length === 0 ? 'no dead letters\n' : `${rows.map((d) => `${d.deviceId} revision ${d.revision} (${d.at.toISOString()}): ${d.status ?? ''} ${d.error}`).join('\n')}\n`, {
+      rows.length === 0 ? 'no dead letters\n' : `${rows.map(deadLetterText).join('\n')}\n`, {
       what: 'read from the database directly',
       run: (config) => withSync(config, (repo) => repo.deadLetters()),
     });

@@ -157,6 +157,13 @@ const syncSchema = z
     retryMaxMs: int(10, 86_400_000, 'longest wait between attempts, in milliseconds'),
     idleMs: int(10, 3_600_000, 'how often to look for changes when nothing waits, in milliseconds'),
     reconcileOnStart: z.boolean().describe('compare with what the receiver holds at every start'),
+    reconcileIntervalMs: z
+      .number()
+      .int()
+      .refine((v) => v === 0 || (v >= 1_000 && v <= 604_800_000), 'must be 0 (off) or 1000 to 604800000')
+      .describe('compare with what the receiver holds this often and report what diverged, in milliseconds; 0: only at start and on request (whole number, 0 or 1000 to 604800000)'),
+    splitAfterServerErrors: int(1, 1_000, '5xx answers to the same batch after which it is split to find the item at fault'),
+    stuckAfterMs: int(1_000, 604_800_000, 'a batch unanswered this long raises the stuck alarm, in milliseconds'),
     location: z
       .strictObject({ site: z.string().max(128), area: z.string().max(128), line: z.string().max(128), cell: z.string().max(128) })
       .describe('where this gateway is: sent with every record (empty fields are left out)'),
@@ -381,6 +388,9 @@ export function defaultConfig(): Config {
       retryMaxMs: 300_000,
       idleMs: 1_000,
       reconcileOnStart: true,
+      reconcileIntervalMs: 3_600_000,
+      splitAfterServerErrors: 5,
+      stuckAfterMs: 900_000,
       location: { site: '', area: '', line: '', cell: '' },
     },
     lifecycle: { startTimeoutMs: 30_000, stopTimeoutMs: 5_000 },

@@ -101,8 +101,30 @@ export class SyncRepository {
     });
   }
 
-  storeBatch(key: string, items: OutboxEntry[], body: string): void {
-    this.store.statement('INSERT INTO sync_batches (key, created_at, items, body) VALUES (?, ?, ?, ?)').run(key, new Date().toISOString(), JSON.stringify(items), body);
+  /** `createdAt`: when the first batch these items went in was made (the halves of a split keep it, for order and the stuck alarm). */
+  storeBatch(key: string, items: OutboxEntry[], body: string, createdAt = new Date()): void {
+    this.store.statement('INSERT INTO sync_batches (key, created_at, items, body) VALUES (?, ?, ?, ?)').run(key, createdAt.toISOString(), JSON.stringify(items), body);
+  }
+
+  /** The stored batches' keys, oldest first, without reading their bodies. */
+  batchKeys(): string[] {
+    return (this.store.statement('SELECT key FROM sync_batches ORDER BY created_at, key').all() as { key: string }[]).map((r) => r.key);
+  }
+
+  batch(key: string): StoredBatch | undefined {
+    const r = this.store.statement('SELECT * FROM sync_batches WHERE key = ?').get(key) as { key: string; created_at: string; items: string; body: string; attempts: number } | undefined;
+    return r && { key: r.key, createdAt: new Date(r.created_at), items: JSON.parse(r.items) as OutboxEntry[], body: r.body, attempts: r.attempts };
+  }
+
+  /** Batches made before `before` and still unanswered: how many, and since when the oldest waits. */
+  batchesOlderThan(before: Date): { count: number; since?: Date } {
+    const r = this.store.statement('SELECT count(*) AS n, min(created_at) AS oldest FROM sync_batches WHERE created_at < ?').get(before.toISOString()) as { n: number; oldest: string | null };
+    return { count: r.n, ...(r.oldest ? { since: new Date(r.oldest) } : {}) };
+  }
+
+  /** The devices waiting in the outbox (for reconciliation: a device waiting to be sent has not diverged). */
+  outboxDevices(): Set<string> {
+    return new Set((this.store.statement('SELECT device_id FROM sync_outbox').all() as { device_id: string }[]).map((r) => r.device_id));
   }
 
   batches(): StoredBatch[] {

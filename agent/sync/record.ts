@@ -40,6 +40,31 @@ export interface UpstreamItem {
 }
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
+const obj = (v: unknown): Record<string, unknown> | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined);
+
+/**
+ * The MQTT topics a device was seen on, from what enrollment and discovery
+ * recorded in its `source` (each keeps its latest): the enrollment request
+ * topic (`provisioning` is `{mqtt.topicPrefix}/{id}`), and the announcement
+ * topic of each discovery source (agent/discovery/announcements.ts), rebuilt
+ * from its details where they do not hold it.
+ */
+function topicsOf(source: Record<string, unknown>): string[] {
+  const topics: string[] = [];
+  const provisioning = str(source.provisioning);
+  if (provisioning) topics.push(`${provisioning}/request`);
+  for (const [key, value] of Object.entries(source)) {
+    const d = obj(value);
+    if (!d || key === 'opcua') continue;
+    const parts = (...levels: unknown[]) => (levels.every((l) => str(l) !== null) ? (levels as string[]).join('/') : null);
+    const topic =
+      str(d.topic) ??
+      (key === 'sparkplug' ? parts('spBv1.0', d.group, d.message, d.edgeNode, ...(d.device !== undefined ? [d.device] : [])) : null) ??
+      (key === 'homeassistant' ? parts('homeassistant', d.component, ...(d.nodeId !== undefined ? [d.nodeId] : []), d.objectId, 'config') : null);
+    if (topic) topics.push(topic);
+  }
+  return [...new Set(topics)].sort();
+}
 
 /**
  * The record of a device at its current revision; `certificate` is its
@@ -55,9 +80,6 @@ export function upstreamItem(device: Device, certificate: CertificateRecord | un
     deviceSet?: { productInstanceUri?: string; assetId?: string; softwareRevision?: string }[];
   };
   const di = opcua.deviceSet?.[0];
-  const topics = Object.entries(device.source)
-    .filter(([key]) => key !== 'opcua')
-    .flatMap(([, v]) => Object.values((v ?? {}) as Record<string, unknown>).filter((t): t is string => typeof t === 'string' && t.includes('/')));
   const record: UpstreamRecord = {
     deviceId: device.id,
     assetTag: str(device.assetTag) ?? str(di?.assetId),
@@ -72,7 +94,7 @@ export function upstreamItem(device: Device, certificate: CertificateRecord | un
     deviceClass: device.protocol === 'opcua' ? 'opcua-server' : 'mqtt-device',
     displayName: str(device.nameplate.displayName),
     location: { ...location, ...device.location },
-    source: { protocol: device.protocol, endpoint: str(opcua.endpointUrl), applicationUri: str(opcua.applicationUri), topics: [...new Set(topics)].sort() },
+    source: { protocol: device.protocol, endpoint: str(opcua.endpointUrl), applicationUri: str(opcua.applicationUri), topics: topicsOf(device.source) },
     certificate: certificate
       ? { status: certificate.status, serial: certificate.serial, thumbprint: certificate.thumbprint, notAfter: certificate.notAfter.toISOString() }
       : null,

@@ -8,10 +8,24 @@ import { UpstreamUnreachable } from './upstreamClient.js';
 
 export type BatchOutcome =
   | { kind: 'answered'; counts: Record<string, number> }
-  | { kind: 'split'; message: string }
+  | { kind: 'split'; message: string; keys: string[] }
   | { kind: 'unauthorized'; message: string; tokenVersion?: number }
   | { kind: 'throttled'; message: string; retryAfterMs?: number }
-  | { kind: 'failed'; message: string; unreachable: boolean };
+  /** `status`: the receiver's HTTP status, when it answered. */
+  | { kind: 'failed'; message: string; unreachable: boolean; status?: number; detail?: string; partial?: boolean };
+
+/** What a reconciliation found: queued to be sent, and the devices that had diverged (no change waiting explains them). */
+export interface Reconciliation {
+  queued: number;
+  /** The receiver lacks them. */
+  missing: number;
+  /** The receiver holds an older revision. */
+  behind: number;
+  /** The receiver holds a newer revision than this database. */
+  ahead: number;
+  /** A few of the devices that diverged. */
+  examples: string[];
+}
 
 export interface SyncSenderDeps {
   log: Logger;
@@ -51,12 +65,14 @@ export class SyncSender {
   constructor(private readonly deps: SyncSenderDeps) {}
 
   /**
-   * The next batch to send: a stored one not being sent already (sent
-   * again under its key), else a new one built from outbox entries in no
-   * stored batch, stored before it is sent; undefined when nothing waits.
+   * The next batch to send: the oldest stored one `available` (sent again
+   * under its key), else, if `build`, a new one made from outbox entries in
+   * no stored batch and stored before it is sent; undefined when none.
    */
-  next(sending: ReadonlySet<string>): StoredBatch | undefined {
-    return this.deps.repo.batches().find((b) => !sending.has(b.key)) ?? this.build();
+  next(available: (key: string) => boolean, build: boolean): StoredBatch | undefined {
+    const key = this.deps.repo.batchKeys().find(available);
+    const stored = key !== undefined ? this.deps.repo.batch(key) : undefined;
+    return stored ?? (build ? this.build() : undefined);
   }
 
   /** A new batch from the outbox, stored durably; undefined when nothing waits outside stored batches. */
@@ -99,8 +115,8 @@ export class SyncSender {
       const wait = retryAfterMs(answer.headers['retry-after']);
       return { kind: 'throttled', message: `receiver busy: ${detail}`, ...(wait !== undefined ? { retryAfterMs: wait } : {}) };
     }
-    if (answer.status === 400 || answer.status === 413 || answer.status === 422) return this.refused(batch, answer.status, detail);
-    return { kind: 'failed', message: `receiver answered ${detail}`, unreachable: false };
+    if (answer.status === 400 || answer.status === 413 || answer.status === 422) return this.isolate(batch, answer.status, answer.body);
+    return { kind: 'failed', message: `receiver answered ${detail}`, unreachable: false, status: answer.status, detail: answer.body };
   }
 
   /** 200: each item applied or stale leaves the outbox; rejected ones go to dead letters; the batch is done. */
@@ -137,38 +153,48 @@ export class SyncSender {
     const answeredItems = Object.values(counts).reduce((a, b) => a + b, 0);
     if (answeredItems < batch.items.length) {
       // Items without a result (for the revision sent) stay in the outbox; a receiver that keeps leaving them out is backed off from.
-      return { kind: 'failed', message: `the receiver answered ${answeredItems} of the ${batch.items.length} items (results must name each item's deviceId and the revision sent)`, unreachable: false };
+      return { kind: 'failed', message: `the receiver answered ${answeredItems} of the ${batch.items.length} items (results must name each item's deviceId and the revision sent)`, unreachable: false, partial: true };
     }
     return { kind: 'answered', counts };
   }
 
-  /** 400/413/422: the batch is split in two and each half sent on its own, until the one item at fault is found and dead-lettered. */
-  private refused(batch: StoredBatch, status: number, detail: string): BatchOutcome {
+  /**
+   * A batch the receiver refuses (400, 413, 422; 5xx answered too often):
+   * split in two, each half sent on its own under a new key, until the one
+   * item at fault is alone; that one goes to the dead letters with the
+   * status and the receiver's answer (`answer`).
+   */
+  isolate(batch: StoredBatch, status: number, answer: string): BatchOutcome {
     const { repo, store, log } = this.deps;
     const items = (JSON.parse(batch.body) as { items: UpstreamItem[] }).items;
+    const keys: string[] = [];
     store.durable(() => {
       repo.deleteBatch(batch.key);
       if (items.length === 1) {
-        repo.deadLetter(items[0]!.deviceId, items[0]!.revision, status, detail);
+        repo.deadLetter(items[0]!.deviceId, items[0]!.revision, status, answer);
         return;
       }
       const half = Math.ceil(items.length / 2);
       for (const part of [items.slice(0, half), items.slice(half)]) {
-        repo.storeBatch(randomUUID(), part.map((i) => ({ deviceId: i.deviceId, revision: i.revision })), body(part));
+        const key = randomUUID();
+        repo.storeBatch(key, part.map((i) => ({ deviceId: i.deviceId, revision: i.revision })), body(part), batch.createdAt);
+        keys.push(key);
       }
     });
     if (items.length === 1) {
-      log.warn({ device: items[0]!.deviceId, revision: items[0]!.revision, status }, 'the receiver refuses this item: moved to the dead letters');
+      log.warn({ device: items[0]!.deviceId, revision: items[0]!.revision, status, batch: batch.key }, 'the receiver refuses this item: moved to the dead letters');
       return { kind: 'answered', counts: { 'dead-letter': 1 } };
     }
-    return { kind: 'split', message: `receiver refused a batch of ${items.length} (${detail}): sending its halves` };
+    return { kind: 'split', message: `receiver refused a batch of ${items.length} (${status} ${answer.slice(0, 300)}): sending its halves`, keys };
   }
 
   /**
    * Lists what the receiver holds and queues every device it lacks or holds
-   * at an older revision; returns how many were queued.
+   * at an older revision (one it holds newer is raised above it); says how
+   * many were queued and how many of them had diverged: not waiting in the
+   * outbox, a stored batch or the dead letters, yet not held at their revision.
    */
-  async reconcile(): Promise<number> {
+  async reconcile(): Promise<Reconciliation> {
     const { repo, store } = this.deps;
     // Answers that arrive while the listing is read are newer than it: what they acknowledge is not queued again.
     const acked = new Map<string, number>();
@@ -180,7 +206,7 @@ export class SyncSender {
     }
   }
 
-  private async compare(repo: SyncRepository, store: Store, acked: Map<string, number>): Promise<number> {
+  private async compare(repo: SyncRepository, store: Store, acked: Map<string, number>): Promise<Reconciliation> {
     const remote = new Map<string, number>();
     let cursor: string | undefined;
     for (let pages = 0; pages < 100_000; pages++) {
@@ -191,30 +217,39 @@ export class SyncSender {
       if (typeof page.nextCursor !== 'string' || page.nextCursor === '' || (page.items ?? []).length === 0) break;
       cursor = page.nextCursor;
     }
-    let queued = 0;
+    const found: Reconciliation = { queued: 0, missing: 0, behind: 0, ahead: 0, examples: [] };
     const ahead: string[] = [];
     const dead = new Map(repo.deadLetters(100_000).map((d) => [d.deviceId, d.revision]));
     const inBatches = new Set(repo.batches().flatMap((b) => b.items.map((i) => i.deviceId)));
+    const diverged = (deviceId: string, kind: 'missing' | 'behind' | 'ahead') => {
+      found[kind] += 1;
+      if (found.examples.length < 5) found.examples.push(deviceId);
+    };
     store.durable(() => {
+      // Read in the same transaction as the revisions: a change made meanwhile is in both or in neither.
+      const waiting = repo.outboxDevices();
       for (const [deviceId, revision] of repo.revisions()) {
         // In a stored batch: its answer settles it.
         if (inBatches.has(deviceId)) continue;
         const listed = remote.get(deviceId);
         const held = Math.max(listed ?? 0, acked.get(deviceId) ?? 0) || undefined;
         if (held !== undefined && held > revision) {
-          // The receiver holds a newer revision than this database has (it was restored from a backup): the device
-          // is raised above it, or its next changes would be answered stale and lost.
+          // The receiver holds a newer revision than this database has (it was restored from a backup, or the
+          // receiver's was changed): the device is raised above it, or its next changes would be answered stale and lost.
           repo.raiseRevision(deviceId, held + 1);
           ahead.push(deviceId);
-          queued += 1;
+          diverged(deviceId, 'ahead');
+          found.queued += 1;
         } else if ((held === undefined || held < revision) && dead.get(deviceId) !== revision) {
           // A dead letter waits for a technician (sync retry-dead-letters), not for the next reconciliation.
+          // A device in the outbox is on its way: only one that is not, and not held at its revision, diverged.
+          if (!waiting.has(deviceId)) diverged(deviceId, held === undefined ? 'missing' : 'behind');
           repo.queue(deviceId, revision);
-          queued += 1;
+          found.queued += 1;
         }
       }
     });
     if (ahead.length > 0) this.deps.log.warn({ devices: ahead.length, example: ahead[0] }, 'the receiver holds newer revisions than this database (restored from a backup?): those devices are sent again above them');
-    return queued;
+    return found;
   }
 }

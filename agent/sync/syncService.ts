@@ -1,8 +1,7 @@
-import { statSync } from 'node:fs';
-import { Counter, Gauge, Histogram } from 'prom-client';
 import type { CaService } from '../ca/caService.js';
 import { ensureAgentClient } from '../ca/localIdentity.js';
 import type { Config } from '../config/schema.js';
+import type { EventBus } from '../events.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -11,8 +10,16 @@ import { DeviceRepository } from '../store/deviceRepository.js';
 import type { StoreService } from '../store/storeService.js';
 import { SyncRepository, type StoredBatch } from '../store/syncRepository.js';
 import { upstreamItem, type Location } from './record.js';
+import { ReconcileSchedule } from './reconcileSchedule.js';
+import { BatchSchedule } from './schedule.js';
 import { SyncSender, type BatchOutcome } from './sender.js';
+import { SyncMetrics } from './syncMetrics.js';
+import { SyncPause } from './syncPause.js';
+import { SYNC_STATE } from './syncState.js';
 import { UpstreamClient } from './upstreamClient.js';
+import { Wakeups } from './wakeups.js';
+
+export { SYNC_STATE } from './syncState.js';
 
 export interface SyncServiceDeps {
   log: Logger;
@@ -20,35 +27,26 @@ export interface SyncServiceDeps {
   storage: StoreService;
   ca: CaService;
   metrics: Metrics;
+  /** Where the API says that a technician asked for a sync (optional: the requests are also looked for every sync.idleMs). */
+  bus?: EventBus;
 }
 
 /** Items refused alone in a row before the sync pauses instead of dead-lettering more. */
 const REFUSED_STREAK = 20;
-/** Batches in flight at once (one worker each). */
+/** Batches in flight at once (one worker each); also how many may wait for a retry before no new one is built. */
 const IN_FLIGHT = 2;
-
-/** Keys of sync_state. */
-export const SYNC_STATE = {
-  lastSuccess: 'lastSuccess',
-  lastError: 'lastError',
-  nextAttemptAt: 'nextAttemptAt',
-  connected: 'connected',
-  paused: 'paused',
-  pausedTokenMtime: 'paused.tokenMtime',
-  requestNow: 'request.now',
-  requestReconcile: 'request.reconcile',
-  lastReconcile: 'lastReconcile',
-} as const;
 
 /**
  * Sends the inventory upstream (docs/upstream-api.md): builds batches from
- * the outbox, stores each before it is sent, sends one at a time and
- * retries it under the same Idempotency-Key until the receiver answers;
- * backs off with full jitter while the receiver is unreachable, honours
- * Retry-After, splits a batch the receiver refuses (400, 413, 422) until
- * the item that causes it is found and dead-lettered, and pauses on a 401
- * that a fresh read of the token does not cure. Reconciles with what the
- * receiver holds at start and on request.
+ * the outbox, stores each before it is sent, and sends each under the same
+ * Idempotency-Key until the receiver answers, on a retry schedule of its own
+ * (backoff with full jitter, Retry-After honoured) while the other worker
+ * goes on with other batches. Splits a batch the receiver refuses (400,
+ * 413, 422, or 5xx answered sync.splitAfterServerErrors times) until the
+ * item that causes it is found and dead-lettered, and pauses on a 401 that
+ * a fresh read of the token does not cure. Reconciles with what the
+ * receiver holds at start, every sync.reconcileIntervalMs and on request.
+ * `sync now` and SIGHUP end every wait at once.
  */
 export class SyncService implements Service {
   readonly name = 'sync';
@@ -56,41 +54,33 @@ export class SyncService implements Service {
   private repo: SyncRepository | undefined;
   private sender: SyncSender | undefined;
   private client: UpstreamClient | undefined;
+  private pauses: SyncPause | undefined;
+  private reconciles: ReconcileSchedule | undefined;
   private running: Promise<void> | undefined;
   private stopping = false;
-  private readonly wakers = new Set<() => void>();
+  private readonly waits = new Wakeups();
   private readonly sending = new Set<string>();
+  private readonly schedule = new BatchSchedule();
+  private readonly m: SyncMetrics;
   private failures = 0;
-  private tokenMtime = 0;
-  private reconcileRetryAt = 0;
   private holdUntil = 0;
+  /** No new batch is built before this (a receiver that leaves items out of its answers is backed off from). */
+  private buildAfter = 0;
   private refusedStreak = 0;
-  private readonly outbox: Gauge;
-  private readonly dead: Gauge;
-  private readonly paused: Gauge;
-  private readonly sent: Counter<'status'>;
-  private readonly batches: Counter<'result'>;
-  private readonly latency: Histogram;
-  private readonly lastSuccess: Gauge;
+  private nextAttempt: string | undefined;
 
   constructor(private readonly deps: SyncServiceDeps) {
     this.config = deps.config;
-    const registers = [deps.metrics.registry];
-    this.outbox = new Gauge({ name: 'edge_agent_sync_outbox', help: 'Devices whose latest revision the receiver has not acknowledged', registers });
-    this.dead = new Gauge({ name: 'edge_agent_sync_dead_letters', help: 'Items the receiver refused, waiting for a technician', registers });
-    this.paused = new Gauge({ name: 'edge_agent_sync_paused', help: '1 while sync is paused (the receiver refuses the credentials)', registers });
-    this.sent = new Counter({ name: 'edge_agent_sync_items_total', help: 'Items answered by the receiver, by status', labelNames: ['status'], registers });
-    this.batches = new Counter({ name: 'edge_agent_sync_batches_total', help: 'Batch requests, by result', labelNames: ['result'], registers });
-    this.latency = new Histogram({ name: 'edge_agent_sync_batch_seconds', help: 'Time from sending a batch to its answer', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
-    this.lastSuccess = new Gauge({ name: 'edge_agent_sync_last_success_timestamp_seconds', help: 'When the receiver last acknowledged a batch (Unix time)', registers });
+    this.m = new SyncMetrics(deps.metrics.registry);
   }
 
   async start(): Promise<void> {
     const { store } = this.deps.storage;
-    this.repo = new SyncRepository(store);
-    this.refreshGauges();
-    // A pause outlives a restart, and so does its alarm.
-    this.paused.set(this.repo.getState<string>(SYNC_STATE.paused) ? 1 : 0);
+    const repo = (this.repo = new SyncRepository(store));
+    const { log } = this.deps;
+    this.m.refresh(repo, this.config.sync.stuckAfterMs, log);
+    this.pauses = new SyncPause({ log, repo, metrics: this.m, tokenFile: () => this.config.sync.tokenFile });
+    this.pauses.start();
     if (!this.config.sync.enabled) return;
     const s = this.config.sync;
     const identity = s.clientCertificate ? await ensureAgentClient(this.deps.ca, this.config, this.deps.log, 'mqtt') : undefined;
@@ -102,14 +92,12 @@ export class SyncService implements Service {
       ...(s.tokenFile ? { tokenFile: s.tokenFile } : {}),
       timeoutMs: s.timeoutMs,
     });
-    // Paused before a restart: compared with the file as it was when the pause began, so a token fixed meanwhile is seen.
-    this.tokenMtime = this.repo.getState<number>(SYNC_STATE.pausedTokenMtime) ?? this.mtime();
     const certificates = new CertificateRepository(store);
     const devices = new DeviceRepository(store);
     this.sender = new SyncSender({
-      log: this.deps.log,
+      log,
       store,
-      repo: this.repo,
+      repo,
       client: this.client,
       items: (limit) => {
         const location = this.location();
@@ -117,54 +105,39 @@ export class SyncService implements Service {
       },
       limits: () => ({ batchSize: this.config.sync.batchSize, batchMaxBytes: this.config.sync.batchMaxBytes }),
     });
-    if (s.reconcileOnStart) this.repo.setState(SYNC_STATE.requestReconcile, new Date().toISOString());
-    this.running = this.loop();
+    this.reconciles = new ReconcileSchedule({ log, repo, sender: this.sender, metrics: this.m, config: () => this.config.sync });
+    if (s.reconcileOnStart) this.reconciles.request();
+    this.deps.bus?.on('sync.requested', this.name, () => this.waits.wake());
+    // Every idleMs, even while the workers wait out a backoff: the stuck alarm, and a request the CLI left with --local.
+    this.waits.poll(() => this.config.sync.idleMs, () => {
+      try {
+        this.m.refresh(repo, this.config.sync.stuckAfterMs, log);
+        return repo.getState(SYNC_STATE.requestNow) !== undefined || repo.getState(SYNC_STATE.requestReconcile) !== undefined;
+      } catch (err) {
+        log.warn({ err }, 'sync: looking for requests failed');
+        return false;
+      }
+    });
+    this.running = Promise.all(Array.from({ length: IN_FLIGHT }, (_, i) => this.worker(i))).then(() => undefined);
   }
 
   private location(): Location {
     return Object.fromEntries(Object.entries(this.config.sync.location).filter(([, v]) => v !== '')) as Location;
   }
 
-  private mtime(): number {
-    try {
-      return this.config.sync.tokenFile ? statSync(this.config.sync.tokenFile).mtimeMs : 0;
-    } catch {
-      return 0;
-    }
-  }
-
-  private gaugesAt = 0;
-
-  /** The backlog gauges, counted at most once a second (a count over a long outbox is not free). */
-  private refreshGauges(): void {
-    if (!this.repo || Date.now() - this.gaugesAt < 1_000) return;
-    this.gaugesAt = Date.now();
-    this.outbox.set(this.repo.outboxSize());
-    this.dead.set(this.repo.deadLetterCount());
-  }
-
-  /** Waits `ms`, or less when woken (stop, reload). */
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wakers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wakers.add(done);
-    });
-  }
-
-  private wake(): void {
-    for (const w of [...this.wakers]) w();
+  /**
+   * Ends every wait at once (`sync now`, SIGHUP): the backoff of each batch
+   * and a Retry-After alike; the workers look again now.
+   */
+  hurry(reason: string): void {
+    this.schedule.wakeAll();
+    this.holdUntil = 0;
+    this.buildAfter = 0;
+    this.deps.log.info({ reason }, 'sync: every wait ended');
+    this.waits.wake();
   }
 
   /** IN_FLIGHT workers: while one waits for the receiver, the next builds and sends its batch. */
-  private async loop(): Promise<void> {
-    await Promise.all(Array.from({ length: IN_FLIGHT }, (_, i) => this.worker(i)));
-  }
-
   private async worker(index: number): Promise<void> {
     const repo = this.repo!;
     while (!this.stopping) {
@@ -178,57 +151,49 @@ export class SyncService implements Service {
         this.deps.log.error({ error: message, failures: this.failures }, 'sync cycle failed');
         delay = this.backoff();
       }
-      this.refreshGauges();
-      if (delay > 0 && !this.stopping) {
-        repo.setState(SYNC_STATE.nextAttemptAt, delay > this.config.sync.idleMs ? new Date(Date.now() + delay).toISOString() : undefined);
-        await this.sleep(delay);
-      }
+      this.m.refresh(repo, this.config.sync.stuckAfterMs, this.deps.log);
+      if (delay > 0 && !this.stopping) await this.waits.sleep(delay);
     }
   }
 
-  /** One step of a worker; returns how long to wait before the next. Requests, pauses and reconciliation are the first worker's. */
+  /** One step of a worker; returns how long to wait before the next. Reconciliation is the first worker's. */
   private async cycle(repo: SyncRepository, worker: number): Promise<number> {
     const s = this.config.sync;
-    // A receiver that asked for a pause (Retry-After) gets it from every worker.
-    if (Date.now() < this.holdUntil) return this.holdUntil - Date.now();
-    if (worker > 0) return repo.getState<string>(SYNC_STATE.paused) ? s.idleMs : this.sendNext(repo, false);
     const now = repo.getState<string>(SYNC_STATE.requestNow);
-    // Cleared only if unchanged: a request the CLI makes meanwhile is not lost.
-    if (now) repo.clearState(SYNC_STATE.requestNow, now);
-    const paused = repo.getState<string>(SYNC_STATE.paused);
-    if (paused) {
-      // Paused on a 401: until a technician asks (sync now), or the token file changes.
-      const mtime = this.mtime();
-      if (!now && mtime === this.tokenMtime) return s.idleMs;
-      this.tokenMtime = mtime;
-      this.client!.rereadToken();
+    if (now) {
+      // Cleared only if unchanged: a request the CLI makes meanwhile is not lost.
+      repo.clearState(SYNC_STATE.requestNow, now);
+      this.hurry('sync now');
+    }
+    // A receiver that asked for a pause (Retry-After) gets it from every worker.
+    if (Date.now() < this.holdUntil) return this.noteNext(repo, this.holdUntil);
+    // Paused on a 401: until a technician asks (sync now), or the token file changes.
+    const pause = this.pauses!.check(Boolean(now), this.client!);
+    if (pause === 'paused') return s.idleMs;
+    if (pause === 'resumed') {
       this.refusedStreak = 0;
-      repo.setState(SYNC_STATE.paused, undefined);
-      repo.setState(SYNC_STATE.pausedTokenMtime, undefined);
-      this.paused.set(0);
-      this.deps.log.info('sync resumed');
+      this.waits.wake();
     }
-    const reconcile = repo.getState<string>(SYNC_STATE.requestReconcile);
-    if (reconcile && Date.now() >= this.reconcileRetryAt) {
-      try {
-        const queued = await this.sender!.reconcile();
-        repo.clearState(SYNC_STATE.requestReconcile, reconcile);
-        repo.setState(SYNC_STATE.lastReconcile, { at: new Date().toISOString(), queued });
-        this.deps.log.info({ queued }, 'reconciled with the receiver');
-      } catch (err) {
-        // Still wanted, tried again later; batches go on meanwhile (a receiver whose listing is broken still takes them).
-        const message = (err as Error).message;
-        this.reconcileRetryAt = Date.now() + this.config.sync.retryMaxMs;
-        repo.setState(SYNC_STATE.lastError, `reconciliation: ${message}`);
-        this.deps.log.warn({ error: message }, 'reconciliation with the receiver failed; trying again later');
-      }
-    }
-    return this.sendNext(repo, Boolean(now));
+    if (worker === 0) await this.reconciles!.runIfDue();
+    return this.sendNext(repo);
   }
 
-  private async sendNext(repo: SyncRepository, asked: boolean): Promise<number> {
-    const batch = this.sender!.next(this.sending);
-    if (!batch) return asked ? 0 : this.config.sync.idleMs;
+  /** Sends the oldest batch that is due; builds a new one only while fewer than IN_FLIGHT wait for a retry. */
+  private async sendNext(repo: SyncRepository): Promise<number> {
+    const now = Date.now();
+    const keys = repo.batchKeys();
+    const free = (key: string) => !this.sending.has(key);
+    const waiting = keys.filter((k) => free(k) && !this.schedule.due(k, now)).length;
+    const build = waiting < IN_FLIGHT && now >= this.buildAfter;
+    const batch = this.sender!.next((k) => free(k) && this.schedule.due(k, now), build);
+    if (!batch) {
+      this.schedule.keepOnly(new Set(keys));
+      const next = this.schedule.earliest(keys.filter(free), now);
+      // Building: look for changes every idleMs. Not building: until the first retry due (or building is allowed again).
+      let until = Math.min(next ?? Infinity, build ? now + this.config.sync.idleMs : this.buildAfter > now ? this.buildAfter : Infinity);
+      if (!Number.isFinite(until)) until = now + this.config.sync.idleMs;
+      return this.noteNext(repo, next, until);
+    }
     this.sending.add(batch.key);
     try {
       return await this.send(repo, batch);
@@ -237,36 +202,53 @@ export class SyncService implements Service {
     }
   }
 
+  /** Records when the next attempt is due (for sync status) and returns how long to wait for `until` (by default that). */
+  private noteNext(repo: SyncRepository, at: number | undefined, until = at ?? Date.now()): number {
+    const iso = at !== undefined && at > Date.now() ? new Date(at).toISOString() : undefined;
+    if (iso !== this.nextAttempt) repo.setState(SYNC_STATE.nextAttemptAt, iso);
+    this.nextAttempt = iso;
+    return Math.max(until - Date.now(), 1);
+  }
+
   private async send(repo: SyncRepository, batch: StoredBatch): Promise<number> {
-    const end = this.latency.startTimer();
-    const outcome: BatchOutcome = await this.sender!.send(batch);
+    const sentAt = Date.now();
+    const end = this.m.latency.startTimer();
+    let outcome: BatchOutcome = await this.sender!.send(batch);
     end();
-    this.batches.inc({ result: outcome.kind });
+    if (outcome.kind === 'failed' && outcome.status !== undefined && outcome.status >= 500) outcome = this.serverError(batch, outcome, sentAt);
+    this.m.batches.inc({ result: outcome.kind });
     switch (outcome.kind) {
       case 'answered': {
-        for (const [status, n] of Object.entries(outcome.counts)) this.sent.inc({ status }, n);
+        this.schedule.forget(batch.key);
+        for (const [status, n] of Object.entries(outcome.counts)) this.m.sent.inc({ status }, n);
         this.failures = 0;
+        if (outcome.counts['dead-letter'] === undefined) this.schedule.accepted();
         // Item after item refused alone: the receiver refuses everything (a schema change, a proxy): pause rather than dead-letter the inventory.
         this.refusedStreak = outcome.counts.applied || outcome.counts.stale ? 0 : this.refusedStreak + (outcome.counts['dead-letter'] ?? 0);
         if (this.refusedStreak >= REFUSED_STREAK) {
-          this.pause(repo, `the receiver refused ${this.refusedStreak} items in a row, each alone (last: batch ${batch.key}); they are in the dead letters`);
+          this.pauses!.pause(`the receiver refused ${this.refusedStreak} items in a row, each alone (last: batch ${batch.key}); they are in the dead letters`);
           return this.config.sync.idleMs;
         }
+        // Stale at its first send: the receiver holds a newer revision than this agent sent (changed behind its back).
+        if (outcome.counts.stale && batch.attempts === 0) this.reconciles!.staleAtFirstSend(batch.key, outcome.counts.stale, sentAt);
+        if (this.nextAttempt !== undefined) this.noteNext(repo, this.schedule.earliest(repo.batchKeys()));
         const at = new Date();
         repo.setState(SYNC_STATE.lastSuccess, at.toISOString());
         repo.setState(SYNC_STATE.connected, true);
         repo.setState(SYNC_STATE.lastError, undefined);
-        this.lastSuccess.set(at.getTime() / 1000);
+        this.m.lastSuccess.set(at.getTime() / 1000);
         return 0;
       }
       case 'split':
+        this.schedule.forget(batch.key);
+        this.waits.wake();
         return 0;
       case 'unauthorized': {
         // Sent with a token since replaced (the other worker reread it): try again with the new one.
         if (outcome.tokenVersion !== undefined && outcome.tokenVersion !== this.client!.tokenVersion) return 0;
         // The token may have been replaced in its file since it was read: read once more, and try again with it.
         if (this.client!.rereadToken()) return 0;
-        this.pause(repo, outcome.message);
+        this.pauses!.pause(outcome.message);
         return this.config.sync.idleMs;
       }
       case 'throttled': {
@@ -275,18 +257,45 @@ export class SyncService implements Service {
         // At least retryInitialMs: a Retry-After of 0 (or a date past) is no licence for a tight loop.
         const wait = Math.max(outcome.retryAfterMs ?? this.backoff(batch.attempts + 1), this.config.sync.retryInitialMs);
         this.holdUntil = Math.max(this.holdUntil, Date.now() + wait);
-        return wait;
+        this.schedule.retryAt(batch.key, this.holdUntil);
+        return this.noteNext(repo, this.holdUntil);
       }
       case 'failed':
       default: {
         repo.setState(SYNC_STATE.lastError, outcome.message);
         repo.setState(SYNC_STATE.connected, outcome.unreachable ? false : repo.getState<boolean>(SYNC_STATE.connected) ?? false);
         this.failures += 1;
-        this.deps.log.warn({ error: outcome.message, attempts: batch.attempts + 1 }, 'sync batch not delivered; retrying with the same Idempotency-Key');
-        // Per batch: a batch that keeps failing backs off even while the other worker's batches go through.
-        return this.backoff(batch.attempts + 1);
+        // This batch's own schedule: it waits, and the workers go on with other batches meanwhile.
+        const retryAt = Date.now() + this.backoff(batch.attempts + 1);
+        this.schedule.retryAt(batch.key, retryAt);
+        // Answered, but items left out: the batch is gone, and the receiver is backed off from before new ones are built.
+        if (outcome.partial) this.buildAfter = retryAt;
+        this.deps.log.warn({ batch: batch.key, error: outcome.message, attempts: batch.attempts + 1, retryAt: new Date(retryAt).toISOString() }, 'sync batch not delivered; retrying with the same Idempotency-Key');
+        return 0;
       }
     }
+  }
+
+  /**
+   * A 5xx answer (503, a request to wait, excepted). At the
+   * sync.splitAfterServerErrors-th for this batch it is split, or its one
+   * item dead-lettered, as for a 422, unless the receiver looks down: a
+   * half that keeps failing, or an item alone, is only dealt with so while
+   * the receiver accepts other batches (docs/upstream-api.md).
+   */
+  private serverError(batch: StoredBatch, outcome: Extract<BatchOutcome, { kind: 'failed' }>, sentAt: number): BatchOutcome {
+    const limit = this.config.sync.splitAfterServerErrors;
+    const n = this.schedule.serverError(batch.key, sentAt);
+    if (n < limit) return outcome;
+    const up = this.schedule.receiverUp(batch.key);
+    if (!up && (batch.items.length === 1 || this.schedule.isHalf(batch.key))) {
+      if (n === limit) this.deps.log.warn({ batch: batch.key, items: batch.items.length, answers: n, status: outcome.status }, 'the receiver answers 5xx to this batch and has accepted no other meanwhile: taken for an outage, nothing dead-lettered');
+      return outcome;
+    }
+    this.deps.log.warn({ batch: batch.key, items: batch.items.length, answers: n, status: outcome.status }, 'the receiver keeps answering 5xx to this batch: splitting it to find the item at fault');
+    const isolated = this.sender!.isolate(batch, outcome.status!, outcome.detail ?? outcome.message);
+    if (isolated.kind === 'split') this.schedule.halves(isolated.keys);
+    return isolated;
   }
 
   /** Full jitter: anything from 0 to min(retryMaxMs, retryInitialMs * 2^failures), `failures` those of a batch or of the loop. */
@@ -295,23 +304,15 @@ export class SyncService implements Service {
     return Math.floor(Math.random() * Math.min(s.retryMaxMs, s.retryInitialMs * 2 ** Math.min(failures, 30)));
   }
 
-  private pause(repo: SyncRepository, reason: string): void {
-    repo.setState(SYNC_STATE.paused, reason);
-    repo.setState(SYNC_STATE.lastError, reason);
-    this.tokenMtime = this.mtime();
-    repo.setState(SYNC_STATE.pausedTokenMtime, this.tokenMtime);
-    this.paused.set(1);
-    this.deps.log.error({ reason }, 'sync paused until the token file changes or edge-agent sync now');
-  }
-
   reload(config: Config): void {
     this.config = config;
-    this.wake();
+    this.waits.wake();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
-    this.wake();
+    this.deps.bus?.off(this.name);
+    this.waits.stop();
     // A request in flight is cut off: its batch stays stored and is sent again, under the same key, at the next start.
     this.client?.close();
     await this.running;

@@ -22,8 +22,11 @@ const HELP = `cmms-reference-server: the upstream contract's reference receiver
   --client-ca FILE       require a client certificate chaining to these CAs (mutual TLS)
   --token-file FILE      require "Authorization: Bearer <first line of FILE>" (read per request)
   --latency-ms N         wait this long before answering
-  --fail-every N         answer every N-th batch with 500, before touching anything
+  --fail-every N         answer every N-th batch with 500, before touching anything (1: every batch, a CMMS down)
   --error-rate P         answer a batch with 500 with probability P (0..1)
+  --fail-item ID         answer 500 to any batch holding this device id, before touching anything (repeatable):
+                         middleware that fails on one record
+  --fail-status N        the status --fail-every, --error-rate and --fail-item answer with (default 500)
   --throttle-every N     every N-th batch starts a burst of 429s ...
   --throttle-burst N     ... this many long (default 1) ...
   --retry-after S        ... each with Retry-After: S (default 1)
@@ -47,6 +50,8 @@ const { values: o } = parseArgs({
     'latency-ms': { type: 'string', default: '0' },
     'fail-every': { type: 'string', default: '0' },
     'error-rate': { type: 'string', default: '0' },
+    'fail-item': { type: 'string', multiple: true, default: [] },
+    'fail-status': { type: 'string', default: '500' },
     'throttle-every': { type: 'string', default: '0' },
     'throttle-burst': { type: 'string', default: '1' },
     'retry-after': { type: 'string', default: '1' },
@@ -81,6 +86,12 @@ const throttleBurst = num('throttle-burst');
 const retryAfter = num('retry-after');
 const loseEvery = num('lose-every');
 const maxBody = num('max-body-bytes');
+const failStatus = num('fail-status');
+if (!Number.isInteger(failStatus) || failStatus < 500 || failStatus > 599) {
+  process.stderr.write('--fail-status takes a status from 500 to 599\n');
+  process.exit(64);
+}
+const failItems = new Set(o['fail-item']);
 const poison = new Set(o.poison);
 const reject = new Set(o.reject);
 
@@ -159,7 +170,7 @@ async function batch(req: IncomingMessage, res: ServerResponse, gateway: string,
     burstLeft -= 1;
     return json(res, 429, { error: 'slow down' }, { 'retry-after': String(retryAfter) });
   }
-  if ((failEvery > 0 && batches % failEvery === 0) || Math.random() < errorRate) return json(res, 500, { error: 'injected failure' });
+  if ((failEvery > 0 && batches % failEvery === 0) || Math.random() < errorRate) return json(res, failStatus, { error: 'injected failure' });
   const hash = createHash('sha256').update(raw).digest('hex');
   const seen = seenKey.get(gateway, key) as { body_sha256: string; response: string } | undefined;
   if (seen) {
@@ -175,6 +186,8 @@ async function batch(req: IncomingMessage, res: ServerResponse, gateway: string,
   if (!Array.isArray(items) || items.length === 0) return json(res, 400, { error: 'items must be a non-empty array' });
   const bad = items.map(badItem).find((b) => b !== undefined);
   if (bad) return json(res, 400, { error: bad });
+  const failing = (items as Item[]).find((i) => failItems.has(i.deviceId));
+  if (failing) return json(res, failStatus, { error: `internal error while storing ${failing.deviceId} (--fail-item)` });
   const poisoned = (items as Item[]).find((i) => poison.has(i.deviceId));
   if (poisoned) return json(res, 422, { error: `${poisoned.deviceId}: this record cannot be stored (poison)` });
   const now = new Date().toISOString();

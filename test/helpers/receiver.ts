@@ -35,6 +35,12 @@ export interface Receiver {
   child: ChildProcess;
   stop(): Promise<void>;
   kill(): Promise<void>;
+  /**
+   * Goes down (SIGTERM) and comes back on the same port and file with these
+   * fault switches instead (scripts/cmms/referenceServer.ts --help), e.g.
+   * `['--fail-item', id]` or `['--fail-every', '1']`; none: a healthy receiver.
+   */
+  restart(args?: string[]): Promise<Receiver>;
   /** What it holds: device id -> revision. */
   holdings(gateway: string): Map<string, number>;
   /** (device, revision) pairs applied more than once: a replay that changed state. */
@@ -50,8 +56,8 @@ export interface Receiver {
 }
 
 /** Starts scripts/cmms-reference-server with `args` (plus --db, --cert, --key, --port) and waits until it listens. */
-export async function startReceiver(o: { db: string; cert: string; key: string; port?: number; args?: string[] }): Promise<Receiver> {
-  const child = spawn(process.execPath, [join(REPO, 'dist/scripts/cmms/referenceServer.js'), '--db', o.db, '--cert', o.cert, '--key', o.key, '--port', String(o.port ?? 0), ...(o.args ?? [])], {
+export async function startReceiver(o: { db: string; cert: string; key: string; port?: number; args?: string[]; base?: string[] }): Promise<Receiver> {
+  const child = spawn(process.execPath, [join(REPO, 'dist/scripts/cmms/referenceServer.js'), '--db', o.db, '--cert', o.cert, '--key', o.key, '--port', String(o.port ?? 0), ...(o.base ?? []), ...(o.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -85,6 +91,11 @@ export async function startReceiver(o: { db: string; cert: string; key: string; 
     async kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await ended;
+    },
+    async restart(args: string[] = []) {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await ended;
+      return startReceiver({ ...o, port, args });
     },
     holdings: (gateway) => new Map(read<{ device_id: string; revision: number }>('SELECT device_id, revision FROM devices WHERE gateway_id = ?', gateway).map((r) => [r.device_id, r.revision])),
     appliedTwice: (gateway) => read('SELECT device_id, revision, count(*) AS n FROM apply_log WHERE gateway_id = ? GROUP BY device_id, revision HAVING n > 1', gateway),

@@ -68,10 +68,35 @@ describe('the upstream record', () => {
   });
 
   it('retires a decommissioned device, with null for what is unknown and the MQTT topics it was seen on', () => {
-    const mqtt: Device = { ...base, id: 'mqtt:meter-9', protocol: 'mqtt', name: 'meter-9', state: 'decommissioned', nameplate: {}, certificateSerial: undefined, source: { sparkplug: { topic: 'spBv1.0/plant/NBIRTH/meter-9' }, protocol: 'mqtt' } } as Device;
+    // The sources as discovery records them (agent/discovery/announcements.ts).
+    const source = {
+      sparkplug: { protocol: 'sparkplug', message: 'NBIRTH', group: 'plant', edgeNode: 'meter-9', bdSeq: 0, metrics: 3 },
+      homie: { protocol: 'homie', topic: 'homie/meter-9/$state', state: 'ready' },
+      homeassistant: { protocol: 'homeassistant', component: 'sensor', nodeId: 'meter-9', objectId: 'power', identifier: 'x/y' },
+    };
+    const mqtt: Device = { ...base, id: 'mqtt:meter-9', protocol: 'mqtt', name: 'meter-9', state: 'decommissioned', nameplate: {}, certificateSerial: undefined, source } as Device;
     const item = upstreamItem(mqtt, undefined, {});
     expect(item.op).toBe('retire');
-    expect(item.record).toMatchObject({ manufacturer: { name: null, uri: null }, model: null, certificate: null, deviceClass: 'mqtt-device', source: { protocol: 'mqtt', endpoint: null, topics: ['spBv1.0/plant/NBIRTH/meter-9'] } });
+    expect(item.record).toMatchObject({ manufacturer: { name: null, uri: null }, model: null, certificate: null, deviceClass: 'mqtt-device' });
+    expect(item.record.source).toEqual({
+      protocol: 'mqtt',
+      endpoint: null,
+      applicationUri: null,
+      topics: ['homeassistant/sensor/meter-9/power/config', 'homie/meter-9/$state', 'spBv1.0/plant/NBIRTH/meter-9'],
+    });
+  });
+
+  it('gives a device enrolled over MQTT, as the enrollment stores it, its request topic (not the characters of it)', () => {
+    const enrolled: Device = {
+      ...base,
+      id: 'mqtt:meter-7',
+      protocol: 'mqtt',
+      name: 'meter-7',
+      nameplate: { manufacturer: 'Acme Sensors', model: 'TS-100', serialNumber: 'SN-meter-7' },
+      // What agent/onboarding/mqttEnrollment.ts writes: { protocol, provisioning: `${topicPrefix}/${name}` }.
+      source: { protocol: 'mqtt', provisioning: 'edge/prov/v1/meter-7' },
+    };
+    expect(upstreamItem(enrolled, undefined, {}).record.source).toEqual({ protocol: 'mqtt', endpoint: null, applicationUri: null, topics: ['edge/prov/v1/meter-7/request'] });
   });
 
   it('has exactly the fields the OpenAPI file requires', () => {

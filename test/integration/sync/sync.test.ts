@@ -182,6 +182,13 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       expect.objectContaining({ deviceId: refused, status: 200, error: expect.stringContaining('refused by --reject') }),
     ]);
     expect((await cli<{ deadLetters: number }>('sync', 'status')).deadLetters).toBe(2);
+    // As a technician reads them: each status once (not "422 422 {...}"), and the status ends its last line.
+    const text = (await runCli(['sync', 'dead-letters', '--config', config])).stdout;
+    expect(text).toMatch(new RegExp(`^${poison} revision \\d+ \\(.+\\): HTTP 422: \\{"error":"${poison}: this record cannot be stored \\(poison\\)"\\}$`, 'm'));
+    expect(text).toMatch(new RegExp(`^${refused} revision \\d+ \\(.+\\): rejected: ${refused}: refused by --reject$`, 'm'));
+    const status = (await runCli(['sync', 'status', '--config', config])).stdout;
+    expect(status).toMatch(/^ {2}dead letters: 2 /m);
+    expect(status.endsWith('\n')).toBe(true);
     expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^edge_agent_sync_dead_letters 2$/m);
     expect(receiver.holdings(GATEWAY).get(poison)).toBeLessThan(sync.revisions().get(poison)!);
     await restartReceiver();
