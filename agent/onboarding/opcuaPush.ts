@@ -12,8 +12,9 @@ import type { Store } from '../store/database.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
 import type { PushJob, PushRepository, PushStatus, PushStep } from '../store/pushRepository.js';
 import { thumbprintOf, type AdminUser, type OpcuaPushSessions, type PushCalls, type SecureEndpoint } from '../transport/opcuaPushSession.js';
+import type { ChannelRefusedError } from '../transport/opcuaRefusal.js';
 import type { DeviceLocks } from './deviceLocks.js';
-import { checkServerCsr, opcuaSource, securityAdminFor } from './opcuaPolicy.js';
+import { certificateRefusal, checkServerCsr, opcuaSource, securityAdminFor } from './opcuaPolicy.js';
 
 export interface OpcuaPushDeps {
   log: Logger;
@@ -180,7 +181,17 @@ export class OpcuaPush {
     }
     this.revokeOrphans(job, presented);
     const presentedValid = presented !== undefined && presented.status !== 'revoked' && presented.notAfter > new Date();
-    const session = (e: SecureEndpoint) => step('session', () => sessions.openAdminSession(url, e, admin, c.stepTimeoutMs), () => `${admin.username}, ${e.securityPolicy}, pinned to ${e.thumbprint}`);
+    const session = (e: SecureEndpoint) =>
+      step(
+        'session',
+        () =>
+          sessions.openAdminSession(url, e, admin, c.stepTimeoutMs).catch((err: unknown) => {
+            // The server refused the agent's certificate: a commissioning fault, looked at again after retryMaxMs (or a new approval).
+            const refusal = (err as ChannelRefusedError).code === 'OPCUA_CHANNEL_REFUSED' ? certificateRefusal((err as ChannelRefusedError).statusName) : undefined;
+            throw refusal ? new Outcome('unsupported', refusal) : err;
+          }),
+        () => `${admin.username}, ${e.securityPolicy}, pinned to ${e.thumbprint}`,
+      );
     const trust = (calls: PushCalls) => step('trust', () => calls.installTrust(ca.opcuaTrust()), (r) => `${r.detail}${r.crlDelivered ? '' : '; CRLs not delivered'}`);
 
     if (presentedValid && !renewing && renewalAt(presented) > new Date()) {
