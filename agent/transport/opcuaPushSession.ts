@@ -108,8 +108,9 @@ export class OpcuaPushSessions {
 
   /** The strongest endpoint a SecurityAdmin session may use, or why there is none. */
   async secureEndpoint(url: string, timeoutMs: number): Promise<EndpointChoice> {
-    return this.probe.withClient(url, timeoutMs, async (opcua, client) => {
-      const endpoints = await within(client.getEndpoints(), timeoutMs, `GetEndpoints from ${url}`);
+    // One budget for the hello, the channel and GetEndpoints: a server that hangs costs it once.
+    return this.probe.withClient(url, timeoutMs, async (opcua, client, deadline) => {
+      const endpoints = await deadline.within(client.getEndpoints(), `GetEndpoints from ${url}`);
       const usable = endpoints.filter(
         (e) =>
           e.securityMode === opcua.MessageSecurityMode.SignAndEncrypt &&

@@ -9,6 +9,7 @@ import type { Store } from '../../store/database.js';
 import type { DeviceRepository } from '../../store/deviceRepository.js';
 import type { DiscoveryRun, DiscoveryRunRepository, TargetSource } from '../../store/discoveryRunRepository.js';
 import { announcementUrls, browseOpcua, type OpcuaAnnouncement } from '../../transport/mdnsBrowser.js';
+import { Deadline } from '../../transport/deadline.js';
 import type { OpcuaProbe, OpcuaServerFacts } from '../../transport/opcuaProbe.js';
 import { addresses, contains, parseRange, targetRefusal, type Range } from './ranges.js';
 
@@ -43,15 +44,16 @@ function hostOf(url: string): { host: string; port: number } | undefined {
   }
 }
 
-/** Whether something listens on host:port (a refused or silent port costs at most timeoutMs). */
-function tcpOpen(host: string, port: number, timeoutMs: number): Promise<boolean> {
+/** Whether something listens on host:port (a refused or silent port costs at most what is left of `deadline`). */
+function tcpOpen(host: string, port: number, deadline: Deadline): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = new Socket();
     const done = (open: boolean) => {
+      clearTimeout(timer);
       socket.destroy();
       resolve(open);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
+    const timer = setTimeout(() => done(false), deadline.remaining());
     socket.once('error', () => done(false));
     socket.connect(port, host, () => done(true));
   });
@@ -159,6 +161,8 @@ export class OpcuaDiscovery {
     try {
       const ranges = c.scan.ranges.map(parseRange);
       const targets = new Map<string, TargetSource>();
+      // What the TCP connect of a scanned address took of its opcua.timeoutMs: the probe gets the rest.
+      const spent = new Map<string, number>();
       const add = (url: string, source: TargetSource) => {
         if (targets.has(url)) return;
         targets.set(url, source);
@@ -222,7 +226,11 @@ export class OpcuaDiscovery {
         progress('scanning', scanned);
         await pool(candidates(), c.scan.concurrency, signal, async ({ host, port }) => {
           const url = `opc.tcp://${host}:${port}`;
-          if (!targets.has(url) && (await tcpOpen(host, port, c.timeoutMs))) add(url, 'scan');
+          const deadline = new Deadline(c.timeoutMs);
+          if (!targets.has(url) && (await tcpOpen(host, port, deadline))) {
+            add(url, 'scan');
+            spent.set(url, c.timeoutMs - deadline.remaining());
+          }
           scanned.done += 1;
           if (scanned.done % 256 === 0 || scanned.done === scanned.total) progress('scanning', scanned);
         });
@@ -230,7 +238,7 @@ export class OpcuaDiscovery {
       progress('probing');
       await pool([...targets], c.scan.concurrency, signal, async ([url, source]) => {
         try {
-          const facts = await this.deps.probe.probe(url, c.timeoutMs);
+          const facts = await this.deps.probe.probe(url, new Deadline(c.timeoutMs, c.timeoutMs - (spent.get(url) ?? 0)));
           const same = seen.get(facts.applicationUri);
           if (same && same.thumbprint !== facts.certificateThumbprint) {
             // Two servers claim one applicationUri (a cloned project, or a spoof): neither overwrites the other.
