@@ -119,7 +119,8 @@ export class OpcuaPush {
           cause: note,
           actor: 'agent',
           details: { serial, notAfter: record.notAfter.toISOString() },
-          patch: { certificateSerial: serial, reason: null },
+          // The server answered a session pinned to its new certificate: seen, and online.
+          patch: { certificateSerial: serial, reason: null, online: true },
         });
       });
       log.info({ device: deviceId, serial, attempt: job.attempts }, 'OPC UA server provisioned');
@@ -133,7 +134,8 @@ export class OpcuaPush {
       store.durable(() => {
         pushes.finish(deviceId, status, message, nextAttemptAt ? { nextAttemptAt } : {});
         const now = devices.get(deviceId)!;
-        if (now.reason !== message) devices.apply({ protocol: 'opcua', name: now.name, to: now.state, cause: `push ${status}: ${message}`, actor: 'agent', patch: { reason: message } });
+        // A failed attempt is no sign of the server (it may not have answered at all): last seen stays.
+        if (now.reason !== message) devices.apply({ protocol: 'opcua', name: now.name, to: now.state, cause: `push ${status}: ${message}`, actor: 'agent', patch: { reason: message }, seen: false });
       });
       if (status === 'stopped') this.revokeUnapplied(pushes.get(deviceId)!);
       log[status === 'failed' ? 'warn' : 'info']({ device: deviceId, attempt: job.attempts, status, reason: message, nextAttemptAt }, 'OPC UA push did not complete');

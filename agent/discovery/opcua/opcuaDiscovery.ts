@@ -158,6 +158,8 @@ export class OpcuaDiscovery {
   ): Promise<void> {
     const { runs, log } = this.deps;
     const seen = new Map<string, { thumbprint: string | undefined; url: string; deviceId: string }>();
+    const found = new Set<string>();
+    let scannedHosts = new Set<string>();
     try {
       const ranges = c.scan.ranges.map(parseRange);
       const targets = new Map<string, TargetSource>();
@@ -219,6 +221,7 @@ export class OpcuaDiscovery {
       }
       if (ranges.length > 0) {
         const hosts = addresses(ranges, c.scan.maxAddresses);
+        scannedHosts = new Set(hosts);
         const scanned = { done: 0, total: hosts.length * c.scan.ports.length };
         const candidates = function* () {
           for (const host of hosts) for (const port of c.scan.ports) yield { host, port };
@@ -244,9 +247,11 @@ export class OpcuaDiscovery {
             // Two servers claim one applicationUri (a cloned project, or a spoof): neither overwrites the other.
             this.record(run, counts, { target: url, source, status: 'error', detail: `applicationUri ${facts.applicationUri} is also served by ${same.url} with another certificate: not recorded, check both servers` });
           } else if (same) {
+            found.add(same.deviceId);
             this.record(run, counts, { target: url, source, status: 'found', deviceId: same.deviceId, detail: `the same server as ${same.url}` });
           } else {
             const deviceId = this.recordServer(run, facts);
+            found.add(deviceId);
             seen.set(facts.applicationUri, { thumbprint: facts.certificateThumbprint, url, deviceId });
             this.record(run, counts, { target: url, source, status: 'found', deviceId, ...(facts.nameplateError ? { detail: facts.nameplateError } : {}) });
           }
@@ -262,6 +267,11 @@ export class OpcuaDiscovery {
         log.info({ run: run.id, ...counts }, 'OPC UA discovery interrupted; it runs again at the next start');
         return;
       }
+      // Where this run looked (every target, every address and port scanned), a server it did not find is offline.
+      this.markMissing(run, found, (url) => {
+        const at = hostOf(url);
+        return targets.has(url) || (at !== undefined && scannedHosts.has(at.host) && c.scan.ports.includes(at.port));
+      });
       runs.finish(run.id, 'done');
       progress('done');
       log.info({ run: run.id, ...counts }, 'OPC UA discovery done');
@@ -269,6 +279,21 @@ export class OpcuaDiscovery {
       runs.finish(run.id, 'failed', (err as Error).message);
       progress('failed');
       log.error({ err, run: run.id }, 'OPC UA discovery failed');
+    }
+  }
+
+  /**
+   * Marks offline each server online in the inventory that a finished run
+   * looked for where discovery last found it (`looked` its endpoint URL)
+   * and did not find. Its last seen stays: it was not seen.
+   */
+  private markMissing(run: DiscoveryRun, found: ReadonlySet<string>, looked: (url: string) => boolean): void {
+    const { devices, store, log } = this.deps;
+    for (const device of devices.list({ protocol: 'opcua' })) {
+      if (!device.online || found.has(device.id) || device.state === 'decommissioned') continue;
+      const url = (device.source.opcua as { endpointUrl?: unknown } | undefined)?.endpointUrl;
+      if (typeof url !== 'string' || !looked(url)) continue;
+      if (store.transaction(() => devices.offline(device.id))) log.info({ run: run.id, device: device.id, endpointUrl: url }, 'OPC UA server not found where it was: offline');
     }
   }
 
