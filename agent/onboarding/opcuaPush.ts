@@ -14,6 +14,7 @@ import type { PushJob, PushRepository, PushStatus, PushStep } from '../store/pus
 import { thumbprintOf, type AdminUser, type OpcuaPushSessions, type PushCalls, type SecureEndpoint } from '../transport/opcuaPushSession.js';
 import type { ChannelRefusedError } from '../transport/opcuaRefusal.js';
 import type { DeviceLocks } from './deviceLocks.js';
+import { revocationDigest } from './opcuaCrl.js';
 import { certificateRefusal, checkServerCsr, opcuaSource, securityAdminFor } from './opcuaPolicy.js';
 
 export interface OpcuaPushDeps {
@@ -107,11 +108,11 @@ export class OpcuaPush {
     const job = store.durable(() => pushes.begin(deviceId));
     const c = this.deps.config().push;
     try {
-      const { serial, crlDelivered, note } = await this.steps(job, device, before.status === 'done');
+      const { serial, crlDelivered, crlRevocations, note } = await this.steps(job, device, before.status === 'done');
       const record = this.deps.ca.certificate(serial)!.record;
       const next = new Date(Math.max(renewalAt(record).getTime(), Date.now() + MIN_RENEWAL_GAP_MS));
       store.durable(() => {
-        pushes.finish(deviceId, 'done', note, { applied: serial, nextAttemptAt: next, crlDelivered });
+        pushes.finish(deviceId, 'done', note, { applied: serial, nextAttemptAt: next, crlDelivered, ...(crlRevocations ? { crlRevocations } : {}) });
         devices.apply({
           protocol: 'opcua',
           name: device.name,
@@ -144,7 +145,7 @@ export class OpcuaPush {
   }
 
   /** `renewing`: the job was done and came due, its certificate past two thirds of its life. */
-  private async steps(job: PushJob, device: Device, renewing: boolean): Promise<{ serial: string; crlDelivered: boolean; note: string }> {
+  private async steps(job: PushJob, device: Device, renewing: boolean): Promise<{ serial: string; crlDelivered: boolean; crlRevocations?: string; note: string }> {
     const { ca, sessions, pushes, store } = this.deps;
     const opcua = this.deps.config();
     const c = opcua.push;
@@ -194,7 +195,13 @@ export class OpcuaPush {
           }),
         () => `${admin.username}, ${e.securityPolicy}, pinned to ${e.thumbprint}`,
       );
-    const trust = (calls: PushCalls) => step('trust', () => calls.installTrust(ca.opcuaTrust()), (r) => `${r.detail}${r.crlDelivered ? '' : '; CRLs not delivered'}`);
+    const trust = async (calls: PushCalls) => {
+      const gateway = ca.opcuaTrust();
+      const r = await step('trust', () => calls.installTrust(gateway), (t) => `${t.detail}${t.crlDelivered ? '' : '; CRLs not delivered'}`);
+      // Whether the TrustList took the write tells whether later CRLs can be pushed (see opcuaCrl.ts).
+      if (r.method !== 'already') store.durable(() => pushes.crlWritable(job.deviceId, r.method === 'write'));
+      return { ...r, crlRevocations: r.crlDelivered ? revocationDigest([...gateway.trustedCrls, ...gateway.issuerCrls]) : undefined };
+    };
 
     if (presentedValid && !renewing && renewalAt(presented) > new Date()) {
       // Our valid certificate already: a push that stopped after UpdateCertificate took effect, or a second approval. Its trust is completed, then verified.
@@ -205,7 +212,7 @@ export class OpcuaPush {
         return r;
       })().finally(() => open.close());
       await this.verify(step, url, der(presented.pem), admin);
-      return { serial: presented.serial, crlDelivered: t.crlDelivered, note: `the server presents certificate ${presented.serial} from the gateway CA; ${crlNote(t.crlDelivered)}` };
+      return { serial: presented.serial, crlDelivered: t.crlDelivered, crlRevocations: t.crlRevocations, note: `the server presents certificate ${presented.serial} from the gateway CA; ${crlNote(t.crlDelivered)}` };
     }
 
     const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
@@ -239,12 +246,12 @@ export class OpcuaPush {
       const t = await trust(calls);
       // Only after UpdateCertificate answered Good: a server's pending changes are server-wide.
       await step('apply', () => calls.applyChanges());
-      return { record: cert.record, leaf, crlDelivered: t.crlDelivered };
+      return { record: cert.record, leaf, crlDelivered: t.crlDelivered, crlRevocations: t.crlRevocations };
     })(open.calls).finally(() => open.close());
     await this.verify(step, url, issued.leaf, admin);
     // The certificate the server presented before (a renewal) is replaced: revoked, so no valid certificate is left unused.
     if (presentedValid && presented.serial !== issued.record.serial) this.deps.ca.revoke(presented.serial, 'superseded');
-    return { serial: issued.record.serial, crlDelivered: issued.crlDelivered, note: `certificate ${issued.record.serial} pushed and presented by the server; ${crlNote(issued.crlDelivered)}` };
+    return { serial: issued.record.serial, crlDelivered: issued.crlDelivered, crlRevocations: issued.crlRevocations, note: `certificate ${issued.record.serial} pushed and presented by the server; ${crlNote(issued.crlDelivered)}` };
   }
 
   private verify(step: <T>(name: PushStep, work: () => Promise<T>, ok?: (r: T) => string) => Promise<T>, url: string, leaf: Buffer, admin: AdminUser): Promise<void> {
