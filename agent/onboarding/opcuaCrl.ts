@@ -62,6 +62,7 @@ export function crlDecision(server: { writable?: boolean; revocations?: string }
 }
 
 export const CRL_PUSH_REASON = "the gateway's CRLs carry a revocation the server's do not: the new CRLs are pushed to it";
+export const CRL_PENDING_REASON = "the gateway's CRLs carry a revocation the server's do not: its next push attempt sends the new CRLs";
 export const CRL_CANNOT_REASON =
   "the gateway's CRLs carry a revocation the server's do not, and its TrustList takes no CRLs over OPC UA: install them by hand (edge-agent opcua client-bundle, issuers/crl); until then the server does not know of the revocation";
 
@@ -71,7 +72,8 @@ export const CRL_CANNOT_REASON =
  * push of the new CRLs (a push attempt on a server that presents our valid
  * certificate completes its TrustList and verifies it, issuing nothing) or,
  * where it cannot take them, marked as not holding current CRLs, with what
- * to do. `current` gives the CRLs the servers' TrustLists are to hold (read
+ * to do; a server whose job is not done is only marked (its next attempt
+ * sends the current CRLs, or says it cannot). `current` gives the CRLs the servers' TrustLists are to hold (read
  * only when some server holds CRLs). Returns how many servers it changed.
  */
 export function sweepCrls(deps: { store: Store; pushes: PushRepository; log: Logger }, current: () => readonly Buffer[]): number {
@@ -81,8 +83,10 @@ export function sweepCrls(deps: { store: Store; pushes: PushRepository; log: Log
     digest ??= revocationDigest(current());
     const decision = crlDecision(server, digest);
     if (decision === 'current') continue;
-    deps.store.durable(() => deps.pushes.crlOutOfDate(server.deviceId, decision === 'push' ? CRL_PUSH_REASON : CRL_CANNOT_REASON, decision === 'push'));
-    deps.log[decision === 'push' ? 'info' : 'warn']({ device: server.deviceId, decision }, decision === 'push' ? 'OPC UA server lacks a revocation: new CRLs queued for it' : 'OPC UA server lacks a revocation and takes no CRLs over OPC UA');
+    const how = server.status !== 'done' ? 'pending' : decision;
+    const reason = { push: CRL_PUSH_REASON, cannot: CRL_CANNOT_REASON, pending: CRL_PENDING_REASON }[how];
+    deps.store.durable(() => deps.pushes.crlOutOfDate(server.deviceId, how, reason));
+    deps.log[how === 'cannot' ? 'warn' : 'info']({ device: server.deviceId, decision: how }, 'OPC UA server lacks a revocation the gateway CRLs carry');
     changed += 1;
   }
   return changed;

@@ -177,30 +177,39 @@ export class PushRepository {
     this.store.statement('UPDATE opcua_push_jobs SET crl_writable = ? WHERE device_id = ?').run(writable ? 1 : 0, deviceId);
   }
 
-  /** Servers provisioned and last found holding the gateway's CRLs, with their digest (undefined: not known). */
-  crlHolders(): { deviceId: string; writable?: boolean; revocations?: string }[] {
+  /** Servers (not stopped) last found holding the gateway's CRLs, with their digest (undefined: not known). */
+  crlHolders(): { deviceId: string; status: PushStatus; writable?: boolean; revocations?: string }[] {
     const rows = this.store
-      .statement(`SELECT device_id, crl_writable, crl_revocations FROM opcua_push_jobs WHERE status = 'done' AND crl_delivered = 1 ORDER BY device_id`)
-      .all() as { device_id: string; crl_writable: number | null; crl_revocations: string | null }[];
-    return rows.map((r) => ({ deviceId: r.device_id, ...(r.crl_writable !== null ? { writable: r.crl_writable === 1 } : {}), ...(r.crl_revocations ? { revocations: r.crl_revocations } : {}) }));
+      .statement(`SELECT device_id, status, crl_writable, crl_revocations FROM opcua_push_jobs WHERE status != 'stopped' AND crl_delivered = 1 ORDER BY device_id`)
+      .all() as { device_id: string; status: PushStatus; crl_writable: number | null; crl_revocations: string | null }[];
+    return rows.map((r) => ({
+      deviceId: r.device_id,
+      status: r.status,
+      ...(r.crl_writable !== null ? { writable: r.crl_writable === 1 } : {}),
+      ...(r.crl_revocations ? { revocations: r.crl_revocations } : {}),
+    }));
   }
 
   /**
    * The server's CRLs lack a revocation: it no longer holds current ones.
    * `push`: the job comes due now (waiting, as after an approval: the
    * attempt completes its TrustList without renewing its certificate);
-   * otherwise it stays done, with `reason` saying what to do.
+   * `cannot`: it stays done, with `reason` saying what to do; `pending`: a
+   * job not done keeps its status and reason (its next attempt sends the
+   * current CRLs).
    */
-  crlOutOfDate(deviceId: string, reason: string, push: boolean): void {
+  crlOutOfDate(deviceId: string, how: 'push' | 'cannot' | 'pending', reason: string): void {
     const now = new Date().toISOString();
-    if (push) {
+    if (how === 'push') {
       this.store
         .statement(`UPDATE opcua_push_jobs SET status = 'waiting', step = 'crl', attempts = 0, next_attempt_at = ?, crl_delivered = 0, reason = ?, updated_at = ? WHERE device_id = ?`)
         .run(now, reason, now, deviceId);
-    } else {
+    } else if (how === 'cannot') {
       this.store.statement('UPDATE opcua_push_jobs SET crl_delivered = 0, reason = ?, updated_at = ? WHERE device_id = ?').run(reason, now, deviceId);
+    } else {
+      this.store.statement('UPDATE opcua_push_jobs SET crl_delivered = 0, updated_at = ? WHERE device_id = ?').run(now, deviceId);
     }
-    this.log(deviceId, 0, 'crl', push ? 'ok' : 'failed', reason);
+    this.log(deviceId, 0, 'crl', how === 'cannot' ? 'failed' : 'ok', reason);
   }
 
   steps(deviceId: string, limit = 50): PushStepRecord[] {
