@@ -3,6 +3,7 @@ import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js';
 import { ExitCode, RefusedError, UsageError } from '../errors.js';
 import { DEVICE_STATES as STATES, type Device, type DeviceState, type Protocol } from '../inventory/device.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
+import { crlStatusText } from '../onboarding/opcuaCrl.js';
 import { ActionRepository, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
@@ -92,6 +93,7 @@ const showText = (r: Shown): string =>
     `  first seen ${r.device.firstSeen.toISOString()}, last seen ${r.device.lastSeen.toISOString()}, revision ${r.device.revision}`,
     ...r.pendingRequests.map((p) => `  waiting: request ${p.requestId}, key SHA-256 ${p.spkiSha256}, received ${p.receivedAt.toISOString()} (${p.reason})`),
     r.push ? `  push: ${r.push.status} at ${r.push.step}, ${r.push.attempts} attempt(s) (edge-agent opcua push-status --id ${r.device.id})` : '',
+    r.push && crlStatusText(r.push) ? `  CRLs: ${crlStatusText(r.push)}` : '',
     'history:',
     ...r.history.map((e) => `  ${e.at.toISOString()}  ${e.from ?? '(new)'} -> ${e.to}  ${e.actor}: ${e.cause}`),
     '',

@@ -132,6 +132,7 @@ async function exportBundle(config: Config, ref: string, out: string, actor: str
         cause: `certificate ${issued.record.serial} exported by ${actor} for installation by hand`,
         actor: `technician:${actor}`,
         details: { serial: issued.record.serial, notAfter: issued.record.notAfter.toISOString() },
+        seen: false,
       }),
       );
     } catch (err) {

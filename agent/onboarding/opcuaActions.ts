@@ -91,7 +91,7 @@ export class OpcuaActions {
       const reason = `rejected by ${a.actor}${why}`;
       store.durable(() => {
         if (job) pushes.finish(device.id, 'stopped', reason);
-        devices.apply({ protocol: 'opcua', name: device.name, to: 'rejected', cause: reason, actor, patch: { blocked: true, reason } });
+        devices.apply({ protocol: 'opcua', name: device.name, to: 'rejected', cause: reason, actor, patch: { blocked: true, reason }, seen: false });
       });
       // A certificate an interrupted push issued and the server never applied goes with the decision.
       if (job?.serial && job.serial !== job.appliedSerial && ca.unrevoked('opcua-application', job.applicationUri).some((r) => r.serial === job.serial)) ca.revoke(job.serial, 'superseded');
@@ -107,7 +107,7 @@ export class OpcuaActions {
     const reason = `${done} by ${a.actor}${why}`;
     store.durable(() => {
       if (job) pushes.finish(device.id, 'stopped', reason);
-      devices.apply({ protocol: 'opcua', name: device.name, to: done, cause: reason, actor, details: { serials }, patch: { blocked: true, reason } });
+      devices.apply({ protocol: 'opcua', name: device.name, to: done, cause: reason, actor, details: { serials }, patch: { blocked: true, reason }, seen: false });
     });
     // The server keeps presenting the certificate until someone replaces it: clients that check our CRL refuse it.
     return serials.length > 0 ? `${done} (certificate${serials.length > 1 ? 's' : ''} ${serials.join(', ')} revoked; the server still presents its certificate to clients that do not check the CRL)` : done;
@@ -118,6 +118,7 @@ export class OpcuaActions {
     const source = opcuaSource(device)!;
     this.deps.pushes.approve(device.id, source.applicationUri, approvedBy, source.certificateThumbprint, cause);
     const to = device.state === 'provisioned' ? 'provisioned' : 'pending';
-    this.deps.devices.apply({ protocol: 'opcua', name: device.name, to, cause, actor: approvedBy, patch: { blocked: false, reason: null } });
+    // A decision about the server, no sign of it: last seen stays.
+    this.deps.devices.apply({ protocol: 'opcua', name: device.name, to, cause, actor: approvedBy, patch: { blocked: false, reason: null }, seen: false });
   }
 }

@@ -84,3 +84,37 @@ export function checkServerCsr(csr: Buffer, applicationUri: string): void {
     throw new Error(`the CSR names ${uris.length === 0 ? 'no URI' : uris.join(', ')} in its subjectAltName, not exactly the server's applicationUri ${applicationUri}`);
   }
 }
+
+/**
+ * What to tell the operator when a server refuses the agent's secure
+ * channel with `statusName` because of the agent's certificate, or
+ * undefined for any other refusal. Each of these is a commissioning fault
+ * that retrying soon does not cure: node-opcua servers answer
+ * BadSecurityChecksFailed for a client certificate they do not trust, and
+ * pass the revocation and time faults through as they are.
+ */
+export function certificateRefusal(statusName: string): string | undefined {
+  const bundle = 'edge-agent opcua client-bundle';
+  switch (statusName) {
+    case 'BadSecurityChecksFailed':
+    case 'BadCertificateUntrusted':
+    case 'BadCertificateChainIncomplete':
+      return `the server does not trust the agent's certificate: install \`${bundle}\` on it (node-opcua servers read it only at start); it answered ${statusName} (a node-opcua server also keeps refusing a certificate it has put in its rejected folder until it is deleted there)`;
+    case 'BadCertificateRevocationUnknown':
+    case 'BadCertificateIssuerRevocationUnknown':
+      return `the server has no CRL for the gateway CA (it answered ${statusName}): install the CRLs of \`${bundle}\` (issuers/crl) on it (node-opcua servers read them only at start)`;
+    case 'BadCertificateTimeInvalid':
+    case 'BadCertificateIssuerTimeInvalid':
+      return `the server finds the agent's certificate or its CA expired or not yet valid (it answered ${statusName}): check the server's clock`;
+    case 'BadCertificateRevoked':
+    case 'BadCertificateIssuerRevoked':
+      return `the server holds the agent's certificate or its CA as revoked (it answered ${statusName}): install the current \`${bundle}\` on it`;
+    case 'BadCertificateUseNotAllowed':
+    case 'BadCertificateIssuerUseNotAllowed':
+    case 'BadCertificateUriInvalid':
+    case 'BadCertificateHostNameInvalid':
+      return `the server refuses the agent's certificate (it answered ${statusName})`;
+    default:
+      return undefined;
+  }
+}

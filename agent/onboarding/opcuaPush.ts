@@ -12,8 +12,10 @@ import type { Store } from '../store/database.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
 import type { PushJob, PushRepository, PushStatus, PushStep } from '../store/pushRepository.js';
 import { thumbprintOf, type AdminUser, type OpcuaPushSessions, type PushCalls, type SecureEndpoint } from '../transport/opcuaPushSession.js';
+import type { ChannelRefusedError } from '../transport/opcuaRefusal.js';
 import type { DeviceLocks } from './deviceLocks.js';
-import { checkServerCsr, opcuaSource, securityAdminFor } from './opcuaPolicy.js';
+import { revocationDigest } from './opcuaCrl.js';
+import { certificateRefusal, checkServerCsr, opcuaSource, securityAdminFor } from './opcuaPolicy.js';
 
 export interface OpcuaPushDeps {
   log: Logger;
@@ -106,11 +108,11 @@ export class OpcuaPush {
     const job = store.durable(() => pushes.begin(deviceId));
     const c = this.deps.config().push;
     try {
-      const { serial, crlDelivered, note } = await this.steps(job, device, before.status === 'done');
+      const { serial, crlDelivered, crlRevocations, note } = await this.steps(job, device, before.status === 'done');
       const record = this.deps.ca.certificate(serial)!.record;
       const next = new Date(Math.max(renewalAt(record).getTime(), Date.now() + MIN_RENEWAL_GAP_MS));
       store.durable(() => {
-        pushes.finish(deviceId, 'done', note, { applied: serial, nextAttemptAt: next, crlDelivered });
+        pushes.finish(deviceId, 'done', note, { applied: serial, nextAttemptAt: next, crlDelivered, ...(crlRevocations ? { crlRevocations } : {}) });
         devices.apply({
           protocol: 'opcua',
           name: device.name,
@@ -118,7 +120,8 @@ export class OpcuaPush {
           cause: note,
           actor: 'agent',
           details: { serial, notAfter: record.notAfter.toISOString() },
-          patch: { certificateSerial: serial, reason: null },
+          // The server answered a session pinned to its new certificate: seen, and online.
+          patch: { certificateSerial: serial, reason: null, online: true },
         });
       });
       log.info({ device: deviceId, serial, attempt: job.attempts }, 'OPC UA server provisioned');
@@ -132,7 +135,8 @@ export class OpcuaPush {
       store.durable(() => {
         pushes.finish(deviceId, status, message, nextAttemptAt ? { nextAttemptAt } : {});
         const now = devices.get(deviceId)!;
-        if (now.reason !== message) devices.apply({ protocol: 'opcua', name: now.name, to: now.state, cause: `push ${status}: ${message}`, actor: 'agent', patch: { reason: message } });
+        // A failed attempt is no sign of the server (it may not have answered at all): last seen stays.
+        if (now.reason !== message) devices.apply({ protocol: 'opcua', name: now.name, to: now.state, cause: `push ${status}: ${message}`, actor: 'agent', patch: { reason: message }, seen: false });
       });
       if (status === 'stopped') this.revokeUnapplied(pushes.get(deviceId)!);
       log[status === 'failed' ? 'warn' : 'info']({ device: deviceId, attempt: job.attempts, status, reason: message, nextAttemptAt }, 'OPC UA push did not complete');
@@ -141,7 +145,7 @@ export class OpcuaPush {
   }
 
   /** `renewing`: the job was done and came due, its certificate past two thirds of its life. */
-  private async steps(job: PushJob, device: Device, renewing: boolean): Promise<{ serial: string; crlDelivered: boolean; note: string }> {
+  private async steps(job: PushJob, device: Device, renewing: boolean): Promise<{ serial: string; crlDelivered: boolean; crlRevocations?: string; note: string }> {
     const { ca, sessions, pushes, store } = this.deps;
     const opcua = this.deps.config();
     const c = opcua.push;
@@ -180,8 +184,24 @@ export class OpcuaPush {
     }
     this.revokeOrphans(job, presented);
     const presentedValid = presented !== undefined && presented.status !== 'revoked' && presented.notAfter > new Date();
-    const session = (e: SecureEndpoint) => step('session', () => sessions.openAdminSession(url, e, admin, c.stepTimeoutMs), () => `${admin.username}, ${e.securityPolicy}, pinned to ${e.thumbprint}`);
-    const trust = (calls: PushCalls) => step('trust', () => calls.installTrust(ca.opcuaTrust()), (r) => `${r.detail}${r.crlDelivered ? '' : '; CRLs not delivered'}`);
+    const session = (e: SecureEndpoint) =>
+      step(
+        'session',
+        () =>
+          sessions.openAdminSession(url, e, admin, c.stepTimeoutMs).catch((err: unknown) => {
+            // The server refused the agent's certificate: a commissioning fault, looked at again after retryMaxMs (or a new approval).
+            const refusal = (err as ChannelRefusedError).code === 'OPCUA_CHANNEL_REFUSED' ? certificateRefusal((err as ChannelRefusedError).statusName) : undefined;
+            throw refusal ? new Outcome('unsupported', refusal) : err;
+          }),
+        () => `${admin.username}, ${e.securityPolicy}, pinned to ${e.thumbprint}`,
+      );
+    const trust = async (calls: PushCalls) => {
+      const gateway = ca.opcuaTrust();
+      const r = await step('trust', () => calls.installTrust(gateway), (t) => `${t.detail}${t.crlDelivered ? '' : '; CRLs not delivered'}`);
+      // Whether the TrustList took the write tells whether later CRLs can be pushed (see opcuaCrl.ts).
+      if (r.method !== 'already') store.durable(() => pushes.crlWritable(job.deviceId, r.method === 'write'));
+      return { ...r, crlRevocations: r.crlDelivered ? revocationDigest([...gateway.trustedCrls, ...gateway.issuerCrls]) : undefined };
+    };
 
     if (presentedValid && !renewing && renewalAt(presented) > new Date()) {
       // Our valid certificate already: a push that stopped after UpdateCertificate took effect, or a second approval. Its trust is completed, then verified.
@@ -192,7 +212,7 @@ export class OpcuaPush {
         return r;
       })().finally(() => open.close());
       await this.verify(step, url, der(presented.pem), admin);
-      return { serial: presented.serial, crlDelivered: t.crlDelivered, note: `the server presents certificate ${presented.serial} from the gateway CA; ${crlNote(t.crlDelivered)}` };
+      return { serial: presented.serial, crlDelivered: t.crlDelivered, crlRevocations: t.crlRevocations, note: `the server presents certificate ${presented.serial} from the gateway CA; ${crlNote(t.crlDelivered)}` };
     }
 
     const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
@@ -226,12 +246,12 @@ export class OpcuaPush {
       const t = await trust(calls);
       // Only after UpdateCertificate answered Good: a server's pending changes are server-wide.
       await step('apply', () => calls.applyChanges());
-      return { record: cert.record, leaf, crlDelivered: t.crlDelivered };
+      return { record: cert.record, leaf, crlDelivered: t.crlDelivered, crlRevocations: t.crlRevocations };
     })(open.calls).finally(() => open.close());
     await this.verify(step, url, issued.leaf, admin);
     // The certificate the server presented before (a renewal) is replaced: revoked, so no valid certificate is left unused.
     if (presentedValid && presented.serial !== issued.record.serial) this.deps.ca.revoke(presented.serial, 'superseded');
-    return { serial: issued.record.serial, crlDelivered: issued.crlDelivered, note: `certificate ${issued.record.serial} pushed and presented by the server; ${crlNote(issued.crlDelivered)}` };
+    return { serial: issued.record.serial, crlDelivered: issued.crlDelivered, crlRevocations: issued.crlRevocations, note: `certificate ${issued.record.serial} pushed and presented by the server; ${crlNote(issued.crlDelivered)}` };
   }
 
   private verify(step: <T>(name: PushStep, work: () => Promise<T>, ok?: (r: T) => string) => Promise<T>, url: string, leaf: Buffer, admin: AdminUser): Promise<void> {

@@ -245,6 +245,16 @@ export class DeviceRepository {
   }
 
   /**
+   * Marks a device offline (a discovery run that covers its address did not
+   * find it) without an audit row; last seen stays, since it was not seen.
+   * The revision moves when online changes, so the sync sends it. Returns
+   * whether it was online.
+   */
+  offline(id: string, at: Date = new Date()): boolean {
+    return this.sql('UPDATE devices SET online = 0, revision = revision + 1, updated_at = ? WHERE id = ? AND online = 1').run(at.toISOString(), id).changes > 0;
+  }
+
+  /**
    * Last seen and online without an audit row: a device that announces
    * itself every minute must not grow the audit table. The revision still
    * moves when online changes, so the sync sees it.

@@ -12,7 +12,8 @@ export type PushStatus = 'waiting' | 'running' | 'done' | 'failed' | 'unsupporte
 
 /** The steps of a push, in order; each is logged as begun, then ok or failed. */
 export const PUSH_STEPS = ['connect', 'session', 'csr', 'check-csr', 'issue', 'update', 'trust', 'apply', 'verify'] as const;
-export type PushStep = (typeof PUSH_STEPS)[number] | 'approved';
+/** approved and crl mark why a job came due (an approval; a revocation its server's CRLs lack), not steps. */
+export type PushStep = (typeof PUSH_STEPS)[number] | 'approved' | 'crl';
 
 export interface PushJob {
   deviceId: string;
@@ -31,8 +32,10 @@ export interface PushJob {
   /** The certificate the server was last verified to present (on a session pinned to it). */
   appliedSerial?: string;
   reason?: string;
-  /** Whether our CRLs reached the server's TrustList (false: it takes no CRL writes). */
+  /** Whether the server's TrustList holds the gateway's current CRLs (false: not delivered, or a revocation since). */
   crlDelivered?: boolean;
+  /** Whether its TrustList takes CRLs over OPC UA (Part 12 Write and CloseAndUpdate); absent until a push has tried. */
+  crlWritable?: boolean;
   updatedAt: Date;
 }
 
@@ -58,6 +61,8 @@ interface Row {
   applied_serial: string | null;
   reason: string | null;
   crl_delivered: number | null;
+  crl_writable: number | null;
+  crl_revocations: string | null;
   updated_at: string;
 }
 
@@ -74,6 +79,7 @@ const toJob = (r: Row): PushJob => ({
   ...(r.applied_serial ? { appliedSerial: r.applied_serial } : {}),
   ...(r.reason ? { reason: r.reason } : {}),
   ...(r.crl_delivered !== null ? { crlDelivered: r.crl_delivered === 1 } : {}),
+  ...(r.crl_writable !== null ? { crlWritable: r.crl_writable === 1 } : {}),
   updatedAt: new Date(r.updated_at),
 });
 
@@ -141,17 +147,69 @@ export class PushRepository {
     this.store.statement('UPDATE opcua_push_jobs SET serial = ?, updated_at = ? WHERE device_id = ?').run(serial, new Date().toISOString(), deviceId);
   }
 
-  /** Ends an attempt with its outcome; `nextAttemptAt` for a retry or a renewal; `applied`: the serial verified on the server. */
-  finish(deviceId: string, status: Exclude<PushStatus, 'running'>, reason: string, o: { nextAttemptAt?: Date; applied?: string; crlDelivered?: boolean } = {}): void {
+  /**
+   * Ends an attempt with its outcome; `nextAttemptAt` for a retry or a
+   * renewal; `applied`: the serial verified on the server; `crlDelivered`
+   * with `crlRevocations`, the digest of the CRLs it holds (see
+   * onboarding/opcuaCrl.ts).
+   */
+  finish(
+    deviceId: string,
+    status: Exclude<PushStatus, 'running'>,
+    reason: string,
+    o: { nextAttemptAt?: Date; applied?: string; crlDelivered?: boolean; crlRevocations?: string } = {},
+  ): void {
+    const delivered = o.crlDelivered === undefined ? null : o.crlDelivered ? 1 : 0;
     this.store
       .statement(
         `UPDATE opcua_push_jobs SET status = ?, reason = ?, next_attempt_at = ?, applied_serial = coalesce(?, applied_serial),
-           serial = coalesce(?, serial), crl_delivered = coalesce(?, crl_delivered), updated_at = ? WHERE device_id = ?`,
+           serial = coalesce(?, serial), crl_delivered = coalesce(?, crl_delivered),
+           crl_revocations = CASE WHEN ? IS NULL THEN crl_revocations ELSE ? END, updated_at = ? WHERE device_id = ?`,
       )
-      .run(status, reason, o.nextAttemptAt?.toISOString() ?? null, o.applied ?? null, o.applied ?? null, o.crlDelivered === undefined ? null : o.crlDelivered ? 1 : 0, new Date().toISOString(), deviceId);
+      .run(status, reason, o.nextAttemptAt?.toISOString() ?? null, o.applied ?? null, o.applied ?? null, delivered, delivered, o.crlRevocations ?? null, new Date().toISOString(), deviceId);
     this.store
       .statement('DELETE FROM opcua_push_steps WHERE device_id = ? AND id <= (SELECT id FROM opcua_push_steps WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)')
       .run(deviceId, deviceId, STEPS_KEPT);
+  }
+
+  /** What a push found of the server's TrustList: whether it takes writes (CRLs over OPC UA). */
+  crlWritable(deviceId: string, writable: boolean): void {
+    this.store.statement('UPDATE opcua_push_jobs SET crl_writable = ? WHERE device_id = ?').run(writable ? 1 : 0, deviceId);
+  }
+
+  /** Servers (not stopped) last found holding the gateway's CRLs, with their digest (undefined: not known). */
+  crlHolders(): { deviceId: string; status: PushStatus; writable?: boolean; revocations?: string }[] {
+    const rows = this.store
+      .statement(`SELECT device_id, status, crl_writable, crl_revocations FROM opcua_push_jobs WHERE status != 'stopped' AND crl_delivered = 1 ORDER BY device_id`)
+      .all() as { device_id: string; status: PushStatus; crl_writable: number | null; crl_revocations: string | null }[];
+    return rows.map((r) => ({
+      deviceId: r.device_id,
+      status: r.status,
+      ...(r.crl_writable !== null ? { writable: r.crl_writable === 1 } : {}),
+      ...(r.crl_revocations ? { revocations: r.crl_revocations } : {}),
+    }));
+  }
+
+  /**
+   * The server's CRLs lack a revocation: it no longer holds current ones.
+   * `push`: the job comes due now (waiting, as after an approval: the
+   * attempt completes its TrustList without renewing its certificate);
+   * `cannot`: it stays done, with `reason` saying what to do; `pending`: a
+   * job not done keeps its status and reason (its next attempt sends the
+   * current CRLs).
+   */
+  crlOutOfDate(deviceId: string, how: 'push' | 'cannot' | 'pending', reason: string): void {
+    const now = new Date().toISOString();
+    if (how === 'push') {
+      this.store
+        .statement(`UPDATE opcua_push_jobs SET status = 'waiting', step = 'crl', attempts = 0, next_attempt_at = ?, crl_delivered = 0, reason = ?, updated_at = ? WHERE device_id = ?`)
+        .run(now, reason, now, deviceId);
+    } else if (how === 'cannot') {
+      this.store.statement('UPDATE opcua_push_jobs SET crl_delivered = 0, reason = ?, updated_at = ? WHERE device_id = ?').run(reason, now, deviceId);
+    } else {
+      this.store.statement('UPDATE opcua_push_jobs SET crl_delivered = 0, updated_at = ? WHERE device_id = ?').run(now, deviceId);
+    }
+    this.log(deviceId, 0, 'crl', how === 'cannot' ? 'failed' : 'ok', reason);
   }
 
   steps(deviceId: string, limit = 50): PushStepRecord[] {

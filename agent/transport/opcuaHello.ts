@@ -1,14 +1,17 @@
 import { Socket } from 'node:net';
+import { Deadline, ProbeTimeout } from './deadline.js';
 
 /**
  * OPC UA TCP's first exchange (OPC 10000-6 7.1.2): HEL, then ACK or ERR.
  * Done on a socket of our own before node-opcua connects, because
  * node-opcua's connect() cannot be ended while it waits for the ACK: a server
  * that never answers would keep a socket open for the life of the agent.
- * Resolves when the server acknowledges; rejects with the reason otherwise,
- * and always destroys the socket.
+ * Resolves when the server acknowledges; rejects with the reason otherwise
+ * (a ProbeTimeout when `budget` runs out first), and always destroys the
+ * socket.
  */
-export function opcuaHello(url: string, timeoutMs: number): Promise<void> {
+export function opcuaHello(url: string, budget: number | Deadline): Promise<void> {
+  const deadline = Deadline.of(budget);
   const u = new URL(url);
   const host = u.hostname.replace(/^\[|\]$/g, '');
   const port = Number(u.port || 4840);
@@ -27,11 +30,13 @@ export function opcuaHello(url: string, timeoutMs: number): Promise<void> {
     const socket = new Socket();
     let received = Buffer.alloc(0);
     const finish = (err?: Error) => {
+      clearTimeout(timer);
       socket.destroy();
       if (err) reject(err);
       else resolve();
     };
-    socket.setTimeout(timeoutMs, () => finish(Object.assign(new Error(`no OPC UA acknowledgement from ${host}:${port} within ${timeoutMs} ms`), { code: 'TIMEOUT' })));
+    // The deadline's own clock, not socket.setTimeout (which counts from the last byte): the connect counts too.
+    const timer = setTimeout(() => finish(new ProbeTimeout(`no OPC UA acknowledgement from ${host}:${port} within ${deadline.budgetMs} ms`)), deadline.remaining());
     socket.once('error', (err) => finish(err));
     socket.once('close', () => finish(new Error(`${host}:${port} closed the connection before acknowledging`)));
     socket.on('data', (chunk: Buffer) => {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import type { Logger } from '../log.js';
+import { Deadline, ProbeTimeout } from './deadline.js';
 import { opcuaHello } from './opcuaHello.js';
 import { loadOpcua } from './opcuaLoader.js';
 
@@ -120,17 +121,16 @@ export function destroySocket(client: Client): void {
   channel?.getTransport?.()?._socket?.destroy?.();
 }
 
-export class ProbeTimeout extends Error {
-  readonly code = 'TIMEOUT';
-}
+export { Deadline, ProbeTimeout } from './deadline.js';
 
 /**
  * What a discovery run asks of one OPC UA server: GetEndpoints (the
  * security it offers, its certificate, its applicationUri), then its
  * nameplate (ServerStatus/BuildInfo and the OPC UA DI DeviceSet) over an
- * anonymous session where the server allows one without security. Every
- * call is bounded by the caller's timeout: a hung or malformed server costs
- * only that.
+ * anonymous session where the server allows one without security. One
+ * budget (a Deadline) bounds the whole contact, hello to nameplate: a hung
+ * or malformed server costs only that, and a nameplate that runs out of it
+ * loses only the nameplate.
  */
 export class OpcuaProbe {
   private certificateManager: InstanceType<typeof import('node-opcua-certificate-manager').OPCUACertificateManager> | undefined;
@@ -173,54 +173,50 @@ export class OpcuaProbe {
       securityPolicy: secure ? (secure.securityPolicyUri as import('node-opcua-client').SecurityPolicy) : opcua.SecurityPolicy.None,
       ...(secure ? { serverCertificate: secure.serverCertificate } : {}),
       connectionStrategy: { maxRetry: 0, initialDelay: 50, maxDelay: 100 },
-      transportTimeout: timeoutMs,
-      defaultTransactionTimeout: timeoutMs,
+      // node-opcua's own timeouts; the caller's deadline is what bounds the contact.
+      transportTimeout: Math.max(100, timeoutMs),
+      defaultTransactionTimeout: Math.max(100, timeoutMs),
       keepSessionAlive: false,
     });
     return { opcua, client };
   }
 
   /**
-   * Runs `work` on a connected client and always closes the connection;
-   * rejects with ProbeTimeout after `timeoutMs`. node-opcua's disconnect()
-   * does not end a connect() that is still waiting for the server's ACK, so
-   * after a timeout the socket is destroyed directly, and closed again when
-   * the abandoned connect() settles.
+   * Runs `work` on a connected client and always closes the connection.
+   * `budget` bounds everything: the hello, connecting, and `work`, which
+   * bounds its own calls with the Deadline it is given (`deadline.within`).
+   * Rejects with ProbeTimeout when connecting runs out of it. node-opcua's
+   * disconnect() does not end a connect() that is still waiting for the
+   * server's ACK, so after a timeout the socket is destroyed directly, and
+   * closed again when the abandoned connect() settles. Closing waits for the
+   * server only while the budget lasts.
    */
-  async withClient<T>(url: string, timeoutMs: number, work: (opcua: Opcua, client: Client) => Promise<T>): Promise<T> {
-    await opcuaHello(url, timeoutMs).catch((err: Error & { code?: string }) => {
-      throw err.code === 'TIMEOUT' ? new ProbeTimeout(err.message) : err;
-    });
-    const { opcua, client } = await this.client(timeoutMs);
-    let timer: NodeJS.Timeout | undefined;
-    let timedOut = false;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        timedOut = true;
-        reject(new ProbeTimeout(`no complete answer from ${url} within ${timeoutMs} ms`));
-      }, timeoutMs);
-    });
+  async withClient<T>(url: string, budget: number | Deadline, work: (opcua: Opcua, client: Client, deadline: Deadline) => Promise<T>): Promise<T> {
+    const deadline = Deadline.of(budget);
+    await opcuaHello(url, deadline);
+    const { opcua, client } = await this.client(deadline.remaining());
     const connecting = client.connect(url);
+    let connected = false;
     try {
-      return await Promise.race([connecting.then(() => work(opcua, client)), deadline]);
+      await deadline.within(connecting, `no complete answer from ${url}`);
+      connected = true;
+      return await work(opcua, client, deadline);
     } finally {
-      clearTimeout(timer);
-      if (timedOut) {
+      if (!connected) {
         destroySocket(client);
         connecting.then(
           () => void client.disconnect().catch(() => undefined),
           () => undefined,
         );
       }
-      await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+      await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, Math.min(500, deadline.remaining())))]);
       destroySocket(client);
     }
   }
 
-  async probe(url: string, timeoutMs: number): Promise<OpcuaServerFacts> {
-    // Connecting and GetEndpoints get one timeout, the nameplate another: a slow nameplate loses only itself.
-    return this.withClient(url, timeoutMs * 2, async (opcua, client) => {
-      const endpoints = await within(client.getEndpoints(), timeoutMs, `GetEndpoints from ${url}`);
+  async probe(url: string, budget: number | Deadline): Promise<OpcuaServerFacts> {
+    return this.withClient(url, budget, async (opcua, client, deadline) => {
+      const endpoints = await deadline.within(client.getEndpoints(), `GetEndpoints from ${url}`);
       if (endpoints.length === 0) throw new Error('the server lists no endpoints');
       const first = endpoints[0]!;
       const certificate = endpoints.find((e) => e.serverCertificate && e.serverCertificate.length > 0)?.serverCertificate;
@@ -247,7 +243,8 @@ export class OpcuaProbe {
       }
       let session: Session | undefined;
       try {
-        await within(
+        // What GetEndpoints left of the budget: a nameplate that runs out of it loses only itself.
+        await deadline.within(
           (async () => {
             session = await client.createSession();
             facts.buildInfo = await readBuildInfo(opcua, session);
@@ -255,22 +252,21 @@ export class OpcuaProbe {
             if (devices.length > 0) facts.devices = devices;
             facts.serverConfiguration = await hasServerConfiguration(opcua, session);
           })(),
-          timeoutMs,
           'the nameplate',
         );
       } catch (err) {
         facts.nameplateError = `nameplate not readable: ${(err as Error).message}`;
       } finally {
-        await Promise.race([(session as Session | undefined)?.close().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+        await Promise.race([(session as Session | undefined)?.close().catch(() => undefined), new Promise((r) => setTimeout(r, Math.min(500, deadline.remaining())))]);
       }
       return facts;
     });
   }
 
   /** FindServers (and FindServersOnNetwork where the LDS offers it) on a discovery server. */
-  async findServers(url: string, timeoutMs: number): Promise<ServerListing[]> {
-    return this.withClient(url, timeoutMs, async (opcua, client) => {
-      const servers = await client.findServers();
+  async findServers(url: string, budget: number | Deadline): Promise<ServerListing[]> {
+    return this.withClient(url, budget, async (opcua, client, deadline) => {
+      const servers = await deadline.within(client.findServers(), `FindServers on ${url}`);
       const out: ServerListing[] = servers.map((s) => ({
         applicationUri: clean(s.applicationUri) ?? '',
         applicationType: opcua.ApplicationType[s.applicationType] ?? String(s.applicationType),
@@ -278,7 +274,7 @@ export class OpcuaProbe {
         discoveryUrls: (s.discoveryUrls ?? []).filter((u): u is string => typeof u === 'string'),
       }));
       try {
-        for (const s of await client.findServersOnNetwork()) {
+        for (const s of await deadline.within(client.findServersOnNetwork(), `FindServersOnNetwork on ${url}`)) {
           if (s.discoveryUrl) out.push({ applicationUri: '', ...(s.serverName ? { applicationName: s.serverName } : {}), discoveryUrls: [s.discoveryUrl] });
         }
       } catch {

@@ -3,6 +3,7 @@ import { crlIssuerName } from '../../certs/crl.js';
 import { parseCertificate } from '../../certs/x509/certificate.js';
 import type { Logger } from '../log.js';
 import { destroySocket, firstDer, ProbeTimeout, within, type OpcuaProbe } from './opcuaProbe.js';
+import { ChannelRefusedError, watchRefusal } from './opcuaRefusal.js';
 
 type Session = import('node-opcua-client').ClientSession;
 
@@ -107,8 +108,9 @@ export class OpcuaPushSessions {
 
   /** The strongest endpoint a SecurityAdmin session may use, or why there is none. */
   async secureEndpoint(url: string, timeoutMs: number): Promise<EndpointChoice> {
-    return this.probe.withClient(url, timeoutMs, async (opcua, client) => {
-      const endpoints = await within(client.getEndpoints(), timeoutMs, `GetEndpoints from ${url}`);
+    // One budget for the hello, the channel and GetEndpoints: a server that hangs costs it once.
+    return this.probe.withClient(url, timeoutMs, async (opcua, client, deadline) => {
+      const endpoints = await deadline.within(client.getEndpoints(), `GetEndpoints from ${url}`);
       const usable = endpoints.filter(
         (e) =>
           e.securityMode === opcua.MessageSecurityMode.SignAndEncrypt &&
@@ -138,7 +140,9 @@ export class OpcuaPushSessions {
     // Pinned: with serverCertificate given and no reconnection (maxRetry 0 in probe.client), node-opcua
     // encrypts to this certificate only and never fetches another one to accept.
     const { opcua, client } = await this.probe.client(timeoutMs, { securityPolicyUri: endpoint.securityPolicyUri, serverCertificate: endpoint.certificate });
+    const refusal = watchRefusal(opcua, client);
     let session: Session | undefined;
+    let channelOpen = false;
     const close = async () => {
       await Promise.race([(session as Session | undefined)?.close().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
       await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
@@ -147,6 +151,7 @@ export class OpcuaPushSessions {
     const connecting = client.connect(url);
     try {
       await within(connecting, timeoutMs, `secure channel to ${url}`);
+      channelOpen = true;
       session = await within(client.createSession({ type: opcua.UserTokenType.UserName, userName: user.username, password: user.password }), timeoutMs, `session on ${url}`);
       return { calls: await this.calls(session, timeoutMs), close };
     } catch (err) {
@@ -159,6 +164,9 @@ export class OpcuaPushSessions {
         );
       }
       await close();
+      // The server's own reason, where it gave one: node-opcua's message for a refused channel says nothing.
+      const refused = channelOpen ? undefined : refusal();
+      if (refused) throw new ChannelRefusedError(`no SecurityAdmin session as ${user.username}: the server refused the secure channel with ${refused.statusName}`, refused.status, refused.statusName, { cause: err });
       throw new Error(`no SecurityAdmin session as ${user.username}: ${describe(err)}`, { cause: err });
     }
   }

@@ -9,6 +9,7 @@ import { installPushCertificateManagementOnServer } from 'node-opcua-server-conf
 import { installDeviceSet, type FixtureDevice } from './opcuaServerDevices.js';
 import { certificateManagerIn, selfSignApplicationCertificate, thumbprint } from './opcuaServerPki.js';
 import { requireLoopback } from './opcuaServerRaw.js';
+import { completeTrustListWrites } from './opcuaServerTrustList.js';
 
 export { DI_IDS, DI_NAMESPACE_URI, SAMPLE_PUMP, type FixtureDevice } from './opcuaServerDevices.js';
 export { startLds, LoopbackDiscoveryServer, type LdsHandle, type LdsOptions } from './opcuaServerLds.js';
@@ -53,7 +54,14 @@ export interface OpcuaServerOptions {
    * `securityAdmin` holds the SecurityAdmin role; `users` authenticate but
    * hold only AuthenticatedUser. Anonymous sessions may browse and read.
    */
-  pushManagement?: { securityAdmin: FixtureUser; users?: FixtureUser[]; /** false: the users and roles, but Part 12's methods left unimplemented, as on a server without push management (default true). */ installed?: boolean };
+  pushManagement?: {
+    securityAdmin: FixtureUser;
+    users?: FixtureUser[];
+    /** false: the users and roles, but Part 12's methods left unimplemented, as on a server without push management (default true). */
+    installed?: boolean;
+    /** true: a TrustList that applies what is written to it (CloseAndUpdate), as a complete Part 12 server's does; node-opcua 2.157's does not (default false). */
+    trustListWrites?: boolean;
+  };
   /** Register with this LDS (RegisterServer2) before startOpcuaServer resolves. */
   registerWith?: { endpointUrl: string; certificate: Buffer };
   /**
@@ -190,7 +198,10 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
     server = opcua;
     await opcua.initialize();
     if (options.deviceSet) installDeviceSet(opcua, options.deviceSet, options.deviceSetReference ?? 'HasComponent');
-    if (options.pushManagement && options.pushManagement.installed !== false) await installPushCertificateManagementOnServer(opcua);
+    if (options.pushManagement && options.pushManagement.installed !== false) {
+      await installPushCertificateManagementOnServer(opcua);
+      if (options.pushManagement.trustListWrites) completeTrustListWrites(opcua, serverCertificateManager);
+    }
     // Listening before start: registration runs in the background from start() on.
     const registration = new Promise<void>((resolve) => opcua.once('serverRegistered', () => resolve()));
     await opcua.start();

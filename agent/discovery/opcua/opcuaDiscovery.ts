@@ -9,6 +9,7 @@ import type { Store } from '../../store/database.js';
 import type { DeviceRepository } from '../../store/deviceRepository.js';
 import type { DiscoveryRun, DiscoveryRunRepository, TargetSource } from '../../store/discoveryRunRepository.js';
 import { announcementUrls, browseOpcua, type OpcuaAnnouncement } from '../../transport/mdnsBrowser.js';
+import { Deadline } from '../../transport/deadline.js';
 import type { OpcuaProbe, OpcuaServerFacts } from '../../transport/opcuaProbe.js';
 import { addresses, contains, parseRange, targetRefusal, type Range } from './ranges.js';
 
@@ -43,15 +44,16 @@ function hostOf(url: string): { host: string; port: number } | undefined {
   }
 }
 
-/** Whether something listens on host:port (a refused or silent port costs at most timeoutMs). */
-function tcpOpen(host: string, port: number, timeoutMs: number): Promise<boolean> {
+/** Whether something listens on host:port (a refused or silent port costs at most what is left of `deadline`). */
+function tcpOpen(host: string, port: number, deadline: Deadline): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = new Socket();
     const done = (open: boolean) => {
+      clearTimeout(timer);
       socket.destroy();
       resolve(open);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
+    const timer = setTimeout(() => done(false), deadline.remaining());
     socket.once('error', () => done(false));
     socket.connect(port, host, () => done(true));
   });
@@ -156,9 +158,13 @@ export class OpcuaDiscovery {
   ): Promise<void> {
     const { runs, log } = this.deps;
     const seen = new Map<string, { thumbprint: string | undefined; url: string; deviceId: string }>();
+    const found = new Set<string>();
+    let scannedHosts = new Set<string>();
     try {
       const ranges = c.scan.ranges.map(parseRange);
       const targets = new Map<string, TargetSource>();
+      // What the TCP connect of a scanned address took of its opcua.timeoutMs: the probe gets the rest.
+      const spent = new Map<string, number>();
       const add = (url: string, source: TargetSource) => {
         if (targets.has(url)) return;
         targets.set(url, source);
@@ -215,6 +221,7 @@ export class OpcuaDiscovery {
       }
       if (ranges.length > 0) {
         const hosts = addresses(ranges, c.scan.maxAddresses);
+        scannedHosts = new Set(hosts);
         const scanned = { done: 0, total: hosts.length * c.scan.ports.length };
         const candidates = function* () {
           for (const host of hosts) for (const port of c.scan.ports) yield { host, port };
@@ -222,7 +229,11 @@ export class OpcuaDiscovery {
         progress('scanning', scanned);
         await pool(candidates(), c.scan.concurrency, signal, async ({ host, port }) => {
           const url = `opc.tcp://${host}:${port}`;
-          if (!targets.has(url) && (await tcpOpen(host, port, c.timeoutMs))) add(url, 'scan');
+          const deadline = new Deadline(c.timeoutMs);
+          if (!targets.has(url) && (await tcpOpen(host, port, deadline))) {
+            add(url, 'scan');
+            spent.set(url, c.timeoutMs - deadline.remaining());
+          }
           scanned.done += 1;
           if (scanned.done % 256 === 0 || scanned.done === scanned.total) progress('scanning', scanned);
         });
@@ -230,15 +241,17 @@ export class OpcuaDiscovery {
       progress('probing');
       await pool([...targets], c.scan.concurrency, signal, async ([url, source]) => {
         try {
-          const facts = await this.deps.probe.probe(url, c.timeoutMs);
+          const facts = await this.deps.probe.probe(url, new Deadline(c.timeoutMs, c.timeoutMs - (spent.get(url) ?? 0)));
           const same = seen.get(facts.applicationUri);
           if (same && same.thumbprint !== facts.certificateThumbprint) {
             // Two servers claim one applicationUri (a cloned project, or a spoof): neither overwrites the other.
             this.record(run, counts, { target: url, source, status: 'error', detail: `applicationUri ${facts.applicationUri} is also served by ${same.url} with another certificate: not recorded, check both servers` });
           } else if (same) {
+            found.add(same.deviceId);
             this.record(run, counts, { target: url, source, status: 'found', deviceId: same.deviceId, detail: `the same server as ${same.url}` });
           } else {
             const deviceId = this.recordServer(run, facts);
+            found.add(deviceId);
             seen.set(facts.applicationUri, { thumbprint: facts.certificateThumbprint, url, deviceId });
             this.record(run, counts, { target: url, source, status: 'found', deviceId, ...(facts.nameplateError ? { detail: facts.nameplateError } : {}) });
           }
@@ -254,6 +267,11 @@ export class OpcuaDiscovery {
         log.info({ run: run.id, ...counts }, 'OPC UA discovery interrupted; it runs again at the next start');
         return;
       }
+      // Where this run looked (every target, every address and port scanned), a server it did not find is offline.
+      this.markMissing(run, found, (url) => {
+        const at = hostOf(url);
+        return targets.has(url) || (at !== undefined && scannedHosts.has(at.host) && c.scan.ports.includes(at.port));
+      });
       runs.finish(run.id, 'done');
       progress('done');
       log.info({ run: run.id, ...counts }, 'OPC UA discovery done');
@@ -261,6 +279,21 @@ export class OpcuaDiscovery {
       runs.finish(run.id, 'failed', (err as Error).message);
       progress('failed');
       log.error({ err, run: run.id }, 'OPC UA discovery failed');
+    }
+  }
+
+  /**
+   * Marks offline each server online in the inventory that a finished run
+   * looked for where discovery last found it (`looked` its endpoint URL)
+   * and did not find. Its last seen stays: it was not seen.
+   */
+  private markMissing(run: DiscoveryRun, found: ReadonlySet<string>, looked: (url: string) => boolean): void {
+    const { devices, store, log } = this.deps;
+    for (const device of devices.list({ protocol: 'opcua' })) {
+      if (!device.online || found.has(device.id) || device.state === 'decommissioned') continue;
+      const url = (device.source.opcua as { endpointUrl?: unknown } | undefined)?.endpointUrl;
+      if (typeof url !== 'string' || !looked(url)) continue;
+      if (store.transaction(() => devices.offline(device.id))) log.info({ run: run.id, device: device.id, endpointUrl: url }, 'OPC UA server not found where it was: offline');
     }
   }
 

@@ -7,6 +7,7 @@ import type { Service } from '../../lifecycle/service.js';
 import type { Logger } from '../../log.js';
 import { DeviceLocks } from '../../onboarding/deviceLocks.js';
 import { OpcuaActions } from '../../onboarding/opcuaActions.js';
+import { sweepCrls } from '../../onboarding/opcuaCrl.js';
 import { OpcuaPush } from '../../onboarding/opcuaPush.js';
 import { ActionRepository } from '../../store/actionRepository.js';
 import { DeviceRepository } from '../../store/deviceRepository.js';
@@ -94,6 +95,11 @@ export class OpcuaService implements Service {
   async runPushes(): Promise<void> {
     if (this.stopping || !this.config.opcua.push.enabled) return;
     try {
+      // A revocation since a server got its CRLs: the new ones are pushed to it, or it is said that they cannot be.
+      sweepCrls({ store: this.deps.storage.store, pushes: this.pushes!, log: this.deps.log }, () => {
+        const trust = this.deps.ca.opcuaTrust();
+        return [...trust.trustedCrls, ...trust.issuerCrls];
+      });
       this.actions!.approveByPolicy();
       if (!this.push && this.pushes!.due(new Date(), 1).length === 0) return;
       this.push ??= (await this.prepare()).push;
