@@ -39,7 +39,11 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     return JSON.parse(r.stdout) as T;
   };
   const jobs = async () => (await json<{ jobs: Job[] }>('opcua', 'push-status')).jobs;
-  const deviceOf = async (uri: string) => (await json<{ id: string; source: { opcua?: { applicationUri: string } } }[]>('devices', 'list')).find((d) => d.source.opcua?.applicationUri === uri)?.id;
+  const deviceOf = async (uri: string) => {
+    const found = (await json<{ id: string; source: { opcua?: { applicationUri: string } } }[]>('devices', 'list')).find((d) => d.source.opcua?.applicationUri === uri);
+    if (!found) throw new Error(`discovery did not put ${uri} in the inventory`);
+    return found.id;
+  };
   async function until<T>(what: string, find: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -75,14 +79,14 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
         'ca:', '  rootKeyType: rsa-2048',
         'opcua:',
         `  endpoints: [${[press, mixer, plain, locked, vanishing, nopush, swapped].map((s) => s.endpointUrl).join(', ')}]`,
-        '  timeoutMs: 3000',
+        '  timeoutMs: 8000',
         '  push:',
         '    approve:',
         "      - { applicationUri: 'urn:plant1:press-*' }",
         '    securityAdmins:',
         `      - { applicationUri: 'urn:plant1:*', username: ${ADMIN.username}, passwordFile: ${join(tmp.dir, 'plant1.pass')} }`,
         "      - { applicationUri: 'urn:plant2:*', username: secadmin, password: not-the-password }",
-        '    stepTimeoutMs: 3000',
+        '    stepTimeoutMs: 10000',
         '    applyWaitMs: 20000',
         // Failures wait for the test, not for a retry.
         '    retryInitialMs: 600000',
@@ -187,7 +191,8 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
 
   it('does not push to a server that offers only SecurityMode None, and says why', async () => {
     const id = (await deviceOf(plain.applicationUri))!;
-    expect((await cli('devices', 'approve', id)).code).toBe(0);
+    const approved = await cli('devices', 'approve', id);
+    expect(approved.code, approved.stderr).toBe(0);
     const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
     expect(job.status).toBe('unsupported');
     expect(job.reason).toMatch(/no SignAndEncrypt endpoint .*never sent over a weaker channel/);
@@ -198,7 +203,8 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
 
   it('says so for a server without push management, and points to the bundle for installing by hand', async () => {
     const id = (await deviceOf(nopush.applicationUri))!;
-    expect((await cli('devices', 'approve', id)).code).toBe(0);
+    const approved = await cli('devices', 'approve', id);
+    expect(approved.code, approved.stderr).toBe(0);
     const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
     expect(job.status, job.reason).toBe('unsupported');
     expect(job.reason).toMatch(/^the server has no push management \(ServerConfiguration's CreateSigningRequest, UpdateCertificate, ApplyChanges are absent or not executable\)/);
@@ -209,7 +215,8 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
   it('refuses wrong SecurityAdmin credentials: nothing is issued, the reason is recorded and a retry scheduled', async () => {
     const id = (await deviceOf(locked.applicationUri))!;
     const before = Date.now();
-    expect((await cli('devices', 'approve', id)).code).toBe(0);
+    const approved = await cli('devices', 'approve', id);
+    expect(approved.code, approved.stderr).toBe(0);
     const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
     expect(job.status).toBe('failed');
     expect(job.reason).toMatch(/^session: no SecurityAdmin session as secadmin: /);
@@ -229,7 +236,8 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     // Another server (a new key, the same address and applicationUri) where the approved one was.
     await swapped.stop();
     swapped = await startOpcuaServer({ host, port, applicationUri, securityModes: 'secure', acceptUnknownClientCertificates: true, pushManagement: { securityAdmin: ADMIN } });
-    expect((await cli('devices', 'approve', id)).code).toBe(0);
+    const approval = await cli('devices', 'approve', id);
+    expect(approval.code, approval.stderr).toBe(0);
     const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
     expect(job.status).toBe('stopped');
     expect(job.reason).toContain(`presents certificate ${swapped.certificateThumbprint}, not the one approved (${approved})`);
@@ -244,7 +252,8 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     const { host, port } = vanishing;
     await vanishing.stop();
     hanging = await startHangingServer(host, port);
-    expect((await cli('devices', 'approve', id)).code).toBe(0);
+    const approved = await cli('devices', 'approve', id);
+    expect(approved.code, approved.stderr).toBe(0);
     const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
     expect(job.status).toBe('failed');
     expect(job.reason).toMatch(/^connect: .*(no answer|within 3000 ms)/);
