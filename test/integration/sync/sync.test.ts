@@ -162,11 +162,13 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     const requests = receiver.requests().slice(before);
     const throttled = requests.filter((r) => r.status === 429);
     expect(throttled.length).toBeGreaterThan(0);
-    // A lower bound on a wait the receiver asked for (protocol behaviour, not speed): once the agent had the 429 (50 ms
-    // for the answer to travel), no request reached the receiver before Retry-After had passed.
+    // A lower bound on a wait the receiver asked for (protocol behaviour, not speed): once the agent had the 429, no
+    // request left it before Retry-After had passed. The receiver cannot see when a request left, only when it arrived:
+    // the other worker's request, sent before the 429 reached the agent, may arrive inside the window on a loaded
+    // machine, so at most one (IN_FLIGHT - 1) may. An agent that ignored Retry-After would send a batch every few ms.
     for (const t of throttled) {
-      const early = requests.filter((r) => r.received_ms > t.at_ms + 50 && r.received_ms < t.at_ms + 980);
-      expect(early, `requests within Retry-After of the 429 answered at ${t.at_ms}`).toEqual([]);
+      const early = requests.filter((r) => r.received_ms > t.at_ms && r.received_ms < t.at_ms + 980);
+      expect(early.length, `requests within Retry-After of the 429 answered at ${t.at_ms}: ${JSON.stringify(early)}`).toBeLessThanOrEqual(1);
     }
   }, 120_000);
 
@@ -230,10 +232,11 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     expect(status.paused).toMatch(/^401 from the receiver/);
     expect(status.backlog).toBeGreaterThan(0);
     expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^edge_agent_sync_paused 1$/m);
-    // Paused, it sends nothing more.
+    // Paused, it sends nothing more: at most the other worker's request, in flight when the pause began, lands after
+    // it. Not paused, it would retry every retryMaxMs (1 s) or sooner, on both workers.
     const refused = receiver.requests().filter((r) => r.status === 401).length;
-    await new Promise((r) => setTimeout(r, 1_000));
-    expect(receiver.requests().filter((r) => r.status === 401).length).toBe(refused);
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(receiver.requests().filter((r) => r.status === 401).length).toBeLessThanOrEqual(refused + 1);
     writeFileSync(join(tmp.dir, 'token'), 'cmms-token-2\n');
     await converged();
     expect((await cli<{ paused?: string }>('sync', 'status')).paused).toBeUndefined();
