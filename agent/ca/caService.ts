@@ -16,7 +16,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
 import type { StoreService } from '../store/storeService.js';
-import { caExists, initFromConfig, loadAuthority, publishCrlFile, unencryptedKeyFiles } from './loadCa.js';
+import { caExists, initFromConfig, loadAuthority, publishCrlFile, unencryptedKeyFiles, weaklyEncryptedKeyFiles } from './loadCa.js';
 import { resolvePassphrase } from './passphrase.js';
 
 /**
@@ -89,6 +89,9 @@ export class CaService implements Service {
       for (const file of unencryptedKeyFiles(this.config.dir)) {
         log.warn({ file }, 'CA key is stored unencrypted although a passphrase is configured; encrypt it with edge-agent ca passphrase');
       }
+    }
+    for (const { file, scheme, iterations, prf } of weaklyEncryptedKeyFiles(this.config.dir)) {
+      log.warn({ file, scheme, iterations, prf }, 'CA key is encrypted with a weak work factor: re-encrypt it with edge-agent ca passphrase --keep-passphrase (agent stopped)');
     }
     if (ensureRootCrl(this.config.dir, this.passphrase)) log.info({ dir: this.config.dir }, 'root CRL written (it revokes no issuing CA)');
     this.repository = new CertificateRepository(this.deps.storage.store);

@@ -4,7 +4,8 @@ import { CertificateAuthority } from '../../certs/authority.js';
 import { CertError } from '../../certs/errors.js';
 import { initCa } from '../../certs/hierarchy.js';
 import { caFiles, IssuingCa } from '../../certs/issuer.js';
-import { writeFileAtomic } from '../../certs/keys/fileKey.js';
+import { keyFileProtection, writeFileAtomic } from '../../certs/keys/fileKey.js';
+import type { KeyEncryption } from '../../certs/keys/pbes2.js';
 import type { Config } from '../config/schema.js';
 import type { CertificateRepository } from '../store/certificateRepository.js';
 
@@ -37,6 +38,25 @@ export function unencryptedKeyFiles(dir: string): string[] {
     .filter((f) => f.endsWith('.key'))
     .map((f) => join(dir, f))
     .filter((path) => !readFileSync(path, 'utf8').includes('BEGIN ENCRYPTED PRIVATE KEY'));
+}
+
+/**
+ * Encrypted key files in the CA directory whose encryption is weaker than
+ * what is written today (keys written before it: PBKDF2 at 2,048
+ * iterations). A file that cannot be read is left to the load to report.
+ */
+export function weaklyEncryptedKeyFiles(dir: string): ({ file: string } & KeyEncryption)[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.key'))
+    .flatMap((f) => {
+      try {
+        const protection = keyFileProtection(join(dir, f));
+        return protection.encrypted && protection.weak ? [{ file: join(dir, f), scheme: protection.scheme, iterations: protection.iterations, prf: protection.prf, cipher: protection.cipher }] : [];
+      } catch {
+        return [];
+      }
+    });
 }
 
 export function initFromConfig(ca: Config['ca'], gatewayId: string, passphrase: string | undefined): void {
