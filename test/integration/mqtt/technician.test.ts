@@ -11,7 +11,8 @@ import { EnrollmentRepository } from '../../../agent/store/enrollmentRepository.
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { deviceRequest, requestOnce } from '../../helpers/enrollment.js';
 import { freePort } from '../../helpers/mosquitto.js';
-import { opensslCsr } from '../../helpers/openssl.js';
+import { openssl, opensslCsr } from '../../helpers/openssl.js';
+import { pemBlocks, toPem } from '../../../certs/x509/pem.js';
 import { apiUser } from '../../helpers/apiUser.js';
 
 describe('technician decisions and restarts (embedded broker)', () => {
@@ -20,11 +21,12 @@ describe('technician decisions and restarts (embedded broker)', () => {
   let config: string;
   let port: number;
   let cafile: string;
+  let base: string;
   const cli = (...args: string[]) => runCli([...args, '--config', config]);
   const enroll = (name: string, payload: Record<string, unknown>) => requestOnce(port, cafile, name, payload, { v5: false });
   const start = async () => {
     daemon = Daemon.start(config, { env: { EDGE_AGENT_MQTT_PROVISIONING_PORT: String(port) } });
-    const base = await daemon.ready();
+    base = await daemon.ready();
     writeFileSync(cafile, await (await fetch(`${base}/ca/chain`)).text());
   };
   const stop = async () => {
@@ -79,6 +81,36 @@ describe('technician decisions and restarts (embedded broker)', () => {
     const unknown = await cli('devices', 'approve', 'nobody');
     expect(unknown.code).toBe(64);
     expect(unknown.stderr).toMatch(/no device mqtt:nobody/);
+  });
+
+  it('revokes with the reason given, which the CRL entry carries; refuses a reason the CRL cannot carry, with the list (CLI and API)', async () => {
+    expect((await enroll('valve-9', await deviceRequest(tmp.dir, 'valve-9'))).answer?.status).toBe('pending');
+    expect((await cli('devices', 'approve', 'valve-9')).code).toBe(0);
+    const serial = (JSON.parse((await cli('ca', 'list', '--id', 'valve-9', '--json')).stdout) as { serial: string; status: string }[]).find((c) => c.status === 'valid')!.serial;
+    const list = 'unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn';
+
+    const stolen = await cli('devices', 'revoke', 'valve-9', '--reason', 'stolen');
+    expect(stolen.code).toBe(64);
+    expect(stolen.stderr).toContain(`--reason "stolen" is not a revocation reason: give one of ${list}`);
+    const admin = await apiUser(config, 'admin-rev', 'admin');
+    const viaApi = await fetch(`${base}/api/v1/devices/mqtt:valve-9/revoke`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ reason: 'stolen' }) });
+    expect(viaApi.status).toBe(400);
+    expect(((await viaApi.json()) as { message: string }).message).toContain(`reason: must be one of ${list}`);
+    expect((await cli('devices', 'show', 'valve-9')).stdout).toMatch(/^mqtt:valve-9: provisioned/);
+
+    const revoked = await cli('devices', 'revoke', 'valve-9', '--reason', 'keyCompromise', '--note', 'stolen from line 3');
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect((await cli('devices', 'show', 'valve-9')).stdout).toContain('keyCompromise: stolen from line 3');
+    // openssl reads the reason code of the entry in the CRL the daemon serves.
+    const crls = pemBlocks(await (await fetch(`${base}/ca/crl`)).text());
+    let text = '';
+    for (const [i, crl] of crls.entries()) {
+      writeFileSync(join(tmp.dir, `crl-${i}.pem`), toPem('X509 CRL', crl.der));
+      const out = await openssl(['crl', '-in', `crl-${i}.pem`, '-noout', '-text'], tmp.dir);
+      expect(out.ok, out.stderr).toBe(true);
+      text += out.stdout;
+    }
+    expect(text).toMatch(new RegExp(String.raw`Serial Number: ${serial.toUpperCase()}\s+Revocation Date: [^\n]+\s+CRL entry extensions:\s+X509v3 CRL Reason Code:\s+Key Compromise\n`));
   });
 
   it('queues a decision while the daemon is down and carries it out at start', async () => {
