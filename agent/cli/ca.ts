@@ -5,6 +5,8 @@ import forge from 'node-forge';
 import { normaliseSerial, type CertificateAuthority } from '../../certs/authority.js';
 import { CertError } from '../../certs/errors.js';
 import { caStatus, importIntermediate, requestIntermediate } from '../../certs/hierarchy.js';
+import { loadRoot, refreshRootCrl } from '../../certs/root.js';
+import { registerRevokeIssuing } from './caRevokeIssuing.js';
 import { reencryptKeyFiles, writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { SoftwareKey, CA_KEY_TYPES, type CaKeyType } from '../../certs/keys/backend.js';
 import { PROFILE_NAMES, type ProfileName } from '../../certs/profiles/profile.js';
@@ -219,9 +221,12 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       `revoked ${r.serial}${r.alsoRevoked.length ? ` and, with the same compromised key, ${r.alsoRevoked.map((a) => `${a.serial} (${a.identity})`).join(', ')}` : ''}; CRL written to ${r.crlFile}\n`);
   });
 
-  common(ca.command('crl').description('regenerate the CRL now and print it').option('--out <file>', 'also write it to this file')).action(async (o: Common & { out?: string }) => {
+  common(ca.command('crl').description('regenerate the CRLs now (the root\'s too, where its key is here) and print them').option('--out <file>', 'also write it to this file')).action(async (o: Common & { out?: string }) => {
     result.code = await run(o, (config) =>
       withAuthority(config, (authority) => {
+        // On demand: how the root CRL is kept valid while the root key lives offline (brought back for this).
+        const passphrase = resolvePassphrase(config.ca);
+        refreshRootCrl(config.ca.dir, config.ca.rootCrlValidityDays, () => loadRoot(config.ca.dir, passphrase), { force: true });
         const crl = publishCrlFile(authority, config.ca);
         const pem = readFileSync(config.ca.crlFile, 'utf8');
         if (o.out) writeFileSync(o.out, pem, { mode: 0o644 });
@@ -229,6 +234,8 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       }),
     (r: { pem: string }) => r.pem);
   });
+
+  registerRevokeIssuing(ca, common, result);
 
   common(
     ca
