@@ -103,7 +103,9 @@ export class OpcuaActions {
     const uri = opcuaSource(device)?.applicationUri ?? job?.applicationUri;
     // Every certificate of the server still good: the one it presents, one a renewal superseded or issued and never applied, an exported one.
     const serials = uri ? ca.unrevoked('opcua-application', uri).map((r) => r.serial) : [];
-    for (const serial of serials) ca.revoke(serial, revocationReasonOf(a));
+    // keyCompromise revokes every certificate of the key at once: those are not revoked twice.
+    const revoked = new Set<string>();
+    for (const serial of serials) if (!revoked.has(serial)) for (const r of ca.revoke(serial, revocationReasonOf(a))) revoked.add(r.serial);
     const reason = `${done} by ${a.actor}${why}`;
     store.durable(() => {
       if (job) pushes.finish(device.id, 'stopped', reason);
