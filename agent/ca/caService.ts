@@ -16,7 +16,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
 import type { StoreService } from '../store/storeService.js';
-import { caExists, initFromConfig, loadAuthority, publishCrlFile, unencryptedKeyFiles, weaklyEncryptedKeyFiles } from './loadCa.js';
+import { caExists, checkKeyFilePermissions, initFromConfig, loadAuthority, publishCrlFile, unencryptedKeyFiles, weaklyEncryptedKeyFiles } from './loadCa.js';
 import { resolvePassphrase } from './passphrase.js';
 
 /**
@@ -93,7 +93,9 @@ export class CaService implements Service {
     for (const { file, scheme, iterations, prf } of weaklyEncryptedKeyFiles(this.config.dir)) {
       log.warn({ file, scheme, iterations, prf }, 'CA key is encrypted with a weak work factor: re-encrypt it with edge-agent ca passphrase --keep-passphrase (agent stopped)');
     }
-    // Where the root key is on the gateway it must belong to root.crt: refused now, not found out when it next signs.
+    // Exposed keys are refused before any passphrase work; then, where the root key is on the gateway,
+    // it must belong to root.crt: refused now, not found out when it next signs.
+    checkKeyFilePermissions(this.config.dir);
     const root = loadRoot(this.config.dir, this.passphrase);
     this.repository = new CertificateRepository(this.deps.storage.store);
     this.authority = loadAuthority(this.config, this.repository, this.passphrase);

@@ -134,5 +134,5 @@ describe('CA key files', () => {
     expect(upgraded.logs.filter((l) => l.msg.startsWith('CA key is encrypted with a weak work factor'))).toEqual([]);
     upgraded.kill('SIGTERM');
     expect((await upgraded.exited).code).toBe(0);
-  });
+  }, 60_000); // two starts and a command, each reading passphrase-encrypted keys
 });

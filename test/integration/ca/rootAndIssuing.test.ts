@@ -153,5 +153,5 @@ describe('the root of the gateway CA', () => {
     expect(chain).not.toContain(oldIssuing.trim().split('\n')[1]);
     expect(await (await fetch(`${base}/ca/crl`)).text()).toContain(readFileSync(join(caDir(), 'root.crl'), 'utf8'));
     await stop(after);
-  });
+  }, 90_000); // four starts and seven commands
 });
