@@ -108,7 +108,7 @@ export const ExitCode = {
   forced: 130,
 } as const;
 
-const CA_SETUP_ERRORS = new Set(['CA_PASSPHRASE_UNREADABLE', 'CA_KEY_PERMISSIONS', 'CA_KEY_MISMATCH', 'CA_PASSPHRASE_WRONG', 'CA_PASSPHRASE_MISSING', 'CA_NOT_INITIALISED']);
+const CA_SETUP_ERRORS = new Set(['CA_PASSPHRASE_UNREADABLE', 'CA_KEY_PERMISSIONS', 'CA_KEY_MISMATCH', 'CA_KEY_DAMAGED', 'ISSUING_CA_REVOKED', 'CA_PASSPHRASE_WRONG', 'CA_PASSPHRASE_MISSING', 'CA_NOT_INITIALISED']);
 
 /** Maps an error to the exit code the process ends with. */
 export function exitCodeFor(err: unknown): number {

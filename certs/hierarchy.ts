@@ -12,7 +12,8 @@ import { buildCsr } from './x509/csrBuilder.js';
 import { pemBlocks, toPem } from './x509/pem.js';
 import { analyseSpki } from './x509/publicKey.js';
 import { read } from './x509/der.js';
-import { buildCrl } from './crl.js';
+import { DEFAULT_ROOT_CRL_VALIDITY_DAYS, writeRootCrl, type RootCa } from './root.js';
+import { revokedCas } from './revokedCas.js';
 
 const DAY = 86_400_000;
 
@@ -27,6 +28,8 @@ export interface InitOptions {
   issuers: Partial<Record<IssuerName, CaKeyType>>;
   rootValidityDays: number;
   issuingValidityDays: number;
+  /** nextUpdate of the root CRL written with it (DEFAULT_ROOT_CRL_VALIDITY_DAYS). */
+  rootCrlValidityDays?: number;
   now?: Date;
 }
 
@@ -93,25 +96,15 @@ export function initCa(o: InitOptions): { rootPem: string; issuers: IssuerName[]
 
   const written: IssuerName[] = [];
   const pending: [string, string | Buffer | KeyObject][] = [];
+  const root = { subjectName: rootName, ski: rootSki, key: rootKey, notAfter: rootNotAfter, pem: rootPem };
   for (const [name, keyType] of Object.entries(o.issuers) as [IssuerName, CaKeyType][]) {
-    const key = SoftwareKey.generate(keyType);
-    const issuingNotAfter = new Date(Math.min(rootNotAfter.getTime(), wholeSeconds(new Date(now.getTime() + o.issuingValidityDays * DAY)).getTime()));
-    const der = caCertificate({
-      subjectName: encodeName({ organization: o.organization, commonName: `${o.gatewayId} Issuing CA ${name.toUpperCase()}`.slice(0, 64) }),
-      issuerName: rootName,
-      subjectKey: key,
-      signer: rootKey,
-      signerSki: rootSki,
-      pathLen: 0,
-      notBefore,
-      notAfter: issuingNotAfter,
-    });
-    pending.push([caFiles.key(name), key.exportable()], [caFiles.chain(name), rootPem], [caFiles.cert(name), toPem('CERTIFICATE', der)]);
+    const { key, certPem } = issuingCaUnder(root, { name, keyType, organization: o.organization, gatewayId: o.gatewayId, issuingValidityDays: o.issuingValidityDays, now });
+    pending.push([caFiles.key(name), key.exportable()], [caFiles.chain(name), rootPem], [caFiles.cert(name), certPem]);
     written.push(name);
   }
   writeKeyFile(join(o.dir, caFiles.rootKey), rootKey.exportable(), o.passphrase);
   writeFileAtomic(join(o.dir, caFiles.rootCert), rootPem, 0o644);
-  writeFileAtomic(join(o.dir, caFiles.rootCrl), rootCrl(rootPem, rootKey, now).pem, 0o644);
+  writeRootCrl(o.dir, { certPem: rootPem, key: rootKey }, o.rootCrlValidityDays ?? DEFAULT_ROOT_CRL_VALIDITY_DAYS, now);
   // Keys first and certificates last: a CA counts as present once its certificate exists.
   for (const [file, content] of pending) {
     if (typeof content === 'string' || Buffer.isBuffer(content)) writeFileAtomic(join(o.dir, file), content, 0o644);
@@ -120,36 +113,54 @@ export function initCa(o: InitOptions): { rootPem: string; issuers: IssuerName[]
   return { rootPem, issuers: written };
 }
 
-/**
- * The root's CRL: it revokes no issuing CA, and is valid as long as the
- * root. Validators that insist on a CRL for every CA of a chain (OPC UA
- * stacks: node-opcua answers BadCertificateIssuerRevocationUnknown without
- * one) need it beside the issuing CAs' CRLs.
- */
-export function rootCrl(rootPem: string, rootKey: KeyBackend, now: Date = new Date()): { der: Buffer; pem: string } {
-  const parts = parseCertificate(rootPem);
-  const signer = {
-    subjectName: Buffer.from(parts.subjectName),
-    aki: authorityKeyIdentifier(parts.extensions.subjectKeyId ?? keyIdentifier(analyseSpki(parts.spki).keyBits)),
-    signatureAlgorithm: signatureAlgorithm(rootKey.family, rootKey.hash),
-    key: rootKey,
-  };
-  return buildCrl(signer, [], 1, wholeSeconds(now), parts.notAfter);
+/** An issuing CA (path length 0) under a root whose key is at hand; `generation` > 1 names a successor of revoked ones. */
+function issuingCaUnder(
+  root: { subjectName: Buffer; ski: Buffer; key: KeyBackend; notAfter: Date },
+  o: { name: IssuerName; keyType: CaKeyType; organization: string; gatewayId: string; issuingValidityDays: number; now: Date; generation?: number },
+): { key: SoftwareKey; certPem: string; subject: string; notAfter: Date } {
+  const key = SoftwareKey.generate(o.keyType);
+  const notAfter = new Date(Math.min(root.notAfter.getTime(), wholeSeconds(new Date(o.now.getTime() + o.issuingValidityDays * DAY)).getTime()));
+  const suffix = (o.generation ?? 1) > 1 ? ` ${o.generation}` : '';
+  const commonName = `${`${o.gatewayId} Issuing CA ${o.name.toUpperCase()}`.slice(0, 64 - suffix.length)}${suffix}`;
+  const der = caCertificate({
+    subjectName: encodeName({ organization: o.organization, commonName }),
+    issuerName: root.subjectName,
+    subjectKey: key,
+    signer: root.key,
+    signerSki: root.ski,
+    pathLen: 0,
+    notBefore: wholeSeconds(new Date(o.now.getTime() - 300_000)),
+    notAfter,
+  });
+  return { key, certPem: toPem('CERTIFICATE', der), subject: `O=${o.organization}, CN=${commonName}`, notAfter };
 }
 
 /**
- * Writes root.crl where the root key is on the gateway and no root CRL is
- * there yet (CA directories made before it existed); returns whether it did.
+ * A new issuing CA under the local root, where none of that name is in the
+ * directory (after one was revoked): key, chain, then certificate. Its CN
+ * carries a generation number (`… Issuing CA EC 2`) when revoked ones came
+ * before, so validators never mix up its CRLs with theirs.
  */
-export function ensureRootCrl(dir: string, passphrase: string | undefined): boolean {
-  const crlPath = join(dir, caFiles.rootCrl);
-  const keyPath = join(dir, caFiles.rootKey);
-  const certPath = join(dir, caFiles.rootCert);
-  if (existsSync(crlPath) || !existsSync(keyPath) || !existsSync(certPath)) return false;
-  const rootPem = readFileSync(certPath, 'utf8');
-  const key = readKeyFile(keyPath, passphrase);
-  writeFileAtomic(crlPath, rootCrl(rootPem, new SoftwareKey(key, analyseSpki(parseCertificate(rootPem).spki).type)).pem, 0o644);
-  return true;
+export function addIssuingCa(o: {
+  dir: string;
+  root: RootCa;
+  name: IssuerName;
+  keyType: CaKeyType;
+  passphrase: string | undefined;
+  organization: string;
+  gatewayId: string;
+  issuingValidityDays: number;
+  now?: Date;
+}): { subject: string; notAfter: Date } {
+  if (existsSync(join(o.dir, caFiles.cert(o.name)))) throw new CertError('CA_ALREADY_INITIALISED', `the ${o.name.toUpperCase()} issuing CA already exists in ${o.dir}; it is never overwritten`);
+  const parts = parseCertificate(o.root.certPem);
+  const root = { subjectName: Buffer.from(parts.subjectName), ski: ski(spkiOf(o.root.key)), key: o.root.key, notAfter: parts.notAfter };
+  const generation = 1 + revokedCas(o.dir).filter((r) => r.issuer === o.name).length;
+  const made = issuingCaUnder(root, { ...o, now: o.now ?? new Date(), generation });
+  writeKeyFile(join(o.dir, caFiles.key(o.name)), made.key.exportable(), o.passphrase);
+  writeFileAtomic(join(o.dir, caFiles.chain(o.name)), o.root.certPem, 0o644);
+  writeFileAtomic(join(o.dir, caFiles.cert(o.name)), made.certPem, 0o644);
+  return { subject: made.subject, notAfter: made.notAfter };
 }
 
 /**

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { CertError } from './errors.js';
 import { readKeyFile } from './keys/fileKey.js';
 import { SoftwareKey, type KeyBackend } from './keys/backend.js';
+import { revokedCas } from './revokedCas.js';
 import { parseCertificate, signatureAlgorithm, type CertificateParts } from './x509/certificate.js';
 import { authorityKeyIdentifier, keyIdentifier } from './x509/extensions.js';
 import { pemBlocks, toPem } from './x509/pem.js';
@@ -62,7 +63,8 @@ export class IssuingCa {
   /**
    * Loads `issuing-<name>` from the CA directory: refuses a key file others
    * can read, a key that does not match the certificate, a certificate that
-   * is not a CA, and a chain that does not link up.
+   * is not a CA or was revoked (`ca revoke-issuing`), and a chain that does
+   * not link up.
    */
   static load(dir: string, name: IssuerName, passphrase: string | undefined): IssuingCa | undefined {
     const certPath = join(dir, caFiles.cert(name));
@@ -75,6 +77,11 @@ export class IssuingCa {
       throw new CertError('CA_KEY_MISMATCH', `CA key ${keyPath} does not belong to the certificate ${certPath}`);
     }
     if (!cert.ca) throw new CertError('INTERMEDIATE_INVALID', `${certPath} is not a CA certificate`);
+    const serial = parseCertificate(certPem).serial.toString('hex');
+    if (revokedCas(dir).some((r) => r.issuer === name && r.serial === serial)) {
+      // Left by a revocation cut short, or restored from a backup: it must never sign again.
+      throw new CertError('ISSUING_CA_REVOKED', `the ${name.toUpperCase()} issuing CA ${certPath} (serial ${serial}) is revoked; run edge-agent ca revoke-issuing --issuer ${name} again to finish replacing it`);
+    }
     const chainPath = join(dir, caFiles.chain(name));
     const above = existsSync(chainPath) ? pemBlocks(readFileSync(chainPath, 'utf8')).map((b) => toPem(b.label, b.der)) : [];
     verifyChain([certPem, ...above], certPath);

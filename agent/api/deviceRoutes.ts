@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { DEVICE_STATES as STATES, LOCATION_FIELDS, PROTOCOLS, type DeviceState, type Protocol } from '../inventory/device.js';
-import { ActionRepository, type DeviceActionKind } from '../store/actionRepository.js';
+import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, revocationText, type DeviceActionKind } from '../store/actionRepository.js';
+import type { RevocationReason } from '../../certs/store.js';
 import type { Store } from '../store/database.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
@@ -19,6 +20,18 @@ const decision = z.strictObject({
   /** approve: the enrollment request to approve, when several wait with different keys. */
   request: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'a request id (devices show lists them)').optional(),
   /** Seconds to wait for the daemon to carry the decision out (0: answer at once with 202). */
+  wait: z.number().int().min(0).max(60).optional(),
+});
+
+const retires = (kind: DeviceActionKind) => kind === 'revoke' || kind === 'decommission';
+
+/** revoke and decommission: the reason goes into the CRL, so it is one the CRL can carry; a free-text note goes beside it. */
+const retirement = z.strictObject({
+  reason: z
+    .string()
+    .refine(isRevocationReason, { message: `must be one of ${REVOCATION_REASONS.join(', ')} (it goes into the CRL; put free text in note)` })
+    .optional(),
+  note: text(500).optional(),
   wait: z.number().int().min(0).max(60).optional(),
 });
 
@@ -82,16 +95,20 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         method: 'POST',
         path: `/api/v1/devices/{id}/${kind}`,
         permission,
-        summary: `${summary}; body {reason?, ${kind === 'approve' ? 'request?, ' : ''}wait?: seconds 0..60 (15)}`,
+        summary: retires(kind)
+          ? `${summary}; body {reason?: ${REVOCATION_REASONS.join('|')} (${defaultRevocationReason(kind)}), note?, wait?: seconds 0..60 (15)}`
+          : `${summary}; body {reason?, ${kind === 'approve' ? 'request?, ' : ''}wait?: seconds 0..60 (15)}`,
         handle: async (ctx) => {
-          const b = await ctx.body(decision);
+          const b: { reason?: string; note?: string; request?: string; wait?: number } = retires(kind) ? await ctx.body(retirement) : await ctx.body(decision);
           if (b.request !== undefined && kind !== 'approve') throw new ApiError(400, 'BAD_REQUEST', 'request: only an approval names a request');
           const store = deps.store();
           const actions = new ActionRepository(store);
           const d = device(ctx.params.id!);
+          // A revocation's text starts with its CRL reason, which the daemon reads back (revocationReasonOf).
+          const reason = retires(kind) && (b.reason || b.note) ? revocationText((b.reason as RevocationReason | undefined) ?? defaultRevocationReason(kind), b.note) : (b.reason ?? '');
           const queued = ctx.commit(() => {
-            const action = actions.enqueue(d.id, kind, ctx.user.name, b.reason ?? '', b.request);
-            ctx.audit(`device.${kind}`, d.id, 'accepted', { action: action.id, ...(b.reason ? { reason: b.reason } : {}), ...(b.request ? { request: b.request } : {}) });
+            const action = actions.enqueue(d.id, kind, ctx.user.name, reason, b.request);
+            ctx.audit(`device.${kind}`, d.id, 'accepted', { action: action.id, ...(b.reason ? { reason: b.reason } : {}), ...(b.note ? { note: b.note } : {}), ...(b.request ? { request: b.request } : {}) });
             return action;
           });
           // The daemon's services carry decisions out in order per device (the same queue as the CLI's).

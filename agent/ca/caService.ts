@@ -2,7 +2,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { Counter, Gauge } from 'prom-client';
 import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../../certs/authority.js';
-import { ensureRootCrl } from '../../certs/hierarchy.js';
+import { loadRoot, refreshRootCrl, type RootCa } from '../../certs/root.js';
 import { crlIssuerName } from '../../certs/crl.js';
 import { parseCertificate } from '../../certs/x509/certificate.js';
 import { pemBlocks } from '../../certs/x509/pem.js';
@@ -16,7 +16,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
 import type { StoreService } from '../store/storeService.js';
-import { caExists, initFromConfig, loadAuthority, publishCrlFile, unencryptedKeyFiles } from './loadCa.js';
+import { caExists, checkKeyFilePermissions, initFromConfig, loadAuthority, publishCrlFile, unencryptedKeyFiles, weaklyEncryptedKeyFiles } from './loadCa.js';
 import { resolvePassphrase } from './passphrase.js';
 
 /**
@@ -90,13 +90,19 @@ export class CaService implements Service {
         log.warn({ file }, 'CA key is stored unencrypted although a passphrase is configured; encrypt it with edge-agent ca passphrase');
       }
     }
-    if (ensureRootCrl(this.config.dir, this.passphrase)) log.info({ dir: this.config.dir }, 'root CRL written (it revokes no issuing CA)');
+    for (const { file, scheme, iterations, prf } of weaklyEncryptedKeyFiles(this.config.dir)) {
+      log.warn({ file, scheme, iterations, prf }, 'CA key is encrypted with a weak work factor: re-encrypt it with edge-agent ca passphrase --keep-passphrase (agent stopped)');
+    }
+    // Exposed keys are refused before any passphrase work; then, where the root key is on the gateway,
+    // it must belong to root.crt: refused now, not found out when it next signs.
+    checkKeyFilePermissions(this.config.dir);
+    const root = loadRoot(this.config.dir, this.passphrase);
     this.repository = new CertificateRepository(this.deps.storage.store);
     this.authority = loadAuthority(this.config, this.repository, this.passphrase);
     for (const issuer of this.authority.issuers()) {
       log.info({ issuer: issuer.name, notAfter: issuer.notAfter.toISOString() }, 'issuing CA loaded');
     }
-    this.publishCrl();
+    this.publishCrl(() => root);
     this.checkExpiry();
     this.expiryTimer = setInterval(() => this.checkExpiry(), this.config.expiryCheckIntervalMs);
   }
@@ -199,13 +205,35 @@ export class CaService implements Service {
     return pemBlocks(readFileSync(this.config.crlFile, 'utf8')).filter((b) => b.label === 'X509 CRL').map((b) => b.der);
   }
 
-  /** Writes a fresh CRL per issuing CA into ca.crlFile and schedules the next one at half its validity. */
-  publishCrl(): void {
+  /**
+   * Signs the root CRL again when it is due (with the root key, read from
+   * disk unless given), writes a fresh CRL per issuing CA into ca.crlFile
+   * followed by the root's, and schedules the next one at half its validity.
+   */
+  publishCrl(rootKey: () => RootCa | undefined = () => loadRoot(this.config.dir, this.passphrase)): void {
+    this.refreshRootCrl(rootKey);
     const { nextUpdate, crlNumbers } = publishCrlFile(this.ca(), this.config);
     this.crlNextUpdate.set(nextUpdate.getTime() / 1000);
     this.deps.log.info({ file: this.config.crlFile, crlNumbers, nextUpdate: nextUpdate.toISOString() }, 'CRL published');
     clearTimeout(this.crlTimer);
     this.crlTimer = setTimeout(() => this.publishCrlOrRetry(), Math.min((this.config.crlValidityHours * 3_600_000) / 2, MAX_CRL_REFRESH_MS));
+  }
+
+  /** The root CRL lists revoked issuing CAs; a root key that cannot be read only delays it (with an error logged). */
+  private refreshRootCrl(rootKey: () => RootCa | undefined): void {
+    const { log } = this.deps;
+    try {
+      const r = refreshRootCrl(this.config.dir, this.config.rootCrlValidityDays, rootKey);
+      if (r.status === 'written') log.info({ nextUpdate: r.nextUpdate.toISOString(), reason: r.reason }, 'root CRL signed');
+      if (r.status === 'offline') {
+        log.warn(
+          { nextUpdate: r.nextUpdate?.toISOString(), reason: r.reason },
+          'root CRL is due to be signed again and the root key is not on the gateway: bring it back and run edge-agent ca crl',
+        );
+      }
+    } catch (err) {
+      log.error({ err, dir: this.config.dir }, 'root CRL could not be signed again');
+    }
   }
 
   /** publishCrl, and on failure a log line and another try a minute later, for as long as it takes. */
@@ -230,7 +258,7 @@ export class CaService implements Service {
   }
 
   reload(config: Config): void {
-    const crlChanged = config.ca.crlValidityHours !== this.config.crlValidityHours;
+    const crlChanged = config.ca.crlValidityHours !== this.config.crlValidityHours || config.ca.rootCrlValidityDays !== this.config.rootCrlValidityDays;
     this.config = config.ca;
     if (!this.repository) return;
     if (crlChanged) this.publishCrl();

@@ -3,8 +3,10 @@ import { dirname, join } from 'node:path';
 import { CertificateAuthority } from '../../certs/authority.js';
 import { CertError } from '../../certs/errors.js';
 import { initCa } from '../../certs/hierarchy.js';
+import { currentRootCrl } from '../../certs/root.js';
 import { caFiles, IssuingCa } from '../../certs/issuer.js';
-import { writeFileAtomic } from '../../certs/keys/fileKey.js';
+import { keyFileProtection, writeFileAtomic } from '../../certs/keys/fileKey.js';
+import type { KeyEncryption } from '../../certs/keys/pbes2.js';
 import type { Config } from '../config/schema.js';
 import type { CertificateRepository } from '../store/certificateRepository.js';
 
@@ -39,6 +41,25 @@ export function unencryptedKeyFiles(dir: string): string[] {
     .filter((path) => !readFileSync(path, 'utf8').includes('BEGIN ENCRYPTED PRIVATE KEY'));
 }
 
+/**
+ * Encrypted key files in the CA directory whose encryption is weaker than
+ * what is written today (keys written before it: PBKDF2 at 2,048
+ * iterations). A file that cannot be read is left to the load to report.
+ */
+export function weaklyEncryptedKeyFiles(dir: string): ({ file: string } & KeyEncryption)[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.key'))
+    .flatMap((f) => {
+      try {
+        const protection = keyFileProtection(join(dir, f));
+        return protection.encrypted && protection.weak ? [{ file: join(dir, f), scheme: protection.scheme, iterations: protection.iterations, prf: protection.prf, cipher: protection.cipher }] : [];
+      } catch {
+        return [];
+      }
+    });
+}
+
 export function initFromConfig(ca: Config['ca'], gatewayId: string, passphrase: string | undefined): void {
   initCa({
     dir: ca.dir,
@@ -49,6 +70,7 @@ export function initFromConfig(ca: Config['ca'], gatewayId: string, passphrase: 
     issuers: { ec: ca.issuingKeyType, rsa: ca.rsaIssuingKeyType },
     rootValidityDays: ca.rootValidityDays,
     issuingValidityDays: ca.issuingValidityDays,
+    rootCrlValidityDays: ca.rootCrlValidityDays,
   });
 }
 
@@ -75,15 +97,16 @@ export function loadAuthority(ca: Config['ca'], store: CertificateRepository, pa
 /**
  * Writes a fresh CRL per issuing CA (PEM, concatenated) to ca.crlFile,
  * followed by the root's CRL where the CA directory has one; returns the
- * earliest nextUpdate of the issuing CAs' CRLs.
+ * earliest nextUpdate of them all.
  */
 export function publishCrlFile(authority: CertificateAuthority, ca: Config['ca']): { nextUpdate: Date; crlNumbers: string[] } {
   const crls = authority.crls(ca.crlValidityHours);
   const root = join(ca.dir, caFiles.rootCrl);
   mkdirSync(dirname(ca.crlFile), { recursive: true, mode: 0o755 });
   writeFileAtomic(ca.crlFile, crls.map((c) => c.pem).join('') + (existsSync(root) ? readFileSync(root, 'utf8') : ''), 0o644);
+  const rootNextUpdate = currentRootCrl(ca.dir)?.nextUpdate;
   return {
-    nextUpdate: new Date(Math.min(...crls.map((c) => c.nextUpdate.getTime()))),
+    nextUpdate: new Date(Math.min(...crls.map((c) => c.nextUpdate.getTime()), ...(rootNextUpdate ? [rootNextUpdate.getTime()] : []))),
     crlNumbers: crls.map((c) => `${c.issuer}:${c.crlNumber}`),
   };
 }

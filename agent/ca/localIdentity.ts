@@ -6,6 +6,7 @@ import { SoftwareKey, type CaKeyType } from '../../certs/keys/backend.js';
 import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { canonicalIp } from '../../certs/x509/extensions.js';
+import { pemBlocks } from '../../certs/x509/pem.js';
 import { encodeName } from '../../certs/x509/name.js';
 import type { Logger } from '../log.js';
 import type { CaService } from './caService.js';
@@ -88,6 +89,9 @@ function reuseRefusal(ca: IdentityCa, r: LocalIdentityRequest, pem: string): str
   }
   const current = ca.current(r.profile, r.identity);
   if (!current || current.thumbprint.toLowerCase() !== cert.fingerprint256.replace(/:/g, '').toLowerCase()) return 'not the current certificate of this identity at this CA';
+  // After `ca revoke-issuing` the record is still current, but its issuing CA is gone from the chain peers trust.
+  const issuers = pemBlocks(ca.chainPem()).map((b) => new X509Certificate(b.der));
+  if (!issuers.some((i) => cert.checkIssued(i) && cert.verify(i.publicKey))) return 'its issuing CA is no longer in use';
   if ((r.keyType ?? 'ec-p256').startsWith('rsa') !== (cert.publicKey.asymmetricKeyType === 'rsa')) return 'its key is not of the type asked for';
   const start = new Date(cert.validFrom).getTime();
   const end = new Date(cert.validTo).getTime();

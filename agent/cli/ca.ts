@@ -5,6 +5,8 @@ import forge from 'node-forge';
 import { normaliseSerial, type CertificateAuthority } from '../../certs/authority.js';
 import { CertError } from '../../certs/errors.js';
 import { caStatus, importIntermediate, requestIntermediate } from '../../certs/hierarchy.js';
+import { loadRoot, refreshRootCrl } from '../../certs/root.js';
+import { registerRevokeIssuing } from './caRevokeIssuing.js';
 import { reencryptKeyFiles, writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { SoftwareKey, CA_KEY_TYPES, type CaKeyType } from '../../certs/keys/backend.js';
 import { PROFILE_NAMES, type ProfileName } from '../../certs/profiles/profile.js';
@@ -66,23 +68,30 @@ export function registerCaCommands(program: Command, result: { code: number }): 
   common(
     ca
       .command('passphrase')
-      .description('re-encrypt every CA key with a new passphrase (or none), reading them with the configured one')
+      .description('re-encrypt every CA key with a new passphrase (or none, or the same one), reading them with the configured one')
       .option('--new-passphrase-file <file>', 'file whose first line is the new passphrase (at least 12 characters)')
-      .option('--unencrypted', 'store the keys without encryption instead'),
-  ).action(async (o: Common & { newPassphraseFile?: string; unencrypted?: boolean }) => {
+      .option('--unencrypted', 'store the keys without encryption instead')
+      .option('--keep-passphrase', 'keep the configured passphrase: re-encrypt with today\'s work factor (keys written before it)'),
+  ).action(async (o: Common & { newPassphraseFile?: string; unencrypted?: boolean; keepPassphrase?: boolean }) => {
     result.code = await run(o, (config) => {
-      if (Boolean(o.newPassphraseFile) === Boolean(o.unencrypted)) throw new UsageError('give exactly one of --new-passphrase-file FILE and --unencrypted');
+      if ([o.newPassphraseFile, o.unencrypted, o.keepPassphrase].filter(Boolean).length !== 1) throw new UsageError('give exactly one of --new-passphrase-file FILE, --unencrypted and --keep-passphrase');
+      const current = resolvePassphrase(config.ca);
       let next: string | undefined;
-      if (o.newPassphraseFile) {
+      if (o.keepPassphrase) {
+        if (current === undefined) throw new UsageError('--keep-passphrase needs the current passphrase configured (ca.passphraseFile, EDGE_AGENT_CA_PASSPHRASE or the ca-passphrase credential)');
+        next = current;
+      } else if (o.newPassphraseFile) {
         if (!existsSync(o.newPassphraseFile)) throw new UsageError(`${o.newPassphraseFile} does not exist`);
         next = readFileSync(o.newPassphraseFile, 'utf8').split(/\r?\n/)[0] ?? '';
         if (next.length < 12) throw new UsageError('the new passphrase must be at least 12 characters');
       }
       checkKeyFilePermissions(config.ca.dir);
-      const files = reencryptKeyFiles(config.ca.dir, resolvePassphrase(config.ca), next);
-      return { files, encrypted: next !== undefined };
-    }, (r: { files: string[]; encrypted: boolean }) =>
-      `${r.encrypted ? 're-encrypted' : 'decrypted'} ${r.files.length} key file(s); point ca.passphraseFile, EDGE_AGENT_CA_PASSPHRASE or the ca-passphrase credential at the ${r.encrypted ? 'new passphrase' : 'nothing'} before the next start\n`);
+      const files = reencryptKeyFiles(config.ca.dir, current, next);
+      return { files, encrypted: next !== undefined, passphraseChanged: !o.keepPassphrase };
+    }, (r: { files: string[]; encrypted: boolean; passphraseChanged: boolean }) =>
+      !r.passphraseChanged
+        ? `re-encrypted ${r.files.length} key file(s) with the same passphrase\n`
+        : `${r.encrypted ? 're-encrypted' : 'decrypted'} ${r.files.length} key file(s); point ca.passphraseFile, EDGE_AGENT_CA_PASSPHRASE or the ca-passphrase credential at the ${r.encrypted ? 'new passphrase' : 'nothing'} before the next start\n`);
   });
 
   common(ca.command('status').description('show the CA chain, key types, validities and what expires when')).action(async (o: Common) => {
@@ -212,9 +221,12 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       `revoked ${r.serial}${r.alsoRevoked.length ? ` and, with the same compromised key, ${r.alsoRevoked.map((a) => `${a.serial} (${a.identity})`).join(', ')}` : ''}; CRL written to ${r.crlFile}\n`);
   });
 
-  common(ca.command('crl').description('regenerate the CRL now and print it').option('--out <file>', 'also write it to this file')).action(async (o: Common & { out?: string }) => {
+  common(ca.command('crl').description('regenerate the CRLs now (the root\'s too, where its key is here) and print them').option('--out <file>', 'also write it to this file')).action(async (o: Common & { out?: string }) => {
     result.code = await run(o, (config) =>
       withAuthority(config, (authority) => {
+        // On demand: how the root CRL is kept valid while the root key lives offline (brought back for this).
+        const passphrase = resolvePassphrase(config.ca);
+        refreshRootCrl(config.ca.dir, config.ca.rootCrlValidityDays, () => loadRoot(config.ca.dir, passphrase), { force: true });
         const crl = publishCrlFile(authority, config.ca);
         const pem = readFileSync(config.ca.crlFile, 'utf8');
         if (o.out) writeFileSync(o.out, pem, { mode: 0o644 });
@@ -222,6 +234,8 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       }),
     (r: { pem: string }) => r.pem);
   });
+
+  registerRevokeIssuing(ca, common, result);
 
   common(
     ca

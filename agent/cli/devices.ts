@@ -4,7 +4,8 @@ import { ExitCode, RefusedError, UsageError } from '../errors.js';
 import { DEVICE_STATES as STATES, type Device, type DeviceState, type Protocol } from '../inventory/device.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { crlStatusText } from '../onboarding/opcuaCrl.js';
-import { ActionRepository, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
+import type { RevocationReason } from '../../certs/store.js';
+import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, revocationText, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
@@ -39,7 +40,7 @@ type ActionResult = { action: DeviceAction; waited: boolean; daemonRunning: bool
  * Queues a technician's decision for the daemon (which alone holds the CA key
  * and the broker) and waits for its outcome while the daemon runs.
  */
-async function queueAction(config: Config, ref: string, kind: DeviceActionKind, o: { reason?: string; actor?: string; wait: string; request?: string }): Promise<ActionResult> {
+async function queueAction(config: Config, ref: string, kind: DeviceActionKind, o: { reason?: string; note?: string; actor?: string; wait: string; request?: string }): Promise<ActionResult> {
   const id = deviceId(ref);
   const waitMs = Number(o.wait) * 1000;
   if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 3_600_000) throw new UsageError('--wait takes seconds from 0 to 3600');
@@ -49,9 +50,12 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
     const actions = new ActionRepository(store);
     const actor = o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli';
     if (o.request !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(o.request)) throw new UsageError(`--request takes a request id (see edge-agent devices show ${ref})`);
+    // A revocation's text starts with its CRL reason, which the daemon reads back (revocationReasonOf).
+    const retires = kind === 'revoke' || kind === 'decommission';
+    const reason = retires && (o.reason || o.note) ? revocationText((o.reason as RevocationReason | undefined) ?? defaultRevocationReason(kind), o.note) : (o.reason ?? '');
     let action = store.durable(() => {
-      const queued = actions.enqueue(id, kind, actor, o.reason ?? '', o.request);
-      localAudit(store, `device.${kind}`, id, { action: queued.id, by: actor, ...(o.reason ? { reason: o.reason } : {}) });
+      const queued = actions.enqueue(id, kind, actor, reason, o.request);
+      localAudit(store, `device.${kind}`, id, { action: queued.id, by: actor, ...(o.reason ? { reason: o.reason } : {}), ...(o.note ? { note: o.note } : {}) });
       return queued;
     });
     const running = daemonRunning(config.agent.dataDir);
@@ -197,24 +201,32 @@ export function registerDeviceCommands(program: Command, result: { code: number 
     const command = devices
       .command(kind)
       .description(`${description}${kind === 'revoke' || kind === 'decommission' ? ' (administrators)' : ''}`)
-      .argument('<device>', 'device id, such as pump-7 or mqtt:pump-7')
-      .option('--reason <text>', 'why (recorded in the device history and the audit log)')
+      .argument('<device>', 'device id, such as pump-7 or mqtt:pump-7');
+    if (kind === 'revoke' || kind === 'decommission') {
+      command
+        .option('--reason <reason>', `why, as the CRL says it: ${REVOCATION_REASONS.join(', ')} (default ${defaultRevocationReason(kind)})`)
+        .option('--note <text>', 'free text beside the reason, for the device history and the audit log');
+    } else command.option('--reason <text>', 'why (recorded in the device history and the audit log)');
+    command
       .option('--actor <name>', 'who decides, when the daemon is down and the decision is queued in the database (default: $SUDO_USER, $USER); through the API it is the token\'s user')
       .option('--wait <seconds>', 'how long to wait for the daemon to carry it out (at most 60 through the API)', '15');
     if (kind === 'approve') command.option('--request <id>', 'the request to approve (devices show lists them with their key); needed when several wait with different keys');
-    apiOptions(command).action(async (ref: string, o: ApiOptions & { reason?: string; actor?: string; wait: string; request?: string }) => {
+    apiOptions(command).action(async (ref: string, o: ApiOptions & { reason?: string; note?: string; actor?: string; wait: string; request?: string }) => {
       let id: string;
       try {
         id = deviceId(ref);
       } catch (err) {
         return void (result.code = usage((err as Error).message));
       }
+      if ((kind === 'revoke' || kind === 'decommission') && o.reason !== undefined && !isRevocationReason(o.reason)) {
+        return void (result.code = usage(`--reason ${JSON.stringify(o.reason)} is not a revocation reason: give one of ${REVOCATION_REASONS.join(', ')} (it goes into the CRL), and any free text with --note`));
+      }
       const wait = Number(o.wait);
       if (!Number.isInteger(wait) || wait < 0 || wait > 3_600) return void (result.code = usage('--wait takes whole seconds from 0 to 3600'));
       result.code = await runApi(
         o,
         async (client) => {
-          const body = { ...(o.reason ? { reason: o.reason } : {}), ...(o.request ? { request: o.request } : {}), wait: Math.min(wait, 60) };
+          const body = { ...(o.reason ? { reason: o.reason } : {}), ...(o.note ? { note: o.note } : {}), ...(o.request ? { request: o.request } : {}), wait: Math.min(wait, 60) };
           const r = await client.call<{ action: DeviceAction }>('POST', `/api/v1/devices/${encodeURIComponent(id)}/${kind}`, body);
           return { action: r.body.action, waited: true, daemonRunning: true };
         },

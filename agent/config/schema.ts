@@ -293,6 +293,7 @@ export const configSchema = z.strictObject({
     allowKeyReuse: z.boolean().describe('whether a renewal may keep the key of the certificate it replaces'),
     crlFile: z.string().describe('where the CRLs (PEM, one per issuing CA, then the root\'s) are written; empty means <ca.dir>/crl.pem'),
     crlValidityHours: int(1, 8_760, 'nextUpdate of each CRL, in hours; it is regenerated at half of that and on every revocation'),
+    rootCrlValidityDays: int(1, 3_650, 'nextUpdate of the root CRL (which lists revoked issuing CAs), in days; signed again at half of that while the root key is on the gateway'),
     expiryCheckIntervalMs: int(1_000, 86_400_000, 'how often certificates past two thirds of their lifetime are looked for, in milliseconds'),
   }),
   mqtt: mqttSchema,
@@ -334,6 +335,7 @@ export function defaultConfig(): Config {
       allowKeyReuse: false,
       crlFile: '',
       crlValidityHours: 168,
+      rootCrlValidityDays: 90,
       expiryCheckIntervalMs: 3_600_000,
     },
     mqtt: {

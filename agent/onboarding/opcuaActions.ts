@@ -3,7 +3,7 @@ import type { Config } from '../config/schema.js';
 import { RefusedError } from '../errors.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
-import type { ActionRepository, DeviceAction } from '../store/actionRepository.js';
+import { revocationReasonOf, type ActionRepository, type DeviceAction } from '../store/actionRepository.js';
 import type { Store } from '../store/database.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
 import type { PushRepository } from '../store/pushRepository.js';
@@ -103,7 +103,9 @@ export class OpcuaActions {
     const uri = opcuaSource(device)?.applicationUri ?? job?.applicationUri;
     // Every certificate of the server still good: the one it presents, one a renewal superseded or issued and never applied, an exported one.
     const serials = uri ? ca.unrevoked('opcua-application', uri).map((r) => r.serial) : [];
-    for (const serial of serials) ca.revoke(serial, a.action === 'revoke' ? 'unspecified' : 'cessationOfOperation');
+    // keyCompromise revokes every certificate of the key at once: those are not revoked twice.
+    const revoked = new Set<string>();
+    for (const serial of serials) if (!revoked.has(serial)) for (const r of ca.revoke(serial, revocationReasonOf(a))) revoked.add(r.serial);
     const reason = `${done} by ${a.actor}${why}`;
     store.durable(() => {
       if (job) pushes.finish(device.id, 'stopped', reason);

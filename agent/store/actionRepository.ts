@@ -1,3 +1,4 @@
+import { REVOCATION_REASON_CODES, type RevocationReason } from '../../certs/store.js';
 import type { Store } from './database.js';
 
 export type DeviceActionKind = 'approve' | 'reject' | 'revoke' | 'decommission';
@@ -15,6 +16,33 @@ export interface DeviceAction {
   outcome?: string;
   error?: string;
 }
+
+/** The CRL reasons a revoke or decommission may give (RFC 5280 CRLReason names, as docs/ca.md lists them). */
+export const REVOCATION_REASONS = Object.keys(REVOCATION_REASON_CODES) as [RevocationReason, ...RevocationReason[]];
+
+export const isRevocationReason = (text: string): text is RevocationReason => Object.hasOwn(REVOCATION_REASON_CODES, text);
+
+/**
+ * The `reason` text of a revoke or decommission: the CRL reason, then the
+ * note after ": " ("keyCompromise: stolen from line 3"), as the device
+ * history shows it.
+ */
+export function revocationText(reason: RevocationReason, note?: string): string {
+  return note ? `${reason}: ${note}` : reason;
+}
+
+/**
+ * The CRL reason a revoke or decommission action carries, else the default
+ * for its kind (unspecified, cessationOfOperation), also for actions queued
+ * before reasons were checked, whose text is free.
+ */
+export function revocationReasonOf(action: Pick<DeviceAction, 'action' | 'reason'>): RevocationReason {
+  const head = action.reason.split(': ', 1)[0]!;
+  return isRevocationReason(head) ? head : defaultRevocationReason(action.action);
+}
+
+/** The CRL reason of a revoke (unspecified) or decommission (cessationOfOperation) that gives none. */
+export const defaultRevocationReason = (kind: DeviceActionKind): RevocationReason => (kind === 'decommission' ? 'cessationOfOperation' : 'unspecified');
 
 interface Row {
   id: number;

@@ -71,7 +71,8 @@ export interface CertificateParts {
   extensions: ParsedExtensions;
 }
 
-function decodeTime(node: Node): Date {
+/** A UTCTime or GeneralizedTime (whole seconds, Z) as a Date. */
+export function decodeTime(node: Node): Date {
   const text = node.value.toString('ascii');
   const m =
     node.tag === Tag.utcTime

@@ -40,6 +40,27 @@ const SIGNATURE_HASH: Record<string, { hash: string; family: 'ec' | 'rsa' }> = {
   [OID.sha512WithRsa]: { hash: 'sha512', family: 'rsa' },
 };
 
+/** Signature algorithms a CSR may come with that are refused, named in the refusal. */
+const REFUSED_SIGNATURES: Record<string, string> = {
+  '1.2.840.113549.1.1.4': 'md5WithRSAEncryption',
+  '1.2.840.113549.1.1.5': 'sha1WithRSAEncryption',
+  '1.2.840.113549.1.1.14': 'sha224WithRSAEncryption',
+  [OID.rsassaPss]: 'RSASSA-PSS',
+  '1.2.840.10045.4.1': 'ecdsa-with-SHA1',
+  '1.2.840.10045.4.3.1': 'ecdsa-with-SHA224',
+  '1.2.840.10045.4.3.4': 'ecdsa-with-SHA512',
+  '1.3.101.112': 'Ed25519',
+  '1.3.101.113': 'Ed448',
+};
+
+const ACCEPTED_SIGNATURES = 'ecdsa-with-SHA256, ecdsa-with-SHA384, sha256WithRSAEncryption, sha384WithRSAEncryption and sha512WithRSAEncryption';
+
+function unsupportedAlgorithm(algOid: string): CertError {
+  return new CertError('CSR_SIGNATURE_ALGORITHM_UNSUPPORTED', `CSR signature algorithm ${REFUSED_SIGNATURES[algOid] ?? algOid} is not accepted; sign it with ${ACCEPTED_SIGNATURES}`, {
+    details: { algorithm: algOid },
+  });
+}
+
 function malformed(message: string): never {
   throw new CertError('CSR_MALFORMED', message);
 }
@@ -121,20 +142,25 @@ export function parseCsr(input: string | Buffer): ParsedCsr {
     expectTag(attributes, 0xa0, 'CSR attributes [0]');
     const algParts = children(expectTag(algorithm, Tag.sequence, 'CSR signature algorithm'));
     const algOid = decodeOid(expectTag(algParts[0], Tag.oid, 'CSR signature algorithm'));
+    const known = SIGNATURE_HASH[algOid];
     // ECDSA identifiers have no parameters; RSA ones have NULL (or, from some encoders, none).
+    // Those of algorithms refused anyway (RSASSA-PSS has a SEQUENCE) are not judged: the refusal names the algorithm.
     const params = algParts.slice(1);
-    const isRsa = SIGNATURE_HASH[algOid]?.family === 'rsa';
-    if (params.length > 1 || (params.length === 1 && (!isRsa || params[0]!.tag !== Tag.null || params[0]!.value.length !== 0))) {
+    if (known && (params.length > 1 || (params.length === 1 && (known.family !== 'rsa' || params[0]!.tag !== Tag.null || params[0]!.value.length !== 0)))) {
       throw new CertError('CSR_MALFORMED', 'CSR signature algorithm has parameters it must not have');
     }
+    if (!known && params.length > 1) throw new CertError('CSR_MALFORMED', 'CSR signature algorithm holds more than an identifier and parameters');
     const sig = expectTag(signature, Tag.bitString, 'CSR signature');
     if (sig.value[0] !== 0) throw new CertError('CSR_MALFORMED', 'CSR signature has unused bits');
+    const requested = requestedExtensions(attributes!);
+    // Every structural check has passed: what is left wrong is the algorithm alone.
+    if (!known) throw unsupportedAlgorithm(algOid);
     return {
       subject: name.text,
       commonNames: name.attributes.filter((a) => a.type === 'CN').map((a) => a.value),
       der,
       publicKey,
-      requested: requestedExtensions(attributes!),
+      requested,
       tbs: infoNode.raw,
       signatureAlgorithm: algOid,
       signature: sig.value.subarray(1),
@@ -149,9 +175,7 @@ export function parseCsr(input: string | Buffer): ParsedCsr {
 /** Proof of possession: the CSR is signed by the private key of the public key it carries. */
 export function verifyCsr(csr: ParsedCsr): void {
   const alg = SIGNATURE_HASH[csr.signatureAlgorithm];
-  if (!alg) {
-    throw new CertError('CSR_SIGNATURE_ALGORITHM_UNSUPPORTED', `CSR signature algorithm ${csr.signatureAlgorithm} is not accepted`);
-  }
+  if (!alg) throw unsupportedAlgorithm(csr.signatureAlgorithm);
   const keyFamily = csr.publicKey.type === 'rsa' ? 'rsa' : 'ec';
   if (alg.family !== keyFamily) throw new CertError('CSR_SIGNATURE_INVALID', 'CSR signature algorithm does not match its key type');
   let ok = false;

@@ -63,19 +63,22 @@ export function smallInteger(value: number): Buffer {
 
 const oidCache = new Map<string, Buffer>();
 
+/** The base-128 subidentifier of one arc, most significant group first, minimal (no leading 0x80). */
+function subidentifier(arc: bigint): number[] {
+  const chunk: number[] = [Number(arc & 0x7fn)];
+  for (let n = arc >> 7n; n > 0n; n >>= 7n) chunk.unshift(Number(n & 0x7fn) | 0x80);
+  return chunk;
+}
+
+/** An OBJECT IDENTIFIER from dotted decimal; arcs of any size (2.25.<UUID> has a 128-bit one). */
 export function oid(dotted: string): Buffer {
   const cached = oidCache.get(dotted);
   if (cached) return cached;
-  const arcs = dotted.split('.').map(Number);
-  if (arcs.length < 2 || arcs.some((a) => !Number.isSafeInteger(a) || a < 0)) throw new Error(`bad OID ${dotted}`);
-  const body: number[] = [];
-  const push = (arc: number) => {
-    const chunk: number[] = [arc & 0x7f];
-    for (let n = Math.floor(arc / 128); n > 0; n = Math.floor(n / 128)) chunk.unshift((n & 0x7f) | 0x80);
-    body.push(...chunk);
-  };
-  push(arcs[0]! * 40 + arcs[1]!);
-  for (const arc of arcs.slice(2)) push(arc);
+  const parts = dotted.split('.');
+  if (parts.length < 2 || parts.some((a) => !/^(0|[1-9][0-9]*)$/.test(a))) throw new Error(`bad OID ${dotted}`);
+  const arcs = parts.map(BigInt);
+  if (arcs[0]! > 2n || (arcs[0]! < 2n && arcs[1]! >= 40n)) throw new Error(`bad OID ${dotted}: the first arc is 0, 1 or 2, and the second below 40 under 0 and 1`);
+  const body = [...subidentifier(arcs[0]! * 40n + arcs[1]!), ...arcs.slice(2).flatMap(subidentifier)];
   const encoded = tlv(Tag.oid, Buffer.from(body));
   oidCache.set(dotted, encoded);
   return encoded;
@@ -153,21 +156,42 @@ export function expectTag(node: Node | undefined, tag: number, what: string): No
   return node;
 }
 
+/** The value of one subidentifier (bytes[start..end), base 128). */
+function arcValue(bytes: Buffer, start: number, end: number): number | bigint {
+  // Up to 7 groups (49 bits) a number is exact; beyond, BigInt from the bits (linear, unlike repeated multiplication).
+  if (end - start <= 7) {
+    let n = 0;
+    for (let i = start; i < end; i++) n = n * 128 + (bytes[i]! & 0x7f);
+    return n;
+  }
+  let bits = '';
+  for (let i = start; i < end; i++) bits += (bytes[i]! & 0x7f).toString(2).padStart(7, '0');
+  return BigInt(`0b${bits}`);
+}
+
+/**
+ * An OBJECT IDENTIFIER as dotted decimal. Strict DER (X.690 8.19.2): every
+ * subidentifier in its minimal form (none starts with 0x80), none cut
+ * short. Arcs may be of any size: UUID OIDs (2.25.<128 bits>) are legal.
+ */
 export function decodeOid(node: Node): string {
   const bytes = node.value;
   if (bytes.length === 0) throw new DerError('empty OID');
-  const arcs: number[] = [];
-  let value = 0;
+  if ((bytes[bytes.length - 1]! & 0x80) !== 0) throw new DerError('OID ends inside an arc');
+  let text = '';
+  let start = 0;
   for (let i = 0; i < bytes.length; i++) {
-    value = value * 128 + (bytes[i]! & 0x7f);
-    if (value > Number.MAX_SAFE_INTEGER) throw new DerError('OID arc too large');
-    if ((bytes[i]! & 0x80) === 0) {
-      if (arcs.length === 0) arcs.push(value < 80 ? Math.floor(value / 40) : 2, value < 80 ? value % 40 : value - 80);
-      else arcs.push(value);
-      value = 0;
-    } else if (i === bytes.length - 1) throw new DerError('OID ends inside an arc');
+    if (i === start && bytes[i] === 0x80) throw new DerError('OID arc not in minimal form (a subidentifier starts with 0x80)');
+    if ((bytes[i]! & 0x80) !== 0) continue;
+    const value = arcValue(bytes, start, i + 1);
+    if (start === 0) {
+      // The first subidentifier is 40 * first arc + second arc; the first arc is 0, 1 or 2.
+      const first = value < 40 ? 0 : value < 80 ? 1 : 2;
+      text = typeof value === 'number' ? `${first}.${value - first * 40}` : `${first}.${value - BigInt(first * 40)}`;
+    } else text += `.${value}`;
+    start = i + 1;
   }
-  return arcs.join('.');
+  return text;
 }
 
 /** The magnitude of a non-negative INTEGER (leading zero bytes removed); throws on a negative one. */

@@ -16,6 +16,18 @@ describe('DER encoding', () => {
     }
   });
 
+  it('reads OIDs with arcs past 2^53 (UUID OIDs) and refuses subidentifiers not in minimal form', () => {
+    const uuid = '2.25.329800735698586629295641978511506172918';
+    expect(decodeOid(read(oid(uuid)))).toBe(uuid);
+    expect(decodeOid(read(oid('2.999.9007199254740993')))).toBe('2.999.9007199254740993');
+    expect(decodeOid(read(Buffer.from('0603883703', 'hex')))).toBe('2.999.3');
+    // 2.5.4.3 with its second arc padded: 55 80 04 03.
+    expect(() => decodeOid(read(Buffer.from('060455800403', 'hex')))).toThrow(/minimal form/);
+    // The first subidentifier padded as well.
+    expect(() => decodeOid(read(Buffer.from('060480550403', 'hex')))).toThrow(/minimal form/);
+    expect(() => decodeOid(read(Buffer.from('06025581', 'hex')))).toThrow(/ends inside an arc/);
+  });
+
   it('keeps INTEGERs positive and minimal', () => {
     expect(hex(unsignedInteger(Buffer.from([0x80, 0x01])))).toBe('0203008001');
     expect(hex(unsignedInteger(Buffer.from([0x00, 0x00, 0x7f])))).toBe('02017f');

@@ -108,6 +108,32 @@ describe('bad requests: each refused with a specific error, nothing recorded', (
     await refused({ profile: 'root-ca-please', identity: 'x', csr: good }, 'PROFILE_UNKNOWN');
   });
 
+  it('a CSR with an OID not in minimal form (a subidentifier padded with 0x80), though properly signed', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    // 2.5.4.3 (CN) is 55 04 03; 55 80 04 03 is the same arc padded, which DER forbids and openssl refuses.
+    const paddedCn = tlv(0x06, Buffer.from([0x55, 0x80, 0x04, 0x03]));
+    const info = sequence(smallInteger(0), sequence(setOf(sequence(paddedCn, utf8String('d5')))), publicKey.export({ type: 'spki', format: 'der' }), tlv(0xa0));
+    const csr = toPem('CERTIFICATE REQUEST', sequence(info, sequence(oid(OID.ecdsaWithSha256)), bitString(sign('sha256', info, privateKey))));
+    await refused({ profile: 'mqtt-device', identity: 'd5', csr }, 'CSR_MALFORMED', /not in minimal form/);
+  });
+
+  it('a CSR with a UUID OID (2.25.<128 bits>) in a requested extension is not malformed: issued', async () => {
+    const csr = await opensslCsr(tmp.dir, 'uuid-ext', 'ec-p256', { subject: '/CN=d6', addext: ['2.25.329800735698586629295641978511506172918=ASN1:UTF8String:hello'] });
+    const issued = await ca.authority.issue({ profile: 'mqtt-device', identity: 'd6', csr });
+    expect(issued.record.identity).toBe('d6');
+  });
+
+  it('CSRs signed with SHA-1, MD5 or RSASSA-PSS: an unsupported signature algorithm, named', async () => {
+    for (const [name, args, label] of [
+      ['sha1', ['-sha1'], /sha1WithRSAEncryption is not accepted/],
+      ['md5', ['-md5'], /md5WithRSAEncryption is not accepted/],
+      ['pss', ['-sigopt', 'rsa_padding_mode:pss'], /RSASSA-PSS is not accepted/],
+    ] as const) {
+      const csr = await opensslCsr(tmp.dir, `sig-${name}`, 'rsa-2048', { args: [...args] });
+      await refused({ profile: 'mqtt-device', identity: `d7-${name}`, csr }, 'CSR_SIGNATURE_ALGORITHM_UNSUPPORTED', label);
+    }
+  });
+
   it('a public key already bound to another device (clone alert)', async () => {
     const csr = await opensslCsr(tmp.dir, 'cloned', 'ec-p256');
     await ca.authority.issue({ profile: 'mqtt-device', identity: 'original', csr });

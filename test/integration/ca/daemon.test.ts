@@ -66,7 +66,7 @@ describe('the CA inside the daemon', () => {
     expect(list).toEqual([expect.objectContaining({ serial, status: 'revoked' })]);
     d.kill('SIGTERM');
     expect((await d.exited).code).toBe(0);
-  });
+  }, 60_000); // keys encrypted with PBKDF2 at 600,000 iterations: each start and command reads them
 
   it('refuses to start when a CA key is readable by others, with a wrong passphrase, or with none; starts with a systemd credential', async () => {
     const first = start();
@@ -110,7 +110,7 @@ describe('the CA inside the daemon', () => {
     const cliIssue = await runCli(['ca', 'issue', '--profile', 'mqtt-device', '--id', 'x', '--generate-key', '--out', join(tmp.dir, 'x'), '--config', config], { env: { EDGE_AGENT_CA_PASSPHRASE: 'nope' } });
     expect(cliIssue.code).toBe(1);
     expect(cliIssue.stderr).toContain('CA_PASSPHRASE_WRONG');
-  });
+  }, 90_000); // six starts, each reading passphrase-encrypted keys (PBKDF2 at 600,000 iterations)
 
   it('encrypts keys made without a passphrase with ca passphrase, and changes nothing with a wrong current one', async () => {
     const plain = start({});

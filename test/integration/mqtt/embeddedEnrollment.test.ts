@@ -127,7 +127,7 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     const revoked = await connectDevice('dev-1');
     const other = await connectDevice('dev-2');
     const closed = new Promise<void>((resolve) => revoked.once('close', () => resolve()));
-    const r = await cli('devices', 'revoke', 'dev-1', '--reason', 'stolen');
+    const r = await cli('devices', 'revoke', 'dev-1', '--reason', 'keyCompromise', '--note', 'stolen');
     expect(r.code, r.stderr).toBe(0);
     await closed;
     expect(other.connected).toBe(true);

@@ -109,7 +109,7 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
     const watcher = subscribe(ports.mtls, agent(), 'devices/#', { count: 3, seconds: 15 });
     await watcher.ready;
     expect((await publish(ports.mtls, device('pump-5'), 'devices/pump-5/x', 'before')).code).toBe(0);
-    const revoke = await cli('devices', 'revoke', 'pump-5', '--reason', 'replaced');
+    const revoke = await cli('devices', 'revoke', 'pump-5', '--reason', 'superseded', '--note', 'replaced');
     expect(revoke.code, revoke.stderr).toBe(0);
     expect(revoke.stdout).toContain('revoked');
     await daemon.waitForLog((l) => l.msg === 'Mosquitto ACL rewritten and reloaded' && String(l.why).includes('pump-5'));

@@ -11,7 +11,8 @@ import { EnrollmentRepository } from '../../../agent/store/enrollmentRepository.
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { deviceRequest, requestOnce } from '../../helpers/enrollment.js';
 import { freePort } from '../../helpers/mosquitto.js';
-import { opensslCsr } from '../../helpers/openssl.js';
+import { openssl, opensslCsr } from '../../helpers/openssl.js';
+import { pemBlocks, toPem } from '../../../certs/x509/pem.js';
 import { apiUser } from '../../helpers/apiUser.js';
 
 describe('technician decisions and restarts (embedded broker)', () => {
@@ -20,11 +21,12 @@ describe('technician decisions and restarts (embedded broker)', () => {
   let config: string;
   let port: number;
   let cafile: string;
+  let base: string;
   const cli = (...args: string[]) => runCli([...args, '--config', config]);
   const enroll = (name: string, payload: Record<string, unknown>) => requestOnce(port, cafile, name, payload, { v5: false });
   const start = async () => {
     daemon = Daemon.start(config, { env: { EDGE_AGENT_MQTT_PROVISIONING_PORT: String(port) } });
-    const base = await daemon.ready();
+    base = await daemon.ready();
     writeFileSync(cafile, await (await fetch(`${base}/ca/chain`)).text());
   };
   const stop = async () => {
@@ -80,6 +82,42 @@ describe('technician decisions and restarts (embedded broker)', () => {
     expect(unknown.code).toBe(64);
     expect(unknown.stderr).toMatch(/no device mqtt:nobody/);
   });
+
+  it('revokes with the reason given, which the CRL entry carries; refuses a reason the CRL cannot carry, with the list (CLI and API)', async () => {
+    expect((await enroll('valve-9', await deviceRequest(tmp.dir, 'valve-9'))).answer?.status).toBe('pending');
+    expect((await cli('devices', 'approve', 'valve-9')).code).toBe(0);
+    const admin = await apiUser(config, 'admin-rev', 'admin');
+    const api = async <T>(path: string, body?: unknown): Promise<{ status: number; body: T }> => {
+      const res = await fetch(`${base}${path}`, { method: body ? 'POST' : 'GET', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}) });
+      return { status: res.status, body: (await res.json()) as T };
+    };
+    const serial = (await api<{ items: { serial: string; status: string }[] }>('/api/v1/certificates?identity=valve-9')).body.items.find((c) => c.status === 'valid')!.serial;
+    const list = 'unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn';
+
+    const stolen = await cli('devices', 'revoke', 'valve-9', '--reason', 'stolen');
+    expect(stolen.code).toBe(64);
+    expect(stolen.stderr).toContain(`--reason "stolen" is not a revocation reason: give one of ${list}`);
+    const viaApi = await api<{ message: string }>('/api/v1/devices/mqtt:valve-9/revoke', { reason: 'stolen' });
+    expect(viaApi.status).toBe(400);
+    expect(viaApi.body.message).toContain(`reason: must be one of ${list}`);
+    expect((await api<{ device: { state: string } }>('/api/v1/devices/mqtt:valve-9')).body.device.state).toBe('provisioned');
+
+    const revoked = await cli('devices', 'revoke', 'valve-9', '--reason', 'keyCompromise', '--note', 'stolen from line 3');
+    expect(revoked.code, revoked.stderr).toBe(0);
+    const shown = (await api<{ device: { state: string }; history: { cause: string }[] }>('/api/v1/devices/mqtt:valve-9')).body;
+    expect(shown.device.state).toBe('revoked');
+    expect(shown.history.map((h) => h.cause)).toContainEqual(expect.stringContaining('keyCompromise: stolen from line 3'));
+    // openssl reads the reason code of the entry in the CRL the daemon serves.
+    const crls = pemBlocks(await (await fetch(`${base}/ca/crl`)).text());
+    let text = '';
+    for (const [i, crl] of crls.entries()) {
+      writeFileSync(join(tmp.dir, `crl-${i}.pem`), toPem('X509 CRL', crl.der));
+      const out = await openssl(['crl', '-in', `crl-${i}.pem`, '-noout', '-text'], tmp.dir);
+      expect(out.ok, out.stderr).toBe(true);
+      text += out.stdout;
+    }
+    expect(text).toMatch(new RegExp(String.raw`Serial Number: ${serial.toUpperCase()}\s+Revocation Date: [^\n]+\s+CRL entry extensions:\s+X509v3 CRL Reason Code:\s+Key Compromise\n`));
+  }, 60_000);
 
   it('queues a decision while the daemon is down and carries it out at start', async () => {
     const request = await deviceRequest(tmp.dir, 'valve-2');
