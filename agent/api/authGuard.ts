@@ -61,9 +61,9 @@ export class AuthGuard {
     this.limited = new Counter({ name: 'edge_agent_api_auth_limited_total', help: 'Failed authentications answered 429 because their address or credential was over its limit, by scope', labelNames: ['scope'], registers });
     this.forbidden = new Counter({ name: 'edge_agent_api_forbidden_total', help: 'API requests of authenticated users refused (403) for their role, by the permission the route needs', labelNames: ['permission'], registers });
     for (const reason of ['missing', 'malformed', 'unknown', 'expired', 'revoked', 'disabled'] satisfies AuthFailure[]) this.failures.inc({ reason }, 0);
-    this.failureLog = new LogThrottle(deps.log, 20, 60_000);
-    this.limitLog = new LogThrottle(deps.log, 10, 60_000);
-    this.refusalLog = new LogThrottle(deps.log, 20, 60_000);
+    this.failureLog = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
+    this.limitLog = new LogThrottle(deps.log, { perKey: 1, perWindow: 20, windowMs: 60_000 });
+    this.refusalLog = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
   }
 
   /** Authenticates a request; a failure's answer may be held back (see the class). */
@@ -77,15 +77,18 @@ export class AuthGuard {
     const address = req.socket.remoteAddress ?? '?';
     // The credential is known by its hash only (a missing one is not a credential).
     const credential = header === undefined ? undefined : hashSecret(header);
-    const addressOver = this.addresses.fail(address, now);
-    const credentialOver = credential !== undefined && this.credentials.fail(credential, now);
+    // Over a limit means that many failures before this one: the first `limit` are answered 401.
+    const addressOver = this.addresses.over(address, now);
+    const credentialOver = credential !== undefined && this.credentials.over(credential, now);
+    this.addresses.fail(address, now);
+    if (credential !== undefined) this.credentials.fail(credential, now);
     this.failures.inc({ reason: auth.failure });
     const fields = { reason: auth.failure, address, method: req.method, route: `${route.method} ${route.path}`, ...(auth.token ? { tokenId: auth.token.id } : {}), ...(auth.user ? { user: auth.user.name } : {}) };
-    this.failureLog.warn(fields, 'api authentication failed', 'api authentication failures not logged (too many)');
+    this.failureLog.warn(address, fields, 'api authentication failed', 'api authentication failures not logged (too many)');
     if (!addressOver && !credentialOver) return { ok: false, status: 401, code: 'UNAUTHENTICATED', message: `no valid token (${auth.failure})` };
     const scope = addressOver ? 'address' : 'credential';
     this.limited.inc({ scope });
-    this.limitLog.warn({ scope, address, reason: auth.failure }, 'api failed-authentication limit reached: failures are answered 429, late', 'api failed-authentication limit: lines not logged (too many)');
+    this.limitLog.warn(`${scope} ${scope === 'address' ? address : credential}`, { scope, address, reason: auth.failure }, 'api failed-authentication limit reached: failures are answered 429, late', 'api failed-authentication limit: lines not logged (too many)');
     const waitMs = Math.max(addressOver ? this.addresses.waitMs(address, now) : 0, credentialOver ? this.credentials.waitMs(credential, now) : 0);
     if (this.delayed < MAX_DELAYED) {
       this.delayed += 1;
@@ -105,7 +108,7 @@ export class AuthGuard {
   refused(req: IncomingMessage, route: Route, user: User, path: string): void {
     this.forbidden.inc({ permission: route.permission });
     const fields = { user: user.name, role: user.role, permission: route.permission, route: `${route.method} ${route.path}`, address: req.socket.remoteAddress };
-    this.refusalLog.warn(fields, 'api request refused: the role lacks the permission', 'api refusals not logged (too many)');
+    this.refusalLog.warn(user.name, fields, 'api request refused: the role lacks the permission', 'api refusals not logged (too many)');
     const key = `user ${user.id}`;
     const unaudited = this.refusals.over(key);
     this.refusals.fail(key);

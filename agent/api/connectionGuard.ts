@@ -50,7 +50,7 @@ export class ConnectionGuard {
       plainHint?: (host: string | undefined, path: string | undefined) => string;
     },
   ) {
-    this.evictions = new LogThrottle(deps.log, 5, 60_000);
+    this.evictions = new LogThrottle(deps.log, { perKey: 5, perWindow: 5, windowMs: 60_000 });
   }
 
   get size(): number {
@@ -80,6 +80,7 @@ export class ConnectionGuard {
       const idle = [...this.open].find(([k, c]) => c.busy === 0 && k !== id);
       this.deps.onLimit?.();
       this.evictions.warn(
+        'limit',
         { open: this.open.size, maxConnections: this.deps.limits.maxConnections, closed: idle ? 'the longest-waiting connection without a request' : 'the new connection: every other one has a request in progress' },
         'http connection limit reached',
         'http connection limit: lines not logged (too many)',
