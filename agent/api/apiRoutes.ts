@@ -55,7 +55,7 @@ export class Api {
   ) {
     this.routes = apiRoutes(deps);
     this.firstAdmin = new FirstAdminToken({ log: deps.log, dataDir: () => deps.config().agent.dataDir, store: deps.store });
-    this.guard = new AuthGuard({ log: deps.log, store: deps.store, registry: deps.registry, firstAdmin: this.firstAdmin });
+    this.guard = new AuthGuard({ log: deps.log, store: deps.store, registry: deps.registry, firstAdmin: this.firstAdmin, maxConnections: deps.config().http.maxConnections });
     for (const method of ['GET', 'POST', 'PUT', 'DELETE']) http.routePrefix(method, '/api/v1/', (req, res) => this.handle(req, res));
   }
 

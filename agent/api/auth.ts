@@ -87,6 +87,20 @@ export function authenticate(header: string | undefined, users: UserRepository, 
 }
 
 /**
+ * The key failures of a client address are counted under: the address
+ * itself for IPv4, its /64 for IPv6 (one host commonly holds a whole /64,
+ * and would otherwise get a fresh allowance with every address of it).
+ */
+export function addressKey(address: string): string {
+  const bare = address.split('%')[0]!;
+  if (!bare.includes(':') || /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(bare)) return bare;
+  const [head = '', tail] = bare.split('::');
+  const groups = head === '' ? [] : head.split(':');
+  if (tail !== undefined) groups.push(...Array(Math.max(0, 8 - groups.length - (tail === '' ? 0 : tail.split(':').length))).fill('0'), ...(tail === '' ? [] : tail.split(':')));
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
+
+/**
  * Failed authentications per key (a client address, or the credential a
  * client presents) within a sliding window. It only counts: what a count
  * over the limit means is the caller's decision. Memory is bounded: at most

@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import { AuditRepository } from '../store/auditRepository.js';
 import type { Store } from '../store/database.js';
 import { UserRepository, type ApiToken, type User } from '../store/userRepository.js';
-import { authenticate, FailureCounter, hashSecret, type AuthFailure } from './auth.js';
+import { addressKey, authenticate, FailureCounter, hashSecret, type AuthFailure } from './auth.js';
 import type { FirstAdminToken } from './firstAdmin.js';
 import { LogThrottle } from './logThrottle.js';
 import type { Route } from './router.js';
@@ -15,7 +15,7 @@ export const ADDRESS_FAILURE_LIMIT = 30;
 export const CREDENTIAL_FAILURE_LIMIT = 10;
 /** How late a failure over a limit is answered: a guesser waits, the listener does not. */
 export const FAILURE_DELAY_MS = 1_000;
-/** Late answers held at once, at most (beyond, they go at once): a flood of failures must not hold the listener. */
+/** Late answers held at once, at most (beyond, they go at once), and never more than a quarter of http.maxConnections: a flood of failures must not hold the listener. */
 const MAX_DELAYED = 64;
 /** Refusals (403) of one user a minute written to the audit log; the rest are counted and logged. */
 const AUDITED_REFUSALS_PER_MINUTE = 30;
@@ -29,6 +29,8 @@ export interface AuthGuardDeps {
   store: () => Store;
   registry: Registry;
   firstAdmin: Pick<FirstAdminToken, 'stillHeld'>;
+  /** http.maxConnections: the late answers held keep a quarter of it at most. */
+  maxConnections: number;
 }
 
 /**
@@ -36,10 +38,12 @@ export interface AuthGuardDeps {
  * always served, whatever others did before from the same address: the
  * check (a SHA-256, an index lookup, a constant-time compare) runs first and
  * is cheap, so it is never skipped. Failures are counted per client address
- * and per presented credential; once either is over its limit, a failure is
+ * (an IPv6 one by its /64) and per presented credential; once either is over its limit, a failure is
  * answered 429 (not 401) and only after FAILURE_DELAY_MS, with the
  * connection closed, so a guesser gets one answer a second per connection
- * while a user with a good token on the same address is served at once.
+ * while a user with a good token on the same address is served at once
+ * (late answers held at once are bounded, so the limiter cannot fill the
+ * listener's connections).
  * Every failure is counted in /metrics by reason and logged (rate-limited,
  * never the token); a role refused a route (403) is audited.
  */
@@ -78,9 +82,10 @@ export class AuthGuard {
     // The credential is known by its hash only (a missing one is not a credential).
     const credential = header === undefined ? undefined : hashSecret(header);
     // Over a limit means that many failures before this one: the first `limit` are answered 401.
-    const addressOver = this.addresses.over(address, now);
+    const source = addressKey(address);
+    const addressOver = this.addresses.over(source, now);
     const credentialOver = credential !== undefined && this.credentials.over(credential, now);
-    this.addresses.fail(address, now);
+    this.addresses.fail(source, now);
     if (credential !== undefined) this.credentials.fail(credential, now);
     this.failures.inc({ reason: auth.failure });
     const fields = { reason: auth.failure, address, method: req.method, route: `${route.method} ${route.path}`, ...(auth.token ? { tokenId: auth.token.id } : {}), ...(auth.user ? { user: auth.user.name } : {}) };
@@ -88,9 +93,9 @@ export class AuthGuard {
     if (!addressOver && !credentialOver) return { ok: false, status: 401, code: 'UNAUTHENTICATED', message: `no valid token (${auth.failure})` };
     const scope = addressOver ? 'address' : 'credential';
     this.limited.inc({ scope });
-    this.limitLog.warn(`${scope} ${scope === 'address' ? address : credential}`, { scope, address, reason: auth.failure }, 'api failed-authentication limit reached: failures are answered 429, late', 'api failed-authentication limit: lines not logged (too many)');
-    const waitMs = Math.max(addressOver ? this.addresses.waitMs(address, now) : 0, credentialOver ? this.credentials.waitMs(credential, now) : 0);
-    if (this.delayed < MAX_DELAYED) {
+    this.limitLog.warn(`${scope} ${scope === 'address' ? source : credential}`, { scope, address, reason: auth.failure }, 'api failed-authentication limit reached: failures are answered 429, late', 'api failed-authentication limit: lines not logged (too many)');
+    const waitMs = Math.max(addressOver ? this.addresses.waitMs(source, now) : 0, credentialOver ? this.credentials.waitMs(credential, now) : 0);
+    if (this.delayed < Math.min(MAX_DELAYED, Math.floor(this.deps.maxConnections / 4))) {
       this.delayed += 1;
       await new Promise((resolve) => setTimeout(resolve, FAILURE_DELAY_MS));
       this.delayed -= 1;

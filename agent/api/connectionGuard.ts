@@ -73,9 +73,14 @@ export class ConnectionGuard {
   }
 
   private admit(socket: Socket, dispatch: (socket: Socket) => void): void {
+    // A socket already gone has no address: nothing to serve.
+    if (!socket.remoteAddress) return void socket.destroy();
     const id = key(socket);
     this.open.set(id, { socket, busy: 0 });
-    socket.once('close', () => this.open.delete(id));
+    socket.once('close', () => {
+      // The same address and port may belong to a newer connection by now.
+      if (this.open.get(id)?.socket === socket) this.open.delete(id);
+    });
     if (this.open.size > this.deps.limits.maxConnections) {
       const idle = [...this.open].find(([k, c]) => c.busy === 0 && k !== id);
       this.deps.onLimit?.();
@@ -105,7 +110,7 @@ export class ConnectionGuard {
     entry.busy += 1;
     res.once('close', () => {
       entry.busy -= 1;
-      if (entry.busy === 0 && this.open.has(id)) {
+      if (entry.busy === 0 && this.open.get(id) === entry) {
         this.open.delete(id);
         this.open.set(id, entry);
       }

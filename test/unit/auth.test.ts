@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { allowed, authenticate, FailureCounter, hashSecret, newTokenSecret, PERMISSIONS } from '../../agent/api/auth.js';
+import { addressKey, allowed, authenticate, FailureCounter, hashSecret, newTokenSecret, PERMISSIONS } from '../../agent/api/auth.js';
 import { Store } from '../../agent/store/database.js';
 import { UserRepository } from '../../agent/store/userRepository.js';
 import { tempDir } from '../helpers/daemon.js';
@@ -81,5 +81,15 @@ describe('API tokens and roles', () => {
     counter.fail('c', 504);
     expect(counter.over('a', 505)).toBe(true);
     expect(counter.waitMs('b', 505)).toBe(0);
+  });
+
+  it('counts an IPv4 address by itself and an IPv6 one by its /64', () => {
+    expect(addressKey('127.0.0.1')).toBe('127.0.0.1');
+    expect(addressKey('::ffff:10.0.0.9')).toBe('::ffff:10.0.0.9');
+    expect(addressKey('2001:db8:0:1:aaaa::1')).toBe('2001:db8:0:1::/64');
+    expect(addressKey('2001:db8:0:1:bbbb:cccc:dddd:eeee')).toBe('2001:db8:0:1::/64');
+    expect(addressKey('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
   });
 });
