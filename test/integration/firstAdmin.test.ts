@@ -57,8 +57,9 @@ describe('the first-start admin token ends (real daemon)', () => {
     const refused = await runCli(['users', 'list', '--config', config]);
     expect(refused.code).toBe(77);
     expect(refused.stderr).toMatch(/UNAUTHENTICATED: no valid token \(revoked\); that is the token in admin\.token, .*tokens create --user NAME --local/);
-  });
+  }, 60_000);
 
+  // Seven commands and a restart: on a loaded machine that can take minutes.
   it("gives a token of an older version (no expiry) 24 hours at the next start, and revokes it when an administrator's own token is made (API and file)", async () => {
     await stop();
     // As an older version left it: a first-start token without expiry, in admin.token.
@@ -91,5 +92,5 @@ describe('the first-start admin token ends (real daemon)', () => {
     const taken = await runCli(['tokens', 'create', '--user', 'tech-ben', '--label', FIRST_ADMIN_TOKEN_LABEL, '--token', anna, '--config', config]);
     expect(taken.code).toBe(64);
     await stop();
-  });
+  }, 180_000);
 });

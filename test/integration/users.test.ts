@@ -85,7 +85,7 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
     expect(audit[0]).toMatchObject({ role: 'local', action: 'enrollmentToken.create', target: `enrollment token ${record.id}`, details: { maxUses: 2 } });
     expect(JSON.stringify(audit)).not.toContain(token);
     expect((await local('devices', 'token', 'create', '--expires', '400d')).code).toBe(64);
-  });
+  }, 120_000);
 
   it('offers --local only on commands that have a way to work without the daemon', async () => {
     for (const command of [['discover'], ['devices', 'set'], ['certs', 'revoke']]) {
@@ -100,5 +100,5 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
     const discover = await cli('discover', '--local');
     expect(discover.code).toBe(64);
     expect(discover.stderr).toContain("unknown option '--local'");
-  });
+  }, 120_000);
 });
