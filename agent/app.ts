@@ -70,7 +70,17 @@ export class App implements HealthSource {
     const httpLog = logs.child('http');
     // Called at http start, which comes after the CA's.
     const tls = c.http.tls.enabled ? () => listenerTls(this.ca, c, httpLog) : undefined;
-    this.http = new HttpService({ log: httpLog, host: c.http.host, port: c.http.port, tls });
+    const { host, port, names, maxConnections, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = c.http;
+    this.http = new HttpService({
+      log: httpLog,
+      host,
+      port,
+      names,
+      limits: { maxConnections, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs },
+      tls,
+      ciphers: c.http.tls.ciphers,
+      registry: this.metrics.registry,
+    });
     registerHealthRoutes(this.http, { source: this, metrics: this.metrics });
     this.bus = new EventBus(logs.child('events'));
     this.ca = new CaService({
@@ -83,7 +93,7 @@ export class App implements HealthSource {
       bus: this.bus,
       env: deps.env ?? process.env,
     });
-    this.api = new Api(this.http, { log: logs.child('api'), config: () => this.config, store: () => storage.store, bus: this.bus, ca: this.ca });
+    this.api = new Api(this.http, { log: logs.child('api'), config: () => this.config, store: () => storage.store, bus: this.bus, ca: this.ca, registry: this.metrics.registry });
     this.mqtt = c.mqtt.enabled
       ? new MqttService({ log: logs.child('mqtt'), config: c, storage, ca: this.ca, metrics: this.metrics, bus: this.bus })
       : undefined;

@@ -2,16 +2,24 @@ import { z } from 'zod';
 import { AuditRepository } from '../store/auditRepository.js';
 import type { Store } from '../store/database.js';
 import { ROLES, UserRepository, type Role } from '../store/userRepository.js';
-import { hashSecret, newTokenSecret, PERMISSIONS, type Permission } from './auth.js';
-import { ApiError, intParam, queryOf, text, type Route } from './router.js';
+import type { Config } from '../config/schema.js';
+import { FIRST_ADMIN_TOKEN_LABEL, hashSecret, newTokenSecret, PERMISSIONS, type Permission } from './auth.js';
+import { removeAdminTokenFile, supersedeFirstAdminToken } from './firstAdmin.js';
+import { ApiError, paged, text, type Query, type Route } from './router.js';
 
 /** A user name: 1 to 64 of A-Z a-z 0-9 . _ @ - (the CLI takes the same). */
 export const USER_NAME = /^[A-Za-z0-9._@-]{1,64}$/;
 /** A token lives at most this long; without an expiry it lives until revoked. */
 const MAX_TOKEN_SECONDS = 3_650 * 86_400;
 
+/** A page of a list held in memory (users and tokens of one gateway are few). */
+const page = <T>(all: T[], query: Query): { total: number; items: T[] } => {
+  const offset = query.int('offset');
+  return { total: all.length, items: all.slice(offset, offset + query.int('limit')) };
+};
+
 /** Who am I; users and tokens (administrators); the audit log. */
-export function accountRoutes(deps: { store: () => Store }): Route[] {
+export function accountRoutes(deps: { store: () => Store; config: () => Config }): Route[] {
   const users = () => new UserRepository(deps.store());
   const audit = () => new AuditRepository(deps.store());
   const userOf = (name: string) => {
@@ -37,19 +45,20 @@ export function accountRoutes(deps: { store: () => Store }): Route[] {
       method: 'GET',
       path: '/api/v1/audit',
       permission: 'audit.read',
-      summary: 'every change made through the API, newest first; ?actor= ?limit=1..1000 (100) ?offset=',
+      summary: 'every change made through the API, and every refusal of an authenticated user, newest first',
+      query: { actor: { kind: 'text', max: 128, what: 'a user name or `local:<login>`' }, ...paged() },
       handle: ({ query }) => {
-        queryOf(query, ['actor', 'limit', 'offset']);
-        const actor = query.get('actor');
-        return { body: audit().list({ ...(actor ? { actor } : {}), limit: intParam(query, 'limit', 100, 1, 1_000), offset: intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER) }) };
+        const actor = query.text('actor');
+        return { body: audit().list({ ...(actor ? { actor } : {}), limit: query.int('limit'), offset: query.int('offset') }) };
       },
     },
     {
       method: 'GET',
       path: '/api/v1/users',
       permission: 'users.manage',
-      summary: 'every user with its role and whether it is disabled',
-      handle: () => ({ body: { items: users().list() } }),
+      summary: 'every user with its role and whether it is disabled, by name',
+      query: paged(),
+      handle: ({ query }) => ({ body: page(users().list(), query) }),
     },
     {
       method: 'POST',
@@ -88,29 +97,39 @@ export function accountRoutes(deps: { store: () => Store }): Route[] {
       path: '/api/v1/tokens',
       permission: 'users.manage',
       summary: 'every token with its user, label, expiry and revocation (never a secret)',
+      query: { user: { kind: 'text', max: 64, what: 'a user name' }, ...paged() },
       handle: ({ query }) => {
-        queryOf(query, ['user']);
-        const name = query.get('user');
-        return { body: { items: users().tokens(name ? userOf(name).id : undefined) } };
+        const name = query.text('user');
+        return { body: page(users().tokens(name ? userOf(name).id : undefined), query) };
       },
     },
     {
       method: 'POST',
       path: '/api/v1/tokens',
       permission: 'users.manage',
-      summary: 'make a token: body {user, label?, expiresInSeconds?}; the answer holds the secret, shown this once',
+      summary: "make a token: body {user, label?, expiresInSeconds?}; the answer holds the secret, shown this once; an administrator's token ends the first-start token",
       handle: async (ctx) => {
-        const b = await ctx.body(z.strictObject({ user: z.string().regex(USER_NAME), label: text(128).min(1).optional(), expiresInSeconds: z.number().int().min(60).max(MAX_TOKEN_SECONDS).optional() }));
+        const b = await ctx.body(
+          z.strictObject({
+            user: z.string().regex(USER_NAME),
+            label: text(128).min(1).refine((l) => l !== FIRST_ADMIN_TOKEN_LABEL, `"${FIRST_ADMIN_TOKEN_LABEL}" is kept for the token the agent makes at its first start`).optional(),
+            expiresInSeconds: z.number().int().min(60).max(MAX_TOKEN_SECONDS).optional(),
+          }),
+        );
         const owner = userOf(b.user);
         if (owner.disabledAt) throw new ApiError(409, 'USER_DISABLED', `user ${owner.name} is disabled`);
         const secret = newTokenSecret();
         const expiresAt = b.expiresInSeconds ? new Date(Date.now() + b.expiresInSeconds * 1000) : undefined;
-        const token = ctx.commit(() => {
+        const { token, superseded } = ctx.commit(() => {
           const made = users().addToken(owner.id, hashSecret(secret), b.label ?? 'api', expiresAt);
           ctx.audit('token.create', `token ${made.id}`, 'done', { user: owner.name, label: made.label, ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}) });
-          return made;
+          // An administrator's own token is the end of the first-start one (docs/operations.md).
+          const ended = owner.role === 'admin' ? supersedeFirstAdminToken(users()) : [];
+          for (const id of ended) ctx.audit('token.revoke', `token ${id}`, 'done', { user: 'admin', reason: `first-start token, superseded by token ${made.id}` });
+          return { token: made, superseded: ended };
         });
-        return { status: 201, body: { token, secret } };
+        if (superseded.length > 0) removeAdminTokenFile(deps.config().agent.dataDir);
+        return { status: 201, body: { token, secret, ...(superseded.length > 0 ? { firstStartTokenRevoked: true } : {}) } };
       },
     },
     {

@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import type { Registry } from 'prom-client';
+import { z } from 'zod';
 import { writeFileAtomic } from '../../certs/keys/fileKey.js';
 import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
@@ -7,15 +9,16 @@ import type { EventBus } from '../events.js';
 import type { Logger } from '../log.js';
 import { AuditRepository } from '../store/auditRepository.js';
 import type { Store } from '../store/database.js';
-import { UserRepository } from '../store/userRepository.js';
 import { accountRoutes } from './accountRoutes.js';
-import { ADMIN_TOKEN_FILE, allowed, API_URL_FILE, authenticate, FailureLimiter, hashSecret, newTokenSecret } from './auth.js';
+import { allowed, API_URL_FILE } from './auth.js';
+import { AuthGuard } from './authGuard.js';
 import { deviceRoutes } from './deviceRoutes.js';
 import { discoveryRoutes } from './discoveryRoutes.js';
+import { enrollmentRoutes } from './enrollmentRoutes.js';
+import { FirstAdminToken } from './firstAdmin.js';
 import { sendError, sendJson, type HttpService } from './httpServer.js';
 import { operationRoutes } from './operationRoutes.js';
-import { z } from 'zod';
-import { ApiError, jsonBody, match, type Route } from './router.js';
+import { ApiError, jsonBody, match, parseQuery, type Route } from './router.js';
 
 export interface ApiDeps {
   log: Logger;
@@ -25,53 +28,40 @@ export interface ApiDeps {
   ca: Pick<CaService, 'revoke'>;
 }
 
-/** Every route of the API, in matching order (a literal segment before a parameter). docs/api.md lists them with their permission. */
+/** Every route of the API, in matching order (a literal segment before a parameter). docs/api.md lists them with their permission and query. */
 export function apiRoutes(deps: ApiDeps): Route[] {
-  return [...discoveryRoutes(deps), ...deviceRoutes(deps), ...operationRoutes(deps), ...accountRoutes(deps)];
+  return [...discoveryRoutes(deps), ...deviceRoutes(deps), ...enrollmentRoutes(deps), ...operationRoutes(deps), ...accountRoutes(deps)];
 }
-
 
 /**
  * The versioned local API (/api/v1). Every route is behind one guard: the
- * Host header must name this listener (no DNS rebinding), an address with
- * too many failed authentications waits, the bearer token must be valid,
- * and its user's role must hold the route's permission (PERMISSIONS in
- * auth.ts). Bodies are JSON, capped, and checked against strict schemas
- * (unknown fields refused). Errors are JSON with a stable code. No cookies
- * are read or set: a browser cannot be made to act for a technician.
- * Health and metrics stay outside the API.
+ * listener has checked the Host header (no DNS rebinding); the route and
+ * its query must exist; the bearer token must be valid (AuthGuard: a valid
+ * token is always served, failures are counted, limited, logged and
+ * measured); and its user's role must hold the route's permission
+ * (PERMISSIONS in auth.ts; a refusal is audited). Bodies are JSON, capped,
+ * and checked against strict schemas (unknown fields refused). Errors are
+ * JSON with a stable code. No cookies are read or set: a browser cannot be
+ * made to act for a technician. Health and metrics stay outside the API.
  */
 export class Api {
-  /** 30 failed authentications a minute per address, then a wait: guessing a 256-bit token is hopeless anyway. */
-  private readonly failures = new FailureLimiter(30, 60_000);
-
   private readonly routes: Route[];
+  private readonly guard: AuthGuard;
+  private readonly firstAdmin: FirstAdminToken;
 
   constructor(
-    private readonly http: HttpService,
-    private readonly deps: ApiDeps,
+    http: HttpService,
+    private readonly deps: ApiDeps & { registry: Registry },
   ) {
     this.routes = apiRoutes(deps);
+    this.firstAdmin = new FirstAdminToken({ log: deps.log, dataDir: () => deps.config().agent.dataDir, store: deps.store });
+    this.guard = new AuthGuard({ log: deps.log, store: deps.store, registry: deps.registry, firstAdmin: this.firstAdmin, maxConnections: deps.config().http.maxConnections });
     for (const method of ['GET', 'POST', 'PUT', 'DELETE']) http.routePrefix(method, '/api/v1/', (req, res) => this.handle(req, res));
   }
 
-  /**
-   * At the first start (no user yet): an `admin` user and a token for it in
-   * <dataDir>/admin.token (0600). The log says where, never what.
-   */
+  /** At each start: the first administrator's token at the first, its end at later ones (FirstAdminToken). */
   bootstrap(): void {
-    const users = new UserRepository(this.deps.store());
-    if (users.count() > 0) return;
-    const file = join(this.deps.config().agent.dataDir, ADMIN_TOKEN_FILE);
-    const secret = newTokenSecret();
-    const store = this.deps.store();
-    // The file first (replacing one left from an earlier database): a token that cannot be handed over is not made, and the next start tries again.
-    writeFileAtomic(file, `${secret}\n`, 0o600);
-    store.durable(() => {
-      const admin = users.add('admin', 'admin', 'agent');
-      users.addToken(admin.id, hashSecret(secret), 'first start', undefined);
-    });
-    this.deps.log.warn({ file }, 'first start: an admin token for the local API is in this file (readable by the agent user only); make your own users and delete it');
+    this.firstAdmin.atStart();
   }
 
   /** Writes <dataDir>/api.url: the CLI finds the API there when http.port is 0. */
@@ -79,16 +69,7 @@ export class Api {
     writeFileAtomic(join(this.deps.config().agent.dataDir, API_URL_FILE), `${url}\n`, 0o644);
   }
 
-  private hosts(): Set<string> {
-    const { host, port, names: configured } = this.deps.config().http;
-    const names = ['localhost', '127.0.0.1', '[::1]', ...[host, ...configured].map((n) => (n.includes(':') ? `[${n}]` : n))];
-    return new Set(names.flatMap((n) => [n, `${n}:${this.http.address().port || port}`]).map((n) => n.toLowerCase()));
-  }
-
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (!this.hosts().has((req.headers.host ?? '').toLowerCase())) {
-      return sendError(res, 421, 'HOST_NOT_ALLOWED', 'the Host header does not name this listener');
-    }
     const url = new URL(req.url ?? '/', 'http://local');
     const found = match(this.routes, req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET'), url.pathname);
     if (!found) return sendError(res, 404, 'NOT_FOUND', `no route ${url.pathname}`);
@@ -96,24 +77,27 @@ export class Api {
       res.setHeader('allow', found.allow.join(', '));
       return sendError(res, 405, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname}`);
     }
-    const address = req.socket.remoteAddress ?? '?';
-    if (this.failures.blocked(address)) return sendError(res, 429, 'TOO_MANY_FAILURES', 'too many failed authentications from this address; wait a minute');
-    const store = this.deps.store();
-    const auth = authenticate(req.headers.authorization, new UserRepository(store));
-    if (!auth.ok) {
-      this.failures.fail(address);
-      return sendError(res, 401, 'UNAUTHENTICATED', `no valid token (${auth.failure})`);
-    }
     const { route, params } = found;
-    const user = auth.user;
-    if (!allowed(user.role, route.permission)) return sendError(res, 403, 'FORBIDDEN', `the ${user.role} role may not do this (${route.permission})`);
+    const verdict = await this.guard.check(req, route);
+    if (!verdict.ok) {
+      if (verdict.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(verdict.retryAfterSeconds));
+      // A client over its limit gets no keep-alive: each guess costs it a new connection.
+      if (verdict.status === 429) res.setHeader('connection', 'close');
+      return sendError(res, verdict.status, verdict.code, verdict.message);
+    }
+    const store = this.deps.store();
+    const user = verdict.user;
+    if (!allowed(user.role, route.permission)) {
+      this.guard.refused(req, route, user, url.pathname);
+      return sendError(res, 403, 'FORBIDDEN', `the ${user.role} role may not do this (${route.permission})`);
+    }
     try {
       const answer = await route.handle({
         req,
         res,
         user,
         params,
-        query: url.searchParams,
+        query: parseQuery(route.query, url.searchParams),
         body: (schema) => jsonBody(req, schema),
         noBody: async () => void (await jsonBody(req, z.strictObject({}))),
         commit: (change) => store.durable(change),

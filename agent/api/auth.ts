@@ -6,6 +6,16 @@ export const ADMIN_TOKEN_FILE = 'admin.token';
 /** Where the daemon writes the URL its API answers on (in agent.dataDir; http.port 0 picks a port at start). */
 export const API_URL_FILE = 'api.url';
 
+/**
+ * The label of the token made at the first start. Reserved: no other token
+ * may take it, so that the agent can tell that token apart (it lives while
+ * admin.token holds it, FIRST_ADMIN_TOKEN_HOURS at most, and until an
+ * administrator's own token is made).
+ */
+export const FIRST_ADMIN_TOKEN_LABEL = 'first start';
+/** How long the first administrator's token lives at most. */
+export const FIRST_ADMIN_TOKEN_HOURS = 24;
+
 /** Tokens are `eat_` and 43 base64url characters (32 random bytes). */
 const TOKEN = /^eat_[A-Za-z0-9_-]{43}$/;
 
@@ -20,7 +30,8 @@ export function newTokenSecret(): string {
  * What each role may do, in one table (docs/api.md shows it; the
  * authorisation test has its own copy, written out role by role).
  * `viewer` reads devices and status only; `technician` discovers, decides
- * on approvals, annotates, syncs now and reads everything else; only
+ * on approvals, annotates, makes enrollment tokens, syncs now and reads
+ * everything else; only
  * `admin` withdraws certificates, reconciles, re-sends refused items and
  * manages users.
  */
@@ -32,6 +43,7 @@ export const PERMISSIONS = {
   'discovery.run': ['admin', 'technician'],
   'devices.decide': ['admin', 'technician'],
   'devices.annotate': ['admin', 'technician'],
+  'devices.enroll': ['admin', 'technician'],
   'certificates.read': ['admin', 'technician'],
   'sync.now': ['admin', 'technician'],
   'sync.deadLetters.read': ['admin', 'technician'],
@@ -51,7 +63,8 @@ export function allowed(role: Role, permission: Permission): boolean {
 
 export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'expired' | 'revoked' | 'disabled';
 
-export type AuthResult = { ok: true; user: User; token: ApiToken } | { ok: false; failure: AuthFailure };
+/** A failure of a token that exists (expired, revoked, disabled) names it, for the log; never its secret. */
+export type AuthResult = { ok: true; user: User; token: ApiToken; secretSha256: string } | { ok: false; failure: AuthFailure; token?: ApiToken; user?: User };
 
 /**
  * Checks an Authorization header: `Bearer eat_...`. The secret is looked up
@@ -66,36 +79,70 @@ export function authenticate(header: string | undefined, users: UserRepository, 
   const found = users.tokenByHash(hash);
   if (!found || !timingSafeEqual(Buffer.from(found.storedSha256, 'hex'), Buffer.from(hash, 'hex'))) return { ok: false, failure: 'unknown' };
   const token = found.token;
-  if (token.revokedAt) return { ok: false, failure: 'revoked' };
-  if (token.expiresAt && token.expiresAt <= now) return { ok: false, failure: 'expired' };
   const user = users.get(token.userId);
-  if (!user || user.disabledAt) return { ok: false, failure: 'disabled' };
-  return { ok: true, user, token };
+  if (token.revokedAt) return { ok: false, failure: 'revoked', token, ...(user ? { user } : {}) };
+  if (token.expiresAt && token.expiresAt <= now) return { ok: false, failure: 'expired', token, ...(user ? { user } : {}) };
+  if (!user || user.disabledAt) return { ok: false, failure: 'disabled', token, ...(user ? { user } : {}) };
+  return { ok: true, user, token, secretSha256: hash };
 }
 
 /**
- * Failed authentications per client address: after `limit` failures within
- * `windowMs`, that address is refused until the window has passed.
+ * The key failures of a client address are counted under: the address
+ * itself for IPv4, its /64 for IPv6 (one host commonly holds a whole /64,
+ * and would otherwise get a fresh allowance with every address of it).
  */
-export class FailureLimiter {
+export function addressKey(address: string): string {
+  const bare = address.split('%')[0]!;
+  if (!bare.includes(':') || /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(bare)) return bare;
+  const [head = '', tail] = bare.split('::');
+  const groups = head === '' ? [] : head.split(':');
+  if (tail !== undefined) groups.push(...Array(Math.max(0, 8 - groups.length - (tail === '' ? 0 : tail.split(':').length))).fill('0'), ...(tail === '' ? [] : tail.split(':')));
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
+
+/**
+ * Failed authentications per key (a client address, or the credential a
+ * client presents) within a sliding window. It only counts: what a count
+ * over the limit means is the caller's decision. Memory is bounded: at most
+ * `limit` times per key, and `maxKeys` keys (the oldest goes first).
+ */
+export class FailureCounter {
   private readonly failures = new Map<string, number[]>();
 
   constructor(
-    private readonly limit = 10,
-    private readonly windowMs = 60_000,
+    readonly limit: number,
+    readonly windowMs: number,
+    private readonly maxKeys = 10_000,
   ) {}
 
-  blocked(address: string, now = Date.now()): boolean {
-    const recent = (this.failures.get(address) ?? []).filter((t) => now - t < this.windowMs);
-    if (recent.length === 0) this.failures.delete(address);
-    else this.failures.set(address, recent);
-    return recent.length >= this.limit;
+  private recent(key: string, now: number): number[] {
+    const kept = (this.failures.get(key) ?? []).filter((t) => now - t < this.windowMs);
+    if (kept.length === 0) this.failures.delete(key);
+    else this.failures.set(key, kept);
+    return kept;
   }
 
-  fail(address: string, now = Date.now()): void {
-    const recent = (this.failures.get(address) ?? []).filter((t) => now - t < this.windowMs);
-    recent.push(now);
-    this.failures.set(address, recent);
-    if (this.failures.size > 10_000) this.failures.delete(this.failures.keys().next().value!);
+  /** Whether `key` has `limit` failures or more within the window. */
+  over(key: string, now = Date.now()): boolean {
+    return this.recent(key, now).length >= this.limit;
+  }
+
+  /** Records a failure; answers whether the key is now over its limit. */
+  fail(key: string, now = Date.now()): boolean {
+    const kept = this.recent(key, now);
+    kept.push(now);
+    if (kept.length > this.limit) kept.shift();
+    // Refreshed keys move to the end, so the first is the least recent.
+    this.failures.delete(key);
+    this.failures.set(key, kept);
+    if (this.failures.size > this.maxKeys) this.failures.delete(this.failures.keys().next().value!);
+    return kept.length >= this.limit;
+  }
+
+  /** Milliseconds until `key` is under its limit again (0 when it is). */
+  waitMs(key: string, now = Date.now()): number {
+    const kept = this.recent(key, now);
+    if (kept.length < this.limit) return 0;
+    return kept[kept.length - this.limit]! + this.windowMs - now;
   }
 }

@@ -7,7 +7,7 @@ import type { Store } from '../store/database.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
 import { PushRepository } from '../store/pushRepository.js';
-import { ApiError, intParam, queryOf, text, type Route } from './router.js';
+import { ApiError, paged, text, type Route } from './router.js';
 
 export interface DeviceRouteDeps {
   config: () => Config;
@@ -65,16 +65,12 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       method: 'GET',
       path: '/api/v1/devices',
       permission: 'devices.read',
-      summary: 'the inventory; ?state= ?protocol= ?limit=1..1000 (100) ?offset=',
+      summary: 'the inventory',
+      query: { state: { kind: 'enum', values: STATES }, protocol: { kind: 'enum', values: PROTOCOLS }, ...paged() },
       handle: ({ query }) => {
-        queryOf(query, ['state', 'protocol', 'limit', 'offset']);
-        const state = query.get('state');
-        const protocol = query.get('protocol');
-        if (state !== null && !STATES.includes(state as DeviceState)) throw new ApiError(400, 'BAD_QUERY', `state must be one of ${STATES.join(', ')}`);
-        if (protocol !== null && !PROTOCOLS.includes(protocol as Protocol)) throw new ApiError(400, 'BAD_QUERY', 'protocol must be mqtt or opcua');
-        const limit = intParam(query, 'limit', 100, 1, 1_000);
-        const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
-        return { body: new DeviceRepository(deps.store()).page({ ...(state ? { state: state as DeviceState } : {}), ...(protocol ? { protocol: protocol as Protocol } : {}) }, limit, offset) };
+        const state = query.text('state') as DeviceState | undefined;
+        const protocol = query.text('protocol') as Protocol | undefined;
+        return { body: new DeviceRepository(deps.store()).page({ ...(state ? { state } : {}), ...(protocol ? { protocol } : {}) }, query.int('limit'), query.int('offset')) };
       },
     },
     {

@@ -5,7 +5,7 @@ import { parseRange, targetRefusal } from '../discovery/opcua/ranges.js';
 import type { AgentEvents, EventBus } from '../events.js';
 import type { Store } from '../store/database.js';
 import { DiscoveryRunRepository, type DiscoveryRun } from '../store/discoveryRunRepository.js';
-import { ApiError, intParam, queryOf, type Route } from './router.js';
+import { ApiError, paged, type Route } from './router.js';
 
 export interface DiscoveryRouteDeps {
   config: () => Config;
@@ -73,11 +73,9 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       method: 'GET',
       path: '/api/v1/discovery/runs',
       permission: 'discovery.read',
-      summary: 'discovery runs, newest first; ?limit=1..1000 (20) ?offset=',
-      handle: ({ query }) => {
-        queryOf(query, ['limit', 'offset']);
-        return { body: runs().page(intParam(query, 'limit', 20, 1, 1_000), intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER)) };
-      },
+      summary: 'discovery runs, newest first',
+      query: paged(20),
+      handle: ({ query }) => ({ body: runs().page(query.int('limit'), query.int('offset')) }),
     },
     {
       method: 'GET',

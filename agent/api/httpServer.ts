@@ -1,8 +1,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { defaultConfig, STRONG_CIPHERS } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { Service } from '../lifecycle/service.js';
+import { ConnectionGuard, type ConnectionLimits } from './connectionGuard.js';
+import { hostAllowed, listenerNames } from './hostCheck.js';
 
 export type RouteHandler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
@@ -27,13 +31,25 @@ export interface HttpDeps {
   log: Logger;
   host: string;
   port: number;
+  /** http.names: further names clients reach the listener by (the Host header must name one of these, localhost, 127.0.0.1, [::1] or `host`). */
+  names?: readonly string[];
+  /** Default: those of the default configuration. */
+  limits?: ConnectionLimits;
   /** Given: the listener speaks HTTPS (TLS 1.2 or later) with what this returns, asked once at start. */
   tls?: () => Promise<ListenerTls>;
+  /** The TLS cipher suites offered, in order of preference (http.tls.ciphers). */
+  ciphers?: readonly string[];
+  /** Where the listener's connection metrics go. */
+  registry?: Registry;
 }
 
 /**
  * The agent's local HTTP listener (health, metrics, the API), plain HTTP or
  * HTTPS. Parts register routes before start; the listener binds in `start()`.
+ * Every request, whatever its route, must name the listener in its Host
+ * header (421 otherwise): a page that rebinds its own DNS name to this
+ * address reads nothing, not even /healthz or /metrics. Connections are
+ * bounded (ConnectionGuard, Node's header and request timeouts).
  */
 export class HttpService implements Service {
   readonly name = 'http';
@@ -41,7 +57,22 @@ export class HttpService implements Service {
   private readonly routes = new Map<string, Map<string, RouteHandler>>();
   private readonly prefixes: { method: string; prefix: string; handler: RouteHandler }[] = [];
 
-  constructor(private readonly deps: HttpDeps) {}
+  private readonly closedAtLimit: Counter | undefined;
+
+  constructor(private readonly deps: HttpDeps) {
+    if (!deps.registry) return;
+    const guard = () => this.guard;
+    const registers = [deps.registry];
+    new Gauge({
+      name: 'edge_agent_http_connections',
+      help: 'Connections open on the local listener',
+      registers,
+      collect() {
+        this.set(guard()?.size ?? 0);
+      },
+    });
+    this.closedAtLimit = new Counter({ name: 'edge_agent_http_connections_closed_at_limit_total', help: 'Connections closed because http.maxConnections was reached (the longest-waiting one without a request, else the new one)', registers });
+  }
 
   route(method: string, path: string, handler: RouteHandler): void {
     let byMethod = this.routes.get(path);
@@ -55,7 +86,12 @@ export class HttpService implements Service {
     this.prefixes.push({ method, prefix, handler });
   }
 
+  private guard: ConnectionGuard | undefined;
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!hostAllowed(req.headers.host, listenerNames(this.deps.host, this.deps.names ?? []))) {
+      return sendError(res, 421, 'HOST_NOT_ALLOWED', 'the Host header does not name this listener (localhost, 127.0.0.1, [::1], http.host or an http.names entry)');
+    }
     const path = new URL(req.url ?? '/', 'http://local').pathname;
     let byMethod = this.routes.get(path);
     if (!byMethod) {
@@ -82,16 +118,29 @@ export class HttpService implements Service {
     const handler = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
     const tls = this.deps.tls ? await this.deps.tls() : undefined;
     signal.throwIfAborted();
+    const { maxConnections, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = defaultConfig().http;
+    const limits = this.deps.limits ?? { maxConnections, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs };
+    const options = {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // How often Node looks for connections past those timeouts (its default, 30 s, would let a slow client stay that much longer).
+      connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
+    };
     let server: Server;
     if (tls) {
-      const https = createHttpsServer({ key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' }, handler);
+      const https = createHttpsServer(
+        { ...options, key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2', ciphers: (this.deps.ciphers ?? STRONG_CIPHERS).join(':'), honorCipherOrder: true, handshakeTimeout: limits.headersTimeoutMs },
+        handler,
+      );
       // A client speaking plain HTTP, or not trusting the certificate, ends here; the listener goes on.
       https.on('tlsClientError', (err) => this.deps.log.debug({ err }, 'tls handshake failed'));
       server = https;
     } else {
-      server = createServer(handler);
+      server = createServer(options, handler);
     }
-    server.keepAliveTimeout = 5_000;
+    this.guard = new ConnectionGuard({ log: this.deps.log, limits, onLimit: () => this.closedAtLimit?.inc(), ...(tls ? { plainHint: (host, path) => this.plainHint(host, path) } : {}) });
+    this.guard.attach(server);
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
@@ -113,6 +162,13 @@ export class HttpService implements Service {
     });
     const { address, port } = this.address();
     this.deps.log.info({ host: address, port, scheme: tls ? 'https' : 'http' }, 'http listening');
+  }
+
+  /** What a plain-HTTP request on the HTTPS port is told: the https:// URL it meant, when its Host names this listener. */
+  private plainHint(host: string | undefined, path: string | undefined): string {
+    const named = host !== undefined && hostAllowed(host, listenerNames(this.deps.host, this.deps.names ?? []));
+    const url = named ? `https://${host}${path ?? '/'}` : 'https:// and a name of this listener';
+    return `this listener speaks HTTPS only: use ${url} (the CA chain to trust is at GET /ca/chain; docs/api.md#tls)`;
   }
 
   address(): { address: string; port: number } {

@@ -10,7 +10,7 @@ import type { Store } from '../store/database.js';
 import { SyncRepository } from '../store/syncRepository.js';
 import { SYNC_STATE } from '../sync/syncService.js';
 import { readSyncStatus } from '../sync/syncStatus.js';
-import { ApiError, intParam, queryOf, text, type Route } from './router.js';
+import { ApiError, paged, text, type Route } from './router.js';
 
 export interface OperationRouteDeps {
   config: () => Config;
@@ -34,21 +34,15 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
       method: 'GET',
       path: '/api/v1/certificates',
       permission: 'certificates.read',
-      summary: 'issued certificates, soonest expiry first; ?status= ?profile= ?identity= ?limit=1..1000 (100) ?offset=',
+      summary: 'issued certificates, soonest expiry first',
+      query: { status: { kind: 'enum', values: STATUSES }, profile: { kind: 'enum', values: PROFILE_NAMES }, identity: { kind: 'text', max: 256, what: 'a device id or application URI' }, ...paged() },
       handle: ({ query }) => {
-        queryOf(query, ['status', 'profile', 'identity', 'limit', 'offset']);
-        const status = query.get('status');
-        const profile = query.get('profile');
-        if (status !== null && !STATUSES.includes(status as CertificateStatus)) throw new ApiError(400, 'BAD_QUERY', `status must be one of ${STATUSES.join(', ')}`);
-        if (profile !== null && !PROFILE_NAMES.includes(profile as ProfileName)) throw new ApiError(400, 'BAD_QUERY', `profile must be one of ${PROFILE_NAMES.join(', ')}`);
-        const limit = intParam(query, 'limit', 100, 1, 1_000);
-        const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
-        const all = new CertificateRepository(deps.store()).list({
-          ...(status ? { status: status as CertificateStatus } : {}),
-          ...(profile ? { profile: profile as ProfileName } : {}),
-          ...(query.get('identity') ? { identity: query.get('identity')! } : {}),
-          limit: 1_000_000,
-        });
+        const status = query.text('status') as CertificateStatus | undefined;
+        const profile = query.text('profile') as ProfileName | undefined;
+        const identity = query.text('identity');
+        const limit = query.int('limit');
+        const offset = query.int('offset');
+        const all = new CertificateRepository(deps.store()).list({ ...(status ? { status } : {}), ...(profile ? { profile } : {}), ...(identity ? { identity } : {}), limit: 1_000_000 });
         return { body: { total: all.length, items: all.slice(offset, offset + limit).map(({ pem: _pem, ...r }) => r) } };
       },
     },
@@ -133,10 +127,13 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
       method: 'GET',
       path: '/api/v1/sync/dead-letters',
       permission: 'sync.deadLetters.read',
-      summary: 'items the receiver refused, with its reason',
+      summary: 'items the receiver refused, with its reason, oldest first',
+      query: paged(1_000, 10_000),
       handle: ({ query }) => {
-        queryOf(query, ['limit']);
-        return { body: { items: sync().deadLetters(intParam(query, 'limit', 1_000, 1, 10_000)) } };
+        const offset = query.int('offset');
+        const repo = sync();
+        // Dead letters are few (each is a device the receiver refused): the page is cut here.
+        return { body: { total: repo.deadLetterCount(), items: repo.deadLetters(offset + query.int('limit')).slice(offset) } };
       },
     },
     {

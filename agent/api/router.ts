@@ -24,7 +24,8 @@ export interface RouteContext {
   user: User;
   /** Path parameters, decoded ({id} in the route's path). */
   params: Record<string, string>;
-  query: URLSearchParams;
+  /** The query, already checked against the route's `query` spec. */
+  query: Query;
   /** Reads and checks the JSON body against a strict schema: unknown fields are refused. */
   body<T>(schema: ZodType<T>): Promise<T>;
   /** For a route that takes no fields: an empty body or `{}`, anything else refused. */
@@ -40,8 +41,10 @@ export interface Route {
   /** Such as /api/v1/devices/{id}/approve. */
   path: string;
   permission: Permission;
-  /** One line for docs/api.md and `--help`. */
+  /** One line saying what the route does. */
   summary: string;
+  /** The query parameters it takes (none when absent): any other is refused with 400 BAD_QUERY. */
+  query?: QuerySpec;
   /** Returns the JSON answer (status 200, or `status` when given); a stream answers on `res` itself and returns undefined. */
   handle(ctx: RouteContext): Promise<Answer | undefined> | Answer | undefined;
 }
@@ -113,17 +116,74 @@ export async function jsonBody<T>(req: IncomingMessage, schema: ZodType<T>): Pro
   return parsed.data;
 }
 
-/** Query parameters: only the names given are allowed; a number is a whole number within bounds. */
-export function queryOf(query: URLSearchParams, allowed: readonly string[]): void {
-  for (const key of query.keys()) if (!allowed.includes(key)) throw new ApiError(400, 'BAD_QUERY', `unknown query parameter ${JSON.stringify(key)}; allowed: ${allowed.join(', ') || 'none'}`);
+/** One query parameter a route takes: a whole number within bounds (with a default), one of a list, or free text. */
+export type QueryParam =
+  | { kind: 'int'; min: number; max: number; default: number }
+  | { kind: 'enum'; values: readonly string[] }
+  | { kind: 'text'; max: number; what: string };
+
+/** The query parameters of a route, by name: the one source for the router's check, docs/api.md and its test. */
+export type QuerySpec = Readonly<Record<string, QueryParam>>;
+
+/** `offset` has no useful upper bound. */
+const NO_MAX = Number.MAX_SAFE_INTEGER;
+
+/** `limit` and `offset` of a list: every list answers `{ total, items }`. */
+export function paged(defaultLimit = 100, maxLimit = 1_000): QuerySpec {
+  return { limit: { kind: 'int', min: 1, max: maxLimit, default: defaultLimit }, offset: { kind: 'int', min: 0, max: NO_MAX, default: 0 } };
 }
 
-export function intParam(query: URLSearchParams, name: string, fallback: number, min: number, max: number): number {
-  const text = query.get(name);
-  if (text === null) return fallback;
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || n < min || n > max) throw new ApiError(400, 'BAD_QUERY', `${name} must be a whole number from ${min} to ${max}`);
-  return n;
+/** A request's query, checked against its route's spec: numbers parsed, defaults applied. */
+export class Query {
+  constructor(
+    private readonly spec: QuerySpec,
+    private readonly values: ReadonlyMap<string, string | number>,
+  ) {}
+
+  int(name: string): number {
+    const p = this.spec[name];
+    if (p?.kind !== 'int') throw new Error(`query parameter ${name} is not a declared number`);
+    return (this.values.get(name) as number | undefined) ?? p.default;
+  }
+
+  text(name: string): string | undefined {
+    const p = this.spec[name];
+    if (!p || p.kind === 'int') throw new Error(`query parameter ${name} is not declared as text`);
+    return this.values.get(name) as string | undefined;
+  }
+}
+
+/** Checks a query against a spec: an unknown name, a name given twice or a bad value is 400 BAD_QUERY. */
+export function parseQuery(spec: QuerySpec = {}, params: URLSearchParams): Query {
+  const names = Object.keys(spec);
+  const values = new Map<string, string | number>();
+  for (const [name, raw] of params) {
+    const p = spec[name];
+    if (!p) throw new ApiError(400, 'BAD_QUERY', `unknown query parameter ${JSON.stringify(name)}; allowed: ${names.join(', ') || 'none'}`);
+    if (values.has(name)) throw new ApiError(400, 'BAD_QUERY', `${name} is given twice`);
+    if (p.kind === 'int') {
+      const n = Number(raw);
+      if (!/^\d{1,16}$/.test(raw) || n < p.min || n > p.max) throw new ApiError(400, 'BAD_QUERY', `${name} must be a whole number ${p.max === NO_MAX ? `of ${p.min} or more` : `from ${p.min} to ${p.max}`}`);
+      values.set(name, n);
+    } else if (p.kind === 'enum') {
+      if (!p.values.includes(raw)) throw new ApiError(400, 'BAD_QUERY', `${name} must be one of ${p.values.join(', ')}`);
+      values.set(name, raw);
+    } else {
+      if (raw === '' || raw.length > p.max) throw new ApiError(400, 'BAD_QUERY', `${name} takes 1 to ${p.max} characters`);
+      values.set(name, raw);
+    }
+  }
+  return new Query(spec, values);
+}
+
+/** The query column of docs/api.md's route table, written from the spec (its test compares the two). */
+export function describeQuery(spec: QuerySpec = {}): string {
+  const parts = Object.entries(spec).map(([name, p]) => {
+    if (p.kind === 'int') return `\`${name}\`: ${p.max === NO_MAX ? `${p.min} or more` : `${p.min}–${p.max}`} (default ${p.default})`;
+    if (p.kind === 'enum') return `\`${name}\`: ${p.values.map((v) => `\`${v}\``).join(' \\| ')}`;
+    return `\`${name}\`: ${p.what}`;
+  });
+  return parts.length === 0 ? '—' : parts.join('; ');
 }
 
 /** Free text from a technician: printable, bounded. */

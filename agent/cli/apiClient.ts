@@ -69,6 +69,9 @@ export function resolveToken(config: Config, o: ClientOptions, env: NodeJS.Proce
   }
 }
 
+const FIRST_START_HINT =
+  '; that is the token in admin.token, which ends 24 hours after the first start, when the file is deleted or when an administrator token is made: give your own (--token, EDGE_AGENT_TOKEN), or make one on the gateway with sudo -u edge-agent edge-agent tokens create --user NAME --local';
+
 /** A client of the running daemon's local API. */
 export class ApiClient {
   /**
@@ -81,6 +84,8 @@ export class ApiClient {
     private readonly ca: string | undefined,
     private readonly token: string | undefined,
     private readonly tokenError: NoTokenError | undefined,
+    /** The token is the one in <dataDir>/admin.token, taken by default. */
+    private readonly firstStart = false,
   ) {}
 
   static for(config: Config, o: ClientOptions, env: NodeJS.ProcessEnv = process.env): ApiClient {
@@ -117,7 +122,8 @@ export class ApiClient {
         throw new UsageError(`cannot read the CA chain ${caFile} (--ca, EDGE_AGENT_CA): ${(err as Error).message}`, { cause: err });
       }
     }
-    return new ApiClient(url, ca, token, tokenError);
+    const firstStart = !o.token && !env.EDGE_AGENT_TOKEN && !o.tokenFile && !env.EDGE_AGENT_TOKEN_FILE;
+    return new ApiClient(url, ca, token, tokenError, firstStart);
   }
 
   private open(method: string, path: string, body: unknown, accept: string): Promise<IncomingMessage> {
@@ -165,7 +171,7 @@ export class ApiClient {
     if (status === 401 && this.tokenError) throw this.tokenError;
     if (status >= 400) {
       const e = parsed as { code?: string; message?: string };
-      throw new ApiAnswerError(status, e.code ?? 'UNKNOWN', e.message ?? `status ${status}`);
+      throw new ApiAnswerError(status, e.code ?? 'UNKNOWN', `${e.message ?? `status ${status}`}${status === 401 && this.firstStart ? FIRST_START_HINT : ''}`);
     }
     return { status, body: parsed as T };
   }

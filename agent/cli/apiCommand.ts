@@ -10,15 +10,19 @@ export type ApiOptions = Common & ClientOptions & { local?: boolean };
 /** --local: on the database, for the commands that have a way to work without the daemon. */
 export const LOCAL_HELP = 'work on the database directly instead of through the daemon (the gateway administrator, daemon down or access lost; changes are audited as local:<login>)';
 
-/** The options of every command that talks to the daemon's API. */
-export function apiOptions(c: Command): Command {
-  return c
+/**
+ * The options of every command that talks to the daemon's API; `--local`
+ * only for a command that has a way to work on the database (`local`
+ * false: one that needs the daemon, such as discover).
+ */
+export function apiOptions(c: Command, local = true): Command {
+  const command = c
     .option('-c, --config <path>', CONFIG_OPTION_HELP)
     .option('--json', 'machine-readable output')
     .option('--token <token>', 'API token (default: $EDGE_AGENT_TOKEN, else the --token-file)')
     .option('--token-file <path>', 'file holding the API token (default: $EDGE_AGENT_TOKEN_FILE, else <dataDir>/admin.token)')
-    .option('--ca <file>', "PEM CA chain to trust the API's certificate with (TLS; default: $EDGE_AGENT_CA, else the gateway CA's files)")
-    .option('--local', LOCAL_HELP);
+    .option('--ca <file>', "PEM CA chain to trust the API's certificate with (TLS; default: $EDGE_AGENT_CA, else the gateway CA's files)");
+  return local ? command.option('--local', LOCAL_HELP) : command;
 }
 
 /** An exit code for an API error: 401/403/429 are permission (77); 400, 404 and 413 a bad command line (64: a bad value, or no such device, run, user...); the rest failures (1). */

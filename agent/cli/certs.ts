@@ -82,6 +82,7 @@ export function registerCertsCommands(program: Command, result: { code: number }
       .argument('<serial>', 'serial number in hex')
       .requiredOption('--reason <reason>', 'unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation or privilegeWithdrawn')
       .option('--note <text>', 'why, for the audit log'),
+    false,
   ).action(async (serial: string, o: ApiOptions & { reason: string; note?: string }) => {
     if (!/^[0-9a-fA-F]{1,64}$/.test(serial)) return void (result.code = usage('a serial is hexadecimal (certs list)'));
     result.code = await runApi(o, async (client) => (await client.call<{ revoked: Listed[] }>('POST', `/api/v1/certificates/${serial}/revoke`, { reason: o.reason, ...(o.note ? { note: o.note } : {}) })).body.revoked, (rows: Listed[]) =>

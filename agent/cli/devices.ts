@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { ENROLLMENT_TOKEN_DEFAULTS, MAX_ENROLLMENT_TOKEN_SECONDS, MAX_ENROLLMENT_TOKEN_USES } from '../api/enrollmentRoutes.js';
 import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js';
 import { ExitCode, RefusedError, UsageError } from '../errors.js';
 import { DEVICE_STATES as STATES, type Device, type DeviceState, type Protocol } from '../inventory/device.js';
@@ -7,7 +8,7 @@ import { crlStatusText } from '../onboarding/opcuaCrl.js';
 import type { RevocationReason } from '../../certs/store.js';
 import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, revocationText, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
-import { EnrollmentRepository } from '../store/enrollmentRepository.js';
+import { EnrollmentRepository, type TokenRecord } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { CONFIG_OPTION_HELP, localAudit, run, withStore, type Common } from './common.js';
@@ -173,6 +174,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
       .option('--line <name>', 'line')
       .option('--cell <name>', 'cell')
       .option('--clear-location', 'remove the location set on the device (the gateway\'s sync.location applies again)'),
+    false,
   ).action(async (ref: string, o: ApiOptions & { assetTag?: string; site?: string; area?: string; line?: string; cell?: string; clearLocation?: boolean }) => {
     let id: string;
     try {
@@ -237,21 +239,45 @@ export function registerDeviceCommands(program: Command, result: { code: number 
   }
 
   const token = devices.command('token').description('enrollment tokens (stored hashed; the secret is shown once)');
-  common(
+  type MadeToken = { token: string; record: TokenRecord };
+  apiOptions(
     token
       .command('create')
-      .description('create a token devices present as enrollmentToken')
-      .option('--label <text>', 'what it is for', 'enrollment token')
-      .option('--uses <n>', 'how many devices may use it', '1')
-      .option('--expires <duration>', 'validity, such as 30m, 12h, 7d', '24h'),
-  ).action(async (o: Common & { label: string; uses: string; expires: string }) => {
-    result.code = await run(o, (config) => {
-      const uses = Number(o.uses);
-      if (!Number.isInteger(uses) || uses < 1 || uses > 1_000_000) throw new UsageError('--uses takes a whole number from 1 to 1000000');
-      if (o.label.length === 0 || o.label.length > 128) throw new UsageError('--label takes 1 to 128 characters');
-      const expiresAt = new Date(Date.now() + parseDuration(o.expires));
-      return withStore(config, (store) => new EnrollmentRepository(store).createToken(o.label, uses, expiresAt));
-    }, (r: { token: string; record: { id: string; maxUses: number; expiresAt: Date } }) => `${r.token}\n(token ${r.record.id}: ${r.record.maxUses} use(s), until ${r.record.expiresAt.toISOString()}; it is not shown again)\n`);
+      .description('create a token devices present as enrollmentToken (technicians and administrators; audited)')
+      .option('--label <text>', 'what it is for', ENROLLMENT_TOKEN_DEFAULTS.label)
+      .option('--uses <n>', 'how many devices may use it', String(ENROLLMENT_TOKEN_DEFAULTS.uses))
+      .option('--expires <duration>', 'validity, such as 30m, 12h, 7d (at most 366d)', '24h'),
+  ).action(async (o: ApiOptions & { label: string; uses: string; expires: string }) => {
+    const uses = Number(o.uses);
+    if (!Number.isInteger(uses) || uses < 1 || uses > MAX_ENROLLMENT_TOKEN_USES) return void (result.code = usage(`--uses takes a whole number from 1 to ${MAX_ENROLLMENT_TOKEN_USES}`));
+    if (o.label.length === 0 || o.label.length > 128) return void (result.code = usage('--label takes 1 to 128 characters'));
+    let seconds: number;
+    try {
+      seconds = parseDuration(o.expires) / 1000;
+    } catch (err) {
+      return void (result.code = usage((err as Error).message));
+    }
+    if (seconds > MAX_ENROLLMENT_TOKEN_SECONDS) return void (result.code = usage('--expires takes at most 366d'));
+    result.code = await runApi(
+      o,
+      async (client) => {
+        const r = (await client.call<MadeToken>('POST', '/api/v1/enrollment-tokens', { label: o.label, uses, expiresInSeconds: seconds })).body;
+        return { token: r.token, record: { ...r.record, expiresAt: new Date(r.record.expiresAt) } };
+      },
+      (r: MadeToken) => `${r.token}\n(token ${r.record.id}: ${r.record.maxUses} use(s), until ${r.record.expiresAt.toISOString()}; it is not shown again)\n`,
+      {
+        what: 'making the token in the database directly',
+        writes: true,
+        run: (config) =>
+          withStore(config, (store) =>
+            store.durable(() => {
+              const made = new EnrollmentRepository(store).createToken(o.label, uses, new Date(Date.now() + seconds * 1000));
+              localAudit(store, 'enrollmentToken.create', `enrollment token ${made.record.id}`, { label: o.label, maxUses: uses, expiresAt: made.record.expiresAt.toISOString() });
+              return made;
+            }),
+          ),
+      },
+    );
   });
   common(token.command('list').description('tokens with their uses and expiry (never the secret)')).action(async (o: Common) => {
     result.code = await run(o, (config) => withStore(config, (store) => new EnrollmentRepository(store).tokens()), (rows: { id: string; label: string; uses: number; maxUses: number; expiresAt: Date; revokedAt?: Date }[]) =>

@@ -117,6 +117,7 @@ export function registerDiscoverCommand(program: Command, result: { code: number
       .option('--cancel <run>', 'cancel a run (by id)')
       .option('--wait <seconds>', 'how long to follow; the daemon carries on after', '600')
       .addHelpText('after', '\nExit codes: 0 every run done; 1 a run failed, was cancelled or is still running after --wait; 64 bad targets or options, or no such run; 69 the daemon is not running; 77 no token, or the token or role does not allow it.'),
+    false,
   ).action(async (o: ApiOptions & { opcua?: boolean; mqtt?: boolean; target?: string[]; follow?: string; cancel?: string; wait: string }) => {
     let outcome: DiscoverResult | undefined;
     const waitMs = Number(o.wait) * 1000;

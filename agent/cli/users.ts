@@ -1,11 +1,13 @@
 import type { Command } from 'commander';
 import pino from 'pino';
 import { USER_NAME } from '../api/accountRoutes.js';
-import { hashSecret, newTokenSecret } from '../api/auth.js';
+import { FIRST_ADMIN_TOKEN_LABEL, hashSecret, newTokenSecret } from '../api/auth.js';
+import { removeAdminTokenFile, supersedeFirstAdminToken } from '../api/firstAdmin.js';
 import type { Config } from '../config/schema.js';
 import { ExitCode, UsageError } from '../errors.js';
 import { Store } from '../store/database.js';
 import { ROLES, UserRepository, type ApiToken, type Role, type User } from '../store/userRepository.js';
+import type { ApiClient } from './apiClient.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { localAudit, localUser } from './common.js';
 
@@ -43,7 +45,19 @@ const dated = <T extends { createdAt: Date; expiresAt?: Date; revokedAt?: Date; 
   ...(r.disabledAt ? { disabledAt: new Date(r.disabledAt) } : {}),
 });
 
-type Made = ApiToken & { user: string; secret: string };
+/** Every item of a list route, a page of 1000 at a time. */
+async function all<T>(client: ApiClient, path: string): Promise<T[]> {
+  const items: T[] = [];
+  for (let total = Infinity; items.length < total; ) {
+    const page = (await client.call<{ total: number; items: T[] }>('GET', `${path}?limit=1000&offset=${items.length}`)).body;
+    total = page.total;
+    items.push(...page.items);
+    if (page.items.length === 0) break;
+  }
+  return items;
+}
+
+type Made = ApiToken & { user: string; secret: string; firstStartTokenRevoked?: boolean };
 
 /**
  * Users and API tokens of the local API: through the running daemon's API
@@ -73,7 +87,7 @@ export function registerUserCommands(program: Command, result: { code: number })
     },
   );
   common(users.command('list').description('every user with their role')).action(async (o: ApiOptions) => {
-    result.code = await runApi(o, async (client) => (await client.call<{ items: User[] }>('GET', '/api/v1/users')).body.items.map(dated), (rows: User[]) =>
+    result.code = await runApi(o, async (client) => (await all<User>(client, '/api/v1/users')).map(dated), (rows: User[]) =>
       rows.length === 0 ? 'no users\n' : `${rows.map((u) => `${u.name}\t${u.role}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}`).join('\n')}\n`, {
       what: 'read from the database directly',
       run: (config) => withUsers(config, (repo) => repo.list()),
@@ -108,25 +122,34 @@ export function registerUserCommands(program: Command, result: { code: number })
       return void (result.code = usage((err as Error).message));
     }
     const label = o.label.slice(0, 128);
+    if (label === FIRST_ADMIN_TOKEN_LABEL) return void (result.code = usage(`--label "${FIRST_ADMIN_TOKEN_LABEL}" is kept for the token the agent makes at its first start`));
     result.code = await runApi(
       o,
       async (client) => {
         if (seconds === 0) throw new UsageError('--expires 0h makes a token that has already expired: only with --local (to check that clients refuse it)');
-        const r = (await client.call<{ token: ApiToken; secret: string }>('POST', '/api/v1/tokens', { user: o.user, label, ...(seconds !== undefined ? { expiresInSeconds: seconds } : {}) })).body;
-        return { ...dated(r.token), user: o.user, secret: r.secret };
+        const r = (await client.call<{ token: ApiToken; secret: string; firstStartTokenRevoked?: boolean }>('POST', '/api/v1/tokens', { user: o.user, label, ...(seconds !== undefined ? { expiresInSeconds: seconds } : {}) })).body;
+        return { ...dated(r.token), user: o.user, secret: r.secret, ...(r.firstStartTokenRevoked ? { firstStartTokenRevoked: true } : {}) };
       },
-      (t: Made) => `token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt.toISOString()}` : ''}:\n${t.secret}\nit is shown this once; keep it where only ${t.user} can read it\n`,
+      (t: Made) =>
+        `token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt.toISOString()}` : ''}:\n${t.secret}\nit is shown this once; keep it where only ${t.user} can read it\n` +
+        (t.firstStartTokenRevoked ? 'the first-start admin token (admin.token) is revoked now: an administrator token of your own exists\n' : ''),
       {
         what: 'making the token in the database directly', writes: true,
-        run: (config) =>
-          withUsers(config, (repo, _store, audit) => {
+        run: (config) => {
+          const made = withUsers(config, (repo, _store, audit) => {
             const u = user(repo, o.user);
             if (u.disabledAt) throw new UsageError(`user ${u.name} is disabled`);
             const secret = newTokenSecret();
             const token = repo.addToken(u.id, hashSecret(secret), label, seconds === undefined ? undefined : new Date(Date.now() + seconds * 1000));
             audit('token.create', `token ${token.id}`, { user: u.name, label });
-            return { ...token, user: u.name, secret };
-          }),
+            // An administrator's own token ends the first-start one, as through the API.
+            const ended = u.role === 'admin' ? supersedeFirstAdminToken(repo) : [];
+            for (const id of ended) audit('token.revoke', `token ${id}`, { user: 'admin', reason: `first-start token, superseded by token ${token.id}` });
+            return { ...token, user: u.name, secret, ...(ended.length > 0 ? { firstStartTokenRevoked: true } : {}) };
+          });
+          if (made.firstStartTokenRevoked) removeAdminTokenFile(config.agent.dataDir);
+          return made;
+        },
       },
     );
   });
@@ -134,8 +157,8 @@ export function registerUserCommands(program: Command, result: { code: number })
     result.code = await runApi(
       o,
       async (client) => {
-        const names = new Map((await client.call<{ items: User[] }>('GET', '/api/v1/users')).body.items.map((u) => [u.id, u.name]));
-        return (await client.call<{ items: ApiToken[] }>('GET', '/api/v1/tokens')).body.items.map((t) => ({ ...dated(t), user: names.get(t.userId) ?? '?' }));
+        const names = new Map((await all<User>(client, '/api/v1/users')).map((u) => [u.id, u.name]));
+        return (await all<ApiToken>(client, '/api/v1/tokens')).map((t) => ({ ...dated(t), user: names.get(t.userId) ?? '?' }));
       },
       (rows: (ApiToken & { user: string })[]) =>
         rows.length === 0 ? 'no tokens\n' : `${rows.map((t) => `${t.id}\t${t.user}\t${t.label}\t${t.revokedAt ? 'revoked' : t.expiresAt && t.expiresAt <= new Date() ? 'expired' : 'valid'}${t.expiresAt ? `\texpires ${t.expiresAt.toISOString()}` : ''}`).join('\n')}\n`,

@@ -211,6 +211,24 @@ export function isLoopbackHost(host: string): boolean {
   return isIP(h) === 6 && !h.includes('%') && new URL(`http://[${h}]/`).hostname === '[::1]';
 }
 
+/**
+ * The TLS cipher suites the listener may offer: AEAD with forward secrecy
+ * (every TLS 1.3 suite; TLS 1.2 ECDHE with AES-GCM or ChaCha20-Poly1305).
+ * The default offers them all in this order. No CBC, SHA-1 MAC, CCM, ARIA,
+ * static RSA or DHE suite can be configured.
+ */
+export const STRONG_CIPHERS: readonly string[] = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+];
+
 const httpName = z
   .string()
   .refine((v) => isIP(v) === 4 || (isIP(v) === 6 && !/[.%]/.test(v)) || DNS_NAME.test(v), 'must be a DNS name or an IP address')
@@ -223,12 +241,23 @@ const httpSchema = z
       .min(1)
       .describe('address of the local listener (health, metrics, the API); anything but 127.0.0.0/8, ::1 or localhost needs http.tls.enabled: true'),
     port: int(0, 65_535, 'TCP port of the local listener; 0 picks a free port and logs it'),
-    names: z.array(httpName).max(64).describe('further DNS names and IP addresses clients reach the listener by; the certificate the agent issues itself names them'),
+    names: z.array(httpName).max(64).describe('further DNS names and IP addresses clients reach the listener by; the certificate the agent issues itself names them, and the Host header of every request must name one of them, localhost, 127.0.0.1, [::1] or http.host'),
+    maxConnections: int(8, 65_536, 'connections the listener keeps open at once; at the cap the one waiting longest without a request is closed for a new one'),
+    headersTimeoutMs: int(1_000, 300_000, 'time a client has to send its request headers (and, with TLS, to finish its handshake) after connecting or after its previous request, in milliseconds'),
+    requestTimeoutMs: int(1_000, 600_000, 'time a client has to send its whole request, body included, in milliseconds (at least http.headersTimeoutMs)'),
+    keepAliveTimeoutMs: int(100, 600_000, 'how long an idle keep-alive connection stays open, in milliseconds'),
     tls: z
       .strictObject({
         enabled: z.boolean().describe('serve HTTPS (TLS 1.2 or later) instead of plain HTTP; required when http.host is not a loopback address'),
         certFile: z.string().describe('PEM certificate (then its intermediates) to serve; empty: the agent issues one from the gateway CA'),
         keyFile: z.string().describe('PEM private key (unencrypted) of http.tls.certFile; set both or neither'),
+        ciphers: z
+          .array(z.string().refine((c) => STRONG_CIPHERS.includes(c), `must be one of ${STRONG_CIPHERS.join(', ')} (AEAD suites with forward secrecy)`))
+          .min(1)
+          .max(STRONG_CIPHERS.length)
+          .refine((l) => new Set(l).size === l.length, 'names a suite twice')
+          .refine((l) => l.some((c) => c.startsWith('ECDHE-')), 'needs at least one TLS 1.2 suite (ECDHE-...): TLS 1.2 clients would have none')
+          .describe('TLS cipher suites, in order of preference: TLS 1.3 suites and TLS 1.2 ECDHE suites with AES-GCM or ChaCha20-Poly1305 only'),
       })
       .superRefine((t, ctx) => {
         if ((t.certFile === '') === (t.keyFile === '')) return;
@@ -239,6 +268,7 @@ const httpSchema = z
         });
       }),
   })
+  .refine((h) => h.headersTimeoutMs <= h.requestTimeoutMs, { path: ['requestTimeoutMs'], message: 'must be at least http.headersTimeoutMs' })
   .refine((h) => h.tls.enabled || isLoopbackHost(h.host), {
     path: ['host'],
     message: 'not a loopback address: the API and its tokens would cross the network in clear text; set http.tls.enabled: true (or http.host: 127.0.0.1)',
@@ -319,7 +349,16 @@ export function defaultConfig(): Config {
     agent: { id: defaultAgentId(), dataDir: './data', heartbeatIntervalMs: 30_000 },
     log: { level: 'info', pretty: false },
     store: { path: '', busyTimeoutMs: 5_000, journalSizeLimitBytes: 64 * 1024 * 1024, integrityCheck: 'quick' },
-    http: { host: '127.0.0.1', port: 8470, names: [], tls: { enabled: false, certFile: '', keyFile: '' } },
+    http: {
+      host: '127.0.0.1',
+      port: 8470,
+      names: [],
+      maxConnections: 256,
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      keepAliveTimeoutMs: 5_000,
+      tls: { enabled: false, certFile: '', keyFile: '', ciphers: [...STRONG_CIPHERS] },
+    },
     ca: {
       dir: '',
       autoInit: true,

@@ -116,6 +116,10 @@ export class UserRepository {
     return rows.map(toToken);
   }
 
+  setTokenExpiry(id: number, expiresAt: Date): void {
+    this.store.statement('UPDATE api_tokens SET expires_at = ? WHERE id = ?').run(expiresAt.toISOString(), id);
+  }
+
   revokeToken(id: number): void {
     this.store.statement('UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?').run(new Date().toISOString(), id);
   }

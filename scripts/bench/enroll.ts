@@ -90,7 +90,7 @@ export async function enrollBench(caRate: () => number | undefined): Promise<Ben
     // The benchmark's own broker runs as the invoking user (as root it would otherwise drop to mosquitto and not read DIR).
     appendFileSync(join(brokerDir, 'mosquitto.conf'), `pid_file ${join(brokerDir, 'mosquitto.pid')}\nuser ${userInfo().username}\nmax_queued_messages 10000\n`);
     children.push(await startUntil(mosquitto, ['-c', join(brokerDir, 'mosquitto.conf')], /mosquitto version [\d.]+ running/, 'mosquitto'));
-    const token = JSON.parse(cli(config, 'devices', 'token', 'create', '--uses', String(DEVICES + 50), '--expires', '1h', '--json')) as { token: string };
+    const token = JSON.parse(cli(config, 'devices', 'token', 'create', '--uses', String(DEVICES + 50), '--expires', '1h', '--json', '--local')) as { token: string };
     const agent = spawn(process.execPath, [MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(agent);
     await untilReady(`http://127.0.0.1:${ports.http}/readyz`, agent);

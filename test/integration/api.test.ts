@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiRoutes } from '../../agent/api/apiRoutes.js';
-import { PERMISSIONS, type Permission } from '../../agent/api/auth.js';
+import { newTokenSecret, PERMISSIONS, type Permission } from '../../agent/api/auth.js';
 import { DiscoveryRunRepository } from '../../agent/store/discoveryRunRepository.js';
 import { Store } from '../../agent/store/database.js';
 import { DeviceRepository } from '../../agent/store/deviceRepository.js';
@@ -25,6 +25,7 @@ const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; per
   ...(['approve', 'reject'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.decide' as const, roles: 'admin technician', allowed: 400 })),
   ...(['revoke', 'decommission'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.retire' as const, roles: 'admin', allowed: 400 })),
   { method: 'PUT', path: '/api/v1/devices/mqtt:meter-1/annotation', route: '/api/v1/devices/{id}/annotation', permission: 'devices.annotate', roles: 'admin technician', allowed: 400 },
+  { method: 'POST', path: '/api/v1/enrollment-tokens', route: '/api/v1/enrollment-tokens', permission: 'devices.enroll', roles: 'admin technician', allowed: 400 },
   { method: 'POST', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.run', roles: 'admin technician', allowed: 400 },
   { method: 'GET', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
   { method: 'GET', path: '/api/v1/discovery/runs/1', route: '/api/v1/discovery/runs/{id}', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
@@ -48,7 +49,7 @@ const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; per
   { method: 'GET', path: '/api/v1/audit', route: '/api/v1/audit', permission: 'audit.read', roles: 'admin technician', allowed: 200 },
 ];
 
-type Answer = { status: number; body: { code?: string; [k: string]: unknown }; text: string; cookie?: string[] };
+type Answer = { status: number; body: { code?: string; [k: string]: unknown }; text: string; cookie?: string[]; headers: Record<string, string | string[] | undefined> };
 
 describe('the local API: tokens, roles and hardening (real daemon)', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -64,7 +65,7 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
         res.on('end', () => {
           let parsed: Answer['body'] = {};
           if ((res.headers['content-type'] ?? '').startsWith('application/json')) parsed = JSON.parse(text) as Answer['body'];
-          resolve({ status: res.statusCode ?? 0, body: parsed, text, ...(res.headers['set-cookie'] ? { cookie: res.headers['set-cookie'] } : {}) });
+          resolve({ status: res.statusCode ?? 0, body: parsed, text, headers: res.headers, ...(res.headers['set-cookie'] ? { cookie: res.headers['set-cookie'] } : {}) });
         });
       });
       req.on('error', reject);
@@ -114,29 +115,73 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     expect(JSON.stringify(daemon.logs)).not.toContain(tokens.admin);
   });
 
+  // First: later tests fail many times within the same minute, and the log of failures is rate-limited.
+  it('serves a good token from an address that keeps failing, and answers its failures 429 late; limits one credential tried from many addresses; logs and counts every failure, never the token', async () => {
+    const from = '127.0.200.1';
+    const guesses: string[] = [];
+    const guess = (address: string, secret = newTokenSecret()) => {
+      guesses.push(secret);
+      return call('GET', '/api/v1/sync/status', { authorization: `Bearer ${secret}` }, undefined, address);
+    };
+    for (let i = 0; i < 30; i++) expect((await guess(from)).status).toBe(401);
+    // The address is over its limit: a token that checks out is still served, at once.
+    expect(await call('GET', '/api/v1/sync/status', as('viewer'), undefined, from)).toMatchObject({ status: 200 });
+    expect(await call('GET', '/api/v1/me', as('admin'), undefined, from)).toMatchObject({ status: 200 });
+    const limited = await guess(from);
+    expect(limited).toMatchObject({ status: 429, body: { code: 'TOO_MANY_FAILURES' } });
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+    expect(limited.headers.connection).toBe('close');
+    // One wrong credential from eleven addresses: past ten failures, it is over the credential's limit.
+    const stolen = newTokenSecret();
+    const answers: number[] = [];
+    for (let i = 0; i < 11; i++) answers.push((await guess(`127.0.201.${i + 1}`, stolen)).status);
+    expect(answers).toEqual([...Array(10).fill(401), 429]);
+    expect(await call('GET', '/api/v1/sync/status', as('viewer'), undefined, '127.0.201.11')).toMatchObject({ status: 200 });
+
+    const failed = await daemon.waitForLog((l) => l.msg === 'api authentication failed' && l.address === from);
+    expect(failed).toMatchObject({ reason: 'unknown', route: 'GET /api/v1/sync/status', level: 'warn' });
+    const byAddress = await daemon.waitForLog((l) => l.msg.startsWith('api failed-authentication limit reached') && l.scope === 'address');
+    expect(byAddress.address).toBe(from);
+    await daemon.waitForLog((l) => l.msg.startsWith('api failed-authentication limit reached') && l.scope === 'credential');
+    // A known token that failed is named by its id and user, never by its secret.
+    await call('GET', '/api/v1/me', { authorization: `Bearer ${tokens.expired}` }, undefined, '127.0.202.1');
+    const ended = await daemon.waitForLog((l) => l.msg === 'api authentication failed' && l.reason === 'expired' && l.address === '127.0.202.1');
+    expect(ended).toMatchObject({ user: 'viewer-b', tokenId: expect.any(Number) });
+    const logs = JSON.stringify(daemon.logs);
+    for (const secret of [...guesses, tokens.expired!, tokens.revoked!, tokens.admin!, tokens.viewer!]) expect(logs).not.toContain(secret);
+
+    const metrics = (await get('/metrics')).text;
+    const value = (name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+    expect(value('edge_agent_api_auth_failures_total{reason="unknown"}')).toBeGreaterThanOrEqual(42);
+    expect(value('edge_agent_api_auth_failures_total{reason="expired"}')).toBeGreaterThanOrEqual(1);
+    expect(value('edge_agent_api_auth_limited_total{scope="address"}')).toBeGreaterThanOrEqual(1);
+    expect(value('edge_agent_api_auth_limited_total{scope="credential"}')).toBeGreaterThanOrEqual(1);
+  });
   it('has no route the table above lacks, and gives each permission to the roles the table does', () => {
     for (const r of ROUTES) expect([...PERMISSIONS[r.permission]].join(' '), `${r.method} ${r.route}`).toBe(r.roles);
     const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: () => { throw new Error('unused'); }, bus: undefined as never, ca: undefined as never });
     expect(served.map((r) => `${r.method} ${r.path} ${r.permission}`).sort()).toEqual(ROUTES.map((r) => `${r.method} ${r.route} ${r.permission}`).sort());
   });
 
-  it('answers every route as the role table says, for every role and every kind of bad token', async () => {
-    const cases: [string, string | undefined, (r: (typeof ROUTES)[number]) => number][] = [
+  it('answers every route as the role table says, for every role and every kind of bad token; audits each refusal of a role', async () => {
+    // Each bad credential is a new one per route, except the expired and revoked tokens, taken in turn (each under the limit of failures per credential).
+    const cases = (i: number): [string, string | undefined, (r: (typeof ROUTES)[number]) => number][] => [
       ['no token', undefined, () => 401],
-      ['malformed', 'Bearer not-a-token', () => 401],
-      ['unknown', `Bearer eat_${'A'.repeat(43)}`, () => 401],
-      ['expired', `Bearer ${tokens.expired}`, () => 401],
-      ['revoked', `Bearer ${tokens.revoked}`, () => 401],
+      ['malformed', `Bearer not-a-token-${i}`, () => 401],
+      ['unknown', `Bearer ${newTokenSecret()}`, () => 401],
+      ...(i % 4 === 0 ? [['expired', `Bearer ${tokens.expired}`, () => 401] as [string, string, () => number]] : []),
+      ...(i % 4 === 1 ? [['revoked', `Bearer ${tokens.revoked}`, () => 401] as [string, string, () => number]] : []),
       ...(['admin', 'technician', 'viewer'] as const).map(
         (role) => [role, `Bearer ${tokens[role]}`, (r: (typeof ROUTES)[number]) => (r.roles.split(' ').includes(role) ? r.allowed : 403)] as [string, string, (r: (typeof ROUTES)[number]) => number],
       ),
     ];
-    const audited = (await get('/api/v1/audit', as('admin'))).body.total;
+    const audited = (await get('/api/v1/audit', as('admin'))).body.total as number;
     const seen: string[] = [];
-    // Each refused call comes from its own loopback address: the limiter of failed authentications (tested last) stays out of the way.
+    const refused: Record<string, string[]> = { technician: [], viewer: [] };
+    // Each refused call comes from its own loopback address: the limit of failed authentications per address stays out of the way.
     let source = 0;
-    for (const route of ROUTES) {
-      for (const [who, header, expected] of cases) {
+    for (const [i, route] of ROUTES.entries()) {
+      for (const [who, header, expected] of cases(i)) {
         const from = expected(route) === 401 ? `127.0.${1 + (source >> 8)}.${++source % 256}` : undefined;
         const r = await call(route.method, route.path, header ? { authorization: header } : {}, route.method === 'GET' ? undefined : '{"mass_assigned":true}', from);
         seen.push(`${who} ${route.method} ${route.path} ${r.status}`);
@@ -144,13 +189,22 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
         if (r.status >= 400) expect(r.body.code).toMatch(/^[A-Z_]+$/);
         expect(r.cookie, 'no answer sets a cookie').toBeUndefined();
         if (r.status === 400) expect(r.body.message).toContain('mass_assigned');
+        if (r.status === 403) refused[who]!.push(`${route.method} ${route.route}`);
       }
     }
-    expect(seen).toHaveLength(ROUTES.length * cases.length);
+    expect(seen.filter((l) => l.startsWith('admin '))).toHaveLength(ROUTES.length);
+    expect(seen.filter((l) => /^(expired|revoked) /.test(l)).length).toBeGreaterThanOrEqual(14);
     const shown = await get('/api/v1/devices/mqtt:meter-1', as('viewer'));
     expect(shown.body).toMatchObject({ device: { id: 'mqtt:meter-1', state: 'discovered' } });
-    // Nothing was changed by any of those calls.
-    expect((await get('/api/v1/audit', as('admin'))).body.total).toBe(audited);
+    // Nothing was changed by any of those calls; each refusal of a role is in the audit log, with the route.
+    const after = await get(`/api/v1/audit?limit=${refused.viewer!.length + refused.technician!.length + 10}`, as('admin'));
+    const entries = (after.body.items as { actor: string; action: string; target: string; outcome: string }[]).slice(0, (after.body.total as number) - audited);
+    expect(entries.every((e) => e.action === 'access.denied' && e.outcome === 'refused'), JSON.stringify(entries.slice(0, 3))).toBe(true);
+    for (const [who, user] of [['technician', 'tech-a'], ['viewer', 'viewer-b']] as const) {
+      expect(entries.filter((e) => e.actor === user).map((e) => e.target).sort(), who).toEqual([...refused[who]!].sort());
+    }
+    const metrics = await get('/metrics');
+    expect(metrics.text).toMatch(new RegExp(`^edge_agent_api_forbidden_total\\{permission="users.manage"\\} ${refused.viewer!.filter((r) => ROUTES.find((x) => `${x.method} ${x.route}` === r)!.permission === 'users.manage').length * 2}$`, 'm'));
   });
 
   it('refuses a Host header that does not name the listener (DNS rebinding), accepts the names configured, and refuses bad queries, with JSON codes', async () => {
@@ -202,14 +256,16 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     for (const answer of later) expect(answer.text).not.toContain(secret);
     expect(JSON.stringify(daemon.logs)).not.toContain(secret);
     const audit = (await get('/api/v1/audit', as('admin'))).body.items as { actor: string; action: string; target: string; outcome: string }[];
-    expect(audit.slice(0, 3).map((e) => `${e.actor} ${e.action} ${e.target} ${e.outcome}`)).toEqual([
+    expect(audit.filter((e) => e.action !== 'access.denied').slice(0, 3).map((e) => `${e.actor} ${e.action} ${e.target} ${e.outcome}`)).toEqual([
       expect.stringMatching(/^admin token\.create token \d+ done$/),
       'admin user.add op-c done',
       'tech-a device.annotate mqtt:meter-1 done',
     ]);
-    // A technician sees the audit; a viewer sees only their own changes, under /me.
-    expect((await get('/api/v1/audit?actor=tech-a', as('technician'))).body).toMatchObject({ total: 1, items: [{ action: 'device.annotate' }] });
-    expect((await get('/api/v1/me', as('viewer'))).body).toMatchObject({ recent: [] });
+    // A technician sees the audit; a viewer sees only their own entries (here: what they were refused), under /me.
+    expect((await get('/api/v1/audit?actor=tech-a', as('technician'))).body.items).toContainEqual(expect.objectContaining({ action: 'device.annotate' }));
+    const recent = (await get('/api/v1/me', as('viewer'))).body.recent as { action: string }[];
+    expect(recent.length).toBeGreaterThan(0);
+    expect(recent.every((e) => e.action === 'access.denied')).toBe(true);
   });
 
   it('tells a command without a token how to get one (exit 77), and one with a viewer token what its role may not do', async () => {
@@ -222,8 +278,55 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     expect((await runCli(['devices', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: tokens.viewer } })).stdout).toContain('mqtt:meter-1');
   });
 
-  it('makes an address that keeps failing wait, even with a good token then', async () => {
-    for (let i = 0; i < 30; i++) await get('/api/v1/sync/status', { authorization: `Bearer eat_${'B'.repeat(43)}` });
-    expect(await get('/api/v1/sync/status', as('admin'))).toMatchObject({ status: 429, body: { code: 'TOO_MANY_FAILURES' } });
+  it('makes technicians enrollment tokens through the API (audited, never the secret), and refuses viewers', async () => {
+    const made = await runCli(['devices', 'token', 'create', '--uses', '3', '--expires', '2h', '--label', 'line 4', '--json', '--token', tokens.technician!, '--config', config]);
+    expect(made.code, made.stderr).toBe(0);
+    const { token, record } = JSON.parse(made.stdout) as { token: string; record: { id: string; maxUses: number; label: string } };
+    expect(record).toMatchObject({ maxUses: 3, label: 'line 4' });
+    const entry = ((await get('/api/v1/audit?actor=tech-a', as('admin'))).body.items as { action: string; target: string; details: Record<string, unknown> }[])[0];
+    expect(entry).toMatchObject({ action: 'enrollmentToken.create', target: `enrollment token ${record.id}`, details: { label: 'line 4', maxUses: 3 } });
+    expect((await get('/api/v1/audit', as('admin'))).text).not.toContain(token);
+    expect(JSON.stringify(daemon.logs)).not.toContain(token);
+    const viewer = await runCli(['devices', 'token', 'create', '--config', config], { env: { EDGE_AGENT_TOKEN: tokens.viewer } });
+    expect(viewer.code).toBe(77);
+    expect(viewer.stderr).toContain('FORBIDDEN: the viewer role may not do this (devices.enroll)');
+    expect(await call('POST', '/api/v1/enrollment-tokens', as('technician'), JSON.stringify({ uses: 0 }))).toMatchObject({ status: 400, body: { code: 'BAD_REQUEST' } });
   });
+
+  it('refuses an unknown query parameter on every route, takes limit and offset on every list, and answers every list with its total', async () => {
+    const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: () => { throw new Error('unused'); }, bus: undefined as never, ca: undefined as never });
+    const pathOf = (route: (typeof served)[number]) => ROUTES.find((r) => r.method === route.method && r.route === route.path)!.path;
+    for (const route of served) {
+      const r = await call(route.method, `${pathOf(route)}?bogus=1`, as('admin'), route.method === 'GET' ? undefined : '{}');
+      expect(r, `${route.method} ${route.path}`).toMatchObject({ status: 400, body: { code: 'BAD_QUERY', message: expect.stringContaining('unknown query parameter "bogus"') } });
+    }
+    const lists = served.filter((r) => r.query?.limit);
+    expect(lists.map((r) => r.path).sort()).toEqual(['/api/v1/audit', '/api/v1/certificates', '/api/v1/devices', '/api/v1/discovery/runs', '/api/v1/sync/dead-letters', '/api/v1/tokens', '/api/v1/users']);
+    for (const route of lists) {
+      const page = await get(`${pathOf(route)}?limit=1&offset=0`, as('admin'));
+      expect(page.status, route.path).toBe(200);
+      expect(typeof page.body.total, route.path).toBe('number');
+      expect((page.body.items as unknown[]).length, route.path).toBe(Math.min(1, page.body.total as number));
+      expect(await get(`${pathOf(route)}?limit=0`, as('admin')), route.path).toMatchObject({ status: 400, body: { code: 'BAD_QUERY' } });
+      expect(await get(`${pathOf(route)}?limit=1&limit=2`, as('admin')), route.path).toMatchObject({ status: 400, body: { code: 'BAD_QUERY' } });
+    }
+    const tokensPage = await get('/api/v1/tokens?limit=2&offset=1', as('admin'));
+    const all = await get('/api/v1/tokens', as('admin'));
+    expect(tokensPage.body.total).toBe(all.body.total);
+    expect(tokensPage.body.items).toEqual((all.body.items as unknown[]).slice(1, 3));
+  });
+
+  it('checks the Host header on /healthz, /readyz and /metrics as on the API: the listener names with any port pass, others get 421', async () => {
+    for (const path of ['/healthz', '/readyz', '/metrics', '/ca/chain']) {
+      const rebound = await get(path, { host: `evil.example:${port}` });
+      expect(rebound, path).toMatchObject({ status: 421, body: { code: 'HOST_NOT_ALLOWED' } });
+      expect(rebound.text, path).not.toMatch(/version|edge_agent_/);
+    }
+    for (const host of [`127.0.0.1:${port}`, 'localhost', `LOCALHOST:${port + 1}`, 'gw-api.plant.example', `[::1]:${port}`]) {
+      expect((await get('/healthz', { host })).status, host).toBe(200);
+      expect((await get('/metrics', { host })).status, host).toBe(200);
+    }
+    expect((await get('/healthz', { host: '127.0.0.1.evil.example' })).status).toBe(421);
+  });
+
 });

@@ -1,5 +1,7 @@
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect as tcpConnect } from 'node:net';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:tls';
@@ -45,6 +47,29 @@ function servedCertificate(port: number): Promise<string> {
 /** The daemon's exit code, or a text saying it still runs (a refusal comes at once). */
 function exitCode(daemon: Daemon): Promise<number | null | string> {
   return Promise.race([daemon.exited.then((e) => e.code), new Promise<string>((r) => setTimeout(() => r('still running after 10 s'), 10_000).unref())]);
+}
+
+/** `openssl s_client` with these options (stdin at its end, so it exits after the handshake): whether the handshake succeeded, and its output. */
+function sClient(port: number, options: string[]): Promise<{ ok: boolean; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', ...options], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ ok: code === 0 && /Cipher is (?!\(NONE\))/.test(output), output }));
+  });
+}
+
+/** Sends raw bytes on a plain TCP connection; resolves with all the server sent back before it closed. */
+function raw(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect({ host: '127.0.0.1', port }, () => socket.write(text));
+    let answer = '';
+    socket.on('data', (d: Buffer) => (answer += d.toString()));
+    socket.on('close', () => resolve(answer));
+    socket.on('error', reject);
+  });
 }
 
 async function listeningPort(daemon: Daemon): Promise<{ port: number; scheme: unknown }> {
@@ -103,9 +128,11 @@ describe('TLS on the local listener', () => {
     expect(health.status).toBe(200);
     expect(JSON.parse(health.body)).toMatchObject({ status: 'ok' });
     expect((await get(`${url}/ca/chain`, chain)).body).toBe(chain);
-    // Without the chain the certificate is not trusted; plain HTTP on the port gets no answer.
+    // Without the chain the certificate is not trusted; plain HTTP on the port is told to use HTTPS.
     await expect(get(`${url}/healthz`)).rejects.toThrow(/self[- ]signed|unable to (get|verify)/i);
-    await expect(get(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+    const plain = await get(`http://127.0.0.1:${port}/healthz`);
+    expect(plain.status).toBe(400);
+    expect(JSON.parse(plain.body)).toEqual({ code: 'HTTPS_REQUIRED', message: expect.stringContaining(`this listener speaks HTTPS only: use https://127.0.0.1:${port}/healthz`) });
     await expect(get(`https://localhost:${port}/healthz`, chain)).resolves.toMatchObject({ status: 200 });
 
     const served = await servedCertificate(port);
@@ -134,6 +161,34 @@ describe('TLS on the local listener', () => {
     expect(await servedCertificate(again.port)).toBe(served);
     expect(readFileSync(join(tmp.dir, 'data/mqtt/broker-server.crt'), 'utf8')).toBe(brokerCert);
     expect(daemon.logs.filter((l) => l.msg === 'certificate issued')).toEqual([]);
+    await stop(daemon);
+  });
+
+  it('offers only AEAD suites with forward secrecy, as openssl sees them, and ends a connection that never starts its handshake', async () => {
+    const file = config(tmp.dir, ['  port: 0', '  headersTimeoutMs: 1000', '  requestTimeoutMs: 2000', '  tls:', '    enabled: true']);
+    daemon = Daemon.start(file);
+    const { port } = await listeningPort(daemon);
+    // Any suite OpenSSL knows may be offered by the client (SECLEVEL 0): the server must pick none of these.
+    const refused = ['ECDHE-ECDSA-AES128-SHA', 'ECDHE-ECDSA-AES256-SHA', 'ECDHE-ECDSA-AES128-SHA256', 'ECDHE-ECDSA-AES256-SHA384', 'ECDHE-ECDSA-AES128-CCM8', 'ECDHE-ECDSA-AES256-CCM', 'ECDHE-ECDSA-ARIA128-GCM-SHA256', 'ECDHE-ECDSA-CAMELLIA128-SHA256'];
+    for (const cipher of refused) {
+      const r = await sClient(port, ['-tls1_2', '-cipher', `${cipher}:@SECLEVEL=0`]);
+      expect(r.ok, `${cipher} was accepted: ${r.output.slice(-400)}`).toBe(false);
+    }
+    for (const cipher of ['ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305']) {
+      const r = await sClient(port, ['-tls1_2', '-cipher', cipher]);
+      expect(r.ok, `${cipher}: ${r.output.slice(-400)}`).toBe(true);
+      expect(r.output).toContain(`Cipher is ${cipher}`);
+    }
+    // Offered everything, the server picks by its own order: an AEAD suite.
+    expect((await sClient(port, ['-tls1_2', '-cipher', 'ALL:@SECLEVEL=0'])).output).toContain('Cipher is ECDHE-ECDSA-AES128-GCM-SHA256');
+    expect((await sClient(port, ['-tls1_3'])).output).toMatch(/Cipher is TLS_AES_128_GCM_SHA256/);
+    // A connection that sends nothing is closed once http.headersTimeoutMs has passed (Node's TLS default would wait 120 s).
+    await expect(raw(port, '')).resolves.toBe('');
+    // A plain request without a Host this listener knows is still told, without echoing the name.
+    const answer = await raw(port, 'GET /api/v1/devices HTTP/1.1\r\nHost: evil.example\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(answer).toContain('"code":"HTTPS_REQUIRED"');
+    expect(answer).not.toContain('evil.example');
     await stop(daemon);
   });
 

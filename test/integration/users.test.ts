@@ -70,5 +70,35 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
     // The commands' own variables are not configuration keys: setting them is no configuration error.
     const withVars = await runCli(['devices', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: `eat_${'C'.repeat(43)}`, EDGE_AGENT_TOKEN_FILE: '/nonexistent/token', EDGE_AGENT_CA: '/nonexistent/ca.pem' } });
     expect(withVars.code, withVars.stderr).toBe(0);
-  });
+  }, 120_000);
+
+  it('makes an enrollment token like the other changes: through the daemon, or with --local on the database (audited); takes --token', async () => {
+    const down = await cli('devices', 'token', 'create', '--token', `eat_${'D'.repeat(43)}`);
+    expect(down.code, down.stderr).toBe(69);
+    expect(down.stderr).toContain('DAEMON_UNAVAILABLE: the daemon is not running');
+    expect(down.stderr).toContain('--local makes the change on the database');
+    const made = await local('devices', 'token', 'create', '--uses', '2', '--expires', '30m', '--json');
+    expect(made.code, made.stderr).toBe(0);
+    const { token, record } = JSON.parse(made.stdout) as { token: string; record: { id: string; maxUses: number } };
+    expect(record.maxUses).toBe(2);
+    const audit = JSON.parse((await cli('audit', '--json')).stdout) as { actor: string; role: string; action: string; target: string; details: Record<string, unknown> }[];
+    expect(audit.find((e) => e.target === `enrollment token ${record.id}`)).toMatchObject({ role: 'local', action: 'enrollmentToken.create', details: { maxUses: 2 } });
+    expect(JSON.stringify(audit)).not.toContain(token);
+    expect((await local('devices', 'token', 'create', '--expires', '400d')).code).toBe(64);
+  }, 120_000);
+
+  it('offers --local only on commands that have a way to work without the daemon', async () => {
+    for (const command of [['discover'], ['devices', 'set'], ['certs', 'revoke']]) {
+      const help = await runCli([...command, '--help']);
+      expect(help.code, command.join(' ')).toBe(0);
+      expect(help.stdout, command.join(' ')).toContain('--token <token>');
+      expect(help.stdout, command.join(' ')).not.toContain('--local');
+    }
+    for (const command of [['devices', 'token', 'create'], ['devices', 'approve'], ['users', 'add'], ['sync', 'now']]) {
+      expect((await runCli([...command, '--help'])).stdout, command.join(' ')).toContain('--local');
+    }
+    const discover = await cli('discover', '--local');
+    expect(discover.code).toBe(64);
+    expect(discover.stderr).toContain("unknown option '--local'");
+  }, 120_000);
 });

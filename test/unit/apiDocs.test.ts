@@ -4,6 +4,7 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { apiRoutes } from '../../agent/api/apiRoutes.js';
 import { PERMISSIONS } from '../../agent/api/auth.js';
+import { describeQuery } from '../../agent/api/router.js';
 import { REPO } from '../helpers/daemon.js';
 
 describe('docs/api.md', () => {
@@ -14,6 +15,22 @@ describe('docs/api.md', () => {
     const rows = doc.split('\n').filter((l) => l.startsWith('| `GET ') || l.startsWith('| `POST ') || l.startsWith('| `PUT '));
     const documented = rows.map((l) => /^\| `(\w+) ([^`?]+)[^`]*` \| `([\w.]+)` \|/.exec(l)?.slice(1, 4).join(' '));
     expect(documented.sort()).toEqual(routes.map((r) => `${r.method} ${r.path} ${r.permission}`).sort());
+  });
+
+  it('gives every route the query parameters, ranges and defaults its declaration has, and no list route without limit and offset', () => {
+    const rows = new Map(
+      doc
+        .split('\n')
+        .map((l) => /^\| `(\w+ [^`]+)` \| `[\w.]+` \| (.*?) \| /.exec(l))
+        .filter((m): m is RegExpExecArray => m !== null)
+        .map((m) => [m[1]!, m[2]!]),
+    );
+    for (const r of routes) {
+      expect(rows.get(`${r.method} ${r.path}`), `${r.method} ${r.path}`).toBe(describeQuery(r.query));
+      // Only a GET takes query parameters; a list takes both limit and offset.
+      if (r.method !== 'GET') expect(r.query, `${r.method} ${r.path}`).toBeUndefined();
+      if (r.query && ('limit' in r.query || 'offset' in r.query)) expect(Object.keys(r.query), r.path).toEqual(expect.arrayContaining(['limit', 'offset']));
+    }
   });
 
   it('names every permission in the roles table as auth.ts gives it', () => {

@@ -155,7 +155,16 @@ describe('loadConfig', () => {
 
   it('resolves http.tls.certFile and keyFile from the working directory', () => {
     const { tls } = load('http:\n  tls:\n    enabled: true\n    certFile: tls/gw.pem\n    keyFile: /etc/gw.key\n').config.http;
-    expect(tls).toEqual({ enabled: true, certFile: join(tmp.dir, 'tls/gw.pem'), keyFile: '/etc/gw.key' });
+    expect(tls).toMatchObject({ enabled: true, certFile: join(tmp.dir, 'tls/gw.pem'), keyFile: '/etc/gw.key' });
+  });
+
+  it('takes only AEAD cipher suites with forward secrecy, at least one for TLS 1.2, and a request timeout no shorter than the header timeout', () => {
+    expect(load('http:\n  tls:\n    ciphers: [ECDHE-ECDSA-CHACHA20-POLY1305, TLS_AES_128_GCM_SHA256]\n').config.http.tls.ciphers).toEqual(['ECDHE-ECDSA-CHACHA20-POLY1305', 'TLS_AES_128_GCM_SHA256']);
+    for (const weak of ['ECDHE-ECDSA-AES128-SHA', 'ECDHE-RSA-AES256-SHA384', 'AES128-GCM-SHA256', 'DHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES128-CCM8', 'ECDHE-ECDSA-ARIA128-GCM-SHA256', 'HIGH']) {
+      expect(problems(`http:\n  tls:\n    ciphers: [${weak}]\n`).map((p) => p.path), weak).toContain('http.tls.ciphers.0');
+    }
+    expect(problems('http:\n  tls:\n    ciphers: [TLS_AES_128_GCM_SHA256]\n').map((p) => `${p.path}: ${p.message}`)).toEqual([expect.stringMatching(/^http\.tls\.ciphers: needs at least one TLS 1\.2 suite/)]);
+    expect(problems('http:\n  headersTimeoutMs: 20000\n  requestTimeoutMs: 10000\n').map((p) => `${p.path}: ${p.message}`)).toEqual(['http.requestTimeoutMs: must be at least http.headersTimeoutMs']);
   });
 
   it('reports every problem of a file at once', () => {
