@@ -18,6 +18,7 @@ export type RejectionReason =
   | 'request_id_reused'
   | 'reserved_id'
   | 'policy'
+  | 'technician'
   | 'too_many_pending'
   | Lowercase<CertErrorCode>;
 

@@ -355,8 +355,9 @@ export class MqttEnrollment {
     await this.answer(this.topicOf(request), request.correlationData, this.currentAnswer({ ...request, status: 'issued', certificateSerial: serial }));
   }
 
-  /** Answers a request already decided (technician actions use it too). */
+  /** Answers a request a technician's decision settled: a rejection is counted as one. */
   async answerRecorded(request: EnrollmentRequest): Promise<void> {
+    if (request.status === 'rejected') this.metrics.rejected('technician');
     await this.answer(this.topicOf(request), request.correlationData, this.currentAnswer(request));
   }
 
