@@ -1,8 +1,9 @@
 /**
  * The ACL files of the external Mosquitto. `edge-agent broker
  * mosquitto-config` writes them first; the running agent rewrites the
- * devices file whenever the set of cut-off devices changes and has
- * Mosquitto reread it (SIGHUP), which applies to connected clients at once.
+ * devices file (after the CRL) whenever the set of cut-off devices or the
+ * CRL changes and has Mosquitto reread both (SIGHUP), which applies to
+ * connected clients at once.
  */
 export function provisioningAcl(prefix: string): string {
   return [
@@ -20,9 +21,10 @@ export function provisioningAcl(prefix: string): string {
  * its own namespace through patterns, so a newly issued certificate works at
  * once without a reload. A device cut off (revoked, decommissioned) gets a
  * `topic deny #` of its own: Mosquitto checks a user's deny entries before
- * any pattern, so it can neither publish nor receive, on its open
- * connection as on a new one (Mosquitto 2.0 rereads ACL files on SIGHUP but
- * not its CRL: mosquitto issues #524, #2916).
+ * any pattern, so it can neither publish nor receive on a connection it
+ * still holds (Mosquitto applies a reloaded ACL to open connections). New
+ * connections are refused at the TLS handshake by the CRL, which Mosquitto
+ * 2.0 rereads on the same SIGHUP.
  */
 export function devicesAcl(agentId: string, prefix: string, cutOff: readonly string[]): string {
   const lines = [

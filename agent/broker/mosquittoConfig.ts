@@ -90,7 +90,7 @@ export async function writeMosquittoConfig(authority: CertificateAuthority, o: M
     [
       '# Written by `edge-agent broker mosquitto-config`. Include it from mosquitto.conf',
       '# (or use it as the whole file); the paths below are absolute.',
-      '# Mosquitto 2.0 reads cafile and crlfile only at start (mosquitto issues #524, #2916).',
+      '# The agent rewrites crlfile and the devices ACL and has Mosquitto reread both on SIGHUP (as 2.0.11 does).',
       'per_listener_settings true',
       '# Answers are small and latency matters more than packing: no Nagle delay.',
       'set_tcp_nodelay true',

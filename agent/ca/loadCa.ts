@@ -79,7 +79,11 @@ export function loadAuthority(ca: Config['ca'], store: CertificateRepository, pa
   checkKeyFilePermissions(ca.dir);
   const ec = IssuingCa.load(ca.dir, 'ec', passphrase);
   const rsa = IssuingCa.load(ca.dir, 'rsa', passphrase);
-  if (!ec && !rsa) throw new CertError('CA_NOT_INITIALISED', `no CA in ${ca.dir}; run edge-agent ca init, or set ca.autoInit: true`);
+  if (!ec && !rsa) {
+    // With ca.autoInit on (the default) only the daemon's first start would create it: a command run before that needs `ca init`.
+    const or = ca.autoInit ? ' (or start the agent once: ca.autoInit is on)' : ' (ca.autoInit is off)';
+    throw new CertError('CA_NOT_INITIALISED', `no CA in ${ca.dir}; run edge-agent ca init${or}`);
+  }
   return new CertificateAuthority({
     issuers: { ...(ec ? { ec } : {}), ...(rsa ? { rsa } : {}) },
     store,

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
 
 /**
  * The one schema of the configuration file. The TypeScript type `Config` is
@@ -14,7 +15,8 @@ const int = (min: number, max: number, what: string) =>
 
 const keyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']);
 
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+/** Owned by certs/ (the id becomes a certificate's CN there); re-exported for the agent. */
+export { DEVICE_ID_PATTERN };
 
 const policyAction = z.enum(['approve', 'hold', 'reject']).describe('approve, hold (for a technician) or reject');
 const pattern = z
@@ -146,7 +148,7 @@ const syncSchema = z
   .strictObject({
     enabled: z.boolean().describe('send the inventory to the CMMS receiver at sync.baseUrl (docs/upstream-api.md)'),
     baseUrl: z.string().describe('the receiver, an https:// URL; the contract paths (/v1/gateways/...) are appended'),
-    gatewayId: z.string().regex(/^$|^[A-Za-z0-9._-]{1,64}$/).describe('this gateway at the receiver; empty: agent.id'),
+    gatewayId: z.string().regex(new RegExp(`^$|${DEVICE_ID_PATTERN.source}`)).describe('this gateway at the receiver; empty: agent.id'),
     caFile: z.string().describe("PEM bundle the receiver's certificate must chain to (always checked)"),
     tokenFile: z.string().describe('file holding a bearer token (first line); empty: none'),
     clientCertificate: z.boolean().describe("mutual TLS with the agent's agent-client certificate from the gateway CA"),
@@ -282,7 +284,7 @@ export const configSchema = z.strictObject({
     id: z
       .string()
       .regex(DEVICE_ID_PATTERN)
-      .describe('gateway id: 1 to 64 characters from A-Z a-z 0-9 . _ -; defaults to the host name'),
+      .describe('gateway id: 1 to 64 characters from A-Z a-z 0-9 . _ -, not "." or ".."; defaults to the host name'),
     dataDir: z.string().min(1).describe('directory for the database and all state; relative paths start at the working directory'),
     heartbeatIntervalMs: int(100, 3_600_000, 'how often the agent records that it is alive, in milliseconds'),
   }),
@@ -340,7 +342,7 @@ export type Config = z.infer<typeof configSchema>;
 /** The host name made into a valid gateway id. */
 export function defaultAgentId(host: string = hostname()): string {
   const cleaned = host.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
-  return cleaned.length > 0 ? cleaned : 'edge-gateway';
+  return DEVICE_ID_PATTERN.test(cleaned) ? cleaned : 'edge-gateway';
 }
 
 /** Embedded defaults: what `npm start` runs with when the file sets nothing. */

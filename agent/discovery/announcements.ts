@@ -301,7 +301,7 @@ export function cleanText(value: unknown): string | undefined {
   return chars.length > MAX_TEXT_LENGTH ? chars.slice(0, MAX_TEXT_LENGTH).join('').trimEnd() : text;
 }
 
-const INVENTORY_RULE = '1 to 64 of A-Z a-z 0-9 . _ -';
+const INVENTORY_RULE = '1 to 64 of A-Z a-z 0-9 . _ -, not "." or ".."';
 
 function badId(topic: string, what: string, id: string, rule: string): AnnouncementError {
   // JSON.stringify shows an empty id and escapes controls in the log line.

@@ -25,7 +25,7 @@ export interface DeviceActionsDeps {
  * never interleaves with an enrollment of the same device. An action that
  * finds its work already done (it ran before a crash, before its outcome was
  * recorded) reports that outcome again; one that does not apply is refused
- * with the reason.
+ * with the reason. A decision is no sign of the device: it leaves last seen alone.
  */
 export class DeviceActions {
   private running: Promise<void> | undefined;
@@ -80,7 +80,7 @@ export class DeviceActions {
       if (device.state === 'provisioned' && last?.decidedBy === 'technician' && last.decidedAt !== undefined && last.decidedAt >= a.requestedAt) return 'issued';
       if (device.state === 'provisioned') throw new RefusedError(`${device.id} is provisioned and has no request waiting`);
       store.durable(() =>
-        devices.apply({ protocol: 'mqtt', name: device.name, to: device.state, cause: `approved in advance by ${a.actor}${why}`, actor: `technician:${a.actor}`, patch: { preapproved: true, blocked: false } }),
+        devices.apply({ protocol: 'mqtt', name: device.name, to: device.state, cause: `approved in advance by ${a.actor}${why}`, actor: `technician:${a.actor}`, seen: false, patch: { preapproved: true, blocked: false } }),
       );
       return 'preapproved';
     }
@@ -89,7 +89,7 @@ export class DeviceActions {
       for (const r of others) enrollments.decide(device.id, r.requestId, 'rejected', `not approved: the technician approved request ${chosen.requestId}`, `technician:${a.actor}`);
       enrollments.decide(device.id, chosen.requestId, 'approved', `approved by ${a.actor}${why}`, 'technician');
       const to = device.state === 'provisioned' || device.state === 'revoked' ? device.state : 'pending';
-      devices.apply({ protocol: 'mqtt', name: device.name, to, cause: `request ${chosen.requestId} approved by ${a.actor}${why}`, actor: `technician:${a.actor}`, details: { spkiSha256: chosen.spkiSha256 }, patch: { blocked: false } });
+      devices.apply({ protocol: 'mqtt', name: device.name, to, cause: `request ${chosen.requestId} approved by ${a.actor}${why}`, actor: `technician:${a.actor}`, seen: false, details: { spkiSha256: chosen.spkiSha256 }, patch: { blocked: false } });
     });
     for (const r of others) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
     await this.deps.enrollment.issue(enrollments.get(device.id, chosen.requestId)!);
@@ -109,7 +109,7 @@ export class DeviceActions {
       for (const r of open) enrollments.decide(device.id, r.requestId, 'rejected', reason, `technician:${a.actor}`);
       // A provisioned device keeps its certificate and its access; only its waiting request is refused.
       const settled = device.state === 'provisioned' || device.state === 'revoked';
-      devices.apply({ protocol: 'mqtt', name: device.name, to: settled ? device.state : 'rejected', cause: reason, actor: `technician:${a.actor}`, patch: { blocked: true, preapproved: false, ...(settled ? {} : { reason }) } });
+      devices.apply({ protocol: 'mqtt', name: device.name, to: settled ? device.state : 'rejected', cause: reason, actor: `technician:${a.actor}`, seen: false, patch: { blocked: true, preapproved: false, ...(settled ? {} : { reason }) } });
     });
     for (const r of open) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
     return 'rejected';
@@ -129,7 +129,7 @@ export class DeviceActions {
     const reason = `${done} by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`;
     store.durable(() => {
       for (const r of open) enrollments.decide(device.id, r.requestId, 'rejected', reason, `technician:${a.actor}`);
-      devices.apply({ protocol: 'mqtt', name: device.name, to: done, cause: reason, actor: `technician:${a.actor}`, details: current ? { serial: current.serial } : {}, patch: { blocked: true, preapproved: false, reason } });
+      devices.apply({ protocol: 'mqtt', name: device.name, to: done, cause: reason, actor: `technician:${a.actor}`, seen: false, details: current ? { serial: current.serial } : {}, patch: { blocked: true, preapproved: false, reason } });
     });
     for (const r of open) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
     try {

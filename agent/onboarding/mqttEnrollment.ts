@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { Counter, Gauge } from 'prom-client';
 import { CertError } from '../../certs/errors.js';
 import { parseCsr, verifyCsr } from '../../certs/x509/csr.js';
 import type { CaService } from '../ca/caService.js';
@@ -13,8 +12,9 @@ import type { Store } from '../store/database.js';
 import type { BrokerLink, InboundMessage } from '../transport/types.js';
 import type { EnrollmentPolicy } from './policy.js';
 import { DeviceLocks } from './deviceLocks.js';
+import { EnrollmentMetrics, type DropReason, type RejectionReason } from './enrollmentMetrics.js';
 import { RateLimiter } from './rateLimiter.js';
-import { parseRequest, RequestError, type EnrollmentRequestMessage } from './request.js';
+import { parseRequest, peekRequestId, RequestError, type EnrollmentRequestMessage } from './request.js';
 
 export interface Answer {
   requestId: string | null;
@@ -51,7 +51,11 @@ export interface EnrollmentDeps {
 interface Work {
   name: string;
   message: InboundMessage;
+  /** Set for a payload over mqtt.maxPayloadBytes: its size (the payload itself is not kept) and the requestId read from it. */
+  tooLarge?: { bytes: number; requestId: string | undefined };
 }
+
+const REQUEST_ERROR_REASONS: Record<RequestError['code'], RejectionReason> = { NOT_JSON: 'not_json', TOO_DEEP: 'too_deeply_nested', PROTOTYPE_KEY: 'prototype_key', INVALID: 'schema' };
 
 /** A response topic may name no wildcard or NUL (an answer to `+`/`#` would make the broker drop the agent). */
 const RESPONSE_TOPIC = /^[^+#\u0000]{1,256}$/;
@@ -71,24 +75,12 @@ export class MqttEnrollment {
   readonly locks = new DeviceLocks();
   private active = 0;
   private readonly limiter: RateLimiter;
-  private readonly requests: Counter<'outcome'>;
-  private readonly dropped: Counter<'reason'>;
+  private readonly metrics: EnrollmentMetrics;
   private idle: (() => void) | undefined;
 
   constructor(private readonly deps: EnrollmentDeps) {
     this.limiter = new RateLimiter(deps.config().limits);
-    const registers = [deps.metrics.registry];
-    this.requests = new Counter({ name: 'edge_agent_enrollment_requests_total', help: 'Enrollment requests answered, by outcome: issued, pending, rejected, repeated', labelNames: ['outcome'], registers });
-    this.dropped = new Counter({ name: 'edge_agent_enrollment_dropped_total', help: 'Enrollment messages dropped without an answer, by reason', labelNames: ['reason'], registers });
-    const queue = this.queue;
-    new Gauge({
-      name: 'edge_agent_enrollment_queue_depth',
-      help: 'Enrollment requests waiting to be handled',
-      registers,
-      collect() {
-        this.set(queue.length);
-      },
-    });
+    this.metrics = new EnrollmentMetrics(deps.metrics.registry, () => this.queue.length);
   }
 
   filters(): string[] {
@@ -115,11 +107,14 @@ export class MqttEnrollment {
     if (rest.length !== 2 || rest[1] !== 'request') return this.drop('unknown_topic', { topic: message.topic.slice(0, 200) });
     const name = rest[0]!;
     if (!DEVICE_ID_PATTERN.test(name)) return this.drop('bad_device_id', { topic: message.topic.slice(0, 200) });
-    if (message.payload.length > maxPayloadBytes) return this.drop('too_large', { device: name, bytes: message.payload.length });
+    // Rate limits first: an answer costs a publish, so a flood of oversize requests is held like any other.
     const limited = this.limiter.take(name);
     if (limited !== 'ok') return this.drop(limited === 'device' ? 'rate_limited_device' : 'rate_limited_global', { device: name });
     if (this.queue.length >= limits.queueSize) return this.drop('queue_full', { device: name });
-    this.queue.push({ name, message });
+    const bytes = message.payload.length;
+    // Too large to read, but the topic names the device: it is answered, without keeping the payload.
+    const work: Work = bytes > maxPayloadBytes ? { name, message: { ...message, payload: Buffer.alloc(0) }, tooLarge: { bytes, requestId: peekRequestId(message.payload) } } : { name, message };
+    this.queue.push(work);
     log.debug({ device: name, queued: this.queue.length }, 'enrollment request queued');
     this.pump();
   }
@@ -130,9 +125,16 @@ export class MqttEnrollment {
     return new Promise((resolve) => (this.idle = resolve));
   }
 
-  private drop(reason: string, fields: Record<string, unknown>): void {
-    this.dropped.inc({ reason });
+  private drop(reason: DropReason, fields: Record<string, unknown>): void {
+    this.metrics.dropped(reason);
     this.deps.log.warn({ ...fields, reason }, 'enrollment message dropped');
+  }
+
+  /** Answers `rejected`, counted by reason and logged; nothing is recorded. */
+  private refuse(reply: (answer: Answer) => Promise<void>, device: string, requestId: string | null, reason: RejectionReason, text: string): Promise<void> {
+    this.metrics.rejected(reason);
+    this.deps.log.warn({ device, requestId, code: reason, reason: text }, 'enrollment request refused');
+    return reply({ requestId, status: 'rejected', reason: text });
   }
 
   private pump(): void {
@@ -153,39 +155,40 @@ export class MqttEnrollment {
     }
   }
 
-  private async handle({ name, message }: Work): Promise<void> {
-    const { topicPrefix } = this.deps.config();
+  private async handle({ name, message, tooLarge }: Work): Promise<void> {
+    const { topicPrefix, maxPayloadBytes } = this.deps.config();
     const defaultTopic = `${topicPrefix}/${name}/response`;
     let responseTopic = defaultTopic;
     if (message.responseTopic !== undefined) {
       const below = message.responseTopic === defaultTopic || message.responseTopic.startsWith(`${defaultTopic}/`);
       if (!below || !RESPONSE_TOPIC.test(message.responseTopic)) {
-        this.dropped.inc({ reason: 'bad_response_topic' });
-        return this.answer(defaultTopic, message.correlationData, { requestId: null, status: 'rejected', reason: `the response topic must be ${defaultTopic} or below it, without wildcards, at most 256 characters` });
+        const reply = (answer: Answer) => this.answer(defaultTopic, message.correlationData, answer);
+        return this.refuse(reply, name, null, 'response_topic', `the response topic must be ${defaultTopic} or below it, without wildcards, at most 256 characters`);
       }
       responseTopic = message.responseTopic;
     }
     const reply = (answer: Answer) => this.answer(responseTopic, message.correlationData, answer);
+    if (tooLarge) {
+      return this.refuse(reply, name, tooLarge.requestId ?? null, 'too_large', `request is ${tooLarge.bytes} bytes, over the limit of ${maxPayloadBytes} bytes (mqtt.maxPayloadBytes)`);
+    }
     let request: EnrollmentRequestMessage;
     try {
       request = parseRequest(message.payload);
     } catch (err) {
       if (!(err instanceof RequestError)) throw err;
-      this.deps.log.warn({ device: name, code: err.code, reason: err.message }, 'enrollment request refused');
-      return reply({ requestId: err.requestId ?? null, status: 'rejected', reason: err.message });
+      return this.refuse(reply, name, err.requestId ?? null, REQUEST_ERROR_REASONS[err.code], err.message);
     }
     const device = this.deps.devices().byName('mqtt', name);
     const previous = this.deps.enrollments().get(`mqtt:${name}`, request.requestId);
     if (previous) {
       if (previous.csrSha256 !== sha256(request.csr.trim())) {
-        return reply({ requestId: request.requestId, status: 'rejected', reason: 'this requestId was already used with a different CSR; use a new requestId' });
+        return this.refuse(reply, name, request.requestId, 'request_id_reused', 'this requestId was already used with a different CSR; use a new requestId');
       }
-      this.requests.inc({ outcome: 'repeated' });
+      this.metrics.answered('repeated');
       return reply(this.currentAnswer(previous));
     }
     if (this.deps.reservedIds().includes(name)) {
-      this.deps.log.warn({ device: name }, 'enrollment request refused: the id is reserved for the agent');
-      return reply({ requestId: request.requestId, status: 'rejected', reason: `${name} is reserved for the gateway itself; use another device id` });
+      return this.refuse(reply, name, request.requestId, 'reserved_id', `${name} is reserved for the gateway itself; use another device id`);
     }
     let csr: ReturnType<typeof parseCsr>;
     try {
@@ -198,8 +201,7 @@ export class MqttEnrollment {
       if (request.claim && cn !== name) throw new CertError('REQUEST_INVALID', `a request with a manufacturer claim needs a CSR whose CN is the device id ${name}`);
     } catch (err) {
       if (!(err instanceof CertError)) throw err;
-      this.deps.log.warn({ device: name, code: err.code, reason: err.message }, 'enrollment request refused');
-      return reply({ requestId: request.requestId, status: 'rejected', reason: `${err.code}: ${err.message}` });
+      return this.refuse(reply, name, request.requestId, err.code.toLowerCase() as Lowercase<typeof err.code>, `${err.code}: ${err.message}`);
     }
     const decision = this.deps.policy().evaluate({
       device,
@@ -209,20 +211,20 @@ export class MqttEnrollment {
       ...(request.claim !== undefined ? { claim: request.claim } : {}),
     });
     if (decision.action === 'hold' && (device === undefined || device.state === 'discovered') && this.deps.enrollments().countWithStatus('pending') >= this.deps.config().limits.maxPending) {
-      this.dropped.inc({ reason: 'too_many_pending' });
-      return reply({ requestId: request.requestId, status: 'rejected', reason: 'too many requests are waiting for a technician; try again later' });
+      return this.refuse(reply, name, request.requestId, 'too_many_pending', 'too many requests are waiting for a technician; try again later');
     }
     if (decision.action === 'reject' && device === undefined) {
       // A device the inventory does not know, refused by policy: answered and logged, not recorded,
       // so that anonymous requests under ever new ids cannot grow the database.
-      this.requests.inc({ outcome: 'rejected' });
+      this.metrics.rejected('policy');
       this.deps.log.warn({ device: name, requestId: request.requestId, decidedBy: decision.decidedBy, reason: decision.reason }, 'enrollment request rejected by policy');
       return reply({ requestId: request.requestId, status: 'rejected', reason: decision.reason });
     }
     const record = this.record(name, device, request, csr.publicKey.sha256, decision, responseTopic === defaultTopic ? undefined : responseTopic, message.correlationData);
     this.deps.log.info({ device: name, requestId: request.requestId, status: record.status, decidedBy: record.decidedBy, reason: record.reason }, 'enrollment request decided');
     if (record.status === 'approved') return this.issue(record);
-    this.requests.inc({ outcome: record.status });
+    if (record.status === 'rejected') this.metrics.rejected('policy');
+    else this.metrics.answered('pending');
     return reply(this.currentAnswer(record));
   }
 
@@ -255,6 +257,9 @@ export class MqttEnrollment {
         protocol: 'mqtt',
         name,
         to,
+        // Anyone on the provisioning listener can send a request under any id: it is no sign of the device
+        // (a new record starts with its time). Last seen moves with an accepted request, when it is issued.
+        seen: false,
         cause: `enrollment request ${request.requestId}: ${status} (${decision.decidedBy})`,
         actor: decision.decidedBy === 'technician' ? 'technician' : 'policy',
         details: { requestId: request.requestId, reason },
@@ -312,11 +317,11 @@ export class MqttEnrollment {
           if (request.tokenId !== undefined) this.deps.enrollments().releaseToken(request.tokenId);
           const device = this.deps.devices().get(request.deviceId);
           if (device?.state === 'pending') {
-            this.deps.devices().apply({ protocol: 'mqtt', name, to: 'rejected', cause: `certificate refused: ${err.code}`, actor: 'ca', details: { requestId: request.requestId, reason }, patch: { reason } });
+            this.deps.devices().apply({ protocol: 'mqtt', name, to: 'rejected', seen: false, cause: `certificate refused: ${err.code}`, actor: 'ca', details: { requestId: request.requestId, reason }, patch: { reason } });
           }
         });
         this.deps.log.warn({ device: name, requestId: request.requestId, code: err.code, reason: err.message }, 'certificate refused for enrollment request');
-        this.requests.inc({ outcome: 'rejected' });
+        this.metrics.rejected(err.code.toLowerCase() as Lowercase<typeof err.code>);
         return this.answer(this.topicOf(request), request.correlationData, { requestId: request.requestId, status: 'rejected', reason });
       }
     }
@@ -330,6 +335,8 @@ export class MqttEnrollment {
         protocol: 'mqtt',
         name,
         to: 'provisioned',
+        // An accepted request is a sign of the device: seen when it asked, not when a technician approved.
+        seenAt: request.receivedAt,
         cause: `certificate ${serial} issued for request ${request.requestId}`,
         actor: request.decidedBy === 'technician' ? 'technician' : 'policy',
         details: { requestId: request.requestId, serial },
@@ -344,12 +351,13 @@ export class MqttEnrollment {
       return;
     }
     await this.deps.gate.restore(name).catch((err: unknown) => this.deps.log.error({ err, device: name }, 'broker access could not be restored; the device may be refused until the next ACL rewrite'));
-    this.requests.inc({ outcome: 'issued' });
+    this.metrics.answered('issued');
     await this.answer(this.topicOf(request), request.correlationData, this.currentAnswer({ ...request, status: 'issued', certificateSerial: serial }));
   }
 
-  /** Answers a request already decided (technician actions use it too). */
+  /** Answers a request a technician's decision settled: a rejection is counted as one. */
   async answerRecorded(request: EnrollmentRequest): Promise<void> {
+    if (request.status === 'rejected') this.metrics.rejected('technician');
     await this.answer(this.topicOf(request), request.correlationData, this.currentAnswer(request));
   }
 

@@ -67,6 +67,7 @@ export class MqttService implements Service, DeviceAccess {
   private policy: EnrollmentPolicy | undefined;
   private broker: (BrokerLink & Service) | undefined;
   private embedded: EmbeddedBroker | undefined;
+  private mosquitto: MosquittoGate | undefined;
   private enrollment: MqttEnrollment | undefined;
   private actions: DeviceActions | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -110,14 +111,16 @@ export class MqttService implements Service, DeviceAccess {
     let gate: AccessGate;
     if (c.brokerUrl !== '') {
       const identity = await ensureAgentClient(ca, this.config, log, 'mqtt');
-      this.broker = new ExternalBroker({ log: log.child({ part: 'link' }), url: c.brokerUrl, clientId: clientId(stateDir, agentId), tls: () => identity });
-      const mosquitto = new MosquittoGate({
+      const external = new ExternalBroker({ log: log.child({ part: 'link' }), url: c.brokerUrl, clientId: clientId(stateDir, agentId), tls: () => identity });
+      this.broker = external;
+      const mosquitto = (this.mosquitto = new MosquittoGate({
         log: log.child({ part: 'mosquitto' }),
         metrics,
         options: () => ({ dir: this.config.mqtt.mosquittoDir, pidFile: this.config.mqtt.mosquittoPidFile, reloadCommand: this.config.mqtt.mosquittoReloadCommand, agentId, topicPrefix: this.config.mqtt.topicPrefix, crlFile: this.config.ca.crlFile }),
         // From the certificates, not the inventory state: what the CRL would refuse, and decommissioned devices.
         cutOffIdentities: () => [...new Set([...ca.revokedIdentities('mqtt-device'), ...devices.list({ state: 'decommissioned', protocol: 'mqtt' }).map((d) => d.name)])],
-      });
+        takeOver: (id) => external.takeOver(id),
+      }));
       await mosquitto.sync().catch(() => undefined);
       gate = mosquitto;
       this.deviceUrl = c.brokerUrl;
@@ -176,6 +179,8 @@ export class MqttService implements Service, DeviceAccess {
     this.timer = setInterval(() => {
       void this.actions?.runOpen();
       void this.runDiscoveries();
+      // A CRL changed outside a device decision (ca revoke, the CA's reissue before nextUpdate) reaches Mosquitto too.
+      void this.mosquitto?.refresh();
     }, this.config.mqtt.actionPollMs);
   }
 
@@ -245,5 +250,6 @@ export class MqttService implements Service, DeviceAccess {
     await this.broker?.stop();
     this.broker = undefined;
     this.embedded = undefined;
+    this.mosquitto = undefined;
   }
 }

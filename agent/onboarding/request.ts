@@ -37,7 +37,7 @@ export type EnrollmentRequestMessage = z.infer<typeof requestSchema>;
 
 export class RequestError extends Error {
   constructor(
-    readonly code: 'NOT_JSON' | 'PROTOTYPE_KEY' | 'INVALID',
+    readonly code: 'NOT_JSON' | 'TOO_DEEP' | 'PROTOTYPE_KEY' | 'INVALID',
     message: string,
     /** The requestId when it could be read, so the rejection can carry it. */
     readonly requestId?: string,
@@ -48,11 +48,46 @@ export class RequestError extends Error {
 
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
+/** A request is an object holding objects (nameplate, claim): 2 levels. Beyond this, parsing is refused unread. */
+export const MAX_REQUEST_DEPTH = 8;
+
+/**
+ * Whether objects and arrays in `text` nest deeper than `max`, by a scan
+ * that skips strings. JSON.parse with a reviver recurses once per level and
+ * runs out of stack on valid JSON a few thousand levels deep, which would
+ * otherwise be reported as "not valid JSON".
+ */
+export function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
+}
+
+/** The requestId of a request that is not read whole (too large): only a well-formed one, else undefined. */
+export function peekRequestId(payload: Buffer): string | undefined {
+  const m = /"requestId"\s*:\s*"([A-Za-z0-9._:-]{1,128})"/.exec(payload.toString('latin1'));
+  return m?.[1];
+}
+
 export function parseRequest(payload: Buffer): EnrollmentRequestMessage {
   let value: unknown;
   let forbidden: string | undefined;
+  const text = payload.toString('utf8');
+  if (nestsDeeperThan(text, MAX_REQUEST_DEPTH)) {
+    throw new RequestError('TOO_DEEP', `request is nested too deeply: more than ${MAX_REQUEST_DEPTH} levels of objects and arrays`, peekRequestId(payload));
+  }
   try {
-    value = JSON.parse(payload.toString('utf8'), (key, v: unknown) => {
+    value = JSON.parse(text, (key, v: unknown) => {
       if (FORBIDDEN_KEYS.has(key)) forbidden = key;
       return v;
     });

@@ -90,6 +90,8 @@ export interface Transition {
   at?: Date;
   /** False for a change that is no sign of the device (a technician's annotation): last seen stays. */
   seen?: boolean;
+  /** When the device was seen, if not `at` (an accepted request decided later): last seen never moves back. */
+  seenAt?: Date;
 }
 
 export class TransitionError extends Error {
@@ -193,8 +195,12 @@ export class DeviceRepository {
         `INSERT INTO devices (id, protocol, name, state, first_seen, last_seen, updated_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, '{}')`,
       ).run(id, t.protocol, t.name, t.to, at, at, at);
     }
-    const sets: string[] = ['state = @state', 'updated_at = @at', 'revision = revision + @bump', ...(t.seen === false ? [] : ['last_seen = @at'])];
+    const sets: string[] = ['state = @state', 'updated_at = @at', 'revision = revision + @bump'];
     const values: Record<string, unknown> = { id, state: t.to, at, bump: before ? 1 : 0 };
+    if (t.seen !== false && t.seenAt !== undefined) {
+      sets.push('last_seen = max(last_seen, @seenAt)');
+      values.seenAt = t.seenAt.toISOString();
+    } else if (t.seen !== false) sets.push('last_seen = @at');
     for (const [key, column] of Object.entries(NAMEPLATE_COLUMNS)) {
       const set = p.nameplate?.[key as keyof Nameplate];
       const fill = p.fillNameplate?.[key as keyof Nameplate];

@@ -309,7 +309,9 @@ export class EmbeddedBroker implements Service, BrokerLink {
     else if (!this.acl.mayPublish(conn.listener, conn.id!, packet.topic)) reason = 'acl';
     if (reason === undefined) return null;
     this.metrics.refused('publish', conn.listener, reason);
-    this.deps.log.warn({ listener: conn.listener, id: conn.id, clientId: conn.clientId, topic: packet.topic, bytes: Buffer.byteLength(packet.payload), reason }, 'broker refused a publish');
+    // The usual integrator's mistake: requests published under another client id than the device id.
+    const hint = conn.listener === 'provisioning' && reason === 'acl' ? { hint: `a provisioning client may publish only to ${this.deps.options.topicPrefix}/<its client id>/request: the client id must be the device id` } : {};
+    this.deps.log.warn({ listener: conn.listener, id: conn.id, clientId: conn.clientId, topic: packet.topic, bytes: Buffer.byteLength(packet.payload), reason, ...hint }, 'broker refused a publish');
     return new Error(`publish refused: ${reason}`);
   }
 

@@ -118,6 +118,43 @@ export class ExternalBroker implements Service, BrokerLink {
     return this.client?.connected ?? false;
   }
 
+  /**
+   * Connects a second time with `clientId` (clean start, no session kept)
+   * and leaves at once. Mosquitto lets a new connection take a client id
+   * over, whatever its user: it closes the connection that held it and
+   * drops that session. The agent's identity is unchanged: the ACL applies
+   * to it as always.
+   */
+  async takeOver(clientId: string, timeoutMs = 10_000): Promise<void> {
+    const tls = this.deps.tls();
+    const client = mqtt.connect(this.deps.url, {
+      clientId,
+      protocolVersion: 5,
+      clean: true,
+      properties: { sessionExpiryInterval: 0 },
+      key: tls.key,
+      cert: tls.cert,
+      ca: tls.ca,
+      rejectUnauthorized: true,
+      reconnectPeriod: 0,
+      connectTimeout: timeoutMs,
+    });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`no CONNACK within ${timeoutMs} ms`)), timeoutMs);
+        client.once('connect', () => resolve());
+        // on, not once: a second error event without a listener would be thrown.
+        client.on('error', reject);
+        client.once('close', () => reject(new Error('connection closed before CONNACK')));
+      });
+      await client.endAsync();
+    } finally {
+      clearTimeout(timer);
+      client.end(true);
+    }
+  }
+
   async stop(): Promise<void> {
     const client = this.client;
     this.client = undefined;

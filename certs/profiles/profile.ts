@@ -1,4 +1,5 @@
 import { CertError } from '../errors.js';
+import { DEVICE_ID_PATTERN, DEVICE_ID_RULE } from './deviceId.js';
 import type { KeyUsage, SubjectAltNames } from '../x509/extensions.js';
 import type { NameAttributes } from '../x509/name.js';
 import type { KeyType } from '../x509/publicKey.js';
@@ -41,11 +42,9 @@ export interface Profile {
   template(request: IdentityRequest, keyType: KeyType, organization: string): ProfileTemplate;
 }
 
-export const DEVICE_ID = /^[A-Za-z0-9._-]{1,64}$/;
-
 export function requireDeviceId(identity: string, what: string): void {
-  if (!DEVICE_ID.test(identity)) {
-    throw new CertError('REQUEST_INVALID', `${what} ${JSON.stringify(identity)} must be 1 to 64 characters from A-Z a-z 0-9 . _ -`);
+  if (!DEVICE_ID_PATTERN.test(identity)) {
+    throw new CertError('REQUEST_INVALID', `${what} ${JSON.stringify(identity)} must be ${DEVICE_ID_RULE}`);
   }
 }
 

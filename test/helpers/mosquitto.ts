@@ -3,6 +3,7 @@ import { appendFileSync, chmodSync, chownSync, readdirSync, writeFileSync } from
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { findMosquitto } from '../../scripts/lib/local.js';
+import { Waiters } from './waiters.js';
 
 const exec = promisify(execFile);
 
@@ -20,9 +21,15 @@ export function mosquittoBinary(): string {
 /** A real Mosquitto 2 broker run from a configuration file, for one test. */
 export class Mosquitto {
   private output = '';
+  private readonly arrivals = new Waiters();
   private constructor(private readonly child: ChildProcess) {
-    child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
+    const take = (d: Buffer) => {
+      this.output += d.toString();
+      this.arrivals.wake();
+    };
+    child.stdout!.on('data', take);
+    child.stderr!.on('data', take);
+    child.on('exit', () => this.arrivals.wake());
   }
 
   /**
@@ -38,17 +45,42 @@ export class Mosquitto {
       for (const parent of parents) chmodSync(parent, 0o711);
     }
     const broker = new Mosquitto(spawn(mosquittoBinary(), ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] }));
-    const deadline = Date.now() + 10_000;
-    while (!/mosquitto version [\d.]+ running/.test(broker.output)) {
-      if (broker.child.exitCode !== null) throw new Error(`mosquitto exited: ${broker.output}`);
-      if (Date.now() > deadline) throw new Error(`mosquitto did not start: ${broker.output}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await broker.waitForLog(/mosquitto version [\d.]+ running/, { timeoutMs: 10_000 });
     return broker;
   }
 
+  /** Everything mosquitto wrote so far. What it writes about an event may come after the client saw the event: wait with waitForLog. */
   get log(): string {
     return this.output;
+  }
+
+  /** Where the log ends now: pass it as `since` to look only at what comes after. */
+  mark(): number {
+    return this.output.length;
+  }
+
+  /**
+   * Resolves with the first log line matching `pattern` after offset
+   * `since`, as soon as mosquitto writes it; rejects after `timeoutMs`
+   * (with the log) or when mosquitto exits first.
+   */
+  waitForLog(pattern: RegExp, o: { since?: number; timeoutMs?: number } = {}): Promise<string> {
+    const since = o.since ?? 0;
+    return this.arrivals.until(
+      () => this.output.slice(since).split('\n').find((line) => pattern.test(line)),
+      {
+        timeoutMs: o.timeoutMs ?? 10_000,
+        timeoutMessage: () => `mosquitto wrote no line matching ${pattern} in time; its log after the mark:\n${this.output.slice(since)}`,
+        gone: () => (this.child.exitCode !== null || this.child.signalCode !== null ? `mosquitto exited before writing ${pattern}: ${this.output.slice(since)}` : undefined),
+      },
+    );
+  }
+
+  /** Sends SIGHUP, as `systemctl reload mosquitto` does, and waits until mosquitto says it reloaded. */
+  async reload(): Promise<void> {
+    const since = this.mark();
+    this.child.kill('SIGHUP');
+    await this.waitForLog(/Reloading config/, { since });
   }
 
   async stop(): Promise<void> {

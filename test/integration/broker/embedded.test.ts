@@ -53,10 +53,12 @@ describe('the embedded aedes broker with real TLS and MQTT.js clients', () => {
   const inbox: InboundMessage[] = [];
   const arrivals = new Waiters();
   const clients: MqttClient[] = [];
+  /** What the broker logged at warn and above (pino writes to the stream synchronously). */
+  const logged: Record<string, unknown>[] = [];
 
   const makeBroker = (options: Partial<ConstructorParameters<typeof EmbeddedBroker>[0]['options']> = {}, registry = new Metrics()) =>
     new EmbeddedBroker({
-      log: pino({ level: 'silent' }),
+      log: pino({ level: 'warn' }, { write: (line: string) => void logged.push(JSON.parse(line) as Record<string, unknown>) }),
       metrics: registry,
       options: { host: '127.0.0.1', provisioningPort: 0, provisioningTls: true, mtlsPort: 0, topicPrefix: PREFIX, maxPayloadBytes: MAX_PAYLOAD, ...options },
       tls: () => ({ key: server.key, cert: server.cert, ca: trust }),
@@ -211,9 +213,11 @@ describe('the embedded aedes broker with real TLS and MQTT.js clients', () => {
     client.publish(`${PREFIX}/sensor-8/request`, 'forged', { qos: 0 });
     await gone;
     expect(inbox.filter((m) => m.topic.startsWith(PREFIX)).map((m) => m.payload.toString())).toEqual(['mine']);
+    // The integrator's usual mistake (requests under another client id) is named in the log.
+    expect(logged).toContainEqual(expect.objectContaining({ msg: 'broker refused a publish', clientId: 'sensor-9', topic: `${PREFIX}/sensor-8/request`, hint: expect.stringMatching(/the client id must be the device id/) }));
   });
 
-  it.each(['a/b', 'sensor#1', 'x'.repeat(65), ''])('refuses the provisioning client id %j (CONNACK 2)', async (clientId) => {
+  it.each(['a/b', 'sensor#1', 'x'.repeat(65), '', '.', '..'])('refuses the provisioning client id %j (CONNACK 2)', async (clientId) => {
     await expect(provisioning(clientId)).rejects.toMatchObject({ code: 2 });
   });
 

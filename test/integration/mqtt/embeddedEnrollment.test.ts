@@ -8,6 +8,7 @@ import { deviceRequest, NAMEPLATE, PREFIX, readPem, requestOnce, saveIssued, typ
 import { freePort, publish } from '../../helpers/mosquitto.js';
 import { openssl, opensslCsr } from '../../helpers/openssl.js';
 import { apiUser } from '../../helpers/apiUser.js';
+import { Waiters } from '../../helpers/waiters.js';
 
 const codec = sparkplugPayload.get('spBv1.0')!;
 
@@ -23,7 +24,7 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     requestOnce(ports.provisioning, cafile, name, payload, { v5: false, ...(clientId ? { clientId } : {}) });
   const show = async (name: string) => {
     const r = await cli('devices', 'show', name, '--json');
-    return r.code === 0 ? (JSON.parse(r.stdout) as { device: { state: string; online: boolean; source: Record<string, unknown>; nameplate: Record<string, string> }; history: { cause: string }[] }) : undefined;
+    return r.code === 0 ? (JSON.parse(r.stdout) as { device: { state: string; online: boolean; lastSeen: string; source: Record<string, unknown>; nameplate: Record<string, string> }; history: { cause: string }[] }) : undefined;
   };
   const connectDevice = (name: string) =>
     mqtt.connectAsync(`mqtts://127.0.0.1:${ports.mtls}`, {
@@ -138,13 +139,20 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     await other.endAsync();
     await expect(connectDevice('dev-1')).rejects.toThrow();
     expect((await show('dev-1'))?.device.state).toBe('revoked');
+    // Last seen: when its (last) connection closed.
+    await waitFor(async () => (await show('dev-1'))?.device.online === false);
+    const lastSeen = (await show('dev-1'))!.device.lastSeen;
 
-    // Anyone may send a request under a revoked id: it waits for a technician and changes nothing.
+    // Anyone may send a request under a revoked id: it waits for a technician and changes nothing, last seen included.
     const csr = await opensslCsr(tmp.dir, 'dev-1-new', 'ec-p256', { subject: '/CN=dev-1' });
     const spoof = await enroll('dev-1', { requestId: 'dev-1-r9', csr, nameplate: { manufacturer: 'Spoofed', model: 'X', serialNumber: '0' }, enrollmentToken: await token() });
     expect(spoof.answer).toMatchObject({ status: 'pending', reason: expect.stringMatching(/technician revoked/) });
-    expect((await show('dev-1'))?.device).toMatchObject({ state: 'revoked', nameplate: { manufacturer: 'Acme Sensors' } });
-  });
+    expect((await show('dev-1'))?.device).toMatchObject({ state: 'revoked', nameplate: { manufacturer: 'Acme Sensors' }, lastSeen });
+    // Nor does a technician's decision about it: that is no sign of the device either.
+    const rejected = await cli('devices', 'reject', 'dev-1', '--reason', 'spoofed request');
+    expect(rejected.code, rejected.stderr).toBe(0);
+    expect((await show('dev-1'))?.device).toMatchObject({ state: 'revoked', lastSeen });
+  }, 90_000);
 
   it('keeps a provisioning client to its own request topic', async () => {
     const own = await enroll('dev-5', await deviceRequest(tmp.dir, 'dev-5'));
@@ -162,6 +170,7 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     ['two PEM blocks as the CSR', 'bad-6', async () => { const r = await deviceRequest(tmp.dir, 'bad-6'); return { ...r, csr: `${r.csr as string}${r.csr as string}` }; }, /one PEM block/, 'bad-6-r1'],
     ['the id of the gateway itself', 'gw-e2e', async () => deviceRequest(tmp.dir, 'gw-e2e', { enrollmentToken: await token() }), /reserved for the gateway/, 'gw-e2e-r1'],
     ['a CSR that is not one', 'bad-5', async () => ({ ...(await deviceRequest(tmp.dir, 'bad-5')), csr: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n' }), /CSR_MALFORMED/, 'bad-5-r1'],
+    ['valid JSON nested 5,000 deep', 'bad-7', () => Promise.resolve(`{"requestId":"bad-7-r1","x":${'['.repeat(5000)}${']'.repeat(5000)}}`), /nested too deeply/, 'bad-7-r1'],
   ])('rejects a request with %s and records nothing', async (_what, name, payload, reason, requestId) => {
     const r = await enroll(name, await payload());
     expect(r.answer?.status, r.output).toBe('rejected');
@@ -170,13 +179,58 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     expect(await show(name)).toBeUndefined();
   });
 
+  it('counts every refusal in /metrics by reason, so a flood of bad requests shows', async () => {
+    const read = async () => {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      const value = (series: string) => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+      return {
+        rejected: value('edge_agent_enrollment_requests_total{outcome="rejected"}'),
+        reasons: Object.fromEntries(['not_json', 'schema', 'csr_malformed', 'too_deeply_nested'].map((r) => [r, value(`edge_agent_enrollment_rejected_total{reason="${r}"}`)])),
+      };
+    };
+    const before = await read();
+    const good = await deviceRequest(tmp.dir, 'flood');
+    const bad: [string, string | Record<string, unknown>][] = [
+      ['flood-1', 'nope'],
+      ['flood-2', '{"requestId":'],
+      ['flood-3', { ...good, requestId: 'f3', nameplate: {} }],
+      ['flood-4', { ...good, requestId: 'f4', csr: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n' }],
+      ['flood-5', `[${'{"a":'.repeat(40)}1${'}'.repeat(40)}]`],
+    ];
+    for (const [name, payload] of bad) {
+      const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, { clientId: name, ca: readPem(cafile), reconnectPeriod: 0 });
+      const answered = new Promise<Answer>((resolve) => client.on('message', (_t, p) => resolve(JSON.parse(p.toString()) as Answer)));
+      await client.subscribeAsync(`${PREFIX}/${name}/response`, { qos: 1 });
+      await client.publishAsync(`${PREFIX}/${name}/request`, typeof payload === 'string' ? payload : JSON.stringify(payload), { qos: 1 });
+      expect((await answered).status).toBe('rejected');
+      await client.endAsync();
+    }
+    // Every refusal is counted before it is answered.
+    const after = await read();
+    expect(after.rejected - before.rejected).toBe(5);
+    expect(Object.fromEntries(Object.entries(after.reasons).map(([r, n]) => [r, n - before.reasons[r]!]))).toEqual({ not_json: 2, schema: 1, csr_malformed: 1, too_deeply_nested: 1 });
+  });
+
   it('drops requests beyond the per-device rate limit without answering', async () => {
     const request = await deviceRequest(tmp.dir, 'chatty');
-    for (let i = 1; i <= 3; i++) expect((await enroll('chatty', { ...request, requestId: `chatty-r${i}` })).answer?.status).toBe('pending');
-    const fourth = await requestOnce(ports.provisioning, cafile, 'chatty', { ...request, requestId: 'chatty-r4' }, { v5: false, seconds: 2 });
-    expect(fourth.answer).toBeUndefined();
-    const metrics = await (await fetch(`${base}/metrics`)).text();
-    expect(metrics).toMatch(/edge_agent_enrollment_dropped_total\{reason="rate_limited_device"\} [1-9]/);
+    const dropped = async () => Number(/^edge_agent_enrollment_dropped_total\{reason="rate_limited_device"\} (\d+)$/m.exec(await (await fetch(`${base}/metrics`)).text())?.[1] ?? 0);
+    const before = await dropped();
+    // Four requests at once from one connection: the burst of 3 refills one per 10 s, which a slow
+    // machine could reach between four separate mosquitto_rr runs.
+    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, { clientId: 'chatty', ca: readPem(cafile), reconnectPeriod: 0 });
+    const answers: Answer[] = [];
+    const arrived = new Waiters();
+    client.on('message', (_t, p) => {
+      answers.push(JSON.parse(p.toString()) as Answer);
+      arrived.wake();
+    });
+    await client.subscribeAsync(`${PREFIX}/chatty/response`, { qos: 1 });
+    // Each PUBACK comes after the agent took the message in (and counted a drop).
+    for (let i = 1; i <= 4; i++) await client.publishAsync(`${PREFIX}/chatty/request`, JSON.stringify({ ...request, requestId: `chatty-r${i}` }), { qos: 1 });
+    expect(await dropped()).toBe(before + 1);
+    await arrived.until(() => (answers.length >= 3 ? true : undefined), { timeoutMs: 15_000, timeoutMessage: () => `answers: ${JSON.stringify(answers)}` });
+    await client.endAsync();
+    expect(answers.map((a) => `${a.requestId} ${a.status}`).sort()).toEqual(['chatty-r1 pending', 'chatty-r2 pending', 'chatty-r3 pending']);
   });
 
   it('gives a token use back when the CA refuses the CSR after policy approved it', async () => {
@@ -224,7 +278,8 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
   });
 });
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+/** Each check may be a CLI run, seconds long on a loaded machine: the deadline leaves room for several. */
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error('condition not reached in time');
