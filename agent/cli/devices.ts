@@ -9,7 +9,7 @@ import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
-import { CONFIG_OPTION_HELP, localAudit, run, withStore, type Common } from './common.js';
+import { CONFIG_OPTION_HELP, localAudit, readStore, run, withStore, type Common } from './common.js';
 
 
 /** "pump-7" and "mqtt:pump-7" both name the MQTT device pump-7. */
@@ -123,7 +123,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           return items;
         },
         table,
-        { what: 'read from the database directly', run: (config) => withStore(config, (store) => new DeviceRepository(store).list(filter)) },
+        { what: 'read from the database directly', run: (config) => readStore(config, (store) => new DeviceRepository(store).list(filter)) },
       );
     },
   );
@@ -146,7 +146,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
         {
           what: 'read from the database directly',
           run: (config) =>
-            withStore(config, (store) => {
+            readStore(config, (store) => {
               const device = new DeviceRepository(store).get(id);
               if (!device) throw new UsageError(`no device ${id} in the inventory`);
               const pending = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);

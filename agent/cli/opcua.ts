@@ -16,16 +16,13 @@ import { withAuthority } from './ca.js';
 import type { Config } from '../config/schema.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
-import { Store } from '../store/database.js';
 import { DiscoveryRunRepository, type DiscoveryRun, type DiscoveryTarget } from '../store/discoveryRunRepository.js';
 import { PushRepository, type PushJob, type PushStepRecord } from '../store/pushRepository.js';
-import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
+import { CONFIG_OPTION_HELP, readStore, run, withStore, type Common } from './common.js';
 
-function withRuns<T>(config: Config, fn: (runs: DiscoveryRunRepository) => T | Promise<T>): Promise<T> {
-  const { store } = Store.open(config.store, pino({ level: 'silent' }));
-  return Promise.resolve()
-    .then(() => fn(new DiscoveryRunRepository(store)))
-    .finally(() => store.close());
+/** The discovery runs, on the database opened for a change, or read-only for a read. */
+function withRuns<T>(config: Config, fn: (runs: DiscoveryRunRepository) => T | Promise<T>, how: 'read' | 'change' = 'change'): Promise<T> {
+  return (how === 'read' ? readStore : withStore)(config, (store) => fn(new DiscoveryRunRepository(store)));
 }
 
 const line = (r: DiscoveryRun) =>
@@ -212,26 +209,22 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       .description('push provisioning of approved servers: status, step reached, retries, CRL delivery; with --id, the steps of one server')
       .option('--id <device>', 'one server (opcua:...), with its step log'),
   ).action(async (o: Common & { id?: string }) => {
-    result.code = await run(o, (config) => {
-      const { store } = Store.open(config.store, pino({ level: 'silent' }));
-      try {
+    result.code = await run(o, (config) =>
+      readStore(config, (store) => {
         const pushes = new PushRepository(store);
         if (o.id === undefined) return { jobs: pushes.list() };
         const id = o.id.startsWith('opcua:') ? o.id : `opcua:${o.id}`;
         const job = pushes.get(id);
         if (!job) throw new UsageError(`no push for ${id}: it has not been approved (edge-agent devices approve ${id})`);
         return { jobs: [job], steps: pushes.steps(id) };
-      } finally {
-        store.close();
-      }
-    }, pushView);
+      }), pushView);
   });
 
   common(opcua.command('runs').description('the latest discovery runs').option('--limit <n>', 'how many', '20')).action(async (o: Common & { limit: string }) => {
     result.code = await run(o, (config) => {
       const limit = Number(o.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit takes a whole number from 1 to 1000');
-      return withRuns(config, (runs) => runs.list(limit).filter((r) => r.protocol === 'opcua'));
+      return withRuns(config, (runs) => runs.list(limit).filter((r) => r.protocol === 'opcua'), 'read');
     }, (rows: DiscoveryRun[]) => (rows.length === 0 ? 'no discovery runs\n' : `${rows.map(line).join('\n')}\n`));
   });
 
@@ -241,6 +234,6 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
         const found = /^\d+$/.test(id) ? runs.get(Number(id)) : undefined;
         if (!found) throw new UsageError(`no discovery run ${id}`);
         return { run: found, targets: runs.targets(found.id) };
-      }), view);
+      }, 'read'), view);
   });
 }

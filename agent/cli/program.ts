@@ -19,8 +19,11 @@ Exit codes:
   1    failure at start or run time (a restart may help)
   64   bad command line
   65   database corrupt or newer than this build (a restart will not help)
-  69   the command needs the running daemon's API and cannot reach it
-  77   the API refused the token (missing, unknown, expired, revoked) or the role
+  66   the database does not exist (wrong --config, or the daemon never started with it)
+  69   the command needs the running daemon: its API cannot be reached, or the
+       database awaits the migration the daemon makes at its start
+  77   the API refused the token (missing, unknown, expired, revoked) or the role;
+       or this user may not read the database
   78   configuration invalid (a restart will not help)
   130  forced exit on a second SIGTERM/SIGINT`;
 
