@@ -5,6 +5,7 @@ import { ConfigError, exitCodeFor, ExitCode, RefusedError, StoreAccessError, Sto
 import { AuditRepository } from '../store/auditRepository.js';
 import pino from 'pino';
 import { Store } from '../store/database.js';
+import { localActor } from './localActor.js';
 
 /** --config wins, then EDGE_AGENT_CONFIG, then config/edge-agent.yaml in the working directory. */
 export function configPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -63,8 +64,8 @@ const missingHint = (file: string): string =>
   "or $EDGE_AGENT_CONFIG; if it is, the daemon has not started with it yet (it creates the database at its first start)";
 
 
-/** Who runs a command on the gateway: $SUDO_USER, else $USER. */
-export const localUser = (): string => process.env.SUDO_USER ?? process.env.USER ?? 'cli';
+/** Who runs a command on the gateway: the login of the real uid, with the sudo caller when root (see localActor). */
+export const localUser = (): string => localActor();
 
 /** The audit entry of a change a command made on the database directly (inside the caller's transaction). */
 export function localAudit(store: Store, action: string, target: string, details?: Record<string, unknown>): void {
