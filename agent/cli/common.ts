@@ -1,4 +1,5 @@
-import { DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
+import { loadConfig } from '../config/load.js';
+import { defaultConfigPath, runningFromCheckout, SYSTEM_CONFIG_PATH } from '../config/location.js';
 import type { Config } from '../config/schema.js';
 import { CertError } from '../../certs/errors.js';
 import { ConfigError, exitCodeFor, ExitCode, RefusedError, StoreAccessError, StoreCorruptError, StoreMissingError, StoreNotMigratedError, StoreTooNewError, UsageError } from '../errors.js';
@@ -7,12 +8,23 @@ import pino from 'pino';
 import { Store } from '../store/database.js';
 import { localActor } from './localActor.js';
 
-/** --config wins, then EDGE_AGENT_CONFIG, then config/edge-agent.yaml in the working directory. */
+/**
+ * --config wins, then EDGE_AGENT_CONFIG (when not empty), then the default:
+ * config/edge-agent.yaml in the working directory when this edge-agent runs
+ * from a checkout, /etc/edge-agent/edge-agent.yaml when it is installed.
+ */
 export function configPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return option ?? env.EDGE_AGENT_CONFIG ?? DEFAULT_CONFIG_PATH;
+  return option ?? (env.EDGE_AGENT_CONFIG || defaultConfigPath());
 }
 
-export const CONFIG_OPTION_HELP = `configuration file (default: $EDGE_AGENT_CONFIG, else ${DEFAULT_CONFIG_PATH})`;
+export const CONFIG_OPTION_HELP = `configuration file (default: $EDGE_AGENT_CONFIG, else ${runningFromCheckout() ? `${defaultConfigPath()} in the working directory (a checkout)` : SYSTEM_CONFIG_PATH})`;
+
+/** The search order, for `edge-agent --help`. */
+export const CONFIG_HELP = `
+Configuration: --config PATH, else $EDGE_AGENT_CONFIG, else
+  ${runningFromCheckout() ? `config/edge-agent.yaml in the working directory (this edge-agent runs from a checkout;
+  an installed one reads ${SYSTEM_CONFIG_PATH})` : `${SYSTEM_CONFIG_PATH} (this edge-agent is installed;
+  one run from a checkout reads config/edge-agent.yaml in the working directory)`}.`;
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

@@ -26,11 +26,14 @@ function parseDuration(text: string): number {
   return Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w'];
 }
 
+/** A device's own location as `site=... line=...`; undefined when it has none (the gateway's sync.location applies). */
+const locationText = (d: Device): string | undefined => (d.location && Object.keys(d.location).length > 0 ? Object.entries(d.location).map(([k, v]) => `${k}=${v}`).join(' ') : undefined);
+
 const table = (rows: Device[]): string =>
   rows.length === 0
     ? 'no devices\n'
-    : `${['DEVICE', 'STATE', 'ONLINE', 'MANUFACTURER', 'MODEL', 'SERIAL', 'LAST SEEN'].join('\t')}\n${rows
-        .map((d) => [d.id, d.state + (d.blocked ? ' (blocked)' : ''), d.online ? 'yes' : 'no', d.nameplate.manufacturer ?? '-', d.nameplate.model ?? '-', d.nameplate.serialNumber ?? '-', d.lastSeen.toISOString()].join('\t'))
+    : `${['DEVICE', 'STATE', 'ONLINE', 'MANUFACTURER', 'MODEL', 'SERIAL', 'ASSET TAG', 'LOCATION', 'LAST SEEN'].join('\t')}\n${rows
+        .map((d) => [d.id, d.state + (d.blocked ? ' (blocked)' : ''), d.online ? 'yes' : 'no', d.nameplate.manufacturer ?? '-', d.nameplate.model ?? '-', d.nameplate.serialNumber ?? '-', d.assetTag ?? '-', locationText(d) ?? '-', d.lastSeen.toISOString()].join('\t'))
         .join('\n')}\n`;
 
 type ActionResult = { action: DeviceAction; waited: boolean; daemonRunning: boolean };
@@ -183,8 +186,17 @@ export function registerDeviceCommands(program: Command, result: { code: number 
       ...(o.clearLocation ? { location: null } : Object.keys(fields).length > 0 ? { location: fields } : {}),
     };
     if (Object.keys(body).length === 0) return void (result.code = usage('give --asset-tag, a location (--site, --area, --line, --cell) or --clear-location'));
-    result.code = await runApi(o, async (client) => revive((await client.call<{ device: Device }>('PUT', `/api/v1/devices/${encodeURIComponent(id)}/annotation`, body)).body.device), (d: Device) =>
-      `${d.id}: asset tag ${d.assetTag ?? '(none)'}, location ${d.location ? Object.entries(d.location).map(([k, v]) => `${k}=${v}`).join(' ') : '(the gateway\'s)'}; revision ${d.revision} queued for the sync\n`);
+    result.code = await runApi(
+      o,
+      async (client, config) => {
+        const device = revive((await client.call<{ device: Device }>('PUT', `/api/v1/devices/${encodeURIComponent(id)}/annotation`, body)).body.device);
+        // Whether the running daemon syncs (sync.enabled needs a restart, so the file may say otherwise); the change is made either way.
+        const syncing = await client.call<{ enabled: boolean }>('GET', '/api/v1/sync/status').then((r) => r.body.enabled, () => config.sync.enabled);
+        return { device, syncEnabled: syncing };
+      },
+      ({ device: d, syncEnabled }: { device: Device; syncEnabled: boolean }) =>
+        `${d.id}: asset tag ${d.assetTag ?? '(none)'}, location ${locationText(d) ?? "(the gateway's)"}; revision ${d.revision} ${syncEnabled ? 'queued for the sync' : 'saved; the sync is off (sync.enabled: false): nothing is sent to the CMMS'}\n`,
+    );
   });
 
   const decisions: [DeviceActionKind, string][] = [

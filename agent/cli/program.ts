@@ -10,7 +10,7 @@ import { registerOpcuaCommands } from './opcua.js';
 import { registerSyncCommands } from './sync.js';
 import { registerUserCommands } from './users.js';
 import { backup, configCheck, version } from './commands.js';
-import { CONFIG_OPTION_HELP } from './common.js';
+import { CONFIG_HELP, CONFIG_OPTION_HELP } from './common.js';
 import { runDaemon } from './run.js';
 
 const EXIT_CODES_HELP = `
@@ -33,7 +33,7 @@ export function buildProgram(result: { code: number }): Command {
     .description('Edge agent for IIoT gateways: device discovery, local CA, SQLite state, CMMS sync')
     .version(AGENT_VERSION, '-V, --version', 'print the version')
     .showHelpAfterError('(run with --help for usage)')
-    .addHelpText('after', EXIT_CODES_HELP)
+    .addHelpText('after', `${CONFIG_HELP}\n${EXIT_CODES_HELP}`)
     .exitOverride();
 
   program
