@@ -76,7 +76,7 @@ describe('the CLI on the database with the daemon down', () => {
     const json = await cli('users', 'list', '--json');
     expect(JSON.parse(json.stdout)).toMatchObject({ error: { code: 'STORE_MISSING' } });
     expect(existsSync(data)).toBe(false);
-  }, 90_000);
+  });
 
   it('reads an up-to-date database without changing a byte of it', async () => {
     makeDatabase();
@@ -89,7 +89,7 @@ describe('the CLI on the database with the daemon down', () => {
     expect(shown.stderr).toContain('read from the database directly');
     expect(shown.stderr).toContain('no device mqtt:pump-1 in the inventory');
     expect(sha256(db)).toBe(before);
-  }, 90_000);
+  });
 
   it('refuses to read a database of an older schema (exit 69) and leaves it unmigrated', async () => {
     makeDatabase(LATEST - 1);

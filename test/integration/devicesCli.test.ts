@@ -54,5 +54,5 @@ describe('devices list and devices set through the real daemon, sync off', () =>
     expect(fromDatabase.code, fromDatabase.stderr).toBe(0);
     expect(fromDatabase.stderr).toContain('read from the database directly');
     expectTable(fromDatabase.stdout);
-  }, 60_000);
+  });
 });
