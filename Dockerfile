@@ -46,5 +46,7 @@ EXPOSE 8470 8883 8884
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "require('node:https').get({host:'127.0.0.1',port:8470,path:'/healthz',rejectUnauthorized:false},r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"]
 STOPSIGNAL SIGTERM
+# Commands run with docker exec read the same file without --config.
+ENV EDGE_AGENT_CONFIG=/opt/edge-agent/config/edge-agent.docker.yaml
 ENTRYPOINT ["node", "dist/agent/main.js"]
 CMD ["run", "--config", "config/edge-agent.docker.yaml"]

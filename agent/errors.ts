@@ -55,6 +55,21 @@ export class StoreOpenError extends AgentError {
   readonly code = 'STORE_OPEN_FAILED' as const;
 }
 
+/** A command that works on an existing database found none at the configured path (it never creates one). */
+export class StoreMissingError extends AgentError {
+  readonly code = 'STORE_MISSING' as const;
+}
+
+/** This user may not read the database, or SQLite may not create its shared-memory file beside it. */
+export class StoreAccessError extends AgentError {
+  readonly code = 'STORE_ACCESS_DENIED' as const;
+}
+
+/** A read found a database of an older schema: only the daemon (or a change) migrates it, never a read. */
+export class StoreNotMigratedError extends AgentError {
+  readonly code = 'STORE_NOT_MIGRATED' as const;
+}
+
 export class ServiceStartError extends AgentError {
   readonly code = 'SERVICE_START_FAILED' as const;
 }
@@ -98,9 +113,11 @@ export const ExitCode = {
   usage: 64,
   /** The database is corrupt or newer than this build: a restart will not help. */
   dataError: 65,
-  /** The command needs the running daemon's API and cannot reach it. */
+  /** The database a command works on does not exist (EX_NOINPUT). */
+  noInput: 66,
+  /** The command needs the running daemon (its API cannot be reached, or the database awaits its migration). */
   unavailable: 69,
-  /** The API refused the token (401) or the role (403). */
+  /** The API refused the token (401) or the role (403); or this user may not read the database. */
   noPermission: 77,
   /** The configuration is invalid: a restart will not help. */
   config: 78,
@@ -119,6 +136,9 @@ export function exitCodeFor(err: unknown): number {
   if (typeof code === 'string' && CA_SETUP_ERRORS.has(code)) return ExitCode.config;
   if (root instanceof StoreCorruptError || root instanceof StoreTooNewError) return ExitCode.dataError;
   if (root instanceof UsageError) return ExitCode.usage;
+  if (root instanceof StoreMissingError) return ExitCode.noInput;
+  if (root instanceof StoreNotMigratedError) return ExitCode.unavailable;
+  if (root instanceof StoreAccessError) return ExitCode.noPermission;
   return ExitCode.failure;
 }
 

@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
 # Installs the edge agent as a systemd service.
 #
-#   sudo scripts/install-systemd.sh [--prefix DIR] [--no-start]
+#   sudo scripts/install-systemd.sh [--prefix DIR] [--bin-dir DIR] [--no-start]
 #   scripts/install-systemd.sh --root DIR      # stage every file under DIR only
 #
 # Run it from a checkout where `npm ci` has run. It builds dist/, copies the
 # agent to PREFIX (default /opt/edge-agent) with production dependencies,
-# creates the system user `edge-agent`, installs /etc/edge-agent/edge-agent.yaml
-# (only if it does not exist yet: your edits survive a reinstall) and the unit
+# puts the `edge-agent` command in BIN-DIR (default /usr/local/bin: a small
+# script that runs PREFIX's agent with the Node.js the service uses; without
+# --config it reads /etc/edge-agent/edge-agent.yaml), creates the system user
+# `edge-agent`, installs /etc/edge-agent/edge-agent.yaml (only if it does not
+# exist yet: your edits survive a reinstall) and the unit
 # /etc/systemd/system/edge-agent.service, then enables and starts it.
 # With --root DIR nothing outside DIR is touched: no user is created and
 # systemctl is not called (for packaging and for tests).
 set -euo pipefail
 
 prefix=/opt/edge-agent
+bin_dir=/usr/local/bin
 root=
 start=yes
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
+    --bin-dir) bin_dir=${2:?--bin-dir needs a directory}; shift 2 ;;
     --root) root=${2:?--root needs a directory}; shift 2 ;;
     --no-start) start=no; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-systemd: unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -54,6 +59,24 @@ cp -R "$repo/dist" "$repo/config" "$repo/docs" "$repo/node_modules" "$repo/packa
 # unix-dgram) were built by `npm ci` for this machine's Node.js, so they are
 # copied rather than built again.
 (cd "$dest" && npm prune --omit=dev --no-audit --no-fund --silent)
+
+# The command on PATH. A script rather than a symlink to main.js: it names
+# the Node.js the unit runs (sudo's secure_path may not reach it) and needs
+# no executable bit on dist/. A file there that this script did not write is
+# left alone.
+command="$root$bin_dir/edge-agent"
+marker="# edge-agent command, written by scripts/install-systemd.sh"
+mkdir -p "$root$bin_dir"
+if [ -e "$command" ] && ! grep -qxF "$marker" "$command" 2>/dev/null; then
+  echo "install-systemd: $command exists and was not written by this script: left as it is" >&2
+  echo "  (run the agent's commands as $node_bin $prefix/dist/agent/main.js ...)" >&2
+else
+  printf '#!/bin/sh\n%s\n# The agent in %s, run by the Node.js its service uses.\nexec '"'%s' '%s/dist/agent/main.js'"' "$@"\n' \
+    "$marker" "$prefix" "$node_bin" "$prefix" > "$command.tmp"
+  chmod 0755 "$command.tmp"
+  mv -f "$command.tmp" "$command"
+  echo "wrote $command"
+fi
 
 conf_dir="$root/etc/edge-agent"
 mkdir -p "$conf_dir"

@@ -1,17 +1,30 @@
-import { DEFAULT_CONFIG_PATH, loadConfig } from '../config/load.js';
+import { loadConfig } from '../config/load.js';
+import { defaultConfigPath, runningFromCheckout, SYSTEM_CONFIG_PATH } from '../config/location.js';
 import type { Config } from '../config/schema.js';
 import { CertError } from '../../certs/errors.js';
-import { ConfigError, ExitCode, RefusedError, UsageError } from '../errors.js';
+import { ConfigError, exitCodeFor, ExitCode, RefusedError, StoreAccessError, StoreCorruptError, StoreMissingError, StoreNotMigratedError, StoreTooNewError, UsageError } from '../errors.js';
 import { AuditRepository } from '../store/auditRepository.js';
 import pino from 'pino';
 import { Store } from '../store/database.js';
+import { localActor } from './localActor.js';
 
-/** --config wins, then EDGE_AGENT_CONFIG, then config/edge-agent.yaml in the working directory. */
+/**
+ * --config wins, then EDGE_AGENT_CONFIG (when not empty), then the default:
+ * config/edge-agent.yaml in the working directory when this edge-agent runs
+ * from a checkout, /etc/edge-agent/edge-agent.yaml when it is installed.
+ */
 export function configPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return option ?? env.EDGE_AGENT_CONFIG ?? DEFAULT_CONFIG_PATH;
+  return option ?? (env.EDGE_AGENT_CONFIG || defaultConfigPath());
 }
 
-export const CONFIG_OPTION_HELP = `configuration file (default: $EDGE_AGENT_CONFIG, else ${DEFAULT_CONFIG_PATH})`;
+export const CONFIG_OPTION_HELP = `configuration file (default: $EDGE_AGENT_CONFIG, else ${runningFromCheckout() ? `${defaultConfigPath()} in the working directory (a checkout)` : SYSTEM_CONFIG_PATH})`;
+
+/** The search order, for `edge-agent --help`. */
+export const CONFIG_HELP = `
+Configuration: --config PATH, else $EDGE_AGENT_CONFIG, else
+  ${runningFromCheckout() ? `config/edge-agent.yaml in the working directory (this edge-agent runs from a checkout;
+  an installed one reads ${SYSTEM_CONFIG_PATH})` : `${SYSTEM_CONFIG_PATH} (this edge-agent is installed;
+  one run from a checkout reads config/edge-agent.yaml in the working directory)`}.`;
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
@@ -25,8 +38,9 @@ export type Common = { config?: string; json?: boolean };
 /** Runs a CA command: loads the configuration, maps known errors to a message and an exit code. */
 export async function run(opts: Common, action: (config: Config) => Promise<unknown> | unknown, print: (result: never) => string): Promise<number> {
   let config: Config;
+  let file: string;
   try {
-    config = loadConfig({ file: configPath(opts.config) }).config;
+    ({ config, file } = loadConfig({ file: configPath(opts.config) }));
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`edge-agent: ${err.describe()}\n`);
@@ -44,23 +58,57 @@ export async function run(opts: Common, action: (config: Config) => Promise<unkn
       else process.stderr.write(`edge-agent: ${code}: ${(err as Error).message}\n`);
       return err instanceof UsageError ? ExitCode.usage : ExitCode.failure;
     }
+    if (STORE_ERRORS.some((c) => err instanceof c)) {
+      const hint = err instanceof StoreMissingError ? `; ${missingHint(file)}` : '';
+      if (opts.json) printJson({ error: { code, message: `${(err as Error).message}${hint}` } });
+      else process.stderr.write(`edge-agent: ${code}: ${(err as Error).message}${hint}\n`);
+      return exitCodeFor(err);
+    }
     throw err;
   }
 }
 
+/** What the CLI says about the database instead of a stack trace. */
+const STORE_ERRORS = [StoreMissingError, StoreAccessError, StoreNotMigratedError, StoreTooNewError, StoreCorruptError];
 
-/** Who runs a command on the gateway: $SUDO_USER, else $USER. */
-export const localUser = (): string => process.env.SUDO_USER ?? process.env.USER ?? 'cli';
+const missingHint = (file: string): string =>
+  `the configuration ${file} puts it there (agent.dataDir, store.path). If that is not the gateway's configuration, name it with --config ` +
+  "or $EDGE_AGENT_CONFIG; if it is, the daemon has not started with it yet (it creates the database at its first start)";
+
+
+/** Who runs a command on the gateway: the login of the real uid, with the sudo caller when root (see localActor). */
+export const localUser = (): string => localActor();
 
 /** The audit entry of a change a command made on the database directly (inside the caller's transaction). */
 export function localAudit(store: Store, action: string, target: string, details?: Record<string, unknown>): void {
   new AuditRepository(store).add({ actor: `local:${localUser()}`, role: 'local', action, target, outcome: 'done', ...(details ? { details } : {}) });
 }
 
-/** Opens the database for one command and closes it when `fn` (sync or async) is done. */
+/**
+ * Opens the database for a change made by one command and closes it when
+ * `fn` (sync or async) is done. The database must exist: only the daemon
+ * creates it (a change written to a database no daemon uses would be lost).
+ */
 export function withStore<T>(config: Config, fn: (store: Store) => T | Promise<T>): Promise<T> {
-  const { store } = Store.open(config.store, pino({ level: 'silent' }));
   return Promise.resolve()
-    .then(() => fn(store))
-    .finally(() => store.close());
+    .then(() => Store.open(config.store, pino({ level: 'silent' }), { create: false }).store)
+    .then((store) =>
+      Promise.resolve()
+        .then(() => fn(store))
+        .finally(() => store.close()),
+    );
+}
+
+/**
+ * Opens the database read-only for one command's read (never creating,
+ * migrating or writing it) and closes it when `fn` is done.
+ */
+export function readStore<T>(config: Config, fn: (store: Store) => T | Promise<T>): Promise<T> {
+  return Promise.resolve()
+    .then(() => Store.openReadOnly(config.store))
+    .then((store) =>
+      Promise.resolve()
+        .then(() => fn(store))
+        .finally(() => store.close()),
+    );
 }

@@ -11,7 +11,7 @@ import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository, type TokenRecord } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
-import { CONFIG_OPTION_HELP, localAudit, run, withStore, type Common } from './common.js';
+import { CONFIG_OPTION_HELP, localAudit, localUser, readStore, run, withStore, type Common } from './common.js';
 
 
 /** "pump-7" and "mqtt:pump-7" both name the MQTT device pump-7. */
@@ -28,11 +28,14 @@ function parseDuration(text: string): number {
   return Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w'];
 }
 
+/** A device's own location as `site=... line=...`; undefined when it has none (the gateway's sync.location applies). */
+const locationText = (d: Device): string | undefined => (d.location && Object.keys(d.location).length > 0 ? Object.entries(d.location).map(([k, v]) => `${k}=${v}`).join(' ') : undefined);
+
 const table = (rows: Device[]): string =>
   rows.length === 0
     ? 'no devices\n'
-    : `${['DEVICE', 'STATE', 'ONLINE', 'MANUFACTURER', 'MODEL', 'SERIAL', 'LAST SEEN'].join('\t')}\n${rows
-        .map((d) => [d.id, d.state + (d.blocked ? ' (blocked)' : ''), d.online ? 'yes' : 'no', d.nameplate.manufacturer ?? '-', d.nameplate.model ?? '-', d.nameplate.serialNumber ?? '-', d.lastSeen.toISOString()].join('\t'))
+    : `${['DEVICE', 'STATE', 'ONLINE', 'MANUFACTURER', 'MODEL', 'SERIAL', 'ASSET TAG', 'LOCATION', 'LAST SEEN'].join('\t')}\n${rows
+        .map((d) => [d.id, d.state + (d.blocked ? ' (blocked)' : ''), d.online ? 'yes' : 'no', d.nameplate.manufacturer ?? '-', d.nameplate.model ?? '-', d.nameplate.serialNumber ?? '-', d.assetTag ?? '-', locationText(d) ?? '-', d.lastSeen.toISOString()].join('\t'))
         .join('\n')}\n`;
 
 type ActionResult = { action: DeviceAction; waited: boolean; daemonRunning: boolean };
@@ -49,7 +52,9 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
     const device = new DeviceRepository(store).get(id);
     if (!device) throw new UsageError(`no device ${id} in the inventory (see edge-agent devices list)`);
     const actions = new ActionRepository(store);
-    const actor = o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli';
+    // The login of the real uid (never $SUDO_USER or $USER, which anyone can set); a name given with --actor is kept beside it.
+    const login = localUser();
+    const actor = o.actor && o.actor !== login ? `${o.actor} (entered by ${login})` : login;
     if (o.request !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(o.request)) throw new UsageError(`--request takes a request id (see edge-agent devices show ${ref})`);
     // A revocation's text starts with its CRL reason, which the daemon reads back (revocationReasonOf).
     const retires = kind === 'revoke' || kind === 'decommission';
@@ -128,7 +133,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           return items;
         },
         table,
-        { what: 'read from the database directly', run: (config) => withStore(config, (store) => new DeviceRepository(store).list(filter)) },
+        { what: 'read from the database directly', run: (config) => readStore(config, (store) => new DeviceRepository(store).list(filter)) },
       );
     },
   );
@@ -151,7 +156,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
         {
           what: 'read from the database directly',
           run: (config) =>
-            withStore(config, (store) => {
+            readStore(config, (store) => {
               const device = new DeviceRepository(store).get(id);
               if (!device) throw new UsageError(`no device ${id} in the inventory`);
               const pending = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
@@ -189,8 +194,17 @@ export function registerDeviceCommands(program: Command, result: { code: number 
       ...(o.clearLocation ? { location: null } : Object.keys(fields).length > 0 ? { location: fields } : {}),
     };
     if (Object.keys(body).length === 0) return void (result.code = usage('give --asset-tag, a location (--site, --area, --line, --cell) or --clear-location'));
-    result.code = await runApi(o, async (client) => revive((await client.call<{ device: Device }>('PUT', `/api/v1/devices/${encodeURIComponent(id)}/annotation`, body)).body.device), (d: Device) =>
-      `${d.id}: asset tag ${d.assetTag ?? '(none)'}, location ${d.location ? Object.entries(d.location).map(([k, v]) => `${k}=${v}`).join(' ') : '(the gateway\'s)'}; revision ${d.revision} queued for the sync\n`);
+    result.code = await runApi(
+      o,
+      async (client, config) => {
+        const device = revive((await client.call<{ device: Device }>('PUT', `/api/v1/devices/${encodeURIComponent(id)}/annotation`, body)).body.device);
+        // Whether the running daemon syncs (sync.enabled needs a restart, so the file may say otherwise); the change is made either way.
+        const syncing = await client.call<{ enabled: boolean }>('GET', '/api/v1/sync/status').then((r) => r.body.enabled, () => config.sync.enabled);
+        return { device, syncEnabled: syncing };
+      },
+      ({ device: d, syncEnabled }: { device: Device; syncEnabled: boolean }) =>
+        `${d.id}: asset tag ${d.assetTag ?? '(none)'}, location ${locationText(d) ?? "(the gateway's)"}; revision ${d.revision} ${syncEnabled ? 'queued for the sync' : 'saved; the sync is off (sync.enabled: false): nothing is sent to the CMMS'}\n`,
+    );
   });
 
   const decisions: [DeviceActionKind, string][] = [
@@ -210,7 +224,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
         .option('--note <text>', 'free text beside the reason, for the device history and the audit log');
     } else command.option('--reason <text>', 'why (recorded in the device history and the audit log)');
     command
-      .option('--actor <name>', 'who decides, when the daemon is down and the decision is queued in the database (default: $SUDO_USER, $USER); through the API it is the token\'s user')
+      .option('--actor <name>', 'who decides, when the decision is queued in the database with --local: recorded beside the login of the real user id, which alone is the default; through the API it is the token\'s user')
       .option('--wait <seconds>', 'how long to wait for the daemon to carry it out (at most 60 through the API)', '15');
     if (kind === 'approve') command.option('--request <id>', 'the request to approve (devices show lists them with their key); needed when several wait with different keys');
     apiOptions(command).action(async (ref: string, o: ApiOptions & { reason?: string; note?: string; actor?: string; wait: string; request?: string }) => {

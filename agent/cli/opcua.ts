@@ -16,16 +16,13 @@ import { withAuthority } from './ca.js';
 import type { Config } from '../config/schema.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
-import { Store } from '../store/database.js';
 import { DiscoveryRunRepository, type DiscoveryRun, type DiscoveryTarget } from '../store/discoveryRunRepository.js';
 import { PushRepository, type PushJob, type PushStepRecord } from '../store/pushRepository.js';
-import { CONFIG_OPTION_HELP, run, type Common } from './common.js';
+import { CONFIG_OPTION_HELP, localUser, readStore, run, withStore, type Common } from './common.js';
 
-function withRuns<T>(config: Config, fn: (runs: DiscoveryRunRepository) => T | Promise<T>): Promise<T> {
-  const { store } = Store.open(config.store, pino({ level: 'silent' }));
-  return Promise.resolve()
-    .then(() => fn(new DiscoveryRunRepository(store)))
-    .finally(() => store.close());
+/** The discovery runs, on the database opened for a change, or read-only for a read. */
+function withRuns<T>(config: Config, fn: (runs: DiscoveryRunRepository) => T | Promise<T>, how: 'read' | 'change' = 'change'): Promise<T> {
+  return (how === 'read' ? readStore : withStore)(config, (store) => fn(new DiscoveryRunRepository(store)));
 }
 
 const line = (r: DiscoveryRun) =>
@@ -153,7 +150,7 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
     opcua
       .command('discover')
       .description('ask the daemon for a discovery run (configured endpoints, discovery servers, range scan) and follow it')
-      .option('--actor <name>', 'who asks (default: $SUDO_USER, $USER)')
+      .option('--actor <name>', 'who asks (default: your login; as root through sudo, "root (sudo: <login>)")')
       .option('--wait <seconds>', 'how long to follow the run; 0 returns at once', '300'),
   ).action(async (o: Common & { actor?: string; wait: string }) => {
     result.code = await run(o, async (config) => {
@@ -161,7 +158,7 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 86_400_000) throw new UsageError('--wait takes seconds from 0 to 86400');
       if (!config.opcua.enabled) throw new RefusedError('OPC UA discovery is off (opcua.enabled: false); nothing would carry the run out');
       const finished = await withRuns(config, async (runs) => {
-        let current = runs.request('opcua', 'technician', o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli');
+        let current = runs.request('opcua', 'technician', o.actor ?? localUser());
         let running = daemonRunning(config.agent.dataDir);
         const deadline = Date.now() + waitMs;
         let shown = '';
@@ -189,9 +186,9 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       .description('for a server without push management: write a key, a certificate from the gateway CA and its chain, to install by hand')
       .requiredOption('--id <device>', 'the server, as devices list shows it (opcua:...)')
       .requiredOption('--out <dir>', 'directory for key.pem (0600), cert.pem, cert.der and chain.pem')
-      .option('--actor <name>', 'who exports (default: $SUDO_USER, $USER)'),
+      .option('--actor <name>', 'who exports (default: your login; as root through sudo, "root (sudo: <login>)")'),
   ).action(async (o: Common & { id: string; out: string; actor?: string }) => {
-    result.code = await run(o, (config) => exportBundle(config, o.id, o.out, o.actor ?? process.env.SUDO_USER ?? process.env.USER ?? 'cli'), (r: { device: string; serial: string; files: Record<string, string> }) =>
+    result.code = await run(o, (config) => exportBundle(config, o.id, o.out, o.actor ?? localUser()), (r: { device: string; serial: string; files: Record<string, string> }) =>
       `${r.device}: certificate ${r.serial} written to ${Object.values(r.files).join(', ')}\ninstall key.pem and cert.pem (or cert.der) as the server's application instance certificate, and chain.pem as its issuers\n`);
   });
 
@@ -212,26 +209,22 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       .description('push provisioning of approved servers: status, step reached, retries, CRL delivery; with --id, the steps of one server')
       .option('--id <device>', 'one server (opcua:...), with its step log'),
   ).action(async (o: Common & { id?: string }) => {
-    result.code = await run(o, (config) => {
-      const { store } = Store.open(config.store, pino({ level: 'silent' }));
-      try {
+    result.code = await run(o, (config) =>
+      readStore(config, (store) => {
         const pushes = new PushRepository(store);
         if (o.id === undefined) return { jobs: pushes.list() };
         const id = o.id.startsWith('opcua:') ? o.id : `opcua:${o.id}`;
         const job = pushes.get(id);
         if (!job) throw new UsageError(`no push for ${id}: it has not been approved (edge-agent devices approve ${id})`);
         return { jobs: [job], steps: pushes.steps(id) };
-      } finally {
-        store.close();
-      }
-    }, pushView);
+      }), pushView);
   });
 
   common(opcua.command('runs').description('the latest discovery runs').option('--limit <n>', 'how many', '20')).action(async (o: Common & { limit: string }) => {
     result.code = await run(o, (config) => {
       const limit = Number(o.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit takes a whole number from 1 to 1000');
-      return withRuns(config, (runs) => runs.list(limit).filter((r) => r.protocol === 'opcua'));
+      return withRuns(config, (runs) => runs.list(limit).filter((r) => r.protocol === 'opcua'), 'read');
     }, (rows: DiscoveryRun[]) => (rows.length === 0 ? 'no discovery runs\n' : `${rows.map(line).join('\n')}\n`));
   });
 
@@ -241,6 +234,6 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
         const found = /^\d+$/.test(id) ? runs.get(Number(id)) : undefined;
         if (!found) throw new UsageError(`no discovery run ${id}`);
         return { run: found, targets: runs.targets(found.id) };
-      }), view);
+      }, 'read'), view);
   });
 }

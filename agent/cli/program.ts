@@ -10,7 +10,7 @@ import { registerOpcuaCommands } from './opcua.js';
 import { registerSyncCommands } from './sync.js';
 import { registerUserCommands } from './users.js';
 import { backup, configCheck, version } from './commands.js';
-import { CONFIG_OPTION_HELP } from './common.js';
+import { CONFIG_HELP, CONFIG_OPTION_HELP } from './common.js';
 import { runDaemon } from './run.js';
 
 const EXIT_CODES_HELP = `
@@ -19,8 +19,11 @@ Exit codes:
   1    failure at start or run time (a restart may help)
   64   bad command line
   65   database corrupt or newer than this build (a restart will not help)
-  69   the command needs the running daemon's API and cannot reach it
-  77   the API refused the token (missing, unknown, expired, revoked) or the role
+  66   the database does not exist (wrong --config, or the daemon never started with it)
+  69   the command needs the running daemon: its API cannot be reached, or the
+       database awaits the migration the daemon makes at its start
+  77   the API refused the token (missing, unknown, expired, revoked) or the role;
+       or this user may not read the database
   78   configuration invalid (a restart will not help)
   130  forced exit on a second SIGTERM/SIGINT`;
 
@@ -30,7 +33,7 @@ export function buildProgram(result: { code: number }): Command {
     .description('Edge agent for IIoT gateways: device discovery, local CA, SQLite state, CMMS sync')
     .version(AGENT_VERSION, '-V, --version', 'print the version')
     .showHelpAfterError('(run with --help for usage)')
-    .addHelpText('after', EXIT_CODES_HELP)
+    .addHelpText('after', `${CONFIG_HELP}\n${EXIT_CODES_HELP}`)
     .exitOverride();
 
   program

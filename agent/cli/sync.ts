@@ -1,29 +1,24 @@
 import type { Command } from 'commander';
-import pino from 'pino';
 import type { Config } from '../config/schema.js';
 import { RefusedError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
-import { Store } from '../store/database.js';
+import type { Store } from '../store/database.js';
 import { SyncRepository, type DeadLetter } from '../store/syncRepository.js';
 import { SYNC_STATE } from '../sync/syncService.js';
 import type { LastDivergence } from '../sync/syncState.js';
 import { readSyncStatus, type SyncStatus } from '../sync/syncStatus.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
-import { localAudit } from './common.js';
+import { localAudit, readStore, withStore } from './common.js';
 
-function withSync<T>(config: Config, fn: (repo: SyncRepository, store: Store) => T): T {
-  const { store } = Store.open(config.store, pino({ level: 'silent' }));
-  try {
-    return fn(new SyncRepository(store), store);
-  } finally {
-    store.close();
-  }
+/** The sync tables, on the database opened for a change, or read-only for a read. */
+function withSync<T>(config: Config, fn: (repo: SyncRepository, store: Store) => T, how: 'read' | 'change' = 'change'): Promise<T> {
+  return (how === 'read' ? readStore : withStore)(config, (store) => fn(new SyncRepository(store), store));
 }
 
 type Status = SyncStatus & { daemonRunning: boolean };
 
-function status(config: Config): Status {
-  return withSync(config, (repo) => ({ ...readSyncStatus(repo, config), daemonRunning: daemonRunning(config.agent.dataDir) }));
+function status(config: Config): Promise<Status> {
+  return withSync(config, (repo) => ({ ...readSyncStatus(repo, config), daemonRunning: daemonRunning(config.agent.dataDir) }), 'read');
 }
 
 const statusText = (r: Status) =>
@@ -51,7 +46,7 @@ const deadLetterText = (d: DeadLetter) =>
   `${d.deviceId} revision ${d.revision} (${d.at.toISOString()}): ${d.status === undefined ? '' : d.status === 200 ? 'rejected: ' : `HTTP ${d.status}: `}${d.error}`;
 
 /** Leaves a request for the daemon in sync_state; a running daemon looks for one every sync.idleMs, and ends its waits for it. */
-function request(config: Config, key: string, what: string, action: string): { requested: string; daemonRunning: boolean } {
+function request(config: Config, key: string, what: string, action: string): Promise<{ requested: string; daemonRunning: boolean }> {
   if (!config.sync.enabled) throw new RefusedError('sync is off (sync.enabled: false)');
   return withSync(config, (repo, store) => {
     store.durable(() => {
@@ -87,7 +82,7 @@ export function registerSyncCommands(program: Command, result: { code: number })
     result.code = await runApi(o, async (client) => (await client.call<{ items: DeadLetter[] }>('GET', '/api/v1/sync/dead-letters')).body.items.map((d) => ({ ...d, at: new Date(d.at) })), (rows: DeadLetter[]) =>
       rows.length === 0 ? 'no dead letters\n' : `${rows.map(deadLetterText).join('\n')}\n`, {
       what: 'read from the database directly',
-      run: (config) => withSync(config, (repo) => repo.deadLetters()),
+      run: (config) => withSync(config, (repo) => repo.deadLetters(), 'read'),
     });
   });
   apiOptions(sync.command('retry-dead-letters').description("put every dead letter back into the outbox, at its device's current revision")).action(async (o: ApiOptions) => {

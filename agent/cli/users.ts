@@ -1,26 +1,25 @@
 import type { Command } from 'commander';
-import pino from 'pino';
 import { USER_NAME } from '../api/accountRoutes.js';
 import { FIRST_ADMIN_TOKEN_LABEL, hashSecret, newTokenSecret } from '../api/auth.js';
 import { removeAdminTokenFile, supersedeFirstAdminToken } from '../api/firstAdmin.js';
 import type { Config } from '../config/schema.js';
 import { ExitCode, UsageError } from '../errors.js';
-import { Store } from '../store/database.js';
+import type { Store } from '../store/database.js';
 import { ROLES, UserRepository, type ApiToken, type Role, type User } from '../store/userRepository.js';
 import type { ApiClient } from './apiClient.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
-import { localAudit, localUser } from './common.js';
+import { localAudit, localUser, readStore, withStore } from './common.js';
 
-/** Through the API, or with --local (or the daemon down) on the database, audited as local:<login>. */
-function withUsers<T>(config: Config, fn: (users: UserRepository, store: Store, audit: (action: string, target: string, details?: Record<string, unknown>) => void) => T): T {
-  const { store } = Store.open(config.store, pino({ level: 'silent' }));
-  try {
+/** A change with --local on the (existing) database, in one durable transaction, audited as local:<login>. */
+function withUsers<T>(config: Config, fn: (users: UserRepository, store: Store, audit: (action: string, target: string, details?: Record<string, unknown>) => void) => T): Promise<T> {
+  return withStore(config, (store) => {
     const audit = (action: string, target: string, details?: Record<string, unknown>) => localAudit(store, action, target, details);
     return store.durable(() => fn(new UserRepository(store), store, audit));
-  } finally {
-    store.close();
-  }
+  });
 }
+
+/** A read on the database opened read-only (the daemon down, or --local). */
+const readUsers = <T>(config: Config, fn: (users: UserRepository) => T): Promise<T> => readStore(config, (store) => fn(new UserRepository(store)));
 
 
 /** --expires: hours or days; 0h makes a token that has already expired (to check a client refuses it). */
@@ -90,7 +89,7 @@ export function registerUserCommands(program: Command, result: { code: number })
     result.code = await runApi(o, async (client) => (await all<User>(client, '/api/v1/users')).map(dated), (rows: User[]) =>
       rows.length === 0 ? 'no users\n' : `${rows.map((u) => `${u.name}\t${u.role}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}`).join('\n')}\n`, {
       what: 'read from the database directly',
-      run: (config) => withUsers(config, (repo) => repo.list()),
+      run: (config) => readUsers(config, (repo) => repo.list()),
     });
   });
   common(users.command('disable').description('disable a user: none of their tokens works any more').argument('<name>', 'user name')).action(async (name: string, o: ApiOptions) => {
@@ -135,8 +134,8 @@ export function registerUserCommands(program: Command, result: { code: number })
         (t.firstStartTokenRevoked ? 'the first-start admin token (admin.token) is revoked now: an administrator token of your own exists\n' : ''),
       {
         what: 'making the token in the database directly', writes: true,
-        run: (config) => {
-          const made = withUsers(config, (repo, _store, audit) => {
+        run: async (config) => {
+          const made = await withUsers(config, (repo, _store, audit) => {
             const u = user(repo, o.user);
             if (u.disabledAt) throw new UsageError(`user ${u.name} is disabled`);
             const secret = newTokenSecret();
@@ -165,7 +164,7 @@ export function registerUserCommands(program: Command, result: { code: number })
       {
         what: 'read from the database directly',
         run: (config) =>
-          withUsers(config, (repo) => {
+          readUsers(config, (repo) => {
             const names = new Map(repo.list().map((u) => [u.id, u.name]));
             return repo.tokens().map((t) => ({ ...t, user: names.get(t.userId) ?? '?' }));
           }),

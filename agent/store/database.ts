@@ -1,9 +1,9 @@
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { StoreCorruptError, StoreOpenError } from '../errors.js';
+import { StoreAccessError, StoreCorruptError, StoreMissingError, StoreNotMigratedError, StoreOpenError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { assertNotNewer, migrate, type MigrationResult } from './migrate.js';
+import { assertNotNewer, latestVersion, migrate, type MigrationResult } from './migrate.js';
 import { MIGRATIONS } from './migrations/index.js';
 
 export type Sqlite = BetterSqlite3.Database;
@@ -21,7 +21,7 @@ const RECOVERY_HINT =
 const CORRUPTION_CODES = new Set(['SQLITE_NOTADB', 'SQLITE_CORRUPT', 'SQLITE_CORRUPT_VTAB', 'SQLITE_CORRUPT_SEQUENCE']);
 
 /** Turns SQLite's corruption codes into StoreCorruptError; other errors pass through. */
-function classify(err: unknown, path: string, step: string): unknown {
+export function classify(err: unknown, path: string, step: string): unknown {
   const code = (err as { code?: string }).code;
   if (code !== undefined && CORRUPTION_CODES.has(code)) {
     return new StoreCorruptError(`database ${path} is corrupt or not a SQLite database (${code}: ${(err as Error).message}, during ${step}); ${RECOVERY_HINT}`, {
@@ -49,6 +49,8 @@ export class Store {
   private constructor(
     readonly db: Sqlite,
     readonly path: string,
+    /** Opened by openReadOnly(): nothing can be written through it. */
+    readonly readOnly = false,
   ) {}
 
   /**
@@ -67,10 +69,13 @@ export class Store {
 
   /**
    * Opens (creating the file and its directory with owner-only permissions
-   * if needed), sets pragmas, checks integrity and applies migrations.
+   * if needed), sets pragmas, checks integrity and applies migrations. With
+   * `create: false` (the CLI's changes on the database) a missing database is
+   * refused with StoreMissingError instead: only the daemon creates it.
    */
-  static open(options: StoreOptions, log: Logger): { store: Store; migration: MigrationResult } {
+  static open(options: StoreOptions, log: Logger, how: { create?: boolean } = {}): { store: Store; migration: MigrationResult } {
     const { path } = options;
+    if (how.create === false) mustExist(path);
     const dir = dirname(path);
     if (!existsSync(dir)) {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -95,6 +100,52 @@ export class Store {
       return { store, migration };
     } catch (err) {
       db.close();
+      throw classify(err, path, 'open');
+    }
+  }
+
+  /**
+   * Opens an existing database for reading only: it never creates the file,
+   * never migrates and never writes (the CLI's reads when the daemon is
+   * down). A database of another schema than this build's is refused: a
+   * newer one with StoreTooNewError, an older one with StoreNotMigratedError
+   * (the daemon migrates it at its start).
+   *
+   * WAL: a read-only connection needs the `-shm` file beside the database.
+   * When the daemon is not running it is usually absent and SQLite creates
+   * it (and an empty `-wal`), which needs a writable directory; as root,
+   * SQLite gives both to the database file's owner, so the daemon's user can
+   * use them afterwards. Where this user cannot create them the open fails
+   * with SQLITE_CANTOPEN or SQLITE_READONLY_DIRECTORY: reported as
+   * StoreAccessError with what to do.
+   */
+  static openReadOnly(options: Pick<StoreOptions, 'path' | 'busyTimeoutMs'>): Store {
+    const { path } = options;
+    mustExist(path);
+    let db: Sqlite | undefined;
+    try {
+      db = new BetterSqlite3(path, { readonly: true, fileMustExist: true, timeout: options.busyTimeoutMs });
+      // The first read opens the WAL index: where the -shm problems show.
+      const current = assertNotNewer(db, MIGRATIONS);
+      const latest = latestVersion(MIGRATIONS);
+      if (current < latest) {
+        throw new StoreNotMigratedError(
+          `database ${path} has schema version ${current}, older than this edge-agent's (${latest}); ` +
+            'the daemon migrates it when it starts (systemctl start edge-agent), a read leaves it as it is',
+          { details: { path, databaseVersion: current, supportedVersion: latest } },
+        );
+      }
+      return new Store(db, path, true);
+    } catch (err) {
+      db?.close();
+      const code = (err as { code?: string }).code;
+      if (code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_READONLY_CANTINIT' || code === 'SQLITE_PERM') {
+        throw new StoreAccessError(
+          `cannot read database ${path} (${code}): with the daemon stopped, SQLite must create ${path}-shm beside it, ` +
+            `and this user may not write in ${dirname(path)}; run the command as the agent's user or root, or start the daemon`,
+          { cause: err, details: { path, sqliteCode: code } },
+        );
+      }
       throw classify(err, path, 'open');
     }
   }
@@ -167,10 +218,32 @@ export class Store {
   /** Checkpoints the WAL into the main file and closes. Safe to call twice. */
   close(): void {
     if (!this.db.open) return;
+    if (this.readOnly) return void this.db.close();
     try {
       this.db.pragma('wal_checkpoint(TRUNCATE)');
     } finally {
       this.db.close();
     }
+  }
+}
+
+/**
+ * Refuses a database path that does not exist (StoreMissingError) or that
+ * this user may not read (StoreAccessError), before SQLite would create it
+ * or answer with its generic "unable to open database file".
+ */
+function mustExist(path: string): void {
+  try {
+    statSync(path);
+    accessSync(path, constants.R_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw new StoreMissingError(`database ${path} does not exist`, { cause: err, details: { path } });
+    }
+    if (code === 'EACCES' || code === 'EPERM') {
+      throw new StoreAccessError(`cannot read database ${path}: permission denied; run the command as the agent's user or root`, { cause: err, details: { path } });
+    }
+    throw new StoreOpenError(`cannot open database ${path}: ${(err as Error).message}`, { cause: err, details: { path } });
   }
 }

@@ -66,7 +66,14 @@ function cleanEnv(): NodeJS.ProcessEnv {
 export class Daemon {
   readonly logs: LogLine[] = [];
   stderr = '';
+  /**
+   * Resolves once the daemon has exited AND its stdout and stderr are read
+   * to the end ('close', not 'exit': at 'exit' the last log lines and the
+   * error message may still wait in the pipes), so `logs` and `stderr` are
+   * complete when it resolves.
+   */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private closed = false;
   private readonly waiters = new Waiters();
 
   private constructor(readonly child: ChildProcess) {
@@ -83,7 +90,8 @@ export class Daemon {
       this.stderr += d.toString();
     });
     this.exited = new Promise((resolvePromise) =>
-      child.on('exit', (code, signal) => {
+      child.on('close', (code, signal) => {
+        this.closed = true;
         resolvePromise({ code, signal });
         this.waiters.wake();
       }),
@@ -102,20 +110,22 @@ export class Daemon {
   }
 
   /** Waits for a log line that matches; rejects if the daemon exits first or after `timeoutMs`. */
-  waitForLog(match: (l: LogLine) => boolean, timeoutMs = 15_000, from = 0): Promise<LogLine> {
+  waitForLog(match: (l: LogLine) => boolean, timeoutMs = 30_000, from = 0): Promise<LogLine> {
     return this.waiters.until(() => this.logs.slice(from).find(match), {
       timeoutMs,
       timeoutMessage: () => `timed out waiting for a log line; last: ${JSON.stringify(this.logs.slice(-5))}`,
-      gone: () =>
-        this.child.exitCode !== null || this.child.signalCode !== null
-          ? `daemon exited (${this.child.exitCode ?? this.child.signalCode}) before the log line; stderr: ${this.stderr}`
-          : undefined,
+      // Only once its output is read to the end: a line written just before the exit may still be in the pipe at 'exit'.
+      gone: () => (this.closed ? `daemon exited (${this.child.exitCode ?? this.child.signalCode}) before the log line; stderr: ${this.stderr}` : undefined),
     });
   }
 
-  /** Waits for readiness and returns the base URL of the local listener. */
+  /**
+   * Waits for readiness and returns the base URL of the local listener. A
+   * first start makes the CA (an RSA key among others): on a loaded 2-core
+   * machine that alone has taken more than the 15 s this once allowed.
+   */
   async ready(): Promise<string> {
-    await this.waitForLog((l) => l.msg === 'edge-agent ready');
+    await this.waitForLog((l) => l.msg === 'edge-agent ready', 90_000);
     const listening = await this.waitForLog((l) => l.msg === 'http listening');
     return `http://127.0.0.1:${String(listening.port)}`;
   }
@@ -126,9 +136,7 @@ export class Daemon {
 
   /** Stops the daemon if it still runs (SIGKILL: for cleanup after a failed test only). */
   async dispose(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.kill('SIGKILL');
-      await this.exited;
-    }
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    await this.exited;
   }
 }

@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir } from '../helpers/daemon.js';
 import { agentWithMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { SAMPLE_PUMP, startHangingServer, startOpcuaServer, type OpcuaServerHandle, type RawTcpServer } from '../helpers/opcuaServer.js';
+import { pollUntil } from '../helpers/waiters.js';
 
 const exec = promisify(execFile);
 
@@ -57,7 +59,7 @@ describe('edge-agent discover: OPC UA servers and MQTT devices through the API, 
     daemon = Daemon.start(config);
     await daemon.ready();
     await daemon.waitForLog((l) => l.msg === 'connected to the MQTT broker');
-  }, 90_000);
+  }, 180_000);
   afterAll(async () => {
     await daemon?.dispose();
     await broker?.stop();
@@ -127,13 +129,19 @@ describe('edge-agent discover: OPC UA servers and MQTT devices through the API, 
     }
     expect((JSON.parse((await cli('opcua', 'runs', '--json')).stdout) as Run[]).length).toBe(before);
     // A server that accepts and never answers keeps the probe busy for opcua.timeoutMs: the run is cancelled meanwhile.
+    // 3 s left too little time for two CLI runs on a loaded machine: 15 s from here on (a live key).
+    const from = daemon.logs.length;
+    writeFileSync(config, readFileSync(config, 'utf8').replace('timeoutMs: 3000', 'timeoutMs: 15000'));
+    daemon.kill('SIGHUP');
+    expect((await daemon.waitForLog((l) => l.msg === 'configuration reloaded', 15_000, from)).changed).toEqual(['opcua.timeoutMs']);
+    const api = `http://127.0.0.1:${String(daemon.logs.find((l) => l.msg === 'http listening')!.port)}`;
+    const admin = { authorization: `Bearer ${readFileSync(join(tmp.dir, 'data', 'admin.token'), 'utf8').trim()}` };
     const following = cli('discover', '--opcua', '--target', hanging.endpointUrl, '--json');
-    let id: number | undefined;
-    for (let i = 0; i < 100 && id === undefined; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      id = (JSON.parse((await cli('opcua', 'runs', '--json')).stdout) as Run[]).find((x) => x.status === 'running')?.id;
-    }
-    expect(id, 'the run never started').toBeDefined();
+    // Found through the API: a CLI run per look would eat the window.
+    const id = await pollUntil(
+      async () => ((await (await fetch(`${api}/api/v1/discovery/runs`, { headers: admin })).json()) as { items: Run[] }).items.find((x) => x.status === 'running')?.id,
+      { timeoutMs: 30_000, message: () => 'the run never started' },
+    );
     const cancel = await cli('discover', '--cancel', String(id), '--json');
     const followed = await following;
     expect(followed.code).toBe(1);

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { latestVersion } from '../../agent/store/migrate.js';
 import { MIGRATIONS } from '../../agent/store/migrations/index.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../helpers/daemon.js';
+import { pollUntil } from '../helpers/waiters.js';
 
 const LATEST = latestVersion(MIGRATIONS);
 
@@ -39,9 +40,20 @@ describe('state on disk across restarts, corruption and backups', () => {
   it('keeps what was written before a kill -9 and reports the unclean stop at the next start', async () => {
     const first = start();
     await first.ready();
-    // Let a few heartbeats (200 ms) land, then cut the process like a power cut would.
+    // Let a heartbeat (every 200 ms) land on disk, then cut the process like a power cut would.
     await first.waitForLog((l) => l.msg === 'run recorded');
-    await new Promise((r) => setTimeout(r, 700));
+    await pollUntil(
+      () => {
+        const db = new BetterSqlite3(dbPath, { readonly: true, timeout: 1_000 });
+        try {
+          const run = db.prepare('SELECT started_at, last_heartbeat_at FROM agent_runs WHERE id = 1').get() as { started_at: string; last_heartbeat_at: string } | undefined;
+          return run && Date.parse(run.last_heartbeat_at) > Date.parse(run.started_at) ? true : undefined;
+        } finally {
+          db.close();
+        }
+      },
+      { message: () => 'no heartbeat after the start row reached the database' },
+    );
     first.kill('SIGKILL');
     expect((await first.exited).signal).toBe('SIGKILL');
 
@@ -172,7 +184,18 @@ describe('state on disk across restarts, corruption and backups', () => {
     );
     cleanups.push(() => writer.kill('SIGKILL'));
     const writerDone = new Promise((r) => writer.on('exit', r));
-    await new Promise((r) => setTimeout(r, 300));
+    // The writer's first transactions are committed before the first backup.
+    await pollUntil(
+      () => {
+        const db = new BetterSqlite3(dbPath, { readonly: true, timeout: 1_000 });
+        try {
+          return (db.prepare('SELECT count(*) AS n FROM load').get() as { n: number }).n > 0 ? true : undefined;
+        } finally {
+          db.close();
+        }
+      },
+      { message: () => 'the writer committed nothing' },
+    );
 
     for (let i = 0; i < 3; i++) {
       const target = join(tmp.dir, `backup-${i}.db`);

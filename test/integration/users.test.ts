@@ -1,5 +1,8 @@
 import { join } from 'node:path';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../agent/config/load.js';
+import { Store } from '../../agent/store/database.js';
 import { runCli, tempDir, writeConfig } from '../helpers/daemon.js';
 
 describe('edge-agent users and tokens (on the gateway, against the database)', () => {
@@ -11,6 +14,8 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
   beforeAll(() => {
     tmp = tempDir();
     config = writeConfig(tmp.dir, ['agent:', '  id: gw-users', `  dataDir: ${join(tmp.dir, 'data')}`, ''].join('\n'));
+    // The database as the daemon creates it at its first start: the CLI never creates one.
+    Store.open(loadConfig({ file: config }).config.store, pino({ level: 'silent' })).store.close();
   });
   afterAll(() => tmp.cleanup());
 

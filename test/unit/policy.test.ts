@@ -53,7 +53,7 @@ describe('enrollment policy', () => {
     await openssl(['req', '-in', 'op.csr', '-outform', 'DER', '-out', 'op.der'], tmp.dir);
     csrDer = readFileSync(join(tmp.dir, 'op.der'));
     claim = { certificate: readFileSync(join(tmp.dir, 'dev-42.pem'), 'utf8'), signature: await signCsr(tmp.dir, 'op.csr', 'dev-42.key') };
-  }, 60_000);
+  }, 180_000);
   afterAll(() => {
     store.close();
     tmp.cleanup();

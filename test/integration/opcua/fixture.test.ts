@@ -96,7 +96,7 @@ describe('OPC UA server fixture (real node-opcua servers and clients on loopback
     ]);
     await clientPki.certificateManager.trustCertificate(secure.certificate);
     await secure.trustClientCertificate(clientPki.certificate);
-  }, 60_000);
+  }, 180_000);
 
   afterAll(async () => {
     // Reverse start order: servers unregister from the LDS before it goes.

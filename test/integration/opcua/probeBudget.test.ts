@@ -139,5 +139,5 @@ describe('the time an OPC UA address may take (opcua.timeoutMs), in fake time', 
       store.close();
       await slow.stop();
     }
-  }, 60_000);
+  }, 180_000);
 });

@@ -199,7 +199,7 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     expect(thumbprint(await endpointCertificate(plain.endpointUrl, join(tmp.dir, 'plain-pki')))).toBe(plain.certificateThumbprint);
     const certs = await json<Cert[]>('ca', 'list');
     expect(certs.filter((c) => c.identity === plain.applicationUri)).toEqual([]);
-  }, 60_000);
+  }, 180_000);
 
   it('says so for a server without push management, and points to the bundle for installing by hand', async () => {
     const id = (await deviceOf(nopush.applicationUri))!;
@@ -210,7 +210,7 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     expect(job.reason).toMatch(/^the server has no push management \(ServerConfiguration's CreateSigningRequest, UpdateCertificate, ApplyChanges are absent or not executable\)/);
     expect(job.reason).toContain(`edge-agent opcua export-bundle --id ${id}`);
     expect((await json<Cert[]>('ca', 'list')).filter((c) => c.identity === nopush.applicationUri)).toEqual([]);
-  }, 60_000);
+  }, 180_000);
 
   it('refuses wrong SecurityAdmin credentials: nothing is issued, the reason is recorded and a retry scheduled', async () => {
     const id = (await deviceOf(locked.applicationUri))!;
@@ -227,7 +227,7 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     expect(thumbprint(await endpointCertificate(locked.endpointUrl, join(tmp.dir, 'locked-pki')))).toBe(locked.certificateThumbprint);
     const shown = await json<{ device: { state: string; reason?: string } }>('devices', 'show', id);
     expect(shown.device).toMatchObject({ state: 'pending', reason: job.reason });
-  }, 60_000);
+  }, 180_000);
 
   it('sends no credentials to a server whose certificate is not the one approved, and stops', async () => {
     const id = (await deviceOf(swapped.applicationUri))!;
@@ -245,7 +245,7 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     expect(steps.map((s) => s.step)).not.toContain('session');
     expect((await json<Cert[]>('ca', 'list')).filter((c) => c.identity === applicationUri)).toEqual([]);
     expect(thumbprint(await endpointCertificate(swapped.endpointUrl, join(tmp.dir, 'swapped-pki')))).toBe(swapped.certificateThumbprint);
-  }, 60_000);
+  }, 180_000);
 
   it('gives a server that hangs only its step timeout, and closes its connection', async () => {
     const id = (await deviceOf(vanishing.applicationUri))!;
@@ -261,7 +261,7 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     await until('the hung connection closed', async () => (hanging!.open === 0 ? true : undefined), 10_000);
     // The daemon still answers technicians at once.
     expect((await cli('opcua', 'push-status')).code).toBe(0);
-  }, 60_000);
+  }, 180_000);
 
   it('renews when the certificate is due, and revokes the one it replaces', async () => {
     const id = (await deviceOf(press.applicationUri))!;

@@ -61,7 +61,7 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
         '',
       ].join('\n'),
     );
-  }, 60_000);
+  }, 180_000);
 
   afterAll(async () => {
     for (const d of [first, second, third, fourth]) await d?.dispose();

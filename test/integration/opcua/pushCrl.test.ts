@@ -121,7 +121,7 @@ describe('OPC UA push: CRLs after a revocation', () => {
     const listed = await Promise.all(readdirSync(folder).map(async (f) => (await openssl(['crl', '-in', join(folder, f), '-noout', '-text'], tmp.dir)).stdout));
     const serial = (hex: string) => BigInt(`0x${hex}`);
     expect(listed.flatMap((t) => [...t.matchAll(/Serial Number: ([0-9A-F]+)/g)].map((m) => serial(m[1]!)))).toContain(serial(revoked));
-  }, 90_000);
+  }, 180_000);
 
   it('says in devices show and the API device details that a server whose TrustList takes no CRLs lacks the revocation', async () => {
     const id = ids[plain.applicationUri]!;
@@ -134,5 +134,5 @@ describe('OPC UA push: CRLs after a revocation', () => {
     const token = await apiUser(config, 'viewer-v', 'viewer');
     const details = (await (await fetch(`${base}/api/v1/devices/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${token}` } })).json()) as { push: Job };
     expect(details.push).toMatchObject({ status: 'done', crlDelivered: false, crlWritable: false, reason: CRL_CANNOT_REASON });
-  }, 60_000);
+  }, 180_000);
 });

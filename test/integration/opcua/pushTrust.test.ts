@@ -113,7 +113,7 @@ describe('OPC UA push: servers that do not trust the agent', () => {
     expect((await cli('devices', 'approve', id)).code).toBe(0);
     const done = await settled(id);
     expect(done.status, done.reason).toBe('done');
-  }, 90_000);
+  }, 180_000);
 
   it('says that a server given the bundle without its CRLs lacks them', async () => {
     const id = await deviceOf(nocrl.applicationUri);
@@ -121,5 +121,5 @@ describe('OPC UA push: servers that do not trust the agent', () => {
     const job = await settled(id);
     expect(job.status, job.reason).toBe('unsupported');
     expect(job.reason).toMatch(/^the server has no CRL for the gateway CA \(it answered Bad(Certificate|CertificateIssuer)RevocationUnknown\): install the CRLs of `edge-agent opcua client-bundle` \(issuers\/crl\) on it/);
-  }, 60_000);
+  }, 180_000);
 });

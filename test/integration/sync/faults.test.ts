@@ -122,7 +122,7 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     daemon = Daemon.start(config);
     base = await daemon.ready();
     await converged();
-  }, 90_000);
+  }, 180_000);
 
   afterAll(async () => {
     store?.close();
@@ -256,5 +256,5 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     await daemon.waitForLog((l) => l.msg.startsWith('the receiver answered stale to a first send'), 20_000, from);
     await converged();
     expect(receiver.holdings(GATEWAY).get(id(60))).toBe(sync.revisions().get(id(60)));
-  }, 60_000);
+  }, 180_000);
 });

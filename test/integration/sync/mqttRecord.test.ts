@@ -34,7 +34,7 @@ describe('the upstream record of a device enrolled over MQTT (real daemon, embed
         '',
       ].join('\n'),
     );
-  }, 60_000);
+  }, 180_000);
 
   afterAll(async () => {
     await daemon?.dispose();
@@ -106,5 +106,5 @@ describe('the upstream record of a device enrolled over MQTT (real daemon, embed
       lastSeen: device.lastSeen,
       online: device.online,
     });
-  }, 90_000);
+  }, 180_000);
 });

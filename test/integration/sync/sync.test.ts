@@ -94,7 +94,7 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     store.transaction(() => {
       for (let i = 0; i < DEVICES; i++) devices.apply({ protocol: 'mqtt', name: name(i), to: 'discovered', cause: 'test device', actor: 'test', patch: { nameplate: { manufacturer: 'ACME', model: 'P-1', serialNumber: `SN-${i}` } } });
     });
-  }, 60_000);
+  }, 180_000);
 
   afterAll(async () => {
     store?.close();
@@ -322,7 +322,7 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       await d?.dispose();
       other.cleanup();
     }
-  }, 60_000);
+  }, 180_000);
 
   it("authenticates with mutual TLS and the agent's agent-client certificate alone", async () => {
     const other = tempDir();
@@ -359,5 +359,5 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       await r?.stop();
       other.cleanup();
     }
-  }, 60_000);
+  }, 180_000);
 });
