@@ -20,7 +20,7 @@ import { UsageError } from '../errors.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
 import { Store } from '../store/database.js';
 import pino from 'pino';
-import { collect, CONFIG_OPTION_HELP, run, type Common } from './common.js';
+import { collect, CONFIG_OPTION_HELP, readStore, run, type Common } from './common.js';
 
 /** Opens the store and the authority for one command, and closes the store after. */
 export async function withAuthority<T>(config: Config, fn: (ca: CertificateAuthority, repo: CertificateRepository, store: Store) => Promise<T> | T): Promise<T> {
@@ -247,9 +247,9 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       .option('--status <status>', 'valid, revoked or superseded'),
   ).action(async (o: Common & { expiring?: string; profile?: string; id?: string; status?: string }) => {
     result.code = await run(o, (config) => {
-      const { store } = Store.open(config.store, pino({ level: 'silent' }));
-      try {
-        if (o.status && !['valid', 'revoked', 'superseded'].includes(o.status)) throw new UsageError('--status is valid, revoked or superseded');
+      if (o.status && !['valid', 'revoked', 'superseded'].includes(o.status)) throw new UsageError('--status is valid, revoked or superseded');
+      // A read: never creates or migrates the database (docs/operations.md).
+      return readStore(config, (store) => {
         const rows = new CertificateRepository(store).list({
           ...(o.profile ? { profile: o.profile as ProfileName } : {}),
           ...(o.id ? { identity: o.id } : {}),
@@ -257,9 +257,7 @@ export function registerCaCommands(program: Command, result: { code: number }): 
           ...(o.expiring ? { expiringBefore: new Date(Date.now() + parseDuration(o.expiring)) } : {}),
         });
         return rows.map(({ pem: _pem, ...rest }) => rest);
-      } finally {
-        store.close();
-      }
+      });
     }, (rows: CertificateRecord[]) => table(rows));
   });
 
