@@ -79,6 +79,16 @@ const missingHint = (file: string): string =>
 /** Who runs a command on the gateway: the login of the real uid, with the sudo caller when root (see localActor). */
 export const localUser = (): string => localActor();
 
+/**
+ * Who a command run on the gateway records as deciding: the login of the
+ * real uid; a name given with --actor is a label kept beside it, never
+ * instead of it (anyone can type one).
+ */
+export function actorLabel(given: string | undefined): string {
+  const login = localUser();
+  return given && given !== login ? `${given} (entered by ${login})` : login;
+}
+
 /** The audit entry of a change a command made on the database directly (inside the caller's transaction). */
 export function localAudit(store: Store, action: string, target: string, details?: Record<string, unknown>): void {
   new AuditRepository(store).add({ actor: `local:${localUser()}`, role: 'local', action, target, outcome: 'done', ...(details ? { details } : {}) });

@@ -11,7 +11,7 @@ import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository, type TokenRecord } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
-import { CONFIG_OPTION_HELP, localAudit, localUser, readStore, run, withStore, type Common } from './common.js';
+import { CONFIG_OPTION_HELP, actorLabel, localAudit, readStore, run, withStore, type Common } from './common.js';
 
 
 /** "pump-7" and "mqtt:pump-7" both name the MQTT device pump-7. */
@@ -53,8 +53,7 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
     if (!device) throw new UsageError(`no device ${id} in the inventory (see edge-agent devices list)`);
     const actions = new ActionRepository(store);
     // The login of the real uid (never $SUDO_USER or $USER, which anyone can set); a name given with --actor is kept beside it.
-    const login = localUser();
-    const actor = o.actor && o.actor !== login ? `${o.actor} (entered by ${login})` : login;
+    const actor = actorLabel(o.actor);
     if (o.request !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(o.request)) throw new UsageError(`--request takes a request id (see edge-agent devices show ${ref})`);
     // A revocation's text starts with its CRL reason, which the daemon reads back (revocationReasonOf).
     const retires = kind === 'revoke' || kind === 'decommission';

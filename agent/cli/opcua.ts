@@ -18,7 +18,7 @@ import { RefusedError, UsageError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { DiscoveryRunRepository, type DiscoveryRun, type DiscoveryTarget } from '../store/discoveryRunRepository.js';
 import { PushRepository, type PushJob, type PushStepRecord } from '../store/pushRepository.js';
-import { CONFIG_OPTION_HELP, localUser, readStore, run, withStore, type Common } from './common.js';
+import { actorLabel, CONFIG_OPTION_HELP, localAudit, readStore, run, withStore, type Common } from './common.js';
 
 /** The discovery runs, on the database opened for a change, or read-only for a read. */
 function withRuns<T>(config: Config, fn: (runs: DiscoveryRunRepository) => T | Promise<T>, how: 'read' | 'change' = 'change'): Promise<T> {
@@ -121,17 +121,19 @@ async function exportBundle(config: Config, ref: string, out: string, actor: str
     writeFileAtomic(join(staging, names.chain), issued.chain.join(''), 0o644);
     const files = Object.fromEntries(Object.entries(names).map(([k, v]) => [k, join(out, v)]));
     try {
-      store.durable(() =>
-      devices.apply({
-        protocol: 'opcua',
-        name: device.name,
-        to: device.state,
-        cause: `certificate ${issued.record.serial} exported by ${actor} for installation by hand`,
-        actor: `technician:${actor}`,
-        details: { serial: issued.record.serial, notAfter: issued.record.notAfter.toISOString() },
-        seen: false,
-      }),
-      );
+      store.durable(() => {
+        devices.apply({
+          protocol: 'opcua',
+          name: device.name,
+          to: device.state,
+          cause: `certificate ${issued.record.serial} exported by ${actor} for installation by hand`,
+          actor: `technician:${actor}`,
+          details: { serial: issued.record.serial, notAfter: issued.record.notAfter.toISOString() },
+          seen: false,
+        });
+        // A private key leaves the gateway: on record in the audit log under the real login, with the label given.
+        localAudit(store, 'opcua.exportBundle', id, { serial: issued.record.serial, by: actor, out });
+      });
     } catch (err) {
       rmSync(staging, { recursive: true, force: true });
       throw err;
@@ -150,7 +152,7 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
     opcua
       .command('discover')
       .description('ask the daemon for a discovery run (configured endpoints, discovery servers, range scan) and follow it')
-      .option('--actor <name>', 'who asks (default: your login; as root through sudo, "root (sudo: <login>)")')
+      .option('--actor <name>', 'who asks: a name recorded beside your login (as root through sudo, "root (sudo: <login>)"), which alone is the default')
       .option('--wait <seconds>', 'how long to follow the run; 0 returns at once', '300'),
   ).action(async (o: Common & { actor?: string; wait: string }) => {
     result.code = await run(o, async (config) => {
@@ -158,7 +160,7 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 86_400_000) throw new UsageError('--wait takes seconds from 0 to 86400');
       if (!config.opcua.enabled) throw new RefusedError('OPC UA discovery is off (opcua.enabled: false); nothing would carry the run out');
       const finished = await withRuns(config, async (runs) => {
-        let current = runs.request('opcua', 'technician', o.actor ?? localUser());
+        let current = runs.request('opcua', 'technician', actorLabel(o.actor));
         let running = daemonRunning(config.agent.dataDir);
         const deadline = Date.now() + waitMs;
         let shown = '';
@@ -186,9 +188,9 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       .description('for a server without push management: write a key, a certificate from the gateway CA and its chain, to install by hand')
       .requiredOption('--id <device>', 'the server, as devices list shows it (opcua:...)')
       .requiredOption('--out <dir>', 'directory for key.pem (0600), cert.pem, cert.der and chain.pem')
-      .option('--actor <name>', 'who exports (default: your login; as root through sudo, "root (sudo: <login>)")'),
+      .option('--actor <name>', 'who exports: a name recorded beside your login (as root through sudo, "root (sudo: <login>)"), which alone is the default'),
   ).action(async (o: Common & { id: string; out: string; actor?: string }) => {
-    result.code = await run(o, (config) => exportBundle(config, o.id, o.out, o.actor ?? localUser()), (r: { device: string; serial: string; files: Record<string, string> }) =>
+    result.code = await run(o, (config) => exportBundle(config, o.id, o.out, actorLabel(o.actor)), (r: { device: string; serial: string; files: Record<string, string> }) =>
       `${r.device}: certificate ${r.serial} written to ${Object.values(r.files).join(', ')}\ninstall key.pem and cert.pem (or cert.der) as the server's application instance certificate, and chain.pem as its issuers\n`);
   });
 

@@ -1,3 +1,4 @@
+import { userInfo } from 'node:os';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -61,7 +62,8 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     const run = await cli('opcua', 'discover', '--actor', 'tech-c', '--json');
     expect(run.code, run.stderr).toBe(0);
     const body = JSON.parse(run.stdout) as { run: { status: string; trigger: string; actor: string }; targets: Target[] };
-    expect(body.run).toMatchObject({ status: 'done', trigger: 'technician', actor: 'tech-c' });
+    // --actor is a label beside the real login, never instead of it (issue 13, item 11).
+    expect(body.run).toMatchObject({ status: 'done', trigger: 'technician', actor: `tech-c (entered by ${userInfo().username})` });
     targets = body.targets;
   }, 120_000);
   afterAll(async () => {
@@ -135,7 +137,10 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     expect(der.stdout.trim().toLowerCase()).toBe(`serial=${(JSON.parse(r.stdout) as { serial: string }).serial}`);
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
     const history = JSON.parse((await cli('devices', 'show', id, '--json')).stdout) as { history: { cause: string }[] };
-    expect(history.history.at(-1)?.cause).toMatch(/exported by tech-c for installation by hand/);
+    expect(history.history.at(-1)?.cause).toBe(`certificate ${(JSON.parse(r.stdout) as { serial: string }).serial} exported by tech-c (entered by ${userInfo().username}) for installation by hand`);
+    // A private key left the gateway: in the audit log under the real login.
+    const audit = JSON.parse((await cli('audit', '--json')).stdout) as { actor: string; action: string; target: string; details: { by: string } }[];
+    expect(audit.find((a) => a.action === 'opcua.exportBundle' && a.target === id)).toMatchObject({ actor: `local:${userInfo().username}`, details: { by: `tech-c (entered by ${userInfo().username})` } });
     const again = await cli('opcua', 'export-bundle', '--id', id, '--out', out);
     expect(again.code).toBe(64);
     expect(again.stderr).toMatch(/is not empty; choose a new directory/);
