@@ -120,12 +120,18 @@ export class MosquittoGate implements AccessGate {
     }
     const identities = this.deps.cutOffIdentities();
     const fresh = initial ? [] : identities.filter((i) => !this.written.has(i));
+    // What Mosquitto is known to hold: moved forward only once it has been told (or a watcher is left to tell it), so a
+    // failed reload is repeated by the next rewrite or refresh, and its fresh identities are still taken over then.
+    const crlStamp = this.stamp(o.crlFile);
     // The CRL before the ACL: a path unit that watches acl-devices reloads once both are in place.
-    this.crlStamp = this.stamp(o.crlFile);
     if (existsSync(o.crlFile) && o.crlFile !== join(o.dir, 'crl.pem')) writeFileAtomic(join(o.dir, 'crl.pem'), readFileSync(o.crlFile), 0o644);
     writeFileAtomic(join(o.dir, 'acl-devices'), devicesAcl(o.agentId, o.topicPrefix, identities), 0o644);
-    this.written = new Set(identities);
+    const held = () => {
+      this.crlStamp = crlStamp;
+      this.written = new Set(identities);
+    };
     if (o.pidFile === '' && o.reloadCommand === '') {
+      held();
       // A systemd path unit (config/edge-agent-mosquitto-reload.path) watches the files and reloads Mosquitto.
       this.reloads.inc({ result: 'file_only' });
       this.deps.log.info({ why, cutOff: identities.length }, 'Mosquitto ACL rewritten; its reload is left to a watcher of the file');
@@ -133,6 +139,7 @@ export class MosquittoGate implements AccessGate {
     }
     try {
       await this.signal(o);
+      held();
       this.reloads.inc({ result: 'ok' });
       this.deps.log.info({ why, cutOff: identities.length }, 'Mosquitto ACL rewritten and reloaded');
     } catch (err) {
