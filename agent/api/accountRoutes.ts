@@ -123,8 +123,8 @@ export function accountRoutes(deps: { store: () => Store; config: () => Config }
         const { token, superseded } = ctx.commit(() => {
           const made = users().addToken(owner.id, hashSecret(secret), b.label ?? 'api', expiresAt);
           ctx.audit('token.create', `token ${made.id}`, 'done', { user: owner.name, label: made.label, ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}) });
-          // An administrator's own token is the end of the first-start one (docs/operations.md).
-          const ended = owner.role === 'admin' ? supersedeFirstAdminToken(users()) : [];
+          // An administrator's own token that outlives the first-start one is its end (docs/operations.md).
+          const ended = owner.role === 'admin' ? supersedeFirstAdminToken(users(), expiresAt) : [];
           for (const id of ended) ctx.audit('token.revoke', `token ${id}`, 'done', { user: 'admin', reason: `first-start token, superseded by token ${made.id}` });
           return { token: made, superseded: ended };
         });

@@ -61,7 +61,8 @@ export function allowed(role: Role, permission: Permission): boolean {
   return (PERMISSIONS[permission] as readonly Role[]).includes(role);
 }
 
-export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'expired' | 'revoked' | 'disabled';
+/** `unconfirmed`: the first-start token, while admin.token cannot be read to confirm it is still held (see firstAdmin.ts). */
+export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'expired' | 'revoked' | 'disabled' | 'unconfirmed';
 
 /** A failure of a token that exists (expired, revoked, disabled) names it, for the log; never its secret. */
 export type AuthResult = { ok: true; user: User; token: ApiToken; secretSha256: string } | { ok: false; failure: AuthFailure; token?: ApiToken; user?: User };

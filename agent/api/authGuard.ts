@@ -64,7 +64,7 @@ export class AuthGuard {
     this.failures = new Counter({ name: 'edge_agent_api_auth_failures_total', help: 'API requests refused for their token (401 or 429), by reason: missing, malformed, unknown, expired, revoked, disabled', labelNames: ['reason'], registers });
     this.limited = new Counter({ name: 'edge_agent_api_auth_limited_total', help: 'Failed authentications answered 429 because their address or credential was over its limit, by scope', labelNames: ['scope'], registers });
     this.forbidden = new Counter({ name: 'edge_agent_api_forbidden_total', help: 'API requests of authenticated users refused (403) for their role, by the permission the route needs', labelNames: ['permission'], registers });
-    for (const reason of ['missing', 'malformed', 'unknown', 'expired', 'revoked', 'disabled'] satisfies AuthFailure[]) this.failures.inc({ reason }, 0);
+    for (const reason of ['missing', 'malformed', 'unknown', 'expired', 'revoked', 'disabled', 'unconfirmed'] satisfies AuthFailure[]) this.failures.inc({ reason }, 0);
     this.failureLog = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
     this.limitLog = new LogThrottle(deps.log, { perKey: 1, perWindow: 20, windowMs: 60_000 });
     this.refusalLog = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
@@ -75,7 +75,10 @@ export class AuthGuard {
     const header = req.headers.authorization;
     const users = new UserRepository(this.deps.store());
     let auth = authenticate(header, users);
-    if (auth.ok && !this.deps.firstAdmin.stillHeld(auth.token, auth.secretSha256)) auth = { ok: false, failure: 'revoked', token: auth.token, user: auth.user };
+    if (auth.ok) {
+      const held = this.deps.firstAdmin.stillHeld(auth.token, auth.secretSha256);
+      if (held !== 'held') auth = { ok: false, failure: held, token: auth.token, user: auth.user };
+    }
     if (auth.ok) return { ok: true, user: auth.user, token: auth.token };
     const now = Date.now();
     const address = req.socket.remoteAddress ?? '?';

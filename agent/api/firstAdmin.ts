@@ -13,12 +13,16 @@ function liveFirstTokens(users: UserRepository): ApiToken[] {
 
 /**
  * Ends the first administrator's token once an administrator's own token
- * exists: called in the transaction that makes a token for an `admin`
- * user (through the API or with --local). Answers the ids revoked; the
- * caller removes admin.token after the commit (removeAdminTokenFile).
+ * that outlives it exists: called in the transaction that makes a token
+ * for an `admin` user (through the API or with --local), with that token's
+ * expiry (undefined: until revoked). A token that ends first (one made
+ * already expired to check that clients refuse it, a one-hour token) is no
+ * replacement and ends nothing. Answers the ids revoked; the caller removes
+ * admin.token after the commit (removeAdminTokenFile).
  */
-export function supersedeFirstAdminToken(users: UserRepository): number[] {
-  const ids = liveFirstTokens(users).map((t) => t.id);
+export function supersedeFirstAdminToken(users: UserRepository, expiresAt: Date | undefined): number[] {
+  const outlives = (t: ApiToken) => expiresAt === undefined || (t.expiresAt !== undefined && t.expiresAt < expiresAt);
+  const ids = liveFirstTokens(users).filter(outlives).map((t) => t.id);
   for (const id of ids) users.revokeToken(id);
   return ids;
 }
@@ -44,12 +48,19 @@ export class FirstAdminToken {
     return join(this.deps.dataDir(), ADMIN_TOKEN_FILE);
   }
 
-  /** The SHA-256 of the secret admin.token holds, or undefined when it cannot be read. */
-  private heldHash(): string | undefined {
+  /**
+   * The SHA-256 of the secret admin.token holds; `absent` when the file is
+   * gone (deleted: the token ends); `unreadable` for any other failure
+   * (permissions after a restore, EMFILE under load, EIO), which proves
+   * nothing about the token and ends nothing.
+   */
+  private heldHash(): string | 'absent' | 'unreadable' {
     try {
       return hashSecret(readFileSync(this.file, 'utf8').trim());
-    } catch {
-      return undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+      this.deps.log.warn({ file: this.file, err: { code: (err as NodeJS.ErrnoException).code, message: (err as Error).message } }, 'admin.token cannot be read: the first-start token is refused until it can, not revoked');
+      return 'unreadable';
     }
   }
 
@@ -79,7 +90,8 @@ export class FirstAdminToken {
       return;
     }
     const held = this.heldHash();
-    const holder = held === undefined ? undefined : users.tokenByHash(held)?.token;
+    if (held === 'unreadable') return;
+    const holder = held === 'absent' ? undefined : users.tokenByHash(held)?.token;
     for (const token of liveFirstTokens(users)) {
       if (token.id !== holder?.id) this.revoke(users, token, 'admin.token no longer holds it');
       else if (!token.expiresAt) {
@@ -98,14 +110,17 @@ export class FirstAdminToken {
   /**
    * Whether a token that authenticated (its secret hashing to
    * `secretSha256`) may be used. Any token but the first-start one may;
-   * that one only while admin.token still holds it (otherwise it is revoked
-   * here, for good).
+   * that one only while admin.token still holds it: a file gone or holding
+   * another secret revokes it here, for good; a file that cannot be read
+   * refuses this request only.
    */
-  stillHeld(token: ApiToken, secretSha256: string): boolean {
-    if (token.label !== FIRST_ADMIN_TOKEN_LABEL) return true;
-    if (secretSha256 === this.heldHash()) return true;
+  stillHeld(token: ApiToken, secretSha256: string): 'held' | 'revoked' | 'unconfirmed' {
+    if (token.label !== FIRST_ADMIN_TOKEN_LABEL) return 'held';
+    const held = this.heldHash();
+    if (secretSha256 === held) return 'held';
+    if (held === 'unreadable') return 'unconfirmed';
     this.revoke(new UserRepository(this.deps.store()), token, 'admin.token no longer holds it');
-    return false;
+    return 'revoked';
   }
 
   private revoke(users: UserRepository, token: ApiToken, why: string): void {

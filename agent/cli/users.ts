@@ -142,7 +142,7 @@ export function registerUserCommands(program: Command, result: { code: number })
             const token = repo.addToken(u.id, hashSecret(secret), label, seconds === undefined ? undefined : new Date(Date.now() + seconds * 1000));
             audit('token.create', `token ${token.id}`, { user: u.name, label });
             // An administrator's own token ends the first-start one, as through the API.
-            const ended = u.role === 'admin' ? supersedeFirstAdminToken(repo) : [];
+            const ended = u.role === 'admin' ? supersedeFirstAdminToken(repo, token.expiresAt) : [];
             for (const id of ended) audit('token.revoke', `token ${id}`, { user: 'admin', reason: `first-start token, superseded by token ${token.id}` });
             return { ...token, user: u.name, secret, ...(ended.length > 0 ? { firstStartTokenRevoked: true } : {}) };
           });

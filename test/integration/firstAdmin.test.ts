@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -73,6 +73,20 @@ describe('the first-start admin token ends (real daemon)', () => {
     await daemon.waitForLog((l) => l.msg.startsWith('the first-start admin token had no expiry') && l.tokenId === legacy.id);
     const token = ((await call('/api/v1/tokens', old)).body.items as Token[]).find((t) => t.id === legacy.id)!;
     expect(token.expiresAt).toBeDefined();
+
+    // A file that is there but cannot be read proves nothing: the token is refused meanwhile, not revoked.
+    renameSync(file(), `${file()}.aside`);
+    mkdirSync(file());
+    expect(await call('/api/v1/me', old)).toMatchObject({ status: 401, body: { message: 'no valid token (unconfirmed)' } });
+    await daemon.waitForLog((l) => l.msg.startsWith('admin.token cannot be read') && (l.err as { code?: string } | undefined)?.code === 'EISDIR');
+    rmdirSync(file());
+    renameSync(`${file()}.aside`, file());
+    expect((await call('/api/v1/me', old)).status).toBe(200);
+    // An administrator's token that ends before the first-start one (here: made already expired) replaces nothing.
+    expect((await runCli(['tokens', 'create', '--user', 'admin', '--expires', '0h', '--local', '--config', config])).code).toBe(0);
+    expect((await runCli(['tokens', 'create', '--user', 'admin', '--expires', '1h', '--config', config])).code).toBe(0);
+    expect(existsSync(file())).toBe(true);
+    expect((await call('/api/v1/me', old)).status).toBe(200);
 
     // The commands use admin.token by default: a personal administrator and a token for her.
     expect((await runCli(['users', 'add', 'anna', '--role', 'admin', '--config', config])).code).toBe(0);
