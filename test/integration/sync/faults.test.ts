@@ -211,18 +211,20 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     for (const [k, [how, trigger]] of triggers.entries()) {
       await receiver.stop();
       mutate([30 + k, 40 + k]);
-      // The batch failed and waits for its retry, more than 30 s away (full jitter may pick a short wait first: it fails again).
+      // The batch failed and waits for its retry, more than 90 s away (full jitter may pick a short wait first: it fails
+      // again), so that what is left of it after the receiver's restart and the trigger on a loaded machine still
+      // leaves the convergence check a deadline of a minute or so.
       const retryAt = await until(`${how}: a long backoff`, () => {
         const at = sync.getState<string>('nextAttemptAt');
-        return at !== undefined && Date.parse(at) - Date.now() > 30_000 && Date.parse(at);
-      }, 120_000);
+        return at !== undefined && Date.parse(at) - Date.now() > 90_000 && Date.parse(at);
+      }, 240_000);
       receiver = await receiver.restart();
       await trigger();
       // Before the backoff would have ended (with a second to spare for the check itself).
       await converged([], Math.min(retryAt - Date.now() - 1_000, 60_000));
     }
     await reload({ retryInitialMs: 100, retryMaxMs: 1000 });
-  }, 300_000);
+  }, 600_000);
 
   it('finds by itself, every reconcileIntervalMs, devices the receiver lost or holds at another revision, reports them and sends them again', async () => {
     await converged();
