@@ -64,9 +64,14 @@ export class MosquittoGate implements AccessGate {
     this.takeovers = new Counter({ name: 'edge_agent_mosquitto_takeovers_total', help: "Client-id takeovers that end a cut-off device's connection on Mosquitto, by result: ok, failed", labelNames: ['result'], registers: [deps.metrics.registry] });
   }
 
-  /** Writes the current set at start, so the files match the inventory after any restart. */
+  /**
+   * Writes the current set at start, so the files match the inventory after
+   * any restart, and takes over the client ids of devices cut off while the
+   * agent was down (`ca revoke` beside it): those the file on disk did not
+   * deny yet.
+   */
   async sync(): Promise<void> {
-    await this.enqueue('start', true);
+    await this.takeOverAll(await this.enqueue('start', true));
   }
 
   async cutOff(identity: string): Promise<void> {
@@ -119,7 +124,9 @@ export class MosquittoGate implements AccessGate {
       return { fresh: [], signalled: false };
     }
     const identities = this.deps.cutOffIdentities();
-    const fresh = initial ? [] : identities.filter((i) => !this.written.has(i));
+    // At start, what Mosquitto was last told is what the devices file on disk denies.
+    const before = initial ? deniedIn(join(o.dir, 'acl-devices')) : this.written;
+    const fresh = identities.filter((i) => !before.has(i));
     // What Mosquitto is known to hold: moved forward only once it has been told (or a watcher is left to tell it), so a
     // failed reload is repeated by the next rewrite or refresh, and its fresh identities are still taken over then.
     const crlStamp = this.stamp(o.crlFile);
@@ -185,4 +192,21 @@ export class MosquittoGate implements AccessGate {
     if (!Number.isInteger(pid) || pid <= 1) throw new Error(`${o.pidFile} does not hold a process id`);
     process.kill(pid, 'SIGHUP');
   }
+}
+
+/** The identities a devices file written by devicesAcl() denies (`user X` then `topic deny #`); none when there is no file. */
+function deniedIn(file: string): Set<string> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return new Set();
+  }
+  const lines = text.split('\n');
+  const denied = new Set<string>();
+  for (let i = 0; i + 1 < lines.length; i++) {
+    const user = /^user (\S+)$/.exec(lines[i]!);
+    if (user && lines[i + 1] === 'topic deny #') denied.add(user[1]!);
+  }
+  return denied;
 }

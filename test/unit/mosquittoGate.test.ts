@@ -42,4 +42,26 @@ describe('MosquittoGate when Mosquitto cannot be told to reload', () => {
     await gate.refresh();
     expect(takenOver).toEqual(['pump-5']);
   });
+
+  it('at start takes over only the client ids of devices cut off while the agent was down', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gate-'));
+    dirs.push(dir);
+    const crlFile = join(dir, 'ca-crl.pem');
+    writeFileSync(crlFile, 'CRL 1\n');
+    const options = { dir, pidFile: '', reloadCommand: 'true', agentId: 'gw', topicPrefix: 'provisioning', crlFile };
+    let cutOff = ['pump-5'];
+    const takenOver: string[] = [];
+    const gate = () =>
+      new MosquittoGate({ log: pino({ level: 'silent' }), metrics: new Metrics(), options: () => options, cutOffIdentities: () => cutOff, takeOver: async (id) => void takenOver.push(id) });
+    await gate().cutOff('pump-5');
+    expect(takenOver).toEqual(['pump-5']);
+    // The agent stops; pump-6 is revoked beside it (edge-agent ca revoke); the agent starts again.
+    cutOff = ['pump-5', 'pump-6'];
+    await gate().sync();
+    expect(takenOver).toEqual(['pump-5', 'pump-6']);
+    expect(readFileSync(join(dir, 'acl-devices'), 'utf8')).toMatch(/^user pump-6\ntopic deny #$/m);
+    // A start with nothing new takes nothing over.
+    await gate().sync();
+    expect(takenOver).toEqual(['pump-5', 'pump-6']);
+  });
 });
