@@ -6,7 +6,7 @@ import { DEVICE_STATES as STATES, type Device, type DeviceState, type Protocol }
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { crlStatusText } from '../onboarding/opcuaCrl.js';
 import type { RevocationReason } from '../../certs/store.js';
-import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, revocationText, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
+import { ActionRepository, defaultRevocationReason, isRevocationReason, retiresDevice, REVOCATION_REASONS, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository, type TokenRecord } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
@@ -56,11 +56,10 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
     const login = localUser();
     const actor = o.actor && o.actor !== login ? `${o.actor} (entered by ${login})` : login;
     if (o.request !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(o.request)) throw new UsageError(`--request takes a request id (see edge-agent devices show ${ref})`);
-    // A revocation's text starts with its CRL reason, which the daemon reads back (revocationReasonOf).
-    const retires = kind === 'revoke' || kind === 'decommission';
-    const reason = retires && (o.reason || o.note) ? revocationText((o.reason as RevocationReason | undefined) ?? defaultRevocationReason(kind), o.note) : (o.reason ?? '');
+    // A revoke or decommission: --reason is the CRL reason (checked by the caller), --note the free text.
+    const details = retiresDevice(kind) ? { reason: o.note ?? '', ...(o.reason ? { crlReason: o.reason as RevocationReason } : {}) } : { reason: o.reason ?? '', ...(o.request ? { requestId: o.request } : {}) };
     let action = store.durable(() => {
-      const queued = actions.enqueue(id, kind, actor, reason, o.request);
+      const queued = actions.enqueue(id, kind, actor, details);
       localAudit(store, `device.${kind}`, id, { action: queued.id, by: actor, ...(o.reason ? { reason: o.reason } : {}), ...(o.note ? { note: o.note } : {}) });
       return queued;
     });
