@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { DEVICE_STATES as STATES, LOCATION_FIELDS, PROTOCOLS, type DeviceState, type Protocol } from '../inventory/device.js';
-import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, revocationText, type DeviceActionKind } from '../store/actionRepository.js';
+import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, type DeviceActionKind } from '../store/actionRepository.js';
 import type { RevocationReason } from '../../certs/store.js';
 import type { Store } from '../store/database.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
@@ -100,10 +100,10 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           const store = deps.store();
           const actions = new ActionRepository(store);
           const d = device(ctx.params.id!);
-          // A revocation's text starts with its CRL reason, which the daemon reads back (revocationReasonOf).
-          const reason = retires(kind) && (b.reason || b.note) ? revocationText((b.reason as RevocationReason | undefined) ?? defaultRevocationReason(kind), b.note) : (b.reason ?? '');
+          // A revoke or decommission: `reason` is the CRL reason (checked by the schema), `note` the free text.
+          const details = retires(kind) ? { reason: b.note ?? '', ...(b.reason ? { crlReason: b.reason as RevocationReason } : {}) } : { reason: b.reason ?? '', ...(b.request ? { requestId: b.request } : {}) };
           const queued = ctx.commit(() => {
-            const action = actions.enqueue(d.id, kind, ctx.user.name, reason, b.request);
+            const action = actions.enqueue(d.id, kind, ctx.user.name, details);
             ctx.audit(`device.${kind}`, d.id, 'accepted', { action: action.id, ...(b.reason ? { reason: b.reason } : {}), ...(b.note ? { note: b.note } : {}), ...(b.request ? { request: b.request } : {}) });
             return action;
           });

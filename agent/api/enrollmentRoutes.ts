@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Store } from '../store/database.js';
 import { EnrollmentRepository } from '../store/enrollmentRepository.js';
-import { text, type Route } from './router.js';
+import { ApiError, paged, text, type Route } from './router.js';
 
 /** An enrollment token lives at most this long. */
 export const MAX_ENROLLMENT_TOKEN_SECONDS = 366 * 86_400;
@@ -17,9 +17,28 @@ const body = z.strictObject({
   expiresInSeconds: z.number().int().min(60).max(MAX_ENROLLMENT_TOKEN_SECONDS).optional(),
 });
 
-/** Enrollment tokens, which devices present to be enrolled without a technician (docs/mqtt-provisioning.md). */
+/**
+ * Enrollment tokens, which devices present to be enrolled without a
+ * technician (docs/mqtt-provisioning.md): made, listed and revoked by those
+ * who may make them, every change audited. No answer but the one that makes
+ * a token holds its secret; none holds its hash.
+ */
 export function enrollmentRoutes(deps: { store: () => Store }): Route[] {
+  const tokens = () => new EnrollmentRepository(deps.store());
   return [
+    {
+      method: 'GET',
+      path: '/api/v1/enrollment-tokens',
+      permission: 'devices.enroll',
+      summary: 'enrollment tokens with their label, uses, expiry and revocation, oldest first (never the secret)',
+      query: paged(),
+      handle: ({ query }) => {
+        // Tokens of one gateway are few: the page is cut here.
+        const all = tokens().tokens();
+        const offset = query.int('offset');
+        return { body: { total: all.length, items: all.slice(offset, offset + query.int('limit')) } };
+      },
+    },
     {
       method: 'POST',
       path: '/api/v1/enrollment-tokens',
@@ -36,6 +55,25 @@ export function enrollmentRoutes(deps: { store: () => Store }): Route[] {
           return created;
         });
         return { status: 201, body: made };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/enrollment-tokens/{id}/revoke',
+      permission: 'devices.enroll',
+      summary: 'revoke an enrollment token at once: no device enrolls with it any more',
+      handle: async (ctx) => {
+        await ctx.noBody();
+        const id = ctx.params.id!;
+        const token = ctx.commit(() => {
+          const repo = tokens();
+          const found = repo.token(id);
+          if (!found) throw new ApiError(404, 'NO_SUCH_ENROLLMENT_TOKEN', `no enrollment token ${id}`);
+          if (!repo.revokeToken(id)) throw new ApiError(409, 'ALREADY_REVOKED', `enrollment token ${id} is already revoked`);
+          ctx.audit('enrollmentToken.revoke', `enrollment token ${id}`, 'done', { label: found.label, uses: found.uses, maxUses: found.maxUses });
+          return repo.token(id)!;
+        });
+        return { body: { token } };
       },
     },
   ];

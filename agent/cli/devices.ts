@@ -6,12 +6,12 @@ import { DEVICE_STATES as STATES, type Device, type DeviceState, type Protocol }
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { crlStatusText } from '../onboarding/opcuaCrl.js';
 import type { RevocationReason } from '../../certs/store.js';
-import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, revocationText, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
+import { ActionRepository, defaultRevocationReason, isRevocationReason, retiresDevice, REVOCATION_REASONS, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository, type TokenRecord } from '../store/enrollmentRepository.js';
 import { PushRepository, type PushJob } from '../store/pushRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
-import { CONFIG_OPTION_HELP, actorLabel, localAudit, readStore, run, withStore, type Common } from './common.js';
+import { actorLabel, localAudit, readStore, withStore } from './common.js';
 
 
 /** "pump-7" and "mqtt:pump-7" both name the MQTT device pump-7. */
@@ -55,11 +55,10 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
     // The login of the real uid (never $SUDO_USER or $USER, which anyone can set); a name given with --actor is kept beside it.
     const actor = actorLabel(o.actor);
     if (o.request !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(o.request)) throw new UsageError(`--request takes a request id (see edge-agent devices show ${ref})`);
-    // A revocation's text starts with its CRL reason, which the daemon reads back (revocationReasonOf).
-    const retires = kind === 'revoke' || kind === 'decommission';
-    const reason = retires && (o.reason || o.note) ? revocationText((o.reason as RevocationReason | undefined) ?? defaultRevocationReason(kind), o.note) : (o.reason ?? '');
+    // A revoke or decommission: --reason is the CRL reason (checked by the caller), --note the free text.
+    const details = retiresDevice(kind) ? { reason: o.note ?? '', ...(o.reason ? { crlReason: o.reason as RevocationReason } : {}) } : { reason: o.reason ?? '', ...(o.request ? { requestId: o.request } : {}) };
     let action = store.durable(() => {
-      const queued = actions.enqueue(id, kind, actor, reason, o.request);
+      const queued = actions.enqueue(id, kind, actor, details);
       localAudit(store, `device.${kind}`, id, { action: queued.id, by: actor, ...(o.reason ? { reason: o.reason } : {}), ...(o.note ? { note: o.note } : {}) });
       return queued;
     });
@@ -112,7 +111,6 @@ const showText = (r: Shown): string =>
 
 export function registerDeviceCommands(program: Command, result: { code: number }): void {
   const devices = program.command('devices').description('the device inventory: list, inspect, approve, reject, revoke; enrollment tokens');
-  const common = (c: Command) => c.option('-c, --config <path>', CONFIG_OPTION_HELP).option('--json', 'machine-readable output');
 
   apiOptions(devices.command('list').description('every device with its state (reads the database when the daemon is down)').option('--state <state>', `only devices in this state: ${STATES.join(', ')}`).option('--protocol <protocol>', 'only mqtt or opcua devices')).action(
     async (o: ApiOptions & { state?: string; protocol?: string }) => {
@@ -292,15 +290,46 @@ export function registerDeviceCommands(program: Command, result: { code: number 
       },
     );
   });
-  common(token.command('list').description('tokens with their uses and expiry (never the secret)')).action(async (o: Common) => {
-    result.code = await run(o, (config) => withStore(config, (store) => new EnrollmentRepository(store).tokens()), (rows: { id: string; label: string; uses: number; maxUses: number; expiresAt: Date; revokedAt?: Date }[]) =>
-      rows.length === 0 ? 'no tokens\n' : rows.map((t) => `${t.id}\t${t.uses}/${t.maxUses}\t${t.revokedAt ? 'revoked' : t.expiresAt < new Date() ? 'expired' : `until ${t.expiresAt.toISOString()}`}\t${t.label}`).join('\n') + '\n');
+  /** A token as the API sends it (dates as text) made whole again. */
+  const tokenDates = (t: TokenRecord): TokenRecord => ({ ...t, expiresAt: new Date(t.expiresAt), createdAt: new Date(t.createdAt), ...(t.revokedAt ? { revokedAt: new Date(t.revokedAt) } : {}) });
+  apiOptions(token.command('list').description('tokens with their uses and expiry, never the secret (reads the database when the daemon is down)')).action(async (o: ApiOptions) => {
+    result.code = await runApi(
+      o,
+      async (client) => {
+        const items: TokenRecord[] = [];
+        for (let total = Infinity; items.length < total; ) {
+          const page = (await client.call<{ total: number; items: TokenRecord[] }>('GET', `/api/v1/enrollment-tokens?limit=1000&offset=${items.length}`)).body;
+          total = page.total;
+          items.push(...page.items.map(tokenDates));
+          if (page.items.length === 0) break;
+        }
+        return items;
+      },
+      (rows: TokenRecord[]) =>
+        rows.length === 0 ? 'no tokens\n' : rows.map((t) => `${t.id}\t${t.uses}/${t.maxUses}\t${t.revokedAt ? 'revoked' : t.expiresAt < new Date() ? 'expired' : `until ${t.expiresAt.toISOString()}`}\t${t.label}`).join('\n') + '\n',
+      { what: 'read from the database directly', run: (config) => readStore(config, (store) => new EnrollmentRepository(store).tokens()) },
+    );
   });
-  common(token.command('revoke').description('make a token unusable').argument('<id>', 'token id (from token list)')).action(async (id: string, o: Common) => {
-    result.code = await run(o, (config) =>
-      withStore(config, (store) => {
-        if (!new EnrollmentRepository(store).revokeToken(id)) throw new UsageError(`no usable token ${id}`);
-        return { revoked: id };
-      }), (r: { revoked: string }) => `token ${r.revoked} revoked\n`);
+  apiOptions(token.command('revoke').description('make a token unusable at once (technicians and administrators; audited)').argument('<id>', 'token id (from token list)')).action(async (id: string, o: ApiOptions) => {
+    result.code = await runApi(
+      o,
+      async (client) => ({ revoked: (await client.call<{ token: TokenRecord }>('POST', `/api/v1/enrollment-tokens/${encodeURIComponent(id)}/revoke`)).body.token.id }),
+      (r: { revoked: string }) => `token ${r.revoked} revoked\n`,
+      {
+        what: 'revoking the token in the database directly',
+        writes: true,
+        run: (config) =>
+          withStore(config, (store) =>
+            store.durable(() => {
+              const repo = new EnrollmentRepository(store);
+              const found = repo.token(id);
+              if (!found) throw new UsageError(`no enrollment token ${id} (edge-agent devices token list)`);
+              if (!repo.revokeToken(id)) throw new RefusedError(`enrollment token ${id} is already revoked`);
+              localAudit(store, 'enrollmentToken.revoke', `enrollment token ${id}`, { label: found.label, uses: found.uses, maxUses: found.maxUses });
+              return { revoked: id };
+            }),
+          ),
+      },
+    );
   });
 }

@@ -2,7 +2,7 @@ import type { CaService } from '../ca/caService.js';
 import { RefusedError } from '../errors.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
-import { revocationReasonOf, type ActionRepository, type DeviceAction } from '../store/actionRepository.js';
+import { crlReasonOf, decisionText, type ActionRepository, type DeviceAction } from '../store/actionRepository.js';
 import type { Store } from '../store/database.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
 import type { EnrollmentRepository, EnrollmentRequest } from '../store/enrollmentRepository.js';
@@ -124,9 +124,10 @@ export class DeviceActions {
     if (device.state === 'decommissioned') throw new RefusedError(`${device.id} is decommissioned`);
     if (kind === 'revoke' && device.state !== 'provisioned') throw new RefusedError(`${device.id} is ${device.state}, not provisioned`);
     const current = ca.current('mqtt-device', device.name);
-    if (current) ca.revoke(current.serial, revocationReasonOf(a));
+    if (current) ca.revoke(current.serial, crlReasonOf(a));
     const open = this.open(device);
-    const reason = `${done} by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`;
+    const text = decisionText(a);
+    const reason = `${done} by ${a.actor}${text ? `: ${text}` : ''}`;
     store.durable(() => {
       for (const r of open) enrollments.decide(device.id, r.requestId, 'rejected', reason, `technician:${a.actor}`);
       devices.apply({ protocol: 'mqtt', name: device.name, to: done, cause: reason, actor: `technician:${a.actor}`, seen: false, details: current ? { serial: current.serial } : {}, patch: { blocked: true, preapproved: false, reason } });

@@ -3,7 +3,7 @@ import type { Config } from '../config/schema.js';
 import { RefusedError } from '../errors.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
-import { revocationReasonOf, type ActionRepository, type DeviceAction } from '../store/actionRepository.js';
+import { crlReasonOf, decisionText, type ActionRepository, type DeviceAction } from '../store/actionRepository.js';
 import type { Store } from '../store/database.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
 import type { PushRepository } from '../store/pushRepository.js';
@@ -75,7 +75,8 @@ export class OpcuaActions {
     if (!device) throw new RefusedError(`no device ${a.deviceId} in the inventory`);
     if (a.requestId !== undefined) throw new RefusedError('OPC UA servers have no enrollment requests: approve without --request');
     if (device.state === 'decommissioned') throw new RefusedError(`${device.id} is decommissioned`);
-    const why = a.reason ? `: ${a.reason}` : '';
+    const text = decisionText(a);
+    const why = text ? `: ${text}` : '';
     const actor = `technician:${a.actor}`;
     const job = pushes.get(device.id);
     if (a.action === 'approve') {
@@ -105,7 +106,7 @@ export class OpcuaActions {
     const serials = uri ? ca.unrevoked('opcua-application', uri).map((r) => r.serial) : [];
     // keyCompromise revokes every certificate of the key at once: those are not revoked twice.
     const revoked = new Set<string>();
-    for (const serial of serials) if (!revoked.has(serial)) for (const r of ca.revoke(serial, revocationReasonOf(a))) revoked.add(r.serial);
+    for (const serial of serials) if (!revoked.has(serial)) for (const r of ca.revoke(serial, crlReasonOf(a))) revoked.add(r.serial);
     const reason = `${done} by ${a.actor}${why}`;
     store.durable(() => {
       if (job) pushes.finish(device.id, 'stopped', reason);

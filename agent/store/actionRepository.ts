@@ -10,7 +10,10 @@ export interface DeviceAction {
   /** approve: the request to approve; absent means the one waiting (refused when several with different keys wait). */
   requestId?: string;
   actor: string;
+  /** Free text: why (approve, reject), or the note beside the CRL reason (revoke, decommission). */
   reason: string;
+  /** revoke and decommission: what their CRL entries say (their kind's default when none was given). */
+  crlReason?: RevocationReason;
   requestedAt: Date;
   doneAt?: Date;
   outcome?: string;
@@ -22,23 +25,26 @@ export const REVOCATION_REASONS = Object.keys(REVOCATION_REASON_CODES) as [Revoc
 
 export const isRevocationReason = (text: string): text is RevocationReason => Object.hasOwn(REVOCATION_REASON_CODES, text);
 
-/**
- * The `reason` text of a revoke or decommission: the CRL reason, then the
- * note after ": " ("keyCompromise: stolen from line 3"), as the device
- * history shows it.
- */
+/** The text beside a revocation in the device history: "keyCompromise: stolen from line 3". */
 export function revocationText(reason: RevocationReason, note?: string): string {
   return note ? `${reason}: ${note}` : reason;
 }
 
+/** Whether a decision of this kind withdraws certificates (and so carries a CRL reason). */
+export const retiresDevice = (kind: DeviceActionKind): kind is 'revoke' | 'decommission' => kind === 'revoke' || kind === 'decommission';
+
+/** The CRL reason a revoke or decommission action carries. */
+export const crlReasonOf = (action: Pick<DeviceAction, 'action' | 'crlReason'>): RevocationReason => action.crlReason ?? defaultRevocationReason(action.action);
+
 /**
- * The CRL reason a revoke or decommission action carries, else the default
- * for its kind (unspecified, cessationOfOperation), also for actions queued
- * before reasons were checked, whose text is free.
+ * What the device history says of a decision after its actor: the free
+ * text; for a revoke or decommission the CRL reason before the note, unless
+ * it is the kind's default and there is no note ("revoked by anna").
  */
-export function revocationReasonOf(action: Pick<DeviceAction, 'action' | 'reason'>): RevocationReason {
-  const head = action.reason.split(': ', 1)[0]!;
-  return isRevocationReason(head) ? head : defaultRevocationReason(action.action);
+export function decisionText(action: Pick<DeviceAction, 'action' | 'reason' | 'crlReason'>): string {
+  if (!retiresDevice(action.action)) return action.reason;
+  const reason = crlReasonOf(action);
+  return action.reason || reason !== defaultRevocationReason(action.action) ? revocationText(reason, action.reason) : '';
 }
 
 /** The CRL reason of a revoke (unspecified) or decommission (cessationOfOperation) that gives none. */
@@ -51,6 +57,7 @@ interface Row {
   request_id: string | null;
   actor: string;
   reason: string;
+  crl_reason: RevocationReason | null;
   requested_at: string;
   done_at: string | null;
   outcome: string | null;
@@ -64,6 +71,7 @@ const toAction = (r: Row): DeviceAction => ({
   ...(r.request_id ? { requestId: r.request_id } : {}),
   actor: r.actor,
   reason: r.reason,
+  ...(r.crl_reason ? { crlReason: r.crl_reason } : {}),
   requestedAt: new Date(r.requested_at),
   ...(r.done_at ? { doneAt: new Date(r.done_at) } : {}),
   ...(r.outcome ? { outcome: r.outcome } : {}),
@@ -78,10 +86,17 @@ const toAction = (r: Row): DeviceAction => ({
 export class ActionRepository {
   constructor(private readonly store: Store) {}
 
-  enqueue(deviceId: string, action: DeviceActionKind, actor: string, reason: string, requestId?: string): DeviceAction {
+  /**
+   * Queues a decision. `reason` is its free text (for a revoke or
+   * decommission, the note); `crlReason` only for a revoke or decommission,
+   * which get their kind's default without one.
+   */
+  enqueue(deviceId: string, action: DeviceActionKind, actor: string, details: { reason?: string; requestId?: string; crlReason?: RevocationReason } = {}): DeviceAction {
+    if (details.crlReason !== undefined && !retiresDevice(action)) throw new Error(`a ${action} carries no CRL reason`);
+    const crlReason = retiresDevice(action) ? (details.crlReason ?? defaultRevocationReason(action)) : null;
     const info = this.store
-      .statement('INSERT INTO device_actions (device_id, action, request_id, actor, reason, requested_at) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(deviceId, action, requestId ?? null, actor, reason, new Date().toISOString());
+      .statement('INSERT INTO device_actions (device_id, action, request_id, actor, reason, crl_reason, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(deviceId, action, details.requestId ?? null, actor, details.reason ?? '', crlReason, new Date().toISOString());
     return this.get(Number(info.lastInsertRowid))!;
   }
 

@@ -8,6 +8,7 @@ import { newTokenSecret, PERMISSIONS, type Permission } from '../../agent/api/au
 import { DiscoveryRunRepository } from '../../agent/store/discoveryRunRepository.js';
 import { Store } from '../../agent/store/database.js';
 import { DeviceRepository } from '../../agent/store/deviceRepository.js';
+import { tokenHash } from '../../agent/store/enrollmentRepository.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../helpers/daemon.js';
 
 /**
@@ -26,6 +27,8 @@ const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; per
   ...(['revoke', 'decommission'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.retire' as const, roles: 'admin', allowed: 400 })),
   { method: 'PUT', path: '/api/v1/devices/mqtt:meter-1/annotation', route: '/api/v1/devices/{id}/annotation', permission: 'devices.annotate', roles: 'admin technician', allowed: 400 },
   { method: 'POST', path: '/api/v1/enrollment-tokens', route: '/api/v1/enrollment-tokens', permission: 'devices.enroll', roles: 'admin technician', allowed: 400 },
+  { method: 'GET', path: '/api/v1/enrollment-tokens', route: '/api/v1/enrollment-tokens', permission: 'devices.enroll', roles: 'admin technician', allowed: 200 },
+  { method: 'POST', path: '/api/v1/enrollment-tokens/0123456789ab/revoke', route: '/api/v1/enrollment-tokens/{id}/revoke', permission: 'devices.enroll', roles: 'admin technician', allowed: 400 },
   { method: 'POST', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.run', roles: 'admin technician', allowed: 400 },
   { method: 'GET', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
   { method: 'GET', path: '/api/v1/discovery/runs/1', route: '/api/v1/discovery/runs/{id}', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
@@ -293,6 +296,55 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     expect(await call('POST', '/api/v1/enrollment-tokens', as('technician'), JSON.stringify({ uses: 0 }))).toMatchObject({ status: 400, body: { code: 'BAD_REQUEST' } });
   });
 
+  it('lists and revokes enrollment tokens through the API and the CLI (never the secret or its hash; each revocation audited), 404 for an unknown one, 409 for one revoked already', async () => {
+    const make = async (label: string) => {
+      const r = await runCli(['devices', 'token', 'create', '--label', label, '--uses', '2', '--json', '--token', tokens.technician!, '--config', config]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as { token: string; record: { id: string } };
+    };
+    const first = await make('line 5');
+    const second = await make('line 6');
+    const secrets = [first.token, second.token, tokenHash(first.token), tokenHash(second.token)];
+    const listed = await get('/api/v1/enrollment-tokens', as('technician'));
+    expect(listed.status).toBe(200);
+    expect(listed.body.items).toContainEqual(expect.objectContaining({ id: first.record.id, label: 'line 5', uses: 0, maxUses: 2 }));
+    for (const secret of secrets) expect(listed.text).not.toContain(secret);
+    const page = await get('/api/v1/enrollment-tokens?limit=1&offset=1', as('admin'));
+    expect(page.body).toMatchObject({ total: listed.body.total, items: [(listed.body.items as unknown[])[1]] });
+    const cliList = await runCli(['devices', 'token', 'list', '--token', tokens.technician!, '--config', config]);
+    expect(cliList.code, cliList.stderr).toBe(0);
+    expect(cliList.stderr).toBe('');
+    expect(cliList.stdout).toMatch(new RegExp(`^${first.record.id}\t0/2\tuntil \\S+\tline 5$`, 'm'));
+    for (const secret of secrets) expect(cliList.stdout).not.toContain(secret);
+
+    // Through the daemon: the CLI as the technician, the API as the administrator.
+    const revoked = await runCli(['devices', 'token', 'revoke', first.record.id, '--token', tokens.technician!, '--config', config]);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toBe(`token ${first.record.id} revoked\n`);
+    const viaApi = await call('POST', `/api/v1/enrollment-tokens/${second.record.id}/revoke`, as('admin'));
+    expect(viaApi).toMatchObject({ status: 200, body: { token: { id: second.record.id, revokedAt: expect.any(String) } } });
+    for (const secret of secrets) expect(viaApi.text).not.toContain(secret);
+    const audit = (await get('/api/v1/audit?limit=20', as('admin'))).body.items as { actor: string; action: string; target: string; outcome: string; details: Record<string, unknown> }[];
+    const revocations = audit.filter((e) => e.action === 'enrollmentToken.revoke');
+    expect(revocations.map((e) => `${e.actor} ${e.target} ${e.outcome}`)).toEqual([`admin enrollment token ${second.record.id} done`, `tech-a enrollment token ${first.record.id} done`]);
+    expect(revocations[1]!.details).toMatchObject({ label: 'line 5', maxUses: 2 });
+    expect((await runCli(['devices', 'token', 'list', '--token', tokens.technician!, '--config', config])).stdout).toMatch(new RegExp(`^${first.record.id}\t0/2\trevoked\tline 5$`, 'm'));
+
+    const again = await runCli(['devices', 'token', 'revoke', first.record.id, '--token', tokens.technician!, '--config', config]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain(`ALREADY_REVOKED: enrollment token ${first.record.id} is already revoked`);
+    expect(await call('POST', `/api/v1/enrollment-tokens/${second.record.id}/revoke`, as('technician'))).toMatchObject({ status: 409, body: { code: 'ALREADY_REVOKED' } });
+    const unknown = await runCli(['devices', 'token', 'revoke', 'feedfacecafe', '--token', tokens.technician!, '--config', config]);
+    expect(unknown.code).toBe(64);
+    expect(unknown.stderr).toContain('NO_SUCH_ENROLLMENT_TOKEN: no enrollment token feedfacecafe');
+    expect(await call('POST', '/api/v1/enrollment-tokens/feedfacecafe/revoke', as('admin'))).toMatchObject({ status: 404, body: { code: 'NO_SUCH_ENROLLMENT_TOKEN' } });
+    // A viewer neither lists nor revokes them.
+    const viewer = await runCli(['devices', 'token', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: tokens.viewer } });
+    expect(viewer.code).toBe(77);
+    expect(viewer.stderr).toContain('FORBIDDEN: the viewer role may not do this (devices.enroll)');
+    expect((await get('/api/v1/audit?limit=20', as('admin'))).body.items).not.toContainEqual(expect.objectContaining({ action: 'enrollmentToken.revoke', target: 'enrollment token feedfacecafe' }));
+  });
+
   it('refuses an unknown query parameter on every route, takes limit and offset on every list, and answers every list with its total', async () => {
     const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: () => { throw new Error('unused'); }, bus: undefined as never, ca: undefined as never });
     const pathOf = (route: (typeof served)[number]) => ROUTES.find((r) => r.method === route.method && r.route === route.path)!.path;
@@ -301,7 +353,7 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
       expect(r, `${route.method} ${route.path}`).toMatchObject({ status: 400, body: { code: 'BAD_QUERY', message: expect.stringContaining('unknown query parameter "bogus"') } });
     }
     const lists = served.filter((r) => r.query?.limit);
-    expect(lists.map((r) => r.path).sort()).toEqual(['/api/v1/audit', '/api/v1/certificates', '/api/v1/devices', '/api/v1/discovery/runs', '/api/v1/sync/dead-letters', '/api/v1/tokens', '/api/v1/users']);
+    expect(lists.map((r) => r.path).sort()).toEqual(['/api/v1/audit', '/api/v1/certificates', '/api/v1/devices', '/api/v1/discovery/runs', '/api/v1/enrollment-tokens', '/api/v1/sync/dead-letters', '/api/v1/tokens', '/api/v1/users']);
     for (const route of lists) {
       const page = await get(`${pathOf(route)}?limit=1&offset=0`, as('admin'));
       expect(page.status, route.path).toBe(200);

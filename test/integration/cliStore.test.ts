@@ -17,6 +17,7 @@ const sha256 = (file: string) => createHash('sha256').update(readFileSync(file))
 /** Commands that read the database when the daemon does not answer (through runApi's fallback, or always). */
 const READS = [
   ['devices', 'list'],
+  ['devices', 'token', 'list'],
   ['tokens', 'list'],
   ['audit'],
   ['sync', 'status'],
@@ -68,7 +69,7 @@ describe('the CLI on the database with the daemon down', () => {
     expect(listed.stdout).toBe('');
     expect(listed.stderr).toContain(`STORE_MISSING: database ${db} does not exist; the configuration ${config} puts it there`);
     expect(listed.stderr).toContain('the daemon has not started with it yet');
-    for (const args of [['opcua', 'push-status'], ['users', 'add', 'anna', '--role', 'viewer', '--local'], ['devices', 'approve', 'pump-1', '--local']]) {
+    for (const args of [['opcua', 'push-status'], ['devices', 'token', 'list'], ['users', 'add', 'anna', '--role', 'viewer', '--local'], ['devices', 'approve', 'pump-1', '--local'], ['devices', 'token', 'revoke', 'feedfacecafe', '--local']]) {
       const r = await cli(...args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(66);
       expect(r.stderr, args.join(' ')).toContain(`STORE_MISSING: database ${db} does not exist`);
@@ -94,10 +95,12 @@ describe('the CLI on the database with the daemon down', () => {
   it('refuses to read a database of an older schema (exit 69) and leaves it unmigrated', async () => {
     makeDatabase(LATEST - 1);
     const before = sha256(db);
-    const r = await cli('devices', 'list');
-    expect(r.code, r.stderr).toBe(69);
-    expect(r.stderr).toContain(`STORE_NOT_MIGRATED: database ${db} has schema version ${LATEST - 1}, older than this edge-agent's (${LATEST})`);
-    expect(r.stderr).toContain('the daemon migrates it when it starts');
+    for (const args of [['devices', 'list'], ['devices', 'token', 'list']]) {
+      const r = await cli(...args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(69);
+      expect(r.stderr).toContain(`STORE_NOT_MIGRATED: database ${db} has schema version ${LATEST - 1}, older than this edge-agent's (${LATEST})`);
+      expect(r.stderr).toContain('the daemon migrates it when it starts');
+    }
     const sqlite = new BetterSqlite3(db, { readonly: true });
     expect(sqlite.pragma('user_version', { simple: true })).toBe(LATEST - 1);
     sqlite.close();

@@ -90,6 +90,25 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
     expect(audit.find((e) => e.target === `enrollment token ${record.id}`)).toMatchObject({ role: 'local', action: 'enrollmentToken.create', details: { maxUses: 2 } });
     expect(JSON.stringify(audit)).not.toContain(token);
     expect((await local('devices', 'token', 'create', '--expires', '400d')).code).toBe(64);
+
+    // The list reads the database when the daemon is down; a revocation needs the daemon or --local, and is audited.
+    const listed = await cli('devices', 'token', 'list');
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stderr).toContain('read from the database directly');
+    expect(listed.stdout).toMatch(new RegExp(`^${record.id}\t0/2\tuntil `, 'm'));
+    const notLocal = await cli('devices', 'token', 'revoke', record.id);
+    expect(notLocal.code, notLocal.stderr).toBe(69);
+    expect(notLocal.stderr).toContain('--local makes the change on the database');
+    const revoked = await local('devices', 'token', 'revoke', record.id);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toBe(`token ${record.id} revoked\n`);
+    expect((await cli('devices', 'token', 'list')).stdout).toMatch(new RegExp(`^${record.id}\t0/2\trevoked\t`, 'm'));
+    const again = await local('devices', 'token', 'revoke', record.id);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain(`is already revoked`);
+    expect((await local('devices', 'token', 'revoke', 'feedfacecafe')).code).toBe(64);
+    const entries = JSON.parse((await cli('audit', '--json')).stdout) as { actor: string; role: string; action: string; target: string; details: Record<string, unknown> }[];
+    expect(entries.filter((e) => e.action === 'enrollmentToken.revoke')).toEqual([expect.objectContaining({ role: 'local', actor: expect.stringMatching(/^local:/), target: `enrollment token ${record.id}`, details: expect.objectContaining({ maxUses: 2 }) })]);
   }, 120_000);
 
   it('offers --local only on commands that have a way to work without the daemon', async () => {

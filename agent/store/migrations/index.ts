@@ -8,9 +8,10 @@ import { m0006SyncOutbox } from './0006_syncOutbox.js';
 import { m0007Users } from './0007_users.js';
 import { m0008TechnicianApi } from './0008_technicianApi.js';
 import { m0009OpcuaCrl } from './0009_opcuaCrl.js';
+import { m0010ActionCrlReason } from './0010_actionCrlReason.js';
 
 /**
  * Every schema change, in order. Append only: a released migration is never
  * edited, since databases in the field have already run it.
  */
-export const MIGRATIONS: readonly Migration[] = [m0001AgentRuns, m0002Certificates, m0003Devices, m0004DiscoveryRuns, m0005OpcuaPush, m0006SyncOutbox, m0007Users, m0008TechnicianApi, m0009OpcuaCrl];
+export const MIGRATIONS: readonly Migration[] = [m0001AgentRuns, m0002Certificates, m0003Devices, m0004DiscoveryRuns, m0005OpcuaPush, m0006SyncOutbox, m0007Users, m0008TechnicianApi, m0009OpcuaCrl, m0010ActionCrlReason];

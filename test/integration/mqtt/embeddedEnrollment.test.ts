@@ -241,11 +241,17 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     expect((await enroll('tok-9', await deviceRequest(tmp.dir, 'tok-9', { enrollmentToken: once }))).answer?.status).toBe('issued');
   });
 
-  it('rejects an expired or used-up token, and a manufacturer on the reject list', async () => {
+  it('rejects a used-up or revoked token, and a manufacturer on the reject list', async () => {
     const used = await token(1);
     expect((await enroll('tok-1', await deviceRequest(tmp.dir, 'tok-1', { enrollmentToken: used }))).answer?.status).toBe('issued');
     const second = await enroll('tok-2', await deviceRequest(tmp.dir, 'tok-2', { enrollmentToken: used }));
     expect(second.answer).toMatchObject({ status: 'rejected', reason: expect.stringMatching(/used up/) });
+    // A token revoked through the daemon (devices token revoke) enrolls nothing more.
+    const made = await cli('devices', 'token', 'create', '--uses', '5', '--json');
+    const { token: ended, record } = JSON.parse(made.stdout) as { token: string; record: { id: string } };
+    expect((await cli('devices', 'token', 'revoke', record.id)).code).toBe(0);
+    const afterRevoke = await enroll('tok-4', await deviceRequest(tmp.dir, 'tok-4', { enrollmentToken: ended }));
+    expect(afterRevoke.answer).toMatchObject({ status: 'rejected', reason: `enrollment token ${record.id} was revoked` });
     const evil = await deviceRequest(tmp.dir, 'tok-3');
     const rejected = await enroll('tok-3', { ...evil, nameplate: { manufacturer: 'Evil Corp', model: 'X', serialNumber: '1' } });
     expect(rejected.answer).toMatchObject({ status: 'rejected', reason: expect.stringMatching(/allowlist manufacturer=Evil/) });
