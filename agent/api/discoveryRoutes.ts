@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
-import { parseRange, targetRefusal } from '../discovery/opcua/ranges.js';
+import { parseRange, targetRefusal } from '../transport/ranges.js';
 import type { AgentEvents, EventBus } from '../events.js';
 import type { Store } from '../store/database.js';
 import { DiscoveryRunRepository, type DiscoveryRun } from '../store/discoveryRunRepository.js';

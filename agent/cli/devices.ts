@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { ENROLLMENT_TOKEN_DEFAULTS, MAX_ENROLLMENT_TOKEN_SECONDS, MAX_ENROLLMENT_TOKEN_USES } from '../api/enrollmentRoutes.js';
-import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js';
+import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
+import type { Config } from '../config/schema.js';
 import { ExitCode, RefusedError, UsageError } from '../errors.js';
 import { DEVICE_STATES as STATES, type Device, type DeviceState, type Protocol } from '../inventory/device.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';

@@ -16,7 +16,6 @@ const int = (min: number, max: number, what: string) =>
 const keyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']);
 
 /** Owned by certs/ (the id becomes a certificate's CN there); re-exported for the agent. */
-export { DEVICE_ID_PATTERN };
 
 const policyAction = z.enum(['approve', 'hold', 'reject']).describe('approve, hold (for a technician) or reject');
 const pattern = z

@@ -1,4 +1,4 @@
-import { DEVICE_ID_PATTERN } from '../config/schema.js';
+import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
 import { AgentError } from '../errors.js';
 import { readSparkplugPayload } from './sparkplug.js';
 import type { Nameplate } from '../inventory/device.js';

@@ -1,5 +1,5 @@
 import sparkplugPayload from 'sparkplug-payload';
-import type { Nameplate } from './announcements.js';
+import type { Nameplate } from '../inventory/device.js';
 
 /*
  * The one place that touches the sparkplug-payload library: its types (Long,

@@ -6,7 +6,8 @@ import { crlReasonOf, decisionText, type ActionRepository, type DeviceAction } f
 import type { Store } from '../store/database.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
 import type { EnrollmentRepository, EnrollmentRequest } from '../store/enrollmentRepository.js';
-import type { AccessGate, MqttEnrollment } from './mqttEnrollment.js';
+import type { AccessGate } from '../transport/types.js';
+import type { MqttEnrollment } from './mqttEnrollment.js';
 
 export interface DeviceActionsDeps {
   log: Logger;

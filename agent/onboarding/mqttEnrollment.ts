@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import { CertError } from '../../certs/errors.js';
 import { parseCsr, verifyCsr } from '../../certs/x509/csr.js';
+import type { AccessGate } from '../transport/types.js';
 import type { CaService } from '../ca/caService.js';
-import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js';
+import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
+import type { Config } from '../config/schema.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -23,12 +25,6 @@ export interface Answer {
   caChain?: string[];
   brokerUrl?: string;
   reason?: string;
-}
-
-/** What the broker side does when a device's access changes (Mosquitto: ACL + reload; embedded: disconnect). */
-export interface AccessGate {
-  cutOff(identity: string): Promise<void>;
-  restore(identity: string): Promise<void>;
 }
 
 export interface EnrollmentDeps {

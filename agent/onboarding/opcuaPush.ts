@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import type { CertificateRecord } from '../../certs/store.js';
 import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
-import { contains, parseRange } from '../discovery/opcua/ranges.js';
+import { contains, parseRange } from '../transport/ranges.js';
 import type { EventBus } from '../events.js';
 import { failpoint } from '../failpoints.js';
 import type { Device } from '../inventory/device.js';

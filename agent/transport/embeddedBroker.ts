@@ -3,7 +3,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { normaliseSerial } from '../../certs/authority.js';
-import { DEVICE_ID_PATTERN } from '../config/schema.js';
+import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
 import { ServiceStartError } from '../errors.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';

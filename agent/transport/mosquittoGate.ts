@@ -6,7 +6,7 @@ import { writeFileAtomic } from '../../certs/keys/fileKey.js';
 import { devicesAcl } from '../broker/mosquittoAcl.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { AccessGate } from '../onboarding/mqttEnrollment.js';
+import type { AccessGate } from './types.js';
 
 export interface MosquittoGateDeps {
   log: Logger;

@@ -41,3 +41,9 @@ export interface DeviceAccess {
   /** `serial` is lower-case hex, even length, without leading zero bytes. */
   allowed(identity: string, serial: string): boolean;
 }
+
+/** What the broker side does when a device's access changes (Mosquitto: ACL + reload; embedded: disconnect). */
+export interface AccessGate {
+  cutOff(identity: string): Promise<void>;
+  restore(identity: string): Promise<void>;
+}

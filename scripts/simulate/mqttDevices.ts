@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
-import { DEVICE_ID_PATTERN } from '../../agent/config/schema.js';
+import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
 import { UsageError } from '../../agent/errors.js';
 import type { Answer } from '../../agent/onboarding/mqttEnrollment.js';
 import { normaliseSerial } from '../../certs/authority.js';

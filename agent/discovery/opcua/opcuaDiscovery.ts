@@ -11,7 +11,7 @@ import type { DiscoveryRun, DiscoveryRunRepository, TargetSource } from '../../s
 import { announcementUrls, browseOpcua, type OpcuaAnnouncement } from '../../transport/mdnsBrowser.js';
 import { Deadline } from '../../transport/deadline.js';
 import type { OpcuaProbe, OpcuaServerFacts } from '../../transport/opcuaProbe.js';
-import { addresses, contains, parseRange, targetRefusal, type Range } from './ranges.js';
+import { addresses, contains, parseRange, targetRefusal, type Range } from '../../transport/ranges.js';
 
 export interface OpcuaDiscoveryDeps {
   log: Logger;

@@ -16,7 +16,7 @@ import { PushRepository } from '../../store/pushRepository.js';
 import type { StoreService } from '../../store/storeService.js';
 import { OpcuaProbe } from '../../transport/opcuaProbe.js';
 import { OpcuaPushSessions } from '../../transport/opcuaPushSession.js';
-import { OpcuaDiscovery } from './opcuaDiscovery.js';
+import { OpcuaDiscovery } from '../../discovery/opcua/opcuaDiscovery.js';
 
 export interface OpcuaServiceDeps {
   log: Logger;
