@@ -1,9 +1,10 @@
+import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { DEVICE_STATES as STATES, LOCATION_FIELDS, PROTOCOLS, type DeviceState, type Protocol } from '../inventory/device.js';
 import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, type DeviceActionKind } from '../store/actionRepository.js';
 import type { RevocationReason } from '../../certs/store.js';
-import type { EventBus } from '../events.js';
+import type { AgentEvents, EventBus } from '../events.js';
 import type { Store } from '../store/database.js';
 import { deviceDetails } from '../store/deviceDetails.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
@@ -19,27 +20,27 @@ export interface DeviceRouteDeps {
 let waiters = 0;
 
 /**
- * Waits for the daemon to carry out action `id` (its action.done), at most
- * until `deadline` or until the client goes away; the caller reads the
- * table after it, as the source of truth. `subscribe` is called before
- * `start`, so an outcome that comes at once is not missed.
+ * Tells the daemon's workers that a decision is queued (after its commit)
+ * and waits for its action.done, until `deadline` or until the client goes
+ * away. The listener is in place before the workers are told, so an outcome
+ * that comes at once is not missed; the caller then reads the table, the
+ * source of truth.
  */
-function actionDone(bus: DeviceRouteDeps['bus'], id: number, deadline: number, gone: () => boolean, onClose: (f: () => void) => () => void, start: () => void): Promise<void> {
-  const owner = `api:decision:${id}:${++waiters}`;
+function tellAndWait(bus: DeviceRouteDeps['bus'], told: AgentEvents['action.queued'], deadline: number, res: ServerResponse): Promise<void> {
+  const owner = `api:decision:${told.actionId}:${++waiters}`;
   return new Promise<void>((resolve) => {
-    const timer = setTimeout(finish, Math.max(deadline - Date.now(), 0));
-    const unlisten = onClose(finish);
-    function finish(): void {
+    const finish = () => {
       clearTimeout(timer);
-      unlisten();
+      res.off('close', finish);
       bus.off(owner);
       resolve();
-    }
+    };
+    const timer = setTimeout(finish, Math.max(deadline - Date.now(), 0));
+    res.once('close', finish);
     bus.on('action.done', owner, (done) => {
-      if (done.actionId === id) finish();
+      if (done.actionId === told.actionId) finish();
     });
-    start();
-    if (gone()) finish();
+    bus.emit('action.queued', told);
   });
 }
 
@@ -140,8 +141,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           const deadline = Date.now() + (b.wait ?? 15) * 1000;
           let action = queued;
           if (Date.now() < deadline && !ctx.res.destroyed) {
-            const onClose = (f: () => void) => (ctx.res.once('close', f), () => ctx.res.off('close', f));
-            await actionDone(deps.bus, queued.id, deadline, () => ctx.res.destroyed, onClose, () => deps.bus.emit('action.queued', told));
+            await tellAndWait(deps.bus, told, deadline, ctx.res);
             action = actions.get(queued.id)!;
           } else {
             deps.bus.emit('action.queued', told);
