@@ -2,6 +2,17 @@ import type { Logger } from './log.js';
 
 /** Facts the agent's parts tell each other. Anything that needs an answer is a method call instead. */
 export interface AgentEvents {
+  /**
+   * A device's record changed, and the change is committed. Its sync outbox
+   * row was written in the same transaction (the triggers of migration 0006),
+   * so a listener that reads the outbox now finds it.
+   */
+  'device.changed': { deviceId: string };
+  /** A technician's decision is committed to device_actions: the protocol's worker carries it out at once. */
+  'action.queued': { actionId: number; deviceId: string };
+  /** A queued decision was carried out (or refused), and its outcome recorded in device_actions. */
+  'action.done': { actionId: number; deviceId: string; outcome: string };
+  /** Recorded in the certificates table (the device's record may say so a moment later). */
   'certificate.issued': { serial: string; profile: string; identity: string; notAfter: Date };
   'certificate.revoked': { serial: string; profile: string; identity: string; reason: string };
   /** A valid certificate passed two thirds of its lifetime: time to renew. */
@@ -24,7 +35,8 @@ export interface AgentEvents {
   };
 }
 
-type Handler<T> = (payload: T) => void;
+/** A handler may be async: a promise it returns that rejects is logged like a throw. */
+type Handler<T> = (payload: T) => unknown;
 
 /**
  * A typed event bus. Listeners are registered per owner and removed together;
@@ -48,10 +60,12 @@ export class EventBus {
 
   emit<K extends keyof AgentEvents>(event: K, payload: AgentEvents[K]): void {
     for (const { owner, handler } of this.listeners.get(event) ?? []) {
+      const failed = (err: unknown) => this.log.error({ err, event, owner }, 'event listener failed');
       try {
-        (handler as Handler<AgentEvents[K]>)(payload);
+        const done = (handler as Handler<AgentEvents[K]>)(payload);
+        if (done instanceof Promise) done.catch(failed);
       } catch (err) {
-        this.log.error({ err, event, owner }, 'event listener failed');
+        failed(err);
       }
     }
   }

@@ -1,17 +1,47 @@
+import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { DEVICE_STATES as STATES, LOCATION_FIELDS, PROTOCOLS, type DeviceState, type Protocol } from '../inventory/device.js';
 import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, type DeviceActionKind } from '../store/actionRepository.js';
 import type { RevocationReason } from '../../certs/store.js';
+import type { AgentEvents, EventBus } from '../events.js';
 import type { Store } from '../store/database.js';
+import { deviceDetails } from '../store/deviceDetails.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
-import { EnrollmentRepository } from '../store/enrollmentRepository.js';
-import { PushRepository } from '../store/pushRepository.js';
 import { ApiError, paged, text, type Route } from './router.js';
 
 export interface DeviceRouteDeps {
   config: () => Config;
   store: () => Store;
+  /** Where committed decisions and changes are told (action.queued, device.changed) and outcomes heard (action.done). */
+  bus: Pick<EventBus, 'emit' | 'on' | 'off'>;
+}
+
+let waiters = 0;
+
+/**
+ * Tells the daemon's workers that a decision is queued (after its commit)
+ * and waits for its action.done, until `deadline` or until the client goes
+ * away. The listener is in place before the workers are told, so an outcome
+ * that comes at once is not missed; the caller then reads the table, the
+ * source of truth.
+ */
+function tellAndWait(bus: DeviceRouteDeps['bus'], told: AgentEvents['action.queued'], deadline: number, res: ServerResponse): Promise<void> {
+  const owner = `api:decision:${told.actionId}:${++waiters}`;
+  return new Promise<void>((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      res.off('close', finish);
+      bus.off(owner);
+      resolve();
+    };
+    const timer = setTimeout(finish, Math.max(deadline - Date.now(), 0));
+    res.once('close', finish);
+    bus.on('action.done', owner, (done) => {
+      if (done.actionId === told.actionId) finish();
+    });
+    bus.emit('action.queued', told);
+  });
 }
 
 
@@ -79,11 +109,9 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       permission: 'devices.read',
       summary: 'one device: its record, requests waiting, push status and history',
       handle: ({ params }) => {
-        const d = device(params.id!);
-        const store = deps.store();
-        const pendingRequests = new EnrollmentRepository(store).withStatus('pending', d.id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
-        const push = d.protocol === 'opcua' ? new PushRepository(store).get(d.id) : undefined;
-        return { body: { device: d, pendingRequests, ...(push ? { push } : {}), history: new DeviceRepository(store).events(d.id) } };
+        const details = deviceDetails(deps.store(), params.id!);
+        if (!details) throw new ApiError(404, 'NO_SUCH_DEVICE', `no device ${params.id!}`);
+        return { body: details };
       },
     },
     ...DECISIONS.map(
@@ -107,12 +135,16 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
             ctx.audit(`device.${kind}`, d.id, 'accepted', { action: action.id, ...(b.reason ? { reason: b.reason } : {}), ...(b.note ? { note: b.note } : {}), ...(b.request ? { request: b.request } : {}) });
             return action;
           });
-          // The daemon's services carry decisions out in order per device (the same queue as the CLI's).
+          // The daemon's services carry decisions out in order per device (the same queue as the CLI's);
+          // told after the commit, the protocol's worker starts at once, and its action.done ends the wait.
+          const told = { actionId: queued.id, deviceId: d.id };
           const deadline = Date.now() + (b.wait ?? 15) * 1000;
           let action = queued;
-          while (!action.doneAt && Date.now() < deadline && !ctx.res.destroyed) {
-            await new Promise((r) => setTimeout(r, 100));
-            action = actions.get(action.id)!;
+          if (Date.now() < deadline && !ctx.res.destroyed) {
+            await tellAndWait(deps.bus, told, deadline, ctx.res);
+            action = actions.get(queued.id)!;
+          } else {
+            deps.bus.emit('action.queued', told);
           }
           if (action.outcome === 'refused') throw new ApiError(409, 'REFUSED', `${kind} refused: ${action.error ?? 'see the device history'}`);
           return { status: action.doneAt ? 200 : 202, body: { action, device: new DeviceRepository(store).get(d.id) } };
@@ -152,6 +184,8 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           ctx.audit('device.annotate', d.id, 'done', changes);
           return next;
         });
+        // Committed with its outbox row (trigger): the sync sends it now rather than at its next look.
+        deps.bus.emit('device.changed', { deviceId: updated.id });
         return { body: { device: updated } };
       },
     },

@@ -8,9 +8,9 @@ import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { crlStatusText } from '../onboarding/opcuaCrl.js';
 import type { RevocationReason } from '../../certs/store.js';
 import { ActionRepository, defaultRevocationReason, isRevocationReason, retiresDevice, REVOCATION_REASONS, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
+import { deviceDetails, type DeviceDetails } from '../store/deviceDetails.js';
 import { DeviceRepository } from '../store/deviceRepository.js';
 import { EnrollmentRepository, type TokenRecord } from '../store/enrollmentRepository.js';
-import { PushRepository, type PushJob } from '../store/pushRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { actorLabel, localAudit, readStore, withStore } from './common.js';
 
@@ -81,7 +81,8 @@ const actionText = (r: ActionResult): string =>
       ? `${r.action.deviceId}: ${r.action.action} queued (action ${r.action.id}); the daemon has not carried it out yet\n`
       : `${r.action.deviceId}: ${r.action.action} queued (action ${r.action.id}); the daemon is not running and carries it out when it starts\n`;
 
-type Shown = { device: Device; pendingRequests: { requestId: string; reason: string; spkiSha256: string; receivedAt: Date }[]; push?: PushJob; history: { at: Date; from?: string; to: string; cause: string; actor: string }[] };
+/** `devices show`: the API's answer (dates revived) or the same query on the database. */
+type Shown = DeviceDetails;
 
 /** A device as the API sends it (dates as text) made whole again. */
 const revive = (d: Device): Device => ({ ...d, firstSeen: new Date(d.firstSeen), lastSeen: new Date(d.lastSeen), updatedAt: new Date(d.updatedAt) });
@@ -155,11 +156,9 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           what: 'read from the database directly',
           run: (config) =>
             readStore(config, (store) => {
-              const device = new DeviceRepository(store).get(id);
-              if (!device) throw new UsageError(`no device ${id} in the inventory`);
-              const pending = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
-              const push = device.protocol === 'opcua' ? new PushRepository(store).get(id) : undefined;
-              return { device, pendingRequests: pending, ...(push ? { push } : {}), history: new DeviceRepository(store).events(id) } as Shown;
+              const details = deviceDetails(store, id);
+              if (!details) throw new UsageError(`no device ${id} in the inventory`);
+              return details;
             }),
         },
       );

@@ -1,5 +1,6 @@
 import type { CaService } from '../ca/caService.js';
 import { RefusedError } from '../errors.js';
+import type { EventBus } from '../events.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
 import { crlReasonOf, decisionText, type ActionRepository, type DeviceAction } from '../store/actionRepository.js';
@@ -18,6 +19,8 @@ export interface DeviceActionsDeps {
   ca: CaService;
   enrollment: MqttEnrollment;
   gate: AccessGate;
+  /** Where each outcome is told (action.done, device.changed) once it is recorded. */
+  bus?: Pick<EventBus, 'emit'>;
 }
 
 /**
@@ -42,7 +45,7 @@ export class DeviceActions {
   private async pass(): Promise<void> {
     for (const action of this.deps.actions.open('mqtt')) {
       const name = action.deviceId.slice(action.deviceId.indexOf(':') + 1);
-      await carryOut(action, () => this.deps.enrollment.locks.run(name, () => this.apply(action)), this.deps.actions, this.deps.log);
+      await carryOut(action, () => this.deps.enrollment.locks.run(name, () => this.apply(action)), this.deps.actions, this.deps.log, this.deps.bus);
     }
   }
 
@@ -150,7 +153,7 @@ export class DeviceActions {
  * RefusedError is the technician's answer ("refused" with the reason), any
  * other error is also logged as a fault.
  */
-export async function carryOut(action: DeviceAction, run: () => Promise<string>, actions: ActionRepository, log: Logger): Promise<void> {
+export async function carryOut(action: DeviceAction, run: () => Promise<string>, actions: ActionRepository, log: Logger, bus?: Pick<EventBus, 'emit'>): Promise<void> {
   let outcome: string;
   let error: string | undefined;
   try {
@@ -162,4 +165,8 @@ export async function carryOut(action: DeviceAction, run: () => Promise<string>,
   }
   actions.finish(action.id, outcome, error);
   log.info({ action: action.action, device: action.deviceId, actor: action.actor, outcome, error }, 'device action done');
+  // After the outcome is recorded: whoever waits reads it from the table. A refusal may follow a change
+  // (a CA that refuses an approved request leaves the device rejected), so the device is told changed either way.
+  bus?.emit('device.changed', { deviceId: action.deviceId });
+  bus?.emit('action.done', { actionId: action.id, deviceId: action.deviceId, outcome });
 }

@@ -1,6 +1,7 @@
 import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
 import { RefusedError } from '../errors.js';
+import type { EventBus } from '../events.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
 import { crlReasonOf, decisionText, type ActionRepository, type DeviceAction } from '../store/actionRepository.js';
@@ -20,6 +21,8 @@ export interface OpcuaActionsDeps {
   pushes: PushRepository;
   ca: CaService;
   locks: DeviceLocks;
+  /** Where each outcome is told (action.done, device.changed) once it is recorded. */
+  bus?: Pick<EventBus, 'emit'>;
 }
 
 /**
@@ -64,7 +67,7 @@ export class OpcuaActions {
     for (const action of this.deps.actions.open('opcua')) byDevice.set(action.deviceId, [...(byDevice.get(action.deviceId) ?? []), action]);
     await Promise.all(
       [...byDevice.values()].map(async (list) => {
-        for (const action of list) await carryOut(action, () => this.deps.locks.run(action.deviceId, async () => this.apply(action)), this.deps.actions, this.deps.log);
+        for (const action of list) await carryOut(action, () => this.deps.locks.run(action.deviceId, async () => this.apply(action)), this.deps.actions, this.deps.log, this.deps.bus);
       }),
     );
   }

@@ -27,7 +27,12 @@ export interface SyncServiceDeps {
   storage: StoreService;
   ca: CaService;
   metrics: Metrics;
-  /** Where the API says that a technician asked for a sync (optional: the requests are also looked for every sync.idleMs). */
+  /**
+   * Where the API says that a technician asked for a sync, and where committed
+   * changes are told (device.changed, certificate.issued): the workers look
+   * at once. Optional: the outbox and the requests are also looked at every
+   * sync.idleMs (what another process, the CLI with --local, leaves).
+   */
   bus?: EventBus;
 }
 
@@ -108,7 +113,14 @@ export class SyncService implements Service {
     this.reconciles = new ReconcileSchedule({ log, repo, sender: this.sender, metrics: this.m, config: () => this.config.sync });
     if (s.reconcileOnStart) this.reconciles.request();
     this.deps.bus?.on('sync.requested', this.name, () => this.waits.wake());
-    // Every idleMs, even while the workers wait out a backoff: the stuck alarm, and a request the CLI left with --local.
+    // A change in this process: the outbox row is already there, as the triggers of migration 0006 write it in the
+    // transaction that changes the device, and the event comes after that commit. So the workers look now, not at idleMs.
+    this.deps.bus?.on('device.changed', this.name, () => this.waits.nudge());
+    // Told when the certificate is recorded, before the device's record says so (MqttEnrollment commits that right
+    // after, within the same run of microtasks): look once that has run, at the next turn of the event loop.
+    this.deps.bus?.on('certificate.issued', this.name, () => void setImmediate(() => this.waits.nudge()));
+    // Every idleMs, even while the workers wait out a backoff: the stuck alarm, and what another process left:
+    // a request the CLI left with --local, and changes it made (no event crosses processes: the workers find them at their next look).
     this.waits.poll(() => this.config.sync.idleMs, () => {
       try {
         this.m.refresh(repo, this.config.sync.stuckAfterMs, log);

@@ -169,11 +169,14 @@ export class MqttService implements Service, DeviceAccess {
     this.runs = new DiscoveryRunRepository(store);
     this.discoveryRuns = new MqttDiscoveryRuns({ log: log.child({ part: 'discovery' }), runs: this.runs, discovery, link: this.broker, bus: this.deps.bus });
     await enrollment.resume();
-    this.actions = new DeviceActions({ log: log.child({ part: 'actions' }), store, actions: new ActionRepository(store), devices, enrollments, ca, enrollment, gate });
+    this.actions = new DeviceActions({ log: log.child({ part: 'actions' }), store, actions: new ActionRepository(store), devices, enrollments, ca, enrollment, gate, bus: this.deps.bus });
+    // A decision the API committed is carried out at once; the pass under way may have read the queue before it, hence one more.
+    this.deps.bus.on('action.queued', this.name, ({ deviceId }) => (deviceId.startsWith('mqtt:') ? this.actions?.runOpen().then(() => this.actions?.runOpen()) : undefined));
     await this.actions.runOpen();
     this.schedule();
   }
 
+  /** The fallback: decisions the CLI queued with --local (another process, no event), discovery runs requested, the CRL. */
   private schedule(): void {
     clearInterval(this.timer);
     this.timer = setInterval(() => {
@@ -242,6 +245,7 @@ export class MqttService implements Service, DeviceAccess {
   }
 
   async stop(): Promise<void> {
+    this.deps.bus.off(this.name);
     clearInterval(this.timer);
     this.timer = undefined;
     this.abort.abort();

@@ -26,7 +26,7 @@ export interface OpcuaServiceDeps {
   bus: EventBus;
 }
 
-/** How often runs and decisions requested from outside the daemon (the CLI), and pushes due, are looked for. */
+/** How often runs and decisions requested from outside the daemon (the CLI), and pushes due, are looked for (the API's decisions come at once, on action.queued). */
 const POLL_MS = 1_000;
 /** Finished runs kept with their targets; older ones are deleted. */
 const RUNS_KEPT = 100;
@@ -73,7 +73,10 @@ export class OpcuaService implements Service {
       pushes: this.pushes,
       ca: this.deps.ca,
       locks: this.locks,
+      bus: this.deps.bus,
     });
+    // A decision the API committed is carried out at once (POLL_MS stays for the CLI's --local); one more pass, as the one under way may have read the queue before it.
+    this.deps.bus.on('action.queued', this.name, ({ deviceId }) => (deviceId.startsWith('opcua:') ? this.actions?.runOpen().then(() => this.actions?.runOpen()).then(() => this.runPushes()) : undefined));
     await this.actions.runOpen();
     if (this.config.opcua.runOnStart && this.runs.open('opcua').length === 0) this.runs.request('opcua', 'start', 'agent');
     this.schedule();
@@ -190,6 +193,7 @@ export class OpcuaService implements Service {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.deps.bus.off(this.name);
     this.abort.abort();
     clearInterval(this.poller);
     clearInterval(this.scheduler);

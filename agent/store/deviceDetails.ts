@@ -1,0 +1,31 @@
+import type { Device, DeviceEvent } from '../inventory/device.js';
+import type { Store } from './database.js';
+import { DeviceRepository } from './deviceRepository.js';
+import { EnrollmentRepository, type EnrollmentRequest } from './enrollmentRepository.js';
+import { PushRepository, type PushJob } from './pushRepository.js';
+
+/** A request waiting for a technician, without what only the daemon needs (the CSR, the MQTT correlation data). */
+export type WaitingRequest = Omit<EnrollmentRequest, 'csr' | 'correlationData'>;
+
+/** One device as `GET /api/v1/devices/{id}` and `edge-agent devices show` give it. */
+export interface DeviceDetails {
+  device: Device;
+  pendingRequests: WaitingRequest[];
+  /** OPC UA servers only, once a push job exists. */
+  push?: PushJob;
+  history: DeviceEvent[];
+}
+
+/**
+ * A device's record, its requests waiting, its push status and its history:
+ * the one query behind the API's device page and the CLI's read of the
+ * database when the daemon is down. Undefined when there is no such device.
+ */
+export function deviceDetails(store: Store, id: string): DeviceDetails | undefined {
+  const devices = new DeviceRepository(store);
+  const device = devices.get(id);
+  if (!device) return undefined;
+  const pendingRequests = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
+  const push = device.protocol === 'opcua' ? new PushRepository(store).get(id) : undefined;
+  return { device, pendingRequests, ...(push ? { push } : {}), history: devices.events(id) };
+}
