@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { freePort, findMosquitto } from '../lib/local.js';
 import { simulateDevices } from '../simulate/mqttDevices.js';
-import type { BenchResult } from './run.js';
+import type { BenchResult } from './result.js';
 
 const DEVICES = 1_000;
 const CONCURRENCY = 50;

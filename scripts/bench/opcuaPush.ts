@@ -10,7 +10,7 @@ import pino from 'pino';
 import { loadOpcua } from '../../agent/transport/opcuaLoader.js';
 // The fixture the tests use (a development dependency: the benchmark runs from a checkout).
 import { startOpcuaServer, type OpcuaServerHandle } from '../../test/helpers/opcuaServer.js';
-import type { BenchResult } from './run.js';
+import type { BenchResult } from './result.js';
 
 const SERVERS = 20;
 const ADMIN = { username: 'secadmin', password: 'bench-secret' };

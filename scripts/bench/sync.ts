@@ -15,7 +15,7 @@ import { CertificateRepository } from '../../agent/store/certificateRepository.j
 import { Store } from '../../agent/store/database.js';
 import { DeviceRepository } from '../../agent/store/deviceRepository.js';
 import { upstreamItem } from '../../agent/sync/record.js';
-import type { BenchResult } from './run.js';
+import type { BenchResult } from './result.js';
 
 const REVISIONS = 100_000;
 const BATCH = 1_000;
