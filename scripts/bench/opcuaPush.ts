@@ -109,7 +109,9 @@ export async function opcuaPushBench(): Promise<BenchResult[]> {
         name: `opcua: push part alone (${SERVERS} servers)`,
         value: pushMs,
         unit: 'ms',
-        limit: `what the servers spend anyway, same run: ${SERVERS} RSA-2048 key generations at once ${Math.round(keygen)} ms + the ~2,000 ms a node-opcua server waits after ApplyChanges`,
+        limit:
+          `what the servers spend anyway, same run: ${SERVERS} RSA-2048 key generations at once ${Math.round(keygen)} ms` +
+          ' + the ~2,000 ms a node-opcua server waits after ApplyChanges',
       },
     ];
   } finally {
