@@ -124,7 +124,8 @@ export async function enrollBench(caRate: () => number | undefined): Promise<Ben
           `CA issuance ${ca === undefined ? '(run with the ca bench)' : `${fmt(ca)}/s`} in the same run`,
           `enrollment p50 ${p('enrolledMs', 50)} ms, p95 ${p('enrolledMs', 95)} ms`,
           `mTLS hello p50 ${p('connectedMs', 50)} ms`,
-          `CPU of one core: simulated devices ${cpu.devices}, agent ${cpu.agent} (${fmt(cpu.agentPerCore)} enrollments per agent CPU-second), Mosquitto ${cpu.broker}`,
+          `CPU of one core: simulated devices ${cpu.devices}, agent ${cpu.agent}` +
+            ` (${fmt(cpu.agentPerCore)} enrollments per agent CPU-second), Mosquitto ${cpu.broker}`,
         ].join('; '),
       },
     ];
