@@ -56,7 +56,13 @@ const FIXTURE: Record<string, string> = {
   // A directory of agent/ in no layer.
   'agent/plugins/loader.ts': "import { log } from '../log.js';\n\nexport const loader = log;\n",
   // Lint and format: a line the formatter would wrap, and a debugger statement.
-  'agent/transport/long.ts': `export function long(a: number): number {\n  debugger;\n  return [${Array.from({ length: 40 }, (_, i) => `a + ${i}`).join(', ')}].length;\n}\n`,
+  'agent/transport/long.ts': [
+    'export function long(a: number): number {',
+    '  debugger;',
+    `  return [${Array.from({ length: 40 }, (_, i) => `a + ${i}`).join(', ')}].length;`,
+    '}',
+    '',
+  ].join('\n'),
 };
 
 describe('the checks of npm run check', () => {
