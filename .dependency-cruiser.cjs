@@ -11,14 +11,15 @@ const LAYERS = [
   {
     id: 'core',
     name: 'core',
-    path: '^agent/(errors|error[^/]*|log|events|metrics|failpoints|version|secrets)\\.ts$|^agent/(config|inventory|lifecycle)/',
+    // errors/, events/ as directories too, should the error model or the event bus grow into one
+    path: '^agent/(errors|error[^/]*|log|events|metrics|failpoints|version|secrets)\\.ts$|^agent/(config|inventory|lifecycle|errors|events)/',
   },
   { id: 'store', name: 'store', path: '^agent/store/' },
   { id: 'services', name: 'transport, broker, ca', path: '^agent/(transport|broker|ca)/' },
   { id: 'features', name: 'discovery, onboarding, sync, runs', path: '^agent/(discovery|onboarding|sync|runs)/' },
   { id: 'protocols', name: 'protocols', path: '^agent/protocols/' },
   { id: 'api', name: 'api', path: '^agent/api/' },
-  { id: 'top', name: 'top (app, main, cli)', path: '^agent/(app|main)\\.ts$|^agent/cli/' },
+  { id: 'top', name: 'top (app, main, cli)', path: '^agent/(app|main)\\.ts$|^agent/(app|cli)/' },
 ];
 const any = (layers) => layers.map((l) => `(?:${l.path})`).join('|');
 

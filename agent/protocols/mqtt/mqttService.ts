@@ -228,7 +228,7 @@ export class MqttService implements Service, DeviceAccess {
    */
   allowed(identity: string, serial: string): boolean {
     const cert = this.deps.ca.certificate(serial);
-    if (cert?.record.status !== 'valid' || cert.record.identity !== identity || cert.record.profile !== 'mqtt-device') return false;
+    if (!cert || cert.record.status !== 'valid' || cert.record.identity !== identity || cert.record.profile !== 'mqtt-device') return false;
     const device = this.devices?.byName('mqtt', identity);
     return device !== undefined && device.state !== 'revoked' && device.state !== 'decommissioned';
   }
