@@ -5,20 +5,16 @@ import { publishCrlFile } from '../ca/loadCa.js';
 import { resolvePassphrase } from '../ca/passphrase.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
-import type { CertificateAuthority } from '../../certs/authority.js';
-import type { Config } from '../config/schema.js';
-import type { Store } from '../store/database.js';
 import { localAudit, run, type Common } from './common.js';
-
-/** withAuthority of ca.ts, passed in: ca.ts registers this command, so importing it back would make a cycle. */
-type WithAuthority = <T>(config: Config, fn: (ca: CertificateAuthority, repo: unknown, store: Store) => Promise<T> | T) => Promise<T>;
+// Only its type: ca.ts registers this command and passes withAuthority in; importing the function back would make an import cycle.
+import type { withAuthority as caWithAuthority } from './ca.js';
 
 /**
  * `edge-agent ca revoke-issuing`: revokes a local issuing CA (the root CRL
  * lists it) and makes its successor. With the daemon stopped: it holds the
  * issuing CA in memory and would go on signing with it.
  */
-export function registerRevokeIssuing(ca: Command, common: (c: Command) => Command, result: { code: number }, withAuthority: WithAuthority): void {
+export function registerRevokeIssuing(ca: Command, common: (c: Command) => Command, result: { code: number }, withAuthority: typeof caWithAuthority): void {
   common(
     ca
       .command('revoke-issuing')
