@@ -28,7 +28,7 @@ export function lintTbs(tbs: Buffer, notBefore: Date, notAfter: Date, profile: P
     if (required === 'uri' && ext.san.uris.length === 0) problems.push('required SAN URI missing');
     if (required === 'dns-or-ip' && ext.san.dnsNames.length + ext.san.ipAddresses.length === 0) problems.push('required SAN DNS name or IP missing');
   }
-  if (template.san?.uris && template.san.uris.some((u) => !ext.san.uris.includes(u))) problems.push('SAN URI differs from the identity');
+  if (template.san?.uris?.some((u) => !ext.san.uris.includes(u))) problems.push('SAN URI differs from the identity');
   const issuerNode = parts[3];
   if (!issuerNode || issuerNode.tag !== Tag.sequence || !issuerNode.raw.equals(issuer.subjectName)) problems.push('issuer name is not the CA subject');
   if (problems.length > 0) {

@@ -235,7 +235,7 @@ export function registerCaCommands(program: Command, result: { code: number }): 
     (r: { pem: string }) => r.pem);
   });
 
-  registerRevokeIssuing(ca, common, result);
+  registerRevokeIssuing(ca, common, result, withAuthority);
 
   common(
     ca

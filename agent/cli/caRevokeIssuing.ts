@@ -6,14 +6,15 @@ import { resolvePassphrase } from '../ca/passphrase.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { localAudit, run, type Common } from './common.js';
-import { withAuthority } from './ca.js';
+// Only its type: ca.ts registers this command and passes withAuthority in; importing the function back would make an import cycle.
+import type { withAuthority as caWithAuthority } from './ca.js';
 
 /**
  * `edge-agent ca revoke-issuing`: revokes a local issuing CA (the root CRL
  * lists it) and makes its successor. With the daemon stopped: it holds the
  * issuing CA in memory and would go on signing with it.
  */
-export function registerRevokeIssuing(ca: Command, common: (c: Command) => Command, result: { code: number }): void {
+export function registerRevokeIssuing(ca: Command, common: (c: Command) => Command, result: { code: number }, withAuthority: typeof caWithAuthority): void {
   common(
     ca
       .command('revoke-issuing')

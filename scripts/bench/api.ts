@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { Store } from '../../agent/store/database.js';
 import { DeviceRepository } from '../../agent/store/deviceRepository.js';
-import type { BenchResult } from './run.js';
+import type { BenchResult } from './result.js';
 
 const DEVICES = 1_000;
 const REQUESTS = 4_000;

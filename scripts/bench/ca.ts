@@ -13,7 +13,7 @@ import { parseCsr } from '../../certs/x509/csr.js';
 import { encodeName } from '../../certs/x509/name.js';
 import { CertificateRepository } from '../../agent/store/certificateRepository.js';
 import { Store } from '../../agent/store/database.js';
-import type { BenchResult } from './run.js';
+import type { BenchResult } from './result.js';
 
 const generate = promisify(generateKeyPair);
 const CONCURRENCY = 64;

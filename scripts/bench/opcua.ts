@@ -11,7 +11,7 @@ import { DiscoveryRunRepository } from '../../agent/store/discoveryRunRepository
 import { loadOpcua } from '../../agent/transport/opcuaLoader.js';
 import { OpcuaProbe } from '../../agent/transport/opcuaProbe.js';
 import { freePort } from '../lib/local.js';
-import type { BenchResult } from './run.js';
+import type { BenchResult } from './result.js';
 
 const HOSTS = ['127.0.1.10', '127.0.1.20'];
 

@@ -10,7 +10,7 @@ import pino from 'pino';
 import { loadOpcua } from '../../agent/transport/opcuaLoader.js';
 // The fixture the tests use (a development dependency: the benchmark runs from a checkout).
 import { startOpcuaServer, type OpcuaServerHandle } from '../../test/helpers/opcuaServer.js';
-import type { BenchResult } from './run.js';
+import type { BenchResult } from './result.js';
 
 const SERVERS = 20;
 const ADMIN = { username: 'secadmin', password: 'bench-secret' };
@@ -109,7 +109,9 @@ export async function opcuaPushBench(): Promise<BenchResult[]> {
         name: `opcua: push part alone (${SERVERS} servers)`,
         value: pushMs,
         unit: 'ms',
-        limit: `what the servers spend anyway, same run: ${SERVERS} RSA-2048 key generations at once ${Math.round(keygen)} ms + the ~2,000 ms a node-opcua server waits after ApplyChanges`,
+        limit:
+          `what the servers spend anyway, same run: ${SERVERS} RSA-2048 key generations at once ${Math.round(keygen)} ms` +
+          ' + the ~2,000 ms a node-opcua server waits after ApplyChanges',
       },
     ];
   } finally {

@@ -9,15 +9,8 @@ import { enrollBench } from './enroll.js';
 import { opcuaBench } from './opcua.js';
 import { opcuaPushBench } from './opcuaPush.js';
 import { storeBench } from './store.js';
+import type { BenchResult } from './result.js';
 import { syncBench } from './sync.js';
-
-export interface BenchResult {
-  name: string;
-  value: number;
-  unit: string;
-  /** What bounds this figure, for comparison. */
-  limit: string;
-}
 
 const rows: BenchResult[] = [];
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import pino from 'pino';
 import { Store } from '../../agent/store/database.js';
-import type { BenchResult } from './run.js';
+import type { BenchResult } from './result.js';
 
 /** Runs `fn` repeatedly for about `ms` and returns operations per second. */
 function rate(ms: number, fn: () => number): number {

@@ -15,7 +15,7 @@ import { CertificateRepository } from '../../agent/store/certificateRepository.j
 import { Store } from '../../agent/store/database.js';
 import { DeviceRepository } from '../../agent/store/deviceRepository.js';
 import { upstreamItem } from '../../agent/sync/record.js';
-import type { BenchResult } from './run.js';
+import type { BenchResult } from './result.js';
 
 const REVISIONS = 100_000;
 const BATCH = 1_000;
@@ -137,7 +137,9 @@ export async function syncBench(): Promise<BenchResult[]> {
         name: `sync: drain ${REVISIONS.toLocaleString('en-US')} revisions to the reference receiver`,
         value: agentRate,
         unit: 'records/s',
-        limit: `the receiver's direct ingest of the same ${bodies.length} batches, same run: ${Math.round(directRate).toLocaleString('en-US')}/s (ratio ${(agentRate / directRate).toFixed(2)}; target >= 5,000/s and >= 0.5); timed from the daemon's start`,
+        limit:
+          `the receiver's direct ingest of the same ${bodies.length} batches, same run: ${Math.round(directRate).toLocaleString('en-US')}/s` +
+          ` (ratio ${(agentRate / directRate).toFixed(2)}; target >= 5,000/s and >= 0.5); timed from the daemon's start`,
       },
     ];
   } finally {

@@ -101,9 +101,11 @@ db.pragma('synchronous = NORMAL');
 db.exec(`
   CREATE TABLE IF NOT EXISTS devices (gateway_id TEXT NOT NULL, device_id TEXT NOT NULL, revision INTEGER NOT NULL, op TEXT NOT NULL,
     record TEXT NOT NULL, observed_at TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (gateway_id, device_id)) STRICT;
-  CREATE TABLE IF NOT EXISTS item_results (gateway_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, device_id TEXT NOT NULL, revision INTEGER NOT NULL, status TEXT NOT NULL) STRICT;
+  CREATE TABLE IF NOT EXISTS item_results (gateway_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, device_id TEXT NOT NULL,
+    revision INTEGER NOT NULL, status TEXT NOT NULL) STRICT;
   CREATE TABLE IF NOT EXISTS apply_log (gateway_id TEXT NOT NULL, device_id TEXT NOT NULL, revision INTEGER NOT NULL, at TEXT NOT NULL) STRICT;
-  CREATE TABLE IF NOT EXISTS requests (received_ms INTEGER NOT NULL, at_ms INTEGER NOT NULL, gateway_id TEXT NOT NULL, idempotency_key TEXT, status INTEGER NOT NULL) STRICT;
+  CREATE TABLE IF NOT EXISTS requests (received_ms INTEGER NOT NULL, at_ms INTEGER NOT NULL, gateway_id TEXT NOT NULL, idempotency_key TEXT,
+    status INTEGER NOT NULL) STRICT;
   CREATE TABLE IF NOT EXISTS idempotency (gateway_id TEXT NOT NULL, key TEXT NOT NULL, body_sha256 TEXT NOT NULL, response TEXT NOT NULL,
     at TEXT NOT NULL, PRIMARY KEY (gateway_id, key)) STRICT;
 `);

@@ -14,7 +14,8 @@ const percentile = (values: number[], p: number) => values.sort((a, b) => a - b)
 export function formatSummary(result: SimulationResult): string {
   const { counts: c } = result;
   const lines = [
-    `${result.devices.length} device(s) in ${(result.durationMs / 1000).toFixed(1)} s: ${c.issued} issued, ${c.pending} pending, ${c.rejected} rejected, ${c.failed} failed; ${result.enrollmentsPerSecond.toFixed(1)} enrollments/s`,
+    `${result.devices.length} device(s) in ${(result.durationMs / 1000).toFixed(1)} s: ` +
+      `${c.issued} issued, ${c.pending} pending, ${c.rejected} rejected, ${c.failed} failed; ${result.enrollmentsPerSecond.toFixed(1)} enrollments/s`,
   ];
   for (const [what, key] of [['enrollment', 'enrolledMs'], ['mutual-TLS hello', 'connectedMs']] as const) {
     const values = result.devices.flatMap((d) => (d[key] === undefined ? [] : [d[key]]));
@@ -61,7 +62,18 @@ export function parseArguments(args: string[], output: OutputConfiguration = {})
     .option('--skip-mtls', 'stop once the certificate is issued')
     .option('--out <dir>', 'write each issued device its key.pem, cert.pem and chain.pem under DIR/ID/')
     .option('--json', 'print the whole result as JSON')
-    .addHelpText('after', '\nCtrl-C stops early (devices still running fail); a second one exits at once.\n\nExit codes:\n  0    every device completed the flow\n  1    some device did not (pending, rejected, failed)\n  64   bad command line')
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Ctrl-C stops early (devices still running fail); a second one exits at once.',
+        '',
+        'Exit codes:',
+        '  0    every device completed the flow',
+        '  1    some device did not (pending, rejected, failed)',
+        '  64   bad command line',
+      ].join('\n'),
+    )
     .exitOverride()
     .configureOutput({ outputError: () => {}, ...output });
   try {

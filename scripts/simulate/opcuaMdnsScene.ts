@@ -25,7 +25,11 @@ const servers: OpcuaServerHandle[] = [];
 for (const [i, host] of hosts.entries()) {
   servers.push(await startOpcuaServer({ host, applicationUri: `urn:cell:server-${i + 1}`, applicationName: `Cell server ${i + 1}`, registerWith: lds }));
 }
-process.stdout.write(`${JSON.stringify({ lds: lds.endpointUrl, servers: servers.map((s) => ({ endpointUrl: s.endpointUrl, applicationUri: s.applicationUri, certificateThumbprint: s.certificateThumbprint })) })}\n`);
+const scene = {
+  lds: lds.endpointUrl,
+  servers: servers.map((s) => ({ endpointUrl: s.endpointUrl, applicationUri: s.applicationUri, certificateThumbprint: s.certificateThumbprint })),
+};
+process.stdout.write(`${JSON.stringify(scene)}\n`);
 const stop = async () => {
   for (const s of servers) await s.stop();
   await lds.stop();

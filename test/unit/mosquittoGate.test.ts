@@ -8,7 +8,9 @@ import { MosquittoGate } from '../../agent/transport/mosquittoGate.js';
 
 describe('MosquittoGate when Mosquitto cannot be told to reload', () => {
   const dirs: string[] = [];
-  afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
 
   it('tries again at the next refresh, and still takes the cut-off client id over once the reload succeeds', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gate-'));

@@ -1,0 +1,8 @@
+/** One figure of `npm run bench`; its own module so that run.ts and the benchmarks it runs form no import cycle. */
+export interface BenchResult {
+  name: string;
+  value: number;
+  unit: string;
+  /** What bounds this figure, for comparison. */
+  limit: string;
+}
