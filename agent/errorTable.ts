@@ -94,7 +94,7 @@ export const AGENT_ERRORS = {
   STORE_MISSING: row(503, noInput, 'the database does not exist'),
   STORE_ACCESS_DENIED: row(500, noPermission, 'this user may not read the database'),
   STORE_NOT_MIGRATED: row(503, unavailable, 'the database awaits the migration the daemon makes at its start'),
-  SERVICE_START_FAILED: row(500, failure, 'a service failed at start (the exit code is its cause’s)'),
+  SERVICE_START_FAILED: row(500, failure, "a service failed at start (the daemon exits with its cause's code)"),
   INSTANCE_LOCKED: row(409, failure, 'another agent holds the data directory'),
   BACKUP_FAILED: row(500, failure, 'the backup could not be written'),
   TIMEOUT: row(504, failure, 'no answer in the time given'),
@@ -104,7 +104,7 @@ export const AGENT_ERRORS = {
   OPCUA_CHANNEL_REFUSED: row(502, failure, 'an OPC UA server refused the secure channel'),
   DAEMON_UNAVAILABLE: row(503, unavailable, "the daemon's API does not answer (a request that may have been received: 1)"),
   NO_TOKEN: row(401, noPermission, 'no API token to call the daemon with'),
-  API_ERROR: row(502, failure, 'the API answered an error (the exit code is its code’s)'),
+  API_ERROR: row(502, failure, "the API answered an error (the command exits with the answer's code)"),
   // An MQTT enrollment request the agent cannot read (rejected on the reply topic).
   NOT_JSON: row(400, usage, 'an enrollment request, or an API answer, that is not JSON'),
   TOO_DEEP: row(400, usage, 'an enrollment request nested too deeply'),
