@@ -102,6 +102,7 @@ export const AGENT_ERRORS = {
   CA_PASSPHRASE_UNREADABLE: row(500, failure, 'the CA passphrase file or credential cannot be read', config),
   UPSTREAM_UNREACHABLE: row(502, failure, 'the upstream receiver did not answer'),
   OPCUA_CHANNEL_REFUSED: row(502, failure, 'an OPC UA server refused the secure channel'),
+  OPCUA_PUSH_STEP_FAILED: row(502, failure, 'a step of an OPC UA push failed (retried with backoff)'),
   DAEMON_UNAVAILABLE: row(503, unavailable, "the daemon's API does not answer (a request that may have been received: 1)"),
   NO_TOKEN: row(401, noPermission, 'no API token to call the daemon with'),
   API_ERROR: row(502, failure, "the API answered an error (the command exits with the answer's code)"),

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import type { CertificateRecord } from '../../certs/store.js';
 import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
+import { AgentError } from '../errors.js';
 import { contains, parseRange } from '../transport/ranges.js';
 import type { EventBus } from '../events.js';
 import { failpoint } from '../failpoints.js';
@@ -40,6 +41,11 @@ class Ended {
     readonly status: Exclude<PushStatus, 'running' | 'failed' | 'done'>,
     readonly message: string,
   ) {}
+}
+
+/** A step of a push that failed: the attempt is retried with backoff. The message names the step, then the cause's. */
+class PushStepError extends AgentError {
+  readonly code = 'OPCUA_PUSH_STEP_FAILED' as const;
 }
 
 /** What a push that went through leaves to record. */
@@ -206,7 +212,7 @@ export class OpcuaPush {
       } catch (err) {
         const message = (err as Error).message;
         failed(message);
-        throw new Error(`${name}: ${message}`, { cause: err });
+        throw new PushStepError(`${name}: ${message}`, { cause: err });
       }
     };
 
