@@ -1,10 +1,17 @@
+import { CertError } from '../certs/errors.js';
+import { API_ERRORS, ERROR_TABLE, ExitCode, type ApiErrorCode, type ErrorCode, type ErrorRow } from './errorTable.js';
+
+// The exit codes are defined beside the table that maps codes to them; most commands import them from here.
+export { ExitCode } from './errorTable.js';
+
 /**
- * Errors the agent decides on. Every class carries a stable `code` literal;
- * callers branch on `code`, never on message text. Details go in `details`
- * (logged as fields), the underlying error in `cause`.
+ * Errors the agent decides on. Every class carries a stable `code` literal
+ * from ERROR_TABLE (errorTable.ts: its HTTP status and exit code); callers
+ * branch on `code`, never on message text. Details go in `details` (logged
+ * as fields), the underlying error in `cause`.
  */
 export abstract class AgentError extends Error {
-  abstract readonly code: string;
+  abstract readonly code: ErrorCode;
   readonly details: Record<string, unknown>;
 
   constructor(message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
@@ -100,46 +107,44 @@ export class BackupError extends AgentError {
   readonly code = 'BACKUP_FAILED' as const;
 }
 
+/** The table's code of a thrown value: an AgentError's or a CertError's; undefined for anything else (a bug, a library's error). */
+export function codeOf(err: unknown): ErrorCode | undefined {
+  return err instanceof AgentError || err instanceof CertError ? err.code : undefined;
+}
+
+export const httpStatusOf = (code: ErrorCode): number => ERROR_TABLE[code].http;
+
+/** The exit code of a command that `err` ends: its code's row; 1 for an error without one. */
+export function commandExitCode(err: unknown): number {
+  const code = codeOf(err);
+  return code === undefined ? ExitCode.failure : ERROR_TABLE[code].exit;
+}
+
 /**
- * Process exit codes (documented in docs/operations.md). Values follow
- * sysexits(3) so that a systemd unit can list the ones a restart will not fix
- * in `RestartPreventExitStatus=`.
+ * The daemon's exit code when `err` stopped its start: that of the failed
+ * service's cause (ServiceStartError wraps it), by its row's `startExit`
+ * where a restart will not help.
  */
-export const ExitCode = {
-  ok: 0,
-  /** A service failed at start or at run time; a restart may help. */
-  failure: 1,
-  /** Bad command line. */
-  usage: 64,
-  /** The database is corrupt or newer than this build: a restart will not help. */
-  dataError: 65,
-  /** The database a command works on does not exist (EX_NOINPUT). */
-  noInput: 66,
-  /** The command needs the running daemon (its API cannot be reached, or the database awaits its migration). */
-  unavailable: 69,
-  /** The API refused the token (401) or the role (403); or this user may not read the database. */
-  noPermission: 77,
-  /** The configuration is invalid: a restart will not help. */
-  config: 78,
-  /** A second SIGTERM/SIGINT cut a graceful stop short. */
-  forced: 130,
-} as const;
-
-const CA_SETUP_ERRORS = new Set(['CA_PASSPHRASE_UNREADABLE', 'CA_KEY_PERMISSIONS', 'CA_KEY_MISMATCH', 'CA_KEY_DAMAGED', 'ISSUING_CA_REVOKED', 'CA_PASSPHRASE_WRONG', 'CA_PASSPHRASE_MISSING', 'CA_NOT_INITIALISED']);
-
-/** Maps an error to the exit code the process ends with. */
 export function exitCodeFor(err: unknown): number {
   const root = err instanceof ServiceStartError && err.cause !== undefined ? err.cause : err;
-  if (root instanceof ConfigError || root instanceof ConfigFileError) return ExitCode.config;
-  // CA keys exposed, undecryptable or not matching their certificate: a restart will not help.
-  const code = (root as { code?: unknown } | undefined)?.code;
-  if (typeof code === 'string' && CA_SETUP_ERRORS.has(code)) return ExitCode.config;
-  if (root instanceof StoreCorruptError || root instanceof StoreTooNewError) return ExitCode.dataError;
-  if (root instanceof UsageError) return ExitCode.usage;
-  if (root instanceof StoreMissingError) return ExitCode.noInput;
-  if (root instanceof StoreNotMigratedError) return ExitCode.unavailable;
-  if (root instanceof StoreAccessError) return ExitCode.noPermission;
-  return ExitCode.failure;
+  const code = codeOf(root);
+  if (code === undefined) return ExitCode.failure;
+  const row: ErrorRow = ERROR_TABLE[code];
+  return row.startExit ?? row.exit;
+}
+
+/** The exit code of each status the API answers with (rows of one status share it; errorTable's test checks). */
+const EXIT_BY_STATUS = new Map<number, number>(Object.values(API_ERRORS).map((r: ErrorRow) => [r.http, r.exit]));
+
+/**
+ * The exit code of a command the API answered with an error: its code's
+ * row; for a code this build does not know (another version's, a proxy's
+ * page), its status; else 1.
+ */
+export function exitForAnswer(status: number, code: string): number {
+  const row: ErrorRow | undefined = Object.hasOwn(API_ERRORS, code) ? API_ERRORS[code as ApiErrorCode] : undefined;
+  if (row && row.http === status) return row.exit;
+  return EXIT_BY_STATUS.get(status) ?? ExitCode.failure;
 }
 
 /** A one-line description of any thrown value, including its cause chain. */

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { describeError, ExitCode } from './errors.js';
+import { commandExitCode, describeError } from './errors.js';
 import { runCli } from './cli/program.js';
 
 // Whatever any command writes (database, backups, keys) is for its own user
@@ -9,7 +9,8 @@ process.umask(0o077);
 runCli(process.argv).then(
   (code) => process.exit(code),
   (err: unknown) => {
+    // What no command reported itself: an error of the table ends with its code's exit code, anything else (a bug) with 1.
     process.stderr.write(`edge-agent: ${describeError(err)}\n`);
-    process.exit(ExitCode.failure);
+    process.exit(commandExitCode(err));
   },
 );

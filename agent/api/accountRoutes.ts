@@ -24,7 +24,7 @@ export function accountRoutes(deps: { store: () => Store; config: () => Config }
   const audit = () => new AuditRepository(deps.store());
   const userOf = (name: string) => {
     const user = users().byName(name);
-    if (!user) throw new ApiError(404, 'NO_SUCH_USER', `no user ${name}`);
+    if (!user) throw new ApiError('NO_SUCH_USER', `no user ${name}`);
     return user;
   };
   return [
@@ -68,7 +68,7 @@ export function accountRoutes(deps: { store: () => Store; config: () => Config }
       handle: async (ctx) => {
         const b = await ctx.body(z.strictObject({ name: z.string().regex(USER_NAME, '1 to 64 of A-Z a-z 0-9 . _ @ -'), role: z.enum(ROLES as [Role, ...Role[]]) }));
         const user = ctx.commit(() => {
-          if (users().byName(b.name)) throw new ApiError(409, 'USER_EXISTS', `user ${b.name} exists`);
+          if (users().byName(b.name)) throw new ApiError('USER_EXISTS', `user ${b.name} exists`);
           const made = users().add(b.name, b.role, ctx.user.name);
           ctx.audit('user.add', b.name, 'done', { role: b.role });
           return made;
@@ -84,7 +84,7 @@ export function accountRoutes(deps: { store: () => Store; config: () => Config }
       handle: async (ctx) => {
         await ctx.noBody();
         const target = userOf(ctx.params.name!);
-        if (target.id === ctx.user.id) throw new ApiError(409, 'SELF', 'you cannot disable your own account; another administrator can');
+        if (target.id === ctx.user.id) throw new ApiError('SELF', 'you cannot disable your own account; another administrator can');
         ctx.commit(() => {
           users().disable(target.id);
           ctx.audit('user.disable', target.name, 'done');
@@ -117,7 +117,7 @@ export function accountRoutes(deps: { store: () => Store; config: () => Config }
           }),
         );
         const owner = userOf(b.user);
-        if (owner.disabledAt) throw new ApiError(409, 'USER_DISABLED', `user ${owner.name} is disabled`);
+        if (owner.disabledAt) throw new ApiError('USER_DISABLED', `user ${owner.name} is disabled`);
         const secret = newTokenSecret();
         const expiresAt = b.expiresInSeconds ? new Date(Date.now() + b.expiresInSeconds * 1000) : undefined;
         const { token, superseded } = ctx.commit(() => {
@@ -140,7 +140,7 @@ export function accountRoutes(deps: { store: () => Store; config: () => Config }
       handle: async (ctx) => {
         await ctx.noBody();
         const token = /^\d{1,15}$/.test(ctx.params.id!) ? users().token(Number(ctx.params.id)) : undefined;
-        if (!token) throw new ApiError(404, 'NO_SUCH_TOKEN', `no token ${ctx.params.id}`);
+        if (!token) throw new ApiError('NO_SUCH_TOKEN', `no token ${ctx.params.id}`);
         ctx.commit(() => {
           users().revokeToken(token.id);
           ctx.audit('token.revoke', `token ${token.id}`, 'done', { user: users().get(token.userId)?.name });

@@ -72,24 +72,24 @@ export class Api {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://local');
     const found = match(this.routes, req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET'), url.pathname);
-    if (!found) return sendError(res, 404, 'NOT_FOUND', `no route ${url.pathname}`);
+    if (!found) return sendError(res, 'NOT_FOUND', `no route ${url.pathname}`);
     if ('allow' in found) {
       res.setHeader('allow', found.allow.join(', '));
-      return sendError(res, 405, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname}`);
+      return sendError(res, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname}`);
     }
     const { route, params } = found;
     const verdict = await this.guard.check(req, route);
     if (!verdict.ok) {
       if (verdict.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(verdict.retryAfterSeconds));
       // A client over its limit gets no keep-alive: each guess costs it a new connection.
-      if (verdict.status === 429) res.setHeader('connection', 'close');
-      return sendError(res, verdict.status, verdict.code, verdict.message);
+      if (verdict.code === 'TOO_MANY_FAILURES') res.setHeader('connection', 'close');
+      return sendError(res, verdict.code, verdict.message);
     }
     const store = this.deps.store();
     const user = verdict.user;
     if (!allowed(user.role, route.permission)) {
       this.guard.refused(req, route, user, url.pathname);
-      return sendError(res, 403, 'FORBIDDEN', `the ${user.role} role may not do this (${route.permission})`);
+      return sendError(res, 'FORBIDDEN', `the ${user.role} role may not do this (${route.permission})`);
     }
     try {
       const answer = await route.handle({
@@ -106,8 +106,8 @@ export class Api {
       if (answer) sendJson(res, answer.status ?? 200, answer.body);
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
-      if (err.status === 413) res.setHeader('connection', 'close');
-      sendError(res, err.status, err.code, err.message);
+      if (err.code === 'BODY_TOO_LARGE') res.setHeader('connection', 'close');
+      sendError(res, err.code, err.message);
     }
   }
 }

@@ -22,7 +22,7 @@ const AUDITED_REFUSALS_PER_MINUTE = 30;
 
 export type Verdict =
   | { ok: true; user: User; token: ApiToken }
-  | { ok: false; status: 401 | 429; code: string; message: string; retryAfterSeconds?: number };
+  | { ok: false; code: 'UNAUTHENTICATED' | 'TOO_MANY_FAILURES'; message: string; retryAfterSeconds?: number };
 
 export interface AuthGuardDeps {
   log: Logger;
@@ -93,7 +93,7 @@ export class AuthGuard {
     this.failures.inc({ reason: auth.failure });
     const fields = { reason: auth.failure, address, method: req.method, route: `${route.method} ${route.path}`, ...(auth.token ? { tokenId: auth.token.id } : {}), ...(auth.user ? { user: auth.user.name } : {}) };
     this.failureLog.warn(address, fields, 'api authentication failed', 'api authentication failures not logged (too many)');
-    if (!addressOver && !credentialOver) return { ok: false, status: 401, code: 'UNAUTHENTICATED', message: `no valid token (${auth.failure})` };
+    if (!addressOver && !credentialOver) return { ok: false, code: 'UNAUTHENTICATED', message: `no valid token (${auth.failure})` };
     const scope = addressOver ? 'address' : 'credential';
     this.limited.inc({ scope });
     this.limitLog.warn(`${scope} ${scope === 'address' ? source : credential}`, { scope, address, reason: auth.failure }, 'api failed-authentication limit reached: failures are answered 429, late', 'api failed-authentication limit: lines not logged (too many)');
@@ -105,7 +105,6 @@ export class AuthGuard {
     }
     return {
       ok: false,
-      status: 429,
       code: 'TOO_MANY_FAILURES',
       message: `no valid token (${auth.failure}), and too many failed authentications from this ${scope === 'address' ? 'address' : 'token'}; a valid token is still served`,
       retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)),

@@ -1,5 +1,6 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { httpStatusOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { LogThrottle } from './logThrottle.js';
 
@@ -148,7 +149,8 @@ export class ConnectionGuard {
       const path = /^[A-Z]+ (\/[\x21-\x7e]{0,200}) HTTP\/1\.[01]$/.exec(line)?.[1];
       const host = headers.find((h) => /^host:/i.test(h))?.slice(5).trim();
       const body = JSON.stringify({ code: 'HTTPS_REQUIRED', message: this.deps.plainHint!(host, path) });
-      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      const status = httpStatusOf('HTTPS_REQUIRED');
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     };
     const more = (chunk: Buffer) => {
       head += chunk.toString('latin1');

@@ -87,7 +87,7 @@ const DECISIONS: [DeviceActionKind, 'devices.decide' | 'devices.retire', string]
 export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
   const device = (id: string) => {
     const found = new DeviceRepository(deps.store()).get(id);
-    if (!found) throw new ApiError(404, 'NO_SUCH_DEVICE', `no device ${id}`);
+    if (!found) throw new ApiError('NO_SUCH_DEVICE', `no device ${id}`);
     return found;
   };
   return [
@@ -124,7 +124,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           : `${summary}; body {reason?, ${kind === 'approve' ? 'request?, ' : ''}wait?: seconds 0..60 (15)}`,
         handle: async (ctx) => {
           const b: { reason?: string; note?: string; request?: string; wait?: number } = retires(kind) ? await ctx.body(retirement) : await ctx.body(decision);
-          if (b.request !== undefined && kind !== 'approve') throw new ApiError(400, 'BAD_REQUEST', 'request: only an approval names a request');
+          if (b.request !== undefined && kind !== 'approve') throw new ApiError('BAD_REQUEST', 'request: only an approval names a request');
           const store = deps.store();
           const actions = new ActionRepository(store);
           const d = device(ctx.params.id!);
@@ -146,7 +146,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           } else {
             deps.bus.emit('action.queued', told);
           }
-          if (action.outcome === 'refused') throw new ApiError(409, 'REFUSED', `${kind} refused: ${action.error ?? 'see the device history'}`);
+          if (action.outcome === 'refused') throw new ApiError('REFUSED', `${kind} refused: ${action.error ?? 'see the device history'}`);
           return { status: action.doneAt ? 200 : 202, body: { action, device: new DeviceRepository(store).get(d.id) } };
         },
       }),
@@ -162,7 +162,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         const devices = new DeviceRepository(store);
         const updated = ctx.commit(() => {
           const d = device(ctx.params.id!);
-          if (d.state === 'decommissioned') throw new ApiError(409, 'DECOMMISSIONED', `${d.id} is decommissioned: its record is final`);
+          if (d.state === 'decommissioned') throw new ApiError('DECOMMISSIONED', `${d.id} is decommissioned: its record is final`);
           // Fields given are set (null or '' clears one); fields not given stay; location: null clears them all.
           const location =
             b.location === undefined

@@ -37,7 +37,7 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
   const runs = () => new DiscoveryRunRepository(deps.store());
   const runOf = (id: string): DiscoveryRun => {
     const run = /^\d{1,15}$/.test(id) ? runs().get(Number(id)) : undefined;
-    if (!run) throw new ApiError(404, 'NO_SUCH_RUN', `no discovery run ${id}`);
+    if (!run) throw new ApiError('NO_SUCH_RUN', `no discovery run ${id}`);
     return run;
   };
   return [
@@ -51,13 +51,13 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
         const c = deps.config();
         const enabled = (['opcua', 'mqtt'] as const).filter((p) => c[p].enabled);
         const protocols = [...new Set(b.protocols ?? enabled)];
-        for (const p of protocols) if (!c[p].enabled) throw new ApiError(409, 'PROTOCOL_OFF', `${p} discovery is off (${p}.enabled: false)`);
-        if (protocols.length === 0) throw new ApiError(409, 'PROTOCOL_OFF', 'OPC UA and MQTT are both off in the configuration: nothing to discover');
+        for (const p of protocols) if (!c[p].enabled) throw new ApiError('PROTOCOL_OFF', `${p} discovery is off (${p}.enabled: false)`);
+        if (protocols.length === 0) throw new ApiError('PROTOCOL_OFF', 'OPC UA and MQTT are both off in the configuration: nothing to discover');
         const targets = b.targets ?? [];
-        if (targets.length > 0 && !protocols.includes('opcua')) throw new ApiError(400, 'BAD_REQUEST', 'targets: only an OPC UA run takes targets');
+        if (targets.length > 0 && !protocols.includes('opcua')) throw new ApiError('BAD_REQUEST', 'targets: only an OPC UA run takes targets');
         const allowed = c.opcua.scan.ranges.map(parseRange);
         const refused = targets.map((t) => targetRefusal(t, allowed, c.opcua.endpoints, c.opcua.scan.ports)).filter((r): r is string => r !== undefined);
-        if (refused.length > 0) throw new ApiError(400, 'TARGET_NOT_ALLOWED', `${refused.join('; ')}. Targets narrow a run to what the configuration allows; an administrator widens opcua.scan.ranges`);
+        if (refused.length > 0) throw new ApiError('TARGET_NOT_ALLOWED', `${refused.join('; ')}. Targets narrow a run to what the configuration allows; an administrator widens opcua.scan.ranges`);
         const repo = runs();
         const made = ctx.commit(() =>
           protocols.map((p) => {
@@ -94,7 +94,7 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       summary: 'Server-Sent Events: `run` (the run now), `progress` (each step), `end` (the run and its targets); then the stream closes',
       handle: ({ params, res }) => {
         const run = runOf(params.id!);
-        if (open >= MAX_STREAMS) throw new ApiError(429, 'TOO_MANY_STREAMS', `${MAX_STREAMS} progress streams are open; close one or poll GET /api/v1/discovery/runs/{id}`);
+        if (open >= MAX_STREAMS) throw new ApiError('TOO_MANY_STREAMS', `${MAX_STREAMS} progress streams are open; close one or poll GET /api/v1/discovery/runs/{id}`);
         follow(run.id, res, runs, deps.bus);
         return undefined;
       },
@@ -112,7 +112,7 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
           ctx.audit('discovery.cancel', `run ${run.id}`, cancelled ? 'accepted' : 'refused', cancelled ? undefined : { status: run.status });
           return cancelled;
         });
-        if (!done) throw new ApiError(409, 'RUN_ENDED', `run ${run.id} has already ended (${run.status})`);
+        if (!done) throw new ApiError('RUN_ENDED', `run ${run.id} has already ended (${run.status})`);
         return { status: 202, body: { run: runs().get(run.id) } };
       },
     },

@@ -68,8 +68,8 @@ export function enrollmentRoutes(deps: { store: () => Store }): Route[] {
         const token = ctx.commit(() => {
           const repo = tokens();
           const found = repo.token(id);
-          if (!found) throw new ApiError(404, 'NO_SUCH_ENROLLMENT_TOKEN', `no enrollment token ${id}`);
-          if (!repo.revokeToken(id)) throw new ApiError(409, 'ALREADY_REVOKED', `enrollment token ${id} is already revoked`);
+          if (!found) throw new ApiError('NO_SUCH_ENROLLMENT_TOKEN', `no enrollment token ${id}`);
+          if (!repo.revokeToken(id)) throw new ApiError('ALREADY_REVOKED', `enrollment token ${id} is already revoked`);
           ctx.audit('enrollmentToken.revoke', `enrollment token ${id}`, 'done', { label: found.label, uses: found.uses, maxUses: found.maxUses });
           return repo.token(id)!;
         });

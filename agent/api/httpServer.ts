@@ -3,6 +3,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { defaultConfig, STRONG_CIPHERS } from '../config/schema.js';
+import type { ApiErrorCode } from '../errorTable.js';
+import { httpStatusOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Service } from '../lifecycle/service.js';
 import { ConnectionGuard, type ConnectionLimits } from './connectionGuard.js';
@@ -16,9 +18,9 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.end(text);
 }
 
-/** Errors on this listener are JSON with a stable `code` and a message. */
-export function sendError(res: ServerResponse, status: number, code: string, message: string): void {
-  sendJson(res, status, { code, message });
+/** Errors on this listener are JSON with a stable `code` and a message; the status is the code's (ERROR_TABLE). */
+export function sendError(res: ServerResponse, code: ApiErrorCode, message: string): void {
+  sendJson(res, httpStatusOf(code), { code, message });
 }
 
 /** PEM key and certificate (followed by its intermediates) the listener serves. */
@@ -90,7 +92,7 @@ export class HttpService implements Service {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (!hostAllowed(req.headers.host, listenerNames(this.deps.host, this.deps.names ?? []))) {
-      return sendError(res, 421, 'HOST_NOT_ALLOWED', 'the Host header does not name this listener (localhost, 127.0.0.1, [::1], http.host or an http.names entry)');
+      return sendError(res, 'HOST_NOT_ALLOWED', 'the Host header does not name this listener (localhost, 127.0.0.1, [::1], http.host or an http.names entry)');
     }
     const path = new URL(req.url ?? '/', 'http://local').pathname;
     let byMethod = this.routes.get(path);
@@ -98,18 +100,18 @@ export class HttpService implements Service {
       const below = this.prefixes.filter((p) => path.startsWith(p.prefix) && path.length > p.prefix.length);
       if (below.length > 0) byMethod = new Map(below.map((p) => [p.method, p.handler]));
     }
-    if (!byMethod) return sendError(res, 404, 'NOT_FOUND', `no route ${path}`);
+    if (!byMethod) return sendError(res, 'NOT_FOUND', `no route ${path}`);
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
     const handler = byMethod.get(method);
     if (!handler) {
       res.setHeader('allow', [...byMethod.keys()].join(', '));
-      return sendError(res, 405, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}`);
+      return sendError(res, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}`);
     }
     try {
       await handler(req, res);
     } catch (err) {
       this.deps.log.error({ err, path }, 'request handler failed');
-      if (!res.headersSent) sendError(res, 500, 'INTERNAL', 'internal error; see the agent log');
+      if (!res.headersSent) sendError(res, 'INTERNAL', 'internal error; see the agent log');
       else res.destroy();
     }
   }

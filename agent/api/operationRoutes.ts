@@ -27,7 +27,7 @@ const REASONS = Object.keys(REVOCATION_REASON_CODES) as [RevocationReason, ...Re
 export function operationRoutes(deps: OperationRouteDeps): Route[] {
   const sync = () => new SyncRepository(deps.store());
   const syncOn = () => {
-    if (!deps.config().sync.enabled) throw new ApiError(409, 'SYNC_OFF', 'sync is off (sync.enabled: false)');
+    if (!deps.config().sync.enabled) throw new ApiError('SYNC_OFF', 'sync is off (sync.enabled: false)');
   };
   return [
     {
@@ -64,7 +64,7 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
       summary: 'one certificate with its PEM (never a private key: the CA keeps none of its subjects)',
       handle: ({ params }) => {
         const record = new CertificateRepository(deps.store()).get(params.serial!.toLowerCase());
-        if (!record) throw new ApiError(404, 'NO_SUCH_CERTIFICATE', `no certificate with serial ${params.serial}`);
+        if (!record) throw new ApiError('NO_SUCH_CERTIFICATE', `no certificate with serial ${params.serial}`);
         return { body: { certificate: record } };
       },
     },
@@ -77,8 +77,8 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
         const b = await ctx.body(z.strictObject({ reason: z.enum(REASONS), note: text(500).optional() }));
         const serial = ctx.params.serial!.toLowerCase();
         const record = new CertificateRepository(deps.store()).get(serial);
-        if (!record) throw new ApiError(404, 'NO_SUCH_CERTIFICATE', `no certificate with serial ${serial}`);
-        if (record.status === 'revoked') throw new ApiError(409, 'ALREADY_REVOKED', `certificate ${serial} is already revoked`);
+        if (!record) throw new ApiError('NO_SUCH_CERTIFICATE', `no certificate with serial ${serial}`);
+        if (record.status === 'revoked') throw new ApiError('ALREADY_REVOKED', `certificate ${serial} is already revoked`);
         // The audit entry is committed first (the revocation commits durably itself, then leaves the process with the CRL); a revocation that fails is audited again as refused.
         const details = { reason: b.reason, identity: record.identity, ...(b.note ? { note: b.note } : {}) };
         ctx.commit(() => ctx.audit('certificate.revoke', serial, 'accepted', details));

@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z, type ZodType } from 'zod';
+import { API_ERRORS, type ApiErrorCode } from '../errorTable.js';
+import { AgentError } from '../errors.js';
 import type { AuditOutcome } from '../store/auditRepository.js';
 import type { User } from '../store/userRepository.js';
 import type { Permission } from './auth.js';
@@ -7,14 +9,22 @@ import type { Permission } from './auth.js';
 /** Largest request body the API reads; a larger one is refused (413) before it is parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
-/** An API error: the status and the stable code the client gets, with a message for people. */
-export class ApiError extends Error {
+/**
+ * An error the API answers with (`{ code, message }`): its code's row in
+ * ERROR_TABLE gives the status. Routes throw it for what the client asked
+ * that cannot be done (no such device, a body out of range); anything else a
+ * route throws is answered 500 INTERNAL and logged.
+ */
+export class ApiError extends AgentError {
   constructor(
-    readonly status: number,
-    readonly code: string,
+    readonly code: ApiErrorCode,
     message: string,
   ) {
     super(message);
+  }
+
+  get status(): number {
+    return API_ERRORS[this.code].http;
   }
 }
 
@@ -84,12 +94,12 @@ export function match(routes: readonly Route[], method: string, path: string): {
 /** Reads a request body up to MAX_BODY_BYTES; a longer one is refused as soon as it passes the cap. */
 export async function readBody(req: IncomingMessage): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_BODY_BYTES) throw new ApiError(413, 'BODY_TOO_LARGE', `the request body may have ${MAX_BODY_BYTES} bytes at most`);
+  if (declared > MAX_BODY_BYTES) throw new ApiError('BODY_TOO_LARGE', `the request body may have ${MAX_BODY_BYTES} bytes at most`);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw new ApiError(413, 'BODY_TOO_LARGE', `the request body may have ${MAX_BODY_BYTES} bytes at most`);
+    if (size > MAX_BODY_BYTES) throw new ApiError('BODY_TOO_LARGE', `the request body may have ${MAX_BODY_BYTES} bytes at most`);
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
@@ -101,17 +111,17 @@ export async function jsonBody<T>(req: IncomingMessage, schema: ZodType<T>): Pro
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   let value: unknown = {};
   if (raw.length > 0) {
-    if (type !== 'application/json') throw new ApiError(415, 'UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
+    if (type !== 'application/json') throw new ApiError('UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
     try {
       value = JSON.parse(raw.toString('utf8'));
     } catch {
-      throw new ApiError(400, 'BAD_JSON', 'the body is not valid JSON');
+      throw new ApiError('BAD_JSON', 'the body is not valid JSON');
     }
   }
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`);
-    throw new ApiError(400, 'BAD_REQUEST', problems.join('; '));
+    throw new ApiError('BAD_REQUEST', problems.join('; '));
   }
   return parsed.data;
 }
@@ -159,17 +169,17 @@ export function parseQuery(spec: QuerySpec = {}, params: URLSearchParams): Query
   const values = new Map<string, string | number>();
   for (const [name, raw] of params) {
     const p = spec[name];
-    if (!p) throw new ApiError(400, 'BAD_QUERY', `unknown query parameter ${JSON.stringify(name)}; allowed: ${names.join(', ') || 'none'}`);
-    if (values.has(name)) throw new ApiError(400, 'BAD_QUERY', `${name} is given twice`);
+    if (!p) throw new ApiError('BAD_QUERY', `unknown query parameter ${JSON.stringify(name)}; allowed: ${names.join(', ') || 'none'}`);
+    if (values.has(name)) throw new ApiError('BAD_QUERY', `${name} is given twice`);
     if (p.kind === 'int') {
       const n = Number(raw);
-      if (!/^\d{1,16}$/.test(raw) || n < p.min || n > p.max) throw new ApiError(400, 'BAD_QUERY', `${name} must be a whole number ${p.max === NO_MAX ? `of ${p.min} or more` : `from ${p.min} to ${p.max}`}`);
+      if (!/^\d{1,16}$/.test(raw) || n < p.min || n > p.max) throw new ApiError('BAD_QUERY', `${name} must be a whole number ${p.max === NO_MAX ? `of ${p.min} or more` : `from ${p.min} to ${p.max}`}`);
       values.set(name, n);
     } else if (p.kind === 'enum') {
-      if (!p.values.includes(raw)) throw new ApiError(400, 'BAD_QUERY', `${name} must be one of ${p.values.join(', ')}`);
+      if (!p.values.includes(raw)) throw new ApiError('BAD_QUERY', `${name} must be one of ${p.values.join(', ')}`);
       values.set(name, raw);
     } else {
-      if (raw === '' || raw.length > p.max) throw new ApiError(400, 'BAD_QUERY', `${name} takes 1 to ${p.max} characters`);
+      if (raw === '' || raw.length > p.max) throw new ApiError('BAD_QUERY', `${name} takes 1 to ${p.max} characters`);
       values.set(name, raw);
     }
   }

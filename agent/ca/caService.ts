@@ -65,12 +65,12 @@ export class CaService implements Service {
     this.renewalDue = new Gauge({ name: 'edge_agent_certificates_renewal_due', help: 'Valid certificates past two thirds of their lifetime', registers });
     this.crlNextUpdate = new Gauge({ name: 'edge_agent_crl_next_update_timestamp_seconds', help: 'nextUpdate of the published CRLs (Unix time)', registers });
     deps.http.route('GET', '/ca/crl', (_req, res) => {
-      if (!existsSync(this.config.crlFile)) return sendError(res, 503, 'CA_NOT_READY', 'no CRL has been published yet');
+      if (!existsSync(this.config.crlFile)) return sendError(res, 'CA_NOT_READY', 'no CRL has been published yet');
       res.writeHead(200, { 'content-type': 'application/x-pem-file', 'cache-control': 'no-cache' });
       res.end(readFileSync(this.config.crlFile));
     });
     deps.http.route('GET', '/ca/chain', (_req, res) => {
-      if (!this.authority) return sendError(res, 503, 'CA_NOT_READY', 'the CA is not loaded');
+      if (!this.authority) return sendError(res, 'CA_NOT_READY', 'the CA is not loaded');
       res.writeHead(200, { 'content-type': 'application/x-pem-file', 'cache-control': 'no-cache' });
       res.end(this.chainPem());
     });

@@ -1,8 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
+import { AgentError } from '../errors.js';
 
-export class PassphraseError extends Error {
+/** The configured passphrase file or credential cannot be read, or is empty. */
+export class PassphraseError extends AgentError {
   readonly code = 'CA_PASSPHRASE_UNREADABLE' as const;
 }
 

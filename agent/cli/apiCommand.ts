@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { ConfigError, ExitCode } from '../errors.js';
-import { ApiAnswerError, ApiClient, DaemonUnavailableError, NoTokenError, type ClientOptions } from './apiClient.js';
-import { CONFIG_OPTION_HELP, configPath, printJson, run, type Common } from './common.js';
+import { codeOf, commandExitCode, ConfigError, ExitCode, exitForAnswer } from '../errors.js';
+import { ApiAnswerError, ApiClient, DaemonUnavailableError, type ClientOptions } from './apiClient.js';
+import { CONFIG_OPTION_HELP, configPath, printJson, reportError, run, type Common } from './common.js';
 
 export type ApiOptions = Common & ClientOptions & { local?: boolean };
 
@@ -25,13 +25,6 @@ export function apiOptions(c: Command, local = true): Command {
   return local ? command.option('--local', LOCAL_HELP) : command;
 }
 
-/** An exit code for an API error: 401/403/429 are permission (77); 400, 404 and 413 a bad command line (64: a bad value, or no such device, run, user...); the rest failures (1). */
-function exitFor(err: ApiAnswerError): number {
-  if (err.status === 401 || err.status === 403 || err.status === 429) return ExitCode.noPermission;
-  if (err.status === 400 || err.status === 404 || err.status === 413) return ExitCode.usage;
-  return ExitCode.failure;
-}
-
 export interface LocalPath<R> {
   /** What the fallback does, said on stderr. */
   what: string;
@@ -44,7 +37,9 @@ export interface LocalPath<R> {
  * Runs a command through the running daemon's API. A read with a `local`
  * path falls back to the database when the daemon is not running (nothing
  * answers) and says so on stderr; a change does so only with --local.
- * Otherwise an unreachable daemon is exit code 69.
+ * Otherwise an unreachable daemon is exit code 69. Errors are reported by
+ * code, and end the command with the exit code ERROR_TABLE gives the code
+ * (an API answer's: exitForAnswer).
  */
 export async function runApi<R>(o: ApiOptions, viaApi: (client: ApiClient, config: Config) => Promise<R>, print: (result: R) => string, local?: LocalPath<R>): Promise<number> {
   let config: Config;
@@ -53,7 +48,7 @@ export async function runApi<R>(o: ApiOptions, viaApi: (client: ApiClient, confi
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`edge-agent: ${err.describe()}\n`);
-    return ExitCode.config;
+    return commandExitCode(err);
   }
   const onDatabase = (why: string): Promise<number> => {
     process.stderr.write(`edge-agent: ${why}: ${local!.what}\n`);
@@ -66,11 +61,6 @@ export async function runApi<R>(o: ApiOptions, viaApi: (client: ApiClient, confi
     }
     return onDatabase('--local');
   }
-  const fail = (code: string, message: string, exit: number) => {
-    if (o.json) printJson({ error: { code, message } });
-    else process.stderr.write(`edge-agent: ${code}: ${message}\n`);
-    return exit;
-  };
   try {
     const result = await viaApi(ApiClient.for(config, o), config);
     if (o.json) printJson(result);
@@ -80,15 +70,17 @@ export async function runApi<R>(o: ApiOptions, viaApi: (client: ApiClient, confi
     if (err instanceof DaemonUnavailableError) {
       if (!err.sent && local && !local.writes) return onDatabase(err.message);
       const hint = !err.sent && local?.writes ? ' (on the gateway, --local makes the change on the database for the daemon to pick up at its start)' : err.sent ? '' : '; this command needs the running daemon (systemctl start edge-agent)';
-      return fail(err.code, `${err.message}${hint}`, err.sent ? ExitCode.failure : ExitCode.unavailable);
+      reportError(o, err.code, `${err.message}${hint}`);
+      // Sent without an answer: whether it was carried out is unknown, a failure rather than "needs the daemon".
+      return err.sent ? ExitCode.failure : commandExitCode(err);
     }
     if (err instanceof ApiAnswerError) {
-      if (o.json) printJson({ error: { code: err.apiCode, status: err.status, message: err.message } });
-      else process.stderr.write(`edge-agent: ${err.apiCode}: ${err.message}\n`);
-      return exitFor(err);
+      reportError(o, err.apiCode, err.message, { status: err.status });
+      return exitForAnswer(err.status, err.apiCode);
     }
-    if (err instanceof NoTokenError) return fail(err.code, err.message, ExitCode.noPermission);
-    if ((err as { code?: string }).code === 'USAGE') return fail('USAGE', (err as Error).message, ExitCode.usage);
-    throw err;
+    const code = codeOf(err);
+    if (code === undefined) throw err;
+    reportError(o, code, (err as Error).message);
+    return commandExitCode(err);
   }
 }

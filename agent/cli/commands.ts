@@ -1,7 +1,7 @@
 import { stringify } from 'yaml';
 import { maskSecrets } from '../secrets.js';
 import { loadConfig } from '../config/load.js';
-import { BackupError, ConfigError, ExitCode } from '../errors.js';
+import { BackupError, commandExitCode, ConfigError, ExitCode } from '../errors.js';
 import { backupDatabase } from '../store/backup.js';
 import { Store } from '../store/database.js';
 import { latestVersion } from '../store/migrate.js';
@@ -24,7 +24,7 @@ export function configCheck(options: { config?: string; json?: boolean }): numbe
     if (!(err instanceof ConfigError)) throw err;
     if (options.json) printJson({ valid: false, file: err.file, problems: err.problems });
     else process.stderr.write(`edge-agent: ${err.describe()}\n`);
-    return ExitCode.config;
+    return commandExitCode(err);
   }
 }
 
@@ -36,7 +36,7 @@ export async function backup(destination: string, options: { config?: string; js
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`edge-agent: ${err.describe()}\n`);
-    return ExitCode.config;
+    return commandExitCode(err);
   }
   try {
     const result = await backupDatabase({
@@ -55,7 +55,7 @@ export async function backup(destination: string, options: { config?: string; js
   } catch (err) {
     if (!(err instanceof BackupError)) throw err;
     process.stderr.write(`edge-agent: ${err.message}\n`);
-    return ExitCode.failure;
+    return commandExitCode(err);
   }
 }
 

@@ -1,8 +1,7 @@
 import { loadConfig } from '../config/load.js';
 import { defaultConfigPath, runningFromCheckout, SYSTEM_CONFIG_PATH } from '../config/location.js';
 import type { Config } from '../config/schema.js';
-import { CertError } from '../../certs/errors.js';
-import { ConfigError, exitCodeFor, ExitCode, RefusedError, StoreAccessError, StoreCorruptError, StoreMissingError, StoreNotMigratedError, StoreTooNewError, UsageError } from '../errors.js';
+import { codeOf, commandExitCode, ConfigError, ExitCode, StoreMissingError } from '../errors.js';
 import { AuditRepository } from '../store/auditRepository.js';
 import pino from 'pino';
 import { Store } from '../store/database.js';
@@ -35,7 +34,20 @@ export const collect = (value: string, previous: string[] = []): string[] => [..
 
 export type Common = { config?: string; json?: boolean };
 
-/** Runs a CA command: loads the configuration, maps known errors to a message and an exit code. */
+/**
+ * How a command reports an error: `code: message` on stderr, or with --json
+ * `{ error: { code, message, ...extra } }` on stdout.
+ */
+export function reportError(opts: Common, code: string, message: string, extra: Record<string, unknown> = {}): void {
+  if (opts.json) printJson({ error: { code, ...extra, message } });
+  else process.stderr.write(`edge-agent: ${code}: ${message}\n`);
+}
+
+/**
+ * Runs a command on the configuration (the CA's, the database's): an error
+ * with a code in ERROR_TABLE is reported by its code and ends the command
+ * with its exit code; any other is thrown (main.ts reports it, exit 1).
+ */
 export async function run(opts: Common, action: (config: Config) => Promise<unknown> | unknown, print: (result: never) => string): Promise<number> {
   let config: Config;
   let file: string;
@@ -44,7 +56,7 @@ export async function run(opts: Common, action: (config: Config) => Promise<unkn
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`edge-agent: ${err.describe()}\n`);
-    return ExitCode.config;
+    return commandExitCode(err);
   }
   try {
     const result = await action(config);
@@ -52,24 +64,13 @@ export async function run(opts: Common, action: (config: Config) => Promise<unkn
     else process.stdout.write(print(result as never));
     return ExitCode.ok;
   } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (err instanceof CertError || err instanceof UsageError || err instanceof RefusedError || code === 'CA_PASSPHRASE_UNREADABLE') {
-      if (opts.json) printJson({ error: { code, message: (err as Error).message } });
-      else process.stderr.write(`edge-agent: ${code}: ${(err as Error).message}\n`);
-      return err instanceof UsageError ? ExitCode.usage : ExitCode.failure;
-    }
-    if (STORE_ERRORS.some((c) => err instanceof c)) {
-      const hint = err instanceof StoreMissingError ? `; ${missingHint(file)}` : '';
-      if (opts.json) printJson({ error: { code, message: `${(err as Error).message}${hint}` } });
-      else process.stderr.write(`edge-agent: ${code}: ${(err as Error).message}${hint}\n`);
-      return exitCodeFor(err);
-    }
-    throw err;
+    const code = codeOf(err);
+    if (code === undefined) throw err;
+    const hint = err instanceof StoreMissingError ? `; ${missingHint(file)}` : '';
+    reportError(opts, code, `${(err as Error).message}${hint}`);
+    return commandExitCode(err);
   }
 }
-
-/** What the CLI says about the database instead of a stack trace. */
-const STORE_ERRORS = [StoreMissingError, StoreAccessError, StoreNotMigratedError, StoreTooNewError, StoreCorruptError];
 
 const missingHint = (file: string): string =>
   `the configuration ${file} puts it there (agent.dataDir, store.path). If that is not the gateway's configuration, name it with --config ` +

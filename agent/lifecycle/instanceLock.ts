@@ -1,9 +1,11 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Service } from './service.js';
 
-export class InstanceLockedError extends Error {
+/** Another agent holds the data directory (its edge-agent.pid names a live one). */
+export class InstanceLockedError extends AgentError {
   readonly code = 'INSTANCE_LOCKED' as const;
 }
 

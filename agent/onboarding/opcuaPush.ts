@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import type { CertificateRecord } from '../../certs/store.js';
 import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
+import { AgentError } from '../errors.js';
 import { contains, parseRange } from '../transport/ranges.js';
 import type { EventBus } from '../events.js';
 import { failpoint } from '../failpoints.js';
@@ -30,15 +31,37 @@ export interface OpcuaPushDeps {
   bus: EventBus;
 }
 
-/** Ends an attempt with a status other than failed-and-retried. */
-class Outcome extends Error {
+/**
+ * How an attempt ends when the server cannot be pushed to for a reason the
+ * push expects (no push management, a certificate not the one approved):
+ * a result, not an error. Errors are the failures retried with backoff.
+ */
+class Ended {
   constructor(
     readonly status: Exclude<PushStatus, 'running' | 'failed' | 'done'>,
-    message: string,
-  ) {
-    super(message);
-  }
+    readonly message: string,
+  ) {}
 }
+
+/** A step of a push that failed: the attempt is retried with backoff. The message names the step, then the cause's. */
+class PushStepError extends AgentError {
+  readonly code = 'OPCUA_PUSH_STEP_FAILED' as const;
+}
+
+/** What a push that went through leaves to record. */
+interface Pushed {
+  serial: string;
+  crlDelivered: boolean;
+  crlRevocations?: string | undefined;
+  note: string;
+}
+
+/**
+ * Runs one step of an attempt, logged as begun, then ok or failed: a step
+ * whose work ends the push (an Ended) is logged failed with its reason and
+ * returns it; an error is logged and thrown, named by the step.
+ */
+type Step = <T>(name: PushStep, work: () => Promise<T>, ok?: (r: Exclude<T, Ended>) => string) => Promise<T>;
 
 const der = (pem: string): Buffer => new X509Certificate(pem).raw;
 const renewalAt = (r: { notBefore: Date; notAfter: Date }) => new Date(r.notBefore.getTime() + ((r.notAfter.getTime() - r.notBefore.getTime()) * 2) / 3);
@@ -96,7 +119,7 @@ export class OpcuaPush {
 
   /** One attempt at one server, recorded whatever happens. */
   async attempt(deviceId: string): Promise<void> {
-    const { pushes, devices, store, log } = this.deps;
+    const { pushes, devices, store } = this.deps;
     const before = pushes.get(deviceId);
     const device = devices.get(deviceId);
     if (!before || before.status === 'stopped') return;
@@ -106,81 +129,101 @@ export class OpcuaPush {
       return;
     }
     const job = store.durable(() => pushes.begin(deviceId));
-    const c = this.deps.config().push;
+    let result: Pushed | Ended;
     try {
-      const { serial, crlDelivered, crlRevocations, note } = await this.steps(job, device, before.status === 'done');
-      const record = this.deps.ca.certificate(serial)!.record;
-      const next = new Date(Math.max(renewalAt(record).getTime(), Date.now() + MIN_RENEWAL_GAP_MS));
-      store.durable(() => {
-        pushes.finish(deviceId, 'done', note, { applied: serial, nextAttemptAt: next, crlDelivered, ...(crlRevocations ? { crlRevocations } : {}) });
-        devices.apply({
-          protocol: 'opcua',
-          name: device.name,
-          to: 'provisioned',
-          cause: note,
-          actor: 'agent',
-          details: { serial, notAfter: record.notAfter.toISOString() },
-          // The server answered a session pinned to its new certificate: seen, and online.
-          patch: { certificateSerial: serial, reason: null, online: true },
-        });
-      });
-      log.info({ device: deviceId, serial, attempt: job.attempts }, 'OPC UA server provisioned');
-      this.deps.bus.emit('opcua.push', { deviceId, status: 'done', serial });
+      result = await this.steps(job, device, before.status === 'done');
+      if (!(result instanceof Ended)) return this.pushed(job, device, result);
     } catch (err) {
-      const message = (err as Error).message;
-      const status = err instanceof Outcome ? err.status : 'failed';
-      const wait = Math.min(c.retryMaxMs, c.retryInitialMs * 2 ** Math.min(job.attempts - 1, 20));
-      // Jitter over the second half of the wait: servers failing together do not come back together.
-      const nextAttemptAt = status === 'stopped' ? undefined : new Date(Date.now() + (status === 'unsupported' ? c.retryMaxMs : wait / 2 + Math.random() * (wait / 2)));
-      store.durable(() => {
-        pushes.finish(deviceId, status, message, nextAttemptAt ? { nextAttemptAt } : {});
-        const now = devices.get(deviceId)!;
-        // A failed attempt is no sign of the server (it may not have answered at all): last seen stays.
-        if (now.reason !== message) devices.apply({ protocol: 'opcua', name: now.name, to: now.state, cause: `push ${status}: ${message}`, actor: 'agent', patch: { reason: message }, seen: false });
-      });
-      if (status === 'stopped') this.revokeUnapplied(pushes.get(deviceId)!);
-      log[status === 'failed' ? 'warn' : 'info']({ device: deviceId, attempt: job.attempts, status, reason: message, nextAttemptAt }, 'OPC UA push did not complete');
-      this.deps.bus.emit('opcua.push', { deviceId, status, reason: message });
+      return this.ended(job, 'failed', (err as Error).message);
     }
+    this.ended(job, result.status, result.message);
+  }
+
+  /** Records a push that went through: done, the device provisioned, the next attempt at two thirds of the certificate's life. */
+  private pushed(job: PushJob, device: Device, { serial, crlDelivered, crlRevocations, note }: Pushed): void {
+    const { pushes, devices, store, log } = this.deps;
+    const deviceId = job.deviceId;
+    const record = this.deps.ca.certificate(serial)!.record;
+    const next = new Date(Math.max(renewalAt(record).getTime(), Date.now() + MIN_RENEWAL_GAP_MS));
+    store.durable(() => {
+      pushes.finish(deviceId, 'done', note, { applied: serial, nextAttemptAt: next, crlDelivered, ...(crlRevocations ? { crlRevocations } : {}) });
+      devices.apply({
+        protocol: 'opcua',
+        name: device.name,
+        to: 'provisioned',
+        cause: note,
+        actor: 'agent',
+        details: { serial, notAfter: record.notAfter.toISOString() },
+        // The server answered a session pinned to its new certificate: seen, and online.
+        patch: { certificateSerial: serial, reason: null, online: true },
+      });
+    });
+    log.info({ device: deviceId, serial, attempt: job.attempts }, 'OPC UA server provisioned');
+    this.deps.bus.emit('opcua.push', { deviceId, status: 'done', serial });
+  }
+
+  /** Records an attempt that did not push: failed (retried with backoff), unsupported (looked at again after retryMaxMs) or stopped. */
+  private ended(job: PushJob, status: Ended['status'] | 'failed', message: string): void {
+    const { pushes, devices, store, log } = this.deps;
+    const deviceId = job.deviceId;
+    const c = this.deps.config().push;
+    const wait = Math.min(c.retryMaxMs, c.retryInitialMs * 2 ** Math.min(job.attempts - 1, 20));
+    // Jitter over the second half of the wait: servers failing together do not come back together.
+    const nextAttemptAt = status === 'stopped' ? undefined : new Date(Date.now() + (status === 'unsupported' ? c.retryMaxMs : wait / 2 + Math.random() * (wait / 2)));
+    store.durable(() => {
+      pushes.finish(deviceId, status, message, nextAttemptAt ? { nextAttemptAt } : {});
+      const now = devices.get(deviceId)!;
+      // A failed attempt is no sign of the server (it may not have answered at all): last seen stays.
+      if (now.reason !== message) devices.apply({ protocol: 'opcua', name: now.name, to: now.state, cause: `push ${status}: ${message}`, actor: 'agent', patch: { reason: message }, seen: false });
+    });
+    if (status === 'stopped') this.revokeUnapplied(pushes.get(deviceId)!);
+    log[status === 'failed' ? 'warn' : 'info']({ device: deviceId, attempt: job.attempts, status, reason: message, nextAttemptAt }, 'OPC UA push did not complete');
+    this.deps.bus.emit('opcua.push', { deviceId, status, reason: message });
   }
 
   /** `renewing`: the job was done and came due, its certificate past two thirds of its life. */
-  private async steps(job: PushJob, device: Device, renewing: boolean): Promise<{ serial: string; crlDelivered: boolean; crlRevocations?: string; note: string }> {
+  private async steps(job: PushJob, device: Device, renewing: boolean): Promise<Pushed | Ended> {
     const { ca, sessions, pushes, store } = this.deps;
     const opcua = this.deps.config();
     const c = opcua.push;
     const source = opcuaSource(device);
-    if (!source) throw new Outcome('unsupported', 'discovery recorded no endpoint for this server');
+    if (!source) return new Ended('unsupported', 'discovery recorded no endpoint for this server');
     const url = source.endpointUrl;
     const uri = job.applicationUri;
     const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
     if (!opcua.endpoints.includes(url) && !(isIP(host) === 4 && contains(opcua.scan.ranges.map(parseRange), host))) {
-      throw new Outcome('unsupported', `${url} is neither a configured endpoint nor inside opcua.scan.ranges: not contacted`);
+      return new Ended('unsupported', `${url} is neither a configured endpoint nor inside opcua.scan.ranges: not contacted`);
     }
-    if (!job.approvedThumbprint) throw new Outcome('stopped', 'no server certificate was on record when it was approved: run a discovery, check the server, and approve it again');
+    if (!job.approvedThumbprint) return new Ended('stopped', 'no server certificate was on record when it was approved: run a discovery, check the server, and approve it again');
     const admin = securityAdminFor(c, uri);
-    if (typeof admin === 'string') throw new Outcome('unsupported', admin);
-    const step = async <T>(name: PushStep, work: () => Promise<T>, ok: (r: T) => string = () => ''): Promise<T> => {
+    if (typeof admin === 'string') return new Ended('unsupported', admin);
+    const step: Step = async (name, work, ok = () => '') => {
       store.durable(() => pushes.log(job.deviceId, job.attempts, name, 'begun'));
+      const failed = (message: string) => store.durable(() => pushes.log(job.deviceId, job.attempts, name, 'failed', message));
       try {
         const result = await work();
-        store.durable(() => pushes.log(job.deviceId, job.attempts, name, 'ok', ok(result) || undefined));
+        if (result instanceof Ended) {
+          // The push ends at this step, for a reason it expects: logged as the step's failure, as an error is.
+          failed(result.message);
+          return result;
+        }
+        store.durable(() => pushes.log(job.deviceId, job.attempts, name, 'ok', ok(result as Exclude<typeof result, Ended>) || undefined));
         return result;
       } catch (err) {
         const message = (err as Error).message;
-        store.durable(() => pushes.log(job.deviceId, job.attempts, name, 'failed', message));
-        throw err instanceof Outcome ? err : new Error(`${name}: ${message}`, { cause: err });
+        failed(message);
+        throw new PushStepError(`${name}: ${message}`, { cause: err });
       }
     };
 
     const choice = await step('connect', () => sessions.secureEndpoint(url, c.stepTimeoutMs), (r) => ('endpoint' in r ? `${r.endpoint.securityPolicy}, certificate ${r.endpoint.thumbprint}` : r.refusal));
-    if ('refusal' in choice) throw new Outcome('unsupported', choice.refusal);
+    if ('refusal' in choice) return new Ended('unsupported', choice.refusal);
     const endpoint = choice.endpoint;
     // What the server presents, if the gateway CA issued it for this server (any status).
     const found = ca.issuedAs(endpoint.certificate);
     const presented = found && found.profile === 'opcua-application' && found.identity === uri ? found : undefined;
     if (!presented && endpoint.thumbprint !== job.approvedThumbprint) {
-      throw new Outcome('stopped', `the server presents certificate ${endpoint.thumbprint}, not the one approved (${job.approvedThumbprint}) nor one from the gateway CA: approve it again once it is known to be the same server`);
+      return new Ended('stopped', `the server presents certificate ${endpoint.thumbprint}, not the one approved (${job.approvedThumbprint}) nor one from the gateway CA: approve it again once it is known to be the same server`);
     }
     this.revokeOrphans(job, presented);
     const presentedValid = presented !== undefined && presented.status !== 'revoked' && presented.notAfter > new Date();
@@ -191,7 +234,8 @@ export class OpcuaPush {
           sessions.openAdminSession(url, e, admin, c.stepTimeoutMs).catch((err: unknown) => {
             // The server refused the agent's certificate: a commissioning fault, looked at again after retryMaxMs (or a new approval).
             const refusal = (err as ChannelRefusedError).code === 'OPCUA_CHANNEL_REFUSED' ? certificateRefusal((err as ChannelRefusedError).statusName) : undefined;
-            throw refusal ? new Outcome('unsupported', refusal) : err;
+            if (refusal) return new Ended('unsupported', refusal);
+            throw err;
           }),
         () => `${admin.username}, ${e.securityPolicy}, pinned to ${e.thumbprint}`,
       );
@@ -206,6 +250,7 @@ export class OpcuaPush {
     if (presentedValid && !renewing && renewalAt(presented) > new Date()) {
       // Our valid certificate already: a push that stopped after UpdateCertificate took effect, or a second approval. Its trust is completed, then verified.
       const open = await session(endpoint);
+      if (open instanceof Ended) return open;
       const t = await (async () => {
         const r = await trust(open.calls);
         if (r.method !== 'already' && r.applyChangesRequired) await step('apply', () => open.calls.applyChanges());
@@ -217,6 +262,7 @@ export class OpcuaPush {
 
     const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
     const open = await session(endpoint);
+    if (open instanceof Ended) return open;
     const issued = await (async (calls: PushCalls) => {
       const subject = `CN=${commonName.replace(/[/=]/g, ' ')}/O=${this.deps.organization().replace(/[/=]/g, ' ')}`;
       const csr = await step(
@@ -224,11 +270,12 @@ export class OpcuaPush {
         async () => {
           // The address space may list Part 12's nodes without an implementation behind them.
           const refusal = await calls.pushRefusal();
-          if (refusal) throw new Outcome('unsupported', `the server has no push management (${refusal}); install a certificate by hand: edge-agent opcua export-bundle --id ${device.id}`);
+          if (refusal) return new Ended('unsupported', `the server has no push management (${refusal}); install a certificate by hand: edge-agent opcua export-bundle --id ${device.id}`);
           return calls.createSigningRequest(subject);
         },
         (b) => `${b.length} bytes`,
       );
+      if (csr instanceof Ended) return csr;
       await step('check-csr', async () => checkServerCsr(csr, uri));
       const cert = await step(
         'issue',
@@ -248,13 +295,14 @@ export class OpcuaPush {
       await step('apply', () => calls.applyChanges());
       return { record: cert.record, leaf, crlDelivered: t.crlDelivered, crlRevocations: t.crlRevocations };
     })(open.calls).finally(() => open.close());
+    if (issued instanceof Ended) return issued;
     await this.verify(step, url, issued.leaf, admin);
     // The certificate the server presented before (a renewal) is replaced: revoked, so no valid certificate is left unused.
     if (presentedValid && presented.serial !== issued.record.serial) this.deps.ca.revoke(presented.serial, 'superseded');
     return { serial: issued.record.serial, crlDelivered: issued.crlDelivered, crlRevocations: issued.crlRevocations, note: `certificate ${issued.record.serial} pushed and presented by the server; ${crlNote(issued.crlDelivered)}` };
   }
 
-  private verify(step: <T>(name: PushStep, work: () => Promise<T>, ok?: (r: T) => string) => Promise<T>, url: string, leaf: Buffer, admin: AdminUser): Promise<void> {
+  private verify(step: Step, url: string, leaf: Buffer, admin: AdminUser): Promise<void> {
     const c = this.deps.config().push;
     return step('verify', () => this.deps.sessions.waitForCertificate(url, leaf, admin, c.stepTimeoutMs, c.applyWaitMs), () => `presents ${thumbprintOf(leaf)} and holds its key`);
   }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { AgentError } from '../errors.js';
 
 /**
  * The enrollment request a device publishes to {prefix}/{deviceId}/request,
@@ -35,7 +36,8 @@ const requestSchema = z.strictObject({
 
 export type EnrollmentRequestMessage = z.infer<typeof requestSchema>;
 
-export class RequestError extends Error {
+/** An enrollment request that cannot be read; mqttEnrollment rejects it with a reason for each code. */
+export class RequestError extends AgentError {
   constructor(
     readonly code: 'NOT_JSON' | 'TOO_DEEP' | 'PROTOTYPE_KEY' | 'INVALID',
     message: string,

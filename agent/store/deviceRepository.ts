@@ -1,4 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
+import { AgentError } from '../errors.js';
 import { canTransition, type Device, type DeviceEvent, type DeviceState, type Location, type Nameplate, type Protocol } from '../inventory/device.js';
 import type { Store } from './database.js';
 
@@ -94,8 +95,9 @@ export interface Transition {
   seenAt?: Date;
 }
 
-export class TransitionError extends Error {
-  readonly code = 'INVALID_TRANSITION';
+/** A change the device state machine does not allow (inventory/device.ts). */
+export class TransitionError extends AgentError {
+  readonly code = 'INVALID_TRANSITION' as const;
 }
 
 /**

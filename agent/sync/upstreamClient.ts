@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
+import { AgentError } from '../errors.js';
 import type { UpstreamAdapter, UpstreamAnswer } from './adapter.js';
 
 export type { UpstreamAnswer } from './adapter.js';
@@ -17,8 +18,8 @@ export interface UpstreamOptions {
 }
 
 /** The network went wrong (refused, reset, timed out, TLS refused): no answer to look at. */
-export class UpstreamUnreachable extends Error {
-  readonly code = 'UPSTREAM_UNREACHABLE';
+export class UpstreamUnreachable extends AgentError {
+  readonly code = 'UPSTREAM_UNREACHABLE' as const;
 }
 
 /**

@@ -1,7 +1,7 @@
-/** An operation that did not end in the time it was given. */
-export class ProbeTimeout extends Error {
-  readonly code = 'TIMEOUT';
-}
+import { TimeoutError } from '../errors.js';
+
+/** A contact with an address or server that did not end in the time it was given. */
+export class ProbeTimeout extends TimeoutError {}
 
 /**
  * One time budget shared by every phase of a contact with one address or

@@ -1,3 +1,4 @@
+import { AgentError } from '../errors.js';
 import { loadOpcua } from './opcuaLoader.js';
 
 type Client = InstanceType<Awaited<ReturnType<typeof loadOpcua>>['OPCUAClient']>;
@@ -7,8 +8,8 @@ type Client = InstanceType<Awaited<ReturnType<typeof loadOpcua>>['OPCUAClient']>
  * status code (`statusName`, such as BadSecurityChecksFailed, and `status`,
  * its numeric value). Decide by `statusName`, never by the message.
  */
-export class ChannelRefusedError extends Error {
-  readonly code = 'OPCUA_CHANNEL_REFUSED';
+export class ChannelRefusedError extends AgentError {
+  readonly code = 'OPCUA_CHANNEL_REFUSED' as const;
   constructor(
     message: string,
     readonly status: number,
