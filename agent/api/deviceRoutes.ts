@@ -110,7 +110,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       summary: 'one device: its record, requests waiting, push status and history',
       handle: ({ params }) => {
         const details = deviceDetails(deps.store(), params.id!);
-        if (!details) throw new ApiError(404, 'NO_SUCH_DEVICE', `no device ${params.id!}`);
+        if (!details) throw new ApiError('NO_SUCH_DEVICE', `no device ${params.id!}`);
         return { body: details };
       },
     },
