@@ -3,6 +3,7 @@ import { CertError } from '../../certs/errors.js';
 import { profileNamed } from '../../certs/profiles/index.js';
 import { PreparedRequest } from '../../certs/request.js';
 import type { CaService } from '../ca/caService.js';
+import { failpoint } from '../failpoints.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
@@ -203,6 +204,8 @@ export class EnrollmentFlow {
       const renew = current?.spkiSha256 === csr.spkiSha256 && current.issuedAt < request.receivedAt;
       const issued = await ca.issue({ profile: PROFILE, identity: name, csr, origin: 'requester', renew, alongside: (record) => this.settle(request, record.serial) });
       serial = issued.record.serial;
+      // The certificate and the request's outcome are on disk together; nothing has left the process.
+      failpoint('enrollment.issue.after-commit');
     } catch (err) {
       if (err instanceof Withdrawn) {
         // Signed, never recorded, never handed out: as if it had not been issued.
