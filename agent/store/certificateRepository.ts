@@ -126,7 +126,8 @@ export class CertificateRepository implements CertificateStore {
         for (const item of batch) {
           let refused: { refused: unknown } | undefined;
           // A nested better-sqlite3 transaction is a savepoint: throwing out of it undoes only this item.
-          const one = this.db.transaction(() => {
+          // Without alongside work none is needed: insert() writes nothing before its checks pass.
+          const run = () => {
             let outcome: Outcome;
             try {
               outcome = this.insert(item.record, item.policy, written);
@@ -140,9 +141,9 @@ export class CertificateRepository implements CertificateStore {
               throw (refused = { refused: err });
             }
             return outcome;
-          });
+          };
           try {
-            outcomes.push({ ok: one() });
+            outcomes.push({ ok: item.alongside ? this.db.transaction(run)() : run() });
           } catch (err) {
             if (refused === undefined) throw err;
             written.delete(item.record.serial); // rolled back with its savepoint
