@@ -4,18 +4,34 @@ import { CertError } from './errors.js';
 import type { IssuerName, IssuingCa } from './issuer.js';
 import { lintTbs } from './lint.js';
 import { profileNamed, type ProfileName } from './profiles/index.js';
-import type { IdentityRequest } from './profiles/profile.js';
+import type { IdentityRequest, RequestOrigin } from './profiles/profile.js';
+import { PreparedRequest } from './request.js';
 import type { CertificateRecord, CertificateStore, RevocationReason } from './store.js';
 import { assembleCertificate, encodeTbs, randomSerial } from './x509/certificate.js';
-import { parseCsr, verifyCsr } from './x509/csr.js';
 import { basicConstraints, extKeyUsage, keyIdentifier, keyUsage, subjectAltName, subjectKeyIdentifier, canonicalIp, type SubjectAltNames } from './x509/extensions.js';
 import { encodeName, type NameAttributes } from './x509/name.js';
 import { toPem } from './x509/pem.js';
 
 export interface IssueRequest extends IdentityRequest {
   profile: ProfileName | string;
-  /** PKCS#10, PEM or DER. */
-  csr: string | Buffer;
+  /**
+   * The request prepared once (`prepare()`: parsed, proof of possession
+   * verified), which the authority reads without parsing again. A PKCS#10
+   * PEM or DER is accepted for callers that hold nothing else (a library
+   * user, a test) and is prepared here, once.
+   */
+  csr: PreparedRequest | string | Buffer;
+  /** Who names the identity (default `operator`): the profile's validators judge a requester's own names. */
+  origin?: RequestOrigin;
+  /**
+   * Work recorded in the same durable commit as this issuance's answer
+   * (the outcome of the request it answers): with the new certificate, or,
+   * for a repeated request, in a commit of its own with the certificate
+   * issued before. If it throws, nothing of it or of the new certificate is
+   * recorded, and issue() rejects with its error; a signed certificate that
+   * is not recorded never leaves the process.
+   */
+  alongside?: (record: CertificateRecord) => void;
   /**
    * Issue a new certificate even if the identity holds a valid one for the
    * same key (renewal with key reuse, when policy allows). Without it, the
@@ -80,11 +96,13 @@ export function normaliseSerial(input: string): string {
 }
 
 /**
- * Issues, renews and revokes. Issuance is one pipeline whatever the profile:
- * parse the CSR (size cap, strict DER, clean names, accepted key), check the
- * key type the profile allows, verify proof of possession, refuse CA
- * requests or a key bound to another identity, build from the profile's
- * template, lint the encoding, sign, record durably, and only then return.
+ * Issues, renews and revokes. Issuance is one pipeline whatever the profile,
+ * from a prepared request (parsed and proof of possession verified once,
+ * certs/request.ts): check the key type the profile allows, build from the
+ * profile's template, run the profile's validators, refuse CA requests or a
+ * key bound to another identity, lint the encoding, sign, record durably
+ * (with the caller's `alongside` work in the same commit), and only then
+ * return.
  */
 export class CertificateAuthority {
   private readonly now: () => Date;
@@ -101,13 +119,13 @@ export class CertificateAuthority {
 
   async issue(request: IssueRequest): Promise<IssuedCertificate> {
     const profile = profileNamed(request.profile);
-    const csr = parseCsr(request.csr);
+    const csr = request.csr instanceof PreparedRequest ? request.csr : PreparedRequest.from(request.csr);
     const keyType = csr.publicKey.type;
     if (!profile.allowedKeys.includes(keyType)) {
       throw new CertError('KEY_TYPE_NOT_ALLOWED', `profile ${profile.name} does not accept ${keyType} keys; it accepts ${profile.allowedKeys.join(', ')}`);
     }
     const template = profile.template(request, keyType, this.options.organization);
-    verifyCsr(csr);
+    profile.validate?.(csr, { ...request, origin: request.origin ?? 'operator' });
     if ((csr.requested.ca || csr.requested.certSign) && profile.onCaRequest === 'reject') {
       throw new CertError('CSR_REQUESTS_CA', `the CSR asks to be a CA (CA:TRUE or keyCertSign); profile ${profile.name} issues only end-entity certificates`);
     }
@@ -132,6 +150,7 @@ export class CertificateAuthority {
     const previous = binding ? store.current(profile.name, request.identity) : undefined;
     if (previous && previous.spkiSha256 === key && previous.subject === subject && previous.san === san && !request.renew && this.stillGood(previous)) {
       // The same request again (its answer was lost on the way): hand out what was issued, issue nothing new.
+      if (request.alongside) store.commit(() => request.alongside!(previous));
       return { record: previous, chain: this.issuer(previous.issuer).chainPem, repeated: true };
     }
     if (binding && !this.options.allowKeyReuse) {
@@ -189,7 +208,7 @@ export class CertificateAuthority {
       };
       let recorded: { supersedes?: string; repeated?: CertificateRecord };
       try {
-        recorded = await store.record(record, { allowKeyReuse: this.options.allowKeyReuse, renew: request.renew === true });
+        recorded = await store.record(record, { allowKeyReuse: this.options.allowKeyReuse, renew: request.renew === true }, request.alongside);
       } catch (err) {
         // 2^-128 per pair: retried once so a collision can never surface as a failure.
         if (err instanceof CertError && err.code === 'SERIAL_COLLISION' && attempt === 0) continue;

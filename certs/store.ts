@@ -82,8 +82,19 @@ export interface CertificateStore {
    * subject and SAN, without `renew`) is not recorded either: the
    * certificate already issued is returned as `repeated`.
    * Implementations may group concurrent calls into one commit.
+   * `alongside` runs inside that commit, after the certificate is written
+   * (with the repeated certificate instead, when there is one): the
+   * caller's record of what the certificate answers. If it throws, the
+   * certificate and its writes are left out (the other records of a grouped
+   * commit stay) and record() rejects with that error.
    */
-  record(record: CertificateRecord, policy: { allowKeyReuse: boolean; renew: boolean }): Promise<{ supersedes?: string; repeated?: CertificateRecord }>;
+  record(
+    record: CertificateRecord,
+    policy: { allowKeyReuse: boolean; renew: boolean },
+    alongside?: (record: CertificateRecord) => void,
+  ): Promise<{ supersedes?: string; repeated?: CertificateRecord }>;
+  /** Runs `work` in one durable commit (the caller's own records, next to no new certificate). */
+  commit(work: () => void): void;
   get(serial: string): CertificateRecord | undefined;
   list(filter: ListFilter): CertificateRecord[];
   /**

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { CertificateAuthority } from '../../certs/authority.js';
 import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { SoftwareKey } from '../../certs/keys/backend.js';
+import { prepare } from '../../certs/request.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../certs/x509/name.js';
 import { devicesAcl, provisioningAcl } from './mosquittoAcl.js';
@@ -70,7 +71,7 @@ export async function writeMosquittoConfig(authority: CertificateAuthority, o: M
     identity: o.serverName,
     dnsNames: o.dnsNames,
     ipAddresses: o.ipAddresses,
-    csr: buildCsr(key, encodeName({ commonName: o.serverName })),
+    csr: prepare(buildCsr(key, encodeName({ commonName: o.serverName }))),
     renew: true,
   });
   files.serial = issued.record.serial;

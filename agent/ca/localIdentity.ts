@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { SoftwareKey, type CaKeyType } from '../../certs/keys/backend.js';
 import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
+import { prepare } from '../../certs/request.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { canonicalIp } from '../../certs/x509/extensions.js';
 import { pemBlocks } from '../../certs/x509/pem.js';
@@ -69,7 +70,7 @@ export async function ensureLocalIdentity(ca: IdentityCa, r: LocalIdentityReques
   const issued = await ca.issue({
     profile: r.profile,
     identity: r.identity,
-    csr: buildCsr(key, encodeName({ commonName: r.identity })),
+    csr: prepare(buildCsr(key, encodeName({ commonName: r.identity }))),
     ...(r.dnsNames && r.dnsNames.length > 0 ? { dnsNames: r.dnsNames } : {}),
     ...(r.ipAddresses && r.ipAddresses.length > 0 ? { ipAddresses: r.ipAddresses } : {}),
     renew: true,

@@ -11,6 +11,7 @@ import { reencryptKeyFiles, writeFileAtomic, writeKeyFile } from '../../certs/ke
 import { SoftwareKey, CA_KEY_TYPES, type CaKeyType } from '../../certs/keys/backend.js';
 import { PROFILE_NAMES, type ProfileName } from '../../certs/profiles/profile.js';
 import { REVOCATION_REASON_CODES, type CertificateRecord, type RevocationReason } from '../../certs/store.js';
+import { prepare } from '../../certs/request.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../certs/x509/name.js';
 import { caExists, checkKeyFilePermissions, initFromConfig, loadAuthority, publishCrlFile } from '../ca/loadCa.js';
@@ -133,7 +134,7 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       const p12Passphrase = o.p12 ? readP12Passphrase(o.p12PassphraseFile!) : undefined;
       return withAuthority(config, async (authority) => {
         const key = o.generateKey ? SoftwareKey.generate(o.keyType as CaKeyType) : undefined;
-        const csr = key ? buildCsr(key, encodeName({ commonName: o.id.slice(0, 64) })) : readFileSync(o.csr!);
+        const csr = prepare(key ? buildCsr(key, encodeName({ commonName: o.id.slice(0, 64) })) : readFileSync(o.csr!));
         const issued = await authority.issue({
           profile: o.profile,
           identity: o.id,

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import pino from 'pino';
 import { SoftwareKey } from '../../certs/keys/backend.js';
 import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
+import { prepare } from '../../certs/request.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../certs/x509/name.js';
 import { pemBlocks } from '../../certs/x509/pem.js';
@@ -108,7 +109,7 @@ async function exportBundle(config: Config, ref: string, out: string, actor: str
       profile: 'opcua-application',
       identity: opcua.applicationUri,
       commonName,
-      csr: buildCsr(key, encodeName({ commonName })),
+      csr: prepare(buildCsr(key, encodeName({ commonName }))),
       ...(isIP(host) ? { ipAddresses: [host] } : { dnsNames: [host.toLowerCase()] }),
     });
     // The files leave the process only after the export is on record: written beside the target, renamed into place last.

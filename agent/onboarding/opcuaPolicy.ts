@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parseCsr, verifyCsr } from '../../certs/x509/csr.js';
+import { prepare, type PreparedRequest } from '../../certs/request.js';
 import type { Config } from '../config/schema.js';
 import type { Device } from '../inventory/device.js';
 import type { AdminUser } from '../transport/opcuaPushSession.js';
@@ -74,15 +74,16 @@ export function securityAdminFor(config: PushConfig, applicationUri: string): Ad
  * is issued for it: well formed, signed by the key it carries, and naming
  * exactly the server's applicationUri as the one URI of its subjectAltName
  * (what the certificate will say; a CSR naming another application is
- * refused, whatever the profile would write).
+ * refused, whatever the profile would write). Returns the request
+ * prepared, which the CA issues from without reading the CSR again.
  */
-export function checkServerCsr(csr: Buffer, applicationUri: string): void {
-  const parsed = parseCsr(csr);
-  verifyCsr(parsed);
-  const uris = parsed.requested.uris;
+export function checkServerCsr(csr: Buffer, applicationUri: string): PreparedRequest {
+  const prepared = prepare(csr);
+  const uris = prepared.requested.uris;
   if (uris.length !== 1 || uris[0] !== applicationUri) {
     throw new Error(`the CSR names ${uris.length === 0 ? 'no URI' : uris.join(', ')} in its subjectAltName, not exactly the server's applicationUri ${applicationUri}`);
   }
+  return prepared;
 }
 
 /**

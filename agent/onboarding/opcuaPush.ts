@@ -276,15 +276,11 @@ export class OpcuaPush {
         (b) => `${b.length} bytes`,
       );
       if (csr instanceof Ended) return csr;
-      await step('check-csr', async () => checkServerCsr(csr, uri));
+      const prepared = await step('check-csr', async () => checkServerCsr(csr, uri));
       const cert = await step(
         'issue',
-        async () => {
-          const r = await ca.issue({ profile: 'opcua-application', identity: uri, commonName, csr, renew: true, ...(isIP(host) ? { ipAddresses: [host] } : { dnsNames: [host] }) });
-          // Recorded before the certificate leaves the process: a crash from here on leaves a serial to revoke.
-          store.durable(() => pushes.issued(job.deviceId, r.record.serial));
-          return r;
-        },
+        // Recorded with the certificate, in its commit, before it leaves the process: a crash from here on leaves a serial to revoke.
+        () => ca.issue({ profile: 'opcua-application', identity: uri, commonName, csr: prepared, renew: true, alongside: (r) => pushes.issued(job.deviceId, r.serial), ...(isIP(host) ? { ipAddresses: [host] } : { dnsNames: [host] }) }),
         (r) => `serial ${r.record.serial}`,
       );
       const leaf = der(cert.record.pem);

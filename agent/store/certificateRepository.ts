@@ -47,6 +47,7 @@ type Outcome = { supersedes?: string; repeated?: CertificateRecord };
 interface Pending {
   record: CertificateRecord;
   policy: { allowKeyReuse: boolean; renew: boolean };
+  alongside: ((record: CertificateRecord) => void) | undefined;
   resolve: (result: Outcome) => void;
   reject: (err: unknown) => void;
 }
@@ -54,7 +55,9 @@ interface Pending {
 /**
  * The CA's storage on SQLite. `record()` groups every issuance that arrives
  * in the same turn of the event loop into one durable (fsynced) commit:
- * durability is kept without paying one fsync per certificate.
+ * durability is kept without paying one fsync per certificate. Each
+ * certificate is written with its caller's `alongside` work (the outcome of
+ * the request it answers) in a savepoint of that commit: both or neither.
  */
 export class CertificateRepository implements CertificateStore {
   private queue: Pending[] = [];
@@ -91,9 +94,9 @@ export class CertificateRepository implements CertificateStore {
     return this.sql("SELECT 1 FROM certificates WHERE spki_sha256 = ? AND revocation_reason = 'keyCompromise' LIMIT 1").get(spkiSha256) !== undefined;
   }
 
-  record(record: CertificateRecord, policy: { allowKeyReuse: boolean; renew: boolean }): Promise<Outcome> {
+  record(record: CertificateRecord, policy: { allowKeyReuse: boolean; renew: boolean }, alongside?: (record: CertificateRecord) => void): Promise<Outcome> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ record, policy, resolve, reject });
+      this.queue.push({ record, policy, alongside, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
@@ -101,25 +104,50 @@ export class CertificateRepository implements CertificateStore {
     });
   }
 
+  commit(work: () => void): void {
+    this.store.durable(work);
+  }
+
   /**
    * Commits every queued record in one durable transaction. A record that
    * fails its checks (clone, serial taken) is refused alone: the checks run
-   * before any of its writes, so nothing of it is in the transaction. Any
-   * other error fails the whole batch, and nothing of it is committed.
+   * before any of its writes. Its `alongside` work runs in the same
+   * savepoint: when it throws, the savepoint is rolled back and that record
+   * alone is refused with its error. Any other error fails the whole batch,
+   * and nothing of it is committed.
    */
   private flush(): void {
     this.flushScheduled = false;
     const batch = this.queue.splice(0);
-    const outcomes: (Outcome | CertError)[] = [];
-    const written = new Set<string>();
+    const outcomes: ({ ok: Outcome } | { refused: unknown })[] = [];
     try {
       this.store.durable(() => {
+        const written = new Set<string>();
         for (const item of batch) {
+          let refused: { refused: unknown } | undefined;
+          // A nested better-sqlite3 transaction is a savepoint: throwing out of it undoes only this item.
+          // Without alongside work none is needed: insert() writes nothing before its checks pass.
+          const run = () => {
+            let outcome: Outcome;
+            try {
+              outcome = this.insert(item.record, item.policy, written);
+            } catch (err) {
+              if (!(err instanceof CertError)) throw err;
+              throw (refused = { refused: err });
+            }
+            try {
+              item.alongside?.(outcome.repeated ?? item.record);
+            } catch (err) {
+              throw (refused = { refused: err });
+            }
+            return outcome;
+          };
           try {
-            outcomes.push(this.insert(item.record, item.policy, written));
+            outcomes.push({ ok: item.alongside ? this.db.transaction(run)() : run() });
           } catch (err) {
-            if (!(err instanceof CertError)) throw err;
-            outcomes.push(err);
+            if (refused === undefined) throw err;
+            written.delete(item.record.serial); // rolled back with its savepoint
+            outcomes.push(refused);
           }
         }
       });
@@ -128,9 +156,9 @@ export class CertificateRepository implements CertificateStore {
       return;
     }
     batch.forEach((item, i) => {
-      const outcome = outcomes[i];
-      if (outcome instanceof CertError) item.reject(outcome);
-      else item.resolve(outcome!);
+      const outcome = outcomes[i]!;
+      if ('ok' in outcome) item.resolve(outcome.ok);
+      else item.reject(outcome.refused);
     });
   }
 

@@ -3,6 +3,7 @@ import { DEVICE_ID_PATTERN, DEVICE_ID_RULE } from './deviceId.js';
 import type { KeyUsage, SubjectAltNames } from '../x509/extensions.js';
 import type { NameAttributes } from '../x509/name.js';
 import type { KeyType } from '../x509/publicKey.js';
+import type { PreparedRequest } from '../request.js';
 
 export type ProfileName = 'mqtt-device' | 'opcua-application' | 'broker-server' | 'agent-client';
 export const PROFILE_NAMES: readonly ProfileName[] = ['mqtt-device', 'opcua-application', 'broker-server', 'agent-client'];
@@ -14,6 +15,18 @@ export interface IdentityRequest {
   commonName?: string;
   dnsNames?: string[];
   ipAddresses?: string[];
+}
+
+/**
+ * Who names the identity. `requester`: the sender of the CSR asks for it
+ * (a device enrolling itself), so what its CSR says about itself must agree.
+ * `operator`: the agent or a person names it, and the CSR's own names are
+ * ignored (the template writes the subject).
+ */
+export type RequestOrigin = 'requester' | 'operator';
+
+export interface RequestContext extends IdentityRequest {
+  origin: RequestOrigin;
 }
 
 /** What goes into the certificate, decided by the profile alone. */
@@ -40,6 +53,12 @@ export interface Profile {
   /** SAN kinds every certificate of this profile must carry (checked by lint). */
   readonly requiredSans: readonly ('uri' | 'dns-or-ip')[];
   template(request: IdentityRequest, keyType: KeyType, organization: string): ProfileTemplate;
+  /**
+   * The profile's own acceptance rules for a prepared request, beyond the
+   * key type and the template's identity checks (as a smallstep provisioner
+   * owns its validators). Throws a CertError; changes nothing.
+   */
+  validate?(request: PreparedRequest, context: RequestContext): void;
 }
 
 export function requireDeviceId(identity: string, what: string): void {

@@ -114,7 +114,8 @@ function requestedExtensions(attributes: Node): RequestedExtensions {
 /**
  * Parses a PKCS#10 CSR (PEM or DER) without trusting it: size cap, strict
  * DER, names free of control characters, an accepted key type and size.
- * The signature is checked separately by `verifyCsr`.
+ * The signature is checked separately by `verifyCsr`; callers take both at once
+ * from `prepare()` (certs/request.ts).
  */
 export function parseCsr(input: string | Buffer): ParsedCsr {
   const size = Buffer.isBuffer(input) ? input.length : Buffer.byteLength(input);

@@ -8,6 +8,7 @@ import { parseCsr } from '../../../certs/x509/csr.js';
 import { simulateDevices } from '../../../scripts/simulate/mqttDevices.js';
 import { DeviceRepository } from '../../../agent/store/deviceRepository.js';
 import { EnrollmentRepository } from '../../../agent/store/enrollmentRepository.js';
+import { CertificateRepository } from '../../../agent/store/certificateRepository.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { deviceRequest, requestOnce } from '../../helpers/enrollment.js';
 import { freePort } from '../../helpers/mosquitto.js';
@@ -166,5 +167,31 @@ describe('technician decisions and restarts (embedded broker)', () => {
     expect(answer.answer?.status, answer.output).toBe('issued');
     const list = JSON.parse((await cli('ca', 'list', '--json')).stdout) as { identity: string }[];
     expect(list.filter((c) => c.identity === 'valve-3')).toHaveLength(1);
+  });
+
+  it('records a certificate and its request outcome in one commit: a kill -9 right after it leaves both, and the device gets that certificate', async () => {
+    const token = (JSON.parse((await cli('devices', 'token', 'create', '--json')).stdout) as { token: string }).token;
+    const request = await deviceRequest(tmp.dir, 'valve-4', { enrollmentToken: token });
+    await stop();
+    daemon = Daemon.start(config, { env: { EDGE_AGENT_MQTT_PROVISIONING_PORT: String(port), EDGE_AGENT_FAILPOINT: 'enrollment.issue.after-commit' } });
+    await daemon.ready();
+    // Killed after the commit, before the broker is opened or any answer leaves.
+    expect((await enroll('valve-4', request)).answer).toBeUndefined();
+    expect((await daemon.exited).signal).toBe('SIGKILL');
+    const { store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' }));
+    const recorded = new EnrollmentRepository(store).get('mqtt:valve-4', 'valve-4-r1');
+    const device = new DeviceRepository(store).byName('mqtt', 'valve-4');
+    const certificates = new CertificateRepository(store).list({ identity: 'valve-4' });
+    store.close();
+    // Never a certificate without the outcome that explains it (nor the reverse).
+    expect(recorded).toMatchObject({ status: 'issued', certificateSerial: expect.any(String) });
+    expect(certificates.map((c) => [c.serial, c.status])).toEqual([[recorded!.certificateSerial, 'valid']]);
+    expect(device).toMatchObject({ state: 'provisioned', certificateSerial: recorded!.certificateSerial });
+    await start();
+    // The device repeats its request: the certificate of that commit, nothing issued again.
+    const again = await enroll('valve-4', request);
+    expect(again.answer, again.output).toMatchObject({ status: 'issued', certificate: certificates[0]!.pem });
+    const list = JSON.parse((await cli('ca', 'list', '--json')).stdout) as { identity: string }[];
+    expect(list.filter((c) => c.identity === 'valve-4')).toHaveLength(1);
   });
 });

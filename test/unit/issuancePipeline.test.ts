@@ -1,0 +1,119 @@
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { CaService } from '../../agent/ca/caService.js';
+import { EnrollmentFlow } from '../../agent/onboarding/enrollment.js';
+import { EnrollmentMetrics } from '../../agent/onboarding/enrollmentMetrics.js';
+import { EnrollmentPolicy } from '../../agent/onboarding/policy.js';
+import { DeviceRepository } from '../../agent/store/deviceRepository.js';
+import { EnrollmentRepository } from '../../agent/store/enrollmentRepository.js';
+import { SoftwareKey } from '../../certs/keys/backend.js';
+import { PreparedRequest, prepare } from '../../certs/request.js';
+import { buildCsr } from '../../certs/x509/csrBuilder.js';
+import { encodeName } from '../../certs/x509/name.js';
+import { caFixture } from '../helpers/caFixture.js';
+import { tempDir } from '../helpers/daemon.js';
+import { opensslCsr } from '../helpers/openssl.js';
+
+const NAMEPLATE = { manufacturer: 'Acme', model: 'TS-1', serialNumber: 'SN-1' };
+const csrFor = (cn: string) => buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: cn }));
+
+describe('issuance as one pipeline', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let ca: ReturnType<typeof caFixture>;
+  let flow: EnrollmentFlow;
+  let enrollments: EnrollmentRepository;
+  let devices: DeviceRepository;
+
+  beforeEach(() => {
+    tmp = tempDir();
+    ca = caFixture(tmp.dir);
+    enrollments = new EnrollmentRepository(ca.store);
+    devices = new DeviceRepository(ca.store);
+    // What the flow uses of CaService, over the fixture's authority and store.
+    const service = {
+      issue: (r: Parameters<CaService['issue']>[0]) => ca.authority.issue(r),
+      current: (profile: 'mqtt-device', identity: string) => ca.repository.current(profile, identity),
+      certificate: (serial: string) => {
+        const record = ca.repository.get(serial);
+        return record ? { record, chain: ca.authority.issuer(record.issuer).chainPem } : undefined;
+      },
+    } as unknown as CaService;
+    flow = new EnrollmentFlow({
+      log: pino({ level: 'silent' }),
+      metrics: new EnrollmentMetrics(new Registry(), () => 0),
+      store: () => ca.store,
+      devices: () => devices,
+      enrollments: () => enrollments,
+      policy: () => new EnrollmentPolicy({ rules: [], default: 'approve', renewal: 'policy' }, () => [], () => undefined),
+      ca: service,
+      gate: { cutOff: async () => undefined, restore: async () => undefined },
+      provisioning: (name) => `edge/prov/v1/${name}`,
+      maxPending: () => 10,
+      brokerUrl: () => 'mqtts://gw:8883',
+      reservedIds: () => ['gw-test'],
+    });
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    ca.close();
+    tmp.cleanup();
+  });
+
+  it('parses and verifies a CSR once from request to certificate, and commits the certificate with the outcome', async () => {
+    const from = vi.spyOn(PreparedRequest, 'from');
+    const answer = await flow.submit('dev-1', { requestId: 'r1', csr: csrFor('dev-1'), nameplate: NAMEPLATE }, {});
+    expect(from).toHaveBeenCalledTimes(1);
+    expect(answer).toMatchObject({ requestId: 'r1', status: 'issued', brokerUrl: 'mqtts://gw:8883' });
+    const recorded = enrollments.get('mqtt:dev-1', 'r1')!;
+    expect(recorded).toMatchObject({ status: 'issued', certificateSerial: expect.any(String) });
+    expect(ca.repository.current('mqtt-device', 'dev-1')?.serial).toBe(recorded.certificateSerial);
+    expect(devices.byName('mqtt', 'dev-1')).toMatchObject({ state: 'provisioned', certificateSerial: recorded.certificateSerial });
+  });
+
+  it.each([
+    ['another CN', async () => csrFor('dev-9'), 'REQUEST_INVALID: the CSR is for CN "dev-9", not for device dev-2'],
+    ['two CNs', () => opensslCsr(tmp.dir, 'two-cns', 'ec-p256', { subject: '/CN=dev-2/CN=dev-3' }), 'REQUEST_INVALID: the CSR subject has more than one CN'],
+  ])('refuses a device CSR with %s by the mqtt-device profile, recording nothing', async (_, csr, reason) => {
+    const answer = await flow.submit('dev-2', { requestId: 'r1', csr: await csr(), nameplate: NAMEPLATE }, {});
+    expect(answer).toEqual({ requestId: 'r1', status: 'rejected', reason });
+    expect(enrollments.get('mqtt:dev-2', 'r1')).toBeUndefined();
+    expect(ca.count()).toBe(0);
+  });
+
+  it('applies the CN rule to requests a device makes for itself, not to those an operator names', async () => {
+    const csr = prepare(csrFor('whatever'));
+    await expect(ca.authority.issue({ profile: 'mqtt-device', identity: 'dev-3', csr, origin: 'requester' })).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+    const issued = await ca.authority.issue({ profile: 'mqtt-device', identity: 'dev-3', csr });
+    expect(issued.record.subject).toBe('O=Test Plant, CN=dev-3');
+  });
+
+  it('records nothing of a certificate whose alongside work fails; a certificate in the same grouped commit stays', async () => {
+    const failing = ca.authority.issue({
+      profile: 'mqtt-device',
+      identity: 'dev-4',
+      csr: prepare(csrFor('dev-4')),
+      alongside: () => {
+        enrollments.createToken('written, then undone', 1, new Date(Date.now() + 60_000));
+        throw new Error('the request was withdrawn');
+      },
+    });
+    const kept: string[] = [];
+    const other = ca.authority.issue({ profile: 'mqtt-device', identity: 'dev-5', csr: prepare(csrFor('dev-5')), alongside: (r) => kept.push(r.serial) });
+    await expect(failing).rejects.toThrow('the request was withdrawn');
+    const issued = await other;
+    expect(kept).toEqual([issued.record.serial]);
+    expect(enrollments.tokens()).toEqual([]);
+    expect(ca.repository.current('mqtt-device', 'dev-4')).toBeUndefined();
+    expect(ca.count()).toBe(1);
+  });
+
+  it('runs the alongside work with the certificate issued before when a request is repeated', async () => {
+    const csr = prepare(csrFor('dev-6'));
+    const first = await ca.authority.issue({ profile: 'mqtt-device', identity: 'dev-6', csr });
+    const seen: string[] = [];
+    const again = await ca.authority.issue({ profile: 'mqtt-device', identity: 'dev-6', csr, alongside: (r) => seen.push(r.serial) });
+    expect(again.repeated).toBe(true);
+    expect(seen).toEqual([first.record.serial]);
+  });
+});
