@@ -6,7 +6,6 @@ import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { CertificateRepository } from '../store/certificateRepository.js';
-import { DeviceRepository } from '../store/deviceRepository.js';
 import type { StoreService } from '../store/storeService.js';
 import { SyncRepository, type StoredBatch } from '../store/syncRepository.js';
 import { upstreamItem, type Location } from './record.js';
@@ -93,7 +92,6 @@ export class SyncService implements Service {
       timeoutMs: s.timeoutMs,
     });
     const certificates = new CertificateRepository(store);
-    const devices = new DeviceRepository(store);
     this.sender = new SyncSender({
       log,
       store,
@@ -101,7 +99,7 @@ export class SyncService implements Service {
       client: this.client,
       items: (limit) => {
         const location = this.location();
-        return devices.awaitingSync(limit).map((device) => upstreamItem(device, device.certificateSerial ? certificates.get(device.certificateSerial) : undefined, location));
+        return repo.awaitingSync(limit).map((device) => upstreamItem(device, device.certificateSerial ? certificates.get(device.certificateSerial) : undefined, location));
       },
       limits: () => ({ batchSize: this.config.sync.batchSize, batchMaxBytes: this.config.sync.batchMaxBytes }),
     });
