@@ -1,17 +1,14 @@
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { DEVICE_STATES as STATES, LOCATION_FIELDS, PROTOCOLS, type DeviceState, type Protocol } from '../inventory/device.js';
-import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, type DeviceActionKind } from '../store/actionRepository.js';
+import { defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, type DeviceActionKind } from '../store/actionRepository.js';
 import type { RevocationReason } from '../../certs/store.js';
-import type { Store } from '../store/database.js';
-import { DeviceRepository } from '../store/deviceRepository.js';
-import { EnrollmentRepository } from '../store/enrollmentRepository.js';
-import { PushRepository } from '../store/pushRepository.js';
+import type { Repositories } from '../store/repositories.js';
 import { ApiError, paged, text, type Route } from './router.js';
 
 export interface DeviceRouteDeps {
   config: () => Config;
-  store: () => Store;
+  repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes' | 'actions'>;
 }
 
 
@@ -56,7 +53,7 @@ const DECISIONS: [DeviceActionKind, 'devices.decide' | 'devices.retire', string]
 
 export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
   const device = (id: string) => {
-    const found = new DeviceRepository(deps.store()).get(id);
+    const found = deps.repos.devices.get(id);
     if (!found) throw new ApiError(404, 'NO_SUCH_DEVICE', `no device ${id}`);
     return found;
   };
@@ -70,7 +67,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       handle: ({ query }) => {
         const state = query.text('state') as DeviceState | undefined;
         const protocol = query.text('protocol') as Protocol | undefined;
-        return { body: new DeviceRepository(deps.store()).page({ ...(state ? { state } : {}), ...(protocol ? { protocol } : {}) }, query.int('limit'), query.int('offset')) };
+        return { body: deps.repos.devices.page({ ...(state ? { state } : {}), ...(protocol ? { protocol } : {}) }, query.int('limit'), query.int('offset')) };
       },
     },
     {
@@ -80,10 +77,10 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       summary: 'one device: its record, requests waiting, push status and history',
       handle: ({ params }) => {
         const d = device(params.id!);
-        const store = deps.store();
-        const pendingRequests = new EnrollmentRepository(store).withStatus('pending', d.id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
-        const push = d.protocol === 'opcua' ? new PushRepository(store).get(d.id) : undefined;
-        return { body: { device: d, pendingRequests, ...(push ? { push } : {}), history: new DeviceRepository(store).events(d.id) } };
+        const { enrollments, pushes, devices } = deps.repos;
+        const pendingRequests = enrollments.withStatus('pending', d.id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
+        const push = d.protocol === 'opcua' ? pushes.get(d.id) : undefined;
+        return { body: { device: d, pendingRequests, ...(push ? { push } : {}), history: devices.events(d.id) } };
       },
     },
     ...DECISIONS.map(
@@ -97,8 +94,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         handle: async (ctx) => {
           const b: { reason?: string; note?: string; request?: string; wait?: number } = retires(kind) ? await ctx.body(retirement) : await ctx.body(decision);
           if (b.request !== undefined && kind !== 'approve') throw new ApiError(400, 'BAD_REQUEST', 'request: only an approval names a request');
-          const store = deps.store();
-          const actions = new ActionRepository(store);
+          const { actions, devices } = deps.repos;
           const d = device(ctx.params.id!);
           // A revoke or decommission: `reason` is the CRL reason (checked by the schema), `note` the free text.
           const details = retires(kind) ? { reason: b.note ?? '', ...(b.reason ? { crlReason: b.reason as RevocationReason } : {}) } : { reason: b.reason ?? '', ...(b.request ? { requestId: b.request } : {}) };
@@ -115,7 +111,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
             action = actions.get(action.id)!;
           }
           if (action.outcome === 'refused') throw new ApiError(409, 'REFUSED', `${kind} refused: ${action.error ?? 'see the device history'}`);
-          return { status: action.doneAt ? 200 : 202, body: { action, device: new DeviceRepository(store).get(d.id) } };
+          return { status: action.doneAt ? 200 : 202, body: { action, device: devices.get(d.id) } };
         },
       }),
     ),
@@ -126,8 +122,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       summary: 'set the asset tag and location fields (site, area, line, cell; fields not given stay, null clears); sent upstream',
       handle: async (ctx) => {
         const b = await ctx.body(annotation);
-        const store = deps.store();
-        const devices = new DeviceRepository(store);
+        const { devices } = deps.repos;
         const updated = ctx.commit(() => {
           const d = device(ctx.params.id!);
           if (d.state === 'decommissioned') throw new ApiError(409, 'DECOMMISSIONED', `${d.id} is decommissioned: its record is final`);
