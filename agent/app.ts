@@ -10,6 +10,7 @@ import { ConfigError, describeError } from './errors.js';
 import { ServiceRunner, type ServiceStatus } from './lifecycle/runner.js';
 import { InstanceLock } from './lifecycle/instanceLock.js';
 import { RunRecorder } from './runs/runRecorder.js';
+import type { Service } from './lifecycle/service.js';
 import type { SystemdNotifier } from './lifecycle/sdNotify.js';
 import type { LogHub, Logger } from './log.js';
 import { Metrics } from './metrics.js';
@@ -17,7 +18,8 @@ import { MqttService } from './protocols/mqtt/mqttService.js';
 import { OpcuaService } from './protocols/opcua/opcuaService.js';
 import { SyncService } from './sync/syncService.js';
 import { Api } from './api/apiRoutes.js';
-import { RunsRepository } from './store/runsRepository.js';
+import { registerCaRoutes } from './api/caRoutes.js';
+import { openRepositories, type Repositories } from './store/repositories.js';
 import { StoreService } from './store/storeService.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -33,22 +35,30 @@ export interface AppDeps {
 
 export type ReloadOutcome = 'applied' | 'unchanged' | 'invalid' | 'restart_required';
 
+/** The services built over the open store, in start order. */
+interface Parts {
+  http: HttpService;
+  ca: CaService;
+  api: Api;
+  runs: RunRecorder;
+  sync: SyncService | undefined;
+  services: Service[];
+}
+
 /**
  * The composition root: the one place that constructs the agent's services,
  * in start order, and owns start, stop and reload. Constructing does no I/O.
+ * The instance lock and the store are taken first, then every service is
+ * built once over the open store and its repositories, each given the
+ * collaborators and the slice of the configuration it uses; the lock and
+ * the store are released last (also after a failed start).
  */
 export class App implements HealthSource {
   readonly metrics = new Metrics();
-  readonly http: HttpService;
-  readonly bus: EventBus;
-  readonly ca: CaService;
-  readonly mqtt: MqttService | undefined;
-  readonly opcua: OpcuaService | undefined;
-  private readonly sync: SyncService | undefined;
+  private readonly storage: StoreService;
   private readonly runner: ServiceRunner;
-  private readonly api: Api;
-  private readonly runs: RunRecorder;
   private readonly log: Logger;
+  private parts: Parts | undefined;
   private config: Config;
   private currentPhase: ReturnType<HealthSource['phase']> = 'starting';
   private reloading: Promise<ReloadOutcome> | undefined;
@@ -60,18 +70,34 @@ export class App implements HealthSource {
     this.log = logs.child('app');
     const c = this.config;
     const lock = new InstanceLock({ log: logs.child('lock'), dataDir: c.agent.dataDir });
-    const storage = new StoreService({ log: logs.child('store'), options: c.store });
-    this.runs = new RunRecorder({
-      log: logs.child('runs'),
-      runLog: () => new RunsRepository(storage.store),
-      metrics: this.metrics,
-      heartbeatIntervalMs: c.agent.heartbeatIntervalMs,
+    this.storage = new StoreService({ log: logs.child('store'), options: c.store });
+    this.runner = new ServiceRunner({
+      log: logs.child('lifecycle'),
+      // The rest are added by compose() once these two are up.
+      services: [lock, this.storage],
+      timeouts: { startMs: c.lifecycle.startTimeoutMs, stopMs: c.lifecycle.stopTimeoutMs },
+      onStateChange: (name, state) => {
+        this.metrics.serviceState(name, state);
+        if (state === 'starting') deps.notifier.status(`Starting ${name}`);
+      },
     });
+  }
+
+  /** Builds every service over the open store, in start order. No I/O: each starts in start(). */
+  private compose(repos: Repositories): Parts {
+    const { logs } = this.deps;
+    const c = this.config;
+    const { store } = this.storage;
+    const agent = { id: c.agent.id, dataDir: c.agent.dataDir };
+    const metrics = this.metrics;
+    const bus = new EventBus(logs.child('events'));
+    const runs = new RunRecorder({ log: logs.child('runs'), runLog: repos.runs, metrics, heartbeatIntervalMs: c.agent.heartbeatIntervalMs });
+    const ca = new CaService({ log: logs.child('ca'), config: c.ca, gatewayId: c.agent.id, certificates: repos.certificates, metrics, bus, env: this.deps.env ?? process.env });
     const httpLog = logs.child('http');
     // Called at http start, which comes after the CA's.
-    const tls = c.http.tls.enabled ? () => listenerTls(this.ca, c, httpLog) : undefined;
+    const tls = c.http.tls.enabled ? () => listenerTls(ca, c, httpLog) : undefined;
     const { host, port, names, maxConnections, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = c.http;
-    this.http = new HttpService({
+    const http = new HttpService({
       log: httpLog,
       host,
       port,
@@ -79,36 +105,20 @@ export class App implements HealthSource {
       limits: { maxConnections, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs },
       tls,
       ciphers: c.http.tls.ciphers,
-      registry: this.metrics.registry,
+      registry: metrics.registry,
     });
-    registerHealthRoutes(this.http, { source: this, metrics: this.metrics });
-    this.bus = new EventBus(logs.child('events'));
-    this.ca = new CaService({
-      log: logs.child('ca'),
-      config: c.ca,
-      gatewayId: c.agent.id,
-      storage,
-      http: this.http,
-      metrics: this.metrics,
-      bus: this.bus,
-      env: deps.env ?? process.env,
-    });
-    this.api = new Api(this.http, { log: logs.child('api'), config: () => this.config, store: () => storage.store, bus: this.bus, ca: this.ca, registry: this.metrics.registry });
-    this.mqtt = c.mqtt.enabled
-      ? new MqttService({ log: logs.child('mqtt'), config: c, storage, ca: this.ca, metrics: this.metrics, bus: this.bus })
+    registerHealthRoutes(http, { source: this, metrics });
+    registerCaRoutes(http, ca);
+    const api = new Api(http, { log: logs.child('api'), config: () => this.config, store, repos, bus, ca, registry: metrics.registry });
+    const mqtt = c.mqtt.enabled
+      ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus })
       : undefined;
-    this.opcua = c.opcua.enabled ? new OpcuaService({ log: logs.child('opcua'), config: c, storage, ca: this.ca, bus: this.bus }) : undefined;
-    const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c, storage, ca: this.ca, metrics: this.metrics, bus: this.bus }) : undefined;
-    this.sync = sync;
-    this.runner = new ServiceRunner({
-      log: logs.child('lifecycle'),
-      services: [lock, storage, this.runs, this.ca, ...(this.mqtt ? [this.mqtt] : []), ...(this.opcua ? [this.opcua] : []), ...(sync ? [sync] : []), this.http],
-      timeouts: { startMs: c.lifecycle.startTimeoutMs, stopMs: c.lifecycle.stopTimeoutMs },
-      onStateChange: (name, state) => {
-        this.metrics.serviceState(name, state);
-        if (state === 'starting') deps.notifier.status(`Starting ${name}`);
-      },
-    });
+    const opcua = c.opcua.enabled
+      ? new OpcuaService({ log: logs.child('opcua'), config: c.opcua, agent, organization: c.ca.organization, store, repos, ca, bus })
+      : undefined;
+    const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c.sync, agent, store, repos, ca, metrics, bus }) : undefined;
+    const services = [runs, ca, ...(mqtt ? [mqtt] : []), ...(opcua ? [opcua] : []), ...(sync ? [sync] : []), http];
+    return { http, ca, api, runs, sync, services };
   }
 
   phase(): ReturnType<HealthSource['phase']> {
@@ -130,24 +140,35 @@ export class App implements HealthSource {
       { version: AGENT_VERSION, node: process.version, config: this.deps.loaded.file, dataDir: this.config.agent.dataDir },
       'edge-agent starting',
     );
-    notifier.startWatchdog(() => this.runs.healthy());
+    // Until the run recorder exists the agent counts as healthy, as it did while the recorder had not started.
+    notifier.startWatchdog(() => this.parts?.runs.healthy() ?? true);
+    let parts: Parts;
     try {
+      // The lock, then the store: the services are built over the open store.
+      await this.runner.startAll(signal);
+      try {
+        parts = this.parts = this.compose(openRepositories(this.storage.store));
+      } catch (err) {
+        await this.runner.stopAll();
+        throw err;
+      }
+      this.runner.add(parts.services);
       await this.runner.startAll(signal);
     } catch (err) {
       notifier.status(`Failed to start: ${describeError(err)}`);
       throw err;
     }
     try {
-      this.api.bootstrap();
+      parts.api.bootstrap();
     } catch (err) {
       // Not fatal: an administrator can still make users and tokens with the CLI.
       this.log.error({ err }, 'the first admin token could not be made; use edge-agent users add / tokens create');
     }
     this.currentPhase = 'running';
-    const { address, port } = this.http.address();
+    const { address, port } = parts.http.address();
     try {
       const url = apiUrl(this.config);
-      this.api.published(this.config.http.port === 0 ? url.replace(/:0$/, `:${port}`) : url);
+      parts.api.published(this.config.http.port === 0 ? url.replace(/:0$/, `:${port}`) : url);
     } catch (err) {
       this.log.warn({ err }, 'the API address could not be written for the CLI (<dataDir>/api.url)');
     }
@@ -204,7 +225,7 @@ export class App implements HealthSource {
     }
     this.metrics.configReloads.inc({ result: outcome });
     // Whatever became of the file: an operator's SIGHUP also ends the sync's waits (a receiver back after an outage is tried at once).
-    this.sync?.hurry('SIGHUP');
+    this.parts?.sync?.hurry('SIGHUP');
     if (this.currentPhase === 'reloading') this.currentPhase = 'running';
     notifier.ready(`Running (last reload: ${outcome.replace('_', ' ')}), log level ${logs.level}`);
     return outcome;

@@ -1,7 +1,6 @@
 import { z } from 'zod';
-import { AuditRepository } from '../store/auditRepository.js';
-import type { Store } from '../store/database.js';
-import { ROLES, UserRepository, type Role } from '../store/userRepository.js';
+import type { Repositories } from '../store/repositories.js';
+import { ROLES, type Role } from '../store/userRepository.js';
 import type { Config } from '../config/schema.js';
 import { FIRST_ADMIN_TOKEN_LABEL, hashSecret, newTokenSecret, PERMISSIONS, type Permission } from './auth.js';
 import { removeAdminTokenFile, supersedeFirstAdminToken } from './firstAdmin.js';
@@ -19,9 +18,9 @@ const page = <T>(all: T[], query: Query): { total: number; items: T[] } => {
 };
 
 /** Who am I; users and tokens (administrators); the audit log. */
-export function accountRoutes(deps: { store: () => Store; config: () => Config }): Route[] {
-  const users = () => new UserRepository(deps.store());
-  const audit = () => new AuditRepository(deps.store());
+export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit'>; config: () => Config }): Route[] {
+  const users = () => deps.repos.users;
+  const audit = () => deps.repos.audit;
   const userOf = (name: string) => {
     const user = users().byName(name);
     if (!user) throw new ApiError('NO_SUCH_USER', `no user ${name}`);

@@ -7,8 +7,8 @@ import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
 import type { EventBus } from '../events.js';
 import type { Logger } from '../log.js';
-import { AuditRepository } from '../store/auditRepository.js';
 import type { Store } from '../store/database.js';
+import type { Repositories } from '../store/repositories.js';
 import { accountRoutes } from './accountRoutes.js';
 import { allowed, API_URL_FILE } from './auth.js';
 import { AuthGuard } from './authGuard.js';
@@ -23,7 +23,8 @@ import { ApiError, jsonBody, match, parseQuery, type Route } from './router.js';
 export interface ApiDeps {
   log: Logger;
   config: () => Config;
-  store: () => Store;
+  store: Store;
+  repos: Repositories;
   bus: EventBus;
   ca: Pick<CaService, 'revoke'>;
 }
@@ -54,8 +55,8 @@ export class Api {
     private readonly deps: ApiDeps & { registry: Registry },
   ) {
     this.routes = apiRoutes(deps);
-    this.firstAdmin = new FirstAdminToken({ log: deps.log, dataDir: () => deps.config().agent.dataDir, store: deps.store });
-    this.guard = new AuthGuard({ log: deps.log, store: deps.store, registry: deps.registry, firstAdmin: this.firstAdmin, maxConnections: deps.config().http.maxConnections });
+    this.firstAdmin = new FirstAdminToken({ log: deps.log, dataDir: () => deps.config().agent.dataDir, store: deps.store, users: deps.repos.users });
+    this.guard = new AuthGuard({ log: deps.log, repos: deps.repos, registry: deps.registry, firstAdmin: this.firstAdmin, maxConnections: deps.config().http.maxConnections });
     for (const method of ['GET', 'POST', 'PUT', 'DELETE']) http.routePrefix(method, '/api/v1/', (req, res) => this.handle(req, res));
   }
 
@@ -85,7 +86,7 @@ export class Api {
       if (verdict.code === 'TOO_MANY_FAILURES') res.setHeader('connection', 'close');
       return sendError(res, verdict.code, verdict.message);
     }
-    const store = this.deps.store();
+    const { store, repos } = this.deps;
     const user = verdict.user;
     if (!allowed(user.role, route.permission)) {
       this.guard.refused(req, route, user, url.pathname);
@@ -101,7 +102,7 @@ export class Api {
         body: (schema) => jsonBody(req, schema),
         noBody: async () => void (await jsonBody(req, z.strictObject({}))),
         commit: (change) => store.durable(change),
-        audit: (action, target, outcome, details) => void new AuditRepository(store).add({ actor: user.name, role: user.role, action, target, outcome, ...(details ? { details } : {}) }),
+        audit: (action, target, outcome, details) => void repos.audit.add({ actor: user.name, role: user.role, action, target, outcome, ...(details ? { details } : {}) }),
       });
       if (answer) sendJson(res, answer.status ?? 200, answer.body);
     } catch (err) {

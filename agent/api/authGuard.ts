@@ -1,9 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { Counter, type Registry } from 'prom-client';
 import type { Logger } from '../log.js';
-import { AuditRepository } from '../store/auditRepository.js';
-import type { Store } from '../store/database.js';
-import { UserRepository, type ApiToken, type User } from '../store/userRepository.js';
+import type { Repositories } from '../store/repositories.js';
+import type { ApiToken, User } from '../store/userRepository.js';
 import { addressKey, authenticate, FailureCounter, hashSecret, type AuthFailure } from './auth.js';
 import type { FirstAdminToken } from './firstAdmin.js';
 import { LogThrottle } from './logThrottle.js';
@@ -26,7 +25,7 @@ export type Verdict =
 
 export interface AuthGuardDeps {
   log: Logger;
-  store: () => Store;
+  repos: Pick<Repositories, 'users' | 'audit'>;
   registry: Registry;
   firstAdmin: Pick<FirstAdminToken, 'stillHeld'>;
   /** http.maxConnections: the late answers held keep a quarter of it at most. */
@@ -73,7 +72,7 @@ export class AuthGuard {
   /** Authenticates a request; a failure's answer may be held back (see the class). */
   async check(req: IncomingMessage, route: Route): Promise<Verdict> {
     const header = req.headers.authorization;
-    const users = new UserRepository(this.deps.store());
+    const { users } = this.deps.repos;
     let auth = authenticate(header, users);
     if (auth.ok) {
       const held = this.deps.firstAdmin.stillHeld(auth.token, auth.secretSha256);
@@ -120,6 +119,6 @@ export class AuthGuard {
     const unaudited = this.refusals.over(key);
     this.refusals.fail(key);
     if (unaudited) return;
-    new AuditRepository(this.deps.store()).add({ actor: user.name, role: user.role, action: 'access.denied', target: `${route.method} ${route.path}`, outcome: 'refused', details: { permission: route.permission, path } });
+    this.deps.repos.audit.add({ actor: user.name, role: user.role, action: 'access.denied', target: `${route.method} ${route.path}`, outcome: 'refused', details: { permission: route.permission, path } });
   }
 }

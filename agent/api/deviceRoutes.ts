@@ -2,17 +2,16 @@ import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { DEVICE_STATES as STATES, LOCATION_FIELDS, PROTOCOLS, type DeviceState, type Protocol } from '../inventory/device.js';
-import { ActionRepository, defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, type DeviceActionKind } from '../store/actionRepository.js';
+import { defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, type DeviceActionKind } from '../store/actionRepository.js';
 import type { RevocationReason } from '../../certs/store.js';
 import type { AgentEvents, EventBus } from '../events.js';
-import type { Store } from '../store/database.js';
 import { deviceDetails } from '../store/deviceDetails.js';
-import { DeviceRepository } from '../store/deviceRepository.js';
+import type { Repositories } from '../store/repositories.js';
 import { ApiError, paged, text, type Route } from './router.js';
 
 export interface DeviceRouteDeps {
   config: () => Config;
-  store: () => Store;
+  repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes' | 'actions'>;
   /** Where committed decisions and changes are told (action.queued, device.changed) and outcomes heard (action.done). */
   bus: Pick<EventBus, 'emit' | 'on' | 'off'>;
 }
@@ -86,7 +85,7 @@ const DECISIONS: [DeviceActionKind, 'devices.decide' | 'devices.retire', string]
 
 export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
   const device = (id: string) => {
-    const found = new DeviceRepository(deps.store()).get(id);
+    const found = deps.repos.devices.get(id);
     if (!found) throw new ApiError('NO_SUCH_DEVICE', `no device ${id}`);
     return found;
   };
@@ -100,7 +99,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       handle: ({ query }) => {
         const state = query.text('state') as DeviceState | undefined;
         const protocol = query.text('protocol') as Protocol | undefined;
-        return { body: new DeviceRepository(deps.store()).page({ ...(state ? { state } : {}), ...(protocol ? { protocol } : {}) }, query.int('limit'), query.int('offset')) };
+        return { body: deps.repos.devices.page({ ...(state ? { state } : {}), ...(protocol ? { protocol } : {}) }, query.int('limit'), query.int('offset')) };
       },
     },
     {
@@ -109,7 +108,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       permission: 'devices.read',
       summary: 'one device: its record, requests waiting, push status and history',
       handle: ({ params }) => {
-        const details = deviceDetails(deps.store(), params.id!);
+        const details = deviceDetails(deps.repos, params.id!);
         if (!details) throw new ApiError('NO_SUCH_DEVICE', `no device ${params.id!}`);
         return { body: details };
       },
@@ -125,8 +124,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         handle: async (ctx) => {
           const b: { reason?: string; note?: string; request?: string; wait?: number } = retires(kind) ? await ctx.body(retirement) : await ctx.body(decision);
           if (b.request !== undefined && kind !== 'approve') throw new ApiError('BAD_REQUEST', 'request: only an approval names a request');
-          const store = deps.store();
-          const actions = new ActionRepository(store);
+          const { actions, devices } = deps.repos;
           const d = device(ctx.params.id!);
           // A revoke or decommission: `reason` is the CRL reason (checked by the schema), `note` the free text.
           const details = retires(kind) ? { reason: b.note ?? '', ...(b.reason ? { crlReason: b.reason as RevocationReason } : {}) } : { reason: b.reason ?? '', ...(b.request ? { requestId: b.request } : {}) };
@@ -147,7 +145,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
             deps.bus.emit('action.queued', told);
           }
           if (action.outcome === 'refused') throw new ApiError('REFUSED', `${kind} refused: ${action.error ?? 'see the device history'}`);
-          return { status: action.doneAt ? 200 : 202, body: { action, device: new DeviceRepository(store).get(d.id) } };
+          return { status: action.doneAt ? 200 : 202, body: { action, device: devices.get(d.id) } };
         },
       }),
     ),
@@ -158,8 +156,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       summary: 'set the asset tag and location fields (site, area, line, cell; fields not given stay, null clears); sent upstream',
       handle: async (ctx) => {
         const b = await ctx.body(annotation);
-        const store = deps.store();
-        const devices = new DeviceRepository(store);
+        const { devices } = deps.repos;
         const updated = ctx.commit(() => {
           const d = device(ctx.params.id!);
           if (d.state === 'decommissioned') throw new ApiError('DECOMMISSIONED', `${d.id} is decommissioned: its record is final`);

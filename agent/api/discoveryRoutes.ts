@@ -3,13 +3,13 @@ import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { parseRange, targetRefusal } from '../transport/ranges.js';
 import type { AgentEvents, EventBus } from '../events.js';
-import type { Store } from '../store/database.js';
-import { DiscoveryRunRepository, type DiscoveryRun } from '../store/discoveryRunRepository.js';
+import type { DiscoveryRun, DiscoveryRunRepository } from '../store/discoveryRunRepository.js';
+import type { Repositories } from '../store/repositories.js';
 import { ApiError, paged, type Route } from './router.js';
 
 export interface DiscoveryRouteDeps {
   config: () => Config;
-  store: () => Store;
+  repos: Pick<Repositories, 'discoveryRuns'>;
   bus: EventBus;
 }
 
@@ -34,7 +34,7 @@ let streams = 0;
 let open = 0;
 
 export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
-  const runs = () => new DiscoveryRunRepository(deps.store());
+  const runs = () => deps.repos.discoveryRuns;
   const runOf = (id: string): DiscoveryRun => {
     const run = /^\d{1,15}$/.test(id) ? runs().get(Number(id)) : undefined;
     if (!run) throw new ApiError('NO_SUCH_RUN', `no discovery run ${id}`);

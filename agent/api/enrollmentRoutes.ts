@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import type { Store } from '../store/database.js';
-import { EnrollmentRepository } from '../store/enrollmentRepository.js';
+import type { Repositories } from '../store/repositories.js';
 import { ApiError, paged, text, type Route } from './router.js';
 
 /** An enrollment token lives at most this long. */
@@ -23,8 +22,8 @@ const body = z.strictObject({
  * who may make them, every change audited. No answer but the one that makes
  * a token holds its secret; none holds its hash.
  */
-export function enrollmentRoutes(deps: { store: () => Store }): Route[] {
-  const tokens = () => new EnrollmentRepository(deps.store());
+export function enrollmentRoutes(deps: { repos: Pick<Repositories, 'enrollments'> }): Route[] {
+  const tokens = () => deps.repos.enrollments;
   return [
     {
       method: 'GET',
@@ -50,7 +49,7 @@ export function enrollmentRoutes(deps: { store: () => Store }): Route[] {
         const uses = b.uses ?? ENROLLMENT_TOKEN_DEFAULTS.uses;
         const expiresAt = new Date(Date.now() + (b.expiresInSeconds ?? ENROLLMENT_TOKEN_DEFAULTS.expiresInSeconds) * 1000);
         const made = ctx.commit(() => {
-          const created = new EnrollmentRepository(deps.store()).createToken(label, uses, expiresAt);
+          const created = tokens().createToken(label, uses, expiresAt);
           ctx.audit('enrollmentToken.create', `enrollment token ${created.record.id}`, 'done', { label, maxUses: uses, expiresAt: expiresAt.toISOString() });
           return created;
         });

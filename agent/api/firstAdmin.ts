@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../../certs/keys/fileKey.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
-import { UserRepository, type ApiToken } from '../store/userRepository.js';
+import type { ApiToken, UserRepository } from '../store/userRepository.js';
 import { ADMIN_TOKEN_FILE, FIRST_ADMIN_TOKEN_HOURS, FIRST_ADMIN_TOKEN_LABEL, hashSecret, newTokenSecret } from './auth.js';
 
 /** The first-start tokens not yet revoked (one, unless an older version left more). */
@@ -42,7 +42,7 @@ export function removeAdminTokenFile(dataDir: string): void {
  * lasting credential.
  */
 export class FirstAdminToken {
-  constructor(private readonly deps: { log: Logger; dataDir: () => string; store: () => Store }) {}
+  constructor(private readonly deps: { log: Logger; dataDir: () => string; store: Store; users: UserRepository }) {}
 
   private get file(): string {
     return join(this.deps.dataDir(), ADMIN_TOKEN_FILE);
@@ -72,8 +72,7 @@ export class FirstAdminToken {
    * ended is removed.
    */
   atStart(): void {
-    const store = this.deps.store();
-    const users = new UserRepository(store);
+    const { store, users } = this.deps;
     if (users.count() === 0) {
       const secret = newTokenSecret();
       const expiresAt = new Date(Date.now() + FIRST_ADMIN_TOKEN_HOURS * 3_600_000);
@@ -119,12 +118,12 @@ export class FirstAdminToken {
     const held = this.heldHash();
     if (secretSha256 === held) return 'held';
     if (held === 'unreadable') return 'unconfirmed';
-    this.revoke(new UserRepository(this.deps.store()), token, 'admin.token no longer holds it');
+    this.revoke(this.deps.users, token, 'admin.token no longer holds it');
     return 'revoked';
   }
 
   private revoke(users: UserRepository, token: ApiToken, why: string): void {
-    this.deps.store().durable(() => users.revokeToken(token.id));
+    this.deps.store.durable(() => users.revokeToken(token.id));
     this.deps.log.warn({ tokenId: token.id, file: this.file, why }, 'first-start admin token revoked');
   }
 }

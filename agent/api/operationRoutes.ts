@@ -5,16 +5,14 @@ import { REVOCATION_REASON_CODES, type CertificateStatus, type RevocationReason 
 import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
 import type { EventBus } from '../events.js';
-import { CertificateRepository } from '../store/certificateRepository.js';
-import type { Store } from '../store/database.js';
-import { SyncRepository } from '../store/syncRepository.js';
+import type { Repositories } from '../store/repositories.js';
 import { SYNC_STATE } from '../sync/syncService.js';
 import { readSyncStatus } from '../sync/syncStatus.js';
 import { ApiError, paged, text, type Route } from './router.js';
 
 export interface OperationRouteDeps {
   config: () => Config;
-  store: () => Store;
+  repos: Pick<Repositories, 'sync' | 'certificates'>;
   ca: Pick<CaService, 'revoke'>;
   /** Tells the sync a request is waiting in sync_state (it would otherwise find it within sync.idleMs). */
   bus?: Pick<EventBus, 'emit'>;
@@ -25,7 +23,7 @@ const REASONS = Object.keys(REVOCATION_REASON_CODES) as [RevocationReason, ...Re
 
 /** Certificates (list, show, revoke, CRL) and the upstream sync (status, now, reconcile, dead letters). */
 export function operationRoutes(deps: OperationRouteDeps): Route[] {
-  const sync = () => new SyncRepository(deps.store());
+  const sync = () => deps.repos.sync;
   const syncOn = () => {
     if (!deps.config().sync.enabled) throw new ApiError('SYNC_OFF', 'sync is off (sync.enabled: false)');
   };
@@ -42,7 +40,7 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
         const identity = query.text('identity');
         const limit = query.int('limit');
         const offset = query.int('offset');
-        const all = new CertificateRepository(deps.store()).list({ ...(status ? { status } : {}), ...(profile ? { profile } : {}), ...(identity ? { identity } : {}), limit: 1_000_000 });
+        const all = deps.repos.certificates.list({ ...(status ? { status } : {}), ...(profile ? { profile } : {}), ...(identity ? { identity } : {}), limit: 1_000_000 });
         return { body: { total: all.length, items: all.slice(offset, offset + limit).map(({ pem: _pem, ...r }) => r) } };
       },
     },
@@ -53,7 +51,7 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
       summary: 'the CRL file the agent publishes (PEM), and how many certificates are revoked',
       handle: () => {
         const file = deps.config().ca.crlFile;
-        const revoked = new CertificateRepository(deps.store()).list({ status: 'revoked', limit: 1_000_000 }).length;
+        const revoked = deps.repos.certificates.list({ status: 'revoked', limit: 1_000_000 }).length;
         return { body: { file, revoked, pem: existsSync(file) ? readFileSync(file, 'utf8') : null } };
       },
     },
@@ -63,7 +61,7 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
       permission: 'certificates.read',
       summary: 'one certificate with its PEM (never a private key: the CA keeps none of its subjects)',
       handle: ({ params }) => {
-        const record = new CertificateRepository(deps.store()).get(params.serial!.toLowerCase());
+        const record = deps.repos.certificates.get(params.serial!.toLowerCase());
         if (!record) throw new ApiError('NO_SUCH_CERTIFICATE', `no certificate with serial ${params.serial}`);
         return { body: { certificate: record } };
       },
@@ -76,7 +74,7 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
       handle: async (ctx) => {
         const b = await ctx.body(z.strictObject({ reason: z.enum(REASONS), note: text(500).optional() }));
         const serial = ctx.params.serial!.toLowerCase();
-        const record = new CertificateRepository(deps.store()).get(serial);
+        const record = deps.repos.certificates.get(serial);
         if (!record) throw new ApiError('NO_SUCH_CERTIFICATE', `no certificate with serial ${serial}`);
         if (record.status === 'revoked') throw new ApiError('ALREADY_REVOKED', `certificate ${serial} is already revoked`);
         // The audit entry is committed first (the revocation commits durably itself, then leaves the process with the CRL); a revocation that fails is audited again as refused.

@@ -8,14 +8,12 @@ import { parseCertificate } from '../../certs/x509/certificate.js';
 import { pemBlocks } from '../../certs/x509/pem.js';
 import type { ProfileName } from '../../certs/profiles/profile.js';
 import type { CertificateRecord, RevocationReason } from '../../certs/store.js';
-import { sendError, type HttpService } from '../api/httpServer.js';
 import type { Config } from '../config/schema.js';
 import type { EventBus } from '../events.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { CertificateRepository } from '../store/certificateRepository.js';
-import type { StoreService } from '../store/storeService.js';
+import type { CertificateRepository } from '../store/certificateRepository.js';
 import { caExists, checkKeyFilePermissions, initFromConfig, loadAuthority, publishCrlFile, unencryptedKeyFiles, weaklyEncryptedKeyFiles } from './loadCa.js';
 import { resolvePassphrase } from './passphrase.js';
 
@@ -30,8 +28,7 @@ export interface CaDeps {
   log: Logger;
   config: Config['ca'];
   gatewayId: string;
-  storage: StoreService;
-  http: HttpService;
+  certificates: CertificateRepository;
   metrics: Metrics;
   bus: EventBus;
   env: NodeJS.ProcessEnv;
@@ -40,9 +37,9 @@ export interface CaDeps {
 /**
  * The gateway's CA inside the daemon: creates the hierarchy on first start
  * (ca.autoInit), loads and checks the keys, keeps the CRL file fresh
- * (regenerated on every revocation and at half of its validity), serves
- * GET /ca/crl and GET /ca/chain, and announces certificates past two thirds
- * of their lifetime.
+ * (regenerated on every revocation and at half of its validity), hands the
+ * CRL and chain to the API (GET /ca/crl, /ca/chain in api/caRoutes.ts), and
+ * announces certificates past two thirds of their lifetime.
  */
 export class CaService implements Service {
   readonly name = 'ca';
@@ -64,16 +61,16 @@ export class CaService implements Service {
     this.revoked = new Counter({ name: 'edge_agent_certificates_revoked_total', help: 'Certificates revoked', registers });
     this.renewalDue = new Gauge({ name: 'edge_agent_certificates_renewal_due', help: 'Valid certificates past two thirds of their lifetime', registers });
     this.crlNextUpdate = new Gauge({ name: 'edge_agent_crl_next_update_timestamp_seconds', help: 'nextUpdate of the published CRLs (Unix time)', registers });
-    deps.http.route('GET', '/ca/crl', (_req, res) => {
-      if (!existsSync(this.config.crlFile)) return sendError(res, 'CA_NOT_READY', 'no CRL has been published yet');
-      res.writeHead(200, { 'content-type': 'application/x-pem-file', 'cache-control': 'no-cache' });
-      res.end(readFileSync(this.config.crlFile));
-    });
-    deps.http.route('GET', '/ca/chain', (_req, res) => {
-      if (!this.authority) return sendError(res, 'CA_NOT_READY', 'the CA is not loaded');
-      res.writeHead(200, { 'content-type': 'application/x-pem-file', 'cache-control': 'no-cache' });
-      res.end(this.chainPem());
-    });
+  }
+
+  /** Whether the hierarchy is loaded (between start and stop). */
+  get loaded(): boolean {
+    return this.authority !== undefined;
+  }
+
+  /** The published CRL file as it is on disk (PEM), or undefined before the first is written. */
+  publishedCrl(): Buffer | undefined {
+    return existsSync(this.config.crlFile) ? readFileSync(this.config.crlFile) : undefined;
   }
 
   async start(): Promise<void> {
@@ -97,7 +94,8 @@ export class CaService implements Service {
     // it must belong to root.crt: refused now, not found out when it next signs.
     checkKeyFilePermissions(this.config.dir);
     const root = loadRoot(this.config.dir, this.passphrase);
-    this.repository = new CertificateRepository(this.deps.storage.store);
+    // Read through only once the CA is loaded: before that, lookups find nothing.
+    this.repository = this.deps.certificates;
     this.authority = loadAuthority(this.config, this.repository, this.passphrase);
     for (const issuer of this.authority.issuers()) {
       log.info({ issuer: issuer.name, notAfter: issuer.notAfter.toISOString() }, 'issuing CA loaded');

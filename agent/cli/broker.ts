@@ -6,9 +6,8 @@ import { writeMosquittoConfig } from '../broker/mosquittoConfig.js';
 import { loadAuthority, publishCrlFile } from '../ca/loadCa.js';
 import { resolvePassphrase } from '../ca/passphrase.js';
 import { UsageError } from '../errors.js';
-import { CertificateRepository } from '../store/certificateRepository.js';
+import { openRepositories } from '../store/repositories.js';
 import { Store } from '../store/database.js';
-import { DeviceRepository } from '../store/deviceRepository.js';
 import { collect, CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
 function port(text: string, what: string): number {
@@ -39,7 +38,8 @@ export function registerBrokerCommands(program: Command, result: { code: number 
         if (o.topicPrefix !== undefined && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(o.topicPrefix)) throw new UsageError('--topic-prefix is topic levels of A-Z a-z 0-9 _ - separated by /');
         const { store } = Store.open(config.store, pino({ level: 'silent' }));
         try {
-          const authority = loadAuthority(config.ca, new CertificateRepository(store), resolvePassphrase(config.ca));
+          const repos = openRepositories(store);
+          const authority = loadAuthority(config.ca, repos.certificates, resolvePassphrase(config.ca));
           publishCrlFile(authority, config.ca);
           const files = await writeMosquittoConfig(authority, {
             out: resolve(o.out),
@@ -51,7 +51,7 @@ export function registerBrokerCommands(program: Command, result: { code: number 
             mtlsPort,
             agentId: config.agent.id,
             topicPrefix: o.topicPrefix ?? config.mqtt.topicPrefix,
-            cutOff: new DeviceRepository(store).list({ protocol: 'mqtt' }).filter((d) => d.state === 'revoked' || d.state === 'decommissioned').map((d) => d.name),
+            cutOff: repos.devices.list({ protocol: 'mqtt' }).filter((d) => d.state === 'revoked' || d.state === 'decommissioned').map((d) => d.name),
             crlFile: config.ca.crlFile,
           });
           return { ...files, crlKeptCurrent: config.ca.crlFile === files.crlfile };

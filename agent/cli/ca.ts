@@ -18,17 +18,17 @@ import { caExists, checkKeyFilePermissions, initFromConfig, loadAuthority, publi
 import { resolvePassphrase } from '../ca/passphrase.js';
 import type { Config } from '../config/schema.js';
 import { UsageError } from '../errors.js';
-import { CertificateRepository } from '../store/certificateRepository.js';
+import { openRepositories, type Repositories } from '../store/repositories.js';
 import { Store } from '../store/database.js';
 import pino from 'pino';
 import { collect, CONFIG_OPTION_HELP, readStore, run, type Common } from './common.js';
 
 /** Opens the store and the authority for one command, and closes the store after. */
-export async function withAuthority<T>(config: Config, fn: (ca: CertificateAuthority, repo: CertificateRepository, store: Store) => Promise<T> | T): Promise<T> {
+export async function withAuthority<T>(config: Config, fn: (ca: CertificateAuthority, repos: Repositories, store: Store) => Promise<T> | T): Promise<T> {
   const { store } = Store.open(config.store, pino({ level: 'silent' }));
   try {
-    const repo = new CertificateRepository(store);
-    return await fn(loadAuthority(config.ca, repo, resolvePassphrase(config.ca)), repo, store);
+    const repos = openRepositories(store);
+    return await fn(loadAuthority(config.ca, repos.certificates, resolvePassphrase(config.ca)), repos, store);
   } finally {
     store.close();
   }
@@ -190,7 +190,7 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       .requiredOption('--reason <reason>', `one of ${Object.keys(REVOCATION_REASON_CODES).join(', ')}`),
   ).action(async (serial: string | undefined, o: Common & { id?: string; profile?: string; reason: string }) => {
     result.code = await run(o, (config) =>
-      withAuthority(config, (authority, repo) => {
+      withAuthority(config, (authority, { certificates: repo }) => {
         if (!(o.reason in REVOCATION_REASON_CODES)) throw new UsageError(`--reason is one of ${Object.keys(REVOCATION_REASON_CODES).join(', ')}`);
         if (Boolean(serial) === Boolean(o.id)) throw new UsageError('give a serial or --id (with --profile), not both');
         let target = serial ? normaliseSerial(serial) : undefined;
@@ -250,8 +250,8 @@ export function registerCaCommands(program: Command, result: { code: number }): 
     result.code = await run(o, (config) => {
       if (o.status && !['valid', 'revoked', 'superseded'].includes(o.status)) throw new UsageError('--status is valid, revoked or superseded');
       // A read: never creates or migrates the database (docs/operations.md).
-      return readStore(config, (store) => {
-        const rows = new CertificateRepository(store).list({
+      return readStore(config, (_store, repos) => {
+        const rows = repos.certificates.list({
           ...(o.profile ? { profile: o.profile as ProfileName } : {}),
           ...(o.id ? { identity: o.id } : {}),
           ...(o.status ? { status: o.status as CertificateRecord['status'] } : {}),

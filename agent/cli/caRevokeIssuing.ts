@@ -42,8 +42,8 @@ export function registerRevokeIssuing(ca: Command, common: (c: Command) => Comma
           },
         });
         // The revocation stands once the root CRL is written; the published CRL file follows.
-        const crl = await withAuthority(config, (authority, _repo, store) => {
-          store.durable(() => localAudit(store, 'ca.revoke-issuing', `issuing-${o.issuer}`, { serial: revocation.revoked.serial, reason: revocation.revoked.reason, successor: revocation.successor.subject }));
+        const crl = await withAuthority(config, (authority, repos, store) => {
+          store.durable(() => localAudit(repos.audit, 'ca.revoke-issuing', `issuing-${o.issuer}`, { serial: revocation.revoked.serial, reason: revocation.revoked.reason, successor: revocation.successor.subject }));
           return publishCrlFile(authority, config.ca);
         });
         return { ...revocation, crlFile: config.ca.crlFile, crlNumbers: crl.crlNumbers };

@@ -2,8 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { CertificateRecord } from '../../certs/store.js';
 import { ExitCode, UsageError } from '../errors.js';
-import { AuditRepository, type AuditEntry } from '../store/auditRepository.js';
-import { CertificateRepository } from '../store/certificateRepository.js';
+import type { AuditEntry } from '../store/auditRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { readStore } from './common.js';
 
@@ -57,7 +56,7 @@ export function registerCertsCommands(program: Command, result: { code: number }
         what: 'read from the database directly',
         run: (config) => {
           if (o.status && !['valid', 'revoked', 'superseded'].includes(o.status)) throw new UsageError('--status takes valid, revoked or superseded');
-          return readStore(config, (store) => new CertificateRepository(store).list({ ...(filter as object), limit: 1_000_000 }).map(({ pem: _pem, ...r }) => r));
+          return readStore(config, (_store, repos) => repos.certificates.list({ ...(filter as object), limit: 1_000_000 }).map(({ pem: _pem, ...r }) => r));
         },
       },
     );
@@ -68,8 +67,8 @@ export function registerCertsCommands(program: Command, result: { code: number }
       `${table([c])}${c.subject}\n${c.san}\nthumbprint SHA-256 ${c.thumbprint}\n${c.pem}`, {
       what: 'read from the database directly',
       run: (config) =>
-        readStore(config, (store) => {
-          const c = new CertificateRepository(store).get(serial.toLowerCase());
+        readStore(config, (_store, repos) => {
+          const c = repos.certificates.get(serial.toLowerCase());
           if (!c) throw new UsageError(`no certificate ${serial}`);
           return c;
         }),
@@ -93,9 +92,9 @@ export function registerCertsCommands(program: Command, result: { code: number }
     result.code = await runApi(o, async (client) => (await client.call<Crl>('GET', '/api/v1/certificates/crl')).body, (r: Crl) => r.pem ?? `no CRL written yet at ${r.file}\n`, {
       what: 'read from the CRL file and the database directly',
       run: (config) =>
-        readStore(config, (store) => ({
+        readStore(config, (_store, repos) => ({
           file: config.ca.crlFile,
-          revoked: new CertificateRepository(store).list({ status: 'revoked', limit: 1_000_000 }).length,
+          revoked: repos.certificates.list({ status: 'revoked', limit: 1_000_000 }).length,
           pem: existsSync(config.ca.crlFile) ? readFileSync(config.ca.crlFile, 'utf8') : null,
         })),
     });
@@ -112,7 +111,7 @@ export function registerCertsCommands(program: Command, result: { code: number }
     if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) return void (result.code = usage('--limit takes a whole number from 1 to 1000'));
     result.code = await runApi(o, async (client) => (await client.call<{ items: AuditEntry[] }>('GET', `/api/v1/audit?${new URLSearchParams({ limit: String(limit), ...(o.actor ? { actor: o.actor } : {}) })}`)).body.items, auditTable, {
       what: 'read from the database directly',
-      run: (config) => readStore(config, (store) => new AuditRepository(store).list({ ...(o.actor ? { actor: o.actor } : {}), limit, offset: 0 }).items),
+      run: (config) => readStore(config, (_store, repos) => repos.audit.list({ ...(o.actor ? { actor: o.actor } : {}), limit, offset: 0 }).items),
     });
   });
 }

@@ -2,9 +2,10 @@ import { loadConfig } from '../config/load.js';
 import { defaultConfigPath, runningFromCheckout, SYSTEM_CONFIG_PATH } from '../config/location.js';
 import type { Config } from '../config/schema.js';
 import { codeOf, commandExitCode, ConfigError, ExitCode, StoreMissingError } from '../errors.js';
-import { AuditRepository } from '../store/auditRepository.js';
+import type { AuditRepository } from '../store/auditRepository.js';
 import pino from 'pino';
 import { Store } from '../store/database.js';
+import { openRepositories, type Repositories } from '../store/repositories.js';
 import { localActor } from './localActor.js';
 
 /**
@@ -91,21 +92,22 @@ export function actorLabel(given: string | undefined): string {
 }
 
 /** The audit entry of a change a command made on the database directly (inside the caller's transaction). */
-export function localAudit(store: Store, action: string, target: string, details?: Record<string, unknown>): void {
-  new AuditRepository(store).add({ actor: `local:${localUser()}`, role: 'local', action, target, outcome: 'done', ...(details ? { details } : {}) });
+export function localAudit(audit: AuditRepository, action: string, target: string, details?: Record<string, unknown>): void {
+  audit.add({ actor: `local:${localUser()}`, role: 'local', action, target, outcome: 'done', ...(details ? { details } : {}) });
 }
 
 /**
  * Opens the database for a change made by one command and closes it when
  * `fn` (sync or async) is done. The database must exist: only the daemon
  * creates it (a change written to a database no daemon uses would be lost).
+ * `fn` gets the repositories over it, built once for the command.
  */
-export function withStore<T>(config: Config, fn: (store: Store) => T | Promise<T>): Promise<T> {
+export function withStore<T>(config: Config, fn: (store: Store, repos: Repositories) => T | Promise<T>): Promise<T> {
   return Promise.resolve()
     .then(() => Store.open(config.store, pino({ level: 'silent' }), { create: false }).store)
     .then((store) =>
       Promise.resolve()
-        .then(() => fn(store))
+        .then(() => fn(store, openRepositories(store)))
         .finally(() => store.close()),
     );
 }
@@ -114,12 +116,12 @@ export function withStore<T>(config: Config, fn: (store: Store) => T | Promise<T
  * Opens the database read-only for one command's read (never creating,
  * migrating or writing it) and closes it when `fn` is done.
  */
-export function readStore<T>(config: Config, fn: (store: Store) => T | Promise<T>): Promise<T> {
+export function readStore<T>(config: Config, fn: (store: Store, repos: Repositories) => T | Promise<T>): Promise<T> {
   return Promise.resolve()
     .then(() => Store.openReadOnly(config.store))
     .then((store) =>
       Promise.resolve()
-        .then(() => fn(store))
+        .then(() => fn(store, openRepositories(store)))
         .finally(() => store.close()),
     );
 }

@@ -7,10 +7,9 @@ import { DEVICE_STATES as STATES, type Device, type DeviceState, type Protocol }
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import { crlStatusText } from '../onboarding/opcuaCrl.js';
 import type { RevocationReason } from '../../certs/store.js';
-import { ActionRepository, defaultRevocationReason, isRevocationReason, retiresDevice, REVOCATION_REASONS, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
+import { defaultRevocationReason, isRevocationReason, retiresDevice, REVOCATION_REASONS, type DeviceAction, type DeviceActionKind } from '../store/actionRepository.js';
 import { deviceDetails, type DeviceDetails } from '../store/deviceDetails.js';
-import { DeviceRepository } from '../store/deviceRepository.js';
-import { EnrollmentRepository, type TokenRecord } from '../store/enrollmentRepository.js';
+import type { TokenRecord } from '../store/enrollmentRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { actorLabel, localAudit, readStore, withStore } from './common.js';
 
@@ -49,10 +48,10 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
   const id = deviceId(ref);
   const waitMs = Number(o.wait) * 1000;
   if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 3_600_000) throw new UsageError('--wait takes seconds from 0 to 3600');
-  return withStore(config, async (store) => {
-    const device = new DeviceRepository(store).get(id);
+  return withStore(config, async (store, repos) => {
+    const device = repos.devices.get(id);
     if (!device) throw new UsageError(`no device ${id} in the inventory (see edge-agent devices list)`);
-    const actions = new ActionRepository(store);
+    const { actions } = repos;
     // The login of the real uid (never $SUDO_USER or $USER, which anyone can set); a name given with --actor is kept beside it.
     const actor = actorLabel(o.actor);
     if (o.request !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(o.request)) throw new UsageError(`--request takes a request id (see edge-agent devices show ${ref})`);
@@ -60,7 +59,7 @@ async function queueAction(config: Config, ref: string, kind: DeviceActionKind, 
     const details = retiresDevice(kind) ? { reason: o.note ?? '', ...(o.reason ? { crlReason: o.reason as RevocationReason } : {}) } : { reason: o.reason ?? '', ...(o.request ? { requestId: o.request } : {}) };
     let action = store.durable(() => {
       const queued = actions.enqueue(id, kind, actor, details);
-      localAudit(store, `device.${kind}`, id, { action: queued.id, by: actor, ...(o.reason ? { reason: o.reason } : {}), ...(o.note ? { note: o.note } : {}) });
+      localAudit(repos.audit, `device.${kind}`, id, { action: queued.id, by: actor, ...(o.reason ? { reason: o.reason } : {}), ...(o.note ? { note: o.note } : {}) });
       return queued;
     });
     const running = daemonRunning(config.agent.dataDir);
@@ -132,7 +131,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           return items;
         },
         table,
-        { what: 'read from the database directly', run: (config) => readStore(config, (store) => new DeviceRepository(store).list(filter)) },
+        { what: 'read from the database directly', run: (config) => readStore(config, (_store, repos) => repos.devices.list(filter)) },
       );
     },
   );
@@ -155,8 +154,8 @@ export function registerDeviceCommands(program: Command, result: { code: number 
         {
           what: 'read from the database directly',
           run: (config) =>
-            readStore(config, (store) => {
-              const details = deviceDetails(store, id);
+            readStore(config, (_store, repos) => {
+              const details = deviceDetails(repos, id);
               if (!details) throw new UsageError(`no device ${id} in the inventory`);
               return details;
             }),
@@ -280,10 +279,10 @@ export function registerDeviceCommands(program: Command, result: { code: number 
         what: 'making the token in the database directly',
         writes: true,
         run: (config) =>
-          withStore(config, (store) =>
+          withStore(config, (store, repos) =>
             store.durable(() => {
-              const made = new EnrollmentRepository(store).createToken(o.label, uses, new Date(Date.now() + seconds * 1000));
-              localAudit(store, 'enrollmentToken.create', `enrollment token ${made.record.id}`, { label: o.label, maxUses: uses, expiresAt: made.record.expiresAt.toISOString() });
+              const made = repos.enrollments.createToken(o.label, uses, new Date(Date.now() + seconds * 1000));
+              localAudit(repos.audit, 'enrollmentToken.create', `enrollment token ${made.record.id}`, { label: o.label, maxUses: uses, expiresAt: made.record.expiresAt.toISOString() });
               return made;
             }),
           ),
@@ -307,7 +306,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
       },
       (rows: TokenRecord[]) =>
         rows.length === 0 ? 'no tokens\n' : rows.map((t) => `${t.id}\t${t.uses}/${t.maxUses}\t${t.revokedAt ? 'revoked' : t.expiresAt < new Date() ? 'expired' : `until ${t.expiresAt.toISOString()}`}\t${t.label}`).join('\n') + '\n',
-      { what: 'read from the database directly', run: (config) => readStore(config, (store) => new EnrollmentRepository(store).tokens()) },
+      { what: 'read from the database directly', run: (config) => readStore(config, (_store, repos) => repos.enrollments.tokens()) },
     );
   });
   apiOptions(token.command('revoke').description('make a token unusable at once (technicians and administrators; audited)').argument('<id>', 'token id (from token list)')).action(async (id: string, o: ApiOptions) => {
@@ -319,13 +318,13 @@ export function registerDeviceCommands(program: Command, result: { code: number 
         what: 'revoking the token in the database directly',
         writes: true,
         run: (config) =>
-          withStore(config, (store) =>
+          withStore(config, (store, repos) =>
             store.durable(() => {
-              const repo = new EnrollmentRepository(store);
+              const repo = repos.enrollments;
               const found = repo.token(id);
               if (!found) throw new UsageError(`no enrollment token ${id} (edge-agent devices token list)`);
               if (!repo.revokeToken(id)) throw new RefusedError(`enrollment token ${id} is already revoked`);
-              localAudit(store, 'enrollmentToken.revoke', `enrollment token ${id}`, { label: found.label, uses: found.uses, maxUses: found.maxUses });
+              localAudit(repos.audit, 'enrollmentToken.revoke', `enrollment token ${id}`, { label: found.label, uses: found.uses, maxUses: found.maxUses });
               return { revoked: id };
             }),
           ),

@@ -12,18 +12,17 @@ import { encodeName } from '../../certs/x509/name.js';
 import { pemBlocks } from '../../certs/x509/pem.js';
 import { ensureAgentClient } from '../ca/localIdentity.js';
 import { publishCrlFile } from '../ca/loadCa.js';
-import { DeviceRepository } from '../store/deviceRepository.js';
 import { withAuthority } from './ca.js';
 import type { Config } from '../config/schema.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
-import { DiscoveryRunRepository, type DiscoveryRun, type DiscoveryTarget } from '../store/discoveryRunRepository.js';
-import { PushRepository, type PushJob, type PushStepRecord } from '../store/pushRepository.js';
+import type { DiscoveryRunRepository, DiscoveryRun, DiscoveryTarget } from '../store/discoveryRunRepository.js';
+import type { PushJob, PushStepRecord } from '../store/pushRepository.js';
 import { actorLabel, CONFIG_OPTION_HELP, localAudit, readStore, run, withStore, type Common } from './common.js';
 
 /** The discovery runs, on the database opened for a change, or read-only for a read. */
 function withRuns<T>(config: Config, fn: (runs: DiscoveryRunRepository) => T | Promise<T>, how: 'read' | 'change' = 'change'): Promise<T> {
-  return (how === 'read' ? readStore : withStore)(config, (store) => fn(new DiscoveryRunRepository(store)));
+  return (how === 'read' ? readStore : withStore)(config, (_store, repos) => fn(repos.discoveryRuns));
 }
 
 const line = (r: DiscoveryRun) =>
@@ -46,7 +45,7 @@ const view = (r: RunView) =>
  */
 async function clientBundle(config: Config, out: string) {
   if (existsSync(out) && readdirSync(out).length > 0) throw new UsageError(`${out} exists and is not empty; choose a new directory`);
-  return withAuthority(config, async (authority, repository) => {
+  return withAuthority(config, async (authority, { certificates: repository }) => {
     const ca = { chainPem: () => authority.trustBundle().join(''), current: repository.current.bind(repository), issue: authority.issue.bind(authority) };
     const identity = await ensureAgentClient(ca, config, pino({ level: 'silent' }), 'opcua');
     if (!existsSync(config.ca.crlFile)) publishCrlFile(authority, config.ca);
@@ -92,8 +91,8 @@ const pushView = (r: { jobs: PushJob[]; steps?: PushStepRecord[] }) =>
  */
 async function exportBundle(config: Config, ref: string, out: string, actor: string) {
   const id = ref.startsWith('opcua:') ? ref : `opcua:${ref}`;
-  return withAuthority(config, async (authority, _repository, store) => {
-    const devices = new DeviceRepository(store);
+  return withAuthority(config, async (authority, repos, store) => {
+    const { devices } = repos;
     const device = devices.get(id);
     if (!device) throw new UsageError(`no OPC UA server ${id} in the inventory (see edge-agent devices list)`);
     if (device.state === 'decommissioned') throw new UsageError(`${id} is decommissioned`);
@@ -133,7 +132,7 @@ async function exportBundle(config: Config, ref: string, out: string, actor: str
           seen: false,
         });
         // A private key leaves the gateway: on record in the audit log under the real login, with the label given.
-        localAudit(store, 'opcua.exportBundle', id, { serial: issued.record.serial, by: actor, out });
+        localAudit(repos.audit, 'opcua.exportBundle', id, { serial: issued.record.serial, by: actor, out });
       });
     } catch (err) {
       rmSync(staging, { recursive: true, force: true });
@@ -213,8 +212,7 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       .option('--id <device>', 'one server (opcua:...), with its step log'),
   ).action(async (o: Common & { id?: string }) => {
     result.code = await run(o, (config) =>
-      readStore(config, (store) => {
-        const pushes = new PushRepository(store);
+      readStore(config, (_store, { pushes }) => {
         if (o.id === undefined) return { jobs: pushes.list() };
         const id = o.id.startsWith('opcua:') ? o.id : `opcua:${o.id}`;
         const job = pushes.get(id);

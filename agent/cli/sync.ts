@@ -3,7 +3,8 @@ import type { Config } from '../config/schema.js';
 import { RefusedError } from '../errors.js';
 import { daemonRunning } from '../lifecycle/instanceLock.js';
 import type { Store } from '../store/database.js';
-import { SyncRepository, type DeadLetter } from '../store/syncRepository.js';
+import type { AuditRepository } from '../store/auditRepository.js';
+import type { DeadLetter, SyncRepository } from '../store/syncRepository.js';
 import { SYNC_STATE } from '../sync/syncService.js';
 import type { LastDivergence } from '../sync/syncState.js';
 import { readSyncStatus, type SyncStatus } from '../sync/syncStatus.js';
@@ -11,8 +12,8 @@ import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { localAudit, readStore, withStore } from './common.js';
 
 /** The sync tables, on the database opened for a change, or read-only for a read. */
-function withSync<T>(config: Config, fn: (repo: SyncRepository, store: Store) => T, how: 'read' | 'change' = 'change'): Promise<T> {
-  return (how === 'read' ? readStore : withStore)(config, (store) => fn(new SyncRepository(store), store));
+function withSync<T>(config: Config, fn: (repo: SyncRepository, store: Store, audit: AuditRepository) => T, how: 'read' | 'change' = 'change'): Promise<T> {
+  return (how === 'read' ? readStore : withStore)(config, (store, repos) => fn(repos.sync, store, repos.audit));
 }
 
 type Status = SyncStatus & { daemonRunning: boolean };
@@ -48,10 +49,10 @@ const deadLetterText = (d: DeadLetter) =>
 /** Leaves a request for the daemon in sync_state; a running daemon looks for one every sync.idleMs, and ends its waits for it. */
 function request(config: Config, key: string, what: string, action: string): Promise<{ requested: string; daemonRunning: boolean }> {
   if (!config.sync.enabled) throw new RefusedError('sync is off (sync.enabled: false)');
-  return withSync(config, (repo, store) => {
+  return withSync(config, (repo, store, audit) => {
     store.durable(() => {
       repo.setState(key, new Date().toISOString());
-      localAudit(store, action, 'sync');
+      localAudit(audit, action, 'sync');
     });
     // A paused sync resumes on a technician's request.
     return { requested: what, daemonRunning: daemonRunning(config.agent.dataDir) };
@@ -90,10 +91,10 @@ export function registerSyncCommands(program: Command, result: { code: number })
       what: 'queued again in the database directly',
       writes: true,
       run: (config) =>
-        withSync(config, (repo, store) =>
+        withSync(config, (repo, store, audit) =>
           store.durable(() => {
             const requeued = repo.retryDeadLetters();
-            localAudit(store, 'sync.retryDeadLetters', 'sync', { requeued });
+            localAudit(audit, 'sync.retryDeadLetters', 'sync', { requeued });
             return { requeued };
           }),
         ),

@@ -5,21 +5,21 @@ import { removeAdminTokenFile, supersedeFirstAdminToken } from '../api/firstAdmi
 import type { Config } from '../config/schema.js';
 import { ExitCode, UsageError } from '../errors.js';
 import type { Store } from '../store/database.js';
-import { ROLES, UserRepository, type ApiToken, type Role, type User } from '../store/userRepository.js';
+import { ROLES, type UserRepository, type ApiToken, type Role, type User } from '../store/userRepository.js';
 import type { ApiClient } from './apiClient.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { localAudit, localUser, readStore, withStore } from './common.js';
 
 /** A change with --local on the (existing) database, in one durable transaction, audited as local:<login>. */
 function withUsers<T>(config: Config, fn: (users: UserRepository, store: Store, audit: (action: string, target: string, details?: Record<string, unknown>) => void) => T): Promise<T> {
-  return withStore(config, (store) => {
-    const audit = (action: string, target: string, details?: Record<string, unknown>) => localAudit(store, action, target, details);
-    return store.durable(() => fn(new UserRepository(store), store, audit));
+  return withStore(config, (store, repos) => {
+    const audit = (action: string, target: string, details?: Record<string, unknown>) => localAudit(repos.audit, action, target, details);
+    return store.durable(() => fn(repos.users, store, audit));
   });
 }
 
 /** A read on the database opened read-only (the daemon down, or --local). */
-const readUsers = <T>(config: Config, fn: (users: UserRepository) => T): Promise<T> => readStore(config, (store) => fn(new UserRepository(store)));
+const readUsers = <T>(config: Config, fn: (users: UserRepository) => T): Promise<T> => readStore(config, (_store, repos) => fn(repos.users));
 
 
 /** --expires: hours or days; 0h makes a token that has already expired (to check a client refuses it). */

@@ -1,4 +1,14 @@
-import { RESTART_ONLY_KEYS, type Config } from './schema.js';
+import { z } from 'zod';
+import { configSchema, needsRestart, type Config } from './schema.js';
+
+/** Dotted paths of the keys and sections marked restart-only on the schema (a section's mark covers every key in it). */
+function restartOnlyPaths(schema: z.ZodType, prefix: string): string[] {
+  if (prefix !== '' && needsRestart(schema)) return [prefix];
+  if (!(schema instanceof z.ZodObject)) return [];
+  return Object.entries(schema.shape as Record<string, z.ZodType>).flatMap(([k, s]) => restartOnlyPaths(s, prefix ? `${prefix}.${k}` : k));
+}
+
+export const RESTART_ONLY_KEYS: readonly string[] = restartOnlyPaths(configSchema, '');
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);

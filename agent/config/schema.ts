@@ -13,6 +13,21 @@ import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
 const int = (min: number, max: number, what: string) =>
   z.number().int().min(min).max(max).describe(`${what} (whole number, ${min} to ${max})`);
 
+/**
+ * Marks a key (or a whole section) whose change needs a restart: SIGHUP
+ * refuses a reload that touches it (config/diff.ts reads the mark). Kept on
+ * the schema so that a new key is placed on one side or the other where it
+ * is declared, not in a list beside it.
+ */
+function restart<T extends z.ZodType>(schema: T): T {
+  return schema.meta({ restart: true }) as T;
+}
+
+/** Whether `schema` carries the restart mark. */
+export function needsRestart(schema: z.ZodType): boolean {
+  return schema.meta()?.['restart'] === true;
+}
+
 const keyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']);
 
 /** Owned by certs/ (the id becomes a certificate's CN there); re-exported for the agent. */
@@ -56,19 +71,19 @@ const mqttsUrl = z.string().refine((v) => {
 }, 'must be empty or an mqtts://host:port URL');
 
 const mqttSchema = z.strictObject({
-  enabled: z.boolean().describe('run MQTT onboarding and discovery (the embedded broker, or the link to mqtt.brokerUrl)'),
-  topicPrefix: z
+  enabled: restart(z.boolean().describe('run MQTT onboarding and discovery (the embedded broker, or the link to mqtt.brokerUrl)')),
+  topicPrefix: restart(z
     .string()
     .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/)
     .max(128)
-    .describe('prefix of the provisioning topics, such as edge/prov/v1 (levels of A-Z a-z 0-9 . _ -, no wildcards)'),
-  brokerUrl: mqttsUrl.describe('external broker (Mosquitto) as mqtts://host:port, reached with the agent-client certificate; empty runs the embedded broker'),
+    .describe('prefix of the provisioning topics, such as edge/prov/v1 (levels of A-Z a-z 0-9 . _ -, no wildcards)')),
+  brokerUrl: restart(mqttsUrl.describe('external broker (Mosquitto) as mqtts://host:port, reached with the agent-client certificate; empty runs the embedded broker')),
   deviceBrokerUrl: mqttsUrl.describe('mutual-TLS URL given to devices in the issued answer; empty means the embedded listener, or mqtt.brokerUrl'),
-  listenHost: z.string().min(1).describe('address of the embedded broker listeners (127.0.0.1 unless devices reach it over the network)'),
-  provisioningPort: int(0, 65_535, 'port of the embedded provisioning listener; 0 picks a free port'),
-  provisioningTls: z.boolean().describe('true: the provisioning listener speaks TLS with the broker certificate; false: plain TCP where the plant network allows it'),
-  mtlsPort: int(0, 65_535, 'port of the embedded mutual-TLS listener; 0 picks a free port'),
-  maxPayloadBytes: int(1_024, 1_048_576, 'largest enrollment request or announcement accepted, in bytes'),
+  listenHost: restart(z.string().min(1).describe('address of the embedded broker listeners (127.0.0.1 unless devices reach it over the network)')),
+  provisioningPort: restart(int(0, 65_535, 'port of the embedded provisioning listener; 0 picks a free port')),
+  provisioningTls: restart(z.boolean().describe('true: the provisioning listener speaks TLS with the broker certificate; false: plain TCP where the plant network allows it')),
+  mtlsPort: restart(int(0, 65_535, 'port of the embedded mutual-TLS listener; 0 picks a free port')),
+  maxPayloadBytes: restart(int(1_024, 1_048_576, 'largest enrollment request or announcement accepted, in bytes')),
   mosquittoDir: z.string().describe('with an external Mosquitto: the directory written by edge-agent broker mosquitto-config, where the agent keeps acl-devices and crl.pem current'),
   mosquittoPidFile: z.string().describe('with an external Mosquitto: its pid_file, signalled (SIGHUP) to reread the ACL after a revocation'),
   mosquittoReloadCommand: z
@@ -145,15 +160,15 @@ const opcuaPushSchema = z.strictObject({
 
 const syncSchema = z
   .strictObject({
-    enabled: z.boolean().describe('send the inventory to the CMMS receiver at sync.baseUrl (docs/upstream-api.md)'),
-    baseUrl: z.string().describe('the receiver, an https:// URL; the contract paths (/v1/gateways/...) are appended'),
-    gatewayId: z.string().regex(new RegExp(`^$|${DEVICE_ID_PATTERN.source}`)).describe('this gateway at the receiver; empty: agent.id'),
-    caFile: z.string().describe("PEM bundle the receiver's certificate must chain to (always checked)"),
-    tokenFile: z.string().describe('file holding a bearer token (first line); empty: none'),
-    clientCertificate: z.boolean().describe("mutual TLS with the agent's agent-client certificate from the gateway CA"),
+    enabled: restart(z.boolean().describe('send the inventory to the CMMS receiver at sync.baseUrl (docs/upstream-api.md)')),
+    baseUrl: restart(z.string().describe('the receiver, an https:// URL; the contract paths (/v1/gateways/...) are appended')),
+    gatewayId: restart(z.string().regex(new RegExp(`^$|${DEVICE_ID_PATTERN.source}`)).describe('this gateway at the receiver; empty: agent.id')),
+    caFile: restart(z.string().describe("PEM bundle the receiver's certificate must chain to (always checked)")),
+    tokenFile: restart(z.string().describe('file holding a bearer token (first line); empty: none')),
+    clientCertificate: restart(z.boolean().describe("mutual TLS with the agent's agent-client certificate from the gateway CA")),
     batchSize: int(1, 10_000, 'items per batch at most'),
     batchMaxBytes: int(1_024, 64 * 1024 * 1024, 'bytes per batch body at most'),
-    timeoutMs: int(100, 600_000, 'time one request may take, in milliseconds'),
+    timeoutMs: restart(int(100, 600_000, 'time one request may take, in milliseconds')),
     retryInitialMs: int(10, 3_600_000, 'first wait after a failure, in milliseconds (doubles, with full jitter)'),
     retryMaxMs: int(10, 86_400_000, 'longest wait between attempts, in milliseconds'),
     idleMs: int(10, 3_600_000, 'how often to look for changes when nothing waits, in milliseconds'),
@@ -174,7 +189,7 @@ const syncSchema = z
   .refine((v) => !v.enabled || v.tokenFile !== '' || v.clientCertificate, { message: 'sync.enabled needs a way to authenticate: sync.tokenFile, sync.clientCertificate, or both', path: ['tokenFile'] });
 
 const opcuaSchema = z.strictObject({
-  enabled: z.boolean().describe('run OPC UA discovery'),
+  enabled: restart(z.boolean().describe('run OPC UA discovery')),
   endpoints: z.array(opcuaUrl).max(10_000).describe('servers always probed, as opc.tcp:// URLs'),
   discoveryServers: z.array(opcuaUrl).max(100).describe('Local Discovery Servers asked with FindServers (and FindServersOnNetwork)'),
   scan: z.strictObject({
@@ -280,39 +295,41 @@ export type PolicyAction = z.infer<typeof policyAction>;
 
 export const configSchema = z.strictObject({
   agent: z.strictObject({
-    id: z
+    id: restart(z
       .string()
       .regex(DEVICE_ID_PATTERN)
-      .describe('gateway id: 1 to 64 characters from A-Z a-z 0-9 . _ -, not "." or ".."; defaults to the host name'),
-    dataDir: z.string().min(1).describe('directory for the database and all state; relative paths start at the working directory'),
+      .describe('gateway id: 1 to 64 characters from A-Z a-z 0-9 . _ -, not "." or ".."; defaults to the host name')),
+    dataDir: restart(z.string().min(1).describe('directory for the database and all state; relative paths start at the working directory')),
     heartbeatIntervalMs: int(100, 3_600_000, 'how often the agent records that it is alive, in milliseconds'),
   }),
   log: z.strictObject({
     level: z
       .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
       .describe('one of fatal, error, warn, info, debug, trace'),
-    pretty: z.boolean().describe('true for human-readable colour logs instead of JSON (also --pretty)'),
+    pretty: restart(z.boolean().describe('true for human-readable colour logs instead of JSON (also --pretty)')),
   }),
-  store: z.strictObject({
-    path: z.string().describe('SQLite database file; empty means <agent.dataDir>/edge-agent.db'),
-    busyTimeoutMs: int(0, 600_000, 'how long a write waits for a lock held by another process (such as a backup), in milliseconds'),
-    journalSizeLimitBytes: int(0, 2 ** 31 - 1, 'size the WAL file is truncated to after a checkpoint, in bytes'),
-    integrityCheck: z
-      .enum(['quick', 'full', 'off'])
-      .describe('check run on the database at start: quick (PRAGMA quick_check), full (PRAGMA integrity_check) or off'),
-  }),
-  http: httpSchema,
+  store: restart(
+    z.strictObject({
+      path: z.string().describe('SQLite database file; empty means <agent.dataDir>/edge-agent.db'),
+      busyTimeoutMs: int(0, 600_000, 'how long a write waits for a lock held by another process (such as a backup), in milliseconds'),
+      journalSizeLimitBytes: int(0, 2 ** 31 - 1, 'size the WAL file is truncated to after a checkpoint, in bytes'),
+      integrityCheck: z
+        .enum(['quick', 'full', 'off'])
+        .describe('check run on the database at start: quick (PRAGMA quick_check), full (PRAGMA integrity_check) or off'),
+    }),
+  ),
+  http: restart(httpSchema),
   ca: z.strictObject({
-    dir: z.string().describe('directory of the CA certificates and keys; empty means <agent.dataDir>/ca'),
-    autoInit: z.boolean().describe('create the CA hierarchy at the first start if the directory holds none (false when chaining to an enterprise PKI)'),
-    organization: z.string().min(1).max(64).describe('O= of the CA and of every certificate it issues (1 to 64 characters)'),
-    passphrase: z.string().describe('passphrase of the CA keys; prefer EDGE_AGENT_CA_PASSPHRASE or passphraseFile over writing it here'),
-    passphraseFile: z.string().describe('file holding the CA key passphrase (first line); under systemd, LoadCredential= as ca-passphrase also works'),
-    rootKeyType: keyType.describe('key of the root CA: ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096'),
-    issuingKeyType: keyType.describe('key of the issuing CA for MQTT devices and EC requesters'),
-    rsaIssuingKeyType: z.enum(['rsa-2048', 'rsa-3072', 'rsa-4096']).describe('key of the RSA issuing CA (OPC UA applications and RSA requesters): rsa-2048, rsa-3072 or rsa-4096'),
-    rootValidityDays: int(1, 36_500, 'validity of the root CA in days'),
-    issuingValidityDays: int(1, 36_500, 'validity of the issuing CAs in days (never past the root)'),
+    dir: restart(z.string().describe('directory of the CA certificates and keys; empty means <agent.dataDir>/ca')),
+    autoInit: restart(z.boolean().describe('create the CA hierarchy at the first start if the directory holds none (false when chaining to an enterprise PKI)')),
+    organization: restart(z.string().min(1).max(64).describe('O= of the CA and of every certificate it issues (1 to 64 characters)')),
+    passphrase: restart(z.string().describe('passphrase of the CA keys; prefer EDGE_AGENT_CA_PASSPHRASE or passphraseFile over writing it here')),
+    passphraseFile: restart(z.string().describe('file holding the CA key passphrase (first line); under systemd, LoadCredential= as ca-passphrase also works')),
+    rootKeyType: restart(keyType.describe('key of the root CA: ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096')),
+    issuingKeyType: restart(keyType.describe('key of the issuing CA for MQTT devices and EC requesters')),
+    rsaIssuingKeyType: restart(z.enum(['rsa-2048', 'rsa-3072', 'rsa-4096']).describe('key of the RSA issuing CA (OPC UA applications and RSA requesters): rsa-2048, rsa-3072 or rsa-4096')),
+    rootValidityDays: restart(int(1, 36_500, 'validity of the root CA in days')),
+    issuingValidityDays: restart(int(1, 36_500, 'validity of the issuing CAs in days (never past the root)')),
     validityDays: z
       .strictObject({
         mqttDevice: int(1, 3_650, 'validity of MQTT device certificates in days'),
@@ -322,7 +339,7 @@ export const configSchema = z.strictObject({
       })
       .describe('validity per profile in days (never past the issuing CA)'),
     allowKeyReuse: z.boolean().describe('whether a renewal may keep the key of the certificate it replaces'),
-    crlFile: z.string().describe('where the CRLs (PEM, one per issuing CA, then the root\'s) are written; empty means <ca.dir>/crl.pem'),
+    crlFile: restart(z.string().describe('where the CRLs (PEM, one per issuing CA, then the root\'s) are written; empty means <ca.dir>/crl.pem')),
     crlValidityHours: int(1, 8_760, 'nextUpdate of each CRL, in hours; it is regenerated at half of that and on every revocation'),
     rootCrlValidityDays: int(1, 3_650, 'nextUpdate of the root CRL (which lists revoked issuing CAs), in days; signed again at half of that while the root key is on the gateway'),
     expiryCheckIntervalMs: int(1_000, 86_400_000, 'how often certificates past two thirds of their lifetime are looked for, in milliseconds'),
@@ -438,42 +455,3 @@ export function defaultConfig(): Config {
     lifecycle: { startTimeoutMs: 30_000, stopTimeoutMs: 5_000 },
   };
 }
-
-/**
- * Keys whose change needs a restart: SIGHUP refuses a reload that touches
- * them (prefix match on the dotted path).
- */
-export const RESTART_ONLY_KEYS: readonly string[] = [
-  'agent.id',
-  'agent.dataDir',
-  'store',
-  'http',
-  'log.pretty',
-  'ca.dir',
-  'ca.autoInit',
-  'ca.organization',
-  'ca.passphrase',
-  'ca.passphraseFile',
-  'ca.rootKeyType',
-  'ca.issuingKeyType',
-  'ca.rsaIssuingKeyType',
-  'ca.rootValidityDays',
-  'ca.issuingValidityDays',
-  'ca.crlFile',
-  'mqtt.enabled',
-  'mqtt.topicPrefix',
-  'mqtt.brokerUrl',
-  'mqtt.listenHost',
-  'mqtt.provisioningPort',
-  'mqtt.provisioningTls',
-  'mqtt.mtlsPort',
-  'mqtt.maxPayloadBytes',
-  'opcua.enabled',
-  'sync.enabled',
-  'sync.baseUrl',
-  'sync.gatewayId',
-  'sync.caFile',
-  'sync.clientCertificate',
-  'sync.tokenFile',
-  'sync.timeoutMs',
-];

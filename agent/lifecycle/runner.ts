@@ -42,10 +42,24 @@ async function withDeadline<T>(work: Promise<T>, ms: number, what: string, contr
  */
 export class ServiceRunner {
   private readonly status = new Map<string, ServiceStatus>();
+  private readonly services: Service[] = [];
   private started: Service[] = [];
 
   constructor(private deps: RunnerDeps) {
-    for (const s of deps.services) this.status.set(s.name, { name: s.name, state: 'idle', since: new Date().toISOString() });
+    this.add(deps.services);
+  }
+
+  /**
+   * Appends services to start after those already given. The composition
+   * root builds the services over the store once the lock and the store
+   * are up, so they come in a second step; stop still runs in reverse over
+   * all of them.
+   */
+  add(services: readonly Service[]): void {
+    for (const s of services) {
+      this.services.push(s);
+      this.status.set(s.name, { name: s.name, state: 'idle', since: new Date().toISOString() });
+    }
   }
 
   private set(name: string, state: ServiceState, error?: unknown): void {
@@ -63,15 +77,17 @@ export class ServiceRunner {
   }
 
   states(): ServiceStatus[] {
-    return this.deps.services.map((s) => this.status.get(s.name)!);
+    return this.services.map((s) => this.status.get(s.name)!);
   }
 
   allUp(): boolean {
     return this.states().every((s) => s.state === 'up');
   }
 
+  /** Starts, in order, every service not started yet. */
   async startAll(shutdown: AbortSignal): Promise<void> {
-    for (const service of this.deps.services) {
+    for (const service of this.services) {
+      if (this.started.includes(service)) continue;
       if (shutdown.aborted) throw new ServiceStartError('start interrupted by shutdown', { cause: shutdown.reason });
       const controller = new AbortController();
       const onShutdown = () => controller.abort(shutdown.reason);

@@ -12,8 +12,9 @@ export interface Service {
   start(signal: AbortSignal): Promise<void>;
   stop(): Promise<void>;
   /**
-   * Applies a new configuration whose changes are all live-changeable.
-   * Omitted by parts with nothing to change live.
+   * Applies a new configuration whose changes are all live-changeable: the
+   * part takes its own slice of it (the one it was built with). Omitted by
+   * parts with nothing to change live.
    */
   reload?(config: Config): void | Promise<void>;
   /** Overrides of lifecycle.startTimeoutMs / stopTimeoutMs for a part that needs longer (or shorter). */

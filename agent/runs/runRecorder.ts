@@ -41,12 +41,12 @@ export class RunRecorder implements Service {
   private lastSuccess = Date.now();
   private failing = false;
 
-  constructor(private readonly deps: { log: Logger; runLog: () => RunLog; metrics: Metrics; heartbeatIntervalMs: number }) {
+  constructor(private readonly deps: { log: Logger; runLog: RunLog; metrics: Metrics; heartbeatIntervalMs: number }) {
     this.intervalMs = deps.heartbeatIntervalMs;
   }
 
   async start(): Promise<void> {
-    this.runs = this.deps.runLog();
+    this.runs = this.deps.runLog;
     const { run, unclean } = this.runs.begin(new Date());
     this.run = run;
     this.lastSuccess = Date.now();

@@ -1,8 +1,7 @@
 import type { Device, DeviceEvent } from '../inventory/device.js';
-import type { Store } from './database.js';
-import { DeviceRepository } from './deviceRepository.js';
-import { EnrollmentRepository, type EnrollmentRequest } from './enrollmentRepository.js';
-import { PushRepository, type PushJob } from './pushRepository.js';
+import type { EnrollmentRequest } from './enrollmentRepository.js';
+import type { PushJob } from './pushRepository.js';
+import type { Repositories } from './repositories.js';
 
 /** A request waiting for a technician, without what only the daemon needs (the CSR, the MQTT correlation data). */
 export type WaitingRequest = Omit<EnrollmentRequest, 'csr' | 'correlationData'>;
@@ -21,11 +20,11 @@ export interface DeviceDetails {
  * the one query behind the API's device page and the CLI's read of the
  * database when the daemon is down. Undefined when there is no such device.
  */
-export function deviceDetails(store: Store, id: string): DeviceDetails | undefined {
-  const devices = new DeviceRepository(store);
+export function deviceDetails(repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes'>, id: string): DeviceDetails | undefined {
+  const { devices, enrollments, pushes } = repos;
   const device = devices.get(id);
   if (!device) return undefined;
-  const pendingRequests = new EnrollmentRepository(store).withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
-  const push = device.protocol === 'opcua' ? new PushRepository(store).get(id) : undefined;
+  const pendingRequests = enrollments.withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
+  const push = device.protocol === 'opcua' ? pushes.get(id) : undefined;
   return { device, pendingRequests, ...(push ? { push } : {}), history: devices.events(id) };
 }

@@ -3,7 +3,7 @@ import { AgentError } from '../errors.js';
 import { canTransition, type Device, type DeviceEvent, type DeviceState, type Location, type Nameplate, type Protocol } from '../inventory/device.js';
 import type { Store } from './database.js';
 
-interface DeviceRow {
+export interface DeviceRow {
   id: string;
   protocol: Protocol;
   name: string;
@@ -37,7 +37,7 @@ const NAMEPLATE_COLUMNS: Record<keyof Nameplate, string> = {
   displayName: 'display_name',
 };
 
-function toDevice(r: DeviceRow): Device {
+export function toDevice(r: DeviceRow): Device {
   const nameplate: Nameplate = {};
   for (const [key, column] of Object.entries(NAMEPLATE_COLUMNS)) {
     const v = r[column as keyof DeviceRow];
@@ -136,19 +136,6 @@ export class DeviceRepository {
     const rows = this.sql(
       'SELECT * FROM devices WHERE (@state IS NULL OR state = @state) AND (@protocol IS NULL OR protocol = @protocol) ORDER BY protocol, name',
     ).all({ state: filter.state ?? null, protocol: filter.protocol ?? null }) as DeviceRow[];
-    return rows.map(toDevice);
-  }
-
-  /**
-   * The devices whose revision waits in the sync outbox and in no stored
-   * batch, longest-waiting first, at their current state.
-   */
-  awaitingSync(limit: number): Device[] {
-    const rows = this.sql(
-      `SELECT d.* FROM sync_outbox o JOIN devices d ON d.id = o.device_id
-       WHERE o.device_id NOT IN (SELECT j.value ->> '$.deviceId' FROM sync_batches b, json_each(b.items) j)
-       ORDER BY o.queued_at, o.device_id LIMIT ?`,
-    ).all(limit) as DeviceRow[];
     return rows.map(toDevice);
   }
 

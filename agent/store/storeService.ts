@@ -3,8 +3,9 @@ import type { Service } from '../lifecycle/service.js';
 import { Store, type StoreOptions } from './database.js';
 
 /**
- * Opens the database first and closes it last. Parts that need storage get
- * this service and read `store` after it has started.
+ * Opens the database first and closes it last. The composition root
+ * (app.ts) reads `store` once this has started and builds every service
+ * over it; no service holds this one.
  */
 export class StoreService implements Service {
   readonly name = 'store';

@@ -1,4 +1,6 @@
+import type { Device } from '../inventory/device.js';
 import type { Store } from './database.js';
+import { toDevice, type DeviceRow } from './deviceRepository.js';
 
 export interface OutboxEntry {
   deviceId: string;
@@ -30,6 +32,20 @@ export interface DeadLetter {
  */
 export class SyncRepository {
   constructor(private readonly store: Store) {}
+
+  /**
+   * The devices whose revision waits in the sync outbox and in no stored
+   * batch, longest-waiting first, at their current state. It reads the sync
+   * tables, so it lives with them; the rows are mapped as the inventory maps them.
+   */
+  awaitingSync(limit: number): Device[] {
+    const rows = this.store.statement(
+      `SELECT d.* FROM sync_outbox o JOIN devices d ON d.id = o.device_id
+       WHERE o.device_id NOT IN (SELECT j.value ->> '$.deviceId' FROM sync_batches b, json_each(b.items) j)
+       ORDER BY o.queued_at, o.device_id LIMIT ?`,
+    ).all(limit) as DeviceRow[];
+    return rows.map(toDevice);
+  }
 
   outboxSize(): number {
     return (this.store.statement('SELECT count(*) AS n FROM sync_outbox').get() as { n: number }).n;

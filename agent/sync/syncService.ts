@@ -5,10 +5,9 @@ import type { EventBus } from '../events.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { CertificateRepository } from '../store/certificateRepository.js';
-import { DeviceRepository } from '../store/deviceRepository.js';
-import type { StoreService } from '../store/storeService.js';
-import { SyncRepository, type StoredBatch } from '../store/syncRepository.js';
+import type { Store } from '../store/database.js';
+import type { Repositories } from '../store/repositories.js';
+import type { SyncRepository, StoredBatch } from '../store/syncRepository.js';
 import { upstreamItem, type Location } from './record.js';
 import { ReconcileSchedule } from './reconcileSchedule.js';
 import { BatchSchedule } from './schedule.js';
@@ -23,8 +22,11 @@ export { SYNC_STATE } from './syncState.js';
 
 export interface SyncServiceDeps {
   log: Logger;
-  config: Config;
-  storage: StoreService;
+  config: Config['sync'];
+  /** The gateway's id (the default sync.gatewayId) and data directory (restart-only). */
+  agent: { id: string; dataDir: string };
+  store: Store;
+  repos: Pick<Repositories, 'sync' | 'certificates'>;
   ca: CaService;
   metrics: Metrics;
   /**
@@ -55,8 +57,8 @@ const IN_FLIGHT = 2;
  */
 export class SyncService implements Service {
   readonly name = 'sync';
-  private config: Config;
-  private repo: SyncRepository | undefined;
+  private config: Config['sync'];
+  private readonly repo: SyncRepository;
   private sender: SyncSender | undefined;
   private client: UpstreamClient | undefined;
   private pauses: SyncPause | undefined;
@@ -76,29 +78,28 @@ export class SyncService implements Service {
 
   constructor(private readonly deps: SyncServiceDeps) {
     this.config = deps.config;
+    this.repo = deps.repos.sync;
     this.m = new SyncMetrics(deps.metrics.registry);
   }
 
   async start(): Promise<void> {
-    const { store } = this.deps.storage;
-    const repo = (this.repo = new SyncRepository(store));
-    const { log } = this.deps;
-    this.m.refresh(repo, this.config.sync.stuckAfterMs, log);
-    this.pauses = new SyncPause({ log, repo, metrics: this.m, tokenFile: () => this.config.sync.tokenFile });
+    const { store, log } = this.deps;
+    const repo = this.repo;
+    this.m.refresh(repo, this.config.stuckAfterMs, log);
+    this.pauses = new SyncPause({ log, repo, metrics: this.m, tokenFile: () => this.config.tokenFile });
     this.pauses.start();
-    if (!this.config.sync.enabled) return;
-    const s = this.config.sync;
-    const identity = s.clientCertificate ? await ensureAgentClient(this.deps.ca, this.config, this.deps.log, 'mqtt') : undefined;
+    if (!this.config.enabled) return;
+    const s = this.config;
+    const identity = s.clientCertificate ? await ensureAgentClient(this.deps.ca, { agent: this.deps.agent }, this.deps.log, 'mqtt') : undefined;
     this.client = new UpstreamClient({
       baseUrl: s.baseUrl,
-      gatewayId: s.gatewayId || this.config.agent.id,
+      gatewayId: s.gatewayId || this.deps.agent.id,
       caFile: s.caFile,
       ...(identity ? { clientCertificate: { cert: identity.cert, key: identity.key } } : {}),
       ...(s.tokenFile ? { tokenFile: s.tokenFile } : {}),
       timeoutMs: s.timeoutMs,
     });
-    const certificates = new CertificateRepository(store);
-    const devices = new DeviceRepository(store);
+    const { certificates } = this.deps.repos;
     this.sender = new SyncSender({
       log,
       store,
@@ -106,24 +107,24 @@ export class SyncService implements Service {
       client: this.client,
       items: (limit) => {
         const location = this.location();
-        return devices.awaitingSync(limit).map((device) => upstreamItem(device, device.certificateSerial ? certificates.get(device.certificateSerial) : undefined, location));
+        return repo.awaitingSync(limit).map((device) => upstreamItem(device, device.certificateSerial ? certificates.get(device.certificateSerial) : undefined, location));
       },
-      limits: () => ({ batchSize: this.config.sync.batchSize, batchMaxBytes: this.config.sync.batchMaxBytes }),
+      limits: () => ({ batchSize: this.config.batchSize, batchMaxBytes: this.config.batchMaxBytes }),
     });
-    this.reconciles = new ReconcileSchedule({ log, repo, sender: this.sender, metrics: this.m, config: () => this.config.sync });
+    this.reconciles = new ReconcileSchedule({ log, repo, sender: this.sender, metrics: this.m, config: () => this.config });
     if (s.reconcileOnStart) this.reconciles.request();
     this.deps.bus?.on('sync.requested', this.name, () => this.waits.wake());
     // A change in this process: the outbox row is already there, as the triggers of migration 0006 write it in the
     // transaction that changes the device, and the event comes after that commit. So the workers look now, not at idleMs.
     this.deps.bus?.on('device.changed', this.name, () => this.waits.nudge());
-    // Told when the certificate is recorded, before the device's record says so (MqttEnrollment commits that right
-    // after, within the same run of microtasks): look once that has run, at the next turn of the event loop.
+    // Told once the certificate is recorded; the device's record is changed in the same commit (the issuance pipeline's
+    // one transaction), so the outbox row is there too. Looked at on the next turn of the event loop, after the emitter.
     this.deps.bus?.on('certificate.issued', this.name, () => void setImmediate(() => this.waits.nudge()));
     // Every idleMs, even while the workers wait out a backoff: the stuck alarm, and what another process left:
     // a request the CLI left with --local, and changes it made (no event crosses processes: the workers find them at their next look).
-    this.waits.poll(() => this.config.sync.idleMs, () => {
+    this.waits.poll(() => this.config.idleMs, () => {
       try {
-        this.m.refresh(repo, this.config.sync.stuckAfterMs, log);
+        this.m.refresh(repo, this.config.stuckAfterMs, log);
         return repo.getState(SYNC_STATE.requestNow) !== undefined || repo.getState(SYNC_STATE.requestReconcile) !== undefined;
       } catch (err) {
         log.warn({ err }, 'sync: looking for requests failed');
@@ -134,7 +135,7 @@ export class SyncService implements Service {
   }
 
   private location(): Location {
-    return Object.fromEntries(Object.entries(this.config.sync.location).filter(([, v]) => v !== '')) as Location;
+    return Object.fromEntries(Object.entries(this.config.location).filter(([, v]) => v !== '')) as Location;
   }
 
   /**
@@ -151,7 +152,7 @@ export class SyncService implements Service {
 
   /** IN_FLIGHT workers: while one waits for the receiver, the next builds and sends its batch. */
   private async worker(index: number): Promise<void> {
-    const repo = this.repo!;
+    const repo = this.repo;
     while (!this.stopping) {
       let delay: number;
       try {
@@ -163,14 +164,14 @@ export class SyncService implements Service {
         this.deps.log.error({ error: message, failures: this.failures }, 'sync cycle failed');
         delay = this.backoff();
       }
-      this.m.refresh(repo, this.config.sync.stuckAfterMs, this.deps.log);
+      this.m.refresh(repo, this.config.stuckAfterMs, this.deps.log);
       if (delay > 0 && !this.stopping) await this.waits.sleep(delay);
     }
   }
 
   /** One step of a worker; returns how long to wait before the next. Reconciliation is the first worker's. */
   private async cycle(repo: SyncRepository, worker: number): Promise<number> {
-    const s = this.config.sync;
+    const s = this.config;
     const now = repo.getState<string>(SYNC_STATE.requestNow);
     if (now) {
       // Cleared only if unchanged: a request the CLI makes meanwhile is not lost.
@@ -202,8 +203,8 @@ export class SyncService implements Service {
       this.schedule.keepOnly(new Set(keys));
       const next = this.schedule.earliest(keys.filter(free), now);
       // Building: look for changes every idleMs. Not building: until the first retry due (or building is allowed again).
-      let until = Math.min(next ?? Infinity, build ? now + this.config.sync.idleMs : this.buildAfter > now ? this.buildAfter : Infinity);
-      if (!Number.isFinite(until)) until = now + this.config.sync.idleMs;
+      let until = Math.min(next ?? Infinity, build ? now + this.config.idleMs : this.buildAfter > now ? this.buildAfter : Infinity);
+      if (!Number.isFinite(until)) until = now + this.config.idleMs;
       return this.noteNext(repo, next, until);
     }
     this.sending.add(batch.key);
@@ -239,7 +240,7 @@ export class SyncService implements Service {
         this.refusedStreak = outcome.counts.applied || outcome.counts.stale ? 0 : this.refusedStreak + (outcome.counts['dead-letter'] ?? 0);
         if (this.refusedStreak >= REFUSED_STREAK) {
           this.pauses!.pause(`the receiver refused ${this.refusedStreak} items in a row, each alone (last: batch ${batch.key}); they are in the dead letters`);
-          return this.config.sync.idleMs;
+          return this.config.idleMs;
         }
         // Stale at its first send: the receiver holds a newer revision than this agent sent (changed behind its back).
         if (outcome.counts.stale && batch.attempts === 0) this.reconciles!.staleAtFirstSend(batch.key, outcome.counts.stale, sentAt);
@@ -261,13 +262,13 @@ export class SyncService implements Service {
         // The token may have been replaced in its file since it was read: read once more, and try again with it.
         if (this.client!.rereadToken()) return 0;
         this.pauses!.pause(outcome.message);
-        return this.config.sync.idleMs;
+        return this.config.idleMs;
       }
       case 'throttled': {
         repo.setState(SYNC_STATE.lastError, outcome.message);
         this.failures += 1;
         // At least retryInitialMs: a Retry-After of 0 (or a date past) is no licence for a tight loop.
-        const wait = Math.max(outcome.retryAfterMs ?? this.backoff(batch.attempts + 1), this.config.sync.retryInitialMs);
+        const wait = Math.max(outcome.retryAfterMs ?? this.backoff(batch.attempts + 1), this.config.retryInitialMs);
         this.holdUntil = Math.max(this.holdUntil, Date.now() + wait);
         this.schedule.retryAt(batch.key, this.holdUntil);
         return this.noteNext(repo, this.holdUntil);
@@ -296,7 +297,7 @@ export class SyncService implements Service {
    * the receiver accepts other batches (docs/upstream-api.md).
    */
   private serverError(batch: StoredBatch, outcome: Extract<BatchOutcome, { kind: 'failed' }>, sentAt: number): BatchOutcome {
-    const limit = this.config.sync.splitAfterServerErrors;
+    const limit = this.config.splitAfterServerErrors;
     const n = this.schedule.serverError(batch.key, sentAt);
     if (n < limit) return outcome;
     const up = this.schedule.receiverUp(batch.key);
@@ -312,12 +313,13 @@ export class SyncService implements Service {
 
   /** Full jitter: anything from 0 to min(retryMaxMs, retryInitialMs * 2^failures), `failures` those of a batch or of the loop. */
   private backoff(failures: number = this.failures): number {
-    const s = this.config.sync;
+    const s = this.config;
     return Math.floor(Math.random() * Math.min(s.retryMaxMs, s.retryInitialMs * 2 ** Math.min(failures, 30)));
   }
 
+  /** Takes its slice of a reloaded configuration (sync). */
   reload(config: Config): void {
-    this.config = config;
+    this.config = config.sync;
     this.waits.wake();
   }
 

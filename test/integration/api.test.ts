@@ -162,7 +162,7 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
   });
   it('has no route the table above lacks, and gives each permission to the roles the table does', () => {
     for (const r of ROUTES) expect([...PERMISSIONS[r.permission]].join(' '), `${r.method} ${r.route}`).toBe(r.roles);
-    const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: () => { throw new Error('unused'); }, bus: undefined as never, ca: undefined as never });
+    const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: undefined as never, repos: undefined as never, bus: undefined as never, ca: undefined as never });
     expect(served.map((r) => `${r.method} ${r.path} ${r.permission}`).sort()).toEqual(ROUTES.map((r) => `${r.method} ${r.route} ${r.permission}`).sort());
   });
 
@@ -346,7 +346,7 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
   });
 
   it('refuses an unknown query parameter on every route, takes limit and offset on every list, and answers every list with its total', async () => {
-    const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: () => { throw new Error('unused'); }, bus: undefined as never, ca: undefined as never });
+    const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: undefined as never, repos: undefined as never, bus: undefined as never, ca: undefined as never });
     const pathOf = (route: (typeof served)[number]) => ROUTES.find((r) => r.method === route.method && r.route === route.path)!.path;
     for (const route of served) {
       const r = await call(route.method, `${pathOf(route)}?bogus=1`, as('admin'), route.method === 'GET' ? undefined : '{}');

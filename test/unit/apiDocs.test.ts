@@ -9,7 +9,7 @@ import { REPO } from '../helpers/daemon.js';
 
 describe('docs/api.md', () => {
   const doc = readFileSync(join(REPO, 'docs', 'api.md'), 'utf8');
-  const routes = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: () => { throw new Error('unused'); }, bus: undefined as never, ca: undefined as never });
+  const routes = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: undefined as never, repos: undefined as never, bus: undefined as never, ca: undefined as never });
 
   it('lists every route of the API with the permission it needs, on one line', () => {
     const rows = doc.split('\n').filter((l) => l.startsWith('| `GET ') || l.startsWith('| `POST ') || l.startsWith('| `PUT '));

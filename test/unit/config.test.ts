@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { planReload } from '../../agent/config/diff.js';
+import { planReload, RESTART_ONLY_KEYS } from '../../agent/config/diff.js';
 import { maskSecrets } from '../../agent/secrets.js';
 import { environmentVariables } from '../../agent/config/env.js';
 import { loadConfig } from '../../agent/config/load.js';
@@ -246,6 +246,16 @@ describe('planReload', () => {
       changed: ['ca.passphraseFile', 'ca.validityDays.mqttDevice', 'ca.crlValidityHours'],
       restartOnly: ['ca.passphraseFile'],
     });
+  });
+
+  it("docs/configuration.md says restart for exactly the keys the schema marks restart-only", () => {
+    const docs = readFileSync(join(REPO, 'docs/configuration.md'), 'utf8');
+    const rows = [...docs.matchAll(/^\| `([^`]+)` \|[^|]*\| (live|restart) \|/gm)].map((m) => [m[1]!, m[2]!] as const);
+    expect(rows.length).toBeGreaterThan(50);
+    for (const [key, column] of rows) {
+      const marked = RESTART_ONLY_KEYS.some((p) => key === p || key.startsWith(`${p}.`));
+      expect(column, key).toBe(marked ? 'restart' : 'live');
+    }
   });
 });
 

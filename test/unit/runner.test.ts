@@ -34,6 +34,26 @@ describe('ServiceRunner', () => {
     expect(runner.states().map((s) => s.state)).toEqual(['stopped', 'stopped', 'stopped']);
   });
 
+  it('starts services added once the first are up after them, and stops all in reverse (the lock and the store last)', async () => {
+    const journal: string[] = [];
+    const runner = new ServiceRunner({ log, services: ['lock', 'store'].map((n) => service(n, journal)), timeouts });
+    await runner.startAll(new AbortController().signal);
+    runner.add(['ca', 'http'].map((n) => service(n, journal)));
+    expect(runner.states().map((s) => `${s.name} ${s.state}`)).toEqual(['lock up', 'store up', 'ca idle', 'http idle']);
+    await runner.startAll(new AbortController().signal);
+    await runner.stopAll();
+    expect(journal).toEqual(['start lock', 'start store', 'start ca', 'start http', 'stop http', 'stop ca', 'stop store', 'stop lock']);
+  });
+
+  it('stops the first services too when an added one fails to start', async () => {
+    const journal: string[] = [];
+    const runner = new ServiceRunner({ log, services: ['lock', 'store'].map((n) => service(n, journal)), timeouts });
+    await runner.startAll(new AbortController().signal);
+    runner.add([service('ca', journal, { start: () => Promise.reject(new Error('no CA')) })]);
+    await expect(runner.startAll(new AbortController().signal)).rejects.toBeInstanceOf(ServiceStartError);
+    expect(journal).toEqual(['start lock', 'start store', 'start ca', 'stop ca', 'stop store', 'stop lock']);
+  });
+
   it('stops what started, in reverse, when a service fails to start, and names the cause', async () => {
     const journal: string[] = [];
     const states: string[] = [];

@@ -12,14 +12,12 @@ import { ConfigFileError } from '../../errors.js';
 import { MqttDiscovery } from '../../discovery/mqttDiscovery.js';
 import { MqttDiscoveryRuns } from '../../discovery/mqttDiscoveryRun.js';
 import type { EventBus } from '../../events.js';
-import { DiscoveryRunRepository } from '../../store/discoveryRunRepository.js';
 import type { Service } from '../../lifecycle/service.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
-import { ActionRepository } from '../../store/actionRepository.js';
-import { DeviceRepository } from '../../store/deviceRepository.js';
-import { EnrollmentRepository } from '../../store/enrollmentRepository.js';
-import type { StoreService } from '../../store/storeService.js';
+import type { Store } from '../../store/database.js';
+import type { DeviceRepository } from '../../store/deviceRepository.js';
+import type { Repositories } from '../../store/repositories.js';
 import { EmbeddedBroker } from '../../transport/embeddedBroker.js';
 import { ExternalBroker } from '../../transport/externalBroker.js';
 import { MosquittoGate } from '../../transport/mosquittoGate.js';
@@ -48,8 +46,13 @@ function clientId(dir: string, agentId: string): string {
 
 export interface MqttServiceDeps {
   log: Logger;
-  config: Config;
-  storage: StoreService;
+  config: Config['mqtt'];
+  /** The gateway's id and data directory (restart-only: fixed for the service's life). */
+  agent: { id: string; dataDir: string };
+  /** ca.crlFile, which an external Mosquitto is handed (restart-only). */
+  crlFile: string;
+  store: Store;
+  repos: Pick<Repositories, 'devices' | 'enrollments' | 'actions' | 'discoveryRuns'>;
   ca: CaService;
   metrics: Metrics;
   bus: EventBus;
@@ -63,7 +66,7 @@ export interface MqttServiceDeps {
  */
 export class MqttService implements Service, DeviceAccess {
   readonly name = 'mqtt';
-  private config: Config;
+  private config: Config['mqtt'];
   private policy: EnrollmentPolicy | undefined;
   private broker: (BrokerLink & Service) | undefined;
   private embedded: EmbeddedBroker | undefined;
@@ -71,10 +74,7 @@ export class MqttService implements Service, DeviceAccess {
   private enrollment: MqttEnrollment | undefined;
   private actions: DeviceActions | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private devices: DeviceRepository | undefined;
-  private enrollments: EnrollmentRepository | undefined;
   private discoveryRuns: MqttDiscoveryRuns | undefined;
-  private runs: DiscoveryRunRepository | undefined;
   private runningDiscovery: Promise<void> | undefined;
   private readonly abort = new AbortController();
   /** The mutual-TLS URL devices are told when mqtt.deviceBrokerUrl is empty. */
@@ -89,34 +89,31 @@ export class MqttService implements Service, DeviceAccess {
       labelNames: ['state'],
       registers: [deps.metrics.registry],
       collect() {
-        if (!self.devices) return;
-        for (const [state, n] of Object.entries(self.devices.countByState())) this.set({ state }, n);
+        for (const [state, n] of Object.entries(self.deps.repos.devices.countByState())) this.set({ state }, n);
       },
     });
   }
 
   get running(): { enrollment: MqttEnrollment; actions: DeviceActions; devices: DeviceRepository; embedded?: EmbeddedBroker } {
-    return { enrollment: this.enrollment!, actions: this.actions!, devices: this.devices!, ...(this.embedded ? { embedded: this.embedded } : {}) };
+    return { enrollment: this.enrollment!, actions: this.actions!, devices: this.deps.repos.devices, ...(this.embedded ? { embedded: this.embedded } : {}) };
   }
 
   async start(): Promise<void> {
-    const { log, storage, ca, metrics } = this.deps;
-    const store = storage.store;
-    const devices = (this.devices = new DeviceRepository(store));
-    const enrollments = (this.enrollments = new EnrollmentRepository(store));
+    const { log, store, ca, metrics } = this.deps;
+    const { devices, enrollments } = this.deps.repos;
     this.policy = this.buildPolicy(this.config);
-    const c = this.config.mqtt;
-    const agentId = this.config.agent.id;
-    const stateDir = join(this.config.agent.dataDir, 'mqtt');
+    const c = this.config;
+    const agentId = this.deps.agent.id;
+    const stateDir = join(this.deps.agent.dataDir, 'mqtt');
     let gate: AccessGate;
     if (c.brokerUrl !== '') {
-      const identity = await ensureAgentClient(ca, this.config, log, 'mqtt');
+      const identity = await ensureAgentClient(ca, { agent: this.deps.agent }, log, 'mqtt');
       const external = new ExternalBroker({ log: log.child({ part: 'link' }), url: c.brokerUrl, clientId: clientId(stateDir, agentId), tls: () => identity });
       this.broker = external;
       const mosquitto = (this.mosquitto = new MosquittoGate({
         log: log.child({ part: 'mosquitto' }),
         metrics,
-        options: () => ({ dir: this.config.mqtt.mosquittoDir, pidFile: this.config.mqtt.mosquittoPidFile, reloadCommand: this.config.mqtt.mosquittoReloadCommand, agentId, topicPrefix: this.config.mqtt.topicPrefix, crlFile: this.config.ca.crlFile }),
+        options: () => ({ dir: this.config.mosquittoDir, pidFile: this.config.mosquittoPidFile, reloadCommand: this.config.mosquittoReloadCommand, agentId, topicPrefix: this.config.topicPrefix, crlFile: this.deps.crlFile }),
         // From the certificates, not the inventory state: what the CRL would refuse, and decommissioned devices.
         cutOffIdentities: () => [...new Set([...ca.revokedIdentities('mqtt-device'), ...devices.list({ state: 'decommissioned', protocol: 'mqtt' }).map((d) => d.name)])],
         takeOver: (id) => external.takeOver(id),
@@ -152,7 +149,7 @@ export class MqttService implements Service, DeviceAccess {
     const enrollment = (this.enrollment = new MqttEnrollment({
       log: log.child({ part: 'enrollment' }),
       metrics,
-      config: () => this.config.mqtt,
+      config: () => this.config,
       store: () => store,
       devices: () => devices,
       enrollments: () => enrollments,
@@ -160,16 +157,15 @@ export class MqttService implements Service, DeviceAccess {
       ca,
       link: this.broker,
       gate,
-      brokerUrl: () => this.config.mqtt.deviceBrokerUrl || this.deviceUrl,
+      brokerUrl: () => this.config.deviceBrokerUrl || this.deviceUrl,
       reservedIds: () => [agentId, opcuaClientId(agentId)],
     }));
-    const discovery = new MqttDiscovery({ log: log.child({ part: 'discovery' }), metrics, config: () => this.config.mqtt, store: () => store, devices: () => devices });
+    const discovery = new MqttDiscovery({ log: log.child({ part: 'discovery' }), metrics, config: () => this.config, store: () => store, devices: () => devices });
     await this.broker.subscribe(enrollment.filters(), (m) => enrollment.receive(m));
     await this.broker.subscribe(discovery.filters(), (m) => void discovery.receive(m));
-    this.runs = new DiscoveryRunRepository(store);
-    this.discoveryRuns = new MqttDiscoveryRuns({ log: log.child({ part: 'discovery' }), runs: this.runs, discovery, link: this.broker, bus: this.deps.bus });
+    this.discoveryRuns = new MqttDiscoveryRuns({ log: log.child({ part: 'discovery' }), runs: this.deps.repos.discoveryRuns, discovery, link: this.broker, bus: this.deps.bus });
     await enrollment.resume();
-    this.actions = new DeviceActions({ log: log.child({ part: 'actions' }), store, actions: new ActionRepository(store), devices, enrollments, ca, enrollment, gate, bus: this.deps.bus });
+    this.actions = new DeviceActions({ log: log.child({ part: 'actions' }), store, actions: this.deps.repos.actions, devices, enrollments, ca, enrollment, gate, bus: this.deps.bus });
     // A decision the API committed is carried out at once; the pass under way may have read the queue before it, hence one more.
     this.deps.bus.on('action.queued', this.name, ({ deviceId }) => (deviceId.startsWith('mqtt:') ? this.actions?.runOpen().then(() => this.actions?.runOpen()) : undefined));
     await this.actions.runOpen();
@@ -184,13 +180,14 @@ export class MqttService implements Service, DeviceAccess {
       void this.runDiscoveries();
       // A CRL changed outside a device decision (ca revoke, the CA's reissue before nextUpdate) reaches Mosquitto too.
       void this.mosquitto?.refresh();
-    }, this.config.mqtt.actionPollMs);
+    }, this.config.actionPollMs);
   }
 
   /** Runs the MQTT discovery runs requested (by a technician), one at a time. */
   private runDiscoveries(): Promise<void> {
     this.runningDiscovery ??= (async () => {
-      for (let run = this.runs?.open('mqtt')[0]; run && this.discoveryRuns && !this.abort.signal.aborted; run = this.runs?.open('mqtt')[0]) {
+      const runs = this.deps.repos.discoveryRuns;
+      for (let run = runs.open('mqtt')[0]; run && this.discoveryRuns && !this.abort.signal.aborted; run = runs.open('mqtt')[0]) {
         await this.discoveryRuns.run(run, this.abort.signal);
       }
     })()
@@ -199,29 +196,29 @@ export class MqttService implements Service, DeviceAccess {
     return this.runningDiscovery;
   }
 
-  private buildPolicy(config: Config): EnrollmentPolicy {
+  private buildPolicy(config: Config['mqtt']): EnrollmentPolicy {
     const load = (file: string) => {
       try {
         return loadManufacturerCas(file);
       } catch (err) {
-        const index = config.mqtt.policy.rules.findIndex((r) => r.kind === 'claim' && r.manufacturerCaFile === file);
+        const index = config.policy.rules.findIndex((r) => r.kind === 'claim' && r.manufacturerCaFile === file);
         throw new ConfigFileError(`mqtt.policy.rules.${index}.manufacturerCaFile: ${(err as Error).message}`, { cause: err });
       }
     };
-    return new EnrollmentPolicy(config.mqtt.policy, load, (secret) => this.enrollments!.tokenBySecret(secret));
+    return new EnrollmentPolicy(config.policy, load, (secret) => this.deps.repos.enrollments.tokenBySecret(secret));
   }
 
   private async brokerIdentity(dir: string): Promise<LocalIdentity> {
-    const host = this.config.mqtt.listenHost;
+    const host = this.config.listenHost;
     const ips = ['127.0.0.1'];
     if (isIP(host) && host !== '0.0.0.0' && host !== '::' && host !== '127.0.0.1') ips.push(host);
     const dnsNames = [...new Set(['localhost', hostname().toLowerCase()])].filter((n) => /^[a-z0-9.-]{1,253}$/.test(n));
     if (!isIP(host) && /^[a-z0-9.-]{1,253}$/i.test(host)) dnsNames.push(host.toLowerCase());
     // The name devices are told (mqtt.deviceBrokerUrl) must be one they can verify.
-    const told = this.config.mqtt.deviceBrokerUrl === '' ? '' : new URL(this.config.mqtt.deviceBrokerUrl).hostname.replace(/^\[|\]$/g, '');
+    const told = this.config.deviceBrokerUrl === '' ? '' : new URL(this.config.deviceBrokerUrl).hostname.replace(/^\[|\]$/g, '');
     if (told !== '' && isIP(told)) ips.push(told);
     else if (/^[a-z0-9.-]{1,253}$/i.test(told)) dnsNames.push(told.toLowerCase());
-    return ensureLocalIdentity(this.deps.ca, { profile: 'broker-server', identity: this.config.agent.id, dnsNames: [...new Set(dnsNames)], ipAddresses: [...new Set(ips)], dir, basename: 'broker-server' }, this.deps.log);
+    return ensureLocalIdentity(this.deps.ca, { profile: 'broker-server', identity: this.deps.agent.id, dnsNames: [...new Set(dnsNames)], ipAddresses: [...new Set(ips)], dir, basename: 'broker-server' }, this.deps.log);
   }
 
   /**
@@ -232,13 +229,14 @@ export class MqttService implements Service, DeviceAccess {
   allowed(identity: string, serial: string): boolean {
     const cert = this.deps.ca.certificate(serial);
     if (!cert || cert.record.status !== 'valid' || cert.record.identity !== identity || cert.record.profile !== 'mqtt-device') return false;
-    const device = this.devices?.byName('mqtt', identity);
+    const device = this.deps.repos.devices.byName('mqtt', identity);
     return device !== undefined && device.state !== 'revoked' && device.state !== 'decommissioned';
   }
 
+  /** Takes its slice of a reloaded configuration (mqtt). */
   reload(config: Config): void {
-    const policy = this.buildPolicy(config);
-    this.config = config;
+    const policy = this.buildPolicy(config.mqtt);
+    this.config = config.mqtt;
     this.policy = policy;
     this.enrollment?.reconfigure();
     this.schedule();

@@ -9,19 +9,23 @@ import { DeviceLocks } from '../../onboarding/deviceLocks.js';
 import { OpcuaActions } from '../../onboarding/opcuaActions.js';
 import { sweepCrls } from '../../onboarding/opcuaCrl.js';
 import { OpcuaPush } from '../../onboarding/opcuaPush.js';
-import { ActionRepository } from '../../store/actionRepository.js';
-import { DeviceRepository } from '../../store/deviceRepository.js';
-import { DiscoveryRunRepository } from '../../store/discoveryRunRepository.js';
-import { PushRepository } from '../../store/pushRepository.js';
-import type { StoreService } from '../../store/storeService.js';
+import type { Store } from '../../store/database.js';
+import type { DiscoveryRunRepository } from '../../store/discoveryRunRepository.js';
+import type { PushRepository } from '../../store/pushRepository.js';
+import type { Repositories } from '../../store/repositories.js';
 import { OpcuaProbe } from '../../transport/opcuaProbe.js';
 import { OpcuaPushSessions } from '../../transport/opcuaPushSession.js';
 import { OpcuaDiscovery } from '../../discovery/opcua/opcuaDiscovery.js';
 
 export interface OpcuaServiceDeps {
   log: Logger;
-  config: Config;
-  storage: StoreService;
+  config: Config['opcua'];
+  /** The gateway's id and data directory (restart-only: fixed for the service's life). */
+  agent: { id: string; dataDir: string };
+  /** ca.organization, the O= of the certificates pushed (restart-only). */
+  organization: string;
+  store: Store;
+  repos: Pick<Repositories, 'devices' | 'actions' | 'discoveryRuns' | 'pushes'>;
   ca: CaService;
   bus: EventBus;
 }
@@ -42,12 +46,12 @@ const RUNS_KEPT = 100;
  */
 export class OpcuaService implements Service {
   readonly name = 'opcua';
-  private config: Config;
+  private config: Config['opcua'];
   private probe: OpcuaProbe | undefined;
   private preparing: Promise<{ discovery: OpcuaDiscovery; push: OpcuaPush }> | undefined;
-  private runs: DiscoveryRunRepository | undefined;
-  private pushes: PushRepository | undefined;
-  private actions: OpcuaActions | undefined;
+  private readonly runs: DiscoveryRunRepository;
+  private readonly pushes: PushRepository;
+  private readonly actions: OpcuaActions;
   private readonly locks = new DeviceLocks();
   private push: OpcuaPush | undefined;
   private poller: NodeJS.Timeout | undefined;
@@ -58,27 +62,26 @@ export class OpcuaService implements Service {
 
   constructor(private readonly deps: OpcuaServiceDeps) {
     this.config = deps.config;
+    this.runs = deps.repos.discoveryRuns;
+    this.pushes = deps.repos.pushes;
+    this.actions = new OpcuaActions({
+      log: deps.log.child({ part: 'actions' }),
+      config: () => this.config.push,
+      store: deps.store,
+      actions: deps.repos.actions,
+      devices: deps.repos.devices,
+      pushes: deps.repos.pushes,
+      ca: deps.ca,
+      locks: this.locks,
+      bus: deps.bus,
+    });
   }
 
   async start(): Promise<void> {
-    const { store } = this.deps.storage;
-    this.runs = new DiscoveryRunRepository(store);
-    this.pushes = new PushRepository(store);
-    this.actions = new OpcuaActions({
-      log: this.deps.log.child({ part: 'actions' }),
-      config: () => this.config.opcua.push,
-      store,
-      actions: new ActionRepository(store),
-      devices: new DeviceRepository(store),
-      pushes: this.pushes,
-      ca: this.deps.ca,
-      locks: this.locks,
-      bus: this.deps.bus,
-    });
     // A decision the API committed is carried out at once (POLL_MS stays for the CLI's --local); one more pass, as the one under way may have read the queue before it.
-    this.deps.bus.on('action.queued', this.name, ({ deviceId }) => (deviceId.startsWith('opcua:') ? this.actions?.runOpen().then(() => this.actions?.runOpen()).then(() => this.runPushes()) : undefined));
+    this.deps.bus.on('action.queued', this.name, ({ deviceId }) => (deviceId.startsWith('opcua:') ? this.actions.runOpen().then(() => this.actions.runOpen()).then(() => this.runPushes()) : undefined));
     await this.actions.runOpen();
-    if (this.config.opcua.runOnStart && this.runs.open('opcua').length === 0) this.runs.request('opcua', 'start', 'agent');
+    if (this.config.runOnStart && this.runs.open('opcua').length === 0) this.runs.request('opcua', 'start', 'agent');
     this.schedule();
     this.poller = setInterval(() => this.tick(), POLL_MS);
     this.tick();
@@ -87,7 +90,7 @@ export class OpcuaService implements Service {
   /** One look at everything waiting: discovery runs, technicians' decisions, approvals by policy, pushes due. */
   private tick(): void {
     void this.runOpen();
-    void this.actions!.runOpen().then(() => this.runPushes());
+    void this.actions.runOpen().then(() => this.runPushes());
   }
 
   /**
@@ -96,15 +99,15 @@ export class OpcuaService implements Service {
    * approved, not in batches.
    */
   async runPushes(): Promise<void> {
-    if (this.stopping || !this.config.opcua.push.enabled) return;
+    if (this.stopping || !this.config.push.enabled) return;
     try {
       // A revocation since a server got its CRLs: the new ones are pushed to it, or it is said that they cannot be.
-      sweepCrls({ store: this.deps.storage.store, pushes: this.pushes!, log: this.deps.log }, () => {
+      sweepCrls({ store: this.deps.store, pushes: this.pushes, log: this.deps.log }, () => {
         const trust = this.deps.ca.opcuaTrust();
         return [...trust.trustedCrls, ...trust.issuerCrls];
       });
-      this.actions!.approveByPolicy();
-      if (!this.push && this.pushes!.due(new Date(), 1).length === 0) return;
+      this.actions.approveByPolicy();
+      if (!this.push && this.pushes.due(new Date(), 1).length === 0) return;
       this.push ??= (await this.prepare()).push;
       this.push.kick(this.abort.signal);
     } catch (err) {
@@ -119,11 +122,11 @@ export class OpcuaService implements Service {
    */
   private prepare(): Promise<{ discovery: OpcuaDiscovery; push: OpcuaPush }> {
     this.preparing ??= (async () => {
-      const { log, storage, ca } = this.deps;
-      const identity = await ensureAgentClient(ca, this.config, log, 'opcua');
+      const { log, store, ca } = this.deps;
+      const identity = await ensureAgentClient(ca, { agent: this.deps.agent }, log, 'opcua');
       this.probe = new OpcuaProbe({
         log: log.child({ part: 'client' }),
-        pkiDir: join(this.config.agent.dataDir, 'opcua', 'pki'),
+        pkiDir: join(this.deps.agent.dataDir, 'opcua', 'pki'),
         applicationUri: identity.applicationUri,
         certificateFile: identity.certFile,
         privateKeyFile: identity.keyFile,
@@ -131,15 +134,15 @@ export class OpcuaService implements Service {
         ...(ca.opcuaChain() ? { caCertificates: ca.opcuaChain()!, crls: ca.crlDers() } : {}),
       });
       await this.probe.init();
-      const devices = new DeviceRepository(storage.store);
-      const discovery = new OpcuaDiscovery({ log, config: () => this.config.opcua, probe: this.probe, runs: this.runs!, devices, store: storage.store, bus: this.deps.bus });
+      const { devices } = this.deps.repos;
+      const discovery = new OpcuaDiscovery({ log, config: () => this.config, probe: this.probe, runs: this.runs, devices, store, bus: this.deps.bus });
       const push = new OpcuaPush({
         log: log.child({ part: 'push' }),
-        config: () => this.config.opcua,
-        organization: () => this.config.ca.organization,
-        store: storage.store,
+        config: () => this.config,
+        organization: () => this.deps.organization,
+        store,
         devices,
-        pushes: this.pushes!,
+        pushes: this.pushes,
         ca,
         sessions: new OpcuaPushSessions(this.probe, log.child({ part: 'push' })),
         locks: this.locks,
@@ -154,29 +157,29 @@ export class OpcuaService implements Service {
   private schedule(): void {
     clearInterval(this.scheduler);
     this.scheduler = undefined;
-    if (this.config.opcua.intervalMs > 0) {
+    if (this.config.intervalMs > 0) {
       this.scheduler = setInterval(() => {
         // A run still waiting or running covers this one: runs do not pile up behind a long scan.
-        if (this.runs && this.runs.open('opcua').length === 0) this.runs.request('opcua', 'interval', 'agent');
+        if (this.runs.open('opcua').length === 0) this.runs.request('opcua', 'interval', 'agent');
         void this.runOpen();
-      }, this.config.opcua.intervalMs);
+      }, this.config.intervalMs);
     }
   }
 
   /** Runs the requested discoveries one after the other; concurrent calls share one pass. */
   runOpen(): Promise<void> {
     this.running ??= (async () => {
-      for (let run = this.runs?.open('opcua')[0]; run && !this.stopping; run = this.runs?.open('opcua')[0]) {
+      for (let run = this.runs.open('opcua')[0]; run && !this.stopping; run = this.runs.open('opcua')[0]) {
         let discovery: OpcuaDiscovery;
         try {
           ({ discovery } = await this.prepare());
         } catch (err) {
           // Without a client there is no run: it fails with the reason instead of waiting forever.
-          this.runs!.finish(run.id, 'failed', `the OPC UA client could not be set up: ${(err as Error).message}`);
+          this.runs.finish(run.id, 'failed', `the OPC UA client could not be set up: ${(err as Error).message}`);
           throw err;
         }
         await discovery.run(run, this.abort.signal);
-        this.runs?.prune('opcua', RUNS_KEPT);
+        this.runs.prune('opcua', RUNS_KEPT);
         // Servers found by this run that a rule approves are pushed to at once.
         void this.runPushes();
       }
@@ -186,8 +189,9 @@ export class OpcuaService implements Service {
     return this.running;
   }
 
+  /** Takes its slice of a reloaded configuration (opcua). */
   reload(config: Config): void {
-    this.config = config;
+    this.config = config.opcua;
     this.schedule();
   }
 
@@ -200,7 +204,7 @@ export class OpcuaService implements Service {
     // Aborted, a run starts no new target and goes back to `requested`; the probes in flight end within their timeout.
     // Waiting is capped so the agent's stop stays within its timeouts; a probe still in flight then fails and is not recorded.
     // A push cut off here is resumed at the next start from what the server presents.
-    await Promise.race([Promise.all([this.running, this.push?.idle()]), new Promise((r) => setTimeout(r, Math.min(this.config.opcua.timeoutMs, 3_000)))]);
+    await Promise.race([Promise.all([this.running, this.push?.idle()]), new Promise((r) => setTimeout(r, Math.min(this.config.timeoutMs, 3_000)))]);
     await this.probe?.dispose();
   }
 }

@@ -4,12 +4,12 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SoftwareKey } from '../../../certs/keys/backend.js';
 import { buildCsr } from '../../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../../certs/x509/name.js';
-import { HttpService } from '../../../agent/api/httpServer.js';
 import { CaService } from '../../../agent/ca/caService.js';
 import { resolvePaths } from '../../../agent/config/load.js';
 import { defaultConfig } from '../../../agent/config/schema.js';
 import { EventBus, type AgentEvents } from '../../../agent/events.js';
 import { Metrics } from '../../../agent/metrics.js';
+import { CertificateRepository } from '../../../agent/store/certificateRepository.js';
 import { StoreService } from '../../../agent/store/storeService.js';
 import { tempDir } from '../../helpers/daemon.js';
 
@@ -31,10 +31,11 @@ describe('CaService', () => {
     const bus = new EventBus(log);
     const events: AgentEvents['certificate.expiring'][] = [];
     bus.on('certificate.expiring', 'test', (e) => events.push(e));
-    const ca = new CaService({ log, config: { ...config.ca, expiryCheckIntervalMs: 60_000 }, gatewayId: 'gw', storage, http: new HttpService({ log, host: '127.0.0.1', port: 0 }), metrics, bus, env: {} });
+    // The store is open before the CA is built, as in the daemon's composition root.
+    await storage.start();
+    const ca = new CaService({ log, config: { ...config.ca, expiryCheckIntervalMs: 60_000 }, gatewayId: 'gw', certificates: new CertificateRepository(storage.store), metrics, bus, env: {} });
     // Date and intervals are faked; setImmediate (the grouped commit) stays real.
     vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'] });
-    await storage.start();
     await ca.start();
     const issued = await ca.issue({ profile: 'mqtt-device', identity: 'flow-1', csr: buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: 'x' })) });
     vi.advanceTimersByTime(60_000);

@@ -1,0 +1,45 @@
+import { ActionRepository } from './actionRepository.js';
+import { AuditRepository } from './auditRepository.js';
+import { CertificateRepository } from './certificateRepository.js';
+import type { Store } from './database.js';
+import { DeviceRepository } from './deviceRepository.js';
+import { DiscoveryRunRepository } from './discoveryRunRepository.js';
+import { EnrollmentRepository } from './enrollmentRepository.js';
+import { PushRepository } from './pushRepository.js';
+import { RunsRepository } from './runsRepository.js';
+import { SyncRepository } from './syncRepository.js';
+import { UserRepository } from './userRepository.js';
+
+/**
+ * Every repository over one open store, built once by whoever opened it
+ * (the daemon's composition root, a CLI command) and handed to the parts
+ * that use them: no part builds its own over a store it was given.
+ * Repositories hold no state of their own, so one set serves them all.
+ */
+export interface Repositories {
+  readonly devices: DeviceRepository;
+  readonly enrollments: EnrollmentRepository;
+  readonly actions: ActionRepository;
+  readonly certificates: CertificateRepository;
+  readonly runs: RunsRepository;
+  readonly discoveryRuns: DiscoveryRunRepository;
+  readonly pushes: PushRepository;
+  readonly sync: SyncRepository;
+  readonly users: UserRepository;
+  readonly audit: AuditRepository;
+}
+
+export function openRepositories(store: Store): Repositories {
+  return {
+    devices: new DeviceRepository(store),
+    enrollments: new EnrollmentRepository(store),
+    actions: new ActionRepository(store),
+    certificates: new CertificateRepository(store),
+    runs: new RunsRepository(store),
+    discoveryRuns: new DiscoveryRunRepository(store),
+    pushes: new PushRepository(store),
+    sync: new SyncRepository(store),
+    users: new UserRepository(store),
+    audit: new AuditRepository(store),
+  };
+}
