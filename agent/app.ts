@@ -92,7 +92,15 @@ export class App implements HealthSource {
     const metrics = this.metrics;
     const bus = new EventBus(logs.child('events'));
     const runs = new RunRecorder({ log: logs.child('runs'), runLog: repos.runs, metrics, heartbeatIntervalMs: c.agent.heartbeatIntervalMs });
-    const ca = new CaService({ log: logs.child('ca'), config: c.ca, gatewayId: c.agent.id, certificates: repos.certificates, metrics, bus, env: this.deps.env ?? process.env });
+    const ca = new CaService({
+      log: logs.child('ca'),
+      config: c.ca,
+      gatewayId: c.agent.id,
+      certificates: repos.certificates,
+      metrics,
+      bus,
+      env: this.deps.env ?? process.env,
+    });
     const httpLog = logs.child('http');
     // Called at http start, which comes after the CA's.
     const tls = c.http.tls.enabled ? () => listenerTls(ca, c, httpLog) : undefined;
@@ -136,10 +144,7 @@ export class App implements HealthSource {
   /** Starts every service; READY=1 only once all are up. Throws (after stopping what started) if one fails. */
   async start(signal: AbortSignal): Promise<void> {
     const { notifier } = this.deps;
-    this.log.info(
-      { version: AGENT_VERSION, node: process.version, config: this.deps.loaded.file, dataDir: this.config.agent.dataDir },
-      'edge-agent starting',
-    );
+    this.log.info({ version: AGENT_VERSION, node: process.version, config: this.deps.loaded.file, dataDir: this.config.agent.dataDir }, 'edge-agent starting');
     // Until the run recorder exists the agent counts as healthy, as it did while the recorder had not started.
     notifier.startWatchdog(() => this.parts?.runs.healthy() ?? true);
     let parts: Parts;

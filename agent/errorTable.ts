@@ -41,7 +41,12 @@ export interface ErrorRow {
 }
 
 const { failure, usage, dataError, noInput, unavailable, noPermission, config } = ExitCode;
-const row = (http: number, exit: number, title: string, startExit?: number): ErrorRow => ({ http, exit, title, ...(startExit === undefined ? {} : { startExit }) });
+const row = (http: number, exit: number, title: string, startExit?: number): ErrorRow => ({
+  http,
+  exit,
+  title,
+  ...(startExit === undefined ? {} : { startExit }),
+});
 
 /**
  * The codes the local API answers with (`{ code, message }`). A command maps

@@ -55,7 +55,11 @@ export class EventBus {
   }
 
   off(owner: string): void {
-    for (const [event, list] of this.listeners) this.listeners.set(event, list.filter((l) => l.owner !== owner));
+    for (const [event, list] of this.listeners)
+      this.listeners.set(
+        event,
+        list.filter((l) => l.owner !== owner),
+      );
   }
 
   emit<K extends keyof AgentEvents>(event: K, payload: AgentEvents[K]): void {

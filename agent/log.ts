@@ -5,7 +5,6 @@ import { maskSecrets } from './secrets.js';
 export type { Logger } from 'pino';
 export type LogLevel = Level;
 
-
 /**
  * The root logger and its per-module children. pino children copy the level
  * when they are made, so the hub keeps them to change every level at once on

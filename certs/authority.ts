@@ -8,7 +8,16 @@ import type { IdentityRequest, RequestOrigin } from './profiles/profile.js';
 import { PreparedRequest } from './request.js';
 import type { CertificateRecord, CertificateStore, RevocationReason } from './store.js';
 import { assembleCertificate, encodeTbs, randomSerial } from './x509/certificate.js';
-import { basicConstraints, extKeyUsage, keyIdentifier, keyUsage, subjectAltName, subjectKeyIdentifier, canonicalIp, type SubjectAltNames } from './x509/extensions.js';
+import {
+  basicConstraints,
+  extKeyUsage,
+  keyIdentifier,
+  keyUsage,
+  subjectAltName,
+  subjectKeyIdentifier,
+  canonicalIp,
+  type SubjectAltNames,
+} from './x509/extensions.js';
 import { encodeName, type NameAttributes } from './x509/name.js';
 import { toPem } from './x509/pem.js';
 
@@ -113,7 +122,11 @@ export class CertificateAuthority {
 
   issuer(name: IssuerName): IssuingCa {
     const issuer = this.options.issuers[name];
-    if (!issuer) throw new CertError('CA_NOT_INITIALISED', `the ${name.toUpperCase()} issuing CA is not set up; run edge-agent ca init (or import-intermediate --issuer ${name})`);
+    if (!issuer)
+      throw new CertError(
+        'CA_NOT_INITIALISED',
+        `the ${name.toUpperCase()} issuing CA is not set up; run edge-agent ca init (or import-intermediate --issuer ${name})`,
+      );
     return issuer;
   }
 
@@ -154,13 +167,17 @@ export class CertificateAuthority {
       return { record: previous, chain: this.issuer(previous.issuer).chainPem, repeated: true };
     }
     if (binding && !this.options.allowKeyReuse) {
-      throw new CertError('KEY_REUSE_NOT_ALLOWED', `identity ${JSON.stringify(request.identity)} already had a certificate for this key; a new certificate needs a new key pair`);
+      throw new CertError(
+        'KEY_REUSE_NOT_ALLOWED',
+        `identity ${JSON.stringify(request.identity)} already had a certificate for this key; a new certificate needs a new key pair`,
+      );
     }
 
     const issuerName: IssuerName = profile.issuer === 'by-key' ? (keyType === 'rsa' ? 'rsa' : 'ec') : profile.issuer;
     const issuer = this.issuer(issuerName);
     const now = this.now();
-    if (issuer.chainNotAfter <= now) throw new CertError('CA_EXPIRED', `the ${issuerName} issuing CA (or a CA above it) expired on ${issuer.chainNotAfter.toISOString()}`);
+    if (issuer.chainNotAfter <= now)
+      throw new CertError('CA_EXPIRED', `the ${issuerName} issuing CA (or a CA above it) expired on ${issuer.chainNotAfter.toISOString()}`);
     const notBefore = new Date(Math.max(now.getTime() - (this.options.backdateMs ?? 300_000), issuer.notBefore.getTime()));
     notBefore.setUTCMilliseconds(0);
     // Never past the issuing CA, nor past any CA above it: the certificate would not validate then.

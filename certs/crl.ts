@@ -1,4 +1,18 @@
-import { bitString, children, decodeOid, decodeUnsigned, explicit, read, readExactly, sequence, smallInteger, Tag, time, tlv, unsignedInteger } from './x509/der.js';
+import {
+  bitString,
+  children,
+  decodeOid,
+  decodeUnsigned,
+  explicit,
+  read,
+  readExactly,
+  sequence,
+  smallInteger,
+  Tag,
+  time,
+  tlv,
+  unsignedInteger,
+} from './x509/der.js';
 import { extension } from './x509/extensions.js';
 import { OID } from './x509/oids.js';
 import { toPem } from './x509/pem.js';

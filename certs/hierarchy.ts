@@ -62,12 +62,7 @@ function caCertificate(o: {
     notAfter: o.notAfter,
     subjectName: o.subjectName,
     spki,
-    extensions: [
-      basicConstraints(true, o.pathLen),
-      keyUsage(['keyCertSign', 'cRLSign']),
-      subjectKeyIdentifier(ski(spki)),
-      authorityKeyIdentifier(o.signerSki),
-    ],
+    extensions: [basicConstraints(true, o.pathLen), keyUsage(['keyCertSign', 'cRLSign']), subjectKeyIdentifier(ski(spki)), authorityKeyIdentifier(o.signerSki)],
   });
   return assembleCertificate(tbs, sigAlg, o.signer.sign(tbs));
 }
@@ -91,14 +86,30 @@ export function initCa(o: InitOptions): { rootPem: string; issuers: IssuerName[]
   const rootName = encodeName({ organization: o.organization, commonName: `${o.gatewayId} Root CA`.slice(0, 64) });
   const rootSki = ski(spkiOf(rootKey));
   const rootNotAfter = wholeSeconds(new Date(now.getTime() + o.rootValidityDays * DAY));
-  const rootDer = caCertificate({ subjectName: rootName, issuerName: rootName, subjectKey: rootKey, signer: rootKey, signerSki: rootSki, pathLen: 1, notBefore, notAfter: rootNotAfter });
+  const rootDer = caCertificate({
+    subjectName: rootName,
+    issuerName: rootName,
+    subjectKey: rootKey,
+    signer: rootKey,
+    signerSki: rootSki,
+    pathLen: 1,
+    notBefore,
+    notAfter: rootNotAfter,
+  });
   const rootPem = toPem('CERTIFICATE', rootDer);
 
   const written: IssuerName[] = [];
   const pending: [string, string | Buffer | KeyObject][] = [];
   const root = { subjectName: rootName, ski: rootSki, key: rootKey, notAfter: rootNotAfter, pem: rootPem };
   for (const [name, keyType] of Object.entries(o.issuers) as [IssuerName, CaKeyType][]) {
-    const { key, certPem } = issuingCaUnder(root, { name, keyType, organization: o.organization, gatewayId: o.gatewayId, issuingValidityDays: o.issuingValidityDays, now });
+    const { key, certPem } = issuingCaUnder(root, {
+      name,
+      keyType,
+      organization: o.organization,
+      gatewayId: o.gatewayId,
+      issuingValidityDays: o.issuingValidityDays,
+      now,
+    });
     pending.push([caFiles.key(name), key.exportable()], [caFiles.chain(name), rootPem], [caFiles.cert(name), certPem]);
     written.push(name);
   }
@@ -152,7 +163,8 @@ export function addIssuingCa(o: {
   issuingValidityDays: number;
   now?: Date;
 }): { subject: string; notAfter: Date } {
-  if (existsSync(join(o.dir, caFiles.cert(o.name)))) throw new CertError('CA_ALREADY_INITIALISED', `the ${o.name.toUpperCase()} issuing CA already exists in ${o.dir}; it is never overwritten`);
+  if (existsSync(join(o.dir, caFiles.cert(o.name))))
+    throw new CertError('CA_ALREADY_INITIALISED', `the ${o.name.toUpperCase()} issuing CA already exists in ${o.dir}; it is never overwritten`);
   const parts = parseCertificate(o.root.certPem);
   const root = { subjectName: Buffer.from(parts.subjectName), ski: ski(spkiOf(o.root.key)), key: o.root.key, notAfter: parts.notAfter };
   const generation = 1 + revokedCas(o.dir).filter((r) => r.issuer === o.name).length;
@@ -178,11 +190,10 @@ export function requestIntermediate(o: {
 }): string {
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const key = SoftwareKey.generate(o.keyType);
-  const csrPem = buildCsr(
-    key,
-    encodeName({ organization: o.organization, commonName: `${o.gatewayId} Issuing CA ${o.name.toUpperCase()}`.slice(0, 64) }),
-    [basicConstraints(true, 0), keyUsage(['keyCertSign', 'cRLSign'])],
-  );
+  const csrPem = buildCsr(key, encodeName({ organization: o.organization, commonName: `${o.gatewayId} Issuing CA ${o.name.toUpperCase()}`.slice(0, 64) }), [
+    basicConstraints(true, 0),
+    keyUsage(['keyCertSign', 'cRLSign']),
+  ]);
   writeKeyFile(join(o.dir, caFiles.pendingKey(o.name)), key.exportable(), o.passphrase);
   writeFileAtomic(join(o.dir, caFiles.csr(o.name)), csrPem, 0o644);
   return csrPem;
@@ -194,17 +205,14 @@ export function requestIntermediate(o: {
  * its CA flags and validity, and the chain up to a self-signed root. Nothing
  * is written unless every check passes.
  */
-export function importIntermediate(o: {
-  dir: string;
-  name: IssuerName;
-  certPem: string;
-  chainPem?: string;
-  passphrase: string | undefined;
-  now?: Date;
-}): { subject: string; notAfter: Date } {
+export function importIntermediate(o: { dir: string; name: IssuerName; certPem: string; chainPem?: string; passphrase: string | undefined; now?: Date }): {
+  subject: string;
+  notAfter: Date;
+} {
   const pendingPath = join(o.dir, caFiles.pendingKey(o.name));
   const keyPath = existsSync(pendingPath) ? pendingPath : join(o.dir, caFiles.key(o.name));
-  if (!existsSync(keyPath)) throw new CertError('INTERMEDIATE_INVALID', `no key waits for this certificate; run edge-agent ca request-intermediate --issuer ${o.name} first`);
+  if (!existsSync(keyPath))
+    throw new CertError('INTERMEDIATE_INVALID', `no key waits for this certificate; run edge-agent ca request-intermediate --issuer ${o.name} first`);
   const key = readKeyFile(keyPath, o.passphrase);
   const certBlocks = pemBlocks(o.certPem).filter((b) => b.label === 'CERTIFICATE');
   if (certBlocks.length === 0) throw new CertError('INTERMEDIATE_INVALID', 'the file holds no PEM certificate');
@@ -223,7 +231,9 @@ export function importIntermediate(o: {
   const now = o.now ?? new Date();
   if (parts.notAfter <= now) throw new CertError('INTERMEDIATE_INVALID', `the certificate expired on ${parts.notAfter.toISOString()}`);
   if (parts.notBefore > now) throw new CertError('INTERMEDIATE_INVALID', `the certificate is not valid before ${parts.notBefore.toISOString()}`);
-  const rest = [...certBlocks.slice(1), ...(o.chainPem ? pemBlocks(o.chainPem).filter((b) => b.label === 'CERTIFICATE') : [])].map((b) => toPem('CERTIFICATE', b.der));
+  const rest = [...certBlocks.slice(1), ...(o.chainPem ? pemBlocks(o.chainPem).filter((b) => b.label === 'CERTIFICATE') : [])].map((b) =>
+    toPem('CERTIFICATE', b.der),
+  );
   const localRoot = join(o.dir, caFiles.rootCert);
   const above = rest.length > 0 ? rest : existsSync(localRoot) ? [readFileSync(localRoot, 'utf8')] : [];
   if (above.length === 0) throw new CertError('INTERMEDIATE_INVALID', 'no chain given (--chain FILE) and no local root to chain to');

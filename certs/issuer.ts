@@ -80,7 +80,10 @@ export class IssuingCa {
     const serial = parseCertificate(certPem).serial.toString('hex');
     if (revokedCas(dir).some((r) => r.issuer === name && r.serial === serial)) {
       // Left by a revocation cut short, or restored from a backup: it must never sign again.
-      throw new CertError('ISSUING_CA_REVOKED', `the ${name.toUpperCase()} issuing CA ${certPath} (serial ${serial}) is revoked; run edge-agent ca revoke-issuing --issuer ${name} again to finish replacing it`);
+      throw new CertError(
+        'ISSUING_CA_REVOKED',
+        `the ${name.toUpperCase()} issuing CA ${certPath} (serial ${serial}) is revoked; run edge-agent ca revoke-issuing --issuer ${name} again to finish replacing it`,
+      );
     }
     const chainPath = join(dir, caFiles.chain(name));
     const above = existsSync(chainPath) ? pemBlocks(readFileSync(chainPath, 'utf8')).map((b) => toPem(b.label, b.der)) : [];

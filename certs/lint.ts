@@ -21,7 +21,7 @@ export function lintTbs(tbs: Buffer, notBefore: Date, notAfter: Date, profile: P
   const want = [...template.keyUsage].sort().join(',');
   if ([...ext.keyUsage].sort().join(',') !== want) problems.push(`key usage ${ext.keyUsage.join(',')} is not the profile's ${want}`);
   if ([...ext.extKeyUsage].sort().join(',') !== [...template.extKeyUsage].sort().join(',')) problems.push('extended key usage differs from the profile');
-  if (notBefore < issuer.notBefore || notAfter > issuer.notAfter) problems.push('validity is not inside the issuer\'s');
+  if (notBefore < issuer.notBefore || notAfter > issuer.notAfter) problems.push("validity is not inside the issuer's");
   if (notAfter > issuer.chainNotAfter) problems.push('validity outlasts a CA above the issuer');
   if (notAfter <= notBefore) problems.push('validity ends before it begins');
   for (const required of profile.requiredSans) {

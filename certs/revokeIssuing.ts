@@ -42,7 +42,10 @@ export function revokeIssuingCa(o: RevokeIssuingOptions): IssuingRevocation {
   const root = loadRoot(o.dir, o.passphrase);
   if (!root) {
     if (existsSync(join(o.dir, caFiles.rootCert))) {
-      throw new CertError('CA_ROOT_KEY_OFFLINE', `the root key is not in ${o.dir}: bring ${caFiles.rootKey} back (it signs the root CRL and the new issuing CA), then run this again`);
+      throw new CertError(
+        'CA_ROOT_KEY_OFFLINE',
+        `the root key is not in ${o.dir}: bring ${caFiles.rootKey} back (it signs the root CRL and the new issuing CA), then run this again`,
+      );
     }
     throw new CertError('CA_NOT_LOCAL', `there is no local root in ${o.dir}: an issuing CA signed by an enterprise PKI is revoked by that PKI`);
   }
@@ -61,7 +64,13 @@ export function revokeIssuingCa(o: RevokeIssuingOptions): IssuingRevocation {
     const recordPath = join(archive, revokedRecordFile(o.name, serial));
     record = existsSync(recordPath)
       ? (JSON.parse(readFileSync(recordPath, 'utf8')) as RevokedCa)
-      : { issuer: o.name, serial, subject: cert.subject.replace(/\n/g, ', '), revokedAt: new Date(Math.floor(now.getTime() / 1000) * 1000).toISOString(), reason: o.reason };
+      : {
+          issuer: o.name,
+          serial,
+          subject: cert.subject.replace(/\n/g, ', '),
+          revokedAt: new Date(Math.floor(now.getTime() / 1000) * 1000).toISOString(),
+          reason: o.reason,
+        };
     writeFileAtomic(recordPath, `${JSON.stringify(record, null, 2)}\n`, 0o644);
     const chainPath = join(o.dir, caFiles.chain(o.name));
     writeFileAtomic(join(archive, `issuing-${o.name}-${serial}.crt`), certPem, 0o644);

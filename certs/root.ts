@@ -38,7 +38,10 @@ export function loadRoot(dir: string, passphrase: string | undefined): RootCa | 
   try {
     matches = new X509Certificate(certPem).checkPrivateKey(privateKey);
   } catch (err) {
-    throw new CertError('CA_KEY_MISMATCH', `the root certificate ${certPath} cannot be read: restore it from a backup`, { cause: err, details: { path: certPath } });
+    throw new CertError('CA_KEY_MISMATCH', `the root certificate ${certPath} cannot be read: restore it from a backup`, {
+      cause: err,
+      details: { path: certPath },
+    });
   }
   if (!matches) {
     throw new CertError('CA_KEY_MISMATCH', `the root key ${keyPath} does not belong to the root certificate ${certPath}: restore the pair from a backup`, {

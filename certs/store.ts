@@ -1,12 +1,6 @@
 import type { ProfileName } from './profiles/profile.js';
 
-export type RevocationReason =
-  | 'unspecified'
-  | 'keyCompromise'
-  | 'affiliationChanged'
-  | 'superseded'
-  | 'cessationOfOperation'
-  | 'privilegeWithdrawn';
+export type RevocationReason = 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation' | 'privilegeWithdrawn';
 
 /** RFC 5280 CRLReason codes. */
 export const REVOCATION_REASON_CODES: Record<RevocationReason, number> = {

@@ -65,7 +65,9 @@ export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit
       permission: 'users.manage',
       summary: 'add a user: body {name, role: admin|technician|viewer}',
       handle: async (ctx) => {
-        const b = await ctx.body(z.strictObject({ name: z.string().regex(USER_NAME, '1 to 64 of A-Z a-z 0-9 . _ @ -'), role: z.enum(ROLES as [Role, ...Role[]]) }));
+        const b = await ctx.body(
+          z.strictObject({ name: z.string().regex(USER_NAME, '1 to 64 of A-Z a-z 0-9 . _ @ -'), role: z.enum(ROLES as [Role, ...Role[]]) }),
+        );
         const user = ctx.commit(() => {
           if (users().byName(b.name)) throw new ApiError('USER_EXISTS', `user ${b.name} exists`);
           const made = users().add(b.name, b.role, ctx.user.name);
@@ -79,7 +81,7 @@ export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit
       method: 'POST',
       path: '/api/v1/users/{name}/disable',
       permission: 'users.manage',
-      summary: "disable a user: its tokens stop working (an administrator cannot disable their own account)",
+      summary: 'disable a user: its tokens stop working (an administrator cannot disable their own account)',
       handle: async (ctx) => {
         await ctx.noBody();
         const target = userOf(ctx.params.name!);
@@ -106,12 +108,16 @@ export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit
       method: 'POST',
       path: '/api/v1/tokens',
       permission: 'users.manage',
-      summary: "make a token: body {user, label?, expiresInSeconds?}; the answer holds the secret, shown this once; an administrator's token ends the first-start token",
+      summary:
+        "make a token: body {user, label?, expiresInSeconds?}; the answer holds the secret, shown this once; an administrator's token ends the first-start token",
       handle: async (ctx) => {
         const b = await ctx.body(
           z.strictObject({
             user: z.string().regex(USER_NAME),
-            label: text(128).min(1).refine((l) => l !== FIRST_ADMIN_TOKEN_LABEL, `"${FIRST_ADMIN_TOKEN_LABEL}" is kept for the token the agent makes at its first start`).optional(),
+            label: text(128)
+              .min(1)
+              .refine((l) => l !== FIRST_ADMIN_TOKEN_LABEL, `"${FIRST_ADMIN_TOKEN_LABEL}" is kept for the token the agent makes at its first start`)
+              .optional(),
             expiresInSeconds: z.number().int().min(60).max(MAX_TOKEN_SECONDS).optional(),
           }),
         );
@@ -121,10 +127,15 @@ export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit
         const expiresAt = b.expiresInSeconds ? new Date(Date.now() + b.expiresInSeconds * 1000) : undefined;
         const { token, superseded } = ctx.commit(() => {
           const made = users().addToken(owner.id, hashSecret(secret), b.label ?? 'api', expiresAt);
-          ctx.audit('token.create', `token ${made.id}`, 'done', { user: owner.name, label: made.label, ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}) });
+          ctx.audit('token.create', `token ${made.id}`, 'done', {
+            user: owner.name,
+            label: made.label,
+            ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}),
+          });
           // An administrator's own token that outlives the first-start one is its end (docs/operations.md).
           const ended = owner.role === 'admin' ? supersedeFirstAdminToken(users(), expiresAt) : [];
-          for (const id of ended) ctx.audit('token.revoke', `token ${id}`, 'done', { user: 'admin', reason: `first-start token, superseded by token ${made.id}` });
+          for (const id of ended)
+            ctx.audit('token.revoke', `token ${id}`, 'done', { user: 'admin', reason: `first-start token, superseded by token ${made.id}` });
           return { token: made, superseded: ended };
         });
         if (superseded.length > 0) removeAdminTokenFile(deps.config().agent.dataDir);

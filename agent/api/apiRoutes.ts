@@ -56,7 +56,13 @@ export class Api {
   ) {
     this.routes = apiRoutes(deps);
     this.firstAdmin = new FirstAdminToken({ log: deps.log, dataDir: () => deps.config().agent.dataDir, store: deps.store, users: deps.repos.users });
-    this.guard = new AuthGuard({ log: deps.log, repos: deps.repos, registry: deps.registry, firstAdmin: this.firstAdmin, maxConnections: deps.config().http.maxConnections });
+    this.guard = new AuthGuard({
+      log: deps.log,
+      repos: deps.repos,
+      registry: deps.registry,
+      firstAdmin: this.firstAdmin,
+      maxConnections: deps.config().http.maxConnections,
+    });
     for (const method of ['GET', 'POST', 'PUT', 'DELETE']) http.routePrefix(method, '/api/v1/', (req, res) => this.handle(req, res));
   }
 
@@ -102,7 +108,8 @@ export class Api {
         body: (schema) => jsonBody(req, schema),
         noBody: async () => void (await jsonBody(req, z.strictObject({}))),
         commit: (change) => store.durable(change),
-        audit: (action, target, outcome, details) => void repos.audit.add({ actor: user.name, role: user.role, action, target, outcome, ...(details ? { details } : {}) }),
+        audit: (action, target, outcome, details) =>
+          void repos.audit.add({ actor: user.name, role: user.role, action, target, outcome, ...(details ? { details } : {}) }),
       });
       if (answer) sendJson(res, answer.status ?? 200, answer.body);
     } catch (err) {

@@ -60,10 +60,26 @@ export class AuthGuard {
 
   constructor(private readonly deps: AuthGuardDeps) {
     const registers = [deps.registry];
-    this.failures = new Counter({ name: 'edge_agent_api_auth_failures_total', help: 'API requests refused for their token (401 or 429), by reason: missing, malformed, unknown, expired, revoked, disabled', labelNames: ['reason'], registers });
-    this.limited = new Counter({ name: 'edge_agent_api_auth_limited_total', help: 'Failed authentications answered 429 because their address or credential was over its limit, by scope', labelNames: ['scope'], registers });
-    this.forbidden = new Counter({ name: 'edge_agent_api_forbidden_total', help: 'API requests of authenticated users refused (403) for their role, by the permission the route needs', labelNames: ['permission'], registers });
-    for (const reason of ['missing', 'malformed', 'unknown', 'expired', 'revoked', 'disabled', 'unconfirmed'] satisfies AuthFailure[]) this.failures.inc({ reason }, 0);
+    this.failures = new Counter({
+      name: 'edge_agent_api_auth_failures_total',
+      help: 'API requests refused for their token (401 or 429), by reason: missing, malformed, unknown, expired, revoked, disabled',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.limited = new Counter({
+      name: 'edge_agent_api_auth_limited_total',
+      help: 'Failed authentications answered 429 because their address or credential was over its limit, by scope',
+      labelNames: ['scope'],
+      registers,
+    });
+    this.forbidden = new Counter({
+      name: 'edge_agent_api_forbidden_total',
+      help: 'API requests of authenticated users refused (403) for their role, by the permission the route needs',
+      labelNames: ['permission'],
+      registers,
+    });
+    for (const reason of ['missing', 'malformed', 'unknown', 'expired', 'revoked', 'disabled', 'unconfirmed'] satisfies AuthFailure[])
+      this.failures.inc({ reason }, 0);
     this.failureLog = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
     this.limitLog = new LogThrottle(deps.log, { perKey: 1, perWindow: 20, windowMs: 60_000 });
     this.refusalLog = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
@@ -90,12 +106,24 @@ export class AuthGuard {
     this.addresses.fail(source, now);
     if (credential !== undefined) this.credentials.fail(credential, now);
     this.failures.inc({ reason: auth.failure });
-    const fields = { reason: auth.failure, address, method: req.method, route: `${route.method} ${route.path}`, ...(auth.token ? { tokenId: auth.token.id } : {}), ...(auth.user ? { user: auth.user.name } : {}) };
+    const fields = {
+      reason: auth.failure,
+      address,
+      method: req.method,
+      route: `${route.method} ${route.path}`,
+      ...(auth.token ? { tokenId: auth.token.id } : {}),
+      ...(auth.user ? { user: auth.user.name } : {}),
+    };
     this.failureLog.warn(address, fields, 'api authentication failed', 'api authentication failures not logged (too many)');
     if (!addressOver && !credentialOver) return { ok: false, code: 'UNAUTHENTICATED', message: `no valid token (${auth.failure})` };
     const scope = addressOver ? 'address' : 'credential';
     this.limited.inc({ scope });
-    this.limitLog.warn(`${scope} ${scope === 'address' ? source : credential}`, { scope, address, reason: auth.failure }, 'api failed-authentication limit reached: failures are answered 429, late', 'api failed-authentication limit: lines not logged (too many)');
+    this.limitLog.warn(
+      `${scope} ${scope === 'address' ? source : credential}`,
+      { scope, address, reason: auth.failure },
+      'api failed-authentication limit reached: failures are answered 429, late',
+      'api failed-authentication limit: lines not logged (too many)',
+    );
     const waitMs = Math.max(addressOver ? this.addresses.waitMs(source, now) : 0, credentialOver ? this.credentials.waitMs(credential, now) : 0);
     if (this.delayed < Math.min(MAX_DELAYED, Math.floor(this.deps.maxConnections / 4))) {
       this.delayed += 1;
@@ -113,12 +141,25 @@ export class AuthGuard {
   /** A role refused a route: counted, logged and audited (AUDITED_REFUSALS_PER_MINUTE per user; the rest counted and logged only). */
   refused(req: IncomingMessage, route: Route, user: User, path: string): void {
     this.forbidden.inc({ permission: route.permission });
-    const fields = { user: user.name, role: user.role, permission: route.permission, route: `${route.method} ${route.path}`, address: req.socket.remoteAddress };
+    const fields = {
+      user: user.name,
+      role: user.role,
+      permission: route.permission,
+      route: `${route.method} ${route.path}`,
+      address: req.socket.remoteAddress,
+    };
     this.refusalLog.warn(user.name, fields, 'api request refused: the role lacks the permission', 'api refusals not logged (too many)');
     const key = `user ${user.id}`;
     const unaudited = this.refusals.over(key);
     this.refusals.fail(key);
     if (unaudited) return;
-    this.deps.repos.audit.add({ actor: user.name, role: user.role, action: 'access.denied', target: `${route.method} ${route.path}`, outcome: 'refused', details: { permission: route.permission, path } });
+    this.deps.repos.audit.add({
+      actor: user.name,
+      role: user.role,
+      action: 'access.denied',
+      target: `${route.method} ${route.path}`,
+      outcome: 'refused',
+      details: { permission: route.permission, path },
+    });
   }
 }

@@ -87,7 +87,11 @@ export class ConnectionGuard {
       this.deps.onLimit?.();
       this.evictions.warn(
         'limit',
-        { open: this.open.size, maxConnections: this.deps.limits.maxConnections, closed: idle ? 'the longest-waiting connection without a request' : 'the new connection: every other one has a request in progress' },
+        {
+          open: this.open.size,
+          maxConnections: this.deps.limits.maxConnections,
+          closed: idle ? 'the longest-waiting connection without a request' : 'the new connection: every other one has a request in progress',
+        },
         'http connection limit reached',
         'http connection limit: lines not logged (too many)',
       );
@@ -147,10 +151,15 @@ export class ConnectionGuard {
       socket.off('data', more);
       const [line = '', ...headers] = head.split('\r\n');
       const path = /^[A-Z]+ (\/[\x21-\x7e]{0,200}) HTTP\/1\.[01]$/.exec(line)?.[1];
-      const host = headers.find((h) => /^host:/i.test(h))?.slice(5).trim();
+      const host = headers
+        .find((h) => /^host:/i.test(h))
+        ?.slice(5)
+        .trim();
       const body = JSON.stringify({ code: 'HTTPS_REQUIRED', message: this.deps.plainHint!(host, path) });
       const status = httpStatusOf('HTTPS_REQUIRED');
-      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
     };
     const more = (chunk: Buffer) => {
       head += chunk.toString('latin1');

@@ -43,11 +43,13 @@ function tellAndWait(bus: DeviceRouteDeps['bus'], told: AgentEvents['action.queu
   });
 }
 
-
 const decision = z.strictObject({
   reason: text(500).optional(),
   /** approve: the enrollment request to approve, when several wait with different keys. */
-  request: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'a request id (devices show lists them)').optional(),
+  request: z
+    .string()
+    .regex(/^[A-Za-z0-9._:-]{1,128}$/, 'a request id (devices show lists them)')
+    .optional(),
   /** Seconds to wait for the daemon to carry the decision out (0: answer at once with 202). */
   wait: z.number().int().min(0).max(60).optional(),
 });
@@ -69,7 +71,12 @@ const annotation = z
   .strictObject({
     assetTag: field.nullable().optional(),
     location: z
-      .strictObject(Object.fromEntries(LOCATION_FIELDS.map((f) => [f, field.nullable().optional()])) as Record<(typeof LOCATION_FIELDS)[number], z.ZodOptional<z.ZodNullable<typeof field>>>)
+      .strictObject(
+        Object.fromEntries(LOCATION_FIELDS.map((f) => [f, field.nullable().optional()])) as Record<
+          (typeof LOCATION_FIELDS)[number],
+          z.ZodOptional<z.ZodNullable<typeof field>>
+        >,
+      )
       .nullable()
       .optional(),
   })
@@ -127,10 +134,17 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           const { actions, devices } = deps.repos;
           const d = device(ctx.params.id!);
           // A revoke or decommission: `reason` is the CRL reason (checked by the schema), `note` the free text.
-          const details = retires(kind) ? { reason: b.note ?? '', ...(b.reason ? { crlReason: b.reason as RevocationReason } : {}) } : { reason: b.reason ?? '', ...(b.request ? { requestId: b.request } : {}) };
+          const details = retires(kind)
+            ? { reason: b.note ?? '', ...(b.reason ? { crlReason: b.reason as RevocationReason } : {}) }
+            : { reason: b.reason ?? '', ...(b.request ? { requestId: b.request } : {}) };
           const queued = ctx.commit(() => {
             const action = actions.enqueue(d.id, kind, ctx.user.name, details);
-            ctx.audit(`device.${kind}`, d.id, 'accepted', { action: action.id, ...(b.reason ? { reason: b.reason } : {}), ...(b.note ? { note: b.note } : {}), ...(b.request ? { request: b.request } : {}) });
+            ctx.audit(`device.${kind}`, d.id, 'accepted', {
+              action: action.id,
+              ...(b.reason ? { reason: b.reason } : {}),
+              ...(b.note ? { note: b.note } : {}),
+              ...(b.request ? { request: b.request } : {}),
+            });
             return action;
           });
           // The daemon's services carry decisions out in order per device (the same queue as the CLI's);
@@ -166,7 +180,10 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
               ? undefined
               : b.location === null
                 ? null
-                : (Object.fromEntries(Object.entries({ ...d.location, ...b.location }).filter(([, v]) => v !== undefined && v !== null && v !== '')) as Record<string, string>);
+                : (Object.fromEntries(Object.entries({ ...d.location, ...b.location }).filter(([, v]) => v !== undefined && v !== null && v !== '')) as Record<
+                    string,
+                    string
+                  >);
           const changes = { ...(b.assetTag !== undefined ? { assetTag: b.assetTag } : {}), ...(location !== undefined ? { location } : {}) };
           const next = devices.apply({
             protocol: d.protocol,

@@ -14,7 +14,11 @@ export interface DiscoveryRouteDeps {
 }
 
 const start = z.strictObject({
-  protocols: z.array(z.enum(['opcua', 'mqtt'])).min(1).max(2).optional(),
+  protocols: z
+    .array(z.enum(['opcua', 'mqtt']))
+    .min(1)
+    .max(2)
+    .optional(),
   /** OPC UA only: opc.tcp:// URLs and IPv4 ranges, inside opcua.scan.ranges or configured endpoints. */
   targets: z.array(z.string().min(1).max(200)).max(64).optional(),
 });
@@ -57,7 +61,11 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
         if (targets.length > 0 && !protocols.includes('opcua')) throw new ApiError('BAD_REQUEST', 'targets: only an OPC UA run takes targets');
         const allowed = c.opcua.scan.ranges.map(parseRange);
         const refused = targets.map((t) => targetRefusal(t, allowed, c.opcua.endpoints, c.opcua.scan.ports)).filter((r): r is string => r !== undefined);
-        if (refused.length > 0) throw new ApiError('TARGET_NOT_ALLOWED', `${refused.join('; ')}. Targets narrow a run to what the configuration allows; an administrator widens opcua.scan.ranges`);
+        if (refused.length > 0)
+          throw new ApiError(
+            'TARGET_NOT_ALLOWED',
+            `${refused.join('; ')}. Targets narrow a run to what the configuration allows; an administrator widens opcua.scan.ranges`,
+          );
         const repo = runs();
         const made = ctx.commit(() =>
           protocols.map((p) => {
@@ -94,7 +102,8 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       summary: 'Server-Sent Events: `run` (the run now), `progress` (each step), `end` (the run and its targets); then the stream closes',
       handle: ({ params, res }) => {
         const run = runOf(params.id!);
-        if (open >= MAX_STREAMS) throw new ApiError('TOO_MANY_STREAMS', `${MAX_STREAMS} progress streams are open; close one or poll GET /api/v1/discovery/runs/{id}`);
+        if (open >= MAX_STREAMS)
+          throw new ApiError('TOO_MANY_STREAMS', `${MAX_STREAMS} progress streams are open; close one or poll GET /api/v1/discovery/runs/{id}`);
         follow(run.id, res, runs, deps.bus);
         return undefined;
       },

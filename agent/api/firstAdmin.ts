@@ -22,7 +22,9 @@ function liveFirstTokens(users: UserRepository): ApiToken[] {
  */
 export function supersedeFirstAdminToken(users: UserRepository, expiresAt: Date | undefined): number[] {
   const outlives = (t: ApiToken) => expiresAt === undefined || (t.expiresAt !== undefined && t.expiresAt < expiresAt);
-  const ids = liveFirstTokens(users).filter(outlives).map((t) => t.id);
+  const ids = liveFirstTokens(users)
+    .filter(outlives)
+    .map((t) => t.id);
   for (const id of ids) users.revokeToken(id);
   return ids;
 }
@@ -59,7 +61,10 @@ export class FirstAdminToken {
       return hashSecret(readFileSync(this.file, 'utf8').trim());
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
-      this.deps.log.warn({ file: this.file, err: { code: (err as NodeJS.ErrnoException).code, message: (err as Error).message } }, 'admin.token cannot be read: the first-start token is refused until it can, not revoked');
+      this.deps.log.warn(
+        { file: this.file, err: { code: (err as NodeJS.ErrnoException).code, message: (err as Error).message } },
+        'admin.token cannot be read: the first-start token is refused until it can, not revoked',
+      );
       return 'unreadable';
     }
   }
@@ -96,7 +101,10 @@ export class FirstAdminToken {
       else if (!token.expiresAt) {
         const expiresAt = new Date(Date.now() + FIRST_ADMIN_TOKEN_HOURS * 3_600_000);
         store.durable(() => users.setTokenExpiry(token.id, expiresAt));
-        this.deps.log.warn({ tokenId: token.id, expiresAt: expiresAt.toISOString() }, 'the first-start admin token had no expiry: it expires in 24 hours; make your own users and tokens');
+        this.deps.log.warn(
+          { tokenId: token.id, expiresAt: expiresAt.toISOString() },
+          'the first-start admin token had no expiry: it expires in 24 hours; make your own users and tokens',
+        );
       }
     }
     // A file whose token has ended is only a trap for the commands, which would present it.

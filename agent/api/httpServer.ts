@@ -73,7 +73,11 @@ export class HttpService implements Service {
         this.set(guard()?.size ?? 0);
       },
     });
-    this.closedAtLimit = new Counter({ name: 'edge_agent_http_connections_closed_at_limit_total', help: 'Connections closed because http.maxConnections was reached (the longest-waiting one without a request, else the new one)', registers });
+    this.closedAtLimit = new Counter({
+      name: 'edge_agent_http_connections_closed_at_limit_total',
+      help: 'Connections closed because http.maxConnections was reached (the longest-waiting one without a request, else the new one)',
+      registers,
+    });
   }
 
   route(method: string, path: string, handler: RouteHandler): void {
@@ -132,7 +136,15 @@ export class HttpService implements Service {
     let server: Server;
     if (tls) {
       const https = createHttpsServer(
-        { ...options, key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2', ciphers: (this.deps.ciphers ?? STRONG_CIPHERS).join(':'), honorCipherOrder: true, handshakeTimeout: limits.headersTimeoutMs },
+        {
+          ...options,
+          key: tls.key,
+          cert: tls.cert,
+          minVersion: 'TLSv1.2',
+          ciphers: (this.deps.ciphers ?? STRONG_CIPHERS).join(':'),
+          honorCipherOrder: true,
+          handshakeTimeout: limits.headersTimeoutMs,
+        },
         handler,
       );
       // A client speaking plain HTTP, or not trusting the certificate, ends here; the listener goes on.
@@ -141,7 +153,12 @@ export class HttpService implements Service {
     } else {
       server = createServer(options, handler);
     }
-    this.guard = new ConnectionGuard({ log: this.deps.log, limits, onLimit: () => this.closedAtLimit?.inc(), ...(tls ? { plainHint: (host, path) => this.plainHint(host, path) } : {}) });
+    this.guard = new ConnectionGuard({
+      log: this.deps.log,
+      limits,
+      onLimit: () => this.closedAtLimit?.inc(),
+      ...(tls ? { plainHint: (host, path) => this.plainHint(host, path) } : {}),
+    });
     this.guard.attach(server);
     this.server = server;
     await new Promise<void>((resolve, reject) => {

@@ -81,7 +81,14 @@ export async function listenerTls(ca: IdentityCa, config: Config, log: Logger): 
   names.forEach(add);
   const identity = await ensureLocalIdentity(
     ca,
-    { profile: 'broker-server', identity: httpServerId(config.agent.id), dnsNames: [...dnsNames], ipAddresses: [...ips.values()], dir: join(config.agent.dataDir, 'identity'), basename: 'http-server' },
+    {
+      profile: 'broker-server',
+      identity: httpServerId(config.agent.id),
+      dnsNames: [...dnsNames],
+      ipAddresses: [...ips.values()],
+      dir: join(config.agent.dataDir, 'identity'),
+      basename: 'http-server',
+    },
     log,
   );
   return { key: identity.key, cert: identity.cert };
@@ -113,7 +120,9 @@ function ownCertificate(certFile: string, keyFile: string, caDir: string, log: L
   // The agent's commands trust the gateway CA chain only: a certificate from elsewhere would lock them out.
   const cas = pemBlocks(gatewayCaChain(caDir)).map((b) => new X509Certificate(b.der));
   if (!cas.some((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey))) {
-    throw new ConfigFileError(`http.tls.certFile ${certFile} was not issued by the gateway CA; issue one with edge-agent ca issue --profile broker-server --id <name> --dns <name> --generate-key --out <dir>`);
+    throw new ConfigFileError(
+      `http.tls.certFile ${certFile} was not issued by the gateway CA; issue one with edge-agent ca issue --profile broker-server --id <name> --dns <name> --generate-key --out <dir>`,
+    );
   }
   if (new Date(leaf.validTo) < new Date()) log.warn({ certFile, notAfter: leaf.validTo }, 'http.tls.certFile has expired: clients will refuse it');
   return { key, cert };

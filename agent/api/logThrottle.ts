@@ -38,10 +38,13 @@ export class LogThrottle {
       return;
     }
     this.suppressed += 1;
-    this.timer ??= setTimeout(() => {
-      this.timer = undefined;
-      this.log.warn({ notLogged: this.suppressed, windowMs }, summary);
-      this.suppressed = 0;
-    }, this.windowStart + windowMs - now).unref();
+    this.timer ??= setTimeout(
+      () => {
+        this.timer = undefined;
+        this.log.warn({ notLogged: this.suppressed, windowMs }, summary);
+        this.suppressed = 0;
+      },
+      this.windowStart + windowMs - now,
+    ).unref();
   }
 }

@@ -33,14 +33,24 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
       path: '/api/v1/certificates',
       permission: 'certificates.read',
       summary: 'issued certificates, soonest expiry first',
-      query: { status: { kind: 'enum', values: STATUSES }, profile: { kind: 'enum', values: PROFILE_NAMES }, identity: { kind: 'text', max: 256, what: 'a device id or application URI' }, ...paged() },
+      query: {
+        status: { kind: 'enum', values: STATUSES },
+        profile: { kind: 'enum', values: PROFILE_NAMES },
+        identity: { kind: 'text', max: 256, what: 'a device id or application URI' },
+        ...paged(),
+      },
       handle: ({ query }) => {
         const status = query.text('status') as CertificateStatus | undefined;
         const profile = query.text('profile') as ProfileName | undefined;
         const identity = query.text('identity');
         const limit = query.int('limit');
         const offset = query.int('offset');
-        const all = deps.repos.certificates.list({ ...(status ? { status } : {}), ...(profile ? { profile } : {}), ...(identity ? { identity } : {}), limit: 1_000_000 });
+        const all = deps.repos.certificates.list({
+          ...(status ? { status } : {}),
+          ...(profile ? { profile } : {}),
+          ...(identity ? { identity } : {}),
+          limit: 1_000_000,
+        });
         return { body: { total: all.length, items: all.slice(offset, offset + limit).map(({ pem: _pem, ...r }) => r) } };
       },
     },

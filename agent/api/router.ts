@@ -62,7 +62,11 @@ export interface Route {
 export type Answer = { status?: number; body: unknown };
 
 /** Matches a path against the routes: the route and its parameters, or which methods the path has. */
-export function match(routes: readonly Route[], method: string, path: string): { route: Route; params: Record<string, string> } | { allow: string[] } | undefined {
+export function match(
+  routes: readonly Route[],
+  method: string,
+  path: string,
+): { route: Route; params: Record<string, string> } | { allow: string[] } | undefined {
   const segments = path.split('/');
   const allow: string[] = [];
   for (const route of routes) {
@@ -173,7 +177,8 @@ export function parseQuery(spec: QuerySpec = {}, params: URLSearchParams): Query
     if (values.has(name)) throw new ApiError('BAD_QUERY', `${name} is given twice`);
     if (p.kind === 'int') {
       const n = Number(raw);
-      if (!/^\d{1,16}$/.test(raw) || n < p.min || n > p.max) throw new ApiError('BAD_QUERY', `${name} must be a whole number ${p.max === NO_MAX ? `of ${p.min} or more` : `from ${p.min} to ${p.max}`}`);
+      if (!/^\d{1,16}$/.test(raw) || n < p.min || n > p.max)
+        throw new ApiError('BAD_QUERY', `${name} must be a whole number ${p.max === NO_MAX ? `of ${p.min} or more` : `from ${p.min} to ${p.max}`}`);
       values.set(name, n);
     } else if (p.kind === 'enum') {
       if (!p.values.includes(raw)) throw new ApiError('BAD_QUERY', `${name} must be one of ${p.values.join(', ')}`);

@@ -88,7 +88,10 @@ export class CaService implements Service {
       }
     }
     for (const { file, scheme, iterations, prf } of weaklyEncryptedKeyFiles(this.config.dir)) {
-      log.warn({ file, scheme, iterations, prf }, 'CA key is encrypted with a weak work factor: re-encrypt it with edge-agent ca passphrase --keep-passphrase (agent stopped)');
+      log.warn(
+        { file, scheme, iterations, prf },
+        'CA key is encrypted with a weak work factor: re-encrypt it with edge-agent ca passphrase --keep-passphrase (agent stopped)',
+      );
     }
     // Exposed keys are refused before any passphrase work; then, where the root key is on the gateway,
     // it must belong to root.crt: refused now, not found out when it next signs.
@@ -146,8 +149,16 @@ export class CaService implements Service {
     const issued = await this.ca().issue(request);
     if (!issued.repeated) {
       this.issued.inc({ profile: issued.record.profile });
-      this.deps.log.info({ serial: issued.record.serial, profile: issued.record.profile, identity: issued.record.identity, supersedes: issued.supersedes }, 'certificate issued');
-      this.deps.bus.emit('certificate.issued', { serial: issued.record.serial, profile: issued.record.profile, identity: issued.record.identity, notAfter: issued.record.notAfter });
+      this.deps.log.info(
+        { serial: issued.record.serial, profile: issued.record.profile, identity: issued.record.identity, supersedes: issued.supersedes },
+        'certificate issued',
+      );
+      this.deps.bus.emit('certificate.issued', {
+        serial: issued.record.serial,
+        profile: issued.record.profile,
+        identity: issued.record.identity,
+        notAfter: issued.record.notAfter,
+      });
     }
     return issued;
   }
@@ -177,7 +188,10 @@ export class CaService implements Service {
    * root): node-opcua cannot verify such a chain and fails on it.
    */
   opcuaChain(): Buffer[] | undefined {
-    const chain = this.ca().issuers().find((i) => i.name === 'rsa')?.chainPem.map((pem) => new X509Certificate(pem));
+    const chain = this.ca()
+      .issuers()
+      .find((i) => i.name === 'rsa')
+      ?.chainPem.map((pem) => new X509Certificate(pem));
     if (!chain || chain.some((c) => c.publicKey.asymmetricKeyType !== 'rsa')) return undefined;
     return chain.map((c) => c.raw);
   }
@@ -188,7 +202,9 @@ export class CaService implements Service {
    * published CRL.
    */
   opcuaTrust(): { trusted: Buffer[]; trustedCrls: Buffer[]; issuers: Buffer[]; issuerCrls: Buffer[] } {
-    const chain = this.ca().issuer('rsa').chainPem.map((pem) => new X509Certificate(pem).raw);
+    const chain = this.ca()
+      .issuer('rsa')
+      .chainPem.map((pem) => new X509Certificate(pem).raw);
     const crls = this.crlDers();
     const crlsOf = (ca: Buffer) => {
       const name = parseCertificate(ca).subjectName;
@@ -200,7 +216,9 @@ export class CaService implements Service {
   /** The published CRLs (each issuing CA's, then the root's), DER: what an OPC UA TrustList takes. */
   crlDers(): Buffer[] {
     if (!existsSync(this.config.crlFile)) return [];
-    return pemBlocks(readFileSync(this.config.crlFile, 'utf8')).filter((b) => b.label === 'X509 CRL').map((b) => b.der);
+    return pemBlocks(readFileSync(this.config.crlFile, 'utf8'))
+      .filter((b) => b.label === 'X509 CRL')
+      .map((b) => b.der);
   }
 
   /**
@@ -249,7 +267,10 @@ export class CaService implements Service {
     if (!this.repository) return;
     const now = new Date();
     for (const r of this.repository.takeRenewalDue(now)) {
-      this.deps.log.warn({ serial: r.serial, profile: r.profile, identity: r.identity, notAfter: r.notAfter.toISOString() }, 'certificate past two thirds of its lifetime: renew it');
+      this.deps.log.warn(
+        { serial: r.serial, profile: r.profile, identity: r.identity, notAfter: r.notAfter.toISOString() },
+        'certificate past two thirds of its lifetime: renew it',
+      );
       this.deps.bus.emit('certificate.expiring', { serial: r.serial, profile: r.profile, identity: r.identity, notAfter: r.notAfter });
     }
     this.renewalDue.set(this.repository.countRenewalDue(now));

@@ -53,7 +53,9 @@ export function weaklyEncryptedKeyFiles(dir: string): ({ file: string } & KeyEnc
     .flatMap((f) => {
       try {
         const protection = keyFileProtection(join(dir, f));
-        return protection.encrypted && protection.weak ? [{ file: join(dir, f), scheme: protection.scheme, iterations: protection.iterations, prf: protection.prf, cipher: protection.cipher }] : [];
+        return protection.encrypted && protection.weak
+          ? [{ file: join(dir, f), scheme: protection.scheme, iterations: protection.iterations, prf: protection.prf, cipher: protection.cipher }]
+          : [];
       } catch {
         return [];
       }

@@ -89,7 +89,8 @@ function reuseRefusal(ca: IdentityCa, r: LocalIdentityRequest, pem: string): str
     return 'certificate file unreadable';
   }
   const current = ca.current(r.profile, r.identity);
-  if (!current || current.thumbprint.toLowerCase() !== cert.fingerprint256.replace(/:/g, '').toLowerCase()) return 'not the current certificate of this identity at this CA';
+  if (!current || current.thumbprint.toLowerCase() !== cert.fingerprint256.replace(/:/g, '').toLowerCase())
+    return 'not the current certificate of this identity at this CA';
   // After `ca revoke-issuing` the record is still current, but its issuing CA is gone from the chain peers trust.
   const issuers = pemBlocks(ca.chainPem()).map((b) => new X509Certificate(b.der));
   if (!issuers.some((i) => cert.checkIssued(i) && cert.verify(i.publicKey))) return 'its issuing CA is no longer in use';
@@ -99,7 +100,9 @@ function reuseRefusal(ca: IdentityCa, r: LocalIdentityRequest, pem: string): str
   if (Date.now() > start + ((end - start) * 2) / 3) return 'past two thirds of its lifetime';
   // Node writes IPv6 addresses uncompressed and in capitals (0:0:0:0:0:0:0:1): compared canonical, whole entries only.
   const ipOf = (text: string) => (isIP(text) !== 0 ? `IP:${canonicalIp(text)}` : text);
-  const named = new Set((cert.subjectAltName ?? '').split(', ').map((entry) => (entry.startsWith('IP Address:') ? ipOf(entry.slice(11)) : entry.toLowerCase())));
+  const named = new Set(
+    (cert.subjectAltName ?? '').split(', ').map((entry) => (entry.startsWith('IP Address:') ? ipOf(entry.slice(11)) : entry.toLowerCase())),
+  );
   for (const d of r.dnsNames ?? []) if (!named.has(`dns:${d.toLowerCase()}`)) return `does not name ${d}`;
   for (const ip of r.ipAddresses ?? []) if (!named.has(`IP:${canonicalIp(ip)}`)) return `does not name ${ip}`;
   return undefined;
@@ -122,7 +125,11 @@ export function ensureAgentClient(
   const dir = join(config.agent.dataDir, 'identity');
   const identity = use === 'mqtt' ? config.agent.id : opcuaClientId(config.agent.id);
   const basename = use === 'mqtt' ? 'agent-client' : 'opcua-client';
-  return ensureLocalIdentity(ca, { profile: 'agent-client', identity, dir, basename, keyType: use === 'mqtt' ? 'ec-p256' : 'rsa-2048', leafOnly: use === 'opcua' }, log).then((id) => ({
+  return ensureLocalIdentity(
+    ca,
+    { profile: 'agent-client', identity, dir, basename, keyType: use === 'mqtt' ? 'ec-p256' : 'rsa-2048', leafOnly: use === 'opcua' },
+    log,
+  ).then((id) => ({
     ...id,
     keyFile: join(dir, `${basename}.key`),
     certFile: join(dir, `${basename}.crt`),

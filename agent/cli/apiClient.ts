@@ -7,7 +7,6 @@ import { apiEndpoint, apiUrl } from '../api/listener.js';
 import type { Config } from '../config/schema.js';
 import { AgentError, UsageError } from '../errors.js';
 
-
 /**
  * The daemon's API could not be reached. `sent` is false when nothing was
  * delivered (connection refused: the daemon is not running): only then may
@@ -102,7 +101,10 @@ export class ApiClient {
     try {
       endpoint = caFile ? { url: apiUrl(config) } : apiEndpoint(config);
     } catch (err) {
-      throw new UsageError(`cannot read the gateway CA chain to trust the API's certificate (${(err as Error).message}); give it with --ca FILE or EDGE_AGENT_CA (GET /ca/chain, docs/api.md#tls)`, { cause: err });
+      throw new UsageError(
+        `cannot read the gateway CA chain to trust the API's certificate (${(err as Error).message}); give it with --ca FILE or EDGE_AGENT_CA (GET /ca/chain, docs/api.md#tls)`,
+        { cause: err },
+      );
     }
     let url = endpoint.url;
     // With http.port 0 the daemon writes the port it got (a user who cannot read the data directory needs a fixed http.port).
@@ -149,7 +151,13 @@ export class ApiClient {
           reject(new DaemonUnavailableError(`the daemon is not running (nothing answers at ${this.url})`, false, { cause: err }));
         } else {
           // Sent, or perhaps sent: whether it was carried out is unknown, so no command repeats it on the database.
-          reject(new DaemonUnavailableError(`the daemon at ${this.url} did not answer (${err.code ?? err.message}); check whether it was done before trying again`, true, { cause: err }));
+          reject(
+            new DaemonUnavailableError(
+              `the daemon at ${this.url} did not answer (${err.code ?? err.message}); check whether it was done before trying again`,
+              true,
+              { cause: err },
+            ),
+          );
         }
       });
       req.end(payload);

@@ -8,7 +8,8 @@ import { CONFIG_OPTION_HELP, configPath, printJson, reportError, run, type Commo
 export type ApiOptions = Common & ClientOptions & { local?: boolean };
 
 /** --local: on the database, for the commands that have a way to work without the daemon. */
-export const LOCAL_HELP = 'work on the database directly instead of through the daemon (the gateway administrator, daemon down or access lost; changes are audited as local:<login>)';
+export const LOCAL_HELP =
+  'work on the database directly instead of through the daemon (the gateway administrator, daemon down or access lost; changes are audited as local:<login>)';
 
 /**
  * The options of every command that talks to the daemon's API; `--local`
@@ -41,7 +42,12 @@ export interface LocalPath<R> {
  * code, and end the command with the exit code ERROR_TABLE gives the code
  * (an API answer's: exitForAnswer).
  */
-export async function runApi<R>(o: ApiOptions, viaApi: (client: ApiClient, config: Config) => Promise<R>, print: (result: R) => string, local?: LocalPath<R>): Promise<number> {
+export async function runApi<R>(
+  o: ApiOptions,
+  viaApi: (client: ApiClient, config: Config) => Promise<R>,
+  print: (result: R) => string,
+  local?: LocalPath<R>,
+): Promise<number> {
   let config: Config;
   try {
     config = loadConfig({ file: configPath(o.config) }).config;
@@ -69,7 +75,12 @@ export async function runApi<R>(o: ApiOptions, viaApi: (client: ApiClient, confi
   } catch (err) {
     if (err instanceof DaemonUnavailableError) {
       if (!err.sent && local && !local.writes) return onDatabase(err.message);
-      const hint = !err.sent && local?.writes ? ' (on the gateway, --local makes the change on the database for the daemon to pick up at its start)' : err.sent ? '' : '; this command needs the running daemon (systemctl start edge-agent)';
+      const hint =
+        !err.sent && local?.writes
+          ? ' (on the gateway, --local makes the change on the database for the daemon to pick up at its start)'
+          : err.sent
+            ? ''
+            : '; this command needs the running daemon (systemctl start edge-agent)';
       reportError(o, err.code, `${err.message}${hint}`);
       // Sent without an answer: whether it was carried out is unknown, a failure rather than "needs the daemon".
       return err.sent ? ExitCode.failure : commandExitCode(err);

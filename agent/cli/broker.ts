@@ -30,37 +30,49 @@ export function registerBrokerCommands(program: Command, result: { code: number 
     .option('--topic-prefix <prefix>', 'provisioning topic prefix (default: mqtt.topicPrefix)')
     .option('-c, --config <path>', CONFIG_OPTION_HELP)
     .option('--json', 'machine-readable output')
-    .action(async (o: Common & { out: string; dns?: string[]; ip?: string[]; bind: string; provisioningPort: string; mtlsPort: string; topicPrefix?: string }) => {
-      result.code = await run(o, async (config) => {
-        const provisioningPort = port(o.provisioningPort, '--provisioning-port');
-        const mtlsPort = port(o.mtlsPort, '--mtls-port');
-        if (provisioningPort === mtlsPort) throw new UsageError('the two listeners need different ports');
-        if (o.topicPrefix !== undefined && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(o.topicPrefix)) throw new UsageError('--topic-prefix is topic levels of A-Z a-z 0-9 _ - separated by /');
-        const { store } = Store.open(config.store, pino({ level: 'silent' }));
-        try {
-          const repos = openRepositories(store);
-          const authority = loadAuthority(config.ca, repos.certificates, resolvePassphrase(config.ca));
-          publishCrlFile(authority, config.ca);
-          const files = await writeMosquittoConfig(authority, {
-            out: resolve(o.out),
-            serverName: config.agent.id,
-            dnsNames: o.dns ?? [hostname().toLowerCase(), 'localhost'].filter((n, i, a) => /^[a-z0-9.-]+$/.test(n) && a.indexOf(n) === i),
-            ipAddresses: o.ip ?? ['127.0.0.1'],
-            bind: o.bind,
-            provisioningPort,
-            mtlsPort,
-            agentId: config.agent.id,
-            topicPrefix: o.topicPrefix ?? config.mqtt.topicPrefix,
-            cutOff: repos.devices.list({ protocol: 'mqtt' }).filter((d) => d.state === 'revoked' || d.state === 'decommissioned').map((d) => d.name),
-            crlFile: config.ca.crlFile,
-          });
-          return { ...files, crlKeptCurrent: config.ca.crlFile === files.crlfile };
-        } finally {
-          store.close();
-        }
-      }, (r: Awaited<ReturnType<typeof writeMosquittoConfig>> & { crlKeptCurrent: boolean }) => {
-        const crlNote = r.crlKeptCurrent ? 'the agent keeps crl.pem current' : `set ca.crlFile: ${r.crlfile} so that revocations reach Mosquitto (then restart it)`;
-        return `wrote ${r.conf} and its certificates, key and ACLs; ${crlNote}\nthe key is 0600: give the directory to the mosquitto user (chown -R mosquitto ${resolve(o.out)})\n`;
-      });
-    });
+    .action(
+      async (o: Common & { out: string; dns?: string[]; ip?: string[]; bind: string; provisioningPort: string; mtlsPort: string; topicPrefix?: string }) => {
+        result.code = await run(
+          o,
+          async (config) => {
+            const provisioningPort = port(o.provisioningPort, '--provisioning-port');
+            const mtlsPort = port(o.mtlsPort, '--mtls-port');
+            if (provisioningPort === mtlsPort) throw new UsageError('the two listeners need different ports');
+            if (o.topicPrefix !== undefined && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(o.topicPrefix))
+              throw new UsageError('--topic-prefix is topic levels of A-Z a-z 0-9 _ - separated by /');
+            const { store } = Store.open(config.store, pino({ level: 'silent' }));
+            try {
+              const repos = openRepositories(store);
+              const authority = loadAuthority(config.ca, repos.certificates, resolvePassphrase(config.ca));
+              publishCrlFile(authority, config.ca);
+              const files = await writeMosquittoConfig(authority, {
+                out: resolve(o.out),
+                serverName: config.agent.id,
+                dnsNames: o.dns ?? [hostname().toLowerCase(), 'localhost'].filter((n, i, a) => /^[a-z0-9.-]+$/.test(n) && a.indexOf(n) === i),
+                ipAddresses: o.ip ?? ['127.0.0.1'],
+                bind: o.bind,
+                provisioningPort,
+                mtlsPort,
+                agentId: config.agent.id,
+                topicPrefix: o.topicPrefix ?? config.mqtt.topicPrefix,
+                cutOff: repos.devices
+                  .list({ protocol: 'mqtt' })
+                  .filter((d) => d.state === 'revoked' || d.state === 'decommissioned')
+                  .map((d) => d.name),
+                crlFile: config.ca.crlFile,
+              });
+              return { ...files, crlKeptCurrent: config.ca.crlFile === files.crlfile };
+            } finally {
+              store.close();
+            }
+          },
+          (r: Awaited<ReturnType<typeof writeMosquittoConfig>> & { crlKeptCurrent: boolean }) => {
+            const crlNote = r.crlKeptCurrent
+              ? 'the agent keeps crl.pem current'
+              : `set ca.crlFile: ${r.crlfile} so that revocations reach Mosquitto (then restart it)`;
+            return `wrote ${r.conf} and its certificates, key and ACLs; ${crlNote}\nthe key is 0600: give the directory to the mosquitto user (chown -R mosquitto ${resolve(o.out)})\n`;
+          },
+        );
+      },
+    );
 }

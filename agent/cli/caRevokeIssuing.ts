@@ -27,7 +27,8 @@ export function registerRevokeIssuing(ca: Command, common: (c: Command) => Comma
       async (config) => {
         if (o.issuer !== 'ec' && o.issuer !== 'rsa') throw new UsageError('--issuer is ec or rsa');
         if (!(CA_REVOCATION_REASONS as readonly string[]).includes(o.reason)) throw new UsageError(`--reason is one of ${CA_REVOCATION_REASONS.join(', ')}`);
-        if (daemonRunning(config.agent.dataDir)) throw new RefusedError('the agent is running and signs with this issuing CA: stop it first (systemctl stop edge-agent), then run this again');
+        if (daemonRunning(config.agent.dataDir))
+          throw new RefusedError('the agent is running and signs with this issuing CA: stop it first (systemctl stop edge-agent), then run this again');
         const revocation = revokeIssuingCa({
           dir: config.ca.dir,
           name: o.issuer,
@@ -43,7 +44,13 @@ export function registerRevokeIssuing(ca: Command, common: (c: Command) => Comma
         });
         // The revocation stands once the root CRL is written; the published CRL file follows.
         const crl = await withAuthority(config, (authority, repos, store) => {
-          store.durable(() => localAudit(repos.audit, 'ca.revoke-issuing', `issuing-${o.issuer}`, { serial: revocation.revoked.serial, reason: revocation.revoked.reason, successor: revocation.successor.subject }));
+          store.durable(() =>
+            localAudit(repos.audit, 'ca.revoke-issuing', `issuing-${o.issuer}`, {
+              serial: revocation.revoked.serial,
+              reason: revocation.revoked.reason,
+              successor: revocation.successor.subject,
+            }),
+          );
           return publishCrlFile(authority, config.ca);
         });
         return { ...revocation, crlFile: config.ca.crlFile, crlNumbers: crl.crlNumbers };

@@ -44,7 +44,12 @@ export function registerCertsCommands(program: Command, result: { code: number }
       async (client) => {
         const items: Listed[] = [];
         for (let total = Infinity; items.length < total; ) {
-          const page = (await client.call<{ total: number; items: Listed[] }>('GET', `/api/v1/certificates?${new URLSearchParams({ ...filter, limit: '1000', offset: String(items.length) })}`)).body;
+          const page = (
+            await client.call<{ total: number; items: Listed[] }>(
+              'GET',
+              `/api/v1/certificates?${new URLSearchParams({ ...filter, limit: '1000', offset: String(items.length) })}`,
+            )
+          ).body;
           total = page.total;
           items.push(...page.items);
           if (page.items.length === 0) break;
@@ -61,19 +66,25 @@ export function registerCertsCommands(program: Command, result: { code: number }
       },
     );
   });
-  apiOptions(certs.command('show').description('one certificate with its PEM').argument('<serial>', 'serial number in hex (certs list)')).action(async (serial: string, o: ApiOptions) => {
-    if (!/^[0-9a-fA-F]{1,64}$/.test(serial)) return void (result.code = usage('a serial is hexadecimal (certs list)'));
-    result.code = await runApi(o, async (client) => (await client.call<{ certificate: CertificateRecord }>('GET', `/api/v1/certificates/${serial}`)).body.certificate, (c: CertificateRecord) =>
-      `${table([c])}${c.subject}\n${c.san}\nthumbprint SHA-256 ${c.thumbprint}\n${c.pem}`, {
-      what: 'read from the database directly',
-      run: (config) =>
-        readStore(config, (_store, repos) => {
-          const c = repos.certificates.get(serial.toLowerCase());
-          if (!c) throw new UsageError(`no certificate ${serial}`);
-          return c;
-        }),
-    });
-  });
+  apiOptions(certs.command('show').description('one certificate with its PEM').argument('<serial>', 'serial number in hex (certs list)')).action(
+    async (serial: string, o: ApiOptions) => {
+      if (!/^[0-9a-fA-F]{1,64}$/.test(serial)) return void (result.code = usage('a serial is hexadecimal (certs list)'));
+      result.code = await runApi(
+        o,
+        async (client) => (await client.call<{ certificate: CertificateRecord }>('GET', `/api/v1/certificates/${serial}`)).body.certificate,
+        (c: CertificateRecord) => `${table([c])}${c.subject}\n${c.san}\nthumbprint SHA-256 ${c.thumbprint}\n${c.pem}`,
+        {
+          what: 'read from the database directly',
+          run: (config) =>
+            readStore(config, (_store, repos) => {
+              const c = repos.certificates.get(serial.toLowerCase());
+              if (!c) throw new UsageError(`no certificate ${serial}`);
+              return c;
+            }),
+        },
+      );
+    },
+  );
   apiOptions(
     certs
       .command('revoke')
@@ -84,20 +95,30 @@ export function registerCertsCommands(program: Command, result: { code: number }
     false,
   ).action(async (serial: string, o: ApiOptions & { reason: string; note?: string }) => {
     if (!/^[0-9a-fA-F]{1,64}$/.test(serial)) return void (result.code = usage('a serial is hexadecimal (certs list)'));
-    result.code = await runApi(o, async (client) => (await client.call<{ revoked: Listed[] }>('POST', `/api/v1/certificates/${serial}/revoke`, { reason: o.reason, ...(o.note ? { note: o.note } : {}) })).body.revoked, (rows: Listed[]) =>
-      `revoked ${rows.map((r) => `${r.serial} (${r.identity})`).join(', ')}; the CRL is published\n`);
+    result.code = await runApi(
+      o,
+      async (client) =>
+        (await client.call<{ revoked: Listed[] }>('POST', `/api/v1/certificates/${serial}/revoke`, { reason: o.reason, ...(o.note ? { note: o.note } : {}) }))
+          .body.revoked,
+      (rows: Listed[]) => `revoked ${rows.map((r) => `${r.serial} (${r.identity})`).join(', ')}; the CRL is published\n`,
+    );
   });
   type Crl = { file: string; revoked: number; pem: string | null };
   apiOptions(certs.command('crl').description('the CRL the agent publishes, in PEM (reads the file when the daemon is down)')).action(async (o: ApiOptions) => {
-    result.code = await runApi(o, async (client) => (await client.call<Crl>('GET', '/api/v1/certificates/crl')).body, (r: Crl) => r.pem ?? `no CRL written yet at ${r.file}\n`, {
-      what: 'read from the CRL file and the database directly',
-      run: (config) =>
-        readStore(config, (_store, repos) => ({
-          file: config.ca.crlFile,
-          revoked: repos.certificates.list({ status: 'revoked', limit: 1_000_000 }).length,
-          pem: existsSync(config.ca.crlFile) ? readFileSync(config.ca.crlFile, 'utf8') : null,
-        })),
-    });
+    result.code = await runApi(
+      o,
+      async (client) => (await client.call<Crl>('GET', '/api/v1/certificates/crl')).body,
+      (r: Crl) => r.pem ?? `no CRL written yet at ${r.file}\n`,
+      {
+        what: 'read from the CRL file and the database directly',
+        run: (config) =>
+          readStore(config, (_store, repos) => ({
+            file: config.ca.crlFile,
+            revoked: repos.certificates.list({ status: 'revoked', limit: 1_000_000 }).length,
+            pem: existsSync(config.ca.crlFile) ? readFileSync(config.ca.crlFile, 'utf8') : null,
+          })),
+      },
+    );
   });
 
   apiOptions(
@@ -109,9 +130,20 @@ export function registerCertsCommands(program: Command, result: { code: number }
   ).action(async (o: ApiOptions & { actor?: string; limit: string }) => {
     const limit = Number(o.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) return void (result.code = usage('--limit takes a whole number from 1 to 1000'));
-    result.code = await runApi(o, async (client) => (await client.call<{ items: AuditEntry[] }>('GET', `/api/v1/audit?${new URLSearchParams({ limit: String(limit), ...(o.actor ? { actor: o.actor } : {}) })}`)).body.items, auditTable, {
-      what: 'read from the database directly',
-      run: (config) => readStore(config, (_store, repos) => repos.audit.list({ ...(o.actor ? { actor: o.actor } : {}), limit, offset: 0 }).items),
-    });
+    result.code = await runApi(
+      o,
+      async (client) =>
+        (
+          await client.call<{ items: AuditEntry[] }>(
+            'GET',
+            `/api/v1/audit?${new URLSearchParams({ limit: String(limit), ...(o.actor ? { actor: o.actor } : {}) })}`,
+          )
+        ).body.items,
+      auditTable,
+      {
+        what: 'read from the database directly',
+        run: (config) => readStore(config, (_store, repos) => repos.audit.list({ ...(o.actor ? { actor: o.actor } : {}), limit, offset: 0 }).items),
+      },
+    );
   });
 }

@@ -22,9 +22,13 @@ export const CONFIG_OPTION_HELP = `configuration file (default: $EDGE_AGENT_CONF
 /** The search order, for `edge-agent --help`. */
 export const CONFIG_HELP = `
 Configuration: --config PATH, else $EDGE_AGENT_CONFIG, else
-  ${runningFromCheckout() ? `config/edge-agent.yaml in the working directory (this edge-agent runs from a checkout;
-  an installed one reads ${SYSTEM_CONFIG_PATH})` : `${SYSTEM_CONFIG_PATH} (this edge-agent is installed;
-  one run from a checkout reads config/edge-agent.yaml in the working directory)`}.`;
+  ${
+    runningFromCheckout()
+      ? `config/edge-agent.yaml in the working directory (this edge-agent runs from a checkout;
+  an installed one reads ${SYSTEM_CONFIG_PATH})`
+      : `${SYSTEM_CONFIG_PATH} (this edge-agent is installed;
+  one run from a checkout reads config/edge-agent.yaml in the working directory)`
+  }.`;
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
@@ -75,8 +79,7 @@ export async function run(opts: Common, action: (config: Config) => Promise<unkn
 
 const missingHint = (file: string): string =>
   `the configuration ${file} puts it there (agent.dataDir, store.path). If that is not the gateway's configuration, name it with --config ` +
-  "or $EDGE_AGENT_CONFIG; if it is, the daemon has not started with it yet (it creates the database at its first start)";
-
+  'or $EDGE_AGENT_CONFIG; if it is, the daemon has not started with it yet (it creates the database at its first start)';
 
 /** Who runs a command on the gateway: the login of the real uid, with the sudo caller when root (see localActor). */
 export const localUser = (): string => localActor();

@@ -39,20 +39,28 @@ function progressLine(states: Map<number, { protocol: string; p?: Progress; stat
 }
 
 export const discoverTable = (r: DiscoverResult): string => {
-  const lines = r.runs.map((f) => `run ${f.run.id} (${f.run.protocol}): ${f.run.status}${f.run.error ? ` (${f.run.error})` : ''}, ${f.run.found} found, ${f.run.errors} errors, ${f.run.targetsDone}/${f.run.targetsTotal} targets`);
+  const lines = r.runs.map(
+    (f) =>
+      `run ${f.run.id} (${f.run.protocol}): ${f.run.status}${f.run.error ? ` (${f.run.error})` : ''}, ${f.run.found} found, ${f.run.errors} errors, ${f.run.targetsDone}/${f.run.targetsTotal} targets`,
+  );
   const byId = new Map(r.devices.map((d) => [d.id, d]));
-  const rows = r.runs.flatMap((f) => f.targets.filter((t) => t.status === 'found' && t.deviceId)).filter((t, i, all) => all.findIndex((o) => o.deviceId === t.deviceId) === i);
+  const rows = r.runs
+    .flatMap((f) => f.targets.filter((t) => t.status === 'found' && t.deviceId))
+    .filter((t, i, all) => all.findIndex((o) => o.deviceId === t.deviceId) === i);
   const table =
     rows.length === 0
       ? 'nothing found\n'
       : `${['DEVICE', 'STATE', 'MANUFACTURER', 'MODEL', 'SERIAL', 'FOUND AT'].join('\t')}\n${rows
           .map((t) => {
             const d = byId.get(t.deviceId!);
-            return [t.deviceId, d?.state ?? '?', d?.nameplate.manufacturer ?? '-', d?.nameplate.model ?? '-', d?.nameplate.serialNumber ?? '-', t.target].join('\t');
+            return [t.deviceId, d?.state ?? '?', d?.nameplate.manufacturer ?? '-', d?.nameplate.model ?? '-', d?.nameplate.serialNumber ?? '-', t.target].join(
+              '\t',
+            );
           })
           .join('\n')}\n`;
   const problems = r.runs.flatMap((f) => f.targets.filter((t) => t.status === 'error').map((t) => `  error at ${t.target}: ${t.detail ?? ''}`));
-  const late = r.unfinished.length > 0 ? [`still running after --wait: ${r.unfinished.join(', ')} (the daemon carries on; edge-agent discover --follow ID)`] : [];
+  const late =
+    r.unfinished.length > 0 ? [`still running after --wait: ${r.unfinished.join(', ')} (the daemon carries on; edge-agent discover --follow ID)`] : [];
   return `${[...lines, ...problems, ...late].join('\n')}\n${table}`;
 };
 
@@ -101,7 +109,9 @@ async function follow(client: ApiClient, runs: DiscoveryRun[], waitMs: number, d
   const unfinished = runs.filter((r) => !ended.has(r.id)).map((r) => r.id);
   const finals = await Promise.all(runs.map(async (r) => ended.get(r.id) ?? (await client.call<Followed>('GET', `/api/v1/discovery/runs/${r.id}`)).body));
   const ids = new Set(finals.flatMap((f) => f.targets.map((t) => t.deviceId).filter((d): d is string => d !== undefined)));
-  const devices = await Promise.all([...ids].map(async (id) => (await client.call<{ device: Device }>('GET', `/api/v1/devices/${encodeURIComponent(id)}`)).body.device));
+  const devices = await Promise.all(
+    [...ids].map(async (id) => (await client.call<{ device: Device }>('GET', `/api/v1/devices/${encodeURIComponent(id)}`)).body.device),
+  );
   return { runs: finals, events, devices, unfinished };
 }
 
@@ -112,11 +122,18 @@ export function registerDiscoverCommand(program: Command, result: { code: number
       .description('ask the running daemon for a discovery, show its progress, then a table of what it found')
       .option('--opcua', 'OPC UA servers (default: every protocol enabled in the configuration)')
       .option('--mqtt', 'MQTT devices: their retained announcements on the broker')
-      .option('--target <url|cidr>', 'OPC UA only: an opc.tcp:// URL or an IPv4 range inside opcua.scan.ranges, instead of the configured ones (repeatable)', collect)
+      .option(
+        '--target <url|cidr>',
+        'OPC UA only: an opc.tcp:// URL or an IPv4 range inside opcua.scan.ranges, instead of the configured ones (repeatable)',
+        collect,
+      )
       .option('--follow <run>', 'follow a run already started (by id) instead of starting one')
       .option('--cancel <run>', 'cancel a run (by id)')
       .option('--wait <seconds>', 'how long to follow; the daemon carries on after', '600')
-      .addHelpText('after', '\nExit codes: 0 every run done; 1 a run failed, was cancelled or is still running after --wait; 64 bad targets or options, or no such run; 69 the daemon is not running; 77 no token, or the token or role does not allow it.'),
+      .addHelpText(
+        'after',
+        '\nExit codes: 0 every run done; 1 a run failed, was cancelled or is still running after --wait; 64 bad targets or options, or no such run; 69 the daemon is not running; 77 no token, or the token or role does not allow it.',
+      ),
     false,
   ).action(async (o: ApiOptions & { opcua?: boolean; mqtt?: boolean; target?: string[]; follow?: string; cancel?: string; wait: string }) => {
     let outcome: DiscoverResult | undefined;

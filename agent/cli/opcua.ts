@@ -29,7 +29,9 @@ const line = (r: DiscoveryRun) =>
   `run ${r.id} (${r.trigger}, ${r.actor}): ${r.status}, ${r.targetsDone}/${r.targetsTotal} targets, ${r.found} found, ${r.errors} errors${r.error ? ` (${r.error})` : ''}`;
 
 const targetLines = (targets: DiscoveryTarget[]) =>
-  targets.map((t) => `  ${t.status.padEnd(7)} ${t.source.padEnd(8)} ${t.target}${t.deviceId ? ` -> ${t.deviceId}` : ''}${t.detail ? `  (${t.detail})` : ''}`).join('\n');
+  targets
+    .map((t) => `  ${t.status.padEnd(7)} ${t.source.padEnd(8)} ${t.target}${t.deviceId ? ` -> ${t.deviceId}` : ''}${t.detail ? `  (${t.detail})` : ''}`)
+    .join('\n');
 
 type RunView = { run: DiscoveryRun; targets: DiscoveryTarget[]; daemonRunning?: boolean };
 
@@ -68,7 +70,12 @@ async function clientBundle(config: Config, out: string) {
     });
     if (existsSync(out)) rmdirSync(out);
     renameSync(staging, out);
-    return { applicationUri: identity.applicationUri, serial: identity.serial, thumbprint: createHash('sha1').update(leaf.raw).digest('hex'), files: files.map((f) => join(out, f)) };
+    return {
+      applicationUri: identity.applicationUri,
+      serial: identity.serial,
+      thumbprint: createHash('sha1').update(leaf.raw).digest('hex'),
+      files: files.map((f) => join(out, f)),
+    };
   });
 }
 
@@ -99,8 +106,10 @@ async function exportBundle(config: Config, ref: string, out: string, actor: str
     const opcua = device.source.opcua as { applicationUri?: string; endpointUrl?: string } | undefined;
     if (!opcua?.applicationUri || !opcua.endpointUrl) throw new UsageError(`${id} has no applicationUri on record; run a discovery first`);
     // The applicationUri is what the server said of itself: it must not name the agent.
-    if (opcua.applicationUri.startsWith('urn:edge-agent:')) throw new RefusedError(`${id} claims the applicationUri ${opcua.applicationUri}, which belongs to the gateway; not exported`);
-    if (existsSync(out) && readdirSync(out).length > 0) throw new UsageError(`${out} exists and is not empty; choose a new directory (a bundle is never overwritten)`);
+    if (opcua.applicationUri.startsWith('urn:edge-agent:'))
+      throw new RefusedError(`${id} claims the applicationUri ${opcua.applicationUri}, which belongs to the gateway; not exported`);
+    if (existsSync(out) && readdirSync(out).length > 0)
+      throw new UsageError(`${out} exists and is not empty; choose a new directory (a bundle is never overwritten)`);
     const host = new URL(opcua.endpointUrl).hostname.replace(/^\[|\]$/g, '');
     const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
     const key = SoftwareKey.generate('rsa-2048');
@@ -155,31 +164,37 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       .option('--actor <name>', 'who asks: a name recorded beside your login (as root through sudo, "root (sudo: <login>)"), which alone is the default')
       .option('--wait <seconds>', 'how long to follow the run; 0 returns at once', '300'),
   ).action(async (o: Common & { actor?: string; wait: string }) => {
-    result.code = await run(o, async (config) => {
-      const waitMs = Number(o.wait) * 1000;
-      if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 86_400_000) throw new UsageError('--wait takes seconds from 0 to 86400');
-      if (!config.opcua.enabled) throw new RefusedError('OPC UA discovery is off (opcua.enabled: false); nothing would carry the run out');
-      const finished = await withRuns(config, async (runs) => {
-        let current = runs.request('opcua', 'technician', actorLabel(o.actor));
-        let running = daemonRunning(config.agent.dataDir);
-        const deadline = Date.now() + waitMs;
-        let shown = '';
-        while (running && (current.status === 'requested' || current.status === 'running') && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 250));
-          current = runs.get(current.id)!;
-          running = daemonRunning(config.agent.dataDir);
-          const now = line(current);
-          if (!o.json && now !== shown) process.stderr.write(`${now}\n`);
-          shown = now;
+    result.code = await run(
+      o,
+      async (config) => {
+        const waitMs = Number(o.wait) * 1000;
+        if (!Number.isFinite(waitMs) || waitMs < 0 || waitMs > 86_400_000) throw new UsageError('--wait takes seconds from 0 to 86400');
+        if (!config.opcua.enabled) throw new RefusedError('OPC UA discovery is off (opcua.enabled: false); nothing would carry the run out');
+        const finished = await withRuns(config, async (runs) => {
+          let current = runs.request('opcua', 'technician', actorLabel(o.actor));
+          let running = daemonRunning(config.agent.dataDir);
+          const deadline = Date.now() + waitMs;
+          let shown = '';
+          while (running && (current.status === 'requested' || current.status === 'running') && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 250));
+            current = runs.get(current.id)!;
+            running = daemonRunning(config.agent.dataDir);
+            const now = line(current);
+            if (!o.json && now !== shown) process.stderr.write(`${now}\n`);
+            shown = now;
+          }
+          return { run: current, targets: runs.targets(current.id), daemonRunning: running };
+        });
+        if (finished.run.status === 'failed') throw new RefusedError(`run ${finished.run.id} failed: ${finished.run.error ?? 'see the agent log'}`);
+        if (finished.daemonRunning && waitMs > 0 && finished.run.status !== 'done') {
+          throw new RefusedError(
+            `run ${finished.run.id} is still ${finished.run.status} after --wait ${o.wait} s; follow it with edge-agent opcua run ${finished.run.id}`,
+          );
         }
-        return { run: current, targets: runs.targets(current.id), daemonRunning: running };
-      });
-      if (finished.run.status === 'failed') throw new RefusedError(`run ${finished.run.id} failed: ${finished.run.error ?? 'see the agent log'}`);
-      if (finished.daemonRunning && waitMs > 0 && finished.run.status !== 'done') {
-        throw new RefusedError(`run ${finished.run.id} is still ${finished.run.status} after --wait ${o.wait} s; follow it with edge-agent opcua run ${finished.run.id}`);
-      }
-      return finished;
-    }, view);
+        return finished;
+      },
+      view,
+    );
   });
 
   common(
@@ -190,8 +205,12 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       .requiredOption('--out <dir>', 'directory for key.pem (0600), cert.pem, cert.der and chain.pem')
       .option('--actor <name>', 'who exports: a name recorded beside your login (as root through sudo, "root (sudo: <login>)"), which alone is the default'),
   ).action(async (o: Common & { id: string; out: string; actor?: string }) => {
-    result.code = await run(o, (config) => exportBundle(config, o.id, o.out, actorLabel(o.actor)), (r: { device: string; serial: string; files: Record<string, string> }) =>
-      `${r.device}: certificate ${r.serial} written to ${Object.values(r.files).join(', ')}\ninstall key.pem and cert.pem (or cert.der) as the server's application instance certificate, and chain.pem as its issuers\n`);
+    result.code = await run(
+      o,
+      (config) => exportBundle(config, o.id, o.out, actorLabel(o.actor)),
+      (r: { device: string; serial: string; files: Record<string, string> }) =>
+        `${r.device}: certificate ${r.serial} written to ${Object.values(r.files).join(', ')}\ninstall key.pem and cert.pem (or cert.der) as the server's application instance certificate, and chain.pem as its issuers\n`,
+    );
   });
 
   common(
@@ -200,9 +219,13 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       .description("what a server needs to trust the agent: the agent's OPC UA client certificate, the gateway CA certificates and their CRLs, in PKI folders")
       .requiredOption('--out <dir>', 'directory for trusted/certs, issuers/certs and issuers/crl (DER files)'),
   ).action(async (o: Common & { out: string }) => {
-    result.code = await run(o, (config) => clientBundle(config, o.out), (r: { applicationUri: string; thumbprint: string; files: string[] }) =>
-      `the agent's OPC UA client ${r.applicationUri} (thumbprint ${r.thumbprint}):\n${r.files.map((f) => `  ${f}`).join('\n')}\n` +
-      "copy trusted/ and issuers/ into the server's PKI (or trust the certificate and add the CAs and CRLs in its configuration tool)\n");
+    result.code = await run(
+      o,
+      (config) => clientBundle(config, o.out),
+      (r: { applicationUri: string; thumbprint: string; files: string[] }) =>
+        `the agent's OPC UA client ${r.applicationUri} (thumbprint ${r.thumbprint}):\n${r.files.map((f) => `  ${f}`).join('\n')}\n` +
+        "copy trusted/ and issuers/ into the server's PKI (or trust the certificate and add the CAs and CRLs in its configuration tool)\n",
+    );
   });
 
   common(
@@ -211,30 +234,50 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       .description('push provisioning of approved servers: status, step reached, retries, CRL delivery; with --id, the steps of one server')
       .option('--id <device>', 'one server (opcua:...), with its step log'),
   ).action(async (o: Common & { id?: string }) => {
-    result.code = await run(o, (config) =>
-      readStore(config, (_store, { pushes }) => {
-        if (o.id === undefined) return { jobs: pushes.list() };
-        const id = o.id.startsWith('opcua:') ? o.id : `opcua:${o.id}`;
-        const job = pushes.get(id);
-        if (!job) throw new UsageError(`no push for ${id}: it has not been approved (edge-agent devices approve ${id})`);
-        return { jobs: [job], steps: pushes.steps(id) };
-      }), pushView);
+    result.code = await run(
+      o,
+      (config) =>
+        readStore(config, (_store, { pushes }) => {
+          if (o.id === undefined) return { jobs: pushes.list() };
+          const id = o.id.startsWith('opcua:') ? o.id : `opcua:${o.id}`;
+          const job = pushes.get(id);
+          if (!job) throw new UsageError(`no push for ${id}: it has not been approved (edge-agent devices approve ${id})`);
+          return { jobs: [job], steps: pushes.steps(id) };
+        }),
+      pushView,
+    );
   });
 
-  common(opcua.command('runs').description('the latest discovery runs').option('--limit <n>', 'how many', '20')).action(async (o: Common & { limit: string }) => {
-    result.code = await run(o, (config) => {
-      const limit = Number(o.limit);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit takes a whole number from 1 to 1000');
-      return withRuns(config, (runs) => runs.list(limit).filter((r) => r.protocol === 'opcua'), 'read');
-    }, (rows: DiscoveryRun[]) => (rows.length === 0 ? 'no discovery runs\n' : `${rows.map(line).join('\n')}\n`));
-  });
+  common(opcua.command('runs').description('the latest discovery runs').option('--limit <n>', 'how many', '20')).action(
+    async (o: Common & { limit: string }) => {
+      result.code = await run(
+        o,
+        (config) => {
+          const limit = Number(o.limit);
+          if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit takes a whole number from 1 to 1000');
+          return withRuns(config, (runs) => runs.list(limit).filter((r) => r.protocol === 'opcua'), 'read');
+        },
+        (rows: DiscoveryRun[]) => (rows.length === 0 ? 'no discovery runs\n' : `${rows.map(line).join('\n')}\n`),
+      );
+    },
+  );
 
-  common(opcua.command('run').description('one discovery run with every target and its outcome').argument('<id>', 'run id (from opcua runs)')).action(async (id: string, o: Common) => {
-    result.code = await run(o, (config) =>
-      withRuns(config, (runs) => {
-        const found = /^\d+$/.test(id) ? runs.get(Number(id)) : undefined;
-        if (!found) throw new UsageError(`no discovery run ${id}`);
-        return { run: found, targets: runs.targets(found.id) };
-      }, 'read'), view);
-  });
+  common(opcua.command('run').description('one discovery run with every target and its outcome').argument('<id>', 'run id (from opcua runs)')).action(
+    async (id: string, o: Common) => {
+      result.code = await run(
+        o,
+        (config) =>
+          withRuns(
+            config,
+            (runs) => {
+              const found = /^\d+$/.test(id) ? runs.get(Number(id)) : undefined;
+              if (!found) throw new UsageError(`no discovery run ${id}`);
+              return { run: found, targets: runs.targets(found.id) };
+            },
+            'read',
+          ),
+        view,
+      );
+    },
+  );
 }

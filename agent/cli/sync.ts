@@ -65,39 +65,67 @@ const requestText = (r: { requested: string; daemonRunning: boolean }) =>
 export function registerSyncCommands(program: Command, result: { code: number }): void {
   const sync = program.command('sync').description('upstream sync of the inventory to the CMMS (docs/upstream-api.md)');
   const local = (what: string) => `${what}; the daemon acts on it when it starts`;
-  apiOptions(sync.command('status').description('connected or not, last success, backlog, dead letters, next retry (reads the database when the daemon is down)')).action(async (o: ApiOptions) => {
-    result.code = await runApi(o, async (client) => ({ ...(await client.call<SyncStatus>('GET', '/api/v1/sync/status')).body, daemonRunning: true }), statusText, { what: 'read from the database directly', run: status });
+  apiOptions(
+    sync.command('status').description('connected or not, last success, backlog, dead letters, next retry (reads the database when the daemon is down)'),
+  ).action(async (o: ApiOptions) => {
+    result.code = await runApi(
+      o,
+      async (client) => ({ ...(await client.call<SyncStatus>('GET', '/api/v1/sync/status')).body, daemonRunning: true }),
+      statusText,
+      { what: 'read from the database directly', run: status },
+    );
   });
   for (const [name, key, what, description] of [
     ['now', SYNC_STATE.requestNow, 'a sync', 'send what waits now, ending any backoff or Retry-After wait, and resume a sync paused on a refused token'],
-    ['reconcile', SYNC_STATE.requestReconcile, 'a reconciliation', 'compare with what the receiver holds and queue every device it lacks or holds at an older revision'],
+    [
+      'reconcile',
+      SYNC_STATE.requestReconcile,
+      'a reconciliation',
+      'compare with what the receiver holds and queue every device it lacks or holds at an older revision',
+    ],
   ] as const) {
     apiOptions(sync.command(name).description(description)).action(async (o: ApiOptions) => {
-      result.code = await runApi(o, async (client) => {
-        await client.call('POST', `/api/v1/sync/${name}`);
-        return { requested: what, daemonRunning: true };
-      }, requestText, { what: local(`${what} requested in the database`), writes: true, run: (config) => request(config, key, what, `sync.${name}`) });
+      result.code = await runApi(
+        o,
+        async (client) => {
+          await client.call('POST', `/api/v1/sync/${name}`);
+          return { requested: what, daemonRunning: true };
+        },
+        requestText,
+        { what: local(`${what} requested in the database`), writes: true, run: (config) => request(config, key, what, `sync.${name}`) },
+      );
     });
   }
   apiOptions(sync.command('dead-letters').description('items the receiver refused, with its reason')).action(async (o: ApiOptions) => {
-    result.code = await runApi(o, async (client) => (await client.call<{ items: DeadLetter[] }>('GET', '/api/v1/sync/dead-letters')).body.items.map((d) => ({ ...d, at: new Date(d.at) })), (rows: DeadLetter[]) =>
-      rows.length === 0 ? 'no dead letters\n' : `${rows.map(deadLetterText).join('\n')}\n`, {
-      what: 'read from the database directly',
-      run: (config) => withSync(config, (repo) => repo.deadLetters(), 'read'),
-    });
+    result.code = await runApi(
+      o,
+      async (client) => (await client.call<{ items: DeadLetter[] }>('GET', '/api/v1/sync/dead-letters')).body.items.map((d) => ({ ...d, at: new Date(d.at) })),
+      (rows: DeadLetter[]) => (rows.length === 0 ? 'no dead letters\n' : `${rows.map(deadLetterText).join('\n')}\n`),
+      {
+        what: 'read from the database directly',
+        run: (config) => withSync(config, (repo) => repo.deadLetters(), 'read'),
+      },
+    );
   });
-  apiOptions(sync.command('retry-dead-letters').description("put every dead letter back into the outbox, at its device's current revision")).action(async (o: ApiOptions) => {
-    result.code = await runApi(o, async (client) => (await client.call<{ requeued: number }>('POST', '/api/v1/sync/dead-letters/retry')).body, (r: { requeued: number }) => `${r.requeued} item(s) queued again\n`, {
-      what: 'queued again in the database directly',
-      writes: true,
-      run: (config) =>
-        withSync(config, (repo, store, audit) =>
-          store.durable(() => {
-            const requeued = repo.retryDeadLetters();
-            localAudit(audit, 'sync.retryDeadLetters', 'sync', { requeued });
-            return { requeued };
-          }),
-        ),
-    });
-  });
+  apiOptions(sync.command('retry-dead-letters').description("put every dead letter back into the outbox, at its device's current revision")).action(
+    async (o: ApiOptions) => {
+      result.code = await runApi(
+        o,
+        async (client) => (await client.call<{ requeued: number }>('POST', '/api/v1/sync/dead-letters/retry')).body,
+        (r: { requeued: number }) => `${r.requeued} item(s) queued again\n`,
+        {
+          what: 'queued again in the database directly',
+          writes: true,
+          run: (config) =>
+            withSync(config, (repo, store, audit) =>
+              store.durable(() => {
+                const requeued = repo.retryDeadLetters();
+                localAudit(audit, 'sync.retryDeadLetters', 'sync', { requeued });
+                return { requeued };
+              }),
+            ),
+        },
+      );
+    },
+  );
 }

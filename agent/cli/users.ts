@@ -11,7 +11,10 @@ import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { localAudit, localUser, readStore, withStore } from './common.js';
 
 /** A change with --local on the (existing) database, in one durable transaction, audited as local:<login>. */
-function withUsers<T>(config: Config, fn: (users: UserRepository, store: Store, audit: (action: string, target: string, details?: Record<string, unknown>) => void) => T): Promise<T> {
+function withUsers<T>(
+  config: Config,
+  fn: (users: UserRepository, store: Store, audit: (action: string, target: string, details?: Record<string, unknown>) => void) => T,
+): Promise<T> {
   return withStore(config, (store, repos) => {
     const audit = (action: string, target: string, details?: Record<string, unknown>) => localAudit(repos.audit, action, target, details);
     return store.durable(() => fn(repos.users, store, audit));
@@ -20,7 +23,6 @@ function withUsers<T>(config: Config, fn: (users: UserRepository, store: Store, 
 
 /** A read on the database opened read-only (the daemon down, or --local). */
 const readUsers = <T>(config: Config, fn: (users: UserRepository) => T): Promise<T> => readStore(config, (_store, repos) => fn(repos.users));
-
 
 /** --expires: hours or days; 0h makes a token that has already expired (to check a client refuses it). */
 function expirySeconds(text: string | undefined): number | undefined {
@@ -70,40 +72,65 @@ export function registerUserCommands(program: Command, result: { code: number })
     return ExitCode.usage;
   };
   const users = program.command('users').description('users of the local API and their roles: admin, technician, viewer (administrators)');
-  common(users.command('add').description('add a user').argument('<name>', 'user name: 1 to 64 of A-Z a-z 0-9 . _ @ -').requiredOption('--role <role>', ROLES.join(', '))).action(
-    async (name: string, o: ApiOptions & { role: string }) => {
-      if (!USER_NAME.test(name)) return void (result.code = usage(`user name ${JSON.stringify(name)}: 1 to 64 of A-Z a-z 0-9 . _ @ -`));
-      if (!ROLES.includes(o.role as Role)) return void (result.code = usage(`--role takes ${ROLES.join(', ')}, not ${JSON.stringify(o.role)}`));
-      result.code = await runApi(o, async (client) => (await client.call<{ user: User }>('POST', '/api/v1/users', { name, role: o.role })).body.user, (u: User) => `user ${u.name} added as ${u.role}; give them a token: edge-agent tokens create --user ${u.name}\n`, {
-        what: 'adding the user in the database directly', writes: true,
+  common(
+    users
+      .command('add')
+      .description('add a user')
+      .argument('<name>', 'user name: 1 to 64 of A-Z a-z 0-9 . _ @ -')
+      .requiredOption('--role <role>', ROLES.join(', ')),
+  ).action(async (name: string, o: ApiOptions & { role: string }) => {
+    if (!USER_NAME.test(name)) return void (result.code = usage(`user name ${JSON.stringify(name)}: 1 to 64 of A-Z a-z 0-9 . _ @ -`));
+    if (!ROLES.includes(o.role as Role)) return void (result.code = usage(`--role takes ${ROLES.join(', ')}, not ${JSON.stringify(o.role)}`));
+    result.code = await runApi(
+      o,
+      async (client) => (await client.call<{ user: User }>('POST', '/api/v1/users', { name, role: o.role })).body.user,
+      (u: User) => `user ${u.name} added as ${u.role}; give them a token: edge-agent tokens create --user ${u.name}\n`,
+      {
+        what: 'adding the user in the database directly',
+        writes: true,
         run: (config) =>
           withUsers(config, (repo, _store, audit) => {
             if (repo.byName(name)) throw new UsageError(`user ${name} exists already`);
             audit('user.add', name, { role: o.role });
             return repo.add(name, o.role as Role, `local:${localUser()}`);
           }),
-      });
+      },
+    );
+  });
+  common(users.command('list').description('every user with their role')).action(async (o: ApiOptions) => {
+    result.code = await runApi(
+      o,
+      async (client) => (await all<User>(client, '/api/v1/users')).map(dated),
+      (rows: User[]) =>
+        rows.length === 0
+          ? 'no users\n'
+          : `${rows.map((u) => `${u.name}\t${u.role}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}`).join('\n')}\n`,
+      {
+        what: 'read from the database directly',
+        run: (config) => readUsers(config, (repo) => repo.list()),
+      },
+    );
+  });
+  common(users.command('disable').description('disable a user: none of their tokens works any more').argument('<name>', 'user name')).action(
+    async (name: string, o: ApiOptions) => {
+      result.code = await runApi(
+        o,
+        async (client) => (await client.call<{ user: User }>('POST', `/api/v1/users/${encodeURIComponent(name)}/disable`)).body.user,
+        (u: User) => `user ${u.name} disabled\n`,
+        {
+          what: 'disabling the user in the database directly',
+          writes: true,
+          run: (config) =>
+            withUsers(config, (repo, _store, audit) => {
+              const u = user(repo, name);
+              repo.disable(u.id);
+              audit('user.disable', u.name);
+              return repo.get(u.id)!;
+            }),
+        },
+      );
     },
   );
-  common(users.command('list').description('every user with their role')).action(async (o: ApiOptions) => {
-    result.code = await runApi(o, async (client) => (await all<User>(client, '/api/v1/users')).map(dated), (rows: User[]) =>
-      rows.length === 0 ? 'no users\n' : `${rows.map((u) => `${u.name}\t${u.role}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}`).join('\n')}\n`, {
-      what: 'read from the database directly',
-      run: (config) => readUsers(config, (repo) => repo.list()),
-    });
-  });
-  common(users.command('disable').description('disable a user: none of their tokens works any more').argument('<name>', 'user name')).action(async (name: string, o: ApiOptions) => {
-    result.code = await runApi(o, async (client) => (await client.call<{ user: User }>('POST', `/api/v1/users/${encodeURIComponent(name)}/disable`)).body.user, (u: User) => `user ${u.name} disabled\n`, {
-      what: 'disabling the user in the database directly', writes: true,
-      run: (config) =>
-        withUsers(config, (repo, _store, audit) => {
-          const u = user(repo, name);
-          repo.disable(u.id);
-          audit('user.disable', u.name);
-          return repo.get(u.id)!;
-        }),
-    });
-  });
 
   const tokens = program.command('tokens').description('API tokens: random, shown once, stored hashed (administrators)');
   common(
@@ -121,19 +148,27 @@ export function registerUserCommands(program: Command, result: { code: number })
       return void (result.code = usage((err as Error).message));
     }
     const label = o.label.slice(0, 128);
-    if (label === FIRST_ADMIN_TOKEN_LABEL) return void (result.code = usage(`--label "${FIRST_ADMIN_TOKEN_LABEL}" is kept for the token the agent makes at its first start`));
+    if (label === FIRST_ADMIN_TOKEN_LABEL)
+      return void (result.code = usage(`--label "${FIRST_ADMIN_TOKEN_LABEL}" is kept for the token the agent makes at its first start`));
     result.code = await runApi(
       o,
       async (client) => {
         if (seconds === 0) throw new UsageError('--expires 0h makes a token that has already expired: only with --local (to check that clients refuse it)');
-        const r = (await client.call<{ token: ApiToken; secret: string; firstStartTokenRevoked?: boolean }>('POST', '/api/v1/tokens', { user: o.user, label, ...(seconds !== undefined ? { expiresInSeconds: seconds } : {}) })).body;
+        const r = (
+          await client.call<{ token: ApiToken; secret: string; firstStartTokenRevoked?: boolean }>('POST', '/api/v1/tokens', {
+            user: o.user,
+            label,
+            ...(seconds !== undefined ? { expiresInSeconds: seconds } : {}),
+          })
+        ).body;
         return { ...dated(r.token), user: o.user, secret: r.secret, ...(r.firstStartTokenRevoked ? { firstStartTokenRevoked: true } : {}) };
       },
       (t: Made) =>
         `token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt.toISOString()}` : ''}:\n${t.secret}\nit is shown this once; keep it where only ${t.user} can read it\n` +
         (t.firstStartTokenRevoked ? 'the first-start admin token (admin.token) is revoked now: an administrator token of your own exists\n' : ''),
       {
-        what: 'making the token in the database directly', writes: true,
+        what: 'making the token in the database directly',
+        writes: true,
         run: async (config) => {
           const made = await withUsers(config, (repo, _store, audit) => {
             const u = user(repo, o.user);
@@ -160,7 +195,9 @@ export function registerUserCommands(program: Command, result: { code: number })
         return (await all<ApiToken>(client, '/api/v1/tokens')).map((t) => ({ ...dated(t), user: names.get(t.userId) ?? '?' }));
       },
       (rows: (ApiToken & { user: string })[]) =>
-        rows.length === 0 ? 'no tokens\n' : `${rows.map((t) => `${t.id}\t${t.user}\t${t.label}\t${t.revokedAt ? 'revoked' : t.expiresAt && t.expiresAt <= new Date() ? 'expired' : 'valid'}${t.expiresAt ? `\texpires ${t.expiresAt.toISOString()}` : ''}`).join('\n')}\n`,
+        rows.length === 0
+          ? 'no tokens\n'
+          : `${rows.map((t) => `${t.id}\t${t.user}\t${t.label}\t${t.revokedAt ? 'revoked' : t.expiresAt && t.expiresAt <= new Date() ? 'expired' : 'valid'}${t.expiresAt ? `\texpires ${t.expiresAt.toISOString()}` : ''}`).join('\n')}\n`,
       {
         what: 'read from the database directly',
         run: (config) =>
@@ -173,16 +210,22 @@ export function registerUserCommands(program: Command, result: { code: number })
   });
   common(tokens.command('revoke').description('make a token unusable').argument('<id>', 'token id (tokens list)')).action(async (id: string, o: ApiOptions) => {
     if (!/^\d+$/.test(id)) return void (result.code = usage(`no token ${id} (edge-agent tokens list)`));
-    result.code = await runApi(o, async (client) => (await client.call<{ token: ApiToken }>('POST', `/api/v1/tokens/${id}/revoke`)).body.token, (t: ApiToken) => `token ${t.id} revoked\n`, {
-      what: 'revoking the token in the database directly', writes: true,
-      run: (config) =>
-        withUsers(config, (repo, _store, audit) => {
-          const t = repo.token(Number(id));
-          if (!t) throw new UsageError(`no token ${id} (edge-agent tokens list)`);
-          repo.revokeToken(t.id);
-          audit('token.revoke', `token ${t.id}`);
-          return repo.token(t.id)!;
-        }),
-    });
+    result.code = await runApi(
+      o,
+      async (client) => (await client.call<{ token: ApiToken }>('POST', `/api/v1/tokens/${id}/revoke`)).body.token,
+      (t: ApiToken) => `token ${t.id} revoked\n`,
+      {
+        what: 'revoking the token in the database directly',
+        writes: true,
+        run: (config) =>
+          withUsers(config, (repo, _store, audit) => {
+            const t = repo.token(Number(id));
+            if (!t) throw new UsageError(`no token ${id} (edge-agent tokens list)`);
+            repo.revokeToken(t.id);
+            audit('token.revoke', `token ${t.id}`);
+            return repo.token(t.id)!;
+          }),
+      },
+    );
   });
 }

@@ -10,8 +10,7 @@ function restartOnlyPaths(schema: z.ZodType, prefix: string): string[] {
 
 export const RESTART_ONLY_KEYS: readonly string[] = restartOnlyPaths(configSchema, '');
 
-const isPlainObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Dotted paths of every leaf that differs between two configurations. */
 export function changedKeys(before: unknown, after: unknown, prefix = ''): string[] {
@@ -30,8 +29,6 @@ export interface ReloadPlan {
 
 export function planReload(running: Config, next: Config): ReloadPlan {
   const changed = changedKeys(running, next);
-  const restartOnly = changed.filter((path) =>
-    RESTART_ONLY_KEYS.some((p) => path === p || path.startsWith(`${p}.`)),
-  );
+  const restartOnly = changed.filter((path) => RESTART_ONLY_KEYS.some((p) => path === p || path.startsWith(`${p}.`)));
   return { changed, restartOnly };
 }

@@ -21,8 +21,7 @@ export interface LoadedConfig {
   config: Config;
 }
 
-const isPlainObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Values from `over` replace those in `base`; objects merge key by key. Neither input is changed. */
 function merge(base: unknown, over: unknown): unknown {
@@ -52,9 +51,7 @@ export function loadConfig(options: LoadOptions): LoadedConfig {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const message = code === 'ENOENT' ? 'file not found' : code === 'EACCES' ? 'permission denied' : `cannot read: ${String(err)}`;
-    throw new ConfigError(file, [
-      { path: file, message, hint: 'copy config/edge-agent.example.yaml, or pass --config PATH or set EDGE_AGENT_CONFIG' },
-    ]);
+    throw new ConfigError(file, [{ path: file, message, hint: 'copy config/edge-agent.example.yaml, or pass --config PATH or set EDGE_AGENT_CONFIG' }]);
   }
 
   const lineCounter = new LineCounter();
@@ -171,9 +168,7 @@ function describeIssue(issue: z.core.$ZodIssue, doc: Document, lc: LineCounter):
   const schema = schemaAt(path);
   const hint = schema?.description;
   const line = lineOf(doc, lc, path);
-  const at = (message: string, extraHint?: string): ConfigProblem[] => [
-    { path: dotted, message, hint: extraHint ?? hint, line },
-  ];
+  const at = (message: string, extraHint?: string): ConfigProblem[] => [{ path: dotted, message, hint: extraHint ?? hint, line }];
 
   switch (issue.code) {
     case 'unrecognized_keys': {

@@ -10,8 +10,7 @@ import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
  * Every object is strict: an unknown key is an error, not a silent no-op.
  * Each `describe()` text is shown as the hint when that key is wrong.
  */
-const int = (min: number, max: number, what: string) =>
-  z.number().int().min(min).max(max).describe(`${what} (whole number, ${min} to ${max})`);
+const int = (min: number, max: number, what: string) => z.number().int().min(min).max(max).describe(`${what} (whole number, ${min} to ${max})`);
 
 /**
  * Marks a key (or a whole section) whose change needs a restart: SIGHUP
@@ -25,7 +24,7 @@ function restart<T extends z.ZodType>(schema: T): T {
 
 /** Whether `schema` carries the restart mark. */
 export function needsRestart(schema: z.ZodType): boolean {
-  return schema.meta()?.['restart'] === true;
+  return schema.meta()?.restart === true;
 }
 
 const keyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']);
@@ -33,11 +32,7 @@ const keyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'
 /** Owned by certs/ (the id becomes a certificate's CN there); re-exported for the agent. */
 
 const policyAction = z.enum(['approve', 'hold', 'reject']).describe('approve, hold (for a technician) or reject');
-const pattern = z
-  .string()
-  .min(1)
-  .max(128)
-  .describe('a pattern where * matches any run of characters and ? one character; case-insensitive');
+const pattern = z.string().min(1).max(128).describe('a pattern where * matches any run of characters and ? one character; case-insensitive');
 
 /** One enrollment rule; rules are tried in order and the first that applies decides. */
 const policyRule = z.discriminatedUnion('kind', [
@@ -72,19 +67,27 @@ const mqttsUrl = z.string().refine((v) => {
 
 const mqttSchema = z.strictObject({
   enabled: restart(z.boolean().describe('run MQTT onboarding and discovery (the embedded broker, or the link to mqtt.brokerUrl)')),
-  topicPrefix: restart(z
-    .string()
-    .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/)
-    .max(128)
-    .describe('prefix of the provisioning topics, such as edge/prov/v1 (levels of A-Z a-z 0-9 . _ -, no wildcards)')),
-  brokerUrl: restart(mqttsUrl.describe('external broker (Mosquitto) as mqtts://host:port, reached with the agent-client certificate; empty runs the embedded broker')),
+  topicPrefix: restart(
+    z
+      .string()
+      .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/)
+      .max(128)
+      .describe('prefix of the provisioning topics, such as edge/prov/v1 (levels of A-Z a-z 0-9 . _ -, no wildcards)'),
+  ),
+  brokerUrl: restart(
+    mqttsUrl.describe('external broker (Mosquitto) as mqtts://host:port, reached with the agent-client certificate; empty runs the embedded broker'),
+  ),
   deviceBrokerUrl: mqttsUrl.describe('mutual-TLS URL given to devices in the issued answer; empty means the embedded listener, or mqtt.brokerUrl'),
   listenHost: restart(z.string().min(1).describe('address of the embedded broker listeners (127.0.0.1 unless devices reach it over the network)')),
   provisioningPort: restart(int(0, 65_535, 'port of the embedded provisioning listener; 0 picks a free port')),
-  provisioningTls: restart(z.boolean().describe('true: the provisioning listener speaks TLS with the broker certificate; false: plain TCP where the plant network allows it')),
+  provisioningTls: restart(
+    z.boolean().describe('true: the provisioning listener speaks TLS with the broker certificate; false: plain TCP where the plant network allows it'),
+  ),
   mtlsPort: restart(int(0, 65_535, 'port of the embedded mutual-TLS listener; 0 picks a free port')),
   maxPayloadBytes: restart(int(1_024, 1_048_576, 'largest enrollment request or announcement accepted, in bytes')),
-  mosquittoDir: z.string().describe('with an external Mosquitto: the directory written by edge-agent broker mosquitto-config, where the agent keeps acl-devices and crl.pem current'),
+  mosquittoDir: z
+    .string()
+    .describe('with an external Mosquitto: the directory written by edge-agent broker mosquitto-config, where the agent keeps acl-devices and crl.pem current'),
   mosquittoPidFile: z.string().describe('with an external Mosquitto: its pid_file, signalled (SIGHUP) to reread the ACL after a revocation'),
   mosquittoReloadCommand: z
     .string()
@@ -162,7 +165,12 @@ const syncSchema = z
   .strictObject({
     enabled: restart(z.boolean().describe('send the inventory to the CMMS receiver at sync.baseUrl (docs/upstream-api.md)')),
     baseUrl: restart(z.string().describe('the receiver, an https:// URL; the contract paths (/v1/gateways/...) are appended')),
-    gatewayId: restart(z.string().regex(new RegExp(`^$|${DEVICE_ID_PATTERN.source}`)).describe('this gateway at the receiver; empty: agent.id')),
+    gatewayId: restart(
+      z
+        .string()
+        .regex(new RegExp(`^$|${DEVICE_ID_PATTERN.source}`))
+        .describe('this gateway at the receiver; empty: agent.id'),
+    ),
     caFile: restart(z.string().describe("PEM bundle the receiver's certificate must chain to (always checked)")),
     tokenFile: restart(z.string().describe('file holding a bearer token (first line); empty: none')),
     clientCertificate: restart(z.boolean().describe("mutual TLS with the agent's agent-client certificate from the gateway CA")),
@@ -177,7 +185,9 @@ const syncSchema = z
       .number()
       .int()
       .refine((v) => v === 0 || (v >= 1_000 && v <= 604_800_000), 'must be 0 (off) or 1000 to 604800000')
-      .describe('compare with what the receiver holds this often and report what diverged, in milliseconds; 0: only at start and on request (whole number, 0 or 1000 to 604800000)'),
+      .describe(
+        'compare with what the receiver holds this often and report what diverged, in milliseconds; 0: only at start and on request (whole number, 0 or 1000 to 604800000)',
+      ),
     splitAfterServerErrors: int(1, 1_000, '5xx answers to the same batch after which it is split to find the item at fault'),
     stuckAfterMs: int(1_000, 604_800_000, 'a batch unanswered this long raises the stuck alarm, in milliseconds'),
     location: z
@@ -186,18 +196,26 @@ const syncSchema = z
   })
   .refine((v) => !v.enabled || /^https:\/\/[^/\s]+/.test(v.baseUrl), { message: 'sync.enabled needs sync.baseUrl, an https:// URL', path: ['baseUrl'] })
   .refine((v) => !v.enabled || v.caFile !== '', { message: "sync.enabled needs sync.caFile: the receiver's certificate is always checked", path: ['caFile'] })
-  .refine((v) => !v.enabled || v.tokenFile !== '' || v.clientCertificate, { message: 'sync.enabled needs a way to authenticate: sync.tokenFile, sync.clientCertificate, or both', path: ['tokenFile'] });
+  .refine((v) => !v.enabled || v.tokenFile !== '' || v.clientCertificate, {
+    message: 'sync.enabled needs a way to authenticate: sync.tokenFile, sync.clientCertificate, or both',
+    path: ['tokenFile'],
+  });
 
 const opcuaSchema = z.strictObject({
   enabled: restart(z.boolean().describe('run OPC UA discovery')),
   endpoints: z.array(opcuaUrl).max(10_000).describe('servers always probed, as opc.tcp:// URLs'),
   discoveryServers: z.array(opcuaUrl).max(100).describe('Local Discovery Servers asked with FindServers (and FindServersOnNetwork)'),
-  scan: z.strictObject({
-    ranges: z.array(cidr).max(256).describe('IPv4 ranges scanned (CIDR); they also bound what an LDS answer may make the agent contact'),
-    ports: z.array(int(1, 65_535, 'a TCP port')).min(1).max(16).describe('TCP ports tried on every address of the ranges'),
-    concurrency: int(1, 1_024, 'addresses probed at the same time'),
-    maxAddresses: int(1, 1_048_576, 'refuse a scan of more addresses than this (all ranges together)'),
-  })
+  scan: z
+    .strictObject({
+      ranges: z.array(cidr).max(256).describe('IPv4 ranges scanned (CIDR); they also bound what an LDS answer may make the agent contact'),
+      ports: z
+        .array(int(1, 65_535, 'a TCP port'))
+        .min(1)
+        .max(16)
+        .describe('TCP ports tried on every address of the ranges'),
+      concurrency: int(1, 1_024, 'addresses probed at the same time'),
+      maxAddresses: int(1, 1_048_576, 'refuse a scan of more addresses than this (all ranges together)'),
+    })
     .refine((scan) => scan.ranges.reduce((n, r) => n + 2 ** (32 - Number(r.split('/')[1] ?? 32)), 0) <= scan.maxAddresses, {
       message: 'the ranges hold more addresses than maxAddresses allows',
     }),
@@ -257,9 +275,18 @@ const httpSchema = z
       .min(1)
       .describe('address of the local listener (health, metrics, the API); anything but 127.0.0.0/8, ::1 or localhost needs http.tls.enabled: true'),
     port: int(0, 65_535, 'TCP port of the local listener; 0 picks a free port and logs it'),
-    names: z.array(httpName).max(64).describe('further DNS names and IP addresses clients reach the listener by; the certificate the agent issues itself names them, and the Host header of every request must name one of them, localhost, 127.0.0.1, [::1] or http.host'),
+    names: z
+      .array(httpName)
+      .max(64)
+      .describe(
+        'further DNS names and IP addresses clients reach the listener by; the certificate the agent issues itself names them, and the Host header of every request must name one of them, localhost, 127.0.0.1, [::1] or http.host',
+      ),
     maxConnections: int(8, 65_536, 'connections the listener keeps open at once; at the cap the one waiting longest without a request is closed for a new one'),
-    headersTimeoutMs: int(1_000, 300_000, 'time a client has to send its request headers (and, with TLS, to finish its handshake) after connecting or after its previous request, in milliseconds'),
+    headersTimeoutMs: int(
+      1_000,
+      300_000,
+      'time a client has to send its request headers (and, with TLS, to finish its handshake) after connecting or after its previous request, in milliseconds',
+    ),
     requestTimeoutMs: int(1_000, 600_000, 'time a client has to send its whole request, body included, in milliseconds (at least http.headersTimeoutMs)'),
     keepAliveTimeoutMs: int(100, 600_000, 'how long an idle keep-alive connection stays open, in milliseconds'),
     tls: z
@@ -280,7 +307,8 @@ const httpSchema = z
         ctx.addIssue({
           code: 'custom',
           path: [t.certFile === '' ? 'certFile' : 'keyFile'],
-          message: 'http.tls.certFile and http.tls.keyFile go together: set both (a certificate of your own) or neither (the agent issues one from the gateway CA)',
+          message:
+            'http.tls.certFile and http.tls.keyFile go together: set both (a certificate of your own) or neither (the agent issues one from the gateway CA)',
         });
       }),
   })
@@ -295,17 +323,14 @@ export type PolicyAction = z.infer<typeof policyAction>;
 
 export const configSchema = z.strictObject({
   agent: z.strictObject({
-    id: restart(z
-      .string()
-      .regex(DEVICE_ID_PATTERN)
-      .describe('gateway id: 1 to 64 characters from A-Z a-z 0-9 . _ -, not "." or ".."; defaults to the host name')),
+    id: restart(
+      z.string().regex(DEVICE_ID_PATTERN).describe('gateway id: 1 to 64 characters from A-Z a-z 0-9 . _ -, not "." or ".."; defaults to the host name'),
+    ),
     dataDir: restart(z.string().min(1).describe('directory for the database and all state; relative paths start at the working directory')),
     heartbeatIntervalMs: int(100, 3_600_000, 'how often the agent records that it is alive, in milliseconds'),
   }),
   log: z.strictObject({
-    level: z
-      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
-      .describe('one of fatal, error, warn, info, debug, trace'),
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).describe('one of fatal, error, warn, info, debug, trace'),
     pretty: restart(z.boolean().describe('true for human-readable colour logs instead of JSON (also --pretty)')),
   }),
   store: restart(
@@ -321,13 +346,19 @@ export const configSchema = z.strictObject({
   http: restart(httpSchema),
   ca: z.strictObject({
     dir: restart(z.string().describe('directory of the CA certificates and keys; empty means <agent.dataDir>/ca')),
-    autoInit: restart(z.boolean().describe('create the CA hierarchy at the first start if the directory holds none (false when chaining to an enterprise PKI)')),
+    autoInit: restart(
+      z.boolean().describe('create the CA hierarchy at the first start if the directory holds none (false when chaining to an enterprise PKI)'),
+    ),
     organization: restart(z.string().min(1).max(64).describe('O= of the CA and of every certificate it issues (1 to 64 characters)')),
     passphrase: restart(z.string().describe('passphrase of the CA keys; prefer EDGE_AGENT_CA_PASSPHRASE or passphraseFile over writing it here')),
     passphraseFile: restart(z.string().describe('file holding the CA key passphrase (first line); under systemd, LoadCredential= as ca-passphrase also works')),
     rootKeyType: restart(keyType.describe('key of the root CA: ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096')),
     issuingKeyType: restart(keyType.describe('key of the issuing CA for MQTT devices and EC requesters')),
-    rsaIssuingKeyType: restart(z.enum(['rsa-2048', 'rsa-3072', 'rsa-4096']).describe('key of the RSA issuing CA (OPC UA applications and RSA requesters): rsa-2048, rsa-3072 or rsa-4096')),
+    rsaIssuingKeyType: restart(
+      z
+        .enum(['rsa-2048', 'rsa-3072', 'rsa-4096'])
+        .describe('key of the RSA issuing CA (OPC UA applications and RSA requesters): rsa-2048, rsa-3072 or rsa-4096'),
+    ),
     rootValidityDays: restart(int(1, 36_500, 'validity of the root CA in days')),
     issuingValidityDays: restart(int(1, 36_500, 'validity of the issuing CAs in days (never past the root)')),
     validityDays: z
@@ -339,9 +370,13 @@ export const configSchema = z.strictObject({
       })
       .describe('validity per profile in days (never past the issuing CA)'),
     allowKeyReuse: z.boolean().describe('whether a renewal may keep the key of the certificate it replaces'),
-    crlFile: restart(z.string().describe('where the CRLs (PEM, one per issuing CA, then the root\'s) are written; empty means <ca.dir>/crl.pem')),
+    crlFile: restart(z.string().describe("where the CRLs (PEM, one per issuing CA, then the root's) are written; empty means <ca.dir>/crl.pem")),
     crlValidityHours: int(1, 8_760, 'nextUpdate of each CRL, in hours; it is regenerated at half of that and on every revocation'),
-    rootCrlValidityDays: int(1, 3_650, 'nextUpdate of the root CRL (which lists revoked issuing CAs), in days; signed again at half of that while the root key is on the gateway'),
+    rootCrlValidityDays: int(
+      1,
+      3_650,
+      'nextUpdate of the root CRL (which lists revoked issuing CAs), in days; signed again at half of that while the root key is on the gateway',
+    ),
     expiryCheckIntervalMs: int(1_000, 86_400_000, 'how often certificates past two thirds of their lifetime are looked for, in milliseconds'),
   }),
   mqtt: mqttSchema,

@@ -34,8 +34,18 @@ export class MqttDiscovery {
 
   constructor(private readonly deps: MqttDiscoveryDeps) {
     const registers = [deps.metrics.registry];
-    this.seen = new Counter({ name: 'edge_agent_discovery_announcements_total', help: 'Device announcements recorded, by source', labelNames: ['source'], registers });
-    this.refused = new Counter({ name: 'edge_agent_discovery_refused_total', help: 'Announcements refused, by reason: TOO_LARGE, MALFORMED, BAD_ID', labelNames: ['code'], registers });
+    this.seen = new Counter({
+      name: 'edge_agent_discovery_announcements_total',
+      help: 'Device announcements recorded, by source',
+      labelNames: ['source'],
+      registers,
+    });
+    this.refused = new Counter({
+      name: 'edge_agent_discovery_refused_total',
+      help: 'Announcements refused, by reason: TOO_LARGE, MALFORMED, BAD_ID',
+      labelNames: ['code'],
+      registers,
+    });
   }
 
   /** The topic filters of the sources switched on in mqtt.discovery. */
@@ -78,7 +88,9 @@ export class MqttDiscovery {
       }
       const changedPresence = a.online !== undefined && known?.online !== a.online;
       // Homie sends $name and $state apart: a nameplate field the record still lacks is a change too.
-      const fills = known !== undefined && Object.entries(a.nameplate).some(([k, v]) => v !== undefined && known.nameplate[k as keyof typeof known.nameplate] === undefined);
+      const fills =
+        known !== undefined &&
+        Object.entries(a.nameplate).some(([k, v]) => v !== undefined && known.nameplate[k as keyof typeof known.nameplate] === undefined);
       if (!known || changedPresence || fills || !(a.source in known.source)) {
         devices.apply({
           protocol: 'mqtt',

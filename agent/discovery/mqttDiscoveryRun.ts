@@ -34,7 +34,8 @@ export class MqttDiscoveryRuns {
   async run(run: DiscoveryRun, stopping: AbortSignal): Promise<void> {
     const { runs, log, bus, discovery, link } = this.deps;
     const counts = { total: 0, done: 0, found: 0, errors: 0 };
-    const progress = (phase: 'listing' | 'probing' | 'done' | 'failed' | 'cancelled') => bus.emit('discovery.progress', { runId: run.id, protocol: 'mqtt', phase, ...counts });
+    const progress = (phase: 'listing' | 'probing' | 'done' | 'failed' | 'cancelled') =>
+      bus.emit('discovery.progress', { runId: run.id, protocol: 'mqtt', phase, ...counts });
     const cancelledBy = () => runs.cancelledBy(run.id);
     if (cancelledBy()) {
       runs.finish(run.id, 'failed', `cancelled by ${cancelledBy()}`);

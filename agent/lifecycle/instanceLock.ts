@@ -68,9 +68,7 @@ export class InstanceLock implements Service {
       }
       const owner = Number(readFileSync(this.path, 'utf8').trim());
       if (isLiveAgent(owner)) {
-        throw new InstanceLockedError(
-          `another edge-agent (pid ${owner}) is using ${this.deps.dataDir}; stop it first, or give this one another agent.dataDir`,
-        );
+        throw new InstanceLockedError(`another edge-agent (pid ${owner}) is using ${this.deps.dataDir}; stop it first, or give this one another agent.dataDir`);
       }
       this.deps.log.warn({ stalePid: owner, path: this.path }, 'removing a lock left by an agent that is gone');
       rmSync(this.path, { force: true });

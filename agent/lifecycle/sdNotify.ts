@@ -20,9 +20,7 @@ export class SystemdNotifier {
   private readonly path: string | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
 
-  constructor(
-    private readonly deps: { log: Logger; env: NodeJS.ProcessEnv },
-  ) {
+  constructor(private readonly deps: { log: Logger; env: NodeJS.ProcessEnv }) {
     const target = deps.env.NOTIFY_SOCKET;
     if (!target) return;
     if (target.startsWith('@')) {

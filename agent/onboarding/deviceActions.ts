@@ -75,25 +75,47 @@ export class DeviceActions {
     } else if (pending.length > 0) {
       const keys = new Set(pending.map((r) => r.spkiSha256));
       // Anyone can send a request under any id: approving "the latest" could certify a key slipped in after the technician looked.
-      if (keys.size > 1) throw new RefusedError(`${device.id} has ${pending.length} requests waiting with different keys; choose one with --request (edge-agent devices show ${device.name})`);
+      if (keys.size > 1)
+        throw new RefusedError(
+          `${device.id} has ${pending.length} requests waiting with different keys; choose one with --request (edge-agent devices show ${device.name})`,
+        );
       chosen = pending.at(-1);
     }
     if (!chosen) {
       if (device.preapproved) return 'preapproved';
       const last = enrollments.withStatus('issued', device.id).at(-1);
-      if (device.state === 'provisioned' && last?.decidedBy === 'technician' && last.decidedAt !== undefined && last.decidedAt >= a.requestedAt) return 'issued';
+      if (device.state === 'provisioned' && last?.decidedBy === 'technician' && last.decidedAt !== undefined && last.decidedAt >= a.requestedAt)
+        return 'issued';
       if (device.state === 'provisioned') throw new RefusedError(`${device.id} is provisioned and has no request waiting`);
       store.durable(() =>
-        devices.apply({ protocol: 'mqtt', name: device.name, to: device.state, cause: `approved in advance by ${a.actor}${why}`, actor: `technician:${a.actor}`, seen: false, patch: { preapproved: true, blocked: false } }),
+        devices.apply({
+          protocol: 'mqtt',
+          name: device.name,
+          to: device.state,
+          cause: `approved in advance by ${a.actor}${why}`,
+          actor: `technician:${a.actor}`,
+          seen: false,
+          patch: { preapproved: true, blocked: false },
+        }),
       );
       return 'preapproved';
     }
     const others = pending.filter((r) => r.requestId !== chosen.requestId);
     store.durable(() => {
-      for (const r of others) enrollments.decide(device.id, r.requestId, 'rejected', `not approved: the technician approved request ${chosen.requestId}`, `technician:${a.actor}`);
+      for (const r of others)
+        enrollments.decide(device.id, r.requestId, 'rejected', `not approved: the technician approved request ${chosen.requestId}`, `technician:${a.actor}`);
       enrollments.decide(device.id, chosen.requestId, 'approved', `approved by ${a.actor}${why}`, 'technician');
       const to = device.state === 'provisioned' || device.state === 'revoked' ? device.state : 'pending';
-      devices.apply({ protocol: 'mqtt', name: device.name, to, cause: `request ${chosen.requestId} approved by ${a.actor}${why}`, actor: `technician:${a.actor}`, seen: false, details: { spkiSha256: chosen.spkiSha256 }, patch: { blocked: false } });
+      devices.apply({
+        protocol: 'mqtt',
+        name: device.name,
+        to,
+        cause: `request ${chosen.requestId} approved by ${a.actor}${why}`,
+        actor: `technician:${a.actor}`,
+        seen: false,
+        details: { spkiSha256: chosen.spkiSha256 },
+        patch: { blocked: false },
+      });
     });
     for (const r of others) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
     await this.deps.enrollment.issue(enrollments.get(device.id, chosen.requestId)!);
@@ -107,13 +129,22 @@ export class DeviceActions {
     const open = this.open(device);
     if (device.state === 'decommissioned') throw new RefusedError(`${device.id} is decommissioned`);
     if (open.length === 0 && device.state === 'rejected' && device.blocked) return 'rejected';
-    if (device.state === 'provisioned' && open.length === 0) throw new RefusedError(`${device.id} is provisioned and has no request waiting; revoke it instead`);
+    if (device.state === 'provisioned' && open.length === 0)
+      throw new RefusedError(`${device.id} is provisioned and has no request waiting; revoke it instead`);
     const reason = `rejected by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`;
     store.durable(() => {
       for (const r of open) enrollments.decide(device.id, r.requestId, 'rejected', reason, `technician:${a.actor}`);
       // A provisioned device keeps its certificate and its access; only its waiting request is refused.
       const settled = device.state === 'provisioned' || device.state === 'revoked';
-      devices.apply({ protocol: 'mqtt', name: device.name, to: settled ? device.state : 'rejected', cause: reason, actor: `technician:${a.actor}`, seen: false, patch: { blocked: true, preapproved: false, ...(settled ? {} : { reason }) } });
+      devices.apply({
+        protocol: 'mqtt',
+        name: device.name,
+        to: settled ? device.state : 'rejected',
+        cause: reason,
+        actor: `technician:${a.actor}`,
+        seen: false,
+        patch: { blocked: true, preapproved: false, ...(settled ? {} : { reason }) },
+      });
     });
     for (const r of open) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
     return 'rejected';
@@ -134,7 +165,16 @@ export class DeviceActions {
     const reason = `${done} by ${a.actor}${text ? `: ${text}` : ''}`;
     store.durable(() => {
       for (const r of open) enrollments.decide(device.id, r.requestId, 'rejected', reason, `technician:${a.actor}`);
-      devices.apply({ protocol: 'mqtt', name: device.name, to: done, cause: reason, actor: `technician:${a.actor}`, seen: false, details: current ? { serial: current.serial } : {}, patch: { blocked: true, preapproved: false, reason } });
+      devices.apply({
+        protocol: 'mqtt',
+        name: device.name,
+        to: done,
+        cause: reason,
+        actor: `technician:${a.actor}`,
+        seen: false,
+        details: current ? { serial: current.serial } : {},
+        patch: { blocked: true, preapproved: false, reason },
+      });
     });
     for (const r of open) await this.deps.enrollment.answerRecorded(enrollments.get(device.id, r.requestId)!);
     try {
@@ -153,7 +193,13 @@ export class DeviceActions {
  * RefusedError is the technician's answer ("refused" with the reason), any
  * other error is also logged as a fault.
  */
-export async function carryOut(action: DeviceAction, run: () => Promise<string>, actions: ActionRepository, log: Logger, bus?: Pick<EventBus, 'emit'>): Promise<void> {
+export async function carryOut(
+  action: DeviceAction,
+  run: () => Promise<string>,
+  actions: ActionRepository,
+  log: Logger,
+  bus?: Pick<EventBus, 'emit'>,
+): Promise<void> {
   let outcome: string;
   let error: string | undefined;
   try {

@@ -109,18 +109,28 @@ export class EnrollmentFlow {
       ...(request.enrollmentToken !== undefined ? { enrollmentToken: request.enrollmentToken } : {}),
       ...(request.claim !== undefined ? { claim: request.claim } : {}),
     });
-    if (decision.action === 'hold' && (device === undefined || device.state === 'discovered') && this.deps.enrollments().countWithStatus('pending') >= this.deps.maxPending()) {
+    if (
+      decision.action === 'hold' &&
+      (device === undefined || device.state === 'discovered') &&
+      this.deps.enrollments().countWithStatus('pending') >= this.deps.maxPending()
+    ) {
       return this.refusal(name, request.requestId, 'too_many_pending', 'too many requests are waiting for a technician; try again later');
     }
     if (decision.action === 'reject' && device === undefined) {
       // A device the inventory does not know, refused by policy: answered and logged, not recorded,
       // so that anonymous requests under ever new ids cannot grow the database.
       this.deps.metrics.rejected('policy');
-      this.deps.log.warn({ device: name, requestId: request.requestId, decidedBy: decision.decidedBy, reason: decision.reason }, 'enrollment request rejected by policy');
+      this.deps.log.warn(
+        { device: name, requestId: request.requestId, decidedBy: decision.decidedBy, reason: decision.reason },
+        'enrollment request rejected by policy',
+      );
       return { requestId: request.requestId, status: 'rejected', reason: decision.reason };
     }
     const record = this.record(name, device, request, prepared.spkiSha256, decision, replyTo);
-    this.deps.log.info({ device: name, requestId: request.requestId, status: record.status, decidedBy: record.decidedBy, reason: record.reason }, 'enrollment request decided');
+    this.deps.log.info(
+      { device: name, requestId: request.requestId, status: record.status, decidedBy: record.decidedBy, reason: record.reason },
+      'enrollment request decided',
+    );
     if (record.status === 'approved') return this.issue(record, prepared);
     if (record.status === 'rejected') this.deps.metrics.rejected('policy');
     else this.deps.metrics.answered('pending');
@@ -128,7 +138,14 @@ export class EnrollmentFlow {
   }
 
   /** Records the request and the device's new state in one commit; an approval by token counts the use there too. */
-  private record(name: string, device: Device | undefined, request: EnrollmentRequestMessage, spkiSha256: string, decision: Decision, replyTo: ReplyTo): EnrollmentRequest {
+  private record(
+    name: string,
+    device: Device | undefined,
+    request: EnrollmentRequestMessage,
+    spkiSha256: string,
+    decision: Decision,
+    replyTo: ReplyTo,
+  ): EnrollmentRequest {
     const store = this.deps.store();
     const enrollments = this.deps.enrollments();
     // An approval is answered only after the certificate's commit, which is durable and carries this one to disk.
@@ -202,20 +219,32 @@ export class EnrollmentFlow {
       // The identity's certificate for this key, issued after this request arrived, answers it (a twin
       // request was issued meanwhile): the CA hands it out again. An older one is renewed.
       const renew = current?.spkiSha256 === csr.spkiSha256 && current.issuedAt < request.receivedAt;
-      const issued = await ca.issue({ profile: PROFILE, identity: name, csr, origin: 'requester', renew, alongside: (record) => this.settle(request, record.serial) });
+      const issued = await ca.issue({
+        profile: PROFILE,
+        identity: name,
+        csr,
+        origin: 'requester',
+        renew,
+        alongside: (record) => this.settle(request, record.serial),
+      });
       serial = issued.record.serial;
       // The certificate and the request's outcome are on disk together; nothing has left the process.
       failpoint('enrollment.issue.after-commit');
     } catch (err) {
       if (err instanceof Withdrawn) {
         // Signed, never recorded, never handed out: as if it had not been issued.
-        log.warn({ device: name, requestId: request.requestId, why: err.message }, 'certificate issued for a request that was withdrawn meanwhile: not recorded');
+        log.warn(
+          { device: name, requestId: request.requestId, why: err.message },
+          'certificate issued for a request that was withdrawn meanwhile: not recorded',
+        );
         return undefined;
       }
       if (!(err instanceof CertError)) throw err;
       return this.refused(request, name, err);
     }
-    await this.deps.gate.restore(name).catch((err: unknown) => log.error({ err, device: name }, 'broker access could not be restored; the device may be refused until the next ACL rewrite'));
+    await this.deps.gate
+      .restore(name)
+      .catch((err: unknown) => log.error({ err, device: name }, 'broker access could not be restored; the device may be refused until the next ACL rewrite'));
     this.deps.metrics.answered('issued');
     return this.answerFor({ ...request, status: 'issued', certificateSerial: serial });
   }
@@ -251,7 +280,16 @@ export class EnrollmentFlow {
       if (request.tokenId !== undefined) this.deps.enrollments().releaseToken(request.tokenId);
       const device = this.deps.devices().get(request.deviceId);
       if (device?.state === 'pending') {
-        this.deps.devices().apply({ protocol: PROTOCOL, name, to: 'rejected', seen: false, cause: `certificate refused: ${err.code}`, actor: 'ca', details: { requestId: request.requestId, reason }, patch: { reason } });
+        this.deps.devices().apply({
+          protocol: PROTOCOL,
+          name,
+          to: 'rejected',
+          seen: false,
+          cause: `certificate refused: ${err.code}`,
+          actor: 'ca',
+          details: { requestId: request.requestId, reason },
+          patch: { reason },
+        });
       }
     });
     this.deps.log.warn({ device: name, requestId: request.requestId, code: err.code, reason: err.message }, 'certificate refused for enrollment request');

@@ -33,9 +33,24 @@ export class EnrollmentMetrics {
 
   constructor(registry: Registry, queueDepth: () => number) {
     const registers = [registry];
-    this.requests = new Counter({ name: 'edge_agent_enrollment_requests_total', help: 'Enrollment requests answered, by outcome: issued, pending, rejected, repeated', labelNames: ['outcome'], registers });
-    this.rejections = new Counter({ name: 'edge_agent_enrollment_rejected_total', help: 'Enrollment requests answered rejected, by reason (every one is also counted in edge_agent_enrollment_requests_total{outcome="rejected"})', labelNames: ['reason'], registers });
-    this.drops = new Counter({ name: 'edge_agent_enrollment_dropped_total', help: 'Enrollment messages dropped without an answer, by reason', labelNames: ['reason'], registers });
+    this.requests = new Counter({
+      name: 'edge_agent_enrollment_requests_total',
+      help: 'Enrollment requests answered, by outcome: issued, pending, rejected, repeated',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.rejections = new Counter({
+      name: 'edge_agent_enrollment_rejected_total',
+      help: 'Enrollment requests answered rejected, by reason (every one is also counted in edge_agent_enrollment_requests_total{outcome="rejected"})',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.drops = new Counter({
+      name: 'edge_agent_enrollment_dropped_total',
+      help: 'Enrollment messages dropped without an answer, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
     new Gauge({
       name: 'edge_agent_enrollment_queue_depth',
       help: 'Enrollment requests waiting to be handled',

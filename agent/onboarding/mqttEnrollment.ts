@@ -41,7 +41,12 @@ interface Work {
   tooLarge?: { bytes: number; requestId: string | undefined };
 }
 
-const REQUEST_ERROR_REASONS: Record<RequestError['code'], RejectionReason> = { NOT_JSON: 'not_json', TOO_DEEP: 'too_deeply_nested', PROTOTYPE_KEY: 'prototype_key', INVALID: 'schema' };
+const REQUEST_ERROR_REASONS: Record<RequestError['code'], RejectionReason> = {
+  NOT_JSON: 'not_json',
+  TOO_DEEP: 'too_deeply_nested',
+  PROTOTYPE_KEY: 'prototype_key',
+  INVALID: 'schema',
+};
 
 /** A response topic may name no wildcard or NUL (an answer to `+`/`#` would make the broker drop the agent). */
 const RESPONSE_TOPIC = /^[^+#\u0000]{1,256}$/;
@@ -102,7 +107,9 @@ export class MqttEnrollment {
   async resume(): Promise<void> {
     for (const r of this.deps.enrollments().withStatus('approved')) {
       const name = r.deviceId.slice('mqtt:'.length);
-      await this.locks.run(name, () => this.issue(r)).catch((err: unknown) => this.deps.log.error({ err, device: name, requestId: r.requestId }, 'approved request could not be resumed'));
+      await this.locks
+        .run(name, () => this.issue(r))
+        .catch((err: unknown) => this.deps.log.error({ err, device: name, requestId: r.requestId }, 'approved request could not be resumed'));
     }
   }
 
@@ -120,7 +127,10 @@ export class MqttEnrollment {
     if (this.queue.length >= limits.queueSize) return this.drop('queue_full', { device: name });
     const bytes = message.payload.length;
     // Too large to read, but the topic names the device: it is answered, without keeping the payload.
-    const work: Work = bytes > maxPayloadBytes ? { name, message: { ...message, payload: Buffer.alloc(0) }, tooLarge: { bytes, requestId: peekRequestId(message.payload) } } : { name, message };
+    const work: Work =
+      bytes > maxPayloadBytes
+        ? { name, message: { ...message, payload: Buffer.alloc(0) }, tooLarge: { bytes, requestId: peekRequestId(message.payload) } }
+        : { name, message };
     this.queue.push(work);
     log.debug({ device: name, queued: this.queue.length }, 'enrollment request queued');
     this.pump();
@@ -169,7 +179,14 @@ export class MqttEnrollment {
     }
     const reply = (answer: Answer | undefined) => (answer ? this.answer(responseTopic, message.correlationData, answer) : Promise.resolve());
     if (tooLarge) {
-      return reply(this.flow.refusal(name, tooLarge.requestId ?? null, 'too_large', `request is ${tooLarge.bytes} bytes, over the limit of ${maxPayloadBytes} bytes (mqtt.maxPayloadBytes)`));
+      return reply(
+        this.flow.refusal(
+          name,
+          tooLarge.requestId ?? null,
+          'too_large',
+          `request is ${tooLarge.bytes} bytes, over the limit of ${maxPayloadBytes} bytes (mqtt.maxPayloadBytes)`,
+        ),
+      );
     }
     let request: EnrollmentRequestMessage;
     try {
@@ -178,7 +195,10 @@ export class MqttEnrollment {
       if (!(err instanceof RequestError)) throw err;
       return reply(this.flow.refusal(name, err.requestId ?? null, REQUEST_ERROR_REASONS[err.code], err.message));
     }
-    const replyTo = { ...(responseTopic === defaultTopic ? {} : { responseTopic }), ...(message.correlationData !== undefined ? { correlationData: message.correlationData } : {}) };
+    const replyTo = {
+      ...(responseTopic === defaultTopic ? {} : { responseTopic }),
+      ...(message.correlationData !== undefined ? { correlationData: message.correlationData } : {}),
+    };
     return reply(await this.flow.submit(name, request, replyTo));
   }
 
@@ -202,7 +222,9 @@ export class MqttEnrollment {
     let timer: NodeJS.Timeout | undefined;
     try {
       const sent = this.deps.link.publish(topic, Buffer.from(JSON.stringify(answer)), { qos: 1, ...(correlationData ? { correlationData } : {}) });
-      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no PUBACK within ${ANSWER_TIMEOUT_MS} ms`)), ANSWER_TIMEOUT_MS)));
+      const late = new Promise<never>(
+        (_, reject) => (timer = setTimeout(() => reject(new Error(`no PUBACK within ${ANSWER_TIMEOUT_MS} ms`)), ANSWER_TIMEOUT_MS)),
+      );
       await Promise.race([sent, late]);
     } catch (err) {
       // The decision is on record: the device gets the same answer when it repeats the request.

@@ -67,7 +67,8 @@ export class OpcuaActions {
     for (const action of this.deps.actions.open('opcua')) byDevice.set(action.deviceId, [...(byDevice.get(action.deviceId) ?? []), action]);
     await Promise.all(
       [...byDevice.values()].map(async (list) => {
-        for (const action of list) await carryOut(action, () => this.deps.locks.run(action.deviceId, async () => this.apply(action)), this.deps.actions, this.deps.log, this.deps.bus);
+        for (const action of list)
+          await carryOut(action, () => this.deps.locks.run(action.deviceId, async () => this.apply(action)), this.deps.actions, this.deps.log, this.deps.bus);
       }),
     );
   }
@@ -98,7 +99,8 @@ export class OpcuaActions {
         devices.apply({ protocol: 'opcua', name: device.name, to: 'rejected', cause: reason, actor, patch: { blocked: true, reason }, seen: false });
       });
       // A certificate an interrupted push issued and the server never applied goes with the decision.
-      if (job?.serial && job.serial !== job.appliedSerial && ca.unrevoked('opcua-application', job.applicationUri).some((r) => r.serial === job.serial)) ca.revoke(job.serial, 'superseded');
+      if (job?.serial && job.serial !== job.appliedSerial && ca.unrevoked('opcua-application', job.applicationUri).some((r) => r.serial === job.serial))
+        ca.revoke(job.serial, 'superseded');
       return 'rejected';
     }
     const done = a.action === 'revoke' ? 'revoked' : 'decommissioned';
@@ -113,10 +115,21 @@ export class OpcuaActions {
     const reason = `${done} by ${a.actor}${why}`;
     store.durable(() => {
       if (job) pushes.finish(device.id, 'stopped', reason);
-      devices.apply({ protocol: 'opcua', name: device.name, to: done, cause: reason, actor, details: { serials }, patch: { blocked: true, reason }, seen: false });
+      devices.apply({
+        protocol: 'opcua',
+        name: device.name,
+        to: done,
+        cause: reason,
+        actor,
+        details: { serials },
+        patch: { blocked: true, reason },
+        seen: false,
+      });
     });
     // The server keeps presenting the certificate until someone replaces it: clients that check our CRL refuse it.
-    return serials.length > 0 ? `${done} (certificate${serials.length > 1 ? 's' : ''} ${serials.join(', ')} revoked; the server still presents its certificate to clients that do not check the CRL)` : done;
+    return serials.length > 0
+      ? `${done} (certificate${serials.length > 1 ? 's' : ''} ${serials.join(', ')} revoked; the server still presents its certificate to clients that do not check the CRL)`
+      : done;
   }
 
   /** Records an approval (inside the caller's transaction): a push job due now, and the server pending unless provisioned. */

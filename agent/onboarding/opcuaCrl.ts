@@ -32,7 +32,9 @@ export function revocationDigest(crls: readonly Buffer[]): string {
       lines.push(`unreadable:${createHash('sha256').update(crl).digest('hex')}`);
     }
   }
-  return createHash('sha256').update([...new Set(lines)].sort().join('\n')).digest('hex');
+  return createHash('sha256')
+    .update([...new Set(lines)].sort().join('\n'))
+    .digest('hex');
 }
 
 /**

@@ -43,7 +43,9 @@ export function approvingRule(config: PushConfig, device: Device): string | unde
   for (const [i, rule] of config.approve.entries()) {
     const fields = Object.entries(rule).filter(([, v]) => v !== undefined) as [string, string][];
     const matches = fields.every(([key, pattern]) =>
-      key === 'thumbprint' ? (source.firstCertificateThumbprint ?? source.certificateThumbprint)?.toLowerCase() === pattern.toLowerCase() : values[key] !== undefined && globToRegExp(pattern).test(values[key]!),
+      key === 'thumbprint'
+        ? (source.firstCertificateThumbprint ?? source.certificateThumbprint)?.toLowerCase() === pattern.toLowerCase()
+        : values[key] !== undefined && globToRegExp(pattern).test(values[key]!),
     );
     if (fields.length > 0 && matches) return `opcua.push.approve rule ${i + 1} (${fields.map(([k, v]) => `${k} ${v}`).join(', ')})`;
   }
@@ -81,7 +83,9 @@ export function checkServerCsr(csr: Buffer, applicationUri: string): PreparedReq
   const prepared = prepare(csr);
   const uris = prepared.requested.uris;
   if (uris.length !== 1 || uris[0] !== applicationUri) {
-    throw new Error(`the CSR names ${uris.length === 0 ? 'no URI' : uris.join(', ')} in its subjectAltName, not exactly the server's applicationUri ${applicationUri}`);
+    throw new Error(
+      `the CSR names ${uris.length === 0 ? 'no URI' : uris.join(', ')} in its subjectAltName, not exactly the server's applicationUri ${applicationUri}`,
+    );
   }
   return prepared;
 }

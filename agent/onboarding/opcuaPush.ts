@@ -97,7 +97,13 @@ export class OpcuaPush {
     const c = this.deps.config().push;
     if (!c.enabled || signal.aborted) return;
     const free = c.concurrency - this.inFlight.size;
-    const due = free > 0 ? this.deps.pushes.due(new Date(), c.concurrency + this.inFlight.size).filter((j) => !this.inFlight.has(j.deviceId)).slice(0, free) : [];
+    const due =
+      free > 0
+        ? this.deps.pushes
+            .due(new Date(), c.concurrency + this.inFlight.size)
+            .filter((j) => !this.inFlight.has(j.deviceId))
+            .slice(0, free)
+        : [];
     for (const job of due) {
       this.inFlight.add(job.deviceId);
       const running = this.deps.locks
@@ -169,15 +175,28 @@ export class OpcuaPush {
     const c = this.deps.config().push;
     const wait = Math.min(c.retryMaxMs, c.retryInitialMs * 2 ** Math.min(job.attempts - 1, 20));
     // Jitter over the second half of the wait: servers failing together do not come back together.
-    const nextAttemptAt = status === 'stopped' ? undefined : new Date(Date.now() + (status === 'unsupported' ? c.retryMaxMs : wait / 2 + Math.random() * (wait / 2)));
+    const nextAttemptAt =
+      status === 'stopped' ? undefined : new Date(Date.now() + (status === 'unsupported' ? c.retryMaxMs : wait / 2 + Math.random() * (wait / 2)));
     store.durable(() => {
       pushes.finish(deviceId, status, message, nextAttemptAt ? { nextAttemptAt } : {});
       const now = devices.get(deviceId)!;
       // A failed attempt is no sign of the server (it may not have answered at all): last seen stays.
-      if (now.reason !== message) devices.apply({ protocol: 'opcua', name: now.name, to: now.state, cause: `push ${status}: ${message}`, actor: 'agent', patch: { reason: message }, seen: false });
+      if (now.reason !== message)
+        devices.apply({
+          protocol: 'opcua',
+          name: now.name,
+          to: now.state,
+          cause: `push ${status}: ${message}`,
+          actor: 'agent',
+          patch: { reason: message },
+          seen: false,
+        });
     });
     if (status === 'stopped') this.revokeUnapplied(pushes.get(deviceId)!);
-    log[status === 'failed' ? 'warn' : 'info']({ device: deviceId, attempt: job.attempts, status, reason: message, nextAttemptAt }, 'OPC UA push did not complete');
+    log[status === 'failed' ? 'warn' : 'info'](
+      { device: deviceId, attempt: job.attempts, status, reason: message, nextAttemptAt },
+      'OPC UA push did not complete',
+    );
     this.deps.bus.emit('opcua.push', { deviceId, status, reason: message });
   }
 
@@ -194,7 +213,8 @@ export class OpcuaPush {
     if (!opcua.endpoints.includes(url) && !(isIP(host) === 4 && contains(opcua.scan.ranges.map(parseRange), host))) {
       return new Ended('unsupported', `${url} is neither a configured endpoint nor inside opcua.scan.ranges: not contacted`);
     }
-    if (!job.approvedThumbprint) return new Ended('stopped', 'no server certificate was on record when it was approved: run a discovery, check the server, and approve it again');
+    if (!job.approvedThumbprint)
+      return new Ended('stopped', 'no server certificate was on record when it was approved: run a discovery, check the server, and approve it again');
     const admin = securityAdminFor(c, uri);
     if (typeof admin === 'string') return new Ended('unsupported', admin);
     const step: Step = async (name, work, ok = () => '') => {
@@ -216,14 +236,21 @@ export class OpcuaPush {
       }
     };
 
-    const choice = await step('connect', () => sessions.secureEndpoint(url, c.stepTimeoutMs), (r) => ('endpoint' in r ? `${r.endpoint.securityPolicy}, certificate ${r.endpoint.thumbprint}` : r.refusal));
+    const choice = await step(
+      'connect',
+      () => sessions.secureEndpoint(url, c.stepTimeoutMs),
+      (r) => ('endpoint' in r ? `${r.endpoint.securityPolicy}, certificate ${r.endpoint.thumbprint}` : r.refusal),
+    );
     if ('refusal' in choice) return new Ended('unsupported', choice.refusal);
     const endpoint = choice.endpoint;
     // What the server presents, if the gateway CA issued it for this server (any status).
     const found = ca.issuedAs(endpoint.certificate);
     const presented = found && found.profile === 'opcua-application' && found.identity === uri ? found : undefined;
     if (!presented && endpoint.thumbprint !== job.approvedThumbprint) {
-      return new Ended('stopped', `the server presents certificate ${endpoint.thumbprint}, not the one approved (${job.approvedThumbprint}) nor one from the gateway CA: approve it again once it is known to be the same server`);
+      return new Ended(
+        'stopped',
+        `the server presents certificate ${endpoint.thumbprint}, not the one approved (${job.approvedThumbprint}) nor one from the gateway CA: approve it again once it is known to be the same server`,
+      );
     }
     this.revokeOrphans(job, presented);
     const presentedValid = presented !== undefined && presented.status !== 'revoked' && presented.notAfter > new Date();
@@ -233,7 +260,8 @@ export class OpcuaPush {
         () =>
           sessions.openAdminSession(url, e, admin, c.stepTimeoutMs).catch((err: unknown) => {
             // The server refused the agent's certificate: a commissioning fault, looked at again after retryMaxMs (or a new approval).
-            const refusal = (err as ChannelRefusedError).code === 'OPCUA_CHANNEL_REFUSED' ? certificateRefusal((err as ChannelRefusedError).statusName) : undefined;
+            const refusal =
+              (err as ChannelRefusedError).code === 'OPCUA_CHANNEL_REFUSED' ? certificateRefusal((err as ChannelRefusedError).statusName) : undefined;
             if (refusal) return new Ended('unsupported', refusal);
             throw err;
           }),
@@ -241,7 +269,11 @@ export class OpcuaPush {
       );
     const trust = async (calls: PushCalls) => {
       const gateway = ca.opcuaTrust();
-      const r = await step('trust', () => calls.installTrust(gateway), (t) => `${t.detail}${t.crlDelivered ? '' : '; CRLs not delivered'}`);
+      const r = await step(
+        'trust',
+        () => calls.installTrust(gateway),
+        (t) => `${t.detail}${t.crlDelivered ? '' : '; CRLs not delivered'}`,
+      );
       // Whether the TrustList took the write tells whether later CRLs can be pushed (see opcuaCrl.ts).
       if (r.method !== 'already') store.durable(() => pushes.crlWritable(job.deviceId, r.method === 'write'));
       return { ...r, crlRevocations: r.crlDelivered ? revocationDigest([...gateway.trustedCrls, ...gateway.issuerCrls]) : undefined };
@@ -257,7 +289,12 @@ export class OpcuaPush {
         return r;
       })().finally(() => open.close());
       await this.verify(step, url, der(presented.pem), admin);
-      return { serial: presented.serial, crlDelivered: t.crlDelivered, crlRevocations: t.crlRevocations, note: `the server presents certificate ${presented.serial} from the gateway CA; ${crlNote(t.crlDelivered)}` };
+      return {
+        serial: presented.serial,
+        crlDelivered: t.crlDelivered,
+        crlRevocations: t.crlRevocations,
+        note: `the server presents certificate ${presented.serial} from the gateway CA; ${crlNote(t.crlDelivered)}`,
+      };
     }
 
     const commonName = (device.nameplate.displayName ?? device.name).slice(0, 64);
@@ -270,7 +307,11 @@ export class OpcuaPush {
         async () => {
           // The address space may list Part 12's nodes without an implementation behind them.
           const refusal = await calls.pushRefusal();
-          if (refusal) return new Ended('unsupported', `the server has no push management (${refusal}); install a certificate by hand: edge-agent opcua export-bundle --id ${device.id}`);
+          if (refusal)
+            return new Ended(
+              'unsupported',
+              `the server has no push management (${refusal}); install a certificate by hand: edge-agent opcua export-bundle --id ${device.id}`,
+            );
           return calls.createSigningRequest(subject);
         },
         (b) => `${b.length} bytes`,
@@ -280,11 +321,24 @@ export class OpcuaPush {
       const cert = await step(
         'issue',
         // Recorded with the certificate, in its commit, before it leaves the process: a crash from here on leaves a serial to revoke.
-        () => ca.issue({ profile: 'opcua-application', identity: uri, commonName, csr: prepared, renew: true, alongside: (r) => pushes.issued(job.deviceId, r.serial), ...(isIP(host) ? { ipAddresses: [host] } : { dnsNames: [host] }) }),
+        () =>
+          ca.issue({
+            profile: 'opcua-application',
+            identity: uri,
+            commonName,
+            csr: prepared,
+            renew: true,
+            alongside: (r) => pushes.issued(job.deviceId, r.serial),
+            ...(isIP(host) ? { ipAddresses: [host] } : { dnsNames: [host] }),
+          }),
         (r) => `serial ${r.record.serial}`,
       );
       const leaf = der(cert.record.pem);
-      await step('update', () => calls.updateCertificate(leaf, cert.chain.map(der)), (r) => `applyChangesRequired ${r.applyChangesRequired}`);
+      await step(
+        'update',
+        () => calls.updateCertificate(leaf, cert.chain.map(der)),
+        (r) => `applyChangesRequired ${r.applyChangesRequired}`,
+      );
       failpoint('opcua.push.after-update');
       const t = await trust(calls);
       // Only after UpdateCertificate answered Good: a server's pending changes are server-wide.
@@ -295,12 +349,21 @@ export class OpcuaPush {
     await this.verify(step, url, issued.leaf, admin);
     // The certificate the server presented before (a renewal) is replaced: revoked, so no valid certificate is left unused.
     if (presentedValid && presented.serial !== issued.record.serial) this.deps.ca.revoke(presented.serial, 'superseded');
-    return { serial: issued.record.serial, crlDelivered: issued.crlDelivered, crlRevocations: issued.crlRevocations, note: `certificate ${issued.record.serial} pushed and presented by the server; ${crlNote(issued.crlDelivered)}` };
+    return {
+      serial: issued.record.serial,
+      crlDelivered: issued.crlDelivered,
+      crlRevocations: issued.crlRevocations,
+      note: `certificate ${issued.record.serial} pushed and presented by the server; ${crlNote(issued.crlDelivered)}`,
+    };
   }
 
   private verify(step: Step, url: string, leaf: Buffer, admin: AdminUser): Promise<void> {
     const c = this.deps.config().push;
-    return step('verify', () => this.deps.sessions.waitForCertificate(url, leaf, admin, c.stepTimeoutMs, c.applyWaitMs), () => `presents ${thumbprintOf(leaf)} and holds its key`);
+    return step(
+      'verify',
+      () => this.deps.sessions.waitForCertificate(url, leaf, admin, c.stepTimeoutMs, c.applyWaitMs),
+      () => `presents ${thumbprintOf(leaf)} and holds its key`,
+    );
   }
 
   /**
@@ -335,4 +398,5 @@ export class OpcuaPush {
   }
 }
 
-const crlNote = (delivered: boolean) => (delivered ? 'the gateway CRLs are in its TrustList' : 'CRLs not delivered (its TrustList takes none): install them by hand');
+const crlNote = (delivered: boolean) =>
+  delivered ? 'the gateway CRLs are in its TrustList' : 'CRLs not delivered (its TrustList takes none): install them by hand';

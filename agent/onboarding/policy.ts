@@ -29,7 +29,10 @@ export interface PolicyConfig {
 
 /** `*` any run, `?` one character, case-insensitive, whole string. */
 export function globToRegExp(pattern: string): RegExp {
-  const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const body = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${body}$`, 'i');
 }
 
@@ -75,15 +78,21 @@ export class EnrollmentPolicy {
     if (device?.preapproved) return { action: 'approve', reason: 'approved in advance by a technician', decidedBy: 'technician' };
     const ruled = this.renewalOrRules(input);
     if (device?.blocked && ruled.action === 'approve') {
-      return { action: 'hold', reason: `a technician ${device.state === 'revoked' ? 'revoked' : 'rejected'} this device before; a technician must approve it again`, decidedBy: 'inventory' };
+      return {
+        action: 'hold',
+        reason: `a technician ${device.state === 'revoked' ? 'revoked' : 'rejected'} this device before; a technician must approve it again`,
+        decidedBy: 'inventory',
+      };
     }
     return ruled;
   }
 
   private renewalOrRules(input: PolicyInput): Decision {
     if (input.device?.state === 'provisioned' && input.device.certificateSerial) {
-      if (this.config.renewal === 'reject') return { action: 'reject', reason: 'device is already provisioned and renewal is not allowed (mqtt.policy.renewal: reject)', decidedBy: 'renewal' };
-      if (this.config.renewal === 'hold') return { action: 'hold', reason: 'renewal of a provisioned device waits for a technician (mqtt.policy.renewal: hold)', decidedBy: 'renewal' };
+      if (this.config.renewal === 'reject')
+        return { action: 'reject', reason: 'device is already provisioned and renewal is not allowed (mqtt.policy.renewal: reject)', decidedBy: 'renewal' };
+      if (this.config.renewal === 'hold')
+        return { action: 'hold', reason: 'renewal of a provisioned device waits for a technician (mqtt.policy.renewal: hold)', decidedBy: 'renewal' };
     }
     for (const [i, rule] of this.rules.entries()) {
       const decision = this.apply(rule, input, `rule ${i + 1} (${rule.kind})`);

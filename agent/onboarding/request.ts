@@ -7,7 +7,12 @@ import { AgentError } from '../errors.js';
  * prototype keys (`__proto__`, `constructor`, `prototype`) at any depth
  * are refused before anything else looks at it.
  */
-const text = (max: number) => z.string().min(1).max(max).regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters');
+const text = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters');
 
 export const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -17,7 +22,10 @@ const requestSchema = z.strictObject({
   csr: z
     .string()
     .max(8_192)
-    .regex(/^\s*-----BEGIN CERTIFICATE REQUEST-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE REQUEST-----\s*$/, 'csr must be one PEM block "CERTIFICATE REQUEST"'),
+    .regex(
+      /^\s*-----BEGIN CERTIFICATE REQUEST-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE REQUEST-----\s*$/,
+      'csr must be one PEM block "CERTIFICATE REQUEST"',
+    ),
   nameplate: z.strictObject({
     manufacturer: text(128),
     model: text(128),
@@ -29,7 +37,11 @@ const requestSchema = z.strictObject({
   claim: z
     .strictObject({
       certificate: z.string().min(1).max(8_192),
-      signature: z.string().min(1).max(2_048).regex(/^[A-Za-z0-9+/]+={0,2}$/, 'signature must be base64'),
+      signature: z
+        .string()
+        .min(1)
+        .max(2_048)
+        .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'signature must be base64'),
     })
     .optional(),
 });
@@ -65,7 +77,8 @@ export function nestsDeeperThan(text: string, max: number): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x7b || c === 0x5b) {
@@ -97,7 +110,10 @@ export function parseRequest(payload: Buffer): EnrollmentRequestMessage {
     throw new RequestError('NOT_JSON', 'request is not valid JSON');
   }
   const requestId =
-    typeof value === 'object' && value !== null && typeof (value as { requestId?: unknown }).requestId === 'string' && REQUEST_ID_PATTERN.test((value as { requestId: string }).requestId)
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { requestId?: unknown }).requestId === 'string' &&
+    REQUEST_ID_PATTERN.test((value as { requestId: string }).requestId)
       ? (value as { requestId: string }).requestId
       : undefined;
   if (forbidden !== undefined) throw new RequestError('PROTOTYPE_KEY', `request contains the forbidden key ${JSON.stringify(forbidden)}`, requestId);

@@ -91,7 +91,12 @@ export class ActionRepository {
    * decommission, the note); `crlReason` only for a revoke or decommission,
    * which get their kind's default without one.
    */
-  enqueue(deviceId: string, action: DeviceActionKind, actor: string, details: { reason?: string; requestId?: string; crlReason?: RevocationReason } = {}): DeviceAction {
+  enqueue(
+    deviceId: string,
+    action: DeviceActionKind,
+    actor: string,
+    details: { reason?: string; requestId?: string; crlReason?: RevocationReason } = {},
+  ): DeviceAction {
     if (details.crlReason !== undefined && !retiresDevice(action)) throw new Error(`a ${action} carries no CRL reason`);
     const crlReason = retiresDevice(action) ? (details.crlReason ?? defaultRevocationReason(action)) : null;
     const info = this.store
@@ -107,7 +112,9 @@ export class ActionRepository {
 
   /** Actions not yet carried out for devices of one protocol (their ids start with `<protocol>:`), oldest first. */
   open(protocol: 'mqtt' | 'opcua', limit = 100): DeviceAction[] {
-    return (this.store.statement("SELECT * FROM device_actions WHERE done_at IS NULL AND device_id LIKE ? || ':%' ORDER BY id LIMIT ?").all(protocol, limit) as Row[]).map(toAction);
+    return (
+      this.store.statement("SELECT * FROM device_actions WHERE done_at IS NULL AND device_id LIKE ? || ':%' ORDER BY id LIMIT ?").all(protocol, limit) as Row[]
+    ).map(toAction);
   }
 
   /** Whether a decision for this device waits to be carried out. */

@@ -30,12 +30,7 @@ function fsyncPath(path: string): void {
  * only then renamed into place, so a failed or interrupted backup never
  * leaves a half-written file under the destination name.
  */
-export async function backupDatabase(options: {
-  source: string;
-  destination: string;
-  force?: boolean;
-  busyTimeoutMs: number;
-}): Promise<BackupResult> {
+export async function backupDatabase(options: { source: string; destination: string; force?: boolean; busyTimeoutMs: number }): Promise<BackupResult> {
   const started = performance.now();
   const source = resolve(options.source);
   const destination = resolve(options.destination);

@@ -172,30 +172,51 @@ export class CertificateRepository implements CertificateStore {
     }
     const bound = this.keyBinding(r.spkiSha256);
     if (bound && bound.identity !== r.identity) {
-      throw new CertError('KEY_BOUND_TO_OTHER_IDENTITY', `clone alert: this public key is already bound to ${bound.profile} identity ${JSON.stringify(bound.identity)}`);
+      throw new CertError(
+        'KEY_BOUND_TO_OTHER_IDENTITY',
+        `clone alert: this public key is already bound to ${bound.profile} identity ${JSON.stringify(bound.identity)}`,
+      );
     }
-    const current = this.sql("SELECT serial, spki_sha256, subject, san, not_after FROM certificates WHERE profile = ? AND identity = ? AND status = 'valid'").get(r.profile, r.identity) as
-      | { serial: string; spki_sha256: string; subject: string; san: string; not_after: string }
-      | undefined;
+    const current = this.sql(
+      "SELECT serial, spki_sha256, subject, san, not_after FROM certificates WHERE profile = ? AND identity = ? AND status = 'valid'",
+    ).get(r.profile, r.identity) as { serial: string; spki_sha256: string; subject: string; san: string; not_after: string } | undefined;
     if (bound) {
       // A twin committed moments ago (same batch or just before): answer with it instead of a second certificate.
-      if (current && current.spki_sha256 === r.spkiSha256 && current.subject === r.subject && current.san === r.san && !policy.renew && current.not_after > r.issuedAt.toISOString()) {
+      if (
+        current &&
+        current.spki_sha256 === r.spkiSha256 &&
+        current.subject === r.subject &&
+        current.san === r.san &&
+        !policy.renew &&
+        current.not_after > r.issuedAt.toISOString()
+      ) {
         return { repeated: this.get(current.serial)! };
       }
       if (!policy.allowKeyReuse) {
-        throw new CertError('KEY_REUSE_NOT_ALLOWED', `identity ${JSON.stringify(r.identity)} already had a certificate for this key; a new certificate needs a new key pair`);
+        throw new CertError(
+          'KEY_REUSE_NOT_ALLOWED',
+          `identity ${JSON.stringify(r.identity)} already had a certificate for this key; a new certificate needs a new key pair`,
+        );
       }
     }
     if (current && written.has(current.serial)) {
       // Two different requests for one identity in the same commit: the first wins; the second would
       // be handed a certificate already superseded.
-      throw new CertError('CONCURRENT_REQUEST', `another request for ${r.profile} identity ${JSON.stringify(r.identity)} was committed at the same moment; send it again`);
+      throw new CertError(
+        'CONCURRENT_REQUEST',
+        `another request for ${r.profile} identity ${JSON.stringify(r.identity)} was committed at the same moment; send it again`,
+      );
     }
     if (this.sql('SELECT 1 FROM certificates WHERE serial = ?').get(r.serial)) {
       throw new CertError('SERIAL_COLLISION', `serial ${r.serial} is already taken`);
     }
     if (!bound) {
-      this.sql('INSERT INTO key_bindings (spki_sha256, identity, profile, bound_at) VALUES (?, ?, ?, ?)').run(r.spkiSha256, r.identity, r.profile, r.issuedAt.toISOString());
+      this.sql('INSERT INTO key_bindings (spki_sha256, identity, profile, bound_at) VALUES (?, ?, ?, ?)').run(
+        r.spkiSha256,
+        r.identity,
+        r.profile,
+        r.issuedAt.toISOString(),
+      );
     }
     // superseded_by points at the row inserted next: the foreign key is deferred to the commit.
     if (current) this.sql("UPDATE certificates SET status = 'superseded', superseded_by = ? WHERE serial = ?").run(r.serial, current.serial);
@@ -231,10 +252,10 @@ export class CertificateRepository implements CertificateStore {
   list(filter: ListFilter): CertificateRecord[] {
     const where: string[] = [];
     const args: unknown[] = [];
-    if (filter.profile) (where.push('profile = ?'), args.push(filter.profile));
-    if (filter.identity) (where.push('identity = ?'), args.push(filter.identity));
-    if (filter.status) (where.push('status = ?'), args.push(filter.status));
-    if (filter.expiringBefore) (where.push("status = 'valid' AND not_after < ?"), args.push(filter.expiringBefore.toISOString()));
+    if (filter.profile) where.push('profile = ?'), args.push(filter.profile);
+    if (filter.identity) where.push('identity = ?'), args.push(filter.identity);
+    if (filter.status) where.push('status = ?'), args.push(filter.status);
+    if (filter.expiringBefore) where.push("status = 'valid' AND not_after < ?"), args.push(filter.expiringBefore.toISOString());
     const sql = `SELECT * FROM certificates ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY not_after, serial LIMIT ?`;
     return (this.db.prepare(sql).all(...args, filter.limit ?? 10_000) as Row[]).map(toRecord);
   }
@@ -243,7 +264,8 @@ export class CertificateRepository implements CertificateStore {
     return this.store.durable(() => {
       const existing = this.get(serial);
       if (!existing) throw new CertError('CERT_NOT_FOUND', `no certificate with serial ${serial}`);
-      if (existing.status === 'revoked') throw new CertError('CERT_ALREADY_REVOKED', `certificate ${serial} was already revoked on ${existing.revokedAt?.toISOString()}`);
+      if (existing.status === 'revoked')
+        throw new CertError('CERT_ALREADY_REVOKED', `certificate ${serial} was already revoked on ${existing.revokedAt?.toISOString()}`);
       const mark = this.sql("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ?");
       mark.run(at.toISOString(), reason, serial);
       // A compromised key is compromised in every certificate that carries it.
@@ -258,7 +280,9 @@ export class CertificateRepository implements CertificateStore {
 
   revokedBy(issuer: 'ec' | 'rsa', now: Date): RevokedEntry[] {
     const rows = this.db
-      .prepare("SELECT serial, revoked_at, revocation_reason FROM certificates WHERE issuer = ? AND status = 'revoked' AND not_after > ? ORDER BY revoked_at, serial")
+      .prepare(
+        "SELECT serial, revoked_at, revocation_reason FROM certificates WHERE issuer = ? AND status = 'revoked' AND not_after > ? ORDER BY revoked_at, serial",
+      )
       .all(issuer, now.toISOString()) as { serial: string; revoked_at: string; revocation_reason: RevocationReason }[];
     return rows.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at), reason: r.revocation_reason }));
   }

@@ -24,10 +24,13 @@ const CORRUPTION_CODES = new Set(['SQLITE_NOTADB', 'SQLITE_CORRUPT', 'SQLITE_COR
 export function classify(err: unknown, path: string, step: string): unknown {
   const code = (err as { code?: string }).code;
   if (code !== undefined && CORRUPTION_CODES.has(code)) {
-    return new StoreCorruptError(`database ${path} is corrupt or not a SQLite database (${code}: ${(err as Error).message}, during ${step}); ${RECOVERY_HINT}`, {
-      cause: err,
-      details: { path, sqliteCode: code },
-    });
+    return new StoreCorruptError(
+      `database ${path} is corrupt or not a SQLite database (${code}: ${(err as Error).message}, during ${step}); ${RECOVERY_HINT}`,
+      {
+        cause: err,
+        details: { path, sqliteCode: code },
+      },
+    );
   }
   return err;
 }
@@ -242,7 +245,10 @@ function mustExist(path: string): void {
       throw new StoreMissingError(`database ${path} does not exist`, { cause: err, details: { path } });
     }
     if (code === 'EACCES' || code === 'EPERM') {
-      throw new StoreAccessError(`cannot read database ${path}: permission denied; run the command as the agent's user or root`, { cause: err, details: { path } });
+      throw new StoreAccessError(`cannot read database ${path}: permission denied; run the command as the agent's user or root`, {
+        cause: err,
+        details: { path },
+      });
     }
     throw new StoreOpenError(`cannot open database ${path}: ${(err as Error).message}`, { cause: err, details: { path } });
   }

@@ -180,9 +180,15 @@ export class DeviceRepository {
     }
     const p = t.patch ?? {};
     if (!before) {
-      this.sql(
-        `INSERT INTO devices (id, protocol, name, state, first_seen, last_seen, updated_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, '{}')`,
-      ).run(id, t.protocol, t.name, t.to, at, at, at);
+      this.sql(`INSERT INTO devices (id, protocol, name, state, first_seen, last_seen, updated_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, '{}')`).run(
+        id,
+        t.protocol,
+        t.name,
+        t.to,
+        at,
+        at,
+        at,
+      );
     }
     const sets: string[] = ['state = @state', 'updated_at = @at', 'revision = revision + @bump'];
     const values: Record<string, unknown> = { id, state: t.to, at, bump: before ? 1 : 0 };
@@ -220,7 +226,11 @@ export class DeviceRepository {
         values[column] = p[key];
       }
     }
-    for (const [key, column] of [['blocked', 'blocked'], ['preapproved', 'preapproved'], ['online', 'online']] as const) {
+    for (const [key, column] of [
+      ['blocked', 'blocked'],
+      ['preapproved', 'preapproved'],
+      ['online', 'online'],
+    ] as const) {
       if (p[key] !== undefined) {
         sets.push(`${column} = @${column}`);
         values[column] = p[key] ? 1 : 0;
@@ -255,13 +265,8 @@ export class DeviceRepository {
    * moves when online changes, so the sync sees it.
    */
   touch(id: string, online: boolean, at: Date = new Date()): void {
-    this.sql('UPDATE devices SET last_seen = ?, online = ?, revision = revision + (online != ?), updated_at = CASE WHEN online != ? THEN ? ELSE updated_at END WHERE id = ?').run(
-      at.toISOString(),
-      online ? 1 : 0,
-      online ? 1 : 0,
-      online ? 1 : 0,
-      at.toISOString(),
-      id,
-    );
+    this.sql(
+      'UPDATE devices SET last_seen = ?, online = ?, revision = revision + (online != ?), updated_at = CASE WHEN online != ? THEN ? ELSE updated_at END WHERE id = ?',
+    ).run(at.toISOString(), online ? 1 : 0, online ? 1 : 0, online ? 1 : 0, at.toISOString(), id);
   }
 }

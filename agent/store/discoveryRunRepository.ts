@@ -96,12 +96,17 @@ export class DiscoveryRunRepository {
       .statement(`UPDATE discovery_runs SET status = 'failed', finished_at = ?, cancelled_by = ?, error = ? WHERE id = ? AND status = 'requested'`)
       .run(now, actor, `cancelled by ${actor}`, id);
     if (waiting.changes > 0) return true;
-    return this.store.statement(`UPDATE discovery_runs SET cancelled_by = ? WHERE id = ? AND status = 'running' AND cancelled_by IS NULL`).run(actor, id).changes > 0;
+    return (
+      this.store.statement(`UPDATE discovery_runs SET cancelled_by = ? WHERE id = ? AND status = 'running' AND cancelled_by IS NULL`).run(actor, id).changes > 0
+    );
   }
 
   /** Who cancelled a running run, if anyone has. */
   cancelledBy(id: number): string | undefined {
-    return (this.store.statement('SELECT cancelled_by FROM discovery_runs WHERE id = ?').get(id) as { cancelled_by: string | null } | undefined)?.cancelled_by ?? undefined;
+    return (
+      (this.store.statement('SELECT cancelled_by FROM discovery_runs WHERE id = ?').get(id) as { cancelled_by: string | null } | undefined)?.cancelled_by ??
+      undefined
+    );
   }
 
   /** Runs of both protocols, newest first. */
@@ -121,11 +126,15 @@ export class DiscoveryRunRepository {
 
   /** Runs waiting to start, oldest first; a run left `running` by a crash is taken up again. */
   open(protocol: 'opcua' | 'mqtt'): DiscoveryRun[] {
-    return (this.store.statement(`SELECT * FROM discovery_runs WHERE protocol = ? AND status IN ('requested', 'running') ORDER BY id`).all(protocol) as RunRow[]).map(toRun);
+    return (
+      this.store.statement(`SELECT * FROM discovery_runs WHERE protocol = ? AND status IN ('requested', 'running') ORDER BY id`).all(protocol) as RunRow[]
+    ).map(toRun);
   }
 
   start(id: number, targetsTotal: number): void {
-    this.store.statement(`UPDATE discovery_runs SET status = 'running', started_at = ?, targets_total = ?, targets_done = 0, found = 0, errors = 0 WHERE id = ?`).run(new Date().toISOString(), targetsTotal, id);
+    this.store
+      .statement(`UPDATE discovery_runs SET status = 'running', started_at = ?, targets_total = ?, targets_done = 0, found = 0, errors = 0 WHERE id = ?`)
+      .run(new Date().toISOString(), targetsTotal, id);
     this.store.statement('DELETE FROM discovery_targets WHERE run_id = ?').run(id);
   }
 
@@ -151,7 +160,14 @@ export class DiscoveryRunRepository {
       device_id: string | null;
       at: string;
     }[];
-    return rows.map((r) => ({ target: r.target, source: r.source, status: r.status, ...(r.detail ? { detail: r.detail } : {}), ...(r.device_id ? { deviceId: r.device_id } : {}), at: new Date(r.at) }));
+    return rows.map((r) => ({
+      target: r.target,
+      source: r.source,
+      status: r.status,
+      ...(r.detail ? { detail: r.detail } : {}),
+      ...(r.device_id ? { deviceId: r.device_id } : {}),
+      at: new Date(r.at),
+    }));
   }
 
   /** A run cut short by a stop: waiting again, to be run from the start. */
@@ -169,6 +185,8 @@ export class DiscoveryRunRepository {
   }
 
   finish(id: number, status: 'done' | 'failed', error?: string): void {
-    this.store.statement('UPDATE discovery_runs SET status = ?, finished_at = ?, error = ? WHERE id = ?').run(status, new Date().toISOString(), error ?? null, id);
+    this.store
+      .statement('UPDATE discovery_runs SET status = ?, finished_at = ?, error = ? WHERE id = ?')
+      .run(status, new Date().toISOString(), error ?? null, id);
   }
 }

@@ -180,9 +180,10 @@ export class EnrollmentRepository {
 
   /** Counts one use; false when the token was used up, revoked or expired meanwhile (the caller's transaction then decides). */
   useToken(id: string, now: Date = new Date()): boolean {
-    const info = this.sql(
-      'UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ? AND uses < max_uses AND revoked_at IS NULL AND expires_at > ?',
-    ).run(id, now.toISOString());
+    const info = this.sql('UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ? AND uses < max_uses AND revoked_at IS NULL AND expires_at > ?').run(
+      id,
+      now.toISOString(),
+    );
     return info.changes === 1;
   }
 

@@ -138,7 +138,9 @@ export class PushRepository {
   /** Logs a step; `begun` also moves the job's step. */
   log(deviceId: string, attempt: number, step: PushStep, outcome: PushStepRecord['outcome'], detail?: string): void {
     const now = new Date().toISOString();
-    this.store.statement('INSERT INTO opcua_push_steps (device_id, attempt, step, outcome, detail, at) VALUES (?, ?, ?, ?, ?, ?)').run(deviceId, attempt, step, outcome, detail ?? null, now);
+    this.store
+      .statement('INSERT INTO opcua_push_steps (device_id, attempt, step, outcome, detail, at) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(deviceId, attempt, step, outcome, detail ?? null, now);
     if (outcome === 'begun') this.store.statement('UPDATE opcua_push_jobs SET step = ?, updated_at = ? WHERE device_id = ?').run(step, now, deviceId);
   }
 
@@ -166,9 +168,22 @@ export class PushRepository {
            serial = coalesce(?, serial), crl_delivered = coalesce(?, crl_delivered),
            crl_revocations = CASE WHEN ? IS NULL THEN crl_revocations ELSE ? END, updated_at = ? WHERE device_id = ?`,
       )
-      .run(status, reason, o.nextAttemptAt?.toISOString() ?? null, o.applied ?? null, o.applied ?? null, delivered, delivered, o.crlRevocations ?? null, new Date().toISOString(), deviceId);
+      .run(
+        status,
+        reason,
+        o.nextAttemptAt?.toISOString() ?? null,
+        o.applied ?? null,
+        o.applied ?? null,
+        delivered,
+        delivered,
+        o.crlRevocations ?? null,
+        new Date().toISOString(),
+        deviceId,
+      );
     this.store
-      .statement('DELETE FROM opcua_push_steps WHERE device_id = ? AND id <= (SELECT id FROM opcua_push_steps WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)')
+      .statement(
+        'DELETE FROM opcua_push_steps WHERE device_id = ? AND id <= (SELECT id FROM opcua_push_steps WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)',
+      )
       .run(deviceId, deviceId, STEPS_KEPT);
   }
 
@@ -180,7 +195,9 @@ export class PushRepository {
   /** Servers (not stopped) last found holding the gateway's CRLs, with their digest (undefined: not known). */
   crlHolders(): { deviceId: string; status: PushStatus; writable?: boolean; revocations?: string }[] {
     const rows = this.store
-      .statement(`SELECT device_id, status, crl_writable, crl_revocations FROM opcua_push_jobs WHERE status != 'stopped' AND crl_delivered = 1 ORDER BY device_id`)
+      .statement(
+        `SELECT device_id, status, crl_writable, crl_revocations FROM opcua_push_jobs WHERE status != 'stopped' AND crl_delivered = 1 ORDER BY device_id`,
+      )
       .all() as { device_id: string; status: PushStatus; crl_writable: number | null; crl_revocations: string | null }[];
     return rows.map((r) => ({
       deviceId: r.device_id,
@@ -202,7 +219,9 @@ export class PushRepository {
     const now = new Date().toISOString();
     if (how === 'push') {
       this.store
-        .statement(`UPDATE opcua_push_jobs SET status = 'waiting', step = 'crl', attempts = 0, next_attempt_at = ?, crl_delivered = 0, reason = ?, updated_at = ? WHERE device_id = ?`)
+        .statement(
+          `UPDATE opcua_push_jobs SET status = 'waiting', step = 'crl', attempts = 0, next_attempt_at = ?, crl_delivered = 0, reason = ?, updated_at = ? WHERE device_id = ?`,
+        )
         .run(now, reason, now, deviceId);
     } else if (how === 'cannot') {
       this.store.statement('UPDATE opcua_push_jobs SET crl_delivered = 0, reason = ?, updated_at = ? WHERE device_id = ?').run(reason, now, deviceId);
@@ -216,6 +235,8 @@ export class PushRepository {
     const rows = this.store
       .statement('SELECT id, attempt, step, outcome, detail, at FROM opcua_push_steps WHERE device_id = ? ORDER BY id DESC LIMIT ?')
       .all(deviceId, limit) as { id: number; attempt: number; step: string; outcome: PushStepRecord['outcome']; detail: string | null; at: string }[];
-    return rows.reverse().map((r) => ({ id: r.id, attempt: r.attempt, step: r.step, outcome: r.outcome, ...(r.detail ? { detail: r.detail } : {}), at: new Date(r.at) }));
+    return rows
+      .reverse()
+      .map((r) => ({ id: r.id, attempt: r.attempt, step: r.step, outcome: r.outcome, ...(r.detail ? { detail: r.detail } : {}), at: new Date(r.at) }));
   }
 }

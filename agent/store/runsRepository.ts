@@ -42,9 +42,7 @@ export class RunsRepository implements RunLog {
       for (const r of open) close.run(r.id);
       const at = now.toISOString();
       const info = db
-        .prepare(
-          'INSERT INTO agent_runs (started_at, pid, hostname, agent_version, last_heartbeat_at) VALUES (?, ?, ?, ?, ?)',
-        )
+        .prepare('INSERT INTO agent_runs (started_at, pid, hostname, agent_version, last_heartbeat_at) VALUES (?, ?, ?, ?, ?)')
         .run(at, process.pid, hostname(), AGENT_VERSION, at);
       const run = toRun(db.prepare('SELECT * FROM agent_runs WHERE id = ?').get(info.lastInsertRowid) as RunRow);
       return { run, unclean: open };

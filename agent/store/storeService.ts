@@ -16,10 +16,7 @@ export class StoreService implements Service {
   async start(): Promise<void> {
     const { store, migration } = Store.open(this.deps.options, this.deps.log);
     this.current = store;
-    this.deps.log.info(
-      { path: store.path, schemaVersion: migration.to, migrated: migration.applied.length > 0 },
-      'database open',
-    );
+    this.deps.log.info({ path: store.path, schemaVersion: migration.to, migrated: migration.applied.length > 0 }, 'database open');
   }
 
   get store(): Store {

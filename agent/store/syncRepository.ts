@@ -39,11 +39,13 @@ export class SyncRepository {
    * tables, so it lives with them; the rows are mapped as the inventory maps them.
    */
   awaitingSync(limit: number): Device[] {
-    const rows = this.store.statement(
-      `SELECT d.* FROM sync_outbox o JOIN devices d ON d.id = o.device_id
+    const rows = this.store
+      .statement(
+        `SELECT d.* FROM sync_outbox o JOIN devices d ON d.id = o.device_id
        WHERE o.device_id NOT IN (SELECT j.value ->> '$.deviceId' FROM sync_batches b, json_each(b.items) j)
        ORDER BY o.queued_at, o.device_id LIMIT ?`,
-    ).all(limit) as DeviceRow[];
+      )
+      .all(limit) as DeviceRow[];
     return rows.map(toDevice);
   }
 
@@ -95,7 +97,13 @@ export class SyncRepository {
       error: string;
       at: string;
     }[];
-    return rows.map((r) => ({ deviceId: r.device_id, revision: r.revision, ...(r.status !== null ? { status: r.status } : {}), error: r.error, at: new Date(r.at) }));
+    return rows.map((r) => ({
+      deviceId: r.device_id,
+      revision: r.revision,
+      ...(r.status !== null ? { status: r.status } : {}),
+      error: r.error,
+      at: new Date(r.at),
+    }));
   }
 
   deadLetterCount(): number {
@@ -119,7 +127,9 @@ export class SyncRepository {
 
   /** `createdAt`: when the first batch these items went in was made (the halves of a split keep it, for order and the stuck alarm). */
   storeBatch(key: string, items: OutboxEntry[], body: string, createdAt = new Date()): void {
-    this.store.statement('INSERT INTO sync_batches (key, created_at, items, body) VALUES (?, ?, ?, ?)').run(key, createdAt.toISOString(), JSON.stringify(items), body);
+    this.store
+      .statement('INSERT INTO sync_batches (key, created_at, items, body) VALUES (?, ?, ?, ?)')
+      .run(key, createdAt.toISOString(), JSON.stringify(items), body);
   }
 
   /** The stored batches' keys, oldest first, without reading their bodies. */
@@ -128,13 +138,18 @@ export class SyncRepository {
   }
 
   batch(key: string): StoredBatch | undefined {
-    const r = this.store.statement('SELECT * FROM sync_batches WHERE key = ?').get(key) as { key: string; created_at: string; items: string; body: string; attempts: number } | undefined;
+    const r = this.store.statement('SELECT * FROM sync_batches WHERE key = ?').get(key) as
+      | { key: string; created_at: string; items: string; body: string; attempts: number }
+      | undefined;
     return r && { key: r.key, createdAt: new Date(r.created_at), items: JSON.parse(r.items) as OutboxEntry[], body: r.body, attempts: r.attempts };
   }
 
   /** Batches made before `before` and still unanswered: how many, and since when the oldest waits. */
   batchesOlderThan(before: Date): { count: number; since?: Date } {
-    const r = this.store.statement('SELECT count(*) AS n, min(created_at) AS oldest FROM sync_batches WHERE created_at < ?').get(before.toISOString()) as { n: number; oldest: string | null };
+    const r = this.store.statement('SELECT count(*) AS n, min(created_at) AS oldest FROM sync_batches WHERE created_at < ?').get(before.toISOString()) as {
+      n: number;
+      oldest: string | null;
+    };
     return { count: r.n, ...(r.oldest ? { since: new Date(r.oldest) } : {}) };
   }
 
@@ -144,8 +159,20 @@ export class SyncRepository {
   }
 
   batches(): StoredBatch[] {
-    const rows = this.store.statement('SELECT * FROM sync_batches ORDER BY created_at, key').all() as { key: string; created_at: string; items: string; body: string; attempts: number }[];
-    return rows.map((r) => ({ key: r.key, createdAt: new Date(r.created_at), items: JSON.parse(r.items) as OutboxEntry[], body: r.body, attempts: r.attempts }));
+    const rows = this.store.statement('SELECT * FROM sync_batches ORDER BY created_at, key').all() as {
+      key: string;
+      created_at: string;
+      items: string;
+      body: string;
+      attempts: number;
+    }[];
+    return rows.map((r) => ({
+      key: r.key,
+      createdAt: new Date(r.created_at),
+      items: JSON.parse(r.items) as OutboxEntry[],
+      body: r.body,
+      attempts: r.attempts,
+    }));
   }
 
   countAttempt(key: string): void {
@@ -169,6 +196,9 @@ export class SyncRepository {
 
   setState(key: string, value: unknown): void {
     if (value === undefined) this.store.statement('DELETE FROM sync_state WHERE key = ?').run(key);
-    else this.store.statement('INSERT INTO sync_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, JSON.stringify(value));
+    else
+      this.store
+        .statement('INSERT INTO sync_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value')
+        .run(key, JSON.stringify(value));
   }
 }

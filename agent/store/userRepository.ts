@@ -65,7 +65,9 @@ export class UserRepository {
   constructor(private readonly store: Store) {}
 
   add(name: string, role: Role, createdBy: string): User {
-    const info = this.store.statement('INSERT INTO users (name, role, created_at, created_by) VALUES (?, ?, ?, ?)').run(name, role, new Date().toISOString(), createdBy);
+    const info = this.store
+      .statement('INSERT INTO users (name, role, created_at, created_by) VALUES (?, ?, ?, ?)')
+      .run(name, role, new Date().toISOString(), createdBy);
     return this.get(Number(info.lastInsertRowid))!;
   }
 
@@ -99,13 +101,17 @@ export class UserRepository {
   }
 
   token(id: number): ApiToken | undefined {
-    const row = this.store.statement('SELECT id, user_id, label, created_at, expires_at, revoked_at, last_used_at FROM api_tokens WHERE id = ?').get(id) as TokenRow | undefined;
+    const row = this.store.statement('SELECT id, user_id, label, created_at, expires_at, revoked_at, last_used_at FROM api_tokens WHERE id = ?').get(id) as
+      | TokenRow
+      | undefined;
     return row ? toToken(row) : undefined;
   }
 
   /** The token whose secret hashes to this, with the hash as stored (the secret itself never is). */
   tokenByHash(secretSha256: string): { token: ApiToken; storedSha256: string } | undefined {
-    const row = this.store.statement('SELECT * FROM api_tokens WHERE secret_sha256 = ?').get(secretSha256) as (TokenRow & { secret_sha256: string }) | undefined;
+    const row = this.store.statement('SELECT * FROM api_tokens WHERE secret_sha256 = ?').get(secretSha256) as
+      | (TokenRow & { secret_sha256: string })
+      | undefined;
     return row ? { token: toToken(row), storedSha256: row.secret_sha256 } : undefined;
   }
 

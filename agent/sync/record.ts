@@ -40,7 +40,8 @@ export interface UpstreamItem {
 }
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
-const obj = (v: unknown): Record<string, unknown> | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined);
+const obj = (v: unknown): Record<string, unknown> | undefined =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
 
 /**
  * The MQTT topics a device was seen on, from what enrollment and discovery
@@ -103,5 +104,11 @@ export function upstreamItem(device: Device, certificate: CertificateRecord | un
     lastSeen: device.lastSeen.toISOString(),
     online: device.online,
   };
-  return { deviceId: device.id, revision: device.revision, op: device.state === 'decommissioned' ? 'retire' : 'upsert', observedAt: device.updatedAt.toISOString(), record };
+  return {
+    deviceId: device.id,
+    revision: device.revision,
+    op: device.state === 'decommissioned' ? 'retire' : 'upsert',
+    observedAt: device.updatedAt.toISOString(),
+    record,
+  };
 }

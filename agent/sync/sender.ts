@@ -110,7 +110,12 @@ export class SyncSender {
     }
     const detail = `${answer.status} ${answer.body.slice(0, 300)}`;
     if (answer.status === 200) return this.answered(batch, answer);
-    if (answer.status === 401) return { kind: 'unauthorized', message: `401 from the receiver: ${answer.body.slice(0, 300)}`, ...(answer.tokenVersion !== undefined ? { tokenVersion: answer.tokenVersion } : {}) };
+    if (answer.status === 401)
+      return {
+        kind: 'unauthorized',
+        message: `401 from the receiver: ${answer.body.slice(0, 300)}`,
+        ...(answer.tokenVersion !== undefined ? { tokenVersion: answer.tokenVersion } : {}),
+      };
     if (answer.status === 429 || answer.status === 503) {
       const wait = retryAfterMs(answer.headers['retry-after']);
       return { kind: 'throttled', message: `receiver busy: ${detail}`, ...(wait !== undefined ? { retryAfterMs: wait } : {}) };
@@ -142,8 +147,7 @@ export class SyncSender {
         if (r.status === 'applied' || r.status === 'stale') {
           repo.acknowledge(deviceId, revision);
           this.ackedDuringReconcile?.set(deviceId, Math.max(revision, this.ackedDuringReconcile.get(deviceId) ?? 0));
-        }
-        else if (r.status === 'rejected') repo.deadLetter(deviceId, revision, 200, typeof r.error === 'string' ? r.error : 'rejected by the receiver');
+        } else if (r.status === 'rejected') repo.deadLetter(deviceId, revision, 200, typeof r.error === 'string' ? r.error : 'rejected by the receiver');
         else continue;
         counts[r.status] = (counts[r.status] ?? 0) + 1;
       }
@@ -153,7 +157,12 @@ export class SyncSender {
     const answeredItems = Object.values(counts).reduce((a, b) => a + b, 0);
     if (answeredItems < batch.items.length) {
       // Items without a result (for the revision sent) stay in the outbox; a receiver that keeps leaving them out is backed off from.
-      return { kind: 'failed', message: `the receiver answered ${answeredItems} of the ${batch.items.length} items (results must name each item's deviceId and the revision sent)`, unreachable: false, partial: true };
+      return {
+        kind: 'failed',
+        message: `the receiver answered ${answeredItems} of the ${batch.items.length} items (results must name each item's deviceId and the revision sent)`,
+        unreachable: false,
+        partial: true,
+      };
     }
     return { kind: 'answered', counts };
   }
@@ -177,12 +186,20 @@ export class SyncSender {
       const half = Math.ceil(items.length / 2);
       for (const part of [items.slice(0, half), items.slice(half)]) {
         const key = randomUUID();
-        repo.storeBatch(key, part.map((i) => ({ deviceId: i.deviceId, revision: i.revision })), body(part), batch.createdAt);
+        repo.storeBatch(
+          key,
+          part.map((i) => ({ deviceId: i.deviceId, revision: i.revision })),
+          body(part),
+          batch.createdAt,
+        );
         keys.push(key);
       }
     });
     if (items.length === 1) {
-      log.warn({ device: items[0]!.deviceId, revision: items[0]!.revision, status, batch: batch.key }, 'the receiver refuses this item: moved to the dead letters');
+      log.warn(
+        { device: items[0]!.deviceId, revision: items[0]!.revision, status, batch: batch.key },
+        'the receiver refuses this item: moved to the dead letters',
+      );
       return { kind: 'answered', counts: { 'dead-letter': 1 } };
     }
     return { kind: 'split', message: `receiver refused a batch of ${items.length} (${status} ${answer.slice(0, 300)}): sending its halves`, keys };
@@ -249,7 +266,11 @@ export class SyncSender {
         }
       }
     });
-    if (ahead.length > 0) this.deps.log.warn({ devices: ahead.length, example: ahead[0] }, 'the receiver holds newer revisions than this database (restored from a backup?): those devices are sent again above them');
+    if (ahead.length > 0)
+      this.deps.log.warn(
+        { devices: ahead.length, example: ahead[0] },
+        'the receiver holds newer revisions than this database (restored from a backup?): those devices are sent again above them',
+      );
     return found;
   }
 }

@@ -29,13 +29,31 @@ export class SyncMetrics {
     this.outbox = new Gauge({ name: 'edge_agent_sync_outbox', help: 'Devices whose latest revision the receiver has not acknowledged', registers });
     this.dead = new Gauge({ name: 'edge_agent_sync_dead_letters', help: 'Items the receiver refused, waiting for a technician', registers });
     this.paused = new Gauge({ name: 'edge_agent_sync_paused', help: '1 while sync is paused (the receiver refuses the credentials)', registers });
-    this.stuck = new Gauge({ name: 'edge_agent_sync_stuck_batches', help: 'Batches the receiver has not accepted for longer than sync.stuckAfterMs', registers });
-    this.divergent = new Counter({ name: 'edge_agent_sync_divergent_devices_total', help: 'Devices reconciliations found diverged at the receiver, by kind: missing, behind, ahead', labelNames: ['kind'], registers });
+    this.stuck = new Gauge({
+      name: 'edge_agent_sync_stuck_batches',
+      help: 'Batches the receiver has not accepted for longer than sync.stuckAfterMs',
+      registers,
+    });
+    this.divergent = new Counter({
+      name: 'edge_agent_sync_divergent_devices_total',
+      help: 'Devices reconciliations found diverged at the receiver, by kind: missing, behind, ahead',
+      labelNames: ['kind'],
+      registers,
+    });
     for (const kind of DIVERGENCE_KINDS) this.divergent.inc({ kind }, 0);
     this.sent = new Counter({ name: 'edge_agent_sync_items_total', help: 'Items answered by the receiver, by status', labelNames: ['status'], registers });
     this.batches = new Counter({ name: 'edge_agent_sync_batches_total', help: 'Batch requests, by result', labelNames: ['result'], registers });
-    this.latency = new Histogram({ name: 'edge_agent_sync_batch_seconds', help: 'Time from sending a batch to its answer', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
-    this.lastSuccess = new Gauge({ name: 'edge_agent_sync_last_success_timestamp_seconds', help: 'When the receiver last acknowledged a batch (Unix time)', registers });
+    this.latency = new Histogram({
+      name: 'edge_agent_sync_batch_seconds',
+      help: 'Time from sending a batch to its answer',
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.lastSuccess = new Gauge({
+      name: 'edge_agent_sync_last_success_timestamp_seconds',
+      help: 'When the receiver last acknowledged a batch (Unix time)',
+      registers,
+    });
   }
 
   /** The backlog gauges, counted at most once a second (a count over a long outbox is not free), and the stuck alarm. */
@@ -48,7 +66,10 @@ export class SyncMetrics {
     this.stuck.set(stuck.count);
     if (stuck.count > 0 && !this.stuckSince) {
       this.stuckSince = stuck.since;
-      log.error({ batches: stuck.count, since: stuck.since?.toISOString(), lastError: repo.getState<string>(SYNC_STATE.lastError) }, 'sync stuck: the receiver has not accepted a batch for longer than sync.stuckAfterMs');
+      log.error(
+        { batches: stuck.count, since: stuck.since?.toISOString(), lastError: repo.getState<string>(SYNC_STATE.lastError) },
+        'sync stuck: the receiver has not accepted a batch for longer than sync.stuckAfterMs',
+      );
     } else if (stuck.count === 0 && this.stuckSince) {
       log.info({ since: this.stuckSince.toISOString() }, 'sync no longer stuck');
       this.stuckSince = undefined;

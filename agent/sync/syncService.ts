@@ -107,7 +107,9 @@ export class SyncService implements Service {
       client: this.client,
       items: (limit) => {
         const location = this.location();
-        return repo.awaitingSync(limit).map((device) => upstreamItem(device, device.certificateSerial ? certificates.get(device.certificateSerial) : undefined, location));
+        return repo
+          .awaitingSync(limit)
+          .map((device) => upstreamItem(device, device.certificateSerial ? certificates.get(device.certificateSerial) : undefined, location));
       },
       limits: () => ({ batchSize: this.config.batchSize, batchMaxBytes: this.config.batchMaxBytes }),
     });
@@ -122,15 +124,18 @@ export class SyncService implements Service {
     this.deps.bus?.on('certificate.issued', this.name, () => void setImmediate(() => this.waits.nudge()));
     // Every idleMs, even while the workers wait out a backoff: the stuck alarm, and what another process left:
     // a request the CLI left with --local, and changes it made (no event crosses processes: the workers find them at their next look).
-    this.waits.poll(() => this.config.idleMs, () => {
-      try {
-        this.m.refresh(repo, this.config.stuckAfterMs, log);
-        return repo.getState(SYNC_STATE.requestNow) !== undefined || repo.getState(SYNC_STATE.requestReconcile) !== undefined;
-      } catch (err) {
-        log.warn({ err }, 'sync: looking for requests failed');
-        return false;
-      }
-    });
+    this.waits.poll(
+      () => this.config.idleMs,
+      () => {
+        try {
+          this.m.refresh(repo, this.config.stuckAfterMs, log);
+          return repo.getState(SYNC_STATE.requestNow) !== undefined || repo.getState(SYNC_STATE.requestReconcile) !== undefined;
+        } catch (err) {
+          log.warn({ err }, 'sync: looking for requests failed');
+          return false;
+        }
+      },
+    );
     this.running = Promise.all(Array.from({ length: IN_FLIGHT }, (_, i) => this.worker(i))).then(() => undefined);
   }
 
@@ -276,14 +281,17 @@ export class SyncService implements Service {
       case 'failed':
       default: {
         repo.setState(SYNC_STATE.lastError, outcome.message);
-        repo.setState(SYNC_STATE.connected, outcome.unreachable ? false : repo.getState<boolean>(SYNC_STATE.connected) ?? false);
+        repo.setState(SYNC_STATE.connected, outcome.unreachable ? false : (repo.getState<boolean>(SYNC_STATE.connected) ?? false));
         this.failures += 1;
         // This batch's own schedule: it waits, and the workers go on with other batches meanwhile.
         const retryAt = Date.now() + this.backoff(batch.attempts + 1);
         this.schedule.retryAt(batch.key, retryAt);
         // Answered, but items left out: the batch is gone, and the receiver is backed off from before new ones are built.
         if (outcome.partial) this.buildAfter = retryAt;
-        this.deps.log.warn({ batch: batch.key, error: outcome.message, attempts: batch.attempts + 1, retryAt: new Date(retryAt).toISOString() }, 'sync batch not delivered; retrying with the same Idempotency-Key');
+        this.deps.log.warn(
+          { batch: batch.key, error: outcome.message, attempts: batch.attempts + 1, retryAt: new Date(retryAt).toISOString() },
+          'sync batch not delivered; retrying with the same Idempotency-Key',
+        );
         return 0;
       }
     }
@@ -302,10 +310,17 @@ export class SyncService implements Service {
     if (n < limit) return outcome;
     const up = this.schedule.receiverUp(batch.key);
     if (!up && (batch.items.length === 1 || this.schedule.isHalf(batch.key))) {
-      if (n === limit) this.deps.log.warn({ batch: batch.key, items: batch.items.length, answers: n, status: outcome.status }, 'the receiver answers 5xx to this batch and has accepted no other meanwhile: taken for an outage, nothing dead-lettered');
+      if (n === limit)
+        this.deps.log.warn(
+          { batch: batch.key, items: batch.items.length, answers: n, status: outcome.status },
+          'the receiver answers 5xx to this batch and has accepted no other meanwhile: taken for an outage, nothing dead-lettered',
+        );
       return outcome;
     }
-    this.deps.log.warn({ batch: batch.key, items: batch.items.length, answers: n, status: outcome.status }, 'the receiver keeps answering 5xx to this batch: splitting it to find the item at fault');
+    this.deps.log.warn(
+      { batch: batch.key, items: batch.items.length, answers: n, status: outcome.status },
+      'the receiver keeps answering 5xx to this batch: splitting it to find the item at fault',
+    );
     const isolated = this.sender!.isolate(batch, outcome.status!, outcome.detail ?? outcome.message);
     if (isolated.kind === 'split') this.schedule.halves(isolated.keys);
     return isolated;

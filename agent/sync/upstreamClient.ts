@@ -59,7 +59,12 @@ export class UpstreamClient implements UpstreamAdapter {
   }
 
   postBatch(idempotencyKey: string, body: string): Promise<UpstreamAnswer> {
-    return this.call('POST', `v1/gateways/${encodeURIComponent(this.o.gatewayId)}/devices:batch`, { 'idempotency-key': idempotencyKey, 'content-type': 'application/json' }, body);
+    return this.call(
+      'POST',
+      `v1/gateways/${encodeURIComponent(this.o.gatewayId)}/devices:batch`,
+      { 'idempotency-key': idempotencyKey, 'content-type': 'application/json' },
+      body,
+    );
   }
 
   listDevices(cursor: string | undefined, limit: number): Promise<UpstreamAnswer> {
@@ -80,7 +85,12 @@ export class UpstreamClient implements UpstreamAdapter {
         {
           method,
           agent: this.agent,
-          headers: { accept: 'application/json', ...headers, ...(this.token ? { authorization: `Bearer ${this.token}` } : {}), ...(body !== undefined ? { 'content-length': Buffer.byteLength(body) } : {}) },
+          headers: {
+            accept: 'application/json',
+            ...headers,
+            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+            ...(body !== undefined ? { 'content-length': Buffer.byteLength(body) } : {}),
+          },
         },
         (res) => {
           const chunks: Buffer[] = [];

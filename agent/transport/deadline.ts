@@ -35,7 +35,12 @@ export class Deadline {
   async within<T>(promise: Promise<T>, what: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     try {
-      return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new ProbeTimeout(`${what}: no answer within ${this.budgetMs} ms`)), this.remaining())))]);
+      return await Promise.race([
+        promise,
+        new Promise<never>(
+          (_, reject) => (timer = setTimeout(() => reject(new ProbeTimeout(`${what}: no answer within ${this.budgetMs} ms`)), this.remaining())),
+        ),
+      ]);
     } finally {
       clearTimeout(timer);
     }

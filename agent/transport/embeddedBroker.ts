@@ -173,9 +173,11 @@ export class EmbeddedBroker implements Service, BrokerLink {
   async retained(filters: string[]): Promise<InboundMessage[]> {
     const got: InboundMessage[] = [];
     // aedes' typings leave out its persistence; createRetainedStreamCombi is aedes-persistence's documented API.
-    const persistence = (this.running() as unknown as { persistence: { createRetainedStreamCombi(p: string[]): AsyncIterable<AedesPublishPacket> } }).persistence;
+    const persistence = (this.running() as unknown as { persistence: { createRetainedStreamCombi(p: string[]): AsyncIterable<AedesPublishPacket> } })
+      .persistence;
     const stream = persistence.createRetainedStreamCombi(filters);
-    for await (const packet of stream) got.push({ topic: packet.topic, payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload) });
+    for await (const packet of stream)
+      got.push({ topic: packet.topic, payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload) });
     return got;
   }
 
@@ -310,8 +312,14 @@ export class EmbeddedBroker implements Service, BrokerLink {
     if (reason === undefined) return null;
     this.metrics.refused('publish', conn.listener, reason);
     // The usual integrator's mistake: requests published under another client id than the device id.
-    const hint = conn.listener === 'provisioning' && reason === 'acl' ? { hint: `a provisioning client may publish only to ${this.deps.options.topicPrefix}/<its client id>/request: the client id must be the device id` } : {};
-    this.deps.log.warn({ listener: conn.listener, id: conn.id, clientId: conn.clientId, topic: packet.topic, bytes: Buffer.byteLength(packet.payload), reason, ...hint }, 'broker refused a publish');
+    const hint =
+      conn.listener === 'provisioning' && reason === 'acl'
+        ? { hint: `a provisioning client may publish only to ${this.deps.options.topicPrefix}/<its client id>/request: the client id must be the device id` }
+        : {};
+    this.deps.log.warn(
+      { listener: conn.listener, id: conn.id, clientId: conn.clientId, topic: packet.topic, bytes: Buffer.byteLength(packet.payload), reason, ...hint },
+      'broker refused a publish',
+    );
     return new Error(`publish refused: ${reason}`);
   }
 

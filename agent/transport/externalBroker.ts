@@ -100,7 +100,10 @@ export class ExternalBroker implements Service, BrokerLink {
     try {
       // A SUBSCRIBE repeated on the session makes the broker send the retained messages again (MQTT 5, 3.8.4).
       // MQTT.js leaves out filters it has subscribed already unless told `resubscribe`.
-      await client.subscribeAsync({ ...Object.fromEntries(filters.map((f) => [f, { qos: 1 as const, rh: 0 }])), resubscribe: true } as unknown as Record<string, { qos: 1; rh: number }>);
+      await client.subscribeAsync({ ...Object.fromEntries(filters.map((f) => [f, { qos: 1 as const, rh: 0 }])), resubscribe: true } as unknown as Record<
+        string,
+        { qos: 1; rh: number }
+      >);
       await new Promise((r) => setTimeout(r, listenMs));
     } finally {
       client.off('message', collect);

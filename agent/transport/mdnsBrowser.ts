@@ -40,7 +40,13 @@ export function opcuaAnnouncements(records: readonly Answer[]): OpcuaAnnouncemen
     index.set(key, [...(index.get(key) ?? []), r]);
   }
   const byName = (type: string, name: string) => index.get(`${type} ${lower(name)}`) ?? [];
-  const instances = [...new Set(byName('PTR', OPCUA_SERVICE).map((r) => text(r.data)).filter((n) => n !== ''))].slice(0, MAX_ANNOUNCEMENTS);
+  const instances = [
+    ...new Set(
+      byName('PTR', OPCUA_SERVICE)
+        .map((r) => text(r.data))
+        .filter((n) => n !== ''),
+    ),
+  ].slice(0, MAX_ANNOUNCEMENTS);
   const out: OpcuaAnnouncement[] = [];
   for (const instance of instances) {
     const srv = byName('SRV', instance)[0]?.data as { port?: unknown; target?: unknown } | undefined;
@@ -49,13 +55,24 @@ export function opcuaAnnouncements(records: readonly Answer[]): OpcuaAnnouncemen
     const field = (key: string) => txt.find((t) => t.toLowerCase().startsWith(`${key}=`))?.slice(key.length + 1);
     const path = field('path') ?? '/';
     const host = srv.target.replace(/\.$/, '');
-    const addresses = isIPv4(host) ? [host] : [...new Set(byName('A', host).map((r) => text(r.data)).filter((a) => isIPv4(a)))];
+    const addresses = isIPv4(host)
+      ? [host]
+      : [
+          ...new Set(
+            byName('A', host)
+              .map((r) => text(r.data))
+              .filter((a) => isIPv4(a)),
+          ),
+        ];
     out.push({
       instance: instance.replace(/[\u0000-\u001f\u007f]/g, '?').slice(0, 256),
       host: host.slice(0, 256),
       port: srv.port,
       path: /^\/[\x21-\x7e]*$/.test(path) ? path : '/',
-      caps: (field('caps') ?? '').split(',').map((c) => c.trim()).filter((c) => /^[A-Za-z0-9]{1,16}$/.test(c)),
+      caps: (field('caps') ?? '')
+        .split(',')
+        .map((c) => c.trim())
+        .filter((c) => /^[A-Za-z0-9]{1,16}$/.test(c)),
       addresses,
     });
   }

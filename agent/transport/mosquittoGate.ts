@@ -60,8 +60,18 @@ export class MosquittoGate implements AccessGate {
   private readonly takeovers: Counter<'result'>;
 
   constructor(private readonly deps: MosquittoGateDeps) {
-    this.reloads = new Counter({ name: 'edge_agent_mosquitto_acl_reloads_total', help: 'CRL and ACL rewrites for Mosquitto, by result: ok (reload signalled), file_only (left to a watcher), failed, not_configured', labelNames: ['result'], registers: [deps.metrics.registry] });
-    this.takeovers = new Counter({ name: 'edge_agent_mosquitto_takeovers_total', help: "Client-id takeovers that end a cut-off device's connection on Mosquitto, by result: ok, failed", labelNames: ['result'], registers: [deps.metrics.registry] });
+    this.reloads = new Counter({
+      name: 'edge_agent_mosquitto_acl_reloads_total',
+      help: 'CRL and ACL rewrites for Mosquitto, by result: ok (reload signalled), file_only (left to a watcher), failed, not_configured',
+      labelNames: ['result'],
+      registers: [deps.metrics.registry],
+    });
+    this.takeovers = new Counter({
+      name: 'edge_agent_mosquitto_takeovers_total',
+      help: "Client-id takeovers that end a cut-off device's connection on Mosquitto, by result: ok, failed",
+      labelNames: ['result'],
+      registers: [deps.metrics.registry],
+    });
   }
 
   /**
@@ -174,7 +184,10 @@ export class MosquittoGate implements AccessGate {
         this.deps.log.info({ device: identity }, 'client id of a cut-off device taken over on Mosquitto');
       } catch (err) {
         this.takeovers.inc({ result: 'failed' });
-        this.deps.log.warn({ err: { message: (err as Error).message }, device: identity }, 'client id of a cut-off device could not be taken over; an open connection under it stays, refused everything by the ACL');
+        this.deps.log.warn(
+          { err: { message: (err as Error).message }, device: identity },
+          'client id of a cut-off device could not be taken over; an open connection under it stays, refused everything by the ACL',
+        );
       }
     }
   }

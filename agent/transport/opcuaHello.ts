@@ -36,7 +36,10 @@ export function opcuaHello(url: string, budget: number | Deadline): Promise<void
       else resolve();
     };
     // The deadline's own clock, not socket.setTimeout (which counts from the last byte): the connect counts too.
-    const timer = setTimeout(() => finish(new ProbeTimeout(`no OPC UA acknowledgement from ${host}:${port} within ${deadline.budgetMs} ms`)), deadline.remaining());
+    const timer = setTimeout(
+      () => finish(new ProbeTimeout(`no OPC UA acknowledgement from ${host}:${port} within ${deadline.budgetMs} ms`)),
+      deadline.remaining(),
+    );
     socket.once('error', (err) => finish(err));
     socket.once('close', () => finish(new Error(`${host}:${port} closed the connection before acknowledging`)));
     socket.on('data', (chunk: Buffer) => {

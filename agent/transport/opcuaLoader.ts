@@ -17,11 +17,13 @@ let loaded: Promise<OpcuaClientModule> | undefined;
 export function loadOpcua(log: Logger): Promise<OpcuaClientModule> {
   loaded ??= (async () => {
     const debug = await import('node-opcua-debug');
-    const route = (level: 'warn' | 'error' | 'debug') => (ctx: { filename?: string } | undefined, ...args: unknown[]) => {
-      const text = format(...args);
-      const quiet = ctx?.filename === 'verify_pcks1';
-      log[quiet ? 'debug' : level]({ source: ctx?.filename }, `node-opcua: ${text.trim()}`);
-    };
+    const route =
+      (level: 'warn' | 'error' | 'debug') =>
+      (ctx: { filename?: string } | undefined, ...args: unknown[]) => {
+        const text = format(...args);
+        const quiet = ctx?.filename === 'verify_pcks1';
+        log[quiet ? 'debug' : level]({ source: ctx?.filename }, `node-opcua: ${text.trim()}`);
+      };
     debug.setWarningLogger(route('warn'));
     debug.setErrorLogger(route('error'));
     debug.setDebugLogger(route('debug'));

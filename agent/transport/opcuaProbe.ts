@@ -89,7 +89,10 @@ const MAX_DEVICES = 100;
 const clean = (v: unknown): string | undefined => {
   const text = typeof v === 'string' ? v : v && typeof v === 'object' && 'text' in v ? (v as { text?: unknown }).text : undefined;
   if (typeof text !== 'string') return undefined;
-  const t = text.replace(/[\u0000-\u001f\u007f]/g, ' ').trim().slice(0, 256);
+  const t = text
+    .replace(/[\u0000-\u001f\u007f]/g, ' ')
+    .trim()
+    .slice(0, 256);
   return t === '' ? undefined : t;
 };
 
@@ -97,7 +100,10 @@ const clean = (v: unknown): string | undefined => {
 export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new ProbeTimeout(`${what}: no answer within ${ms} ms`)), ms)))]);
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new ProbeTimeout(`${what}: no answer within ${ms} ms`)), ms))),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -117,7 +123,8 @@ export function firstDer(der: Buffer): Buffer {
 
 /** Destroys the TCP socket under a node-opcua client (library internals: a workaround for connect() ignoring disconnect()). */
 export function destroySocket(client: Client): void {
-  const channel = (client as unknown as { _secureChannel?: { getTransport?: () => { _socket?: { destroy?: () => void } | null } | undefined } | null })._secureChannel;
+  const channel = (client as unknown as { _secureChannel?: { getTransport?: () => { _socket?: { destroy?: () => void } | null } | undefined } | null })
+    ._secureChannel;
   channel?.getTransport?.()?._socket?.destroy?.();
 }
 
@@ -167,7 +174,9 @@ export class OpcuaProbe {
       applicationName: 'edge-agent',
       applicationUri: this.deps.applicationUri,
       clientCertificateManager: this.certificateManager!,
-      ...(this.deps.certificateFile && this.deps.privateKeyFile ? { certificateFile: this.deps.certificateFile, privateKeyFile: this.deps.privateKeyFile } : {}),
+      ...(this.deps.certificateFile && this.deps.privateKeyFile
+        ? { certificateFile: this.deps.certificateFile, privateKeyFile: this.deps.privateKeyFile }
+        : {}),
       endpointMustExist: false,
       securityMode: secure ? opcua.MessageSecurityMode.SignAndEncrypt : opcua.MessageSecurityMode.None,
       securityPolicy: secure ? (secure.securityPolicyUri as import('node-opcua-client').SecurityPolicy) : opcua.SecurityPolicy.None,
@@ -257,7 +266,10 @@ export class OpcuaProbe {
       } catch (err) {
         facts.nameplateError = `nameplate not readable: ${(err as Error).message}`;
       } finally {
-        await Promise.race([(session as Session | undefined)?.close().catch(() => undefined), new Promise((r) => setTimeout(r, Math.min(500, deadline.remaining())))]);
+        await Promise.race([
+          (session as Session | undefined)?.close().catch(() => undefined),
+          new Promise((r) => setTimeout(r, Math.min(500, deadline.remaining()))),
+        ]);
       }
       return facts;
     });
@@ -313,7 +325,8 @@ async function hasServerConfiguration(opcua: Opcua, session: Session): Promise<b
 }
 
 async function readDeviceSet(opcua: Opcua, session: Session): Promise<DiDevice[]> {
-  const namespaces = (await session.read({ nodeId: opcua.resolveNodeId(opcua.VariableIds.Server_NamespaceArray), attributeId: opcua.AttributeIds.Value })).value?.value as string[] | undefined;
+  const namespaces = (await session.read({ nodeId: opcua.resolveNodeId(opcua.VariableIds.Server_NamespaceArray), attributeId: opcua.AttributeIds.Value })).value
+    ?.value as string[] | undefined;
   const di = namespaces?.indexOf(DI_NAMESPACE) ?? -1;
   if (di < 0) return [];
   const set = await session.browse({

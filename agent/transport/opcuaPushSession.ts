@@ -119,11 +119,17 @@ export class OpcuaPushSessions {
           e.serverCertificate &&
           e.serverCertificate.length > 0,
       );
-      usable.sort((a, b) => STRONG_POLICIES.indexOf(a.securityPolicyUri!.replace(POLICY_URI, '')) - STRONG_POLICIES.indexOf(b.securityPolicyUri!.replace(POLICY_URI, '')));
+      usable.sort(
+        (a, b) => STRONG_POLICIES.indexOf(a.securityPolicyUri!.replace(POLICY_URI, '')) - STRONG_POLICIES.indexOf(b.securityPolicyUri!.replace(POLICY_URI, '')),
+      );
       const best = usable[0];
       if (!best) {
-        const offered = [...new Set(endpoints.map((e) => `${opcua.MessageSecurityMode[e.securityMode]}/${(e.securityPolicyUri ?? '').replace(POLICY_URI, '')}`))].join(', ');
-        return { refusal: `the server offers no SignAndEncrypt endpoint with ${STRONG_POLICIES.join(', ')} and user names (it offers ${offered || 'nothing'}); SecurityAdmin credentials are never sent over a weaker channel` };
+        const offered = [
+          ...new Set(endpoints.map((e) => `${opcua.MessageSecurityMode[e.securityMode]}/${(e.securityPolicyUri ?? '').replace(POLICY_URI, '')}`)),
+        ].join(', ');
+        return {
+          refusal: `the server offers no SignAndEncrypt endpoint with ${STRONG_POLICIES.join(', ')} and user names (it offers ${offered || 'nothing'}); SecurityAdmin credentials are never sent over a weaker channel`,
+        };
       }
       const certificate = Buffer.from(firstDer(best.serverCertificate));
       const policy = best.securityPolicyUri!.replace(POLICY_URI, '');
@@ -152,7 +158,11 @@ export class OpcuaPushSessions {
     try {
       await within(connecting, timeoutMs, `secure channel to ${url}`);
       channelOpen = true;
-      session = await within(client.createSession({ type: opcua.UserTokenType.UserName, userName: user.username, password: user.password }), timeoutMs, `session on ${url}`);
+      session = await within(
+        client.createSession({ type: opcua.UserTokenType.UserName, userName: user.username, password: user.password }),
+        timeoutMs,
+        `session on ${url}`,
+      );
       return { calls: await this.calls(session, timeoutMs), close };
     } catch (err) {
       if (err instanceof ProbeTimeout) {
@@ -166,7 +176,13 @@ export class OpcuaPushSessions {
       await close();
       // The server's own reason, where it gave one: node-opcua's message for a refused channel says nothing.
       const refused = channelOpen ? undefined : refusal();
-      if (refused) throw new ChannelRefusedError(`no SecurityAdmin session as ${user.username}: the server refused the secure channel with ${refused.statusName}`, refused.status, refused.statusName, { cause: err });
+      if (refused)
+        throw new ChannelRefusedError(
+          `no SecurityAdmin session as ${user.username}: the server refused the secure channel with ${refused.statusName}`,
+          refused.status,
+          refused.statusName,
+          { cause: err },
+        );
       throw new Error(`no SecurityAdmin session as ${user.username}: ${describe(err)}`, { cause: err });
     }
   }
@@ -224,7 +240,8 @@ export class OpcuaPushSessions {
         const read = () => bounded('TrustList read', () => list.readTrustedCertificateListWithMasks(TRUST_LIST_ALL)) as Promise<TrustLists>;
         const before = await read();
         const missing = lacking(before, ca);
-        if (!missing.certificates && !missing.crls) return { method: 'already', crlDelivered: true, applyChangesRequired: false, detail: 'the TrustList already holds the gateway CA and its CRLs' };
+        if (!missing.certificates && !missing.crls)
+          return { method: 'already', crlDelivered: true, applyChangesRequired: false, detail: 'the TrustList already holds the gateway CA and its CRLs' };
         let writeError: string | undefined;
         let applyChangesRequired = false;
         try {
@@ -260,11 +277,15 @@ export class OpcuaPushSessions {
         }
         let after = await read();
         const written = lacking(after, ca);
-        if (!written.certificates && !written.crls) return { method: 'write', crlDelivered: true, applyChangesRequired, detail: 'TrustList written and read back: it holds the gateway CA and its CRLs' };
+        if (!written.certificates && !written.crls)
+          return { method: 'write', crlDelivered: true, applyChangesRequired, detail: 'TrustList written and read back: it holds the gateway CA and its CRLs' };
         const why = writeError ? `its TrustList takes no writes (${writeError})` : 'it took the TrustList write but does not hold it when read back';
         // AddCertificate, as before OPC UA 1.05 allowed for CA certificates: no CRLs can go this way.
         const refused: string[] = [];
-        for (const [certificates, trusted] of [[ca.trusted, true], [ca.issuers, false]] as const) {
+        for (const [certificates, trusted] of [
+          [ca.trusted, true],
+          [ca.issuers, false],
+        ] as const) {
           for (const c of certificates) {
             const held = trusted ? after.trustedCertificates : [...(after.trustedCertificates ?? []), ...(after.issuerCertificates ?? [])];
             if (prints(held).has(thumbprintOf(c))) continue;
@@ -273,7 +294,10 @@ export class OpcuaPushSessions {
           }
         }
         after = await read();
-        if (!holds(after.trustedCertificates, ca.trusted)) throw new Error(`the server does not hold the gateway's issuing CA in its TrustList: ${why}; AddCertificate: ${refused.join('; ') || 'answered Good'}`);
+        if (!holds(after.trustedCertificates, ca.trusted))
+          throw new Error(
+            `the server does not hold the gateway's issuing CA in its TrustList: ${why}; AddCertificate: ${refused.join('; ') || 'answered Good'}`,
+          );
         const crlDelivered = !lacking(after, ca).crls;
         return {
           method: 'add',
@@ -300,7 +324,8 @@ export class OpcuaPushSessions {
         const choice = await this.secureEndpoint(url, timeoutMs);
         if ('refusal' in choice) throw new Error(choice.refusal);
         // Until the server restarts its endpoints it may still present the certificate it had.
-        if (choice.endpoint.thumbprint !== thumbprintOf(certificate)) throw new Error(`the server presents certificate ${choice.endpoint.thumbprint}, not ${thumbprintOf(certificate)}`);
+        if (choice.endpoint.thumbprint !== thumbprintOf(certificate))
+          throw new Error(`the server presents certificate ${choice.endpoint.thumbprint}, not ${thumbprintOf(certificate)}`);
         await this.withAdminSession(url, choice.endpoint, user, timeoutMs, async () => undefined);
         return;
       } catch (err) {

@@ -1,5 +1,5 @@
 import { AgentError } from '../errors.js';
-import { loadOpcua } from './opcuaLoader.js';
+import type { loadOpcua } from './opcuaLoader.js';
 
 type Client = InstanceType<Awaited<ReturnType<typeof loadOpcua>>['OPCUAClient']>;
 

@@ -50,7 +50,7 @@ export function addresses(ranges: readonly Range[], max: number): string[] {
 }
 
 /** The only form of URL target taken: opc.tcp://, a dotted IPv4 address, a port, an optional plain path. */
-const URL_TARGET = /^opc\.tcp:\/\/(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})(\/[A-Za-z0-9._~\/-]*)?$/;
+const URL_TARGET = /^opc\.tcp:\/\/(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})(\/[A-Za-z0-9._~/-]*)?$/;
 
 /**
  * Why a technician's discovery target is refused, or undefined when it may
@@ -65,7 +65,8 @@ export function targetRefusal(target: string, allowed: readonly Range[], endpoin
   const ranges = `opcua.scan.ranges (${allowed.map((r) => r.text).join(', ') || 'none configured'})`;
   if (target.startsWith('opc.tcp:')) {
     const m = URL_TARGET.exec(target);
-    if (!m || !isIPv4(m[1]!)) return `${JSON.stringify(target.slice(0, 100))}: give opc.tcp://<IPv4 address>:<port> (or a configured endpoint), without a host name or user part`;
+    if (!m || !isIPv4(m[1]!))
+      return `${JSON.stringify(target.slice(0, 100))}: give opc.tcp://<IPv4 address>:<port> (or a configured endpoint), without a host name or user part`;
     if (!contains(allowed, m[1]!)) return `${target} is outside ${ranges}`;
     if (!ports.includes(Number(m[2]))) return `${target}: port ${m[2]} is not one of opcua.scan.ports (${ports.join(', ')})`;
     return undefined;

@@ -45,11 +45,10 @@ export function writeKeyFile(path: string, key: KeyObject, passphrase: string | 
 export type KeyFileProtection = { encrypted: false } | ({ encrypted: true; weak: boolean } & KeyEncryption);
 
 function damaged(path: string, why: string, cause?: unknown): CertError {
-  return new CertError(
-    'CA_KEY_DAMAGED',
-    `CA key ${path} is damaged or truncated (${why}); restore it from a backup`,
-    { ...(cause === undefined ? {} : { cause }), details: { path } },
-  );
+  return new CertError('CA_KEY_DAMAGED', `CA key ${path} is damaged or truncated (${why}); restore it from a backup`, {
+    ...(cause === undefined ? {} : { cause }),
+    details: { path },
+  });
 }
 
 /** The one PEM block of a key file, or CA_KEY_DAMAGED when there is none (a file cut short loses its END line). */
@@ -103,7 +102,10 @@ export function readKeyFile(path: string, passphrase: string | undefined): KeyOb
     }
   }
   if (!passphrase) {
-    throw new CertError('CA_PASSPHRASE_MISSING', `CA key ${path} is encrypted and no passphrase is configured (ca.passphraseFile, EDGE_AGENT_CA_PASSPHRASE or $CREDENTIALS_DIRECTORY/ca-passphrase)`);
+    throw new CertError(
+      'CA_PASSPHRASE_MISSING',
+      `CA key ${path} is encrypted and no passphrase is configured (ca.passphraseFile, EDGE_AGENT_CA_PASSPHRASE or $CREDENTIALS_DIRECTORY/ca-passphrase)`,
+    );
   }
   const wrong = () => new CertError('CA_PASSPHRASE_WRONG', `CA key ${path} could not be decrypted: the passphrase is wrong`, { details: { path } });
   const outcome = decryptPkcs8(block.der, passphrase);
@@ -115,7 +117,13 @@ export function readKeyFile(path: string, passphrase: string | undefined): KeyOb
     }
   }
   if (outcome.reason === 'wrong-passphrase') throw wrong();
-  if (outcome.reason === 'damaged') throw damaged(path, outcome.encryption.scheme === 'unreadable' ? 'its encrypted structure cannot be read' : 'the passphrase is right, but what it decrypts is not a whole key');
+  if (outcome.reason === 'damaged')
+    throw damaged(
+      path,
+      outcome.encryption.scheme === 'unreadable'
+        ? 'its encrypted structure cannot be read'
+        : 'the passphrase is right, but what it decrypts is not a whole key',
+    );
   // A scheme this module does not read itself (scrypt, PBES1): OpenSSL may.
   try {
     return createPrivateKey({ key: toPem(block.label, block.der), format: 'pem', passphrase });

@@ -1,5 +1,18 @@
 import { createCipheriv, createDecipheriv, pbkdf2Sync, randomBytes } from 'node:crypto';
-import { children, decodeOid, decodeUnsigned, DerError, expectTag, nullValue, octetString, oid, readExactly, sequence, smallInteger, Tag } from '../x509/der.js';
+import {
+  children,
+  decodeOid,
+  decodeUnsigned,
+  DerError,
+  expectTag,
+  nullValue,
+  octetString,
+  oid,
+  readExactly,
+  sequence,
+  smallInteger,
+  Tag,
+} from '../x509/der.js';
 
 /**
  * PKCS#8 EncryptedPrivateKeyInfo with PBES2 (RFC 8018): PBKDF2 and an AES-CBC

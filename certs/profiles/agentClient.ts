@@ -18,8 +18,7 @@ export const agentClient: Profile = {
     return {
       subject: { organization, commonName: request.identity },
       san: { uris: [`urn:edge-agent:${request.identity}`], dnsNames: request.dnsNames ?? [] },
-      keyUsage:
-        keyType === 'rsa' ? ['digitalSignature', 'nonRepudiation', 'keyEncipherment', 'dataEncipherment'] : ['digitalSignature'],
+      keyUsage: keyType === 'rsa' ? ['digitalSignature', 'nonRepudiation', 'keyEncipherment', 'dataEncipherment'] : ['digitalSignature'],
       extKeyUsage: [OID.clientAuth],
     };
   },

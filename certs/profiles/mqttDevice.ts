@@ -23,6 +23,7 @@ export const mqttDevice: Profile = {
     if (context.origin !== 'requester') return;
     if (request.commonNames.length > 1) throw new CertError('REQUEST_INVALID', 'the CSR subject has more than one CN');
     const cn = request.commonNames[0];
-    if (cn !== undefined && cn !== context.identity) throw new CertError('REQUEST_INVALID', `the CSR is for CN ${JSON.stringify(cn)}, not for device ${context.identity}`);
+    if (cn !== undefined && cn !== context.identity)
+      throw new CertError('REQUEST_INVALID', `the CSR is for CN ${JSON.stringify(cn)}, not for device ${context.identity}`);
   },
 };

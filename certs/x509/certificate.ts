@@ -1,5 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { children, decodeUnsigned, expectTag, explicit, nullValue, oid, readExactly, sequence, smallInteger, Tag, time, unsignedInteger, bitString, type Node } from './der.js';
+import {
+  children,
+  decodeUnsigned,
+  expectTag,
+  explicit,
+  nullValue,
+  oid,
+  readExactly,
+  sequence,
+  smallInteger,
+  Tag,
+  time,
+  unsignedInteger,
+  bitString,
+  type Node,
+} from './der.js';
 import { parseExtensions, type ParsedExtensions } from './extensions.js';
 import { OID } from './oids.js';
 import { derFrom } from './pem.js';
@@ -74,10 +89,7 @@ export interface CertificateParts {
 /** A UTCTime or GeneralizedTime (whole seconds, Z) as a Date. */
 export function decodeTime(node: Node): Date {
   const text = node.value.toString('ascii');
-  const m =
-    node.tag === Tag.utcTime
-      ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text)
-      : /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text);
+  const m = node.tag === Tag.utcTime ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text) : /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text);
   if (!m) throw new Error(`unsupported time ${text}`);
   let year = Number(m[1]);
   if (node.tag === Tag.utcTime) year += year < 50 ? 2000 : 1900;

@@ -56,9 +56,13 @@ const REFUSED_SIGNATURES: Record<string, string> = {
 const ACCEPTED_SIGNATURES = 'ecdsa-with-SHA256, ecdsa-with-SHA384, sha256WithRSAEncryption, sha384WithRSAEncryption and sha512WithRSAEncryption';
 
 function unsupportedAlgorithm(algOid: string): CertError {
-  return new CertError('CSR_SIGNATURE_ALGORITHM_UNSUPPORTED', `CSR signature algorithm ${REFUSED_SIGNATURES[algOid] ?? algOid} is not accepted; sign it with ${ACCEPTED_SIGNATURES}`, {
-    details: { algorithm: algOid },
-  });
+  return new CertError(
+    'CSR_SIGNATURE_ALGORITHM_UNSUPPORTED',
+    `CSR signature algorithm ${REFUSED_SIGNATURES[algOid] ?? algOid} is not accepted; sign it with ${ACCEPTED_SIGNATURES}`,
+    {
+      details: { algorithm: algOid },
+    },
+  );
 }
 
 function malformed(message: string): never {

@@ -77,7 +77,8 @@ export function oid(dotted: string): Buffer {
   const parts = dotted.split('.');
   if (parts.length < 2 || parts.some((a) => !/^(0|[1-9][0-9]*)$/.test(a))) throw new Error(`bad OID ${dotted}`);
   const arcs = parts.map(BigInt);
-  if (arcs[0]! > 2n || (arcs[0]! < 2n && arcs[1]! >= 40n)) throw new Error(`bad OID ${dotted}: the first arc is 0, 1 or 2, and the second below 40 under 0 and 1`);
+  if (arcs[0]! > 2n || (arcs[0]! < 2n && arcs[1]! >= 40n))
+    throw new Error(`bad OID ${dotted}: the first arc is 0, 1 or 2, and the second below 40 under 0 and 1`);
   const body = [...subidentifier(arcs[0]! * 40n + arcs[1]!), ...arcs.slice(2).flatMap(subidentifier)];
   const encoded = tlv(Tag.oid, Buffer.from(body));
   oidCache.set(dotted, encoded);

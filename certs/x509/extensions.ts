@@ -1,17 +1,25 @@
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { CertError } from '../errors.js';
-import { bitString, boolean, children, decodeOid, decodeUnsigned, expectTag, octetString, oid, read, sequence, smallInteger, Tag, tlv, type Node } from './der.js';
+import {
+  bitString,
+  boolean,
+  children,
+  decodeOid,
+  decodeUnsigned,
+  expectTag,
+  octetString,
+  oid,
+  read,
+  sequence,
+  smallInteger,
+  Tag,
+  tlv,
+  type Node,
+} from './der.js';
 import { OID } from './oids.js';
 
-export type KeyUsage =
-  | 'digitalSignature'
-  | 'nonRepudiation'
-  | 'keyEncipherment'
-  | 'dataEncipherment'
-  | 'keyAgreement'
-  | 'keyCertSign'
-  | 'cRLSign';
+export type KeyUsage = 'digitalSignature' | 'nonRepudiation' | 'keyEncipherment' | 'dataEncipherment' | 'keyAgreement' | 'keyCertSign' | 'cRLSign';
 
 export const KEY_USAGE_BITS: readonly KeyUsage[] = [
   'digitalSignature',

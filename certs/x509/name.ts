@@ -72,7 +72,8 @@ export function decodeName(node: Node, what: string): { text: string; attributes
     const atvs = children(rdn);
     if (atvs.length === 0) throw new CertError('CSR_MALFORMED', `${what}: an empty name component`);
     for (let i = 1; i < atvs.length; i++) {
-      if (Buffer.compare(atvs[i - 1]!.raw, atvs[i]!.raw) > 0) throw new CertError('CSR_MALFORMED', `${what}: a multi-valued name component is not in DER order`);
+      if (Buffer.compare(atvs[i - 1]!.raw, atvs[i]!.raw) > 0)
+        throw new CertError('CSR_MALFORMED', `${what}: a multi-valued name component is not in DER order`);
     }
     for (const atv of atvs) {
       const pair = atv.tag === Tag.sequence ? children(atv) : [];
@@ -100,4 +101,3 @@ export function decodeName(node: Node, what: string): { text: string; attributes
   }
   return { text: attributes.map((a) => `${a.type}=${a.value}`).join(', '), attributes };
 }
-

@@ -49,11 +49,38 @@ export async function apiBench(): Promise<BenchResult[]> {
   let daemon: ChildProcess | undefined;
   try {
     const config = join(dir, 'agent.yaml');
-    writeFileSync(config, ['agent:', '  id: gw-bench-api', `  dataDir: ${dataDir}`, 'http:', '  port: 0', 'log:', '  level: warn', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false', ''].join('\n'));
-    const { store } = Store.open({ path: join(dataDir, 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' }));
+    writeFileSync(
+      config,
+      [
+        'agent:',
+        '  id: gw-bench-api',
+        `  dataDir: ${dataDir}`,
+        'http:',
+        '  port: 0',
+        'log:',
+        '  level: warn',
+        'mqtt:',
+        '  enabled: false',
+        'opcua:',
+        '  enabled: false',
+        '',
+      ].join('\n'),
+    );
+    const { store } = Store.open(
+      { path: join(dataDir, 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    );
     const devices = new DeviceRepository(store);
     store.transaction(() => {
-      for (let i = 0; i < DEVICES; i++) devices.apply({ protocol: 'mqtt', name: `meter-${i}`, to: 'discovered', cause: 'bench', actor: 'bench', patch: { nameplate: { manufacturer: 'ACME', model: 'M1', serialNumber: `SN-${i}` } } });
+      for (let i = 0; i < DEVICES; i++)
+        devices.apply({
+          protocol: 'mqtt',
+          name: `meter-${i}`,
+          to: 'discovered',
+          cause: 'bench',
+          actor: 'bench',
+          patch: { nameplate: { manufacturer: 'ACME', model: 'M1', serialNumber: `SN-${i}` } },
+        });
     });
     store.close();
     daemon = spawn(process.execPath, [join(ROOT, 'agent/main.js'), 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -70,7 +97,12 @@ export async function apiBench(): Promise<BenchResult[]> {
     const page = await rate(port, (i) => `/api/v1/devices?limit=100&offset=${(i * 100) % DEVICES}`, token);
     const limit = `GET /healthz on the same listener, same run: ${Math.round(health).toLocaleString('en-US')}/s`;
     return [
-      { name: `api: GET /api/v1/devices/{id} (token, role, SQLite; ${DEVICES} devices)`, value: one, unit: 'req/s', limit: `${limit} (ratio ${(one / health).toFixed(2)})` },
+      {
+        name: `api: GET /api/v1/devices/{id} (token, role, SQLite; ${DEVICES} devices)`,
+        value: one,
+        unit: 'req/s',
+        limit: `${limit} (ratio ${(one / health).toFixed(2)})`,
+      },
       { name: 'api: GET /api/v1/devices?limit=100 (a page of 100)', value: page, unit: 'req/s', limit: `${limit} (ratio ${(page / health).toFixed(2)})` },
     ];
   } finally {

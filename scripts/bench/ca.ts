@@ -30,11 +30,23 @@ export async function caBench(): Promise<BenchResult[]> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-bench-ca-'));
   try {
     const caDir = join(dir, 'ca');
-    initCa({ dir: caDir, passphrase: undefined, organization: 'Bench', gatewayId: 'bench', rootKeyType: 'ec-p256', issuers: { ec: 'ec-p256', rsa: 'rsa-2048' }, rootValidityDays: 3650, issuingValidityDays: 1825 });
+    initCa({
+      dir: caDir,
+      passphrase: undefined,
+      organization: 'Bench',
+      gatewayId: 'bench',
+      rootKeyType: 'ec-p256',
+      issuers: { ec: 'ec-p256', rsa: 'rsa-2048' },
+      rootValidityDays: 3650,
+      issuingValidityDays: 1825,
+    });
     const issuers = { ec: IssuingCa.load(caDir, 'ec', undefined)!, rsa: IssuingCa.load(caDir, 'rsa', undefined)! };
     let round = 0;
     const authority = () => {
-      const { store } = Store.open({ path: join(dir, `round-${round++}.db`), busyTimeoutMs: 5000, journalSizeLimitBytes: 64 << 20, integrityCheck: 'off' }, pino({ level: 'silent' }));
+      const { store } = Store.open(
+        { path: join(dir, `round-${round++}.db`), busyTimeoutMs: 5000, journalSizeLimitBytes: 64 << 20, integrityCheck: 'off' },
+        pino({ level: 'silent' }),
+      );
       const ca = new CertificateAuthority({
         issuers,
         store: new CertificateRepository(store),
@@ -68,9 +80,7 @@ export async function caBench(): Promise<BenchResult[]> {
     };
 
     // P-256: distinct keys (the CA refuses a key bound to another identity).
-    const ecCsrs = Array.from({ length: 6_000 }, (_, i) =>
-      buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: `ec-${i}` })),
-    );
+    const ecCsrs = Array.from({ length: 6_000 }, (_, i) => buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: `ec-${i}` })));
     const warm = authority();
     await issueAll(warm.ca, ecCsrs.slice(0, 500), 'mqtt-device', 'warm');
     warm.close();
@@ -98,8 +108,18 @@ export async function caBench(): Promise<BenchResult[]> {
     const rsaRaw = raw(rsaCsrs, issuers.rsa, 1);
 
     return [
-      { name: 'ca: issue from P-256 CSRs (EC CA, durable)', value: ecRate, unit: 'certs/s', limit: `raw verify+sign ${fmt(ecRaw)}/s; ratio ${(ecRate / ecRaw).toFixed(2)}; target 2,500/s` },
-      { name: 'ca: issue from RSA-2048 CSRs (RSA CA, durable)', value: rsaRate, unit: 'certs/s', limit: `raw verify+sign ${fmt(rsaRaw)}/s; ratio ${(rsaRate / rsaRaw).toFixed(2)}` },
+      {
+        name: 'ca: issue from P-256 CSRs (EC CA, durable)',
+        value: ecRate,
+        unit: 'certs/s',
+        limit: `raw verify+sign ${fmt(ecRaw)}/s; ratio ${(ecRate / ecRaw).toFixed(2)}; target 2,500/s`,
+      },
+      {
+        name: 'ca: issue from RSA-2048 CSRs (RSA CA, durable)',
+        value: rsaRate,
+        unit: 'certs/s',
+        limit: `raw verify+sign ${fmt(rsaRaw)}/s; ratio ${(rsaRate / rsaRaw).toFixed(2)}`,
+      },
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -37,7 +37,9 @@ function startUntil(command: string, args: string[], ready: RegExp, what: string
 
 /** User + system CPU time of a process so far, in seconds (Linux /proc). */
 function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    .replace(/^.*\) /, '')
+    .split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
@@ -46,7 +48,10 @@ async function untilReady(url: string, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`edge-agent exited (${child.exitCode})`);
-    const ok = await fetch(url).then((r) => r.ok, () => false);
+    const ok = await fetch(url).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) return;
     if (Date.now() > deadline) throw new Error('edge-agent did not become ready in 60 s');
     await new Promise((r) => setTimeout(r, 100));
@@ -65,7 +70,14 @@ const cli = (config: string, ...args: string[]) => execFileSync(process.execPath
 export async function enrollBench(caRate: () => number | undefined): Promise<BenchResult[]> {
   const mosquitto = findMosquitto();
   if (!mosquitto) {
-    return [{ name: 'enroll: 1,000 devices through Mosquitto', value: 0, unit: 'enrollments/s', limit: 'not run: mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients)' }];
+    return [
+      {
+        name: 'enroll: 1,000 devices through Mosquitto',
+        value: 0,
+        unit: 'enrollments/s',
+        limit: 'not run: mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients)',
+      },
+    ];
   }
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-bench-enroll-'));
   const children: ChildProcess[] = [];
@@ -76,11 +88,19 @@ export async function enrollBench(caRate: () => number | undefined): Promise<Ben
     writeFileSync(
       config,
       [
-        'agent:', '  id: gw-bench', `  dataDir: ${join(dir, 'data')}`,
-        'log:', '  level: warn',
-        'http:', `  port: ${ports.http}`,
-        'ca:', `  crlFile: ${join(brokerDir, 'crl.pem')}`,
-        'mqtt:', `  brokerUrl: mqtts://127.0.0.1:${ports.mtls}`, `  mosquittoDir: ${brokerDir}`, `  mosquittoPidFile: ${join(brokerDir, 'mosquitto.pid')}`,
+        'agent:',
+        '  id: gw-bench',
+        `  dataDir: ${join(dir, 'data')}`,
+        'log:',
+        '  level: warn',
+        'http:',
+        `  port: ${ports.http}`,
+        'ca:',
+        `  crlFile: ${join(brokerDir, 'crl.pem')}`,
+        'mqtt:',
+        `  brokerUrl: mqtts://127.0.0.1:${ports.mtls}`,
+        `  mosquittoDir: ${brokerDir}`,
+        `  mosquittoPidFile: ${join(brokerDir, 'mosquitto.pid')}`,
         '  limits: { perDeviceBurst: 3, perDeviceIntervalMs: 10000, globalPerSecond: 100000, queueSize: 100000, workers: 8 }',
         '',
       ].join('\n'),
@@ -90,11 +110,20 @@ export async function enrollBench(caRate: () => number | undefined): Promise<Ben
     // The benchmark's own broker runs as the invoking user (as root it would otherwise drop to mosquitto and not read DIR).
     appendFileSync(join(brokerDir, 'mosquitto.conf'), `pid_file ${join(brokerDir, 'mosquitto.pid')}\nuser ${userInfo().username}\nmax_queued_messages 10000\n`);
     children.push(await startUntil(mosquitto, ['-c', join(brokerDir, 'mosquitto.conf')], /mosquitto version [\d.]+ running/, 'mosquitto'));
-    const token = JSON.parse(cli(config, 'devices', 'token', 'create', '--uses', String(DEVICES + 50), '--expires', '1h', '--json', '--local')) as { token: string };
+    const token = JSON.parse(cli(config, 'devices', 'token', 'create', '--uses', String(DEVICES + 50), '--expires', '1h', '--json', '--local')) as {
+      token: string;
+    };
     const agent = spawn(process.execPath, [MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(agent);
     await untilReady(`http://127.0.0.1:${ports.http}/readyz`, agent);
-    const common = { provisioningUrl: `mqtts://127.0.0.1:${ports.provisioning}`, caFile: join(brokerDir, 'ca.pem'), token: token.token, protocolVersion: 5 as const, concurrency: CONCURRENCY, timeoutMs: 60_000 };
+    const common = {
+      provisioningUrl: `mqtts://127.0.0.1:${ports.provisioning}`,
+      caFile: join(brokerDir, 'ca.pem'),
+      token: token.token,
+      protocolVersion: 5 as const,
+      concurrency: CONCURRENCY,
+      timeoutMs: 60_000,
+    };
     await simulateDevices({ ...common, count: 50, idPrefix: 'warm-' });
     const cpuBefore = { self: process.cpuUsage(), agent: cpuSeconds(agent.pid!), broker: cpuSeconds(children[0]!.pid!) };
     const result = await simulateDevices({ ...common, count: DEVICES, idPrefix: 'bench-' });

@@ -36,7 +36,15 @@ export async function opcuaBench(): Promise<BenchResult[]> {
     const port = await freePort();
     for (const [i, host] of HOSTS.entries()) {
       const manager = (name: string) => new OPCUACertificateManager({ rootFolder: join(dir, `${name}-${i}`), automaticallyAcceptUnknownCertificate: true });
-      const server = new OPCUAServer({ host, hostname: host, port, serverCertificateManager: manager('pki'), userCertificateManager: manager('user'), nodeset_filename: [nodesets.standard], serverInfo: { applicationUri: `urn:bench:server:${i}` } });
+      const server = new OPCUAServer({
+        host,
+        hostname: host,
+        port,
+        serverCertificateManager: manager('pki'),
+        userCertificateManager: manager('user'),
+        nodeset_filename: [nodesets.standard],
+        serverInfo: { applicationUri: `urn:bench:server:${i}` },
+      });
       await server.initialize();
       await server.start();
       servers.push(server);
@@ -63,7 +71,12 @@ export async function opcuaBench(): Promise<BenchResult[]> {
       scan.push(scanned.ms);
     }
     return [
-      { name: 'opcua: discovery scan of a /24 on loopback (2 servers)', value: median(scan), unit: 'ms', limit: `probing the same ${HOSTS.length} servers as configured endpoints: ${Math.round(median(alone))} ms (medians of 5, same run)` },
+      {
+        name: 'opcua: discovery scan of a /24 on loopback (2 servers)',
+        value: median(scan),
+        unit: 'ms',
+        limit: `probing the same ${HOSTS.length} servers as configured endpoints: ${Math.round(median(alone))} ms (medians of 5, same run)`,
+      },
     ];
   } finally {
     await probe.dispose();

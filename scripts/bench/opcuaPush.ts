@@ -33,17 +33,33 @@ export async function opcuaPushBench(): Promise<BenchResult[]> {
   let daemon: ReturnType<typeof spawn> | undefined;
   try {
     for (let i = 0; i < SERVERS; i++) {
-      servers.push(await startOpcuaServer({ host: `127.0.2.${i + 1}`, applicationUri: `urn:bench:push:${i}`, securityModes: 'secure', acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN } }));
+      servers.push(
+        await startOpcuaServer({
+          host: `127.0.2.${i + 1}`,
+          applicationUri: `urn:bench:push:${i}`,
+          securityModes: 'secure',
+          acceptUnknownClientCertificates: false,
+          pushManagement: { securityAdmin: ADMIN },
+        }),
+      );
     }
     const config = join(dir, 'edge-agent.yaml');
     writeFileSync(
       config,
       [
-        'agent:', '  id: gw-bench', `  dataDir: ${join(dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', '  enabled: false',
-        'ca:', '  rootKeyType: rsa-2048',
-        'opcua:', `  endpoints: [${servers.map((s) => s.endpointUrl).join(', ')}]`, `  scan: { concurrency: ${SERVERS} }`, '  timeoutMs: 10000',
+        'agent:',
+        '  id: gw-bench',
+        `  dataDir: ${join(dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'ca:',
+        '  rootKeyType: rsa-2048',
+        'opcua:',
+        `  endpoints: [${servers.map((s) => s.endpointUrl).join(', ')}]`,
+        `  scan: { concurrency: ${SERVERS} }`,
+        '  timeoutMs: 10000',
         '  push:',
         "    approve: [{ applicationUri: 'urn:bench:push:*' }]",
         `    securityAdmins: [{ applicationUri: 'urn:bench:push:*', username: ${ADMIN.username}, password: ${ADMIN.password} }]`,
@@ -89,7 +105,10 @@ export async function opcuaPushBench(): Promise<BenchResult[]> {
     }
     const wall = performance.now() - started;
     const run = db.prepare('SELECT started_at, finished_at FROM discovery_runs ORDER BY id DESC LIMIT 1').get() as { started_at: string; finished_at: string };
-    const span = db.prepare("SELECT min(at) AS first, max(at) AS last FROM opcua_push_steps WHERE step IN ('approved', 'verify')").get() as { first: string; last: string };
+    const span = db.prepare("SELECT min(at) AS first, max(at) AS last FROM opcua_push_steps WHERE step IN ('approved', 'verify')").get() as {
+      first: string;
+      last: string;
+    };
     const discoveryMs = Date.parse(run.finished_at) - Date.parse(run.started_at);
     const pushMs = Date.parse(span.last) - Date.parse(span.first);
     db.close();

@@ -31,10 +31,7 @@ for (const bench of BENCHES) {
 }
 
 const fmt = (v: number) => Math.round(v).toLocaleString('en-US');
-const widths = [
-  Math.max(9, ...rows.map((r) => r.name.length)),
-  Math.max(6, ...rows.map((r) => `${fmt(r.value)} ${r.unit}`.length)),
-];
+const widths = [Math.max(9, ...rows.map((r) => r.name.length)), Math.max(6, ...rows.map((r) => `${fmt(r.value)} ${r.unit}`.length))];
 process.stdout.write(`node ${process.version}, ${new Date().toISOString()}\n`);
 process.stdout.write(`${'benchmark'.padEnd(widths[0]!)}  ${'result'.padStart(widths[1]!)}  compared with\n`);
 for (const r of rows) {

@@ -70,8 +70,18 @@ export function storeBench(): BenchResult[] {
 
     return [
       { name: 'store: single-row commit, synchronous=NORMAL', value: normal, unit: 'commits/s', limit: 'no fsync per commit (WAL)' },
-      { name: 'store: single-row durable() commit, FULL', value: durable, unit: 'commits/s', limit: `raw write+fsync on this disk: ${Math.round(fsyncs).toLocaleString('en-US')}/s` },
-      { name: 'store: 1,000-row durable() batches', value: batched, unit: 'rows/s', limit: `same inserts in memory: ${Math.round(inMemory).toLocaleString('en-US')} rows/s` },
+      {
+        name: 'store: single-row durable() commit, FULL',
+        value: durable,
+        unit: 'commits/s',
+        limit: `raw write+fsync on this disk: ${Math.round(fsyncs).toLocaleString('en-US')}/s`,
+      },
+      {
+        name: 'store: 1,000-row durable() batches',
+        value: batched,
+        unit: 'rows/s',
+        limit: `same inserts in memory: ${Math.round(inMemory).toLocaleString('en-US')} rows/s`,
+      },
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });

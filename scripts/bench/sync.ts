@@ -23,7 +23,11 @@ const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
 /** Starts the reference receiver; resolves with its port once it listens. */
 async function receiver(dir: string, db: string, tls: { cert: string; key: string }): Promise<{ port: number; child: ChildProcess }> {
-  const child = spawn(process.execPath, [join(ROOT, 'scripts/cmms/referenceServer.js'), '--db', join(dir, db), '--cert', tls.cert, '--key', tls.key, '--token-file', join(dir, 'token')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, 'scripts/cmms/referenceServer.js'), '--db', join(dir, db), '--cert', tls.cert, '--key', tls.key, '--token-file', join(dir, 'token')],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const port = await new Promise<number>((ok, fail) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -53,11 +57,31 @@ export async function syncBench(): Promise<BenchResult[]> {
   try {
     // The receiver's TLS certificate from a CA of its own (the gateway CA code, in a directory apart).
     const caDir = join(dir, 'cmms-ca');
-    initCa({ dir: caDir, passphrase: undefined, organization: 'CMMS', gatewayId: 'cmms', rootKeyType: 'ec-p256', issuers: { ec: 'ec-p256' }, rootValidityDays: 30, issuingValidityDays: 30 });
+    initCa({
+      dir: caDir,
+      passphrase: undefined,
+      organization: 'CMMS',
+      gatewayId: 'cmms',
+      rootKeyType: 'ec-p256',
+      issuers: { ec: 'ec-p256' },
+      rootValidityDays: 30,
+      issuingValidityDays: 30,
+    });
     const { store: caStore } = Store.open({ path: join(dir, 'cmms-ca.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, log);
-    const authority = new CertificateAuthority({ issuers: { ec: IssuingCa.load(caDir, 'ec', undefined)! }, store: new CertificateRepository(caStore), organization: 'CMMS', validityDays: { 'mqtt-device': 30, 'opcua-application': 30, 'broker-server': 30, 'agent-client': 30 }, allowKeyReuse: false });
+    const authority = new CertificateAuthority({
+      issuers: { ec: IssuingCa.load(caDir, 'ec', undefined)! },
+      store: new CertificateRepository(caStore),
+      organization: 'CMMS',
+      validityDays: { 'mqtt-device': 30, 'opcua-application': 30, 'broker-server': 30, 'agent-client': 30 },
+      allowKeyReuse: false,
+    });
     const key = SoftwareKey.generate('ec-p256');
-    const issued = await authority.issue({ profile: 'broker-server', identity: 'cmms', ipAddresses: ['127.0.0.1'], csr: buildCsr(key, encodeName({ commonName: 'cmms' })) });
+    const issued = await authority.issue({
+      profile: 'broker-server',
+      identity: 'cmms',
+      ipAddresses: ['127.0.0.1'],
+      csr: buildCsr(key, encodeName({ commonName: 'cmms' })),
+    });
     caStore.close();
     const tls = { cert: join(dir, 'receiver.crt'), key: join(dir, 'receiver.key') };
     writeFileSync(tls.cert, issued.record.pem + issued.chain.slice(0, -1).join(''));
@@ -72,7 +96,14 @@ export async function syncBench(): Promise<BenchResult[]> {
     for (let i = 0; i < REVISIONS; i += 5_000) {
       store.transaction(() => {
         for (let k = i; k < Math.min(i + 5_000, REVISIONS); k++) {
-          devices.apply({ protocol: 'mqtt', name: `dev-${k}`, to: 'discovered', cause: 'bench', actor: 'bench', patch: { nameplate: { manufacturer: 'ACME', model: 'P-1', serialNumber: `SN-${k}` } } });
+          devices.apply({
+            protocol: 'mqtt',
+            name: `dev-${k}`,
+            to: 'discovered',
+            cause: 'bench',
+            actor: 'bench',
+            patch: { nameplate: { manufacturer: 'ACME', model: 'P-1', serialNumber: `SN-${k}` } },
+          });
         }
       });
     }
@@ -87,10 +118,25 @@ export async function syncBench(): Promise<BenchResult[]> {
     const agent = new Agent({ keepAlive: true, ca: issued.chain.at(-1)! });
     const post = (body: string, i: number) =>
       new Promise<void>((ok, fail) => {
-        const req = request({ host: '127.0.0.1', port: direct.port, path: '/v1/gateways/gw-bench/devices:batch', method: 'POST', agent, headers: { authorization: 'Bearer bench-token', 'idempotency-key': `direct-${i}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-          res.resume();
-          res.on('end', () => (res.statusCode === 200 ? ok() : fail(new Error(`direct post: ${res.statusCode}`))));
-        });
+        const req = request(
+          {
+            host: '127.0.0.1',
+            port: direct.port,
+            path: '/v1/gateways/gw-bench/devices:batch',
+            method: 'POST',
+            agent,
+            headers: {
+              authorization: 'Bearer bench-token',
+              'idempotency-key': `direct-${i}`,
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(body),
+            },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => (res.statusCode === 200 ? ok() : fail(new Error(`direct post: ${res.statusCode}`))));
+          },
+        );
         req.on('error', fail);
         req.end(body);
       });
@@ -106,16 +152,44 @@ export async function syncBench(): Promise<BenchResult[]> {
     writeFileSync(
       config,
       [
-        'agent:', '  id: gw-bench', `  dataDir: ${dataDir}`, 'http:', '  port: 0', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false',
-        'sync:', '  enabled: true', `  baseUrl: https://127.0.0.1:${upstream.port}`, `  caFile: ${join(dir, 'ca.pem')}`, `  tokenFile: ${join(dir, 'token')}`,
-        `  batchSize: ${BATCH}`, '  idleMs: 50', '  reconcileOnStart: false', '',
+        'agent:',
+        '  id: gw-bench',
+        `  dataDir: ${dataDir}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'opcua:',
+        '  enabled: false',
+        'sync:',
+        '  enabled: true',
+        `  baseUrl: https://127.0.0.1:${upstream.port}`,
+        `  caFile: ${join(dir, 'ca.pem')}`,
+        `  tokenFile: ${join(dir, 'token')}`,
+        `  batchSize: ${BATCH}`,
+        '  idleMs: 50',
+        '  reconcileOnStart: false',
+        '',
       ].join('\n'),
     );
     // The gateway CA made beforehand, so that the drain is timed from the daemon's start (the sync starts before readiness).
     execFileSync(process.execPath, [join(ROOT, 'agent/main.js'), 'ca', 'init', '--config', config], { stdio: 'ignore' });
     started = performance.now();
-    daemon = spawn(process.execPath, [...(process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : []), join(ROOT, 'agent/main.js'), 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
-    const { store: watch } = Store.open({ path: join(dataDir, 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 64 << 20, integrityCheck: 'off' }, log);
+    daemon = spawn(
+      process.execPath,
+      [
+        ...(process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : []),
+        join(ROOT, 'agent/main.js'),
+        'run',
+        '--config',
+        config,
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    const { store: watch } = Store.open(
+      { path: join(dataDir, 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 64 << 20, integrityCheck: 'off' },
+      log,
+    );
     // A cheap look (no count over the outbox): the poller shares the two cores with the daemon and the receiver.
     const waiting = watch.db.prepare('SELECT EXISTS (SELECT 1 FROM sync_outbox) OR EXISTS (SELECT 1 FROM sync_batches) AS n');
     const left = () => (waiting.get() as { n: number }).n;

@@ -135,7 +135,8 @@ function badItem(i: unknown): string | undefined {
   if (!Number.isInteger(it.revision) || (it.revision as number) < 1) return `${it.deviceId}: revision must be a positive integer`;
   if (it.op !== 'upsert' && it.op !== 'retire') return `${it.deviceId}: op must be upsert or retire`;
   if (typeof it.observedAt !== 'string' || Number.isNaN(Date.parse(it.observedAt))) return `${it.deviceId}: observedAt must be a date-time`;
-  if (typeof it.record !== 'object' || it.record === null || (it.record as { deviceId?: unknown }).deviceId !== it.deviceId) return `${it.deviceId}: record must be an object with the same deviceId`;
+  if (typeof it.record !== 'object' || it.record === null || (it.record as { deviceId?: unknown }).deviceId !== it.deviceId)
+    return `${it.deviceId}: record must be an object with the same deviceId`;
   return undefined;
 }
 
@@ -147,7 +148,14 @@ const json = (res: ServerResponse, status: number, value: unknown, headers: Reco
   const text = JSON.stringify(value);
   // Every batch request and its answer are logged, for the tests (a dropped answer is logged as 0).
   const m = /\/devices:batch$/.exec(res.req.url ?? '');
-  if (m) logRequest.run(received.get(res.req) ?? Date.now(), Date.now(), /gateways\/([^/]+)/.exec(res.req.url ?? '')?.[1] ?? '', (res.req.headers['idempotency-key'] as string | undefined) ?? null, status);
+  if (m)
+    logRequest.run(
+      received.get(res.req) ?? Date.now(),
+      Date.now(),
+      /gateways\/([^/]+)/.exec(res.req.url ?? '')?.[1] ?? '',
+      (res.req.headers['idempotency-key'] as string | undefined) ?? null,
+      status,
+    );
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
 };

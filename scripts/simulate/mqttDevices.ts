@@ -73,8 +73,17 @@ export interface SimulationResult {
 }
 
 export const SIMULATION_DEFAULTS = {
-  count: 1, concurrency: 10, idPrefix: 'sim-', startIndex: 0, topicPrefix: 'edge/prov/v1', manufacturer: 'Simulated Devices Inc.',
-  model: 'SIM-1', protocolVersion: 4, timeoutMs: 30_000, waitForApproval: true, skipMtls: false,
+  count: 1,
+  concurrency: 10,
+  idPrefix: 'sim-',
+  startIndex: 0,
+  topicPrefix: 'edge/prov/v1',
+  manufacturer: 'Simulated Devices Inc.',
+  model: 'SIM-1',
+  protocolVersion: 4,
+  timeoutMs: 30_000,
+  waitForApproval: true,
+  skipMtls: false,
 } as const;
 
 /** The id the agent accepts for a device (and as MQTT client id). */
@@ -99,7 +108,9 @@ function urlProblem(text: string | undefined, what: string, schemes: string[]): 
 }
 
 const integerProblem = (value: number | undefined, what: string, min: number, max: number): string | undefined =>
-  value === undefined || (Number.isSafeInteger(value) && value >= min && value <= max) ? undefined : `${what} must be an integer from ${min} to ${max}, not ${value}`;
+  value === undefined || (Number.isSafeInteger(value) && value >= min && value <= max)
+    ? undefined
+    : `${what} must be an integer from ${min} to ${max}, not ${value}`;
 
 /** The defaults under the options; an option given as undefined takes its default too. */
 function withDefaults(options: SimulationOptions) {
@@ -125,10 +136,14 @@ export function validateOptions(options: SimulationOptions): string[] {
   else if (Number.isSafeInteger(o.startIndex + o.count) && deviceId(o.idPrefix, o.startIndex + o.count - 1).length > 64) {
     problems.push(`device ids must be at most 64 characters: ${deviceId(o.idPrefix, o.startIndex + o.count - 1)} is longer`);
   }
-  if (!/^[^/+#\u0000]+(\/[^/+#\u0000]+)*$/.test(o.topicPrefix)) problems.push(`the topic prefix ${JSON.stringify(o.topicPrefix)} must be non-empty topic levels without wildcards`);
+  if (!/^[^/+#\u0000]+(\/[^/+#\u0000]+)*$/.test(o.topicPrefix))
+    problems.push(`the topic prefix ${JSON.stringify(o.topicPrefix)} must be non-empty topic levels without wildcards`);
   if (o.protocolVersion !== 4 && o.protocolVersion !== 5) problems.push(`the MQTT protocol version is 4 or 5, not ${String(o.protocolVersion)}`);
   if (o.token !== undefined && o.token.length === 0) problems.push('the enrollment token is empty');
-  for (const [what, value] of [['manufacturer', o.manufacturer], ['model', o.model]] as const) {
+  for (const [what, value] of [
+    ['manufacturer', o.manufacturer],
+    ['model', o.model],
+  ] as const) {
     if (value.length === 0 || value.length > 64) problems.push(`the ${what} must be 1 to 64 characters long`);
   }
   return problems.filter((p): p is string => p !== undefined);
@@ -138,7 +153,8 @@ export function validateOptions(options: SimulationOptions): string[] {
 function checkAnswer(a: Record<string, unknown>): Answer {
   if (a.status !== 'issued' && a.status !== 'pending' && a.status !== 'rejected') throw new Error(`answer with status ${JSON.stringify(a.status)}`);
   if (a.status === 'issued' && typeof a.certificate !== 'string') throw new Error('issued answer without a certificate');
-  if (a.caChain !== undefined && !(Array.isArray(a.caChain) && a.caChain.every((c) => typeof c === 'string'))) throw new Error('caChain is not a list of PEM strings');
+  if (a.caChain !== undefined && !(Array.isArray(a.caChain) && a.caChain.every((c) => typeof c === 'string')))
+    throw new Error('caChain is not a list of PEM strings');
   if (a.brokerUrl !== undefined && typeof a.brokerUrl !== 'string') throw new Error('brokerUrl is not a string');
   return a as unknown as Answer;
 }
@@ -268,10 +284,12 @@ async function runDevice(id: string, ctx: Context): Promise<DeviceResult> {
       nameplate: { manufacturer: ctx.manufacturer, model: ctx.model, serialNumber: id, hardwareRevision: 'A', firmwareVersion: '1.0.0' },
       ...(ctx.token !== undefined ? { enrollmentToken: ctx.token } : {}),
     };
-    await step(prov.client.publishAsync(`${ctx.topicPrefix}/${id}/request`, JSON.stringify(request), {
-      qos: 1,
-      ...(ctx.protocolVersion === 5 ? { properties: { responseTopic, correlationData } } : {}),
-    }));
+    await step(
+      prov.client.publishAsync(`${ctx.topicPrefix}/${id}/request`, JSON.stringify(request), {
+        qos: 1,
+        ...(ctx.protocolVersion === 5 ? { properties: { responseTopic, correlationData } } : {}),
+      }),
+    );
     if (!pending) phase = 'waiting for the answer';
     const a = await step(answer);
     if (a.status !== 'issued') return { id, status: a.status, ...(a.reason ? { reason: a.reason } : {}) };

@@ -17,7 +17,10 @@ export function formatSummary(result: SimulationResult): string {
     `${result.devices.length} device(s) in ${(result.durationMs / 1000).toFixed(1)} s: ` +
       `${c.issued} issued, ${c.pending} pending, ${c.rejected} rejected, ${c.failed} failed; ${result.enrollmentsPerSecond.toFixed(1)} enrollments/s`,
   ];
-  for (const [what, key] of [['enrollment', 'enrolledMs'], ['mutual-TLS hello', 'connectedMs']] as const) {
+  for (const [what, key] of [
+    ['enrollment', 'enrolledMs'],
+    ['mutual-TLS hello', 'connectedMs'],
+  ] as const) {
     const values = result.devices.flatMap((d) => (d[key] === undefined ? [] : [d[key]]));
     if (values.length > 0) lines.push(`${what}: p50 ${percentile(values, 50)} ms, p95 ${percentile(values, 95)} ms, max ${percentile(values, 100)} ms`);
   }
@@ -83,9 +86,18 @@ export function parseArguments(args: string[], output: OutputConfiguration = {})
     if (err instanceof CommanderError) throw new UsageError(err.message.replace(/^error: /, ''));
     throw err;
   }
-  const { ca, out, tokenFile, mqtt5, wait, skipMtls, json, ...same } = program.opts<Omit<SimulationOptions, 'caFile' | 'outDir' | 'protocolVersion' | 'waitForApproval' | 'skipMtls'> & {
-    provisioningUrl: string; ca?: string; out?: string; tokenFile?: string; mqtt5?: boolean; wait: boolean; skipMtls?: boolean; json?: boolean;
-  }>();
+  const { ca, out, tokenFile, mqtt5, wait, skipMtls, json, ...same } = program.opts<
+    Omit<SimulationOptions, 'caFile' | 'outDir' | 'protocolVersion' | 'waitForApproval' | 'skipMtls'> & {
+      provisioningUrl: string;
+      ca?: string;
+      out?: string;
+      tokenFile?: string;
+      mqtt5?: boolean;
+      wait: boolean;
+      skipMtls?: boolean;
+      json?: boolean;
+    }
+  >();
   if (tokenFile !== undefined) {
     if (same.token !== undefined) throw new UsageError('give at most one of --token and --token-file');
     if (!existsSync(tokenFile)) throw new UsageError(`${tokenFile} does not exist`);

@@ -22,8 +22,7 @@ export function writeConfig(dir: string, yaml?: string, name = 'edge-agent.yaml'
   const file = join(dir, name);
   writeFileSync(
     file,
-    yaml ??
-      ['agent:', '  id: test-gw', `  dataDir: ${join(dir, 'data')}`, '  heartbeatIntervalMs: 200', 'http:', '  port: 0', ''].join('\n'),
+    yaml ?? ['agent:', '  id: test-gw', `  dataDir: ${join(dir, 'data')}`, '  heartbeatIntervalMs: 200', 'http:', '  port: 0', ''].join('\n'),
   );
   return file;
 }

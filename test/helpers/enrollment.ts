@@ -35,14 +35,26 @@ export async function requestOnce(
 ): Promise<{ answer?: Answer; code: number; output: string }> {
   const body = typeof payload === 'string' ? payload : JSON.stringify(payload);
   const args = [
-    '-h', '127.0.0.1', '-p', String(port), '--cafile', cafile,
-    '-i', o.clientId ?? name,
-    '-V', o.v5 === false ? '311' : '5',
-    '-q', '1',
-    '-t', o.topic ?? `${PREFIX}/${name}/request`,
-    '-e', `${PREFIX}/${name}/response`,
-    '-m', body,
-    '-W', String(o.seconds ?? 10),
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '--cafile',
+    cafile,
+    '-i',
+    o.clientId ?? name,
+    '-V',
+    o.v5 === false ? '311' : '5',
+    '-q',
+    '1',
+    '-t',
+    o.topic ?? `${PREFIX}/${name}/request`,
+    '-e',
+    `${PREFIX}/${name}/response`,
+    '-m',
+    body,
+    '-W',
+    String(o.seconds ?? 10),
   ];
   try {
     const { stdout, stderr } = await exec('mosquitto_rr', args, { timeout: 20_000, maxBuffer: 1 << 20 });

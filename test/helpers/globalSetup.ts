@@ -14,8 +14,6 @@ export default function setup(): void {
   try {
     execFileSync('python3', ['-c', 'import socket; socket.AF_UNIX'], { stdio: 'ignore' });
   } catch {
-    throw new Error(
-      'python3 is needed to capture systemd notifications in tests; install it (Debian: apt-get install -y python3)',
-    );
+    throw new Error('python3 is needed to capture systemd notifications in tests; install it (Debian: apt-get install -y python3)');
   }
 }

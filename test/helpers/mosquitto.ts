@@ -67,11 +67,18 @@ export class Mosquitto {
   waitForLog(pattern: RegExp, o: { since?: number; timeoutMs?: number } = {}): Promise<string> {
     const since = o.since ?? 0;
     return this.arrivals.until(
-      () => this.output.slice(since).split('\n').find((line) => pattern.test(line)),
+      () =>
+        this.output
+          .slice(since)
+          .split('\n')
+          .find((line) => pattern.test(line)),
       {
         timeoutMs: o.timeoutMs ?? 10_000,
         timeoutMessage: () => `mosquitto wrote no line matching ${pattern} in time; its log after the mark:\n${this.output.slice(since)}`,
-        gone: () => (this.child.exitCode !== null || this.child.signalCode !== null ? `mosquitto exited before writing ${pattern}: ${this.output.slice(since)}` : undefined),
+        gone: () =>
+          this.child.exitCode !== null || this.child.signalCode !== null
+            ? `mosquitto exited before writing ${pattern}: ${this.output.slice(since)}`
+            : undefined,
       },
     );
   }
@@ -99,14 +106,26 @@ export interface ClientTls {
 
 function tlsArgs(port: number, tls: ClientTls, clientId?: string): string[] {
   return [
-    '-h', '127.0.0.1', '-p', String(port), '--cafile', tls.cafile,
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '--cafile',
+    tls.cafile,
     ...(tls.cert ? ['--cert', tls.cert, '--key', tls.key!] : []),
     ...(clientId ? ['-i', clientId] : []),
   ];
 }
 
 /** mosquitto_pub: resolves with its exit code and output. */
-export async function publish(port: number, tls: ClientTls, topic: string, message: string, clientId?: string, file?: string): Promise<{ code: number; output: string }> {
+export async function publish(
+  port: number,
+  tls: ClientTls,
+  topic: string,
+  message: string,
+  clientId?: string,
+  file?: string,
+): Promise<{ code: number; output: string }> {
   try {
     const body = file ? ['-f', file] : ['-m', message];
     const { stdout, stderr } = await exec('mosquitto_pub', [...tlsArgs(port, tls, clientId), '-q', '1', '-t', topic, ...body], { timeout: 10_000 });
@@ -123,7 +142,11 @@ export async function publish(port: number, tls: ClientTls, topic: string, messa
  */
 export function subscribe(port: number, tls: ClientTls, topic: string, o: { count?: number; seconds: number; clientId?: string }) {
   // stdbuf: mosquitto_sub block-buffers a pipe, which would hide the SUBACK until it exits.
-  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', ...tlsArgs(port, tls, o.clientId), '-q', '1', '-t', topic, '-v', '-C', String(o.count ?? 1), '-W', String(o.seconds), '-d'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    'stdbuf',
+    ['-oL', 'mosquitto_sub', ...tlsArgs(port, tls, o.clientId), '-q', '1', '-t', topic, '-v', '-C', String(o.count ?? 1), '-W', String(o.seconds), '-d'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let out = '';
   let debug = '';
   const ready = new Promise<void>((resolve, reject) => {
@@ -147,7 +170,10 @@ export function subscribe(port: number, tls: ClientTls, topic: string, o: { coun
  * broker), `ca init`, `broker mosquitto-config`, then Mosquitto started from
  * what it wrote. The daemon is left for the test to start.
  */
-export async function agentWithMosquitto(tmpDir: string, agentLines: string[]): Promise<{ config: string; broker: Mosquitto; ports: { provisioning: number; mtls: number }; dir: string }> {
+export async function agentWithMosquitto(
+  tmpDir: string,
+  agentLines: string[],
+): Promise<{ config: string; broker: Mosquitto; ports: { provisioning: number; mtls: number }; dir: string }> {
   const { runCli } = await import('./daemon.js');
   const dir = join(tmpDir, 'broker');
   const ports = { provisioning: await freePort(), mtls: await freePort() };
@@ -156,8 +182,13 @@ export async function agentWithMosquitto(tmpDir: string, agentLines: string[]): 
     config,
     [
       ...agentLines,
-      'ca:', `  crlFile: ${join(dir, 'crl.pem')}`,
-      'mqtt:', `  brokerUrl: mqtts://127.0.0.1:${ports.mtls}`, `  mosquittoDir: ${dir}`, `  mosquittoPidFile: ${join(dir, 'mosquitto.pid')}`, '  actionPollMs: 100',
+      'ca:',
+      `  crlFile: ${join(dir, 'crl.pem')}`,
+      'mqtt:',
+      `  brokerUrl: mqtts://127.0.0.1:${ports.mtls}`,
+      `  mosquittoDir: ${dir}`,
+      `  mosquittoPidFile: ${join(dir, 'mosquitto.pid')}`,
+      '  actionPollMs: 100',
       '',
     ].join('\n'),
   );

@@ -33,9 +33,7 @@ export class NotifyCapture {
       lines.on('line', (line) => {
         if (line === 'listening') return resolve();
         const { pid, text } = JSON.parse(line) as { pid: number | null; text: string };
-        const fields = Object.fromEntries(
-          text.split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as const),
-        );
+        const fields = Object.fromEntries(text.split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as const));
         capture.messages.push({ pid, text, fields });
         capture.waiters.wake();
       });

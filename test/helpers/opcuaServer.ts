@@ -192,9 +192,7 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
       serverInfo: { applicationUri, productUri: buildInfo.productUri, applicationName: { text: applicationName, locale: 'en' } },
       buildInfo,
       ...(options.pushManagement ? { userManager: userManager(options.pushManagement) } : {}),
-      ...(options.registerWith
-        ? { registerServerMethod: RegisterServerMethod.LDS, discoveryServerEndpointUrl: options.registerWith.endpointUrl }
-        : {}),
+      ...(options.registerWith ? { registerServerMethod: RegisterServerMethod.LDS, discoveryServerEndpointUrl: options.registerWith.endpointUrl } : {}),
     });
     server = opcua;
     await opcua.initialize();

@@ -2,14 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { OPCUACertificateManager } from 'node-opcua-certificate-manager';
-import {
-  MessageSecurityMode,
-  RegisterServer2Request,
-  SecurityPolicy,
-  StatusCodes,
-  type Message,
-  type ServerSecureChannelLayer,
-} from 'node-opcua-client';
+import { MessageSecurityMode, type RegisterServer2Request, SecurityPolicy, StatusCodes, type Message, type ServerSecureChannelLayer } from 'node-opcua-client';
 import { OPCUABaseServer, OPCUAServerEndPoint } from 'node-opcua-server';
 import { OPCUADiscoveryServer } from 'node-opcua-server-discovery';
 import { certificateManagerIn, selfSignApplicationCertificate, thumbprint } from './opcuaServerPki.js';

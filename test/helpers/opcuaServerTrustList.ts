@@ -36,7 +36,9 @@ export function completeTrustListWrites(server: OPCUAServer, certificateManager:
   const closeAndUpdate = trustList.getChildByName('CloseAndUpdate') as Method;
   closeAndUpdate.bindMethod(async (input, context) => {
     const written = trustList.$fileData._fs.readFileSync(trustList.$fileData.filename);
-    const closed = await new Promise<MethodResult>((resolve, reject) => close._asyncExecutionFunction.call(close, input, context, (err, r) => (err ? reject(err) : resolve(r!))));
+    const closed = await new Promise<MethodResult>((resolve, reject) =>
+      close._asyncExecutionFunction.call(close, input, context, (err, r) => (err ? reject(err) : resolve(r!))),
+    );
     if (!closed.statusCode.isGood()) return closed;
     const list = new TrustListDataType();
     list.decode(new BinaryStream(written));

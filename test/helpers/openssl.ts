@@ -27,8 +27,25 @@ const newkey: Record<KeySpec, string[]> = {
 };
 
 /** A key and a CSR made by `openssl req`, not by the agent's code. Returns the CSR PEM. */
-export async function opensslCsr(dir: string, name: string, key: KeySpec, options: { subject?: string; addext?: string[]; args?: string[] } = {}): Promise<string> {
-  const args = ['req', '-new', ...newkey[key], '-nodes', '-keyout', `${name}.key`, '-subj', options.subject ?? `/CN=${name}`, '-out', `${name}.csr`, ...(options.args ?? [])];
+export async function opensslCsr(
+  dir: string,
+  name: string,
+  key: KeySpec,
+  options: { subject?: string; addext?: string[]; args?: string[] } = {},
+): Promise<string> {
+  const args = [
+    'req',
+    '-new',
+    ...newkey[key],
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-subj',
+    options.subject ?? `/CN=${name}`,
+    '-out',
+    `${name}.csr`,
+    ...(options.args ?? []),
+  ];
   for (const ext of options.addext ?? []) args.push('-addext', ext);
   const result = await openssl(args, dir);
   if (!result.ok) throw new Error(`openssl req failed: ${result.stderr}`);

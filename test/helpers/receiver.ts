@@ -15,10 +15,56 @@ export async function receiverPki(dir: string): Promise<{ ca: string; otherCa: s
     if (!r.ok) throw new Error(`openssl ${args[0]}: ${r.stderr}`);
   };
   for (const name of ['cmms-ca', 'other-ca']) {
-    await run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '30', '-subj', `/CN=${name}`]);
+    await run([
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '30',
+      '-subj',
+      `/CN=${name}`,
+    ]);
   }
-  await run(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'receiver.key', '-out', 'receiver.csr', '-subj', '/CN=cmms.test']);
-  await run(['x509', '-req', '-in', 'receiver.csr', '-CA', 'cmms-ca.crt', '-CAkey', 'cmms-ca.key', '-CAcreateserial', '-out', 'receiver.crt', '-days', '30', '-extfile', await extfile(dir)]);
+  await run([
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'receiver.key',
+    '-out',
+    'receiver.csr',
+    '-subj',
+    '/CN=cmms.test',
+  ]);
+  await run([
+    'x509',
+    '-req',
+    '-in',
+    'receiver.csr',
+    '-CA',
+    'cmms-ca.crt',
+    '-CAkey',
+    'cmms-ca.key',
+    '-CAcreateserial',
+    '-out',
+    'receiver.crt',
+    '-days',
+    '30',
+    '-extfile',
+    await extfile(dir),
+  ]);
   return { ca: join(dir, 'cmms-ca.crt'), otherCa: join(dir, 'other-ca.crt'), cert: join(dir, 'receiver.crt'), key: join(dir, 'receiver.key') };
 }
 
@@ -57,9 +103,25 @@ export interface Receiver {
 
 /** Starts scripts/cmms-reference-server with `args` (plus --db, --cert, --key, --port) and waits until it listens. */
 export async function startReceiver(o: { db: string; cert: string; key: string; port?: number; args?: string[]; base?: string[] }): Promise<Receiver> {
-  const child = spawn(process.execPath, [join(REPO, 'dist/scripts/cmms/referenceServer.js'), '--db', o.db, '--cert', o.cert, '--key', o.key, '--port', String(o.port ?? 0), ...(o.base ?? []), ...(o.args ?? [])], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      join(REPO, 'dist/scripts/cmms/referenceServer.js'),
+      '--db',
+      o.db,
+      '--cert',
+      o.cert,
+      '--key',
+      o.key,
+      '--port',
+      String(o.port ?? 0),
+      ...(o.base ?? []),
+      ...(o.args ?? []),
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const port = await new Promise<number>((resolve, reject) => {
@@ -97,8 +159,15 @@ export async function startReceiver(o: { db: string; cert: string; key: string; 
       await ended;
       return startReceiver({ ...o, port, args });
     },
-    holdings: (gateway) => new Map(read<{ device_id: string; revision: number }>('SELECT device_id, revision FROM devices WHERE gateway_id = ?', gateway).map((r) => [r.device_id, r.revision])),
-    appliedTwice: (gateway) => read('SELECT device_id, revision, count(*) AS n FROM apply_log WHERE gateway_id = ? GROUP BY device_id, revision HAVING n > 1', gateway),
+    holdings: (gateway) =>
+      new Map(
+        read<{ device_id: string; revision: number }>('SELECT device_id, revision FROM devices WHERE gateway_id = ?', gateway).map((r) => [
+          r.device_id,
+          r.revision,
+        ]),
+      ),
+    appliedTwice: (gateway) =>
+      read('SELECT device_id, revision, count(*) AS n FROM apply_log WHERE gateway_id = ? GROUP BY device_id, revision HAVING n > 1', gateway),
     sentUnderTwoKeys: (gateway) =>
       read(
         "SELECT device_id, revision, count(DISTINCT idempotency_key) AS keys FROM item_results WHERE gateway_id = ? AND status IN ('applied', 'stale') GROUP BY device_id, revision HAVING keys > 1",

@@ -4,7 +4,10 @@
  * with `message()` after `timeoutMs`. A failing check (an exception) counts
  * as not yet, and its error is in the final message.
  */
-export async function pollUntil<T>(check: () => T | undefined | Promise<T | undefined>, options: { timeoutMs?: number; intervalMs?: number; message: () => string }): Promise<T> {
+export async function pollUntil<T>(
+  check: () => T | undefined | Promise<T | undefined>,
+  options: { timeoutMs?: number; intervalMs?: number; message: () => string },
+): Promise<T> {
   const deadline = Date.now() + (options.timeoutMs ?? 15_000);
   let lastError: unknown;
   for (;;) {
@@ -34,10 +37,7 @@ export class Waiters {
    * Resolves with `find()`'s first defined result. Rejects with `gone()`'s
    * message as soon as it returns one, or with `timeoutMessage()` after `timeoutMs`.
    */
-  async until<T>(
-    find: () => T | undefined,
-    options: { timeoutMs: number; timeoutMessage: () => string; gone?: () => string | undefined },
-  ): Promise<T> {
+  async until<T>(find: () => T | undefined, options: { timeoutMs: number; timeoutMessage: () => string; gone?: () => string | undefined }): Promise<T> {
     const deadline = Date.now() + options.timeoutMs;
     for (;;) {
       const found = find();

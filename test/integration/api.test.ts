@@ -22,27 +22,132 @@ import { Daemon, runCli, tempDir, writeConfig } from '../helpers/daemon.js';
 const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; permission: Permission; roles: string; allowed: number }[] = [
   { method: 'GET', path: '/api/v1/me', route: '/api/v1/me', permission: 'status.read', roles: 'admin technician viewer', allowed: 200 },
   { method: 'GET', path: '/api/v1/devices', route: '/api/v1/devices', permission: 'devices.read', roles: 'admin technician viewer', allowed: 200 },
-  { method: 'GET', path: '/api/v1/devices/mqtt:meter-1', route: '/api/v1/devices/{id}', permission: 'devices.read', roles: 'admin technician viewer', allowed: 200 },
-  ...(['approve', 'reject'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.decide' as const, roles: 'admin technician', allowed: 400 })),
-  ...(['revoke', 'decommission'] as const).map((k) => ({ method: 'POST' as const, path: `/api/v1/devices/mqtt:meter-1/${k}`, route: `/api/v1/devices/{id}/${k}`, permission: 'devices.retire' as const, roles: 'admin', allowed: 400 })),
-  { method: 'PUT', path: '/api/v1/devices/mqtt:meter-1/annotation', route: '/api/v1/devices/{id}/annotation', permission: 'devices.annotate', roles: 'admin technician', allowed: 400 },
-  { method: 'POST', path: '/api/v1/enrollment-tokens', route: '/api/v1/enrollment-tokens', permission: 'devices.enroll', roles: 'admin technician', allowed: 400 },
-  { method: 'GET', path: '/api/v1/enrollment-tokens', route: '/api/v1/enrollment-tokens', permission: 'devices.enroll', roles: 'admin technician', allowed: 200 },
-  { method: 'POST', path: '/api/v1/enrollment-tokens/0123456789ab/revoke', route: '/api/v1/enrollment-tokens/{id}/revoke', permission: 'devices.enroll', roles: 'admin technician', allowed: 400 },
+  {
+    method: 'GET',
+    path: '/api/v1/devices/mqtt:meter-1',
+    route: '/api/v1/devices/{id}',
+    permission: 'devices.read',
+    roles: 'admin technician viewer',
+    allowed: 200,
+  },
+  ...(['approve', 'reject'] as const).map((k) => ({
+    method: 'POST' as const,
+    path: `/api/v1/devices/mqtt:meter-1/${k}`,
+    route: `/api/v1/devices/{id}/${k}`,
+    permission: 'devices.decide' as const,
+    roles: 'admin technician',
+    allowed: 400,
+  })),
+  ...(['revoke', 'decommission'] as const).map((k) => ({
+    method: 'POST' as const,
+    path: `/api/v1/devices/mqtt:meter-1/${k}`,
+    route: `/api/v1/devices/{id}/${k}`,
+    permission: 'devices.retire' as const,
+    roles: 'admin',
+    allowed: 400,
+  })),
+  {
+    method: 'PUT',
+    path: '/api/v1/devices/mqtt:meter-1/annotation',
+    route: '/api/v1/devices/{id}/annotation',
+    permission: 'devices.annotate',
+    roles: 'admin technician',
+    allowed: 400,
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/enrollment-tokens',
+    route: '/api/v1/enrollment-tokens',
+    permission: 'devices.enroll',
+    roles: 'admin technician',
+    allowed: 400,
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/enrollment-tokens',
+    route: '/api/v1/enrollment-tokens',
+    permission: 'devices.enroll',
+    roles: 'admin technician',
+    allowed: 200,
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/enrollment-tokens/0123456789ab/revoke',
+    route: '/api/v1/enrollment-tokens/{id}/revoke',
+    permission: 'devices.enroll',
+    roles: 'admin technician',
+    allowed: 400,
+  },
   { method: 'POST', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.run', roles: 'admin technician', allowed: 400 },
   { method: 'GET', path: '/api/v1/discovery/runs', route: '/api/v1/discovery/runs', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
-  { method: 'GET', path: '/api/v1/discovery/runs/1', route: '/api/v1/discovery/runs/{id}', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
-  { method: 'GET', path: '/api/v1/discovery/runs/1/events', route: '/api/v1/discovery/runs/{id}/events', permission: 'discovery.read', roles: 'admin technician', allowed: 200 },
-  { method: 'POST', path: '/api/v1/discovery/runs/1/cancel', route: '/api/v1/discovery/runs/{id}/cancel', permission: 'discovery.run', roles: 'admin technician', allowed: 400 },
+  {
+    method: 'GET',
+    path: '/api/v1/discovery/runs/1',
+    route: '/api/v1/discovery/runs/{id}',
+    permission: 'discovery.read',
+    roles: 'admin technician',
+    allowed: 200,
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/discovery/runs/1/events',
+    route: '/api/v1/discovery/runs/{id}/events',
+    permission: 'discovery.read',
+    roles: 'admin technician',
+    allowed: 200,
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/discovery/runs/1/cancel',
+    route: '/api/v1/discovery/runs/{id}/cancel',
+    permission: 'discovery.run',
+    roles: 'admin technician',
+    allowed: 400,
+  },
   { method: 'GET', path: '/api/v1/certificates', route: '/api/v1/certificates', permission: 'certificates.read', roles: 'admin technician', allowed: 200 },
-  { method: 'GET', path: '/api/v1/certificates/crl', route: '/api/v1/certificates/crl', permission: 'certificates.read', roles: 'admin technician', allowed: 200 },
-  { method: 'GET', path: '/api/v1/certificates/ab12', route: '/api/v1/certificates/{serial}', permission: 'certificates.read', roles: 'admin technician', allowed: 404 },
-  { method: 'POST', path: '/api/v1/certificates/ab12/revoke', route: '/api/v1/certificates/{serial}/revoke', permission: 'certificates.revoke', roles: 'admin', allowed: 400 },
+  {
+    method: 'GET',
+    path: '/api/v1/certificates/crl',
+    route: '/api/v1/certificates/crl',
+    permission: 'certificates.read',
+    roles: 'admin technician',
+    allowed: 200,
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/certificates/ab12',
+    route: '/api/v1/certificates/{serial}',
+    permission: 'certificates.read',
+    roles: 'admin technician',
+    allowed: 404,
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/certificates/ab12/revoke',
+    route: '/api/v1/certificates/{serial}/revoke',
+    permission: 'certificates.revoke',
+    roles: 'admin',
+    allowed: 400,
+  },
   { method: 'GET', path: '/api/v1/sync/status', route: '/api/v1/sync/status', permission: 'sync.read', roles: 'admin technician viewer', allowed: 200 },
   { method: 'POST', path: '/api/v1/sync/now', route: '/api/v1/sync/now', permission: 'sync.now', roles: 'admin technician', allowed: 400 },
   { method: 'POST', path: '/api/v1/sync/reconcile', route: '/api/v1/sync/reconcile', permission: 'sync.reconcile', roles: 'admin', allowed: 400 },
-  { method: 'GET', path: '/api/v1/sync/dead-letters', route: '/api/v1/sync/dead-letters', permission: 'sync.deadLetters.read', roles: 'admin technician', allowed: 200 },
-  { method: 'POST', path: '/api/v1/sync/dead-letters/retry', route: '/api/v1/sync/dead-letters/retry', permission: 'sync.deadLetters.retry', roles: 'admin', allowed: 400 },
+  {
+    method: 'GET',
+    path: '/api/v1/sync/dead-letters',
+    route: '/api/v1/sync/dead-letters',
+    permission: 'sync.deadLetters.read',
+    roles: 'admin technician',
+    allowed: 200,
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/sync/dead-letters/retry',
+    route: '/api/v1/sync/dead-letters/retry',
+    permission: 'sync.deadLetters.retry',
+    roles: 'admin',
+    allowed: 400,
+  },
   { method: 'GET', path: '/api/v1/users', route: '/api/v1/users', permission: 'users.manage', roles: 'admin', allowed: 200 },
   { method: 'POST', path: '/api/v1/users', route: '/api/v1/users', permission: 'users.manage', roles: 'admin', allowed: 400 },
   { method: 'POST', path: '/api/v1/users/viewer-b/disable', route: '/api/v1/users/{name}/disable', permission: 'users.manage', roles: 'admin', allowed: 400 },
@@ -52,7 +157,13 @@ const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; per
   { method: 'GET', path: '/api/v1/audit', route: '/api/v1/audit', permission: 'audit.read', roles: 'admin technician', allowed: 200 },
 ];
 
-type Answer = { status: number; body: { code?: string; [k: string]: unknown }; text: string; cookie?: string[]; headers: Record<string, string | string[] | undefined> };
+type Answer = {
+  status: number;
+  body: { code?: string; [k: string]: unknown };
+  text: string;
+  cookie?: string[];
+  headers: Record<string, string | string[] | undefined>;
+};
 
 describe('the local API: tokens, roles and hardening (real daemon)', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -62,15 +173,31 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
   const tokens: Record<string, string> = {};
   const call = (method: string, path: string, headers: Record<string, string> = {}, body?: string | Buffer, localAddress?: string) =>
     new Promise<Answer>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path, method, ...(localAddress ? { localAddress } : {}), headers: { host: `127.0.0.1:${port}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers } }, (res) => {
-        let text = '';
-        res.on('data', (d: Buffer) => (text += d.toString()));
-        res.on('end', () => {
-          let parsed: Answer['body'] = {};
-          if ((res.headers['content-type'] ?? '').startsWith('application/json')) parsed = JSON.parse(text) as Answer['body'];
-          resolve({ status: res.statusCode ?? 0, body: parsed, text, headers: res.headers, ...(res.headers['set-cookie'] ? { cookie: res.headers['set-cookie'] } : {}) });
-        });
-      });
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port,
+          path,
+          method,
+          ...(localAddress ? { localAddress } : {}),
+          headers: { host: `127.0.0.1:${port}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d.toString()));
+          res.on('end', () => {
+            let parsed: Answer['body'] = {};
+            if ((res.headers['content-type'] ?? '').startsWith('application/json')) parsed = JSON.parse(text) as Answer['body'];
+            resolve({
+              status: res.statusCode ?? 0,
+              body: parsed,
+              text,
+              headers: res.headers,
+              ...(res.headers['set-cookie'] ? { cookie: res.headers['set-cookie'] } : {}),
+            });
+          });
+        },
+      );
       req.on('error', reject);
       req.end(body);
     });
@@ -88,10 +215,28 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
 
   beforeAll(async () => {
     tmp = tempDir();
-    config = writeConfig(tmp.dir, ['agent:', '  id: gw-api', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', '  names: [gw-api.plant.example]', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false', ''].join('\n'));
+    config = writeConfig(
+      tmp.dir,
+      [
+        'agent:',
+        '  id: gw-api',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        '  names: [gw-api.plant.example]',
+        'mqtt:',
+        '  enabled: false',
+        'opcua:',
+        '  enabled: false',
+        '',
+      ].join('\n'),
+    );
     daemon = Daemon.start(config);
     port = Number(new URL(await daemon.ready()).port);
-    const { store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' }));
+    const { store } = Store.open(
+      { path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    );
     store.transaction(() => new DeviceRepository(store).apply({ protocol: 'mqtt', name: 'meter-1', to: 'discovered', cause: 'test', actor: 'test' }));
     // A finished run: its event stream ends at once.
     const runs = new DiscoveryRunRepository(store);
@@ -162,7 +307,16 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
   });
   it('has no route the table above lacks, and gives each permission to the roles the table does', () => {
     for (const r of ROUTES) expect([...PERMISSIONS[r.permission]].join(' '), `${r.method} ${r.route}`).toBe(r.roles);
-    const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: undefined as never, repos: undefined as never, bus: undefined as never, ca: undefined as never });
+    const served = apiRoutes({
+      log: pino({ level: 'silent' }),
+      config: () => {
+        throw new Error('unused');
+      },
+      store: undefined as never,
+      repos: undefined as never,
+      bus: undefined as never,
+      ca: undefined as never,
+    });
     expect(served.map((r) => `${r.method} ${r.path} ${r.permission}`).sort()).toEqual(ROUTES.map((r) => `${r.method} ${r.route} ${r.permission}`).sort());
   });
 
@@ -175,7 +329,12 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
       ...(i % 4 === 0 ? [['expired', `Bearer ${tokens.expired}`, () => 401] as [string, string, () => number]] : []),
       ...(i % 4 === 1 ? [['revoked', `Bearer ${tokens.revoked}`, () => 401] as [string, string, () => number]] : []),
       ...(['admin', 'technician', 'viewer'] as const).map(
-        (role) => [role, `Bearer ${tokens[role]}`, (r: (typeof ROUTES)[number]) => (r.roles.split(' ').includes(role) ? r.allowed : 403)] as [string, string, (r: (typeof ROUTES)[number]) => number],
+        (role) =>
+          [role, `Bearer ${tokens[role]}`, (r: (typeof ROUTES)[number]) => (r.roles.split(' ').includes(role) ? r.allowed : 403)] as [
+            string,
+            string,
+            (r: (typeof ROUTES)[number]) => number,
+          ],
       ),
     ];
     const audited = (await get('/api/v1/audit', as('admin'))).body.total as number;
@@ -186,7 +345,13 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     for (const [i, route] of ROUTES.entries()) {
       for (const [who, header, expected] of cases(i)) {
         const from = expected(route) === 401 ? `127.0.${1 + (source >> 8)}.${++source % 256}` : undefined;
-        const r = await call(route.method, route.path, header ? { authorization: header } : {}, route.method === 'GET' ? undefined : '{"mass_assigned":true}', from);
+        const r = await call(
+          route.method,
+          route.path,
+          header ? { authorization: header } : {},
+          route.method === 'GET' ? undefined : '{"mass_assigned":true}',
+          from,
+        );
         seen.push(`${who} ${route.method} ${route.path} ${r.status}`);
         expect(r.status, `${who} on ${route.method} ${route.path}: ${r.text.slice(0, 300)}`).toBe(expected(route));
         if (r.status >= 400) expect(r.body.code).toMatch(/^[A-Z_]+$/);
@@ -202,12 +367,29 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     // Nothing was changed by any of those calls; each refusal of a role is in the audit log, with the route.
     const after = await get(`/api/v1/audit?limit=${refused.viewer!.length + refused.technician!.length + 10}`, as('admin'));
     const entries = (after.body.items as { actor: string; action: string; target: string; outcome: string }[]).slice(0, (after.body.total as number) - audited);
-    expect(entries.every((e) => e.action === 'access.denied' && e.outcome === 'refused'), JSON.stringify(entries.slice(0, 3))).toBe(true);
-    for (const [who, user] of [['technician', 'tech-a'], ['viewer', 'viewer-b']] as const) {
-      expect(entries.filter((e) => e.actor === user).map((e) => e.target).sort(), who).toEqual([...refused[who]!].sort());
+    expect(
+      entries.every((e) => e.action === 'access.denied' && e.outcome === 'refused'),
+      JSON.stringify(entries.slice(0, 3)),
+    ).toBe(true);
+    for (const [who, user] of [
+      ['technician', 'tech-a'],
+      ['viewer', 'viewer-b'],
+    ] as const) {
+      expect(
+        entries
+          .filter((e) => e.actor === user)
+          .map((e) => e.target)
+          .sort(),
+        who,
+      ).toEqual([...refused[who]!].sort());
     }
     const metrics = await get('/metrics');
-    expect(metrics.text).toMatch(new RegExp(`^edge_agent_api_forbidden_total\\{permission="users.manage"\\} ${refused.viewer!.filter((r) => ROUTES.find((x) => `${x.method} ${x.route}` === r)!.permission === 'users.manage').length * 2}$`, 'm'));
+    expect(metrics.text).toMatch(
+      new RegExp(
+        `^edge_agent_api_forbidden_total\\{permission="users.manage"\\} ${refused.viewer!.filter((r) => ROUTES.find((x) => `${x.method} ${x.route}` === r)!.permission === 'users.manage').length * 2}$`,
+        'm',
+      ),
+    );
   });
 
   it('refuses a Host header that does not name the listener (DNS rebinding), accepts the names configured, and refuses bad queries, with JSON codes', async () => {
@@ -227,16 +409,28 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     const big = JSON.stringify({ assetTag: 'x'.repeat(100), pad: 'y'.repeat(100 * 1024) });
     expect(await call('PUT', path, as('technician'), big)).toMatchObject({ status: 413, body: { code: 'BODY_TOO_LARGE' } });
     const chunked = await new Promise<number>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path, method: 'PUT', headers: { host: `127.0.0.1:${port}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked', ...as('technician') } }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port,
+          path,
+          method: 'PUT',
+          headers: { host: `127.0.0.1:${port}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked', ...as('technician') },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
       req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? resolve(413) : reject(err)));
       for (let i = 0; i < 100; i++) req.write('x'.repeat(1024));
       req.end();
     });
     expect(chunked).toBe(413);
-    expect(await call('PUT', path, as('technician'), JSON.stringify({ assetTag: 'A-1', revision: 99 }))).toMatchObject({ status: 400, body: { code: 'BAD_REQUEST' } });
+    expect(await call('PUT', path, as('technician'), JSON.stringify({ assetTag: 'A-1', revision: 99 }))).toMatchObject({
+      status: 400,
+      body: { code: 'BAD_REQUEST' },
+    });
     expect(await call('POST', '/api/v1/users', as('admin'), JSON.stringify({ name: 'mallory', role: 'viewer', id: 1 }))).toMatchObject({ status: 400 });
     expect(await call('PUT', path, as('technician'), 'assetTag=A-1')).toMatchObject({ status: 400, body: { code: 'BAD_JSON' } });
     const device = (await get('/api/v1/devices/mqtt:meter-1', as('viewer'))).body.device as { assetTag?: string; revision: number };
@@ -245,9 +439,16 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
   });
 
   it('records every change with who made it; a token appears once, at creation, and never in logs or later answers', async () => {
-    const set = await call('PUT', '/api/v1/devices/mqtt:meter-1/annotation', as('technician'), JSON.stringify({ assetTag: 'PLANT-4711', location: { site: 'Linz', line: 'L3' } }));
+    const set = await call(
+      'PUT',
+      '/api/v1/devices/mqtt:meter-1/annotation',
+      as('technician'),
+      JSON.stringify({ assetTag: 'PLANT-4711', location: { site: 'Linz', line: 'L3' } }),
+    );
     expect(set).toMatchObject({ status: 200, body: { device: { assetTag: 'PLANT-4711', location: { site: 'Linz', line: 'L3' } } } });
-    expect((await get('/api/v1/devices/mqtt:meter-1', as('viewer'))).body.history).toContainEqual(expect.objectContaining({ actor: 'tech-a', cause: 'annotated: assetTag and location' }));
+    expect((await get('/api/v1/devices/mqtt:meter-1', as('viewer'))).body.history).toContainEqual(
+      expect.objectContaining({ actor: 'tech-a', cause: 'annotated: assetTag and location' }),
+    );
     const made = await call('POST', '/api/v1/users', as('admin'), JSON.stringify({ name: 'op-c', role: 'technician' }));
     expect(made.status).toBe(201);
     const minted = await call('POST', '/api/v1/tokens', as('admin'), JSON.stringify({ user: 'op-c', label: 'tablet', expiresInSeconds: 3600 }));
@@ -259,11 +460,12 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     for (const answer of later) expect(answer.text).not.toContain(secret);
     expect(JSON.stringify(daemon.logs)).not.toContain(secret);
     const audit = (await get('/api/v1/audit', as('admin'))).body.items as { actor: string; action: string; target: string; outcome: string }[];
-    expect(audit.filter((e) => e.action !== 'access.denied').slice(0, 3).map((e) => `${e.actor} ${e.action} ${e.target} ${e.outcome}`)).toEqual([
-      expect.stringMatching(/^admin token\.create token \d+ done$/),
-      'admin user.add op-c done',
-      'tech-a device.annotate mqtt:meter-1 done',
-    ]);
+    expect(
+      audit
+        .filter((e) => e.action !== 'access.denied')
+        .slice(0, 3)
+        .map((e) => `${e.actor} ${e.action} ${e.target} ${e.outcome}`),
+    ).toEqual([expect.stringMatching(/^admin token\.create token \d+ done$/), 'admin user.add op-c done', 'tech-a device.annotate mqtt:meter-1 done']);
     // A technician sees the audit; a viewer sees only their own entries (here: what they were refused), under /me.
     expect((await get('/api/v1/audit?actor=tech-a', as('technician'))).body.items).toContainEqual(expect.objectContaining({ action: 'device.annotate' }));
     const recent = (await get('/api/v1/me', as('viewer'))).body.recent as { action: string }[];
@@ -282,18 +484,38 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
   });
 
   it('makes technicians enrollment tokens through the API (audited, never the secret), and refuses viewers', async () => {
-    const made = await runCli(['devices', 'token', 'create', '--uses', '3', '--expires', '2h', '--label', 'line 4', '--json', '--token', tokens.technician!, '--config', config]);
+    const made = await runCli([
+      'devices',
+      'token',
+      'create',
+      '--uses',
+      '3',
+      '--expires',
+      '2h',
+      '--label',
+      'line 4',
+      '--json',
+      '--token',
+      tokens.technician!,
+      '--config',
+      config,
+    ]);
     expect(made.code, made.stderr).toBe(0);
     const { token, record } = JSON.parse(made.stdout) as { token: string; record: { id: string; maxUses: number; label: string } };
     expect(record).toMatchObject({ maxUses: 3, label: 'line 4' });
-    const entry = ((await get('/api/v1/audit?actor=tech-a', as('admin'))).body.items as { action: string; target: string; details: Record<string, unknown> }[])[0];
+    const entry = (
+      (await get('/api/v1/audit?actor=tech-a', as('admin'))).body.items as { action: string; target: string; details: Record<string, unknown> }[]
+    )[0];
     expect(entry).toMatchObject({ action: 'enrollmentToken.create', target: `enrollment token ${record.id}`, details: { label: 'line 4', maxUses: 3 } });
     expect((await get('/api/v1/audit', as('admin'))).text).not.toContain(token);
     expect(JSON.stringify(daemon.logs)).not.toContain(token);
     const viewer = await runCli(['devices', 'token', 'create', '--config', config], { env: { EDGE_AGENT_TOKEN: tokens.viewer } });
     expect(viewer.code).toBe(77);
     expect(viewer.stderr).toContain('FORBIDDEN: the viewer role may not do this (devices.enroll)');
-    expect(await call('POST', '/api/v1/enrollment-tokens', as('technician'), JSON.stringify({ uses: 0 }))).toMatchObject({ status: 400, body: { code: 'BAD_REQUEST' } });
+    expect(await call('POST', '/api/v1/enrollment-tokens', as('technician'), JSON.stringify({ uses: 0 }))).toMatchObject({
+      status: 400,
+      body: { code: 'BAD_REQUEST' },
+    });
   });
 
   it('lists and revokes enrollment tokens through the API and the CLI (never the secret or its hash; each revocation audited), 404 for an unknown one, 409 for one revoked already', async () => {
@@ -324,36 +546,76 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     const viaApi = await call('POST', `/api/v1/enrollment-tokens/${second.record.id}/revoke`, as('admin'));
     expect(viaApi).toMatchObject({ status: 200, body: { token: { id: second.record.id, revokedAt: expect.any(String) } } });
     for (const secret of secrets) expect(viaApi.text).not.toContain(secret);
-    const audit = (await get('/api/v1/audit?limit=20', as('admin'))).body.items as { actor: string; action: string; target: string; outcome: string; details: Record<string, unknown> }[];
+    const audit = (await get('/api/v1/audit?limit=20', as('admin'))).body.items as {
+      actor: string;
+      action: string;
+      target: string;
+      outcome: string;
+      details: Record<string, unknown>;
+    }[];
     const revocations = audit.filter((e) => e.action === 'enrollmentToken.revoke');
-    expect(revocations.map((e) => `${e.actor} ${e.target} ${e.outcome}`)).toEqual([`admin enrollment token ${second.record.id} done`, `tech-a enrollment token ${first.record.id} done`]);
+    expect(revocations.map((e) => `${e.actor} ${e.target} ${e.outcome}`)).toEqual([
+      `admin enrollment token ${second.record.id} done`,
+      `tech-a enrollment token ${first.record.id} done`,
+    ]);
     expect(revocations[1]!.details).toMatchObject({ label: 'line 5', maxUses: 2 });
-    expect((await runCli(['devices', 'token', 'list', '--token', tokens.technician!, '--config', config])).stdout).toMatch(new RegExp(`^${first.record.id}\t0/2\trevoked\tline 5$`, 'm'));
+    expect((await runCli(['devices', 'token', 'list', '--token', tokens.technician!, '--config', config])).stdout).toMatch(
+      new RegExp(`^${first.record.id}\t0/2\trevoked\tline 5$`, 'm'),
+    );
 
     const again = await runCli(['devices', 'token', 'revoke', first.record.id, '--token', tokens.technician!, '--config', config]);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain(`ALREADY_REVOKED: enrollment token ${first.record.id} is already revoked`);
-    expect(await call('POST', `/api/v1/enrollment-tokens/${second.record.id}/revoke`, as('technician'))).toMatchObject({ status: 409, body: { code: 'ALREADY_REVOKED' } });
+    expect(await call('POST', `/api/v1/enrollment-tokens/${second.record.id}/revoke`, as('technician'))).toMatchObject({
+      status: 409,
+      body: { code: 'ALREADY_REVOKED' },
+    });
     const unknown = await runCli(['devices', 'token', 'revoke', 'feedfacecafe', '--token', tokens.technician!, '--config', config]);
     expect(unknown.code).toBe(64);
     expect(unknown.stderr).toContain('NO_SUCH_ENROLLMENT_TOKEN: no enrollment token feedfacecafe');
-    expect(await call('POST', '/api/v1/enrollment-tokens/feedfacecafe/revoke', as('admin'))).toMatchObject({ status: 404, body: { code: 'NO_SUCH_ENROLLMENT_TOKEN' } });
+    expect(await call('POST', '/api/v1/enrollment-tokens/feedfacecafe/revoke', as('admin'))).toMatchObject({
+      status: 404,
+      body: { code: 'NO_SUCH_ENROLLMENT_TOKEN' },
+    });
     // A viewer neither lists nor revokes them.
     const viewer = await runCli(['devices', 'token', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: tokens.viewer } });
     expect(viewer.code).toBe(77);
     expect(viewer.stderr).toContain('FORBIDDEN: the viewer role may not do this (devices.enroll)');
-    expect((await get('/api/v1/audit?limit=20', as('admin'))).body.items).not.toContainEqual(expect.objectContaining({ action: 'enrollmentToken.revoke', target: 'enrollment token feedfacecafe' }));
+    expect((await get('/api/v1/audit?limit=20', as('admin'))).body.items).not.toContainEqual(
+      expect.objectContaining({ action: 'enrollmentToken.revoke', target: 'enrollment token feedfacecafe' }),
+    );
   });
 
   it('refuses an unknown query parameter on every route, takes limit and offset on every list, and answers every list with its total', async () => {
-    const served = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: undefined as never, repos: undefined as never, bus: undefined as never, ca: undefined as never });
+    const served = apiRoutes({
+      log: pino({ level: 'silent' }),
+      config: () => {
+        throw new Error('unused');
+      },
+      store: undefined as never,
+      repos: undefined as never,
+      bus: undefined as never,
+      ca: undefined as never,
+    });
     const pathOf = (route: (typeof served)[number]) => ROUTES.find((r) => r.method === route.method && r.route === route.path)!.path;
     for (const route of served) {
       const r = await call(route.method, `${pathOf(route)}?bogus=1`, as('admin'), route.method === 'GET' ? undefined : '{}');
-      expect(r, `${route.method} ${route.path}`).toMatchObject({ status: 400, body: { code: 'BAD_QUERY', message: expect.stringContaining('unknown query parameter "bogus"') } });
+      expect(r, `${route.method} ${route.path}`).toMatchObject({
+        status: 400,
+        body: { code: 'BAD_QUERY', message: expect.stringContaining('unknown query parameter "bogus"') },
+      });
     }
     const lists = served.filter((r) => r.query?.limit);
-    expect(lists.map((r) => r.path).sort()).toEqual(['/api/v1/audit', '/api/v1/certificates', '/api/v1/devices', '/api/v1/discovery/runs', '/api/v1/enrollment-tokens', '/api/v1/sync/dead-letters', '/api/v1/tokens', '/api/v1/users']);
+    expect(lists.map((r) => r.path).sort()).toEqual([
+      '/api/v1/audit',
+      '/api/v1/certificates',
+      '/api/v1/devices',
+      '/api/v1/discovery/runs',
+      '/api/v1/enrollment-tokens',
+      '/api/v1/sync/dead-letters',
+      '/api/v1/tokens',
+      '/api/v1/users',
+    ]);
     for (const route of lists) {
       const page = await get(`${pathOf(route)}?limit=1&offset=0`, as('admin'));
       expect(page.status, route.path).toBe(200);
@@ -380,5 +642,4 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     }
     expect((await get('/healthz', { host: '127.0.0.1.evil.example' })).status).toBe(421);
   });
-
 });

@@ -48,7 +48,10 @@ describe('the edge-agent command', () => {
   it('exits 78, naming the rule, when a manufacturer CA file of the enrollment policy cannot be used', async () => {
     const file = join(tmp.dir, 'claim.yaml');
     const missing = join(tmp.dir, 'no-such-ca.pem');
-    writeFileSync(file, `agent:\n  dataDir: ${join(tmp.dir, 'claim-data')}\nhttp:\n  port: 0\nmqtt:\n  policy:\n    rules:\n      - { kind: token, action: approve }\n      - { kind: claim, manufacturerCaFile: ${missing}, action: approve }\n`);
+    writeFileSync(
+      file,
+      `agent:\n  dataDir: ${join(tmp.dir, 'claim-data')}\nhttp:\n  port: 0\nmqtt:\n  policy:\n    rules:\n      - { kind: token, action: approve }\n      - { kind: claim, manufacturerCaFile: ${missing}, action: approve }\n`,
+    );
     const d = Daemon.start(file);
     try {
       expect((await d.exited).code).toBe(78);
@@ -115,8 +118,23 @@ describe('the edge-agent command', () => {
   });
 
   it('has --help on every command, and exits 64 on an unknown command or option', async () => {
-    const ca = ['init', 'status', 'passphrase', 'issue', 'revoke', 'crl', 'list', 'request-intermediate', 'import-intermediate'].map((c) => ['ca', c, '--help']);
-    for (const args of [['--help'], ['run', '--help'], ['config', '--help'], ['config', 'check', '--help'], ['backup', '--help'], ['version', '--help'], ['ca', '--help'], ['broker', '--help'], ['broker', 'mosquitto-config', '--help'], ...ca]) {
+    const ca = ['init', 'status', 'passphrase', 'issue', 'revoke', 'crl', 'list', 'request-intermediate', 'import-intermediate'].map((c) => [
+      'ca',
+      c,
+      '--help',
+    ]);
+    for (const args of [
+      ['--help'],
+      ['run', '--help'],
+      ['config', '--help'],
+      ['config', 'check', '--help'],
+      ['backup', '--help'],
+      ['version', '--help'],
+      ['ca', '--help'],
+      ['broker', '--help'],
+      ['broker', 'mosquitto-config', '--help'],
+      ...ca,
+    ]) {
       const result = await runCli(args);
       expect(result.code, args.join(' ')).toBe(0);
       expect(result.stdout, args.join(' ')).toMatch(/^Usage: edge-agent/);
@@ -134,7 +152,11 @@ describe('the edge-agent command', () => {
     const first = await runCli(['ca', 'init', '--config', file, '--json']);
     expect(first.code, first.stderr).toBe(0);
     const roles = (JSON.parse(first.stdout) as { role: string; keyType: string }[]).map((c) => [c.role, c.keyType]);
-    expect(roles).toEqual([['root', 'EC P-256'], ['issuing-ec', 'EC P-256'], ['issuing-rsa', 'RSA 2048']]);
+    expect(roles).toEqual([
+      ['root', 'EC P-256'],
+      ['issuing-ec', 'EC P-256'],
+      ['issuing-rsa', 'RSA 2048'],
+    ]);
     const again = await runCli(['ca', 'init', '--config', file]);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('CA_ALREADY_INITIALISED');

@@ -15,14 +15,7 @@ const silent = pino({ level: 'silent' });
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
 /** Commands that read the database when the daemon does not answer (through runApi's fallback, or always). */
-const READS = [
-  ['devices', 'list'],
-  ['devices', 'token', 'list'],
-  ['tokens', 'list'],
-  ['audit'],
-  ['sync', 'status'],
-  ['opcua', 'push-status'],
-];
+const READS = [['devices', 'list'], ['devices', 'token', 'list'], ['tokens', 'list'], ['audit'], ['sync', 'status'], ['opcua', 'push-status']];
 
 /** A uid/gid that is not root, for the runs as another user (CI runs the tests as root). */
 function nobody(): { uid: number; gid: number } | undefined {
@@ -58,7 +51,11 @@ describe('the CLI on the database with the daemon down', () => {
     mkdirSync(data, { mode: 0o700 });
     const sqlite = new BetterSqlite3(db);
     sqlite.pragma('journal_mode = WAL');
-    migrate(sqlite, MIGRATIONS.filter((m) => m.version <= version), silent);
+    migrate(
+      sqlite,
+      MIGRATIONS.filter((m) => m.version <= version),
+      silent,
+    );
     sqlite.close();
   };
 
@@ -69,7 +66,13 @@ describe('the CLI on the database with the daemon down', () => {
     expect(listed.stdout).toBe('');
     expect(listed.stderr).toContain(`STORE_MISSING: database ${db} does not exist; the configuration ${config} puts it there`);
     expect(listed.stderr).toContain('the daemon has not started with it yet');
-    for (const args of [['opcua', 'push-status'], ['devices', 'token', 'list'], ['users', 'add', 'anna', '--role', 'viewer', '--local'], ['devices', 'approve', 'pump-1', '--local'], ['devices', 'token', 'revoke', 'feedfacecafe', '--local']]) {
+    for (const args of [
+      ['opcua', 'push-status'],
+      ['devices', 'token', 'list'],
+      ['users', 'add', 'anna', '--role', 'viewer', '--local'],
+      ['devices', 'approve', 'pump-1', '--local'],
+      ['devices', 'token', 'revoke', 'feedfacecafe', '--local'],
+    ]) {
       const r = await cli(...args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(66);
       expect(r.stderr, args.join(' ')).toContain(`STORE_MISSING: database ${db} does not exist`);
@@ -95,7 +98,10 @@ describe('the CLI on the database with the daemon down', () => {
   it('refuses to read a database of an older schema (exit 69) and leaves it unmigrated', async () => {
     makeDatabase(LATEST - 1);
     const before = sha256(db);
-    for (const args of [['devices', 'list'], ['devices', 'token', 'list']]) {
+    for (const args of [
+      ['devices', 'list'],
+      ['devices', 'token', 'list'],
+    ]) {
       const r = await cli(...args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(69);
       expect(r.stderr).toContain(`STORE_NOT_MIGRATED: database ${db} has schema version ${LATEST - 1}, older than this edge-agent's (${LATEST})`);
@@ -120,34 +126,40 @@ describe('the CLI on the database with the daemon down', () => {
   });
 
   const other = nobody();
-  it.skipIf(!other)('as another user: a clear refusal where SQLite cannot create the -shm file, and a read by root leaves WAL files the owner can use', async () => {
-    makeDatabase();
-    const store = Store.open({ path: db, busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, silent).store;
-    store.close();
-    // Readable by everyone, the directory writable by root only: a non-root reader cannot create edge-agent.db-shm.
-    for (const path of [tmp.dir, join(tmp.dir, 'config'), data]) chmodSync(path, 0o755);
-    chmodSync(config, 0o644);
-    chmodSync(db, 0o644);
-    expect(existsSync(`${db}-shm`)).toBe(false);
-    const asNobody = (args: string[]) =>
-      new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        try {
-          execFileSync('setpriv', [`--reuid=${other!.uid}`, `--regid=${other!.gid}`, '--clear-groups', process.execPath, MAIN, ...args, '--config', config], { cwd: tmp.dir, stdio: ['ignore', 'pipe', 'pipe'] });
-          resolve({ code: 0, stderr: '' });
-        } catch (err) {
-          const e = err as { status: number | null; stderr: Buffer };
-          resolve({ code: e.status, stderr: e.stderr.toString() });
-        }
-      });
-    const refused = await asNobody(['devices', 'list']);
-    expect(refused.code, refused.stderr).toBe(77);
-    expect(refused.stderr).toContain(`STORE_ACCESS_DENIED: cannot read database ${db}`);
-    expect(refused.stderr).toContain(`SQLite must create ${db}-shm beside it, and this user may not write in ${data}`);
+  it.skipIf(!other)(
+    'as another user: a clear refusal where SQLite cannot create the -shm file, and a read by root leaves WAL files the owner can use',
+    async () => {
+      makeDatabase();
+      const store = Store.open({ path: db, busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, silent).store;
+      store.close();
+      // Readable by everyone, the directory writable by root only: a non-root reader cannot create edge-agent.db-shm.
+      for (const path of [tmp.dir, join(tmp.dir, 'config'), data]) chmodSync(path, 0o755);
+      chmodSync(config, 0o644);
+      chmodSync(db, 0o644);
+      expect(existsSync(`${db}-shm`)).toBe(false);
+      const asNobody = (args: string[]) =>
+        new Promise<{ code: number | null; stderr: string }>((resolve) => {
+          try {
+            execFileSync('setpriv', [`--reuid=${other!.uid}`, `--regid=${other!.gid}`, '--clear-groups', process.execPath, MAIN, ...args, '--config', config], {
+              cwd: tmp.dir,
+              stdio: ['ignore', 'pipe', 'pipe'],
+            });
+            resolve({ code: 0, stderr: '' });
+          } catch (err) {
+            const e = err as { status: number | null; stderr: Buffer };
+            resolve({ code: e.status, stderr: e.stderr.toString() });
+          }
+        });
+      const refused = await asNobody(['devices', 'list']);
+      expect(refused.code, refused.stderr).toBe(77);
+      expect(refused.stderr).toContain(`STORE_ACCESS_DENIED: cannot read database ${db}`);
+      expect(refused.stderr).toContain(`SQLite must create ${db}-shm beside it, and this user may not write in ${data}`);
 
-    // Root reads a database its daemon's user owns: the WAL files SQLite creates for the read belong to that user.
-    chownSync(data, other!.uid, other!.gid);
-    chownSync(db, other!.uid, other!.gid);
-    expect((await cli('devices', 'list')).code).toBe(0);
-    for (const file of [`${db}-shm`, `${db}-wal`].filter((f) => existsSync(f))) expect(statSync(file).uid, file).toBe(other!.uid);
-  });
+      // Root reads a database its daemon's user owns: the WAL files SQLite creates for the read belong to that user.
+      chownSync(data, other!.uid, other!.gid);
+      chownSync(db, other!.uid, other!.gid);
+      expect((await cli('devices', 'list')).code).toBe(0);
+      for (const file of [`${db}-shm`, `${db}-wal`].filter((f) => existsSync(f))) expect(statSync(file).uid, file).toBe(other!.uid);
+    },
+  );
 });

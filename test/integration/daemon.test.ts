@@ -30,7 +30,10 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
     expect(ready.fields.STATUS).toMatch(/^Running: 7 services up/);
     expect(ready.pid).toBe(daemon.child.pid);
     const readyIndex = notify.messages.indexOf(ready);
-    const statuses = notify.messages.slice(0, readyIndex).map((n) => n.fields.STATUS).filter(Boolean);
+    const statuses = notify.messages
+      .slice(0, readyIndex)
+      .map((n) => n.fields.STATUS)
+      .filter(Boolean);
     expect(statuses).toEqual(['Starting lock', 'Starting store', 'Starting runs', 'Starting ca', 'Starting mqtt', 'Starting opcua', 'Starting http']);
 
     // WATCHDOG_USEC=400ms: pings every 200 ms; wait for three after readiness.

@@ -14,7 +14,23 @@ describe('devices list and devices set through the real daemon, sync off', () =>
 
   beforeAll(async () => {
     tmp = tempDir();
-    config = writeConfig(tmp.dir, ['agent:', '  id: gw-devices', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false', 'sync:', '  enabled: false', ''].join('\n'));
+    config = writeConfig(
+      tmp.dir,
+      [
+        'agent:',
+        '  id: gw-devices',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'opcua:',
+        '  enabled: false',
+        'sync:',
+        '  enabled: false',
+        '',
+      ].join('\n'),
+    );
     // Two devices in the inventory before the daemon starts.
     const { store } = Store.open(loadConfig({ file: config }).config.store, pino({ level: 'silent' }));
     store.transaction(() => {
@@ -32,13 +48,18 @@ describe('devices list and devices set through the real daemon, sync off', () =>
   it('devices set says the change is saved and not sent while the sync is off', async () => {
     const set = await cli('devices', 'set', 'mqtt:meter-1', '--asset-tag', 'PLANT-4711', '--site', 'Linz', '--line', 'L3');
     expect(set.code, set.stderr).toBe(0);
-    expect(set.stdout).toMatch(/^mqtt:meter-1: asset tag PLANT-4711, location site=Linz line=L3; revision \d+ saved; the sync is off \(sync\.enabled: false\): nothing is sent to the CMMS\n$/);
+    expect(set.stdout).toMatch(
+      /^mqtt:meter-1: asset tag PLANT-4711, location site=Linz line=L3; revision \d+ saved; the sync is off \(sync\.enabled: false\): nothing is sent to the CMMS\n$/,
+    );
     expect(set.stdout).not.toContain('queued for the sync');
   });
 
   it('devices list shows the asset tag and the location, through the API and from the database', async () => {
     const expectTable = (stdout: string) => {
-      const [header, ...rows] = stdout.trimEnd().split('\n').map((l) => l.split('\t'));
+      const [header, ...rows] = stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => l.split('\t'));
       expect(header).toEqual(['DEVICE', 'STATE', 'ONLINE', 'MANUFACTURER', 'MODEL', 'SERIAL', 'ASSET TAG', 'LOCATION', 'LAST SEEN']);
       const byId = new Map(rows.map((r) => [r[0], r]));
       expect(byId.get('mqtt:meter-1')?.slice(6, 8)).toEqual(['PLANT-4711', 'site=Linz line=L3']);

@@ -10,9 +10,27 @@ import { pollUntil } from '../helpers/waiters.js';
 
 const exec = promisify(execFile);
 
-interface Run { id: number; protocol: string; status: string; found: number; targetsTotal: number; targetsDone: number; error?: string; cancelledBy?: string }
-interface Target { target: string; source: string; status: string; deviceId?: string }
-interface Device { id: string; state: string; nameplate: Record<string, string> }
+interface Run {
+  id: number;
+  protocol: string;
+  status: string;
+  found: number;
+  targetsTotal: number;
+  targetsDone: number;
+  error?: string;
+  cancelledBy?: string;
+}
+interface Target {
+  target: string;
+  source: string;
+  status: string;
+  deviceId?: string;
+}
+interface Device {
+  id: string;
+  state: string;
+  nameplate: Record<string, string>;
+}
 interface Discovered {
   runs: { run: Run; targets: Target[] }[];
   events: { runId: number; id: number; event: string; data: { phase?: string; done?: number; total?: number; found?: number; status?: string } }[];
@@ -40,20 +58,44 @@ describe('edge-agent discover: OPC UA servers and MQTT devices through the API, 
   beforeAll(async () => {
     tmp = tempDir();
     servers = await Promise.all([
-      startOpcuaServer({ applicationUri: 'urn:plant9:press-1', applicationName: 'Press 1', buildInfo: { manufacturerName: 'ACME Automation', productName: 'ACME S9 PLC', softwareVersion: '9.4.1' }, deviceSet: [SAMPLE_PUMP] }),
+      startOpcuaServer({
+        applicationUri: 'urn:plant9:press-1',
+        applicationName: 'Press 1',
+        buildInfo: { manufacturerName: 'ACME Automation', productName: 'ACME S9 PLC', softwareVersion: '9.4.1' },
+        deviceSet: [SAMPLE_PUMP],
+      }),
       startOpcuaServer({ applicationUri: 'urn:plant9:oven-2', applicationName: 'Oven 2' }),
     ]);
     hanging = await startHangingServer('127.0.0.1');
     ({ config, broker, ports } = await agentWithMosquitto(tmp.dir, [
-      'agent:', '  id: gw-disc', `  dataDir: ${join(tmp.dir, 'data')}`,
-      'http:', '  port: 0',
-      'opcua:', '  runOnStart: false', '  timeoutMs: 3000',
+      'agent:',
+      '  id: gw-disc',
+      `  dataDir: ${join(tmp.dir, 'data')}`,
+      'http:',
+      '  port: 0',
+      'opcua:',
+      '  runOnStart: false',
+      '  timeoutMs: 3000',
       `  scan: { ranges: [127.0.0.1/32], ports: [${[...servers.map((s) => s.port), hanging.port].join(', ')}], concurrency: 4, maxAddresses: 4 }`,
     ]));
     // A Homie device with its own certificate leaves retained announcements on the broker, as Homie devices do.
     const out = join(tmp.dir, 'valve-9');
     expect((await cli('ca', 'issue', '--profile', 'mqtt-device', '--id', 'valve-9', '--generate-key', '--out', out)).code).toBe(0);
-    const tls = ['-h', '127.0.0.1', '-p', String(ports.mtls), '--cafile', join(dir(), 'ca.pem'), '--cert', join(out, 'cert.pem'), '--key', join(out, 'key.pem'), '-q', '1', '-r'];
+    const tls = [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(ports.mtls),
+      '--cafile',
+      join(dir(), 'ca.pem'),
+      '--cert',
+      join(out, 'cert.pem'),
+      '--key',
+      join(out, 'key.pem'),
+      '-q',
+      '1',
+      '-r',
+    ];
     await exec('mosquitto_pub', [...tls, '-t', 'homie/valve-9/$name', '-m', 'Valve 9']);
     await exec('mosquitto_pub', [...tls, '-t', 'homie/valve-9/$state', '-m', 'ready']);
     daemon = Daemon.start(config);
@@ -76,8 +118,15 @@ describe('edge-agent discover: OPC UA servers and MQTT devices through the API, 
     expect(r.stderr).toMatch(/opcua run \d+ \[#+\] done 3\/3 targets, 2 found, 0 errors/);
     const devices = await inventory();
     const found = devices.filter((d) => d.id.startsWith('opcua:urn.plant9') || d.id === 'mqtt:valve-9');
-    expect(found.map((d) => d.id).sort()).toEqual([expect.stringMatching(/^mqtt:valve-9$/), expect.stringMatching(/^opcua:urn\.plant9\.oven-2-/), expect.stringMatching(/^opcua:urn\.plant9\.press-1-/)]);
-    const rows = r.stdout.split('\n').filter((l) => /^(opcua|mqtt):/.test(l)).map((l) => l.split('\t'));
+    expect(found.map((d) => d.id).sort()).toEqual([
+      expect.stringMatching(/^mqtt:valve-9$/),
+      expect.stringMatching(/^opcua:urn\.plant9\.oven-2-/),
+      expect.stringMatching(/^opcua:urn\.plant9\.press-1-/),
+    ]);
+    const rows = r.stdout
+      .split('\n')
+      .filter((l) => /^(opcua|mqtt):/.test(l))
+      .map((l) => l.split('\t'));
     expect(rows.map((c) => c[0]).sort()).toEqual(found.map((d) => d.id).sort());
     for (const row of rows) {
       const d = found.find((x) => x.id === row[0])!;
@@ -112,7 +161,9 @@ describe('edge-agent discover: OPC UA servers and MQTT devices through the API, 
     const r = await cli('discover', '--mqtt', '--json');
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as Discovered;
-    expect(out.runs[0]!.targets).toEqual([expect.objectContaining({ target: 'mqtt:valve-9', source: 'announcement', status: 'found', deviceId: 'mqtt:valve-9' })]);
+    expect(out.runs[0]!.targets).toEqual([
+      expect.objectContaining({ target: 'mqtt:valve-9', source: 'announcement', status: 'found', deviceId: 'mqtt:valve-9' }),
+    ]);
     expect(out.devices).toEqual([expect.objectContaining({ id: 'mqtt:valve-9', nameplate: expect.objectContaining({ displayName: 'Valve 9' }) })]);
   });
 
@@ -122,7 +173,13 @@ describe('edge-agent discover: OPC UA servers and MQTT devices through the API, 
     expect(refused.code).toBe(64);
     expect(refused.stderr).toContain('TARGET_NOT_ALLOWED');
     // Only opc.tcp://IPv4:port: a host name or a user part could mean another address to another URL parser.
-    for (const target of ['opc.tcp://localhost:4840', `opc.tcp://8.8.8.8:4840\\@127.0.0.1:${servers[0]!.port}`, `opc.tcp://x@127.0.0.1:${servers[0]!.port}`, 'opc.tcp://127.0.0.1:4840', '10.0.0.0/']) {
+    for (const target of [
+      'opc.tcp://localhost:4840',
+      `opc.tcp://8.8.8.8:4840\\@127.0.0.1:${servers[0]!.port}`,
+      `opc.tcp://x@127.0.0.1:${servers[0]!.port}`,
+      'opc.tcp://127.0.0.1:4840',
+      '10.0.0.0/',
+    ]) {
       const r = await cli('discover', '--target', target);
       expect(r.code, target).toBe(64);
       expect(r.stderr, target).toMatch(/TARGET_NOT_ALLOWED: .*(without a host name or user part|not one of opcua.scan.ports|prefix length)/);
@@ -139,7 +196,8 @@ describe('edge-agent discover: OPC UA servers and MQTT devices through the API, 
     const following = cli('discover', '--opcua', '--target', hanging.endpointUrl, '--json');
     // Found through the API: a CLI run per look would eat the window.
     const id = await pollUntil(
-      async () => ((await (await fetch(`${api}/api/v1/discovery/runs`, { headers: admin })).json()) as { items: Run[] }).items.find((x) => x.status === 'running')?.id,
+      async () =>
+        ((await (await fetch(`${api}/api/v1/discovery/runs`, { headers: admin })).json()) as { items: Run[] }).items.find((x) => x.status === 'running')?.id,
       { timeoutMs: 30_000, message: () => 'the run never started' },
     );
     const cancel = await cli('discover', '--cancel', String(id), '--json');

@@ -29,7 +29,11 @@ describe('events inside the daemon: no waiting for a poll interval (embedded bro
   let request: Record<string, unknown>;
 
   const api = async <T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> => {
-    const res = await fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${technician}`, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}) });
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${technician}`, 'content-type': 'application/json' },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
     return { status: res.status, body: (await res.json()) as T };
   };
   /** Waits for `check` until the first fallback look could have come; the caller asserts on what it returns. */
@@ -52,12 +56,25 @@ describe('events inside the daemon: no waiting for a poll interval (embedded bro
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', `  id: ${GATEWAY}`, `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', `  actionPollMs: ${INTERVAL_MS}`, '  policy:', '    rules: []', '    default: hold',
-        'opcua:', '  enabled: false',
-        'sync:', '  enabled: true', `  baseUrl: https://127.0.0.1:${receiver.port}`, `  caFile: ${pki.ca}`, `  tokenFile: ${join(tmp.dir, 'token')}`,
-        `  idleMs: ${INTERVAL_MS}`, '  reconcileOnStart: false',
+        'agent:',
+        `  id: ${GATEWAY}`,
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        `  actionPollMs: ${INTERVAL_MS}`,
+        '  policy:',
+        '    rules: []',
+        '    default: hold',
+        'opcua:',
+        '  enabled: false',
+        'sync:',
+        '  enabled: true',
+        `  baseUrl: https://127.0.0.1:${receiver.port}`,
+        `  caFile: ${pki.ca}`,
+        `  tokenFile: ${join(tmp.dir, 'token')}`,
+        `  idleMs: ${INTERVAL_MS}`,
+        '  reconcileOnStart: false',
         '',
       ].join('\n'),
     );
@@ -88,7 +105,9 @@ describe('events inside the daemon: no waiting for a poll interval (embedded bro
       const answered = Date.now() - t0;
       const got = await beforeFallback(() => answer);
       const arrived = Date.now();
-      process.stdout.write(`approve -> certificate at the device: ${arrived - t0} ms (the API answered in ${answered} ms; action worker's fallback poll every ${INTERVAL_MS} ms, none before ${spawnedAt + INTERVAL_MS - t0} ms after the approval)\n`);
+      process.stdout.write(
+        `approve -> certificate at the device: ${arrived - t0} ms (the API answered in ${answered} ms; action worker's fallback poll every ${INTERVAL_MS} ms, none before ${spawnedAt + INTERVAL_MS - t0} ms after the approval)\n`,
+      );
       expect(got, 'the certificate came before the first fallback poll').toMatchObject({ requestId: 'ev-1-r1', status: 'issued' });
       expect(arrived - spawnedAt).toBeLessThan(INTERVAL_MS);
       // The route's wait ended on action.done: 200 with the outcome (202 would mean it gave up waiting).
@@ -101,7 +120,10 @@ describe('events inside the daemon: no waiting for a poll interval (embedded bro
 
   it('a change through the API reaches the receiver at once, not at the sync fallback poll', async () => {
     const t0 = Date.now();
-    const set = await api<{ device: { id: string; revision: number } }>('PUT', '/api/v1/devices/mqtt:ev-1/annotation', { assetTag: 'P-7', location: { site: 'plant-1' } });
+    const set = await api<{ device: { id: string; revision: number } }>('PUT', '/api/v1/devices/mqtt:ev-1/annotation', {
+      assetTag: 'P-7',
+      location: { site: 'plant-1' },
+    });
     expect(set.status).toBe(200);
     const { id, revision } = set.body.device;
     const held = await beforeFallback(() => {
@@ -109,7 +131,9 @@ describe('events inside the daemon: no waiting for a poll interval (embedded bro
       return at !== undefined && at >= revision ? at : undefined;
     });
     const arrived = Date.now();
-    process.stdout.write(`annotation -> receiver: ${arrived - t0} ms (sync fallback poll every ${INTERVAL_MS} ms, none before ${spawnedAt + INTERVAL_MS - t0} ms after the change)\n`);
+    process.stdout.write(
+      `annotation -> receiver: ${arrived - t0} ms (sync fallback poll every ${INTERVAL_MS} ms, none before ${spawnedAt + INTERVAL_MS - t0} ms after the change)\n`,
+    );
     expect(held, `the receiver holds revision ${revision} of ${id} before the first fallback poll`).toBe(revision);
     expect(arrived - spawnedAt).toBeLessThan(INTERVAL_MS);
   });

@@ -30,7 +30,21 @@ describe('the first-start admin token ends (real daemon)', () => {
 
   beforeAll(async () => {
     tmp = tempDir();
-    config = writeConfig(tmp.dir, ['agent:', '  id: gw-first', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false', ''].join('\n'));
+    config = writeConfig(
+      tmp.dir,
+      [
+        'agent:',
+        '  id: gw-first',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'opcua:',
+        '  enabled: false',
+        '',
+      ].join('\n'),
+    );
     await start();
   }, 60_000);
   afterAll(async () => {
@@ -51,7 +65,10 @@ describe('the first-start admin token ends (real daemon)', () => {
     // Deleting the file (here: moving it away) ends the token at its next use.
     renameSync(file(), `${file()}.moved`);
     expect(await call('/api/v1/me', first)).toMatchObject({ status: 401, body: { message: 'no valid token (revoked)' } });
-    expect(await daemon.waitForLog((l) => l.msg === 'first-start admin token revoked')).toMatchObject({ tokenId: token.id, why: 'admin.token no longer holds it' });
+    expect(await daemon.waitForLog((l) => l.msg === 'first-start admin token revoked')).toMatchObject({
+      tokenId: token.id,
+      why: 'admin.token no longer holds it',
+    });
     // Putting it back does not bring it back, and a command using it is told why and what to do.
     renameSync(`${file()}.moved`, file());
     const refused = await runCli(['users', 'list', '--config', config]);
@@ -64,7 +81,10 @@ describe('the first-start admin token ends (real daemon)', () => {
     await stop();
     // As an older version left it: a first-start token without expiry, in admin.token.
     const old = newTokenSecret();
-    const { store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' }));
+    const { store } = Store.open(
+      { path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    );
     const users = new UserRepository(store);
     const legacy = store.durable(() => users.addToken(users.byName('admin')!.id, hashSecret(old), FIRST_ADMIN_TOKEN_LABEL, undefined));
     store.close();
@@ -97,7 +117,14 @@ describe('the first-start admin token ends (real daemon)', () => {
     expect(existsSync(file())).toBe(false);
     expect(await call('/api/v1/me', old)).toMatchObject({ status: 401, body: { message: 'no valid token (revoked)' } });
     const audit = (await call('/api/v1/audit', anna)).body.items as { actor: string; action: string; target: string; details?: { reason?: string } }[];
-    expect(audit).toContainEqual(expect.objectContaining({ actor: 'admin', action: 'token.revoke', target: `token ${legacy.id}`, details: expect.objectContaining({ reason: expect.stringMatching(/^first-start token, superseded by token \d+$/) }) }));
+    expect(audit).toContainEqual(
+      expect.objectContaining({
+        actor: 'admin',
+        action: 'token.revoke',
+        target: `token ${legacy.id}`,
+        details: expect.objectContaining({ reason: expect.stringMatching(/^first-start token, superseded by token \d+$/) }),
+      }),
+    );
     // A technician's token ends nothing.
     expect((await runCli(['users', 'add', 'tech-ben', '--role', 'technician', '--token', anna, '--config', config])).code).toBe(0);
     expect((await runCli(['tokens', 'create', '--user', 'tech-ben', '--json', '--token', anna, '--config', config])).code).toBe(0);

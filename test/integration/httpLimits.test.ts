@@ -31,7 +31,10 @@ class SlowFlood {
 
   /** Waits until the server has closed at least `n` of them. */
   closedAtLeast(n: number, timeoutMs: number): Promise<number> {
-    return this.waiters.until(() => (this.closed >= n ? this.closed : undefined), { timeoutMs, timeoutMessage: () => `only ${this.closed} of ${this.sockets.length} slow connections were closed by the server` });
+    return this.waiters.until(() => (this.closed >= n ? this.closed : undefined), {
+      timeoutMs,
+      timeoutMessage: () => `only ${this.closed} of ${this.sockets.length} slow connections were closed by the server`,
+    });
   }
 
   end(): void {
@@ -51,7 +54,21 @@ describe('the local listener under a flood of slow clients (real daemon)', () =>
     // A header timeout far longer than the test: what closes connections here is the cap.
     const config = writeConfig(
       tmp.dir,
-      ['agent:', '  id: gw-flood', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', '  maxConnections: 16', '  headersTimeoutMs: 120000', '  requestTimeoutMs: 120000', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false', ''].join('\n'),
+      [
+        'agent:',
+        '  id: gw-flood',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        '  maxConnections: 16',
+        '  headersTimeoutMs: 120000',
+        '  requestTimeoutMs: 120000',
+        'mqtt:',
+        '  enabled: false',
+        'opcua:',
+        '  enabled: false',
+        '',
+      ].join('\n'),
     );
     daemon = Daemon.start(config);
     base = await daemon.ready();

@@ -46,17 +46,21 @@ function servedCertificate(port: number): Promise<string> {
 
 /** The daemon's exit code, or a text saying it started instead of refusing (no clock: a loaded machine starts slowly). */
 function exitCode(daemon: Daemon): Promise<number | null | string> {
-  const started = daemon.waitForLog((l) => l.msg === 'edge-agent ready', 60_000).then(
-    () => 'started instead of refusing',
-    () => new Promise<string>(() => {}),
-  );
+  const started = daemon
+    .waitForLog((l) => l.msg === 'edge-agent ready', 60_000)
+    .then(
+      () => 'started instead of refusing',
+      () => new Promise<string>(() => {}),
+    );
   return Promise.race([daemon.exited.then((e) => e.code), started]);
 }
 
 /** `openssl s_client` with these options (stdin at its end, so it exits after the handshake): whether the handshake succeeded, and its output. */
 function sClient(port: number, options: string[]): Promise<{ ok: boolean; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', ...options], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', ...options], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -136,7 +140,10 @@ describe('TLS on the local listener', () => {
     await expect(get(`${url}/healthz`)).rejects.toThrow(/self[- ]signed|unable to (get|verify)/i);
     const plain = await get(`http://127.0.0.1:${port}/healthz`);
     expect(plain.status).toBe(400);
-    expect(JSON.parse(plain.body)).toEqual({ code: 'HTTPS_REQUIRED', message: expect.stringContaining(`this listener speaks HTTPS only: use https://127.0.0.1:${port}/healthz`) });
+    expect(JSON.parse(plain.body)).toEqual({
+      code: 'HTTPS_REQUIRED',
+      message: expect.stringContaining(`this listener speaks HTTPS only: use https://127.0.0.1:${port}/healthz`),
+    });
     await expect(get(`https://localhost:${port}/healthz`, chain)).resolves.toMatchObject({ status: 200 });
 
     const served = await servedCertificate(port);
@@ -149,7 +156,11 @@ describe('TLS on the local listener', () => {
     // openssl, independently: a TLS server certificate for these names, chaining to the gateway CA.
     writeFileSync(join(tmp.dir, 'chain.pem'), chain);
     writeFileSync(join(tmp.dir, 'served.pem'), served);
-    for (const name of [['-verify_hostname', 'localhost'], ['-verify_ip', '127.0.0.1'], ['-verify_hostname', 'gw3.plant.example']]) {
+    for (const name of [
+      ['-verify_hostname', 'localhost'],
+      ['-verify_ip', '127.0.0.1'],
+      ['-verify_hostname', 'gw3.plant.example'],
+    ]) {
       const verified = await openssl(['verify', '-CAfile', 'chain.pem', '-purpose', 'sslserver', ...name, 'served.pem'], tmp.dir);
       expect(verified.stdout + verified.stderr, name.join(' ')).toMatch(/served\.pem: OK/);
       expect(verified.ok).toBe(true);
@@ -173,7 +184,16 @@ describe('TLS on the local listener', () => {
     daemon = Daemon.start(file);
     const { port } = await listeningPort(daemon);
     // Any suite OpenSSL knows may be offered by the client (SECLEVEL 0): the server must pick none of these.
-    const refused = ['ECDHE-ECDSA-AES128-SHA', 'ECDHE-ECDSA-AES256-SHA', 'ECDHE-ECDSA-AES128-SHA256', 'ECDHE-ECDSA-AES256-SHA384', 'ECDHE-ECDSA-AES128-CCM8', 'ECDHE-ECDSA-AES256-CCM', 'ECDHE-ECDSA-ARIA128-GCM-SHA256', 'ECDHE-ECDSA-CAMELLIA128-SHA256'];
+    const refused = [
+      'ECDHE-ECDSA-AES128-SHA',
+      'ECDHE-ECDSA-AES256-SHA',
+      'ECDHE-ECDSA-AES128-SHA256',
+      'ECDHE-ECDSA-AES256-SHA384',
+      'ECDHE-ECDSA-AES128-CCM8',
+      'ECDHE-ECDSA-AES256-CCM',
+      'ECDHE-ECDSA-ARIA128-GCM-SHA256',
+      'ECDHE-ECDSA-CAMELLIA128-SHA256',
+    ];
     for (const cipher of refused) {
       const r = await sClient(port, ['-tls1_2', '-cipher', `${cipher}:@SECLEVEL=0`]);
       expect(r.ok, `${cipher} was accepted: ${r.output.slice(-400)}`).toBe(false);
@@ -198,15 +218,55 @@ describe('TLS on the local listener', () => {
 
   it('serves a certificate of its own from certFile and keyFile when the gateway CA issued it; refuses another key or another CA', async () => {
     const made = await openssl(
-      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=other', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', 'other.key', '-out', 'other.crt'],
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=other',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        'other.key',
+        '-out',
+        'other.crt',
+      ],
       tmp.dir,
     );
     expect(made.ok, made.stderr).toBe(true);
     const file = config(tmp.dir, ['  port: 0']);
     expect((await runCli(['ca', 'init', '--config', file])).code).toBe(0);
-    const issued = await runCli(['ca', 'issue', '--profile', 'broker-server', '--id', 'gw-own-http', '--dns', 'localhost', '--ip', '127.0.0.1', '--generate-key', '--out', join(tmp.dir, 'own'), '--config', file]);
+    const issued = await runCli([
+      'ca',
+      'issue',
+      '--profile',
+      'broker-server',
+      '--id',
+      'gw-own-http',
+      '--dns',
+      'localhost',
+      '--ip',
+      '127.0.0.1',
+      '--generate-key',
+      '--out',
+      join(tmp.dir, 'own'),
+      '--config',
+      file,
+    ]);
     expect(issued.code, issued.stderr).toBe(0);
-    const tls = (cert: string, key: string) => ['  port: 0', '  tls:', '    enabled: true', `    certFile: ${join(tmp.dir, cert)}`, `    keyFile: ${join(tmp.dir, key)}`];
+    const tls = (cert: string, key: string) => [
+      '  port: 0',
+      '  tls:',
+      '    enabled: true',
+      `    certFile: ${join(tmp.dir, cert)}`,
+      `    keyFile: ${join(tmp.dir, key)}`,
+    ];
     daemon = Daemon.start(config(tmp.dir, tls('own/cert.pem', 'other.key')));
     expect(await exitCode(daemon)).toBe(78);
     expect(daemon.stderr).toMatch(/http\.tls\.keyFile .*other\.key is not the key of the certificate/);

@@ -39,9 +39,7 @@ describe('scripts/install-systemd.sh (staged with --root)', () => {
     ]) {
       expect(unit).toContain(`\n${line}\n`);
     }
-    const verify = await run('systemd-analyze', ['verify', join(tmp.dir, 'etc/systemd/system/edge-agent.service')]).catch(
-      (e: { stderr: string }) => e,
-    );
+    const verify = await run('systemd-analyze', ['verify', join(tmp.dir, 'etc/systemd/system/edge-agent.service')]).catch((e: { stderr: string }) => e);
     expect(verify.stderr).toBe('');
   });
 
@@ -65,7 +63,7 @@ describe('scripts/install-systemd.sh (staged with --root)', () => {
     expect(version.stdout).toMatch(/^edge-agent /);
   });
 
-  it('puts the edge-agent command on PATH: a script that runs the installed agent with the unit\'s Node.js, passing every argument', async () => {
+  it("puts the edge-agent command on PATH: a script that runs the installed agent with the unit's Node.js, passing every argument", async () => {
     const command = join(tmp.dir, 'usr/local/bin/edge-agent');
     const text = readFileSync(command, 'utf8');
     expect(statSync(command).mode & 0o777).toBe(0o755);
@@ -87,21 +85,29 @@ describe('scripts/install-systemd.sh (staged with --root)', () => {
     mkdirSync(join(cwd, 'config'), { recursive: true });
     writeFileSync(join(cwd, 'config/edge-agent.yaml'), 'agent:\n  id: not-the-gateway\n');
     // Valid or not (this machine may have no /etc/edge-agent), the file it read is the system one.
-    const checked = await run(process.execPath, [main, 'config', 'check', '--json'], { cwd, env: { PATH: process.env.PATH } }).catch((e: { stdout: string }) => e);
+    const checked = await run(process.execPath, [main, 'config', 'check', '--json'], { cwd, env: { PATH: process.env.PATH } }).catch(
+      (e: { stdout: string }) => e,
+    );
     expect(JSON.parse(checked.stdout)).toMatchObject({ file: '/etc/edge-agent/edge-agent.yaml' });
     const help = await run(process.execPath, [main, 'devices', 'list', '--help']);
     expect(help.stdout.replace(/\s+/g, ' ')).toContain('(default: $EDGE_AGENT_CONFIG, else /etc/edge-agent/edge-agent.yaml)');
     const top = await run(process.execPath, [main, '--help']);
-    expect(top.stdout.replace(/\s+/g, ' ')).toContain('Configuration: --config PATH, else $EDGE_AGENT_CONFIG, else /etc/edge-agent/edge-agent.yaml (this edge-agent is installed;');
+    expect(top.stdout.replace(/\s+/g, ' ')).toContain(
+      'Configuration: --config PATH, else $EDGE_AGENT_CONFIG, else /etc/edge-agent/edge-agent.yaml (this edge-agent is installed;',
+    );
   });
 
-  it('keeps an edited configuration file on reinstall', async () => {
-    const conf = join(tmp.dir, 'etc/edge-agent/edge-agent.yaml');
-    writeFileSync(conf, 'agent:\n  id: edited-by-engineer\n');
-    const { stdout } = await run(script, ['--root', tmp.dir], { cwd: REPO });
-    expect(stdout).toContain('keeping the existing');
-    expect(readFileSync(conf, 'utf8')).toBe('agent:\n  id: edited-by-engineer\n');
-  }, INSTALL_MS);
+  it(
+    'keeps an edited configuration file on reinstall',
+    async () => {
+      const conf = join(tmp.dir, 'etc/edge-agent/edge-agent.yaml');
+      writeFileSync(conf, 'agent:\n  id: edited-by-engineer\n');
+      const { stdout } = await run(script, ['--root', tmp.dir], { cwd: REPO });
+      expect(stdout).toContain('keeping the existing');
+      expect(readFileSync(conf, 'utf8')).toBe('agent:\n  id: edited-by-engineer\n');
+    },
+    INSTALL_MS,
+  );
 
   it('refuses unknown arguments with exit 64', async () => {
     const failure = (await run(script, ['--bogus']).catch((e: unknown) => e)) as { code: number; stderr: string };

@@ -44,7 +44,10 @@ describe.skipIf(!nobody)('the actor of --local changes comes from the real uid, 
       const r = await runCli(['users', 'add', name, '--role', 'viewer', '--local', '--config', config], { env });
       expect(r.code, r.stderr).toBe(0);
     } else {
-      await exec(prefix[0]!, [...prefix.slice(1), process.execPath, MAIN, 'users', 'add', name, '--role', 'viewer', '--local', '--config', config], { env: { PATH: process.env.PATH, ...env }, cwd: tmp.dir });
+      await exec(prefix[0]!, [...prefix.slice(1), process.execPath, MAIN, 'users', 'add', name, '--role', 'viewer', '--local', '--config', config], {
+        env: { PATH: process.env.PATH, ...env },
+        cwd: tmp.dir,
+      });
     }
     const sqlite = new BetterSqlite3(db, { readonly: true });
     try {
@@ -57,12 +60,18 @@ describe.skipIf(!nobody)('the actor of --local changes comes from the real uid, 
   };
 
   it('as root, a SUDO_USER that is no account, or does not match SUDO_UID, is not believed', async () => {
-    expect(await addUser('x1', { SUDO_USER: 'tech-anna', SUDO_UID: String(nobody!.uid), USER: 'tech-anna' })).toEqual({ actor: 'local:root', createdBy: 'local:root' });
+    expect(await addUser('x1', { SUDO_USER: 'tech-anna', SUDO_UID: String(nobody!.uid), USER: 'tech-anna' })).toEqual({
+      actor: 'local:root',
+      createdBy: 'local:root',
+    });
     expect((await addUser('x2', { SUDO_USER: nobody!.name, SUDO_UID: '4242424' })).actor).toBe('local:root');
   });
 
   it('as root through sudo (SUDO_UID is the account SUDO_USER names), both are recorded', async () => {
-    expect(await addUser('x3', { SUDO_USER: nobody!.name, SUDO_UID: String(nobody!.uid) })).toEqual({ actor: `local:root (sudo: ${nobody!.name})`, createdBy: `local:root (sudo: ${nobody!.name})` });
+    expect(await addUser('x3', { SUDO_USER: nobody!.name, SUDO_UID: String(nobody!.uid) })).toEqual({
+      actor: `local:root (sudo: ${nobody!.name})`,
+      createdBy: `local:root (sudo: ${nobody!.name})`,
+    });
   });
 
   it('as another user, that user, whatever SUDO_USER and USER say', async () => {

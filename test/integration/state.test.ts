@@ -46,7 +46,9 @@ describe('state on disk across restarts, corruption and backups', () => {
       () => {
         const db = new BetterSqlite3(dbPath, { readonly: true, timeout: 1_000 });
         try {
-          const run = db.prepare('SELECT started_at, last_heartbeat_at FROM agent_runs WHERE id = 1').get() as { started_at: string; last_heartbeat_at: string } | undefined;
+          const run = db.prepare('SELECT started_at, last_heartbeat_at FROM agent_runs WHERE id = 1').get() as
+            | { started_at: string; last_heartbeat_at: string }
+            | undefined;
           return run && Date.parse(run.last_heartbeat_at) > Date.parse(run.started_at) ? true : undefined;
         } finally {
           db.close();

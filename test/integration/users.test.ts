@@ -56,7 +56,13 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
     expect(list.stderr).toMatch(/the daemon is not running \(nothing answers at http:\/\/127\.0\.0\.1:\d+\): read from the database directly/);
     expect(list.stdout).toBe('no devices\n');
     expect((await cli('certs', 'crl')).code).toBe(0);
-    for (const args of [['devices', 'set', 'mqtt:pump-1', '--asset-tag', 'A-1'], ['certs', 'revoke', 'ab12', '--reason', 'superseded'], ['discover'], ['users', 'add', 'tech-z', '--role', 'viewer'], ['sync', 'retry-dead-letters']]) {
+    for (const args of [
+      ['devices', 'set', 'mqtt:pump-1', '--asset-tag', 'A-1'],
+      ['certs', 'revoke', 'ab12', '--reason', 'superseded'],
+      ['discover'],
+      ['users', 'add', 'tech-z', '--role', 'viewer'],
+      ['sync', 'retry-dead-letters'],
+    ]) {
       const r = await cli(...args);
       expect(r.code, args.join(' ')).toBe(69);
       expect(r.stderr).toContain('DAEMON_UNAVAILABLE: the daemon is not running');
@@ -73,7 +79,9 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
     ]);
     expect(audit.every((e) => e.actor.startsWith('local:'))).toBe(true);
     // The commands' own variables are not configuration keys: setting them is no configuration error.
-    const withVars = await runCli(['devices', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: `eat_${'C'.repeat(43)}`, EDGE_AGENT_TOKEN_FILE: '/nonexistent/token', EDGE_AGENT_CA: '/nonexistent/ca.pem' } });
+    const withVars = await runCli(['devices', 'list', '--config', config], {
+      env: { EDGE_AGENT_TOKEN: `eat_${'C'.repeat(43)}`, EDGE_AGENT_TOKEN_FILE: '/nonexistent/token', EDGE_AGENT_CA: '/nonexistent/ca.pem' },
+    });
     expect(withVars.code, withVars.stderr).toBe(0);
   }, 120_000);
 
@@ -86,8 +94,18 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
     expect(made.code, made.stderr).toBe(0);
     const { token, record } = JSON.parse(made.stdout) as { token: string; record: { id: string; maxUses: number } };
     expect(record.maxUses).toBe(2);
-    const audit = JSON.parse((await cli('audit', '--json')).stdout) as { actor: string; role: string; action: string; target: string; details: Record<string, unknown> }[];
-    expect(audit.find((e) => e.target === `enrollment token ${record.id}`)).toMatchObject({ role: 'local', action: 'enrollmentToken.create', details: { maxUses: 2 } });
+    const audit = JSON.parse((await cli('audit', '--json')).stdout) as {
+      actor: string;
+      role: string;
+      action: string;
+      target: string;
+      details: Record<string, unknown>;
+    }[];
+    expect(audit.find((e) => e.target === `enrollment token ${record.id}`)).toMatchObject({
+      role: 'local',
+      action: 'enrollmentToken.create',
+      details: { maxUses: 2 },
+    });
     expect(JSON.stringify(audit)).not.toContain(token);
     expect((await local('devices', 'token', 'create', '--expires', '400d')).code).toBe(64);
 
@@ -107,8 +125,21 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
     expect(again.code).toBe(1);
     expect(again.stderr).toContain(`is already revoked`);
     expect((await local('devices', 'token', 'revoke', 'feedfacecafe')).code).toBe(64);
-    const entries = JSON.parse((await cli('audit', '--json')).stdout) as { actor: string; role: string; action: string; target: string; details: Record<string, unknown> }[];
-    expect(entries.filter((e) => e.action === 'enrollmentToken.revoke')).toEqual([expect.objectContaining({ role: 'local', actor: expect.stringMatching(/^local:/), target: `enrollment token ${record.id}`, details: expect.objectContaining({ maxUses: 2 }) })]);
+    const entries = JSON.parse((await cli('audit', '--json')).stdout) as {
+      actor: string;
+      role: string;
+      action: string;
+      target: string;
+      details: Record<string, unknown>;
+    }[];
+    expect(entries.filter((e) => e.action === 'enrollmentToken.revoke')).toEqual([
+      expect.objectContaining({
+        role: 'local',
+        actor: expect.stringMatching(/^local:/),
+        target: `enrollment token ${record.id}`,
+        details: expect.objectContaining({ maxUses: 2 }),
+      }),
+    ]);
   }, 120_000);
 
   it('offers --local only on commands that have a way to work without the daemon', async () => {
@@ -118,7 +149,12 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
       expect(help.stdout, command.join(' ')).toContain('--token <token>');
       expect(help.stdout, command.join(' ')).not.toContain('--local');
     }
-    for (const command of [['devices', 'token', 'create'], ['devices', 'approve'], ['users', 'add'], ['sync', 'now']]) {
+    for (const command of [
+      ['devices', 'token', 'create'],
+      ['devices', 'approve'],
+      ['users', 'add'],
+      ['sync', 'now'],
+    ]) {
       expect((await runCli([...command, '--help'])).stdout, command.join(' ')).toContain('--local');
     }
     const discover = await cli('discover', '--local');

@@ -9,7 +9,16 @@ import { REPO } from '../helpers/daemon.js';
 
 describe('docs/api.md', () => {
   const doc = readFileSync(join(REPO, 'docs', 'api.md'), 'utf8');
-  const routes = apiRoutes({ log: pino({ level: 'silent' }), config: () => { throw new Error('unused'); }, store: undefined as never, repos: undefined as never, bus: undefined as never, ca: undefined as never });
+  const routes = apiRoutes({
+    log: pino({ level: 'silent' }),
+    config: () => {
+      throw new Error('unused');
+    },
+    store: undefined as never,
+    repos: undefined as never,
+    bus: undefined as never,
+    ca: undefined as never,
+  });
 
   it('lists every route of the API with the permission it needs, on one line', () => {
     const rows = doc.split('\n').filter((l) => l.startsWith('| `GET ') || l.startsWith('| `POST ') || l.startsWith('| `PUT '));
@@ -37,7 +46,10 @@ describe('docs/api.md', () => {
     for (const [permission, roles] of Object.entries(PERMISSIONS)) {
       const row = doc.split('\n').find((l) => l.startsWith('| `') && l.includes(`\`${permission}\``) && / (yes|no) \|/.test(l));
       expect(row, permission).toBeDefined();
-      const cells = row!.split('|').map((c) => c.trim()).slice(-4, -1);
+      const cells = row!
+        .split('|')
+        .map((c) => c.trim())
+        .slice(-4, -1);
       expect(cells, permission).toEqual(['admin', 'technician', 'viewer'].map((r) => ((roles as readonly string[]).includes(r) ? 'yes' : 'no')));
     }
   });

@@ -13,7 +13,10 @@ describe('API tokens and roles', () => {
   let users: UserRepository;
   beforeAll(() => {
     tmp = tempDir();
-    ({ store } = Store.open({ path: join(tmp.dir, 'agent.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' })));
+    ({ store } = Store.open(
+      { path: join(tmp.dir, 'agent.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    ));
     users = new UserRepository(store);
   });
   afterAll(() => {
@@ -42,7 +45,12 @@ describe('API tokens and roles', () => {
     expect(authenticate('Bearer eat_short', users)).toEqual({ ok: false, failure: 'malformed' });
     expect(authenticate(`Bearer ${newTokenSecret()}`, users)).toEqual({ ok: false, failure: 'unknown' });
     const expired = issue('viewer-b', 'viewer', new Date(Date.now() - 1000));
-    expect(authenticate(`Bearer ${expired.secret}`, users)).toMatchObject({ ok: false, failure: 'expired', token: { id: expired.token.id }, user: { name: 'viewer-b' } });
+    expect(authenticate(`Bearer ${expired.secret}`, users)).toMatchObject({
+      ok: false,
+      failure: 'expired',
+      token: { id: expired.token.id },
+      user: { name: 'viewer-b' },
+    });
     const revoked = issue('viewer-b', 'viewer');
     users.revokeToken(revoked.token.id);
     expect(authenticate(`Bearer ${revoked.secret}`, users)).toMatchObject({ ok: false, failure: 'revoked', token: { id: revoked.token.id } });
@@ -54,9 +62,14 @@ describe('API tokens and roles', () => {
 
   it('gives each role what the table says, and a viewer nothing that changes anything', () => {
     for (const [permission, roles] of Object.entries(PERMISSIONS)) {
-      for (const role of ['admin', 'technician', 'viewer'] as const) expect(allowed(role, permission as keyof typeof PERMISSIONS)).toBe((roles as readonly string[]).includes(role));
+      for (const role of ['admin', 'technician', 'viewer'] as const)
+        expect(allowed(role, permission as keyof typeof PERMISSIONS)).toBe((roles as readonly string[]).includes(role));
     }
-    expect(Object.keys(PERMISSIONS).filter((p) => allowed('viewer', p as keyof typeof PERMISSIONS)).every((p) => p.endsWith('.read'))).toBe(true);
+    expect(
+      Object.keys(PERMISSIONS)
+        .filter((p) => allowed('viewer', p as keyof typeof PERMISSIONS))
+        .every((p) => p.endsWith('.read')),
+    ).toBe(true);
     expect(Object.keys(PERMISSIONS).filter((p) => !allowed('admin', p as keyof typeof PERMISSIONS))).toEqual([]);
     expect(allowed('technician', 'users.manage')).toBe(false);
     expect(allowed('technician', 'certificates.revoke')).toBe(false);

@@ -148,7 +148,10 @@ describe('loadConfig', () => {
       expect(load(`http:\n  host: "${host}"\n`).config.http.host, host).toBe(host);
     }
     for (const host of ['0.0.0.0', '::', '10.20.0.5', '128.0.0.1', '::ffff:127.0.0.1', 'gw3.plant.example', 'localhost.example']) {
-      expect(problems(`http:\n  host: "${host}"\n`).map((p) => p.path), host).toEqual(['http.host']);
+      expect(
+        problems(`http:\n  host: "${host}"\n`).map((p) => p.path),
+        host,
+      ).toEqual(['http.host']);
       expect(load(`http:\n  host: "${host}"\n  tls:\n    enabled: true\n`).config.http.tls.enabled, host).toBe(true);
     }
   });
@@ -159,21 +162,37 @@ describe('loadConfig', () => {
   });
 
   it('takes only AEAD cipher suites with forward secrecy, at least one for TLS 1.2, and a request timeout no shorter than the header timeout', () => {
-    expect(load('http:\n  tls:\n    ciphers: [ECDHE-ECDSA-CHACHA20-POLY1305, TLS_AES_128_GCM_SHA256]\n').config.http.tls.ciphers).toEqual(['ECDHE-ECDSA-CHACHA20-POLY1305', 'TLS_AES_128_GCM_SHA256']);
-    for (const weak of ['ECDHE-ECDSA-AES128-SHA', 'ECDHE-RSA-AES256-SHA384', 'AES128-GCM-SHA256', 'DHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES128-CCM8', 'ECDHE-ECDSA-ARIA128-GCM-SHA256', 'HIGH']) {
-      expect(problems(`http:\n  tls:\n    ciphers: [${weak}]\n`).map((p) => p.path), weak).toContain('http.tls.ciphers.0');
+    expect(load('http:\n  tls:\n    ciphers: [ECDHE-ECDSA-CHACHA20-POLY1305, TLS_AES_128_GCM_SHA256]\n').config.http.tls.ciphers).toEqual([
+      'ECDHE-ECDSA-CHACHA20-POLY1305',
+      'TLS_AES_128_GCM_SHA256',
+    ]);
+    for (const weak of [
+      'ECDHE-ECDSA-AES128-SHA',
+      'ECDHE-RSA-AES256-SHA384',
+      'AES128-GCM-SHA256',
+      'DHE-RSA-AES128-GCM-SHA256',
+      'ECDHE-ECDSA-AES128-CCM8',
+      'ECDHE-ECDSA-ARIA128-GCM-SHA256',
+      'HIGH',
+    ]) {
+      expect(
+        problems(`http:\n  tls:\n    ciphers: [${weak}]\n`).map((p) => p.path),
+        weak,
+      ).toContain('http.tls.ciphers.0');
     }
-    expect(problems('http:\n  tls:\n    ciphers: [TLS_AES_128_GCM_SHA256]\n').map((p) => `${p.path}: ${p.message}`)).toEqual([expect.stringMatching(/^http\.tls\.ciphers: needs at least one TLS 1\.2 suite/)]);
-    expect(problems('http:\n  headersTimeoutMs: 20000\n  requestTimeoutMs: 10000\n').map((p) => `${p.path}: ${p.message}`)).toEqual(['http.requestTimeoutMs: must be at least http.headersTimeoutMs']);
+    expect(problems('http:\n  tls:\n    ciphers: [TLS_AES_128_GCM_SHA256]\n').map((p) => `${p.path}: ${p.message}`)).toEqual([
+      expect.stringMatching(/^http\.tls\.ciphers: needs at least one TLS 1\.2 suite/),
+    ]);
+    expect(problems('http:\n  headersTimeoutMs: 20000\n  requestTimeoutMs: 10000\n').map((p) => `${p.path}: ${p.message}`)).toEqual([
+      'http.requestTimeoutMs: must be at least http.headersTimeoutMs',
+    ]);
   });
 
   it('reports every problem of a file at once', () => {
     const found = problems('agent:\n  heartbeatIntervalMs: 0\nlog:\n  level: loud\n  extra: 1\nhttp:\n  port: -1\n', {
       EDGE_AGENT_NOPE_KEY: '1',
     });
-    expect(found.map((p) => p.path).sort()).toEqual(
-      ['agent.heartbeatIntervalMs', 'env EDGE_AGENT_NOPE_KEY', 'http.port', 'log.extra', 'log.level'].sort(),
-    );
+    expect(found.map((p) => p.path).sort()).toEqual(['agent.heartbeatIntervalMs', 'env EDGE_AGENT_NOPE_KEY', 'http.port', 'log.extra', 'log.level'].sort());
   });
 
   it('reports YAML syntax errors with their line, and duplicate keys', () => {
@@ -248,7 +267,7 @@ describe('planReload', () => {
     });
   });
 
-  it("docs/configuration.md says restart for exactly the keys the schema marks restart-only", () => {
+  it('docs/configuration.md says restart for exactly the keys the schema marks restart-only', () => {
     const docs = readFileSync(join(REPO, 'docs/configuration.md'), 'utf8');
     const rows = [...docs.matchAll(/^\| `([^`]+)` \|[^|]*\| (live|restart) \|/gm)].map((m) => [m[1]!, m[2]!] as const);
     expect(rows.length).toBeGreaterThan(50);

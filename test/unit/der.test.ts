@@ -1,6 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import { CertError } from '../../certs/errors.js';
-import { children, decodeOid, decodeUnsigned, DerError, oid, read, readExactly, sequence, setOf, smallInteger, Tag, time, unsignedInteger, utf8String } from '../../certs/x509/der.js';
+import {
+  children,
+  decodeOid,
+  decodeUnsigned,
+  DerError,
+  oid,
+  read,
+  readExactly,
+  sequence,
+  setOf,
+  smallInteger,
+  Tag,
+  time,
+  unsignedInteger,
+  utf8String,
+} from '../../certs/x509/der.js';
 import { keyUsage, subjectAltName } from '../../certs/x509/extensions.js';
 import { encodeName } from '../../certs/x509/name.js';
 import { derFrom, pemBlocks, toPem } from '../../certs/x509/pem.js';

@@ -30,7 +30,9 @@ describe('the device id rule (certs/profiles/deviceId.ts, used by the agent)', (
 
   it.each(['mqtt-device', 'broker-server', 'agent-client'] as const)('refuses "." and ".." as the identity of a %s certificate', (profile) => {
     for (const identity of ['.', '..']) {
-      expect(() => profileNamed(profile).template({ identity, ...(profile === 'broker-server' ? { dnsNames: ['localhost'] } : {}) }, 'ec-p256', 'Plant')).toThrow(expect.objectContaining({ code: 'REQUEST_INVALID', message: expect.stringMatching(/not "\." or "\.\."/) }));
+      expect(() =>
+        profileNamed(profile).template({ identity, ...(profile === 'broker-server' ? { dnsNames: ['localhost'] } : {}) }, 'ec-p256', 'Plant'),
+      ).toThrow(expect.objectContaining({ code: 'REQUEST_INVALID', message: expect.stringMatching(/not "\." or "\.\."/) }));
     }
   });
 
@@ -39,7 +41,9 @@ describe('the device id rule (certs/profiles/deviceId.ts, used by the agent)', (
     const ca = caFixture(tmp.dir);
     try {
       const key = SoftwareKey.generate('ec-p256');
-      await expect(ca.authority.issue({ profile: 'mqtt-device', identity: '..', csr: buildCsr(key, encodeName({ commonName: '..' })) })).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+      await expect(ca.authority.issue({ profile: 'mqtt-device', identity: '..', csr: buildCsr(key, encodeName({ commonName: '..' })) })).rejects.toMatchObject({
+        code: 'REQUEST_INVALID',
+      });
       expect(ca.count()).toBe(0);
     } finally {
       ca.close();

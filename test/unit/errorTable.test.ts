@@ -7,7 +7,25 @@ import { sendError } from '../../agent/api/httpServer.js';
 import { ApiError, jsonBody } from '../../agent/api/router.js';
 import { ApiAnswerError, DaemonUnavailableError, NoTokenError } from '../../agent/cli/apiClient.js';
 import { AGENT_ERRORS, API_ERRORS, CERT_ERRORS, ERROR_TABLE, ExitCode, type ErrorCode } from '../../agent/errorTable.js';
-import { AgentError, codeOf, commandExitCode, ConfigError, ConfigFileError, exitCodeFor, exitForAnswer, httpStatusOf, RefusedError, ServiceStartError, StoreAccessError, StoreCorruptError, StoreMissingError, StoreNotMigratedError, StoreTooNewError, TimeoutError, UsageError } from '../../agent/errors.js';
+import {
+  AgentError,
+  codeOf,
+  commandExitCode,
+  ConfigError,
+  ConfigFileError,
+  exitCodeFor,
+  exitForAnswer,
+  httpStatusOf,
+  RefusedError,
+  ServiceStartError,
+  StoreAccessError,
+  StoreCorruptError,
+  StoreMissingError,
+  StoreNotMigratedError,
+  StoreTooNewError,
+  TimeoutError,
+  UsageError,
+} from '../../agent/errors.js';
 import { PassphraseError } from '../../agent/ca/passphrase.js';
 import { InstanceLockedError } from '../../agent/lifecycle/instanceLock.js';
 import { RequestError } from '../../agent/onboarding/request.js';
@@ -61,7 +79,12 @@ describe('the error table', () => {
     const res = { writeHead: (status: number) => (written.status = status), end: (body: string) => (written.body = body) } as unknown as ServerResponse;
     sendError(res, 'HOST_NOT_ALLOWED', 'not this listener');
     expect(written).toEqual({ status: 421, body: JSON.stringify({ code: 'HOST_NOT_ALLOWED', message: 'not this listener' }) });
-    const req = Object.assign((async function* () { yield Buffer.from('{'); })(), { headers: { 'content-type': 'application/json' } });
+    const req = Object.assign(
+      (async function* () {
+        yield Buffer.from('{');
+      })(),
+      { headers: { 'content-type': 'application/json' } },
+    );
     const bad = await jsonBody(req as never, (await import('zod')).z.object({})).catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(ApiError);
     expect([(bad as ApiError).code, (bad as ApiError).status]).toEqual(['BAD_JSON', 400]);

@@ -20,7 +20,10 @@ describe('the event bus', () => {
     expect(() => bus.emit('device.changed', { deviceId: 'mqtt:pump-7' })).not.toThrow();
     await new Promise((r) => setImmediate(r));
     expect(heard).toEqual(['mqtt:pump-7']);
-    expect(errors).toEqual([expect.objectContaining({ event: 'device.changed', owner: 'thrower' }), expect.objectContaining({ event: 'device.changed', owner: 'async' })]);
+    expect(errors).toEqual([
+      expect.objectContaining({ event: 'device.changed', owner: 'thrower' }),
+      expect.objectContaining({ event: 'device.changed', owner: 'async' }),
+    ]);
     bus.off('sync');
     bus.emit('device.changed', { deviceId: 'mqtt:pump-8' });
     expect(heard).toEqual(['mqtt:pump-7']);

@@ -31,7 +31,10 @@ describe('device repository', () => {
   let devices: DeviceRepository;
   beforeEach(() => {
     tmp = tempDir();
-    store = Store.open({ path: join(tmp.dir, 'i.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' })).store;
+    store = Store.open(
+      { path: join(tmp.dir, 'i.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    ).store;
     devices = new DeviceRepository(store);
   });
   afterEach(() => {
@@ -40,11 +43,18 @@ describe('device repository', () => {
   });
 
   it('records every change with its audit row and a revision that grows', () => {
-    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-1', to: 'pending', cause: 'request r1', actor: 'policy', patch: { nameplate: { manufacturer: 'Acme' } } }));
-    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-1', to: 'provisioned', cause: 'issued', actor: 'policy', patch: { certificateSerial: '0a' } }));
+    store.transaction(() =>
+      devices.apply({ protocol: 'mqtt', name: 'p-1', to: 'pending', cause: 'request r1', actor: 'policy', patch: { nameplate: { manufacturer: 'Acme' } } }),
+    );
+    store.transaction(() =>
+      devices.apply({ protocol: 'mqtt', name: 'p-1', to: 'provisioned', cause: 'issued', actor: 'policy', patch: { certificateSerial: '0a' } }),
+    );
     const d = devices.get('mqtt:p-1')!;
     expect(d).toMatchObject({ state: 'provisioned', revision: 2, certificateSerial: '0a', nameplate: { manufacturer: 'Acme' } });
-    expect(devices.events('mqtt:p-1').map((e) => [e.from, e.to, e.cause])).toEqual([[undefined, 'pending', 'request r1'], ['pending', 'provisioned', 'issued']]);
+    expect(devices.events('mqtt:p-1').map((e) => [e.from, e.to, e.cause])).toEqual([
+      [undefined, 'pending', 'request r1'],
+      ['pending', 'provisioned', 'issued'],
+    ]);
   });
 
   it('refuses a transition the state machine does not have, and changes nothing', () => {
@@ -59,8 +69,19 @@ describe('device repository', () => {
   });
 
   it('fills empty nameplate fields from announcements without overwriting the enrolled ones', () => {
-    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-4', to: 'pending', cause: 'r', actor: 'policy', patch: { nameplate: { manufacturer: 'Acme' } } }));
-    store.transaction(() => devices.apply({ protocol: 'mqtt', name: 'p-4', to: 'pending', cause: 'seen', actor: 'discovery', patch: { fillNameplate: { manufacturer: 'Spoof', model: 'M-1' } } }));
+    store.transaction(() =>
+      devices.apply({ protocol: 'mqtt', name: 'p-4', to: 'pending', cause: 'r', actor: 'policy', patch: { nameplate: { manufacturer: 'Acme' } } }),
+    );
+    store.transaction(() =>
+      devices.apply({
+        protocol: 'mqtt',
+        name: 'p-4',
+        to: 'pending',
+        cause: 'seen',
+        actor: 'discovery',
+        patch: { fillNameplate: { manufacturer: 'Spoof', model: 'M-1' } },
+      }),
+    );
     expect(devices.get('mqtt:p-4')!.nameplate).toEqual({ manufacturer: 'Acme', model: 'M-1' });
   });
 

@@ -45,7 +45,12 @@ describe('issuance as one pipeline', () => {
       store: () => ca.store,
       devices: () => devices,
       enrollments: () => enrollments,
-      policy: () => new EnrollmentPolicy({ rules: [], default: 'approve', renewal: 'policy' }, () => [], () => undefined),
+      policy: () =>
+        new EnrollmentPolicy(
+          { rules: [], default: 'approve', renewal: 'policy' },
+          () => [],
+          () => undefined,
+        ),
       ca: service,
       gate: { cutOff: async () => undefined, restore: async () => undefined },
       provisioning: (name) => `edge/prov/v1/${name}`,
@@ -83,7 +88,9 @@ describe('issuance as one pipeline', () => {
 
   it('applies the CN rule to requests a device makes for itself, not to those an operator names', async () => {
     const csr = prepare(csrFor('whatever'));
-    await expect(ca.authority.issue({ profile: 'mqtt-device', identity: 'dev-3', csr, origin: 'requester' })).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+    await expect(ca.authority.issue({ profile: 'mqtt-device', identity: 'dev-3', csr, origin: 'requester' })).rejects.toMatchObject({
+      code: 'REQUEST_INVALID',
+    });
     const issued = await ca.authority.issue({ profile: 'mqtt-device', identity: 'dev-3', csr });
     expect(issued.record.subject).toBe('O=Test Plant, CN=dev-3');
   });

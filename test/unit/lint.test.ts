@@ -40,8 +40,10 @@ describe('lint of the encoded certificate before it is signed', () => {
       spki,
       extensions,
     });
-  const lint = (t: Buffer, notAfter = new Date(Date.now() + 86_400_000), profile = mqtt, tpl = template) => () =>
-    lintTbs(t, new Date(Date.now() - 1000), notAfter, profile, tpl, issuer);
+  const lint =
+    (t: Buffer, notAfter = new Date(Date.now() + 86_400_000), profile = mqtt, tpl = template) =>
+    () =>
+      lintTbs(t, new Date(Date.now() - 1000), notAfter, profile, tpl, issuer);
 
   it('passes a certificate built as the profile says', () => {
     expect(lint(tbs(good()))).not.toThrow();
@@ -49,10 +51,29 @@ describe('lint of the encoded certificate before it is signed', () => {
 
   it.each([
     ['a leaf with CA:TRUE', () => lint(tbs([basicConstraints(true), ...good().slice(1)]))(), /CA:TRUE/],
-    ['a leaf that may sign certificates', () => lint(tbs([basicConstraints(false), keyUsage(['digitalSignature', 'keyCertSign']), ...good().slice(2)]))(), /may sign certificates/],
-    ['other key usages than the profile', () => lint(tbs([basicConstraints(false), keyUsage(['digitalSignature', 'keyEncipherment']), ...good().slice(2)]))(), /key usage/],
-    ['another extended key usage', () => lint(tbs([basicConstraints(false), keyUsage(['digitalSignature']), extKeyUsage([OID.serverAuth]), issuer.aki]))(), /extended key usage/],
-    ['validity past the issuer', () => { const end = new Date(issuer.notAfter.getTime() + 86_400_000); lint(tbs(good(), end), end)(); }, /not inside the issuer/],
+    [
+      'a leaf that may sign certificates',
+      () => lint(tbs([basicConstraints(false), keyUsage(['digitalSignature', 'keyCertSign']), ...good().slice(2)]))(),
+      /may sign certificates/,
+    ],
+    [
+      'other key usages than the profile',
+      () => lint(tbs([basicConstraints(false), keyUsage(['digitalSignature', 'keyEncipherment']), ...good().slice(2)]))(),
+      /key usage/,
+    ],
+    [
+      'another extended key usage',
+      () => lint(tbs([basicConstraints(false), keyUsage(['digitalSignature']), extKeyUsage([OID.serverAuth]), issuer.aki]))(),
+      /extended key usage/,
+    ],
+    [
+      'validity past the issuer',
+      () => {
+        const end = new Date(issuer.notAfter.getTime() + 86_400_000);
+        lint(tbs(good(), end), end)();
+      },
+      /not inside the issuer/,
+    ],
     ['an issuer name that is not the CA subject', () => lint(tbs(good(), undefined, encodeName({ commonName: 'Someone Else' })))(), /issuer name/],
     [
       'a required SAN URI missing',

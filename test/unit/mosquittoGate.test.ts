@@ -54,7 +54,13 @@ describe('MosquittoGate when Mosquitto cannot be told to reload', () => {
     let cutOff = ['pump-5'];
     const takenOver: string[] = [];
     const gate = () =>
-      new MosquittoGate({ log: pino({ level: 'silent' }), metrics: new Metrics(), options: () => options, cutOffIdentities: () => cutOff, takeOver: async (id) => void takenOver.push(id) });
+      new MosquittoGate({
+        log: pino({ level: 'silent' }),
+        metrics: new Metrics(),
+        options: () => options,
+        cutOffIdentities: () => cutOff,
+        takeOver: async (id) => void takenOver.push(id),
+      });
     await gate().cutOff('pump-5');
     expect(takenOver).toEqual(['pump-5']);
     // The agent stops; pump-6 is revoked beside it (edge-agent ca revoke); the agent starts again.

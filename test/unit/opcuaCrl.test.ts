@@ -24,7 +24,11 @@ describe("what an OPC UA server's CRLs lack after a revocation", () => {
   });
 
   it('reads the serials a CRL revokes as openssl does', async () => {
-    const issued = await ca.authority.issue({ profile: 'opcua-application', identity: 'urn:plant1:crl-a', csr: buildCsr(SoftwareKey.generate('rsa-2048'), encodeName({ commonName: 'a' })) });
+    const issued = await ca.authority.issue({
+      profile: 'opcua-application',
+      identity: 'urn:plant1:crl-a',
+      csr: buildCsr(SoftwareKey.generate('rsa-2048'), encodeName({ commonName: 'a' })),
+    });
     ca.authority.revoke(issued.record.serial, 'keyCompromise');
     const der = rsaCrl();
     writeFileSync(join(tmp.dir, 'rsa.crl'), der);
@@ -41,10 +45,18 @@ describe("what an OPC UA server's CRLs lack after a revocation", () => {
     expect(again.equals(before)).toBe(false);
     expect(revocationDigest([again])).toBe(revocationDigest([before]));
     // A revocation by the EC issuing CA (an MQTT device) is not in the RSA CA's CRL.
-    const device = await ca.authority.issue({ profile: 'mqtt-device', identity: 'crl-device', csr: buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: 'd' })) });
+    const device = await ca.authority.issue({
+      profile: 'mqtt-device',
+      identity: 'crl-device',
+      csr: buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: 'd' })),
+    });
     ca.authority.revoke(device.record.serial, 'unspecified');
     expect(revocationDigest([rsaCrl()])).toBe(revocationDigest([before]));
-    const server = await ca.authority.issue({ profile: 'opcua-application', identity: 'urn:plant1:crl-b', csr: buildCsr(SoftwareKey.generate('rsa-2048'), encodeName({ commonName: 'b' })) });
+    const server = await ca.authority.issue({
+      profile: 'opcua-application',
+      identity: 'urn:plant1:crl-b',
+      csr: buildCsr(SoftwareKey.generate('rsa-2048'), encodeName({ commonName: 'b' })),
+    });
     ca.authority.revoke(server.record.serial, 'superseded');
     expect(revocationDigest([rsaCrl()])).not.toBe(revocationDigest([before]));
   });

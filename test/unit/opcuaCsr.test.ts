@@ -8,7 +8,8 @@ const URI = 'urn:plant1:press-7';
 
 describe('the CSR an OPC UA server answers CreateSigningRequest with (made by openssl here)', () => {
   let tmp: ReturnType<typeof tempDir>;
-  const csr = async (name: string, addext: string[]) => derFrom(await opensslCsr(tmp.dir, name, 'rsa-2048', { subject: '/CN=Press 7/O=Plant', addext }), ['CERTIFICATE REQUEST'], 'CSR');
+  const csr = async (name: string, addext: string[]) =>
+    derFrom(await opensslCsr(tmp.dir, name, 'rsa-2048', { subject: '/CN=Press 7/O=Plant', addext }), ['CERTIFICATE REQUEST'], 'CSR');
   beforeAll(() => (tmp = tempDir()));
   afterAll(() => tmp.cleanup());
 
@@ -21,7 +22,9 @@ describe('the CSR an OPC UA server answers CreateSigningRequest with (made by op
     const other = await csr('other', ['subjectAltName=URI:urn:plant1:mixer-2']);
     const two = await csr('two', [`subjectAltName=URI:${URI},URI:urn:edge-agent:gw-1-opcua`]);
     const none = await csr('none', ['subjectAltName=DNS:press-7.plant']);
-    expect(() => checkServerCsr(other, URI)).toThrow(/names urn:plant1:mixer-2 in its subjectAltName, not exactly the server's applicationUri urn:plant1:press-7/);
+    expect(() => checkServerCsr(other, URI)).toThrow(
+      /names urn:plant1:mixer-2 in its subjectAltName, not exactly the server's applicationUri urn:plant1:press-7/,
+    );
     expect(() => checkServerCsr(two, URI)).toThrow(/names urn:plant1:press-7, urn:edge-agent:gw-1-opcua/);
     expect(() => checkServerCsr(none, URI)).toThrow(/names no URI/);
   });

@@ -13,15 +13,57 @@ import { openssl, opensslCsr } from '../helpers/openssl.js';
 
 /** Manufacturer CAs and IDevIDs made by openssl, not by the agent's code. */
 async function manufacturer(dir: string, name: string): Promise<void> {
-  const ok = await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`,
-    '-subj', `/O=${name}/CN=${name} Device CA`, '-days', '3650', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  const ok = await openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.pem`,
+      '-subj',
+      `/O=${name}/CN=${name} Device CA`,
+      '-days',
+      '3650',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
   if (!ok.ok) throw new Error(ok.stderr);
 }
 
 async function idevid(dir: string, name: string, ca: string, serial: string): Promise<void> {
-  const req = await openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/O=Acme/CN=${name}/serialNumber=${serial}`], dir);
+  const req = await openssl(
+    [
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+      '-subj',
+      `/O=Acme/CN=${name}/serialNumber=${serial}`,
+    ],
+    dir,
+  );
   if (!req.ok) throw new Error(req.stderr);
-  const sign = await openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-days', '365', '-out', `${name}.pem`], dir);
+  const sign = await openssl(
+    ['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-days', '365', '-out', `${name}.pem`],
+    dir,
+  );
   if (!sign.ok) throw new Error(sign.stderr);
 }
 
@@ -44,7 +86,10 @@ describe('enrollment policy', () => {
 
   beforeAll(async () => {
     tmp = tempDir();
-    store = Store.open({ path: join(tmp.dir, 'p.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' })).store;
+    store = Store.open(
+      { path: join(tmp.dir, 'p.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    ).store;
     tokens = new EnrollmentRepository(store);
     await manufacturer(tmp.dir, 'acme');
     await manufacturer(tmp.dir, 'other');
@@ -63,21 +108,53 @@ describe('enrollment policy', () => {
     new EnrollmentPolicy({ rules, default: 'hold', renewal: 'hold', ...extra }, loadManufacturerCas, (s) => tokens.tokenBySecret(s));
   const input = (extra: Partial<PolicyInput> = {}): PolicyInput => ({ device: undefined, nameplate, csrDer, ...extra });
   const device = (patch: Partial<Device>): Device => ({
-    id: 'mqtt:dev-42', protocol: 'mqtt', name: 'dev-42', state: 'discovered', blocked: false, preapproved: false, nameplate: {}, source: {}, online: false,
-    firstSeen: new Date(), lastSeen: new Date(), revision: 1, updatedAt: new Date(), ...patch,
+    id: 'mqtt:dev-42',
+    protocol: 'mqtt',
+    name: 'dev-42',
+    state: 'discovered',
+    blocked: false,
+    preapproved: false,
+    nameplate: {},
+    source: {},
+    online: false,
+    firstSeen: new Date(),
+    lastSeen: new Date(),
+    revision: 1,
+    updatedAt: new Date(),
+    ...patch,
   });
   const claimRule = (file = 'acme.pem'): PolicyRule => ({ kind: 'claim', manufacturerCaFile: join(tmp.dir, file), action: 'approve' });
 
   describe('token rule', () => {
     it('approves with a valid token and names it for the use count', () => {
       const { token, record } = tokens.createToken('line 3', 2, new Date(Date.now() + 3_600_000));
-      expect(policy([{ kind: 'token', action: 'approve' }]).evaluate(input({ enrollmentToken: token }))).toMatchObject({ action: 'approve', tokenId: record.id, decidedBy: 'rule 1 (token)' });
+      expect(policy([{ kind: 'token', action: 'approve' }]).evaluate(input({ enrollmentToken: token }))).toMatchObject({
+        action: 'approve',
+        tokenId: record.id,
+        decidedBy: 'rule 1 (token)',
+      });
     });
     it.each([
       ['unknown', () => 'not-a-token', /not known/],
       ['expired', () => tokens.createToken('old', 1, new Date(Date.now() - 1000)).token, /expired at/],
-      ['used up', () => { const t = tokens.createToken('once', 1, new Date(Date.now() + 60_000)); tokens.useToken(t.record.id); return t.token; }, /used up \(1 uses\)/],
-      ['revoked', () => { const t = tokens.createToken('gone', 5, new Date(Date.now() + 60_000)); tokens.revokeToken(t.record.id); return t.token; }, /was revoked/],
+      [
+        'used up',
+        () => {
+          const t = tokens.createToken('once', 1, new Date(Date.now() + 60_000));
+          tokens.useToken(t.record.id);
+          return t.token;
+        },
+        /used up \(1 uses\)/,
+      ],
+      [
+        'revoked',
+        () => {
+          const t = tokens.createToken('gone', 5, new Date(Date.now() + 60_000));
+          tokens.revokeToken(t.record.id);
+          return t.token;
+        },
+        /was revoked/,
+      ],
     ])('rejects an %s token', (_what, make, reason) => {
       const decision = policy([{ kind: 'token', action: 'approve' }]).evaluate(input({ enrollmentToken: make() }));
       expect(decision.action).toBe('reject');
@@ -113,7 +190,10 @@ describe('enrollment policy', () => {
       expect(policy([claimRule()]).evaluate(input({ claim: stranger }))).toMatchObject({ action: 'reject', reason: expect.stringMatching(/does not chain/) });
     });
     it('rejects an IDevID for another serial number than the nameplate', () => {
-      expect(policy([claimRule()]).evaluate(input({ claim, nameplate: { ...nameplate, serialNumber: 'SN-43' } }))).toMatchObject({ action: 'reject', reason: expect.stringMatching(/SN-42/) });
+      expect(policy([claimRule()]).evaluate(input({ claim, nameplate: { ...nameplate, serialNumber: 'SN-43' } }))).toMatchObject({
+        action: 'reject',
+        reason: expect.stringMatching(/SN-42/),
+      });
     });
     it('refuses a manufacturer CA file without a CA certificate', () => {
       expect(() => policy([claimRule('dev-42.pem')])).toThrow(/not a CA certificate/);
@@ -128,7 +208,10 @@ describe('enrollment policy', () => {
     });
     it('lets the first rule that applies decide', () => {
       const { token } = tokens.createToken('order', 1, new Date(Date.now() + 60_000));
-      const rules: PolicyRule[] = [{ kind: 'allowlist', manufacturer: 'Acme*', action: 'reject' }, { kind: 'token', action: 'approve' }];
+      const rules: PolicyRule[] = [
+        { kind: 'allowlist', manufacturer: 'Acme*', action: 'reject' },
+        { kind: 'token', action: 'approve' },
+      ];
       expect(policy(rules).evaluate(input({ enrollmentToken: token }))).toMatchObject({ action: 'reject', decidedBy: 'rule 1 (allowlist)' });
     });
     it('treats regular-expression characters in patterns literally', () => {
@@ -150,10 +233,16 @@ describe('enrollment policy', () => {
       expect(policy(approveAll, { renewal }).evaluate(input({ device: device({ state: 'provisioned', certificateSerial: '01' }) })).action).toBe(action);
     });
     it('holds a device a technician rejected even when a rule approves', () => {
-      expect(policy(approveAll).evaluate(input({ device: device({ state: 'rejected', blocked: true }) }))).toMatchObject({ action: 'hold', decidedBy: 'inventory' });
+      expect(policy(approveAll).evaluate(input({ device: device({ state: 'rejected', blocked: true }) }))).toMatchObject({
+        action: 'hold',
+        decidedBy: 'inventory',
+      });
     });
     it('approves a device a technician approved in advance', () => {
-      expect(policy([], { default: 'reject' }).evaluate(input({ device: device({ preapproved: true }) }))).toMatchObject({ action: 'approve', decidedBy: 'technician' });
+      expect(policy([], { default: 'reject' }).evaluate(input({ device: device({ preapproved: true }) }))).toMatchObject({
+        action: 'approve',
+        decidedBy: 'technician',
+      });
     });
     it('rejects a decommissioned device whatever the rules say', () => {
       expect(policy(approveAll).evaluate(input({ device: device({ state: 'decommissioned' }) })).action).toBe('reject');

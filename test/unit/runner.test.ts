@@ -59,11 +59,7 @@ describe('ServiceRunner', () => {
     const states: string[] = [];
     const runner = new ServiceRunner({
       log,
-      services: [
-        service('a', journal),
-        service('b', journal, { start: () => Promise.reject(new Error('disk full')) }),
-        service('c', journal),
-      ],
+      services: [service('a', journal), service('b', journal, { start: () => Promise.reject(new Error('disk full')) }), service('c', journal)],
       timeouts,
       onStateChange: (name, state) => states.push(`${name}:${state}`),
     });
@@ -123,8 +119,7 @@ describe('ServiceRunner', () => {
       log,
       services: [
         service('waits', journal, {
-          start: (signal) =>
-            new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('aborted')), { once: true })),
+          start: (signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('aborted')), { once: true })),
         }),
         service('never', journal),
       ],

@@ -13,7 +13,14 @@ const base: Device = {
   state: 'provisioned',
   blocked: false,
   preapproved: false,
-  nameplate: { manufacturer: 'ACME Pumps', model: 'CP-300', serialNumber: 'SN-0042', hardwareRevision: 'HW-B', firmwareVersion: '4.1.2', displayName: 'Press 7' },
+  nameplate: {
+    manufacturer: 'ACME Pumps',
+    model: 'CP-300',
+    serialNumber: 'SN-0042',
+    hardwareRevision: 'HW-B',
+    firmwareVersion: '4.1.2',
+    displayName: 'Press 7',
+  },
   source: {
     opcua: {
       endpointUrl: 'opc.tcp://10.20.0.31:4840',
@@ -32,7 +39,7 @@ const base: Device = {
 };
 
 describe('the upstream record', () => {
-  it('sends the asset tag and the location fields a technician set, over the server\'s AssetId and the gateway\'s location', () => {
+  it("sends the asset tag and the location fields a technician set, over the server's AssetId and the gateway's location", () => {
     const annotated = { ...base, assetTag: 'PLANT1-P-007-B', location: { line: 'L5', cell: 'C2' } };
     const item = upstreamItem(annotated, undefined, { site: 'plant-1', line: 'L2' });
     expect(item.record.assetTag).toBe('PLANT1-P-007-B');
@@ -74,7 +81,16 @@ describe('the upstream record', () => {
       homie: { protocol: 'homie', topic: 'homie/meter-9/$state', state: 'ready' },
       homeassistant: { protocol: 'homeassistant', component: 'sensor', nodeId: 'meter-9', objectId: 'power', identifier: 'x/y' },
     };
-    const mqtt: Device = { ...base, id: 'mqtt:meter-9', protocol: 'mqtt', name: 'meter-9', state: 'decommissioned', nameplate: {}, certificateSerial: undefined, source } as Device;
+    const mqtt: Device = {
+      ...base,
+      id: 'mqtt:meter-9',
+      protocol: 'mqtt',
+      name: 'meter-9',
+      state: 'decommissioned',
+      nameplate: {},
+      certificateSerial: undefined,
+      source,
+    } as Device;
     const item = upstreamItem(mqtt, undefined, {});
     expect(item.op).toBe('retire');
     expect(item.record).toMatchObject({ manufacturer: { name: null, uri: null }, model: null, certificate: null, deviceClass: 'mqtt-device' });
@@ -96,11 +112,18 @@ describe('the upstream record', () => {
       // What agent/onboarding/mqttEnrollment.ts writes: { protocol, provisioning: `${topicPrefix}/${name}` }.
       source: { protocol: 'mqtt', provisioning: 'edge/prov/v1/meter-7' },
     };
-    expect(upstreamItem(enrolled, undefined, {}).record.source).toEqual({ protocol: 'mqtt', endpoint: null, applicationUri: null, topics: ['edge/prov/v1/meter-7/request'] });
+    expect(upstreamItem(enrolled, undefined, {}).record.source).toEqual({
+      protocol: 'mqtt',
+      endpoint: null,
+      applicationUri: null,
+      topics: ['edge/prov/v1/meter-7/request'],
+    });
   });
 
   it('has exactly the fields the OpenAPI file requires', () => {
-    const api = parse(readFileSync(join(REPO, 'docs/upstream-api.openapi.yaml'), 'utf8')) as { components: { schemas: { Record: { required: string[]; properties: Record<string, unknown> }; Item: { required: string[] } } } };
+    const api = parse(readFileSync(join(REPO, 'docs/upstream-api.openapi.yaml'), 'utf8')) as {
+      components: { schemas: { Record: { required: string[]; properties: Record<string, unknown> }; Item: { required: string[] } } };
+    };
     const item = upstreamItem(base, undefined, {});
     expect(Object.keys(item.record).sort()).toEqual([...api.components.schemas.Record.required].sort());
     expect(Object.keys(api.components.schemas.Record.properties).sort()).toEqual(Object.keys(item.record).sort());

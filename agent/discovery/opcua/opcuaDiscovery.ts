@@ -31,7 +31,11 @@ export interface OpcuaDiscoveryDeps {
  * of its SHA-256 so that two URIs that clean up alike stay apart.
  */
 export function serverName(applicationUri: string): string {
-  const slug = applicationUri.replace(/[^A-Za-z0-9._-]+/g, '.').replace(/^\.+|\.+$/g, '').slice(0, 55) || 'server';
+  const slug =
+    applicationUri
+      .replace(/[^A-Za-z0-9._-]+/g, '.')
+      .replace(/^\.+|\.+$/g, '')
+      .slice(0, 55) || 'server';
   return `${slug}-${createHash('sha256').update(applicationUri).digest('hex').slice(0, 8)}`;
 }
 
@@ -135,7 +139,12 @@ export class OpcuaDiscovery {
     for (const target of refused) {
       counts.total += 1;
       runs.addTargets(run.id, 1);
-      this.record(run, counts, { target: target.slice(0, 200), source: 'endpoint', status: 'skipped', detail: 'no longer inside opcua.scan.ranges and scan.ports: not contacted' });
+      this.record(run, counts, {
+        target: target.slice(0, 200),
+        source: 'endpoint',
+        status: 'skipped',
+        detail: 'no longer inside opcua.scan.ranges and scan.ports: not contacted',
+      });
     }
     try {
       await this.steps(run, c, counts, progress, signal);
@@ -177,7 +186,10 @@ export class OpcuaDiscovery {
       await pool(c.discoveryServers, 4, signal, async (lds) => {
         try {
           const listed = await this.deps.probe.findServers(lds, c.timeoutMs);
-          const urls = listed.filter((s) => s.applicationType !== 'DiscoveryServer').flatMap((s) => s.discoveryUrls).slice(0, MAX_LDS_URLS);
+          const urls = listed
+            .filter((s) => s.applicationType !== 'DiscoveryServer')
+            .flatMap((s) => s.discoveryUrls)
+            .slice(0, MAX_LDS_URLS);
           for (const raw of urls) {
             const url = printable(raw);
             if (!url.startsWith('opc.tcp://')) continue;
@@ -209,7 +221,12 @@ export class OpcuaDiscovery {
                 recorded.add(url);
                 counts.total += 1;
                 runs.addTargets(run.id, 1);
-                this.record(run, counts, { target: url, source: 'mdns', status: 'skipped', detail: `announced over mDNS as ${a.instance}, outside opcua.scan.ranges: not contacted` });
+                this.record(run, counts, {
+                  target: url,
+                  source: 'mdns',
+                  status: 'skipped',
+                  detail: `announced over mDNS as ${a.instance}, outside opcua.scan.ranges: not contacted`,
+                });
               }
             }
           }
@@ -245,7 +262,12 @@ export class OpcuaDiscovery {
           const same = seen.get(facts.applicationUri);
           if (same && same.thumbprint !== facts.certificateThumbprint) {
             // Two servers claim one applicationUri (a cloned project, or a spoof): neither overwrites the other.
-            this.record(run, counts, { target: url, source, status: 'error', detail: `applicationUri ${facts.applicationUri} is also served by ${same.url} with another certificate: not recorded, check both servers` });
+            this.record(run, counts, {
+              target: url,
+              source,
+              status: 'error',
+              detail: `applicationUri ${facts.applicationUri} is also served by ${same.url} with another certificate: not recorded, check both servers`,
+            });
           } else if (same) {
             found.add(same.deviceId);
             this.record(run, counts, { target: url, source, status: 'found', deviceId: same.deviceId, detail: `the same server as ${same.url}` });
@@ -257,7 +279,12 @@ export class OpcuaDiscovery {
           }
         } catch (err) {
           const message = (err as Error).message || String(err);
-          this.record(run, counts, { target: url, source, status: source === 'scan' ? 'nothing' : 'error', detail: source === 'scan' ? `not an OPC UA server: ${message}` : message });
+          this.record(run, counts, {
+            target: url,
+            source,
+            status: source === 'scan' ? 'nothing' : 'error',
+            detail: source === 'scan' ? `not an OPC UA server: ${message}` : message,
+          });
         }
         progress('probing');
       });
@@ -293,7 +320,8 @@ export class OpcuaDiscovery {
       if (!device.online || found.has(device.id) || device.state === 'decommissioned') continue;
       const url = (device.source.opcua as { endpointUrl?: unknown } | undefined)?.endpointUrl;
       if (typeof url !== 'string' || !looked(url)) continue;
-      if (store.transaction(() => devices.offline(device.id))) log.info({ run: run.id, device: device.id, endpointUrl: url }, 'OPC UA server not found where it was: offline');
+      if (store.transaction(() => devices.offline(device.id)))
+        log.info({ run: run.id, device: device.id, endpointUrl: url }, 'OPC UA server not found where it was: offline');
     }
   }
 
@@ -319,7 +347,11 @@ export class OpcuaDiscovery {
     return u.toString();
   }
 
-  private record(run: DiscoveryRun, counts: { done: number; found: number; errors: number; total: number }, t: Parameters<DiscoveryRunRepository['target']>[1]): void {
+  private record(
+    run: DiscoveryRun,
+    counts: { done: number; found: number; errors: number; total: number },
+    t: Parameters<DiscoveryRunRepository['target']>[1],
+  ): void {
     this.deps.runs.target(run.id, t);
     counts.done += 1;
     if (t.status === 'found') counts.found += 1;
@@ -359,7 +391,11 @@ export class OpcuaDiscovery {
       const first = (known?.source.opcua as { firstCertificateThumbprint?: string } | undefined)?.firstCertificateThumbprint ?? f.certificateThumbprint;
       if (first) source.opcua.firstCertificateThumbprint = first;
       const before = known?.source.opcua as { certificateThumbprint?: string; endpointUrl?: string } | undefined;
-      const changed = !known || before?.certificateThumbprint !== f.certificateThumbprint || before?.endpointUrl !== f.endpointUrl || JSON.stringify(known.source.opcua) !== JSON.stringify(source.opcua);
+      const changed =
+        !known ||
+        before?.certificateThumbprint !== f.certificateThumbprint ||
+        before?.endpointUrl !== f.endpointUrl ||
+        JSON.stringify(known.source.opcua) !== JSON.stringify(source.opcua);
       if (known && (!changed || known.state === 'decommissioned')) {
         devices.touch(known.id, true);
         return known.id;
@@ -369,7 +405,15 @@ export class OpcuaDiscovery {
         : before?.certificateThumbprint !== f.certificateThumbprint
           ? `server certificate changed (${before?.certificateThumbprint ?? 'none'} -> ${f.certificateThumbprint ?? 'none'}), seen by discovery run ${run.id}`
           : `details changed, seen by discovery run ${run.id}`;
-      return devices.apply({ protocol: 'opcua', name, to: known?.state ?? 'discovered', cause, actor: 'discovery', details: { run: run.id, endpointUrl: f.endpointUrl }, patch: { nameplate, source, online: true } }).id;
+      return devices.apply({
+        protocol: 'opcua',
+        name,
+        to: known?.state ?? 'discovered',
+        cause,
+        actor: 'discovery',
+        details: { run: run.id, endpointUrl: f.endpointUrl },
+        patch: { nameplate, source, online: true },
+      }).id;
     });
   }
 }

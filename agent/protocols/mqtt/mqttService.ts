@@ -113,9 +113,18 @@ export class MqttService implements Service, DeviceAccess {
       const mosquitto = (this.mosquitto = new MosquittoGate({
         log: log.child({ part: 'mosquitto' }),
         metrics,
-        options: () => ({ dir: this.config.mosquittoDir, pidFile: this.config.mosquittoPidFile, reloadCommand: this.config.mosquittoReloadCommand, agentId, topicPrefix: this.config.topicPrefix, crlFile: this.deps.crlFile }),
+        options: () => ({
+          dir: this.config.mosquittoDir,
+          pidFile: this.config.mosquittoPidFile,
+          reloadCommand: this.config.mosquittoReloadCommand,
+          agentId,
+          topicPrefix: this.config.topicPrefix,
+          crlFile: this.deps.crlFile,
+        }),
         // From the certificates, not the inventory state: what the CRL would refuse, and decommissioned devices.
-        cutOffIdentities: () => [...new Set([...ca.revokedIdentities('mqtt-device'), ...devices.list({ state: 'decommissioned', protocol: 'mqtt' }).map((d) => d.name)])],
+        cutOffIdentities: () => [
+          ...new Set([...ca.revokedIdentities('mqtt-device'), ...devices.list({ state: 'decommissioned', protocol: 'mqtt' }).map((d) => d.name)]),
+        ],
         takeOver: (id) => external.takeOver(id),
       }));
       await mosquitto.sync().catch(() => undefined);
@@ -126,7 +135,14 @@ export class MqttService implements Service, DeviceAccess {
       const embedded = (this.embedded = new EmbeddedBroker({
         log: log.child({ part: 'broker' }),
         metrics,
-        options: { host: c.listenHost, provisioningPort: c.provisioningPort, provisioningTls: c.provisioningTls, mtlsPort: c.mtlsPort, topicPrefix: c.topicPrefix, maxPayloadBytes: c.maxPayloadBytes },
+        options: {
+          host: c.listenHost,
+          provisioningPort: c.provisioningPort,
+          provisioningTls: c.provisioningTls,
+          mtlsPort: c.mtlsPort,
+          topicPrefix: c.topicPrefix,
+          maxPayloadBytes: c.maxPayloadBytes,
+        },
         tls: () => identity,
         access: this,
         presence: (identity, online) => {
@@ -160,14 +176,38 @@ export class MqttService implements Service, DeviceAccess {
       brokerUrl: () => this.config.deviceBrokerUrl || this.deviceUrl,
       reservedIds: () => [agentId, opcuaClientId(agentId)],
     }));
-    const discovery = new MqttDiscovery({ log: log.child({ part: 'discovery' }), metrics, config: () => this.config, store: () => store, devices: () => devices });
+    const discovery = new MqttDiscovery({
+      log: log.child({ part: 'discovery' }),
+      metrics,
+      config: () => this.config,
+      store: () => store,
+      devices: () => devices,
+    });
     await this.broker.subscribe(enrollment.filters(), (m) => enrollment.receive(m));
     await this.broker.subscribe(discovery.filters(), (m) => void discovery.receive(m));
-    this.discoveryRuns = new MqttDiscoveryRuns({ log: log.child({ part: 'discovery' }), runs: this.deps.repos.discoveryRuns, discovery, link: this.broker, bus: this.deps.bus });
+    this.discoveryRuns = new MqttDiscoveryRuns({
+      log: log.child({ part: 'discovery' }),
+      runs: this.deps.repos.discoveryRuns,
+      discovery,
+      link: this.broker,
+      bus: this.deps.bus,
+    });
     await enrollment.resume();
-    this.actions = new DeviceActions({ log: log.child({ part: 'actions' }), store, actions: this.deps.repos.actions, devices, enrollments, ca, enrollment, gate, bus: this.deps.bus });
+    this.actions = new DeviceActions({
+      log: log.child({ part: 'actions' }),
+      store,
+      actions: this.deps.repos.actions,
+      devices,
+      enrollments,
+      ca,
+      enrollment,
+      gate,
+      bus: this.deps.bus,
+    });
     // A decision the API committed is carried out at once; the pass under way may have read the queue before it, hence one more.
-    this.deps.bus.on('action.queued', this.name, ({ deviceId }) => (deviceId.startsWith('mqtt:') ? this.actions?.runOpen().then(() => this.actions?.runOpen()) : undefined));
+    this.deps.bus.on('action.queued', this.name, ({ deviceId }) =>
+      deviceId.startsWith('mqtt:') ? this.actions?.runOpen().then(() => this.actions?.runOpen()) : undefined,
+    );
     await this.actions.runOpen();
     this.schedule();
   }
@@ -218,7 +258,18 @@ export class MqttService implements Service, DeviceAccess {
     const told = this.config.deviceBrokerUrl === '' ? '' : new URL(this.config.deviceBrokerUrl).hostname.replace(/^\[|\]$/g, '');
     if (told !== '' && isIP(told)) ips.push(told);
     else if (/^[a-z0-9.-]{1,253}$/i.test(told)) dnsNames.push(told.toLowerCase());
-    return ensureLocalIdentity(this.deps.ca, { profile: 'broker-server', identity: this.deps.agent.id, dnsNames: [...new Set(dnsNames)], ipAddresses: [...new Set(ips)], dir, basename: 'broker-server' }, this.deps.log);
+    return ensureLocalIdentity(
+      this.deps.ca,
+      {
+        profile: 'broker-server',
+        identity: this.deps.agent.id,
+        dnsNames: [...new Set(dnsNames)],
+        ipAddresses: [...new Set(ips)],
+        dir,
+        basename: 'broker-server',
+      },
+      this.deps.log,
+    );
   }
 
   /**
@@ -228,7 +279,7 @@ export class MqttService implements Service, DeviceAccess {
    */
   allowed(identity: string, serial: string): boolean {
     const cert = this.deps.ca.certificate(serial);
-    if (!cert || cert.record.status !== 'valid' || cert.record.identity !== identity || cert.record.profile !== 'mqtt-device') return false;
+    if (cert?.record.status !== 'valid' || cert.record.identity !== identity || cert.record.profile !== 'mqtt-device') return false;
     const device = this.deps.repos.devices.byName('mqtt', identity);
     return device !== undefined && device.state !== 'revoked' && device.state !== 'decommissioned';
   }

@@ -79,7 +79,14 @@ export class OpcuaService implements Service {
 
   async start(): Promise<void> {
     // A decision the API committed is carried out at once (POLL_MS stays for the CLI's --local); one more pass, as the one under way may have read the queue before it.
-    this.deps.bus.on('action.queued', this.name, ({ deviceId }) => (deviceId.startsWith('opcua:') ? this.actions.runOpen().then(() => this.actions.runOpen()).then(() => this.runPushes()) : undefined));
+    this.deps.bus.on('action.queued', this.name, ({ deviceId }) =>
+      deviceId.startsWith('opcua:')
+        ? this.actions
+            .runOpen()
+            .then(() => this.actions.runOpen())
+            .then(() => this.runPushes())
+        : undefined,
+    );
     await this.actions.runOpen();
     if (this.config.runOnStart && this.runs.open('opcua').length === 0) this.runs.request('opcua', 'start', 'agent');
     this.schedule();

@@ -14,4 +14,15 @@ import { m0010ActionCrlReason } from './0010_actionCrlReason.js';
  * Every schema change, in order. Append only: a released migration is never
  * edited, since databases in the field have already run it.
  */
-export const MIGRATIONS: readonly Migration[] = [m0001AgentRuns, m0002Certificates, m0003Devices, m0004DiscoveryRuns, m0005OpcuaPush, m0006SyncOutbox, m0007Users, m0008TechnicianApi, m0009OpcuaCrl, m0010ActionCrlReason];
+export const MIGRATIONS: readonly Migration[] = [
+  m0001AgentRuns,
+  m0002Certificates,
+  m0003Devices,
+  m0004DiscoveryRuns,
+  m0005OpcuaPush,
+  m0006SyncOutbox,
+  m0007Users,
+  m0008TechnicianApi,
+  m0009OpcuaCrl,
+  m0010ActionCrlReason,
+];

@@ -15,7 +15,11 @@ import { freePort } from '../../helpers/mosquitto.js';
 import { Waiters } from '../../helpers/waiters.js';
 
 type Ca = ReturnType<typeof caFixture>;
-interface Creds { key: string; cert: string; serial: string }
+interface Creds {
+  key: string;
+  cert: string;
+  serial: string;
+}
 
 const PREFIX = 'edge/prov/v1';
 const MAX_PAYLOAD = 4096;
@@ -74,8 +78,15 @@ describe('the embedded aedes broker with real TLS and MQTT.js clients', () => {
   function connect(port: number, clientId: string, o: { creds?: Creds; plain?: boolean } = {}): Promise<MqttClient> {
     return new Promise((resolve, reject) => {
       const client = mqtt.connect({
-        host: '127.0.0.1', port, protocol: o.plain ? 'mqtt' : 'mqtts', protocolVersion: 4, clientId, ca: trust,
-        ...(o.creds ? { key: o.creds.key, cert: o.creds.cert } : {}), reconnectPeriod: 0, connectTimeout: 5000,
+        host: '127.0.0.1',
+        port,
+        protocol: o.plain ? 'mqtt' : 'mqtts',
+        protocolVersion: 4,
+        clientId,
+        ca: trust,
+        ...(o.creds ? { key: o.creds.key, cert: o.creds.cert } : {}),
+        reconnectPeriod: 0,
+        connectTimeout: 5000,
       });
       clients.push(client);
       client.once('connect', () => resolve(client));
@@ -214,7 +225,14 @@ describe('the embedded aedes broker with real TLS and MQTT.js clients', () => {
     await gone;
     expect(inbox.filter((m) => m.topic.startsWith(PREFIX)).map((m) => m.payload.toString())).toEqual(['mine']);
     // The integrator's usual mistake (requests under another client id) is named in the log.
-    expect(logged).toContainEqual(expect.objectContaining({ msg: 'broker refused a publish', clientId: 'sensor-9', topic: `${PREFIX}/sensor-8/request`, hint: expect.stringMatching(/the client id must be the device id/) }));
+    expect(logged).toContainEqual(
+      expect.objectContaining({
+        msg: 'broker refused a publish',
+        clientId: 'sensor-9',
+        topic: `${PREFIX}/sensor-8/request`,
+        hint: expect.stringMatching(/the client id must be the device id/),
+      }),
+    );
   });
 
   it.each(['a/b', 'sensor#1', 'x'.repeat(65), '', '.', '..'])('refuses the provisioning client id %j (CONNACK 2)', async (clientId) => {

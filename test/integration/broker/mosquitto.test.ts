@@ -18,7 +18,19 @@ describe('a real Mosquitto 2 configured by edge-agent broker mosquitto-config', 
 
   async function enroll(name: string): Promise<string> {
     await opensslCsr(tmp.dir, name, 'ec-p256');
-    const issued = await cli('ca', 'issue', '--profile', 'mqtt-device', '--id', name, '--csr', join(tmp.dir, `${name}.csr`), '--out', join(tmp.dir, `${name}.pem`), '--json');
+    const issued = await cli(
+      'ca',
+      'issue',
+      '--profile',
+      'mqtt-device',
+      '--id',
+      name,
+      '--csr',
+      join(tmp.dir, `${name}.csr`),
+      '--out',
+      join(tmp.dir, `${name}.pem`),
+      '--json',
+    );
     expect(issued.code, issued.stderr).toBe(0);
     return (JSON.parse(issued.stdout) as { serial: string }).serial;
   }
@@ -29,7 +41,17 @@ describe('a real Mosquitto 2 configured by edge-agent broker mosquitto-config', 
     writeFileSync(config, `agent:\n  id: gw-mq\n  dataDir: ${join(tmp.dir, 'data')}\nca:\n  crlFile: ${join(tmp.dir, 'broker', 'crl.pem')}\n`);
     expect((await cli('ca', 'init')).code).toBe(0);
     ports = { provisioning: await freePort(), mtls: await freePort() };
-    const written = await cli('broker', 'mosquitto-config', '--out', dir(), '--provisioning-port', String(ports.provisioning), '--mtls-port', String(ports.mtls), '--json');
+    const written = await cli(
+      'broker',
+      'mosquitto-config',
+      '--out',
+      dir(),
+      '--provisioning-port',
+      String(ports.provisioning),
+      '--mtls-port',
+      String(ports.mtls),
+      '--json',
+    );
     expect(written.code, written.stderr).toBe(0);
     expect(JSON.parse(written.stdout)).toMatchObject({ crlKeptCurrent: true });
     const agentKey = await cli('ca', 'issue', '--profile', 'agent-client', '--id', 'gw-mq', '--generate-key', '--out', join(tmp.dir, 'agent'));
@@ -58,7 +80,26 @@ describe('a real Mosquitto 2 configured by edge-agent broker mosquitto-config', 
   it('refuses a client without a certificate, and one whose certificate comes from another CA', async () => {
     const none = await publish(ports.mtls, ca(), 'devices/x/y', 'no');
     expect(none.code).not.toBe(0);
-    const made = await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'rogue.key', '-subj', '/CN=sensor-1', '-days', '2', '-out', 'rogue.pem'], tmp.dir);
+    const made = await openssl(
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        'rogue.key',
+        '-subj',
+        '/CN=sensor-1',
+        '-days',
+        '2',
+        '-out',
+        'rogue.pem',
+      ],
+      tmp.dir,
+    );
     expect(made.ok).toBe(true);
     const since = broker.mark();
     const rogue = await publish(ports.mtls, device('rogue'), 'devices/sensor-1/temperature', '99');
@@ -67,7 +108,7 @@ describe('a real Mosquitto 2 configured by edge-agent broker mosquitto-config', 
     await broker.waitForLog(/certificate verify failed|unknown ca/i, { since });
   });
 
-  it('keeps a device out of another device\'s topics: only its own message arrives', async () => {
+  it("keeps a device out of another device's topics: only its own message arrives", async () => {
     await enroll('sensor-2');
     const sub = subscribe(ports.mtls, agent(), 'devices/#', { seconds: 10 });
     await sub.ready;

@@ -52,7 +52,11 @@ describe('bad requests: each refused with a specific error, nothing recorded', (
 
   it('garbage, in PEM armour and bare', async () => {
     await refused({ profile: 'mqtt-device', identity: 'd1', csr: 'hello, I am a certificate request' }, 'CSR_MALFORMED');
-    await refused({ profile: 'mqtt-device', identity: 'd1', csr: toPem('CERTIFICATE REQUEST', Buffer.from('30820101deadbeef', 'hex')) }, 'CSR_MALFORMED', /not valid DER/);
+    await refused(
+      { profile: 'mqtt-device', identity: 'd1', csr: toPem('CERTIFICATE REQUEST', Buffer.from('30820101deadbeef', 'hex')) },
+      'CSR_MALFORMED',
+      /not valid DER/,
+    );
     await refused({ profile: 'mqtt-device', identity: 'd1', csr: Buffer.from([0x30, 0x03, 0x02, 0x01]) }, 'CSR_MALFORMED');
   });
 
@@ -67,7 +71,11 @@ describe('bad requests: each refused with a specific error, nothing recorded', (
   });
 
   it('an unsupported curve (secp256k1)', async () => {
-    await refused({ profile: 'mqtt-device', identity: 'd1', csr: await opensslCsr(tmp.dir, 'k1', 'ec-secp256k1') }, 'KEY_TYPE_UNSUPPORTED', /1\.3\.132\.0\.10 is not accepted/);
+    await refused(
+      { profile: 'mqtt-device', identity: 'd1', csr: await opensslCsr(tmp.dir, 'k1', 'ec-secp256k1') },
+      'KEY_TYPE_UNSUPPORTED',
+      /1\.3\.132\.0\.10 is not accepted/,
+    );
   });
 
   it('an EC key for the RSA-only OPC UA profile', async () => {
@@ -82,7 +90,9 @@ describe('bad requests: each refused with a specific error, nothing recorded', (
   });
 
   it('a CSR asking for CA:TRUE on the OPC UA profile: issued, but as CA:FALSE without keyCertSign', async () => {
-    const csr = await opensslCsr(tmp.dir, 'opcua-ca', 'rsa-2048', { addext: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,digitalSignature'] });
+    const csr = await opensslCsr(tmp.dir, 'opcua-ca', 'rsa-2048', {
+      addext: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,digitalSignature'],
+    });
     const issued = await ca.authority.issue({ profile: 'opcua-application', identity: 'urn:plant:selfsigned-habit', csr });
     writeFileSync(join(tmp.dir, 'opcua-ca.crt'), issued.record.pem);
     const text = await certText(tmp.dir, 'opcua-ca.crt');
@@ -94,7 +104,10 @@ describe('bad requests: each refused with a specific error, nothing recorded', (
   it('NUL or control characters in a name, from the CSR or from the request', async () => {
     await refused({ profile: 'mqtt-device', identity: 'd3', csr: csrWithRawCommonName('evil\u0000.example.com') }, 'NAME_INVALID', /control or NUL/);
     await refused({ profile: 'mqtt-device', identity: 'd3', csr: csrWithRawCommonName('bell\u0007') }, 'NAME_INVALID');
-    await refused({ profile: 'opcua-application', identity: 'urn:a:b', commonName: 'Press\u0000 4', csr: await opensslCsr(tmp.dir, 'rsa-n', 'rsa-2048') }, 'NAME_INVALID');
+    await refused(
+      { profile: 'opcua-application', identity: 'urn:a:b', commonName: 'Press\u0000 4', csr: await opensslCsr(tmp.dir, 'rsa-n', 'rsa-2048') },
+      'NAME_INVALID',
+    );
     await refused({ profile: 'broker-server', identity: 'gw', dnsNames: ['gw\u0000.evil.com'], csr: good }, 'NAME_INVALID');
   });
 
@@ -118,7 +131,10 @@ describe('bad requests: each refused with a specific error, nothing recorded', (
   });
 
   it('a CSR with a UUID OID (2.25.<128 bits>) in a requested extension is not malformed: issued', async () => {
-    const csr = await opensslCsr(tmp.dir, 'uuid-ext', 'ec-p256', { subject: '/CN=d6', addext: ['2.25.329800735698586629295641978511506172918=ASN1:UTF8String:hello'] });
+    const csr = await opensslCsr(tmp.dir, 'uuid-ext', 'ec-p256', {
+      subject: '/CN=d6',
+      addext: ['2.25.329800735698586629295641978511506172918=ASN1:UTF8String:hello'],
+    });
     const issued = await ca.authority.issue({ profile: 'mqtt-device', identity: 'd6', csr });
     expect(issued.record.identity).toBe('d6');
   });

@@ -57,11 +57,33 @@ describe('CSR parser under a mutation fuzz', () => {
       const der = derFrom(await opensslCsr(tmp.dir, name, spec, options), ['CERTIFICATE REQUEST'], 'csr');
       seeds.push({ name, der: Buffer.from(der), key: createPrivateKey(readFileSync(join(tmp.dir, `${name}.key`))) });
     };
-    await fromOpenssl('ec256', 'ec-p256', { subject: '/C=DE/O=Plant 4/OU=Line 2/CN=pump-7', addext: ['subjectAltName=DNS:pump-7.local,IP:10.0.0.7', 'keyUsage=critical,digitalSignature', 'basicConstraints=critical,CA:FALSE'] });
-    await fromOpenssl('rsa2048', 'rsa-2048', { subject: '/O=Plant 4/CN=Press 4', addext: ['subjectAltName=URI:urn:plant:press-4,DNS:press-4', 'keyUsage=critical,digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth,clientAuth'] });
+    await fromOpenssl('ec256', 'ec-p256', {
+      subject: '/C=DE/O=Plant 4/OU=Line 2/CN=pump-7',
+      addext: ['subjectAltName=DNS:pump-7.local,IP:10.0.0.7', 'keyUsage=critical,digitalSignature', 'basicConstraints=critical,CA:FALSE'],
+    });
+    await fromOpenssl('rsa2048', 'rsa-2048', {
+      subject: '/O=Plant 4/CN=Press 4',
+      addext: [
+        'subjectAltName=URI:urn:plant:press-4,DNS:press-4',
+        'keyUsage=critical,digitalSignature,keyEncipherment',
+        'extendedKeyUsage=serverAuth,clientAuth',
+      ],
+    });
     await fromOpenssl('ec384', 'ec-p384', { subject: '/CN=meter-1' });
     const agentKey = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
-    seeds.push({ name: 'agent', der: Buffer.from(derFrom(buildCsr(new SoftwareKey(agentKey, 'ec-p256'), encodeName({ organization: 'Plant', commonName: 'gw-1' }), [subjectAltName({ dnsNames: ['gw-1.local'] })]), ['CERTIFICATE REQUEST'], 'csr')), key: agentKey });
+    seeds.push({
+      name: 'agent',
+      der: Buffer.from(
+        derFrom(
+          buildCsr(new SoftwareKey(agentKey, 'ec-p256'), encodeName({ organization: 'Plant', commonName: 'gw-1' }), [
+            subjectAltName({ dnsNames: ['gw-1.local'] }),
+          ]),
+          ['CERTIFICATE REQUEST'],
+          'csr',
+        ),
+      ),
+      key: agentKey,
+    });
   });
   afterAll(() => tmp.cleanup());
 

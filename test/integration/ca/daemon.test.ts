@@ -42,15 +42,36 @@ describe('the CA inside the daemon', () => {
     writeFileSync(join(tmp.dir, 'chain.pem'), chain);
 
     await opensslCsr(tmp.dir, 'dev', 'ec-p256');
-    const issued = await runCli(['ca', 'issue', '--profile', 'mqtt-device', '--id', 'meter-9', '--csr', join(tmp.dir, 'dev.csr'), '--out', join(tmp.dir, 'dev.crt'), '--json', '--config', config], { env });
+    const issued = await runCli(
+      [
+        'ca',
+        'issue',
+        '--profile',
+        'mqtt-device',
+        '--id',
+        'meter-9',
+        '--csr',
+        join(tmp.dir, 'dev.csr'),
+        '--out',
+        join(tmp.dir, 'dev.crt'),
+        '--json',
+        '--config',
+        config,
+      ],
+      { env },
+    );
     expect(issued.code, issued.stderr).toBe(0);
     const serial = (JSON.parse(issued.stdout) as { serial: string }).serial;
-    const verify = () => openssl(['verify', '-crl_check', '-CRLfile', 'served-crl.pem', '-CAfile', join(caDir(), 'root.crt'), '-untrusted', 'chain.pem', 'dev.crt'], tmp.dir);
+    const verify = () =>
+      openssl(['verify', '-crl_check', '-CRLfile', 'served-crl.pem', '-CAfile', join(caDir(), 'root.crt'), '-untrusted', 'chain.pem', 'dev.crt'], tmp.dir);
 
     writeFileSync(join(tmp.dir, 'served-crl.pem'), await (await fetch(`${base}/ca/crl`)).text());
     expect((await verify()).stdout).toContain('dev.crt: OK');
     // The root's own CRL is served too: openssl finds a valid CRL for every CA of the chain (what OPC UA stacks insist on).
-    const all = await openssl(['verify', '-crl_check_all', '-CRLfile', 'served-crl.pem', '-CAfile', join(caDir(), 'root.crt'), '-untrusted', 'chain.pem', 'dev.crt'], tmp.dir);
+    const all = await openssl(
+      ['verify', '-crl_check_all', '-CRLfile', 'served-crl.pem', '-CAfile', join(caDir(), 'root.crt'), '-untrusted', 'chain.pem', 'dev.crt'],
+      tmp.dir,
+    );
     expect(all.stdout + all.stderr).toContain('dev.crt: OK');
 
     const revoked = await runCli(['ca', 'revoke', '--id', 'meter-9', '--profile', 'mqtt-device', '--reason', 'keyCompromise', '--config', config], { env });
@@ -62,7 +83,9 @@ describe('the CA inside the daemon', () => {
     expect(after.stdout + after.stderr).toContain('certificate revoked');
 
     // The daemon's own certificates (the embedded broker's, the agent's client identity) are in the list too.
-    const list = (JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout) as { serial: string; status: string; profile: string }[]).filter((c) => c.profile !== 'broker-server' && c.profile !== 'agent-client');
+    const list = (
+      JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout) as { serial: string; status: string; profile: string }[]
+    ).filter((c) => c.profile !== 'broker-server' && c.profile !== 'agent-client');
     expect(list).toEqual([expect.objectContaining({ serial, status: 'revoked' })]);
     d.kill('SIGTERM');
     expect((await d.exited).code).toBe(0);
@@ -99,7 +122,27 @@ describe('the CA inside the daemon', () => {
 
     // A PKCS#12 passphrase that is too short is refused before anything is issued.
     writeFileSync(join(tmp.dir, 'short-pass'), 'short\n');
-    const p12 = await runCli(['ca', 'issue', '--profile', 'agent-client', '--id', 'hmi-9', '--generate-key', '--key-type', 'rsa-2048', '--out', join(tmp.dir, 'hmi'), '--p12', '--p12-passphrase-file', join(tmp.dir, 'short-pass'), '--config', config], { env });
+    const p12 = await runCli(
+      [
+        'ca',
+        'issue',
+        '--profile',
+        'agent-client',
+        '--id',
+        'hmi-9',
+        '--generate-key',
+        '--key-type',
+        'rsa-2048',
+        '--out',
+        join(tmp.dir, 'hmi'),
+        '--p12',
+        '--p12-passphrase-file',
+        join(tmp.dir, 'short-pass'),
+        '--config',
+        config,
+      ],
+      { env },
+    );
     expect(p12.code).toBe(64);
     expect(p12.stderr).toContain('at least 8 characters');
     const issued = JSON.parse((await runCli(['ca', 'list', '--json', '--config', config], { env })).stdout) as { profile: string }[];
@@ -107,7 +150,9 @@ describe('the CA inside the daemon', () => {
 
     const cliWrong = await runCli(['ca', 'status', '--config', config]);
     expect(cliWrong.code).toBe(0); // status reads certificates only: no passphrase needed
-    const cliIssue = await runCli(['ca', 'issue', '--profile', 'mqtt-device', '--id', 'x', '--generate-key', '--out', join(tmp.dir, 'x'), '--config', config], { env: { EDGE_AGENT_CA_PASSPHRASE: 'nope' } });
+    const cliIssue = await runCli(['ca', 'issue', '--profile', 'mqtt-device', '--id', 'x', '--generate-key', '--out', join(tmp.dir, 'x'), '--config', config], {
+      env: { EDGE_AGENT_CA_PASSPHRASE: 'nope' },
+    });
     expect(cliIssue.code).toBe(1);
     expect(cliIssue.stderr).toContain('CA_PASSPHRASE_WRONG');
   }, 90_000); // six starts, each reading passphrase-encrypted keys (PBKDF2 at 600,000 iterations)

@@ -32,13 +32,33 @@ async function enterprise(dir: string, rootOptions: { days?: number; pathlen?: n
   writeFileSync(join(dir, 'index.txt'), '');
   writeFileSync(join(dir, 'serial.txt'), '1000\n');
   const root = await openssl(
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ent.key', '-subj', '/O=Enterprise/CN=Enterprise Root', '-days', String(rootOptions.days ?? 3650), '-out', 'ent.crt',
-      '-addext', `basicConstraints=critical,CA:TRUE${rootOptions.pathlen === undefined ? '' : `,pathlen:${rootOptions.pathlen}`}`, '-addext', 'keyUsage=critical,keyCertSign,cRLSign'],
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'ent.key',
+      '-subj',
+      '/O=Enterprise/CN=Enterprise Root',
+      '-days',
+      String(rootOptions.days ?? 3650),
+      '-out',
+      'ent.crt',
+      '-addext',
+      `basicConstraints=critical,CA:TRUE${rootOptions.pathlen === undefined ? '' : `,pathlen:${rootOptions.pathlen}`}`,
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
     dir,
   );
   if (!root.ok) throw new Error(root.stderr);
   return async (csr: string, out: string, dates: string[] = ['-days', '365']) => {
-    const r = await openssl(['ca', '-batch', '-config', 'ca.cnf', '-cert', 'ent.crt', '-keyfile', 'ent.key', '-in', csr, '-out', out, '-extensions', 'v3_int', '-notext', ...dates], dir);
+    const r = await openssl(
+      ['ca', '-batch', '-config', 'ca.cnf', '-cert', 'ent.crt', '-keyfile', 'ent.key', '-in', csr, '-out', out, '-extensions', 'v3_int', '-notext', ...dates],
+      dir,
+    );
     if (!r.ok) throw new Error(r.stderr);
   };
 }
@@ -70,7 +90,18 @@ describe('chaining to an enterprise PKI', () => {
     expect(JSON.parse(imported.stdout).subject).toContain('gw-ent Issuing CA EC');
 
     await opensslCsr(tmp.dir, 'dev', 'ec-p256');
-    const issued = await cli('ca', 'issue', '--profile', 'mqtt-device', '--id', 'dev-1', '--csr', join(tmp.dir, 'dev.csr'), '--out', join(tmp.dir, 'dev-bundle.pem'));
+    const issued = await cli(
+      'ca',
+      'issue',
+      '--profile',
+      'mqtt-device',
+      '--id',
+      'dev-1',
+      '--csr',
+      join(tmp.dir, 'dev.csr'),
+      '--out',
+      join(tmp.dir, 'dev-bundle.pem'),
+    );
     expect(issued.code, issued.stderr).toBe(0);
     const bundle = readFileSync(join(tmp.dir, 'dev-bundle.pem'), 'utf8');
     const [leaf, ...chain] = bundle.split(/(?=-----BEGIN CERTIFICATE-----)/);

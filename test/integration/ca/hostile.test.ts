@@ -16,7 +16,15 @@ const EC_SIG = sequence(oid(OID.ecdsaWithSha256));
 const RSA_SIG = sequence(oid(OID.sha256WithRsa), nullValue);
 
 /** A CSR assembled piece by piece (to say things openssl would never write), signed with `key`. */
-function craft(o: { key: KeyObject; spki: Buffer; name?: Buffer; sigAlg?: Buffer; attributes?: Buffer | null; extraBody?: Buffer[]; extraTop?: Buffer[] }): string {
+function craft(o: {
+  key: KeyObject;
+  spki: Buffer;
+  name?: Buffer;
+  sigAlg?: Buffer;
+  attributes?: Buffer | null;
+  extraBody?: Buffer[];
+  extraTop?: Buffer[];
+}): string {
   const body = [smallInteger(0), o.name ?? CN, o.spki, ...(o.attributes === null ? [] : [o.attributes ?? tlv(0xa0)]), ...(o.extraBody ?? [])];
   const info = sequence(...body);
   const sigAlg = o.sigAlg ?? (o.key.asymmetricKeyType === 'rsa' ? RSA_SIG : EC_SIG);
@@ -41,7 +49,10 @@ describe('hostile and tricky requests', () => {
 
   async function code(request: Parameters<typeof ca.authority.issue>[0]): Promise<string> {
     const before = ca.count();
-    const err = await ca.authority.issue(request).then(() => 'ISSUED', (e: unknown) => (e instanceof CertError ? e.code : `NOT A CertError: ${String(e)}`));
+    const err = await ca.authority.issue(request).then(
+      () => 'ISSUED',
+      (e: unknown) => (e instanceof CertError ? e.code : `NOT A CertError: ${String(e)}`),
+    );
     if (err !== 'ISSUED') expect(ca.count()).toBe(before);
     return err;
   }
@@ -54,8 +65,12 @@ describe('hostile and tricky requests', () => {
     const [n, e] = children(read(bits!.value.subarray(1)));
     const padded = sequence(alg!.raw, bitString(sequence(tlv(0x02, Buffer.from([0, 0]), n!.value), e!.raw)));
     const first = await ca.authority.issue({ profile: 'mqtt-device', identity: 'rsa-owner', csr: craft({ key: rsa.privateKey, spki: noNull }) });
-    expect(await code({ profile: 'mqtt-device', identity: 'rsa-thief', csr: craft({ key: rsa.privateKey, spki: padded }) })).toBe('KEY_BOUND_TO_OTHER_IDENTITY');
-    expect(await code({ profile: 'mqtt-device', identity: 'rsa-thief-2', csr: craft({ key: rsa.privateKey, spki: spkiOf(rsa.publicKey) }) })).toBe('KEY_BOUND_TO_OTHER_IDENTITY');
+    expect(await code({ profile: 'mqtt-device', identity: 'rsa-thief', csr: craft({ key: rsa.privateKey, spki: padded }) })).toBe(
+      'KEY_BOUND_TO_OTHER_IDENTITY',
+    );
+    expect(await code({ profile: 'mqtt-device', identity: 'rsa-thief-2', csr: craft({ key: rsa.privateKey, spki: spkiOf(rsa.publicKey) }) })).toBe(
+      'KEY_BOUND_TO_OTHER_IDENTITY',
+    );
     writeFileSync(join(tmp.dir, 'canonical.crt'), first.record.pem);
     const text = await certText(tmp.dir, 'canonical.crt');
     expect(text).toMatch(/Public-Key: \(2048 bit\)/);
@@ -67,14 +82,38 @@ describe('hostile and tricky requests', () => {
   it('refuses structures with extra or missing elements', async () => {
     const spki = spkiOf(ec.publicKey);
     const [alg, bits] = children(read(spki));
-    expect(await code({ profile: 'mqtt-device', identity: 'e1', csr: craft({ key: ec.privateKey, spki: sequence(alg!.raw, bits!.raw, utf8String('INJECTED')) }) })).toBe('CSR_MALFORMED');
-    expect(await code({ profile: 'mqtt-device', identity: 'e2', csr: craft({ key: ec.privateKey, spki: sequence(sequence(...children(alg!).map((c) => c.raw), utf8String('INJECTED')), bits!.raw) }) })).toBe('CSR_MALFORMED');
+    expect(
+      await code({ profile: 'mqtt-device', identity: 'e1', csr: craft({ key: ec.privateKey, spki: sequence(alg!.raw, bits!.raw, utf8String('INJECTED')) }) }),
+    ).toBe('CSR_MALFORMED');
+    expect(
+      await code({
+        profile: 'mqtt-device',
+        identity: 'e2',
+        csr: craft({ key: ec.privateKey, spki: sequence(sequence(...children(alg!).map((c) => c.raw), utf8String('INJECTED')), bits!.raw) }),
+      }),
+    ).toBe('CSR_MALFORMED');
     expect(await code({ profile: 'mqtt-device', identity: 'e3', csr: craft({ key: ec.privateKey, spki, extraTop: [smallInteger(1)] }) })).toBe('CSR_MALFORMED');
-    expect(await code({ profile: 'mqtt-device', identity: 'e4', csr: craft({ key: ec.privateKey, spki, extraBody: [smallInteger(1)] }) })).toBe('CSR_MALFORMED');
+    expect(await code({ profile: 'mqtt-device', identity: 'e4', csr: craft({ key: ec.privateKey, spki, extraBody: [smallInteger(1)] }) })).toBe(
+      'CSR_MALFORMED',
+    );
     expect(await code({ profile: 'mqtt-device', identity: 'e5', csr: craft({ key: ec.privateKey, spki, attributes: null }) })).toBe('CSR_MALFORMED');
-    expect(await code({ profile: 'mqtt-device', identity: 'e6', csr: craft({ key: ec.privateKey, spki, sigAlg: sequence(oid(OID.ecdsaWithSha256), nullValue) }) })).toBe('CSR_MALFORMED');
-    expect(await code({ profile: 'mqtt-device', identity: 'e7', csr: craft({ key: ec.privateKey, spki, name: sequence(sequence(sequence(oid(OID.commonName), utf8String('x')))) }) })).toBe('CSR_MALFORMED');
-    expect(await code({ profile: 'mqtt-device', identity: 'e8', csr: craft({ key: ec.privateKey, spki, name: sequence(setOf(sequence(oid(OID.commonName), tlv(0x1e, Buffer.from([0, 0x41, 0])))) ) }) })).toBe('NAME_INVALID');
+    expect(
+      await code({ profile: 'mqtt-device', identity: 'e6', csr: craft({ key: ec.privateKey, spki, sigAlg: sequence(oid(OID.ecdsaWithSha256), nullValue) }) }),
+    ).toBe('CSR_MALFORMED');
+    expect(
+      await code({
+        profile: 'mqtt-device',
+        identity: 'e7',
+        csr: craft({ key: ec.privateKey, spki, name: sequence(sequence(sequence(oid(OID.commonName), utf8String('x')))) }),
+      }),
+    ).toBe('CSR_MALFORMED');
+    expect(
+      await code({
+        profile: 'mqtt-device',
+        identity: 'e8',
+        csr: craft({ key: ec.privateKey, spki, name: sequence(setOf(sequence(oid(OID.commonName), tlv(0x1e, Buffer.from([0, 0x41, 0]))))) }),
+      }),
+    ).toBe('NAME_INVALID');
   });
 
   it('answers three identical concurrent requests with one certificate', async () => {
@@ -106,7 +145,7 @@ describe('hostile and tricky requests', () => {
   it('never lets anything but a CertError out of parseCsr, whatever the bytes (2,000 seeded mutations)', async () => {
     const base = derFrom(await opensslCsr(tmp.dir, 'fuzz', 'ec-p256'), ['CERTIFICATE REQUEST'], 'csr');
     let seed = 12345;
-    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
     const outcomes = { parsed: 0, refused: 0 };
     for (let i = 0; i < 2000; i++) {
       const mutated = Buffer.from(base);
@@ -124,7 +163,7 @@ describe('hostile and tricky requests', () => {
     expect(outcomes.refused).toBeGreaterThan(1000);
   });
 
-  it('issues nothing that outlives the issuing CA: near its end, notAfter is the CA\'s own', async () => {
+  it("issues nothing that outlives the issuing CA: near its end, notAfter is the CA's own", async () => {
     let clock = new Date();
     const nearEnd = caFixture(join(tmp.dir, 'near'), { now: () => clock });
     const issuerEnd = nearEnd.authority.issuer('ec').notAfter;
@@ -132,7 +171,9 @@ describe('hostile and tricky requests', () => {
     const issued = await nearEnd.authority.issue({ profile: 'mqtt-device', identity: 'short-lived', csr: await opensslCsr(tmp.dir, 'short', 'ec-p256') });
     expect(issued.record.notAfter.getTime()).toBe(issuerEnd.getTime());
     clock = new Date(issuerEnd.getTime() + 1000);
-    const err = await nearEnd.authority.issue({ profile: 'mqtt-device', identity: 'too-late', csr: await opensslCsr(tmp.dir, 'late', 'ec-p256') }).catch((e: unknown) => e);
+    const err = await nearEnd.authority
+      .issue({ profile: 'mqtt-device', identity: 'too-late', csr: await opensslCsr(tmp.dir, 'late', 'ec-p256') })
+      .catch((e: unknown) => e);
     expect((err as CertError).code).toBe('CA_EXPIRED');
     nearEnd.close();
   });
@@ -142,15 +183,54 @@ describe('hostile and tricky requests', () => {
     const attr = (a: Buffer) => tlv(0xa0, a);
     const extReq = (ext: Buffer) => attr(sequence(oid(OID.extensionRequest), setOf(sequence(ext))));
     const cases: [string, string, string][] = [
-      ['RSA parameters NULL with content', craft({ key: rsa.privateKey, spki: sequence(sequence(oid(OID.rsaEncryption), tlv(0x05, Buffer.from([1]))), children(read(spkiOf(rsa.publicKey)))[1]!.raw) }), 'CSR_MALFORMED'],
-      ['signature algorithm NULL with content', craft({ key: rsa.privateKey, spki: spkiOf(rsa.publicKey), sigAlg: sequence(oid(OID.sha256WithRsa), tlv(0x05, Buffer.from([0]))) }), 'CSR_MALFORMED'],
-      ['an attribute whose type is not an OID', craft({ key: ec.privateKey, spki, attributes: attr(sequence(smallInteger(1), setOf(smallInteger(2)))) }), 'CSR_MALFORMED'],
-      ['an extension with four fields', craft({ key: ec.privateKey, spki, attributes: extReq(sequence(oid(OID.keyUsage), tlv(0x01, Buffer.from([0xff])), tlv(0x04, Buffer.from([0x03, 0x02, 0x07, 0x80])), smallInteger(1))) }), 'CSR_MALFORMED'],
-      ['a critical flag that is not DER TRUE', craft({ key: ec.privateKey, spki, attributes: extReq(sequence(oid(OID.keyUsage), tlv(0x01, Buffer.from([0x01])), tlv(0x04, Buffer.from([0x03, 0x02, 0x07, 0x80])))) }), 'CSR_MALFORMED'],
-      ['invalid UTF-8 in the CN', craft({ key: ec.privateKey, spki, name: sequence(setOf(sequence(oid(OID.commonName), tlv(0x0c, Buffer.from([0x66, 0xc3, 0x28]))))) }), 'NAME_INVALID'],
+      [
+        'RSA parameters NULL with content',
+        craft({
+          key: rsa.privateKey,
+          spki: sequence(sequence(oid(OID.rsaEncryption), tlv(0x05, Buffer.from([1]))), children(read(spkiOf(rsa.publicKey)))[1]!.raw),
+        }),
+        'CSR_MALFORMED',
+      ],
+      [
+        'signature algorithm NULL with content',
+        craft({ key: rsa.privateKey, spki: spkiOf(rsa.publicKey), sigAlg: sequence(oid(OID.sha256WithRsa), tlv(0x05, Buffer.from([0]))) }),
+        'CSR_MALFORMED',
+      ],
+      [
+        'an attribute whose type is not an OID',
+        craft({ key: ec.privateKey, spki, attributes: attr(sequence(smallInteger(1), setOf(smallInteger(2)))) }),
+        'CSR_MALFORMED',
+      ],
+      [
+        'an extension with four fields',
+        craft({
+          key: ec.privateKey,
+          spki,
+          attributes: extReq(sequence(oid(OID.keyUsage), tlv(0x01, Buffer.from([0xff])), tlv(0x04, Buffer.from([0x03, 0x02, 0x07, 0x80])), smallInteger(1))),
+        }),
+        'CSR_MALFORMED',
+      ],
+      [
+        'a critical flag that is not DER TRUE',
+        craft({
+          key: ec.privateKey,
+          spki,
+          attributes: extReq(sequence(oid(OID.keyUsage), tlv(0x01, Buffer.from([0x01])), tlv(0x04, Buffer.from([0x03, 0x02, 0x07, 0x80])))),
+        }),
+        'CSR_MALFORMED',
+      ],
+      [
+        'invalid UTF-8 in the CN',
+        craft({ key: ec.privateKey, spki, name: sequence(setOf(sequence(oid(OID.commonName), tlv(0x0c, Buffer.from([0x66, 0xc3, 0x28]))))) }),
+        'NAME_INVALID',
+      ],
       [
         'a multi-valued name component out of DER order',
-        craft({ key: ec.privateKey, spki, name: sequence(tlv(0x31, sequence(oid(OID.organization), utf8String('b')), sequence(oid(OID.commonName), utf8String('a')))) }),
+        craft({
+          key: ec.privateKey,
+          spki,
+          name: sequence(tlv(0x31, sequence(oid(OID.organization), utf8String('b')), sequence(oid(OID.commonName), utf8String('a')))),
+        }),
         'CSR_MALFORMED',
       ],
     ];
@@ -166,7 +246,12 @@ describe('hostile and tricky requests', () => {
     expect(revoked.serial).toBe(asClient.record.serial);
     expect(alsoRevoked.map((r) => r.serial)).toEqual([asServer.record.serial]);
     expect(lenient.repository.get(asServer.record.serial)).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise' });
-    expect(lenient.repository.revokedBy('ec', new Date()).map((r) => r.serial).sort()).toEqual([asClient.record.serial, asServer.record.serial].sort());
+    expect(
+      lenient.repository
+        .revokedBy('ec', new Date())
+        .map((r) => r.serial)
+        .sort(),
+    ).toEqual([asClient.record.serial, asServer.record.serial].sort());
     // Revoking for another reason touches only the one certificate.
     const other = await lenient.authority.issue({ profile: 'mqtt-device', identity: 'solo', csr: await opensslCsr(tmp.dir, 'solo', 'ec-p256') });
     expect(lenient.authority.revoke(other.record.serial, 'cessationOfOperation').alsoRevoked).toEqual([]);

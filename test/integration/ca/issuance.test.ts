@@ -31,7 +31,13 @@ describe('issuance checked by openssl, for every profile and key type', () => {
       key: 'ec-p256',
       request: { identity: 'sensor-17' },
       issuer: 'ec',
-      expect: [/Subject: O = Test Plant, CN = sensor-17/, /CA:FALSE/, /Key Usage: critical\n\s+Digital Signature\n/, /Extended Key Usage: \n\s+TLS Web Client Authentication\n/, /ecdsa-with-SHA256/],
+      expect: [
+        /Subject: O = Test Plant, CN = sensor-17/,
+        /CA:FALSE/,
+        /Key Usage: critical\n\s+Digital Signature\n/,
+        /Extended Key Usage: \n\s+TLS Web Client Authentication\n/,
+        /ecdsa-with-SHA256/,
+      ],
       absent: [/Subject Alternative Name/, /Server Authentication/],
     },
     {
@@ -100,7 +106,19 @@ describe('issuance checked by openssl, for every profile and key type', () => {
       const leaf = `case${i}.crt`;
       writeFileSync(join(tmp.dir, leaf), issued.record.pem);
       writeFileSync(join(tmp.dir, `case${i}.chain`), issued.chain.slice(0, -1).join(''));
-      const verify = await openssl(['verify', '-CAfile', join(ca.caDir, 'root.crt'), '-untrusted', `case${i}.chain`, '-purpose', c.profile === 'broker-server' ? 'sslserver' : 'sslclient', leaf], tmp.dir);
+      const verify = await openssl(
+        [
+          'verify',
+          '-CAfile',
+          join(ca.caDir, 'root.crt'),
+          '-untrusted',
+          `case${i}.chain`,
+          '-purpose',
+          c.profile === 'broker-server' ? 'sslserver' : 'sslclient',
+          leaf,
+        ],
+        tmp.dir,
+      );
       expect(verify.stdout.trim(), verify.stderr).toBe(`${leaf}: OK`);
       const text = await certText(tmp.dir, leaf);
       for (const pattern of c.expect) expect(text).toMatch(pattern);
@@ -118,7 +136,13 @@ describe('issuance checked by openssl, for every profile and key type', () => {
     const csr = await opensslCsr(tmp.dir, 'recorded', 'ec-p256');
     const issued = await ca.authority.issue({ profile: 'mqtt-device', identity: 'recorded-1', csr });
     const row = ca.repository.get(issued.record.serial)!;
-    expect(row).toMatchObject({ profile: 'mqtt-device', identity: 'recorded-1', subject: 'O=Test Plant, CN=recorded-1', status: 'valid', pem: issued.record.pem });
+    expect(row).toMatchObject({
+      profile: 'mqtt-device',
+      identity: 'recorded-1',
+      subject: 'O=Test Plant, CN=recorded-1',
+      status: 'valid',
+      pem: issued.record.pem,
+    });
     writeFileSync(join(tmp.dir, 'recorded.crt'), issued.record.pem);
     const fp = await openssl(['x509', '-in', 'recorded.crt', '-noout', '-fingerprint', '-sha256', '-serial', '-enddate'], tmp.dir);
     expect(fp.stdout).toContain(`=${row.thumbprint.toUpperCase().match(/../g)!.join(':')}`);

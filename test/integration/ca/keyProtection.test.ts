@@ -24,7 +24,10 @@ function makeCa(dir: string, passphrase: string | undefined = PASSPHRASE): void 
   });
 }
 
-const keyFiles = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.key')).map((f) => join(dir, f));
+const keyFiles = (dir: string) =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith('.key'))
+    .map((f) => join(dir, f));
 
 function codeOf(fn: () => unknown): string {
   try {
@@ -86,12 +89,18 @@ describe('CA key files', () => {
       'cut in the middle': good.slice(0, Math.floor(good.length / 2)),
       'lines lost, armour intact': [lines[0], ...lines.slice(1, -1).slice(0, -1), lines.at(-1)].join('\n') + '\n',
       'a byte of the ciphertext changed': toPem('ENCRYPTED PRIVATE KEY', lastBlockFlipped),
-      'empty': '',
+      empty: '',
     };
     for (const [what, text] of Object.entries(variants)) {
       writeFileSync(path, text, { mode: 0o600 });
-      expect(codeOf(() => readKeyFile(path, PASSPHRASE)), what).toBe('CA_KEY_DAMAGED');
-      expect(codeOf(() => readKeyFile(path, 'not-the-passphrase')), what).toBe(what === 'a byte of the ciphertext changed' ? 'CA_PASSPHRASE_WRONG' : 'CA_KEY_DAMAGED');
+      expect(
+        codeOf(() => readKeyFile(path, PASSPHRASE)),
+        what,
+      ).toBe('CA_KEY_DAMAGED');
+      expect(
+        codeOf(() => readKeyFile(path, 'not-the-passphrase')),
+        what,
+      ).toBe(what === 'a byte of the ciphertext changed' ? 'CA_PASSPHRASE_WRONG' : 'CA_KEY_DAMAGED');
     }
 
     writeFileSync(path, variants['cut in the middle']!, { mode: 0o600 });

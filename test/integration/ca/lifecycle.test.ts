@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CertError } from '../../../certs/errors.js';
+import type { CertError } from '../../../certs/errors.js';
 import { SoftwareKey } from '../../../certs/keys/backend.js';
 import { buildCsr } from '../../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../../certs/x509/name.js';
@@ -82,13 +82,30 @@ describe('renewal, repeats, revocation and serials', () => {
       }
     })();
     expect(err?.code).toBe('CERT_ALREADY_REVOKED');
-    expect((() => { try { ca.authority.revoke('abcdef', 'unspecified'); } catch (e) { return (e as CertError).code; } })()).toBe('CERT_NOT_FOUND');
+    expect(
+      (() => {
+        try {
+          ca.authority.revoke('abcdef', 'unspecified');
+        } catch (e) {
+          return (e as CertError).code;
+        }
+      })(),
+    ).toBe('CERT_NOT_FOUND');
 
     const crls = ca.authority.crls(24);
     writeFileSync(join(tmp.dir, 'crl.pem'), crls.map((c) => c.pem).join(''));
-    writeFileSync(join(tmp.dir, 'issuing.pem'), [...ca.authority.issuer('ec').chainPem.slice(0, 1), ...ca.authority.issuer('rsa').chainPem.slice(0, 1)].join(''));
-    for (const [name, record] of [['lost', revoked.record], ['kept', kept.record], ['old', rsaRevoked.record]] as const) writeFileSync(join(tmp.dir, `${name}.crt`), record.pem);
-    const check = (file: string) => openssl(['verify', '-crl_check', '-CRLfile', 'crl.pem', '-CAfile', join(ca.caDir, 'root.crt'), '-untrusted', 'issuing.pem', file], tmp.dir);
+    writeFileSync(
+      join(tmp.dir, 'issuing.pem'),
+      [...ca.authority.issuer('ec').chainPem.slice(0, 1), ...ca.authority.issuer('rsa').chainPem.slice(0, 1)].join(''),
+    );
+    for (const [name, record] of [
+      ['lost', revoked.record],
+      ['kept', kept.record],
+      ['old', rsaRevoked.record],
+    ] as const)
+      writeFileSync(join(tmp.dir, `${name}.crt`), record.pem);
+    const check = (file: string) =>
+      openssl(['verify', '-crl_check', '-CRLfile', 'crl.pem', '-CAfile', join(ca.caDir, 'root.crt'), '-untrusted', 'issuing.pem', file], tmp.dir);
     const lost = await check('lost.crt');
     expect(lost.ok).toBe(false);
     expect(lost.stdout + lost.stderr).toMatch(/certificate revoked/);

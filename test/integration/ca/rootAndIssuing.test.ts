@@ -19,12 +19,22 @@ describe('the root of the gateway CA', () => {
   let tmp: ReturnType<typeof tempDir>;
   let daemons: Daemon[];
   let config: string;
-  const yaml = (extra = '') => ['agent:', '  id: gw-root', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'ca:', '  autoInit: false', extra, ''].join('\n');
+  const yaml = (extra = '') =>
+    ['agent:', '  id: gw-root', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'ca:', '  autoInit: false', extra, ''].join('\n');
   const caDir = () => join(tmp.dir, 'data', 'ca');
   const cli = (...args: string[]) => runCli([...args, '--config', config]);
   /** What `ca init` makes for this configuration, without a CLI process. */
   const init = () =>
-    initCa({ dir: caDir(), passphrase: undefined, organization: 'Edge Agent', gatewayId: 'gw-root', rootKeyType: 'ec-p256', issuers: { ec: 'ec-p256', rsa: 'rsa-2048' }, rootValidityDays: 7300, issuingValidityDays: 3650 });
+    initCa({
+      dir: caDir(),
+      passphrase: undefined,
+      organization: 'Edge Agent',
+      gatewayId: 'gw-root',
+      rootKeyType: 'ec-p256',
+      issuers: { ec: 'ec-p256', rsa: 'rsa-2048' },
+      rootValidityDays: 7300,
+      issuingValidityDays: 3650,
+    });
   const start = () => {
     const d = Daemon.start(config);
     daemons.push(d);
@@ -54,7 +64,16 @@ describe('the root of the gateway CA', () => {
     init();
     // Another root of the same name: the issuing CAs still chain to theirs, only the pair root.crt/root.key is broken.
     const other = join(tmp.dir, 'other');
-    initCa({ dir: other, passphrase: undefined, organization: 'Edge Agent', gatewayId: 'gw-root', rootKeyType: 'ec-p256', issuers: {}, rootValidityDays: 3650, issuingValidityDays: 1825 });
+    initCa({
+      dir: other,
+      passphrase: undefined,
+      organization: 'Edge Agent',
+      gatewayId: 'gw-root',
+      rootKeyType: 'ec-p256',
+      issuers: {},
+      rootValidityDays: 3650,
+      issuingValidityDays: 1825,
+    });
     copyFileSync(join(other, 'root.crt'), join(caDir(), 'root.crt'));
     const d = start();
     expect(await outcome(d)).toBe(78);
@@ -114,15 +133,25 @@ describe('the root of the gateway CA', () => {
     expect(revoked.code, revoked.stderr).toBe(0);
     expect(revoked.stdout).toContain('new issuing CA: O=Edge Agent, CN=gw-root Issuing CA EC 2');
     const rootCrl = await openssl(['crl', '-in', 'root.crl', '-noout', '-text'], caDir());
-    expect(rootCrl.stdout).toMatch(new RegExp(String.raw`Serial Number: ${oldSerial}\s+Revocation Date: [^\n]+\s+CRL entry extensions:\s+X509v3 CRL Reason Code:\s+CA Compromise\n`));
+    expect(rootCrl.stdout).toMatch(
+      new RegExp(String.raw`Serial Number: ${oldSerial}\s+Revocation Date: [^\n]+\s+CRL entry extensions:\s+X509v3 CRL Reason Code:\s+CA Compromise\n`),
+    );
     // The revoked CA's key is gone for good; issuing-ec.key is the successor's.
     expect(readFileSync(join(caDir(), 'issuing-ec.key'))).not.toEqual(readFileSync(join(tmp.dir, 'backup-issuing-ec.key')));
-    expect(readdirSync(join(caDir(), 'revoked')).sort()).toEqual([`issuing-ec-${oldSerial.toLowerCase()}.chain.pem`, `issuing-ec-${oldSerial.toLowerCase()}.crt`, `issuing-ec-${oldSerial.toLowerCase()}.json`]);
+    expect(readdirSync(join(caDir(), 'revoked')).sort()).toEqual([
+      `issuing-ec-${oldSerial.toLowerCase()}.chain.pem`,
+      `issuing-ec-${oldSerial.toLowerCase()}.crt`,
+      `issuing-ec-${oldSerial.toLowerCase()}.json`,
+    ]);
 
     // A validator that checks every CA of the chain refuses what the revoked CA issued, with its old CRL and the new root CRL.
     const before = pemBlocks(readFileSync(join(tmp.dir, 'before.pem'), 'utf8')).filter((b) => b.label === 'X509 CRL');
-    writeFileSync(join(tmp.dir, 'crls.pem'), [...before.slice(0, -1).map((b) => toPem('X509 CRL', b.der)), readFileSync(join(caDir(), 'root.crl'), 'utf8')].join(''));
-    const verify = (cert: string, untrusted: string) => openssl(['verify', '-crl_check_all', '-CRLfile', 'crls.pem', '-CAfile', join(caDir(), 'root.crt'), '-untrusted', untrusted, cert], tmp.dir);
+    writeFileSync(
+      join(tmp.dir, 'crls.pem'),
+      [...before.slice(0, -1).map((b) => toPem('X509 CRL', b.der)), readFileSync(join(caDir(), 'root.crl'), 'utf8')].join(''),
+    );
+    const verify = (cert: string, untrusted: string) =>
+      openssl(['verify', '-crl_check_all', '-CRLfile', 'crls.pem', '-CAfile', join(caDir(), 'root.crt'), '-untrusted', untrusted, cert], tmp.dir);
     const old = await verify(join('dev-1', 'cert.pem'), 'old-issuing.pem');
     expect(old.ok, old.stdout + old.stderr).toBe(false);
     expect(old.stdout + old.stderr).toMatch(/error 23 at 1 depth lookup: certificate revoked/);
@@ -148,7 +177,10 @@ describe('the root of the gateway CA', () => {
     const after = start();
     const base = await after.ready();
     // The embedded broker's certificate came from the revoked CA: replaced at start, not presented again.
-    expect(after.logs.find((l) => l.msg === 'local certificate replaced')).toMatchObject({ profile: 'broker-server', reason: 'its issuing CA is no longer in use' });
+    expect(after.logs.find((l) => l.msg === 'local certificate replaced')).toMatchObject({
+      profile: 'broker-server',
+      reason: 'its issuing CA is no longer in use',
+    });
     const chain = await (await fetch(`${base}/ca/chain`)).text();
     expect(chain).not.toContain(oldIssuing.trim().split('\n')[1]);
     expect(await (await fetch(`${base}/ca/crl`)).text()).toContain(readFileSync(join(caDir(), 'root.crl'), 'utf8'));

@@ -33,11 +33,23 @@ describe('CaService', () => {
     bus.on('certificate.expiring', 'test', (e) => events.push(e));
     // The store is open before the CA is built, as in the daemon's composition root.
     await storage.start();
-    const ca = new CaService({ log, config: { ...config.ca, expiryCheckIntervalMs: 60_000 }, gatewayId: 'gw', certificates: new CertificateRepository(storage.store), metrics, bus, env: {} });
+    const ca = new CaService({
+      log,
+      config: { ...config.ca, expiryCheckIntervalMs: 60_000 },
+      gatewayId: 'gw',
+      certificates: new CertificateRepository(storage.store),
+      metrics,
+      bus,
+      env: {},
+    });
     // Date and intervals are faked; setImmediate (the grouped commit) stays real.
     vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'] });
     await ca.start();
-    const issued = await ca.issue({ profile: 'mqtt-device', identity: 'flow-1', csr: buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: 'x' })) });
+    const issued = await ca.issue({
+      profile: 'mqtt-device',
+      identity: 'flow-1',
+      csr: buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: 'x' })),
+    });
     vi.advanceTimersByTime(60_000);
     expect(events).toEqual([]);
 

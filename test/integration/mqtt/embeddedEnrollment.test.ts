@@ -24,7 +24,12 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     requestOnce(ports.provisioning, cafile, name, payload, { v5: false, ...(clientId ? { clientId } : {}) });
   const show = async (name: string) => {
     const r = await cli('devices', 'show', name, '--json');
-    return r.code === 0 ? (JSON.parse(r.stdout) as { device: { state: string; online: boolean; lastSeen: string; source: Record<string, unknown>; nameplate: Record<string, string> }; history: { cause: string }[] }) : undefined;
+    return r.code === 0
+      ? (JSON.parse(r.stdout) as {
+          device: { state: string; online: boolean; lastSeen: string; source: Record<string, unknown>; nameplate: Record<string, string> };
+          history: { cause: string }[];
+        })
+      : undefined;
   };
   const connectDevice = (name: string) =>
     mqtt.connectAsync(`mqtts://127.0.0.1:${ports.mtls}`, {
@@ -55,10 +60,16 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', '  id: gw-e2e', `  dataDir: ${join(tmp.dir, 'data')}`, '  heartbeatIntervalMs: 200',
-        'http:', '  port: 0',
-        'mqtt:', '  actionPollMs: 100',
-        '  policy:', '    rules:',
+        'agent:',
+        '  id: gw-e2e',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        '  heartbeatIntervalMs: 200',
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  actionPollMs: 100',
+        '  policy:',
+        '    rules:',
         '      - { kind: token, action: approve }',
         "      - { kind: allowlist, manufacturer: 'Evil*', action: reject }",
         '    default: hold',
@@ -145,7 +156,12 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
 
     // Anyone may send a request under a revoked id: it waits for a technician and changes nothing, last seen included.
     const csr = await opensslCsr(tmp.dir, 'dev-1-new', 'ec-p256', { subject: '/CN=dev-1' });
-    const spoof = await enroll('dev-1', { requestId: 'dev-1-r9', csr, nameplate: { manufacturer: 'Spoofed', model: 'X', serialNumber: '0' }, enrollmentToken: await token() });
+    const spoof = await enroll('dev-1', {
+      requestId: 'dev-1-r9',
+      csr,
+      nameplate: { manufacturer: 'Spoofed', model: 'X', serialNumber: '0' },
+      enrollmentToken: await token(),
+    });
     expect(spoof.answer).toMatchObject({ status: 'pending', reason: expect.stringMatching(/technician revoked/) });
     expect((await show('dev-1'))?.device).toMatchObject({ state: 'revoked', nameplate: { manufacturer: 'Acme Sensors' }, lastSeen });
     // Nor does a technician's decision about it: that is no sign of the device either.
@@ -164,13 +180,52 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
 
   it.each([
     ['not JSON', 'bad-1', () => Promise.resolve('{nope'), /not valid JSON/, null],
-    ['a prototype key', 'bad-2', async () => JSON.stringify(await deviceRequest(tmp.dir, 'bad-2')).replace('{', '{"__proto__":{"x":1},'), /forbidden key "__proto__"/, 'bad-2-r1'],
+    [
+      'a prototype key',
+      'bad-2',
+      async () => JSON.stringify(await deviceRequest(tmp.dir, 'bad-2')).replace('{', '{"__proto__":{"x":1},'),
+      /forbidden key "__proto__"/,
+      'bad-2-r1',
+    ],
     ['an unknown key', 'bad-3', async () => ({ ...(await deviceRequest(tmp.dir, 'bad-3')), admin: true }), /admin|unrecognized/i, 'bad-3-r1'],
-    ['a CSR for another CN', 'bad-4', async () => ({ ...(await deviceRequest(tmp.dir, 'someone-else')), requestId: 'bad-4-r1' }), /CN "someone-else"/, 'bad-4-r1'],
-    ['two PEM blocks as the CSR', 'bad-6', async () => { const r = await deviceRequest(tmp.dir, 'bad-6'); return { ...r, csr: `${r.csr as string}${r.csr as string}` }; }, /one PEM block/, 'bad-6-r1'],
-    ['the id of the gateway itself', 'gw-e2e', async () => deviceRequest(tmp.dir, 'gw-e2e', { enrollmentToken: await token() }), /reserved for the gateway/, 'gw-e2e-r1'],
-    ['a CSR that is not one', 'bad-5', async () => ({ ...(await deviceRequest(tmp.dir, 'bad-5')), csr: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n' }), /CSR_MALFORMED/, 'bad-5-r1'],
-    ['valid JSON nested 5,000 deep', 'bad-7', () => Promise.resolve(`{"requestId":"bad-7-r1","x":${'['.repeat(5000)}${']'.repeat(5000)}}`), /nested too deeply/, 'bad-7-r1'],
+    [
+      'a CSR for another CN',
+      'bad-4',
+      async () => ({ ...(await deviceRequest(tmp.dir, 'someone-else')), requestId: 'bad-4-r1' }),
+      /CN "someone-else"/,
+      'bad-4-r1',
+    ],
+    [
+      'two PEM blocks as the CSR',
+      'bad-6',
+      async () => {
+        const r = await deviceRequest(tmp.dir, 'bad-6');
+        return { ...r, csr: `${r.csr as string}${r.csr as string}` };
+      },
+      /one PEM block/,
+      'bad-6-r1',
+    ],
+    [
+      'the id of the gateway itself',
+      'gw-e2e',
+      async () => deviceRequest(tmp.dir, 'gw-e2e', { enrollmentToken: await token() }),
+      /reserved for the gateway/,
+      'gw-e2e-r1',
+    ],
+    [
+      'a CSR that is not one',
+      'bad-5',
+      async () => ({ ...(await deviceRequest(tmp.dir, 'bad-5')), csr: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n' }),
+      /CSR_MALFORMED/,
+      'bad-5-r1',
+    ],
+    [
+      'valid JSON nested 5,000 deep',
+      'bad-7',
+      () => Promise.resolve(`{"requestId":"bad-7-r1","x":${'['.repeat(5000)}${']'.repeat(5000)}}`),
+      /nested too deeply/,
+      'bad-7-r1',
+    ],
   ])('rejects a request with %s and records nothing', async (_what, name, payload, reason, requestId) => {
     const r = await enroll(name, await payload());
     expect(r.answer?.status, r.output).toBe('rejected');
@@ -185,7 +240,9 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
       const value = (series: string) => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
       return {
         rejected: value('edge_agent_enrollment_requests_total{outcome="rejected"}'),
-        reasons: Object.fromEntries(['not_json', 'schema', 'csr_malformed', 'too_deeply_nested'].map((r) => [r, value(`edge_agent_enrollment_rejected_total{reason="${r}"}`)])),
+        reasons: Object.fromEntries(
+          ['not_json', 'schema', 'csr_malformed', 'too_deeply_nested'].map((r) => [r, value(`edge_agent_enrollment_rejected_total{reason="${r}"}`)]),
+        ),
       };
     };
     const before = await read();
@@ -208,12 +265,18 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
     // Every refusal is counted before it is answered.
     const after = await read();
     expect(after.rejected - before.rejected).toBe(5);
-    expect(Object.fromEntries(Object.entries(after.reasons).map(([r, n]) => [r, n - before.reasons[r]!]))).toEqual({ not_json: 2, schema: 1, csr_malformed: 1, too_deeply_nested: 1 });
+    expect(Object.fromEntries(Object.entries(after.reasons).map(([r, n]) => [r, n - before.reasons[r]!]))).toEqual({
+      not_json: 2,
+      schema: 1,
+      csr_malformed: 1,
+      too_deeply_nested: 1,
+    });
   });
 
   it('drops requests beyond the per-device rate limit without answering', async () => {
     const request = await deviceRequest(tmp.dir, 'chatty');
-    const dropped = async () => Number(/^edge_agent_enrollment_dropped_total\{reason="rate_limited_device"\} (\d+)$/m.exec(await (await fetch(`${base}/metrics`)).text())?.[1] ?? 0);
+    const dropped = async () =>
+      Number(/^edge_agent_enrollment_dropped_total\{reason="rate_limited_device"\} (\d+)$/m.exec(await (await fetch(`${base}/metrics`)).text())?.[1] ?? 0);
     const before = await dropped();
     // Four requests at once from one connection: the burst of 3 refills one per 10 s, which a slow
     // machine could reach between four separate mosquitto_rr runs.
@@ -263,13 +326,23 @@ describe('MQTT onboarding through the embedded broker (real daemon, openssl, mos
   it('records Sparkplug births and deaths of an enrolled node in the inventory', async () => {
     const tls = { cafile, cert: join(tmp.dir, 'dev-2.crt'), key: join(tmp.dir, 'dev-2.key') };
     const birth = join(tmp.dir, 'nbirth.bin');
-    writeFileSync(birth, codec.encodePayload({ timestamp: Date.now(), seq: 0, metrics: [
-      { name: 'bdSeq', type: 'UInt64', value: 3 },
-      { name: 'Properties/Hardware Make', type: 'String', value: 'Acme Sensors' },
-      { name: 'Properties/Hardware Model', type: 'String', value: 'TS-100' },
-    ] }));
+    writeFileSync(
+      birth,
+      codec.encodePayload({
+        timestamp: Date.now(),
+        seq: 0,
+        metrics: [
+          { name: 'bdSeq', type: 'UInt64', value: 3 },
+          { name: 'Properties/Hardware Make', type: 'String', value: 'Acme Sensors' },
+          { name: 'Properties/Hardware Model', type: 'String', value: 'TS-100' },
+        ],
+      }),
+    );
     const dbirth = join(tmp.dir, 'dbirth.bin');
-    writeFileSync(dbirth, codec.encodePayload({ timestamp: Date.now(), seq: 1, metrics: [{ name: 'Properties/Serial Number', type: 'String', value: 'M-77' }] }));
+    writeFileSync(
+      dbirth,
+      codec.encodePayload({ timestamp: Date.now(), seq: 1, metrics: [{ name: 'Properties/Serial Number', type: 'String', value: 'M-77' }] }),
+    );
     const pubFile = (topic: string, file: string) => publish(ports.mtls, tls, topic, '', undefined, file);
     expect((await pubFile('spBv1.0/line1/NBIRTH/dev-2', birth)).code).toBe(0);
     expect((await pubFile('spBv1.0/line1/DBIRTH/dev-2/meter-1', dbirth)).code).toBe(0);

@@ -5,7 +5,7 @@ import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir } from '../../helpers/daemon.js';
 import { deviceRequest, PREFIX, readPem, requestOnce, saveIssued, type Answer } from '../../helpers/enrollment.js';
-import { agentWithMosquitto, Mosquitto, publish, subscribe } from '../../helpers/mosquitto.js';
+import { agentWithMosquitto, type Mosquitto, publish, subscribe } from '../../helpers/mosquitto.js';
 import { Waiters } from '../../helpers/waiters.js';
 import { openssl } from '../../helpers/openssl.js';
 
@@ -19,7 +19,11 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
   const cafile = () => join(dir(), 'ca.pem');
   const cli = (...args: string[]) => runCli([...args, '--config', config]);
   const device = (name: string) => ({ cafile: cafile(), cert: join(tmp.dir, `${name}.crt`), key: join(tmp.dir, `${name}.key`) });
-  const agent = () => ({ cafile: cafile(), cert: join(tmp.dir, 'data', 'identity', 'agent-client.crt'), key: join(tmp.dir, 'data', 'identity', 'agent-client.key') });
+  const agent = () => ({
+    cafile: cafile(),
+    cert: join(tmp.dir, 'data', 'identity', 'agent-client.crt'),
+    key: join(tmp.dir, 'data', 'identity', 'agent-client.key'),
+  });
 
   async function token(): Promise<string> {
     const r = await cli('devices', 'token', 'create', '--json');
@@ -36,7 +40,14 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
 
   beforeAll(async () => {
     tmp = tempDir();
-    ({ config, broker, ports } = await agentWithMosquitto(tmp.dir, ['agent:', '  id: gw-mq', `  dataDir: ${join(tmp.dir, 'data')}`, '  heartbeatIntervalMs: 200', 'http:', '  port: 0']));
+    ({ config, broker, ports } = await agentWithMosquitto(tmp.dir, [
+      'agent:',
+      '  id: gw-mq',
+      `  dataDir: ${join(tmp.dir, 'data')}`,
+      '  heartbeatIntervalMs: 200',
+      'http:',
+      '  port: 0',
+    ]));
     daemon = Daemon.start(config);
     await daemon.ready();
     await daemon.waitForLog((l) => l.msg === 'connected to the MQTT broker');
@@ -61,7 +72,21 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
 
   it('refuses a certificate from the RSA issuing CA (OPC UA) even when its CN is the agent id', async () => {
     const out = join(tmp.dir, 'ua-app');
-    const issued = await cli('ca', 'issue', '--profile', 'opcua-application', '--id', 'urn:plant:hmi', '--cn', 'gw-mq', '--generate-key', '--key-type', 'rsa-2048', '--out', out);
+    const issued = await cli(
+      'ca',
+      'issue',
+      '--profile',
+      'opcua-application',
+      '--id',
+      'urn:plant:hmi',
+      '--cn',
+      'gw-mq',
+      '--generate-key',
+      '--key-type',
+      'rsa-2048',
+      '--out',
+      out,
+    );
     expect(issued.code, issued.stderr).toBe(0);
     const tls = { cafile: cafile(), cert: join(out, 'cert.pem'), key: join(out, 'key.pem') };
     expect((await publish(ports.mtls, tls, 'devices/x/y', 'as the agent')).code).not.toBe(0);
@@ -69,14 +94,28 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
   });
 
   it('honours an MQTT 5 response topic and correlation data', async () => {
-    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, { clientId: 'pump-2', protocolVersion: 5, ca: readPem(cafile()), reconnectPeriod: 0 });
+    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, {
+      clientId: 'pump-2',
+      protocolVersion: 5,
+      ca: readPem(cafile()),
+      reconnectPeriod: 0,
+    });
     const responseTopic = `${PREFIX}/pump-2/response/call-7`;
     const answered = new Promise<{ topic: string; body: Answer; correlation?: Buffer }>((resolve) =>
-      client.on('message', (topic, payload, packet) => resolve({ topic, body: JSON.parse(payload.toString()) as Answer, ...(packet.properties?.correlationData ? { correlation: packet.properties.correlationData } : {}) })),
+      client.on('message', (topic, payload, packet) =>
+        resolve({
+          topic,
+          body: JSON.parse(payload.toString()) as Answer,
+          ...(packet.properties?.correlationData ? { correlation: packet.properties.correlationData } : {}),
+        }),
+      ),
     );
     await client.subscribeAsync(responseTopic, { qos: 1 });
     const request = await deviceRequest(tmp.dir, 'pump-2', { enrollmentToken: await token() });
-    await client.publishAsync(`${PREFIX}/pump-2/request`, JSON.stringify(request), { qos: 1, properties: { responseTopic, correlationData: Buffer.from('corr-42') } });
+    await client.publishAsync(`${PREFIX}/pump-2/request`, JSON.stringify(request), {
+      qos: 1,
+      properties: { responseTopic, correlationData: Buffer.from('corr-42') },
+    });
     const got = await answered;
     await client.endAsync();
     expect(got.topic).toBe(responseTopic);
@@ -85,14 +124,20 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
   });
 
   it('answers a request whose response topic has a wildcard on the default topic, rejected, and stays connected', async () => {
-    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, { clientId: 'pump-9', protocolVersion: 5, ca: readPem(cafile()), reconnectPeriod: 0 });
+    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, {
+      clientId: 'pump-9',
+      protocolVersion: 5,
+      ca: readPem(cafile()),
+      reconnectPeriod: 0,
+    });
     const answers: Answer[] = [];
     const arrived = new Waiters();
     client.on('message', (_t, payload) => {
       answers.push(JSON.parse(payload.toString()) as Answer);
       arrived.wake();
     });
-    const answer = (n: number) => arrived.until(() => answers[n], { timeoutMs: 15_000, timeoutMessage: () => `answer ${n + 1} did not arrive; got ${JSON.stringify(answers)}` });
+    const answer = (n: number) =>
+      arrived.until(() => answers[n], { timeoutMs: 15_000, timeoutMessage: () => `answer ${n + 1} did not arrive; got ${JSON.stringify(answers)}` });
     await client.subscribeAsync(`${PREFIX}/pump-9/response`, { qos: 1 });
     const request = await deviceRequest(tmp.dir, 'pump-9', { enrollmentToken: await token() });
     await client.publishAsync(`${PREFIX}/pump-9/request`, JSON.stringify(request), { qos: 1, properties: { responseTopic: `${PREFIX}/pump-9/response/#` } });
@@ -105,10 +150,13 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
     expect(daemon.logs.filter((l) => l.msg === 'MQTT broker unreachable; reconnecting')).toEqual([]);
   });
 
-  it('does not let a provisioning client publish to another device\'s request topic', async () => {
+  it("does not let a provisioning client publish to another device's request topic", async () => {
     const own = await requestOnce(ports.provisioning, cafile(), 'pump-3', await deviceRequest(tmp.dir, 'pump-3'));
     expect(own.answer?.status, own.output).toBe('pending');
-    const other = await requestOnce(ports.provisioning, cafile(), 'pump-4', await deviceRequest(tmp.dir, 'pump-4', { enrollmentToken: await token() }), { clientId: 'pump-3', seconds: 2 });
+    const other = await requestOnce(ports.provisioning, cafile(), 'pump-4', await deviceRequest(tmp.dir, 'pump-4', { enrollmentToken: await token() }), {
+      clientId: 'pump-3',
+      seconds: 2,
+    });
     expect(other.answer).toBeUndefined();
     expect((await cli('devices', 'show', 'pump-4')).code).not.toBe(0);
   });
@@ -169,11 +217,23 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
   it('answers a request over mqtt.maxPayloadBytes rejected, with the limit and its requestId', async () => {
     const request = await deviceRequest(tmp.dir, 'pump-big', { firmware: 'x'.repeat(20_000) });
     const r = await requestOnce(ports.provisioning, cafile(), 'pump-big', request, { seconds: 10 });
-    expect(r.answer, r.output).toMatchObject({ requestId: 'pump-big-r1', status: 'rejected', reason: expect.stringMatching(/over the limit of 16384 bytes \(mqtt\.maxPayloadBytes\)/) });
+    expect(r.answer, r.output).toMatchObject({
+      requestId: 'pump-big-r1',
+      status: 'rejected',
+      reason: expect.stringMatching(/over the limit of 16384 bytes \(mqtt\.maxPayloadBytes\)/),
+    });
   });
 
   async function connectMqtt5(tls: { cafile: string; cert: string; key: string }, clientId: string) {
-    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.mtls}`, { clientId, protocolVersion: 5, ca: readPem(tls.cafile), cert: readPem(tls.cert), key: readPem(tls.key), reconnectPeriod: 0, connectTimeout: 10_000 });
+    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.mtls}`, {
+      clientId,
+      protocolVersion: 5,
+      ca: readPem(tls.cafile),
+      cert: readPem(tls.cert),
+      key: readPem(tls.key),
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+    });
     // A connection the broker ends is expected here; an 'error' without a listener would end the test process.
     client.on('error', () => undefined);
     return client;

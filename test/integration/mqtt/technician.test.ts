@@ -25,7 +25,8 @@ describe('technician decisions and restarts (embedded broker)', () => {
   let base: string;
   // The first-start token until a personal administrator retires it; `ca` commands work on the CA files and take no token.
   let adminToken: string | undefined;
-  const cli = (...args: string[]) => runCli([...args, '--config', config, ...(adminToken && args[0] !== 'ca' && !args.includes('--token') ? ['--token', adminToken] : [])]);
+  const cli = (...args: string[]) =>
+    runCli([...args, '--config', config, ...(adminToken && args[0] !== 'ca' && !args.includes('--token') ? ['--token', adminToken] : [])]);
   const enroll = (name: string, payload: Record<string, unknown>) => requestOnce(port, cafile, name, payload, { v5: false });
   const start = async () => {
     daemon = Daemon.start(config, { env: { EDGE_AGENT_MQTT_PROVISIONING_PORT: String(port) } });
@@ -41,7 +42,10 @@ describe('technician decisions and restarts (embedded broker)', () => {
     tmp = tempDir();
     port = await freePort();
     cafile = join(tmp.dir, 'ca.pem');
-    config = writeConfig(tmp.dir, ['agent:', '  id: gw-tech', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', '  actionPollMs: 100', ''].join('\n'));
+    config = writeConfig(
+      tmp.dir,
+      ['agent:', '  id: gw-tech', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', '  actionPollMs: 100', ''].join('\n'),
+    );
     await start();
   }, 60_000);
   afterAll(async () => {
@@ -74,7 +78,10 @@ describe('technician decisions and restarts (embedded broker)', () => {
     expect(chosen.code, chosen.stderr).toBe(0);
     expect((await cli('devices', 'show', 'valve-7')).stdout).toMatch(/^mqtt:valve-7: provisioned/);
     // (a third request from valve-7 is the last its rate limit allows in a burst)
-    expect((await enroll('valve-7', { ...first, requestId: 'valve-7-r2', csr: other })).answer).toMatchObject({ status: 'rejected', reason: expect.stringMatching(/approved request valve-7-r1/) });
+    expect((await enroll('valve-7', { ...first, requestId: 'valve-7-r2', csr: other })).answer).toMatchObject({
+      status: 'rejected',
+      reason: expect.stringMatching(/approved request valve-7-r1/),
+    });
   });
 
   it('refuses a decision that does not apply, with a clear message and exit code 1', async () => {
@@ -93,10 +100,16 @@ describe('technician decisions and restarts (embedded broker)', () => {
     const admin = await apiUser(config, 'admin-rev', 'admin');
     adminToken = admin;
     const api = async <T>(path: string, body?: unknown): Promise<{ status: number; body: T }> => {
-      const res = await fetch(`${base}${path}`, { method: body ? 'POST' : 'GET', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}) });
+      const res = await fetch(`${base}${path}`, {
+        method: body ? 'POST' : 'GET',
+        headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
       return { status: res.status, body: (await res.json()) as T };
     };
-    const serial = (await api<{ items: { serial: string; status: string }[] }>('/api/v1/certificates?identity=valve-9')).body.items.find((c) => c.status === 'valid')!.serial;
+    const serial = (await api<{ items: { serial: string; status: string }[] }>('/api/v1/certificates?identity=valve-9')).body.items.find(
+      (c) => c.status === 'valid',
+    )!.serial;
     const list = 'unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn';
 
     const stolen = await cli('devices', 'revoke', 'valve-9', '--reason', 'stolen');
@@ -121,7 +134,11 @@ describe('technician decisions and restarts (embedded broker)', () => {
       expect(out.ok, out.stderr).toBe(true);
       text += out.stdout;
     }
-    expect(text).toMatch(new RegExp(String.raw`Serial Number: ${serial.toUpperCase()}\s+Revocation Date: [^\n]+\s+CRL entry extensions:\s+X509v3 CRL Reason Code:\s+Key Compromise\n`));
+    expect(text).toMatch(
+      new RegExp(
+        String.raw`Serial Number: ${serial.toUpperCase()}\s+Revocation Date: [^\n]+\s+CRL entry extensions:\s+X509v3 CRL Reason Code:\s+Key Compromise\n`,
+      ),
+    );
   }, 60_000);
 
   it('queues a decision while the daemon is down and carries it out at start', async () => {
@@ -151,14 +168,25 @@ describe('technician decisions and restarts (embedded broker)', () => {
     const request = await deviceRequest(tmp.dir, 'valve-3');
     await stop();
     // The state a crash right after the approval leaves: the request approved, no certificate yet.
-    const { store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' }));
+    const { store } = Store.open(
+      { path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    );
     store.transaction(() => {
       new DeviceRepository(store).apply({ protocol: 'mqtt', name: 'valve-3', to: 'pending', cause: 'request valve-3-r1: approved', actor: 'policy' });
       new EnrollmentRepository(store).insert({
-        deviceId: 'mqtt:valve-3', requestId: 'valve-3-r1', // The digest the agent records for a request's CSR: SHA-256 of the trimmed PEM.
-        csrSha256: createHash('sha256').update((request.csr as string).trim()).digest('hex'),
-        spkiSha256: parseCsr(request.csr as string).publicKey.sha256, csr: request.csr as string,
-        nameplate: request.nameplate as { manufacturer: string }, status: 'approved', reason: 'test', decidedBy: 'rule 1 (token)', receivedAt: new Date(),
+        deviceId: 'mqtt:valve-3',
+        requestId: 'valve-3-r1', // The digest the agent records for a request's CSR: SHA-256 of the trimmed PEM.
+        csrSha256: createHash('sha256')
+          .update((request.csr as string).trim())
+          .digest('hex'),
+        spkiSha256: parseCsr(request.csr as string).publicKey.sha256,
+        csr: request.csr as string,
+        nameplate: request.nameplate as { manufacturer: string },
+        status: 'approved',
+        reason: 'test',
+        decidedBy: 'rule 1 (token)',
+        receivedAt: new Date(),
       });
     });
     store.close();
@@ -178,7 +206,10 @@ describe('technician decisions and restarts (embedded broker)', () => {
     // Killed after the commit, before the broker is opened or any answer leaves.
     expect((await enroll('valve-4', request)).answer).toBeUndefined();
     expect((await daemon.exited).signal).toBe('SIGKILL');
-    const { store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, pino({ level: 'silent' }));
+    const { store } = Store.open(
+      { path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    );
     const recorded = new EnrollmentRepository(store).get('mqtt:valve-4', 'valve-4-r1');
     const device = new DeviceRepository(store).byName('mqtt', 'valve-4');
     const certificates = new CertificateRepository(store).list({ identity: 'valve-4' });

@@ -15,9 +15,16 @@ import {
   type RawTcpServer,
 } from '../../helpers/opcuaServer.js';
 
-
-interface Target { target: string; source: string; status: string; detail?: string; deviceId?: string }
-interface Shown { device: { id: string; state: string; online: boolean; nameplate: Record<string, string>; source: { opcua?: Record<string, unknown> } } }
+interface Target {
+  target: string;
+  source: string;
+  status: string;
+  detail?: string;
+  deviceId?: string;
+}
+interface Shown {
+  device: { id: string; state: string; online: boolean; nameplate: Record<string, string>; source: { opcua?: Record<string, unknown> } };
+}
 
 describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range scan on loopback)', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -37,7 +44,14 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     tmp = tempDir();
     lds = await startLds();
     [plc, secure, outside, hanging, garbage] = await Promise.all([
-      startOpcuaServer({ host: '127.0.0.2', applicationUri: 'urn:plant1:press-7', applicationName: 'Press 7', buildInfo: { manufacturerName: 'ACME Automation', productName: 'ACME S9 PLC', softwareVersion: '9.4.1' }, deviceSet: [PUMP], registerWith: lds }),
+      startOpcuaServer({
+        host: '127.0.0.2',
+        applicationUri: 'urn:plant1:press-7',
+        applicationName: 'Press 7',
+        buildInfo: { manufacturerName: 'ACME Automation', productName: 'ACME S9 PLC', softwareVersion: '9.4.1' },
+        deviceSet: [PUMP],
+        registerWith: lds,
+      }),
       startOpcuaServer({ host: '127.0.0.3', applicationUri: 'urn:plant1:mixer-2', securityModes: 'secure' }),
       // Listed by the LDS, but outside the ranges: the agent must not contact it.
       startOpcuaServer({ host: '127.0.0.9', applicationUri: 'urn:elsewhere:server', registerWith: lds }),
@@ -47,8 +61,11 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', '  id: gw-ua', `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
+        'agent:',
+        '  id: gw-ua',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
         'opcua:',
         `  endpoints: [${plc.endpointUrl}, ${hanging.endpointUrl}]`,
         `  discoveryServers: [${lds.endpointUrl}]`,
@@ -81,13 +98,27 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     expect(device).toMatchObject({
       state: 'discovered',
       online: true,
-      nameplate: { manufacturer: 'ACME Pumps', model: 'CP-300', serialNumber: 'SN-0042', hardwareRevision: 'HW-B', firmwareVersion: '4.1.2', displayName: 'Press 7' },
+      nameplate: {
+        manufacturer: 'ACME Pumps',
+        model: 'CP-300',
+        serialNumber: 'SN-0042',
+        hardwareRevision: 'HW-B',
+        firmwareVersion: '4.1.2',
+        displayName: 'Press 7',
+      },
     });
     expect(device.source.opcua).toMatchObject({
       applicationUri: 'urn:plant1:press-7',
       certificateThumbprint: plc.certificateThumbprint,
       buildInfo: { manufacturerName: 'ACME Automation', productName: 'ACME S9 PLC', softwareVersion: '9.4.1' },
-      deviceSet: [expect.objectContaining({ serialNumber: 'SN-0042', deviceRevision: 'R3', productInstanceUri: 'urn:acme:pumps:cp-300:sn-0042', assetId: 'PLANT1-P-007' })],
+      deviceSet: [
+        expect.objectContaining({
+          serialNumber: 'SN-0042',
+          deviceRevision: 'R3',
+          productInstanceUri: 'urn:acme:pumps:cp-300:sn-0042',
+          assetId: 'PLANT1-P-007',
+        }),
+      ],
     });
     expect(device.source.opcua?.security).toContain('None/None');
   });
@@ -123,7 +154,7 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     expect(runs[0]!.targetsDone).toBe(runs[0]!.targetsTotal);
   });
 
-  it('exports a key, a certificate for the server\'s applicationUri and address, and the chain, to install by hand', async () => {
+  it("exports a key, a certificate for the server's applicationUri and address, and the chain, to install by hand", async () => {
     const id = target(plc.endpointUrl)!.deviceId!;
     const out = join(tmp.dir, 'bundle');
     const r = await cli('opcua', 'export-bundle', '--id', id, '--out', out, '--actor', 'tech-c', '--json');
@@ -137,10 +168,15 @@ describe('OPC UA discovery by the daemon (real node-opcua servers, LDS and range
     expect(der.stdout.trim().toLowerCase()).toBe(`serial=${(JSON.parse(r.stdout) as { serial: string }).serial}`);
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
     const history = JSON.parse((await cli('devices', 'show', id, '--json')).stdout) as { history: { cause: string }[] };
-    expect(history.history.at(-1)?.cause).toBe(`certificate ${(JSON.parse(r.stdout) as { serial: string }).serial} exported by tech-c (entered by ${userInfo().username}) for installation by hand`);
+    expect(history.history.at(-1)?.cause).toBe(
+      `certificate ${(JSON.parse(r.stdout) as { serial: string }).serial} exported by tech-c (entered by ${userInfo().username}) for installation by hand`,
+    );
     // A private key left the gateway: in the audit log under the real login.
     const audit = JSON.parse((await cli('audit', '--json')).stdout) as { actor: string; action: string; target: string; details: { by: string } }[];
-    expect(audit.find((a) => a.action === 'opcua.exportBundle' && a.target === id)).toMatchObject({ actor: `local:${userInfo().username}`, details: { by: `tech-c (entered by ${userInfo().username})` } });
+    expect(audit.find((a) => a.action === 'opcua.exportBundle' && a.target === id)).toMatchObject({
+      actor: `local:${userInfo().username}`,
+      details: { by: `tech-c (entered by ${userInfo().username})` },
+    });
     const again = await cli('opcua', 'export-bundle', '--id', id, '--out', out);
     expect(again.code).toBe(64);
     expect(again.stderr).toMatch(/is not empty; choose a new directory/);

@@ -118,7 +118,12 @@ describe('OPC UA server fixture (real node-opcua servers and clients on loopback
     });
   }
 
-  async function withSession<T>(endpointUrl: string, fn: (session: ClientSession) => Promise<T>, identity?: UserIdentityInfo, secureChannel = false): Promise<T> {
+  async function withSession<T>(
+    endpointUrl: string,
+    fn: (session: ClientSession) => Promise<T>,
+    identity?: UserIdentityInfo,
+    secureChannel = false,
+  ): Promise<T> {
     const c = client({ secure: secureChannel });
     try {
       await c.connect(endpointUrl);
@@ -193,7 +198,11 @@ describe('OPC UA server fixture (real node-opcua servers and clients on loopback
   });
 
   it('a secure server that does not accept unknown clients refuses a client it was not told to trust', async () => {
-    const stranger = await clientPkiIn(join(tmp.dir, 'stranger-pki'), { applicationUri: 'urn:fixture:stranger', keySlot: 'stranger', trustServers: [secure.certificate] });
+    const stranger = await clientPkiIn(join(tmp.dir, 'stranger-pki'), {
+      applicationUri: 'urn:fixture:stranger',
+      keySlot: 'stranger',
+      trustServers: [secure.certificate],
+    });
     const c = client({ secure: true, pki: stranger });
     try {
       await expect(c.connect(secure.endpointUrl)).rejects.toThrow();
@@ -270,7 +279,11 @@ describe('OPC UA server fixture (real node-opcua servers and clients on loopback
         null,
         false,
       );
-    const user = (u: { username: string; password: string }): UserIdentityInfo => ({ type: UserTokenType.UserName, userName: u.username, password: u.password });
+    const user = (u: { username: string; password: string }): UserIdentityInfo => ({
+      type: UserTokenType.UserName,
+      userName: u.username,
+      password: u.password,
+    });
 
     it('refuses CreateSigningRequest to an anonymous session', async () => {
       const result = await withSession(secure.endpointUrl, csr, undefined, true);
@@ -279,7 +292,9 @@ describe('OPC UA server fixture (real node-opcua servers and clients on loopback
     });
 
     it('refuses a session to the SecurityAdmin name with a wrong password', async () => {
-      await expect(withSession(secure.endpointUrl, csr, user({ ...ADMIN, password: 'wrong' }), true)).rejects.toThrow(/BadUserAccessDenied|BadIdentityTokenRejected/);
+      await expect(withSession(secure.endpointUrl, csr, user({ ...ADMIN, password: 'wrong' }), true)).rejects.toThrow(
+        /BadUserAccessDenied|BadIdentityTokenRejected/,
+      );
     });
 
     it('refuses CreateSigningRequest to an authenticated user without the SecurityAdmin role', async () => {

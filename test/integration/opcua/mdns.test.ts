@@ -3,7 +3,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, REPO, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 
-interface Target { target: string; source: string; status: string; detail?: string; deviceId?: string }
+interface Target {
+  target: string;
+  source: string;
+  status: string;
+  detail?: string;
+  deviceId?: string;
+}
 
 const NS = `edge-mdns-${process.pid}`;
 const ip = (...args: string[]) => spawnSync('ip', args, { encoding: 'utf8' });
@@ -15,7 +21,12 @@ const ip = (...args: string[]) => spawnSync('ip', args, { encoding: 'utf8' });
  * the daemon inside it.
  */
 function makeNamespace(): void {
-  for (const args of [['netns', 'add', NS], ['-n', NS, 'link', 'set', 'lo', 'up'], ['-n', NS, 'link', 'set', 'lo', 'multicast', 'on'], ['-n', NS, 'route', 'add', '224.0.0.0/4', 'dev', 'lo']]) {
+  for (const args of [
+    ['netns', 'add', NS],
+    ['-n', NS, 'link', 'set', 'lo', 'up'],
+    ['-n', NS, 'link', 'set', 'lo', 'multicast', 'on'],
+    ['-n', NS, 'route', 'add', '224.0.0.0/4', 'dev', 'lo'],
+  ]) {
     const r = ip(...args);
     if (r.status !== 0) throw new Error(`ip ${args.join(' ')} failed: ${r.stderr.trim() || r.error?.message}`);
   }
@@ -39,7 +50,9 @@ describe.skipIf(!root)('OPC UA discovery over mDNS, in a network namespace of it
     makeNamespace();
     tmp = tempDir();
     // node-opcua's LDS-ME on 127.0.0.1:4840 announces the two servers that register with it.
-    scene = spawn('ip', ['netns', 'exec', NS, process.execPath, join(REPO, 'dist/scripts/simulate/opcuaMdnsScene.js'), '127.0.0.2', '127.0.0.9'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    scene = spawn('ip', ['netns', 'exec', NS, process.execPath, join(REPO, 'dist/scripts/simulate/opcuaMdnsScene.js'), '127.0.0.2', '127.0.0.9'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     scene.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     servers = await new Promise((resolve, reject) => {
@@ -55,9 +68,13 @@ describe.skipIf(!root)('OPC UA discovery over mDNS, in a network namespace of it
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', '  id: gw-mdns', `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', '  enabled: false',
+        'agent:',
+        '  id: gw-mdns',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
         'opcua:',
         // The range admits 127.0.0.2 only; port 9 has nothing listening, so the scan itself finds nothing.
         '  scan: { ranges: [127.0.0.2/32], ports: [9] }',
@@ -87,15 +104,26 @@ describe.skipIf(!root)('OPC UA discovery over mDNS, in a network namespace of it
     const inside = servers[0]!;
     expect(targets.find((t) => t.target === inside.endpointUrl)).toMatchObject({ source: 'mdns', status: 'found' });
     const id = targets.find((t) => t.target === inside.endpointUrl)!.deviceId!;
-    const shown = JSON.parse((await runCli(['devices', 'show', id, '--json', '--config', config])).stdout) as { device: { state: string; source: { opcua: { applicationUri: string; certificateThumbprint: string } } } };
+    const shown = JSON.parse((await runCli(['devices', 'show', id, '--json', '--config', config])).stdout) as {
+      device: { state: string; source: { opcua: { applicationUri: string; certificateThumbprint: string } } };
+    };
     expect(shown.device.state).toBe('discovered');
     expect(shown.device.source.opcua).toMatchObject({ applicationUri: inside.applicationUri, certificateThumbprint: inside.certificateThumbprint });
   });
 
   it('does not contact an announced server outside the ranges, nor take the LDS for a server', () => {
     const outside = servers[1]!;
-    expect(targets.find((t) => t.target === outside.endpointUrl)).toMatchObject({ source: 'mdns', status: 'skipped', detail: expect.stringMatching(/outside opcua.scan.ranges/) });
-    expect(targets.filter((t) => t.source === 'mdns').map((t) => t.target).sort()).toEqual(servers.map((s) => s.endpointUrl).sort());
+    expect(targets.find((t) => t.target === outside.endpointUrl)).toMatchObject({
+      source: 'mdns',
+      status: 'skipped',
+      detail: expect.stringMatching(/outside opcua.scan.ranges/),
+    });
+    expect(
+      targets
+        .filter((t) => t.source === 'mdns')
+        .map((t) => t.target)
+        .sort(),
+    ).toEqual(servers.map((s) => s.endpointUrl).sort());
     expect(targets.filter((t) => t.status === 'found')).toHaveLength(1);
   });
 });

@@ -7,7 +7,12 @@ import { apiUser } from '../../helpers/apiUser.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { startOpcuaServer, type OpcuaServerHandle } from '../../helpers/opcuaServer.js';
 
-interface Job { deviceId: string; status: string; attempts: number; reason?: string }
+interface Job {
+  deviceId: string;
+  status: string;
+  attempts: number;
+  reason?: string;
+}
 type Shown = { device: Device };
 
 /**
@@ -72,10 +77,15 @@ describe('OPC UA servers that stop answering', () => {
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', '  id: gw-online', `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', '  enabled: false',
-        'ca:', '  rootKeyType: rsa-2048',
+        'agent:',
+        '  id: gw-online',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'ca:',
+        '  rootKeyType: rsa-2048',
         'opcua:',
         `  endpoints: [${kept.endpointUrl}, ${stopped.endpointUrl}]`,
         `  scan: { ranges: [127.0.0.4/32], ports: [${scanned.port}], concurrency: 4, maxAddresses: 16 }`,
@@ -91,7 +101,8 @@ describe('OPC UA servers that stop answering', () => {
     base = await daemon.ready();
     await discover();
     const listed = await json<Device[]>('devices', 'list');
-    for (const s of [kept, stopped, scanned]) ids[s.applicationUri] = listed.find((d) => (d.source.opcua as { applicationUri?: string } | undefined)?.applicationUri === s.applicationUri)!.id;
+    for (const s of [kept, stopped, scanned])
+      ids[s.applicationUri] = listed.find((d) => (d.source.opcua as { applicationUri?: string } | undefined)?.applicationUri === s.applicationUri)!.id;
   }, 120_000);
 
   afterAll(async () => {
@@ -128,7 +139,10 @@ describe('OPC UA servers that stop answering', () => {
     expect((await show(scannedId)).online).toBe(true);
 
     await discover();
-    for (const [id, was] of [[stoppedId, before.stopped], [scannedId, before.scanned]] as const) {
+    for (const [id, was] of [
+      [stoppedId, before.stopped],
+      [scannedId, before.scanned],
+    ] as const) {
       const now = await show(id);
       expect(now, id).toMatchObject({ online: false, revision: was.revision + 1 });
       expect(now.lastSeen.toISOString()).toBe(was.lastSeen.toISOString());

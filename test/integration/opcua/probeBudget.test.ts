@@ -44,7 +44,10 @@ async function settle(): Promise<void> {
 async function slowAccepting(host: string): Promise<{ port: number; release(): void; stop(): Promise<void> }> {
   const child: ChildProcess = spawn(
     'python3',
-    ['-c', `import socket, sys\ns = socket.socket()\ns.bind((${JSON.stringify(requireLoopback(host))}, 0))\ns.listen(0)\nprint(s.getsockname()[1], flush=True)\nkept = [s.accept()[0] for line in sys.stdin]\n`],
+    [
+      '-c',
+      `import socket, sys\ns = socket.socket()\ns.bind((${JSON.stringify(requireLoopback(host))}, 0))\ns.listen(0)\nprint(s.getsockname()[1], flush=True)\nkept = [s.accept()[0] for line in sys.stdin]\n`,
+    ],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
   const port = await new Promise<number>((resolve, reject) => {
@@ -110,7 +113,12 @@ describe('the time an OPC UA address may take (opcua.timeoutMs), in fake time', 
     const { store } = Store.open({ path: join(tmp.dir, 'budget.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, log);
     try {
       const base = defaultConfig().opcua;
-      const config = { ...base, runOnStart: false, timeoutMs: TIMEOUT_MS, scan: { ...base.scan, ranges: ['127.0.0.3/32'], ports: [slow.port], concurrency: 1 } };
+      const config = {
+        ...base,
+        runOnStart: false,
+        timeoutMs: TIMEOUT_MS,
+        scan: { ...base.scan, ranges: ['127.0.0.3/32'], ports: [slow.port], concurrency: 1 },
+      };
       const runs = new DiscoveryRunRepository(store);
       const bus = new EventBus(log);
       const phases: string[] = [];

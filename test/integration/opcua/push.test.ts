@@ -5,12 +5,41 @@ import { AttributeIds, MessageSecurityMode, OPCUAClient, SecurityPolicy, UserTok
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { openssl } from '../../helpers/openssl.js';
-import { certificateManagerIn, startHangingServer, startOpcuaServer, thumbprint, type OpcuaServerHandle, type RawTcpServer } from '../../helpers/opcuaServer.js';
+import {
+  certificateManagerIn,
+  startHangingServer,
+  startOpcuaServer,
+  thumbprint,
+  type OpcuaServerHandle,
+  type RawTcpServer,
+} from '../../helpers/opcuaServer.js';
 import { apiUser } from '../../helpers/apiUser.js';
 
-interface Job { deviceId: string; status: string; step: string; attempts: number; serial?: string; reason?: string; crlDelivered?: boolean; nextAttemptAt?: string }
-interface Step { step: string; outcome: string; detail?: string; attempt: number }
-interface Cert { serial: string; status: string; identity: string; profile: string; revocationReason?: string; notBefore: string; notAfter: string }
+interface Job {
+  deviceId: string;
+  status: string;
+  step: string;
+  attempts: number;
+  serial?: string;
+  reason?: string;
+  crlDelivered?: boolean;
+  nextAttemptAt?: string;
+}
+interface Step {
+  step: string;
+  outcome: string;
+  detail?: string;
+  attempt: number;
+}
+interface Cert {
+  serial: string;
+  status: string;
+  identity: string;
+  profile: string;
+  revocationReason?: string;
+  notBefore: string;
+  notAfter: string;
+}
 
 const ADMIN = { username: 'secadmin', password: 'Plant-1-secret' };
 
@@ -40,7 +69,9 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
   };
   const jobs = async () => (await json<{ jobs: Job[] }>('opcua', 'push-status')).jobs;
   const deviceOf = async (uri: string) => {
-    const found = (await json<{ id: string; source: { opcua?: { applicationUri: string } } }[]>('devices', 'list')).find((d) => d.source.opcua?.applicationUri === uri);
+    const found = (await json<{ id: string; source: { opcua?: { applicationUri: string } } }[]>('devices', 'list')).find(
+      (d) => d.source.opcua?.applicationUri === uri,
+    );
     if (!found) throw new Error(`discovery did not put ${uri} in the inventory`);
     return found.id;
   };
@@ -53,11 +84,16 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
       await new Promise((r) => setTimeout(r, 300));
     }
   }
-  const settled = (id: string, statuses: string[]) => until(`${id} in ${statuses.join('/')}`, async () => (await jobs()).find((j) => j.deviceId === id && statuses.includes(j.status)));
+  const settled = (id: string, statuses: string[]) =>
+    until(`${id} in ${statuses.join('/')}`, async () => (await jobs()).find((j) => j.deviceId === id && statuses.includes(j.status)));
 
   beforeAll(async () => {
     tmp = tempDir();
-    const secure = { securityModes: 'secure' as const, acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN, users: [{ username: 'operator', password: 'op' }] } };
+    const secure = {
+      securityModes: 'secure' as const,
+      acceptUnknownClientCertificates: false,
+      pushManagement: { securityAdmin: ADMIN, users: [{ username: 'operator', password: 'op' }] },
+    };
     [press, mixer, plain, locked, vanishing, nopush, swapped] = await Promise.all([
       startOpcuaServer({ host: '127.0.0.2', applicationUri: 'urn:plant1:press-7', applicationName: 'Press 7', ...secure }),
       startOpcuaServer({ host: '127.0.0.3', applicationUri: 'urn:plant1:mixer-2', applicationName: 'Mixer 2', ...secure }),
@@ -72,11 +108,16 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', '  id: gw-push', `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', '  enabled: false',
+        'agent:',
+        '  id: gw-push',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
         // node-opcua verifies no ECDSA signature in a chain: OPC UA peers like it need an RSA root (docs/opcua.md).
-        'ca:', '  rootKeyType: rsa-2048',
+        'ca:',
+        '  rootKeyType: rsa-2048',
         'opcua:',
         `  endpoints: [${[press, mixer, plain, locked, vanishing, nopush, swapped].map((s) => s.endpointUrl).join(', ')}]`,
         '  timeoutMs: 8000',
@@ -120,7 +161,9 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     expect(oks).toEqual(['approved', 'connect', 'session', 'csr', 'check-csr', 'issue', 'update', 'trust', 'apply', 'verify']);
     expect(steps.filter((s) => s.outcome === 'begun').map((s) => s.step)).toEqual(oks.slice(1));
     // node-opcua 2.157's TrustList Write is a stub: the issuing CA goes in by AddCertificate, and the CRLs it holds are commissioning's.
-    expect(steps.find((s) => s.step === "trust" && s.outcome === "ok")?.detail).toMatch(/^issuing CA trusted by AddCertificate \((its TrustList takes no writes|it took the TrustList write but does not hold it when read back)\b.*; CRLs held$/);
+    expect(steps.find((s) => s.step === 'trust' && s.outcome === 'ok')?.detail).toMatch(
+      /^issuing CA trusted by AddCertificate \((its TrustList takes no writes|it took the TrustList write but does not hold it when read back)\b.*; CRLs held$/,
+    );
 
     // openssl, independently: the server's certificate chains to our root and names its applicationUri.
     const served = await endpointCertificate(press.endpointUrl, join(tmp.dir, 'probe-pki'));
@@ -145,7 +188,14 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     const bundle = commissioning(join(tmp.dir, 'bundle'));
     for (const ca of bundle.issuers) await pki.addIssuer(ca, false, true);
     for (const crl of bundle.crls) await pki.addRevocationList(crl);
-    await pki.createSelfSignedCertificate({ applicationUri: 'urn:test:verifier', subject: '/CN=Verifier/O=Test', dns: [], startDate: new Date(), validity: 30, outputFile: join(pki.rootDir, 'own', 'certs', 'client_certificate.pem') });
+    await pki.createSelfSignedCertificate({
+      applicationUri: 'urn:test:verifier',
+      subject: '/CN=Verifier/O=Test',
+      dns: [],
+      startDate: new Date(),
+      validity: 30,
+      outputFile: join(pki.rootDir, 'own', 'certs', 'client_certificate.pem'),
+    });
     // The server now trusts our CA: it must still be told about this self-signed test client.
     await press.trustClientCertificate(new X509Certificate(readFileSync(join(pki.rootDir, 'own', 'certs', 'client_certificate.pem'))).raw);
     const client = OPCUAClient.create({
@@ -207,7 +257,9 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     expect(approved.code, approved.stderr).toBe(0);
     const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);
     expect(job.status, job.reason).toBe('unsupported');
-    expect(job.reason).toMatch(/^the server has no push management \(ServerConfiguration's CreateSigningRequest, UpdateCertificate, ApplyChanges are absent or not executable\)/);
+    expect(job.reason).toMatch(
+      /^the server has no push management \(ServerConfiguration's CreateSigningRequest, UpdateCertificate, ApplyChanges are absent or not executable\)/,
+    );
     expect(job.reason).toContain(`edge-agent opcua export-bundle --id ${id}`);
     expect((await json<Cert[]>('ca', 'list')).filter((c) => c.identity === nopush.applicationUri)).toEqual([]);
   }, 180_000);
@@ -235,7 +287,14 @@ describe('OPC UA push provisioning (Part 12) against real node-opcua 2.157 serve
     const approved = swapped.certificateThumbprint;
     // Another server (a new key, the same address and applicationUri) where the approved one was.
     await swapped.stop();
-    swapped = await startOpcuaServer({ host, port, applicationUri, securityModes: 'secure', acceptUnknownClientCertificates: true, pushManagement: { securityAdmin: ADMIN } });
+    swapped = await startOpcuaServer({
+      host,
+      port,
+      applicationUri,
+      securityModes: 'secure',
+      acceptUnknownClientCertificates: true,
+      pushManagement: { securityAdmin: ADMIN },
+    });
     const approval = await cli('devices', 'approve', id);
     expect(approval.code, approval.stderr).toBe(0);
     const job = await settled(id, ['done', 'failed', 'unsupported', 'stopped']);

@@ -6,8 +6,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { certificateManagerIn, startOpcuaServer, thumbprint, type OpcuaServerHandle } from '../../helpers/opcuaServer.js';
 
-interface Job { deviceId: string; status: string; step: string; serial?: string; reason?: string }
-interface Cert { serial: string; status: string; identity: string; revocationReason?: string }
+interface Job {
+  deviceId: string;
+  status: string;
+  step: string;
+  serial?: string;
+  reason?: string;
+}
+interface Cert {
+  serial: string;
+  status: string;
+  identity: string;
+  revocationReason?: string;
+}
 
 const ADMIN = { username: 'secadmin', password: 'crash-test-secret' };
 
@@ -41,18 +52,37 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
   beforeAll(async () => {
     tmp = tempDir();
     [server, capper] = await Promise.all([
-      startOpcuaServer({ host: '127.0.0.7', applicationUri: 'urn:plant3:filler-1', securityModes: 'secure', acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN } }),
+      startOpcuaServer({
+        host: '127.0.0.7',
+        applicationUri: 'urn:plant3:filler-1',
+        securityModes: 'secure',
+        acceptUnknownClientCertificates: false,
+        pushManagement: { securityAdmin: ADMIN },
+      }),
       // No rule approves it: a technician does, later.
-      startOpcuaServer({ host: '127.0.0.8', applicationUri: 'urn:plant4:capper-2', securityModes: 'secure', acceptUnknownClientCertificates: false, pushManagement: { securityAdmin: ADMIN } }),
+      startOpcuaServer({
+        host: '127.0.0.8',
+        applicationUri: 'urn:plant4:capper-2',
+        securityModes: 'secure',
+        acceptUnknownClientCertificates: false,
+        pushManagement: { securityAdmin: ADMIN },
+      }),
     ]);
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', '  id: gw-crash', `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', '  enabled: false',
-        'ca:', '  rootKeyType: rsa-2048',
-        'opcua:', `  endpoints: [${server.endpointUrl}, ${capper.endpointUrl}]`, '  timeoutMs: 8000',
+        'agent:',
+        '  id: gw-crash',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'ca:',
+        '  rootKeyType: rsa-2048',
+        'opcua:',
+        `  endpoints: [${server.endpointUrl}, ${capper.endpointUrl}]`,
+        '  timeoutMs: 8000',
         '  push:',
         "    approve: [{ applicationUri: 'urn:plant3:*' }]",
         `    securityAdmins: [{ applicationUri: 'urn:plant*', username: ${ADMIN.username}, password: ${ADMIN.password} }]`,
@@ -110,7 +140,7 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
     await second.waitForLog((l) => l.msg === 'certificate issued by an earlier push that the server never applied: revoked' && l.serial === orphan);
   }, 120_000);
 
-  it("revokes what a push cut off by a crash issued when a technician then rejects the server", async () => {
+  it('revokes what a push cut off by a crash issued when a technician then rejects the server', async () => {
     await second!.kill('SIGTERM');
     await second!.exited;
     const devices = await cli<{ id: string; state: string }[]>('devices', 'list');
@@ -130,7 +160,9 @@ describe('a push cut off by a crash between UpdateCertificate and ApplyChanges',
     await fourth.waitForLog((l) => l.msg === 'device action done' && l.device === id);
     const job = (await cli<{ jobs: Job[] }>('opcua', 'push-status')).jobs.find((j) => j.deviceId === id);
     expect(job).toMatchObject({ status: 'stopped' });
-    expect((await cli<Cert[]>('ca', 'list')).filter((c) => c.identity === capper.applicationUri)).toEqual([expect.objectContaining({ serial: cut.serial, status: 'revoked', revocationReason: 'superseded' })]);
+    expect((await cli<Cert[]>('ca', 'list')).filter((c) => c.identity === capper.applicationUri)).toEqual([
+      expect.objectContaining({ serial: cut.serial, status: 'revoked', revocationReason: 'superseded' }),
+    ]);
     expect(thumbprint(await served(capper.endpointUrl, join(tmp.dir, 'pki-3')))).toBe(capper.certificateThumbprint);
     expect((await cli<{ device: { state: string } }>('devices', 'show', id)).device.state).toBe('rejected');
   }, 120_000);

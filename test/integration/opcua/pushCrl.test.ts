@@ -7,9 +7,27 @@ import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { openssl } from '../../helpers/openssl.js';
 import { startOpcuaServer, type OpcuaServerHandle } from '../../helpers/opcuaServer.js';
 
-interface Job { deviceId: string; status: string; step: string; attempts: number; serial?: string; reason?: string; crlDelivered?: boolean; crlWritable?: boolean }
-interface Step { step: string; outcome: string; detail?: string; attempt: number }
-interface Cert { serial: string; status: string; identity: string }
+interface Job {
+  deviceId: string;
+  status: string;
+  step: string;
+  attempts: number;
+  serial?: string;
+  reason?: string;
+  crlDelivered?: boolean;
+  crlWritable?: boolean;
+}
+interface Step {
+  step: string;
+  outcome: string;
+  detail?: string;
+  attempt: number;
+}
+interface Cert {
+  serial: string;
+  status: string;
+  identity: string;
+}
 
 const ADMIN = { username: 'secadmin', password: 'Crl-1-secret' };
 
@@ -50,16 +68,26 @@ describe('OPC UA push: CRLs after a revocation', () => {
     tmp = tempDir();
     const secure = { securityModes: 'secure' as const, acceptUnknownClientCertificates: false };
     [complete, plain] = await Promise.all([
-      startOpcuaServer({ host: '127.0.0.2', applicationUri: 'urn:plant7:complete-1', ...secure, pushManagement: { securityAdmin: ADMIN, trustListWrites: true } }),
+      startOpcuaServer({
+        host: '127.0.0.2',
+        applicationUri: 'urn:plant7:complete-1',
+        ...secure,
+        pushManagement: { securityAdmin: ADMIN, trustListWrites: true },
+      }),
       startOpcuaServer({ host: '127.0.0.3', applicationUri: 'urn:plant7:plain-2', ...secure, pushManagement: { securityAdmin: ADMIN } }),
     ]);
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', '  id: gw-crl', `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', '  enabled: false',
-        'ca:', '  rootKeyType: rsa-2048',
+        'agent:',
+        '  id: gw-crl',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'ca:',
+        '  rootKeyType: rsa-2048',
         'opcua:',
         `  endpoints: [${[complete, plain].map((s) => s.endpointUrl).join(', ')}]`,
         '  timeoutMs: 8000',
@@ -82,7 +110,11 @@ describe('OPC UA push: CRLs after a revocation', () => {
     const listed = await json<{ id: string; source: { opcua?: { applicationUri: string } } }[]>('devices', 'list');
     for (const s of [complete, plain]) ids[s.applicationUri] = listed.find((d) => d.source.opcua?.applicationUri === s.applicationUri)!.id;
     for (const id of Object.values(ids)) {
-      const job = await until(`${id} provisioned`, async () => (await jobs()).find((j) => j.deviceId === id && ['done', 'failed', 'unsupported', 'stopped'].includes(j.status)), 90_000);
+      const job = await until(
+        `${id} provisioned`,
+        async () => (await jobs()).find((j) => j.deviceId === id && ['done', 'failed', 'unsupported', 'stopped'].includes(j.status)),
+        90_000,
+      );
       expect(job, job.reason).toMatchObject({ status: 'done', crlDelivered: true });
     }
   }, 180_000);
@@ -104,15 +136,26 @@ describe('OPC UA push: CRLs after a revocation', () => {
     const exported = await json<{ serial: string }>('opcua', 'export-bundle', '--id', id, '--out', join(tmp.dir, 'exported'), '--actor', 'tech-c');
     revoked = exported.serial;
     expect((await cli('ca', 'revoke', revoked, '--reason', 'keyCompromise')).code).toBe(0);
-    const certificates = async () => (await json<Cert[]>('ca', 'list')).filter((c) => c.identity === complete.applicationUri).map((c) => c.serial).sort();
+    const certificates = async () =>
+      (await json<Cert[]>('ca', 'list'))
+        .filter((c) => c.identity === complete.applicationUri)
+        .map((c) => c.serial)
+        .sort();
     const issuedBefore = await certificates();
 
     const queued = await until('the CRL push queued', async () => (await steps(id)).find((s) => s.step === 'crl'));
     expect(queued).toMatchObject({ outcome: 'ok' });
-    const after = await until('the CRL pushed', async () => (await jobs()).find((j) => j.deviceId === id && j.status === 'done' && j.crlDelivered === true && j.attempts === 1));
+    const after = await until('the CRL pushed', async () =>
+      (await jobs()).find((j) => j.deviceId === id && j.status === 'done' && j.crlDelivered === true && j.attempts === 1),
+    );
     // Since the revocation: a session to write the TrustList, and the check that the server still presents its certificate.
     const all = await steps(id);
-    expect(all.slice(all.findIndex((s) => s.step === 'crl') + 1).filter((s) => s.outcome === 'ok').map((s) => s.step)).toEqual(['connect', 'session', 'trust', 'verify']);
+    expect(
+      all
+        .slice(all.findIndex((s) => s.step === 'crl') + 1)
+        .filter((s) => s.outcome === 'ok')
+        .map((s) => s.step),
+    ).toEqual(['connect', 'session', 'trust', 'verify']);
     // The certificate it presents stays; nothing new was issued for it.
     expect(after.serial).toBe(before.serial);
     expect(await certificates()).toEqual(issuedBefore);
@@ -130,9 +173,13 @@ describe('OPC UA push: CRLs after a revocation', () => {
     expect(job).toMatchObject({ status: 'done', attempts: 1, crlWritable: false, reason: CRL_CANNOT_REASON });
     const shown = await cli('devices', 'show', id);
     expect(shown.code, shown.stderr).toBe(0);
-    expect(shown.stdout).toContain("  CRLs: the server does not hold the gateway's current CRLs, and its TrustList takes none over OPC UA: install them by hand (edge-agent opcua client-bundle, issuers/crl)\n");
+    expect(shown.stdout).toContain(
+      "  CRLs: the server does not hold the gateway's current CRLs, and its TrustList takes none over OPC UA: install them by hand (edge-agent opcua client-bundle, issuers/crl)\n",
+    );
     const token = await apiUser(config, 'viewer-v', 'viewer');
-    const details = (await (await fetch(`${base}/api/v1/devices/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${token}` } })).json()) as { push: Job };
+    const details = (await (await fetch(`${base}/api/v1/devices/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      push: Job;
+    };
     expect(details.push).toMatchObject({ status: 'done', crlDelivered: false, crlWritable: false, reason: CRL_CANNOT_REASON });
   }, 180_000);
 });

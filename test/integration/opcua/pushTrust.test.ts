@@ -4,9 +4,28 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { startOpcuaServer, type OpcuaServerHandle } from '../../helpers/opcuaServer.js';
 
-interface Job { deviceId: string; status: string; step: string; attempts: number; serial?: string; reason?: string; crlDelivered?: boolean; crlWritable?: boolean; nextAttemptAt?: string }
-interface Step { step: string; outcome: string; detail?: string; attempt: number }
-interface Cert { serial: string; status: string; identity: string }
+interface Job {
+  deviceId: string;
+  status: string;
+  step: string;
+  attempts: number;
+  serial?: string;
+  reason?: string;
+  crlDelivered?: boolean;
+  crlWritable?: boolean;
+  nextAttemptAt?: string;
+}
+interface Step {
+  step: string;
+  outcome: string;
+  detail?: string;
+  attempt: number;
+}
+interface Cert {
+  serial: string;
+  status: string;
+  identity: string;
+}
 
 const ADMIN = { username: 'secadmin', password: 'Trust-1-secret' };
 const RETRY_INITIAL_MS = 600_000;
@@ -31,7 +50,8 @@ describe('OPC UA push: servers that do not trust the agent', () => {
     return JSON.parse(r.stdout) as T;
   };
   const jobs = async () => (await json<{ jobs: Job[] }>('opcua', 'push-status')).jobs;
-  const deviceOf = async (uri: string) => (await json<{ id: string; source: { opcua?: { applicationUri: string } } }[]>('devices', 'list')).find((d) => d.source.opcua?.applicationUri === uri)!.id;
+  const deviceOf = async (uri: string) =>
+    (await json<{ id: string; source: { opcua?: { applicationUri: string } } }[]>('devices', 'list')).find((d) => d.source.opcua?.applicationUri === uri)!.id;
   async function until<T>(what: string, find: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -43,7 +63,9 @@ describe('OPC UA push: servers that do not trust the agent', () => {
   }
   /** The job once an attempt after `attempts` has ended. */
   const settled = (id: string, attempts = 0) =>
-    until(`an attempt on ${id}`, async () => (await jobs()).find((j) => j.deviceId === id && j.attempts > attempts && ['done', 'failed', 'unsupported', 'stopped'].includes(j.status)));
+    until(`an attempt on ${id}`, async () =>
+      (await jobs()).find((j) => j.deviceId === id && j.attempts > attempts && ['done', 'failed', 'unsupported', 'stopped'].includes(j.status)),
+    );
   const bundle = () => {
     const read = (sub: string) => readdirSync(join(tmp.dir, 'bundle', sub)).map((f) => readFileSync(join(tmp.dir, 'bundle', sub, f)));
     return { certificate: read('trusted/certs')[0]!, issuers: read('issuers/certs'), crls: read('issuers/crl') };
@@ -59,10 +81,15 @@ describe('OPC UA push: servers that do not trust the agent', () => {
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', '  id: gw-trust', `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', '  enabled: false',
-        'ca:', '  rootKeyType: rsa-2048',
+        'agent:',
+        '  id: gw-trust',
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'ca:',
+        '  rootKeyType: rsa-2048',
         'opcua:',
         `  endpoints: [${[stranger, nocrl].map((s) => s.endpointUrl).join(', ')}]`,
         '  timeoutMs: 8000',
@@ -120,6 +147,8 @@ describe('OPC UA push: servers that do not trust the agent', () => {
     expect((await cli('devices', 'approve', id)).code).toBe(0);
     const job = await settled(id);
     expect(job.status, job.reason).toBe('unsupported');
-    expect(job.reason).toMatch(/^the server has no CRL for the gateway CA \(it answered Bad(Certificate|CertificateIssuer)RevocationUnknown\): install the CRLs of `edge-agent opcua client-bundle` \(issuers\/crl\) on it/);
+    expect(job.reason).toMatch(
+      /^the server has no CRL for the gateway CA \(it answered Bad(Certificate|CertificateIssuer)RevocationUnknown\): install the CRLs of `edge-agent opcua client-bundle` \(issuers\/crl\) on it/,
+    );
   }, 180_000);
 });

@@ -52,11 +52,20 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     writeConfig(
       tmp.dir,
       [
-        'agent:', `  id: ${GATEWAY}`, `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', '  enabled: false',
-        'opcua:', '  enabled: false',
-        'sync:', '  enabled: true', `  baseUrl: https://127.0.0.1:${receiverConfig.port}`, `  caFile: ${receiverConfig.ca}`, `  tokenFile: ${join(tmp.dir, 'token')}`,
+        'agent:',
+        `  id: ${GATEWAY}`,
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'opcua:',
+        '  enabled: false',
+        'sync:',
+        '  enabled: true',
+        `  baseUrl: https://127.0.0.1:${receiverConfig.port}`,
+        `  caFile: ${receiverConfig.ca}`,
+        `  tokenFile: ${join(tmp.dir, 'token')}`,
         ...Object.entries(settings).map(([k, v]) => `  ${k}: ${v}`),
         '',
       ].join('\n'),
@@ -80,7 +89,14 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     store.transaction(() => {
       for (const i of which) {
         changes += 1;
-        devices.apply({ protocol: 'mqtt', name: name(i), to: 'discovered', cause: 'test change', actor: 'test', patch: { nameplate: { firmwareVersion: `fw-${changes}` } } });
+        devices.apply({
+          protocol: 'mqtt',
+          name: name(i),
+          to: 'discovered',
+          cause: 'test change',
+          actor: 'test',
+          patch: { nameplate: { firmwareVersion: `fw-${changes}` } },
+        });
       }
     });
   };
@@ -113,7 +129,10 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     receiver = await startReceiver({ db: join(tmp.dir, 'cmms.db'), cert: pki.cert, key: pki.key, base: ['--token-file', join(tmp.dir, 'token')] });
     receiverConfig = { port: receiver.port, ca: pki.ca };
     config = writeSettings();
-    ({ store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' }, pino({ level: 'silent' })));
+    ({ store } = Store.open(
+      { path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    ));
     devices = new DeviceRepository(store);
     sync = new SyncRepository(store);
     store.transaction(() => {
@@ -145,7 +164,9 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     expect(requests.filter((r) => r.status === 500).length).toBeGreaterThanOrEqual(SPLIT_AFTER * 2);
     expect(daemon.logs.slice(from).some((l) => l.msg.startsWith('the receiver keeps answering 5xx to this batch: splitting it'))).toBe(true);
     // One schedule per batch: after each failure, that batch went again (by either worker) only once the retry time it was given had come.
-    const failures = daemon.logs.slice(from).filter((l): l is LogLine & { batch: string; retryAt: string } => l.msg.startsWith('sync batch not delivered') && typeof l.batch === 'string');
+    const failures = daemon.logs
+      .slice(from)
+      .filter((l): l is LogLine & { batch: string; retryAt: string } => l.msg.startsWith('sync batch not delivered') && typeof l.batch === 'string');
     expect(failures.length).toBeGreaterThan(0);
     for (const key of new Set(failures.map((f) => f.batch))) {
       const sent = requests.filter((r) => r.idempotency_key === key);
@@ -159,7 +180,9 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     expect(receiver.sentUnderTwoKeys(GATEWAY)).toEqual([]);
     // The dead letter as a technician reads it: its status once.
     const text = await runCli(['sync', 'dead-letters', '--config', config]);
-    expect(text.stdout).toMatch(new RegExp(`^${culprit} revision \\d+ \\(.+\\): HTTP 500: \\{"error":"internal error while storing ${culprit} \\(--fail-item\\)"\\}\\n$`));
+    expect(text.stdout).toMatch(
+      new RegExp(`^${culprit} revision \\d+ \\(.+\\): HTTP 500: \\{"error":"internal error while storing ${culprit} \\(--fail-item\\)"\\}\\n$`),
+    );
     receiver = await receiver.restart();
     expect(await cli<{ requeued: number }>('sync', 'retry-dead-letters')).toEqual({ requeued: 1 });
     await converged();
@@ -180,9 +203,22 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     expect(halves.map((l) => l.items).sort()).toEqual([1, 2]);
     // Well past the point where an item at fault would have been dead-lettered.
     const alone = String(halves.find((l) => l.items === 1)!.batch);
-    await until('more 500s for the single-item half', () => receiver.requests().slice(before).filter((r) => r.idempotency_key === alone).length >= SPLIT_AFTER + 3);
+    await until(
+      'more 500s for the single-item half',
+      () =>
+        receiver
+          .requests()
+          .slice(before)
+          .filter((r) => r.idempotency_key === alone).length >=
+        SPLIT_AFTER + 3,
+    );
     expect(sync.deadLetterCount()).toBe(0);
-    expect(sync.batches().map((b) => b.items.length).sort()).toEqual([1, 2]);
+    expect(
+      sync
+        .batches()
+        .map((b) => b.items.length)
+        .sort(),
+    ).toEqual([1, 2]);
     // The alarm: in the log, in /metrics and in sync status.
     const raised = await daemon.waitForLog((l) => l.msg.startsWith('sync stuck') && Date.parse(String(l.since)) >= start - 1_000, 15_000, from);
     expect(await metrics()).toMatch(/^edge_agent_sync_stuck_batches [12]$/m);
@@ -214,10 +250,14 @@ describe('upstream sync under injected receiver faults (reference receiver, real
       // The batch failed and waits for its retry, more than 90 s away (full jitter may pick a short wait first: it fails
       // again), so that what is left of it after the receiver's restart and the trigger on a loaded machine still
       // leaves the convergence check a deadline of a minute or so.
-      const retryAt = await until(`${how}: a long backoff`, () => {
-        const at = sync.getState<string>('nextAttemptAt');
-        return at !== undefined && Date.parse(at) - Date.now() > 90_000 && Date.parse(at);
-      }, 240_000);
+      const retryAt = await until(
+        `${how}: a long backoff`,
+        () => {
+          const at = sync.getState<string>('nextAttemptAt');
+          return at !== undefined && Date.parse(at) - Date.now() > 90_000 && Date.parse(at);
+        },
+        240_000,
+      );
       receiver = await receiver.restart();
       await trigger();
       // Before the backoff would have ended (with a second to spare for the check itself).
@@ -230,7 +270,8 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     await converged();
     const from = daemon.logs.length;
     tamper((db) => {
-      const run = (sql: string, ...ids: string[]) => db.prepare(`${sql} WHERE gateway_id = ? AND device_id IN (${ids.map(() => '?').join(', ')})`).run(GATEWAY, ...ids);
+      const run = (sql: string, ...ids: string[]) =>
+        db.prepare(`${sql} WHERE gateway_id = ? AND device_id IN (${ids.map(() => '?').join(', ')})`).run(GATEWAY, ...ids);
       run('DELETE FROM devices', id(50), id(51), id(52));
       run('UPDATE devices SET revision = revision - 1', id(53), id(54));
       run('UPDATE devices SET revision = revision + 5', id(55), id(56));

@@ -24,12 +24,26 @@ describe('the upstream record of a device enrolled over MQTT (real daemon, embed
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', `  id: ${GATEWAY}`, `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'opcua:', '  enabled: false',
-        'mqtt:', '  policy:', '    rules:', '      - { kind: token, action: approve }', '    default: hold',
-        'sync:', '  enabled: true', `  baseUrl: https://127.0.0.1:${receiver.port}`, `  caFile: ${pki.ca}`, `  tokenFile: ${join(tmp.dir, 'token')}`,
-        '  idleMs: 100', '  retryInitialMs: 100', '  retryMaxMs: 1000',
+        'agent:',
+        `  id: ${GATEWAY}`,
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'opcua:',
+        '  enabled: false',
+        'mqtt:',
+        '  policy:',
+        '    rules:',
+        '      - { kind: token, action: approve }',
+        '    default: hold',
+        'sync:',
+        '  enabled: true',
+        `  baseUrl: https://127.0.0.1:${receiver.port}`,
+        `  caFile: ${pki.ca}`,
+        `  tokenFile: ${join(tmp.dir, 'token')}`,
+        '  idleMs: 100',
+        '  retryInitialMs: 100',
+        '  retryMaxMs: 1000',
         '  location: { site: plant-1, area: packaging, line: "", cell: "" }',
         '',
       ].join('\n'),
@@ -59,14 +73,17 @@ describe('the upstream record of a device enrolled over MQTT (real daemon, embed
     const show = async () => {
       const r = await runCli(['devices', 'show', 'meter-7', '--json', '--config', config]);
       expect(r.code, r.stderr).toBe(0);
-      return (JSON.parse(r.stdout) as { device: { revision: number; state: string; firstSeen: string; lastSeen: string; online: boolean; updatedAt: string } }).device;
+      return (JSON.parse(r.stdout) as { device: { revision: number; state: string; firstSeen: string; lastSeen: string; online: boolean; updatedAt: string } })
+        .device;
     };
     let device = await show();
     let held: { revision: number; op: string; observed_at: string; record: string } | undefined;
     for (const deadline = Date.now() + 30_000; ; ) {
       device = await show();
       const db = new Database(receiver.db, { readonly: true });
-      held = db.prepare('SELECT revision, op, observed_at, record FROM devices WHERE gateway_id = ? AND device_id = ?').get(GATEWAY, 'mqtt:meter-7') as typeof held;
+      held = db
+        .prepare('SELECT revision, op, observed_at, record FROM devices WHERE gateway_id = ? AND device_id = ?')
+        .get(GATEWAY, 'mqtt:meter-7') as typeof held;
       db.close();
       if (device.state === 'provisioned' && held?.revision === device.revision) break;
       if (Date.now() > deadline) throw new Error(`the receiver holds ${JSON.stringify(held)}, the agent ${JSON.stringify(device)}`);

@@ -31,7 +31,13 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
   };
   const restartReceiver = async (args: string[] = []) => {
     await receiver.stop();
-    receiver = await startReceiver({ db: join(tmp.dir, 'cmms.db'), cert: pki.cert, key: pki.key, port, args: ['--token-file', join(tmp.dir, 'token'), ...args] });
+    receiver = await startReceiver({
+      db: join(tmp.dir, 'cmms.db'),
+      cert: pki.cert,
+      key: pki.key,
+      port,
+      args: ['--token-file', join(tmp.dir, 'token'), ...args],
+    });
   };
   /** `n` changes, each to a random device, committed 200 at a time, as the agent's own code makes them. */
   const mutate = (n: number, only?: number[]) => {
@@ -40,7 +46,14 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
         for (let k = 0; k < 200 && done < n; k++, done++) {
           const i = only ? only[done % only.length]! : Math.floor(Math.random() * DEVICES);
           changes += 1;
-          devices.apply({ protocol: 'mqtt', name: name(i), to: 'discovered', cause: 'test change', actor: 'test', patch: { nameplate: { firmwareVersion: `fw-${changes}` } } });
+          devices.apply({
+            protocol: 'mqtt',
+            name: name(i),
+            to: 'discovered',
+            cause: 'test change',
+            actor: 'test',
+            patch: { nameplate: { firmwareVersion: `fw-${changes}` } },
+          });
         }
       });
     }
@@ -54,7 +67,10 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       const behind = [...ours].filter(([id, rev]) => !except.includes(id) && theirs.get(id) !== rev);
       // Done when the receiver holds it all and the agent has had every answer (nothing waits in the outbox or in a batch).
       if (behind.length === 0 && sync.outboxSize() === 0 && sync.batches().length === 0) return { ours, theirs };
-      if (Date.now() > deadline) throw new Error(`${behind.length} devices behind at the receiver, e.g. ${JSON.stringify(behind.slice(0, 3))}; status ${JSON.stringify(await cli('sync', 'status'))}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `${behind.length} devices behind at the receiver, e.g. ${JSON.stringify(behind.slice(0, 3))}; status ${JSON.stringify(await cli('sync', 'status'))}`,
+        );
       await new Promise((r) => setTimeout(r, 200));
     }
   };
@@ -68,10 +84,15 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     config = writeConfig(
       tmp.dir,
       [
-        'agent:', `  id: ${GATEWAY}`, `  dataDir: ${join(tmp.dir, 'data')}`,
-        'http:', '  port: 0',
-        'mqtt:', '  enabled: false',
-        'opcua:', '  enabled: false',
+        'agent:',
+        `  id: ${GATEWAY}`,
+        `  dataDir: ${join(tmp.dir, 'data')}`,
+        'http:',
+        '  port: 0',
+        'mqtt:',
+        '  enabled: false',
+        'opcua:',
+        '  enabled: false',
         'sync:',
         '  enabled: true',
         `  baseUrl: https://127.0.0.1:${port}`,
@@ -88,11 +109,22 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     );
     daemon = Daemon.start(config);
     base = await daemon.ready();
-    ({ store } = Store.open({ path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' }, pino({ level: 'silent' })));
+    ({ store } = Store.open(
+      { path: join(tmp.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    ));
     devices = new DeviceRepository(store);
     sync = new SyncRepository(store);
     store.transaction(() => {
-      for (let i = 0; i < DEVICES; i++) devices.apply({ protocol: 'mqtt', name: name(i), to: 'discovered', cause: 'test device', actor: 'test', patch: { nameplate: { manufacturer: 'ACME', model: 'P-1', serialNumber: `SN-${i}` } } });
+      for (let i = 0; i < DEVICES; i++)
+        devices.apply({
+          protocol: 'mqtt',
+          name: name(i),
+          to: 'discovered',
+          cause: 'test device',
+          actor: 'test',
+          patch: { nameplate: { manufacturer: 'ACME', model: 'P-1', serialNumber: `SN-${i}` } },
+        });
     });
   }, 180_000);
 
@@ -107,7 +139,10 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     await converged();
     const db = (await import('better-sqlite3')).default;
     const cmms = new db(receiver.db, { readonly: true });
-    const row = cmms.prepare('SELECT record, op FROM devices WHERE gateway_id = ? AND device_id = ?').get(GATEWAY, `mqtt:${name(7)}`) as { record: string; op: string };
+    const row = cmms.prepare('SELECT record, op FROM devices WHERE gateway_id = ? AND device_id = ?').get(GATEWAY, `mqtt:${name(7)}`) as {
+      record: string;
+      op: string;
+    };
     cmms.close();
     expect(row.op).toBe('upsert');
     expect(JSON.parse(row.record)).toMatchObject({
@@ -221,7 +256,13 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
   it('pauses with an alarm when the receiver refuses the token after one more read of it, and resumes when the file changes', async () => {
     writeFileSync(join(tmp.dir, 'receiver-token'), 'cmms-token-2\n');
     await receiver.stop();
-    receiver = await startReceiver({ db: join(tmp.dir, 'cmms.db'), cert: pki.cert, key: pki.key, port, args: ['--token-file', join(tmp.dir, 'receiver-token')] });
+    receiver = await startReceiver({
+      db: join(tmp.dir, 'cmms.db'),
+      cert: pki.cert,
+      key: pki.key,
+      port,
+      args: ['--token-file', join(tmp.dir, 'receiver-token')],
+    });
     mutate(50);
     const deadline = Date.now() + 30_000;
     let status = await cli<{ paused?: string; backlog: number }>('sync', 'status');
@@ -258,14 +299,17 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     expect(stale.length).toBeGreaterThan(0);
     await cli('sync', 'reconcile');
     await converged();
-    expect(((await cli<{ lastReconcile?: { queued: number } }>('sync', 'status')).lastReconcile?.queued)).toBe(stale.length);
+    expect((await cli<{ lastReconcile?: { queued: number } }>('sync', 'status')).lastReconcile?.queued).toBe(stale.length);
   }, 120_000);
 
   it("sends again above the receiver's revisions when the agent's own database is restored from an older backup", async () => {
     const backup = join(tmp.dir, 'agent-backup.db');
     const made = await runCli(['backup', backup, '--config', config]);
     expect(made.code, made.stderr).toBe(0);
-    mutate(400, Array.from({ length: 100 }, (_, k) => 500 + k));
+    mutate(
+      400,
+      Array.from({ length: 100 }, (_, k) => 500 + k),
+    );
     await converged();
     // The gateway's disk is replaced from last night's backup: its revisions go back, the receiver's do not.
     store.close();
@@ -283,7 +327,10 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
     base = await daemon.ready();
     await daemon.waitForLog((l) => l.msg.startsWith('the receiver holds newer revisions than this database'));
     // Changes made after the restore reach the receiver: without the raise they would carry revisions it already has.
-    mutate(200, Array.from({ length: 100 }, (_, k) => 500 + k));
+    mutate(
+      200,
+      Array.from({ length: 100 }, (_, k) => 500 + k),
+    );
     await converged();
   }, 120_000);
 
@@ -294,14 +341,31 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       const wrong = writeConfig(
         other.dir,
         [
-          'agent:', '  id: gw-wrong-ca', `  dataDir: ${join(other.dir, 'data')}`,
-          'http:', '  port: 0', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false',
-          'sync:', '  enabled: true', `  baseUrl: https://127.0.0.1:${port}`, `  caFile: ${pki.otherCa}`, `  tokenFile: ${join(tmp.dir, 'token')}`,
-          '  idleMs: 100', '  retryInitialMs: 100', '  retryMaxMs: 500', '',
+          'agent:',
+          '  id: gw-wrong-ca',
+          `  dataDir: ${join(other.dir, 'data')}`,
+          'http:',
+          '  port: 0',
+          'mqtt:',
+          '  enabled: false',
+          'opcua:',
+          '  enabled: false',
+          'sync:',
+          '  enabled: true',
+          `  baseUrl: https://127.0.0.1:${port}`,
+          `  caFile: ${pki.otherCa}`,
+          `  tokenFile: ${join(tmp.dir, 'token')}`,
+          '  idleMs: 100',
+          '  retryInitialMs: 100',
+          '  retryMaxMs: 500',
+          '',
         ].join('\n'),
       );
       // It has a device to send: with the check off, a batch would reach the receiver.
-      const { store: s3 } = Store.open({ path: join(other.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' }, pino({ level: 'silent' }));
+      const { store: s3 } = Store.open(
+        { path: join(other.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' },
+        pino({ level: 'silent' }),
+      );
       s3.transaction(() => new DeviceRepository(s3).apply({ protocol: 'mqtt', name: 'meter-2', to: 'discovered', cause: 'test device', actor: 'test' }));
       s3.close();
       const before = receiver.requests().length;
@@ -310,7 +374,11 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       // Refused by TLS, even with NODE_TLS_REJECT_UNAUTHORIZED=0 in its environment.
       const line = await d.waitForLog((l) => l.msg.startsWith('sync batch not delivered'), 20_000);
       expect(String(line.error)).toMatch(/unable to verify the first certificate/);
-      const status = JSON.parse((await runCli(['sync', 'status', '--json', '--config', wrong])).stdout) as { connected: boolean; lastError: string; lastSuccess?: string };
+      const status = JSON.parse((await runCli(['sync', 'status', '--json', '--config', wrong])).stdout) as {
+        connected: boolean;
+        lastError: string;
+        lastSuccess?: string;
+      };
       expect(status).toMatchObject({ connected: false });
       expect(status.lastSuccess).toBeUndefined();
       d.kill('SIGTERM');
@@ -334,18 +402,41 @@ describe('upstream sync to the reference receiver (separate processes, HTTPS, SQ
       const mtls = writeConfig(
         other.dir,
         [
-          'agent:', '  id: gw-mtls', `  dataDir: ${join(other.dir, 'data')}`,
-          'http:', '  port: 0', 'mqtt:', '  enabled: false', 'opcua:', '  enabled: false',
-          'sync:', '  enabled: true', `  baseUrl: https://127.0.0.1:${mtlsPort}`, `  caFile: ${pki.ca}`, '  clientCertificate: true',
-          '  idleMs: 100', '  retryInitialMs: 100', '  retryMaxMs: 500', '',
+          'agent:',
+          '  id: gw-mtls',
+          `  dataDir: ${join(other.dir, 'data')}`,
+          'http:',
+          '  port: 0',
+          'mqtt:',
+          '  enabled: false',
+          'opcua:',
+          '  enabled: false',
+          'sync:',
+          '  enabled: true',
+          `  baseUrl: https://127.0.0.1:${mtlsPort}`,
+          `  caFile: ${pki.ca}`,
+          '  clientCertificate: true',
+          '  idleMs: 100',
+          '  retryInitialMs: 100',
+          '  retryMaxMs: 500',
+          '',
         ].join('\n'),
       );
       d = Daemon.start(mtls);
       const url = await d.ready();
       // The receiver trusts the gateway CA the daemon made at its first start.
       writeFileSync(join(other.dir, 'gateway-ca.pem'), await (await fetch(`${url}/ca/chain`)).text());
-      r = await startReceiver({ db: join(other.dir, 'cmms.db'), cert: pki.cert, key: pki.key, port: mtlsPort, args: ['--client-ca', join(other.dir, 'gateway-ca.pem')] });
-      const { store: s2 } = Store.open({ path: join(other.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' }, pino({ level: 'silent' }));
+      r = await startReceiver({
+        db: join(other.dir, 'cmms.db'),
+        cert: pki.cert,
+        key: pki.key,
+        port: mtlsPort,
+        args: ['--client-ca', join(other.dir, 'gateway-ca.pem')],
+      });
+      const { store: s2 } = Store.open(
+        { path: join(other.dir, 'data', 'edge-agent.db'), busyTimeoutMs: 10_000, journalSizeLimitBytes: 1 << 26, integrityCheck: 'off' },
+        pino({ level: 'silent' }),
+      );
       try {
         s2.transaction(() => new DeviceRepository(s2).apply({ protocol: 'mqtt', name: 'meter-1', to: 'discovered', cause: 'test device', actor: 'test' }));
       } finally {
