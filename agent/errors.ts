@@ -103,6 +103,36 @@ export class RefusedError extends AgentError {
   readonly code = 'REFUSED' as const;
 }
 
+/** A broken invariant inside the agent: a bug, or a part used before its start. The API answers it 500 INTERNAL. */
+export class InternalError extends AgentError {
+  readonly code = 'INTERNAL' as const;
+}
+
+/** The HTTP listener cannot bind its address (in use, not on this host). */
+export class ListenError extends AgentError {
+  readonly code = 'LISTEN_FAILED' as const;
+}
+
+/** An address range (opcua.scan.ranges, a discovery target) that is not an IPv4 address or CIDR range, or holds too many addresses. */
+export class AddressRangeError extends AgentError {
+  readonly code = 'RANGE_INVALID' as const;
+}
+
+/**
+ * A peer on the network answered in a way the agent cannot use, or is not
+ * there: the MQTT broker, an OPC UA server, the upstream receiver, the
+ * Mosquitto process. The code says which.
+ */
+export class PeerError extends AgentError {
+  constructor(
+    readonly code: 'BROKER_UNAVAILABLE' | 'OPCUA_SERVER_ERROR' | 'UPSTREAM_ANSWER_INVALID' | 'MOSQUITTO_RELOAD_FAILED',
+    message: string,
+    options: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(message, options);
+  }
+}
+
 export class BackupError extends AgentError {
   readonly code = 'BACKUP_FAILED' as const;
 }

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { defaultConfig, STRONG_CIPHERS } from '../config/schema.js';
 import type { ApiErrorCode } from '../errorTable.js';
-import { httpStatusOf } from '../errors.js';
+import { httpStatusOf, InternalError, ListenError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Service } from '../lifecycle/service.js';
 import { ConnectionGuard, type ConnectionLimits } from './connectionGuard.js';
@@ -83,7 +83,7 @@ export class HttpService implements Service {
   route(method: string, path: string, handler: RouteHandler): void {
     let byMethod = this.routes.get(path);
     if (!byMethod) this.routes.set(path, (byMethod = new Map()));
-    if (byMethod.has(method)) throw new Error(`route ${method} ${path} registered twice`);
+    if (byMethod.has(method)) throw new InternalError(`route ${method} ${path} registered twice`);
     byMethod.set(method, handler);
   }
 
@@ -169,7 +169,7 @@ export class HttpService implements Service {
             : err.code === 'EADDRNOTAVAIL'
               ? `${this.deps.host} is not an address of this machine; change http.host`
               : err.message;
-        reject(new Error(`cannot listen on ${this.deps.host}:${this.deps.port}: ${why}`, { cause: err }));
+        reject(new ListenError(`cannot listen on ${this.deps.host}:${this.deps.port}: ${why}`, { cause: err }));
       };
       server.once('error', onError);
       signal.addEventListener('abort', () => reject(signal.reason), { once: true });
@@ -192,7 +192,7 @@ export class HttpService implements Service {
 
   address(): { address: string; port: number } {
     const info = this.server?.address() as AddressInfo | null | undefined;
-    if (!info) throw new Error('http server is not listening');
+    if (!info) throw new InternalError('http server is not listening');
     return { address: info.address, port: info.port };
   }
 

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z, type ZodType } from 'zod';
 import { API_ERRORS, type ApiErrorCode } from '../errorTable.js';
-import { AgentError } from '../errors.js';
+import { AgentError, InternalError } from '../errors.js';
 import type { AuditOutcome } from '../store/auditRepository.js';
 import type { User } from '../store/userRepository.js';
 import type { Permission } from './auth.js';
@@ -156,13 +156,13 @@ export class Query {
 
   int(name: string): number {
     const p = this.spec[name];
-    if (p?.kind !== 'int') throw new Error(`query parameter ${name} is not a declared number`);
+    if (p?.kind !== 'int') throw new InternalError(`query parameter ${name} is not a declared number`);
     return (this.values.get(name) as number | undefined) ?? p.default;
   }
 
   text(name: string): string | undefined {
     const p = this.spec[name];
-    if (!p || p.kind === 'int') throw new Error(`query parameter ${name} is not declared as text`);
+    if (!p || p.kind === 'int') throw new InternalError(`query parameter ${name} is not declared as text`);
     return this.values.get(name) as string | undefined;
   }
 }

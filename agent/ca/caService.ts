@@ -4,11 +4,13 @@ import { Counter, Gauge } from 'prom-client';
 import type { CertificateAuthority, IssuedCertificate, IssueRequest } from '../../certs/authority.js';
 import { loadRoot, refreshRootCrl, type RootCa } from '../../certs/root.js';
 import { crlIssuerName } from '../../certs/crl.js';
+import { CertError } from '../../certs/errors.js';
 import { parseCertificate } from '../../certs/x509/certificate.js';
 import { pemBlocks } from '../../certs/x509/pem.js';
 import type { ProfileName } from '../../certs/profiles/profile.js';
 import type { CertificateRecord, RevocationReason } from '../../certs/store.js';
 import type { Config } from '../config/schema.js';
+import { InternalError } from '../errors.js';
 import type { EventBus } from '../events.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
@@ -77,7 +79,7 @@ export class CaService implements Service {
     const { log } = this.deps;
     this.passphrase = resolvePassphrase(this.config, this.deps.env);
     if (!caExists(this.config.dir)) {
-      if (!this.config.autoInit) throw new Error(`no CA in ${this.config.dir} and ca.autoInit is false; run edge-agent ca init or import an intermediate`);
+      if (!this.config.autoInit) throw new CertError('CA_NOT_INITIALISED', `no CA in ${this.config.dir} and ca.autoInit is false; run edge-agent ca init or import an intermediate`);
       initFromConfig(this.config, this.deps.gatewayId, this.passphrase);
       log.info({ dir: this.config.dir, encrypted: this.passphrase !== undefined }, 'CA hierarchy created');
     }
@@ -114,7 +116,7 @@ export class CaService implements Service {
   }
 
   private ca(): CertificateAuthority {
-    if (!this.authority) throw new Error('the CA is not loaded');
+    if (!this.authority) throw new InternalError('the CA is not loaded');
     return this.authority;
   }
 

@@ -36,6 +36,7 @@ export async function runDaemon(options: { config?: string; pretty?: boolean }):
   let stopping: Promise<void> | undefined;
   const stop = (reason: string, code: number) => {
     if (stopping) return;
+    // The signal's reason, read by nothing but the services' abort handlers: no code to report.
     shutdown.abort(new Error(reason));
     stopping = app.stop(reason).then(() => finish(code));
   };

@@ -1,5 +1,6 @@
 import sparkplugPayload from 'sparkplug-payload';
 import type { Nameplate } from '../inventory/device.js';
+import { InternalError } from '../errors.js';
 
 /*
  * The one place that touches the sparkplug-payload library: its types (Long,
@@ -12,7 +13,7 @@ type Metric = NonNullable<ReturnType<Codec['decodePayload']>['metrics']>[number]
 
 const codec: Codec = (() => {
   const found = sparkplugPayload.get('spBv1.0');
-  if (found === null) throw new Error('sparkplug-payload does not provide the spBv1.0 codec');
+  if (found === null) throw new InternalError('sparkplug-payload does not provide the spBv1.0 codec');
   return found;
 })();
 

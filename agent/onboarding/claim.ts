@@ -1,5 +1,6 @@
 import { verify, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { ConfigFileError } from '../errors.js';
 
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 const MAX_DEPTH = 4;
@@ -10,13 +11,13 @@ export function loadManufacturerCas(file: string): X509Certificate[] {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`manufacturer CA file ${file} cannot be read: ${(err as Error).message}`);
+    throw new ConfigFileError(`manufacturer CA file ${file} cannot be read: ${(err as Error).message}`);
   }
   const blocks = text.match(PEM_BLOCK) ?? [];
-  if (blocks.length === 0) throw new Error(`manufacturer CA file ${file} holds no PEM certificate`);
+  if (blocks.length === 0) throw new ConfigFileError(`manufacturer CA file ${file} holds no PEM certificate`);
   return blocks.map((pem, i) => {
     const cert = new X509Certificate(pem);
-    if (!cert.ca) throw new Error(`certificate ${i + 1} in ${file} (${cert.subject.replace(/\n/g, ', ')}) is not a CA certificate`);
+    if (!cert.ca) throw new ConfigFileError(`certificate ${i + 1} in ${file} (${cert.subject.replace(/\n/g, ', ')}) is not a CA certificate`);
     return cert;
   });
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { CertError } from '../../certs/errors.js';
 import { profileNamed } from '../../certs/profiles/index.js';
 import { PreparedRequest } from '../../certs/request.js';
+import { RefusedError } from '../errors.js';
 import type { CaService } from '../ca/caService.js';
 import { failpoint } from '../failpoints.js';
 import type { Device } from '../inventory/device.js';
@@ -50,7 +51,7 @@ export interface EnrollmentFlowDeps {
 }
 
 /** The outcome of an approved request was settled otherwise meanwhile: its certificate is not recorded. */
-class Withdrawn extends Error {}
+class Withdrawn extends RefusedError {}
 
 const PROTOCOL = 'mqtt';
 const PROFILE = 'mqtt-device';

@@ -14,6 +14,7 @@ import { EnrollmentFlow, type Answer } from './enrollment.js';
 import { EnrollmentMetrics, type DropReason, type RejectionReason } from './enrollmentMetrics.js';
 import { RateLimiter } from './rateLimiter.js';
 import { parseRequest, peekRequestId, RequestError, type EnrollmentRequestMessage } from './request.js';
+import { TimeoutError } from '../errors.js';
 
 export type { Answer };
 
@@ -223,7 +224,7 @@ export class MqttEnrollment {
     try {
       const sent = this.deps.link.publish(topic, Buffer.from(JSON.stringify(answer)), { qos: 1, ...(correlationData ? { correlationData } : {}) });
       const late = new Promise<never>(
-        (_, reject) => (timer = setTimeout(() => reject(new Error(`no PUBACK within ${ANSWER_TIMEOUT_MS} ms`)), ANSWER_TIMEOUT_MS)),
+        (_, reject) => (timer = setTimeout(() => reject(new TimeoutError(`no PUBACK within ${ANSWER_TIMEOUT_MS} ms`)), ANSWER_TIMEOUT_MS)),
       );
       await Promise.race([sent, late]);
     } catch (err) {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { CertError } from '../../certs/errors.js';
 import { prepare, type PreparedRequest } from '../../certs/request.js';
 import type { Config } from '../config/schema.js';
 import type { Device } from '../inventory/device.js';
@@ -83,7 +84,8 @@ export function checkServerCsr(csr: Buffer, applicationUri: string): PreparedReq
   const prepared = prepare(csr);
   const uris = prepared.requested.uris;
   if (uris.length !== 1 || uris[0] !== applicationUri) {
-    throw new Error(
+    throw new CertError(
+      'NAME_INVALID',
       `the CSR names ${uris.length === 0 ? 'no URI' : uris.join(', ')} in its subjectAltName, not exactly the server's applicationUri ${applicationUri}`,
     );
   }

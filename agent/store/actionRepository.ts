@@ -1,5 +1,6 @@
 import { REVOCATION_REASON_CODES, type RevocationReason } from '../../certs/store.js';
 import type { Store } from './database.js';
+import { InternalError } from '../errors.js';
 
 export type DeviceActionKind = 'approve' | 'reject' | 'revoke' | 'decommission';
 
@@ -97,7 +98,7 @@ export class ActionRepository {
     actor: string,
     details: { reason?: string; requestId?: string; crlReason?: RevocationReason } = {},
   ): DeviceAction {
-    if (details.crlReason !== undefined && !retiresDevice(action)) throw new Error(`a ${action} carries no CRL reason`);
+    if (details.crlReason !== undefined && !retiresDevice(action)) throw new InternalError(`a ${action} carries no CRL reason`);
     const crlReason = retiresDevice(action) ? (details.crlReason ?? defaultRevocationReason(action)) : null;
     const info = this.store
       .statement('INSERT INTO device_actions (device_id, action, request_id, actor, reason, crl_reason, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?)')

@@ -1,7 +1,7 @@
 import { accessSync, chmodSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { StoreAccessError, StoreCorruptError, StoreMissingError, StoreNotMigratedError, StoreOpenError } from '../errors.js';
+import { StoreAccessError, StoreCorruptError, StoreMissingError, StoreNotMigratedError, StoreOpenError, InternalError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { assertNotNewer, latestVersion, migrate, type MigrationResult } from './migrate.js';
 import { MIGRATIONS } from './migrations/index.js';
@@ -194,7 +194,7 @@ export class Store {
    * anything leaves the process because of what was committed.
    */
   durable<T>(fn: () => T): T {
-    if (this.db.inTransaction) throw new Error('durable() cannot be nested inside another transaction');
+    if (this.db.inTransaction) throw new InternalError('durable() cannot be nested inside another transaction');
     // Prepared once: db.pragma() prepares its statement at every call, which costs more than the commit it sets up.
     this.statement('PRAGMA synchronous = FULL').run();
     try {

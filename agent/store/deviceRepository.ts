@@ -1,5 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import { AgentError } from '../errors.js';
+import { AgentError, InternalError } from '../errors.js';
 import { canTransition, type Device, type DeviceEvent, type DeviceState, type Location, type Nameplate, type Protocol } from '../inventory/device.js';
 import type { Store } from './database.js';
 
@@ -171,7 +171,7 @@ export class DeviceRepository {
    * TransitionError and the caller's transaction rolls back.
    */
   apply(t: Transition): Device {
-    if (!this.store.db.inTransaction) throw new Error('DeviceRepository.apply() must run inside a transaction');
+    if (!this.store.db.inTransaction) throw new InternalError('DeviceRepository.apply() must run inside a transaction');
     const at = (t.at ?? new Date()).toISOString();
     const id = `${t.protocol}:${t.name}`;
     const before = this.get(id);

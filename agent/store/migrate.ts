@@ -1,5 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import { StoreTooNewError } from '../errors.js';
+import { StoreTooNewError, InternalError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
 
@@ -44,7 +44,7 @@ export function assertNotNewer(db: BetterSqlite3.Database, migrations: readonly 
  */
 export function migrate(db: BetterSqlite3.Database, migrations: readonly Migration[], log: Logger): MigrationResult {
   migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new Error(`migration list is not numbered 1..n: position ${i + 1} holds ${m.version}`);
+    if (m.version !== i + 1) throw new InternalError(`migration list is not numbered 1..n: position ${i + 1} holds ${m.version}`);
   });
   const latest = latestVersion(migrations);
   const current = assertNotNewer(db, migrations);

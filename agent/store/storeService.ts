@@ -1,6 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Service } from '../lifecycle/service.js';
 import { Store, type StoreOptions } from './database.js';
+import { InternalError } from '../errors.js';
 
 /**
  * Opens the database first and closes it last. The composition root
@@ -20,7 +21,7 @@ export class StoreService implements Service {
   }
 
   get store(): Store {
-    if (!this.current?.open) throw new Error('the store is not open');
+    if (!this.current?.open) throw new InternalError('the store is not open');
     return this.current;
   }
 

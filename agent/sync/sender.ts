@@ -5,6 +5,7 @@ import type { OutboxEntry, StoredBatch, SyncRepository } from '../store/syncRepo
 import type { UpstreamItem } from './record.js';
 import type { UpstreamAdapter, UpstreamAnswer } from './adapter.js';
 import { UpstreamUnreachable } from './upstreamClient.js';
+import { PeerError } from '../errors.js';
 
 export type BatchOutcome =
   | { kind: 'answered'; counts: Record<string, number> }
@@ -130,7 +131,7 @@ export class SyncSender {
     let results: { deviceId?: unknown; revision?: unknown; status?: unknown; error?: unknown }[];
     try {
       const parsed = JSON.parse(answer.body) as { results?: unknown };
-      if (!Array.isArray(parsed.results)) throw new Error('no results array');
+      if (!Array.isArray(parsed.results)) throw new PeerError('UPSTREAM_ANSWER_INVALID', 'no results array');
       results = parsed.results as typeof results;
     } catch (err) {
       return { kind: 'failed', message: `the receiver's answer is not the contract's: ${(err as Error).message}`, unreachable: false };
@@ -228,7 +229,7 @@ export class SyncSender {
     let cursor: string | undefined;
     for (let pages = 0; pages < 100_000; pages++) {
       const answer = await this.deps.client.listDevices(cursor, LIST_PAGE);
-      if (answer.status !== 200) throw new Error(`listing the receiver's devices: ${answer.status} ${answer.body.slice(0, 300)}`);
+      if (answer.status !== 200) throw new PeerError('UPSTREAM_ANSWER_INVALID', `listing the receiver's devices: ${answer.status} ${answer.body.slice(0, 300)}`);
       const page = JSON.parse(answer.body) as { items?: { deviceId?: unknown; revision?: unknown }[]; nextCursor?: unknown };
       for (const i of page.items ?? []) if (typeof i.deviceId === 'string' && typeof i.revision === 'number') remote.set(i.deviceId, i.revision);
       if (typeof page.nextCursor !== 'string' || page.nextCursor === '' || (page.items ?? []).length === 0) break;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
-import { AgentError } from '../errors.js';
+import { AgentError, InternalError, PeerError, TimeoutError } from '../errors.js';
 import type { UpstreamAdapter, UpstreamAnswer } from './adapter.js';
 
 export type { UpstreamAnswer } from './adapter.js';
@@ -36,7 +36,7 @@ export class UpstreamClient implements UpstreamAdapter {
 
   constructor(private readonly o: UpstreamOptions) {
     this.base = new URL(o.baseUrl.replace(/\/+$/, '') + '/');
-    if (this.base.protocol !== 'https:') throw new Error(`sync.baseUrl must be an https:// URL, not ${o.baseUrl}`);
+    if (this.base.protocol !== 'https:') throw new InternalError(`sync.baseUrl must be an https:// URL, not ${o.baseUrl}`);
     this.agent = new Agent({
       keepAlive: true,
       maxSockets: 4,
@@ -98,7 +98,7 @@ export class UpstreamClient implements UpstreamAdapter {
           res.on('data', (c: Buffer) => {
             size += c.length;
             // An answer larger than any the contract allows is cut off: a receiver cannot make the agent buffer without bound.
-            if (size > 64 * 1024 * 1024) req.destroy(new Error('answer larger than 64 MiB'));
+            if (size > 64 * 1024 * 1024) req.destroy(new PeerError('UPSTREAM_ANSWER_INVALID', 'answer larger than 64 MiB'));
             else chunks.push(c);
           });
           res.on('end', () => {
@@ -109,7 +109,7 @@ export class UpstreamClient implements UpstreamAdapter {
         },
       );
       // The whole request, not only an idle socket, is bounded by timeoutMs.
-      const deadline = setTimeout(() => req.destroy(new Error(`no complete answer within ${this.o.timeoutMs} ms`)), this.o.timeoutMs);
+      const deadline = setTimeout(() => req.destroy(new TimeoutError(`no complete answer within ${this.o.timeoutMs} ms`)), this.o.timeoutMs);
       req.on('error', (err) => {
         clearTimeout(deadline);
         reject(new UpstreamUnreachable(`${method} ${url.origin}${url.pathname}: ${err.message}`, { cause: err }));

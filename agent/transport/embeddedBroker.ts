@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { normaliseSerial } from '../../certs/authority.js';
 import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
-import { ServiceStartError } from '../errors.js';
+import { ServiceStartError, InternalError, PeerError } from '../errors.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -135,7 +135,7 @@ export class EmbeddedBroker implements Service, BrokerLink {
 
   /** The ports actually listened on (useful when configured as 0). */
   addresses(): { provisioning: number; mtls: number } {
-    if (!this.ports) throw new Error('the embedded broker is not started');
+    if (!this.ports) throw new InternalError('the embedded broker is not started');
     return { ...this.ports };
   }
 
@@ -215,7 +215,7 @@ export class EmbeddedBroker implements Service, BrokerLink {
   }
 
   private running(): Aedes {
-    if (!this.aedes || !this.isConnected()) throw new Error('the embedded broker is not running');
+    if (!this.aedes || !this.isConnected()) throw new InternalError('the embedded broker is not running');
     return this.aedes;
   }
 
@@ -274,6 +274,7 @@ export class EmbeddedBroker implements Service, BrokerLink {
     const refuse = (reason: string, returnCode: 2 | 5, message: string): void => {
       this.metrics.refused('connection', conn?.listener ?? 'unknown', reason);
       this.deps.log.warn({ listener: conn?.listener, id: conn?.id, clientId: conn?.clientId, reason }, 'broker refused a connection');
+      // Aedes reads returnCode off a plain Error (its AuthenticateError type); it never leaves the broker library.
       done(Object.assign(new Error(message), { returnCode }), false);
     };
     if (!conn) return refuse('not_authorized', 5, 'unknown connection');
@@ -304,7 +305,7 @@ export class EmbeddedBroker implements Service, BrokerLink {
   private authorizePublish(client: Client | null, packet: PublishPacket): Error | null {
     const conn = client ? this.connectionOf(client) : undefined;
     // null client: a will left by a broker that is gone; nothing to check it against.
-    if (!conn) return new Error('publish without a known connection');
+    if (!conn) return new PeerError('BROKER_UNAVAILABLE', 'publish without a known connection');
     let reason: string | undefined;
     if (Buffer.byteLength(packet.payload) > this.deps.options.maxPayloadBytes) reason = 'too_large';
     else if (conn.listener === 'mtls' && !this.allowed(conn)) reason = 'not_authorized';
@@ -320,7 +321,7 @@ export class EmbeddedBroker implements Service, BrokerLink {
       { listener: conn.listener, id: conn.id, clientId: conn.clientId, topic: packet.topic, bytes: Buffer.byteLength(packet.payload), reason, ...hint },
       'broker refused a publish',
     );
-    return new Error(`publish refused: ${reason}`);
+    return new PeerError('BROKER_UNAVAILABLE', `publish refused: ${reason}`);
   }
 
   private authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {

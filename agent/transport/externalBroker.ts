@@ -2,6 +2,7 @@ import mqtt, { type IClientPublishOptions, type MqttClient } from 'mqtt';
 import type { Logger } from '../log.js';
 import type { Service } from '../lifecycle/service.js';
 import type { BrokerLink, InboundMessage, MessageHandler, OutboundOptions } from './types.js';
+import { PeerError, TimeoutError } from '../errors.js';
 
 export interface ExternalBrokerDeps {
   log: Logger;
@@ -91,7 +92,7 @@ export class ExternalBroker implements Service, BrokerLink {
 
   async retained(filters: string[], listenMs: number): Promise<InboundMessage[]> {
     const client = this.client;
-    if (!client?.connected) throw new Error(`not connected to the MQTT broker ${this.deps.url}`);
+    if (!client?.connected) throw new PeerError('BROKER_UNAVAILABLE', `not connected to the MQTT broker ${this.deps.url}`);
     const got: InboundMessage[] = [];
     const collect = (topic: string, payload: Buffer, packet: { retain?: boolean }) => {
       if (packet.retain && filters.some((f) => topicMatches(f, topic))) got.push({ topic, payload });
@@ -145,11 +146,11 @@ export class ExternalBroker implements Service, BrokerLink {
     let timer: NodeJS.Timeout | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`no CONNACK within ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(() => reject(new TimeoutError(`no CONNACK within ${timeoutMs} ms`)), timeoutMs);
         client.once('connect', () => resolve());
         // on, not once: a second error event without a listener would be thrown.
         client.on('error', reject);
-        client.once('close', () => reject(new Error('connection closed before CONNACK')));
+        client.once('close', () => reject(new PeerError('BROKER_UNAVAILABLE', 'connection closed before CONNACK')));
       });
       await client.endAsync();
     } finally {

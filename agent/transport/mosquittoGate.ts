@@ -7,6 +7,7 @@ import { devicesAcl } from '../broker/mosquittoAcl.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { AccessGate } from './types.js';
+import { PeerError } from '../errors.js';
 
 export interface MosquittoGateDeps {
   log: Logger;
@@ -196,13 +197,13 @@ export class MosquittoGate implements AccessGate {
     if (o.reloadCommand !== '') {
       await new Promise<void>((resolve, reject) =>
         execFile('/bin/sh', ['-c', o.reloadCommand], { timeout: 10_000 }, (err, _stdout, stderr) =>
-          err ? reject(new Error(`${o.reloadCommand} failed: ${stderr.trim() || err.message}`)) : resolve(),
+          err ? reject(new PeerError('MOSQUITTO_RELOAD_FAILED', `${o.reloadCommand} failed: ${stderr.trim() || err.message}`)) : resolve(),
         ),
       );
       return;
     }
     const pid = Number(readFileSync(o.pidFile, 'utf8').trim());
-    if (!Number.isInteger(pid) || pid <= 1) throw new Error(`${o.pidFile} does not hold a process id`);
+    if (!Number.isInteger(pid) || pid <= 1) throw new PeerError('MOSQUITTO_RELOAD_FAILED', `${o.pidFile} does not hold a process id`);
     process.kill(pid, 'SIGHUP');
   }
 }

@@ -1,5 +1,6 @@
 import { Socket } from 'node:net';
 import { Deadline, ProbeTimeout } from './deadline.js';
+import { PeerError } from '../errors.js';
 
 /**
  * OPC UA TCP's first exchange (OPC 10000-6 7.1.2): HEL, then ACK or ERR.
@@ -41,7 +42,7 @@ export function opcuaHello(url: string, budget: number | Deadline): Promise<void
       deadline.remaining(),
     );
     socket.once('error', (err) => finish(err));
-    socket.once('close', () => finish(new Error(`${host}:${port} closed the connection before acknowledging`)));
+    socket.once('close', () => finish(new PeerError('OPCUA_SERVER_ERROR', `${host}:${port} closed the connection before acknowledging`)));
     socket.on('data', (chunk: Buffer) => {
       received = Buffer.concat([received, chunk]);
       if (received.length < 8) return;
@@ -49,9 +50,9 @@ export function opcuaHello(url: string, budget: number | Deadline): Promise<void
       if (type === 'ACKF') return finish();
       if (type === 'ERRF') {
         const status = received.length >= 12 ? received.readUInt32LE(8).toString(16).padStart(8, '0') : 'unknown';
-        return finish(new Error(`${host}:${port} refused the connection (OPC UA error 0x${status})`));
+        return finish(new PeerError('OPCUA_SERVER_ERROR', `${host}:${port} refused the connection (OPC UA error 0x${status})`));
       }
-      finish(new Error(`${host}:${port} does not speak OPC UA TCP`));
+      finish(new PeerError('OPCUA_SERVER_ERROR', `${host}:${port} does not speak OPC UA TCP`));
     });
     socket.connect(port, host, () => socket.write(hello));
   });

@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import { Deadline, ProbeTimeout } from './deadline.js';
 import { opcuaHello } from './opcuaHello.js';
 import { loadOpcua } from './opcuaLoader.js';
+import { PeerError } from '../errors.js';
 
 type Opcua = Awaited<ReturnType<typeof loadOpcua>>;
 type Client = InstanceType<Opcua['OPCUAClient']>;
@@ -226,7 +227,7 @@ export class OpcuaProbe {
   async probe(url: string, budget: number | Deadline): Promise<OpcuaServerFacts> {
     return this.withClient(url, budget, async (opcua, client, deadline) => {
       const endpoints = await deadline.within(client.getEndpoints(), `GetEndpoints from ${url}`);
-      if (endpoints.length === 0) throw new Error('the server lists no endpoints');
+      if (endpoints.length === 0) throw new PeerError('OPCUA_SERVER_ERROR', 'the server lists no endpoints');
       const first = endpoints[0]!;
       const certificate = endpoints.find((e) => e.serverCertificate && e.serverCertificate.length > 0)?.serverCertificate;
       const facts: OpcuaServerFacts = {
@@ -239,7 +240,7 @@ export class OpcuaProbe {
           userTokens: (e.userIdentityTokens ?? []).map((t) => opcua.UserTokenType[t.tokenType] ?? String(t.tokenType)),
         })),
       };
-      if (facts.applicationUri === '') throw new Error('the server gives no applicationUri');
+      if (facts.applicationUri === '') throw new PeerError('OPCUA_SERVER_ERROR', 'the server gives no applicationUri');
       const name = clean(first.server.applicationName);
       if (name) facts.applicationName = name;
       const productUri = clean(first.server.productUri);

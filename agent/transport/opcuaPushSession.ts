@@ -4,6 +4,7 @@ import { parseCertificate } from '../../certs/x509/certificate.js';
 import type { Logger } from '../log.js';
 import { destroySocket, firstDer, ProbeTimeout, within, type OpcuaProbe } from './opcuaProbe.js';
 import { ChannelRefusedError, watchRefusal } from './opcuaRefusal.js';
+import { PeerError } from '../errors.js';
 
 type Session = import('node-opcua-client').ClientSession;
 
@@ -183,7 +184,7 @@ export class OpcuaPushSessions {
           refused.statusName,
           { cause: err },
         );
-      throw new Error(`no SecurityAdmin session as ${user.username}: ${describe(err)}`, { cause: err });
+      throw new PeerError('OPCUA_SERVER_ERROR', `no SecurityAdmin session as ${user.username}: ${describe(err)}`, { cause: err });
     }
   }
 
@@ -202,14 +203,14 @@ export class OpcuaPushSessions {
     const push = new ClientPushCertificateManagement(session);
     const bounded = <R>(what: string, call: () => Promise<R>) => within(call(), timeoutMs, what);
     const good = (what: string, status: { isGood(): boolean; toString(): string }) => {
-      if (!status.isGood()) throw new Error(`${what} answered ${status.toString()}`);
+      if (!status.isGood()) throw new PeerError('OPCUA_SERVER_ERROR', `${what} answered ${status.toString()}`);
     };
     const trustList = async () => bounded('the TrustList', async () => (await push.getApplicationGroup()).getTrustList());
     // CloseAndUpdate(in FileHandle, out ApplyChangesRequired), called here: node-opcua 2.157's client sends it a second input argument.
     const closeAndUpdate = async (trustListId: import('node-opcua-client').NodeId, fileHandle: number): Promise<boolean> => {
       const found = await session.translateBrowsePath(opcua.makeBrowsePath(trustListId, '/CloseAndUpdate'));
       const methodId = found.targets?.[0]?.targetId;
-      if (!found.statusCode.isGood() || !methodId) throw new Error(`the TrustList has no CloseAndUpdate (${found.statusCode.toString()})`);
+      if (!found.statusCode.isGood() || !methodId) throw new PeerError('OPCUA_SERVER_ERROR', `the TrustList has no CloseAndUpdate (${found.statusCode.toString()})`);
       const r = await session.call({ objectId: trustListId, methodId, inputArguments: [{ dataType: opcua.DataType.UInt32, value: fileHandle }] });
       good('TrustList.CloseAndUpdate', r.statusCode);
       return r.outputArguments?.[0]?.value !== false;
@@ -227,7 +228,7 @@ export class OpcuaPushSessions {
         // A new key, with 32 bytes of our entropy as Part 12 asks (fewer is refused by some servers).
         const r = await bounded('CreateSigningRequest', () => push.createSigningRequest(DEFAULT_GROUP, RSA_SHA256_TYPE, subject, true, randomBytes(32)));
         good('CreateSigningRequest', r.statusCode);
-        if (!r.certificateSigningRequest || r.certificateSigningRequest.length === 0) throw new Error('CreateSigningRequest returned no CSR');
+        if (!r.certificateSigningRequest || r.certificateSigningRequest.length === 0) throw new PeerError('OPCUA_SERVER_ERROR', 'CreateSigningRequest returned no CSR');
         return Buffer.from(r.certificateSigningRequest);
       },
       updateCertificate: async (certificate, issuers) => {
@@ -295,7 +296,7 @@ export class OpcuaPushSessions {
         }
         after = await read();
         if (!holds(after.trustedCertificates, ca.trusted))
-          throw new Error(
+          throw new PeerError('OPCUA_SERVER_ERROR', 
             `the server does not hold the gateway's issuing CA in its TrustList: ${why}; AddCertificate: ${refused.join('; ') || 'answered Good'}`,
           );
         const crlDelivered = !lacking(after, ca).crls;
@@ -322,10 +323,10 @@ export class OpcuaPushSessions {
     for (let attempt = 1; Date.now() < deadline; attempt++) {
       try {
         const choice = await this.secureEndpoint(url, timeoutMs);
-        if ('refusal' in choice) throw new Error(choice.refusal);
+        if ('refusal' in choice) throw new PeerError('OPCUA_SERVER_ERROR', choice.refusal);
         // Until the server restarts its endpoints it may still present the certificate it had.
         if (choice.endpoint.thumbprint !== thumbprintOf(certificate))
-          throw new Error(`the server presents certificate ${choice.endpoint.thumbprint}, not ${thumbprintOf(certificate)}`);
+          throw new PeerError('OPCUA_SERVER_ERROR', `the server presents certificate ${choice.endpoint.thumbprint}, not ${thumbprintOf(certificate)}`);
         await this.withAdminSession(url, choice.endpoint, user, timeoutMs, async () => undefined);
         return;
       } catch (err) {
@@ -335,7 +336,7 @@ export class OpcuaPushSessions {
         await new Promise((r) => setTimeout(r, 250));
       }
     }
-    throw new Error(`within ${waitMs} ms the server did not present its new certificate on a session: ${describe(last)}`);
+    throw new PeerError('OPCUA_SERVER_ERROR', `within ${waitMs} ms the server did not present its new certificate on a session: ${describe(last)}`);
   }
 }
 

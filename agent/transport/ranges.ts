@@ -1,4 +1,5 @@
 import { isIPv4 } from 'node:net';
+import { AddressRangeError } from '../errors.js';
 
 /** An IPv4 range: first address and prefix length. */
 export interface Range {
@@ -12,10 +13,10 @@ const toIp = (n: number): string => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255
 
 export function parseRange(text: string): Range {
   const [ip, bits] = text.split('/');
-  if (!ip || !isIPv4(ip)) throw new Error(`${JSON.stringify(text)} is not an IPv4 address or range`);
-  if (bits !== undefined && !/^\d{1,2}$/.test(bits)) throw new Error(`${JSON.stringify(text)} has a prefix length outside 0 to 32`);
+  if (!ip || !isIPv4(ip)) throw new AddressRangeError(`${JSON.stringify(text)} is not an IPv4 address or range`);
+  if (bits !== undefined && !/^\d{1,2}$/.test(bits)) throw new AddressRangeError(`${JSON.stringify(text)} has a prefix length outside 0 to 32`);
   const prefix = bits === undefined ? 32 : Number(bits);
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32) throw new Error(`${JSON.stringify(text)} has a prefix length outside 0 to 32`);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32) throw new AddressRangeError(`${JSON.stringify(text)} has a prefix length outside 0 to 32`);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
   return { text, base: (toInt(ip) & mask) >>> 0, prefix };
 }
@@ -37,7 +38,7 @@ export function contains(ranges: readonly Range[], ip: string): boolean {
  */
 export function addresses(ranges: readonly Range[], max: number): string[] {
   const total = ranges.reduce((n, r) => n + size(r), 0);
-  if (total > max) throw new Error(`the scan ranges hold ${total} addresses, more than opcua.scan.maxAddresses (${max})`);
+  if (total > max) throw new AddressRangeError(`the scan ranges hold ${total} addresses, more than opcua.scan.maxAddresses (${max})`);
   const seen = new Set<number>();
   for (const r of ranges) {
     const n = size(r);

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CertError } from '../../certs/errors.js';
@@ -160,5 +160,31 @@ describe('the error table', () => {
       .map((m) => [m[1], Number(m[2]), Number(m[3]), m[4] === undefined ? undefined : Number(m[4]), m[5]]);
     const expected = Object.entries(ERROR_TABLE).map(([code, r]) => [code, r.http, r.exit, 'startExit' in r ? r.startExit : undefined, r.title]);
     expect(documented).toEqual(expected);
+  });
+
+  it('has a code for every error the agent raises: no plain Error is thrown, rejected or subclassed under agent/ but the two that never leave', () => {
+    // The two kept: an AbortSignal's reason (cli/run.ts, read only by the services' abort handlers) and
+    // the error Aedes reads returnCode from (transport/embeddedBroker.ts); each says so where it is.
+    const allowed = new Map([
+      ['agent/cli/run.ts', 1],
+      ['agent/transport/embeddedBroker.ts', 1],
+      ['agent/errors.ts', 1],
+    ]);
+    const found = new Map<string, string[]>();
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(join(REPO, dir), { withFileTypes: true })) {
+        const rel = `${dir}/${entry.name}`;
+        if (entry.isDirectory()) walk(rel);
+        else if (rel.endsWith('.ts')) {
+          const lines = readFileSync(join(REPO, rel), 'utf8').split('\n');
+          const hits = lines.filter((l) => /\bnew Error\(|extends Error\b|throw ['`"]/.test(l));
+          if (hits.length > 0) found.set(rel, hits);
+        }
+      }
+    };
+    walk('agent');
+    const unexpected = [...found].filter(([file, hits]) => hits.length !== (allowed.get(file) ?? 0));
+    expect(unexpected).toEqual([]);
+    expect([...found.keys()].sort()).toEqual([...allowed.keys()].sort());
   });
 });

@@ -12,6 +12,7 @@ import { announcementUrls, browseOpcua, type OpcuaAnnouncement } from '../../tra
 import { Deadline } from '../../transport/deadline.js';
 import type { OpcuaProbe, OpcuaServerFacts } from '../../transport/opcuaProbe.js';
 import { addresses, contains, parseRange, targetRefusal, type Range } from '../../transport/ranges.js';
+import { TimeoutError } from '../../errors.js';
 
 export interface OpcuaDiscoveryDeps {
   log: Logger;
@@ -335,7 +336,7 @@ export class OpcuaDiscovery {
         let timer: NodeJS.Timeout | undefined;
         ip = await Promise.race([
           lookup(at.host, { family: 4 }).then((r) => r.address),
-          new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('lookup timed out')), timeoutMs))),
+          new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new TimeoutError('lookup timed out')), timeoutMs))),
         ]).finally(() => clearTimeout(timer));
       } catch {
         return undefined;
