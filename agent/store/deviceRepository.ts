@@ -267,7 +267,8 @@ export class DeviceRepository {
    * whether it was online.
    */
   offline(id: string, at: Date = new Date()): boolean {
-    const went = this.sql('UPDATE devices SET online = 0, revision = revision + 1, updated_at = ? WHERE id = ? AND online = 1').run(at.toISOString(), id).changes > 0;
+    const went =
+      this.sql('UPDATE devices SET online = 0, revision = revision + 1, updated_at = ? WHERE id = ? AND online = 1').run(at.toISOString(), id).changes > 0;
     if (went) this.told(id);
     return went;
   }
