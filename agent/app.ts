@@ -19,7 +19,7 @@ import { OpcuaService } from './protocols/opcua/opcuaService.js';
 import { SyncService } from './sync/syncService.js';
 import { Api } from './api/apiRoutes.js';
 import { registerCaRoutes } from './api/caRoutes.js';
-import { openRepositories, type Repositories } from './store/repositories.js';
+import { openRepositories } from './store/repositories.js';
 import { StoreService } from './store/storeService.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -84,13 +84,16 @@ export class App implements HealthSource {
   }
 
   /** Builds every service over the open store, in start order. No I/O: each starts in start(). */
-  private compose(repos: Repositories): Parts {
+  private compose(): Parts {
     const { logs } = this.deps;
     const c = this.config;
     const { store } = this.storage;
     const agent = { id: c.agent.id, dataDir: c.agent.dataDir };
     const metrics = this.metrics;
     const bus = new EventBus(logs.child('events'));
+    // Every committed change of a device's record is told on the bus, whoever made it in this process (a route, enrollment,
+    // discovery, presence, a push): the sync looks at once. Changes another process makes (the CLI) are found by its poll.
+    const repos = openRepositories(store, { deviceChanged: (deviceId) => bus.emit('device.changed', { deviceId }) });
     const runs = new RunRecorder({ log: logs.child('runs'), runLog: repos.runs, metrics, heartbeatIntervalMs: c.agent.heartbeatIntervalMs });
     const ca = new CaService({
       log: logs.child('ca'),
@@ -152,7 +155,7 @@ export class App implements HealthSource {
       // The lock, then the store: the services are built over the open store.
       await this.runner.startAll(signal);
       try {
-        parts = this.parts = this.compose(openRepositories(this.storage.store));
+        parts = this.parts = this.compose();
       } catch (err) {
         await this.runner.stopAll();
         throw err;

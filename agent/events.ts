@@ -3,16 +3,18 @@ import type { Logger } from './log.js';
 /** Facts the agent's parts tell each other. Anything that needs an answer is a method call instead. */
 export interface AgentEvents {
   /**
-   * A device's record changed, and the change is committed. Its sync outbox
-   * row was written in the same transaction (the triggers of migration 0006),
-   * so a listener that reads the outbox now finds it.
+   * A device's record changed, and the change is committed: told by the
+   * device repository through Store.afterCommit, whoever in the daemon made
+   * it. Its sync outbox row was written in the same transaction (the
+   * triggers of migration 0006), so a listener that reads the outbox now
+   * finds it. A reason to look, not the change itself: read the tables.
    */
   'device.changed': { deviceId: string };
   /** A technician's decision is committed to device_actions: the protocol's worker carries it out at once. */
   'action.queued': { actionId: number; deviceId: string };
   /** A queued decision was carried out (or refused), and its outcome recorded in device_actions. */
   'action.done': { actionId: number; deviceId: string; outcome: string };
-  /** Recorded in the certificates table (the device's record may say so a moment later). */
+  /** Recorded in the certificates table, in the same commit as what the issuance changed (the request, the device). */
   'certificate.issued': { serial: string; profile: string; identity: string; notAfter: Date };
   'certificate.revoked': { serial: string; profile: string; identity: string; reason: string };
   /** A valid certificate passed two thirds of its lifetime: time to renew. */

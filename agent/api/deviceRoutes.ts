@@ -198,8 +198,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           ctx.audit('device.annotate', d.id, 'done', changes);
           return next;
         });
-        // Committed with its outbox row (trigger): the sync sends it now rather than at its next look.
-        deps.bus.emit('device.changed', { deviceId: updated.id });
+        // Committed with its outbox row (trigger); the device repository told device.changed after the commit: the sync sends it now.
         return { body: { device: updated } };
       },
     },

@@ -29,8 +29,6 @@ export function needsRestart(schema: z.ZodType): boolean {
 
 const keyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']);
 
-/** Owned by certs/ (the id becomes a certificate's CN there); re-exported for the agent. */
-
 const policyAction = z.enum(['approve', 'hold', 'reject']).describe('approve, hold (for a technician) or reject');
 const pattern = z.string().min(1).max(128).describe('a pattern where * matches any run of characters and ? one character; case-insensitive');
 

@@ -11,8 +11,8 @@ export interface MqttDiscoveryDeps {
   log: Logger;
   metrics: Metrics;
   config: () => Config['mqtt'];
-  store: () => Store;
-  devices: () => DeviceRepository;
+  store: Store;
+  devices: DeviceRepository;
 }
 
 const SOURCE_OF_FILTER: Record<string, keyof Config['mqtt']['discovery']> = {
@@ -79,8 +79,8 @@ export class MqttDiscovery {
   }
 
   private record(a: Announcement): string {
-    const devices = this.deps.devices();
-    return this.deps.store().transaction(() => {
+    const devices = this.deps.devices;
+    return this.deps.store.transaction(() => {
       const known = devices.byName('mqtt', a.name);
       if (known?.state === 'decommissioned') {
         devices.touch(known.id, a.online ?? known.online);

@@ -211,8 +211,7 @@ export async function carryOut(
   }
   actions.finish(action.id, outcome, error);
   log.info({ action: action.action, device: action.deviceId, actor: action.actor, outcome, error }, 'device action done');
-  // After the outcome is recorded: whoever waits reads it from the table. A refusal may follow a change
-  // (a CA that refuses an approved request leaves the device rejected), so the device is told changed either way.
-  bus?.emit('device.changed', { deviceId: action.deviceId });
+  // After the outcome is recorded: whoever waits reads it from the table. (What the decision changed in the
+  // device's record was told as device.changed by the device repository, after its commit.)
   bus?.emit('action.done', { actionId: action.id, deviceId: action.deviceId, outcome });
 }

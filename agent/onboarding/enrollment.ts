@@ -34,9 +34,9 @@ export interface ReplyTo {
 export interface EnrollmentFlowDeps {
   log: Logger;
   metrics: EnrollmentMetrics;
-  store: () => Store;
-  devices: () => DeviceRepository;
-  enrollments: () => EnrollmentRepository;
+  store: Store;
+  devices: DeviceRepository;
+  enrollments: EnrollmentRepository;
   policy: () => EnrollmentPolicy;
   ca: CaService;
   gate: AccessGate;
@@ -79,8 +79,8 @@ export class EnrollmentFlow {
 
   /** Decides a request; the answer, or none when an issuance was withdrawn meanwhile (nothing to tell). */
   async submit(name: string, request: EnrollmentRequestMessage, replyTo: ReplyTo): Promise<Answer | undefined> {
-    const device = this.deps.devices().byName(PROTOCOL, name);
-    const previous = this.deps.enrollments().get(`${PROTOCOL}:${name}`, request.requestId);
+    const device = this.deps.devices.byName(PROTOCOL, name);
+    const previous = this.deps.enrollments.get(`${PROTOCOL}:${name}`, request.requestId);
     if (previous) {
       if (previous.csrSha256 !== sha256(request.csr.trim())) {
         return this.refusal(name, request.requestId, 'request_id_reused', 'this requestId was already used with a different CSR; use a new requestId');
@@ -113,7 +113,7 @@ export class EnrollmentFlow {
     if (
       decision.action === 'hold' &&
       (device === undefined || device.state === 'discovered') &&
-      this.deps.enrollments().countWithStatus('pending') >= this.deps.maxPending()
+      this.deps.enrollments.countWithStatus('pending') >= this.deps.maxPending()
     ) {
       return this.refusal(name, request.requestId, 'too_many_pending', 'too many requests are waiting for a technician; try again later');
     }
@@ -147,8 +147,8 @@ export class EnrollmentFlow {
     decision: Decision,
     replyTo: ReplyTo,
   ): EnrollmentRequest {
-    const store = this.deps.store();
-    const enrollments = this.deps.enrollments();
+    const store = this.deps.store;
+    const enrollments = this.deps.enrollments;
     // An approval is answered only after the certificate's commit, which is durable and carries this one to disk.
     const commit = decision.action === 'approve' ? store.transaction.bind(store) : store.durable.bind(store);
     return commit(() => {
@@ -163,7 +163,7 @@ export class EnrollmentFlow {
       // an anonymous request must not change what the broker and the technicians rely on.
       const settled = state === 'provisioned' || state === 'revoked';
       const to = settled ? state : status === 'rejected' ? 'rejected' : 'pending';
-      this.deps.devices().apply({
+      this.deps.devices.apply({
         protocol: PROTOCOL,
         name,
         to,
@@ -254,13 +254,13 @@ export class EnrollmentFlow {
   private settle(request: EnrollmentRequest, serial: string): void {
     const name = request.deviceId.slice(`${PROTOCOL}:`.length);
     // Under the device lock nothing else changes the device meanwhile; this guards against what does not take it.
-    const still = this.deps.enrollments().get(request.deviceId, request.requestId);
-    const device = this.deps.devices().get(request.deviceId);
+    const still = this.deps.enrollments.get(request.deviceId, request.requestId);
+    const device = this.deps.devices.get(request.deviceId);
     if (still?.status !== 'approved' || device?.state === 'decommissioned') {
       throw new Withdrawn(`request ${request.requestId} is ${still?.status ?? 'gone'}, device ${device?.state ?? 'gone'}`);
     }
-    this.deps.enrollments().decide(request.deviceId, request.requestId, 'issued', request.reason, request.decidedBy ?? 'policy', serial);
-    this.deps.devices().apply({
+    this.deps.enrollments.decide(request.deviceId, request.requestId, 'issued', request.reason, request.decidedBy ?? 'policy', serial);
+    this.deps.devices.apply({
       protocol: PROTOCOL,
       name,
       to: 'provisioned',
@@ -276,12 +276,12 @@ export class EnrollmentFlow {
   /** The CA refused an approved request: recorded as rejected (its token use given back), counted, answered. */
   private refused(request: EnrollmentRequest, name: string, err: CertError): Answer {
     const reason = `${err.code}: ${err.message}`;
-    this.deps.store().durable(() => {
-      this.deps.enrollments().decide(request.deviceId, request.requestId, 'rejected', reason, request.decidedBy ?? 'policy');
-      if (request.tokenId !== undefined) this.deps.enrollments().releaseToken(request.tokenId);
-      const device = this.deps.devices().get(request.deviceId);
+    this.deps.store.durable(() => {
+      this.deps.enrollments.decide(request.deviceId, request.requestId, 'rejected', reason, request.decidedBy ?? 'policy');
+      if (request.tokenId !== undefined) this.deps.enrollments.releaseToken(request.tokenId);
+      const device = this.deps.devices.get(request.deviceId);
       if (device?.state === 'pending') {
-        this.deps.devices().apply({
+        this.deps.devices.apply({
           protocol: PROTOCOL,
           name,
           to: 'rejected',

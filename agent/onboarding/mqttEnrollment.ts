@@ -22,9 +22,9 @@ export interface EnrollmentDeps {
   log: Logger;
   metrics: Metrics;
   config: () => Config['mqtt'];
-  store: () => Store;
-  devices: () => DeviceRepository;
-  enrollments: () => EnrollmentRepository;
+  store: Store;
+  devices: DeviceRepository;
+  enrollments: EnrollmentRepository;
   policy: () => EnrollmentPolicy;
   ca: CaService;
   link: BrokerLink;
@@ -106,7 +106,7 @@ export class MqttEnrollment {
    * they are issued and answered.
    */
   async resume(): Promise<void> {
-    for (const r of this.deps.enrollments().withStatus('approved')) {
+    for (const r of this.deps.enrollments.withStatus('approved')) {
       const name = r.deviceId.slice('mqtt:'.length);
       await this.locks
         .run(name, () => this.issue(r))

@@ -48,6 +48,8 @@ export function classify(err: unknown, path: string, step: string): unknown {
  */
 export class Store {
   private readonly statements = new Map<string, BetterSqlite3.Statement>();
+  /** What afterCommit queued in the transaction under way, by key. */
+  private readonly onCommit = new Map<string, () => void>();
 
   private constructor(
     readonly db: Sqlite,
@@ -186,7 +188,38 @@ export class Store {
    * inside it would have to be upgraded to a write.
    */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+    return this.committing(() => this.db.transaction(fn).immediate());
+  }
+
+  /**
+   * Runs `fn` once the transaction under way commits, at once outside one;
+   * drops it if the transaction rolls back. What tells others of a change
+   * (an event on the bus) goes here, so it is never heard before the change
+   * is on disk. A second call with the same key in one transaction is one
+   * call. A savepoint rolled back inside a transaction that commits does not
+   * drop it: a listener treats what it hears as a reason to look, and reads
+   * the tables for what is so. `fn` must not throw (the bus's emit never
+   * does): the change it follows is committed already.
+   */
+  afterCommit(key: string, fn: () => void): void {
+    if (!this.db.inTransaction) return fn();
+    this.onCommit.set(key, fn);
+  }
+
+  /** Runs an outermost transaction, then what afterCommit queued in it (or drops that if it threw). */
+  private committing<T>(run: () => T): T {
+    if (this.db.inTransaction) return run();
+    let result: T;
+    try {
+      result = run();
+    } catch (err) {
+      this.onCommit.clear();
+      throw err;
+    }
+    const queued = [...this.onCommit.values()];
+    this.onCommit.clear();
+    for (const fn of queued) fn();
+    return result;
   }
 
   /**
@@ -195,13 +228,15 @@ export class Store {
    */
   durable<T>(fn: () => T): T {
     if (this.db.inTransaction) throw new InternalError('durable() cannot be nested inside another transaction');
-    // Prepared once: db.pragma() prepares its statement at every call, which costs more than the commit it sets up.
-    this.statement('PRAGMA synchronous = FULL').run();
-    try {
-      return this.db.transaction(fn).immediate();
-    } finally {
-      this.statement('PRAGMA synchronous = NORMAL').run();
-    }
+    return this.committing(() => {
+      // Prepared once: db.pragma() prepares its statement at every call, which costs more than the commit it sets up.
+      this.statement('PRAGMA synchronous = FULL').run();
+      try {
+        return this.db.transaction(fn).immediate();
+      } finally {
+        this.statement('PRAGMA synchronous = NORMAL').run();
+      }
+    });
   }
 
   /** The SQLite library version linked into better-sqlite3. */

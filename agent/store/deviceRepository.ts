@@ -107,7 +107,17 @@ export class TransitionError extends AgentError {
  * together with what else belongs to the same change.
  */
 export class DeviceRepository {
-  constructor(private readonly store: Store) {}
+  /** `changed` hears of every committed change of a record (after its commit): the daemon tells the bus, a command nobody. */
+  constructor(
+    private readonly store: Store,
+    private readonly changed?: (deviceId: string) => void,
+  ) {}
+
+  /** Tells `changed` of the device once the transaction under way commits (never if it rolls back). */
+  private told(id: string): void {
+    const changed = this.changed;
+    if (changed) this.store.afterCommit(`device.changed:${id}`, () => changed(id));
+  }
 
   private sql(text: string): BetterSqlite3.Statement {
     return this.store.statement(text);
@@ -246,6 +256,7 @@ export class DeviceRepository {
       t.actor,
       t.details ? JSON.stringify(t.details) : null,
     );
+    this.told(id);
     return this.get(id)!;
   }
 
@@ -256,7 +267,10 @@ export class DeviceRepository {
    * whether it was online.
    */
   offline(id: string, at: Date = new Date()): boolean {
-    return this.sql('UPDATE devices SET online = 0, revision = revision + 1, updated_at = ? WHERE id = ? AND online = 1').run(at.toISOString(), id).changes > 0;
+    const went =
+      this.sql('UPDATE devices SET online = 0, revision = revision + 1, updated_at = ? WHERE id = ? AND online = 1').run(at.toISOString(), id).changes > 0;
+    if (went) this.told(id);
+    return went;
   }
 
   /**
@@ -265,8 +279,11 @@ export class DeviceRepository {
    * moves when online changes, so the sync sees it.
    */
   touch(id: string, online: boolean, at: Date = new Date()): void {
+    const was = this.sql('SELECT online FROM devices WHERE id = ?').get(id) as { online: number } | undefined;
     this.sql(
       'UPDATE devices SET last_seen = ?, online = ?, revision = revision + (online != ?), updated_at = CASE WHEN online != ? THEN ? ELSE updated_at END WHERE id = ?',
     ).run(at.toISOString(), online ? 1 : 0, online ? 1 : 0, online ? 1 : 0, at.toISOString(), id);
+    // After the write: outside a transaction, afterCommit runs at once.
+    if (was !== undefined && was.online !== (online ? 1 : 0)) this.told(id);
   }
 }

@@ -29,9 +29,15 @@ export interface Repositories {
   readonly audit: AuditRepository;
 }
 
-export function openRepositories(store: Store): Repositories {
+/** What the repositories tell their opener, after the commit (see Store.afterCommit). */
+export interface RepositoryHooks {
+  /** A device's record changed (created, a transition, online or offline), and the transaction that changed it committed. */
+  deviceChanged?: (deviceId: string) => void;
+}
+
+export function openRepositories(store: Store, hooks: RepositoryHooks = {}): Repositories {
   return {
-    devices: new DeviceRepository(store),
+    devices: new DeviceRepository(store, hooks.deviceChanged),
     enrollments: new EnrollmentRepository(store),
     actions: new ActionRepository(store),
     certificates: new CertificateRepository(store),

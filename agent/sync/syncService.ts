@@ -122,6 +122,8 @@ export class SyncService implements Service {
     // Told once the certificate is recorded; the device's record is changed in the same commit (the issuance pipeline's
     // one transaction), so the outbox row is there too. Looked at on the next turn of the event loop, after the emitter.
     this.deps.bus?.on('certificate.issued', this.name, () => void setImmediate(() => this.waits.nudge()));
+    // A revocation changes the device's record by a trigger (migration 0006), not through the device repository: told here.
+    this.deps.bus?.on('certificate.revoked', this.name, () => this.waits.nudge());
     // Every idleMs, even while the workers wait out a backoff: the stuck alarm, and what another process left:
     // a request the CLI left with --local, and changes it made (no event crosses processes: the workers find them at their next look).
     this.waits.poll(

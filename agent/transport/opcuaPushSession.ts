@@ -210,7 +210,8 @@ export class OpcuaPushSessions {
     const closeAndUpdate = async (trustListId: import('node-opcua-client').NodeId, fileHandle: number): Promise<boolean> => {
       const found = await session.translateBrowsePath(opcua.makeBrowsePath(trustListId, '/CloseAndUpdate'));
       const methodId = found.targets?.[0]?.targetId;
-      if (!found.statusCode.isGood() || !methodId) throw new PeerError('OPCUA_SERVER_ERROR', `the TrustList has no CloseAndUpdate (${found.statusCode.toString()})`);
+      if (!found.statusCode.isGood() || !methodId)
+        throw new PeerError('OPCUA_SERVER_ERROR', `the TrustList has no CloseAndUpdate (${found.statusCode.toString()})`);
       const r = await session.call({ objectId: trustListId, methodId, inputArguments: [{ dataType: opcua.DataType.UInt32, value: fileHandle }] });
       good('TrustList.CloseAndUpdate', r.statusCode);
       return r.outputArguments?.[0]?.value !== false;
@@ -228,7 +229,8 @@ export class OpcuaPushSessions {
         // A new key, with 32 bytes of our entropy as Part 12 asks (fewer is refused by some servers).
         const r = await bounded('CreateSigningRequest', () => push.createSigningRequest(DEFAULT_GROUP, RSA_SHA256_TYPE, subject, true, randomBytes(32)));
         good('CreateSigningRequest', r.statusCode);
-        if (!r.certificateSigningRequest || r.certificateSigningRequest.length === 0) throw new PeerError('OPCUA_SERVER_ERROR', 'CreateSigningRequest returned no CSR');
+        if (!r.certificateSigningRequest || r.certificateSigningRequest.length === 0)
+          throw new PeerError('OPCUA_SERVER_ERROR', 'CreateSigningRequest returned no CSR');
         return Buffer.from(r.certificateSigningRequest);
       },
       updateCertificate: async (certificate, issuers) => {
@@ -296,7 +298,8 @@ export class OpcuaPushSessions {
         }
         after = await read();
         if (!holds(after.trustedCertificates, ca.trusted))
-          throw new PeerError('OPCUA_SERVER_ERROR', 
+          throw new PeerError(
+            'OPCUA_SERVER_ERROR',
             `the server does not hold the gateway's issuing CA in its TrustList: ${why}; AddCertificate: ${refused.join('; ') || 'answered Good'}`,
           );
         const crlDelivered = !lacking(after, ca).crls;

@@ -105,3 +105,66 @@ describe('rate limiter', () => {
     expect([limiter.take('a'), limiter.take('a')]).toEqual(['ok', 'device']);
   });
 });
+
+describe('told after the commit: Store.afterCommit and the device repository', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let store: Store;
+  let told: { id: string; committed: boolean }[];
+  let devices: DeviceRepository;
+  /** Whether the device's row is visible on a second connection: what "committed" means to another reader. */
+  let committed: (id: string) => boolean;
+  let reader: Store;
+  beforeEach(() => {
+    tmp = tempDir();
+    const options = { path: join(tmp.dir, 'c.db'), busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' as const };
+    store = Store.open(options, pino({ level: 'silent' })).store;
+    reader = Store.openReadOnly(options);
+    committed = (id) => reader.db.prepare('SELECT 1 FROM devices WHERE id = ?').get(id) !== undefined;
+    told = [];
+    devices = new DeviceRepository(store, (id) => told.push({ id, committed: committed(id) }));
+  });
+  afterEach(() => {
+    reader.close();
+    store.close();
+    tmp.cleanup();
+  });
+  const discover = (name: string) => devices.apply({ protocol: 'mqtt', name, to: 'discovered', cause: 'test', actor: 'test' });
+
+  it('tells a change once its transaction has committed, once per device however many changes it held', () => {
+    store.transaction(() => {
+      discover('pump-1');
+      devices.apply({ protocol: 'mqtt', name: 'pump-1', to: 'pending', cause: 'test', actor: 'test' });
+      discover('pump-2');
+      expect(told).toEqual([]);
+    });
+    expect(told).toEqual([
+      { id: 'mqtt:pump-1', committed: true },
+      { id: 'mqtt:pump-2', committed: true },
+    ]);
+    store.durable(() => devices.apply({ protocol: 'mqtt', name: 'pump-2', to: 'pending', cause: 'test', actor: 'test' }));
+    expect(told.at(-1)).toEqual({ id: 'mqtt:pump-2', committed: true });
+  });
+
+  it('tells nothing of a transaction that rolled back, nor of it at the next commit', () => {
+    expect(() =>
+      store.transaction(() => {
+        discover('pump-1');
+        throw new Error('rolled back');
+      }),
+    ).toThrow('rolled back');
+    expect(told).toEqual([]);
+    store.transaction(() => discover('pump-3'));
+    expect(told).toEqual([{ id: 'mqtt:pump-3', committed: true }]);
+  });
+
+  it('tells going online or offline, after the write, and not a presence that changes nothing', () => {
+    store.transaction(() => discover('pump-1'));
+    told = [];
+    devices.touch('mqtt:pump-1', true);
+    devices.touch('mqtt:pump-1', true);
+    expect(told).toEqual([{ id: 'mqtt:pump-1', committed: true }]);
+    expect(devices.offline('mqtt:pump-1')).toBe(true);
+    expect(devices.offline('mqtt:pump-1')).toBe(false);
+    expect(told.map((t) => t.id)).toEqual(['mqtt:pump-1', 'mqtt:pump-1']);
+  });
+});

@@ -42,9 +42,9 @@ describe('issuance as one pipeline', () => {
     flow = new EnrollmentFlow({
       log: pino({ level: 'silent' }),
       metrics: new EnrollmentMetrics(new Registry(), () => 0),
-      store: () => ca.store,
-      devices: () => devices,
-      enrollments: () => enrollments,
+      store: ca.store,
+      devices,
+      enrollments,
       policy: () =>
         new EnrollmentPolicy(
           { rules: [], default: 'approve', renewal: 'policy' },

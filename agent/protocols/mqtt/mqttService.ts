@@ -166,9 +166,9 @@ export class MqttService implements Service, DeviceAccess {
       log: log.child({ part: 'enrollment' }),
       metrics,
       config: () => this.config,
-      store: () => store,
-      devices: () => devices,
-      enrollments: () => enrollments,
+      store,
+      devices,
+      enrollments,
       policy: () => this.policy!,
       ca,
       link: this.broker,
@@ -180,8 +180,8 @@ export class MqttService implements Service, DeviceAccess {
       log: log.child({ part: 'discovery' }),
       metrics,
       config: () => this.config,
-      store: () => store,
-      devices: () => devices,
+      store,
+      devices,
     });
     await this.broker.subscribe(enrollment.filters(), (m) => enrollment.receive(m));
     await this.broker.subscribe(discovery.filters(), (m) => void discovery.receive(m));
