@@ -266,7 +266,8 @@ export class DeviceRepository {
    */
   touch(id: string, online: boolean, at: Date = new Date()): void {
     this.sql(
-      'UPDATE devices SET last_seen = ?, online = ?, revision = revision + (online != ?), updated_at = CASE WHEN online != ? THEN ? ELSE updated_at END WHERE id = ?',
+      'UPDATE devices SET last_seen = ?, online = ?, revision = revision + (online != ?), ' +
+        'updated_at = CASE WHEN online != ? THEN ? ELSE updated_at END WHERE id = ?',
     ).run(at.toISOString(), online ? 1 : 0, online ? 1 : 0, online ? 1 : 0, at.toISOString(), id);
   }
 }

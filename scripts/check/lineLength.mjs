@@ -39,8 +39,6 @@ for (const root of roots) {
   }
 }
 if (problems.length > 0) {
-  console.error(
-    `Lines over ${MAX} characters (split the string or comment; biome cannot):\n${problems.map((p) => `  ${p}`).join('\n')}`,
-  );
+  console.error(`Lines over ${MAX} characters (split the string or comment; biome cannot):\n${problems.map((p) => `  ${p}`).join('\n')}`);
   process.exit(1);
 }
