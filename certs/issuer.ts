@@ -82,7 +82,8 @@ export class IssuingCa {
       // Left by a revocation cut short, or restored from a backup: it must never sign again.
       throw new CertError(
         'ISSUING_CA_REVOKED',
-        `the ${name.toUpperCase()} issuing CA ${certPath} (serial ${serial}) is revoked; run edge-agent ca revoke-issuing --issuer ${name} again to finish replacing it`,
+        `the ${name.toUpperCase()} issuing CA ${certPath} (serial ${serial}) is revoked; ` +
+          `run edge-agent ca revoke-issuing --issuer ${name} again to finish replacing it`,
       );
     }
     const chainPath = join(dir, caFiles.chain(name));

@@ -109,7 +109,8 @@ export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit
       path: '/api/v1/tokens',
       permission: 'users.manage',
       summary:
-        "make a token: body {user, label?, expiresInSeconds?}; the answer holds the secret, shown this once; an administrator's token ends the first-start token",
+        'make a token: body {user, label?, expiresInSeconds?}; the answer holds the secret, shown this once; ' +
+        "an administrator's token ends the first-start token",
       handle: async (ctx) => {
         const b = await ctx.body(
           z.strictObject({

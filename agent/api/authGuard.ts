@@ -14,7 +14,10 @@ export const ADDRESS_FAILURE_LIMIT = 30;
 export const CREDENTIAL_FAILURE_LIMIT = 10;
 /** How late a failure over a limit is answered: a guesser waits, the listener does not. */
 export const FAILURE_DELAY_MS = 1_000;
-/** Late answers held at once, at most (beyond, they go at once), and never more than a quarter of http.maxConnections: a flood of failures must not hold the listener. */
+/**
+ * Late answers held at once, at most (beyond, they go at once), and never more than a quarter of
+ * http.maxConnections: a flood of failures must not hold the listener.
+ */
 const MAX_DELAYED = 64;
 /** Refusals (403) of one user a minute written to the audit log; the rest are counted and logged. */
 const AUDITED_REFUSALS_PER_MINUTE = 30;
@@ -133,7 +136,9 @@ export class AuthGuard {
     return {
       ok: false,
       code: 'TOO_MANY_FAILURES',
-      message: `no valid token (${auth.failure}), and too many failed authentications from this ${scope === 'address' ? 'address' : 'token'}; a valid token is still served`,
+      message:
+        `no valid token (${auth.failure}), and too many failed authentications from this ${scope === 'address' ? 'address' : 'token'}; ` +
+        'a valid token is still served',
       retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)),
     };
   }

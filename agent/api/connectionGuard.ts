@@ -158,7 +158,8 @@ export class ConnectionGuard {
       const body = JSON.stringify({ code: 'HTTPS_REQUIRED', message: this.deps.plainHint!(host, path) });
       const status = httpStatusOf('HTTPS_REQUIRED');
       socket.end(
-        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+          `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
       );
     };
     const more = (chunk: Buffer) => {

@@ -89,7 +89,8 @@ export class FirstAdminToken {
       });
       this.deps.log.warn(
         { file: this.file, expiresAt: expiresAt.toISOString() },
-        'first start: an admin token for the local API is in this file (readable by the agent user only); it expires in 24 hours or when an administrator token of your own is made: make your own users and tokens',
+        'first start: an admin token for the local API is in this file (readable by the agent user only); ' +
+          'it expires in 24 hours or when an administrator token of your own is made: make your own users and tokens',
       );
       return;
     }

@@ -121,7 +121,8 @@ function ownCertificate(certFile: string, keyFile: string, caDir: string, log: L
   const cas = pemBlocks(gatewayCaChain(caDir)).map((b) => new X509Certificate(b.der));
   if (!cas.some((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey))) {
     throw new ConfigFileError(
-      `http.tls.certFile ${certFile} was not issued by the gateway CA; issue one with edge-agent ca issue --profile broker-server --id <name> --dns <name> --generate-key --out <dir>`,
+      `http.tls.certFile ${certFile} was not issued by the gateway CA; ` +
+        'issue one with edge-agent ca issue --profile broker-server --id <name> --dns <name> --generate-key --out <dir>',
     );
   }
   if (new Date(leaf.validTo) < new Date()) log.warn({ certFile, notAfter: leaf.validTo }, 'http.tls.certFile has expired: clients will refuse it');

@@ -87,7 +87,8 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
         const record = deps.repos.certificates.get(serial);
         if (!record) throw new ApiError('NO_SUCH_CERTIFICATE', `no certificate with serial ${serial}`);
         if (record.status === 'revoked') throw new ApiError('ALREADY_REVOKED', `certificate ${serial} is already revoked`);
-        // The audit entry is committed first (the revocation commits durably itself, then leaves the process with the CRL); a revocation that fails is audited again as refused.
+        // The audit entry is committed first (the revocation commits durably itself, then leaves the
+        // process with the CRL); a revocation that fails is audited again as refused.
         const details = { reason: b.reason, identity: record.identity, ...(b.note ? { note: b.note } : {}) };
         ctx.commit(() => ctx.audit('certificate.revoke', serial, 'accepted', details));
         let all;

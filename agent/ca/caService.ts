@@ -79,8 +79,9 @@ export class CaService implements Service {
     const { log } = this.deps;
     this.passphrase = resolvePassphrase(this.config, this.deps.env);
     if (!caExists(this.config.dir)) {
-      if (!this.config.autoInit)
+      if (!this.config.autoInit) {
         throw new CertError('CA_NOT_INITIALISED', `no CA in ${this.config.dir} and ca.autoInit is false; run edge-agent ca init or import an intermediate`);
+      }
       initFromConfig(this.config, this.deps.gatewayId, this.passphrase);
       log.info({ dir: this.config.dir, encrypted: this.passphrase !== undefined }, 'CA hierarchy created');
     }

@@ -26,7 +26,8 @@ export function checkKeyFilePermissions(dir: string): void {
     if ((mode & 0o077) !== 0) {
       throw new CertError(
         'CA_KEY_PERMISSIONS',
-        `CA key ${join(dir, file)} has mode ${mode.toString(8).padStart(4, '0')}: group or others can access it; run chmod 600 on it (and consider the key exposed)`,
+        `CA key ${join(dir, file)} has mode ${mode.toString(8).padStart(4, '0')}: group or others can access it; ` +
+          'run chmod 600 on it (and consider the key exposed)',
       );
     }
   }

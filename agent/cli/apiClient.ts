@@ -69,7 +69,8 @@ export function resolveToken(config: Config, o: ClientOptions, env: NodeJS.Proce
 }
 
 const FIRST_START_HINT =
-  '; that is the token in admin.token, which ends 24 hours after the first start, when the file is deleted or when an administrator token is made: give your own (--token, EDGE_AGENT_TOKEN), or make one on the gateway with sudo -u edge-agent edge-agent tokens create --user NAME --local';
+  '; that is the token in admin.token, which ends 24 hours after the first start, when the file is deleted or when an administrator token is made: ' +
+  'give your own (--token, EDGE_AGENT_TOKEN), or make one on the gateway with sudo -u edge-agent edge-agent tokens create --user NAME --local';
 
 /** A client of the running daemon's local API. */
 export class ApiClient {
@@ -102,7 +103,8 @@ export class ApiClient {
       endpoint = caFile ? { url: apiUrl(config) } : apiEndpoint(config);
     } catch (err) {
       throw new UsageError(
-        `cannot read the gateway CA chain to trust the API's certificate (${(err as Error).message}); give it with --ca FILE or EDGE_AGENT_CA (GET /ca/chain, docs/api.md#tls)`,
+        `cannot read the gateway CA chain to trust the API's certificate (${(err as Error).message}); ` +
+          'give it with --ca FILE or EDGE_AGENT_CA (GET /ca/chain, docs/api.md#tls)',
         { cause: err },
       );
     }

@@ -70,7 +70,10 @@ export function registerBrokerCommands(program: Command, result: { code: number 
             const crlNote = r.crlKeptCurrent
               ? 'the agent keeps crl.pem current'
               : `set ca.crlFile: ${r.crlfile} so that revocations reach Mosquitto (then restart it)`;
-            return `wrote ${r.conf} and its certificates, key and ACLs; ${crlNote}\nthe key is 0600: give the directory to the mosquitto user (chown -R mosquitto ${resolve(o.out)})\n`;
+            return (
+              `wrote ${r.conf} and its certificates, key and ACLs; ${crlNote}\n` +
+              `the key is 0600: give the directory to the mosquitto user (chown -R mosquitto ${resolve(o.out)})\n`
+            );
           },
         );
       },

@@ -104,7 +104,9 @@ export function registerCaCommands(program: Command, result: { code: number }): 
       (r: { files: string[]; encrypted: boolean; passphraseChanged: boolean }) =>
         !r.passphraseChanged
           ? `re-encrypted ${r.files.length} key file(s) with the same passphrase\n`
-          : `${r.encrypted ? 're-encrypted' : 'decrypted'} ${r.files.length} key file(s); point ca.passphraseFile, EDGE_AGENT_CA_PASSPHRASE or the ca-passphrase credential at the ${r.encrypted ? 'new passphrase' : 'nothing'} before the next start\n`,
+          : `${r.encrypted ? 're-encrypted' : 'decrypted'} ${r.files.length} key file(s); ` +
+            'point ca.passphraseFile, EDGE_AGENT_CA_PASSPHRASE or the ca-passphrase credential ' +
+            `at the ${r.encrypted ? 'new passphrase' : 'nothing'} before the next start\n`,
     );
   });
 
@@ -121,7 +123,10 @@ export function registerCaCommands(program: Command, result: { code: number }): 
           : s
               .map(
                 (c) =>
-                  `${c.role}\n  subject   ${c.subject}\n  issuer    ${c.issuer}\n  key       ${c.keyType}\n  valid     ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)\n${c.pathLength === undefined ? '' : `  pathlen   ${c.pathLength}\n`}${c.chain ? `  chain     ${c.chain.join(' <- ')}\n` : ''}  sha256    ${c.sha256}\n`,
+                  `${c.role}\n  subject   ${c.subject}\n  issuer    ${c.issuer}\n  key       ${c.keyType}\n` +
+                  `  valid     ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)\n` +
+                  `${c.pathLength === undefined ? '' : `  pathlen   ${c.pathLength}\n`}` +
+                  `${c.chain ? `  chain     ${c.chain.join(' <- ')}\n` : ''}  sha256    ${c.sha256}\n`,
               )
               .join('\n'),
     );
@@ -279,7 +284,9 @@ export function registerCaCommands(program: Command, result: { code: number }): 
           };
         }),
       (r: { serial: string; crlFile: string; alsoRevoked: { serial: string; identity: string }[] }) =>
-        `revoked ${r.serial}${r.alsoRevoked.length ? ` and, with the same compromised key, ${r.alsoRevoked.map((a) => `${a.serial} (${a.identity})`).join(', ')}` : ''}; CRL written to ${r.crlFile}\n`,
+        `revoked ${r.serial}` +
+        `${r.alsoRevoked.length ? ` and, with the same compromised key, ${r.alsoRevoked.map((a) => `${a.serial} (${a.identity})`).join(', ')}` : ''}` +
+        `; CRL written to ${r.crlFile}\n`,
     );
   });
 

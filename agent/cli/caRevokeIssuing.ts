@@ -57,9 +57,11 @@ export function registerRevokeIssuing(ca: Command, common: (c: Command) => Comma
       },
       (r: IssuingRevocation & { crlFile: string }) =>
         [
-          `revoked ${r.revoked.subject} (serial ${r.revoked.serial}, ${r.revoked.reason}); the root CRL lists it until ${r.rootCrl.nextUpdate.toISOString()} and is published in ${r.crlFile}`,
+          `revoked ${r.revoked.subject} (serial ${r.revoked.serial}, ${r.revoked.reason}); ` +
+            `the root CRL lists it until ${r.rootCrl.nextUpdate.toISOString()} and is published in ${r.crlFile}`,
           `new issuing CA: ${r.successor.subject}, valid until ${r.successor.notAfter.toISOString()}`,
-          'every certificate the revoked CA issued is now invalid to validators that check the root CRL: start the agent and re-enroll its devices (docs/ca.md, "Revoking an issuing CA")',
+          'every certificate the revoked CA issued is now invalid to validators that check the root CRL: ' +
+            'start the agent and re-enroll its devices (docs/ca.md, "Revoking an issuing CA")',
           '',
         ].join('\n'),
     );

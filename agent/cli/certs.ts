@@ -8,15 +8,16 @@ import { readStore } from './common.js';
 
 type Listed = Omit<CertificateRecord, 'pem'>;
 
-const table = (rows: Listed[]): string =>
-  rows.length === 0
-    ? 'no certificates\n'
-    : `${['SERIAL', 'PROFILE', 'IDENTITY', 'STATUS', 'NOT AFTER'].join('\t')}\n${rows.map((c) => [c.serial, c.profile, c.identity, c.status + (c.revocationReason ? ` (${c.revocationReason})` : ''), new Date(c.notAfter).toISOString()].join('\t')).join('\n')}\n`;
+const row = (c: Listed): string =>
+  [c.serial, c.profile, c.identity, c.status + (c.revocationReason ? ` (${c.revocationReason})` : ''), new Date(c.notAfter).toISOString()].join('\t');
 
-const auditTable = (rows: AuditEntry[]): string =>
-  rows.length === 0
-    ? 'no entries\n'
-    : `${rows.map((e) => [new Date(e.at).toISOString(), `${e.actor} (${e.role})`, e.action, e.target, e.outcome, e.details ? JSON.stringify(e.details) : ''].join('\t')).join('\n')}\n`;
+const table = (rows: Listed[]): string =>
+  rows.length === 0 ? 'no certificates\n' : `${['SERIAL', 'PROFILE', 'IDENTITY', 'STATUS', 'NOT AFTER'].join('\t')}\n${rows.map((c) => row(c)).join('\n')}\n`;
+
+const auditRow = (e: AuditEntry): string =>
+  [new Date(e.at).toISOString(), `${e.actor} (${e.role})`, e.action, e.target, e.outcome, e.details ? JSON.stringify(e.details) : ''].join('\t');
+
+const auditTable = (rows: AuditEntry[]): string => (rows.length === 0 ? 'no entries\n' : `${rows.map((e) => auditRow(e)).join('\n')}\n`);
 
 /**
  * `certs`: the certificates the gateway CA issued, through the running

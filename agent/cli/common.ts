@@ -17,7 +17,9 @@ export function configPath(option: string | undefined, env: NodeJS.ProcessEnv = 
   return option ?? (env.EDGE_AGENT_CONFIG || defaultConfigPath());
 }
 
-export const CONFIG_OPTION_HELP = `configuration file (default: $EDGE_AGENT_CONFIG, else ${runningFromCheckout() ? `${defaultConfigPath()} in the working directory (a checkout)` : SYSTEM_CONFIG_PATH})`;
+export const CONFIG_OPTION_HELP =
+  'configuration file (default: $EDGE_AGENT_CONFIG, else ' +
+  `${runningFromCheckout() ? `${defaultConfigPath()} in the working directory (a checkout)` : SYSTEM_CONFIG_PATH})`;
 
 /** The search order, for `edge-agent --help`. */
 export const CONFIG_HELP = `

@@ -260,7 +260,8 @@ export function registerDeviceCommands(program: Command, result: { code: number 
         return { device, syncEnabled: syncing };
       },
       ({ device: d, syncEnabled }: { device: Device; syncEnabled: boolean }) =>
-        `${d.id}: asset tag ${d.assetTag ?? '(none)'}, location ${locationText(d) ?? "(the gateway's)"}; revision ${d.revision} ${syncEnabled ? 'queued for the sync' : 'saved; the sync is off (sync.enabled: false): nothing is sent to the CMMS'}\n`,
+        `${d.id}: asset tag ${d.assetTag ?? '(none)'}, location ${locationText(d) ?? "(the gateway's)"}; revision ${d.revision} ` +
+        `${syncEnabled ? 'queued for the sync' : 'saved; the sync is off (sync.enabled: false): nothing is sent to the CMMS'}\n`,
     );
   });
 
@@ -283,7 +284,8 @@ export function registerDeviceCommands(program: Command, result: { code: number 
     command
       .option(
         '--actor <name>',
-        "who decides, when the decision is queued in the database with --local: recorded beside the login of the real user id, which alone is the default; through the API it is the token's user",
+        'who decides, when the decision is queued in the database with --local: ' +
+          "recorded beside the login of the real user id, which alone is the default; through the API it is the token's user",
       )
       .option('--wait <seconds>', 'how long to wait for the daemon to carry it out (at most 60 through the API)', '15');
     if (kind === 'approve')
@@ -297,7 +299,8 @@ export function registerDeviceCommands(program: Command, result: { code: number 
       }
       if ((kind === 'revoke' || kind === 'decommission') && o.reason !== undefined && !isRevocationReason(o.reason)) {
         return void (result.code = usage(
-          `--reason ${JSON.stringify(o.reason)} is not a revocation reason: give one of ${REVOCATION_REASONS.join(', ')} (it goes into the CRL), and any free text with --note`,
+          `--reason ${JSON.stringify(o.reason)} is not a revocation reason: ` +
+            `give one of ${REVOCATION_REASONS.join(', ')} (it goes into the CRL), and any free text with --note`,
         ));
       }
       const wait = Number(o.wait);
@@ -392,10 +395,10 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           rows.length === 0
             ? 'no tokens\n'
             : rows
-                .map(
-                  (t) =>
-                    `${t.id}\t${t.uses}/${t.maxUses}\t${t.revokedAt ? 'revoked' : t.expiresAt < new Date() ? 'expired' : `until ${t.expiresAt.toISOString()}`}\t${t.label}`,
-                )
+                .map((t) => {
+                  const state = t.revokedAt ? 'revoked' : t.expiresAt < new Date() ? 'expired' : `until ${t.expiresAt.toISOString()}`;
+                  return `${t.id}\t${t.uses}/${t.maxUses}\t${state}\t${t.label}`;
+                })
                 .join('\n') + '\n',
         { what: 'read from the database directly', run: (config) => readStore(config, (_store, repos) => repos.enrollments.tokens()) },
       );

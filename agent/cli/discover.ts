@@ -33,7 +33,10 @@ function progressLine(states: Map<number, { protocol: string; p?: Progress; stat
       const done = p?.phase === 'scanning' && p.scanned ? p.scanned.done : (p?.done ?? 0);
       const filled = total > 0 ? Math.round((done / total) * BAR) : 0;
       const what = p?.phase === 'scanning' ? 'addresses' : 'targets';
-      return `${s.protocol} run ${id} [${'#'.repeat(filled)}${'.'.repeat(BAR - filled)}] ${p?.phase ?? s.status} ${done}/${total} ${what}, ${p?.found ?? 0} found, ${p?.errors ?? 0} errors`;
+      return (
+        `${s.protocol} run ${id} [${'#'.repeat(filled)}${'.'.repeat(BAR - filled)}] ${p?.phase ?? s.status} ` +
+        `${done}/${total} ${what}, ${p?.found ?? 0} found, ${p?.errors ?? 0} errors`
+      );
     })
     .join(' | ');
 }
@@ -41,7 +44,8 @@ function progressLine(states: Map<number, { protocol: string; p?: Progress; stat
 export const discoverTable = (r: DiscoverResult): string => {
   const lines = r.runs.map(
     (f) =>
-      `run ${f.run.id} (${f.run.protocol}): ${f.run.status}${f.run.error ? ` (${f.run.error})` : ''}, ${f.run.found} found, ${f.run.errors} errors, ${f.run.targetsDone}/${f.run.targetsTotal} targets`,
+      `run ${f.run.id} (${f.run.protocol}): ${f.run.status}${f.run.error ? ` (${f.run.error})` : ''}, ` +
+      `${f.run.found} found, ${f.run.errors} errors, ${f.run.targetsDone}/${f.run.targetsTotal} targets`,
   );
   const byId = new Map(r.devices.map((d) => [d.id, d]));
   const rows = r.runs
@@ -132,7 +136,8 @@ export function registerDiscoverCommand(program: Command, result: { code: number
       .option('--wait <seconds>', 'how long to follow; the daemon carries on after', '600')
       .addHelpText(
         'after',
-        '\nExit codes: 0 every run done; 1 a run failed, was cancelled or is still running after --wait; 64 bad targets or options, or no such run; 69 the daemon is not running; 77 no token, or the token or role does not allow it.',
+        '\nExit codes: 0 every run done; 1 a run failed, was cancelled or is still running after --wait; 64 bad targets or options, or no such run; ' +
+          '69 the daemon is not running; 77 no token, or the token or role does not allow it.',
       ),
     false,
   ).action(async (o: ApiOptions & { opcua?: boolean; mqtt?: boolean; target?: string[]; follow?: string; cancel?: string; wait: string }) => {

@@ -26,7 +26,8 @@ function withRuns<T>(config: Config, fn: (runs: DiscoveryRunRepository) => T | P
 }
 
 const line = (r: DiscoveryRun) =>
-  `run ${r.id} (${r.trigger}, ${r.actor}): ${r.status}, ${r.targetsDone}/${r.targetsTotal} targets, ${r.found} found, ${r.errors} errors${r.error ? ` (${r.error})` : ''}`;
+  `run ${r.id} (${r.trigger}, ${r.actor}): ${r.status}, ${r.targetsDone}/${r.targetsTotal} targets, ` +
+  `${r.found} found, ${r.errors} errors${r.error ? ` (${r.error})` : ''}`;
 
 const targetLines = (targets: DiscoveryTarget[]) =>
   targets
@@ -36,7 +37,8 @@ const targetLines = (targets: DiscoveryTarget[]) =>
 type RunView = { run: DiscoveryRun; targets: DiscoveryTarget[]; daemonRunning?: boolean };
 
 const view = (r: RunView) =>
-  `${line(r.run)}\n${r.targets.length > 0 ? `${targetLines(r.targets)}\n` : ''}${r.daemonRunning === false ? 'the daemon is not running: the run starts when it does\n' : ''}`;
+  `${line(r.run)}\n${r.targets.length > 0 ? `${targetLines(r.targets)}\n` : ''}` +
+  `${r.daemonRunning === false ? 'the daemon is not running: the run starts when it does\n' : ''}`;
 
 /**
  * What an OPC UA server needs to let the agent in (for push management and
@@ -82,12 +84,15 @@ async function clientBundle(config: Config, out: string) {
 const pushLine = (j: PushJob) =>
   `${j.deviceId}: ${j.status} at ${j.step}, ${j.attempts} attempt(s)${j.serial ? `, certificate ${j.serial}` : ''}` +
   `${j.crlDelivered === undefined ? '' : j.crlDelivered ? ', CRLs delivered' : ', CRLs not delivered'}` +
-  `${j.nextAttemptAt && j.status !== 'stopped' ? `, next ${j.status === 'done' ? 'renewal' : 'attempt'} ${j.nextAttemptAt.toISOString()}` : ''}${j.reason ? `\n  ${j.reason}` : ''}`;
+  `${j.nextAttemptAt && j.status !== 'stopped' ? `, next ${j.status === 'done' ? 'renewal' : 'attempt'} ${j.nextAttemptAt.toISOString()}` : ''}` +
+  `${j.reason ? `\n  ${j.reason}` : ''}`;
 
 const pushView = (r: { jobs: PushJob[]; steps?: PushStepRecord[] }) =>
   r.jobs.length === 0
     ? 'no server approved for push provisioning\n'
-    : `${r.jobs.map(pushLine).join('\n')}\n${(r.steps ?? []).map((s) => `  ${s.at.toISOString()} attempt ${s.attempt} ${s.step} ${s.outcome}${s.detail ? `: ${s.detail}` : ''}`).join('\n')}${r.steps?.length ? '\n' : ''}`;
+    : `${r.jobs.map(pushLine).join('\n')}\n` +
+      `${(r.steps ?? []).map((s) => `  ${s.at.toISOString()} attempt ${s.attempt} ${s.step} ${s.outcome}${s.detail ? `: ${s.detail}` : ''}`).join('\n')}` +
+      `${r.steps?.length ? '\n' : ''}`;
 
 /**
  * For a server without push management: a key made here, a certificate
@@ -209,7 +214,8 @@ export function registerOpcuaCommands(program: Command, result: { code: number }
       o,
       (config) => exportBundle(config, o.id, o.out, actorLabel(o.actor)),
       (r: { device: string; serial: string; files: Record<string, string> }) =>
-        `${r.device}: certificate ${r.serial} written to ${Object.values(r.files).join(', ')}\ninstall key.pem and cert.pem (or cert.der) as the server's application instance certificate, and chain.pem as its issuers\n`,
+        `${r.device}: certificate ${r.serial} written to ${Object.values(r.files).join(', ')}\n` +
+        "install key.pem and cert.pem (or cert.der) as the server's application instance certificate, and chain.pem as its issuers\n",
     );
   });
 

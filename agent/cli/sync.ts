@@ -44,7 +44,8 @@ const divergence = (d: LastDivergence) =>
 
 /** One dead letter: the HTTP status the receiver refused it with (200: a `rejected` result), and its answer. */
 const deadLetterText = (d: DeadLetter) =>
-  `${d.deviceId} revision ${d.revision} (${d.at.toISOString()}): ${d.status === undefined ? '' : d.status === 200 ? 'rejected: ' : `HTTP ${d.status}: `}${d.error}`;
+  `${d.deviceId} revision ${d.revision} (${d.at.toISOString()}): ` +
+  `${d.status === undefined ? '' : d.status === 200 ? 'rejected: ' : `HTTP ${d.status}: `}${d.error}`;
 
 /** Leaves a request for the daemon in sync_state; a running daemon looks for one every sync.idleMs, and ends its waits for it. */
 function request(config: Config, key: string, what: string, action: string): Promise<{ requested: string; daemonRunning: boolean }> {

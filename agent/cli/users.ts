@@ -164,7 +164,8 @@ export function registerUserCommands(program: Command, result: { code: number })
         return { ...dated(r.token), user: o.user, secret: r.secret, ...(r.firstStartTokenRevoked ? { firstStartTokenRevoked: true } : {}) };
       },
       (t: Made) =>
-        `token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt.toISOString()}` : ''}:\n${t.secret}\nit is shown this once; keep it where only ${t.user} can read it\n` +
+        `token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt.toISOString()}` : ''}:\n${t.secret}\n` +
+        `it is shown this once; keep it where only ${t.user} can read it\n` +
         (t.firstStartTokenRevoked ? 'the first-start admin token (admin.token) is revoked now: an administrator token of your own exists\n' : ''),
       {
         what: 'making the token in the database directly',
@@ -197,7 +198,12 @@ export function registerUserCommands(program: Command, result: { code: number })
       (rows: (ApiToken & { user: string })[]) =>
         rows.length === 0
           ? 'no tokens\n'
-          : `${rows.map((t) => `${t.id}\t${t.user}\t${t.label}\t${t.revokedAt ? 'revoked' : t.expiresAt && t.expiresAt <= new Date() ? 'expired' : 'valid'}${t.expiresAt ? `\texpires ${t.expiresAt.toISOString()}` : ''}`).join('\n')}\n`,
+          : rows
+              .map((t) => {
+                const state = t.revokedAt ? 'revoked' : t.expiresAt && t.expiresAt <= new Date() ? 'expired' : 'valid';
+                return `${t.id}\t${t.user}\t${t.label}\t${state}${t.expiresAt ? `\texpires ${t.expiresAt.toISOString()}` : ''}`;
+              })
+              .join('\n') + '\n',
       {
         what: 'read from the database directly',
         run: (config) =>

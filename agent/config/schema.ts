@@ -184,7 +184,8 @@ const syncSchema = z
       .int()
       .refine((v) => v === 0 || (v >= 1_000 && v <= 604_800_000), 'must be 0 (off) or 1000 to 604800000')
       .describe(
-        'compare with what the receiver holds this often and report what diverged, in milliseconds; 0: only at start and on request (whole number, 0 or 1000 to 604800000)',
+        'compare with what the receiver holds this often and report what diverged, in milliseconds; ' +
+          '0: only at start and on request (whole number, 0 or 1000 to 604800000)',
       ),
     splitAfterServerErrors: int(1, 1_000, '5xx answers to the same batch after which it is split to find the item at fault'),
     stuckAfterMs: int(1_000, 604_800_000, 'a batch unanswered this long raises the stuck alarm, in milliseconds'),
@@ -277,7 +278,8 @@ const httpSchema = z
       .array(httpName)
       .max(64)
       .describe(
-        'further DNS names and IP addresses clients reach the listener by; the certificate the agent issues itself names them, and the Host header of every request must name one of them, localhost, 127.0.0.1, [::1] or http.host',
+        'further DNS names and IP addresses clients reach the listener by; the certificate the agent issues itself names them, ' +
+          'and the Host header of every request must name one of them, localhost, 127.0.0.1, [::1] or http.host',
       ),
     maxConnections: int(8, 65_536, 'connections the listener keeps open at once; at the cap the one waiting longest without a request is closed for a new one'),
     headersTimeoutMs: int(

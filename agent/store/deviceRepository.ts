@@ -281,7 +281,8 @@ export class DeviceRepository {
   touch(id: string, online: boolean, at: Date = new Date()): void {
     const was = this.sql('SELECT online FROM devices WHERE id = ?').get(id) as { online: number } | undefined;
     this.sql(
-      'UPDATE devices SET last_seen = ?, online = ?, revision = revision + (online != ?), updated_at = CASE WHEN online != ? THEN ? ELSE updated_at END WHERE id = ?',
+      'UPDATE devices SET last_seen = ?, online = ?, revision = revision + (online != ?), ' +
+        'updated_at = CASE WHEN online != ? THEN ? ELSE updated_at END WHERE id = ?',
     ).run(at.toISOString(), online ? 1 : 0, online ? 1 : 0, online ? 1 : 0, at.toISOString(), id);
     // After the write: outside a transaction, afterCommit runs at once.
     if (was !== undefined && was.online !== (online ? 1 : 0)) this.told(id);

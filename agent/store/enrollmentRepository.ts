@@ -122,7 +122,8 @@ export class EnrollmentRepository {
     this.sql(
       `INSERT INTO enrollment_requests (device_id, request_id, csr_sha256, spki_sha256, csr, nameplate, status, reason, decided_by, token_id,
          certificate_serial, response_topic, correlation_data, received_at, decided_at)
-       VALUES (@deviceId, @requestId, @csrSha256, @spkiSha256, @csr, @nameplate, @status, @reason, @decidedBy, @tokenId, NULL, @responseTopic, @correlationData, @receivedAt,
+       VALUES (@deviceId, @requestId, @csrSha256, @spkiSha256, @csr, @nameplate, @status, @reason, @decidedBy, @tokenId,
+         NULL, @responseTopic, @correlationData, @receivedAt,
          CASE WHEN @status = 'pending' THEN NULL ELSE @receivedAt END)`,
     ).run({
       deviceId: r.deviceId,

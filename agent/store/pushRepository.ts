@@ -220,7 +220,8 @@ export class PushRepository {
     if (how === 'push') {
       this.store
         .statement(
-          `UPDATE opcua_push_jobs SET status = 'waiting', step = 'crl', attempts = 0, next_attempt_at = ?, crl_delivered = 0, reason = ?, updated_at = ? WHERE device_id = ?`,
+          "UPDATE opcua_push_jobs SET status = 'waiting', step = 'crl', attempts = 0, next_attempt_at = ?, crl_delivered = 0, " +
+            'reason = ?, updated_at = ? WHERE device_id = ?',
         )
         .run(now, reason, now, deviceId);
     } else if (how === 'cannot') {

@@ -229,8 +229,9 @@ export class SyncSender {
     let cursor: string | undefined;
     for (let pages = 0; pages < 100_000; pages++) {
       const answer = await this.deps.client.listDevices(cursor, LIST_PAGE);
-      if (answer.status !== 200)
+      if (answer.status !== 200) {
         throw new PeerError('UPSTREAM_ANSWER_INVALID', `listing the receiver's devices: ${answer.status} ${answer.body.slice(0, 300)}`);
+      }
       const page = JSON.parse(answer.body) as { items?: { deviceId?: unknown; revision?: unknown }[]; nextCursor?: unknown };
       for (const i of page.items ?? []) if (typeof i.deviceId === 'string' && typeof i.revision === 'number') remote.set(i.deviceId, i.revision);
       if (typeof page.nextCursor !== 'string' || page.nextCursor === '' || (page.items ?? []).length === 0) break;

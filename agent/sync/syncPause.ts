@@ -16,7 +16,10 @@ export class SyncPause {
 
   constructor(private readonly deps: { log: Logger; repo: SyncRepository; metrics: SyncMetrics; tokenFile: () => string }) {}
 
-  /** The alarm as the last run left it; a pause from before a restart compares with the token file as it was when it began, so a token fixed meanwhile is seen. */
+  /**
+   * The alarm as the last run left it; a pause from before a restart compares with the token file
+   * as it was when it began, so a token fixed meanwhile is seen.
+   */
   start(): void {
     const { repo, metrics } = this.deps;
     metrics.paused.set(repo.getState<string>(SYNC_STATE.paused) ? 1 : 0);

@@ -26,7 +26,10 @@ export interface EmbeddedBrokerDeps {
   log: Logger;
   metrics: Metrics;
   options: EmbeddedBrokerOptions;
-  /** Called at start(): PEM of the broker-server key, its certificate followed by the issuing CA, and the trust bundle (CA certificates) client certificates must chain to. */
+  /**
+   * Called at start(): PEM of the broker-server key, its certificate followed by the issuing CA,
+   * and the trust bundle (CA certificates) client certificates must chain to.
+   */
   tls: () => { key: string; cert: string; ca: string };
   access: DeviceAccess;
   /** Told when a device identity gets its first, or loses its last, mutual-TLS connection. */

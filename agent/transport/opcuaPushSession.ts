@@ -129,7 +129,9 @@ export class OpcuaPushSessions {
           ...new Set(endpoints.map((e) => `${opcua.MessageSecurityMode[e.securityMode]}/${(e.securityPolicyUri ?? '').replace(POLICY_URI, '')}`)),
         ].join(', ');
         return {
-          refusal: `the server offers no SignAndEncrypt endpoint with ${STRONG_POLICIES.join(', ')} and user names (it offers ${offered || 'nothing'}); SecurityAdmin credentials are never sent over a weaker channel`,
+          refusal:
+            `the server offers no SignAndEncrypt endpoint with ${STRONG_POLICIES.join(', ')} and user names (it offers ${offered || 'nothing'}); ` +
+            'SecurityAdmin credentials are never sent over a weaker channel',
         };
       }
       const certificate = Buffer.from(firstDer(best.serverCertificate));
@@ -210,8 +212,9 @@ export class OpcuaPushSessions {
     const closeAndUpdate = async (trustListId: import('node-opcua-client').NodeId, fileHandle: number): Promise<boolean> => {
       const found = await session.translateBrowsePath(opcua.makeBrowsePath(trustListId, '/CloseAndUpdate'));
       const methodId = found.targets?.[0]?.targetId;
-      if (!found.statusCode.isGood() || !methodId)
+      if (!found.statusCode.isGood() || !methodId) {
         throw new PeerError('OPCUA_SERVER_ERROR', `the TrustList has no CloseAndUpdate (${found.statusCode.toString()})`);
+      }
       const r = await session.call({ objectId: trustListId, methodId, inputArguments: [{ dataType: opcua.DataType.UInt32, value: fileHandle }] });
       good('TrustList.CloseAndUpdate', r.statusCode);
       return r.outputArguments?.[0]?.value !== false;
@@ -229,8 +232,9 @@ export class OpcuaPushSessions {
         // A new key, with 32 bytes of our entropy as Part 12 asks (fewer is refused by some servers).
         const r = await bounded('CreateSigningRequest', () => push.createSigningRequest(DEFAULT_GROUP, RSA_SHA256_TYPE, subject, true, randomBytes(32)));
         good('CreateSigningRequest', r.statusCode);
-        if (!r.certificateSigningRequest || r.certificateSigningRequest.length === 0)
+        if (!r.certificateSigningRequest || r.certificateSigningRequest.length === 0) {
           throw new PeerError('OPCUA_SERVER_ERROR', 'CreateSigningRequest returned no CSR');
+        }
         return Buffer.from(r.certificateSigningRequest);
       },
       updateCertificate: async (certificate, issuers) => {
@@ -307,7 +311,9 @@ export class OpcuaPushSessions {
           method: 'add',
           crlDelivered,
           applyChangesRequired: true,
-          detail: `issuing CA trusted by AddCertificate (${why})${refused.length ? `; not added: ${refused.join('; ')}` : ''}; CRLs ${crlDelivered ? 'held' : 'not delivered: install them by hand'}`,
+          detail:
+            `issuing CA trusted by AddCertificate (${why})${refused.length ? `; not added: ${refused.join('; ')}` : ''}; ` +
+            `CRLs ${crlDelivered ? 'held' : 'not delivered: install them by hand'}`,
         };
       },
       applyChanges: async () => good('ApplyChanges', await bounded('ApplyChanges', () => push.applyChanges())),

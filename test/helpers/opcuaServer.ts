@@ -59,7 +59,10 @@ export interface OpcuaServerOptions {
     users?: FixtureUser[];
     /** false: the users and roles, but Part 12's methods left unimplemented, as on a server without push management (default true). */
     installed?: boolean;
-    /** true: a TrustList that applies what is written to it (CloseAndUpdate), as a complete Part 12 server's does; node-opcua 2.157's does not (default false). */
+    /**
+     * true: a TrustList that applies what is written to it (CloseAndUpdate), as a complete Part 12
+     * server's does; node-opcua 2.157's does not (default false).
+     */
     trustListWrites?: boolean;
   };
   /** Register with this LDS (RegisterServer2) before startOpcuaServer resolves. */

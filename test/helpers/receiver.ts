@@ -170,7 +170,8 @@ export async function startReceiver(o: { db: string; cert: string; key: string; 
       read('SELECT device_id, revision, count(*) AS n FROM apply_log WHERE gateway_id = ? GROUP BY device_id, revision HAVING n > 1', gateway),
     sentUnderTwoKeys: (gateway) =>
       read(
-        "SELECT device_id, revision, count(DISTINCT idempotency_key) AS keys FROM item_results WHERE gateway_id = ? AND status IN ('applied', 'stale') GROUP BY device_id, revision HAVING keys > 1",
+        'SELECT device_id, revision, count(DISTINCT idempotency_key) AS keys FROM item_results ' +
+          "WHERE gateway_id = ? AND status IN ('applied', 'stale') GROUP BY device_id, revision HAVING keys > 1",
         gateway,
       ),
     requests: () => read('SELECT received_ms, at_ms, idempotency_key, status FROM requests ORDER BY rowid'),

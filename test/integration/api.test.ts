@@ -264,47 +264,51 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
   });
 
   // First: later tests fail many times within the same minute, and the log of failures is rate-limited.
-  it('serves a good token from an address that keeps failing, and answers its failures 429 late; limits one credential tried from many addresses; logs and counts every failure, never the token', async () => {
-    const from = '127.0.200.1';
-    const guesses: string[] = [];
-    const guess = (address: string, secret = newTokenSecret()) => {
-      guesses.push(secret);
-      return call('GET', '/api/v1/sync/status', { authorization: `Bearer ${secret}` }, undefined, address);
-    };
-    for (let i = 0; i < 30; i++) expect((await guess(from)).status).toBe(401);
-    // The address is over its limit: a token that checks out is still served, at once.
-    expect(await call('GET', '/api/v1/sync/status', as('viewer'), undefined, from)).toMatchObject({ status: 200 });
-    expect(await call('GET', '/api/v1/me', as('admin'), undefined, from)).toMatchObject({ status: 200 });
-    const limited = await guess(from);
-    expect(limited).toMatchObject({ status: 429, body: { code: 'TOO_MANY_FAILURES' } });
-    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
-    expect(limited.headers.connection).toBe('close');
-    // One wrong credential from eleven addresses: past ten failures, it is over the credential's limit.
-    const stolen = newTokenSecret();
-    const answers: number[] = [];
-    for (let i = 0; i < 11; i++) answers.push((await guess(`127.0.201.${i + 1}`, stolen)).status);
-    expect(answers).toEqual([...Array(10).fill(401), 429]);
-    expect(await call('GET', '/api/v1/sync/status', as('viewer'), undefined, '127.0.201.11')).toMatchObject({ status: 200 });
+  it(
+    'serves a good token from an address that keeps failing, and answers its failures 429 late; ' +
+      'limits one credential tried from many addresses; logs and counts every failure, never the token',
+    async () => {
+      const from = '127.0.200.1';
+      const guesses: string[] = [];
+      const guess = (address: string, secret = newTokenSecret()) => {
+        guesses.push(secret);
+        return call('GET', '/api/v1/sync/status', { authorization: `Bearer ${secret}` }, undefined, address);
+      };
+      for (let i = 0; i < 30; i++) expect((await guess(from)).status).toBe(401);
+      // The address is over its limit: a token that checks out is still served, at once.
+      expect(await call('GET', '/api/v1/sync/status', as('viewer'), undefined, from)).toMatchObject({ status: 200 });
+      expect(await call('GET', '/api/v1/me', as('admin'), undefined, from)).toMatchObject({ status: 200 });
+      const limited = await guess(from);
+      expect(limited).toMatchObject({ status: 429, body: { code: 'TOO_MANY_FAILURES' } });
+      expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+      expect(limited.headers.connection).toBe('close');
+      // One wrong credential from eleven addresses: past ten failures, it is over the credential's limit.
+      const stolen = newTokenSecret();
+      const answers: number[] = [];
+      for (let i = 0; i < 11; i++) answers.push((await guess(`127.0.201.${i + 1}`, stolen)).status);
+      expect(answers).toEqual([...Array(10).fill(401), 429]);
+      expect(await call('GET', '/api/v1/sync/status', as('viewer'), undefined, '127.0.201.11')).toMatchObject({ status: 200 });
 
-    const failed = await daemon.waitForLog((l) => l.msg === 'api authentication failed' && l.address === from);
-    expect(failed).toMatchObject({ reason: 'unknown', route: 'GET /api/v1/sync/status', level: 'warn' });
-    const byAddress = await daemon.waitForLog((l) => l.msg.startsWith('api failed-authentication limit reached') && l.scope === 'address');
-    expect(byAddress.address).toBe(from);
-    await daemon.waitForLog((l) => l.msg.startsWith('api failed-authentication limit reached') && l.scope === 'credential');
-    // A known token that failed is named by its id and user, never by its secret.
-    await call('GET', '/api/v1/me', { authorization: `Bearer ${tokens.expired}` }, undefined, '127.0.202.1');
-    const ended = await daemon.waitForLog((l) => l.msg === 'api authentication failed' && l.reason === 'expired' && l.address === '127.0.202.1');
-    expect(ended).toMatchObject({ user: 'viewer-b', tokenId: expect.any(Number) });
-    const logs = JSON.stringify(daemon.logs);
-    for (const secret of [...guesses, tokens.expired!, tokens.revoked!, tokens.admin!, tokens.viewer!]) expect(logs).not.toContain(secret);
+      const failed = await daemon.waitForLog((l) => l.msg === 'api authentication failed' && l.address === from);
+      expect(failed).toMatchObject({ reason: 'unknown', route: 'GET /api/v1/sync/status', level: 'warn' });
+      const byAddress = await daemon.waitForLog((l) => l.msg.startsWith('api failed-authentication limit reached') && l.scope === 'address');
+      expect(byAddress.address).toBe(from);
+      await daemon.waitForLog((l) => l.msg.startsWith('api failed-authentication limit reached') && l.scope === 'credential');
+      // A known token that failed is named by its id and user, never by its secret.
+      await call('GET', '/api/v1/me', { authorization: `Bearer ${tokens.expired}` }, undefined, '127.0.202.1');
+      const ended = await daemon.waitForLog((l) => l.msg === 'api authentication failed' && l.reason === 'expired' && l.address === '127.0.202.1');
+      expect(ended).toMatchObject({ user: 'viewer-b', tokenId: expect.any(Number) });
+      const logs = JSON.stringify(daemon.logs);
+      for (const secret of [...guesses, tokens.expired!, tokens.revoked!, tokens.admin!, tokens.viewer!]) expect(logs).not.toContain(secret);
 
-    const metrics = (await get('/metrics')).text;
-    const value = (name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(metrics)?.[1] ?? NaN);
-    expect(value('edge_agent_api_auth_failures_total{reason="unknown"}')).toBeGreaterThanOrEqual(42);
-    expect(value('edge_agent_api_auth_failures_total{reason="expired"}')).toBeGreaterThanOrEqual(1);
-    expect(value('edge_agent_api_auth_limited_total{scope="address"}')).toBeGreaterThanOrEqual(1);
-    expect(value('edge_agent_api_auth_limited_total{scope="credential"}')).toBeGreaterThanOrEqual(1);
-  });
+      const metrics = (await get('/metrics')).text;
+      const value = (name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+      expect(value('edge_agent_api_auth_failures_total{reason="unknown"}')).toBeGreaterThanOrEqual(42);
+      expect(value('edge_agent_api_auth_failures_total{reason="expired"}')).toBeGreaterThanOrEqual(1);
+      expect(value('edge_agent_api_auth_limited_total{scope="address"}')).toBeGreaterThanOrEqual(1);
+      expect(value('edge_agent_api_auth_limited_total{scope="credential"}')).toBeGreaterThanOrEqual(1);
+    },
+  );
   it('has no route the table above lacks, and gives each permission to the roles the table does', () => {
     for (const r of ROUTES) expect([...PERMISSIONS[r.permission]].join(' '), `${r.method} ${r.route}`).toBe(r.roles);
     const served = apiRoutes({
@@ -384,25 +388,24 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
       ).toEqual([...refused[who]!].sort());
     }
     const metrics = await get('/metrics');
-    expect(metrics.text).toMatch(
-      new RegExp(
-        `^edge_agent_api_forbidden_total\\{permission="users.manage"\\} ${refused.viewer!.filter((r) => ROUTES.find((x) => `${x.method} ${x.route}` === r)!.permission === 'users.manage').length * 2}$`,
-        'm',
-      ),
-    );
+    const usersManage = refused.viewer!.filter((r) => ROUTES.find((x) => `${x.method} ${x.route}` === r)!.permission === 'users.manage').length * 2;
+    expect(metrics.text).toMatch(new RegExp(`^edge_agent_api_forbidden_total\\{permission="users.manage"\\} ${usersManage}$`, 'm'));
   });
 
-  it('refuses a Host header that does not name the listener (DNS rebinding), accepts the names configured, and refuses bad queries, with JSON codes', async () => {
-    const r = await get('/api/v1/devices', { host: 'evil.example', ...as('admin') });
-    expect(r).toMatchObject({ status: 421, body: { code: 'HOST_NOT_ALLOWED' } });
-    expect(await get('/api/v1/devices', { host: `gw-api.plant.example:${port}`, ...as('admin') })).toMatchObject({ status: 200 });
-    expect(await get('/api/v1/devices?state=bogus', as('admin'))).toMatchObject({ status: 400, body: { code: 'BAD_QUERY' } });
-    expect(await get('/api/v1/devices?role=admin', as('admin'))).toMatchObject({ status: 400, body: { code: 'BAD_QUERY' } });
-    expect(await get('/api/v1/devices/mqtt:nothing', as('admin'))).toMatchObject({ status: 404, body: { code: 'NO_SUCH_DEVICE' } });
-    expect(await call('DELETE', '/api/v1/devices', as('admin'))).toMatchObject({ status: 405, body: { code: 'METHOD_NOT_ALLOWED' } });
-    expect(await get('/api/v1/nothing', as('admin'))).toMatchObject({ status: 404, body: { code: 'NOT_FOUND' } });
-    expect(JSON.stringify(daemon.logs)).not.toMatch(/eat_[A-Za-z0-9_-]{43}/);
-  });
+  it(
+    'refuses a Host header that does not name the listener (DNS rebinding), accepts the names configured, ' + 'and refuses bad queries, with JSON codes',
+    async () => {
+      const r = await get('/api/v1/devices', { host: 'evil.example', ...as('admin') });
+      expect(r).toMatchObject({ status: 421, body: { code: 'HOST_NOT_ALLOWED' } });
+      expect(await get('/api/v1/devices', { host: `gw-api.plant.example:${port}`, ...as('admin') })).toMatchObject({ status: 200 });
+      expect(await get('/api/v1/devices?state=bogus', as('admin'))).toMatchObject({ status: 400, body: { code: 'BAD_QUERY' } });
+      expect(await get('/api/v1/devices?role=admin', as('admin'))).toMatchObject({ status: 400, body: { code: 'BAD_QUERY' } });
+      expect(await get('/api/v1/devices/mqtt:nothing', as('admin'))).toMatchObject({ status: 404, body: { code: 'NO_SUCH_DEVICE' } });
+      expect(await call('DELETE', '/api/v1/devices', as('admin'))).toMatchObject({ status: 405, body: { code: 'METHOD_NOT_ALLOWED' } });
+      expect(await get('/api/v1/nothing', as('admin'))).toMatchObject({ status: 404, body: { code: 'NOT_FOUND' } });
+      expect(JSON.stringify(daemon.logs)).not.toMatch(/eat_[A-Za-z0-9_-]{43}/);
+    },
+  );
 
   it('refuses an oversized body (with or without a length) and unknown fields, and changes nothing', async () => {
     const path = '/api/v1/devices/mqtt:meter-1/annotation';
@@ -518,73 +521,77 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     });
   });
 
-  it('lists and revokes enrollment tokens through the API and the CLI (never the secret or its hash; each revocation audited), 404 for an unknown one, 409 for one revoked already', async () => {
-    const make = async (label: string) => {
-      const r = await runCli(['devices', 'token', 'create', '--label', label, '--uses', '2', '--json', '--token', tokens.technician!, '--config', config]);
-      expect(r.code, r.stderr).toBe(0);
-      return JSON.parse(r.stdout) as { token: string; record: { id: string } };
-    };
-    const first = await make('line 5');
-    const second = await make('line 6');
-    const secrets = [first.token, second.token, tokenHash(first.token), tokenHash(second.token)];
-    const listed = await get('/api/v1/enrollment-tokens', as('technician'));
-    expect(listed.status).toBe(200);
-    expect(listed.body.items).toContainEqual(expect.objectContaining({ id: first.record.id, label: 'line 5', uses: 0, maxUses: 2 }));
-    for (const secret of secrets) expect(listed.text).not.toContain(secret);
-    const page = await get('/api/v1/enrollment-tokens?limit=1&offset=1', as('admin'));
-    expect(page.body).toMatchObject({ total: listed.body.total, items: [(listed.body.items as unknown[])[1]] });
-    const cliList = await runCli(['devices', 'token', 'list', '--token', tokens.technician!, '--config', config]);
-    expect(cliList.code, cliList.stderr).toBe(0);
-    expect(cliList.stderr).toBe('');
-    expect(cliList.stdout).toMatch(new RegExp(`^${first.record.id}\t0/2\tuntil \\S+\tline 5$`, 'm'));
-    for (const secret of secrets) expect(cliList.stdout).not.toContain(secret);
+  it(
+    'lists and revokes enrollment tokens through the API and the CLI (never the secret or its hash; each revocation audited), ' +
+      '404 for an unknown one, 409 for one revoked already',
+    async () => {
+      const make = async (label: string) => {
+        const r = await runCli(['devices', 'token', 'create', '--label', label, '--uses', '2', '--json', '--token', tokens.technician!, '--config', config]);
+        expect(r.code, r.stderr).toBe(0);
+        return JSON.parse(r.stdout) as { token: string; record: { id: string } };
+      };
+      const first = await make('line 5');
+      const second = await make('line 6');
+      const secrets = [first.token, second.token, tokenHash(first.token), tokenHash(second.token)];
+      const listed = await get('/api/v1/enrollment-tokens', as('technician'));
+      expect(listed.status).toBe(200);
+      expect(listed.body.items).toContainEqual(expect.objectContaining({ id: first.record.id, label: 'line 5', uses: 0, maxUses: 2 }));
+      for (const secret of secrets) expect(listed.text).not.toContain(secret);
+      const page = await get('/api/v1/enrollment-tokens?limit=1&offset=1', as('admin'));
+      expect(page.body).toMatchObject({ total: listed.body.total, items: [(listed.body.items as unknown[])[1]] });
+      const cliList = await runCli(['devices', 'token', 'list', '--token', tokens.technician!, '--config', config]);
+      expect(cliList.code, cliList.stderr).toBe(0);
+      expect(cliList.stderr).toBe('');
+      expect(cliList.stdout).toMatch(new RegExp(`^${first.record.id}\t0/2\tuntil \\S+\tline 5$`, 'm'));
+      for (const secret of secrets) expect(cliList.stdout).not.toContain(secret);
 
-    // Through the daemon: the CLI as the technician, the API as the administrator.
-    const revoked = await runCli(['devices', 'token', 'revoke', first.record.id, '--token', tokens.technician!, '--config', config]);
-    expect(revoked.code, revoked.stderr).toBe(0);
-    expect(revoked.stdout).toBe(`token ${first.record.id} revoked\n`);
-    const viaApi = await call('POST', `/api/v1/enrollment-tokens/${second.record.id}/revoke`, as('admin'));
-    expect(viaApi).toMatchObject({ status: 200, body: { token: { id: second.record.id, revokedAt: expect.any(String) } } });
-    for (const secret of secrets) expect(viaApi.text).not.toContain(secret);
-    const audit = (await get('/api/v1/audit?limit=20', as('admin'))).body.items as {
-      actor: string;
-      action: string;
-      target: string;
-      outcome: string;
-      details: Record<string, unknown>;
-    }[];
-    const revocations = audit.filter((e) => e.action === 'enrollmentToken.revoke');
-    expect(revocations.map((e) => `${e.actor} ${e.target} ${e.outcome}`)).toEqual([
-      `admin enrollment token ${second.record.id} done`,
-      `tech-a enrollment token ${first.record.id} done`,
-    ]);
-    expect(revocations[1]!.details).toMatchObject({ label: 'line 5', maxUses: 2 });
-    expect((await runCli(['devices', 'token', 'list', '--token', tokens.technician!, '--config', config])).stdout).toMatch(
-      new RegExp(`^${first.record.id}\t0/2\trevoked\tline 5$`, 'm'),
-    );
+      // Through the daemon: the CLI as the technician, the API as the administrator.
+      const revoked = await runCli(['devices', 'token', 'revoke', first.record.id, '--token', tokens.technician!, '--config', config]);
+      expect(revoked.code, revoked.stderr).toBe(0);
+      expect(revoked.stdout).toBe(`token ${first.record.id} revoked\n`);
+      const viaApi = await call('POST', `/api/v1/enrollment-tokens/${second.record.id}/revoke`, as('admin'));
+      expect(viaApi).toMatchObject({ status: 200, body: { token: { id: second.record.id, revokedAt: expect.any(String) } } });
+      for (const secret of secrets) expect(viaApi.text).not.toContain(secret);
+      const audit = (await get('/api/v1/audit?limit=20', as('admin'))).body.items as {
+        actor: string;
+        action: string;
+        target: string;
+        outcome: string;
+        details: Record<string, unknown>;
+      }[];
+      const revocations = audit.filter((e) => e.action === 'enrollmentToken.revoke');
+      expect(revocations.map((e) => `${e.actor} ${e.target} ${e.outcome}`)).toEqual([
+        `admin enrollment token ${second.record.id} done`,
+        `tech-a enrollment token ${first.record.id} done`,
+      ]);
+      expect(revocations[1]!.details).toMatchObject({ label: 'line 5', maxUses: 2 });
+      expect((await runCli(['devices', 'token', 'list', '--token', tokens.technician!, '--config', config])).stdout).toMatch(
+        new RegExp(`^${first.record.id}\t0/2\trevoked\tline 5$`, 'm'),
+      );
 
-    const again = await runCli(['devices', 'token', 'revoke', first.record.id, '--token', tokens.technician!, '--config', config]);
-    expect(again.code).toBe(1);
-    expect(again.stderr).toContain(`ALREADY_REVOKED: enrollment token ${first.record.id} is already revoked`);
-    expect(await call('POST', `/api/v1/enrollment-tokens/${second.record.id}/revoke`, as('technician'))).toMatchObject({
-      status: 409,
-      body: { code: 'ALREADY_REVOKED' },
-    });
-    const unknown = await runCli(['devices', 'token', 'revoke', 'feedfacecafe', '--token', tokens.technician!, '--config', config]);
-    expect(unknown.code).toBe(64);
-    expect(unknown.stderr).toContain('NO_SUCH_ENROLLMENT_TOKEN: no enrollment token feedfacecafe');
-    expect(await call('POST', '/api/v1/enrollment-tokens/feedfacecafe/revoke', as('admin'))).toMatchObject({
-      status: 404,
-      body: { code: 'NO_SUCH_ENROLLMENT_TOKEN' },
-    });
-    // A viewer neither lists nor revokes them.
-    const viewer = await runCli(['devices', 'token', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: tokens.viewer } });
-    expect(viewer.code).toBe(77);
-    expect(viewer.stderr).toContain('FORBIDDEN: the viewer role may not do this (devices.enroll)');
-    expect((await get('/api/v1/audit?limit=20', as('admin'))).body.items).not.toContainEqual(
-      expect.objectContaining({ action: 'enrollmentToken.revoke', target: 'enrollment token feedfacecafe' }),
-    );
-  });
+      const again = await runCli(['devices', 'token', 'revoke', first.record.id, '--token', tokens.technician!, '--config', config]);
+      expect(again.code).toBe(1);
+      expect(again.stderr).toContain(`ALREADY_REVOKED: enrollment token ${first.record.id} is already revoked`);
+      expect(await call('POST', `/api/v1/enrollment-tokens/${second.record.id}/revoke`, as('technician'))).toMatchObject({
+        status: 409,
+        body: { code: 'ALREADY_REVOKED' },
+      });
+      const unknown = await runCli(['devices', 'token', 'revoke', 'feedfacecafe', '--token', tokens.technician!, '--config', config]);
+      expect(unknown.code).toBe(64);
+      expect(unknown.stderr).toContain('NO_SUCH_ENROLLMENT_TOKEN: no enrollment token feedfacecafe');
+      expect(await call('POST', '/api/v1/enrollment-tokens/feedfacecafe/revoke', as('admin'))).toMatchObject({
+        status: 404,
+        body: { code: 'NO_SUCH_ENROLLMENT_TOKEN' },
+      });
+      // A viewer neither lists nor revokes them.
+      const viewer = await runCli(['devices', 'token', 'list', '--config', config], { env: { EDGE_AGENT_TOKEN: tokens.viewer } });
+      expect(viewer.code).toBe(77);
+      expect(viewer.stderr).toContain('FORBIDDEN: the viewer role may not do this (devices.enroll)');
+      expect((await get('/api/v1/audit?limit=20', as('admin'))).body.items).not.toContainEqual(
+        expect.objectContaining({ action: 'enrollmentToken.revoke', target: 'enrollment token feedfacecafe' }),
+      );
+    },
+  );
 
   it('refuses an unknown query parameter on every route, takes limit and offset on every list, and answers every list with its total', async () => {
     const served = apiRoutes({

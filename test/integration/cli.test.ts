@@ -50,7 +50,9 @@ describe('the edge-agent command', () => {
     const missing = join(tmp.dir, 'no-such-ca.pem');
     writeFileSync(
       file,
-      `agent:\n  dataDir: ${join(tmp.dir, 'claim-data')}\nhttp:\n  port: 0\nmqtt:\n  policy:\n    rules:\n      - { kind: token, action: approve }\n      - { kind: claim, manufacturerCaFile: ${missing}, action: approve }\n`,
+      `agent:\n  dataDir: ${join(tmp.dir, 'claim-data')}\nhttp:\n  port: 0\n` +
+        'mqtt:\n  policy:\n    rules:\n      - { kind: token, action: approve }\n' +
+        `      - { kind: claim, manufacturerCaFile: ${missing}, action: approve }\n`,
     );
     const d = Daemon.start(file);
     try {

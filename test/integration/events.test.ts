@@ -106,7 +106,8 @@ describe('events inside the daemon: no waiting for a poll interval (embedded bro
       const got = await beforeFallback(() => answer);
       const arrived = Date.now();
       process.stdout.write(
-        `approve -> certificate at the device: ${arrived - t0} ms (the API answered in ${answered} ms; action worker's fallback poll every ${INTERVAL_MS} ms, none before ${spawnedAt + INTERVAL_MS - t0} ms after the approval)\n`,
+        `approve -> certificate at the device: ${arrived - t0} ms (the API answered in ${answered} ms; ` +
+          `action worker's fallback poll every ${INTERVAL_MS} ms, none before ${spawnedAt + INTERVAL_MS - t0} ms after the approval)\n`,
       );
       expect(got, 'the certificate came before the first fallback poll').toMatchObject({ requestId: 'ev-1-r1', status: 'issued' });
       expect(arrived - spawnedAt).toBeLessThan(INTERVAL_MS);
@@ -132,7 +133,8 @@ describe('events inside the daemon: no waiting for a poll interval (embedded bro
     });
     const arrived = Date.now();
     process.stdout.write(
-      `annotation -> receiver: ${arrived - t0} ms (sync fallback poll every ${INTERVAL_MS} ms, none before ${spawnedAt + INTERVAL_MS - t0} ms after the change)\n`,
+      `annotation -> receiver: ${arrived - t0} ms ` +
+        `(sync fallback poll every ${INTERVAL_MS} ms, none before ${spawnedAt + INTERVAL_MS - t0} ms after the change)\n`,
     );
     expect(held, `the receiver holds revision ${revision} of ${id} before the first fallback poll`).toBe(revision);
     expect(arrived - spawnedAt).toBeLessThan(INTERVAL_MS);

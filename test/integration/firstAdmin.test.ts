@@ -77,7 +77,8 @@ describe('the first-start admin token ends (real daemon)', () => {
   }, 60_000);
 
   // Seven commands and a restart: on a loaded machine that can take minutes.
-  it("gives a token of an older version (no expiry) 24 hours at the next start, and revokes it when an administrator's own token is made (API and file)", async () => {
+  it('gives a token of an older version (no expiry) 24 hours at the next start, ' +
+    "and revokes it when an administrator's own token is made (API and file)", async () => {
     await stop();
     // As an older version left it: a first-start token without expiry, in admin.token.
     const old = newTokenSecret();

@@ -66,6 +66,8 @@ const FIXTURE: Record<string, string> = {
     '}',
     '',
   ].join('\n'),
+  // Line length: a string no formatter wraps (176 characters); a comment of 160 characters but more bytes passes.
+  'test/unit/message.test.ts': [`// ${'é'.repeat(157)}`, `export const message = '${'x'.repeat(150)}';`, ''].join('\n'),
 };
 
 describe('the checks of npm run check', () => {
@@ -114,6 +116,12 @@ describe('the checks of npm run check', () => {
       '  agent/api/devices.ts:4: SQL call .prepare("SELECT * FROM devices")',
       '  certs/serials.ts:1: SQL text "UPDATE ? SET last = last + 1"',
     ]);
+  });
+
+  it('line length: fails and names file:line: length of each line over 160 characters, counting characters, not bytes', async () => {
+    const { code, output } = await check(dir, process.execPath, [join(ROOT, 'scripts/check/lineLength.mjs')]);
+    expect(code).toBe(1);
+    expect(output.trim().split('\n').slice(1)).toEqual(['  agent/transport/long.ts:3: 327', '  test/unit/message.test.ts:2: 176']);
   });
 
   it('lint and format: fails on a debugger statement and on a line over 160 characters', async () => {

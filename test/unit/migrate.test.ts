@@ -85,66 +85,71 @@ describe('numbered migrations', () => {
     db.close();
   });
 
-  it('moves the CRL reason of revokes and decommissions queued before version 10 out of their text, so each is carried out with the reason it was queued with', () => {
-    const db = new BetterSqlite3(path);
-    migrate(
-      db,
-      MIGRATIONS.filter((m) => m.version <= 9),
-      log,
-    );
-    // [kind, text as queued by version 9, CRL reason, note kept, what the history says after the actor]
-    const cases: [string, string, string | null, string, string][] = [
-      ['revoke', 'keyCompromise: stolen from line 3', 'keyCompromise', 'stolen from line 3', 'keyCompromise: stolen from line 3'],
-      ['revoke', 'keyCompromise: note: with a colon', 'keyCompromise', 'note: with a colon', 'keyCompromise: note: with a colon'],
-      ['revoke', 'superseded', 'superseded', '', 'superseded'],
-      ['revoke', '', 'unspecified', '', ''],
-      ['decommission', '', 'cessationOfOperation', '', ''],
-      ['decommission', 'privilegeWithdrawn: contract ended', 'privilegeWithdrawn', 'contract ended', 'privilegeWithdrawn: contract ended'],
-      // Free text queued before reasons were checked: the kind's default, as the daemon read it; the text is the note.
-      ['revoke', 'stolen', 'unspecified', 'stolen', 'unspecified: stolen'],
-      ['decommission', 'keycompromise: wrong case', 'cessationOfOperation', 'keycompromise: wrong case', 'cessationOfOperation: keycompromise: wrong case'],
-      // Approvals and rejections carry no CRL reason, whatever their text says.
-      ['approve', 'keyCompromise: checked on site', null, 'keyCompromise: checked on site', 'keyCompromise: checked on site'],
-      ['reject', 'superseded', null, 'superseded', 'superseded'],
-    ];
-    const insert = db.prepare(
-      "INSERT INTO device_actions (device_id, action, actor, reason, requested_at) VALUES ('mqtt:pump-1', ?, 'anna', ?, '2025-01-01T00:00:00.000Z')",
-    );
-    const ids = cases.map(([kind, text]) => Number(insert.run(kind, text).lastInsertRowid));
-    db.close();
+  it(
+    'moves the CRL reason of revokes and decommissions queued before version 10 out of their text, ' +
+      'so each is carried out with the reason it was queued with',
+    () => {
+      const db = new BetterSqlite3(path);
+      migrate(
+        db,
+        MIGRATIONS.filter((m) => m.version <= 9),
+        log,
+      );
+      // [kind, text as queued by version 9, CRL reason, note kept, what the history says after the actor]
+      const cases: [string, string, string | null, string, string][] = [
+        ['revoke', 'keyCompromise: stolen from line 3', 'keyCompromise', 'stolen from line 3', 'keyCompromise: stolen from line 3'],
+        ['revoke', 'keyCompromise: note: with a colon', 'keyCompromise', 'note: with a colon', 'keyCompromise: note: with a colon'],
+        ['revoke', 'superseded', 'superseded', '', 'superseded'],
+        ['revoke', '', 'unspecified', '', ''],
+        ['decommission', '', 'cessationOfOperation', '', ''],
+        ['decommission', 'privilegeWithdrawn: contract ended', 'privilegeWithdrawn', 'contract ended', 'privilegeWithdrawn: contract ended'],
+        // Free text queued before reasons were checked: the kind's default, as the daemon read it; the text is the note.
+        ['revoke', 'stolen', 'unspecified', 'stolen', 'unspecified: stolen'],
+        ['decommission', 'keycompromise: wrong case', 'cessationOfOperation', 'keycompromise: wrong case', 'cessationOfOperation: keycompromise: wrong case'],
+        // Approvals and rejections carry no CRL reason, whatever their text says.
+        ['approve', 'keyCompromise: checked on site', null, 'keyCompromise: checked on site', 'keyCompromise: checked on site'],
+        ['reject', 'superseded', null, 'superseded', 'superseded'],
+      ];
+      const insert = db.prepare(
+        "INSERT INTO device_actions (device_id, action, actor, reason, requested_at) VALUES ('mqtt:pump-1', ?, 'anna', ?, '2025-01-01T00:00:00.000Z')",
+      );
+      const ids = cases.map(([kind, text]) => Number(insert.run(kind, text).lastInsertRowid));
+      db.close();
 
-    const store = Store.open({ path, busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, log).store;
-    try {
-      const actions = new ActionRepository(store);
-      for (const [i, [kind, text, crlReason, note, history]] of cases.entries()) {
-        const action = actions.get(ids[i]!)!;
-        expect({ crlReason: action.crlReason ?? null, note: action.reason, history: decisionText(action) }, `${kind} "${text}"`).toEqual({
-          crlReason,
-          note,
-          history,
+      const store = Store.open({ path, busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, log).store;
+      try {
+        const actions = new ActionRepository(store);
+        for (const [i, [kind, text, crlReason, note, history]] of cases.entries()) {
+          const action = actions.get(ids[i]!)!;
+          expect({ crlReason: action.crlReason ?? null, note: action.reason, history: decisionText(action) }, `${kind} "${text}"`).toEqual({
+            crlReason,
+            note,
+            history,
+          });
+          if (crlReason) expect(crlReasonOf(action)).toBe(crlReason);
+        }
+        // The column takes the reasons the CRL can carry, on revokes and decommissions only.
+        const raw = (kind: string, reason: string) => () =>
+          store.db
+            .prepare(
+              'INSERT INTO device_actions (device_id, action, actor, reason, crl_reason, requested_at) ' +
+                "VALUES ('mqtt:pump-1', ?, 'anna', '', ?, '2025-01-01T00:00:00.000Z')",
+            )
+            .run(kind, reason);
+        for (const reason of REVOCATION_REASONS) expect(raw('decommission', reason)).not.toThrow();
+        expect(raw('revoke', 'stolen')).toThrow(/CHECK constraint failed/);
+        expect(raw('approve', 'keyCompromise')).toThrow(/CHECK constraint failed/);
+        // New actions: the reason given, else the kind's default; the note alone in the text.
+        expect(actions.enqueue('mqtt:pump-1', 'revoke', 'anna', { reason: 'from line 3', crlReason: 'keyCompromise' })).toMatchObject({
+          crlReason: 'keyCompromise',
+          reason: 'from line 3',
         });
-        if (crlReason) expect(crlReasonOf(action)).toBe(crlReason);
+        expect(actions.enqueue('mqtt:pump-1', 'decommission', 'anna')).toMatchObject({ crlReason: 'cessationOfOperation', reason: '' });
+        expect(actions.enqueue('mqtt:pump-1', 'approve', 'anna', { reason: 'ok' }).crlReason).toBeUndefined();
+        expect(() => actions.enqueue('mqtt:pump-1', 'approve', 'anna', { crlReason: 'superseded' })).toThrow(/carries no CRL reason/);
+      } finally {
+        store.close();
       }
-      // The column takes the reasons the CRL can carry, on revokes and decommissions only.
-      const raw = (kind: string, reason: string) => () =>
-        store.db
-          .prepare(
-            "INSERT INTO device_actions (device_id, action, actor, reason, crl_reason, requested_at) VALUES ('mqtt:pump-1', ?, 'anna', '', ?, '2025-01-01T00:00:00.000Z')",
-          )
-          .run(kind, reason);
-      for (const reason of REVOCATION_REASONS) expect(raw('decommission', reason)).not.toThrow();
-      expect(raw('revoke', 'stolen')).toThrow(/CHECK constraint failed/);
-      expect(raw('approve', 'keyCompromise')).toThrow(/CHECK constraint failed/);
-      // New actions: the reason given, else the kind's default; the note alone in the text.
-      expect(actions.enqueue('mqtt:pump-1', 'revoke', 'anna', { reason: 'from line 3', crlReason: 'keyCompromise' })).toMatchObject({
-        crlReason: 'keyCompromise',
-        reason: 'from line 3',
-      });
-      expect(actions.enqueue('mqtt:pump-1', 'decommission', 'anna')).toMatchObject({ crlReason: 'cessationOfOperation', reason: '' });
-      expect(actions.enqueue('mqtt:pump-1', 'approve', 'anna', { reason: 'ok' }).crlReason).toBeUndefined();
-      expect(() => actions.enqueue('mqtt:pump-1', 'approve', 'anna', { crlReason: 'superseded' })).toThrow(/carries no CRL reason/);
-    } finally {
-      store.close();
-    }
-  });
+    },
+  );
 });

@@ -161,43 +161,47 @@ describe('MQTT onboarding through a real Mosquitto 2 (config from broker mosquit
     expect((await cli('devices', 'show', 'pump-4')).code).not.toBe(0);
   });
 
-  it('cuts a revoked device off without restarting Mosquitto: its connection under its id is taken over, another one can do nothing, a new one fails at TLS; other devices keep working', async () => {
-    await provision('pump-5');
-    await provision('pump-6');
-    const watcher = subscribe(ports.mtls, agent(), 'devices/#', { count: 3, seconds: 20 });
-    await watcher.ready;
-    // pump-5 twice: under its device id as client id (the agent can take that over), and under a random one.
-    const underId = await connectMqtt5(device('pump-5'), 'pump-5');
-    const underOther = await connectMqtt5(device('pump-5'), `pump-5-${Math.random().toString(16).slice(2, 8)}`);
-    const pump6 = await connectMqtt5(device('pump-6'), `pump-6-${Math.random().toString(16).slice(2, 8)}`);
-    const closed = new Promise<void>((resolve) => underId.once('close', () => resolve()));
-    await underOther.publishAsync('devices/pump-5/x', 'before', { qos: 1 });
+  it(
+    'cuts a revoked device off without restarting Mosquitto: its connection under its id is taken over, ' +
+      'another one can do nothing, a new one fails at TLS; other devices keep working',
+    async () => {
+      await provision('pump-5');
+      await provision('pump-6');
+      const watcher = subscribe(ports.mtls, agent(), 'devices/#', { count: 3, seconds: 20 });
+      await watcher.ready;
+      // pump-5 twice: under its device id as client id (the agent can take that over), and under a random one.
+      const underId = await connectMqtt5(device('pump-5'), 'pump-5');
+      const underOther = await connectMqtt5(device('pump-5'), `pump-5-${Math.random().toString(16).slice(2, 8)}`);
+      const pump6 = await connectMqtt5(device('pump-6'), `pump-6-${Math.random().toString(16).slice(2, 8)}`);
+      const closed = new Promise<void>((resolve) => underId.once('close', () => resolve()));
+      await underOther.publishAsync('devices/pump-5/x', 'before', { qos: 1 });
 
-    const since = broker.mark();
-    const revoke = await cli('devices', 'revoke', 'pump-5', '--reason', 'superseded', '--note', 'replaced');
-    expect(revoke.code, revoke.stderr).toBe(0);
-    expect(revoke.stdout).toContain('revoked');
-    await daemon.waitForLog((l) => l.msg === 'Mosquitto ACL rewritten and reloaded' && String(l.why).includes('pump-5'));
-    await broker.waitForLog(/Reloading config/, { since });
-    // The agent took the client id pump-5 over: Mosquitto closed the device's connection.
-    await closed;
-    await broker.waitForLog(/Client pump-5 already connected, closing old connection/, { since });
-    await daemon.waitForLog((l) => l.msg === 'client id of a cut-off device taken over on Mosquitto' && l.device === 'pump-5');
-    // The connection under another client id stays open, but the reloaded ACL refuses everything:
-    // an MQTT 5 publish is answered PUBACK 0x87 (not authorized), without a disconnect.
-    await expect(underOther.publishAsync('devices/pump-5/x', 'after', { qos: 1 })).rejects.toMatchObject({ code: 0x87 });
-    expect(underOther.connected).toBe(true);
-    // A new connection fails at the TLS handshake: Mosquitto reread the CRL on the same SIGHUP.
-    const mark = broker.mark();
-    expect((await publish(ports.mtls, device('pump-5'), 'devices/pump-5/x', 'again')).code).not.toBe(0);
-    await broker.waitForLog(/certificate verify failed/, { since: mark });
+      const since = broker.mark();
+      const revoke = await cli('devices', 'revoke', 'pump-5', '--reason', 'superseded', '--note', 'replaced');
+      expect(revoke.code, revoke.stderr).toBe(0);
+      expect(revoke.stdout).toContain('revoked');
+      await daemon.waitForLog((l) => l.msg === 'Mosquitto ACL rewritten and reloaded' && String(l.why).includes('pump-5'));
+      await broker.waitForLog(/Reloading config/, { since });
+      // The agent took the client id pump-5 over: Mosquitto closed the device's connection.
+      await closed;
+      await broker.waitForLog(/Client pump-5 already connected, closing old connection/, { since });
+      await daemon.waitForLog((l) => l.msg === 'client id of a cut-off device taken over on Mosquitto' && l.device === 'pump-5');
+      // The connection under another client id stays open, but the reloaded ACL refuses everything:
+      // an MQTT 5 publish is answered PUBACK 0x87 (not authorized), without a disconnect.
+      await expect(underOther.publishAsync('devices/pump-5/x', 'after', { qos: 1 })).rejects.toMatchObject({ code: 0x87 });
+      expect(underOther.connected).toBe(true);
+      // A new connection fails at the TLS handshake: Mosquitto reread the CRL on the same SIGHUP.
+      const mark = broker.mark();
+      expect((await publish(ports.mtls, device('pump-5'), 'devices/pump-5/x', 'again')).code).not.toBe(0);
+      await broker.waitForLog(/certificate verify failed/, { since: mark });
 
-    await pump6.publishAsync('devices/pump-6/x', 'other', { qos: 1 });
-    expect((await publish(ports.mtls, device('pump-6'), 'devices/pump-6/x', 'other-2')).code).toBe(0);
-    expect(await watcher.done).toEqual(['devices/pump-5/x before', 'devices/pump-6/x other', 'devices/pump-6/x other-2']);
-    expect(readFileSync(join(dir(), 'acl-devices'), 'utf8')).toMatch(/user pump-5\ntopic deny #/);
-    await Promise.all([underOther.endAsync(true), pump6.endAsync()]);
-  });
+      await pump6.publishAsync('devices/pump-6/x', 'other', { qos: 1 });
+      expect((await publish(ports.mtls, device('pump-6'), 'devices/pump-6/x', 'other-2')).code).toBe(0);
+      expect(await watcher.done).toEqual(['devices/pump-5/x before', 'devices/pump-6/x other', 'devices/pump-6/x other-2']);
+      expect(readFileSync(join(dir(), 'acl-devices'), 'utf8')).toMatch(/user pump-5\ntopic deny #/);
+      await Promise.all([underOther.endAsync(true), pump6.endAsync()]);
+    },
+  );
 
   it('hands a CRL changed outside a device decision (a certificate revoked through the API) to Mosquitto at once', async () => {
     await provision('pump-7');

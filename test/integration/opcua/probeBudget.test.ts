@@ -46,7 +46,8 @@ async function slowAccepting(host: string): Promise<{ port: number; release(): v
     'python3',
     [
       '-c',
-      `import socket, sys\ns = socket.socket()\ns.bind((${JSON.stringify(requireLoopback(host))}, 0))\ns.listen(0)\nprint(s.getsockname()[1], flush=True)\nkept = [s.accept()[0] for line in sys.stdin]\n`,
+      `import socket, sys\ns = socket.socket()\ns.bind((${JSON.stringify(requireLoopback(host))}, 0))\ns.listen(0)\n` +
+        'print(s.getsockname()[1], flush=True)\nkept = [s.accept()[0] for line in sys.stdin]\n',
     ],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );

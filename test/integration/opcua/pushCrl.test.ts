@@ -174,7 +174,8 @@ describe('OPC UA push: CRLs after a revocation', () => {
     const shown = await cli('devices', 'show', id);
     expect(shown.code, shown.stderr).toBe(0);
     expect(shown.stdout).toContain(
-      "  CRLs: the server does not hold the gateway's current CRLs, and its TrustList takes none over OPC UA: install them by hand (edge-agent opcua client-bundle, issuers/crl)\n",
+      "  CRLs: the server does not hold the gateway's current CRLs, and its TrustList takes none over OPC UA: " +
+        'install them by hand (edge-agent opcua client-bundle, issuers/crl)\n',
     );
     const token = await apiUser(config, 'viewer-v', 'viewer');
     const details = (await (await fetch(`${base}/api/v1/devices/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${token}` } })).json()) as {

@@ -125,7 +125,9 @@ describe('OPC UA push: servers that do not trust the agent', () => {
     const job = await settled(id);
     expect(job.status, job.reason).toBe('unsupported');
     expect(job.reason).toBe(
-      "the server does not trust the agent's certificate: install `edge-agent opcua client-bundle` on it (node-opcua servers read it only at start); it answered BadSecurityChecksFailed (a node-opcua server also keeps refusing a certificate it has put in its rejected folder until it is deleted there)",
+      "the server does not trust the agent's certificate: install `edge-agent opcua client-bundle` on it (node-opcua servers read it only at start); " +
+        'it answered BadSecurityChecksFailed ' +
+        '(a node-opcua server also keeps refusing a certificate it has put in its rejected folder until it is deleted there)',
     );
     // Looked at again after retryMaxMs, not after the first retry's wait.
     expect(new Date(job.nextAttemptAt!).getTime()).toBeGreaterThanOrEqual(before + RETRY_MAX_MS);
@@ -148,7 +150,10 @@ describe('OPC UA push: servers that do not trust the agent', () => {
     const job = await settled(id);
     expect(job.status, job.reason).toBe('unsupported');
     expect(job.reason).toMatch(
-      /^the server has no CRL for the gateway CA \(it answered Bad(Certificate|CertificateIssuer)RevocationUnknown\): install the CRLs of `edge-agent opcua client-bundle` \(issuers\/crl\) on it/,
+      new RegExp(
+        /^the server has no CRL for the gateway CA \(it answered Bad(Certificate|CertificateIssuer)RevocationUnknown\): /.source +
+          /install the CRLs of `edge-agent opcua client-bundle` \(issuers\/crl\) on it/.source,
+      ),
     );
   }, 180_000);
 });

@@ -150,7 +150,8 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     tmp?.cleanup();
   });
 
-  it('isolates a record the receiver answers 500 for: the rest arrives, the culprit alone ends as a dead letter, and each batch keeps one retry schedule', async () => {
+  it('isolates a record the receiver answers 500 for: the rest arrives, the culprit alone ends as a dead letter, ' +
+    'and each batch keeps one retry schedule', async () => {
     const culprit = id(7);
     receiver = await receiver.restart(['--fail-item', culprit]);
     const from = daemon.logs.length;
@@ -188,7 +189,8 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     await converged();
   }, 120_000);
 
-  it('takes a receiver answering 500 to everything for an outage: dead-letters nothing, raises the stuck alarm, and clears it when the receiver is back', async () => {
+  it('takes a receiver answering 500 to everything for an outage: dead-letters nothing, raises the stuck alarm, ' +
+    'and clears it when the receiver is back', async () => {
     receiver = await receiver.restart(['--fail-every', '1']);
     const start = Date.now();
     const from = daemon.logs.length;
