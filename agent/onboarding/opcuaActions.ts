@@ -128,7 +128,8 @@ export class OpcuaActions {
     });
     // The server keeps presenting the certificate until someone replaces it: clients that check our CRL refuse it.
     return serials.length > 0
-      ? `${done} (certificate${serials.length > 1 ? 's' : ''} ${serials.join(', ')} revoked; the server still presents its certificate to clients that do not check the CRL)`
+      ? `${done} (certificate${serials.length > 1 ? 's' : ''} ${serials.join(', ')} revoked; ` +
+          'the server still presents its certificate to clients that do not check the CRL)'
       : done;
   }
 

@@ -44,7 +44,8 @@ export function revocationDigest(crls: readonly Buffer[]): string {
 export function crlStatusText(job: { crlDelivered?: boolean; crlWritable?: boolean }): string | undefined {
   if (job.crlDelivered !== false) return undefined;
   return job.crlWritable === false
-    ? "the server does not hold the gateway's current CRLs, and its TrustList takes none over OPC UA: install them by hand (edge-agent opcua client-bundle, issuers/crl)"
+    ? "the server does not hold the gateway's current CRLs, and its TrustList takes none over OPC UA: " +
+        'install them by hand (edge-agent opcua client-bundle, issuers/crl)'
     : "the server does not hold the gateway's current CRLs yet: they go with its next push attempt";
 }
 
@@ -66,7 +67,8 @@ export function crlDecision(server: { writable?: boolean; revocations?: string }
 export const CRL_PUSH_REASON = "the gateway's CRLs carry a revocation the server's do not: the new CRLs are pushed to it";
 export const CRL_PENDING_REASON = "the gateway's CRLs carry a revocation the server's do not: its next push attempt sends the new CRLs";
 export const CRL_CANNOT_REASON =
-  "the gateway's CRLs carry a revocation the server's do not, and its TrustList takes no CRLs over OPC UA: install them by hand (edge-agent opcua client-bundle, issuers/crl); until then the server does not know of the revocation";
+  "the gateway's CRLs carry a revocation the server's do not, and its TrustList takes no CRLs over OPC UA: " +
+  'install them by hand (edge-agent opcua client-bundle, issuers/crl); until then the server does not know of the revocation';
 
 /**
  * After a revocation (by the daemon, or by `edge-agent ca revoke` beside

@@ -68,7 +68,8 @@ export function securityAdminFor(config: PushConfig, applicationUri: string): Ad
     if (password === '') return `the password file ${entry.passwordFile} for ${entry.applicationUri} is empty`;
     return { username: entry.username, password };
   } catch (err) {
-    return `the password file ${entry.passwordFile} for ${entry.applicationUri} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    return `the password file ${entry.passwordFile} for ${entry.applicationUri} cannot be read: ${why}`;
   }
 }
 
@@ -106,10 +107,16 @@ export function certificateRefusal(statusName: string): string | undefined {
     case 'BadSecurityChecksFailed':
     case 'BadCertificateUntrusted':
     case 'BadCertificateChainIncomplete':
-      return `the server does not trust the agent's certificate: install \`${bundle}\` on it (node-opcua servers read it only at start); it answered ${statusName} (a node-opcua server also keeps refusing a certificate it has put in its rejected folder until it is deleted there)`;
+      return (
+        `the server does not trust the agent's certificate: install \`${bundle}\` on it (node-opcua servers read it only at start); ` +
+        `it answered ${statusName} (a node-opcua server also keeps refusing a certificate it has put in its rejected folder until it is deleted there)`
+      );
     case 'BadCertificateRevocationUnknown':
     case 'BadCertificateIssuerRevocationUnknown':
-      return `the server has no CRL for the gateway CA (it answered ${statusName}): install the CRLs of \`${bundle}\` (issuers/crl) on it (node-opcua servers read them only at start)`;
+      return (
+        `the server has no CRL for the gateway CA (it answered ${statusName}): ` +
+        `install the CRLs of \`${bundle}\` (issuers/crl) on it (node-opcua servers read them only at start)`
+      );
     case 'BadCertificateTimeInvalid':
     case 'BadCertificateIssuerTimeInvalid':
       return `the server finds the agent's certificate or its CA expired or not yet valid (it answered ${statusName}): check the server's clock`;

@@ -249,7 +249,8 @@ export class OpcuaPush {
     if (!presented && endpoint.thumbprint !== job.approvedThumbprint) {
       return new Ended(
         'stopped',
-        `the server presents certificate ${endpoint.thumbprint}, not the one approved (${job.approvedThumbprint}) nor one from the gateway CA: approve it again once it is known to be the same server`,
+        `the server presents certificate ${endpoint.thumbprint}, not the one approved (${job.approvedThumbprint}) nor one from the gateway CA: ` +
+          'approve it again once it is known to be the same server',
       );
     }
     this.revokeOrphans(job, presented);

@@ -30,7 +30,10 @@ export interface OpcuaServiceDeps {
   bus: EventBus;
 }
 
-/** How often runs and decisions requested from outside the daemon (the CLI), and pushes due, are looked for (the API's decisions come at once, on action.queued). */
+/**
+ * How often runs and decisions requested from outside the daemon (the CLI),
+ * and pushes due, are looked for (the API's decisions come at once, on action.queued).
+ */
 const POLL_MS = 1_000;
 /** Finished runs kept with their targets; older ones are deleted. */
 const RUNS_KEPT = 100;
@@ -78,7 +81,8 @@ export class OpcuaService implements Service {
   }
 
   async start(): Promise<void> {
-    // A decision the API committed is carried out at once (POLL_MS stays for the CLI's --local); one more pass, as the one under way may have read the queue before it.
+    // A decision the API committed is carried out at once (POLL_MS stays for the CLI's --local);
+    // one more pass, as the one under way may have read the queue before it.
     this.deps.bus.on('action.queued', this.name, ({ deviceId }) =>
       deviceId.startsWith('opcua:')
         ? this.actions
