@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { CertError } from '../../certs/errors.js';
+import { opcuaApplication } from '../../certs/profiles/opcuaApplication.js';
 import { prepare, type PreparedRequest } from '../../certs/request.js';
 import type { Config } from '../config/schema.js';
 import type { Device } from '../inventory/device.js';
@@ -75,21 +75,15 @@ export function securityAdminFor(config: PushConfig, applicationUri: string): Ad
 
 /**
  * The CSR a server made with CreateSigningRequest, checked before anything
- * is issued for it: well formed, signed by the key it carries, and naming
- * exactly the server's applicationUri as the one URI of its subjectAltName
- * (what the certificate will say; a CSR naming another application is
- * refused, whatever the profile would write). Returns the request
- * prepared, which the CA issues from without reading the CSR again.
+ * is issued for it (the push's check-csr step): well formed, signed by the
+ * key it carries, and passing the opcua-application profile's validator for
+ * a server asking for itself (exactly its applicationUri as the one URI of
+ * its subjectAltName). Returns the request prepared, which the CA issues
+ * from without reading the CSR again (and validates again, origin requester).
  */
 export function checkServerCsr(csr: Buffer, applicationUri: string): PreparedRequest {
   const prepared = prepare(csr);
-  const uris = prepared.requested.uris;
-  if (uris.length !== 1 || uris[0] !== applicationUri) {
-    throw new CertError(
-      'NAME_INVALID',
-      `the CSR names ${uris.length === 0 ? 'no URI' : uris.join(', ')} in its subjectAltName, not exactly the server's applicationUri ${applicationUri}`,
-    );
-  }
+  opcuaApplication.validate?.(prepared, { identity: applicationUri, origin: 'requester' });
   return prepared;
 }
 

@@ -328,6 +328,8 @@ export class OpcuaPush {
             identity: uri,
             commonName,
             csr: prepared,
+            // The server asked for itself: the profile's validator holds its CSR to its applicationUri.
+            origin: 'requester',
             renew: true,
             alongside: (r) => pushes.issued(job.deviceId, r.serial),
             ...(isIP(host) ? { ipAddresses: [host] } : { dnsNames: [host] }),

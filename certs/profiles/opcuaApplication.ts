@@ -30,4 +30,21 @@ export const opcuaApplication: Profile = {
       extKeyUsage: [OID.serverAuth, OID.clientAuth],
     };
   },
+  /**
+   * A server asking for itself (Part 12 CreateSigningRequest): its CSR names
+   * exactly its applicationUri as the one URI of its subjectAltName, what the
+   * certificate will say; a CSR naming another application is refused,
+   * whatever the template would write.
+   */
+  validate(request, context) {
+    if (context.origin !== 'requester') return;
+    const uris = request.requested.uris;
+    if (uris.length !== 1 || uris[0] !== context.identity) {
+      throw new CertError(
+        'NAME_INVALID',
+        `the CSR names ${uris.length === 0 ? 'no URI' : uris.join(', ')} in its subjectAltName, ` +
+          `not exactly the server's applicationUri ${context.identity}`,
+      );
+    }
+  },
 };

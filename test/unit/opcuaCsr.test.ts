@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { derFrom } from '../../certs/x509/pem.js';
 import { checkServerCsr } from '../../agent/onboarding/opcuaPolicy.js';
+import { caFixture } from '../helpers/caFixture.js';
 import { tempDir } from '../helpers/daemon.js';
 import { opensslCsr } from '../helpers/openssl.js';
 
@@ -34,5 +35,22 @@ describe('the CSR an OPC UA server answers CreateSigningRequest with (made by op
     const tampered = Buffer.from(good);
     tampered[tampered.length - 10]! ^= 0xff;
     expect(() => checkServerCsr(tampered, URI)).toThrow(/signature/i);
+  });
+
+  it("is the opcua-application profile's rule: the CA refuses the CSR when the server asks for itself, and issues when an operator names it", async () => {
+    const other = await csr('other-at-ca', ['subjectAltName=URI:urn:plant1:mixer-2']);
+    const ca = caFixture(tmp.dir);
+    try {
+      const asked = { profile: 'opcua-application' as const, identity: URI, csr: other, ipAddresses: ['10.20.0.31'] };
+      await expect(ca.authority.issue({ ...asked, origin: 'requester' })).rejects.toMatchObject({
+        code: 'NAME_INVALID',
+        message: expect.stringMatching(/names urn:plant1:mixer-2 in its subjectAltName, not exactly the server's applicationUri/),
+      });
+      // An operator's issuance writes the SAN from the template whatever the CSR says.
+      const issued = await ca.authority.issue({ ...asked, origin: 'operator' });
+      expect(issued.record.identity).toBe(URI);
+    } finally {
+      ca.close();
+    }
   });
 });
