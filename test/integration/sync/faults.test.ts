@@ -240,7 +240,8 @@ describe('upstream sync under injected receiver faults (reference receiver, real
   }, 120_000);
 
   it('recovers at once on sync now (API or --local) or SIGHUP when the receiver comes back during a long backoff', async () => {
-    await reload({ retryInitialMs: 300_000, retryMaxMs: 3_600_000 });
+    // An hour's first wait: full jitter picks one under 90 s (which fails again and is waited out) one time in forty.
+    await reload({ retryInitialMs: 3_600_000, retryMaxMs: 86_400_000 });
     const triggers: [string, () => Promise<void>][] = [
       ['sync now', async () => void (await cli('sync', 'now'))],
       ['sync now --local', async () => void (await cli('sync', 'now', '--local'))],
