@@ -16,7 +16,7 @@ const LAYERS = [
   },
   { id: 'store', name: 'store', path: '^agent/store/' },
   { id: 'services', name: 'transport, broker, ca', path: '^agent/(transport|broker|ca)/' },
-  { id: 'features', name: 'discovery, onboarding, sync, runs', path: '^agent/(discovery|onboarding|sync|runs)/' },
+  { id: 'features', name: 'discovery, onboarding, sync, runs, directory', path: '^agent/(discovery|onboarding|sync|runs|directory)/' },
   { id: 'protocols', name: 'protocols', path: '^agent/protocols/' },
   { id: 'api', name: 'api', path: '^agent/api/' },
   { id: 'top', name: 'top (app, main, cli)', path: '^agent/(app|main)\\.ts$|^agent/(app|cli)/' },
@@ -24,7 +24,7 @@ const LAYERS = [
 const any = (layers) => layers.map((l) => `(?:${l.path})`).join('|');
 
 // Libraries whose types stop at agent/transport/ (CONVENTIONS, habit 6).
-const TRANSPORT_LIBRARIES = '(^|/)node_modules/(@types/)?(mqtt|mqtt-packet|aedes|aedes-[^/]+|node-opcua[^/]*|multicast-dns|dns-packet)/';
+const TRANSPORT_LIBRARIES = '(^|/)node_modules/(@types/)?(mqtt|mqtt-packet|aedes|aedes-[^/]+|node-opcua[^/]*|multicast-dns|dns-packet|ldapts)/';
 
 /** A module of layer i imports nothing from a higher layer (store: see the exception below). */
 const upward = LAYERS.slice(0, -1).map((layer, i) => ({
@@ -79,11 +79,11 @@ module.exports = {
     {
       name: 'layer-4-peers',
       comment:
-        'discovery reports facts and onboarding decides: neither imports the other; sync imports neither; runs is on its ' +
-        'own. Facts travel on the event bus, and the composition root wires the rest',
+        'discovery reports facts and onboarding decides: neither imports the other; sync imports neither; runs and directory (Active Directory logins) ' +
+        'are on their own. Facts travel on the event bus, and the composition root wires the rest',
       severity: 'error',
-      from: { path: '^agent/(discovery|onboarding|sync|runs)/' },
-      to: { path: '^agent/(discovery|onboarding|sync|runs)/', pathNot: '^agent/$1/' },
+      from: { path: '^agent/(discovery|onboarding|sync|runs|directory)/' },
+      to: { path: '^agent/(discovery|onboarding|sync|runs|directory)/', pathNot: '^agent/$1/' },
     },
     {
       name: 'layer-5-peers',
@@ -108,7 +108,7 @@ module.exports = {
     },
     {
       name: 'library-types-stop-at-transport',
-      comment: 'mqtt, aedes, node-opcua*, multicast-dns and dns-packet are used only in agent/transport/ (CONVENTIONS, habit 6)',
+      comment: 'mqtt, aedes, node-opcua*, multicast-dns, dns-packet and ldapts are used only in agent/transport/ (CONVENTIONS, habit 6)',
       severity: 'error',
       from: { path: '^(agent|certs)/', pathNot: '^agent/transport/' },
       to: { path: TRANSPORT_LIBRARIES },

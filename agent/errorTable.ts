@@ -61,7 +61,9 @@ export const API_ERRORS = {
   TARGET_NOT_ALLOWED: row(400, usage, 'a discovery target outside what the configuration allows'),
   HTTPS_REQUIRED: row(400, usage, 'plain HTTP on the HTTPS listener'),
   UNAUTHENTICATED: row(401, noPermission, 'no valid token'),
+  LOGIN_FAILED: row(401, noPermission, 'the directory does not know that user name with that password'),
   FORBIDDEN: row(403, noPermission, "the user's role may not do this"),
+  NO_ACCESS: row(403, noPermission, 'the directory user may not use the gateway (no mapped group, disabled, expired, locked, or a contractor past their end date)'),
   NOT_FOUND: row(404, usage, 'no such route'),
   NO_SUCH_DEVICE: row(404, usage, 'no such device'),
   NO_SUCH_RUN: row(404, usage, 'no such discovery run'),
@@ -69,6 +71,8 @@ export const API_ERRORS = {
   NO_SUCH_USER: row(404, usage, 'no such user'),
   NO_SUCH_TOKEN: row(404, usage, 'no such API token'),
   NO_SUCH_ENROLLMENT_TOKEN: row(404, usage, 'no such enrollment token'),
+  DIRECTORY_OFF: row(404, usage, 'directory logins are not configured (auth.directory)'),
+  NO_SESSION: row(404, usage, 'the token is not a session (a session ends with DELETE /api/v1/session)'),
   METHOD_NOT_ALLOWED: row(405, failure, 'the route does not take this method'),
   REFUSED: row(409, failure, 'understood and declined (a decision that does not apply)'),
   ALREADY_REVOKED: row(409, failure, 'the certificate or enrollment token is already revoked'),
@@ -84,8 +88,11 @@ export const API_ERRORS = {
   HOST_NOT_ALLOWED: row(421, failure, 'the Host header does not name the listener'),
   TOO_MANY_FAILURES: row(429, noPermission, 'too many failed authentications: answered late'),
   TOO_MANY_STREAMS: row(429, noPermission, 'too many progress streams open'),
+  TOO_MANY_LOGINS: row(429, noPermission, 'too many failed logins for that user name or from that address: answered late'),
   INTERNAL: row(500, failure, 'an unexpected error: see the agent log'),
   CA_NOT_READY: row(503, failure, 'the CA is not loaded, or no CRL is published yet'),
+  DIRECTORY_UNAVAILABLE: row(503, failure, 'the directory cannot be reached or did not answer in time'),
+  DIRECTORY_CERTIFICATE: row(503, failure, "the directory's certificate is not trusted (auth.directory.caFile) or does not name its address"),
 } as const satisfies Record<string, ErrorRow>;
 
 /** The codes of the agent's own errors (AgentError subclasses), raised in the daemon and the commands. */

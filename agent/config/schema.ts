@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
+import { authSchema, defaultAuthConfig } from './authSchema.js';
 
 /**
  * The one schema of the configuration file. The TypeScript type `Config` is
@@ -344,6 +345,7 @@ export const configSchema = z.strictObject({
     }),
   ),
   http: restart(httpSchema),
+  auth: authSchema,
   ca: z.strictObject({
     dir: restart(z.string().describe('directory of the CA certificates and keys; empty means <agent.dataDir>/ca')),
     autoInit: restart(
@@ -412,6 +414,7 @@ export function defaultConfig(): Config {
       keepAliveTimeoutMs: 5_000,
       tls: { enabled: false, certFile: '', keyFile: '', ciphers: [...STRONG_CIPHERS] },
     },
+    auth: defaultAuthConfig(),
     ca: {
       dir: '',
       autoInit: true,
