@@ -18,6 +18,11 @@ import { MqttService } from './protocols/mqtt/mqttService.js';
 import { OpcuaService } from './protocols/opcua/opcuaService.js';
 import { SyncService } from './sync/syncService.js';
 import { Api } from './api/apiRoutes.js';
+import type { DirectoryConfig } from './config/authSchema.js';
+import { ActiveDirectory } from './directory/activeDirectory.js';
+import { DirectoryLogins } from './directory/logins.js';
+import { SessionWatch } from './directory/sessionWatch.js';
+import type { Directory } from './directory/types.js';
 import { registerCaRoutes } from './api/caRoutes.js';
 import { openRepositories } from './store/repositories.js';
 import { StoreService } from './store/storeService.js';
@@ -120,7 +125,19 @@ export class App implements HealthSource {
     });
     registerHealthRoutes(http, { source: this, metrics });
     registerCaRoutes(http, ca);
-    const api = new Api(http, { log: logs.child('api'), config: () => this.config, store, repos, bus, ca, registry: metrics.registry });
+    // The directory client of the configuration in force (a reload may change auth.directory; it is built anew then).
+    let built: { settings: DirectoryConfig; directory: Directory } | undefined;
+    const directoryLog = logs.child('directory');
+    const directory = (): Directory | undefined => {
+      const settings = this.config.auth.directory;
+      if (!settings.enabled) return undefined;
+      if (built?.settings !== settings) built = { settings, directory: new ActiveDirectory({ log: directoryLog, settings, env: this.deps.env ?? process.env }) };
+      return built.directory;
+    };
+    const directoryConfig = () => this.config.auth.directory;
+    const watch = new SessionWatch({ log: directoryLog, config: directoryConfig, directory, store, repos, bus, registry: metrics.registry });
+    const logins = new DirectoryLogins({ log: directoryLog, config: directoryConfig, directory, store, repos, registry: metrics.registry });
+    const api = new Api(http, { log: logs.child('api'), config: () => this.config, store, repos, bus, ca, registry: metrics.registry, logins, watch });
     const mqtt = c.mqtt.enabled
       ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus })
       : undefined;
@@ -128,7 +145,7 @@ export class App implements HealthSource {
       ? new OpcuaService({ log: logs.child('opcua'), config: c.opcua, agent, organization: c.ca.organization, store, repos, ca, bus })
       : undefined;
     const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c.sync, agent, store, repos, ca, metrics, bus }) : undefined;
-    const services = [runs, ca, ...(mqtt ? [mqtt] : []), ...(opcua ? [opcua] : []), ...(sync ? [sync] : []), http];
+    const services = [runs, ca, ...(mqtt ? [mqtt] : []), ...(opcua ? [opcua] : []), ...(sync ? [sync] : []), watch, http];
     return { http, ca, api, runs, sync, services };
   }
 

@@ -23,6 +23,8 @@ export interface AgentEvents {
   'opcua.push': { deviceId: string; status: string; serial?: string; reason?: string };
   /** A technician asked for a sync or a reconciliation, recorded in sync_state first: the sync looks at once. */
   'sync.requested': { what: 'now' | 'reconcile' };
+  /** Directory sessions ended (logout, expiry, the directory took the access away): their open streams close. */
+  'session.ended': { sessionIds: number[]; reason: string };
   /** A discovery run moved on: the technician interface shows it. */
   'discovery.progress': {
     runId: number;

@@ -2,7 +2,9 @@ import { z } from 'zod';
 import type { Repositories } from '../store/repositories.js';
 import { ROLES, type Role } from '../store/userRepository.js';
 import type { Config } from '../config/schema.js';
-import { FIRST_ADMIN_TOKEN_LABEL, hashSecret, newTokenSecret, PERMISSIONS, type Permission } from './auth.js';
+import type { SessionWatch } from '../directory/sessionWatch.js';
+import { FIRST_ADMIN_TOKEN_LABEL, hashSecret, newTokenSecret, permissionsOf } from './auth.js';
+import { describePrincipal } from './principal.js';
 import { removeAdminTokenFile, supersedeFirstAdminToken } from './firstAdmin.js';
 import { ApiError, paged, text, type Query, type Route } from './router.js';
 
@@ -18,7 +20,11 @@ const page = <T>(all: T[], query: Query): { total: number; items: T[] } => {
 };
 
 /** Who am I; users and tokens (administrators); the audit log. */
-export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit'>; config: () => Config }): Route[] {
+export function accountRoutes(deps: {
+  repos: Pick<Repositories, 'users' | 'audit' | 'sessions'>;
+  config: () => Config;
+  watch: Pick<SessionWatch, 'end' | 'tell'>;
+}): Route[] {
   const users = () => deps.repos.users;
   const audit = () => deps.repos.audit;
   const userOf = (name: string) => {
@@ -31,11 +37,11 @@ export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit
       method: 'GET',
       path: '/api/v1/me',
       permission: 'status.read',
-      summary: 'the caller: user, role, what the role may do, and the latest 50 changes the caller made',
+      summary: 'the caller: name, role, source (local or directory), scope, expiry, what they may do, and the latest 50 changes they made',
       handle: ({ user }) => ({
         body: {
-          user,
-          permissions: (Object.keys(PERMISSIONS) as Permission[]).filter((p) => (PERMISSIONS[p] as readonly Role[]).includes(user.role)),
+          user: describePrincipal(user),
+          permissions: permissionsOf(user),
           recent: audit().list({ actor: user.name, limit: 50, offset: 0 }).items,
         },
       }),
@@ -55,9 +61,24 @@ export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit
       method: 'GET',
       path: '/api/v1/users',
       permission: 'users.manage',
-      summary: 'every user with its role and whether it is disabled, by name',
+      summary: 'every user, local and from the directory (source), with its role and whether it is disabled, by name',
       query: paged(),
-      handle: ({ query }) => ({ body: page(users().list(), query) }),
+      handle: ({ query }) => {
+        const local = users()
+          .list()
+          .map((u) => ({ ...u, source: 'local' as const }));
+        const directory = deps.repos.sessions.users().map((u) => ({
+          name: u.name,
+          role: u.role ?? null,
+          source: 'directory' as const,
+          ...(u.grant ? u.grant : {}),
+          ...(u.disabledAt ? { disabledAt: u.disabledAt } : {}),
+          createdAt: u.firstLoginAt,
+          lastLoginAt: u.lastLoginAt,
+          dn: u.dn,
+        }));
+        return { body: page([...local, ...directory].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)), query) };
+      },
     },
     {
       method: 'POST',
@@ -70,6 +91,8 @@ export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit
         );
         const user = ctx.commit(() => {
           if (users().byName(b.name)) throw new ApiError('USER_EXISTS', `user ${b.name} exists`);
+          const directory = deps.repos.sessions.userByName(b.name);
+          if (directory) throw new ApiError('USER_EXISTS', `${directory.name} is a directory user: a local user cannot take their name`);
           const made = users().add(b.name, b.role, ctx.user.name);
           ctx.audit('user.add', b.name, 'done', { role: b.role });
           return made;
@@ -81,11 +104,29 @@ export function accountRoutes(deps: { repos: Pick<Repositories, 'users' | 'audit
       method: 'POST',
       path: '/api/v1/users/{name}/disable',
       permission: 'users.manage',
-      summary: 'disable a user: its tokens stop working (an administrator cannot disable their own account)',
+      summary:
+        'disable a user: its tokens stop working; a directory user is refused on this gateway whatever the directory says, ' +
+        'and their sessions end at once (an administrator cannot disable their own account)',
       handle: async (ctx) => {
         await ctx.noBody();
+        const person = deps.repos.sessions.userByName(ctx.params.name!);
+        if (person && !users().byName(ctx.params.name!)) {
+          if (ctx.user.source === 'directory' && ctx.user.name.toLowerCase() === person.name.toLowerCase())
+            throw new ApiError('SELF', 'you cannot disable your own account; another administrator can');
+          const ended = ctx.commit(() => {
+            deps.repos.sessions.disableUser(person.id, new Date());
+            ctx.audit('user.disable', person.name, 'done', { source: 'directory' });
+            return deps.repos.sessions
+              .live()
+              .filter((s) => s.userId === person.id && deps.watch.end(s, 'disabled-here', `disabled on this gateway by ${ctx.user.name}`))
+              .map((s) => s.id);
+          });
+          deps.watch.tell(ended, 'disabled-here');
+          const after = deps.repos.sessions.user(person.id)!;
+          return { body: { user: { name: after.name, role: after.role ?? null, source: 'directory', disabledAt: after.disabledAt, sessionsEnded: ended.length } } };
+        }
         const target = userOf(ctx.params.name!);
-        if (target.id === ctx.user.id) throw new ApiError('SELF', 'you cannot disable your own account; another administrator can');
+        if (target.id === ctx.user.user?.id) throw new ApiError('SELF', 'you cannot disable your own account; another administrator can');
         ctx.commit(() => {
           users().disable(target.id);
           ctx.audit('user.disable', target.name, 'done');

@@ -4,13 +4,15 @@ import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../certs/keys/fileKey.js';
 import type { CaService } from '../ca/caService.js';
+import type { DirectoryLogins } from '../directory/logins.js';
+import type { SessionWatch } from '../directory/sessionWatch.js';
 import type { Config } from '../config/schema.js';
 import type { EventBus } from '../events.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
 import type { Repositories } from '../store/repositories.js';
 import { accountRoutes } from './accountRoutes.js';
-import { allowed, API_URL_FILE } from './auth.js';
+import { API_URL_FILE, refusal } from './auth.js';
 import { AuthGuard } from './authGuard.js';
 import { deviceRoutes } from './deviceRoutes.js';
 import { discoveryRoutes } from './discoveryRoutes.js';
@@ -18,7 +20,9 @@ import { enrollmentRoutes } from './enrollmentRoutes.js';
 import { FirstAdminToken } from './firstAdmin.js';
 import { sendError, sendJson, type HttpService } from './httpServer.js';
 import { operationRoutes } from './operationRoutes.js';
+import type { Principal } from './principal.js';
 import { ApiError, jsonBody, match, parseQuery, type Route } from './router.js';
+import { sessionRoutes } from './sessionRoutes.js';
 
 export interface ApiDeps {
   log: Logger;
@@ -27,11 +31,24 @@ export interface ApiDeps {
   repos: Repositories;
   bus: EventBus;
   ca: Pick<CaService, 'revoke'>;
+  registry: Registry;
+  logins: DirectoryLogins;
+  watch: Pick<SessionWatch, 'end' | 'tell'>;
 }
+
+/** Whom a route open to anyone (the login) sees as its caller: no one, with the least of roles. */
+const ANONYMOUS: Principal = Object.freeze({ name: '(anonymous)', role: 'viewer', source: 'local', scope: [] });
 
 /** Every route of the API, in matching order (a literal segment before a parameter). docs/api.md lists them with their permission and query. */
 export function apiRoutes(deps: ApiDeps): Route[] {
-  return [...discoveryRoutes(deps), ...deviceRoutes(deps), ...enrollmentRoutes(deps), ...operationRoutes(deps), ...accountRoutes(deps)];
+  return [
+    ...sessionRoutes(deps),
+    ...discoveryRoutes(deps),
+    ...deviceRoutes(deps),
+    ...enrollmentRoutes(deps),
+    ...operationRoutes(deps),
+    ...accountRoutes(deps),
+  ];
 }
 
 /**
@@ -52,7 +69,7 @@ export class Api {
 
   constructor(
     http: HttpService,
-    private readonly deps: ApiDeps & { registry: Registry },
+    private readonly deps: ApiDeps,
   ) {
     this.routes = apiRoutes(deps);
     this.firstAdmin = new FirstAdminToken({ log: deps.log, dataDir: () => deps.config().agent.dataDir, store: deps.store, users: deps.repos.users });
@@ -85,19 +102,23 @@ export class Api {
       return sendError(res, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname}`);
     }
     const { route, params } = found;
-    const verdict = await this.guard.check(req, route);
-    if (!verdict.ok) {
-      if (verdict.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(verdict.retryAfterSeconds));
-      // A client over its limit gets no keep-alive: each guess costs it a new connection.
-      if (verdict.code === 'TOO_MANY_FAILURES') res.setHeader('connection', 'close');
-      return sendError(res, verdict.code, verdict.message);
+    let user: Principal = ANONYMOUS;
+    if (route.permission !== 'anyone') {
+      const verdict = await this.guard.check(req, route);
+      if (!verdict.ok) {
+        if (verdict.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(verdict.retryAfterSeconds));
+        // A client over its limit gets no keep-alive: each guess costs it a new connection.
+        if (verdict.code === 'TOO_MANY_FAILURES') res.setHeader('connection', 'close');
+        return sendError(res, verdict.code, verdict.message);
+      }
+      user = verdict.principal;
+      const why = refusal(user, route.permission);
+      if (why) {
+        this.guard.refused(req, route, user, url.pathname, why);
+        return sendError(res, 'FORBIDDEN', why);
+      }
     }
     const { store, repos } = this.deps;
-    const user = verdict.user;
-    if (!allowed(user.role, route.permission)) {
-      this.guard.refused(req, route, user, url.pathname);
-      return sendError(res, 'FORBIDDEN', `the ${user.role} role may not do this (${route.permission})`);
-    }
     try {
       const answer = await route.handle({
         req,

@@ -1,5 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { ApiToken, Role, User, UserRepository } from '../store/userRepository.js';
+import type { SessionRepository } from '../store/sessionRepository.js';
+import type { Role, UserRepository } from '../store/userRepository.js';
+import { localPrincipal, sessionPrincipal, type Principal } from './principal.js';
 
 /** The token file made at the first start (in agent.dataDir), for the first administrator. */
 export const ADMIN_TOKEN_FILE = 'admin.token';
@@ -16,8 +18,9 @@ export const FIRST_ADMIN_TOKEN_LABEL = 'first start';
 /** How long the first administrator's token lives at most. */
 export const FIRST_ADMIN_TOKEN_HOURS = 24;
 
-/** Tokens are `eat_` and 43 base64url characters (32 random bytes). */
+/** API tokens are `eat_` and 43 base64url characters (32 random bytes); directory sessions `eas_` and the same. */
 const TOKEN = /^eat_[A-Za-z0-9_-]{43}$/;
+const SESSION_TOKEN = /^eas_[A-Za-z0-9_-]{43}$/;
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
 
@@ -26,65 +29,132 @@ export function newTokenSecret(): string {
   return `eat_${randomBytes(32).toString('base64url')}`;
 }
 
+/** A new session secret; handed to the user who logged in, stored only as its SHA-256. */
+export function newSessionSecret(): string {
+  return `eas_${randomBytes(32).toString('base64url')}`;
+}
+
+/** Every role: the three of local users, and `contractor`, which only the directory gives. */
+export type AnyRole = Role | 'contractor';
+
+/**
+ * How far a permission reaches, which decides whether a user scoped to part
+ * of the plant may have it: `devices` and `runs` routes answer only about
+ * devices inside the scope and runs the user started; `self` is about the
+ * caller; `plant` shows or changes the whole gateway, so a scoped user never
+ * has it (not even counts of what lies outside).
+ */
+export type Reach = 'devices' | 'runs' | 'self' | 'plant';
+
+const ALL = ['admin', 'technician', 'contractor', 'viewer'] as const;
+const STAFF = ['admin', 'technician'] as const;
+
 /**
  * What each role may do, in one table (docs/api.md shows it; the
- * authorisation test has its own copy, written out role by role).
- * `viewer` reads devices and status only; `technician` discovers, decides
- * on approvals, annotates, makes enrollment tokens, syncs now and reads
- * everything else; only
- * `admin` withdraws certificates, reconciles, re-sends refused items and
- * manages users.
+ * authorisation tests have their own copy, written out role by role).
+ * `viewer` reads devices and status; `contractor` (directory users only) reads
+ * the devices of their scope, runs discovery in their ranges and, when their
+ * mapping says mayDecide, approves and rejects there; `technician` discovers,
+ * decides on approvals, annotates, makes enrollment tokens, syncs now and
+ * reads everything else; only `admin` withdraws certificates, reconciles,
+ * re-sends refused items and manages users. A scoped user (every
+ * contractor, a technician whose mapping gives a scope) has only the
+ * permissions that do not reach the whole plant (`permitted`).
  */
 export const PERMISSIONS = {
-  'devices.read': ['admin', 'technician', 'viewer'],
-  'status.read': ['admin', 'technician', 'viewer'],
-  'sync.read': ['admin', 'technician', 'viewer'],
-  'discovery.read': ['admin', 'technician'],
-  'discovery.run': ['admin', 'technician'],
-  'devices.decide': ['admin', 'technician'],
-  'devices.annotate': ['admin', 'technician'],
-  'devices.enroll': ['admin', 'technician'],
-  'certificates.read': ['admin', 'technician'],
-  'sync.now': ['admin', 'technician'],
-  'sync.deadLetters.read': ['admin', 'technician'],
-  'audit.read': ['admin', 'technician'],
-  'devices.retire': ['admin'],
-  'certificates.revoke': ['admin'],
-  'sync.reconcile': ['admin'],
-  'sync.deadLetters.retry': ['admin'],
-  'users.manage': ['admin'],
-} as const satisfies Record<string, readonly Role[]>;
+  'devices.read': { roles: ALL, reach: 'devices' },
+  'status.read': { roles: ALL, reach: 'self' },
+  'sync.read': { roles: ['admin', 'technician', 'viewer'], reach: 'plant' },
+  'discovery.read': { roles: ['admin', 'technician', 'contractor'], reach: 'runs' },
+  'discovery.run': { roles: ['admin', 'technician', 'contractor'], reach: 'runs' },
+  'devices.decide': { roles: ['admin', 'technician', 'contractor'], reach: 'devices' },
+  'devices.annotate': { roles: STAFF, reach: 'devices' },
+  'devices.enroll': { roles: STAFF, reach: 'plant' },
+  'certificates.read': { roles: STAFF, reach: 'plant' },
+  'sync.now': { roles: STAFF, reach: 'plant' },
+  'sync.deadLetters.read': { roles: STAFF, reach: 'plant' },
+  'audit.read': { roles: STAFF, reach: 'plant' },
+  'devices.retire': { roles: ['admin'], reach: 'devices' },
+  'certificates.revoke': { roles: ['admin'], reach: 'plant' },
+  'sync.reconcile': { roles: ['admin'], reach: 'plant' },
+  'sync.deadLetters.retry': { roles: ['admin'], reach: 'plant' },
+  'users.manage': { roles: ['admin'], reach: 'plant' },
+} as const satisfies Record<string, { roles: readonly AnyRole[]; reach: Reach }>;
 
 export type Permission = keyof typeof PERMISSIONS;
 
-export function allowed(role: Role, permission: Permission): boolean {
-  return (PERMISSIONS[permission] as readonly Role[]).includes(role);
+/** Who a request is from, as far as permissions go (Principal in principal.ts has the rest). */
+export interface Holder {
+  role: AnyRole;
+  scope?: readonly unknown[];
+  mayDecide?: boolean;
 }
 
-/** `unconfirmed`: the first-start token, while admin.token cannot be read to confirm it is still held (see firstAdmin.ts). */
-export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'expired' | 'revoked' | 'disabled' | 'unconfirmed';
+/**
+ * Why `who` may not have `permission`, or undefined when they may: the role
+ * must be in the permission's row; a contractor decides only with
+ * mayDecide; a scoped user never has a permission that reaches the plant.
+ */
+export function refusal(who: Holder, permission: Permission): string | undefined {
+  const row = PERMISSIONS[permission];
+  if (!(row.roles as readonly AnyRole[]).includes(who.role)) return `the ${who.role} role may not do this (${permission})`;
+  if (permission === 'devices.decide' && who.role === 'contractor' && !who.mayDecide)
+    return 'your contractor mapping does not let you approve or reject (mayDecide)';
+  if (who.scope && row.reach === 'plant') return `your access is scoped to part of the plant, and this shows or changes the whole gateway (${permission})`;
+  return undefined;
+}
 
-/** A failure of a token that exists (expired, revoked, disabled) names it, for the log; never its secret. */
-export type AuthResult = { ok: true; user: User; token: ApiToken; secretSha256: string } | { ok: false; failure: AuthFailure; token?: ApiToken; user?: User };
+export const permitted = (who: Holder, permission: Permission): boolean => refusal(who, permission) === undefined;
+
+/** Every permission `who` has, in table order. */
+export const permissionsOf = (who: Holder): Permission[] => (Object.keys(PERMISSIONS) as Permission[]).filter((p) => permitted(who, p));
 
 /**
- * Checks an Authorization header: `Bearer eat_...`. The secret is looked up
+ * `unconfirmed`: the first-start token, while admin.token cannot be read to confirm it is still held (see firstAdmin.ts).
+ * `ended`: a session that was ended (logout, or the directory took the access away).
+ */
+export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'expired' | 'revoked' | 'disabled' | 'unconfirmed' | 'ended';
+
+/** A failure of a credential that exists (expired, revoked, ended, disabled) names whose it is, for the log; never its secret. */
+export type AuthResult = { ok: true; principal: Principal; secretSha256: string } | { ok: false; failure: AuthFailure; credential?: string; name?: string };
+
+/**
+ * Checks an Authorization header: `Bearer eat_...` (a local user's API token)
+ * or `Bearer eas_...` (a directory user's session). The secret is looked up
  * by its SHA-256, so what an index lookup's timing could reveal is about
  * hashes, not secrets; the stored hash is then compared in constant time.
  */
-export function authenticate(header: string | undefined, users: UserRepository, now: Date = new Date()): AuthResult {
+export function authenticate(
+  header: string | undefined,
+  repos: { users: UserRepository; sessions: SessionRepository },
+  now: Date = new Date(),
+): AuthResult {
   if (!header) return { ok: false, failure: 'missing' };
   const m = /^Bearer (\S+)$/.exec(header);
-  if (!m || !TOKEN.test(m[1]!)) return { ok: false, failure: 'malformed' };
-  const hash = hashSecret(m[1]!);
-  const found = users.tokenByHash(hash);
-  if (!found || !timingSafeEqual(Buffer.from(found.storedSha256, 'hex'), Buffer.from(hash, 'hex'))) return { ok: false, failure: 'unknown' };
+  const secret = m?.[1] ?? '';
+  const session = SESSION_TOKEN.test(secret);
+  if (!session && !TOKEN.test(secret)) return { ok: false, failure: 'malformed' };
+  const hash = hashSecret(secret);
+  const same = (stored: string) => timingSafeEqual(Buffer.from(stored, 'hex'), Buffer.from(hash, 'hex'));
+  if (session) {
+    const found = repos.sessions.byHash(hash);
+    if (!found || !same(found.storedSha256)) return { ok: false, failure: 'unknown' };
+    const s = found.session;
+    const named = { credential: `session ${s.id}`, name: s.userName };
+    if (s.endedAt) return { ok: false, failure: 'ended', ...named };
+    if (s.expiresAt <= now) return { ok: false, failure: 'expired', ...named };
+    if (repos.sessions.user(s.userId)?.disabledAt) return { ok: false, failure: 'disabled', ...named };
+    return { ok: true, principal: sessionPrincipal(s), secretSha256: hash };
+  }
+  const found = repos.users.tokenByHash(hash);
+  if (!found || !same(found.storedSha256)) return { ok: false, failure: 'unknown' };
   const token = found.token;
-  const user = users.get(token.userId);
-  if (token.revokedAt) return { ok: false, failure: 'revoked', token, ...(user ? { user } : {}) };
-  if (token.expiresAt && token.expiresAt <= now) return { ok: false, failure: 'expired', token, ...(user ? { user } : {}) };
-  if (!user || user.disabledAt) return { ok: false, failure: 'disabled', token, ...(user ? { user } : {}) };
-  return { ok: true, user, token, secretSha256: hash };
+  const user = repos.users.get(token.userId);
+  const named = { credential: `token ${token.id}`, ...(user ? { name: user.name } : {}) };
+  if (token.revokedAt) return { ok: false, failure: 'revoked', ...named };
+  if (token.expiresAt && token.expiresAt <= now) return { ok: false, failure: 'expired', ...named };
+  if (!user || user.disabledAt) return { ok: false, failure: 'disabled', ...named };
+  return { ok: true, principal: localPrincipal(user, token), secretSha256: hash };
 }
 
 /**

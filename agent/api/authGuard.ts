@@ -2,9 +2,9 @@ import type { IncomingMessage } from 'node:http';
 import { Counter, type Registry } from 'prom-client';
 import type { Logger } from '../log.js';
 import type { Repositories } from '../store/repositories.js';
-import type { ApiToken, User } from '../store/userRepository.js';
 import { addressKey, authenticate, FailureCounter, hashSecret, type AuthFailure } from './auth.js';
 import type { FirstAdminToken } from './firstAdmin.js';
+import type { Principal } from './principal.js';
 import { LogThrottle } from './logThrottle.js';
 import type { Route } from './router.js';
 
@@ -23,12 +23,12 @@ const MAX_DELAYED = 64;
 const AUDITED_REFUSALS_PER_MINUTE = 30;
 
 export type Verdict =
-  | { ok: true; user: User; token: ApiToken }
+  | { ok: true; principal: Principal }
   | { ok: false; code: 'UNAUTHENTICATED' | 'TOO_MANY_FAILURES'; message: string; retryAfterSeconds?: number };
 
 export interface AuthGuardDeps {
   log: Logger;
-  repos: Pick<Repositories, 'users' | 'audit'>;
+  repos: Pick<Repositories, 'users' | 'audit' | 'sessions'>;
   registry: Registry;
   firstAdmin: Pick<FirstAdminToken, 'stillHeld'>;
   /** http.maxConnections: the late answers held keep a quarter of it at most. */
@@ -65,7 +65,7 @@ export class AuthGuard {
     const registers = [deps.registry];
     this.failures = new Counter({
       name: 'edge_agent_api_auth_failures_total',
-      help: 'API requests refused for their token (401 or 429), by reason: missing, malformed, unknown, expired, revoked, disabled',
+      help: 'API requests refused for their token or session (401 or 429), by reason: missing, malformed, unknown, expired, revoked, disabled, unconfirmed, ended',
       labelNames: ['reason'],
       registers,
     });
@@ -81,7 +81,7 @@ export class AuthGuard {
       labelNames: ['permission'],
       registers,
     });
-    for (const reason of ['missing', 'malformed', 'unknown', 'expired', 'revoked', 'disabled', 'unconfirmed'] satisfies AuthFailure[])
+    for (const reason of ['missing', 'malformed', 'unknown', 'expired', 'revoked', 'disabled', 'unconfirmed', 'ended'] satisfies AuthFailure[])
       this.failures.inc({ reason }, 0);
     this.failureLog = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
     this.limitLog = new LogThrottle(deps.log, { perKey: 1, perWindow: 20, windowMs: 60_000 });
@@ -91,13 +91,13 @@ export class AuthGuard {
   /** Authenticates a request; a failure's answer may be held back (see the class). */
   async check(req: IncomingMessage, route: Route): Promise<Verdict> {
     const header = req.headers.authorization;
-    const { users } = this.deps.repos;
-    let auth = authenticate(header, users);
-    if (auth.ok) {
-      const held = this.deps.firstAdmin.stillHeld(auth.token, auth.secretSha256);
-      if (held !== 'held') auth = { ok: false, failure: held, token: auth.token, user: auth.user };
+    let auth = authenticate(header, this.deps.repos);
+    const token = auth.ok ? auth.principal.token : undefined;
+    if (auth.ok && token) {
+      const held = this.deps.firstAdmin.stillHeld(token, auth.secretSha256);
+      if (held !== 'held') auth = { ok: false, failure: held, credential: `token ${token.id}`, name: auth.principal.name };
     }
-    if (auth.ok) return { ok: true, user: auth.user, token: auth.token };
+    if (auth.ok) return { ok: true, principal: auth.principal };
     const now = Date.now();
     const address = req.socket.remoteAddress ?? '?';
     // The credential is known by its hash only (a missing one is not a credential).
@@ -114,8 +114,8 @@ export class AuthGuard {
       address,
       method: req.method,
       route: `${route.method} ${route.path}`,
-      ...(auth.token ? { tokenId: auth.token.id } : {}),
-      ...(auth.user ? { user: auth.user.name } : {}),
+      ...(auth.credential ? { credential: auth.credential } : {}),
+      ...(auth.name ? { user: auth.name } : {}),
     };
     this.failureLog.warn(address, fields, 'api authentication failed', 'api authentication failures not logged (too many)');
     if (!addressOver && !credentialOver) return { ok: false, code: 'UNAUTHENTICATED', message: `no valid token (${auth.failure})` };
@@ -143,28 +143,30 @@ export class AuthGuard {
     };
   }
 
-  /** A role refused a route: counted, logged and audited (AUDITED_REFUSALS_PER_MINUTE per user; the rest counted and logged only). */
-  refused(req: IncomingMessage, route: Route, user: User, path: string): void {
+  /** A principal refused a route (`why`: role, contractor rights or scope): counted, logged and audited (AUDITED_REFUSALS_PER_MINUTE per user; the rest counted and logged only). */
+  refused(req: IncomingMessage, route: Route, who: Principal, path: string, why: string): void {
     this.forbidden.inc({ permission: route.permission });
     const fields = {
-      user: user.name,
-      role: user.role,
+      user: who.name,
+      role: who.role,
+      source: who.source,
       permission: route.permission,
       route: `${route.method} ${route.path}`,
       address: req.socket.remoteAddress,
+      why,
     };
-    this.refusalLog.warn(user.name, fields, 'api request refused: the role lacks the permission', 'api refusals not logged (too many)');
-    const key = `user ${user.id}`;
+    this.refusalLog.warn(who.name, fields, 'api request refused: the user may not do this', 'api refusals not logged (too many)');
+    const key = `user ${who.source} ${who.name}`;
     const unaudited = this.refusals.over(key);
     this.refusals.fail(key);
     if (unaudited) return;
     this.deps.repos.audit.add({
-      actor: user.name,
-      role: user.role,
+      actor: who.name,
+      role: who.role,
       action: 'access.denied',
       target: `${route.method} ${route.path}`,
       outcome: 'refused',
-      details: { permission: route.permission, path },
+      details: { permission: route.permission, path, why },
     });
   }
 }

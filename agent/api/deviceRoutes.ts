@@ -7,6 +7,7 @@ import type { RevocationReason } from '../../certs/store.js';
 import type { AgentEvents, EventBus } from '../events.js';
 import { deviceDetails } from '../store/deviceDetails.js';
 import type { Repositories } from '../store/repositories.js';
+import { inScope, type Principal } from './principal.js';
 import { ApiError, paged, text, type Route } from './router.js';
 
 export interface DeviceRouteDeps {
@@ -91,9 +92,11 @@ const DECISIONS: [DeviceActionKind, 'devices.decide' | 'devices.retire', string]
 ];
 
 export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
-  const device = (id: string) => {
+  const gateway = () => deps.config().sync.location;
+  /** The device, if it exists and lies inside the caller's scope: a device outside it is answered as one that does not exist. */
+  const device = (id: string, who: Principal) => {
     const found = deps.repos.devices.get(id);
-    if (!found) throw new ApiError('NO_SUCH_DEVICE', `no device ${id}`);
+    if (!found || !inScope(who.scope, found.location, gateway())) throw new ApiError('NO_SUCH_DEVICE', `no device ${id}`);
     return found;
   };
   return [
@@ -103,10 +106,15 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       permission: 'devices.read',
       summary: 'the inventory',
       query: { state: { kind: 'enum', values: STATES }, protocol: { kind: 'enum', values: PROTOCOLS }, ...paged() },
-      handle: ({ query }) => {
+      handle: ({ query, user }) => {
         const state = query.text('state') as DeviceState | undefined;
         const protocol = query.text('protocol') as Protocol | undefined;
-        return { body: deps.repos.devices.page({ ...(state ? { state } : {}), ...(protocol ? { protocol } : {}) }, query.int('limit'), query.int('offset')) };
+        const filter = {
+          ...(state ? { state } : {}),
+          ...(protocol ? { protocol } : {}),
+          ...(user.scope ? { scope: { parts: user.scope, fallback: gateway() } } : {}),
+        };
+        return { body: deps.repos.devices.page(filter, query.int('limit'), query.int('offset')) };
       },
     },
     {
@@ -114,7 +122,8 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       path: '/api/v1/devices/{id}',
       permission: 'devices.read',
       summary: 'one device: its record, requests waiting, push status and history',
-      handle: ({ params }) => {
+      handle: ({ params, user }) => {
+        device(params.id!, user);
         const details = deviceDetails(deps.repos, params.id!);
         if (!details) throw new ApiError('NO_SUCH_DEVICE', `no device ${params.id!}`);
         return { body: details };
@@ -132,7 +141,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
           const b: { reason?: string; note?: string; request?: string; wait?: number } = retires(kind) ? await ctx.body(retirement) : await ctx.body(decision);
           if (b.request !== undefined && kind !== 'approve') throw new ApiError('BAD_REQUEST', 'request: only an approval names a request');
           const { actions, devices } = deps.repos;
-          const d = device(ctx.params.id!);
+          const d = device(ctx.params.id!, ctx.user);
           // A revoke or decommission: `reason` is the CRL reason (checked by the schema), `note` the free text.
           const details = retires(kind)
             ? { reason: b.note ?? '', ...(b.reason ? { crlReason: b.reason as RevocationReason } : {}) }
@@ -172,7 +181,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         const b = await ctx.body(annotation);
         const { devices } = deps.repos;
         const updated = ctx.commit(() => {
-          const d = device(ctx.params.id!);
+          const d = device(ctx.params.id!, ctx.user);
           if (d.state === 'decommissioned') throw new ApiError('DECOMMISSIONED', `${d.id} is decommissioned: its record is final`);
           // Fields given are set (null or '' clears one); fields not given stay; location: null clears them all.
           const location =
@@ -184,6 +193,8 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
                     string,
                     string
                   >);
+          if (location !== undefined && !inScope(ctx.user.scope, location ?? undefined, gateway()))
+            throw new ApiError('FORBIDDEN', 'that location lies outside the part of the plant your access is scoped to');
           const changes = { ...(b.assetTag !== undefined ? { assetTag: b.assetTag } : {}), ...(location !== undefined ? { location } : {}) };
           const next = devices.apply({
             protocol: d.protocol,

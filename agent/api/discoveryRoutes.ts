@@ -5,6 +5,7 @@ import { parseRange, targetRefusal } from '../transport/ranges.js';
 import type { AgentEvents, EventBus } from '../events.js';
 import type { DiscoveryRun, DiscoveryRunRepository } from '../store/discoveryRunRepository.js';
 import type { Repositories } from '../store/repositories.js';
+import type { Principal } from './principal.js';
 import { ApiError, paged, type Route } from './router.js';
 
 export interface DiscoveryRouteDeps {
@@ -39,9 +40,10 @@ let open = 0;
 
 export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
   const runs = () => deps.repos.discoveryRuns;
-  const runOf = (id: string): DiscoveryRun => {
+  /** The run, if it exists and the caller may see it: a scoped user sees only the runs they started. */
+  const runOf = (id: string, who: Principal): DiscoveryRun => {
     const run = /^\d{1,15}$/.test(id) ? runs().get(Number(id)) : undefined;
-    if (!run) throw new ApiError('NO_SUCH_RUN', `no discovery run ${id}`);
+    if (!run || (who.scope && run.actor !== who.name)) throw new ApiError('NO_SUCH_RUN', `no discovery run ${id}`);
     return run;
   };
   return [
@@ -53,8 +55,19 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       handle: async (ctx) => {
         const b = await ctx.body(start);
         const c = deps.config();
-        const enabled = (['opcua', 'mqtt'] as const).filter((p) => c[p].enabled);
+        const scoped = ctx.user.scope !== undefined;
+        const enabled = (['opcua', 'mqtt'] as const).filter((p) => c[p].enabled && (!scoped || p === 'opcua'));
         const protocols = [...new Set(b.protocols ?? enabled)];
+        if (scoped) {
+          // A scoped user's run covers their ranges only: MQTT discovery listens to the whole plant's broker.
+          if (protocols.includes('mqtt')) throw new ApiError('TARGET_NOT_ALLOWED', 'your access is scoped to part of the plant: MQTT discovery covers the whole plant');
+          const mine = (ctx.user.ranges ?? []).map(parseRange);
+          if (mine.length === 0)
+            throw new ApiError('TARGET_NOT_ALLOWED', 'your access is scoped to part of the plant, and your group mapping gives you no discovery ranges');
+          if (!b.targets?.length) throw new ApiError('TARGET_NOT_ALLOWED', `your access is scoped: give targets inside your ranges (${ctx.user.ranges!.join(', ')})`);
+          const outside = b.targets.map((t) => targetRefusal(t, mine, [], c.opcua.scan.ports)).filter((r): r is string => r !== undefined);
+          if (outside.length > 0) throw new ApiError('TARGET_NOT_ALLOWED', `${outside.join('; ')} (your ranges: ${ctx.user.ranges!.join(', ')})`);
+        }
         for (const p of protocols) if (!c[p].enabled) throw new ApiError('PROTOCOL_OFF', `${p} discovery is off (${p}.enabled: false)`);
         if (protocols.length === 0) throw new ApiError('PROTOCOL_OFF', 'OPC UA and MQTT are both off in the configuration: nothing to discover');
         const targets = b.targets ?? [];
@@ -83,15 +96,15 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       permission: 'discovery.read',
       summary: 'discovery runs, newest first',
       query: paged(20),
-      handle: ({ query }) => ({ body: runs().page(query.int('limit'), query.int('offset')) }),
+      handle: ({ query, user }) => ({ body: runs().page(query.int('limit'), query.int('offset'), user.scope ? user.name : undefined) }),
     },
     {
       method: 'GET',
       path: '/api/v1/discovery/runs/{id}',
       permission: 'discovery.read',
       summary: 'one run with every target and its outcome',
-      handle: ({ params }) => {
-        const run = runOf(params.id!);
+      handle: ({ params, user }) => {
+        const run = runOf(params.id!, user);
         return { body: { run, targets: runs().targets(run.id) } };
       },
     },
@@ -100,11 +113,11 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       path: '/api/v1/discovery/runs/{id}/events',
       permission: 'discovery.read',
       summary: 'Server-Sent Events: `run` (the run now), `progress` (each step), `end` (the run and its targets); then the stream closes',
-      handle: ({ params, res }) => {
-        const run = runOf(params.id!);
+      handle: ({ params, res, user }) => {
+        const run = runOf(params.id!, user);
         if (open >= MAX_STREAMS)
           throw new ApiError('TOO_MANY_STREAMS', `${MAX_STREAMS} progress streams are open; close one or poll GET /api/v1/discovery/runs/{id}`);
-        follow(run.id, res, runs, deps.bus);
+        follow(run.id, res, runs, deps.bus, user.session?.id);
         return undefined;
       },
     },
@@ -115,7 +128,7 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       summary: 'cancel a run: a waiting one ends at once, a running one starts no new target',
       handle: async (ctx) => {
         await ctx.noBody();
-        const run = runOf(ctx.params.id!);
+        const run = runOf(ctx.params.id!, ctx.user);
         const done = ctx.commit(() => {
           const cancelled = runs().cancel(run.id, ctx.user.name);
           ctx.audit('discovery.cancel', `run ${run.id}`, cancelled ? 'accepted' : 'refused', cancelled ? undefined : { status: run.status });
@@ -128,8 +141,8 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
   ];
 }
 
-/** Streams a run's progress until it ends or the client goes. */
-function follow(id: number, res: ServerResponse, runs: () => DiscoveryRunRepository, bus: EventBus): void {
+/** Streams a run's progress until it ends, the client goes, or the caller's directory session ends (logout, de-provisioned). */
+function follow(id: number, res: ServerResponse, runs: () => DiscoveryRunRepository, bus: EventBus, sessionId: number | undefined): void {
   const owner = `sse-${++streams}`;
   let seq = 0;
   let ended = false;
@@ -168,6 +181,14 @@ function follow(id: number, res: ServerResponse, runs: () => DiscoveryRunReposit
     cleanup();
   });
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+  if (sessionId !== undefined)
+    bus.on('session.ended', owner, ({ sessionIds, reason }) => {
+      if (!sessionIds.includes(sessionId) || ended) return;
+      ended = true;
+      send('revoked', { reason });
+      cleanup();
+      res.end();
+    });
   // Listen before the first read, so that no step between the two is missed.
   bus.on('discovery.progress', owner, (p: AgentEvents['discovery.progress']) => {
     if (p.runId !== id || ended) return;

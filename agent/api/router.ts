@@ -3,8 +3,8 @@ import { z, type ZodType } from 'zod';
 import { API_ERRORS, type ApiErrorCode } from '../errorTable.js';
 import { AgentError, InternalError } from '../errors.js';
 import type { AuditOutcome } from '../store/auditRepository.js';
-import type { User } from '../store/userRepository.js';
 import type { Permission } from './auth.js';
+import type { Principal } from './principal.js';
 
 /** Largest request body the API reads; a larger one is refused (413) before it is parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -31,7 +31,8 @@ export class ApiError extends AgentError {
 export interface RouteContext {
   req: IncomingMessage;
   res: ServerResponse;
-  user: User;
+  /** Who is asking: a local user's token or a directory user's session (ANONYMOUS on a route open to anyone). */
+  user: Principal;
   /** Path parameters, decoded ({id} in the route's path). */
   params: Record<string, string>;
   /** The query, already checked against the route's `query` spec. */
@@ -50,7 +51,8 @@ export interface Route {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   /** Such as /api/v1/devices/{id}/approve. */
   path: string;
-  permission: Permission;
+  /** `anyone`: the route takes no token (the login); every other route needs one whose holder has the permission. */
+  permission: Permission | 'anyone';
   /** One line saying what the route does. */
   summary: string;
   /** The query parameters it takes (none when absent): any other is refused with 400 BAD_QUERY. */

@@ -133,10 +133,32 @@ export class DeviceRepository {
     return row ? toDevice(row) : undefined;
   }
 
-  /** One page of `list()`, and how many devices match in all: the paging is done by SQLite, not in memory. */
-  page(filter: { state?: DeviceState; protocol?: Protocol }, limit: number, offset: number): { total: number; items: Device[] } {
-    const where = 'WHERE (@state IS NULL OR state = @state) AND (@protocol IS NULL OR protocol = @protocol)';
-    const args = { state: filter.state ?? null, protocol: filter.protocol ?? null };
+  /**
+   * One page of `list()`, and how many devices match in all: the paging is done by SQLite, not in memory.
+   * `scope`: only devices inside one of its parts (every field a part gives equals the device's location,
+   * or the gateway's `fallback` where the device has none), so that counts say nothing of the rest.
+   */
+  page(
+    filter: { state?: DeviceState; protocol?: Protocol; scope?: { parts: readonly Location[]; fallback: Location } },
+    limit: number,
+    offset: number,
+  ): { total: number; items: Device[] } {
+    const where =
+      'WHERE (@state IS NULL OR state = @state) AND (@protocol IS NULL OR protocol = @protocol) AND (@scope IS NULL OR EXISTS (' +
+      'SELECT 1 FROM json_each(@scope) p WHERE ' +
+      ['site', 'area', 'line']
+        .map((f) => `(json_extract(p.value, '$.${f}') IS NULL OR coalesce(json_extract(devices.location, '$.${f}'), @${f}) = json_extract(p.value, '$.${f}'))`)
+        .join(' AND ') +
+      '))';
+    const fallback = filter.scope?.fallback ?? {};
+    const args = {
+      state: filter.state ?? null,
+      protocol: filter.protocol ?? null,
+      scope: filter.scope ? JSON.stringify(filter.scope.parts) : null,
+      site: fallback.site || null,
+      area: fallback.area || null,
+      line: fallback.line || null,
+    };
     const total = (this.sql(`SELECT count(*) AS n FROM devices ${where}`).get(args) as { n: number }).n;
     const rows = this.sql(`SELECT * FROM devices ${where} ORDER BY protocol, name LIMIT @limit OFFSET @offset`).all({ ...args, limit, offset }) as DeviceRow[];
     return { total, items: rows.map(toDevice) };

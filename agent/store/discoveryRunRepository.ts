@@ -109,10 +109,12 @@ export class DiscoveryRunRepository {
     );
   }
 
-  /** Runs of both protocols, newest first. */
-  page(limit: number, offset: number): { total: number; items: DiscoveryRun[] } {
-    const total = (this.store.statement('SELECT count(*) AS n FROM discovery_runs').get() as { n: number }).n;
-    return { total, items: (this.store.statement('SELECT * FROM discovery_runs ORDER BY id DESC LIMIT ? OFFSET ?').all(limit, offset) as RunRow[]).map(toRun) };
+  /** Runs of both protocols, newest first; `actor`: only the runs that user asked for. */
+  page(limit: number, offset: number, actor?: string): { total: number; items: DiscoveryRun[] } {
+    const where = 'WHERE (? IS NULL OR actor = ?)';
+    const total = (this.store.statement(`SELECT count(*) AS n FROM discovery_runs ${where}`).get(actor ?? null, actor ?? null) as { n: number }).n;
+    const rows = this.store.statement(`SELECT * FROM discovery_runs ${where} ORDER BY id DESC LIMIT ? OFFSET ?`).all(actor ?? null, actor ?? null, limit, offset);
+    return { total, items: (rows as RunRow[]).map(toRun) };
   }
 
   get(id: number): DiscoveryRun | undefined {

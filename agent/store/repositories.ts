@@ -7,6 +7,7 @@ import { DiscoveryRunRepository } from './discoveryRunRepository.js';
 import { EnrollmentRepository } from './enrollmentRepository.js';
 import { PushRepository } from './pushRepository.js';
 import { RunsRepository } from './runsRepository.js';
+import { SessionRepository } from './sessionRepository.js';
 import { SyncRepository } from './syncRepository.js';
 import { UserRepository } from './userRepository.js';
 
@@ -27,6 +28,7 @@ export interface Repositories {
   readonly sync: SyncRepository;
   readonly users: UserRepository;
   readonly audit: AuditRepository;
+  readonly sessions: SessionRepository;
 }
 
 /** What the repositories tell their opener, after the commit (see Store.afterCommit). */
@@ -47,5 +49,6 @@ export function openRepositories(store: Store, hooks: RepositoryHooks = {}): Rep
     sync: new SyncRepository(store),
     users: new UserRepository(store),
     audit: new AuditRepository(store),
+    sessions: new SessionRepository(store),
   };
 }

@@ -81,6 +81,12 @@ export class UserRepository {
     return row ? toUser(row) : undefined;
   }
 
+  /** A user whose name equals this without regard to case (a directory user may not take it). */
+  byNameAnyCase(name: string): User | undefined {
+    const row = this.store.statement('SELECT * FROM users WHERE name = ? COLLATE NOCASE').get(name) as UserRow | undefined;
+    return row ? toUser(row) : undefined;
+  }
+
   list(): User[] {
     return (this.store.statement('SELECT * FROM users ORDER BY name').all() as UserRow[]).map(toUser);
   }

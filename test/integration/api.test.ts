@@ -2,6 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import pino from 'pino';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiRoutes } from '../../agent/api/apiRoutes.js';
 import { newTokenSecret, PERMISSIONS, type Permission } from '../../agent/api/auth.js';
@@ -19,7 +20,7 @@ import { Daemon, runCli, tempDir, writeConfig } from '../helpers/daemon.js';
  * gets (a POST carries a field no schema knows, so a permitted caller gets
  * 400 and changes nothing).
  */
-const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; permission: Permission; roles: string; allowed: number }[] = [
+const ROUTES: { method: 'GET' | 'POST' | 'PUT' | 'DELETE'; path: string; route: string; permission: Permission; roles: string; allowed: number }[] = [
   { method: 'GET', path: '/api/v1/me', route: '/api/v1/me', permission: 'status.read', roles: 'admin technician viewer', allowed: 200 },
   { method: 'GET', path: '/api/v1/devices', route: '/api/v1/devices', permission: 'devices.read', roles: 'admin technician viewer', allowed: 200 },
   {
@@ -155,6 +156,7 @@ const ROUTES: { method: 'GET' | 'POST' | 'PUT'; path: string; route: string; per
   { method: 'POST', path: '/api/v1/tokens', route: '/api/v1/tokens', permission: 'users.manage', roles: 'admin', allowed: 400 },
   { method: 'POST', path: '/api/v1/tokens/1/revoke', route: '/api/v1/tokens/{id}/revoke', permission: 'users.manage', roles: 'admin', allowed: 400 },
   { method: 'GET', path: '/api/v1/audit', route: '/api/v1/audit', permission: 'audit.read', roles: 'admin technician', allowed: 200 },
+  { method: 'DELETE', path: '/api/v1/session', route: '/api/v1/session', permission: 'status.read', roles: 'admin technician viewer', allowed: 400 },
 ];
 
 type Answer = {
@@ -310,7 +312,9 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
     },
   );
   it('has no route the table above lacks, and gives each permission to the roles the table does', () => {
-    for (const r of ROUTES) expect([...PERMISSIONS[r.permission]].join(' '), `${r.method} ${r.route}`).toBe(r.roles);
+    // Local users are admins, technicians or viewers; the contractor role (directory users only) is tested in test/integration/directory.
+    for (const r of ROUTES)
+      expect(PERMISSIONS[r.permission].roles.filter((role) => role !== 'contractor').join(' '), `${r.method} ${r.route}`).toBe(r.roles);
     const served = apiRoutes({
       log: pino({ level: 'silent' }),
       config: () => {
@@ -320,7 +324,10 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
       repos: undefined as never,
       bus: undefined as never,
       ca: undefined as never,
-    });
+      registry: new Registry(),
+      logins: undefined as never,
+      watch: undefined as never,
+    }).filter((r) => r.permission !== 'anyone'); // the login takes no token: test/integration/directory covers it
     expect(served.map((r) => `${r.method} ${r.path} ${r.permission}`).sort()).toEqual(ROUTES.map((r) => `${r.method} ${r.route} ${r.permission}`).sort());
   });
 
@@ -603,7 +610,10 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
       repos: undefined as never,
       bus: undefined as never,
       ca: undefined as never,
-    });
+      registry: new Registry(),
+      logins: undefined as never,
+      watch: undefined as never,
+    }).filter((r) => r.permission !== 'anyone');
     const pathOf = (route: (typeof served)[number]) => ROUTES.find((r) => r.method === route.method && r.route === route.path)!.path;
     for (const route of served) {
       const r = await call(route.method, `${pathOf(route)}?bogus=1`, as('admin'), route.method === 'GET' ? undefined : '{}');

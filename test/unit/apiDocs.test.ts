@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
+import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { apiRoutes } from '../../agent/api/apiRoutes.js';
 import { PERMISSIONS } from '../../agent/api/auth.js';
@@ -18,10 +19,13 @@ describe('docs/api.md', () => {
     repos: undefined as never,
     bus: undefined as never,
     ca: undefined as never,
+    registry: new Registry(),
+    logins: undefined as never,
+    watch: undefined as never,
   });
 
   it('lists every route of the API with the permission it needs, on one line', () => {
-    const rows = doc.split('\n').filter((l) => l.startsWith('| `GET ') || l.startsWith('| `POST ') || l.startsWith('| `PUT '));
+    const rows = doc.split('\n').filter((l) => /^\| `(GET|POST|PUT|DELETE) /.test(l));
     const documented = rows.map((l) => /^\| `(\w+) ([^`?]+)[^`]*` \| `([\w.]+)` \|/.exec(l)?.slice(1, 4).join(' '));
     expect(documented.sort()).toEqual(routes.map((r) => `${r.method} ${r.path} ${r.permission}`).sort());
   });
@@ -42,15 +46,18 @@ describe('docs/api.md', () => {
     }
   });
 
-  it('names every permission in the roles table as auth.ts gives it', () => {
-    for (const [permission, roles] of Object.entries(PERMISSIONS)) {
-      const row = doc.split('\n').find((l) => l.startsWith('| `') && l.includes(`\`${permission}\``) && / (yes|no) \|/.test(l));
-      expect(row, permission).toBeDefined();
-      const cells = row!
+  it('names every permission in the roles table as auth.ts gives it: its reach and each role', () => {
+    for (const [permission, row] of Object.entries(PERMISSIONS)) {
+      const line = doc.split('\n').find((l) => l.startsWith('| `') && l.includes(`\`${permission}\``) && / (yes|no) \|/.test(l));
+      expect(line, permission).toBeDefined();
+      const cells = line!
         .split('|')
         .map((c) => c.trim())
-        .slice(-4, -1);
-      expect(cells, permission).toEqual(['admin', 'technician', 'viewer'].map((r) => ((roles as readonly string[]).includes(r) ? 'yes' : 'no')));
+        .slice(-6, -1);
+      expect(cells, permission).toEqual([
+        `\`${row.reach}\``,
+        ...['admin', 'technician', 'contractor', 'viewer'].map((r) => ((row.roles as readonly string[]).includes(r) ? 'yes' : 'no')),
+      ]);
     }
   });
 });

@@ -2,7 +2,19 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addressKey, allowed, authenticate, FailureCounter, hashSecret, newTokenSecret, PERMISSIONS } from '../../agent/api/auth.js';
+import {
+  addressKey,
+  authenticate,
+  FailureCounter,
+  hashSecret,
+  newSessionSecret,
+  newTokenSecret,
+  PERMISSIONS,
+  permitted,
+  refusal,
+} from '../../agent/api/auth.js';
+import { inScope } from '../../agent/api/principal.js';
+import { SessionRepository } from '../../agent/store/sessionRepository.js';
 import { Store } from '../../agent/store/database.js';
 import { UserRepository } from '../../agent/store/userRepository.js';
 import { tempDir } from '../helpers/daemon.js';
@@ -11,6 +23,8 @@ describe('API tokens and roles', () => {
   let tmp: ReturnType<typeof tempDir>;
   let store: Store;
   let users: UserRepository;
+  let sessions: SessionRepository;
+  let repos: { users: UserRepository; sessions: SessionRepository };
   beforeAll(() => {
     tmp = tempDir();
     ({ store } = Store.open(
@@ -18,6 +32,8 @@ describe('API tokens and roles', () => {
       pino({ level: 'silent' }),
     ));
     users = new UserRepository(store);
+    sessions = new SessionRepository(store);
+    repos = { users, sessions };
   });
   afterAll(() => {
     store.close();
@@ -32,47 +48,102 @@ describe('API tokens and roles', () => {
 
   it('accepts a valid token, and stores only its hash', () => {
     const { secret, user } = issue('tech-a', 'technician');
-    const r = authenticate(`Bearer ${secret}`, users);
-    expect(r).toMatchObject({ ok: true, user: { name: 'tech-a', role: 'technician', id: user.id } });
+    const r = authenticate(`Bearer ${secret}`, repos);
+    expect(r).toMatchObject({ ok: true, principal: { name: 'tech-a', role: 'technician', source: 'local', user: { id: user.id } } });
     store.db.pragma('wal_checkpoint(TRUNCATE)');
     expect(readFileSync(join(tmp.dir, 'agent.db')).includes(Buffer.from(secret))).toBe(false);
     expect(readFileSync(join(tmp.dir, 'agent.db')).includes(Buffer.from(hashSecret(secret)))).toBe(true);
   });
 
   it('refuses a missing, malformed, unknown, expired or revoked token, and a disabled user', () => {
-    expect(authenticate(undefined, users)).toEqual({ ok: false, failure: 'missing' });
-    expect(authenticate('Basic dXNlcjpwYXNz', users)).toEqual({ ok: false, failure: 'malformed' });
-    expect(authenticate('Bearer eat_short', users)).toEqual({ ok: false, failure: 'malformed' });
-    expect(authenticate(`Bearer ${newTokenSecret()}`, users)).toEqual({ ok: false, failure: 'unknown' });
+    expect(authenticate(undefined, repos)).toEqual({ ok: false, failure: 'missing' });
+    expect(authenticate('Basic dXNlcjpwYXNz', repos)).toEqual({ ok: false, failure: 'malformed' });
+    expect(authenticate('Bearer eat_short', repos)).toEqual({ ok: false, failure: 'malformed' });
+    expect(authenticate(`Bearer ${newTokenSecret()}`, repos)).toEqual({ ok: false, failure: 'unknown' });
     const expired = issue('viewer-b', 'viewer', new Date(Date.now() - 1000));
-    expect(authenticate(`Bearer ${expired.secret}`, users)).toMatchObject({
+    expect(authenticate(`Bearer ${expired.secret}`, repos)).toMatchObject({
       ok: false,
       failure: 'expired',
-      token: { id: expired.token.id },
-      user: { name: 'viewer-b' },
+      credential: `token ${expired.token.id}`,
+      name: 'viewer-b',
     });
     const revoked = issue('viewer-b', 'viewer');
     users.revokeToken(revoked.token.id);
-    expect(authenticate(`Bearer ${revoked.secret}`, users)).toMatchObject({ ok: false, failure: 'revoked', token: { id: revoked.token.id } });
+    expect(authenticate(`Bearer ${revoked.secret}`, repos)).toMatchObject({ ok: false, failure: 'revoked', credential: `token ${revoked.token.id}` });
     const later = issue('contractor-c', 'viewer');
-    expect(authenticate(`Bearer ${later.secret}`, users).ok).toBe(true);
+    expect(authenticate(`Bearer ${later.secret}`, repos).ok).toBe(true);
     users.disable(later.user.id);
-    expect(authenticate(`Bearer ${later.secret}`, users)).toMatchObject({ ok: false, failure: 'disabled', user: { name: 'contractor-c' } });
+    expect(authenticate(`Bearer ${later.secret}`, repos)).toMatchObject({ ok: false, failure: 'disabled', name: 'contractor-c' });
   });
 
   it('gives each role what the table says, and a viewer nothing that changes anything', () => {
-    for (const [permission, roles] of Object.entries(PERMISSIONS)) {
+    for (const [permission, row] of Object.entries(PERMISSIONS)) {
       for (const role of ['admin', 'technician', 'viewer'] as const)
-        expect(allowed(role, permission as keyof typeof PERMISSIONS)).toBe((roles as readonly string[]).includes(role));
+        expect(permitted({ role }, permission as keyof typeof PERMISSIONS)).toBe((row.roles as readonly string[]).includes(role));
     }
     expect(
       Object.keys(PERMISSIONS)
-        .filter((p) => allowed('viewer', p as keyof typeof PERMISSIONS))
+        .filter((p) => permitted({ role: 'viewer' }, p as keyof typeof PERMISSIONS))
         .every((p) => p.endsWith('.read')),
     ).toBe(true);
-    expect(Object.keys(PERMISSIONS).filter((p) => !allowed('admin', p as keyof typeof PERMISSIONS))).toEqual([]);
-    expect(allowed('technician', 'users.manage')).toBe(false);
-    expect(allowed('technician', 'certificates.revoke')).toBe(false);
+    expect(Object.keys(PERMISSIONS).filter((p) => !permitted({ role: 'admin' }, p as keyof typeof PERMISSIONS))).toEqual([]);
+    expect(permitted({ role: 'technician' }, 'users.manage')).toBe(false);
+    expect(permitted({ role: 'technician' }, 'certificates.revoke')).toBe(false);
+  });
+
+  it('gives a contractor only what reaches their scope, decisions only with mayDecide, and a scoped technician nothing plant-wide', () => {
+    const scope = [{ line: 'L2' }];
+    const contractor = { role: 'contractor' as const, scope };
+    const granted = (who: Parameters<typeof permitted>[0]) => Object.keys(PERMISSIONS).filter((p) => permitted(who, p as keyof typeof PERMISSIONS));
+    expect(granted(contractor)).toEqual(['devices.read', 'status.read', 'discovery.read', 'discovery.run']);
+    expect(granted({ ...contractor, mayDecide: true })).toEqual(['devices.read', 'status.read', 'discovery.read', 'discovery.run', 'devices.decide']);
+    expect(refusal(contractor, 'devices.decide')).toMatch(/mayDecide/);
+    expect(refusal(contractor, 'sync.read')).toMatch(/contractor role may not/);
+    // A technician with a scope keeps what is about devices and runs, and loses every plant-wide permission.
+    const technician = granted({ role: 'technician', scope });
+    expect(technician).toEqual(['devices.read', 'status.read', 'discovery.read', 'discovery.run', 'devices.decide', 'devices.annotate']);
+    expect(refusal({ role: 'technician', scope }, 'audit.read')).toMatch(/scoped to part of the plant/);
+    for (const p of Object.keys(PERMISSIONS) as (keyof typeof PERMISSIONS)[])
+      if (PERMISSIONS[p].reach === 'plant') expect(permitted({ role: 'admin', scope }, p), p).toBe(false);
+  });
+
+  it('places a device inside a scope by its own location, else the gateway one, field by field', () => {
+    const gateway = { site: 'Plant-A', area: '', line: '', cell: '' };
+    expect(inScope(undefined, undefined, gateway)).toBe(true);
+    expect(inScope([{ line: 'L2' }], { line: 'L2' }, gateway)).toBe(true);
+    expect(inScope([{ line: 'L2' }], { line: 'L3' }, gateway)).toBe(false);
+    expect(inScope([{ line: 'L2' }], undefined, gateway)).toBe(false);
+    expect(inScope([{ site: 'Plant-A', line: 'L2' }], { line: 'L2' }, gateway)).toBe(true);
+    expect(inScope([{ site: 'Plant-B', line: 'L2' }], { line: 'L2' }, gateway)).toBe(false);
+    expect(inScope([{ line: 'L3' }, { area: 'Press' }], { area: 'Press', line: 'L9' }, gateway)).toBe(true);
+    // Names compare exactly: a look-alike line is another line.
+    expect(inScope([{ line: 'L2' }], { line: 'l2' }, gateway)).toBe(false);
+  });
+
+  it('accepts a live directory session, and refuses one ended, expired, or of a user disabled on the gateway', () => {
+    const now = new Date();
+    const person = store.durable(() => sessions.upsertUser({ guid: 'a'.repeat(32), dn: 'CN=Anna,DC=plant,DC=test', name: 'anna' }, now));
+    const open = (expiresAt: Date) => {
+      const secret = newSessionSecret();
+      const session = store.durable(() =>
+        sessions.create({ userId: person.id, secretSha256: hashSecret(secret), role: 'contractor', grant: { scope: [{ line: 'L2' }] }, cached: false, address: '127.0.0.1', expiresAt, now }),
+      );
+      return { secret, session };
+    };
+    const live = open(new Date(Date.now() + 60_000));
+    expect(authenticate(`Bearer ${live.secret}`, repos)).toMatchObject({
+      ok: true,
+      principal: { name: 'anna', role: 'contractor', source: 'directory', scope: [{ line: 'L2' }], session: { id: live.session.id } },
+    });
+    expect(authenticate(`Bearer ${newSessionSecret()}`, repos)).toEqual({ ok: false, failure: 'unknown' });
+    expect(authenticate(`Bearer eas_${'x'.repeat(42)}`, repos)).toEqual({ ok: false, failure: 'malformed' });
+    const old = open(new Date(Date.now() - 1));
+    expect(authenticate(`Bearer ${old.secret}`, repos)).toMatchObject({ ok: false, failure: 'expired', name: 'anna' });
+    store.durable(() => sessions.end(live.session.id, 'logout', new Date()));
+    expect(authenticate(`Bearer ${live.secret}`, repos)).toMatchObject({ ok: false, failure: 'ended', credential: `session ${live.session.id}` });
+    const other = open(new Date(Date.now() + 60_000));
+    store.durable(() => sessions.disableUser(person.id, new Date()));
+    expect(authenticate(`Bearer ${other.secret}`, repos)).toMatchObject({ ok: false, failure: 'disabled' });
   });
 
   it('counts failures per key within the window, with bounded memory, and says how long until a key is under its limit', () => {

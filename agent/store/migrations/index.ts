@@ -9,6 +9,7 @@ import { m0007Users } from './0007_users.js';
 import { m0008TechnicianApi } from './0008_technicianApi.js';
 import { m0009OpcuaCrl } from './0009_opcuaCrl.js';
 import { m0010ActionCrlReason } from './0010_actionCrlReason.js';
+import { m0011DirectorySessions } from './0011_directorySessions.js';
 
 /**
  * Every schema change, in order. Append only: a released migration is never
@@ -25,4 +26,5 @@ export const MIGRATIONS: readonly Migration[] = [
   m0008TechnicianApi,
   m0009OpcuaCrl,
   m0010ActionCrlReason,
+  m0011DirectorySessions,
 ];

@@ -1,0 +1,153 @@
+import { Counter, type Registry } from 'prom-client';
+import { z } from 'zod';
+import type { DirectoryLogins } from '../directory/logins.js';
+import type { SessionWatch } from '../directory/sessionWatch.js';
+import { AgentError } from '../errors.js';
+import { API_ERRORS, type ApiErrorCode } from '../errorTable.js';
+import type { Logger } from '../log.js';
+import type { Repositories } from '../store/repositories.js';
+import { addressKey, FailureCounter, hashSecret, newSessionSecret } from './auth.js';
+import { LogThrottle } from './logThrottle.js';
+import { describePrincipal, sessionPrincipal } from './principal.js';
+import { ApiError, type Route } from './router.js';
+
+/** Failed logins of one user name within LOGIN_WINDOW_MS before further tries are refused (well under AD's usual lockout threshold). */
+export const NAME_FAILURE_LIMIT = 5;
+/** Failed logins from one address (an IPv6 /64) within LOGIN_WINDOW_MS. */
+export const ADDRESS_LOGIN_LIMIT = 20;
+export const LOGIN_WINDOW_MS = 5 * 60_000;
+/** How late a refusal over a limit is answered. */
+const LIMITED_DELAY_MS = 1_000;
+/** Login failures of one name a minute written to the audit log; beyond, counted and logged. */
+const AUDITED_FAILURES_PER_MINUTE = 10;
+
+/**
+ * A login name: a sAMAccountName-like name or a UPN (name@domain), ASCII
+ * only. LDAP filter characters (* ( ) \ NUL), spaces and look-alike
+ * letters from other scripts are refused before anything reaches the
+ * directory; the directory client escapes filter values all the same.
+ */
+export const LOGIN_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,188}[A-Za-z0-9])?)?$/;
+
+const loginBody = z.strictObject({
+  user: z.string().max(256, 'at most 256 characters').regex(LOGIN_NAME, 'a login name (letters, digits, . _ -) or a UPN such as anna@plant.example'),
+  password: z
+    .string()
+    .min(1, 'must not be empty (an empty password is never sent to the directory)')
+    .max(1_024, 'at most 1024 characters')
+    .refine((p) => !p.includes('\u0000'), 'must not hold NUL'),
+});
+
+export interface SessionRouteDeps {
+  log: Logger;
+  registry: Registry;
+  logins: DirectoryLogins;
+  watch: Pick<SessionWatch, 'end' | 'tell'>;
+  repos: Pick<Repositories, 'audit' | 'sessions'>;
+}
+
+/**
+ * Directory sessions: log in (the one route without a token), log out.
+ * Failed logins are limited per user name and per address before the
+ * directory is asked; a session already held is never touched by them (the
+ * guard serves a valid token whatever its address did).
+ */
+export function sessionRoutes(deps: SessionRouteDeps): Route[] {
+  const names = new FailureCounter(NAME_FAILURE_LIMIT, LOGIN_WINDOW_MS);
+  const addresses = new FailureCounter(ADDRESS_LOGIN_LIMIT, LOGIN_WINDOW_MS);
+  const audited = new FailureCounter(AUDITED_FAILURES_PER_MINUTE, 60_000);
+  const log = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
+  const failures = new Counter({
+    name: 'edge_agent_login_failures_total',
+    help: 'Failed directory logins, by reason: bad-request, limited, bad-credentials, no-access, unavailable, certificate, off',
+    labelNames: ['reason'],
+    registers: [deps.registry],
+  });
+  const fail = (reason: string, name: string | undefined, address: string, message: string) => {
+    failures.inc({ reason });
+    log.warn(address, { user: name, address, reason }, 'directory login refused', 'directory login refusals not logged (too many)');
+    const key = name?.toLowerCase() ?? `address ${address}`;
+    if (audited.over(key)) return;
+    audited.fail(key);
+    deps.repos.audit.add({
+      actor: name ?? '(invalid name)',
+      role: '-',
+      action: 'login',
+      target: 'session',
+      outcome: 'refused',
+      details: { address, reason, message },
+    });
+  };
+  return [
+    {
+      method: 'POST',
+      path: '/api/v1/session',
+      permission: 'anyone',
+      summary: 'log in a directory user: body {user, password}; 201 {token, session}; the token (shown this once) is the Bearer of later requests',
+      handle: async (ctx) => {
+        const address = ctx.req.socket.remoteAddress ?? '?';
+        const source = addressKey(address);
+        let b: z.infer<typeof loginBody>;
+        try {
+          b = await ctx.body(loginBody);
+        } catch (err) {
+          addresses.fail(source);
+          if (err instanceof ApiError) fail('bad-request', undefined, address, err.message);
+          throw err;
+        }
+        const nameKey = b.user.toLowerCase();
+        if (names.over(nameKey) || addresses.over(source)) {
+          const wait = Math.max(names.waitMs(nameKey), addresses.waitMs(source));
+          deps.logins.count('limited');
+          fail('limited', b.user, address, 'too many failed logins');
+          await new Promise((resolve) => setTimeout(resolve, LIMITED_DELAY_MS));
+          ctx.res.setHeader('retry-after', String(Math.max(1, Math.ceil(wait / 1000))));
+          throw new ApiError('TOO_MANY_LOGINS', 'too many failed logins for this user name or from this address: wait and try again');
+        }
+        const secret = newSessionSecret();
+        try {
+          const { session } = await deps.logins.login(b.user, b.password, address, hashSecret(secret));
+          return { status: 201, body: { token: secret, session: { id: session.id, user: session.userName, ...describePrincipal(sessionPrincipal(session)) } } };
+        } catch (err) {
+          if (!(err instanceof AgentError) || !(err.code in API_ERRORS)) throw err;
+          const code = err.code as ApiErrorCode;
+          const reason =
+            code === 'LOGIN_FAILED'
+              ? 'bad-credentials'
+              : code === 'NO_ACCESS'
+                ? 'no-access'
+                : code === 'DIRECTORY_CERTIFICATE'
+                  ? 'certificate'
+                  : code === 'DIRECTORY_OFF'
+                    ? 'off'
+                    : 'unavailable';
+          if (code === 'LOGIN_FAILED') {
+            names.fail(nameKey);
+            addresses.fail(source);
+            deps.logins.count('failed');
+          } else if (code === 'NO_ACCESS') deps.logins.count('refused');
+          else if (code === 'DIRECTORY_UNAVAILABLE' || code === 'DIRECTORY_CERTIFICATE') deps.logins.count('unavailable');
+          fail(reason, b.user, address, `${err.message}${err.details.refusal ? ` (${String(err.details.refusal)})` : ''}`);
+          // A wrong name and a wrong password read the same: the directory's finer reason goes to the log and the audit only.
+          if (code === 'LOGIN_FAILED') throw new ApiError('LOGIN_FAILED', 'wrong user name or password');
+          throw new ApiError(code, err.message);
+        }
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/api/v1/session',
+      permission: 'status.read',
+      summary: "log out: end the caller's directory session at once (its open streams close)",
+      handle: async (ctx) => {
+        await ctx.noBody();
+        const session = ctx.user.session;
+        if (!session) throw new ApiError('NO_SESSION', 'this token is not a directory session; an administrator revokes API tokens (POST /api/v1/tokens/{id}/revoke)');
+        const ended = ctx.commit(() => deps.watch.end(session, 'logout', 'logout'));
+        if (ended) deps.watch.tell([session.id], 'logout');
+        const after = deps.repos.sessions.get(session.id)!;
+        return { body: { session: { id: after.id, user: after.userName, endedAt: after.endedAt?.toISOString(), endReason: after.endReason } } };
+      },
+    },
+  ];
+}
