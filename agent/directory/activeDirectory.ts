@@ -54,6 +54,8 @@ export class ActiveDirectory implements Directory {
     // Checked before any traffic: an empty password would be an unauthenticated bind, which AD accepts.
     if (password === '' || password.length > MAX_PASSWORD || name === '' || name.length > MAX_NAME)
       throw refused('bad-credentials', 'a login needs a name of at most 256 and a password of 1 to 1024 characters');
+    // No account name holds a control character, and Samba cuts an assertion value at an (escaped) NUL: "tech1\0" would find tech1.
+    if (/[\u0000-\u001f\u007f]/.test(name)) throw refused('no-such-user', 'no directory account has that name');
     const started = process.hrtime.bigint();
     const options = this.ldapOptions();
     const search = await this.connect(options);

@@ -1,7 +1,7 @@
 import { isIP, type Socket } from 'node:net';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import { Client, InvalidCredentialsError, ResultCodeError } from 'ldapts';
+import { Client, EqualityFilter, type Filter, FilterParser, InvalidCredentialsError, ResultCodeError } from 'ldapts';
 import { DirectoryError, type DirectoryRefusal } from '../errors.js';
 
 export { escapeFilterValue, guidFilter, parseGuidHex } from './ldapFilter.js';
@@ -64,6 +64,35 @@ export function directoryErrorOf(err: unknown, url: string, options: LdapOptions
   return new DirectoryError('DIRECTORY_UNAVAILABLE', `${url} cannot be used for the ${what}: ${code ?? message}`, { cause: err });
 }
 
+/**
+ * A filter string as ldapts filter objects whose values are the bytes the
+ * string's escapes say. ldapts' own parser turns "\\d0\\b0" into the two
+ * characters U+00D0 U+00B0 and sends them UTF-8 encoded (four bytes): a
+ * non-ASCII name or DN, or a binary objectGUID, would never match. So every
+ * non-ASCII character is escaped first (they can only be in values), each
+ * parsed value is taken as the bytes it holds, and sent as such: equality
+ * values as raw octets (objectGUID is binary), the others (DNs in
+ * extensible matches) as the UTF-8 text those bytes are.
+ */
+export function filterOf(filter: string): Filter {
+  const escaped = filter.replace(/[^\u0000-\u007f]+/gu, (text) => escapeNonAscii(text));
+  const root = FilterParser.parseString(escaped);
+  const fix = (node: Filter): void => {
+    const n = node as Filter & { filters?: Filter[]; filter?: Filter; value?: unknown; initial?: unknown; final?: unknown; any?: unknown };
+    for (const child of n.filters ?? []) fix(child);
+    if (n.filter) fix(n.filter);
+    const bytes = (v: unknown) => Buffer.from(String(v), 'latin1');
+    if (typeof n.value === 'string') n.value = node instanceof EqualityFilter ? bytes(n.value) : bytes(n.value).toString('utf8');
+    if (typeof n.initial === 'string') n.initial = bytes(n.initial).toString('utf8');
+    if (typeof n.final === 'string') n.final = bytes(n.final).toString('utf8');
+    if (Array.isArray(n.any)) n.any = n.any.map((v) => bytes(v).toString('utf8'));
+  };
+  fix(root);
+  return root;
+}
+
+const escapeNonAscii = (text: string) => [...Buffer.from(text, 'utf8')].map((b) => `\\${b.toString(16).padStart(2, '0')}`).join('');
+
 const hostOf = (url: URL) => url.hostname.replace(/^\[(.*)\]$/, '$1');
 
 /**
@@ -108,7 +137,8 @@ export class LdapConnection {
       url: `${parsed.protocol}//${parsed.host}`,
       connectTimeout: options.connectTimeoutMs,
       timeout: options.timeoutMs,
-      tlsOptions,
+      // ldapts takes any tlsOptions as "connect with TLS", on port 389 too: an ldap:// URL gets them at its StartTLS only.
+      ...(secure ? { tlsOptions } : {}),
       createConnection: ((port: number, h: string) => once(() => net.connect(port, h))) as typeof net.connect,
       // The ldaps:// connect (port, host, options) and the StartTLS upgrade (options with the plain socket).
       createSecureConnection: ((...args: unknown[]) => {
@@ -166,7 +196,7 @@ export class LdapConnection {
     try {
       const { searchEntries } = await this.client.search(base, {
         scope: options.scope ?? 'sub',
-        filter,
+        filter: filterOf(filter),
         attributes: [...attributes],
         explicitBufferAttributes: ['objectGUID'],
         ...(options.sizeLimit === undefined ? {} : { sizeLimit: options.sizeLimit }),
