@@ -133,6 +133,34 @@ export class PeerError extends AgentError {
   }
 }
 
+/**
+ * Why the directory refused a login, from AD's diagnostic ("data 52e" and
+ * the like). The same union as LoginRefusal in agent/directory/types.ts,
+ * spelled here because transport/ (which reads it off the wire) may not
+ * import a feature layer.
+ */
+export type DirectoryRefusal = 'bad-credentials' | 'no-such-user' | 'ambiguous' | 'disabled' | 'expired' | 'locked' | 'password-expired';
+
+/**
+ * The directory (Active Directory over LDAPS or StartTLS) could not be used
+ * or refused a login. The code says which: DIRECTORY_UNAVAILABLE (cannot
+ * connect, timed out, busy), DIRECTORY_CERTIFICATE (TLS refused: untrusted
+ * chain or wrong name) or LOGIN_FAILED, then with `refusal` set.
+ */
+export class DirectoryError extends AgentError {
+  /** Set for LOGIN_FAILED: what a client may be told. */
+  readonly refusal: DirectoryRefusal | undefined;
+
+  constructor(
+    readonly code: 'LOGIN_FAILED' | 'DIRECTORY_UNAVAILABLE' | 'DIRECTORY_CERTIFICATE',
+    message: string,
+    options: { cause?: unknown; details?: Record<string, unknown>; refusal?: DirectoryRefusal } = {},
+  ) {
+    super(message, options);
+    this.refusal = options.refusal;
+  }
+}
+
 export class BackupError extends AgentError {
   readonly code = 'BACKUP_FAILED' as const;
 }

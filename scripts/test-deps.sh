@@ -11,11 +11,22 @@
 # mosquitto_pub    mosquitto-clients  real MQTT clients (and mosquitto_sub)
 # stdbuf           coreutils          line-buffered output of mosquitto_sub
 # ip               iproute2           a network namespace of its own for the mDNS test
+# samba            samba              a real Active Directory domain controller (/usr/sbin/samba)
+# samba-tool       samba-common-bin   provisioning the test domain, its users and groups (a dependency of samba)
+# winbindd         samba-ad-dc        the DC's package set (it brings winbind and samba-dsdb-modules, the AD database modules)
+# provision.ldif   samba-ad-provision the AD schema and the provisioning templates, in /usr/share/samba/setup
+# ldapsearch       ldap-utils         an independent LDAP client: waiting for the DC, reading GUIDs (and ldapmodify)
 set -euo pipefail
 
-declare -A package=([python3]=python3 [systemd-analyze]=systemd [openssl]=openssl [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients [stdbuf]=coreutils [ip]=iproute2)
-# Debian installs the broker in /usr/sbin, which is not on every PATH.
-found() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+declare -A package=([python3]=python3 [systemd-analyze]=systemd [openssl]=openssl [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients [stdbuf]=coreutils [ip]=iproute2 [samba]=samba [samba-tool]=samba-common-bin [winbindd]=samba-ad-dc [/usr/share/samba/setup/provision.ldif]=samba-ad-provision [ldapsearch]=ldap-utils [ldapmodify]=ldap-utils)
+# Debian installs the broker (and samba, winbindd) in /usr/sbin, which is not on every PATH.
+# A package without a program (samba-ad-provision) is found by a file of its own, named by its absolute path.
+found() {
+  case "$1" in
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] ;;
+  esac
+}
 missing=()
 for program in "${!package[@]}"; do
   found "$program" || missing+=("$program")
