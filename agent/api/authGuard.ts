@@ -114,7 +114,8 @@ export class AuthGuard {
       address,
       method: req.method,
       route: `${route.method} ${route.path}`,
-      ...(auth.credential ? { credential: auth.credential } : {}),
+      // tokenId or sessionId: the number of the credential, never its secret.
+      ...(auth.credential ? { [auth.credential.startsWith('session ') ? 'sessionId' : 'tokenId']: Number(auth.credential.split(' ')[1]) } : {}),
       ...(auth.name ? { user: auth.name } : {}),
     };
     this.failureLog.warn(address, fields, 'api authentication failed', 'api authentication failures not logged (too many)');

@@ -182,7 +182,12 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
           path,
           method,
           ...(localAddress ? { localAddress } : {}),
-          headers: { host: `127.0.0.1:${port}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+          headers: {
+            host: `127.0.0.1:${port}`,
+            // Node frames a DELETE body only with a length (it sends no chunked DELETE).
+            ...(body !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } : {}),
+            ...headers,
+          },
         },
         (res) => {
           let text = '';
