@@ -109,7 +109,14 @@ export function sessionRoutes(deps: SessionRouteDeps): Route[] {
           const { session } = await deps.logins.login(b.user, b.password, address, hashSecret(secret));
           return { status: 201, body: { token: secret, session: { id: session.id, user: session.userName, ...describePrincipal(sessionPrincipal(session)) } } };
         } catch (err) {
-          if (!(err instanceof AgentError) || !(err.code in API_ERRORS)) throw err;
+          if (!(err instanceof AgentError)) throw err;
+          // A file auth.directory names that cannot be read (the CA, the service password) keeps the directory out of reach: said as such.
+          if (err.code === 'CONFIG_FILE_UNUSABLE' || err.code === 'CA_PASSPHRASE_UNREADABLE') {
+            deps.logins.count('unavailable');
+            fail('unavailable', b.user, address, err.message);
+            throw new ApiError('DIRECTORY_UNAVAILABLE', `the directory cannot be used: ${err.message}`);
+          }
+          if (!(err.code in API_ERRORS)) throw err;
           const code = err.code as ApiErrorCode;
           const reason =
             code === 'LOGIN_FAILED'
