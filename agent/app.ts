@@ -131,7 +131,8 @@ export class App implements HealthSource {
     const directory = (): Directory | undefined => {
       const settings = this.config.auth.directory;
       if (!settings.enabled) return undefined;
-      if (built?.settings !== settings) built = { settings, directory: new ActiveDirectory({ log: directoryLog, settings, env: this.deps.env ?? process.env }) };
+      if (built?.settings !== settings)
+        built = { settings, directory: new ActiveDirectory({ log: directoryLog, settings, env: this.deps.env ?? process.env }) };
       return built.directory;
     };
     const directoryConfig = () => this.config.auth.directory;

@@ -77,7 +77,12 @@ export function accountRoutes(deps: {
           lastLoginAt: u.lastLoginAt,
           dn: u.dn,
         }));
-        return { body: page([...local, ...directory].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)), query) };
+        return {
+          body: page(
+            [...local, ...directory].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+            query,
+          ),
+        };
       },
     },
     {
@@ -123,7 +128,9 @@ export function accountRoutes(deps: {
           });
           deps.watch.tell(ended, 'disabled-here');
           const after = deps.repos.sessions.user(person.id)!;
-          return { body: { user: { name: after.name, role: after.role ?? null, source: 'directory', disabledAt: after.disabledAt, sessionsEnded: ended.length } } };
+          return {
+            body: { user: { name: after.name, role: after.role ?? null, source: 'directory', disabledAt: after.disabledAt, sessionsEnded: ended.length } },
+          };
         }
         const target = userOf(ctx.params.name!);
         if (target.id === ctx.user.user?.id) throw new ApiError('SELF', 'you cannot disable your own account; another administrator can');

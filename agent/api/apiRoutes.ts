@@ -41,14 +41,7 @@ const ANONYMOUS: Principal = Object.freeze({ name: '(anonymous)', role: 'viewer'
 
 /** Every route of the API, in matching order (a literal segment before a parameter). docs/api.md lists them with their permission and query. */
 export function apiRoutes(deps: ApiDeps): Route[] {
-  return [
-    ...sessionRoutes(deps),
-    ...discoveryRoutes(deps),
-    ...deviceRoutes(deps),
-    ...enrollmentRoutes(deps),
-    ...operationRoutes(deps),
-    ...accountRoutes(deps),
-  ];
+  return [...sessionRoutes(deps), ...discoveryRoutes(deps), ...deviceRoutes(deps), ...enrollmentRoutes(deps), ...operationRoutes(deps), ...accountRoutes(deps)];
 }
 
 /**

@@ -124,11 +124,7 @@ export type AuthResult = { ok: true; principal: Principal; secretSha256: string 
  * by its SHA-256, so what an index lookup's timing could reveal is about
  * hashes, not secrets; the stored hash is then compared in constant time.
  */
-export function authenticate(
-  header: string | undefined,
-  repos: { users: UserRepository; sessions: SessionRepository },
-  now: Date = new Date(),
-): AuthResult {
+export function authenticate(header: string | undefined, repos: { users: UserRepository; sessions: SessionRepository }, now: Date = new Date()): AuthResult {
   if (!header) return { ok: false, failure: 'missing' };
   const m = /^Bearer (\S+)$/.exec(header);
   const secret = m?.[1] ?? '';

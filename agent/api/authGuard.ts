@@ -65,7 +65,9 @@ export class AuthGuard {
     const registers = [deps.registry];
     this.failures = new Counter({
       name: 'edge_agent_api_auth_failures_total',
-      help: 'API requests refused for their token or session (401 or 429), by reason: missing, malformed, unknown, expired, revoked, disabled, unconfirmed, ended',
+      help:
+        'API requests refused for their token or session (401 or 429), by reason: ' +
+        'missing, malformed, unknown, expired, revoked, disabled, unconfirmed, ended',
       labelNames: ['reason'],
       registers,
     });
@@ -144,7 +146,10 @@ export class AuthGuard {
     };
   }
 
-  /** A principal refused a route (`why`: role, contractor rights or scope): counted, logged and audited (AUDITED_REFUSALS_PER_MINUTE per user; the rest counted and logged only). */
+  /**
+   * A principal refused a route (`why`: role, contractor rights or scope): counted, logged and audited
+   * (AUDITED_REFUSALS_PER_MINUTE per user; the rest counted and logged only).
+   */
   refused(req: IncomingMessage, route: Route, who: Principal, path: string, why: string): void {
     this.forbidden.inc({ permission: route.permission });
     const fields = {

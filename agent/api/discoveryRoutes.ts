@@ -60,11 +60,13 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
         const protocols = [...new Set(b.protocols ?? enabled)];
         if (scoped) {
           // A scoped user's run covers their ranges only: MQTT discovery listens to the whole plant's broker.
-          if (protocols.includes('mqtt')) throw new ApiError('TARGET_NOT_ALLOWED', 'your access is scoped to part of the plant: MQTT discovery covers the whole plant');
+          if (protocols.includes('mqtt'))
+            throw new ApiError('TARGET_NOT_ALLOWED', 'your access is scoped to part of the plant: MQTT discovery covers the whole plant');
           const mine = (ctx.user.ranges ?? []).map(parseRange);
           if (mine.length === 0)
             throw new ApiError('TARGET_NOT_ALLOWED', 'your access is scoped to part of the plant, and your group mapping gives you no discovery ranges');
-          if (!b.targets?.length) throw new ApiError('TARGET_NOT_ALLOWED', `your access is scoped: give targets inside your ranges (${ctx.user.ranges!.join(', ')})`);
+          if (!b.targets?.length)
+            throw new ApiError('TARGET_NOT_ALLOWED', `your access is scoped: give targets inside your ranges (${ctx.user.ranges!.join(', ')})`);
           const outside = b.targets.map((t) => targetRefusal(t, mine, [], c.opcua.scan.ports)).filter((r): r is string => r !== undefined);
           if (outside.length > 0) throw new ApiError('TARGET_NOT_ALLOWED', `${outside.join('; ')} (your ranges: ${ctx.user.ranges!.join(', ')})`);
         }

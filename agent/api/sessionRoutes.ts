@@ -149,7 +149,8 @@ export function sessionRoutes(deps: SessionRouteDeps): Route[] {
       handle: async (ctx) => {
         await ctx.noBody();
         const session = ctx.user.session;
-        if (!session) throw new ApiError('NO_SESSION', 'this token is not a directory session; an administrator revokes API tokens (POST /api/v1/tokens/{id}/revoke)');
+        if (!session)
+          throw new ApiError('NO_SESSION', 'this token is not a directory session; an administrator revokes API tokens (POST /api/v1/tokens/{id}/revoke)');
         const ended = ctx.commit(() => deps.watch.end(session, 'logout', 'logout'));
         if (ended) deps.watch.tell([session.id], 'logout');
         const after = deps.repos.sessions.get(session.id)!;

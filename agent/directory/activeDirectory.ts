@@ -50,6 +50,12 @@ export class ActiveDirectory implements Directory {
     return this.settings.bindDn !== '';
   }
 
+  /** Reads the CA file and the service password as a call would: CONFIG_FILE_UNUSABLE with the reason, for a check at start. */
+  checkFiles(): void {
+    this.ldapOptions();
+    if (this.canRecheck) this.bindPassword();
+  }
+
   async login(name: string, password: string): Promise<DirectoryAccount> {
     // Checked before any traffic: an empty password would be an unauthenticated bind, which AD accepts.
     if (password === '' || password.length > MAX_PASSWORD || name === '' || name.length > MAX_NAME)

@@ -53,7 +53,7 @@ export function accessOf(account: DirectoryAccount, mappings: readonly GroupMapp
   if (role === 'contractor' && !until)
     return {
       ok: false,
-      why: "a contractor needs an end date: give the mapping an until, or the account an expiry in the directory",
+      why: 'a contractor needs an end date: give the mapping an until, or the account an expiry in the directory',
       refusal: 'no-end-date',
     };
   if (until) grant.until = until.toISOString();

@@ -38,7 +38,12 @@ async function checkVerifier(password: string, verifier: string): Promise<boolea
   const [kind, n, r, p, salt, hash] = verifier.split('$');
   if (kind !== 'scrypt' || !salt || !hash) return false;
   const expected = Buffer.from(hash, 'base64');
-  const got = await scryptAsync(password, Buffer.from(salt, 'base64'), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: SCRYPT.maxmem } as never);
+  const got = await scryptAsync(password, Buffer.from(salt, 'base64'), expected.length, {
+    N: Number(n),
+    r: Number(r),
+    p: Number(p),
+    maxmem: SCRYPT.maxmem,
+  } as never);
   return timingSafeEqual(got, expected);
 }
 
@@ -100,9 +105,13 @@ export class DirectoryLogins {
     const now = new Date();
     const local = this.deps.repos.users.byNameAnyCase(account.name);
     if (local)
-      throw new LoginError('NO_ACCESS', `a local user of this gateway is named ${local.name}: the directory user ${account.name} cannot log in until it is renamed`, {
-        details: { refusal: 'local-name' },
-      });
+      throw new LoginError(
+        'NO_ACCESS',
+        `a local user of this gateway is named ${local.name}: the directory user ${account.name} cannot log in until it is renamed`,
+        {
+          details: { refusal: 'local-name' },
+        },
+      );
     const access = accessOf(account, config.groups, now);
     const verifier = access.ok && config.offline.cachedLogins ? await makeVerifier(password) : undefined;
     const { sessions } = this.deps.repos;
@@ -170,7 +179,8 @@ export class DirectoryLogins {
     const maxAge = config.offline.cachedLoginMaxAgeHours * 3_600_000;
     if (now.getTime() - user.verifierAt.getTime() > maxAge) return undefined;
     if (user.grant.until && Date.parse(user.grant.until) <= now.getTime()) return undefined;
-    if (!(await checkVerifier(password, user.verifier))) throw new LoginError('LOGIN_FAILED', 'wrong user name or password (checked offline: the directory cannot be reached)');
+    if (!(await checkVerifier(password, user.verifier)))
+      throw new LoginError('LOGIN_FAILED', 'wrong user name or password (checked offline: the directory cannot be reached)');
     const expiresAt = new Date(
       Math.min(
         now.getTime() + config.sessionHours * 3_600_000,

@@ -70,7 +70,17 @@ export class SessionWatch implements Service {
 
   async start(): Promise<void> {
     this.stopped = false;
+    this.checkFiles();
     this.schedule();
+  }
+
+  /** A file auth.directory names that cannot be read is said at start: local users work on, directory logins answer 503. */
+  private checkFiles(): void {
+    try {
+      this.deps.directory()?.checkFiles?.();
+    } catch (err) {
+      this.deps.log.error({ err }, 'directory logins cannot work until this is fixed');
+    }
   }
 
   async stop(): Promise<void> {
@@ -162,7 +172,8 @@ export class SessionWatch implements Service {
       for (const s of confirmed) sessions.verified(s.id, s.role, s.grant, s.expiresAt, now);
       return done;
     });
-    for (const c of changes) this.deps.log.info({ user: c.session.userName, session: c.session.id, from: c.session.role, to: c.role }, 'directory changed a role');
+    for (const c of changes)
+      this.deps.log.info({ user: c.session.userName, session: c.session.id, from: c.session.role, to: c.role }, 'directory changed a role');
     this.tell(endedIds, ends.map((e) => e.kind).join(', '));
   }
 

@@ -53,4 +53,6 @@ export interface Directory {
   recheck(guids: readonly string[], groups: readonly string[]): Promise<Map<string, DirectoryAccount>>;
   /** Whether rechecks are possible (a service account is configured). */
   readonly canRecheck: boolean;
+  /** Reads the files the settings name (CA, service password), as a call would; throws CONFIG_FILE_UNUSABLE with the reason. */
+  checkFiles?(): void;
 }

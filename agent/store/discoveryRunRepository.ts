@@ -113,7 +113,9 @@ export class DiscoveryRunRepository {
   page(limit: number, offset: number, actor?: string): { total: number; items: DiscoveryRun[] } {
     const where = 'WHERE (? IS NULL OR actor = ?)';
     const total = (this.store.statement(`SELECT count(*) AS n FROM discovery_runs ${where}`).get(actor ?? null, actor ?? null) as { n: number }).n;
-    const rows = this.store.statement(`SELECT * FROM discovery_runs ${where} ORDER BY id DESC LIMIT ? OFFSET ?`).all(actor ?? null, actor ?? null, limit, offset);
+    const rows = this.store
+      .statement(`SELECT * FROM discovery_runs ${where} ORDER BY id DESC LIMIT ? OFFSET ?`)
+      .all(actor ?? null, actor ?? null, limit, offset);
     return { total, items: (rows as RunRow[]).map(toRun) };
   }
 

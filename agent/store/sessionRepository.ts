@@ -150,9 +150,7 @@ export class SessionRepository {
   }
 
   setGrant(id: number, role: DirectoryRole | undefined, grant: Grant | undefined): void {
-    this.store
-      .statement('UPDATE directory_users SET role = ?, grant_json = ? WHERE id = ?')
-      .run(role ?? null, grant ? JSON.stringify(grant) : null, id);
+    this.store.statement('UPDATE directory_users SET role = ?, grant_json = ? WHERE id = ?').run(role ?? null, grant ? JSON.stringify(grant) : null, id);
   }
 
   setVerifier(id: number, verifier: string | undefined, at: Date): void {
@@ -164,7 +162,16 @@ export class SessionRepository {
     this.store.statement('UPDATE directory_users SET disabled_at = coalesce(disabled_at, ?), verifier = NULL WHERE id = ?').run(now.toISOString(), id);
   }
 
-  create(s: { userId: number; secretSha256: string; role: DirectoryRole; grant: Grant; cached: boolean; address: string; expiresAt: Date; now: Date }): Session {
+  create(s: {
+    userId: number;
+    secretSha256: string;
+    role: DirectoryRole;
+    grant: Grant;
+    cached: boolean;
+    address: string;
+    expiresAt: Date;
+    now: Date;
+  }): Session {
     const info = this.store
       .statement(
         `INSERT INTO sessions (directory_user_id, secret_sha256, role, grant_json, cached, address, created_at, expires_at, verified_at)
@@ -202,7 +209,9 @@ export class SessionRepository {
 
   /** Ends a live session; false when it had already ended. */
   end(id: number, reason: string, now: Date): boolean {
-    return this.store.statement('UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL').run(now.toISOString(), reason, id).changes > 0;
+    return (
+      this.store.statement('UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL').run(now.toISOString(), reason, id).changes > 0
+    );
   }
 
   /** The directory was asked again: the role and grant it gives now. */

@@ -318,8 +318,7 @@ describe('the local API: tokens, roles and hardening (real daemon)', () => {
   );
   it('has no route the table above lacks, and gives each permission to the roles the table does', () => {
     // Local users are admins, technicians or viewers; the contractor role (directory users only) is tested in test/integration/directory.
-    for (const r of ROUTES)
-      expect(PERMISSIONS[r.permission].roles.filter((role) => role !== 'contractor').join(' '), `${r.method} ${r.route}`).toBe(r.roles);
+    for (const r of ROUTES) expect(PERMISSIONS[r.permission].roles.filter((role) => role !== 'contractor').join(' '), `${r.method} ${r.route}`).toBe(r.roles);
     const served = apiRoutes({
       log: pino({ level: 'silent' }),
       config: () => {

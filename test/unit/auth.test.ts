@@ -126,7 +126,16 @@ describe('API tokens and roles', () => {
     const open = (expiresAt: Date) => {
       const secret = newSessionSecret();
       const session = store.durable(() =>
-        sessions.create({ userId: person.id, secretSha256: hashSecret(secret), role: 'contractor', grant: { scope: [{ line: 'L2' }] }, cached: false, address: '127.0.0.1', expiresAt, now }),
+        sessions.create({
+          userId: person.id,
+          secretSha256: hashSecret(secret),
+          role: 'contractor',
+          grant: { scope: [{ line: 'L2' }] },
+          cached: false,
+          address: '127.0.0.1',
+          expiresAt,
+          now,
+        }),
       );
       return { secret, session };
     };

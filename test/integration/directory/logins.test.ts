@@ -3,6 +3,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
+import { blackhole, wrongNameTls } from '../../helpers/ldapStubs.js';
 import { startSambaDc, sambaSkipReason, type SambaDc } from '../../helpers/samba.js';
 import { pollUntil } from '../../helpers/waiters.js';
 import { apiClient, directoryYaml, PEOPLE, populate, seed, type Person } from './directoryApi.js';
@@ -77,7 +78,10 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
 
   it('logs in by sAMAccountName and by UPN, with the role of a nested group; /me and users list say where the user comes from', async () => {
     const first = await logIn('anna');
-    expect(first.body).toMatchObject({ token: expect.stringMatching(/^eas_[A-Za-z0-9_-]{43}$/), session: { user: 'anna', role: 'technician', source: 'directory' } });
+    expect(first.body).toMatchObject({
+      token: expect.stringMatching(/^eas_[A-Za-z0-9_-]{43}$/),
+      session: { user: 'anna', role: 'technician', source: 'directory' },
+    });
     // Anna is in Shift-Leads, which is in Maintenance-Leads: the mapping of the outer group applies.
     const byUpn = await login('anna@plant.test', PEOPLE.anna.password);
     expect(byUpn.status, byUpn.text).toBe(201);
@@ -104,8 +108,12 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     const nobody = await login('nobody1', PEOPLE.nobody1.password);
     expect(nobody).toMatchObject({ status: 403, body: { code: 'NO_ACCESS', message: expect.stringContaining('in no group auth.directory.groups maps') } });
     const audit = await call('GET', '/api/v1/audit?limit=50', { token: adminToken });
-    const logins = (audit.body.items as { actor: string; action: string; outcome: string; details: Record<string, unknown> }[]).filter((e) => e.action === 'login');
-    expect(logins).toContainEqual(expect.objectContaining({ actor: 'viewer1', outcome: 'refused', details: expect.objectContaining({ reason: 'bad-credentials', address: '127.0.0.1' }) }));
+    const logins = (audit.body.items as { actor: string; action: string; outcome: string; details: Record<string, unknown> }[]).filter(
+      (e) => e.action === 'login',
+    );
+    expect(logins).toContainEqual(
+      expect.objectContaining({ actor: 'viewer1', outcome: 'refused', details: expect.objectContaining({ reason: 'bad-credentials', address: '127.0.0.1' }) }),
+    );
     expect(logins).toContainEqual(expect.objectContaining({ actor: 'nobody1', outcome: 'refused', details: expect.objectContaining({ reason: 'no-access' }) }));
     expect(logins).toContainEqual(expect.objectContaining({ actor: 'anna', outcome: 'done', details: expect.objectContaining({ source: 'directory' }) }));
     const metrics = (await call('GET', '/metrics')).text;
@@ -113,7 +121,7 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect(JSON.stringify(daemon.logs)).not.toContain('not-the-password');
   });
 
-  it('shows technician, contractor and viewer different things: a contractor of line L2 gets 403 or 404 on every route about a device of L3, never its data', async () => {
+  it('shows technician, contractor and viewer different things: a contractor of line L2 gets 403 or 404 on every route about an L3 device, never its data', async () => {
     await logIn('con2');
     await logIn('viewer1');
     const listed = async (who: Person) =>
@@ -155,8 +163,7 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
         expect(r.status, `${method} ${path}: ${r.text}`).toBe(missing.status);
         expect(r.body.code).toBe(missing.body.code);
         expect(r.status).toBe(/(revoke|decommission|annotation)$/.test(path) ? 403 : 404);
-      }
-      else if (path === '/api/v1/devices?state=discovered' || path.startsWith('/api/v1/devices?protocol')) expect(r.status).toBe(200);
+      } else if (path === '/api/v1/devices?state=discovered' || path.startsWith('/api/v1/devices?protocol')) expect(r.status).toBe(200);
       else if (path === '/api/v1/discovery/runs') expect(r).toMatchObject({ status: 200, body: { total: 0 } });
       else expect([403, 404], `${method} ${path}: ${r.status} ${r.text}`).toContain(r.status);
     }
@@ -185,7 +192,12 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     const events: string[] = [];
     const stream = new Promise<void>((resolve, reject) => {
       const req = request(
-        { host: '127.0.0.1', port, path: `/api/v1/discovery/runs/${leaverRun}/events`, headers: { host: `127.0.0.1:${port}`, authorization: `Bearer ${sessions.leaver}` } },
+        {
+          host: '127.0.0.1',
+          port,
+          path: `/api/v1/discovery/runs/${leaverRun}/events`,
+          headers: { host: `127.0.0.1:${port}`, authorization: `Bearer ${sessions.leaver}` },
+        },
         (res) => {
           res.on('data', (d: Buffer) => events.push(d.toString()));
           res.on('end', () => resolve());
@@ -210,7 +222,10 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect((await login('leaver', PEOPLE.leaver.password)).status).toBe(401);
     const audit = await call('GET', '/api/v1/audit?actor=leaver', { token: adminToken });
     expect(audit.body.items).toContainEqual(
-      expect.objectContaining({ action: 'session.end', details: expect.objectContaining({ kind: 'deprovisioned', reason: expect.stringContaining('disabled') }) }),
+      expect.objectContaining({
+        action: 'session.end',
+        details: expect.objectContaining({ kind: 'deprovisioned', reason: expect.stringContaining('disabled') }),
+      }),
     );
   });
 
@@ -223,16 +238,25 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     await dc.addMembers('Maintenance-Leads', ['promo']);
     const start = Date.now();
     const roleOf = async (who: Person) => ((await me(who)).body.user as { role?: string } | undefined)?.role;
-    await pollUntil(async () => ((await roleOf('mover')) === 'viewer' ? true : undefined), { timeoutMs: BOUND_MS + MARGIN_MS, message: () => 'mover still technician' });
+    await pollUntil(async () => ((await roleOf('mover')) === 'viewer' ? true : undefined), {
+      timeoutMs: BOUND_MS + MARGIN_MS,
+      message: () => 'mover still technician',
+    });
     measured.downgradeMs = Date.now() - start;
-    await pollUntil(async () => ((await roleOf('promo')) === 'technician' ? true : undefined), { timeoutMs: BOUND_MS + MARGIN_MS, message: () => 'promo still viewer' });
+    await pollUntil(async () => ((await roleOf('promo')) === 'technician' ? true : undefined), {
+      timeoutMs: BOUND_MS + MARGIN_MS,
+      message: () => 'promo still viewer',
+    });
     measured.promotionMs = Date.now() - start;
     // The downgraded session is refused what the technician had; the promoted one gets it.
     expect((await call('GET', '/api/v1/audit', { token: sessions.mover! })).status).toBe(403);
     expect((await call('GET', '/api/v1/audit', { token: sessions.promo! })).status).toBe(200);
     const audit = await call('GET', '/api/v1/audit?actor=mover', { token: adminToken });
     expect(audit.body.items).toContainEqual(
-      expect.objectContaining({ action: 'session.change', details: expect.objectContaining({ from: expect.objectContaining({ role: 'technician' }), to: { role: 'viewer' } }) }),
+      expect.objectContaining({
+        action: 'session.change',
+        details: expect.objectContaining({ from: expect.objectContaining({ role: 'technician' }), to: { role: 'viewer' } }),
+      }),
     );
   });
 
@@ -240,7 +264,10 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     await logIn('expiring');
     await dc.expire('expiring');
     const start = Date.now();
-    await pollUntil(async () => ((await me('expiring')).status === 401 ? true : undefined), { timeoutMs: BOUND_MS + MARGIN_MS, message: () => 'expired account still in' });
+    await pollUntil(async () => ((await me('expiring')).status === 401 ? true : undefined), {
+      timeoutMs: BOUND_MS + MARGIN_MS,
+      message: () => 'expired account still in',
+    });
     measured.expiredMs = Date.now() - start;
     expect((await login('expiring', PEOPLE.expiring.password)).status).toBe(401);
   });
@@ -279,7 +306,41 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect(await login('admin1', PEOPLE.admin1.password)).toMatchObject({ status: 403, body: { code: 'NO_ACCESS' } });
   });
 
-  it('while the directory is down: new logins get 503 unless a cached login applies, live sessions go on, the local token works; with keepSessionsMinutes 0 they end', async () => {
+  it('answers 503 for a directory that never answers (serving other requests meanwhile) and for one whose certificate names another host', async () => {
+    const reload = async (url: string) => {
+      writeFileSync(config, readFileSync(config, 'utf8').replace(/^ {4}url: .*$/m, `    url: ${url}`));
+      const from = daemon.logs.length;
+      daemon.kill('SIGHUP');
+      await daemon.waitForLog((l) => l.msg === 'configuration reloaded', 30_000, from);
+    };
+    const hole = await blackhole();
+    const { certPath, keyPath } = await dc.ca.issue('other.pem', 'other.key', ['DNS:other.plant.test']);
+    const wrong = await wrongNameTls(certPath, keyPath);
+    try {
+      await reload(`ldaps://127.0.0.1:${hole.port}`);
+      let answered = false;
+      const pending = login('ghost2', 'Whatever-Pass1').then((r) => {
+        answered = true;
+        return r;
+      });
+      // The login waits on the directory; the API goes on answering.
+      await pollUntil(() => (hole.connections() > 0 ? true : undefined), { message: () => 'the login never reached the directory' });
+      expect((await call('GET', '/api/v1/me', { token: adminToken })).status).toBe(200);
+      expect(answered).toBe(false);
+      expect(await pending).toMatchObject({ status: 503, body: { code: 'DIRECTORY_UNAVAILABLE' } });
+      await reload(`ldaps://127.0.0.1:${wrong.port}`);
+      const refused = await login('ghost2', 'Whatever-Pass1');
+      expect(refused).toMatchObject({ status: 503, body: { code: 'DIRECTORY_CERTIFICATE' } });
+      expect(refused.text).not.toContain('Whatever-Pass1');
+    } finally {
+      await reload(dc.url);
+      await hole.close();
+      await wrong.close();
+    }
+    expect((await login('viewer1', PEOPLE.viewer1.password)).status).toBe(201);
+  });
+
+  it('directory down: new logins get 503 unless a cached login applies, live sessions go on, the local token works; keepSessionsMinutes 0 ends them', async () => {
     await logIn('viewer1');
     await dc.stop();
     const down = await login('anna', PEOPLE.anna.password);
@@ -293,10 +354,13 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect((await me('viewer1')).status).toBe(200);
     expect((await call('GET', '/api/v1/me', { token: adminToken })).status).toBe(200);
     // A failed check has happened by now (the interval is 2 s); the sessions still hold.
-    await pollUntil(async () => ((await call('GET', '/metrics')).text.match(/^edge_agent_directory_rechecks_total\{outcome="failed"\} [1-9]/m) ? true : undefined), {
-      timeoutMs: BOUND_MS + MARGIN_MS,
-      message: () => 'no failed recheck',
-    });
+    await pollUntil(
+      async () => ((await call('GET', '/metrics')).text.match(/^edge_agent_directory_rechecks_total\{outcome="failed"\} [1-9]/m) ? true : undefined),
+      {
+        timeoutMs: BOUND_MS + MARGIN_MS,
+        message: () => 'no failed recheck',
+      },
+    );
     expect((await me('viewer1')).status).toBe(200);
     // An engineer who wants no unverified session sets keepSessionsMinutes 0: they end at the next failed check.
     const lines = readFileSync(config, 'utf8').replace('keepSessionsMinutes: 60', 'keepSessionsMinutes: 0');
