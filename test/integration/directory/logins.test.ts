@@ -121,7 +121,7 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect(JSON.stringify(daemon.logs)).not.toContain('not-the-password');
   });
 
-  it('shows technician, contractor and viewer different things: a contractor of line L2 gets 403 or 404 on every route about an L3 device, never its data', async () => {
+  it('shows technician, contractor and viewer different things: an L2 contractor gets 403 or 404 on every route about an L3 device, never its data', async () => {
     await logIn('con2');
     await logIn('viewer1');
     const listed = async (who: Person) =>
@@ -340,7 +340,7 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect((await login('viewer1', PEOPLE.viewer1.password)).status).toBe(201);
   });
 
-  it('directory down: new logins get 503 unless a cached login applies, live sessions go on, the local token works; keepSessionsMinutes 0 ends them', async () => {
+  it('directory down: new logins 503 unless a cached login applies, live sessions go on, the local token works; keepSessionsMinutes 0 ends them', async () => {
     await logIn('viewer1');
     await dc.stop();
     const down = await login('anna', PEOPLE.anna.password);
