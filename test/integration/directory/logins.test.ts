@@ -121,7 +121,7 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect(JSON.stringify(daemon.logs)).not.toContain('not-the-password');
   });
 
-  it('shows technician, contractor and viewer different things: an L2 contractor gets 403 or 404 on every route about an L3 device, never its data', async () => {
+  it('shows technician, contractor and viewer different things: an L2 contractor gets 403 or 404 on every route about an L3 device', async () => {
     await logIn('con2');
     await logIn('viewer1');
     const listed = async (who: Person) =>
