@@ -2,6 +2,9 @@ import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Registry } from 'prom-client';
+import { apiRoutes } from '../../../agent/api/apiRoutes.js';
+import { match } from '../../../agent/api/router.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../../helpers/daemon.js';
 import { blackhole, wrongNameTls } from '../../helpers/ldapStubs.js';
 import { startSambaDc, sambaSkipReason, type SambaDc } from '../../helpers/samba.js';
@@ -152,7 +155,29 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
       ['POST', `/api/v1/discovery/runs/${leaverRun}/cancel`, {}],
       ['GET', '/api/v1/discovery/runs'],
       ['POST', '/api/v1/sync/now', {}],
+      ['POST', '/api/v1/sync/reconcile', {}],
+      ['POST', '/api/v1/sync/dead-letters/retry', {}],
+      ['GET', '/api/v1/certificates/crl'],
+      ['GET', '/api/v1/certificates/01'],
+      ['POST', '/api/v1/certificates/01/revoke', { reason: 'unspecified' }],
+      ['POST', '/api/v1/users', { name: 'x', role: 'admin' }],
+      ['POST', '/api/v1/users/admin/disable', {}],
+      ['GET', '/api/v1/tokens'],
+      ['POST', '/api/v1/tokens', { user: 'admin' }],
+      ['POST', '/api/v1/tokens/1/revoke', {}],
+      ['POST', '/api/v1/enrollment-tokens', {}],
+      ['POST', '/api/v1/enrollment-tokens/feedfacecafe/revoke', {}],
     ];
+    // Every route of the API is probed here, but the caller's own (me, logout), the login and starting a run (below).
+    const served = apiRoutes({ registry: new Registry() } as never).filter((r) => r.permission !== 'anyone');
+    const probed = new Set(
+      probes.map(([method, path]) => {
+        const found = match(served, method, path.split('?')[0]!);
+        return found && 'route' in found ? `${method} ${found.route.path}` : `${method} ${path}`;
+      }),
+    );
+    const unprobed = served.map((r) => `${r.method} ${r.path}`).filter((r) => !probed.has(r));
+    expect(unprobed.sort()).toEqual(['DELETE /api/v1/session', 'GET /api/v1/me', 'POST /api/v1/discovery/runs']);
     for (const [method, path, body] of probes) {
       const r = await call(method, path, { token: sessions.con2!, ...(body !== undefined ? { body } : {}) });
       // A device outside the scope is answered exactly as one that does not exist (the message repeats the id asked for, nothing more).
