@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ActiveDirectory, type ActiveDirectorySettings } from '../../../agent/directory/activeDirectory.js';
 import { DirectoryError } from '../../../agent/errors.js';
-import { blackhole, type Stub, wrongNameTls } from '../../helpers/ldapStubs.js';
+import { blackhole, noStartTls, type Stub, wrongNameTls } from '../../helpers/ldapStubs.js';
 import { type SambaDc, sambaSkipReason, startSambaDc } from '../../helpers/samba.js';
 import { testCa } from '../../helpers/testCa.js';
 
@@ -188,6 +188,20 @@ describe.skipIf(sambaSkipReason)('ActiveDirectory against a Samba AD DC', () => 
 
   it('logs in over ldap:// with StartTLS (port 389)', async () => {
     expect((await directory({ url: `ldap://${dc.address}` }).login('tech1', PASSWORD)).name).toBe('tech1');
+  });
+
+  it('refuses to go on when the server refuses StartTLS: DIRECTORY_UNAVAILABLE, and nothing is sent in the clear', async () => {
+    const stub = await noStartTls();
+    try {
+      const err = await failure(directory({ url: `ldap://127.0.0.1:${stub.port}`, bindDn: '', bindPasswordFile: '' }).login('tech1', PASSWORD));
+      expect(err.code, err.message).toBe('DIRECTORY_UNAVAILABLE');
+      expect(stub.connections()).toBe(1);
+      expect(stub.received().length).toBeGreaterThan(0);
+      expect(stub.received().includes(Buffer.from(PASSWORD)), 'the password went over plain LDAP').toBe(false);
+      expect(stub.received().includes(Buffer.from('tech1')), 'a bind went over plain LDAP').toBe(false);
+    } finally {
+      await stub.close();
+    }
   });
 
   it('refuses a directory whose certificate another CA signed: DIRECTORY_CERTIFICATE, over LDAPS and StartTLS', async () => {
