@@ -7,6 +7,8 @@ import { testCa, type TestCa } from './testCa.js';
 import { pollUntil } from './waiters.js';
 
 const exec = promisify(execFile);
+/** RFC 4515 for ldapsearch's filters, written here again: the helper checks the agent, it does not use its code. */
+const ldapEscape = (v: string) => v.replace(/[*()\\\u0000]/g, (c) => `\\${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 
 /**
  * Why the Samba AD DC tests are skipped here, or undefined when they run:
@@ -158,7 +160,7 @@ export async function startSambaDc(options: { address: string }): Promise<SambaD
     await run;
   };
   const dnOf = async (name: string) => {
-    const { stdout } = await ldapsearch(`svc-edge@${REALM}`, SERVICE_PASSWORD, `(sAMAccountName=${name})`, 'dn');
+    const { stdout } = await ldapsearch(`svc-edge@${REALM}`, SERVICE_PASSWORD, `(sAMAccountName=${ldapEscape(name)})`, 'dn');
     // LDIF gives a DN that is not ASCII in base64 (dn:: ...).
     const line = /^dn(:?): (.*)$/m.exec(stdout);
     const dn = line?.[1] === ':' ? Buffer.from(line[2] ?? '', 'base64').toString('utf8') : line?.[2];
@@ -250,7 +252,7 @@ export async function startSambaDc(options: { address: string }): Promise<SambaD
       );
     },
     async guidOf(name) {
-      const { stdout } = await ldapsearch(`svc-edge@${REALM}`, SERVICE_PASSWORD, `(sAMAccountName=${name})`, 'objectGUID');
+      const { stdout } = await ldapsearch(`svc-edge@${REALM}`, SERVICE_PASSWORD, `(sAMAccountName=${ldapEscape(name)})`, 'objectGUID');
       const b64 = /^objectGUID:: (.*)$/m.exec(stdout)?.[1];
       if (!b64) throw new Error(`no objectGUID for ${name}`);
       return Buffer.from(b64, 'base64').toString('hex');

@@ -182,6 +182,34 @@ describe.skipIf(sambaSkipReason)('ActiveDirectory against a Samba AD DC', () => 
     ).toEqual(['Leads', 'Maintenance']);
   });
 
+  it('rechecks in chunks of 200 GUIDs with 1 + groups searches each, and logs no password', async () => {
+    const lines: string[] = [];
+    const capture = pino({ level: 'debug' }, { write: (line: string) => lines.push(line) });
+    const d = new ActiveDirectory({ log: capture, settings });
+    const [leaver, tech] = [await dc.guidOf('leaver1'), await dc.guidOf('tech1')];
+    // GUIDs no account has, around two real ones: the first chunk and the second.
+    const absent = Array.from({ length: 248 }, (_, i) => `${i.toString(16).padStart(4, '0')}${'ab'.repeat(14)}`);
+    const result = await d.recheck([leaver, ...absent, tech], ['Maintenance', 'CN=Leads,CN=Users,DC=plant,DC=test']);
+    expect([...result.keys()].sort()).toEqual([leaver, tech].sort());
+    expect(result.get(leaver)?.groups.map((g) => g.name)).toEqual(['Maintenance']);
+    const summary = lines.map((l) => JSON.parse(l) as { msg: string; searches?: number }).find((l) => l.msg === 'directory recheck');
+    // One search resolving the two groups, then per chunk of 200 one of the accounts and one per group.
+    expect(summary?.searches).toBe(1 + 2 * (1 + 2));
+    await d.login('tech1', PASSWORD);
+    await d.login('tech1', 'Wrong-Pass1!').catch(() => undefined);
+    const text = lines.join('');
+    expect(text).toContain('directory login');
+    for (const secret of [PASSWORD, 'Wrong-Pass1!', 'Svc-Edge-Pass1!']) expect(text).not.toContain(secret);
+  });
+
+  it('finds the groups of a user whose DN has filter metacharacters (escaped in the in-chain filter)', async () => {
+    await dc.addUser('ext(1)', PASSWORD);
+    await dc.addMembers('Line-Techs', ['ext(1)']);
+    const account = await directory().login('ext(1)', PASSWORD);
+    expect(account.dn).toBe('CN=ext(1),CN=Users,DC=plant,DC=test');
+    expect(account.groups.map((g) => g.name).sort()).toEqual(['Line-Techs', 'Maintenance']);
+  });
+
   it('refuses a recheck without a service account as a bug of the caller', async () => {
     await expect(directory({ bindDn: '', bindPasswordFile: '' }).recheck([], [])).rejects.toMatchObject({ code: 'INTERNAL' });
   });
