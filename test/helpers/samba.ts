@@ -51,6 +51,8 @@ export interface SambaDc {
   /** accountExpires a day in the past. */
   expire(name: string): Promise<void>;
   setExpiry(name: string, at: Date): Promise<void>;
+  /** Replaces one attribute of an account (uid, say) over LDAPS as the domain administrator. */
+  setAttribute(name: string, attribute: string, value: string): Promise<void>;
   remove(name: string): Promise<void>;
   /** Sets a lockout threshold of 3 (for the whole domain) and binds with a wrong password until the DC says the account is locked (775). */
   lock(name: string): Promise<void>;
@@ -263,6 +265,9 @@ export async function startSambaDc(options: { address: string }): Promise<SambaD
     enable: (name) => tool('user', 'enable', name),
     expire: (name) => setExpiry(name, new Date(Date.now() - 86_400_000)),
     setExpiry,
+    async setAttribute(name, attribute, value) {
+      await ldapmodify(`dn: ${await dnOf(name)}\nchangetype: modify\nreplace: ${attribute}\n${attribute}: ${value}\n`);
+    },
     remove: (name) => tool('user', 'delete', name),
     async lock(name) {
       if (!lockoutSet) await tool('domain', 'passwordsettings', 'set', '--account-lockout-threshold=3');

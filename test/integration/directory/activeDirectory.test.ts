@@ -104,6 +104,16 @@ describe.skipIf(sambaSkipReason)('ActiveDirectory against a Samba AD DC', () => 
     expect([err.code, err.refusal]).toEqual(['LOGIN_FAILED', 'no-such-user']);
   });
 
+  it('matches the configured login attribute (uid), and refuses a name two accounts answer to as ambiguous', async () => {
+    await dc.addUser('dup1', PASSWORD);
+    await dc.addUser('dup2', PASSWORD);
+    await dc.setAttribute('dup1', 'uid', 'anna');
+    expect(await directory({ loginAttribute: 'uid' }).login('anna', PASSWORD)).toMatchObject({ name: 'anna', dn: 'CN=dup1,CN=Users,DC=plant,DC=test' });
+    await dc.setAttribute('dup2', 'uid', 'anna');
+    const err = await failure(directory({ loginAttribute: 'uid' }).login('anna', PASSWORD));
+    expect([err.code, err.refusal]).toEqual(['LOGIN_FAILED', 'ambiguous']);
+  });
+
   it('refuses an empty or oversized password, and an oversized name, without any directory traffic', async () => {
     const hole = await blackhole();
     try {
