@@ -63,7 +63,11 @@ export const API_ERRORS = {
   UNAUTHENTICATED: row(401, noPermission, 'no valid token'),
   LOGIN_FAILED: row(401, noPermission, 'the directory does not know that user name with that password'),
   FORBIDDEN: row(403, noPermission, "the user's role may not do this"),
-  NO_ACCESS: row(403, noPermission, 'the directory user may not use the gateway (no mapped group, disabled, expired, locked, or a contractor past their end date)'),
+  NO_ACCESS: row(
+    403,
+    noPermission,
+    'the directory user may not use the gateway (no mapped group, disabled, expired, locked, or a contractor past their end date)',
+  ),
   NOT_FOUND: row(404, usage, 'no such route'),
   NO_SUCH_DEVICE: row(404, usage, 'no such device'),
   NO_SUCH_RUN: row(404, usage, 'no such discovery run'),

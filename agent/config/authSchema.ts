@@ -40,10 +40,7 @@ export const groupMapping = z
       .max(64)
       .optional()
       .describe('the parts of the plant its members see and act on (none: the whole plant; a contractor needs one)'),
-    until: z.iso
-      .date()
-      .optional()
-      .describe('last day (UTC, YYYY-MM-DD) its members have access; a contractor needs it unless their AD account has an expiry'),
+    until: z.iso.date().optional().describe('last day (UTC, YYYY-MM-DD) its members have access; a contractor needs it unless their AD account has an expiry'),
     mayDecide: z.boolean().optional().describe('contractors: may approve and reject devices inside their scope (default false)'),
     ranges: z
       .array(z.string().min(1).max(64))
@@ -87,14 +84,17 @@ export const directorySchema = z
     upnSuffix: z
       .string()
       .max(253)
-      .describe('without a service account: the suffix a plain login name is bound with (name@suffix); empty: from baseDn (DC=plant,DC=example: plant.example)'),
+      .describe(
+        'without a service account: the suffix a plain login name is bound with (name@suffix); empty: from baseDn (DC=plant,DC=example: plant.example)',
+      ),
     connectTimeoutMs: int(100, 60_000, 'time to connect to the directory, TLS included, in milliseconds'),
     timeoutMs: int(100, 60_000, 'time one directory operation may take, in milliseconds'),
     sessionHours: int(1, 24, 'how long a directory session lasts at most (less for a contractor whose end date comes first)'),
     recheckIntervalSeconds: int(
       2,
       3_600,
-      'how often the groups and account state of users holding a session are looked at again; a leaver or a changed role takes effect within this plus timeoutMs',
+      'how often the groups and account state of users holding a session are looked at again; ' +
+        'a leaver or a changed role takes effect within this plus timeoutMs',
     ),
     groups: z.array(groupMapping).max(256).describe('group → role mappings; a user in several gets the strongest role (admin, technician, contractor, viewer)'),
     offline: z.strictObject({
