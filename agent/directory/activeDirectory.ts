@@ -63,10 +63,12 @@ export class ActiveDirectory implements Directory {
     // No account name holds a control character, and Samba cuts an assertion value at an (escaped) NUL: "tech1\0" would find tech1.
     if (/[\u0000-\u001f\u007f]/.test(name)) throw refused('no-such-user', 'no directory account has that name');
     const started = process.hrtime.bigint();
+    // Configuration files first: a missing one is reported as such, before any traffic.
     const options = this.ldapOptions();
+    const servicePassword = this.canRecheck ? this.bindPassword() : undefined;
     const search = await this.connect(options);
     try {
-      if (this.canRecheck) await this.bindService(search);
+      if (servicePassword !== undefined) await this.bindService(search, servicePassword);
       else await search.bind(name.includes('@') ? name : `${name}@${this.upnSuffix()}`, password);
       const value = escapeFilterValue(name);
       const attr = this.settings.loginAttribute;
@@ -103,10 +105,12 @@ export class ActiveDirectory implements Directory {
     const result = new Map<string, DirectoryAccount>();
     const wanted = [...new Set(guids.map((g) => g.toLowerCase()))].filter((g) => guidFilter(g) !== undefined);
     if (wanted.length === 0) return result;
-    const connection = await this.connect(this.ldapOptions());
+    const options = this.ldapOptions();
+    const servicePassword = this.bindPassword();
+    const connection = await this.connect(options);
     let searches = 0;
     try {
-      await this.bindService(connection);
+      await this.bindService(connection, servicePassword);
       const resolved = groups.length === 0 ? [] : await this.resolveGroups(connection, groups);
       if (groups.length > 0) searches++;
       for (let at = 0; at < wanted.length; at += RECHECK_CHUNK) {
@@ -163,9 +167,9 @@ export class ActiveDirectory implements Directory {
   }
 
   /** A refused service account is the gateway's configuration, not the user's credentials: DIRECTORY_UNAVAILABLE, never LOGIN_FAILED. */
-  private async bindService(connection: LdapConnection): Promise<void> {
+  private async bindService(connection: LdapConnection, password: string): Promise<void> {
     try {
-      await connection.bind(this.settings.bindDn, this.bindPassword());
+      await connection.bind(this.settings.bindDn, password);
     } catch (err) {
       if (err instanceof DirectoryError && err.code === 'LOGIN_FAILED')
         throw new DirectoryError('DIRECTORY_UNAVAILABLE', `the directory refused the service account ${this.settings.bindDn} (${err.refusal})`, {

@@ -156,9 +156,11 @@ export class LdapConnection {
         await connection.bounded(client.startTLS({ ...tlsOptions }), options.connectTimeoutMs + options.timeoutMs, 'StartTLS');
       } catch (err) {
         connection.destroy();
-        const mapped = directoryErrorOf(err, url, options, 'StartTLS');
-        if (mapped.code !== 'DIRECTORY_UNAVAILABLE') throw mapped;
-        throw new DirectoryError('DIRECTORY_UNAVAILABLE', `${mapped.message} (no StartTLS: plain LDAP binds are never made)`, { cause: err });
+        if (err instanceof ResultCodeError)
+          throw new DirectoryError('DIRECTORY_UNAVAILABLE', `${url} refused StartTLS (LDAP result ${err.code}): plain LDAP binds are never made`, {
+            cause: err,
+          });
+        throw directoryErrorOf(err, url, options, 'StartTLS');
       }
     } else {
       try {

@@ -53,3 +53,32 @@ export function wrongNameTls(certPath: string, keyPath: string): Promise<Stub> {
   server.on('tlsClientError', () => {});
   return listen(server, sockets);
 }
+
+/**
+ * A plain LDAP server that refuses StartTLS (an ExtendedResponse with
+ * protocolError, as a server without TLS answers) and records every byte it
+ * is sent after that: a client that then binds in the clear would show
+ * its password here.
+ */
+export async function noStartTls(): Promise<Stub & { received(): Buffer }> {
+  const sockets = new Set<Socket>();
+  const chunks: Buffer[] = [];
+  const server = createServer((socket) => {
+    let answered = false;
+    socket.on('data', (data: Buffer) => {
+      chunks.push(data);
+      if (answered) return;
+      answered = true;
+      // LDAPMessage: SEQUENCE { messageID INTEGER, extendedResp [APPLICATION 24] { resultCode 2, matchedDN "", diagnostic } }.
+      const lengthBytes = (data[1] ?? 0) & 0x80 ? (data[1] ?? 0) & 0x7f : 0;
+      const at = 2 + lengthBytes;
+      const id = data.subarray(at, at + 2 + (data[at + 1] ?? 1));
+      const message = Buffer.from('StartTLS not supported');
+      const body = Buffer.concat([Buffer.from([0x0a, 0x01, 0x02, 0x04, 0x00, 0x04, message.length]), message]);
+      const op = Buffer.concat([Buffer.from([0x78, body.length]), body]);
+      socket.write(Buffer.concat([Buffer.from([0x30, id.length + op.length]), id, op]));
+    });
+  });
+  const stub = await listen(server, sockets);
+  return { ...stub, received: () => Buffer.concat(chunks) };
+}

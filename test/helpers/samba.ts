@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -7,6 +7,8 @@ import { testCa, type TestCa } from './testCa.js';
 import { pollUntil } from './waiters.js';
 
 const exec = promisify(execFile);
+/** RFC 4515 for ldapsearch's filters, written here again: the helper checks the agent, it does not use its code. */
+const ldapEscape = (v: string) => v.replace(/[*()\\\u0000]/g, (c) => `\\${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 
 /**
  * Why the Samba AD DC tests are skipped here, or undefined when they run:
@@ -49,6 +51,8 @@ export interface SambaDc {
   /** accountExpires a day in the past. */
   expire(name: string): Promise<void>;
   setExpiry(name: string, at: Date): Promise<void>;
+  /** Replaces one attribute of an account (uid, say) over LDAPS as the domain administrator. */
+  setAttribute(name: string, attribute: string, value: string): Promise<void>;
   remove(name: string): Promise<void>;
   /** Sets a lockout threshold of 3 (for the whole domain) and binds with a wrong password until the DC says the account is locked (775). */
   lock(name: string): Promise<void>;
@@ -61,9 +65,21 @@ export interface SambaDc {
  * One provisioned domain per process (samba-tool domain provision, ~6-13 s),
  * with svc-edge already in it; each DC copies it. Only smb.conf names the
  * directory (the ldb and tdb files hold no paths), so a copy with its own
- * smb.conf is a DC of its own.
+ * smb.conf is a DC of its own. It is removed when the last DC using it
+ * stops: vitest ends its workers with a signal, so an exit handler would
+ * leave it behind.
  */
 let template: Promise<{ dir: string; ms: number }> | undefined;
+let users = 0;
+
+async function releaseTemplate(): Promise<void> {
+  users--;
+  if (users > 0 || !template) return;
+  const pending = template;
+  template = undefined;
+  const made = await pending.catch(() => undefined);
+  if (made) rmSync(made.dir, { recursive: true, force: true });
+}
 
 async function provisionTemplate(): Promise<{ dir: string; ms: number }> {
   const started = Date.now();
@@ -86,7 +102,6 @@ async function provisionTemplate(): Promise<{ dir: string; ms: number }> {
     { maxBuffer: 16 << 20 },
   );
   await exec('samba-tool', ['user', 'create', 'svc-edge', SERVICE_PASSWORD, '-H', join(dir, 'private/sam.ldb')]);
-  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   return { dir, ms: Date.now() - started };
 }
 
@@ -118,21 +133,33 @@ export async function startSambaDc(options: { address: string }): Promise<SambaD
   const { address } = options;
   if (!/^127\.\d+\.\d+\.\d+$/.test(address)) throw new Error(`a test DC listens on loopback only, not ${address}`);
   template ??= provisionTemplate();
-  const tpl = await template;
+  users++;
+  const tpl = await template.catch(async (err: unknown) => {
+    await releaseTemplate();
+    throw err;
+  });
   const copyStarted = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'samba-dc-'));
-  await exec('cp', ['-a', `${tpl.dir}/.`, dir]);
-  for (const sub of ['run', 'ncalrpc']) mkdirSync(join(dir, sub), { recursive: true });
-  const ca = await testCa(join(dir, 'tls'), 'Samba test CA');
-  await ca.issue('cert.pem', 'key.pem', ['DNS:dc.plant.test', `IP:${address}`]);
-  writeFileSync(join(dir, 'etc/smb.conf'), configFor(tpl.dir, dir, address));
   const servicePasswordFile = join(dir, 'svc-edge.password');
-  writeFileSync(servicePasswordFile, `${SERVICE_PASSWORD}\n`, { mode: 0o600 });
+  let ca: TestCa;
+  try {
+    await exec('cp', ['-a', `${tpl.dir}/.`, dir]);
+    for (const sub of ['run', 'ncalrpc']) mkdirSync(join(dir, sub), { recursive: true });
+    ca = await testCa(join(dir, 'tls'), 'Samba test CA');
+    await ca.issue('cert.pem', 'key.pem', ['DNS:dc.plant.test', `IP:${address}`]);
+    writeFileSync(join(dir, 'etc/smb.conf'), configFor(tpl.dir, dir, address));
+    writeFileSync(servicePasswordFile, `${SERVICE_PASSWORD}\n`, { mode: 0o600 });
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    await releaseTemplate();
+    throw err;
+  }
   const copyMs = Date.now() - copyStarted;
 
   const started = Date.now();
   const out = openSync(join(dir, 'samba.out'), 'a');
   const child: ChildProcess = spawn(SAMBA, ['-s', join(dir, 'etc/smb.conf'), '-i', '-M', 'single'], { stdio: ['ignore', out, out] });
+  closeSync(out);
   let exited: string | undefined;
   const exit = new Promise<void>((resolve) =>
     child.once('exit', (code, signal) => {
@@ -158,7 +185,7 @@ export async function startSambaDc(options: { address: string }): Promise<SambaD
     await run;
   };
   const dnOf = async (name: string) => {
-    const { stdout } = await ldapsearch(`svc-edge@${REALM}`, SERVICE_PASSWORD, `(sAMAccountName=${name})`, 'dn');
+    const { stdout } = await ldapsearch(`svc-edge@${REALM}`, SERVICE_PASSWORD, `(sAMAccountName=${ldapEscape(name)})`, 'dn');
     // LDIF gives a DN that is not ASCII in base64 (dn:: ...).
     const line = /^dn(:?): (.*)$/m.exec(stdout);
     const dn = line?.[1] === ':' ? Buffer.from(line[2] ?? '', 'base64').toString('utf8') : line?.[2];
@@ -171,7 +198,10 @@ export async function startSambaDc(options: { address: string }): Promise<SambaD
   };
   let lockoutSet = false;
 
+  let stopped = false;
   const stop = async () => {
+    if (stopped) return;
+    stopped = true;
     if (!exited) {
       child.kill('SIGTERM');
       const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
@@ -179,6 +209,7 @@ export async function startSambaDc(options: { address: string }): Promise<SambaD
       clearTimeout(killer);
     }
     rmSync(dir, { recursive: true, force: true });
+    await releaseTemplate();
   };
 
   try {
@@ -234,6 +265,9 @@ export async function startSambaDc(options: { address: string }): Promise<SambaD
     enable: (name) => tool('user', 'enable', name),
     expire: (name) => setExpiry(name, new Date(Date.now() - 86_400_000)),
     setExpiry,
+    async setAttribute(name, attribute, value) {
+      await ldapmodify(`dn: ${await dnOf(name)}\nchangetype: modify\nreplace: ${attribute}\n${attribute}: ${value}\n`);
+    },
     remove: (name) => tool('user', 'delete', name),
     async lock(name) {
       if (!lockoutSet) await tool('domain', 'passwordsettings', 'set', '--account-lockout-threshold=3');
@@ -250,7 +284,7 @@ export async function startSambaDc(options: { address: string }): Promise<SambaD
       );
     },
     async guidOf(name) {
-      const { stdout } = await ldapsearch(`svc-edge@${REALM}`, SERVICE_PASSWORD, `(sAMAccountName=${name})`, 'objectGUID');
+      const { stdout } = await ldapsearch(`svc-edge@${REALM}`, SERVICE_PASSWORD, `(sAMAccountName=${ldapEscape(name)})`, 'objectGUID');
       const b64 = /^objectGUID:: (.*)$/m.exec(stdout)?.[1];
       if (!b64) throw new Error(`no objectGUID for ${name}`);
       return Buffer.from(b64, 'base64').toString('hex');

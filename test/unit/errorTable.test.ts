@@ -13,6 +13,7 @@ import {
   commandExitCode,
   ConfigError,
   ConfigFileError,
+  DirectoryError,
   exitCodeFor,
   exitForAnswer,
   httpStatusOf,
@@ -124,6 +125,9 @@ describe('the error table', () => {
       ['no token', new NoTokenError('x'), 77, 77],
       ['daemon down', new DaemonUnavailableError('x', false), 69, 69],
       ['another agent', new InstanceLockedError('x'), 1, 1],
+      ['directory login refused', new DirectoryError('LOGIN_FAILED', 'x', { refusal: 'bad-credentials' }), 77, 77],
+      ['directory down', new DirectoryError('DIRECTORY_UNAVAILABLE', 'x'), 1, 1],
+      ['directory certificate', new DirectoryError('DIRECTORY_CERTIFICATE', 'x'), 1, 1],
     ];
     for (const [name, err, command, start] of cases) {
       expect(commandExitCode(err), name).toBe(command);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { refusalOf } from '../../agent/transport/ldap.js';
+import { BerWriter } from 'ldapts';
+import { filterOf, refusalOf } from '../../agent/transport/ldap.js';
 import { escapeFilterValue, guidFilter, parseGuidHex } from '../../agent/transport/ldapFilter.js';
 
 describe('escapeFilterValue (RFC 4515)', () => {
@@ -62,5 +63,25 @@ describe("AD's bind diagnostics", () => {
   });
   it('a diagnostic without data is bad-credentials', () => {
     expect(refusalOf('Invalid credentials')).toBe('bad-credentials');
+  });
+});
+
+describe('filterOf: the bytes that reach the directory', () => {
+  const wire = (filter: string) => {
+    const writer = new BerWriter();
+    filterOf(filter).write(writer);
+    return writer.buffer;
+  };
+  it('sends an escaped non-ASCII name as its UTF-8 bytes, once (ldapts alone would encode them twice)', () => {
+    expect(wire(`(sAMAccountName=${escapeFilterValue('jörg')})`).includes(Buffer.from('jörg', 'utf8'))).toBe(true);
+    expect(wire('(sAMAccountName=jörg)').includes(Buffer.from('jörg', 'utf8'))).toBe(true);
+  });
+  it('sends a GUID as its 16 raw bytes', () => {
+    const hex = 'cf221916af4441749089b3de8c06f376';
+    expect(wire(guidFilter(hex) as string).includes(Buffer.from(hex, 'hex'))).toBe(true);
+  });
+  it('sends a DN in an in-chain match as UTF-8 text', () => {
+    const dn = 'CN=Prüfer,CN=Users,DC=plant,DC=test';
+    expect(wire(`(memberOf:1.2.840.113556.1.4.1941:=${escapeFilterValue(dn)})`).includes(Buffer.from(dn, 'utf8'))).toBe(true);
   });
 });

@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ActiveDirectory, type ActiveDirectorySettings } from '../../../agent/directory/activeDirectory.js';
 import { DirectoryError } from '../../../agent/errors.js';
-import { blackhole, type Stub, wrongNameTls } from '../../helpers/ldapStubs.js';
+import { blackhole, noStartTls, type Stub, wrongNameTls } from '../../helpers/ldapStubs.js';
 import { type SambaDc, sambaSkipReason, startSambaDc } from '../../helpers/samba.js';
 import { testCa } from '../../helpers/testCa.js';
 
@@ -104,6 +104,16 @@ describe.skipIf(sambaSkipReason)('ActiveDirectory against a Samba AD DC', () => 
     expect([err.code, err.refusal]).toEqual(['LOGIN_FAILED', 'no-such-user']);
   });
 
+  it('matches the configured login attribute (uid), and refuses a name two accounts answer to as ambiguous', async () => {
+    await dc.addUser('dup1', PASSWORD);
+    await dc.addUser('dup2', PASSWORD);
+    await dc.setAttribute('dup1', 'uid', 'anna');
+    expect(await directory({ loginAttribute: 'uid' }).login('anna', PASSWORD)).toMatchObject({ name: 'anna', dn: 'CN=dup1,CN=Users,DC=plant,DC=test' });
+    await dc.setAttribute('dup2', 'uid', 'anna');
+    const err = await failure(directory({ loginAttribute: 'uid' }).login('anna', PASSWORD));
+    expect([err.code, err.refusal]).toEqual(['LOGIN_FAILED', 'ambiguous']);
+  });
+
   it('refuses an empty or oversized password, and an oversized name, without any directory traffic', async () => {
     const hole = await blackhole();
     try {
@@ -182,12 +192,54 @@ describe.skipIf(sambaSkipReason)('ActiveDirectory against a Samba AD DC', () => 
     ).toEqual(['Leads', 'Maintenance']);
   });
 
+  it('rechecks in chunks of 200 GUIDs with 1 + groups searches each, and logs no password', async () => {
+    const lines: string[] = [];
+    const capture = pino({ level: 'debug' }, { write: (line: string) => lines.push(line) });
+    const d = new ActiveDirectory({ log: capture, settings });
+    const [leaver, tech] = [await dc.guidOf('leaver1'), await dc.guidOf('tech1')];
+    // GUIDs no account has, around two real ones: the first chunk and the second.
+    const absent = Array.from({ length: 248 }, (_, i) => `${i.toString(16).padStart(4, '0')}${'ab'.repeat(14)}`);
+    const result = await d.recheck([leaver, ...absent, tech], ['Maintenance', 'CN=Leads,CN=Users,DC=plant,DC=test']);
+    expect([...result.keys()].sort()).toEqual([leaver, tech].sort());
+    expect(result.get(leaver)?.groups.map((g) => g.name)).toEqual(['Maintenance']);
+    const summary = lines.map((l) => JSON.parse(l) as { msg: string; searches?: number }).find((l) => l.msg === 'directory recheck');
+    // One search resolving the two groups, then per chunk of 200 one of the accounts and one per group.
+    expect(summary?.searches).toBe(1 + 2 * (1 + 2));
+    await d.login('tech1', PASSWORD);
+    await d.login('tech1', 'Wrong-Pass1!').catch(() => undefined);
+    const text = lines.join('');
+    expect(text).toContain('directory login');
+    for (const secret of [PASSWORD, 'Wrong-Pass1!', 'Svc-Edge-Pass1!']) expect(text).not.toContain(secret);
+  });
+
+  it('finds the groups of a user whose DN has filter metacharacters (escaped in the in-chain filter)', async () => {
+    await dc.addUser('ext(1)', PASSWORD);
+    await dc.addMembers('Line-Techs', ['ext(1)']);
+    const account = await directory().login('ext(1)', PASSWORD);
+    expect(account.dn).toBe('CN=ext(1),CN=Users,DC=plant,DC=test');
+    expect(account.groups.map((g) => g.name).sort()).toEqual(['Line-Techs', 'Maintenance']);
+  });
+
   it('refuses a recheck without a service account as a bug of the caller', async () => {
     await expect(directory({ bindDn: '', bindPasswordFile: '' }).recheck([], [])).rejects.toMatchObject({ code: 'INTERNAL' });
   });
 
   it('logs in over ldap:// with StartTLS (port 389)', async () => {
     expect((await directory({ url: `ldap://${dc.address}` }).login('tech1', PASSWORD)).name).toBe('tech1');
+  });
+
+  it('refuses to go on when the server refuses StartTLS: DIRECTORY_UNAVAILABLE, and nothing is sent in the clear', async () => {
+    const stub = await noStartTls();
+    try {
+      const err = await failure(directory({ url: `ldap://127.0.0.1:${stub.port}`, bindDn: '', bindPasswordFile: '' }).login('tech1', PASSWORD));
+      expect(err.code, err.message).toBe('DIRECTORY_UNAVAILABLE');
+      expect(stub.connections()).toBe(1);
+      expect(stub.received().length).toBeGreaterThan(0);
+      expect(stub.received().includes(Buffer.from(PASSWORD)), 'the password went over plain LDAP').toBe(false);
+      expect(stub.received().includes(Buffer.from('tech1')), 'a bind went over plain LDAP').toBe(false);
+    } finally {
+      await stub.close();
+    }
   });
 
   it('refuses a directory whose certificate another CA signed: DIRECTORY_CERTIFICATE, over LDAPS and StartTLS', async () => {
