@@ -5,6 +5,7 @@
  */
 import { apiBench } from './api.js';
 import { caBench } from './ca.js';
+import { directoryBench } from './directory.js';
 import { enrollBench } from './enroll.js';
 import { opcuaBench } from './opcua.js';
 import { opcuaPushBench } from './opcuaPush.js';
@@ -22,6 +23,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'opcua-push', run: opcuaPushBench },
   { name: 'sync', run: syncBench },
   { name: 'api', run: apiBench },
+  { name: 'directory', run: directoryBench },
 ];
 
 const only = process.argv.slice(2);
