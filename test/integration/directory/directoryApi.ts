@@ -75,7 +75,10 @@ export async function populate(dc: SambaDc): Promise<void> {
 }
 
 /** auth.directory for the test domain: the mappings docs/directory.md shows as its example. */
-export function directoryYaml(dc: SambaDc, extra: { recheckSeconds: number; caFile: string; url?: string; keepMinutes?: number }): string[] {
+export function directoryYaml(
+  dc: SambaDc,
+  extra: { recheckSeconds: number; caFile: string; passwordFile: string; url?: string; keepMinutes?: number },
+): string[] {
   return [
     'auth:',
     '  directory:',
@@ -84,7 +87,7 @@ export function directoryYaml(dc: SambaDc, extra: { recheckSeconds: number; caFi
     `    caFile: ${extra.caFile}`,
     `    baseDn: ${dc.baseDn}`,
     `    bindDn: ${dc.serviceDn}`,
-    `    bindPasswordFile: ${dc.servicePasswordFile}`,
+    `    bindPasswordFile: ${extra.passwordFile}`,
     `    recheckIntervalSeconds: ${extra.recheckSeconds}`,
     '    timeoutMs: 3000',
     '    connectTimeoutMs: 3000',

@@ -47,6 +47,7 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     await populate(dc);
     tmp = tempDir();
     copyFileSync(dc.caFile, join(tmp.dir, 'dc-ca.pem'));
+    copyFileSync(dc.servicePasswordFile, join(tmp.dir, 'svc.password'));
     const lines = [
       'agent:',
       '  id: gw-dir',
@@ -61,8 +62,8 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
       '    ranges: [127.0.61.0/24]',
       'sync:',
       '  location: { site: Plant-A, area: "", line: L1, cell: "" }',
-      // A copy of the DC's CA: the DC's directory goes when it stops, and the daemon must then see a directory down, not a file gone.
-      ...directoryYaml(dc, { recheckSeconds: RECHECK_SECONDS, caFile: join(tmp.dir, 'dc-ca.pem') }),
+      // Copies of the DC's CA and service password: the DC's directory goes when it stops, and the daemon must then see a directory down, not a file gone.
+      ...directoryYaml(dc, { recheckSeconds: RECHECK_SECONDS, caFile: join(tmp.dir, 'dc-ca.pem'), passwordFile: join(tmp.dir, 'svc.password') }),
       '',
     ];
     config = writeConfig(tmp.dir, lines.join('\n'));
