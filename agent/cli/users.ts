@@ -58,6 +58,9 @@ async function all<T>(client: ApiClient, path: string): Promise<T[]> {
   return items;
 }
 
+/** A user as listed: local (tokens) or directory (edge-agent login; older daemons do not say, and had local users only). */
+type Listed = User & { source?: 'local' | 'directory'; lastLoginAt?: string };
+
 type Made = ApiToken & { user: string; secret: string; firstStartTokenRevoked?: boolean };
 
 /**
@@ -97,20 +100,23 @@ export function registerUserCommands(program: Command, result: { code: number })
       },
     );
   });
-  common(users.command('list').description('every user with their role')).action(async (o: ApiOptions) => {
-    result.code = await runApi(
-      o,
-      async (client) => (await all<User>(client, '/api/v1/users')).map(dated),
-      (rows: User[]) =>
-        rows.length === 0
-          ? 'no users\n'
-          : `${rows.map((u) => `${u.name}\t${u.role}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}`).join('\n')}\n`,
-      {
-        what: 'read from the database directly',
-        run: (config) => readUsers(config, (repo) => repo.list()),
-      },
-    );
-  });
+  common(users.command('list').description('every user with their role and source (local, or directory: logged in with edge-agent login)')).action(
+    async (o: ApiOptions) => {
+      result.code = await runApi(
+        o,
+        async (client) => (await all<Listed>(client, '/api/v1/users')).map((u) => ({ ...dated(u), source: u.source ?? 'local' })),
+        (rows: Listed[]) =>
+          rows.length === 0
+            ? 'no users\n'
+            : rows.map((u) => `${u.name}\t${u.role}\t${u.source ?? 'local'}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}\n`).join(''),
+        {
+          what: 'read from the database directly',
+          // A database that records no source has local users only.
+          run: (config) => readUsers(config, (repo) => repo.list().map((u): Listed => ({ source: 'local', ...u }))),
+        },
+      );
+    },
+  );
   common(users.command('disable').description('disable a user: none of their tokens works any more').argument('<name>', 'user name')).action(
     async (name: string, o: ApiOptions) => {
       result.code = await runApi(
