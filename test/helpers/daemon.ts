@@ -51,13 +51,18 @@ export function runCli(
 }
 
 /**
- * The test runner's environment without anything that would steer the agent,
- * except that the embedded MQTT broker listens on ports the kernel picks:
+ * The test runner's environment without anything that would steer the agent
+ * (a login session included), except that the embedded MQTT broker listens on ports the kernel picks:
  * tests run side by side, and the default ports 8883/8884 would collide. A
  * test that sets these in its file or its env overrides them.
  */
 function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { EDGE_AGENT_MQTT_PROVISIONING_PORT: '0', EDGE_AGENT_MQTT_MTLS_PORT: '0' };
+  const env: NodeJS.ProcessEnv = {
+    EDGE_AGENT_MQTT_PROVISIONING_PORT: '0',
+    EDGE_AGENT_MQTT_MTLS_PORT: '0',
+    // Never the session of an edge-agent login made by whoever runs the tests (~/.config/edge-agent/session).
+    EDGE_AGENT_SESSION_FILE: '/nonexistent/edge-agent-test-session',
+  };
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('EDGE_AGENT_') && !['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID'].includes(k)) env[k] = v;
   }
