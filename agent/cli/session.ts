@@ -92,6 +92,7 @@ export function registerSessionCommands(program: Command, result: { code: number
       ),
   ).action(async (o: ApiOptions & { user?: string; passwordStdin?: boolean }) => {
     const user = o.user ?? osLogin();
+    if (o.user === '') return void (result.code = usage('--user: the name is empty'));
     if (!user) return void (result.code = usage('--user NAME: this OS user has no login name to default to'));
     let password: string | undefined;
     try {
@@ -107,10 +108,19 @@ export function registerSessionCommands(program: Command, result: { code: number
     const file = sessionFilePath();
     result.code = await runApi(
       o,
-      async (client) => {
+      async (client, config) => {
         const answer = (await client.call<{ token: string; session: Session }>('POST', '/api/v1/session', { user, password })).body;
         const s = answer.session;
-        writeSessionFile(file, { token: answer.token, user: s.user, role: s.role, expiresAt: s.expiresAt, url: client.url });
+        try {
+          writeSessionFile(file, { token: answer.token, user: s.user, role: s.role, expiresAt: s.expiresAt, url: client.url });
+        } catch (err) {
+          // A session no file holds cannot be used or ended: end it now rather than leave it open until it expires.
+          const made = ApiClient.for(config, o, process.env, { token: answer.token, source: 'session file' });
+          await made.call('DELETE', '/api/v1/session').catch(() => undefined);
+          throw new UsageError(`cannot keep the session in ${file} (${(err as Error).message}); set EDGE_AGENT_SESSION_FILE to a file you may write`, {
+            cause: err,
+          });
+        }
         return { session: s, file };
       },
       (r: { session: Session; file: string }) =>
