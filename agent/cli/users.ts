@@ -58,8 +58,17 @@ async function all<T>(client: ApiClient, path: string): Promise<T[]> {
   return items;
 }
 
-/** A user as listed: local (tokens) or directory (edge-agent login; older daemons do not say, and had local users only). */
-type Listed = User & { source?: 'local' | 'directory'; lastLoginAt?: string };
+/**
+ * A user as listed: local (tokens) or directory (edge-agent login; an older daemon does not say: it had local users only).
+ * A directory user has no id, and no role while it has no access.
+ */
+type Listed = Omit<User, 'id' | 'role' | 'createdBy'> & {
+  id?: number;
+  role: string | null;
+  createdBy?: string;
+  source?: 'local' | 'directory';
+  lastLoginAt?: string;
+};
 
 type Made = ApiToken & { user: string; secret: string; firstStartTokenRevoked?: boolean };
 
@@ -108,11 +117,26 @@ export function registerUserCommands(program: Command, result: { code: number })
         (rows: Listed[]) =>
           rows.length === 0
             ? 'no users\n'
-            : rows.map((u) => `${u.name}\t${u.role}\t${u.source ?? 'local'}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}\n`).join(''),
+            : rows
+                .map((u) => `${u.name}\t${u.role ?? '-'}\t${u.source ?? 'local'}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}\n`)
+                .join(''),
         {
           what: 'read from the database directly',
-          // A database that records no source has local users only.
-          run: (config) => readUsers(config, (repo) => repo.list().map((u): Listed => ({ source: 'local', ...u }))),
+          run: (config) =>
+            readStore(config, (_store, repos): Listed[] => [
+              ...repos.users.list().map((u): Listed => ({ ...u, source: 'local' })),
+              // As GET /api/v1/users lists them, and never the password verifier of a cached login.
+              ...repos.sessions.users().map(
+                (u): Listed => ({
+                  name: u.name,
+                  role: u.role ?? null,
+                  source: 'directory',
+                  createdAt: u.firstLoginAt,
+                  lastLoginAt: u.lastLoginAt.toISOString(),
+                  ...(u.disabledAt ? { disabledAt: u.disabledAt } : {}),
+                }),
+              ),
+            ]).then((rows) => rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))),
         },
       );
     },
