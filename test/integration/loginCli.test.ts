@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeSessionFile } from '../../agent/cli/sessionFile.js';
 import { Daemon, runCli, tempDir, writeConfig } from '../helpers/daemon.js';
 
 describe('edge-agent login, logout and whoami against a real daemon without a directory', () => {
@@ -57,6 +58,23 @@ describe('edge-agent login, logout and whoami against a real daemon without a di
     const r = await cli(['logout']);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('not logged in\n');
+  });
+
+  it('logout of a session the daemon no longer knows still deletes the file and says so; an expired one is passed over with a hint', async () => {
+    const url = readFileSync(join(tmp.dir, 'data', 'api.url'), 'utf8').trim();
+    const keep = (expiresAt: string) => writeSessionFile(sessionFile, { token: `eas_${'A'.repeat(43)}`, user: 'x', role: 'viewer', expiresAt, url });
+    keep(new Date(Date.now() + 3_600_000).toISOString());
+    const r = await cli(['logout']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`the session of x had already ended; ${sessionFile} removed\n`);
+    expect(existsSync(sessionFile)).toBe(false);
+
+    keep('2020-01-01T00:00:00.000Z');
+    const who = await cli(['whoami']);
+    expect(who.code, who.stderr).toBe(0);
+    expect(who.stderr).toContain('the session of x ended at 2020-01-01T00:00:00.000Z: edge-agent login to start another');
+    expect(who.stdout).toMatch(/^credential +admin\.token/m);
+    rmSync(sessionFile);
   });
 
   it('users list shows the source column', async () => {
