@@ -6,6 +6,7 @@ import { ADMIN_TOKEN_FILE, API_URL_FILE } from '../api/auth.js';
 import { apiEndpoint, apiUrl } from '../api/listener.js';
 import type { Config } from '../config/schema.js';
 import { AgentError, UsageError } from '../errors.js';
+import { readSessionFile, sessionFilePath } from './sessionFile.js';
 
 /**
  * The daemon's API could not be reached. `sent` is false when nothing was
@@ -47,26 +48,71 @@ export interface ClientOptions {
   ca?: string;
 }
 
+/** Where a command's credential came from (whoami says it). */
+export type CredentialSource = '--token' | 'EDGE_AGENT_TOKEN' | 'token file' | 'session file' | 'admin.token';
+
+export interface Credential {
+  token: string;
+  source: CredentialSource;
+  /** The file it was read from (token file, session file, admin.token). */
+  file?: string;
+  /** From the session file: when the session ends. */
+  expiresAt?: string;
+}
+
 /**
- * The token a command uses: --token, else $EDGE_AGENT_TOKEN, else the file
- * --token-file or $EDGE_AGENT_TOKEN_FILE names, else <dataDir>/admin.token
- * when this user can read it (the first administrator's, on the gateway).
+ * The credential a command uses: --token, else $EDGE_AGENT_TOKEN, else the
+ * file --token-file or $EDGE_AGENT_TOKEN_FILE names, else the session of
+ * `edge-agent login` (kept only for the API url it was made against, while
+ * it lasts, and from a file only this user can read), else
+ * <dataDir>/admin.token when this user can read it (the first
+ * administrator's, on the gateway). `url` is the API the command calls;
+ * `warn` gets why a session file was passed over.
  */
-export function resolveToken(config: Config, o: ClientOptions, env: NodeJS.ProcessEnv = process.env): string {
-  if (o.token) return o.token.trim();
-  if (env.EDGE_AGENT_TOKEN) return env.EDGE_AGENT_TOKEN.trim();
-  const file = o.tokenFile ?? env.EDGE_AGENT_TOKEN_FILE ?? join(config.agent.dataDir, ADMIN_TOKEN_FILE);
+export function resolveCredential(
+  config: Config,
+  o: ClientOptions,
+  url: string,
+  env: NodeJS.ProcessEnv = process.env,
+  warn: (line: string) => void = (line) => process.stderr.write(`edge-agent: ${line}\n`),
+  now: Date = new Date(),
+): Credential {
+  if (o.token) return { token: o.token.trim(), source: '--token' };
+  if (env.EDGE_AGENT_TOKEN) return { token: env.EDGE_AGENT_TOKEN.trim(), source: 'EDGE_AGENT_TOKEN' };
+  const explicit = o.tokenFile ?? env.EDGE_AGENT_TOKEN_FILE;
+  if (explicit) {
+    try {
+      return { token: readFileSync(explicit, 'utf8').trim(), source: 'token file', file: explicit };
+    } catch (err) {
+      throw new NoTokenError(`cannot read the token file ${explicit}: ${(err as Error).message}`);
+    }
+  }
+  const sessionFile = sessionFilePath(env);
+  const read = readSessionFile(sessionFile);
+  if (read.state === 'refused') warn(`ignoring the session file ${sessionFile}: ${read.why}`);
+  if (read.state === 'ok' && read.session.url === url) {
+    if (Date.parse(read.session.expiresAt) > now.getTime()) {
+      return { token: read.session.token, source: 'session file', file: sessionFile, expiresAt: read.session.expiresAt };
+    }
+    warn(`the session of ${read.session.user} ended at ${read.session.expiresAt}: edge-agent login to start another`);
+  }
+  const adminToken = join(config.agent.dataDir, ADMIN_TOKEN_FILE);
   try {
-    return readFileSync(file, 'utf8').trim();
-  } catch (err) {
-    const explicit = o.tokenFile ?? env.EDGE_AGENT_TOKEN_FILE;
+    return { token: readFileSync(adminToken, 'utf8').trim(), source: 'admin.token', file: adminToken };
+  } catch {
     throw new NoTokenError(
-      explicit
-        ? `cannot read the token file ${file}: ${(err as Error).message}`
-        : `no API token: give --token, set EDGE_AGENT_TOKEN, or --token-file (an administrator makes one with edge-agent tokens create --user NAME)`,
+      'no API token: log in with edge-agent login (directory users), give --token, set EDGE_AGENT_TOKEN, or --token-file ' +
+        '(an administrator makes one with edge-agent tokens create --user NAME)',
     );
   }
 }
+
+/** The token of resolveCredential (the url decides whether a login session applies). */
+export function resolveToken(config: Config, o: ClientOptions, url: string, env: NodeJS.ProcessEnv = process.env): string {
+  return resolveCredential(config, o, url, env).token;
+}
+
+const SESSION_HINT = '; the session of edge-agent login has ended (expired, logged out, or the user lost access): edge-agent login again';
 
 const FIRST_START_HINT =
   '; that is the token in admin.token, which ends 24 hours after the first start, when the file is deleted or when an administrator token is made: ' +
@@ -80,23 +126,20 @@ export class ApiClient {
    * `tokenError` explains when the API answers 401.
    */
   private constructor(
-    private readonly url: string,
+    /** The API's base url (a login session is kept for it). */
+    readonly url: string,
     private readonly ca: string | undefined,
-    private readonly token: string | undefined,
+    /** What the client calls with, and where it came from; undefined: no Authorization header. */
+    readonly credential: Credential | undefined,
     private readonly tokenError: NoTokenError | undefined,
-    /** The token is the one in <dataDir>/admin.token, taken by default. */
-    private readonly firstStart = false,
   ) {}
 
-  static for(config: Config, o: ClientOptions, env: NodeJS.ProcessEnv = process.env): ApiClient {
-    let token: string | undefined;
-    let tokenError: NoTokenError | undefined;
-    try {
-      token = resolveToken(config, o, env);
-    } catch (err) {
-      if (!(err instanceof NoTokenError)) throw err;
-      tokenError = err;
-    }
+  /**
+   * A client for the configured daemon. `credential`: undefined resolves it
+   * (resolveCredential); null calls without any (edge-agent login); a
+   * credential is used as given (logout sends the session's own token).
+   */
+  static for(config: Config, o: ClientOptions, env: NodeJS.ProcessEnv = process.env, credential?: Credential | null): ApiClient {
     const caFile = o.ca ?? env.EDGE_AGENT_CA;
     let endpoint: { url: string; ca?: string };
     try {
@@ -126,8 +169,21 @@ export class ApiClient {
         throw new UsageError(`cannot read the CA chain ${caFile} (--ca, EDGE_AGENT_CA): ${(err as Error).message}`, { cause: err });
       }
     }
-    const firstStart = !o.token && !env.EDGE_AGENT_TOKEN && !o.tokenFile && !env.EDGE_AGENT_TOKEN_FILE;
-    return new ApiClient(url, ca, token, tokenError, firstStart);
+    if (credential !== undefined) return new ApiClient(url, ca, credential ?? undefined, undefined);
+    try {
+      // After the url: a login session is used only against the API it was made for.
+      return new ApiClient(url, ca, resolveCredential(config, o, url, env), undefined);
+    } catch (err) {
+      if (!(err instanceof NoTokenError)) throw err;
+      return new ApiClient(url, ca, undefined, err);
+    }
+  }
+
+  /** What a 401 adds: how to get a credential that works, for the ones the user did not choose by hand. */
+  private refusedHint(): string {
+    if (this.credential?.source === 'admin.token') return FIRST_START_HINT;
+    if (this.credential?.source === 'session file') return SESSION_HINT;
+    return '';
   }
 
   private open(method: string, path: string, body: unknown, accept: string): Promise<IncomingMessage> {
@@ -141,7 +197,7 @@ export class ApiClient {
           method,
           ...(this.ca ? { ca: this.ca } : {}),
           headers: {
-            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+            ...(this.credential ? { authorization: `Bearer ${this.credential.token}` } : {}),
             accept,
             ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
           },
@@ -167,8 +223,8 @@ export class ApiClient {
   }
 
   /** One JSON request; an error answer throws ApiAnswerError. */
-  async call<T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }> {
-    const res = await this.open(method, path, body ?? (method === 'GET' ? undefined : {}), 'application/json');
+  async call<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<{ status: number; body: T }> {
+    const res = await this.open(method, path, body ?? (method === 'GET' || method === 'DELETE' ? undefined : {}), 'application/json');
     let text = '';
     for await (const chunk of res as AsyncIterable<Buffer>) text += chunk.toString('utf8');
     let parsed: unknown;
@@ -181,7 +237,7 @@ export class ApiClient {
     if (status === 401 && this.tokenError) throw this.tokenError;
     if (status >= 400) {
       const e = parsed as { code?: string; message?: string };
-      throw new ApiAnswerError(status, e.code ?? 'UNKNOWN', `${e.message ?? `status ${status}`}${status === 401 && this.firstStart ? FIRST_START_HINT : ''}`);
+      throw new ApiAnswerError(status, e.code ?? 'UNKNOWN', `${e.message ?? `status ${status}`}${status === 401 ? this.refusedHint() : ''}`);
     }
     return { status, body: parsed as T };
   }

@@ -21,7 +21,10 @@ export function apiOptions(c: Command, local = true): Command {
     .option('-c, --config <path>', CONFIG_OPTION_HELP)
     .option('--json', 'machine-readable output')
     .option('--token <token>', 'API token (default: $EDGE_AGENT_TOKEN, else the --token-file)')
-    .option('--token-file <path>', 'file holding the API token (default: $EDGE_AGENT_TOKEN_FILE, else <dataDir>/admin.token)')
+    .option(
+      '--token-file <path>',
+      'file holding the API token (default: $EDGE_AGENT_TOKEN_FILE, else the session of edge-agent login, else <dataDir>/admin.token)',
+    )
     .option('--ca <file>', "PEM CA chain to trust the API's certificate with (TLS; default: $EDGE_AGENT_CA, else the gateway CA's files)");
   return local ? command.option('--local', LOCAL_HELP) : command;
 }
@@ -40,13 +43,15 @@ export interface LocalPath<R> {
  * answers) and says so on stderr; a change does so only with --local.
  * Otherwise an unreachable daemon is exit code 69. Errors are reported by
  * code, and end the command with the exit code ERROR_TABLE gives the code
- * (an API answer's: exitForAnswer).
+ * (an API answer's: exitForAnswer). `client` makes the client (default:
+ * with the credential resolveCredential finds).
  */
 export async function runApi<R>(
   o: ApiOptions,
   viaApi: (client: ApiClient, config: Config) => Promise<R>,
   print: (result: R) => string,
   local?: LocalPath<R>,
+  client: (config: Config) => ApiClient = (config) => ApiClient.for(config, o),
 ): Promise<number> {
   let config: Config;
   try {
@@ -68,7 +73,7 @@ export async function runApi<R>(
     return onDatabase('--local');
   }
   try {
-    const result = await viaApi(ApiClient.for(config, o), config);
+    const result = await viaApi(client(config), config);
     if (o.json) printJson(result);
     else process.stdout.write(print(result));
     return ExitCode.ok;

@@ -7,6 +7,7 @@ import { registerCertsCommands } from './certs.js';
 import { registerDeviceCommands } from './devices.js';
 import { registerDiscoverCommand } from './discover.js';
 import { registerOpcuaCommands } from './opcua.js';
+import { registerSessionCommands } from './session.js';
 import { registerSyncCommands } from './sync.js';
 import { registerUserCommands } from './users.js';
 import { backup, configCheck, version } from './commands.js';
@@ -83,6 +84,7 @@ export function buildProgram(result: { code: number }): Command {
   registerOpcuaCommands(program, result);
   registerSyncCommands(program, result);
   registerUserCommands(program, result);
+  registerSessionCommands(program, result);
   return program;
 }
 

@@ -58,6 +58,18 @@ async function all<T>(client: ApiClient, path: string): Promise<T[]> {
   return items;
 }
 
+/**
+ * A user as listed: local (tokens) or directory (edge-agent login; an older daemon does not say: it had local users only).
+ * A directory user has no id, and no role while it has no access.
+ */
+type Listed = Omit<User, 'id' | 'role' | 'createdBy'> & {
+  id?: number;
+  role: string | null;
+  createdBy?: string;
+  source?: 'local' | 'directory';
+  lastLoginAt?: string;
+};
+
 type Made = ApiToken & { user: string; secret: string; firstStartTokenRevoked?: boolean };
 
 /**
@@ -97,20 +109,38 @@ export function registerUserCommands(program: Command, result: { code: number })
       },
     );
   });
-  common(users.command('list').description('every user with their role')).action(async (o: ApiOptions) => {
-    result.code = await runApi(
-      o,
-      async (client) => (await all<User>(client, '/api/v1/users')).map(dated),
-      (rows: User[]) =>
-        rows.length === 0
-          ? 'no users\n'
-          : `${rows.map((u) => `${u.name}\t${u.role}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}`).join('\n')}\n`,
-      {
-        what: 'read from the database directly',
-        run: (config) => readUsers(config, (repo) => repo.list()),
-      },
-    );
-  });
+  common(users.command('list').description('every user with their role and source (local, or directory: logged in with edge-agent login)')).action(
+    async (o: ApiOptions) => {
+      result.code = await runApi(
+        o,
+        async (client) => (await all<Listed>(client, '/api/v1/users')).map((u) => ({ ...dated(u), source: u.source ?? 'local' })),
+        (rows: Listed[]) =>
+          rows.length === 0
+            ? 'no users\n'
+            : rows
+                .map((u) => `${u.name}\t${u.role ?? '-'}\t${u.source ?? 'local'}${u.disabledAt ? `\tdisabled ${u.disabledAt.toISOString()}` : ''}\n`)
+                .join(''),
+        {
+          what: 'read from the database directly',
+          run: (config) =>
+            readStore(config, (_store, repos): Listed[] => [
+              ...repos.users.list().map((u): Listed => ({ ...u, source: 'local' })),
+              // As GET /api/v1/users lists them, and never the password verifier of a cached login.
+              ...repos.sessions.users().map(
+                (u): Listed => ({
+                  name: u.name,
+                  role: u.role ?? null,
+                  source: 'directory',
+                  createdAt: u.firstLoginAt,
+                  lastLoginAt: u.lastLoginAt.toISOString(),
+                  ...(u.disabledAt ? { disabledAt: u.disabledAt } : {}),
+                }),
+              ),
+            ]).then((rows) => rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))),
+        },
+      );
+    },
+  );
   common(users.command('disable').description('disable a user: none of their tokens works any more').argument('<name>', 'user name')).action(
     async (name: string, o: ApiOptions) => {
       result.code = await runApi(

@@ -4,8 +4,18 @@ import { configSchema } from './schema.js';
 
 export const ENV_PREFIX = 'EDGE_AGENT_';
 
-/** EDGE_AGENT_* variables that are not configuration keys: the file, the test failpoint, and the commands' API token, token file and CA to trust. */
-const NON_CONFIG_VARIABLES = new Set(['EDGE_AGENT_CONFIG', 'EDGE_AGENT_FAILPOINT', 'EDGE_AGENT_TOKEN', 'EDGE_AGENT_TOKEN_FILE', 'EDGE_AGENT_CA']);
+/**
+ * EDGE_AGENT_* variables that are not configuration keys: the file, the test failpoint, and the commands' API token, token file,
+ * CA to trust and session file of edge-agent login.
+ */
+const NON_CONFIG_VARIABLES = new Set([
+  'EDGE_AGENT_CONFIG',
+  'EDGE_AGENT_FAILPOINT',
+  'EDGE_AGENT_TOKEN',
+  'EDGE_AGENT_TOKEN_FILE',
+  'EDGE_AGENT_CA',
+  'EDGE_AGENT_SESSION_FILE',
+]);
 
 type Leaf = { section: string; key: string; schema: z.ZodType };
 

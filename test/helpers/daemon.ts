@@ -27,34 +27,42 @@ export function writeConfig(dir: string, yaml?: string, name = 'edge-agent.yaml'
   return file;
 }
 
-/** Runs the built CLI to completion. */
+/** Runs the built CLI to completion; `input`, when given, is its standard input (else it has none). */
 export function runCli(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [MAIN, ...args], {
       cwd: options.cwd ?? REPO,
       env: { ...cleanEnv(), ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
+    // A CLI that stops reading early closes the pipe: that is its right, not the test's failure.
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(options.input);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => resolvePromise({ code, stdout, stderr }));
   });
 }
 
 /**
- * The test runner's environment without anything that would steer the agent,
- * except that the embedded MQTT broker listens on ports the kernel picks:
+ * The test runner's environment without anything that would steer the agent
+ * (a login session included), except that the embedded MQTT broker listens on ports the kernel picks:
  * tests run side by side, and the default ports 8883/8884 would collide. A
  * test that sets these in its file or its env overrides them.
  */
 function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { EDGE_AGENT_MQTT_PROVISIONING_PORT: '0', EDGE_AGENT_MQTT_MTLS_PORT: '0' };
+  const env: NodeJS.ProcessEnv = {
+    EDGE_AGENT_MQTT_PROVISIONING_PORT: '0',
+    EDGE_AGENT_MQTT_MTLS_PORT: '0',
+    // Never the session of an edge-agent login made by whoever runs the tests (~/.config/edge-agent/session).
+    EDGE_AGENT_SESSION_FILE: '/nonexistent/edge-agent-test-session',
+  };
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('EDGE_AGENT_') && !['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID'].includes(k)) env[k] = v;
   }

@@ -135,6 +135,9 @@ describe('the edge-agent command', () => {
       ['ca', '--help'],
       ['broker', '--help'],
       ['broker', 'mosquitto-config', '--help'],
+      ['login', '--help'],
+      ['logout', '--help'],
+      ['whoami', '--help'],
       ...ca,
     ]) {
       const result = await runCli(args);
@@ -146,6 +149,12 @@ describe('the edge-agent command', () => {
     expect(badOption.code).toBe(64);
     expect(badOption.stderr).toContain("unknown option '--no-such-flag'");
     expect((await runCli(['backup'])).code).toBe(64);
+    // The password is never an option: anyone on the machine could read it in the process list.
+    const password = await runCli(['login', '--password', 'x']);
+    expect(password.code).toBe(64);
+    expect(password.stderr).toContain("unknown option '--password'");
+    // Help text is wrapped to the terminal's width.
+    expect((await runCli(['login', '--help'])).stdout.replace(/\s+/g, ' ')).toContain('default: the login name of the OS user');
   });
 
   it('ca init creates the CA once and refuses to overwrite it', async () => {
@@ -187,8 +196,9 @@ describe('the edge-agent command', () => {
       expect(exit.code).toBe(1);
       expect(second.stderr).toContain(`could not start: http failed to start: cannot listen on 127.0.0.1:${port}`);
       expect(second.stderr).toContain('is already in use');
-      // What had started (lock, store, runs, ca, mqtt, opcua) was stopped again, in reverse: the run is closed cleanly.
-      expect(second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service)).toEqual(['http', 'opcua', 'mqtt', 'ca', 'runs', 'store', 'lock']);
+      // What had started (lock, store, runs, ca, mqtt, opcua, sessions) was stopped again, in reverse: the run is closed cleanly.
+      const stopped = second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service);
+      expect(stopped).toEqual(['http', 'sessions', 'opcua', 'mqtt', 'ca', 'runs', 'store', 'lock']);
       first.kill('SIGTERM');
       expect((await first.exited).code).toBe(0);
     } finally {

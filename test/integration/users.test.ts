@@ -46,7 +46,7 @@ describe('edge-agent users and tokens (on the gateway, against the database)', (
 
   it('disables a user', async () => {
     expect((await local('users', 'disable', 'tech-a')).code).toBe(0);
-    expect((await cli('users', 'list')).stdout).toMatch(/^tech-a\ttechnician\tdisabled /m);
+    expect((await cli('users', 'list')).stdout).toMatch(/^tech-a\ttechnician\tlocal\tdisabled /m);
     expect((await local('tokens', 'create', '--user', 'tech-a')).stderr).toContain('is disabled');
   });
 
