@@ -111,6 +111,12 @@ export function registerSessionCommands(program: Command, result: { code: number
       async (client, config) => {
         const answer = (await client.call<{ token: string; session: Session }>('POST', '/api/v1/session', { user, password })).body;
         const s = answer.session;
+        // The session this file held for the same gateway is replaced: end it, so that no session is left open that no file holds.
+        const previous = readSessionFile(file);
+        if (previous.state === 'ok' && previous.session.url === client.url && Date.parse(previous.session.expiresAt) > Date.now())
+          await ApiClient.for(config, o, process.env, { token: previous.session.token, source: 'session file' })
+            .call('DELETE', '/api/v1/session')
+            .catch(() => undefined);
         try {
           writeSessionFile(file, { token: answer.token, user: s.user, role: s.role, expiresAt: s.expiresAt, url: client.url });
         } catch (err) {

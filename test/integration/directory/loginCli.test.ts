@@ -89,6 +89,16 @@ describe.skipIf(sambaSkipReason)('edge-agent login, whoami, users list and logou
     expect(users.stdout).toMatch(/^admin\tadmin\tlocal$/m);
   });
 
+  it('ends the session it replaces when the user logs in again', async () => {
+    const before = (JSON.parse(readFileSync(sessionFile, 'utf8')) as { token: string }).token;
+    const again = await cli(['login', '--user', 'line1', '--password-stdin'], { input: `${PASSWORD}\n` });
+    expect(again.code, again.stderr).toBe(0);
+    const after = (JSON.parse(readFileSync(sessionFile, 'utf8')) as { token: string }).token;
+    expect(after).not.toBe(before);
+    expect((await cli(['whoami'], { env: { EDGE_AGENT_TOKEN: before } })).code).toBe(77);
+    expect((await cli(['whoami'])).code).toBe(0);
+  });
+
   it('logs out: the session ends on the daemon and its file is deleted; a second logout is not logged in', async () => {
     const token = (JSON.parse(readFileSync(sessionFile, 'utf8')) as { token: string }).token;
     const r = await cli(['logout']);
