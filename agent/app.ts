@@ -137,7 +137,7 @@ export class App implements HealthSource {
     };
     const directoryConfig = () => this.config.auth.directory;
     const watch = new SessionWatch({ log: directoryLog, config: directoryConfig, directory, store, repos, bus, registry: metrics.registry });
-    const logins = new DirectoryLogins({ log: directoryLog, config: directoryConfig, directory, store, repos, registry: metrics.registry });
+    const logins = new DirectoryLogins({ log: directoryLog, config: directoryConfig, directory, store, repos, registry: metrics.registry, watch });
     const api = new Api(http, { log: logs.child('api'), config: () => this.config, store, repos, bus, ca, registry: metrics.registry, logins, watch });
     const mqtt = c.mqtt.enabled
       ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus })

@@ -25,6 +25,8 @@ export interface AgentEvents {
   'sync.requested': { what: 'now' | 'reconcile' };
   /** Directory sessions ended (logout, expiry, the directory took the access away): their open streams close. */
   'session.ended': { sessionIds: number[]; reason: string };
+  /** The directory changed the role or scope of these sessions: streams opened under the old one close. */
+  'session.changed': { sessionIds: number[] };
   /** A discovery run moved on: the technician interface shows it. */
   'discovery.progress': {
     runId: number;

@@ -4,7 +4,7 @@ import { ROLES, type Role } from '../store/userRepository.js';
 import type { Config } from '../config/schema.js';
 import type { SessionWatch } from '../directory/sessionWatch.js';
 import { FIRST_ADMIN_TOKEN_LABEL, hashSecret, newTokenSecret, permissionsOf } from './auth.js';
-import { describePrincipal } from './principal.js';
+import { describePrincipal, type Principal } from './principal.js';
 import { removeAdminTokenFile, supersedeFirstAdminToken } from './firstAdmin.js';
 import { ApiError, paged, text, type Query, type Route } from './router.js';
 
@@ -18,6 +18,16 @@ const page = <T>(all: T[], query: Query): { total: number; items: T[] } => {
   const offset = query.int('offset');
   return { total: all.length, items: all.slice(offset, offset + query.int('limit')) };
 };
+
+/**
+ * The local administrators are the way in when the directory is not (the break-glass accounts): only a local
+ * administrator makes one, gives one a token or disables one. A directory administrator's power ends with
+ * their AD account; a local admin they made, or a local admin they cut off, would outlast it.
+ */
+function localAdminsOnly(who: Principal, what: string): void {
+  if (who.source !== 'local')
+    throw new ApiError('FORBIDDEN', `only a local administrator may ${what}: the local administrators are the way in when the directory is not`);
+}
 
 /** Who am I; users and tokens (administrators); the audit log. */
 export function accountRoutes(deps: {
@@ -94,6 +104,7 @@ export function accountRoutes(deps: {
         const b = await ctx.body(
           z.strictObject({ name: z.string().regex(USER_NAME, '1 to 64 of A-Z a-z 0-9 . _ @ -'), role: z.enum(ROLES as [Role, ...Role[]]) }),
         );
+        if (b.role === 'admin') localAdminsOnly(ctx.user, 'make a local administrator');
         const user = ctx.commit(() => {
           if (users().byName(b.name)) throw new ApiError('USER_EXISTS', `user ${b.name} exists`);
           const directory = deps.repos.sessions.userByName(b.name);
@@ -134,6 +145,7 @@ export function accountRoutes(deps: {
         }
         const target = userOf(ctx.params.name!);
         if (target.id === ctx.user.user?.id) throw new ApiError('SELF', 'you cannot disable your own account; another administrator can');
+        if (target.role === 'admin') localAdminsOnly(ctx.user, 'disable a local administrator');
         ctx.commit(() => {
           users().disable(target.id);
           ctx.audit('user.disable', target.name, 'done');
@@ -171,6 +183,7 @@ export function accountRoutes(deps: {
           }),
         );
         const owner = userOf(b.user);
+        if (owner.role === 'admin') localAdminsOnly(ctx.user, "make a local administrator's token");
         if (owner.disabledAt) throw new ApiError('USER_DISABLED', `user ${owner.name} is disabled`);
         const secret = newTokenSecret();
         const expiresAt = b.expiresInSeconds ? new Date(Date.now() + b.expiresInSeconds * 1000) : undefined;

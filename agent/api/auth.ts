@@ -193,6 +193,11 @@ export class FailureCounter {
     return kept;
   }
 
+  /** How many failures `key` has within the window. */
+  count(key: string, now = Date.now()): number {
+    return this.recent(key, now).length;
+  }
+
   /** Whether `key` has `limit` failures or more within the window. */
   over(key: string, now = Date.now()): boolean {
     return this.recent(key, now).length >= this.limit;

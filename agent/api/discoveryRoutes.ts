@@ -3,14 +3,14 @@ import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { parseRange, targetRefusal } from '../transport/ranges.js';
 import type { AgentEvents, EventBus } from '../events.js';
-import type { DiscoveryRun, DiscoveryRunRepository } from '../store/discoveryRunRepository.js';
+import type { DiscoveryRun, DiscoveryRunRepository, DiscoveryTarget } from '../store/discoveryRunRepository.js';
 import type { Repositories } from '../store/repositories.js';
-import type { Principal } from './principal.js';
+import { inScope, type Principal } from './principal.js';
 import { ApiError, paged, type Route } from './router.js';
 
 export interface DiscoveryRouteDeps {
   config: () => Config;
-  repos: Pick<Repositories, 'discoveryRuns'>;
+  repos: Pick<Repositories, 'discoveryRuns' | 'devices'>;
   bus: EventBus;
 }
 
@@ -40,6 +40,19 @@ let open = 0;
 
 export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
   const runs = () => deps.repos.discoveryRuns;
+  /**
+   * A run's targets as the caller may see them: for a scoped user, a device found at an address of their
+   * ranges but placed in another part of the plant is not named.
+   */
+  const targetsOf = (id: number, who: Principal): DiscoveryTarget[] => {
+    const all = runs().targets(id);
+    if (!who.scope) return all;
+    const gateway = deps.config().sync.location;
+    return all.map(({ deviceId, ...t }) => {
+      const device = deviceId ? deps.repos.devices.get(deviceId) : undefined;
+      return device && inScope(who.scope, device.location, gateway) ? { ...t, deviceId: deviceId! } : t;
+    });
+  };
   /** The run, if it exists and the caller may see it: a scoped user sees only the runs they started. */
   const runOf = (id: string, who: Principal): DiscoveryRun => {
     const run = /^\d{1,15}$/.test(id) ? runs().get(Number(id)) : undefined;
@@ -76,6 +89,9 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
         if (targets.length > 0 && !protocols.includes('opcua')) throw new ApiError('BAD_REQUEST', 'targets: only an OPC UA run takes targets');
         const allowed = c.opcua.scan.ranges.map(parseRange);
         const refused = targets.map((t) => targetRefusal(t, allowed, c.opcua.endpoints, c.opcua.scan.ports)).filter((r): r is string => r !== undefined);
+        // A scoped user is not told the plant's ranges.
+        if (refused.length > 0 && scoped)
+          throw new ApiError('TARGET_NOT_ALLOWED', 'a target of your ranges lies outside what the gateway may scan (opcua.scan.ranges): ask an administrator');
         if (refused.length > 0)
           throw new ApiError(
             'TARGET_NOT_ALLOWED',
@@ -107,7 +123,7 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
       summary: 'one run with every target and its outcome',
       handle: ({ params, user }) => {
         const run = runOf(params.id!, user);
-        return { body: { run, targets: runs().targets(run.id) } };
+        return { body: { run, targets: targetsOf(run.id, user) } };
       },
     },
     {
@@ -119,7 +135,7 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
         const run = runOf(params.id!, user);
         if (open >= MAX_STREAMS)
           throw new ApiError('TOO_MANY_STREAMS', `${MAX_STREAMS} progress streams are open; close one or poll GET /api/v1/discovery/runs/{id}`);
-        follow(run.id, res, runs, deps.bus, user.session?.id);
+        follow(run.id, res, runs, deps.bus, user.session?.id, (id) => targetsOf(id, user));
         return undefined;
       },
     },
@@ -144,7 +160,14 @@ export function discoveryRoutes(deps: DiscoveryRouteDeps): Route[] {
 }
 
 /** Streams a run's progress until it ends, the client goes, or the caller's directory session ends (logout, de-provisioned). */
-function follow(id: number, res: ServerResponse, runs: () => DiscoveryRunRepository, bus: EventBus, sessionId: number | undefined): void {
+function follow(
+  id: number,
+  res: ServerResponse,
+  runs: () => DiscoveryRunRepository,
+  bus: EventBus,
+  sessionId: number | undefined,
+  targetsOf: (id: number) => DiscoveryTarget[],
+): void {
   const owner = `sse-${++streams}`;
   let seq = 0;
   let ended = false;
@@ -153,7 +176,7 @@ function follow(id: number, res: ServerResponse, runs: () => DiscoveryRunReposit
     if (ended) return;
     ended = true;
     const run = runs().get(id);
-    send('end', { run, targets: runs().targets(id) });
+    send('end', { run, targets: targetsOf(id) });
     cleanup();
     res.end();
   };
@@ -183,14 +206,17 @@ function follow(id: number, res: ServerResponse, runs: () => DiscoveryRunReposit
     cleanup();
   });
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
-  if (sessionId !== undefined)
-    bus.on('session.ended', owner, ({ sessionIds, reason }) => {
+  if (sessionId !== undefined) {
+    const revoke = (sessionIds: number[], reason: string) => {
       if (!sessionIds.includes(sessionId) || ended) return;
       ended = true;
       send('revoked', { reason });
       cleanup();
       res.end();
-    });
+    };
+    bus.on('session.ended', owner, ({ sessionIds, reason }) => revoke(sessionIds, reason));
+    bus.on('session.changed', owner, ({ sessionIds }) => revoke(sessionIds, 'the directory changed your role or scope: open the stream again'));
+  }
   // Listen before the first read, so that no step between the two is missed.
   bus.on('discovery.progress', owner, (p: AgentEvents['discovery.progress']) => {
     if (p.runId !== id || ended) return;

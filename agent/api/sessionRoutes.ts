@@ -2,7 +2,7 @@ import { Counter, type Registry } from 'prom-client';
 import { z } from 'zod';
 import type { DirectoryLogins } from '../directory/logins.js';
 import type { SessionWatch } from '../directory/sessionWatch.js';
-import { AgentError } from '../errors.js';
+import { AgentError, DirectoryError } from '../errors.js';
 import { API_ERRORS, type ApiErrorCode } from '../errorTable.js';
 import type { Logger } from '../log.js';
 import type { Repositories } from '../store/repositories.js';
@@ -11,13 +11,22 @@ import { LogThrottle } from './logThrottle.js';
 import { describePrincipal, sessionPrincipal } from './principal.js';
 import { ApiError, type Route } from './router.js';
 
-/** Failed logins of one user name within LOGIN_WINDOW_MS before further tries are refused (well under AD's usual lockout threshold). */
+/**
+ * Failed logins of one user name (from anywhere; `anna` and `anna@plant.example` count as one) within
+ * NAME_WINDOW_MS: at most 10 an hour reach the directory, under AD's usual lockout thresholds.
+ */
 export const NAME_FAILURE_LIMIT = 5;
-/** Failed logins from one address (an IPv6 /64) within LOGIN_WINDOW_MS. */
+export const NAME_WINDOW_MS = 30 * 60_000;
+/** Failed logins from one address (an IPv6 /64) within ADDRESS_WINDOW_MS. */
 export const ADDRESS_LOGIN_LIMIT = 20;
-export const LOGIN_WINDOW_MS = 5 * 60_000;
-/** How late a refusal over a limit is answered. */
+export const ADDRESS_WINDOW_MS = 5 * 60_000;
+/** Logins waiting on the directory at once, at most: beyond, 429 at once (a flood must not become parallel guesses or hold the listener). */
+export const MAX_LOGINS_IN_FLIGHT = 16;
+/** How late a refusal over a limit is answered, and how many such late answers are held at once at most (beyond, they go at once). */
 const LIMITED_DELAY_MS = 1_000;
+const MAX_DELAYED = 32;
+/** A failed login is answered no sooner than this after it came: an unknown name and a wrong password take the same time. */
+const FAILURE_FLOOR_MS = 400;
 /** Login failures of one name a minute written to the audit log; beyond, counted and logged. */
 const AUDITED_FAILURES_PER_MINUTE = 10;
 
@@ -53,8 +62,24 @@ export interface SessionRouteDeps {
  * guard serves a valid token whatever its address did).
  */
 export function sessionRoutes(deps: SessionRouteDeps): Route[] {
-  const names = new FailureCounter(NAME_FAILURE_LIMIT, LOGIN_WINDOW_MS);
-  const addresses = new FailureCounter(ADDRESS_LOGIN_LIMIT, LOGIN_WINDOW_MS);
+  const names = new FailureCounter(NAME_FAILURE_LIMIT, NAME_WINDOW_MS);
+  const addresses = new FailureCounter(ADDRESS_LOGIN_LIMIT, ADDRESS_WINDOW_MS);
+  /**
+   * Tries waiting on the directory, per name and per address: they count against the limits until they end,
+   * so that parallel guesses get no more tries than sequential ones.
+   */
+  const pending = new Map<string, number>();
+  let inFlight = 0;
+  let delayed = 0;
+  const busy = (key: string) => pending.get(key) ?? 0;
+  const hold = (keys: string[], by: 1 | -1) => {
+    for (const k of keys) {
+      const n = busy(k) + by;
+      if (n === 0) pending.delete(k);
+      else pending.set(k, n);
+    }
+    inFlight += by;
+  };
   const audited = new FailureCounter(AUDITED_FAILURES_PER_MINUTE, 60_000);
   const log = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
   const failures = new Counter({
@@ -95,16 +120,26 @@ export function sessionRoutes(deps: SessionRouteDeps): Route[] {
           if (err instanceof ApiError) fail('bad-request', undefined, address, err.message);
           throw err;
         }
-        const nameKey = b.user.toLowerCase();
-        if (names.over(nameKey) || addresses.over(source)) {
-          const wait = Math.max(names.waitMs(nameKey), addresses.waitMs(source));
+        const nameKey = `name ${b.user.toLowerCase().split('@')[0]}`;
+        const sourceKey = `address ${source}`;
+        const overName = names.count(nameKey) + busy(nameKey) >= NAME_FAILURE_LIMIT;
+        const overAddress = addresses.count(source) + busy(sourceKey) >= ADDRESS_LOGIN_LIMIT;
+        if (overName || overAddress || inFlight >= MAX_LOGINS_IN_FLIGHT) {
+          const wait = Math.max(overName ? names.waitMs(nameKey) : 0, overAddress ? addresses.waitMs(source) : 0, 1_000);
           deps.logins.count('limited');
-          fail('limited', b.user, address, 'too many failed logins');
-          await new Promise((resolve) => setTimeout(resolve, LIMITED_DELAY_MS));
-          ctx.res.setHeader('retry-after', String(Math.max(1, Math.ceil(wait / 1000))));
-          throw new ApiError('TOO_MANY_LOGINS', 'too many failed logins for this user name or from this address: wait and try again');
+          fail('limited', b.user, address, overName || overAddress ? 'too many failed logins' : 'too many logins at once');
+          if (delayed < MAX_DELAYED) {
+            delayed += 1;
+            await new Promise((resolve) => setTimeout(resolve, LIMITED_DELAY_MS));
+            delayed -= 1;
+          }
+          ctx.res.setHeader('retry-after', String(Math.ceil(wait / 1000)));
+          ctx.res.setHeader('connection', 'close');
+          throw new ApiError('TOO_MANY_LOGINS', 'too many failed logins for this user name or from this address, or too many at once: wait and try again');
         }
         const secret = newSessionSecret();
+        const started = Date.now();
+        hold([nameKey, sourceKey], 1);
         try {
           const { session } = await deps.logins.login(b.user, b.password, address, hashSecret(secret));
           return { status: 201, body: { token: secret, session: { id: session.id, user: session.userName, ...describePrincipal(sessionPrincipal(session)) } } };
@@ -134,10 +169,16 @@ export function sessionRoutes(deps: SessionRouteDeps): Route[] {
             deps.logins.count('failed');
           } else if (code === 'NO_ACCESS') deps.logins.count('refused');
           else if (code === 'DIRECTORY_UNAVAILABLE' || code === 'DIRECTORY_CERTIFICATE') deps.logins.count('unavailable');
-          fail(reason, b.user, address, `${err.message}${err.details.refusal ? ` (${String(err.details.refusal)})` : ''}`);
-          // A wrong name and a wrong password read the same: the directory's finer reason goes to the log and the audit only.
-          if (code === 'LOGIN_FAILED') throw new ApiError('LOGIN_FAILED', 'wrong user name or password');
+          const refusal = err instanceof DirectoryError ? err.refusal : err.details.refusal;
+          fail(reason, b.user, address, `${err.message}${refusal ? ` (${String(refusal)})` : ''}`);
+          // A wrong name and a wrong password read the same, and take the same time: the directory's finer reason goes to the log and the audit only.
+          if (code === 'LOGIN_FAILED') {
+            await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + FAILURE_FLOOR_MS - Date.now())));
+            throw new ApiError('LOGIN_FAILED', 'wrong user name or password');
+          }
           throw new ApiError(code, err.message);
+        } finally {
+          hold([nameKey, sourceKey], -1);
         }
       },
     },

@@ -5,6 +5,7 @@ import { removeAdminTokenFile, supersedeFirstAdminToken } from '../api/firstAdmi
 import type { Config } from '../config/schema.js';
 import { ExitCode, UsageError } from '../errors.js';
 import type { Store } from '../store/database.js';
+import type { Repositories } from '../store/repositories.js';
 import { ROLES, type UserRepository, type ApiToken, type Role, type User } from '../store/userRepository.js';
 import type { ApiClient } from './apiClient.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
@@ -13,11 +14,16 @@ import { localAudit, localUser, readStore, withStore } from './common.js';
 /** A change with --local on the (existing) database, in one durable transaction, audited as local:<login>. */
 function withUsers<T>(
   config: Config,
-  fn: (users: UserRepository, store: Store, audit: (action: string, target: string, details?: Record<string, unknown>) => void) => T,
+  fn: (
+    users: UserRepository,
+    store: Store,
+    audit: (action: string, target: string, details?: Record<string, unknown>) => void,
+    directory: Repositories['sessions'],
+  ) => T,
 ): Promise<T> {
   return withStore(config, (store, repos) => {
     const audit = (action: string, target: string, details?: Record<string, unknown>) => localAudit(repos.audit, action, target, details);
-    return store.durable(() => fn(repos.users, store, audit));
+    return store.durable(() => fn(repos.users, store, audit, repos.sessions));
   });
 }
 
@@ -101,8 +107,10 @@ export function registerUserCommands(program: Command, result: { code: number })
         what: 'adding the user in the database directly',
         writes: true,
         run: (config) =>
-          withUsers(config, (repo, _store, audit) => {
+          withUsers(config, (repo, _store, audit, directory) => {
             if (repo.byName(name)) throw new UsageError(`user ${name} exists already`);
+            const person = directory.userByName(name);
+            if (person) throw new UsageError(`${person.name} is a directory user: a local user cannot take their name`);
             audit('user.add', name, { role: o.role });
             return repo.add(name, o.role as Role, `local:${localUser()}`);
           }),

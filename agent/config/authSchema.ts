@@ -1,4 +1,11 @@
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
+
+/** An IPv4 address or CIDR range (a contractor's discovery ranges), as transport/ranges.ts reads them. */
+const isRange = (v: string): boolean => {
+  const [ip, bits, ...rest] = v.split('/');
+  return rest.length === 0 && isIPv4(ip ?? '') && (bits === undefined || (/^\d{1,2}$/.test(bits) && Number(bits) <= 32));
+};
 
 /**
  * auth: who may use the gateway besides its local users. `auth.directory`
@@ -43,7 +50,7 @@ export const groupMapping = z
     until: z.iso.date().optional().describe('last day (UTC, YYYY-MM-DD) its members have access; a contractor needs it unless their AD account has an expiry'),
     mayDecide: z.boolean().optional().describe('contractors: may approve and reject devices inside their scope (default false)'),
     ranges: z
-      .array(z.string().min(1).max(64))
+      .array(z.string().min(1).max(64).refine(isRange, 'must be an IPv4 address or CIDR range, such as 10.2.0.0/24'))
       .max(64)
       .optional()
       .describe('contractors and scoped technicians: the IPv4 ranges (inside opcua.scan.ranges) their OPC UA discovery runs may cover'),
@@ -80,7 +87,7 @@ export const directorySchema = z
     bindDn: z.string().max(1_024).describe('service account that searches (DN or UPN); empty: each user searches as themselves and sessions last 15 minutes'),
     bindPasswordFile: z
       .string()
-      .describe('file holding the service account password (first line); under systemd, LoadCredential= as directory-bind-password also works'),
+      .describe('file holding the service account password (first line); empty: the systemd credential directory-bind-password (LoadCredential=)'),
     upnSuffix: z
       .string()
       .max(253)
@@ -113,8 +120,6 @@ export const directorySchema = z
     if (!d.enabled) return;
     for (const key of ['url', 'caFile', 'baseDn'] as const)
       if (d[key] === '') ctx.addIssue({ code: 'custom', path: [key], message: `auth.directory.enabled needs auth.directory.${key}` });
-    if (d.bindDn !== '' && d.bindPasswordFile === '')
-      ctx.addIssue({ code: 'custom', path: ['bindPasswordFile'], message: 'a service account (bindDn) needs its password file' });
     if (d.groups.length === 0)
       ctx.addIssue({ code: 'custom', path: ['groups'], message: 'map at least one group to a role: a directory user in no mapped group has no access' });
   });

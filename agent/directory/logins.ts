@@ -2,13 +2,17 @@ import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import { Counter, type Registry } from 'prom-client';
 import type { DirectoryConfig } from '../config/authSchema.js';
-import { AgentError } from '../errors.js';
+import { AgentError, DirectoryError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
 import type { Repositories } from '../store/repositories.js';
 import type { DirectoryUser, Session } from '../store/sessionRepository.js';
 import { accessOf, type Access } from './grants.js';
-import type { Directory, DirectoryAccount } from './types.js';
+import type { SessionWatch } from './sessionWatch.js';
+import type { Directory, DirectoryAccount, LoginRefusal } from './types.js';
+
+/** What the directory says of an account that is closed: its verifier goes. */
+const CLOSED = new Set<LoginRefusal>(['disabled', 'locked', 'expired', 'password-expired']);
 
 /** A login the agent refuses or cannot carry out; `code` is the API's answer. */
 export class LoginError extends AgentError {
@@ -54,6 +58,8 @@ export interface LoginDeps {
   store: Store;
   repos: Pick<Repositories, 'sessions' | 'users' | 'audit'>;
   registry: Registry;
+  /** Ends the other sessions of a user a login finds without access. */
+  watch?: Pick<SessionWatch, 'end' | 'tell'>;
 }
 
 /** What a login made: the session (its secret is the caller's, which only gave its hash). */
@@ -100,9 +106,19 @@ export class DirectoryLogins {
         const cached = await this.cachedLogin(name, password, address, secretSha256, config);
         if (cached) return cached;
       }
+      // The directory says the account is disabled, locked or expired: a verifier kept for it must not let it in offline.
+      if (err instanceof DirectoryError && err.refusal && CLOSED.has(err.refusal)) {
+        const known = this.known(name);
+        if (known?.verifier) this.deps.store.durable(() => this.deps.repos.sessions.setVerifier(known.id, undefined, new Date()));
+      }
       throw err;
     }
     const now = new Date();
+    // A server that gives no objectGUID (not an Active Directory) would have every account share one gateway user.
+    if (!/^[0-9a-f]{32}$/.test(account.guid))
+      throw new LoginError('NO_ACCESS', `the directory gives ${account.name} no objectGUID: auth.directory needs an Active Directory`, {
+        details: { refusal: 'no-guid' },
+      });
     const local = this.deps.repos.users.byNameAnyCase(account.name);
     if (local)
       throw new LoginError(
@@ -117,12 +133,28 @@ export class DirectoryLogins {
     const { sessions } = this.deps.repos;
     const made = this.deps.store.durable(() => {
       const user = sessions.upsertUser(account, now);
+      const before = user.role ? { role: user.role, ...user.grant } : undefined;
+      const after = access.ok ? { role: access.role, ...access.grant } : undefined;
       sessions.setGrant(user.id, access.ok ? access.role : undefined, access.ok ? access.grant : undefined);
+      if (before && JSON.stringify(before) !== JSON.stringify(after))
+        this.deps.repos.audit.add({
+          actor: user.name,
+          role: access.ok ? access.role : '-',
+          action: 'user.change',
+          target: user.name,
+          outcome: 'done',
+          details: { by: 'directory', at: 'login', from: before, to: after ?? { role: null, why: access.ok ? undefined : access.why } },
+        });
       if (!access.ok) {
         sessions.setVerifier(user.id, undefined, now);
-        return { user, session: undefined };
+        // Their other sessions end now, not at the next check: the directory has just said they have no access.
+        const ended = sessions
+          .live()
+          .filter((s) => s.userId === user.id && this.deps.watch?.end(s, 'deprovisioned', `deprovisioned at a login: ${access.why}`, now))
+          .map((s) => s.id);
+        return { user, session: undefined, ended };
       }
-      if (user.disabledAt) return { user, session: undefined };
+      if (user.disabledAt) return { user, session: undefined, ended: [] as number[] };
       sessions.setVerifier(user.id, verifier, now);
       const session = sessions.create({
         userId: user.id,
@@ -135,8 +167,9 @@ export class DirectoryLogins {
         now,
       });
       this.audit(session, address, 'directory', access.groups);
-      return { user, session };
+      return { user, session, ended: [] as number[] };
     });
+    if (made.ended?.length) this.deps.watch?.tell(made.ended, 'deprovisioned');
     if (!access.ok) throw new LoginError('NO_ACCESS', `${account.name} may not use this gateway: ${access.why}`, { details: { refusal: access.refusal } });
     if (!made.session)
       throw new LoginError('NO_ACCESS', `${account.name} is disabled on this gateway by an administrator`, { details: { refusal: 'disabled-here' } });
@@ -164,6 +197,12 @@ export class DirectoryLogins {
     });
   }
 
+  /** The directory user a login name stands for on this gateway: by name, or by UPN. */
+  private known(name: string): DirectoryUser | undefined {
+    const { sessions } = this.deps.repos;
+    return sessions.userByName(name) ?? sessions.users().find((u) => u.upn?.toLowerCase() === name.toLowerCase());
+  }
+
   /**
    * The directory cannot be reached: a user whose last online login is
    * younger than cachedLoginMaxAgeHours logs in against its verifier, with
@@ -173,9 +212,10 @@ export class DirectoryLogins {
    */
   private async cachedLogin(name: string, password: string, address: string, secretSha256: string, config: DirectoryConfig): Promise<LoginResult | undefined> {
     const { sessions } = this.deps.repos;
-    const user: DirectoryUser | undefined = sessions.userByName(name) ?? sessions.users().find((u) => u.upn?.toLowerCase() === name.toLowerCase());
+    const user = this.known(name);
     const now = new Date();
     if (!user?.verifier || !user.verifierAt || !user.role || !user.grant || user.disabledAt) return undefined;
+    if (this.deps.repos.users.byNameAnyCase(user.name)) return undefined;
     const maxAge = config.offline.cachedLoginMaxAgeHours * 3_600_000;
     if (now.getTime() - user.verifierAt.getTime() > maxAge) return undefined;
     if (user.grant.until && Date.parse(user.grant.until) <= now.getTime()) return undefined;

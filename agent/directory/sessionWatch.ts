@@ -6,8 +6,9 @@ import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
 import type { Repositories } from '../store/repositories.js';
-import type { Session } from '../store/sessionRepository.js';
-import { accessOf, sameAccess } from './grants.js';
+import type { DirectoryUser, Session } from '../store/sessionRepository.js';
+import { type Access, accessOf, sameAccess } from './grants.js';
+import { UNCHECKED_SESSION_MS } from './logins.js';
 import type { Directory } from './types.js';
 
 export type EndKind = 'logout' | 'expired' | 'deprovisioned' | 'deleted' | 'unverified' | 'off' | 'disabled-here';
@@ -115,14 +116,22 @@ export class SessionWatch implements Service {
     const ends: { session: Session; kind: EndKind; reason: string }[] = [];
     const changes: { session: Session; role: Session['role']; grant: Session['grant']; expiresAt: Date }[] = [];
     const confirmed: Session[] = [];
+    /** Verifiers of users whose access the directory took away or changed: deleted, or given the new grant. */
+    const verifiers: { user: DirectoryUser; access: Access | undefined }[] = [];
     let live = sessions.live();
     for (const s of live) if (s.expiresAt <= now) ends.push({ session: s, kind: 'expired', reason: 'expired' });
     live = live.filter((s) => s.expiresAt > now);
     const directory = this.deps.directory();
+    const cached = config.enabled && config.offline.cachedLogins ? sessions.withVerifier() : [];
     if (!config.enabled || !directory) {
       for (const s of live) ends.push({ session: s, kind: 'off', reason: 'directory logins were switched off (auth.directory.enabled)' });
-    } else if (live.length > 0 && directory.canRecheck) {
-      const guids = [...new Set(live.map((s) => s.guid))];
+    } else if (!directory.canRecheck) {
+      // Nobody can look again (no service account, perhaps since a reload): a session lasts UNCHECKED_SESSION_MS past its last check.
+      for (const s of live)
+        if (now.getTime() - s.verifiedAt.getTime() >= UNCHECKED_SESSION_MS)
+          ends.push({ session: s, kind: 'unverified', reason: 'unverified: without a service account a session cannot be checked again' });
+    } else if (live.length > 0 || cached.length > 0) {
+      const guids = [...new Set([...live.map((s) => s.guid), ...cached.map((u) => u.guid)])];
       try {
         const accounts = await directory.recheck(
           guids,
@@ -144,6 +153,10 @@ export class SessionWatch implements Service {
           if (sameAccess(access, s)) confirmed.push(s);
           else changes.push({ session: s, role: access.role, grant: access.grant, expiresAt: new Date(cap) });
         }
+        for (const user of cached) {
+          const account = accounts.get(user.guid);
+          verifiers.push({ user, access: account ? accessOf(account, config.groups, now) : undefined });
+        }
       } catch (err) {
         this.checks.inc({ outcome: 'failed' });
         const keepMs = config.offline.keepSessionsMinutes * 60_000;
@@ -153,12 +166,18 @@ export class SessionWatch implements Service {
             ends.push({ session: s, kind: 'unverified', reason: `unverified: the directory could not be reached since ${s.verifiedAt.toISOString()}` });
       }
     }
-    if (ends.length === 0 && changes.length === 0 && confirmed.length === 0) return;
-    const endedIds = this.deps.store.durable(() => {
+    const dropVerifiers = config.enabled && !config.offline.cachedLogins;
+    if (ends.length === 0 && changes.length === 0 && confirmed.length === 0 && verifiers.length === 0 && !dropVerifiers) return;
+    const { endedIds, changedIds } = this.deps.store.durable(() => {
       const done: number[] = [];
+      const changed: number[] = [];
+      // Cached logins off: no verifier is kept, so that none could be used should they be switched on again.
+      if (dropVerifiers) sessions.clearVerifiers();
       for (const e of ends) if (this.end(e.session, e.kind, e.reason, now)) done.push(e.session.id);
       for (const c of changes) {
-        sessions.verified(c.session.id, c.role, c.grant, c.expiresAt, now);
+        // A session ended meanwhile (a logout) keeps its end: nothing to change.
+        if (!sessions.verified(c.session.id, c.role, c.grant, c.expiresAt, now)) continue;
+        changed.push(c.session.id);
         sessions.setGrant(c.session.userId, c.role, c.grant);
         this.deps.repos.audit.add({
           actor: c.session.userName,
@@ -170,11 +189,17 @@ export class SessionWatch implements Service {
         });
       }
       for (const s of confirmed) sessions.verified(s.id, s.role, s.grant, s.expiresAt, now);
-      return done;
+      for (const { user, access } of verifiers) {
+        if (access?.ok) sessions.setGrant(user.id, access.role, access.grant);
+        else sessions.setVerifier(user.id, undefined, now);
+      }
+      return { endedIds: done, changedIds: changed };
     });
     for (const c of changes)
       this.deps.log.info({ user: c.session.userName, session: c.session.id, from: c.session.role, to: c.role }, 'directory changed a role');
     this.tell(endedIds, ends.map((e) => e.kind).join(', '));
+    // A stream opened under the old role or scope closes: the client opens it again under the new one, or is refused.
+    if (changedIds.length > 0) this.deps.bus.emit('session.changed', { sessionIds: changedIds });
   }
 
   /**

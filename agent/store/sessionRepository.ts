@@ -119,6 +119,10 @@ export class SessionRepository {
 
   /** The user of this account, made at their first login, else brought up to date (name, DN, UPN may change in the directory). */
   upsertUser(account: { guid: string; dn: string; name: string; upn?: string; displayName?: string }, now: Date): DirectoryUser {
+    // A name another account held (a leaver's name given to a new hire, a rename): the old row keeps its history under name#guid.
+    this.store
+      .statement("UPDATE directory_users SET name = name || '#' || substr(guid, 1, 8), verifier = NULL WHERE name = ? COLLATE NOCASE AND guid <> ?")
+      .run(account.name, account.guid);
     this.store
       .statement(
         `INSERT INTO directory_users (guid, name, dn, upn, display_name, first_login_at, last_login_at) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -155,6 +159,16 @@ export class SessionRepository {
 
   setVerifier(id: number, verifier: string | undefined, at: Date): void {
     this.store.statement('UPDATE directory_users SET verifier = ?, verifier_at = ? WHERE id = ?').run(verifier ?? null, verifier ? at.toISOString() : null, id);
+  }
+
+  /** Users holding a cached-login verifier (the recheck looks at them too: a verifier must not outlive the access it stands for). */
+  withVerifier(): DirectoryUser[] {
+    return (this.store.statement('SELECT * FROM directory_users WHERE verifier IS NOT NULL ORDER BY id').all() as UserRow[]).map(toUser);
+  }
+
+  /** Deletes every verifier (cached logins switched off): none is left to be used should they be switched on again. */
+  clearVerifiers(): number {
+    return this.store.statement('UPDATE directory_users SET verifier = NULL, verifier_at = NULL WHERE verifier IS NOT NULL').run().changes;
   }
 
   /** Disabled on the gateway by an administrator: no login, whatever the directory says. */
@@ -215,9 +229,9 @@ export class SessionRepository {
   }
 
   /** The directory was asked again: the role and grant it gives now. */
-  verified(id: number, role: DirectoryRole, grant: Grant, expiresAt: Date, now: Date): void {
-    this.store
+  verified(id: number, role: DirectoryRole, grant: Grant, expiresAt: Date, now: Date): boolean {
+    return this.store
       .statement('UPDATE sessions SET role = ?, grant_json = ?, expires_at = ?, verified_at = ? WHERE id = ? AND ended_at IS NULL')
-      .run(role, JSON.stringify(grant), expiresAt.toISOString(), now.toISOString(), id);
+      .run(role, JSON.stringify(grant), expiresAt.toISOString(), now.toISOString(), id).changes > 0;
   }
 }

@@ -112,9 +112,11 @@ describe('auth.directory in the configuration', () => {
     expect(problems({ ...base, groups: [{ group: 'A', role: 'admin', scope: [{ line: 'L1' }] }] })[0]).toMatch(/give admin no scope/);
     expect(problems({ ...base, groups: [{ group: 'T', role: 'technician', mayDecide: true }] })[0]).toMatch(/only a contractor mapping takes mayDecide/);
     expect(problems({ ...base, groups: [{ group: 'C', role: 'contractor', scope: [{}] }] })[0]).toMatch(/give site, area, line or several/);
-    expect(problems({ ...base, bindDn: 'CN=svc', groups: [{ group: 'G', role: 'viewer' }] })).toEqual([
-      'bindPasswordFile: a service account (bindDn) needs its password file',
-    ]);
+    // The service password may come from the systemd credential: no file is needed in the configuration (the daemon says at start if none is there).
+    expect(problems({ ...base, bindDn: 'CN=svc', groups: [{ group: 'G', role: 'viewer' }] })).toEqual([]);
+    expect(problems({ ...base, groups: [{ group: 'C', role: 'contractor', scope: [{ line: 'L2' }], until: '2027-01-01', ranges: ['10.2.0.0/33'] }] })[0]).toMatch(
+      /^groups.0.ranges.0: must be an IPv4 address or CIDR range/,
+    );
     expect(problems({ ...base, groups: [{ group: 'C', role: 'contractor', scope: [{ line: 'L2' }], until: '31.03.2027' }] })[0]).toMatch(/^groups.0.until/);
   });
 });
