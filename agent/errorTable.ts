@@ -66,7 +66,7 @@ export const API_ERRORS = {
   NO_ACCESS: row(
     403,
     noPermission,
-    'the directory user may not use the gateway (no mapped group, a contractor past their end date, disabled on this gateway, a local user's name)',
+    "the directory user may not use the gateway (no mapped group, a contractor past their end date, disabled on this gateway, a local user's name)",
   ),
   NOT_FOUND: row(404, usage, 'no such route'),
   NO_SUCH_DEVICE: row(404, usage, 'no such device'),

@@ -230,8 +230,10 @@ export class SessionRepository {
 
   /** The directory was asked again: the role and grant it gives now. */
   verified(id: number, role: DirectoryRole, grant: Grant, expiresAt: Date, now: Date): boolean {
-    return this.store
-      .statement('UPDATE sessions SET role = ?, grant_json = ?, expires_at = ?, verified_at = ? WHERE id = ? AND ended_at IS NULL')
-      .run(role, JSON.stringify(grant), expiresAt.toISOString(), now.toISOString(), id).changes > 0;
+    return (
+      this.store
+        .statement('UPDATE sessions SET role = ?, grant_json = ?, expires_at = ?, verified_at = ? WHERE id = ? AND ended_at IS NULL')
+        .run(role, JSON.stringify(grant), expiresAt.toISOString(), now.toISOString(), id).changes > 0
+    );
   }
 }

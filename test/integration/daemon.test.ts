@@ -27,14 +27,23 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
     const base = await daemon.ready();
 
     const ready = await notify.waitFor((n) => n.fields.READY === '1');
-    expect(ready.fields.STATUS).toMatch(/^Running: 7 services up/);
+    expect(ready.fields.STATUS).toMatch(/^Running: 8 services up/);
     expect(ready.pid).toBe(daemon.child.pid);
     const readyIndex = notify.messages.indexOf(ready);
     const statuses = notify.messages
       .slice(0, readyIndex)
       .map((n) => n.fields.STATUS)
       .filter(Boolean);
-    expect(statuses).toEqual(['Starting lock', 'Starting store', 'Starting runs', 'Starting ca', 'Starting mqtt', 'Starting opcua', 'Starting http']);
+    expect(statuses).toEqual([
+      'Starting lock',
+      'Starting store',
+      'Starting runs',
+      'Starting ca',
+      'Starting mqtt',
+      'Starting opcua',
+      'Starting sessions',
+      'Starting http',
+    ]);
 
     // WATCHDOG_USEC=400ms: pings every 200 ms; wait for three after readiness.
     for (let i = 0; i < 3; i++) {
@@ -52,6 +61,7 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
       ['ca', 'up'],
       ['mqtt', 'up'],
       ['opcua', 'up'],
+      ['sessions', 'up'],
       ['http', 'up'],
     ]);
     const health = await fetch(`${base}/healthz`);

@@ -114,9 +114,36 @@ describe('auth.directory in the configuration', () => {
     expect(problems({ ...base, groups: [{ group: 'C', role: 'contractor', scope: [{}] }] })[0]).toMatch(/give site, area, line or several/);
     // The service password may come from the systemd credential: no file is needed in the configuration (the daemon says at start if none is there).
     expect(problems({ ...base, bindDn: 'CN=svc', groups: [{ group: 'G', role: 'viewer' }] })).toEqual([]);
-    expect(problems({ ...base, groups: [{ group: 'C', role: 'contractor', scope: [{ line: 'L2' }], until: '2027-01-01', ranges: ['10.2.0.0/33'] }] })[0]).toMatch(
-      /^groups.0.ranges.0: must be an IPv4 address or CIDR range/,
-    );
+    expect(
+      problems({ ...base, groups: [{ group: 'C', role: 'contractor', scope: [{ line: 'L2' }], until: '2027-01-01', ranges: ['10.2.0.0/33'] }] })[0],
+    ).toMatch(/^groups.0.ranges.0: must be an IPv4 address or CIDR range/);
     expect(problems({ ...base, groups: [{ group: 'C', role: 'contractor', scope: [{ line: 'L2' }], until: '31.03.2027' }] })[0]).toMatch(/^groups.0.until/);
+  });
+});
+
+describe('directory users on the gateway', () => {
+  it('gives a name another account held to the new account, keeping the old one under name#guid with no verifier', async () => {
+    const { tempDir } = await import('../helpers/daemon.js');
+    const { Store } = await import('../../agent/store/database.js');
+    const { SessionRepository } = await import('../../agent/store/sessionRepository.js');
+    const pino = (await import('pino')).default;
+    const tmp = tempDir();
+    const { store } = Store.open(
+      { path: `${tmp.dir}/a.db`, busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    );
+    try {
+      const repo = new SessionRepository(store);
+      const old = store.durable(() => repo.upsertUser({ guid: 'a'.repeat(32), dn: 'CN=J Smith,DC=x', name: 'jsmith' }, now));
+      store.durable(() => repo.setVerifier(old.id, 'scrypt$1$1$1$x$y', now));
+      const hire = store.durable(() => repo.upsertUser({ guid: 'b'.repeat(32), dn: 'CN=Jane Smith,DC=x', name: 'JSmith' }, now));
+      expect(hire).toMatchObject({ name: 'JSmith', guid: 'b'.repeat(32) });
+      expect(repo.user(old.id)).toMatchObject({ name: 'jsmith#aaaaaaaa' });
+      expect(repo.user(old.id)?.verifier).toBeUndefined();
+      expect(repo.userByName('jsmith')?.guid).toBe('b'.repeat(32));
+    } finally {
+      store.close();
+      tmp.cleanup();
+    }
   });
 });

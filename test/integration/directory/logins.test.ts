@@ -317,6 +317,11 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect(answers.slice(5)).toEqual([429, 429]);
     expect((await me('viewer1')).status).toBe(200);
     expect((await call('GET', '/metrics')).text).toMatch(/^edge_agent_login_failures_total\{reason="limited"\} [1-9]/m);
+    // In parallel, guesses get no more tries than one after the other: those waiting on the directory count against the limit.
+    const parallel = await Promise.all(Array.from({ length: 10 }, (_, i) => login('nobody1', `guess-${i}`, '127.0.0.7')));
+    const statuses = parallel.map((r) => r.status);
+    expect(statuses.filter((s) => s === 401).length, statuses.join(' ')).toBeLessThanOrEqual(5);
+    expect(statuses.filter((s) => s === 429).length, statuses.join(' ')).toBeGreaterThanOrEqual(5);
     // Nothing was made: the only new audit entries are the refusals.
     const after = await call('GET', `/api/v1/audit?limit=100`, { token: adminToken });
     const added = (after.body.items as { action: string; outcome: string }[]).slice(0, (after.body.total as number) - before);
@@ -326,6 +331,14 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
   it('cuts a directory user off on this gateway when an administrator disables them, whatever the directory says', async () => {
     await logIn('admin1');
     expect((await me('admin1')).body.user).toMatchObject({ role: 'admin', source: 'directory' });
+    // The local administrators, the way in when the directory is not, are a local administrator's to make and to cut off.
+    expect(await call('POST', '/api/v1/users', { token: sessions.admin1!, body: { name: 'ops-x', role: 'admin' } })).toMatchObject({
+      status: 403,
+      body: { message: expect.stringContaining('only a local administrator') },
+    });
+    expect((await call('POST', '/api/v1/users/admin/disable', { token: sessions.admin1!, body: {} })).status).toBe(403);
+    expect((await call('POST', '/api/v1/tokens', { token: sessions.admin1!, body: { user: 'admin' } })).status).toBe(403);
+    expect((await call('POST', '/api/v1/users', { token: sessions.admin1!, body: { name: 'script-1', role: 'viewer' } })).status).toBe(201);
     const r = await call('POST', '/api/v1/users/admin1/disable', { token: adminToken, body: {} });
     expect(r).toMatchObject({ status: 200, body: { user: { name: 'admin1', source: 'directory', sessionsEnded: 1 } } });
     expect((await me('admin1')).status).toBe(401);
@@ -368,7 +381,15 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
 
   it('directory down: new logins 503 unless a cached login applies, live sessions go on, the local token works; keepSessionsMinutes 0 ends them', async () => {
     await logIn('viewer1');
+    // Con2 logged in before (a verifier was kept) and out; then HR disables them. The next check takes the verifier away too.
+    await logIn('con2');
+    expect((await call('DELETE', '/api/v1/session', { token: sessions.con2!, body: {} })).status).toBe(200);
+    await dc.disable('con2');
+    const checks = async () => Number(/^edge_agent_directory_rechecks_total\{outcome="ok"\} (\d+)/m.exec((await call('GET', '/metrics')).text)?.[1] ?? 0);
+    const before = await checks();
+    await pollUntil(async () => ((await checks()) >= before + 2 ? true : undefined), { timeoutMs: BOUND_MS + MARGIN_MS, message: () => 'no recheck' });
     await dc.stop();
+    expect(await login('con2', PEOPLE.con2.password)).toMatchObject({ status: 503, body: { code: 'DIRECTORY_UNAVAILABLE' } });
     const down = await login('anna', PEOPLE.anna.password);
     // Anna logged in before, and cached logins are on: she gets in, on the verifier of that login.
     expect(down.status, down.text).toBe(201);
