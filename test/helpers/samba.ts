@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -72,8 +72,44 @@ export interface SambaDc {
 let template: Promise<{ dir: string; ms: number }> | undefined;
 let users = 0;
 
+/**
+ * The suite's own directory (globalSetup makes it and removes it at the end; its test files are processes of
+ * their own): the domain is provisioned there once for the whole suite, by the first file that needs it, and
+ * the others copy it. Without it (a file run by itself outside the suite's setup) each process provisions its own.
+ */
+const SUITE_DIR = process.env.EDGE_TEST_SUITE_DIR;
+
+async function suiteTemplate(suiteDir: string): Promise<{ dir: string; ms: number }> {
+  const dir = join(suiteDir, 'samba-template');
+  const lock = join(suiteDir, 'samba-template.lock');
+  let mine = false;
+  try {
+    mkdirSync(lock);
+    mine = true;
+  } catch {
+    // Another file provisions it: wait for the rename that says it is whole.
+  }
+  if (mine) {
+    const made = await provisionTemplate();
+    // smb.conf is the one file that names the directory: it names the final one before the rename makes it visible.
+    const conf = join(made.dir, 'etc/smb.conf');
+    writeFileSync(conf, readFileSync(conf, 'utf8').split(made.dir).join(dir));
+    renameSync(made.dir, dir);
+    return { dir, ms: made.ms };
+  }
+  const started = Date.now();
+  await pollUntil(() => (existsSync(dir) ? true : undefined), {
+    timeoutMs: 120_000,
+    intervalMs: 200,
+    message: () => `the suite's Samba domain never appeared in ${dir}`,
+  });
+  return { dir, ms: Date.now() - started };
+}
+
 async function releaseTemplate(): Promise<void> {
   users--;
+  // The suite's template stays for the suite's other files; globalSetup removes it at the end.
+  if (SUITE_DIR) return;
   if (users > 0 || !template) return;
   const pending = template;
   template = undefined;
@@ -132,7 +168,7 @@ function configFor(templateDir: string, dir: string, address: string): string {
 export async function startSambaDc(options: { address: string }): Promise<SambaDc> {
   const { address } = options;
   if (!/^127\.\d+\.\d+\.\d+$/.test(address)) throw new Error(`a test DC listens on loopback only, not ${address}`);
-  template ??= provisionTemplate();
+  template ??= SUITE_DIR ? suiteTemplate(SUITE_DIR) : provisionTemplate();
   users++;
   const tpl = await template.catch(async (err: unknown) => {
     await releaseTemplate();
