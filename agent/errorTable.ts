@@ -92,7 +92,7 @@ export const API_ERRORS = {
   HOST_NOT_ALLOWED: row(421, failure, 'the Host header does not name the listener'),
   TOO_MANY_FAILURES: row(429, noPermission, 'too many failed authentications: answered late'),
   TOO_MANY_STREAMS: row(429, noPermission, 'too many progress streams open'),
-  TOO_MANY_LOGINS: row(429, noPermission, 'too many failed logins for that user name or from that address: answered late'),
+  TOO_MANY_LOGINS: row(429, noPermission, 'too many failed logins for that user name or from that address, or too many logins at once: answered late'),
   INTERNAL: row(500, failure, 'an unexpected error: see the agent log'),
   CA_NOT_READY: row(503, failure, 'the CA is not loaded, or no CRL is published yet'),
   DIRECTORY_UNAVAILABLE: row(503, failure, 'the directory cannot be reached or did not answer in time'),
