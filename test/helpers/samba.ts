@@ -17,6 +17,8 @@ const ldapEscape = (v: string) => v.replace(/[*()\\\u0000]/g, (c) => `\\${c.char
  */
 export const sambaSkipReason: string | undefined =
   process.getuid?.() === 0 ? undefined : 'a Samba AD domain controller runs only as root (CI runs as root, where these tests must run)';
+// Said where the tests skip, so that a reader of the output sees why (vitest shows only that they were skipped).
+if (sambaSkipReason) console.warn(`Samba AD DC tests skipped: ${sambaSkipReason}`);
 
 const REALM = 'PLANT.TEST';
 const ADMIN_PASSWORD = 'Adm1n-Pass!x';
