@@ -54,6 +54,13 @@ export interface Problem {
   url: string;
 }
 
+/** The answer to signing in (docs/api.md, the console's session). */
+export interface ConsoleSession {
+  csrfToken: string;
+  principal: { name: string; role: string };
+  permissions?: string[];
+}
+
 /** An answer of the API the test provokes on purpose (a wrong token, a forged request): Chromium logs it as a console error. */
 interface Expected {
   status: number;
@@ -80,6 +87,20 @@ export class ConsolePage {
     readonly page: Page,
   ) {}
 
+  /**
+   * Runs `work` on a page of its own and fails the test on any problem the
+   * page had (expectClean), then closes it, whatever happened.
+   */
+  static async use(browser: Browser, base: string, work: (cp: ConsolePage) => Promise<void>, options: { deviceScaleFactor?: number } = {}): Promise<void> {
+    const cp = await ConsolePage.open(browser, base, options);
+    try {
+      await work(cp);
+      cp.expectClean();
+    } finally {
+      await cp.close();
+    }
+  }
+
   static async open(browser: Browser, base: string, options: { deviceScaleFactor?: number } = {}): Promise<ConsolePage> {
     const context = await browser.newContext({
       viewport: { width: VIEWPORTS[0].width, height: VIEWPORTS[0].height },
@@ -89,6 +110,8 @@ export class ConsolePage {
       locale: 'en-GB',
       timezoneId: 'Europe/Berlin',
     });
+    // A bound for a page that never shows what a test waits for, not a speed check (a loaded 2-core CI machine).
+    context.setDefaultTimeout(30_000);
     const page = await context.newPage();
     const opened = new ConsolePage(base, context, page);
     await opened.listen();
@@ -150,6 +173,49 @@ export class ConsolePage {
     await this.page.goto(`${this.base}/${hash}`);
   }
 
+  /** Signs in through the page's form with an API token, and waits for the signed-in layout (its "Sign out" button). */
+  async signInWithToken(token: string): Promise<void> {
+    // Before a session exists, the page's probe of it is answered 401: that is how the page learns to show the form.
+    this.expectHttp(401, '/api/v1/console/session');
+    await this.goto('#/');
+    await this.page.getByLabel('API token').fill(token);
+    await this.page.getByRole('button', { name: 'Sign in with token' }).click();
+    await this.page.getByRole('button', { name: 'Sign out' }).waitFor();
+  }
+
+  /**
+   * Signs the context in without the form (POST /api/v1/console/session through the context's own
+   * request client, whose cookies the page shares): for tests about something else than signing in.
+   */
+  async signInByApi(token: string): Promise<ConsoleSession> {
+    const res = await this.context.request.post(`${this.base}/api/v1/console/session`, { data: { token } });
+    if (res.status() !== 200) throw new Error(`POST /api/v1/console/session: ${res.status()} ${await res.text()}`);
+    return (await res.json()) as ConsoleSession;
+  }
+
+  /**
+   * A request made by the page itself (its origin, its cookie), as a script
+   * on it would: `csrf` true sends the session's CSRF token (read from
+   * GET /api/v1/console/session), a string sends that string, false none.
+   */
+  async fetchFromPage(
+    method: string,
+    path: string,
+    options: { body?: unknown; csrf?: boolean | string } = {},
+  ): Promise<{ status: number; body: { code?: string; message?: string } & Record<string, unknown> }> {
+    return this.page.evaluate(
+      async ({ method, path, body, csrf }) => {
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (csrf === true) headers['x-csrf-token'] = ((await (await fetch('/api/v1/console/session')).json()) as { csrfToken: string }).csrfToken;
+        else if (typeof csrf === 'string') headers['x-csrf-token'] = csrf;
+        const res = await fetch(path, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+        const text = await res.text();
+        return { status: res.status, body: text ? JSON.parse(text) : {} };
+      },
+      { method, path, body: options.body, csrf: options.csrf ?? false },
+    );
+  }
+
   /**
    * Screenshots of the whole page at tablet and phone width, saved as
    * ARTIFACTS/<name>-<width>x<height>.png; a body wider than the window at
@@ -199,4 +265,17 @@ export async function decodeQr(element: Locator): Promise<string> {
   });
   if (!code) throw new Error(`no QR code found in a ${shot.width}×${shot.height} screenshot of the element`);
   return code.data;
+}
+
+/** JSON requests to the daemon's API with a bearer token, for what a test sets up or checks beside the page. */
+export function bearerApi(base: string, token: string) {
+  return async <T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> => {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    return { status: res.status, body: (text ? JSON.parse(text) : {}) as T };
+  };
 }
