@@ -84,7 +84,7 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
       await page.getByRole('heading', { name: 'Sign in' }).waitFor();
       await cp.screenshots('sign-in');
 
-      await page.getByLabel('API token').fill('eat_not-a-token');
+      await page.getByLabel('API token', { exact: true }).fill('eat_not-a-token');
       await page.getByRole('button', { name: 'Sign in with token' }).click();
       const alert = page.getByRole('alert');
       await alert.waitFor();
@@ -92,7 +92,7 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
       await cp.screenshots('sign-in-refused');
       expect(await cp.context.cookies()).toEqual([]);
 
-      await page.getByLabel('API token').fill(adminToken);
+      await page.getByLabel('API token', { exact: true }).fill(adminToken);
       await page.getByRole('button', { name: 'Sign in with token' }).click();
       await page.getByRole('heading', { name: 'Overview' }).waitFor();
       const nav = page.getByRole('navigation');
@@ -130,7 +130,7 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
         expect(await page.getByRole('navigation').getByRole('link', { name: 'Administration' }).count()).toBe(0);
         await page.getByRole('navigation').getByRole('link', { name: 'Devices' }).click();
         await page.getByRole('heading', { name: 'Devices' }).waitFor();
-        await page.getByLabel('State').selectOption('pending');
+        await page.getByLabel('State', { exact: true }).selectOption('pending');
         const row = page.getByRole('row').filter({ hasText: 'mqtt:pump-1' });
         await row.waitFor();
         await cp.screenshots('devices-pending');
@@ -140,7 +140,7 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
 
         await page.getByRole('button', { name: 'Approve', exact: true }).click();
         const dialog = page.getByRole('dialog');
-        await dialog.getByLabel('Reason').fill('checked on site');
+        await dialog.getByLabel('Reason', { exact: true }).fill('checked on site');
         await cp.screenshots('device-approve-dialog');
         await dialog.getByRole('button', { name: 'Confirm' }).click();
 
@@ -152,8 +152,8 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
         const shown = await show('mqtt:pump-1');
         expect(shown.device.state).toBe('provisioned');
         expect(shown.history.map((e) => e.cause).join('\n')).toContain('approved by tech-1: checked on site');
-        // The page shows the outcome without a reload.
-        await page.getByRole('main').getByText('provisioned').first().waitFor();
+        // The page shows the outcome without a reload: the state badge (its whole text) says so.
+        await page.getByRole('main').getByText('provisioned', { exact: true }).first().waitFor();
         await cp.screenshots('device-provisioned');
       });
     } finally {
@@ -169,14 +169,14 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
         await cp.signInWithToken(technician);
         await cp.goto('#/devices?state=pending');
         await page.getByRole('heading', { name: 'Devices' }).waitFor();
-        for (const id of ['mqtt:fan-1', 'mqtt:fan-2']) await page.getByLabel(`Select ${id}`).check();
+        for (const id of ['mqtt:fan-1', 'mqtt:fan-2']) await page.getByLabel(`Select ${id}`, { exact: true }).check();
         await page.getByRole('button', { name: 'Reject selected' }).click();
         const dialog = page.getByRole('dialog');
-        await dialog.getByLabel('Reason').fill('unknown vendor');
+        await dialog.getByLabel('Reason', { exact: true }).fill('unknown vendor');
         await dialog.getByRole('button', { name: 'Confirm' }).click();
         for (const [i, w] of waiting.entries()) expect(await w.answer).toMatchObject({ requestId: `fan-${i + 1}-r1`, status: 'rejected' });
         for (const id of ['mqtt:fan-1', 'mqtt:fan-2']) expect((await show(id)).device.state).toBe('rejected');
-        await pollUntil(async () => ((await page.getByLabel('Select mqtt:fan-1').count()) === 0 ? true : undefined), {
+        await pollUntil(async () => ((await page.getByLabel('Select mqtt:fan-1', { exact: true }).count()) === 0 ? true : undefined), {
           message: () => 'the pending list still shows mqtt:fan-1 after its rejection',
         });
       });

@@ -80,7 +80,7 @@ describe('console: discovery from the page (Chromium, real daemon, node-opcua se
     await page.getByLabel('OPC UA', { exact: true }).check();
     const mqtt = page.getByLabel('MQTT', { exact: true });
     if ((await mqtt.count()) > 0 && (await mqtt.isChecked())) await mqtt.uncheck();
-    await page.getByLabel('Targets').fill('127.0.0.1/32');
+    await page.getByLabel('Targets', { exact: true }).fill('127.0.0.1/32');
     await page.getByRole('button', { name: 'Start run' }).click();
     await page.waitForURL(/#\/discovery\/\d+$/);
     return Number(/(\d+)$/.exec(page.url())![1]);

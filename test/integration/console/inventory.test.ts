@@ -167,13 +167,13 @@ describe('console: the devices list over 10,000 devices (Chromium, real daemon)'
       await cp.goto('#/devices');
       await page.getByRole('heading', { name: 'Devices' }).waitFor();
       const filter: Filter = {};
-      await page.getByLabel('Search').fill((filter.q = 'borealis'));
+      await page.getByLabel('Search', { exact: true }).fill((filter.q = 'borealis'));
       await waitForRows(page, expected(seeded, filter));
-      await page.getByLabel('State').selectOption((filter.state = 'pending'));
+      await page.getByLabel('State', { exact: true }).selectOption((filter.state = 'pending'));
       await waitForRows(page, expected(seeded, filter));
-      await page.getByLabel('Protocol').selectOption((filter.protocol = 'mqtt'));
+      await page.getByLabel('Protocol', { exact: true }).selectOption((filter.protocol = 'mqtt'));
       await waitForRows(page, expected(seeded, filter));
-      await page.getByLabel('Site').fill((filter.site = 'Plant South'));
+      await page.getByLabel('Site', { exact: true }).fill((filter.site = 'Plant South'));
       await waitForRows(page, expected(seeded, filter));
       expect(expected(seeded, filter).length).toBeGreaterThan(0);
       await cp.screenshots('devices-filtered');
@@ -181,7 +181,7 @@ describe('console: the devices list over 10,000 devices (Chromium, real daemon)'
       expect(Object.fromEntries(hash)).toMatchObject({ q: 'borealis', state: 'pending', protocol: 'mqtt', site: 'Plant South' });
       await page.reload();
       await waitForRows(page, expected(seeded, filter));
-      expect(await page.getByLabel('Search').inputValue()).toBe('borealis');
+      expect(await page.getByLabel('Search', { exact: true }).inputValue()).toBe('borealis');
 
       // A search by asset tag, by serial number (a substring of others) and by name, given in the address.
       for (const q of ['AT-0012', 'sn-123', 'PLC-0004']) {
