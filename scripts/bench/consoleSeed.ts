@@ -29,7 +29,8 @@ const FIRST_SEEN = Date.UTC(2026, 9, 1);
 /**
  * The i-th device of the seeded inventory: a fifth OPC UA servers, the rest
  * MQTT sensors; states, makers, models and places cycle with periods that
- * share no factor, so that every combination of filters has members; a
+ * share no factor (the site changes every ten devices), so that every
+ * combination of filters has members and no filter implies another; a
  * device in fifty is revoked, a third have an asset tag.
  */
 export function seededDevice(i: number): SeededDevice {
@@ -47,7 +48,12 @@ export function seededDevice(i: number): SeededDevice {
     model: `${manufacturer.slice(0, 2).toUpperCase()}-${100 + (i % 13)}`,
     serial: `SN-${i}`,
     ...(i % 3 === 0 ? { assetTag: `AT-${n}` } : {}),
-    location: { site: i % 2 === 0 ? 'Plant North' : 'Plant South', area: AREAS[i % 3]!, line: `Line ${1 + (i % 6)}`, cell: `Cell ${1 + (i % 4)}` },
+    location: {
+      site: Math.floor(i / 10) % 2 === 0 ? 'Plant North' : 'Plant South',
+      area: AREAS[i % 3]!,
+      line: `Line ${1 + (i % 11)}`,
+      cell: `Cell ${1 + (i % 9)}`,
+    },
     at: new Date(FIRST_SEEN + i * 97_000),
   };
 }
