@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import jsqr from 'jsqr';
-import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Locator, type Page, type Response } from 'playwright-core';
 import { PNG } from 'pngjs';
 import { REPO } from './daemon.js';
 
@@ -169,8 +169,8 @@ export class ConsolePage {
   }
 
   /** Opens a view of the console by its hash route ('#/devices?state=pending'), as a new load of the page. */
-  async goto(hash = '#/'): Promise<void> {
-    await this.page.goto(`${this.base}/${hash}`);
+  async goto(hash = '#/'): Promise<Response | null> {
+    return this.page.goto(`${this.base}/${hash}`);
   }
 
   /** Signs in through the page's form with an API token, and waits for the signed-in layout (its "Sign out" button). */

@@ -80,7 +80,9 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
     await use(async (cp) => {
       const { page } = cp;
       cp.expectHttp(401, '/api/v1/console/session');
-      await cp.goto('#/');
+      const loaded = await cp.goto('#/');
+      // The CSP the page is checked against is the one it is served with (a violation can only show if there is a policy).
+      expect(loaded?.headers()['content-security-policy']).toMatch(/default-src 'none'.*script-src 'self'/);
       await page.getByRole('heading', { name: 'Sign in' }).waitFor();
       await cp.screenshots('sign-in');
 
@@ -92,8 +94,9 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
       await cp.screenshots('sign-in-refused');
       expect(await cp.context.cookies()).toEqual([]);
 
+      // By keyboard: Enter in the field submits its form.
       await page.getByLabel('API token').fill(adminToken);
-      await page.getByRole('button', { name: 'Sign in with token' }).click();
+      await page.getByLabel('API token').press('Enter');
       await page.getByRole('heading', { name: 'Overview' }).waitFor();
       const nav = page.getByRole('navigation');
       for (const link of ['Overview', 'Devices', 'Discovery', 'Onboarding', 'Administration']) await nav.getByRole('link', { name: link }).waitFor();
@@ -168,6 +171,11 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
         // The page shows the outcome without a reload: the state badge (its whole text) says so.
         await page.getByRole('main').getByText('provisioned', { exact: true }).first().waitFor();
         await cp.screenshots('device-provisioned');
+        // The certificate as a file: the device's certificate, then the chain the daemon serves.
+        const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download PEM' }).click()]);
+        const pem = readFileSync(await download.path(), 'utf8');
+        expect(pem.startsWith(answer.certificate!.trim())).toBe(true);
+        expect(pem).toContain(readFileSync(cafile, 'utf8').trim());
       });
     } finally {
       await pump.close();
