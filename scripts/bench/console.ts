@@ -151,7 +151,9 @@ export async function consoleBench(): Promise<BenchResult[]> {
         name: `console: first load, gzipped (${load.files.length} files)`,
         value: load.gzipped,
         unit: 'bytes',
-        limit: `budget ${kB(FIRST_LOAD_BUDGET)} (${kB(load.gzipped)} used); ${kB(load.raw)} uncompressed; the daemon ${load.servedCompressed ? 'sends it gzipped' : 'sends it uncompressed'}`,
+        limit:
+          `budget ${kB(FIRST_LOAD_BUDGET)} (${kB(load.gzipped)} used); ${kB(load.raw)} uncompressed; ` +
+          `the daemon ${load.servedCompressed ? 'sends it gzipped' : 'sends it uncompressed'}`,
       },
       {
         name: `console: first rows of #/devices in Chromium (${SEEDED_DEVICES.toLocaleString('en-US')} devices, cold load)`,
