@@ -35,6 +35,10 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
   const show = async (id: string) => (await admin<Shown>('GET', `/api/v1/devices/${id}`)).body;
   const use = (work: (cp: ConsolePage) => Promise<void>) => ConsolePage.use(browser, base, work);
 
+  /** Rejects after `ms` if `promise` has not settled: a device never answered fails the test with a reason instead of hanging it. */
+  const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T> =>
+    Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms).unref())]);
+
   /** A device that asked for a certificate and waits for the answer on its response topic, as a real one does. */
   async function pendingDevice(name: string): Promise<{ answer: Promise<Answer>; close: () => Promise<void> }> {
     const held = await requestOnce(port, cafile, name, await deviceRequest(tmp.dir, name), { v5: false });
@@ -42,7 +46,10 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
     const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, { clientId: name, ca: readFileSync(cafile, 'utf8'), reconnectPeriod: 0 });
     const answer = new Promise<Answer>((resolve) => client.on('message', (_t, p) => resolve(JSON.parse(p.toString()) as Answer)));
     await client.subscribeAsync(`${PREFIX}/${name}/response`, { qos: 1 });
-    return { answer, close: () => client.endAsync() };
+    const answered = within(answer, 30_000, `the answer to ${name}`);
+    // A device whose answer no test awaits (the viewer's) must not turn the deadline into an unhandled rejection.
+    answered.catch(() => undefined);
+    return { answer: answered, close: () => client.endAsync() };
   }
 
   /** A local user with this role and an API token for it, made through the API by the administrator. */
