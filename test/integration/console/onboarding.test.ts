@@ -124,8 +124,9 @@ describe('console: enrollment QR code, asset label and administration (Chromium,
         await cp.signInByApi(adminToken);
         await cp.goto(`#/devices/${encodeURIComponent('mqtt:meter-1')}`);
         await page.getByRole('heading', { name: 'mqtt:meter-1' }).waitFor();
-        const form = page.getByRole('region', { name: 'Location and asset tag' });
-        const where = (await form.count()) > 0 ? form : page;
+        // The form's fields within its part of the page: "Site" or "Asset tag" may name other things elsewhere on it.
+        const where = page.getByRole('region', { name: 'Location and asset tag' });
+        await where.waitFor();
         await where.getByLabel('Asset tag').fill('AT-4711');
         await where.getByLabel('Site').fill('Plant North');
         await where.getByLabel('Line').fill('Line 3');
