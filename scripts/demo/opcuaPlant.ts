@@ -12,7 +12,9 @@
  * `edge-agent opcua client-bundle --out DIR` wrote (the one-time step of a
  * real commissioning), answered by {type: "commissioned"} or {type:
  * "error", message}. Stops on SIGTERM, SIGINT, or when the IPC channel
- * closes (the demo runner is gone), removing the servers' PKI directories.
+ * closes (the demo runner is gone), removing the servers' PKI directories;
+ * stopped while the servers still start, it exits at once, leaving them in
+ * --dir.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -34,13 +36,12 @@ if (!o.dir || !o['password-file']) {
 const dir = o.dir;
 const password = readFileSync(o['password-file'], 'utf8').split(/\r?\n/)[0] ?? '';
 
+/** Filled once every server listens. */
 const servers: OpcuaServerHandle[] = [];
-/** Settles once every server has started or failed: a stop waits for it, so no server is left half made. */
-let starting: Promise<unknown> = Promise.resolve();
 let stopping: Promise<void> | undefined;
 function stop(code: number): Promise<void> {
   stopping ??= (async () => {
-    await starting;
+    // Still starting (none listed): node-opcua cannot be interrupted, and all it made is under --dir, which the runner removes.
     await Promise.allSettled(servers.map((s) => s.stop()));
     process.exit(code);
   })();
@@ -62,32 +63,26 @@ process.on('message', (m: PlantMessage) => {
   );
 });
 
-const attempts = DEMO_SERVERS.map((s) =>
-  startOpcuaServer({
-    host: '127.0.0.1',
-    securityModes: 'secure',
-    // A client certificate is trusted by commissioning, not on sight.
-    acceptUnknownClientCertificates: false,
-    applicationUri: s.applicationUri,
-    applicationName: s.applicationName,
-    buildInfo: { manufacturerName: s.manufacturer, productName: s.product, productUri: `urn:demo-products:${s.name}` },
-    pushManagement: { securityAdmin: { username: SECURITY_ADMIN, password } },
-    parentDir: dir,
-  }).then((server) => (servers.push(server), server)),
-);
-starting = Promise.allSettled(attempts);
-try {
-  await Promise.all(attempts);
-} catch (err) {
-  process.stderr.write(`opcuaPlant: a server did not start: ${(err as Error).stack ?? String(err)}\n`);
-  await stop(1);
-}
-if (stopping) await stopping;
-const ready: PlantReady = {
-  servers: servers.map((s) => ({
-    name: DEMO_SERVERS.find((d) => d.applicationUri === s.applicationUri)!.name,
-    applicationUri: s.applicationUri,
-    endpointUrl: s.endpointUrl,
-  })),
+const made = await Promise.all(
+  DEMO_SERVERS.map((s) =>
+    startOpcuaServer({
+      host: '127.0.0.1',
+      securityModes: 'secure',
+      // A client certificate is trusted by commissioning, not on sight.
+      acceptUnknownClientCertificates: false,
+      applicationUri: s.applicationUri,
+      applicationName: s.applicationName,
+      buildInfo: { manufacturerName: s.manufacturer, productName: s.product, productUri: `urn:demo-products:${s.name}` },
+      pushManagement: { securityAdmin: { username: SECURITY_ADMIN, password } },
+      parentDir: dir,
+    }),
+  ),
+).catch((err: Error) => {
+  process.stderr.write(`opcuaPlant: a server did not start: ${err.stack ?? String(err)}\n`);
+  process.exit(1);
+});
+servers.push(...made);
+const message: PlantReady = {
+  servers: made.map((s, i) => ({ name: DEMO_SERVERS[i]!.name, applicationUri: s.applicationUri, endpointUrl: s.endpointUrl })),
 };
-process.stdout.write(`${JSON.stringify(ready)}\n`);
+process.stdout.write(`${JSON.stringify(message)}\n`);

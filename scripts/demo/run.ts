@@ -92,7 +92,8 @@ function stop(code: number): Promise<never> {
     const results = await children.stopAll({ agent: 30_000 });
     await agentLog?.close();
     await Promise.all(logs.map((l) => new Promise((resolve) => l.end(resolve))));
-    const unclean = results.filter((r) => r.forced || r.exit.code !== 0);
+    // Killed by the SIGTERM itself is clean too: a process still loading its modules has no handler yet.
+    const unclean = results.filter((r) => r.forced || (r.exit.code !== 0 && r.exit.signal !== 'SIGTERM'));
     for (const r of unclean) say(`${r.tracked.name} (pid ${r.tracked.pid}) ${r.forced ? 'had to be killed' : `exited with ${r.exit.code ?? r.exit.signal}`}`);
     if (args.keep) say(`kept ${root} (agent log: ${join(root, 'agent.log')})`);
     else rmSync(root, { recursive: true, force: true });
