@@ -87,7 +87,7 @@ function stop(code: number): Promise<never> {
     stopping.abort();
     narrator?.stop();
     out();
-    say('stopping: the sensors, then the agent, the OPC UA servers and the CMMS receiver (Ctrl-C again kills them at once)');
+    say('stopping: the sensors, then the agent, the CMMS receiver and the OPC UA servers (Ctrl-C again kills them at once)');
     await Promise.race([sensors, new Promise((r) => setTimeout(r, 5_000))]);
     const results = await children.stopAll({ agent: 30_000 });
     await agentLog?.close();
