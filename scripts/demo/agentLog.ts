@@ -52,9 +52,9 @@ export class AgentLog {
     }
   }
 
-  /** The last lines at warning level or above, for a report of what went wrong. */
+  /** The last errors the agent logged, for a report of what went wrong. */
   problems(count = 5): LogLine[] {
-    return this.lines.filter((l) => ['warn', 'error', 'fatal'].includes(String(l.level))).slice(-count);
+    return this.lines.filter((l) => l.level === 'error' || l.level === 'fatal').slice(-count);
   }
 
   close(): Promise<void> {
