@@ -5,7 +5,8 @@
  * to the CMMS), OPC UA servers with push certificate management
  * (opcuaPlant.ts), the reference CMMS receiver, and simulated MQTT sensors
  * (sensors.ts). Prints the console's address and a sign-in token, then what
- * happens; Ctrl-C or SIGTERM stops everything it started and exits 0.
+ * happens; Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops everything
+ * it started and exits 0.
  */
 import { execFile } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
@@ -103,7 +104,9 @@ function stop(code: number): Promise<never> {
   return shutdown;
 }
 let stopAskedAt = 0;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+// SIGHUP: the terminal was closed. Its output goes nowhere then, which must not stop the stopping.
+process.stdout.on('error', () => {});
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(signal, () => {
     if (!shutdown) {
       stopAskedAt = performance.now();
