@@ -104,8 +104,12 @@ function Layout({ session, onSignedOut }: { session: ConsoleSession; onSignedOut
             Edge agent
           </a>
           <div class="who">
-            <span class="who-name">{session.principal.name}</span>
-            <span class="who-role">{ROLE_NAMES[session.principal.role] ?? session.principal.role}</span>
+            <span class="who-id">
+              <span class="who-name" title={session.principal.name}>
+                {session.principal.name}
+              </span>
+              <span class="who-role">{ROLE_NAMES[session.principal.role] ?? session.principal.role}</span>
+            </span>
             <button type="button" class="small" onClick={signOut}>
               Sign out
             </button>

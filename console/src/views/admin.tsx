@@ -252,7 +252,7 @@ function Audit({ params }: { params: URLSearchParams }) {
         <button type="submit">Filter</button>
       </form>
       <Alert error={log.error} />
-      <p class="count">{log.data ? `${total} entr${total === 1 ? 'y' : 'ies'}${actor ? ` by ${actor}` : ''}` : 'Loading…'}</p>
+      <p class="count-line">{log.data ? `${total} entr${total === 1 ? 'y' : 'ies'}${actor ? ` by ${actor}` : ''}` : 'Loading…'}</p>
       <TableWrap label="Audit log table">
         <table>
           <thead>
@@ -269,7 +269,7 @@ function Audit({ params }: { params: URLSearchParams }) {
             {items.map((a) => (
               <tr key={a.id}>
                 <td>
-                  <Time at={a.at} short />
+                  <Time at={a.at} />
                 </td>
                 <td>
                   {a.actor} <span class="muted">({a.role})</span>
