@@ -85,6 +85,9 @@ function Layout({ session, onSignedOut }: { session: ConsoleSession; onSignedOut
     main.current?.querySelector<HTMLElement>('h1')?.focus();
     scrollTo(0, 0);
   }, [path]);
+  useEffect(() => {
+    document.title = `${titleOf(route.segments)} · Edge agent`;
+  }, [path]);
 
   const signOut = async () => {
     try {
@@ -136,6 +139,15 @@ function Layout({ session, onSignedOut }: { session: ConsoleSession; onSignedOut
       </main>
     </div>
   );
+}
+
+const TITLES: Record<string, string> = { devices: 'Devices', discovery: 'Discovery', onboarding: 'Onboarding', admin: 'Administration' };
+
+function titleOf([section, id, sub]: string[]): string {
+  if (section === undefined || section === 'overview') return 'Overview';
+  if (section === 'devices' && id) return sub === 'label' ? `Asset label ${id}` : id;
+  if (section === 'discovery' && id) return `Run ${id}`;
+  return TITLES[section] ?? 'Not found';
 }
 
 function Denied({ what }: { what: string }) {

@@ -31,6 +31,7 @@ export function DevicePage({ id }: { id: string }) {
   const [deciding, setDeciding] = useState<Decision | undefined>();
   const [outcome, setOutcome] = useState<{ kind: Decision; outcomes: Outcome[] } | undefined>();
   const device = data?.device;
+  const decisions = data ? decisionsFor(data).filter((k) => can(DECISION_PERMISSION[k])) : [];
 
   return (
     <>
@@ -55,15 +56,15 @@ export function DevicePage({ id }: { id: string }) {
       ) : (
         <>
           {device.reason && <p class="note">{device.reason}</p>}
-          <div class="buttons decisions">
-            {decisionsFor(data)
-              .filter((k) => can(DECISION_PERMISSION[k]))
-              .map((k) => (
+          {decisions.length > 0 && (
+            <div class="buttons decisions">
+              {decisions.map((k) => (
                 <button key={k} type="button" class={k === 'approve' ? 'primary' : 'danger'} onClick={() => setDeciding(k)}>
                   {LABELS[k]}
                 </button>
               ))}
-          </div>
+            </div>
+          )}
           <div class="grid">
             <Section title="Nameplate">
               <Nameplate device={device} />

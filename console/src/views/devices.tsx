@@ -40,6 +40,7 @@ export function Devices({ params }: { params: URLSearchParams }) {
       ...Object.fromEntries(TEXT_FILTERS.map((f) => [f, (prev[f]?.trim() ?? '') === (filters[f] ?? '') ? prev[f] : filters[f]])),
     }));
     setSelected(new Set());
+    setOutcome(undefined);
   }, [filterKey]);
 
   const navigate = (next: Filters, nextPage = 1, replace = false) => go(href('devices', { ...next, page: nextPage > 1 ? nextPage : undefined }), replace);
