@@ -2,7 +2,7 @@
 # Multi-stage image of the edge agent. Build: docker build -t edge-agent .
 # Run:   docker run -d -v edge-agent-data:/var/lib/edge-agent -p 127.0.0.1:8470:8470 edge-agent   (the API is HTTPS: docs/api.md#tls)
 
-# --- build: compile TypeScript and the native modules (better-sqlite3, unix-dgram)
+# --- build: compile TypeScript and the native modules (better-sqlite3, unix-dgram), bundle the web console
 FROM node:22-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
@@ -14,6 +14,8 @@ COPY tsconfig.json ./
 COPY agent ./agent
 COPY certs ./certs
 COPY scripts ./scripts
+# The web console (Preact, bundled by esbuild into dist/console: no CDN, it works with no internet).
+COPY console ./console
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 # --- runtime: no compiler, non-root user, state on a volume

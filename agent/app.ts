@@ -18,6 +18,7 @@ import { MqttService } from './protocols/mqtt/mqttService.js';
 import { OpcuaService } from './protocols/opcua/opcuaService.js';
 import { SyncService } from './sync/syncService.js';
 import { Api } from './api/apiRoutes.js';
+import { registerConsole } from './api/consoleAssets.js';
 import type { DirectoryConfig } from './config/authSchema.js';
 import { ActiveDirectory } from './directory/activeDirectory.js';
 import { DirectoryLogins } from './directory/logins.js';
@@ -138,7 +139,20 @@ export class App implements HealthSource {
     const directoryConfig = () => this.config.auth.directory;
     const watch = new SessionWatch({ log: directoryLog, config: directoryConfig, directory, store, repos, bus, registry: metrics.registry });
     const logins = new DirectoryLogins({ log: directoryLog, config: directoryConfig, directory, store, repos, registry: metrics.registry, watch });
-    const api = new Api(http, { log: logs.child('api'), config: () => this.config, store, repos, bus, ca, registry: metrics.registry, logins, watch });
+    const api = new Api(http, {
+      log: logs.child('api'),
+      config: () => this.config,
+      store,
+      repos,
+      bus,
+      ca,
+      registry: metrics.registry,
+      logins,
+      watch,
+      // Asked at request time, once the services below have started.
+      brokers: () => mqtt?.endpoints() ?? [],
+    });
+    registerConsole(http, { log: logs.child('console') });
     const mqtt = c.mqtt.enabled
       ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus })
       : undefined;

@@ -63,6 +63,7 @@ export const API_ERRORS = {
   UNAUTHENTICATED: row(401, noPermission, 'no valid token'),
   LOGIN_FAILED: row(401, noPermission, 'the directory does not know that user name with that password'),
   FORBIDDEN: row(403, noPermission, "the user's role may not do this"),
+  CSRF_FAILED: row(403, noPermission, "a change sent with the console's cookie without its CSRF token, or from another origin"),
   NO_ACCESS: row(
     403,
     noPermission,
@@ -94,6 +95,7 @@ export const API_ERRORS = {
   TOO_MANY_STREAMS: row(429, noPermission, 'too many progress streams open'),
   TOO_MANY_LOGINS: row(429, noPermission, 'too many failed logins for that user name or from that address, or too many logins at once: answered late'),
   INTERNAL: row(500, failure, 'an unexpected error: see the agent log'),
+  CONSOLE_NOT_BUILT: row(503, failure, 'the web console is not built (npm run build)'),
   CA_NOT_READY: row(503, failure, 'the CA is not loaded, or no CRL is published yet'),
   DIRECTORY_UNAVAILABLE: row(503, failure, 'the directory cannot be reached or did not answer in time'),
   DIRECTORY_CERTIFICATE: row(503, failure, "the directory's certificate is not trusted (auth.directory.caFile) or does not name its address"),

@@ -12,8 +12,12 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
 import type { Repositories } from '../store/repositories.js';
 import { accountRoutes } from './accountRoutes.js';
+import { InternalError } from '../errors.js';
 import { API_URL_FILE, refusal } from './auth.js';
-import { AuthGuard } from './authGuard.js';
+import { AuthGuard, type Verdict } from './authGuard.js';
+import { ConsoleCookies } from './consoleCookie.js';
+import { consoleRoutes } from './consoleRoutes.js';
+import { consoleSessionRoutes } from './consoleSession.js';
 import { deviceRoutes } from './deviceRoutes.js';
 import { discoveryRoutes } from './discoveryRoutes.js';
 import { enrollmentRoutes } from './enrollmentRoutes.js';
@@ -22,7 +26,10 @@ import { sendError, sendJson, type HttpService } from './httpServer.js';
 import { operationRoutes } from './operationRoutes.js';
 import type { Principal } from './principal.js';
 import { ApiError, jsonBody, match, parseQuery, type Route } from './router.js';
-import { sessionRoutes } from './sessionRoutes.js';
+import { loginGate, sessionRoutes, type LoginGate } from './sessionRoutes.js';
+
+/** What a token presented at the console's sign-in is counted under in the guard's logs and metrics. */
+const LOGIN_ROUTE = { method: 'POST', path: '/api/v1/console/session' } as const;
 
 export interface ApiDeps {
   log: Logger;
@@ -30,18 +37,43 @@ export interface ApiDeps {
   store: Store;
   repos: Repositories;
   bus: EventBus;
-  ca: Pick<CaService, 'revoke'>;
+  ca: Pick<CaService, 'revoke' | 'chainPem'>;
   registry: Registry;
   logins: DirectoryLogins;
   watch: Pick<SessionWatch, 'end' | 'tell'>;
+  /** Where devices reach the broker (the onboarding page shows them with an enrollment token). */
+  brokers?: () => { url: string; purpose: string }[];
+}
+
+/** What the console's routes need of the API: its login gate, its cookies and its guard on a presented secret. */
+export interface ConsoleParts {
+  gate: LoginGate;
+  cookies: ConsoleCookies;
+  check: (req: IncomingMessage, secret: string) => Promise<Verdict>;
 }
 
 /** Whom a route open to anyone (the login) sees as its caller: no one, with the least of roles. */
 const ANONYMOUS: Principal = Object.freeze({ name: '(anonymous)', role: 'viewer', source: 'local', scope: [] });
 
 /** Every route of the API, in matching order (a literal segment before a parameter). docs/api.md lists them with their permission and query. */
-export function apiRoutes(deps: ApiDeps): Route[] {
-  return [...sessionRoutes(deps), ...discoveryRoutes(deps), ...deviceRoutes(deps), ...enrollmentRoutes(deps), ...operationRoutes(deps), ...accountRoutes(deps)];
+export function apiRoutes(
+  deps: ApiDeps,
+  parts: ConsoleParts = {
+    gate: loginGate(deps),
+    cookies: new ConsoleCookies(),
+    check: () => Promise.reject(new InternalError('apiRoutes without the API: its routes are listed, not served')),
+  },
+): Route[] {
+  return [
+    ...sessionRoutes(deps, parts.gate),
+    ...consoleSessionRoutes({ ...parts, watch: deps.watch, repos: deps.repos }),
+    ...consoleRoutes({ ...deps, brokers: deps.brokers ?? (() => []) }),
+    ...discoveryRoutes(deps),
+    ...deviceRoutes(deps),
+    ...enrollmentRoutes(deps),
+    ...operationRoutes(deps),
+    ...accountRoutes(deps),
+  ];
 }
 
 /**
@@ -52,19 +84,21 @@ export function apiRoutes(deps: ApiDeps): Route[] {
  * measured); and its user's role must hold the route's permission
  * (PERMISSIONS in auth.ts; a refusal is audited). Bodies are JSON, capped,
  * and checked against strict schemas (unknown fields refused). Errors are
- * JSON with a stable code. No cookies are read or set: a browser cannot be
- * made to act for a technician. Health and metrics stay outside the API.
+ * JSON with a stable code. The web console's cookie (consoleCookie.ts)
+ * carries the same credential as a Bearer token would; a change it
+ * authenticates needs the CSRF header too, so another site's page cannot
+ * act for a technician. Health and metrics stay outside the API.
  */
 export class Api {
   private readonly routes: Route[];
   private readonly guard: AuthGuard;
   private readonly firstAdmin: FirstAdminToken;
+  private readonly cookies = new ConsoleCookies();
 
   constructor(
     http: HttpService,
     private readonly deps: ApiDeps,
   ) {
-    this.routes = apiRoutes(deps);
     this.firstAdmin = new FirstAdminToken({ log: deps.log, dataDir: () => deps.config().agent.dataDir, store: deps.store, users: deps.repos.users });
     this.guard = new AuthGuard({
       log: deps.log,
@@ -72,6 +106,11 @@ export class Api {
       registry: deps.registry,
       firstAdmin: this.firstAdmin,
       maxConnections: deps.config().http.maxConnections,
+    });
+    this.routes = apiRoutes(deps, {
+      gate: loginGate(deps),
+      cookies: this.cookies,
+      check: (req, secret) => this.guard.check(req, `Bearer ${secret}`, LOGIN_ROUTE),
     });
     for (const method of ['GET', 'POST', 'PUT', 'DELETE']) http.routePrefix(method, '/api/v1/', (req, res) => this.handle(req, res));
   }
@@ -97,14 +136,22 @@ export class Api {
     const { route, params } = found;
     let user: Principal = ANONYMOUS;
     if (route.permission !== 'anyone') {
-      const verdict = await this.guard.check(req, route);
+      // A Bearer header wins; the console's cookie is read only without one.
+      const cookie = req.headers.authorization === undefined ? this.cookies.secretOf(req) : undefined;
+      const verdict = await this.guard.check(req, cookie ? `Bearer ${cookie}` : req.headers.authorization, route);
       if (!verdict.ok) {
+        if (cookie) this.cookies.clear(req, res);
         if (verdict.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(verdict.retryAfterSeconds));
         // A client over its limit gets no keep-alive: each guess costs it a new connection.
         if (verdict.code === 'TOO_MANY_FAILURES') res.setHeader('connection', 'close');
         return sendError(res, verdict.code, verdict.message);
       }
       user = verdict.principal;
+      const forged = cookie ? this.cookies.csrfRefusal(req, cookie) : undefined;
+      if (forged) {
+        this.guard.refused(req, route, user, url.pathname, forged);
+        return sendError(res, 'CSRF_FAILED', forged);
+      }
       const why = refusal(user, route.permission);
       if (why) {
         this.guard.refused(req, route, user, url.pathname, why);

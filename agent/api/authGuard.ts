@@ -90,9 +90,11 @@ export class AuthGuard {
     this.refusalLog = new LogThrottle(deps.log, { perKey: 5, perWindow: 60, windowMs: 60_000 });
   }
 
-  /** Authenticates a request; a failure's answer may be held back (see the class). */
-  async check(req: IncomingMessage, route: Route): Promise<Verdict> {
-    const header = req.headers.authorization;
+  /**
+   * Authenticates a request by `header` (its Authorization header, or `Bearer <secret>` of the console's
+   * cookie or sign-in); a failure's answer may be held back (see the class).
+   */
+  async check(req: IncomingMessage, header: string | undefined, route: Pick<Route, 'method' | 'path'>): Promise<Verdict> {
     let auth = authenticate(header, this.deps.repos);
     const token = auth.ok ? auth.principal.token : undefined;
     if (auth.ok && token) {

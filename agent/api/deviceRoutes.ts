@@ -1,12 +1,13 @@
 import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
-import { DEVICE_STATES as STATES, LOCATION_FIELDS, PROTOCOLS, type DeviceState, type Protocol } from '../inventory/device.js';
+import { LOCATION_FIELDS } from '../inventory/device.js';
 import { defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, type DeviceActionKind } from '../store/actionRepository.js';
 import type { RevocationReason } from '../../certs/store.js';
 import type { AgentEvents, EventBus } from '../events.js';
 import { deviceDetails } from '../store/deviceDetails.js';
 import type { Repositories } from '../store/repositories.js';
+import { DEVICE_QUERY, deviceSelection } from './consoleRoutes.js';
 import { inScope, type Principal } from './principal.js';
 import { ApiError, paged, text, type Route } from './router.js';
 
@@ -104,17 +105,11 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       method: 'GET',
       path: '/api/v1/devices',
       permission: 'devices.read',
-      summary: 'the inventory',
-      query: { state: { kind: 'enum', values: STATES }, protocol: { kind: 'enum', values: PROTOCOLS }, ...paged() },
+      summary: 'the inventory: filtered by state, protocol, site, area or line, searched (q), sorted, paged',
+      query: { ...DEVICE_QUERY, ...paged() },
       handle: ({ query, user }) => {
-        const state = query.text('state') as DeviceState | undefined;
-        const protocol = query.text('protocol') as Protocol | undefined;
-        const filter = {
-          ...(state ? { state } : {}),
-          ...(protocol ? { protocol } : {}),
-          ...(user.scope ? { scope: { parts: user.scope, fallback: gateway() } } : {}),
-        };
-        return { body: deps.repos.devices.page(filter, query.int('limit'), query.int('offset')) };
+        const { filter, order } = deviceSelection(query, user, gateway());
+        return { body: deps.repos.devices.page(filter, query.int('limit'), query.int('offset'), order) };
       },
     },
     {

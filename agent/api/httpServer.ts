@@ -95,6 +95,10 @@ export class HttpService implements Service {
   private guard: ConnectionGuard | undefined;
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Every answer, page or API: no type sniffing, no referrer sent on, never inside another site's frame.
+    res.setHeader('x-content-type-options', 'nosniff');
+    res.setHeader('referrer-policy', 'no-referrer');
+    res.setHeader('x-frame-options', 'DENY');
     if (!hostAllowed(req.headers.host, listenerNames(this.deps.host, this.deps.names ?? []))) {
       return sendError(res, 'HOST_NOT_ALLOWED', 'the Host header does not name this listener (localhost, 127.0.0.1, [::1], http.host or an http.names entry)');
     }

@@ -2,6 +2,7 @@ import type BetterSqlite3 from 'better-sqlite3';
 import { AgentError, InternalError } from '../errors.js';
 import { canTransition, type Device, type DeviceEvent, type DeviceState, type Location, type Nameplate, type Protocol } from '../inventory/device.js';
 import type { Store } from './database.js';
+import { deviceOrderBy, deviceWhere, type DeviceFilter, type DeviceOrder } from './deviceQuery.js';
 
 export interface DeviceRow {
   id: string;
@@ -133,35 +134,37 @@ export class DeviceRepository {
     return row ? toDevice(row) : undefined;
   }
 
-  /**
-   * One page of `list()`, and how many devices match in all: the paging is done by SQLite, not in memory.
-   * `scope`: only devices inside one of its parts (every field a part gives equals the device's location,
-   * or the gateway's `fallback` where the device has none), so that counts say nothing of the rest.
-   */
-  page(
-    filter: { state?: DeviceState; protocol?: Protocol; scope?: { parts: readonly Location[]; fallback: Location } },
-    limit: number,
-    offset: number,
-  ): { total: number; items: Device[] } {
-    const where =
-      'WHERE (@state IS NULL OR state = @state) AND (@protocol IS NULL OR protocol = @protocol) AND (@scope IS NULL OR EXISTS (' +
-      'SELECT 1 FROM json_each(@scope) p WHERE ' +
-      ['site', 'area', 'line']
-        .map((f) => `(json_extract(p.value, '$.${f}') IS NULL OR coalesce(json_extract(devices.location, '$.${f}'), @${f}) = json_extract(p.value, '$.${f}'))`)
-        .join(' AND ') +
-      '))';
-    const fallback = filter.scope?.fallback ?? {};
-    const args = {
-      state: filter.state ?? null,
-      protocol: filter.protocol ?? null,
-      scope: filter.scope ? JSON.stringify(filter.scope.parts) : null,
-      site: fallback.site || null,
-      area: fallback.area || null,
-      line: fallback.line || null,
-    };
+  /** One page of the devices a filter selects, and how many it selects in all: the paging is done by SQLite, not in memory. */
+  page(filter: DeviceFilter, limit: number, offset: number, order?: DeviceOrder): { total: number; items: Device[] } {
+    const { where, args } = deviceWhere(filter);
     const total = (this.sql(`SELECT count(*) AS n FROM devices ${where}`).get(args) as { n: number }).n;
-    const rows = this.sql(`SELECT * FROM devices ${where} ORDER BY protocol, name LIMIT @limit OFFSET @offset`).all({ ...args, limit, offset }) as DeviceRow[];
+    const rows = this.sql(`SELECT * FROM devices ${where} ${deviceOrderBy(order)} LIMIT @limit OFFSET @offset`).all({ ...args, limit, offset }) as DeviceRow[];
     return { total, items: rows.map(toDevice) };
+  }
+
+  /** Every device a filter selects, in order, one at a time (an export of the whole inventory holds one row in memory). */
+  *each(filter: DeviceFilter, order?: DeviceOrder): Generator<Device> {
+    const { where, args } = deviceWhere(filter);
+    for (const row of this.sql(`SELECT * FROM devices ${where} ${deviceOrderBy(order)}`).iterate(args) as Iterable<DeviceRow>) yield toDevice(row);
+  }
+
+  /** How many devices a filter selects, by state and by protocol, and how many of them are online. */
+  facets(filter: DeviceFilter): { total: number; byState: Record<string, number>; byProtocol: Record<string, number>; online: number } {
+    const { where, args } = deviceWhere(filter);
+    const rows = this.sql(`SELECT state, protocol, online, count(*) AS n FROM devices ${where} GROUP BY state, protocol, online`).all(args) as {
+      state: string;
+      protocol: string;
+      online: number;
+      n: number;
+    }[];
+    const out = { total: 0, byState: {} as Record<string, number>, byProtocol: {} as Record<string, number>, online: 0 };
+    for (const r of rows) {
+      out.total += r.n;
+      out.byState[r.state] = (out.byState[r.state] ?? 0) + r.n;
+      out.byProtocol[r.protocol] = (out.byProtocol[r.protocol] ?? 0) + r.n;
+      if (r.online === 1) out.online += r.n;
+    }
+    return out;
   }
 
   list(filter: { state?: DeviceState; protocol?: Protocol } = {}): Device[] {

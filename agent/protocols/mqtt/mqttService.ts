@@ -94,6 +94,27 @@ export class MqttService implements Service, DeviceAccess {
     });
   }
 
+  /**
+   * Where a device or commissioning app connects: the provisioning listener (with an enrollment token)
+   * and the mutual-TLS one (with its certificate). Empty until the broker has started.
+   */
+  endpoints(): { url: string; purpose: 'provisioning' | 'mutual-tls' }[] {
+    const c = this.config;
+    if (this.embedded && this.deviceUrl) {
+      const host = new URL(this.deviceUrl).host.replace(/:\d+$/, '');
+      const provisioning = `${c.provisioningTls ? 'mqtts' : 'mqtt'}://${host}:${this.embedded.addresses().provisioning}`;
+      return [
+        { url: provisioning, purpose: 'provisioning' },
+        { url: c.deviceBrokerUrl || this.deviceUrl, purpose: 'mutual-tls' },
+      ];
+    }
+    if (!this.broker) return [];
+    return [
+      { url: c.brokerUrl, purpose: 'provisioning' },
+      ...(c.deviceBrokerUrl ? [{ url: c.deviceBrokerUrl, purpose: 'mutual-tls' as const }] : [{ url: c.brokerUrl, purpose: 'mutual-tls' as const }]),
+    ];
+  }
+
   get running(): { enrollment: MqttEnrollment; actions: DeviceActions; devices: DeviceRepository; embedded?: EmbeddedBroker } {
     return { enrollment: this.enrollment!, actions: this.actions!, devices: this.deps.repos.devices, ...(this.embedded ? { embedded: this.embedded } : {}) };
   }

@@ -16,7 +16,7 @@ export interface Answer {
 
 /** A client of one daemon's API on 127.0.0.1:port, with an optional Bearer and source address. */
 export function apiClient(port: () => number) {
-  const call = (method: string, path: string, options: { token?: string; body?: unknown; from?: string } = {}) =>
+  const call = (method: string, path: string, options: { token?: string; body?: unknown; from?: string; headers?: Record<string, string> } = {}) =>
     new Promise<Answer>((resolve, reject) => {
       const payload = options.body === undefined ? undefined : Buffer.from(typeof options.body === 'string' ? options.body : JSON.stringify(options.body));
       const req = request(
@@ -30,6 +30,7 @@ export function apiClient(port: () => number) {
             host: `127.0.0.1:${port()}`,
             ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
             ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+            ...options.headers,
           },
         },
         (res) => {

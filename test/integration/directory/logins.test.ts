@@ -104,6 +104,28 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect(JSON.stringify(daemon.logs)).not.toContain(PEOPLE.anna.password);
   });
 
+  it('signs in to the web console with a directory account: the cookie is the session, limited as a login; signing out ends the session', async () => {
+    const wrong = await call('POST', '/api/v1/console/session', { body: { username: 'nobody-here', password: 'not a password' } });
+    expect(wrong).toMatchObject({ status: 401, body: { code: 'LOGIN_FAILED' } });
+    expect(wrong.headers['set-cookie']).toBeUndefined();
+    const r = await call('POST', '/api/v1/console/session', { body: { username: 'anna@plant.test', password: PEOPLE.anna.password } });
+    expect(r.status, r.text).toBe(200);
+    const set = String(r.headers['set-cookie']);
+    expect(set).toMatch(/^edge_console=eas_[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+$/);
+    expect(r.body).toMatchObject({
+      principal: { name: 'anna', role: 'technician', source: 'directory' },
+      permissions: expect.arrayContaining(['devices.decide']),
+    });
+    const cookie = { cookie: set.split(';')[0]! };
+    const session = (r.body.principal as { session: number }).session;
+    expect((await call('GET', '/api/v1/devices', { headers: cookie })).status).toBe(200);
+    const out = await call('DELETE', '/api/v1/console/session', { headers: { ...cookie, 'x-csrf-token': r.body.csrfToken as string } });
+    expect(out).toMatchObject({ status: 200, body: { ended: true, session } });
+    // The session itself has ended, not only the cookie: its secret is refused as a Bearer token too.
+    const secret = set.split(';')[0]!.split('=')[1]!;
+    expect(await call('GET', '/api/v1/me', { token: secret })).toMatchObject({ status: 401, body: { message: 'no valid token (ended)' } });
+  });
+
   it('refuses a wrong password and an unknown user alike, and a user in no mapped group with the reason; audits each with the address', async () => {
     const wrong = await login('viewer1', 'not-the-password');
     expect(wrong).toMatchObject({ status: 401, body: { code: 'LOGIN_FAILED', message: 'wrong user name or password' } });
@@ -168,8 +190,14 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
       ['POST', '/api/v1/tokens/1/revoke', {}],
       ['POST', '/api/v1/enrollment-tokens', {}],
       ['POST', '/api/v1/enrollment-tokens/feedfacecafe/revoke', {}],
+      ['GET', '/api/v1/devices?q=press'],
+      ['GET', '/api/v1/devices?line=L3&sort=name'],
+      ['GET', '/api/v1/exports/devices.csv'],
+      ['GET', '/api/v1/exports/devices.csv?q=meter'],
+      ['GET', '/api/v1/overview'],
+      ['GET', '/api/v1/onboarding'],
     ];
-    // Every route of the API is probed here, but the caller's own (me, logout), the login and starting a run (below).
+    // Every route of the API is probed here, but the caller's own (me, logout, the console's session), the login and starting a run (below).
     const served = apiRoutes({ registry: new Registry() } as never).filter((r) => r.permission !== 'anyone');
     const probed = new Set(
       probes.map(([method, path]) => {
@@ -178,7 +206,13 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
       }),
     );
     const unprobed = served.map((r) => `${r.method} ${r.path}`).filter((r) => !probed.has(r));
-    expect(unprobed.sort()).toEqual(['DELETE /api/v1/session', 'GET /api/v1/me', 'POST /api/v1/discovery/runs']);
+    expect(unprobed.sort()).toEqual([
+      'DELETE /api/v1/console/session',
+      'DELETE /api/v1/session',
+      'GET /api/v1/console/session',
+      'GET /api/v1/me',
+      'POST /api/v1/discovery/runs',
+    ]);
     for (const [method, path, body] of probes) {
       const r = await call(method, path, { token: sessions.con2!, ...(body !== undefined ? { body } : {}) });
       // A device outside the scope is answered exactly as one that does not exist (the message repeats the id asked for, nothing more).
@@ -189,11 +223,22 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
         expect(r.status, `${method} ${path}: ${r.text}`).toBe(missing.status);
         expect(r.body.code).toBe(missing.body.code);
         expect(r.status).toBe(/(revoke|decommission|annotation)$/.test(path) ? 403 : 404);
-      } else if (path === '/api/v1/devices?state=discovered' || path.startsWith('/api/v1/devices?protocol')) expect(r.status).toBe(200);
+      } else if (/^\/api\/v1\/(devices\?|exports\/|overview)/.test(path)) expect(r.status, `${method} ${path}`).toBe(200);
       else if (path === '/api/v1/discovery/runs') expect(r).toMatchObject({ status: 200, body: { total: 0 } });
       else expect([403, 404], `${method} ${path}: ${r.status} ${r.text}`).toContain(r.status);
     }
     // Inside the scope the contractor acts: an approval of the L2 device is queued (mayDecide), and the device shows.
+    const csv = await call('GET', '/api/v1/exports/devices.csv', { token: sessions.con2! });
+    expect(
+      csv.text
+        .split('\r\n')
+        .slice(1, -1)
+        .map((l) => l.split(',')[0]),
+    ).toEqual(['mqtt:l2-pump']);
+    const overview = await call('GET', '/api/v1/overview', { token: sessions.con2! });
+    expect(overview.body).toMatchObject({ devices: { total: 1 } });
+    expect(overview.body).not.toHaveProperty('sync');
+    expect(overview.body).not.toHaveProperty('certificates');
     const approve = await call('POST', '/api/v1/devices/mqtt%3Al2-pump/approve', { token: sessions.con2!, body: { wait: 0 } });
     expect(approve.status, approve.text).toBe(202);
     expect((await call('GET', '/api/v1/devices/mqtt%3Al2-pump', { token: sessions.con2! })).status).toBe(200);

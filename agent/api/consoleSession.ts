@@ -1,0 +1,109 @@
+import type { IncomingMessage } from 'node:http';
+import { z } from 'zod';
+import type { SessionWatch } from '../directory/sessionWatch.js';
+import type { Repositories } from '../store/repositories.js';
+import { permissionsOf } from './auth.js';
+import type { Verdict } from './authGuard.js';
+import type { ConsoleCookies } from './consoleCookie.js';
+import { describePrincipal, sessionPrincipal, type Principal } from './principal.js';
+import { ApiError, type Route } from './router.js';
+import { loginName, loginPassword, type LoginGate } from './sessionRoutes.js';
+
+export interface ConsoleSessionDeps {
+  gate: LoginGate;
+  cookies: ConsoleCookies;
+  /** The API's guard on a presented secret: counted, limited and logged as any other token (AuthGuard). */
+  check: (req: IncomingMessage, secret: string) => Promise<Verdict>;
+  watch: Pick<SessionWatch, 'end' | 'tell'>;
+  repos: Pick<Repositories, 'audit'>;
+}
+
+const signIn = z.union([
+  z.strictObject({ username: loginName, password: loginPassword }),
+  z.strictObject({ token: z.string().min(1, 'must not be empty').max(256, 'at most 256 characters') }),
+]);
+
+/** What the page is told of who is signed in: the principal, the permissions it holds (to show only controls it may use) and its CSRF token. */
+const answer = (cookies: ConsoleCookies, secret: string, who: Principal) => ({
+  csrfToken: cookies.csrfFor(secret),
+  principal: describePrincipal(who),
+  permissions: permissionsOf(who),
+});
+
+/**
+ * Signing in to the web console: with a directory account (the same login,
+ * limits and audit as POST /api/v1/session) or with an API token (checked
+ * and limited by the API's guard, as a Bearer token). Either way the cookie
+ * then carries that credential (ConsoleCookies), so the page's session ends
+ * when the token or the directory session does.
+ */
+export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
+  const { cookies } = deps;
+  /** The secret the caller is authenticated by: the cookie, else the Bearer header. */
+  const secretOf = (req: IncomingMessage) => cookies.secretOf(req) ?? /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+  return [
+    {
+      method: 'POST',
+      path: '/api/v1/console/session',
+      permission: 'anyone',
+      summary:
+        'sign in to the web console: body {username, password} (a directory account) or {token} (an API token); ' +
+        'sets the HttpOnly cookie and answers {csrfToken, principal, permissions}',
+      handle: async (ctx) => {
+        const address = ctx.req.socket.remoteAddress ?? '?';
+        let b: z.infer<typeof signIn>;
+        try {
+          b = await ctx.body(signIn);
+        } catch (err) {
+          deps.gate.badRequest(address, err);
+          throw err;
+        }
+        if ('token' in b) {
+          const verdict = await deps.check(ctx.req, b.token);
+          if (!verdict.ok) {
+            if (verdict.retryAfterSeconds !== undefined) ctx.res.setHeader('retry-after', String(verdict.retryAfterSeconds));
+            throw new ApiError(verdict.code, verdict.message.replace('no valid token', 'that is not a valid API token'));
+          }
+          cookies.set(ctx.req, ctx.res, b.token, verdict.principal.expiresAt);
+          const who = verdict.principal;
+          deps.repos.audit.add({
+            actor: who.name,
+            role: who.role,
+            action: 'console.signIn',
+            target: 'console',
+            outcome: 'done',
+            details: { address, with: 'token', ...(who.token ? { token: who.token.id } : {}) },
+          });
+          return { body: answer(cookies, b.token, verdict.principal) };
+        }
+        const { secret, session } = await deps.gate.login(ctx, b.username, b.password);
+        const who = sessionPrincipal(session);
+        cookies.set(ctx.req, ctx.res, secret, session.expiresAt);
+        return { body: answer(cookies, secret, who) };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/console/session',
+      permission: 'status.read',
+      summary: 'who is signed in to the console: {csrfToken, principal, permissions}',
+      handle: ({ req, user }) => ({ body: answer(cookies, secretOf(req), user) }),
+    },
+    {
+      method: 'DELETE',
+      path: '/api/v1/console/session',
+      permission: 'status.read',
+      summary: 'sign out of the console: forgets the cookie, and ends a directory session (an API token stays valid)',
+      handle: async (ctx) => {
+        await ctx.noBody();
+        const session = ctx.user.session;
+        if (session) {
+          const ended = ctx.commit(() => deps.watch.end(session, 'logout', 'logout'));
+          if (ended) deps.watch.tell([session.id], 'logout');
+        }
+        cookies.clear(ctx.req, ctx.res);
+        return { body: { ended: true, ...(session ? { session: session.id } : {}) } };
+      },
+    },
+  ];
+}
