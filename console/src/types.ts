@@ -167,7 +167,7 @@ export interface Overview {
   devices: { total: number; byState: Partial<Record<DeviceState, number>>; byProtocol: Partial<Record<Protocol, number>>; online: number };
   runs: { active: number; recent: DiscoveryRun[] };
   sync?: SyncStatus;
-  certificates?: { expiringSoon: number; before: string };
+  certificates?: { valid?: number; expiringSoon: number; before: string };
   alarms: Alarm[];
 }
 

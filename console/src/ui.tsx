@@ -43,11 +43,15 @@ export function useLoad<T>(fn: () => Promise<T>, key: string): Loaded<T> {
   return { data: state.data, error: state.error, loading: state.loading, reload };
 }
 
-/** A titled part of a page, with its heading as the region's name. */
+/**
+ * A titled part of a page. Deliberately not named by its heading (no
+ * aria-labelledby): a named section would be found by a search for a field
+ * of the same name ("Asset tag" in "Location and asset tag").
+ */
 export function Section({ title, children, id, actions }: { title: string; children: ComponentChildren; id?: string; actions?: ComponentChildren }) {
   const hid = `h-${id ?? title.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`;
   return (
-    <section class="card" aria-labelledby={hid}>
+    <section class="card">
       <div class="card-head">
         <h2 id={hid}>{title}</h2>
         {actions}

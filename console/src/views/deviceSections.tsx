@@ -56,10 +56,10 @@ export function Certificates({ device, push }: { device: Device; push: PushJob |
             <tr>
               <th scope="col">Serial</th>
               <th scope="col">Status</th>
-              <th scope="col">Valid from</th>
               <th scope="col">Expires</th>
-              <th scope="col">Subject</th>
               <th scope="col">PEM with chain</th>
+              <th scope="col">Subject</th>
+              <th scope="col">Valid from</th>
             </tr>
           </thead>
           <tbody>
@@ -73,12 +73,8 @@ export function Certificates({ device, push }: { device: Device; push: PushJob |
                   {c.revocationReason && <span class="muted"> ({c.revocationReason})</span>}
                 </td>
                 <td>
-                  <Time at={c.notBefore} short />
-                </td>
-                <td>
                   <Time at={c.notAfter} />
                 </td>
-                <td class="wrap">{c.subject}</td>
                 <td>
                   <button
                     type="button"
@@ -88,6 +84,10 @@ export function Certificates({ device, push }: { device: Device; push: PushJob |
                   >
                     {c === current ? 'Download PEM' : 'PEM'}
                   </button>
+                </td>
+                <td class="wrap">{c.subject}</td>
+                <td>
+                  <Time at={c.notBefore} short />
                 </td>
               </tr>
             ))}

@@ -10,6 +10,8 @@ import { runStatus } from './discovery.js';
 const ended = (r: DiscoveryRun) => r.status === 'done' || r.status === 'failed';
 
 const PHASES: Record<string, string> = {
+  requested: 'Waiting to start',
+  running: 'Running',
   listing: 'Listing what to look at',
   scanning: 'Scanning addresses',
   probing: 'Probing what answered',

@@ -7,7 +7,8 @@ import { Alert, CopyButton, Facts, Loading, Section, useLoad, TableWrap } from '
 
 interface OnboardingInfo {
   brokers: { url: string; purpose?: string }[];
-  caFingerprint: string;
+  /** SHA-256 of each root of the gateway's CA (an EC and an RSA one), AA:BB:… as openssl prints it. */
+  caFingerprints: string[];
   caChainUrl: string;
 }
 
@@ -21,9 +22,19 @@ interface TokenRecord {
   revokedAt?: string;
 }
 
-/** What a device or commissioning app scans: the enrollment token with where to connect and which CA to trust. */
+/**
+ * What a device or commissioning app scans: the enrollment token with where to connect and which CA to trust.
+ * `caFingerprint` is the first root's; `caFingerprints` every root the gateway has (its EC and RSA issuers).
+ */
 export const enrollmentContent = (token: string, info: OnboardingInfo): string =>
-  JSON.stringify({ type: 'edge-agent-enrollment', v: 1, token, brokers: info.brokers.map((b) => b.url), caFingerprint: info.caFingerprint });
+  JSON.stringify({
+    type: 'edge-agent-enrollment',
+    v: 1,
+    token,
+    brokers: info.brokers.map((b) => b.url),
+    caFingerprint: info.caFingerprints[0] ?? '',
+    caFingerprints: info.caFingerprints,
+  });
 
 /**
  * Onboarding helpers: an enrollment token made here is shown once, with the
@@ -114,10 +125,14 @@ function GatewayFacts({ info }: { info: OnboardingInfo }) {
           </ul>,
         ],
         [
-          'CA fingerprint (SHA-256)',
-          <code key="f" class="wrap-all">
-            {info.caFingerprint}
-          </code>,
+          info.caFingerprints.length === 1 ? 'CA fingerprint (SHA-256)' : 'CA fingerprints (SHA-256)',
+          <ul key="f" class="plain">
+            {info.caFingerprints.map((f) => (
+              <li key={f}>
+                <code class="wrap-all">{f}</code>
+              </li>
+            ))}
+          </ul>,
         ],
         [
           'CA chain',

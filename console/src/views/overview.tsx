@@ -69,7 +69,8 @@ export function Overview() {
           {data.certificates && (
             <Section title="Certificates">
               <p>
-                <strong>{data.certificates.expiringSoon}</strong> certificate{data.certificates.expiringSoon === 1 ? '' : 's'} expire before{' '}
+                {data.certificates.valid !== undefined && `${data.certificates.valid} valid certificate${data.certificates.valid === 1 ? '' : 's'}; `}
+                <strong>{data.certificates.expiringSoon}</strong> expire{data.certificates.expiringSoon === 1 ? 's' : ''} before{' '}
                 <Time at={data.certificates.before} />.
                 {data.certificates.expiringSoon > 0 && ' The agent renews device certificates it issued; an OPC UA push renews a server’s.'}
               </p>
