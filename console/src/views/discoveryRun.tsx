@@ -165,11 +165,31 @@ export function DiscoveryRunPage({ id }: { id: string }) {
           </Section>
           {targets.length > 0 && (
             <Section title="Targets">
-              <TargetTable targets={targets} />
+              <Targets targets={targets} />
             </Section>
           )}
         </>
       )}
+    </>
+  );
+}
+
+/** The targets that said something (found, error, skipped); the many that answered nothing on request. */
+function Targets({ targets }: { targets: DiscoveryTarget[] }) {
+  const [all, setAll] = useState(false);
+  const quiet = targets.filter((t) => t.status === 'nothing').length;
+  const shown = all ? targets : targets.filter((t) => t.status !== 'nothing');
+  return (
+    <>
+      {quiet > 0 && (
+        <p>
+          {quiet} of {targets.length} target{targets.length === 1 ? '' : 's'} answered nothing.{' '}
+          <button type="button" class="small" onClick={() => setAll(!all)} aria-pressed={all}>
+            {all ? 'Hide those' : 'Show every target'}
+          </button>
+        </p>
+      )}
+      {shown.length > 0 && <TargetTable targets={shown} />}
     </>
   );
 }

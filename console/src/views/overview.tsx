@@ -46,7 +46,7 @@ export function Overview() {
           <Section title="Devices">
             <ul class="tiles">
               {DEVICE_STATES.map((s) => (
-                <li key={s} class={`tile state-${s}${s === 'pending' && (data.devices.byState[s] ?? 0) > 0 ? ' attention' : ''}`}>
+                <li key={s} class={s === 'pending' && (data.devices.byState[s] ?? 0) > 0 ? 'tile attention' : 'tile'}>
                   <a class="tile-link" href={href('devices', { state: s })}>
                     <span class="tile-count">{data.devices.byState[s] ?? 0}</span> <span class="tile-what">{STATE_LABELS[s]}</span>
                   </a>
