@@ -78,11 +78,12 @@ function Layout({ session, onSignedOut }: { session: ConsoleSession; onSignedOut
 
   // A new view: focus moves to its heading, as a page load would put it at the top (a search typed in the list keeps its focus).
   useEffect(() => {
-    if (first.current) {
-      first.current = false;
-      return;
-    }
+    // The first view (a page load, or a sign-in whose form is gone): the heading takes the focus unless something else holds it.
+    const firstView = first.current;
+    first.current = false;
+    if (firstView && document.activeElement !== document.body) return;
     main.current?.querySelector<HTMLElement>('h1')?.focus();
+    if (firstView) return;
     scrollTo(0, 0);
   }, [path]);
   useEffect(() => {

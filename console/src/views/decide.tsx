@@ -30,6 +30,8 @@ const PARALLEL = 6;
 export interface Outcome {
   id: string;
   error?: string;
+  /** Accepted but not carried out within the wait (202): the daemon does it shortly. */
+  queued?: boolean;
 }
 
 /**
@@ -57,8 +59,8 @@ export function DecisionDialog({ kind, ids, onClose, onDone }: { kind: Decision;
     const worker = async () => {
       for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
         try {
-          await post(`/api/v1/devices/${encodeURIComponent(id)}/${kind}`, body);
-          outcomes.push({ id });
+          const { action } = await post<{ action?: { doneAt?: string } }>(`/api/v1/devices/${encodeURIComponent(id)}/${kind}`, body);
+          outcomes.push({ id, ...(action && !action.doneAt ? { queued: true } : {}) });
         } catch (err) {
           // A lost session ends the whole batch: the sign-in view takes over.
           if (err instanceof ApiFailure && err.status === 401) return;
@@ -135,11 +137,13 @@ export function DecisionDialog({ kind, ids, onClose, onDone }: { kind: Decision;
 /** What a batch of decisions came to, said once the dialog closes. */
 export function OutcomeNote({ kind, outcomes }: { kind: Decision; outcomes: Outcome[] }) {
   const failed = outcomes.filter((o) => o.error);
+  const queued = outcomes.filter((o) => o.queued).length;
   const verb = { approve: 'Approved', reject: 'Rejected', revoke: 'Revoked', decommission: 'Decommissioned' }[kind];
   return (
     <>
       <p role="status" class="note">
         {verb} {outcomes.length - failed.length} of {outcomes.length}.
+        {queued > 0 && ` ${queued} still queued: the agent carries ${queued === 1 ? 'it' : 'them'} out shortly; refresh to see.`}
       </p>
       {failed.length > 0 && (
         <div role="alert" class="alert">
