@@ -28,14 +28,15 @@ export function App() {
   // undefined: asking the gateway who we are; null: signed out.
   const [session, setSession] = useState<ConsoleSession | null | undefined>(undefined);
   const [notice, setNotice] = useState<string | undefined>();
+  // Whether a session was shown: a 401 then means it ended (said on the sign-in view), not that there was none.
+  const signedInRef = useRef(false);
 
   useEffect(() => {
     onUnauthorized(() => {
       setCsrfToken('');
-      setSession((s) => {
-        if (s) setNotice('Your session has ended: sign in again.');
-        return null;
-      });
+      if (signedInRef.current) setNotice('Your session has ended (signed out, expired or revoked): sign in again.');
+      signedInRef.current = false;
+      setSession(null);
     });
     api<ConsoleSession>('GET', '/api/v1/console/session', undefined, { signIn: true }).then(
       (s) => signedIn(s),
@@ -47,6 +48,7 @@ export function App() {
   }, []);
 
   const signedIn = (s: ConsoleSession) => {
+    signedInRef.current = true;
     setCsrfToken(s.csrfToken);
     setNotice(undefined);
     setSession(s);
@@ -59,6 +61,7 @@ export function App() {
       <Layout
         session={session}
         onSignedOut={() => {
+          signedInRef.current = false;
           setCsrfToken('');
           setSession(null);
         }}

@@ -44,14 +44,13 @@ export function useLoad<T>(fn: () => Promise<T>, key: string): Loaded<T> {
 }
 
 /**
- * A titled part of a page. Deliberately not named by its heading (no
- * aria-labelledby): a named section would be found by a search for a field
- * of the same name ("Asset tag" in "Location and asset tag").
+ * A titled part of a page: a region named by its heading, so that a field is
+ * found within its part ("Site" in "Location and asset tag", not in a filter).
  */
 export function Section({ title, children, id, actions }: { title: string; children: ComponentChildren; id?: string; actions?: ComponentChildren }) {
   const hid = `h-${id ?? title.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`;
   return (
-    <section class="card">
+    <section class="card" aria-labelledby={hid}>
       <div class="card-head">
         <h2 id={hid}>{title}</h2>
         {actions}

@@ -283,7 +283,7 @@ function Audit({ params }: { params: URLSearchParams }) {
           </tbody>
         </table>
       </TableWrap>
-      <nav class="pager" aria-label="Audit log pages">
+      <div class="pager">
         <button type="button" disabled={page <= 1} onClick={() => to(actor, page - 1)}>
           Previous page
         </button>
@@ -293,7 +293,7 @@ function Audit({ params }: { params: URLSearchParams }) {
         <button type="button" disabled={page * AUDIT_PAGE >= total} onClick={() => to(actor, page + 1)}>
           Next page
         </button>
-      </nav>
+      </div>
     </>
   );
 }

@@ -146,7 +146,7 @@ export function Devices({ params }: { params: URLSearchParams }) {
         onSelect={setSelected}
         empty={data ? 'No device matches. Clear a filter or search for less.' : ''}
       />
-      <nav class="pager" aria-label="Pages">
+      <div class="pager">
         <button type="button" disabled={page <= 1} onClick={() => navigate(filters, page - 1)}>
           Previous page
         </button>
@@ -156,7 +156,7 @@ export function Devices({ params }: { params: URLSearchParams }) {
         <button type="button" disabled={offset + items.length >= total} onClick={() => navigate(filters, page + 1)}>
           Next page
         </button>
-      </nav>
+      </div>
       {deciding && (
         <DecisionDialog
           kind={deciding}
