@@ -30,6 +30,8 @@ export function App() {
   const [notice, setNotice] = useState<string | undefined>();
   // Whether a session was shown: a 401 then means it ended (said on the sign-in view), not that there was none.
   const signedInRef = useRef(false);
+  // Whether the session began with the sign-in form on this page (not with the cookie at load).
+  const signedInHere = useRef(false);
 
   useEffect(() => {
     onUnauthorized(() => {
@@ -39,7 +41,7 @@ export function App() {
       setSession(null);
     });
     api<ConsoleSession>('GET', '/api/v1/console/session', undefined, { signIn: true }).then(
-      (s) => signedIn(s),
+      (s) => signedIn(s, false),
       (err: unknown) => {
         if (!(err instanceof ApiFailure && err.status === 401)) setNotice(message(err));
         setSession(null);
@@ -47,8 +49,9 @@ export function App() {
     );
   }, []);
 
-  const signedIn = (s: ConsoleSession) => {
+  const signedIn = (s: ConsoleSession, here = true) => {
     signedInRef.current = true;
+    signedInHere.current = here;
     setCsrfToken(s.csrfToken);
     setNotice(undefined);
     setSession(s);
@@ -60,6 +63,7 @@ export function App() {
     <SessionContext.Provider value={session}>
       <Layout
         session={session}
+        focusHeading={signedInHere.current}
         onSignedOut={() => {
           signedInRef.current = false;
           setCsrfToken('');
@@ -70,7 +74,7 @@ export function App() {
   );
 }
 
-function Layout({ session, onSignedOut }: { session: ConsoleSession; onSignedOut: () => void }) {
+function Layout({ session, onSignedOut, focusHeading }: { session: ConsoleSession; onSignedOut: () => void; focusHeading: boolean }) {
   const route = useRoute();
   const [error, setError] = useState<unknown>();
   const main = useRef<HTMLElement>(null);
@@ -81,10 +85,10 @@ function Layout({ session, onSignedOut }: { session: ConsoleSession; onSignedOut
 
   // A new view: focus moves to its heading, as a page load would put it at the top (a search typed in the list keeps its focus).
   useEffect(() => {
-    // The first view (a page load, or a sign-in whose form is gone): the heading takes the focus unless something else holds it.
+    // The first view: after a sign-in (whose form is gone) the heading takes the focus; a page load leaves it alone.
     const firstView = first.current;
     first.current = false;
-    if (firstView && document.activeElement !== document.body) return;
+    if (firstView && !focusHeading) return;
     main.current?.querySelector<HTMLElement>('h1')?.focus();
     if (firstView) return;
     scrollTo(0, 0);

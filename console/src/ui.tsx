@@ -95,6 +95,10 @@ export function Facts({ rows }: { rows: [string, ComponentChildren][] }) {
   );
 }
 
+const NUMBER = new Intl.NumberFormat();
+/** A count as the reader's locale writes it (10,000). */
+export const count = (n: number): string => NUMBER.format(n);
+
 export function StateBadge({ state }: { state: string }) {
   return <span class={`badge state-${state}`}>{state}</span>;
 }

@@ -3,7 +3,7 @@ import { get, query } from '../api.js';
 import { go, href } from '../route.js';
 import { useCan } from '../session.js';
 import { DEVICE_STATES, type Device, type Page, PROTOCOL_NAMES } from '../types.js';
-import { Alert, useLoad } from '../ui.js';
+import { Alert, count, useLoad } from '../ui.js';
 import { type Decision, DecisionDialog, type Outcome, OutcomeNote } from './decide.js';
 import { DeviceTable } from './deviceTable.js';
 
@@ -121,7 +121,7 @@ export function Devices({ params }: { params: URLSearchParams }) {
       <Alert error={list.error} />
       <div class="table-bar">
         <p class="count" aria-live="polite">
-          {data ? (total === 0 ? 'Showing 0 of 0' : `Showing ${offset + 1}–${offset + items.length} of ${total}`) : 'Loading…'}
+          {data ? (total === 0 ? 'Showing 0 of 0' : `Showing ${count(offset + 1)}–${count(offset + items.length)} of ${count(total)}`) : 'Loading…'}
           {list.loading && data ? ' (updating…)' : ''}
         </p>
         {decide && (
@@ -151,7 +151,7 @@ export function Devices({ params }: { params: URLSearchParams }) {
           Previous page
         </button>
         <span>
-          Page {page} of {Math.max(1, Math.ceil(total / PAGE_SIZE))}
+          Page {count(page)} of {count(Math.max(1, Math.ceil(total / PAGE_SIZE)))}
         </span>
         <button type="button" disabled={offset + items.length >= total} onClick={() => navigate(filters, page + 1)}>
           Next page

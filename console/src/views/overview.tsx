@@ -3,7 +3,7 @@ import { href } from '../route.js';
 import { useCan } from '../session.js';
 import { Time } from '../time.js';
 import { DEVICE_STATES, type Overview as OverviewData, PROTOCOL_NAMES, type Protocol, type SyncStatus } from '../types.js';
-import { Alert, Facts, Loading, Section, useLoad } from '../ui.js';
+import { Alert, count, Facts, Loading, Section, useLoad } from '../ui.js';
 import { RunsTable } from './discovery.js';
 
 const STATE_LABELS: Record<string, string> = {
@@ -48,18 +48,18 @@ export function Overview() {
               {DEVICE_STATES.map((s) => (
                 <li key={s} class={s === 'pending' && (data.devices.byState[s] ?? 0) > 0 ? 'tile attention' : 'tile'}>
                   <a class="tile-link" href={href('devices', { state: s })}>
-                    <span class="tile-count">{data.devices.byState[s] ?? 0}</span> <span class="tile-what">{STATE_LABELS[s]}</span>
+                    <span class="tile-count">{count(data.devices.byState[s] ?? 0)}</span> <span class="tile-what">{STATE_LABELS[s]}</span>
                   </a>
                 </li>
               ))}
             </ul>
             <p class="summary">
-              <a href="#/devices">{data.devices.total} devices in all</a>, {data.devices.online} online;{' '}
+              <a href="#/devices">{count(data.devices.total)} devices in all</a>, {count(data.devices.online)} online;{' '}
               {(Object.keys(PROTOCOL_NAMES) as Protocol[]).map((p, i) => (
                 <span key={p}>
                   {i > 0 && ', '}
                   <a href={href('devices', { protocol: p })}>
-                    {data.devices.byProtocol[p] ?? 0} {PROTOCOL_NAMES[p]}
+                    {count(data.devices.byProtocol[p] ?? 0)} {PROTOCOL_NAMES[p]}
                   </a>
                 </span>
               ))}
