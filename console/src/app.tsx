@@ -89,7 +89,7 @@ function Layout({ session, onSignedOut, focusHeading }: { session: ConsoleSessio
     const firstView = first.current;
     first.current = false;
     if (firstView && !focusHeading) return;
-    main.current?.querySelector<HTMLElement>('h1')?.focus();
+    (main.current?.querySelector<HTMLElement>('h1') ?? main.current)?.focus();
     if (firstView) return;
     scrollTo(0, 0);
   }, [path]);
@@ -106,9 +106,8 @@ function Layout({ session, onSignedOut, focusHeading }: { session: ConsoleSessio
     onSignedOut();
   };
 
-  const label = route.segments[2] === 'label' && section === 'devices';
   return (
-    <div class={label ? 'shell printing' : 'shell'}>
+    <div class="shell">
       <header class="top">
         <div class="top-row">
           <a class="brand" href="#/">
@@ -142,7 +141,7 @@ function Layout({ session, onSignedOut, focusHeading }: { session: ConsoleSessio
         </nav>
       </header>
       <Alert error={error} />
-      <main id="main" ref={main}>
+      <main id="main" ref={main} tabIndex={-1}>
         <View route={route} permissions={permissions} />
       </main>
     </div>

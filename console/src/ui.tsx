@@ -25,20 +25,30 @@ export interface Loaded<T> {
 
 /**
  * Loads with `fn` whenever `key` changes; a slower answer to an older key is
- * dropped, so typing a search never shows an older result last.
+ * dropped, so typing a search never shows an older result last. With
+ * `every` (ms), it loads again quietly while the page is visible: what the
+ * agent does meanwhile (devices arriving, a push advancing) shows up.
  */
-export function useLoad<T>(fn: () => Promise<T>, key: string): Loaded<T> {
+export function useLoad<T>(fn: () => Promise<T>, key: string, every?: number): Loaded<T> {
   const [state, setState] = useState<{ data?: T; error?: unknown; loading: boolean }>({ loading: true });
   const [tick, setTick] = useState(0);
   const latest = useRef(0);
-  useEffect(() => {
+  const current = useRef(fn);
+  current.current = fn;
+  const run = useCallback((quiet: boolean) => {
     const n = ++latest.current;
-    setState((s) => ({ ...s, loading: true }));
-    fn().then(
+    if (!quiet) setState((s) => ({ ...s, loading: true }));
+    current.current().then(
       (data) => n === latest.current && setState({ data, loading: false }),
       (error: unknown) => n === latest.current && setState((s) => ({ data: s.data, error, loading: false })),
     );
-  }, [key, tick]);
+  }, []);
+  useEffect(() => run(false), [key, tick]);
+  useEffect(() => {
+    if (!every) return;
+    const timer = setInterval(() => document.visibilityState === 'visible' && run(true), every);
+    return () => clearInterval(timer);
+  }, [key, every]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
   return { data: state.data, error: state.error, loading: state.loading, reload };
 }

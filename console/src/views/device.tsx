@@ -27,21 +27,26 @@ const LABELS: Record<Decision, string> = { approve: 'Approve', reject: 'Reject',
 export function DevicePage({ id }: { id: string }) {
   const can = useCan();
   const path = `/api/v1/devices/${encodeURIComponent(id)}`;
-  const { data, error, reload } = useLoad(() => get<DeviceDetails>(path), path);
+  const { data, error, reload } = useLoad(() => get<DeviceDetails>(path), path, 10_000);
   const [deciding, setDeciding] = useState<Decision | undefined>();
   const [outcome, setOutcome] = useState<{ kind: Decision; outcomes: Outcome[] } | undefined>();
-  const device = data?.device;
-  const decisions = data ? decisionsFor(data).filter((k) => can(DECISION_PERMISSION[k])) : [];
+  // The answer for this device (a page moved to another device shows nothing of the last one).
+  const details = data?.device.id === id ? data : undefined;
+  const device = details?.device;
+  const decisions = details ? decisionsFor(details).filter((k) => can(DECISION_PERMISSION[k])) : [];
 
   return (
     <>
       <p class="crumbs">
         <a href="#/devices">Devices</a> /
       </p>
+      {/* The heading comes with the page's parts, so that whoever waits for it finds them all (the form of "Location and asset tag"). */}
       <div class="page-head">
-        <h1 tabIndex={-1} class="mono">
-          {id}
-        </h1>
+        {(device || error) && (
+          <h1 tabIndex={-1} class="mono">
+            {id}
+          </h1>
+        )}
         {device && <StateBadge state={device.state} />}
         {device && (
           <a class="button small" href={href('devices', id, 'label')}>
@@ -51,7 +56,7 @@ export function DevicePage({ id }: { id: string }) {
       </div>
       <Alert error={error} />
       {outcome && <OutcomeNote kind={outcome.kind} outcomes={outcome.outcomes} />}
-      {!data || !device ? (
+      {!details || !device ? (
         !error && <Loading />
       ) : (
         <>
@@ -68,10 +73,10 @@ export function DevicePage({ id }: { id: string }) {
           <div class="grid">
             <Section title="Nameplate">
               <Nameplate device={device} />
-              {data.pendingRequests.length > 0 && (
+              {details.pendingRequests.length > 0 && (
                 <p class="note">
-                  {data.pendingRequests.length} enrollment request{data.pendingRequests.length === 1 ? '' : 's'} waiting for a technician, the latest{' '}
-                  <Time at={data.pendingRequests[data.pendingRequests.length - 1]!.receivedAt} />.
+                  {details.pendingRequests.length} enrollment request{details.pendingRequests.length === 1 ? '' : 's'} waiting for a technician, the latest{' '}
+                  <Time at={details.pendingRequests[details.pendingRequests.length - 1]!.receivedAt} />.
                 </p>
               )}
             </Section>
@@ -80,13 +85,13 @@ export function DevicePage({ id }: { id: string }) {
             </Section>
           </div>
           <Section title="Certificates">
-            <Certificates device={device} push={data.push} />
+            <Certificates device={device} push={details.push} />
           </Section>
           <Section title="OPC UA push">
-            <PushSteps device={device} push={data.push} />
+            <PushSteps device={device} push={details.push} />
           </Section>
           <Section title="History">
-            <History events={data.history} />
+            <History events={details.history} />
           </Section>
           <Section title="Sync">
             <SyncState device={device} />

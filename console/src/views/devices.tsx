@@ -26,7 +26,7 @@ export function Devices({ params }: { params: URLSearchParams }) {
   const page = Math.max(1, Number.parseInt(params.get('page') ?? '1', 10) || 1);
   const offset = (page - 1) * PAGE_SIZE;
   const key = query({ ...filters, limit: PAGE_SIZE, offset });
-  const list = useLoad(() => get<Page<Device>>('/api/v1/devices' + key), key);
+  const list = useLoad(() => get<Page<Device>>('/api/v1/devices' + key), key, 15_000);
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [deciding, setDeciding] = useState<Decision | undefined>();
   const [outcome, setOutcome] = useState<{ kind: Decision; outcomes: Outcome[] } | undefined>();

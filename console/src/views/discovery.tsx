@@ -54,7 +54,7 @@ export function RunsTable({ runs, caption }: { runs: DiscoveryRun[]; caption: st
 /** Discovery: start a run (protocols; OPC UA targets inside the allowed ranges), and the runs so far. */
 export function Discovery() {
   const can = useCan();
-  const runs = useLoad(() => get<Page<DiscoveryRun>>('/api/v1/discovery/runs?limit=50'), 'runs');
+  const runs = useLoad(() => get<Page<DiscoveryRun>>('/api/v1/discovery/runs?limit=50'), 'runs', 10_000);
   return (
     <>
       <div class="page-head">

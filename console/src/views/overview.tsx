@@ -96,7 +96,7 @@ export function Overview() {
 }
 
 function useLoadOverview() {
-  return useLoad(() => get<OverviewData>('/api/v1/overview'), 'overview');
+  return useLoad(() => get<OverviewData>('/api/v1/overview'), 'overview', 10_000);
 }
 
 /** The upstream sync's health, as /api/v1/overview and /api/v1/sync/status give it. */
