@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import { get, post } from '../api.js';
 import { go, href } from '../route.js';
-import { useCan } from '../session.js';
+import { useCan, useSession } from '../session.js';
 import { Time } from '../time.js';
 import { type DiscoveryRun, type Page, PROTOCOL_NAMES } from '../types.js';
 import { Alert, Loading, Section, StateBadge, useLoad, TableWrap } from '../ui.js';
@@ -82,7 +82,15 @@ export function Discovery() {
   );
 }
 
+const ANYWHERE =
+  'OPC UA only, optional: endpoint URLs and IPv4 ranges, separated by commas or new lines, inside the ranges the gateway may scan. ' +
+  'Empty: what the configuration names.';
+
 function StartRun() {
+  const { principal } = useSession();
+  // A user scoped to part of the plant discovers OPC UA in their ranges only (MQTT discovery covers the whole plant).
+  const scoped = principal.scope !== undefined;
+  const yours = (principal.ranges ?? []).join(', ') || 'none given';
   const [error, setError] = useState<unknown>();
   const [busy, setBusy] = useState(false);
   const start = async (e: Event) => {
@@ -114,7 +122,7 @@ function StartRun() {
         <fieldset>
           <legend>Protocols</legend>
           <label class="check">
-            <input type="checkbox" name="mqtt" defaultChecked /> MQTT
+            <input type="checkbox" name="mqtt" defaultChecked={!scoped} /> MQTT
           </label>
           <label class="check">
             <input type="checkbox" name="opcua" defaultChecked /> OPC UA
@@ -125,8 +133,7 @@ function StartRun() {
           <textarea name="targets" rows={2} spellcheck={false} placeholder="opc.tcp://10.0.4.20:4840, 10.0.4.0/24" aria-describedby="targets-hint" />
         </label>
         <p class="hint" id="targets-hint">
-          OPC UA only, optional: endpoint URLs and IPv4 ranges, separated by commas or new lines, inside the ranges the gateway may scan. Empty: what the
-          configuration names.
+          {scoped ? `OPC UA endpoint URLs and IPv4 ranges inside your ranges (${yours}), separated by commas or new lines.` : ANYWHERE}
         </p>
         <Alert error={error} />
         <button type="submit" class="primary self-start" disabled={busy}>
