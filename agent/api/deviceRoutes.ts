@@ -13,7 +13,7 @@ import { ApiError, paged, text, type Route } from './router.js';
 
 export interface DeviceRouteDeps {
   config: () => Config;
-  repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes' | 'actions'>;
+  repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes' | 'actions' | 'sync'>;
   /** Where committed decisions and changes are told (action.queued, device.changed) and outcomes heard (action.done). */
   bus: Pick<EventBus, 'emit' | 'on' | 'off'>;
 }
@@ -121,7 +121,7 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         device(params.id!, user);
         const details = deviceDetails(deps.repos, params.id!);
         if (!details) throw new ApiError('NO_SUCH_DEVICE', `no device ${params.id!}`);
-        return { body: details };
+        return { body: deps.config().sync.enabled ? details : { ...details, sync: { state: 'off' } } };
       },
     },
     ...DECISIONS.map(

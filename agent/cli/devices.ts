@@ -17,6 +17,7 @@ import {
 } from '../store/actionRepository.js';
 import { deviceDetails, type DeviceDetails } from '../store/deviceDetails.js';
 import type { TokenRecord } from '../store/enrollmentRepository.js';
+import type { DeviceSync } from '../store/syncRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 import { actorLabel, localAudit, readStore, withStore } from './common.js';
 
@@ -128,6 +129,16 @@ const usage = (message: string): number => {
   return ExitCode.usage;
 };
 
+/** Where the device stands with the CMMS, in one line (dates arrive as text from the API). */
+const syncText = (s: DeviceSync): string =>
+  s.state === 'waiting'
+    ? `revision ${s.revision} waits since ${new Date(s.since).toISOString()}${s.sending ? ' (being sent)' : ''}`
+    : s.state === 'refused'
+      ? `revision ${s.revision} refused by the receiver${s.status ? ` (${s.status})` : ''}: ${s.error} (edge-agent sync dead-letters)`
+      : s.state === 'off'
+        ? 'off (sync.enabled: false)'
+        : 'up to date with the receiver';
+
 const showText = (r: Shown): string =>
   [
     `${r.device.id}: ${r.device.state}${r.device.blocked ? ' (blocked by a technician)' : ''}${r.device.online ? ', online' : ''}`,
@@ -144,6 +155,7 @@ const showText = (r: Shown): string =>
     ...r.pendingRequests.map((p) => `  waiting: request ${p.requestId}, key SHA-256 ${p.spkiSha256}, received ${p.receivedAt.toISOString()} (${p.reason})`),
     r.push ? `  push: ${r.push.status} at ${r.push.step}, ${r.push.attempts} attempt(s) (edge-agent opcua push-status --id ${r.device.id})` : '',
     r.push && crlStatusText(r.push) ? `  CRLs: ${crlStatusText(r.push)}` : '',
+    r.sync ? `  sync: ${syncText(r.sync)}` : '',
     'history:',
     ...r.history.map((e) => `  ${e.at.toISOString()}  ${e.from ?? '(new)'} -> ${e.to}  ${e.actor}: ${e.cause}`),
     '',
@@ -216,7 +228,7 @@ export function registerDeviceCommands(program: Command, result: { code: number 
           readStore(config, (_store, repos) => {
             const details = deviceDetails(repos, id);
             if (!details) throw new UsageError(`no device ${id} in the inventory`);
-            return details;
+            return config.sync.enabled ? details : { ...details, sync: { state: 'off' as const } };
           }),
       },
     );

@@ -2,6 +2,7 @@ import type { Device, DeviceEvent } from '../inventory/device.js';
 import type { EnrollmentRequest } from './enrollmentRepository.js';
 import type { PushJob } from './pushRepository.js';
 import type { Repositories } from './repositories.js';
+import type { DeviceSync } from './syncRepository.js';
 
 /** A request waiting for a technician, without what only the daemon needs (the CSR, the MQTT correlation data). */
 export type WaitingRequest = Omit<EnrollmentRequest, 'csr' | 'correlationData'>;
@@ -13,6 +14,8 @@ export interface DeviceDetails {
   /** OPC UA servers only, once a push job exists. */
   push?: PushJob;
   history: DeviceEvent[];
+  /** Where the device stands with the CMMS (nothing waits: `synced`, also when sync is off). */
+  sync: DeviceSync;
 }
 
 /**
@@ -20,11 +23,11 @@ export interface DeviceDetails {
  * the one query behind the API's device page and the CLI's read of the
  * database when the daemon is down. Undefined when there is no such device.
  */
-export function deviceDetails(repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes'>, id: string): DeviceDetails | undefined {
+export function deviceDetails(repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes' | 'sync'>, id: string): DeviceDetails | undefined {
   const { devices, enrollments, pushes } = repos;
   const device = devices.get(id);
   if (!device) return undefined;
   const pendingRequests = enrollments.withStatus('pending', id).map(({ csr: _csr, correlationData: _c, ...r }) => r);
   const push = device.protocol === 'opcua' ? pushes.get(id) : undefined;
-  return { device, pendingRequests, ...(push ? { push } : {}), history: devices.events(id) };
+  return { device, pendingRequests, ...(push ? { push } : {}), history: devices.events(id), sync: repos.sync.deviceSync(id) };
 }

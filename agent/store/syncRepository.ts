@@ -30,6 +30,14 @@ export interface DeadLetter {
  * triggers on `devices`), batches stored before they are sent, dead letters
  * and a little state (last success, pause, requests from the CLI).
  */
+/** One device's place in the upstream sync (`devices show`, the console's device page). */
+export type DeviceSync =
+  | { state: 'synced' }
+  /** sync.enabled is false (said by the API and the CLI, which know the configuration). */
+  | { state: 'off' }
+  | { state: 'waiting'; revision: number; since: Date; sending: boolean }
+  | { state: 'refused'; revision: number; since: Date; error: string; status?: number };
+
 export class SyncRepository {
   constructor(private readonly store: Store) {}
 
@@ -104,6 +112,34 @@ export class SyncRepository {
       error: r.error,
       at: new Date(r.at),
     }));
+  }
+
+  /**
+   * Where one device stands with the receiver: `waiting` (a revision in the outbox, since when, and whether
+   * it is in a batch being sent), `refused` (a dead letter, with the receiver's reason) or `synced` (nothing waits).
+   */
+  deviceSync(deviceId: string): DeviceSync {
+    const dead = this.store.statement('SELECT revision, status, error, at FROM sync_dead_letters WHERE device_id = ?').get(deviceId) as
+      | { revision: number; status: number | null; error: string; at: string }
+      | undefined;
+    const waiting = this.store.statement('SELECT revision, queued_at FROM sync_outbox WHERE device_id = ?').get(deviceId) as
+      | { revision: number; queued_at: string }
+      | undefined;
+    if (waiting) {
+      const sending = this.store
+        .statement("SELECT 1 AS x FROM sync_batches b, json_each(b.items) j WHERE j.value ->> '$.deviceId' = ? LIMIT 1")
+        .get(deviceId) as { x: number } | undefined;
+      return { state: 'waiting', revision: waiting.revision, since: new Date(waiting.queued_at), sending: sending !== undefined };
+    }
+    if (dead)
+      return {
+        state: 'refused',
+        revision: dead.revision,
+        since: new Date(dead.at),
+        error: dead.error,
+        ...(dead.status !== null ? { status: dead.status } : {}),
+      };
+    return { state: 'synced' };
   }
 
   deadLetterCount(): number {

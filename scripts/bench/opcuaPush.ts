@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import pino from 'pino';
 import { loadOpcua } from '../../agent/transport/opcuaLoader.js';
 // The fixture the tests use (a development dependency: the benchmark runs from a checkout).
-import { startOpcuaServer, type OpcuaServerHandle } from '../../test/helpers/opcuaServer.js';
+import { startOpcuaServer, type OpcuaServerHandle } from '../lib/opcuaServer.js';
 import type { BenchResult } from './result.js';
 
 const SERVERS = 20;

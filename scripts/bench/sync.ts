@@ -1,44 +1,22 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'node:https';
 import pino from 'pino';
-import { CertificateAuthority } from '../../certs/authority.js';
-import { initCa } from '../../certs/hierarchy.js';
-import { IssuingCa } from '../../certs/issuer.js';
-import { SoftwareKey } from '../../certs/keys/backend.js';
-import { buildCsr } from '../../certs/x509/csrBuilder.js';
-import { encodeName } from '../../certs/x509/name.js';
-import { CertificateRepository } from '../../agent/store/certificateRepository.js';
 import { Store } from '../../agent/store/database.js';
 import { DeviceRepository } from '../../agent/store/deviceRepository.js';
 import { upstreamItem } from '../../agent/sync/record.js';
+import { receiverTls, startReceiver, type ReceiverTls } from '../cmms/receiverKit.js';
 import type { BenchResult } from './result.js';
 
 const REVISIONS = 100_000;
 const BATCH = 1_000;
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
-/** Starts the reference receiver; resolves with its port once it listens. */
-async function receiver(dir: string, db: string, tls: { cert: string; key: string }): Promise<{ port: number; child: ChildProcess }> {
-  const child = spawn(
-    process.execPath,
-    [join(ROOT, 'scripts/cmms/referenceServer.js'), '--db', join(dir, db), '--cert', tls.cert, '--key', tls.key, '--token-file', join(dir, 'token')],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  const port = await new Promise<number>((ok, fail) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.startsWith('{"port"'));
-      if (line) ok((JSON.parse(line) as { port: number }).port);
-    });
-    child.once('exit', (code) => fail(new Error(`receiver exited ${code}`)));
-  });
-  return { port, child };
-}
+/** The reference receiver with the bench's token, its database in `dir`. */
+const receiver = (dir: string, db: string, tls: ReceiverTls) => startReceiver({ db: join(dir, db), tls, tokenFile: join(dir, 'token') });
 
 const stop = (child: ChildProcess | undefined) =>
   child && child.exitCode === null ? new Promise((r) => (child.once('exit', r), child.kill('SIGTERM'))) : Promise.resolve();
@@ -56,37 +34,8 @@ export async function syncBench(): Promise<BenchResult[]> {
   const receivers: ChildProcess[] = [];
   try {
     // The receiver's TLS certificate from a CA of its own (the gateway CA code, in a directory apart).
-    const caDir = join(dir, 'cmms-ca');
-    initCa({
-      dir: caDir,
-      passphrase: undefined,
-      organization: 'CMMS',
-      gatewayId: 'cmms',
-      rootKeyType: 'ec-p256',
-      issuers: { ec: 'ec-p256' },
-      rootValidityDays: 30,
-      issuingValidityDays: 30,
-    });
-    const { store: caStore } = Store.open({ path: join(dir, 'cmms-ca.db'), busyTimeoutMs: 5000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, log);
-    const authority = new CertificateAuthority({
-      issuers: { ec: IssuingCa.load(caDir, 'ec', undefined)! },
-      store: new CertificateRepository(caStore),
-      organization: 'CMMS',
-      validityDays: { 'mqtt-device': 30, 'opcua-application': 30, 'broker-server': 30, 'agent-client': 30 },
-      allowKeyReuse: false,
-    });
-    const key = SoftwareKey.generate('ec-p256');
-    const issued = await authority.issue({
-      profile: 'broker-server',
-      identity: 'cmms',
-      ipAddresses: ['127.0.0.1'],
-      csr: buildCsr(key, encodeName({ commonName: 'cmms' })),
-    });
-    caStore.close();
-    const tls = { cert: join(dir, 'receiver.crt'), key: join(dir, 'receiver.key') };
-    writeFileSync(tls.cert, issued.record.pem + issued.chain.slice(0, -1).join(''));
-    writeFileSync(tls.key, key.exportable().export({ type: 'pkcs8', format: 'pem' }) as string);
-    writeFileSync(join(dir, 'ca.pem'), issued.chain.at(-1)!);
+    const tls = await receiverTls(dir);
+    const receiverCa = readFileSync(tls.ca, 'utf8');
     writeFileSync(join(dir, 'token'), 'bench-token\n');
 
     // The agent's database with 100,000 devices, each one revision waiting in the outbox.
@@ -115,7 +64,7 @@ export async function syncBench(): Promise<BenchResult[]> {
     // Direct: the same batches posted to a receiver of its own, one at a time.
     const direct = await receiver(dir, 'direct.db', tls);
     receivers.push(direct.child);
-    const agent = new Agent({ keepAlive: true, ca: issued.chain.at(-1)! });
+    const agent = new Agent({ keepAlive: true, ca: receiverCa });
     const post = (body: string, i: number) =>
       new Promise<void>((ok, fail) => {
         const req = request(

@@ -26,3 +26,11 @@ export function findMosquitto(): string | undefined {
   }
   return undefined;
 }
+
+/** Fixtures and the demo plant listen on 127.0.0.0/8 only: anything else is refused. */
+export function requireLoopback(host: string): string {
+  if (!/^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(host) || host.split('.').some((octet) => Number(octet) > 255)) {
+    throw new Error(`${host} is not an IPv4 loopback address (127.0.0.0/8)`);
+  }
+  return host;
+}

@@ -5,7 +5,7 @@ import type { OPCUACertificateManager } from 'node-opcua-certificate-manager';
 import { MessageSecurityMode, type RegisterServer2Request, SecurityPolicy, StatusCodes, type Message, type ServerSecureChannelLayer } from 'node-opcua-client';
 import { OPCUABaseServer, OPCUAServerEndPoint } from 'node-opcua-server';
 import { OPCUADiscoveryServer } from 'node-opcua-server-discovery';
-import { certificateManagerIn, selfSignApplicationCertificate, thumbprint } from './opcuaServerPki.js';
+import { certificateManagerIn, selfSignApplicationCertificate, thumbprint } from '../../scripts/lib/opcuaServerPki.js';
 import { requireLoopback } from './opcuaServerRaw.js';
 
 /**

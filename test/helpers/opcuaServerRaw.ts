@@ -1,13 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
+import { requireLoopback } from '../../scripts/lib/local.js';
 
-/** Tests talk to 127.0.0.0/8 only: a fixture refuses to listen anywhere else. */
-export function requireLoopback(host: string): string {
-  if (!/^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(host) || host.split('.').some((octet) => Number(octet) > 255)) {
-    throw new Error(`${host} is not an IPv4 loopback address (127.0.0.0/8)`);
-  }
-  return host;
-}
+export { requireLoopback };
 
 /** A TCP listener on a loopback address that speaks no OPC UA. */
 export interface RawTcpServer {

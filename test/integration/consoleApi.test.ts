@@ -192,6 +192,8 @@ describe('the console routes (real daemon)', () => {
     const byName = await list('sort=name&order=desc&limit=5&offset=5');
     expect(byName.total).toBe(40);
     expect(byName.items.map((d) => d.name)).toEqual(['meter-34', 'meter-33', 'meter-32', 'meter-31', 'meter-30']);
+    // The device page says where the device stands with the CMMS: sync is off on this gateway.
+    expect((await call('GET', '/api/v1/devices/mqtt%3Ameter-01', as)).body).toMatchObject({ device: { id: 'mqtt:meter-01' }, sync: { state: 'off' } });
     for (const bad of ['sort=password', 'order=up', `q=${'x'.repeat(129)}`]) expect((await call('GET', `/api/v1/devices?${bad}`, as)).status, bad).toBe(400);
 
     const csv = await call('GET', '/api/v1/exports/devices.csv?q=acme&sort=name', as);

@@ -168,6 +168,23 @@ describe('TLS on the local listener', () => {
     const wrongName = await openssl(['verify', '-CAfile', 'chain.pem', '-purpose', 'sslserver', '-verify_hostname', 'other.example', 'served.pem'], tmp.dir);
     expect(wrongName.ok).toBe(false);
 
+    // The console's cookie is Secure over TLS: a browser never sends it in clear text.
+    const token = readFileSync(join(tmp.dir, 'data/admin.token'), 'utf8').trim();
+    const setCookie = await new Promise<string>((resolve, reject) => {
+      const body = JSON.stringify({ token });
+      const req = httpsRequest(
+        `${url}/api/v1/console/session`,
+        { method: 'POST', ca: chain, headers: { 'content-type': 'application/json', 'content-length': String(body.length) } },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(String(res.headers['set-cookie'])));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+    expect(setCookie).toMatch(/^edge_console=eat_[\w-]+; Path=\/; HttpOnly; SameSite=Strict; Secure; Max-Age=\d+$/);
+
     // A restart reuses the certificate, and leaves the embedded broker's (another identity) alone.
     const brokerCert = readFileSync(join(tmp.dir, 'data/mqtt/broker-server.crt'), 'utf8');
     await stop(daemon);
