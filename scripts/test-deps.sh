@@ -16,11 +16,13 @@
 # winbindd         samba-ad-dc        the DC's package set (it brings winbind and samba-dsdb-modules, the AD database modules)
 # provision.ldif   samba-ad-provision the AD schema and the provisioning templates, in /usr/share/samba/setup
 # ldapsearch       ldap-utils         an independent LDAP client: waiting for the DC, reading GUIDs (and ldapmodify)
+# chromium         chromium           a real browser for the web console's end-to-end tests (driven by playwright-core)
+# DejaVuSans.ttf   fonts-dejavu-core  a font for Chromium to draw the console's text with (/usr/share/fonts/truetype/dejavu)
 set -euo pipefail
 
-declare -A package=([python3]=python3 [systemd-analyze]=systemd [openssl]=openssl [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients [stdbuf]=coreutils [ip]=iproute2 [samba]=samba [samba-tool]=samba-common-bin [winbindd]=samba-ad-dc [/usr/share/samba/setup/provision.ldif]=samba-ad-provision [ldapsearch]=ldap-utils [ldapmodify]=ldap-utils)
+declare -A package=([python3]=python3 [systemd-analyze]=systemd [openssl]=openssl [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients [stdbuf]=coreutils [ip]=iproute2 [samba]=samba [samba-tool]=samba-common-bin [winbindd]=samba-ad-dc [/usr/share/samba/setup/provision.ldif]=samba-ad-provision [ldapsearch]=ldap-utils [ldapmodify]=ldap-utils [chromium]=chromium [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]=fonts-dejavu-core)
 # Debian installs the broker (and samba, winbindd) in /usr/sbin, which is not on every PATH.
-# A package without a program (samba-ad-provision) is found by a file of its own, named by its absolute path.
+# A package without a program (samba-ad-provision, fonts-dejavu-core) is found by a file of its own, named by its absolute path.
 found() {
   case "$1" in
     /*) [ -e "$1" ] ;;

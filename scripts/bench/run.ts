@@ -5,6 +5,7 @@
  */
 import { apiBench } from './api.js';
 import { caBench } from './ca.js';
+import { consoleBench } from './console.js';
 import { directoryBench } from './directory.js';
 import { enrollBench } from './enroll.js';
 import { opcuaBench } from './opcua.js';
@@ -24,6 +25,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'sync', run: syncBench },
   { name: 'api', run: apiBench },
   { name: 'directory', run: directoryBench },
+  { name: 'console', run: consoleBench },
 ];
 
 const only = process.argv.slice(2);
