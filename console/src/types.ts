@@ -81,11 +81,20 @@ export interface WaitingRequest {
   receivedAt: string;
 }
 
+/** Where the device stands with the CMMS, as GET /api/v1/devices/{id} says (agent/store/syncRepository.ts DeviceSync). */
+export type DeviceSync =
+  | { state: 'synced' }
+  | { state: 'off' }
+  | { state: 'waiting'; revision: number; since: string; sending: boolean }
+  | { state: 'refused'; revision: number; since: string; error: string; status?: number };
+
 export interface DeviceDetails {
   device: Device;
   pendingRequests: WaitingRequest[];
   push?: PushJob;
   history: DeviceEvent[];
+  /** Where the device stands with the CMMS (absent from an agent older than the console). */
+  sync?: DeviceSync;
 }
 
 export interface Certificate {

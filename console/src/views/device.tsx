@@ -94,7 +94,7 @@ export function DevicePage({ id }: { id: string }) {
             <History events={details.history} />
           </Section>
           <Section title="Sync">
-            <SyncState device={device} />
+            <SyncState device={device} sync={details.sync} />
           </Section>
         </>
       )}

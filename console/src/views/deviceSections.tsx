@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { get, message, query, request } from '../api.js';
 import { useCan } from '../session.js';
 import { Time } from '../time.js';
-import type { Certificate, Device, DeviceEvent, Page, PushJob, SyncStatus } from '../types.js';
+import type { Certificate, Device, DeviceEvent, DeviceSync, Page, PushJob, SyncStatus } from '../types.js';
 import { Alert, download, Facts, Loading, StateBadge, useLoad, TableWrap } from '../ui.js';
 import { SyncFacts } from './overview.js';
 
@@ -168,41 +168,50 @@ export function History({ events }: { events: DeviceEvent[] }) {
   );
 }
 
-interface DeadLetter {
-  deviceId: string;
-  revision: number;
-  status?: number;
-  error: string;
-  at: string;
+function standing(sync: DeviceSync | undefined, revision: number) {
+  switch (sync?.state) {
+    case undefined:
+      return undefined;
+    case 'synced':
+      return `synced: the CMMS has revision ${revision}`;
+    case 'off':
+      return 'sync to the plant CMMS is off (sync.enabled: false)';
+    case 'waiting':
+      return (
+        <span>
+          revision {sync.revision} {sync.sending ? 'is being sent' : 'waits to be sent'}, since <Time at={sync.since} />
+        </span>
+      );
+    case 'refused':
+      return (
+        <strong class="warn">
+          the receiver refused revision {sync.revision}
+          {sync.status ? ` (HTTP ${sync.status})` : ''}: {sync.error}; since <Time at={sync.since} />
+        </strong>
+      );
+  }
 }
 
-/** The device's revision, whether the receiver refused it (a dead letter), and the sync's health. */
-export function SyncState({ device }: { device: Device }) {
+/** Where the device stands with the CMMS, and the sync's health for the whole gateway. */
+export function SyncState({ device, sync }: { device: Device; sync: DeviceSync | undefined }) {
   const can = useCan();
   const status = useLoad(() => (can('sync.read') ? get<SyncStatus>('/api/v1/sync/status') : Promise.resolve(undefined)), 'sync' + device.revision);
-  const dead = useLoad(
-    () => (can('sync.deadLetters.read') ? get<Page<DeadLetter>>('/api/v1/sync/dead-letters?limit=10000') : Promise.resolve(undefined)),
-    'dead' + device.revision,
-  );
-  const mine = dead.data?.items.filter((d) => d.deviceId === device.id) ?? [];
   return (
     <>
       <Facts
         rows={[
+          ['This device', standing(sync, device.revision)],
           ['Revision', `${device.revision} (each change raises it; the sync sends the latest)`],
           ['Changed', <Time key="u" at={device.updatedAt} />],
-          [
-            'Refused by the receiver',
-            mine.length > 0 ? (
-              <strong class="warn">
-                revision {mine[0]!.revision}: {mine[0]!.error}
-              </strong>
-            ) : undefined,
-          ],
         ]}
       />
       <Alert error={status.error} />
-      {status.data && <SyncFacts sync={status.data} />}
+      {status.data && sync?.state !== 'off' && (
+        <>
+          <h3>The gateway's sync</h3>
+          <SyncFacts sync={status.data} />
+        </>
+      )}
     </>
   );
 }
