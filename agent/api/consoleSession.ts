@@ -18,10 +18,13 @@ export interface ConsoleSessionDeps {
   repos: Pick<Repositories, 'audit'>;
 }
 
-const signIn = z.union([
-  z.strictObject({ username: loginName, password: loginPassword }),
-  z.strictObject({ token: z.string().min(1, 'must not be empty').max(256, 'at most 256 characters') }),
-]);
+const signIn = z
+  .strictObject({ username: loginName.optional(), password: loginPassword.optional(), token: z.string().max(256, 'at most 256 characters').optional() })
+  .refine((b) => (b.token !== undefined) !== (b.username !== undefined || b.password !== undefined), {
+    message: 'give either {token} (an API token) or {username, password} (a directory account)',
+  })
+  .refine((b) => b.token !== undefined || (b.username !== undefined && b.password !== undefined), { message: 'give both username and password' })
+  .refine((b) => b.token !== '', { message: 'token: must not be empty' });
 
 /** What the page is told of who is signed in: the principal, the permissions it holds (to show only controls it may use) and its CSRF token. */
 const answer = (cookies: ConsoleCookies, secret: string, who: Principal) => ({
@@ -58,10 +61,12 @@ export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
           deps.gate.badRequest(address, err);
           throw err;
         }
-        if ('token' in b) {
+        if (b.token !== undefined) {
           const verdict = await deps.check(ctx.req, b.token);
           if (!verdict.ok) {
             if (verdict.retryAfterSeconds !== undefined) ctx.res.setHeader('retry-after', String(verdict.retryAfterSeconds));
+            // Over the limit a guesser gets no keep-alive: each try costs a new connection, as on the rest of the API.
+            if (verdict.code === 'TOO_MANY_FAILURES') ctx.res.setHeader('connection', 'close');
             throw new ApiError(verdict.code, verdict.message.replace('no valid token', 'that is not a valid API token'));
           }
           cookies.set(ctx.req, ctx.res, b.token, verdict.principal.expiresAt);
@@ -76,7 +81,7 @@ export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
           });
           return { body: answer(cookies, b.token, verdict.principal) };
         }
-        const { secret, session } = await deps.gate.login(ctx, b.username, b.password);
+        const { secret, session } = await deps.gate.login(ctx, b.username!, b.password!);
         const who = sessionPrincipal(session);
         cookies.set(ctx.req, ctx.res, secret, session.expiresAt);
         return { body: answer(cookies, secret, who) };

@@ -18,8 +18,12 @@ export class ApiFailure extends Error {
 let csrfToken = '';
 let unauthorized: () => void = () => {};
 
-export function setCsrfToken(token: string): void {
+/** Who the page shows as signed in (`source:name`): a renewed CSRF token must be theirs. */
+let signedInAs = '';
+
+export function setCsrfToken(token: string, who = ''): void {
   csrfToken = token;
+  signedInAs = who;
 }
 
 /** Called on a 401 from any call but the sign-in itself. */
@@ -44,8 +48,10 @@ async function refreshCsrf(): Promise<boolean> {
   try {
     const res = await fetch('/api/v1/console/session', { headers: { accept: 'application/json' }, credentials: 'same-origin' });
     if (!res.ok) return false;
-    const body = (await res.json()) as { csrfToken?: string };
+    const body = (await res.json()) as { csrfToken?: string; principal?: { name?: string; source?: string } };
     if (typeof body.csrfToken !== 'string' || body.csrfToken === csrfToken) return false;
+    // Someone else signed in from another tab meanwhile: their cookie is not this page's, and the change must not go as them.
+    if (`${body.principal?.source}:${body.principal?.name}` !== signedInAs) return false;
     csrfToken = body.csrfToken;
     return true;
   } catch {

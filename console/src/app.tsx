@@ -53,7 +53,7 @@ export function App() {
   const signedIn = (s: ConsoleSession, here = true) => {
     signedInRef.current = true;
     signedInHere.current = here;
-    setCsrfToken(s.csrfToken);
+    setCsrfToken(s.csrfToken, `${s.principal.source}:${s.principal.name}`);
     setNotice(undefined);
     setSession(s);
   };

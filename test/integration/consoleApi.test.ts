@@ -185,6 +185,10 @@ describe('the console routes (real daemon)', () => {
     expect((await list('q=50%25_')).items.map((d) => d.name)).toEqual(['meter-08']);
     expect((await list('q=%25')).total).toBe(1);
     expect((await list('line=L2')).total).toBe(8);
+    // A location is searched by its values (the gateway's where a device has none), never as the stored JSON text.
+    expect((await list('q=L2')).total).toBe(8);
+    expect((await list('q=press-shop')).total).toBe(40);
+    for (const key of ['line', 'site', 'cell', '%7B']) expect((await list(`q=${key}`)).total, key).toBe(0);
     // Devices without a location of their own are at the gateway's site: all 40 are.
     expect((await list('site=plant-1')).total).toBe(40);
     expect((await list('site=plant-2')).total).toBe(0);
@@ -201,10 +205,12 @@ describe('the console routes (real daemon)', () => {
     expect(csv.headers['content-type']).toBe('text/csv; charset=utf-8');
     expect(csv.headers['content-disposition']).toBe('attachment; filename="devices.csv"');
     const lines = csv.text.split('\r\n');
-    expect(lines[0]).toBe('id,protocol,name,state,manufacturer,model,serial,assetTag,site,area,line,cell,online,firstSeen,lastSeen,certificateSerial');
+    // A byte order mark first, for spreadsheets to read UTF-8.
+    expect(lines[0]).toBe('\uFEFFid,protocol,name,state,manufacturer,model,serial,assetTag,site,area,line,cell,online,firstSeen,lastSeen,certificateSerial');
     expect(lines.at(-1)).toBe('');
     expect(lines.slice(1, -1)).toHaveLength(20);
-    expect(lines[1]).toMatch(/^mqtt:meter-01,mqtt,meter-01,discovered,Acme,M1,SN-1001,,,,L2,,no,20\d\d-/);
+    // The location columns are the device's own fields, or the gateway's (sync.location) where it has none, as the filters see them.
+    expect(lines[1]).toMatch(/^mqtt:meter-01,mqtt,meter-01,discovered,Acme,M1,SN-1001,,plant-1,press-shop,L2,,no,20\d\d-/);
     // A formula is defused and quoted (it holds a quote); a comma and quotes are quoted as RFC 4180 says.
     expect(lines.find((l) => l.startsWith('mqtt:meter-07,'))).toContain(`,"'=HYPERLINK(""http://x"")",`);
     const all = await call('GET', '/api/v1/exports/devices.csv', as);
@@ -222,9 +228,12 @@ describe('the console routes (real daemon)', () => {
     });
     expect(adminView.certificates).toMatchObject({ expiringSoon: 0 });
     expect(adminView.sync).toMatchObject({ enabled: false });
+    expect(adminView.runs).toEqual({ active: 0, recent: [] });
     const viewerView = (await call('GET', '/api/v1/overview', { authorization: `Bearer ${viewer.secret}` })).body;
     expect(viewerView.sync).toBeDefined();
+    // A viewer reads neither certificates nor discovery runs (their targets and who started them) elsewhere: nor here.
     expect(viewerView.certificates).toBeUndefined();
+    expect(viewerView.runs).toBeUndefined();
   });
 
   it('tells the onboarding page the broker URLs listened on and the root CA fingerprint openssl computes', async () => {
