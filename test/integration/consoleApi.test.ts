@@ -119,7 +119,9 @@ describe('the console routes (real daemon)', () => {
 
   it('signs in with a token: an HttpOnly, SameSite=Strict cookie carries it; a change needs the CSRF token and this origin', async () => {
     const s = await signIn(admin);
-    expect(s.set).toMatch(/^edge_console=eat_[\w-]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+$/);
+    // The cookie holds a secret of its own, never the token: it is worth nothing once its sign-in ends.
+    expect(s.set).toMatch(/^edge_console=ecs_[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+$/);
+    expect(s.set).not.toContain(admin);
     expect(s.body.principal).toMatchObject({ name: 'admin', role: 'admin', source: 'local' });
     expect(s.body.permissions).toEqual(expect.arrayContaining(['devices.decide', 'users.manage']));
     expect((await call('GET', '/api/v1/devices?limit=1', { cookie: s.cookie })).body.total).toBe(40);
@@ -141,8 +143,10 @@ describe('the console routes (real daemon)', () => {
     const made = await make({ 'x-csrf-token': s.csrf, origin: `http://127.0.0.1:${port}` });
     expect(made.status, made.text).toBe(201);
     expect(await enrollmentTokens()).toBe(before + 1);
-    // A Bearer request needs no CSRF token, and the cookie is not read beside it.
-    expect((await call('POST', '/api/v1/enrollment-tokens', { authorization: `Bearer ${admin}`, cookie: 'edge_console=eat_x' }, '{}')).status).toBe(201);
+    // A Bearer request needs no CSRF token, and the cookie is not read beside it; the cookie's secret is no Bearer token.
+    expect((await call('POST', '/api/v1/enrollment-tokens', { authorization: `Bearer ${admin}`, cookie: 'edge_console=ecs_x' }, '{}')).status).toBe(201);
+    const asBearer = await call('POST', '/api/v1/enrollment-tokens', { authorization: `Bearer ${s.cookie.split('=')[1]}` }, '{}');
+    expect(asBearer).toMatchObject({ status: 401, body: { code: 'UNAUTHENTICATED', message: 'no valid token (malformed)' } });
     const audit = await call('GET', '/api/v1/audit?limit=20', { authorization: `Bearer ${admin}` });
     expect(audit.body.items).toContainEqual(expect.objectContaining({ action: 'access.denied', actor: 'admin' }));
     expect(audit.body.items).toContainEqual(expect.objectContaining({ action: 'console.signIn', actor: 'admin' }));
@@ -167,11 +171,14 @@ describe('the console routes (real daemon)', () => {
     const out = await call('DELETE', '/api/v1/console/session', { cookie: s.cookie, 'x-csrf-token': s.csrf });
     expect(out.status, out.text).toBe(200);
     expect(String(out.headers['set-cookie'])).toMatch(/^edge_console=; .*Max-Age=0/);
-    // An API token outlives a sign-out (the person signed out of the page, not out of the token)...
+    // The sign-out ended the console session: the old cookie opens nothing, even sent again by hand...
+    expect((await call('GET', '/api/v1/devices', { cookie: s.cookie })).status).toBe(401);
+    // ...while the API token outlives it (the person signed out of the page, not out of the token)...
     expect((await call('GET', '/api/v1/me', { authorization: `Bearer ${other.secret}` })).status).toBe(200);
+    const again = await signIn(other.secret);
     // ...and a revoked token ends the page's session: 401, and the cookie is cleared in the same answer.
     expect((await runCli(['tokens', 'revoke', String(other.id), '--config', config])).code).toBe(0);
-    const after = await call('GET', '/api/v1/console/session', { cookie: s.cookie });
+    const after = await call('GET', '/api/v1/console/session', { cookie: again.cookie });
     expect(after.status).toBe(401);
     expect(String(after.headers['set-cookie'])).toContain('Max-Age=0');
   });
