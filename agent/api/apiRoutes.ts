@@ -66,7 +66,7 @@ export function apiRoutes(
 ): Route[] {
   return [
     ...sessionRoutes(deps, parts.gate),
-    ...consoleSessionRoutes({ ...parts, watch: deps.watch, repos: deps.repos }),
+    ...consoleSessionRoutes({ ...parts, watch: deps.watch, repos: deps.repos, durable: (change) => deps.store.durable(change) }),
     ...consoleRoutes({ ...deps, brokers: deps.brokers ?? (() => []) }),
     ...discoveryRoutes(deps),
     ...deviceRoutes(deps),
@@ -138,7 +138,7 @@ export class Api {
     if (route.permission !== 'anyone') {
       // A Bearer header wins; the console's cookie is read only without one.
       const cookie = req.headers.authorization === undefined ? this.cookies.secretOf(req) : undefined;
-      const verdict = await this.guard.check(req, cookie ? `Bearer ${cookie}` : req.headers.authorization, route);
+      const verdict = await this.guard.check(req, cookie ? `Bearer ${cookie}` : req.headers.authorization, route, cookie !== undefined);
       if (!verdict.ok) {
         if (cookie) this.cookies.clear(req, res);
         if (verdict.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(verdict.retryAfterSeconds));

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { ConsoleSessionRepository } from '../store/consoleSessionRepository.js';
 import type { SessionRepository } from '../store/sessionRepository.js';
 import type { Role, UserRepository } from '../store/userRepository.js';
 import { localPrincipal, sessionPrincipal, type Principal } from './principal.js';
@@ -21,12 +22,19 @@ export const FIRST_ADMIN_TOKEN_HOURS = 24;
 /** API tokens are `eat_` and 43 base64url characters (32 random bytes); directory sessions `eas_` and the same. */
 const TOKEN = /^eat_[A-Za-z0-9_-]{43}$/;
 const SESSION_TOKEN = /^eas_[A-Za-z0-9_-]{43}$/;
+/** The web console's cookie: `ecs_` and the same; it stands for a token or session (console_sessions) and is taken from the cookie only. */
+export const CONSOLE_SECRET = /^ecs_[A-Za-z0-9_-]{43}$/;
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
 
 /** A new token secret; shown once, stored only as its SHA-256. */
 export function newTokenSecret(): string {
   return `eat_${randomBytes(32).toString('base64url')}`;
+}
+
+/** A new console secret: the cookie's, stored only as its SHA-256. */
+export function newConsoleSecret(): string {
+  return `ecs_${randomBytes(32).toString('base64url')}`;
 }
 
 /** A new session secret; handed to the user who logged in, stored only as its SHA-256. */
@@ -118,19 +126,38 @@ export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'expired' | 'rev
 /** A failure of a credential that exists (expired, revoked, ended, disabled) names whose it is, for the log; never its secret. */
 export type AuthResult = { ok: true; principal: Principal; secretSha256: string } | { ok: false; failure: AuthFailure; credential?: string; name?: string };
 
+type AuthRepos = { users: UserRepository; sessions: SessionRepository; consoleSessions: ConsoleSessionRepository };
+
 /**
  * Checks an Authorization header: `Bearer eat_...` (a local user's API token)
- * or `Bearer eas_...` (a directory user's session). The secret is looked up
- * by its SHA-256, so what an index lookup's timing could reveal is about
- * hashes, not secrets; the stored hash is then compared in constant time.
+ * or `Bearer eas_...` (a directory user's session); with `fromCookie`, the
+ * console's `ecs_...` secret instead, which stands for one of those (and is
+ * refused as a Bearer token: a cookie is never a credential outside the
+ * browser's CSRF rule). A secret is looked up by its SHA-256, so what an
+ * index lookup's timing could reveal is about hashes, not secrets; the
+ * stored hash is then compared in constant time.
  */
-export function authenticate(header: string | undefined, repos: { users: UserRepository; sessions: SessionRepository }, now: Date = new Date()): AuthResult {
+export function authenticate(header: string | undefined, repos: AuthRepos, now: Date = new Date(), fromCookie = false): AuthResult {
   if (!header) return { ok: false, failure: 'missing' };
   const m = /^Bearer (\S+)$/.exec(header);
   const secret = m?.[1] ?? '';
+  if (fromCookie !== CONSOLE_SECRET.test(secret)) return { ok: false, failure: 'malformed' };
+  if (fromCookie) {
+    const hash = hashSecret(secret);
+    const found = repos.consoleSessions.byHash(hash);
+    if (!found || !timingSafeEqual(Buffer.from(found.storedSha256, 'hex'), Buffer.from(hash, 'hex'))) return { ok: false, failure: 'unknown' };
+    const c = found.session;
+    if (c.endedAt) return { ok: false, failure: 'ended', credential: `console ${c.id}` };
+    if (c.expiresAt && c.expiresAt <= now) return { ok: false, failure: 'expired', credential: `console ${c.id}` };
+    return byHash(c.credentialSha256, c.credentialKind === 'session', repos, now);
+  }
   const session = SESSION_TOKEN.test(secret);
   if (!session && !TOKEN.test(secret)) return { ok: false, failure: 'malformed' };
-  const hash = hashSecret(secret);
+  return byHash(hashSecret(secret), session, repos, now);
+}
+
+/** The token or directory session whose secret has this SHA-256, checked (revoked, expired, ended, disabled). */
+function byHash(hash: string, session: boolean, repos: AuthRepos, now: Date): AuthResult {
   const same = (stored: string) => timingSafeEqual(Buffer.from(stored, 'hex'), Buffer.from(hash, 'hex'));
   if (session) {
     const found = repos.sessions.byHash(hash);

@@ -22,13 +22,16 @@ const MAX_DELAYED = 64;
 /** Refusals (403) of one user a minute written to the audit log; the rest are counted and logged. */
 const AUDITED_REFUSALS_PER_MINUTE = 30;
 
+/** The log field naming a failed credential by its number ('token 3', 'session 7', 'console 2'). */
+const CREDENTIAL_FIELD: Record<string, string> = { token: 'tokenId', session: 'sessionId', console: 'consoleSessionId' };
+
 export type Verdict =
   | { ok: true; principal: Principal }
   | { ok: false; code: 'UNAUTHENTICATED' | 'TOO_MANY_FAILURES'; message: string; retryAfterSeconds?: number };
 
 export interface AuthGuardDeps {
   log: Logger;
-  repos: Pick<Repositories, 'users' | 'audit' | 'sessions'>;
+  repos: Pick<Repositories, 'users' | 'audit' | 'sessions' | 'consoleSessions'>;
   registry: Registry;
   firstAdmin: Pick<FirstAdminToken, 'stillHeld'>;
   /** http.maxConnections: the late answers held keep a quarter of it at most. */
@@ -94,8 +97,8 @@ export class AuthGuard {
    * Authenticates a request by `header` (its Authorization header, or `Bearer <secret>` of the console's
    * cookie or sign-in); a failure's answer may be held back (see the class).
    */
-  async check(req: IncomingMessage, header: string | undefined, route: Pick<Route, 'method' | 'path'>): Promise<Verdict> {
-    let auth = authenticate(header, this.deps.repos);
+  async check(req: IncomingMessage, header: string | undefined, route: Pick<Route, 'method' | 'path'>, fromCookie = false): Promise<Verdict> {
+    let auth = authenticate(header, this.deps.repos, new Date(), fromCookie);
     const token = auth.ok ? auth.principal.token : undefined;
     if (auth.ok && token) {
       const held = this.deps.firstAdmin.stillHeld(token, auth.secretSha256);
@@ -119,7 +122,7 @@ export class AuthGuard {
       method: req.method,
       route: `${route.method} ${route.path}`,
       // tokenId or sessionId: the number of the credential, never its secret.
-      ...(auth.credential ? { [auth.credential.startsWith('session ') ? 'sessionId' : 'tokenId']: Number(auth.credential.split(' ')[1]) } : {}),
+      ...(auth.credential ? { [CREDENTIAL_FIELD[auth.credential.split(' ')[0]!] ?? 'tokenId']: Number(auth.credential.split(' ')[1]) } : {}),
       ...(auth.name ? { user: auth.name } : {}),
     };
     this.failureLog.warn(address, fields, 'api authentication failed', 'api authentication failures not logged (too many)');

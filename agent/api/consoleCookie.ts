@@ -1,20 +1,25 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { hashSecret } from './auth.js';
+import { CONSOLE_SECRET, hashSecret } from './auth.js';
 
-/** The console's cookie: it carries the credential the person signed in with (an API token or a directory session), nothing else. */
+/**
+ * The console's cookie: a secret of its own (console_sessions), standing for the API token or directory
+ * session the person signed in with. Under TLS its name has the `__Host-` prefix: the browser then keeps
+ * it to this host, Secure, Path=/, and no other service on the host name can set one in its place.
+ */
 export const COOKIE = 'edge_console';
+export const TLS_COOKIE = `__Host-${COOKIE}`;
 /** The header a state-changing request authenticated by the cookie must carry. */
 export const CSRF_HEADER = 'x-csrf-token';
 
-const SECRET = /^ea[st]_[A-Za-z0-9_-]{20,128}$/;
 const UNSAFE = new Set(['POST', 'PUT', 'DELETE', 'PATCH']);
 
 /**
- * The web console's credential handling. The cookie holds the secret of an
- * API token or a directory session, so it ends exactly when that credential
- * ends: there is no second authority. It is HttpOnly (the page's script never
+ * The web console's cookie. It holds a console session's secret, which
+ * stands for an API token or a directory session: it works only while that
+ * credential does (no second authority), and no longer than its own
+ * sign-out. It is HttpOnly (the page's script never
  * sees it), SameSite=Strict (another site's page cannot send it), Secure
  * under TLS, Path=/. A request it authenticates that changes anything must
  * also carry the CSRF token (an HMAC of the credential's hash under a key
@@ -29,11 +34,12 @@ export class ConsoleCookies {
   secretOf(req: IncomingMessage): string | undefined {
     const header = req.headers.cookie;
     if (!header) return undefined;
+    const name = cookieName(req);
     for (const part of header.split(';')) {
       const eq = part.indexOf('=');
-      if (eq < 0 || part.slice(0, eq).trim() !== COOKIE) continue;
+      if (eq < 0 || part.slice(0, eq).trim() !== name) continue;
       const value = part.slice(eq + 1).trim();
-      return SECRET.test(value) ? value : undefined;
+      return CONSOLE_SECRET.test(value) ? value : undefined;
     }
     return undefined;
   }
@@ -70,13 +76,15 @@ export class ConsoleCookies {
   /** Sets the cookie; it lives as long as the credential (a browser session when the credential has no end). */
   set(req: IncomingMessage, res: ServerResponse, secret: string, expiresAt?: Date): void {
     const maxAge = expiresAt ? `; Max-Age=${Math.max(0, Math.floor((expiresAt.getTime() - Date.now()) / 1000))}` : '';
-    res.setHeader('set-cookie', `${COOKIE}=${secret}; Path=/; HttpOnly; SameSite=Strict${secure(req)}${maxAge}`);
+    res.setHeader('set-cookie', `${cookieName(req)}=${secret}; Path=/; HttpOnly; SameSite=Strict${secure(req)}${maxAge}`);
   }
 
   /** Tells the browser to forget the cookie. */
   clear(req: IncomingMessage, res: ServerResponse): void {
-    res.setHeader('set-cookie', `${COOKIE}=; Path=/; HttpOnly; SameSite=Strict${secure(req)}; Max-Age=0`);
+    res.setHeader('set-cookie', `${cookieName(req)}=; Path=/; HttpOnly; SameSite=Strict${secure(req)}; Max-Age=0`);
   }
 }
 
-const secure = (req: IncomingMessage) => ((req.socket as TLSSocket).encrypted ? '; Secure' : '');
+const tls = (req: IncomingMessage) => (req.socket as TLSSocket).encrypted === true;
+const secure = (req: IncomingMessage) => (tls(req) ? '; Secure' : '');
+const cookieName = (req: IncomingMessage) => (tls(req) ? TLS_COOKIE : COOKIE);

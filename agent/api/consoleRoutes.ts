@@ -1,13 +1,17 @@
 import { X509Certificate } from 'node:crypto';
 import type { CaService } from '../ca/caService.js';
 import type { Config } from '../config/schema.js';
-import { DEVICE_STATES as STATES, PROTOCOLS, type Device, type DeviceState, type Protocol } from '../inventory/device.js';
+import { once } from 'node:events';
+import { DEVICE_STATES as STATES, PROTOCOLS, type Device, type DeviceState, type Location, type Protocol } from '../inventory/device.js';
 import { DEVICE_SORTS, type DeviceFilter, type DeviceOrder, type DeviceSort } from '../store/deviceQuery.js';
 import type { Repositories } from '../store/repositories.js';
 import { readSyncStatus } from '../sync/syncStatus.js';
 import { permitted } from './auth.js';
 import type { Principal } from './principal.js';
 import type { Query, QuerySpec, Route } from './router.js';
+
+/** Devices read at once by the CSV export. */
+const EXPORT_SLICE = 1_000;
 
 /** How far ahead the overview counts certificates as expiring soon. */
 export const EXPIRING_WITHIN_DAYS = 30;
@@ -51,8 +55,9 @@ export function csvField(value: string): string {
   return /[",\r\n]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
 }
 
-export function csvRow(d: Device): string {
-  const l = d.location ?? {};
+/** One device as a CSV line; its location fields are its own, or the gateway's (`fallback`, sync.location) where it has none. */
+export function csvRow(d: Device, fallback: Location = {}): string {
+  const l = { ...Object.fromEntries(Object.entries(fallback).filter(([, v]) => v)), ...d.location } as Location;
   const n = d.nameplate;
   return [
     d.id,
@@ -104,15 +109,16 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Route[] {
       summary: "the console's first page: devices by state and protocol, discovery runs, and (by role) sync health, expiring certificates and alarms",
       handle: ({ user }) => {
         const devices = deps.repos.devices.facets({ fallback: gateway(), ...(user.scope ? { scope: { parts: user.scope, fallback: gateway() } } : {}) });
-        const recent = deps.repos.discoveryRuns.page(5, 0, user.scope ? user.name : undefined).items;
         const alarms: { code: string; severity: 'warning' | 'critical'; message: string; link?: string }[] = [];
         const pending = devices.byState.pending ?? 0;
         if (pending > 0)
           alarms.push({ code: 'PENDING_APPROVAL', severity: 'warning', message: `${pending} device(s) wait for approval`, link: '#/devices?state=pending' });
-        const body: Record<string, unknown> = {
-          devices,
-          runs: { active: recent.filter((r) => r.status === 'running' || r.status === 'requested').length, recent },
-        };
+        const body: Record<string, unknown> = { devices };
+        // Runs name their targets and who started them: only for those who may read runs (a scoped user: their own, as GET /api/v1/discovery/runs).
+        if (permitted(user, 'discovery.read')) {
+          const actor = user.scope ? user.name : undefined;
+          body.runs = { active: deps.repos.discoveryRuns.activeCount(actor), recent: deps.repos.discoveryRuns.page(5, 0, actor).items };
+        }
         if (permitted(user, 'sync.read')) {
           const s = readSyncStatus(deps.repos.sync, deps.config());
           body.sync = s;
@@ -123,15 +129,24 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Route[] {
           if (s.enabled && s.paused) alarms.push({ code: 'SYNC_PAUSED', severity: 'critical', message: `sync paused: ${s.paused}` });
         }
         if (permitted(user, 'certificates.read')) {
-          const before = new Date(Date.now() + EXPIRING_WITHIN_DAYS * 86_400_000);
-          const valid = deps.repos.certificates.list({ status: 'valid', limit: 1_000_000 });
-          const expiringSoon = valid.filter((c) => c.notAfter <= before).length;
-          body.certificates = { valid: valid.length, expiringSoon, before: before.toISOString() };
+          const now = new Date();
+          const before = new Date(now.getTime() + EXPIRING_WITHIN_DAYS * 86_400_000);
+          // Valid (not revoked or superseded) and ending before `before`: those that have ended already are said apart.
+          const ending = deps.repos.certificates.list({ expiringBefore: before, limit: 1_000_000 });
+          const expired = ending.filter((c) => c.notAfter <= now).length;
+          const expiringSoon = ending.length - expired;
+          body.certificates = { valid: deps.repos.certificates.countValid(now), expiringSoon, expired, before: before.toISOString() };
           if (expiringSoon > 0)
             alarms.push({
               code: 'CERTIFICATES_EXPIRING',
               severity: 'warning',
               message: `${expiringSoon} certificate(s) expire within ${EXPIRING_WITHIN_DAYS} days`,
+            });
+          if (expired > 0)
+            alarms.push({
+              code: 'CERTIFICATES_EXPIRED',
+              severity: 'critical',
+              message: `${expired} certificate(s) still in use have expired: renew or revoke them`,
             });
         }
         body.alarms = alarms;
@@ -151,21 +166,26 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Route[] {
       permission: 'devices.read',
       summary: 'the devices a filter selects (as GET /api/v1/devices, without paging) as CSV',
       query: DEVICE_QUERY,
-      handle: ({ query, user, res }) => {
+      handle: async ({ query, user, res }) => {
         const { filter, order } = deviceSelection(query, user, gateway());
         res.writeHead(200, {
           'content-type': 'text/csv; charset=utf-8',
           'content-disposition': 'attachment; filename="devices.csv"',
           'cache-control': 'no-store',
         });
-        // Rows go out in chunks: an export of the whole inventory never holds it all in memory.
-        let chunk = `${CSV_COLUMNS}\r\n`;
-        for (const d of deps.repos.devices.each(filter, order)) {
-          chunk += `${csvRow(d)}\r\n`;
-          if (chunk.length > 64_000) {
-            res.write(chunk);
-            chunk = '';
-          }
+        // A byte order mark first: spreadsheets then read the names (Ölpumpe, Müller) as UTF-8.
+        let chunk = `\uFEFF${CSV_COLUMNS}\r\n`;
+        // Read by slices, sent as the client takes them: never the whole inventory in memory, other requests served in between
+        // (no SQLite statement stays open across a wait: the connection is shared).
+        for (let offset = 0; ; offset += EXPORT_SLICE) {
+          const devices = deps.repos.devices.slice(filter, order, EXPORT_SLICE, offset);
+          for (const d of devices) chunk += `${csvRow(d, gateway())}\r\n`;
+          if (devices.length < EXPORT_SLICE) break;
+          const more = res.write(chunk);
+          chunk = '';
+          if (!more) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+          else await new Promise((resolve) => setImmediate(resolve));
+          if (res.destroyed) return undefined;
         }
         res.end(chunk);
         return undefined;

@@ -1,8 +1,8 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { SessionWatch } from '../directory/sessionWatch.js';
 import type { Repositories } from '../store/repositories.js';
-import { permissionsOf } from './auth.js';
+import { hashSecret, newConsoleSecret, permissionsOf } from './auth.js';
 import type { Verdict } from './authGuard.js';
 import type { ConsoleCookies } from './consoleCookie.js';
 import { describePrincipal, sessionPrincipal, type Principal } from './principal.js';
@@ -15,13 +15,18 @@ export interface ConsoleSessionDeps {
   /** The API's guard on a presented secret: counted, limited and logged as any other token (AuthGuard). */
   check: (req: IncomingMessage, secret: string) => Promise<Verdict>;
   watch: Pick<SessionWatch, 'end' | 'tell'>;
-  repos: Pick<Repositories, 'audit'>;
+  repos: Pick<Repositories, 'audit' | 'consoleSessions'>;
+  /** Runs a change durably (fsynced) before the answer leaves: a sign-in's row before its cookie. */
+  durable: <T>(change: () => T) => T;
 }
 
-const signIn = z.union([
-  z.strictObject({ username: loginName, password: loginPassword }),
-  z.strictObject({ token: z.string().min(1, 'must not be empty').max(256, 'at most 256 characters') }),
-]);
+const signIn = z
+  .strictObject({ username: loginName.optional(), password: loginPassword.optional(), token: z.string().max(256, 'at most 256 characters').optional() })
+  .refine((b) => (b.token !== undefined) !== (b.username !== undefined || b.password !== undefined), {
+    message: 'give either {token} (an API token) or {username, password} (a directory account)',
+  })
+  .refine((b) => b.token !== undefined || (b.username !== undefined && b.password !== undefined), { message: 'give both username and password' })
+  .refine((b) => b.token !== '', { message: 'token: must not be empty' });
 
 /** What the page is told of who is signed in: the principal, the permissions it holds (to show only controls it may use) and its CSRF token. */
 const answer = (cookies: ConsoleCookies, secret: string, who: Principal) => ({
@@ -39,6 +44,14 @@ const answer = (cookies: ConsoleCookies, secret: string, who: Principal) => ({
  */
 export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
   const { cookies } = deps;
+  /** A console session for a credential (by its secret), committed before its cookie goes out; the cookie's secret. */
+  const open = (req: IncomingMessage, res: ServerResponse, credential: string, expiresAt: Date | undefined) => {
+    const secret = newConsoleSecret();
+    const kind = credential.startsWith('eas_') ? 'session' : 'token';
+    deps.durable(() => deps.repos.consoleSessions.create(hashSecret(secret), hashSecret(credential), kind, expiresAt));
+    cookies.set(req, res, secret, expiresAt);
+    return secret;
+  };
   /** The secret the caller is authenticated by: the cookie, else the Bearer header. */
   const secretOf = (req: IncomingMessage) => cookies.secretOf(req) ?? /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
   return [
@@ -58,14 +71,16 @@ export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
           deps.gate.badRequest(address, err);
           throw err;
         }
-        if ('token' in b) {
+        if (b.token !== undefined) {
           const verdict = await deps.check(ctx.req, b.token);
           if (!verdict.ok) {
             if (verdict.retryAfterSeconds !== undefined) ctx.res.setHeader('retry-after', String(verdict.retryAfterSeconds));
+            // Over the limit a guesser gets no keep-alive: each try costs a new connection, as on the rest of the API.
+            if (verdict.code === 'TOO_MANY_FAILURES') ctx.res.setHeader('connection', 'close');
             throw new ApiError(verdict.code, verdict.message.replace('no valid token', 'that is not a valid API token'));
           }
-          cookies.set(ctx.req, ctx.res, b.token, verdict.principal.expiresAt);
           const who = verdict.principal;
+          const secret = open(ctx.req, ctx.res, b.token, who.expiresAt);
           deps.repos.audit.add({
             actor: who.name,
             role: who.role,
@@ -74,12 +89,12 @@ export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
             outcome: 'done',
             details: { address, with: 'token', ...(who.token ? { token: who.token.id } : {}) },
           });
-          return { body: answer(cookies, b.token, verdict.principal) };
+          return { body: answer(cookies, secret, who) };
         }
-        const { secret, session } = await deps.gate.login(ctx, b.username, b.password);
-        const who = sessionPrincipal(session);
-        cookies.set(ctx.req, ctx.res, secret, session.expiresAt);
-        return { body: answer(cookies, secret, who) };
+        // The directory session's own secret never leaves the agent: the cookie stands for it.
+        const login = await deps.gate.login(ctx, b.username!, b.password!);
+        const secret = open(ctx.req, ctx.res, login.secret, login.session.expiresAt);
+        return { body: answer(cookies, secret, sessionPrincipal(login.session)) };
       },
     },
     {
@@ -93,10 +108,12 @@ export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
       method: 'DELETE',
       path: '/api/v1/console/session',
       permission: 'status.read',
-      summary: 'sign out of the console: forgets the cookie, and ends a directory session (an API token stays valid)',
+      summary: 'sign out of the console: ends its session and forgets the cookie, and ends a directory session (an API token stays valid)',
       handle: async (ctx) => {
         await ctx.noBody();
         const session = ctx.user.session;
+        const secret = cookies.secretOf(ctx.req);
+        if (secret) ctx.commit(() => deps.repos.consoleSessions.end(hashSecret(secret)));
         if (session) {
           const ended = ctx.commit(() => deps.watch.end(session, 'logout', 'logout'));
           if (ended) deps.watch.tell([session.id], 'logout');

@@ -8,6 +8,7 @@ import type { AgentEvents, EventBus } from '../events.js';
 import { deviceDetails } from '../store/deviceDetails.js';
 import type { Repositories } from '../store/repositories.js';
 import { DEVICE_QUERY, deviceSelection } from './consoleRoutes.js';
+import { permitted } from './auth.js';
 import { inScope, type Principal } from './principal.js';
 import { ApiError, paged, text, type Route } from './router.js';
 
@@ -121,7 +122,9 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
         device(params.id!, user);
         const details = deviceDetails(deps.repos, params.id!);
         if (!details) throw new ApiError('NO_SUCH_DEVICE', `no device ${params.id!}`);
-        return { body: deps.config().sync.enabled ? details : { ...details, sync: { state: 'off' } } };
+        // The receiver's reason for refusing a record is a dead letter's (sync.deadLetters.read): others are told the state only.
+        const sync = !deps.config().sync.enabled ? { state: 'off' } : permitted(user, 'sync.deadLetters.read') ? details.sync : { state: details.sync.state };
+        return { body: { ...details, sync } };
       },
     },
     ...DECISIONS.map(

@@ -324,6 +324,11 @@ export class CertificateRepository implements CertificateStore {
     return rows.map((r) => r.identity);
   }
 
+  /** Certificates still valid (not revoked nor superseded) whose end lies after `now`. */
+  countValid(now: Date): number {
+    return (this.db.prepare("SELECT count(*) AS n FROM certificates WHERE status = 'valid' AND not_after > ?").get(now.toISOString()) as { n: number }).n;
+  }
+
   countRenewalDue(now: Date): number {
     return (this.db.prepare("SELECT count(*) AS n FROM certificates WHERE status = 'valid' AND renewal_due_at <= ?").get(now.toISOString()) as { n: number }).n;
   }

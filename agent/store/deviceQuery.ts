@@ -39,7 +39,8 @@ export interface DeviceOrder {
 }
 
 const FIELDS = ['site', 'area', 'line'] as const;
-const SEARCHED = ['id', 'manufacturer', 'model', 'serial_number', 'display_name', 'asset_tag', 'location'];
+const SEARCHED = ['id', 'manufacturer', 'model', 'serial_number', 'display_name', 'asset_tag'];
+const LOCATION = ['site', 'area', 'line', 'cell'] as const;
 
 /** `%` `_` and `\` of a search text match themselves. */
 const likePattern = (q: string) => `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
@@ -47,11 +48,13 @@ const likePattern = (q: string) => `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 /** The WHERE clause and its named arguments for a filter (every value bound, never spliced). */
 export function deviceWhere(filter: DeviceFilter): { where: string; args: Record<string, string | null> } {
   const fallback = filter.scope?.fallback ?? filter.fallback ?? {};
-  const locationOf = (f: (typeof FIELDS)[number]) => `coalesce(json_extract(devices.location, '$.${f}'), @fb_${f})`;
+  const locationOf = (f: (typeof LOCATION)[number]) => `coalesce(json_extract(devices.location, '$.${f}'), @fb_${f})`;
+  // A location field is searched as the device's effective value (its own, or the gateway's), never as the stored JSON text.
+  const searched = [...SEARCHED.map((c) => `coalesce(${c}, '')`), ...LOCATION.map((f) => `coalesce(${locationOf(f)}, '')`)];
   const clauses = [
     '(@state IS NULL OR state = @state)',
     '(@protocol IS NULL OR protocol = @protocol)',
-    `(@q IS NULL OR ${SEARCHED.map((c) => `coalesce(${c}, '') LIKE @q ESCAPE '\\'`).join(' OR ')})`,
+    `(@q IS NULL OR ${searched.map((c) => `${c} LIKE @q ESCAPE '\\'`).join(' OR ')})`,
     ...FIELDS.map((f) => `(@${f} IS NULL OR ${locationOf(f)} = @${f})`),
     '(@scope IS NULL OR EXISTS (SELECT 1 FROM json_each(@scope) p WHERE ' +
       FIELDS.map((f) => `(json_extract(p.value, '$.${f}') IS NULL OR ${locationOf(f)} = json_extract(p.value, '$.${f}'))`).join(' AND ') +
@@ -63,10 +66,8 @@ export function deviceWhere(filter: DeviceFilter): { where: string; args: Record
     q: filter.q ? likePattern(filter.q) : null,
     scope: filter.scope ? JSON.stringify(filter.scope.parts) : null,
   };
-  for (const f of FIELDS) {
-    args[f] = filter[f] || null;
-    args[`fb_${f}`] = fallback[f] || null;
-  }
+  for (const f of FIELDS) args[f] = filter[f] || null;
+  for (const f of LOCATION) args[`fb_${f}`] = fallback[f] || null;
   return { where: `WHERE ${clauses.join(' AND ')}`, args };
 }
 

@@ -142,10 +142,12 @@ export class DeviceRepository {
     return { total, items: rows.map(toDevice) };
   }
 
-  /** Every device a filter selects, in order, one at a time (an export of the whole inventory holds one row in memory). */
-  *each(filter: DeviceFilter, order?: DeviceOrder): Generator<Device> {
+  /** The devices a filter selects from `offset` on, at most `limit`, in order, without counting them all (an export reads the inventory by slices). */
+  slice(filter: DeviceFilter, order: DeviceOrder | undefined, limit: number, offset: number): Device[] {
     const { where, args } = deviceWhere(filter);
-    for (const row of this.sql(`SELECT * FROM devices ${where} ${deviceOrderBy(order)}`).iterate(args) as Iterable<DeviceRow>) yield toDevice(row);
+    return (this.sql(`SELECT * FROM devices ${where} ${deviceOrderBy(order)} LIMIT @limit OFFSET @offset`).all({ ...args, limit, offset }) as DeviceRow[]).map(
+      toDevice,
+    );
   }
 
   /** How many devices a filter selects, by state and by protocol, and how many of them are online. */

@@ -128,6 +128,15 @@ export class DiscoveryRunRepository {
     return (this.store.statement('SELECT * FROM discovery_runs ORDER BY id DESC LIMIT ?').all(limit) as RunRow[]).map(toRun);
   }
 
+  /** How many runs wait or run now (of `actor` only, when given). */
+  activeCount(actor?: string): number {
+    return (
+      this.store
+        .statement(`SELECT count(*) AS n FROM discovery_runs WHERE status IN ('requested', 'running') AND (@actor IS NULL OR actor = @actor)`)
+        .get({ actor: actor ?? null }) as { n: number }
+    ).n;
+  }
+
   /** Runs waiting to start, oldest first; a run left `running` by a crash is taken up again. */
   open(protocol: 'opcua' | 'mqtt'): DiscoveryRun[] {
     return (

@@ -1,6 +1,7 @@
 import { ActionRepository } from './actionRepository.js';
 import { AuditRepository } from './auditRepository.js';
 import { CertificateRepository } from './certificateRepository.js';
+import { ConsoleSessionRepository } from './consoleSessionRepository.js';
 import type { Store } from './database.js';
 import { DeviceRepository } from './deviceRepository.js';
 import { DiscoveryRunRepository } from './discoveryRunRepository.js';
@@ -29,6 +30,7 @@ export interface Repositories {
   readonly users: UserRepository;
   readonly audit: AuditRepository;
   readonly sessions: SessionRepository;
+  readonly consoleSessions: ConsoleSessionRepository;
 }
 
 /** What the repositories tell their opener, after the commit (see Store.afterCommit). */
@@ -50,5 +52,6 @@ export function openRepositories(store: Store, hooks: RepositoryHooks = {}): Rep
     users: new UserRepository(store),
     audit: new AuditRepository(store),
     sessions: new SessionRepository(store),
+    consoleSessions: new ConsoleSessionRepository(store),
   };
 }

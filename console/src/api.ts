@@ -18,8 +18,12 @@ export class ApiFailure extends Error {
 let csrfToken = '';
 let unauthorized: () => void = () => {};
 
-export function setCsrfToken(token: string): void {
+/** Who the page shows as signed in (`source:name`): a renewed CSRF token must be theirs. */
+let signedInAs = '';
+
+export function setCsrfToken(token: string, who = ''): void {
   csrfToken = token;
+  signedInAs = who;
 }
 
 /** Called on a 401 from any call but the sign-in itself. */
@@ -39,7 +43,23 @@ async function failure(res: Response): Promise<ApiFailure> {
   return new ApiFailure(res.status, 'HTTP_' + res.status, `the gateway answered ${res.status} ${res.statusText}; try again, or check that the agent runs`);
 }
 
-export async function request(method: Method, path: string, body?: unknown, opts: { signIn?: boolean } = {}): Promise<Response> {
+/** Asks for the CSRF token of the cookie's sign-in again; false when there is no sign-in any more. */
+async function refreshCsrf(): Promise<boolean> {
+  try {
+    const res = await fetch('/api/v1/console/session', { headers: { accept: 'application/json' }, credentials: 'same-origin' });
+    if (!res.ok) return false;
+    const body = (await res.json()) as { csrfToken?: string; principal?: { name?: string; source?: string } };
+    if (typeof body.csrfToken !== 'string' || body.csrfToken === csrfToken) return false;
+    // Someone else signed in from another tab meanwhile: their cookie is not this page's, and the change must not go as them.
+    if (`${body.principal?.source}:${body.principal?.name}` !== signedInAs) return false;
+    csrfToken = body.csrfToken;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function request(method: Method, path: string, body?: unknown, opts: { signIn?: boolean; retried?: boolean } = {}): Promise<Response> {
   const headers: Record<string, string> = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET' && csrfToken) headers['x-csrf-token'] = csrfToken;
@@ -56,6 +76,8 @@ export async function request(method: Method, path: string, body?: unknown, opts
   }
   if (res.ok) return res;
   const err = await failure(res);
+  // The agent makes its CSRF key at each start: after a restart the page asks for this sign-in's token again, once, and retries.
+  if (err.code === 'CSRF_FAILED' && !opts.retried && !opts.signIn && (await refreshCsrf())) return request(method, path, body, { ...opts, retried: true });
   if (res.status === 401 && !opts.signIn) unauthorized();
   throw err;
 }

@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { ApiFailure, api, message, onUnauthorized, setCsrfToken } from './api.js';
 import { type Route, useRoute } from './route.js';
 import { SessionContext } from './session.js';
@@ -33,7 +33,8 @@ export function App() {
   // Whether the session began with the sign-in form on this page (not with the cookie at load).
   const signedInHere = useRef(false);
 
-  useEffect(() => {
+  // A layout effect: the probe leaves at the first render, not a frame later (Preact runs useEffect after the next paint).
+  useLayoutEffect(() => {
     onUnauthorized(() => {
       setCsrfToken('');
       if (signedInRef.current) setNotice('Your session has ended (signed out, expired or revoked): sign in again.');
@@ -52,7 +53,7 @@ export function App() {
   const signedIn = (s: ConsoleSession, here = true) => {
     signedInRef.current = true;
     signedInHere.current = here;
-    setCsrfToken(s.csrfToken);
+    setCsrfToken(s.csrfToken, `${s.principal.source}:${s.principal.name}`);
     setNotice(undefined);
     setSession(s);
   };

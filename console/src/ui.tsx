@@ -1,5 +1,5 @@
 import type { ComponentChildren } from 'preact';
-import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { message } from './api.js';
 
 /** An API error's message, where screen readers announce it. */
@@ -43,7 +43,8 @@ export function useLoad<T>(fn: () => Promise<T>, key: string, every?: number): L
       (error: unknown) => n === latest.current && setState((s) => ({ data: s.data, error, loading: false })),
     );
   }, []);
-  useEffect(() => run(false), [key, tick]);
+  // A layout effect: the request leaves with the render that asks for it, not after the next paint (useEffect's time).
+  useLayoutEffect(() => run(false), [key, tick]);
   useEffect(() => {
     if (!every) return;
     const timer = setInterval(() => document.visibilityState === 'visible' && run(true), every);

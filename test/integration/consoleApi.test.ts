@@ -119,7 +119,9 @@ describe('the console routes (real daemon)', () => {
 
   it('signs in with a token: an HttpOnly, SameSite=Strict cookie carries it; a change needs the CSRF token and this origin', async () => {
     const s = await signIn(admin);
-    expect(s.set).toMatch(/^edge_console=eat_[\w-]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+$/);
+    // The cookie holds a secret of its own, never the token: it is worth nothing once its sign-in ends.
+    expect(s.set).toMatch(/^edge_console=ecs_[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+$/);
+    expect(s.set).not.toContain(admin);
     expect(s.body.principal).toMatchObject({ name: 'admin', role: 'admin', source: 'local' });
     expect(s.body.permissions).toEqual(expect.arrayContaining(['devices.decide', 'users.manage']));
     expect((await call('GET', '/api/v1/devices?limit=1', { cookie: s.cookie })).body.total).toBe(40);
@@ -141,8 +143,10 @@ describe('the console routes (real daemon)', () => {
     const made = await make({ 'x-csrf-token': s.csrf, origin: `http://127.0.0.1:${port}` });
     expect(made.status, made.text).toBe(201);
     expect(await enrollmentTokens()).toBe(before + 1);
-    // A Bearer request needs no CSRF token, and the cookie is not read beside it.
-    expect((await call('POST', '/api/v1/enrollment-tokens', { authorization: `Bearer ${admin}`, cookie: 'edge_console=eat_x' }, '{}')).status).toBe(201);
+    // A Bearer request needs no CSRF token, and the cookie is not read beside it; the cookie's secret is no Bearer token.
+    expect((await call('POST', '/api/v1/enrollment-tokens', { authorization: `Bearer ${admin}`, cookie: 'edge_console=ecs_x' }, '{}')).status).toBe(201);
+    const asBearer = await call('POST', '/api/v1/enrollment-tokens', { authorization: `Bearer ${s.cookie.split('=')[1]}` }, '{}');
+    expect(asBearer).toMatchObject({ status: 401, body: { code: 'UNAUTHENTICATED', message: 'no valid token (malformed)' } });
     const audit = await call('GET', '/api/v1/audit?limit=20', { authorization: `Bearer ${admin}` });
     expect(audit.body.items).toContainEqual(expect.objectContaining({ action: 'access.denied', actor: 'admin' }));
     expect(audit.body.items).toContainEqual(expect.objectContaining({ action: 'console.signIn', actor: 'admin' }));
@@ -167,11 +171,14 @@ describe('the console routes (real daemon)', () => {
     const out = await call('DELETE', '/api/v1/console/session', { cookie: s.cookie, 'x-csrf-token': s.csrf });
     expect(out.status, out.text).toBe(200);
     expect(String(out.headers['set-cookie'])).toMatch(/^edge_console=; .*Max-Age=0/);
-    // An API token outlives a sign-out (the person signed out of the page, not out of the token)...
+    // The sign-out ended the console session: the old cookie opens nothing, even sent again by hand...
+    expect((await call('GET', '/api/v1/devices', { cookie: s.cookie })).status).toBe(401);
+    // ...while the API token outlives it (the person signed out of the page, not out of the token)...
     expect((await call('GET', '/api/v1/me', { authorization: `Bearer ${other.secret}` })).status).toBe(200);
+    const again = await signIn(other.secret);
     // ...and a revoked token ends the page's session: 401, and the cookie is cleared in the same answer.
     expect((await runCli(['tokens', 'revoke', String(other.id), '--config', config])).code).toBe(0);
-    const after = await call('GET', '/api/v1/console/session', { cookie: s.cookie });
+    const after = await call('GET', '/api/v1/console/session', { cookie: again.cookie });
     expect(after.status).toBe(401);
     expect(String(after.headers['set-cookie'])).toContain('Max-Age=0');
   });
@@ -185,6 +192,10 @@ describe('the console routes (real daemon)', () => {
     expect((await list('q=50%25_')).items.map((d) => d.name)).toEqual(['meter-08']);
     expect((await list('q=%25')).total).toBe(1);
     expect((await list('line=L2')).total).toBe(8);
+    // A location is searched by its values (the gateway's where a device has none), never as the stored JSON text.
+    expect((await list('q=L2')).total).toBe(8);
+    expect((await list('q=press-shop')).total).toBe(40);
+    for (const key of ['line', 'site', 'cell', '%7B']) expect((await list(`q=${key}`)).total, key).toBe(0);
     // Devices without a location of their own are at the gateway's site: all 40 are.
     expect((await list('site=plant-1')).total).toBe(40);
     expect((await list('site=plant-2')).total).toBe(0);
@@ -201,10 +212,12 @@ describe('the console routes (real daemon)', () => {
     expect(csv.headers['content-type']).toBe('text/csv; charset=utf-8');
     expect(csv.headers['content-disposition']).toBe('attachment; filename="devices.csv"');
     const lines = csv.text.split('\r\n');
-    expect(lines[0]).toBe('id,protocol,name,state,manufacturer,model,serial,assetTag,site,area,line,cell,online,firstSeen,lastSeen,certificateSerial');
+    // A byte order mark first, for spreadsheets to read UTF-8.
+    expect(lines[0]).toBe('\uFEFFid,protocol,name,state,manufacturer,model,serial,assetTag,site,area,line,cell,online,firstSeen,lastSeen,certificateSerial');
     expect(lines.at(-1)).toBe('');
     expect(lines.slice(1, -1)).toHaveLength(20);
-    expect(lines[1]).toMatch(/^mqtt:meter-01,mqtt,meter-01,discovered,Acme,M1,SN-1001,,,,L2,,no,20\d\d-/);
+    // The location columns are the device's own fields, or the gateway's (sync.location) where it has none, as the filters see them.
+    expect(lines[1]).toMatch(/^mqtt:meter-01,mqtt,meter-01,discovered,Acme,M1,SN-1001,,plant-1,press-shop,L2,,no,20\d\d-/);
     // A formula is defused and quoted (it holds a quote); a comma and quotes are quoted as RFC 4180 says.
     expect(lines.find((l) => l.startsWith('mqtt:meter-07,'))).toContain(`,"'=HYPERLINK(""http://x"")",`);
     const all = await call('GET', '/api/v1/exports/devices.csv', as);
@@ -222,9 +235,12 @@ describe('the console routes (real daemon)', () => {
     });
     expect(adminView.certificates).toMatchObject({ expiringSoon: 0 });
     expect(adminView.sync).toMatchObject({ enabled: false });
+    expect(adminView.runs).toEqual({ active: 0, recent: [] });
     const viewerView = (await call('GET', '/api/v1/overview', { authorization: `Bearer ${viewer.secret}` })).body;
     expect(viewerView.sync).toBeDefined();
+    // A viewer reads neither certificates nor discovery runs (their targets and who started them) elsewhere: nor here.
     expect(viewerView.certificates).toBeUndefined();
+    expect(viewerView.runs).toBeUndefined();
   });
 
   it('tells the onboarding page the broker URLs listened on and the root CA fingerprint openssl computes', async () => {

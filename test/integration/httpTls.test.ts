@@ -168,7 +168,7 @@ describe('TLS on the local listener', () => {
     const wrongName = await openssl(['verify', '-CAfile', 'chain.pem', '-purpose', 'sslserver', '-verify_hostname', 'other.example', 'served.pem'], tmp.dir);
     expect(wrongName.ok).toBe(false);
 
-    // The console's cookie is Secure over TLS: a browser never sends it in clear text.
+    // The console's cookie is Secure over TLS (a browser never sends it in clear text), under the __Host- name no other service can set.
     const token = readFileSync(join(tmp.dir, 'data/admin.token'), 'utf8').trim();
     const setCookie = await new Promise<string>((resolve, reject) => {
       const body = JSON.stringify({ token });
@@ -183,7 +183,7 @@ describe('TLS on the local listener', () => {
       req.on('error', reject);
       req.end(body);
     });
-    expect(setCookie).toMatch(/^edge_console=eat_[\w-]+; Path=\/; HttpOnly; SameSite=Strict; Secure; Max-Age=\d+$/);
+    expect(setCookie).toMatch(/^__Host-edge_console=ecs_[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict; Secure; Max-Age=\d+$/);
 
     // A restart reuses the certificate, and leaves the embedded broker's (another identity) alone.
     const brokerCert = readFileSync(join(tmp.dir, 'data/mqtt/broker-server.crt'), 'utf8');

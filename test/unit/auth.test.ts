@@ -8,12 +8,14 @@ import {
   FailureCounter,
   hashSecret,
   newSessionSecret,
+  newConsoleSecret,
   newTokenSecret,
   PERMISSIONS,
   permitted,
   refusal,
 } from '../../agent/api/auth.js';
 import { inScope } from '../../agent/api/principal.js';
+import { ConsoleSessionRepository } from '../../agent/store/consoleSessionRepository.js';
 import { SessionRepository } from '../../agent/store/sessionRepository.js';
 import { Store } from '../../agent/store/database.js';
 import { UserRepository } from '../../agent/store/userRepository.js';
@@ -24,7 +26,8 @@ describe('API tokens and roles', () => {
   let store: Store;
   let users: UserRepository;
   let sessions: SessionRepository;
-  let repos: { users: UserRepository; sessions: SessionRepository };
+  let consoleSessions: ConsoleSessionRepository;
+  let repos: { users: UserRepository; sessions: SessionRepository; consoleSessions: ConsoleSessionRepository };
   beforeAll(() => {
     tmp = tempDir();
     ({ store } = Store.open(
@@ -33,7 +36,8 @@ describe('API tokens and roles', () => {
     ));
     users = new UserRepository(store);
     sessions = new SessionRepository(store);
-    repos = { users, sessions };
+    consoleSessions = new ConsoleSessionRepository(store);
+    repos = { users, sessions, consoleSessions };
   });
   afterAll(() => {
     store.close();
@@ -53,6 +57,36 @@ describe('API tokens and roles', () => {
     store.db.pragma('wal_checkpoint(TRUNCATE)');
     expect(readFileSync(join(tmp.dir, 'agent.db')).includes(Buffer.from(secret))).toBe(false);
     expect(readFileSync(join(tmp.dir, 'agent.db')).includes(Buffer.from(hashSecret(secret)))).toBe(true);
+  });
+
+  it('takes a console secret from the cookie only, for as long as its sign-in and its credential both last', () => {
+    const { secret: token, token: record } = issue('tech-console', 'technician');
+    const cookie = newConsoleSecret();
+    store.durable(() => consoleSessions.create(hashSecret(cookie), hashSecret(token), 'token', undefined));
+    expect(authenticate(`Bearer ${cookie}`, repos, new Date(), true)).toMatchObject({
+      ok: true,
+      principal: { name: 'tech-console' },
+      secretSha256: hashSecret(token),
+    });
+    // Never as a Bearer token (it would skip the CSRF rule), and a token is never a cookie.
+    expect(authenticate(`Bearer ${cookie}`, repos)).toEqual({ ok: false, failure: 'malformed' });
+    expect(authenticate(`Bearer ${token}`, repos, new Date(), true)).toEqual({ ok: false, failure: 'malformed' });
+    expect(authenticate(`Bearer ${newConsoleSecret()}`, repos, new Date(), true)).toEqual({ ok: false, failure: 'unknown' });
+    // Its credential revoked: the cookie is refused as the token is.
+    users.revokeToken(record.id);
+    expect(authenticate(`Bearer ${cookie}`, repos, new Date(), true)).toMatchObject({ ok: false, failure: 'revoked' });
+    // Signed out, or past its end: refused whatever the credential.
+    const other = issue('tech-console', 'technician');
+    const [signedOut, ending] = [newConsoleSecret(), newConsoleSecret()];
+    store.durable(() => consoleSessions.create(hashSecret(signedOut), hashSecret(other.secret), 'token', undefined));
+    store.durable(() => consoleSessions.create(hashSecret(ending), hashSecret(other.secret), 'token', new Date(Date.now() + 60_000)));
+    expect(consoleSessions.end(hashSecret(signedOut))).toBe(true);
+    expect(consoleSessions.end(hashSecret(signedOut))).toBe(false);
+    expect(authenticate(`Bearer ${signedOut}`, repos, new Date(), true)).toMatchObject({ ok: false, failure: 'ended' });
+    expect(authenticate(`Bearer ${ending}`, repos, new Date(), true).ok).toBe(true);
+    expect(authenticate(`Bearer ${ending}`, repos, new Date(Date.now() + 120_000), true)).toMatchObject({ ok: false, failure: 'expired' });
+    store.db.pragma('wal_checkpoint(TRUNCATE)');
+    expect(readFileSync(join(tmp.dir, 'agent.db')).includes(Buffer.from(cookie))).toBe(false);
   });
 
   it('refuses a missing, malformed, unknown, expired or revoked token, and a disabled user', () => {

@@ -1,24 +1,31 @@
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { newTokenSecret } from '../../agent/api/auth.js';
+import { newConsoleSecret, newTokenSecret } from '../../agent/api/auth.js';
 import { ConsoleCookies } from '../../agent/api/consoleCookie.js';
 import { csvField } from '../../agent/api/consoleRoutes.js';
 
-const req = (method: string, headers: Record<string, string>) =>
-  ({ method, headers: { host: 'gw.plant.example:8470', ...headers } }) as unknown as IncomingMessage;
+const req = (method: string, headers: Record<string, string>, encrypted = false) =>
+  ({ method, headers: { host: 'gw.plant.example:8470', ...headers }, socket: { encrypted } }) as unknown as IncomingMessage;
 
 describe('the console cookie', () => {
   const cookies = new ConsoleCookies();
-  const secret = newTokenSecret();
+  const secret = newConsoleSecret();
 
   it.each([
     ['the cookie among others', `theme=dark; edge_console=${secret}; lang=de`, secret],
     ['no cookie header', undefined, undefined],
     ['another cookie only', 'edge_consolex=abc', undefined],
     ['a value that is no credential', 'edge_console=../../etc/passwd', undefined],
+    ['an API token (a cookie never carries one)', `edge_console=${newTokenSecret()}`, undefined],
+    ['the name it has under TLS, on plain HTTP', `__Host-edge_console=${secret}`, undefined],
     ['an empty value', 'edge_console=', undefined],
   ])('reads %s', (_why, header, expected) => {
     expect(cookies.secretOf(req('GET', header === undefined ? {} : { cookie: header }))).toBe(expected);
+  });
+
+  it('under TLS, reads and sets only the __Host- name (which no other service on the host name can set)', () => {
+    expect(cookies.secretOf(req('GET', { cookie: `__Host-edge_console=${secret}` }, true))).toBe(secret);
+    expect(cookies.secretOf(req('GET', { cookie: `edge_console=${secret}` }, true))).toBeUndefined();
   });
 
   it('lets reads through; a change needs the CSRF token of this credential from this origin', () => {

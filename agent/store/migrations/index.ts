@@ -10,6 +10,7 @@ import { m0008TechnicianApi } from './0008_technicianApi.js';
 import { m0009OpcuaCrl } from './0009_opcuaCrl.js';
 import { m0010ActionCrlReason } from './0010_actionCrlReason.js';
 import { m0011DirectorySessions } from './0011_directorySessions.js';
+import { m0012ConsoleSessions } from './0012_consoleSessions.js';
 
 /**
  * Every schema change, in order. Append only: a released migration is never
@@ -27,4 +28,5 @@ export const MIGRATIONS: readonly Migration[] = [
   m0009OpcuaCrl,
   m0010ActionCrlReason,
   m0011DirectorySessions,
+  m0012ConsoleSessions,
 ];

@@ -184,6 +184,13 @@ describe('upstream sync under injected receiver faults (reference receiver, real
     expect(text.stdout).toMatch(
       new RegExp(`^${culprit} revision \\d+ \\(.+\\): HTTP 500: \\{"error":"internal error while storing ${culprit} \\(--fail-item\\)"\\}\\n$`),
     );
+    // The device page says the receiver refused it and why; a viewer (who may not read dead letters) is told the state only.
+    const shown = await cli<{ sync: Record<string, unknown> }>('devices', 'show', culprit);
+    expect(shown.sync).toMatchObject({ state: 'refused', status: 500, error: expect.stringContaining('--fail-item') });
+    expect((await runCli(['users', 'add', 'vic', '--role', 'viewer', '--config', config])).code).toBe(0);
+    const viewer = await cli<{ secret: string }>('tokens', 'create', '--user', 'vic');
+    const asViewer = await fetch(`${base}/api/v1/devices/${encodeURIComponent(culprit)}`, { headers: { authorization: `Bearer ${viewer.secret}` } });
+    expect(((await asViewer.json()) as { sync: unknown }).sync).toEqual({ state: 'refused' });
     receiver = await receiver.restart();
     expect(await cli<{ requeued: number }>('sync', 'retry-dead-letters')).toEqual({ requeued: 1 });
     await converged();
