@@ -83,7 +83,7 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
     tmp?.cleanup();
   });
 
-  it('signs in with the admin token and out again (the cookie gone); a wrong token is refused with an alert', async () => {
+  it('signs in with the admin token and out again (the cookie gone, a copy of it refused); a wrong token is refused with an alert', async () => {
     await use(async (cp) => {
       const { page } = cp;
       cp.expectHttp(401, '/api/v1/console/session');
@@ -117,8 +117,14 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
       await page.getByRole('button', { name: 'Sign out' }).click();
       await page.getByRole('heading', { name: 'Sign in' }).waitFor();
       expect(await cp.context.cookies()).toEqual([]);
+      // The cookie stood for a console session of its own, which signing out ended: a copy of it opens nothing.
+      const old = { headers: { cookie: `edge_console=${cookie!.value}` } };
+      expect((await fetch(`${base}/api/v1/console/session`, old)).status).toBe(401);
+      expect((await fetch(`${base}/api/v1/devices`, old)).status).toBe(401);
+      await cp.context.addCookies([cookie!]);
       await page.reload();
       await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+      expect(await page.getByRole('table').count()).toBe(0);
     });
   });
 
@@ -130,7 +136,7 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
       const [cookie] = await cp.context.cookies();
       const old = { headers: { cookie: `edge_console=${cookie!.value}` } };
       expect((await fetch(`${base}/api/v1/devices`, old)).status).toBe(200);
-      // The cookie carries the token itself (docs/api.md, console cookie): revoking the token ends every page signed in with it.
+      // The console session stands for the token: revoking the token ends every page signed in with it.
       expect((await admin('POST', `/api/v1/tokens/${shift.id}/revoke`)).status).toBe(200);
       expect((await fetch(`${base}/api/v1/console/session`, old)).status).toBe(401);
       expect((await fetch(`${base}/api/v1/devices`, old)).status).toBe(401);
