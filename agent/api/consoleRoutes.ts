@@ -10,6 +10,9 @@ import { permitted } from './auth.js';
 import type { Principal } from './principal.js';
 import type { Query, QuerySpec, Route } from './router.js';
 
+/** `n` and the noun's singular or plural, the number with thousands separators ("2,500 devices wait"). */
+const count = (n: number, one: string, many: string) => `${n.toLocaleString('en-US')} ${n === 1 ? one : many}`;
+
 /** Devices read at once by the CSV export. */
 const EXPORT_SLICE = 1_000;
 
@@ -112,7 +115,12 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Route[] {
         const alarms: { code: string; severity: 'warning' | 'critical'; message: string; link?: string }[] = [];
         const pending = devices.byState.pending ?? 0;
         if (pending > 0)
-          alarms.push({ code: 'PENDING_APPROVAL', severity: 'warning', message: `${pending} device(s) wait for approval`, link: '#/devices?state=pending' });
+          alarms.push({
+            code: 'PENDING_APPROVAL',
+            severity: 'warning',
+            message: `${count(pending, 'device waits', 'devices wait')} for approval`,
+            link: '#/devices?state=pending',
+          });
         const body: Record<string, unknown> = { devices };
         // Runs name their targets and who started them: only for those who may read runs (a scoped user: their own, as GET /api/v1/discovery/runs).
         if (permitted(user, 'discovery.read')) {
@@ -123,9 +131,17 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Route[] {
           const s = readSyncStatus(deps.repos.sync, deps.config());
           body.sync = s;
           if (s.enabled && s.stuck)
-            alarms.push({ code: 'SYNC_STUCK', severity: 'critical', message: `${s.stuck.batches} batch(es) unaccepted by the CMMS since ${s.stuck.since}` });
+            alarms.push({
+              code: 'SYNC_STUCK',
+              severity: 'critical',
+              message: `${count(s.stuck.batches, 'batch', 'batches')} not accepted by the CMMS since ${s.stuck.since}`,
+            });
           if (s.deadLetters > 0)
-            alarms.push({ code: 'SYNC_DEAD_LETTERS', severity: 'warning', message: `${s.deadLetters} record(s) the CMMS refused; see sync dead letters` });
+            alarms.push({
+              code: 'SYNC_DEAD_LETTERS',
+              severity: 'warning',
+              message: `${count(s.deadLetters, 'record', 'records')} refused by the CMMS: see the sync dead letters`,
+            });
           if (s.enabled && s.paused) alarms.push({ code: 'SYNC_PAUSED', severity: 'critical', message: `sync paused: ${s.paused}` });
         }
         if (permitted(user, 'certificates.read')) {
@@ -140,13 +156,13 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Route[] {
             alarms.push({
               code: 'CERTIFICATES_EXPIRING',
               severity: 'warning',
-              message: `${expiringSoon} certificate(s) expire within ${EXPIRING_WITHIN_DAYS} days`,
+              message: `${count(expiringSoon, 'certificate expires', 'certificates expire')} within ${EXPIRING_WITHIN_DAYS} days`,
             });
           if (expired > 0)
             alarms.push({
               code: 'CERTIFICATES_EXPIRED',
               severity: 'critical',
-              message: `${expired} certificate(s) still in use have expired: renew or revoke them`,
+              message: `${count(expired, 'certificate still in use has', 'certificates still in use have')} expired: renew or revoke them`,
             });
         }
         body.alarms = alarms;

@@ -230,7 +230,7 @@ describe('the console routes (real daemon)', () => {
     expect(adminView.alarms).toContainEqual({
       code: 'PENDING_APPROVAL',
       severity: 'warning',
-      message: '10 device(s) wait for approval',
+      message: '10 devices wait for approval',
       link: '#/devices?state=pending',
     });
     expect(adminView.certificates).toMatchObject({ expiringSoon: 0 });
