@@ -1,9 +1,10 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import jsqr from 'jsqr';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page, type Response } from 'playwright-core';
 import { PNG } from 'pngjs';
-import { REPO } from './daemon.js';
+import { Daemon, REPO, writeConfig } from './daemon.js';
+import { freePort } from './mosquitto.js';
 
 // jsqr is CommonJS with its function also as `default`, which is what its types describe.
 const jsQR = jsqr.default;
@@ -278,4 +279,24 @@ export function bearerApi(base: string, token: string) {
     const text = await res.text();
     return { status: res.status, body: (text ? JSON.parse(text) : {}) as T };
   };
+}
+
+/**
+ * What the console tests with MQTT devices run against: a real daemon (embedded broker, its provisioning
+ * port known to the test, approvals carried out at once) in `dir`, Chromium, the CA chain in `dir`/ca.pem
+ * for devices, and the first administrator's token with a client for the API.
+ */
+export async function consoleWithBroker(dir: string, id: string) {
+  const port = await freePort();
+  const cafile = join(dir, 'ca.pem');
+  const config = writeConfig(
+    dir,
+    ['agent:', `  id: ${id}`, `  dataDir: ${join(dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', '  actionPollMs: 100', ''].join('\n'),
+  );
+  const daemon = Daemon.start(config, { env: { EDGE_AGENT_MQTT_PROVISIONING_PORT: String(port) } });
+  const browser = await launchBrowser();
+  const base = await daemon.ready();
+  writeFileSync(cafile, await (await fetch(`${base}/ca/chain`)).text());
+  const adminToken = readFileSync(join(dir, 'data', 'admin.token'), 'utf8').trim();
+  return { daemon, browser, base, port, cafile, adminToken, admin: bearerApi(base, adminToken) };
 }

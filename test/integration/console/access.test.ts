@@ -3,10 +3,9 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearerApi, ConsolePage, launchBrowser } from '../../helpers/browser.js';
-import { Daemon, tempDir, writeConfig } from '../../helpers/daemon.js';
+import { type bearerApi, ConsolePage, consoleWithBroker } from '../../helpers/browser.js';
+import { type Daemon, tempDir } from '../../helpers/daemon.js';
 import { deviceRequest, PREFIX, requestOnce, type Answer } from '../../helpers/enrollment.js';
-import { freePort } from '../../helpers/mosquitto.js';
 import { openssl } from '../../helpers/openssl.js';
 import { pollUntil } from '../../helpers/waiters.js';
 
@@ -62,18 +61,7 @@ describe('console: sign-in, roles and CSRF (Chromium, real daemon, MQTT devices)
 
   beforeAll(async () => {
     tmp = tempDir();
-    port = await freePort();
-    cafile = join(tmp.dir, 'ca.pem');
-    const config = writeConfig(
-      tmp.dir,
-      ['agent:', '  id: gw-console', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', '  actionPollMs: 100', ''].join('\n'),
-    );
-    daemon = Daemon.start(config, { env: { EDGE_AGENT_MQTT_PROVISIONING_PORT: String(port) } });
-    browser = await launchBrowser();
-    base = await daemon.ready();
-    writeFileSync(cafile, await (await fetch(`${base}/ca/chain`)).text());
-    adminToken = readFileSync(join(tmp.dir, 'data', 'admin.token'), 'utf8').trim();
-    admin = bearerApi(base, adminToken);
+    ({ daemon, browser, base, port, cafile, adminToken, admin } = await consoleWithBroker(tmp.dir, 'gw-console'));
     technician = (await user('tech-1', 'technician')).secret;
     viewer = (await user('viewer-1', 'viewer')).secret;
   }, 120_000);

@@ -1,12 +1,10 @@
 import { X509Certificate } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearerApi, ConsolePage, decodeQr, launchBrowser } from '../../helpers/browser.js';
-import { Daemon, tempDir, writeConfig } from '../../helpers/daemon.js';
+import { type bearerApi, ConsolePage, consoleWithBroker, decodeQr } from '../../helpers/browser.js';
+import { type Daemon, tempDir } from '../../helpers/daemon.js';
 import { deviceRequest, requestOnce } from '../../helpers/enrollment.js';
-import { freePort } from '../../helpers/mosquitto.js';
 import { pollUntil } from '../../helpers/waiters.js';
 
 interface Onboarding {
@@ -44,18 +42,7 @@ describe('console: enrollment QR code, asset label and administration (Chromium,
 
   beforeAll(async () => {
     tmp = tempDir();
-    port = await freePort();
-    cafile = join(tmp.dir, 'ca.pem');
-    const config = writeConfig(
-      tmp.dir,
-      ['agent:', '  id: gw-onboarding', `  dataDir: ${join(tmp.dir, 'data')}`, 'http:', '  port: 0', 'mqtt:', '  actionPollMs: 100', ''].join('\n'),
-    );
-    daemon = Daemon.start(config, { env: { EDGE_AGENT_MQTT_PROVISIONING_PORT: String(port) } });
-    browser = await launchBrowser();
-    base = await daemon.ready();
-    writeFileSync(cafile, await (await fetch(`${base}/ca/chain`)).text());
-    adminToken = readFileSync(join(tmp.dir, 'data', 'admin.token'), 'utf8').trim();
-    admin = bearerApi(base, adminToken);
+    ({ daemon, browser, base, port, cafile, adminToken, admin } = await consoleWithBroker(tmp.dir, 'gw-onboarding'));
     const held = await requestOnce(port, cafile, 'meter-1', await deviceRequest(tmp.dir, 'meter-1'), { v5: false });
     expect(held.answer?.status, held.output).toBe('pending');
   }, 120_000);
