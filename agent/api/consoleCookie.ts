@@ -22,7 +22,7 @@ const UNSAFE = new Set(['POST', 'PUT', 'DELETE', 'PATCH']);
  * sign-out. It is HttpOnly (the page's script never
  * sees it), SameSite=Strict (another site's page cannot send it), Secure
  * under TLS, Path=/. A request it authenticates that changes anything must
- * also carry the CSRF token (an HMAC of the credential's hash under a key
+ * also carry the CSRF token (an HMAC of the cookie secret's hash under a key
  * made at each start), which only a page of this origin can have read; and
  * when the browser says where the request comes from (Origin), that must be
  * this listener.

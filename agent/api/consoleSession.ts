@@ -39,16 +39,23 @@ const answer = (cookies: ConsoleCookies, secret: string, who: Principal) => ({
  * Signing in to the web console: with a directory account (the same login,
  * limits and audit as POST /api/v1/session) or with an API token (checked
  * and limited by the API's guard, as a Bearer token). Either way the cookie
- * then carries that credential (ConsoleCookies), so the page's session ends
- * when the token or the directory session does.
+ * then holds a console session's own secret standing for that credential
+ * (ConsoleCookies): the page's session ends at its sign-out, and whenever the
+ * token or the directory session does.
  */
 export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
   const { cookies } = deps;
-  /** A console session for a credential (by its secret), committed before its cookie goes out; the cookie's secret. */
-  const open = (req: IncomingMessage, res: ServerResponse, credential: string, expiresAt: Date | undefined) => {
+  /**
+   * A console session for a credential (by its secret), committed with `also` (its audit entry) before its
+   * cookie goes out; answers the cookie's secret.
+   */
+  const open = (req: IncomingMessage, res: ServerResponse, credential: string, expiresAt: Date | undefined, also: () => void = () => undefined) => {
     const secret = newConsoleSecret();
     const kind = credential.startsWith('eas_') ? 'session' : 'token';
-    deps.durable(() => deps.repos.consoleSessions.create(hashSecret(secret), hashSecret(credential), kind, expiresAt));
+    deps.durable(() => {
+      deps.repos.consoleSessions.create(hashSecret(secret), hashSecret(credential), kind, expiresAt);
+      also();
+    });
     cookies.set(req, res, secret, expiresAt);
     return secret;
   };
@@ -80,15 +87,16 @@ export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
             throw new ApiError(verdict.code, verdict.message.replace('no valid token', 'that is not a valid API token'));
           }
           const who = verdict.principal;
-          const secret = open(ctx.req, ctx.res, b.token, who.expiresAt);
-          deps.repos.audit.add({
-            actor: who.name,
-            role: who.role,
-            action: 'console.signIn',
-            target: 'console',
-            outcome: 'done',
-            details: { address, with: 'token', ...(who.token ? { token: who.token.id } : {}) },
-          });
+          const secret = open(ctx.req, ctx.res, b.token, who.expiresAt, () =>
+            deps.repos.audit.add({
+              actor: who.name,
+              role: who.role,
+              action: 'console.signIn',
+              target: 'console',
+              outcome: 'done',
+              details: { address, with: 'token', ...(who.token ? { token: who.token.id } : {}) },
+            }),
+          );
           return { body: answer(cookies, secret, who) };
         }
         // The directory session's own secret never leaves the agent: the cookie stands for it.
@@ -113,11 +121,12 @@ export function consoleSessionRoutes(deps: ConsoleSessionDeps): Route[] {
         await ctx.noBody();
         const session = ctx.user.session;
         const secret = cookies.secretOf(ctx.req);
-        if (secret) ctx.commit(() => deps.repos.consoleSessions.end(hashSecret(secret)));
-        if (session) {
-          const ended = ctx.commit(() => deps.watch.end(session, 'logout', 'logout'));
-          if (ended) deps.watch.tell([session.id], 'logout');
-        }
+        // The console session and the directory session behind it end in one commit.
+        const ended = ctx.commit(() => {
+          if (secret) deps.repos.consoleSessions.end(hashSecret(secret));
+          return session ? deps.watch.end(session, 'logout', 'logout') : false;
+        });
+        if (session && ended) deps.watch.tell([session.id], 'logout');
         cookies.clear(ctx.req, ctx.res);
         return { body: { ended: true, ...(session ? { session: session.id } : {}) } };
       },
