@@ -87,6 +87,10 @@ export const PERMISSIONS = {
   'sync.reconcile': { roles: ['admin'], reach: 'plant' },
   'sync.deadLetters.retry': { roles: ['admin'], reach: 'plant' },
   'users.manage': { roles: ['admin'], reach: 'plant' },
+  'config.read': { roles: ['admin', 'technician', 'viewer'], reach: 'plant' },
+  'config.assign': { roles: STAFF, reach: 'devices' },
+  'config.manage': { roles: ['admin'], reach: 'plant' },
+  'report.read': { roles: ['admin', 'technician', 'viewer'], reach: 'plant' },
 } as const satisfies Record<string, { roles: readonly AnyRole[]; reach: Reach }>;
 
 export type Permission = keyof typeof PERMISSIONS;

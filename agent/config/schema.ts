@@ -3,6 +3,8 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
 import { authSchema, defaultAuthConfig } from './authSchema.js';
+import { configurationSchema, defaultConfigurationConfig } from './configurationSchema.js';
+import { defaultReportConfig, reportSchema } from './reportSchema.js';
 
 /**
  * The one schema of the configuration file. The TypeScript type `Config` is
@@ -384,6 +386,8 @@ export const configSchema = z.strictObject({
   mqtt: mqttSchema,
   opcua: opcuaSchema,
   sync: syncSchema,
+  configuration: configurationSchema,
+  report: reportSchema,
   lifecycle: z.strictObject({
     startTimeoutMs: int(100, 600_000, 'time each service may take to start, in milliseconds'),
     stopTimeoutMs: int(100, 600_000, 'time each service may take to stop before it is abandoned, in milliseconds'),
@@ -490,6 +494,8 @@ export function defaultConfig(): Config {
       stuckAfterMs: 900_000,
       location: { site: '', area: '', line: '', cell: '' },
     },
+    configuration: defaultConfigurationConfig(),
+    report: defaultReportConfig(),
     lifecycle: { startTimeoutMs: 30_000, stopTimeoutMs: 5_000 },
   };
 }

@@ -135,7 +135,7 @@ describe('API tokens and roles', () => {
     expect(refusal(contractor, 'sync.read')).toMatch(/contractor role may not/);
     // A technician with a scope keeps what is about devices and runs, and loses every plant-wide permission.
     const technician = granted({ role: 'technician', scope });
-    expect(technician).toEqual(['devices.read', 'status.read', 'discovery.read', 'discovery.run', 'devices.decide', 'devices.annotate']);
+    expect(technician).toEqual(['devices.read', 'status.read', 'discovery.read', 'discovery.run', 'devices.decide', 'devices.annotate', 'config.assign']);
     expect(refusal({ role: 'technician', scope }, 'audit.read')).toMatch(/scoped to part of the plant/);
     for (const p of Object.keys(PERMISSIONS) as (keyof typeof PERMISSIONS)[])
       if (PERMISSIONS[p].reach === 'plant') expect(permitted({ role: 'admin', scope }, p), p).toBe(false);

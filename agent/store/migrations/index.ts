@@ -11,6 +11,8 @@ import { m0009OpcuaCrl } from './0009_opcuaCrl.js';
 import { m0010ActionCrlReason } from './0010_actionCrlReason.js';
 import { m0011DirectorySessions } from './0011_directorySessions.js';
 import { m0012ConsoleSessions } from './0012_consoleSessions.js';
+import { m0013DeviceConfiguration } from './0013_deviceConfiguration.js';
+import { m0014Report } from './0014_report.js';
 
 /**
  * Every schema change, in order. Append only: a released migration is never
@@ -29,4 +31,6 @@ export const MIGRATIONS: readonly Migration[] = [
   m0010ActionCrlReason,
   m0011DirectorySessions,
   m0012ConsoleSessions,
+  m0013DeviceConfiguration,
+  m0014Report,
 ];
