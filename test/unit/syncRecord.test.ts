@@ -67,6 +67,7 @@ describe('the upstream record', () => {
       location: { site: 'plant-1', line: 'L2' },
       source: { protocol: 'opcua', endpoint: 'opc.tcp://10.20.0.31:4840', applicationUri: 'urn:plant1:press-7', topics: [] },
       certificate: { status: 'valid', serial: 'abc123', thumbprint: 'ff'.repeat(32), notAfter: '2028-11-26T00:00:00.000Z' },
+      configuration: null,
       lifecycleState: 'provisioned',
       firstSeen: '2026-11-01T00:00:00.000Z',
       lastSeen: '2026-11-26T00:00:00.000Z',
@@ -120,6 +121,14 @@ describe('the upstream record', () => {
     });
   });
 
+  it("carries the device's configuration (profile, version, status), and null for a device without one", () => {
+    expect(upstreamItem(base, undefined, {}).record.configuration).toBeNull();
+    const configured = upstreamItem(base, undefined, {}, { profile: 'vib', version: 2, status: 'drifted' });
+    expect(configured.record.configuration).toEqual({ profile: 'vib', version: 2, status: 'drifted' });
+    // Its own object: the summary the repository read is not shared with the record sent.
+    expect(Object.keys(configured.record.configuration!)).toEqual(['profile', 'version', 'status']);
+  });
+
   it('has exactly the fields the OpenAPI file requires', () => {
     const api = parse(readFileSync(join(REPO, 'docs/upstream-api.openapi.yaml'), 'utf8')) as {
       components: { schemas: { Record: { required: string[]; properties: Record<string, unknown> }; Item: { required: string[] } } };
@@ -128,5 +137,20 @@ describe('the upstream record', () => {
     expect(Object.keys(item.record).sort()).toEqual([...api.components.schemas.Record.required].sort());
     expect(Object.keys(api.components.schemas.Record.properties).sort()).toEqual(Object.keys(item.record).sort());
     expect(Object.keys(item).sort()).toEqual([...api.components.schemas.Item.required].sort());
+  });
+
+  it('gives the configuration the statuses the OpenAPI file names, and the statuses device_config allows', () => {
+    const api = parse(readFileSync(join(REPO, 'docs/upstream-api.openapi.yaml'), 'utf8')) as {
+      components: { schemas: { Configuration: { required: string[]; properties: { status: { enum: string[] } } } } };
+    };
+    const schema = api.components.schemas.Configuration;
+    expect(schema.required.sort()).toEqual(['profile', 'status', 'version']);
+    // Migration 0013's CHECK, less 'none' (sent as null).
+    const migration = readFileSync(join(REPO, 'agent/store/migrations/0013_deviceConfiguration.ts'), 'utf8');
+    const allowed = /status TEXT NOT NULL DEFAULT 'none' CHECK \(status IN \(([^)]*)\)\)/
+      .exec(migration)![1]!
+      .split(',')
+      .map((s) => s.trim().slice(1, -1));
+    expect(schema.properties.status.enum.sort()).toEqual(allowed.filter((s) => s !== 'none').sort());
   });
 });
