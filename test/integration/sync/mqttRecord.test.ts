@@ -118,6 +118,7 @@ describe('the upstream record of a device enrolled over MQTT (real daemon, embed
       location: { site: 'plant-1', area: 'packaging' },
       source: { protocol: 'mqtt', endpoint: null, applicationUri: null, topics: [`${PREFIX}/meter-7/request`] },
       certificate: { status: 'valid', serial, thumbprint, notAfter },
+      configuration: null,
       lifecycleState: 'provisioned',
       firstSeen: device.firstSeen,
       lastSeen: device.lastSeen,
