@@ -132,11 +132,14 @@ describe('upstream events (report findings) to the reference receiver (real daem
     await receiver.stop();
     const events = Array.from({ length: 9 }, () => findingEvent());
     queueEvents(store, events);
-    // The agent tried while the receiver was down, and keeps them.
-    await until('an attempt at the events while the receiver is down', () => sync.events.waiting(100).some((e) => e.attempts > 0));
-    const down = await cli<SyncStatus>('sync', 'status');
+    // The agent tried while the receiver was down (the failure is recorded once the attempt ends), and keeps them.
+    const down = await until('a failed attempt at the events while the receiver is down', async () => {
+      const status = await cli<SyncStatus>('sync', 'status');
+      return status.events.lastError !== undefined && status;
+    });
     expect(down.events.waiting).toBe(9);
     expect(down.events.lastError).toMatch(/ECONNREFUSED|connect/);
+    expect(sync.events.waiting(100)[0]!.attempts).toBeGreaterThan(0);
     await restartReceiver();
     await drained();
     const ids = events.map((e) => e.eventId);
