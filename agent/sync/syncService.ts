@@ -55,7 +55,8 @@ const IN_FLIGHT = 2;
  * item that causes it is found and dead-lettered, and pauses on a 401 that
  * a fresh read of the token does not cure. Reconciles with what the
  * receiver holds at start, every sync.reconcileIntervalMs and on request.
- * `sync now` and SIGHUP end every wait at once.
+ * The report's events go beside the devices, by a worker of their own
+ * (EventWorker). `sync now` and SIGHUP end every wait at once.
  */
 export class SyncService implements Service {
   readonly name = 'sync';
