@@ -131,7 +131,7 @@ export function registerConfigProfileCommands(program: Command, result: { code: 
   ).action(async (file: string, o: ApiOptions & { dryRun?: boolean }) => {
     result.code = await runApi(
       o,
-      async (client) => (await client.call<ApplyResult>('POST', `/api/v1/config-profiles${o.dryRun ? '?dryRun=true' : ''}`, readProfile(file))).body,
+      async (client) => (await client.call<ApplyResult>('POST', o.dryRun ? '/api/v1/config-profiles/dry-run' : '/api/v1/config-profiles', readProfile(file))).body,
       applyText,
     );
   });
@@ -160,7 +160,7 @@ export function registerConfigProfileCommands(program: Command, result: { code: 
     if (isFile) {
       result.code = await runApi(
         o,
-        async (client) => (await client.call<ApplyResult>('POST', '/api/v1/config-profiles?dryRun=true', readProfile(what))).body,
+        async (client) => (await client.call<ApplyResult>('POST', '/api/v1/config-profiles/dry-run', readProfile(what))).body,
         (r) => [`${r.name}: head ${r.previous ?? '(new profile)'} -> ${what}`, ...diffText(r.diff), ...affectedText(r.affected), ''].join('\n'),
       );
       return;
