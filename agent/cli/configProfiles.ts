@@ -131,7 +131,8 @@ export function registerConfigProfileCommands(program: Command, result: { code: 
   ).action(async (file: string, o: ApiOptions & { dryRun?: boolean }) => {
     result.code = await runApi(
       o,
-      async (client) => (await client.call<ApplyResult>('POST', o.dryRun ? '/api/v1/config-profiles/dry-run' : '/api/v1/config-profiles', readProfile(file))).body,
+      async (client) =>
+        (await client.call<ApplyResult>('POST', o.dryRun ? '/api/v1/config-profiles/dry-run' : '/api/v1/config-profiles', readProfile(file))).body,
       applyText,
     );
   });
