@@ -172,6 +172,11 @@ export class App implements HealthSource {
     return this.runner.states();
   }
 
+  /** The MQTT service once composed (in-process tools: the configuration benchmark publishes raw through its broker). */
+  get mqttService(): MqttService | undefined {
+    return this.parts?.services.find((s): s is MqttService => s instanceof MqttService);
+  }
+
   get runningConfig(): Config {
     return this.config;
   }
