@@ -1,3 +1,4 @@
+import type { ConfigurationHub } from '../../configuration/types.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
@@ -27,7 +28,6 @@ import { DeviceActions } from '../../onboarding/deviceActions.js';
 import { MqttEnrollment } from '../../onboarding/mqttEnrollment.js';
 import { EnrollmentPolicy } from '../../onboarding/policy.js';
 import { MqttConfig } from '../../configuration/mqttConfig.js';
-import type { ConfigurationHub } from '../../configuration/types.js';
 import { configRootProblem } from '../../transport/brokerAcl.js';
 
 /**
@@ -244,7 +244,12 @@ export class MqttService implements Service, DeviceAccess {
     );
     await this.actions.runOpen();
     if (this.deps.configuration) {
-      this.configDelivery = new MqttConfig({ log: log.child({ part: 'configuration' }), link: this.broker, hub: this.deps.configuration, topicRoot: configRoot });
+      this.configDelivery = new MqttConfig({
+        log: log.child({ part: 'configuration' }),
+        link: this.broker,
+        hub: this.deps.configuration,
+        topicRoot: configRoot,
+      });
       await this.configDelivery.start();
     }
     this.schedule();
