@@ -53,6 +53,9 @@ export function desiredPayload(d: Pick<DesiredConfig, 'profile' | 'version' | 's
 export class MqttConfig implements ConfigDeliverer {
   readonly protocol = 'mqtt' as const;
   private started = false;
+  /** Publishes waiting for the broker, each with its way to give up: one abort listener per signal, not one per delivery. */
+  private readonly waiting = new Set<(reason: Error) => void>();
+  private readonly watched = new WeakSet<AbortSignal>();
 
   constructor(private readonly deps: MqttConfigDeps) {}
 
@@ -88,7 +91,7 @@ export class MqttConfig implements ConfigDeliverer {
     // The desired state is committed (the service calls deliver only after that): a crash here is repaired by the resend.
     failpoint('configuration.publish.before');
     try {
-      await raceSignal(this.publish(desired.name, desiredPayload(desired)), signal, this.deps.publishTimeoutMs ?? 30_000);
+      await this.bounded(this.publish(desired.name, desiredPayload(desired)), signal);
     } catch (err) {
       const reason = `publish to ${this.desiredTopic(desired.name)} failed: ${(err as Error).message}`;
       log.warn({ deviceId: desired.deviceId, profile: desired.profile, version: desired.version, reason }, 'desired configuration not published');
@@ -128,12 +131,44 @@ export class MqttConfig implements ConfigDeliverer {
     }
     try {
       const outcome = hub.reported('mqtt', name, report);
-      const fields = { device: name, profile: report.profile, version: report.version, reported: report.status, ...(report.error ? { error: report.error } : {}) };
+      const fields = {
+        device: name,
+        profile: report.profile,
+        version: report.version,
+        reported: report.status,
+        ...(report.error ? { error: report.error } : {}),
+      };
       if (outcome.accepted) log.info({ ...fields, status: outcome.status }, 'configuration report recorded');
       else log.warn({ ...fields, reason: outcome.reason }, 'configuration report refused');
     } catch (err) {
       log.error({ err, device: name }, 'configuration report could not be recorded');
     }
+  }
+
+  /** `work`, or a rejection when the signal aborts or publishTimeoutMs passes first (the publish itself may still complete). */
+  private bounded<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+    if (!this.watched.has(signal)) {
+      this.watched.add(signal);
+      signal.addEventListener(
+        'abort',
+        () => {
+          for (const giveUp of [...this.waiting]) giveUp(new Error('delivery aborted'));
+        },
+        { once: true },
+      );
+    }
+    const timeoutMs = this.deps.publishTimeoutMs ?? 30_000;
+    let timer: NodeJS.Timeout | undefined;
+    let giveUp!: (reason: Error) => void;
+    const stop = new Promise<never>((_, reject) => {
+      giveUp = reject;
+      timer = setTimeout(() => reject(new Error(`no answer from the broker within ${timeoutMs} ms`)), timeoutMs);
+    });
+    this.waiting.add(giveUp);
+    return Promise.race([work, stop]).finally(() => {
+      clearTimeout(timer);
+      this.waiting.delete(giveUp);
+    });
   }
 
   private desiredTopic(name: string): string {
@@ -163,19 +198,4 @@ export function parseReport(payload: Buffer): DeviceReport | string {
     ...(r.sha256 !== undefined ? { sha256: r.sha256 } : {}),
     ...(r.error !== undefined ? { error: r.error } : {}),
   };
-}
-
-/** `work`, or a rejection when the signal aborts or `timeoutMs` passes first (the publish itself may still complete). */
-function raceSignal<T>(work: Promise<T>, signal: AbortSignal, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  const stop = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer from the broker within ${timeoutMs} ms`)), timeoutMs);
-    onAbort = () => reject(new Error('delivery aborted'));
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  return Promise.race([work, stop]).finally(() => {
-    clearTimeout(timer);
-    signal.removeEventListener('abort', onAbort!);
-  });
 }

@@ -180,7 +180,7 @@ async function applyProfile(base: string, token: string, values: Record<string, 
     schema: { alertThreshold: { type: 'number' }, sampleRateHz: { type: 'integer' }, mode: { type: 'string' } },
     values,
   };
-  const res = await fetch(`${base}/api/v1/config/profiles`, {
+  const res = await fetch(`${base}/api/v1/config-profiles`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: JSON.stringify(doc),
