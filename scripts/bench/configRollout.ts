@@ -57,7 +57,7 @@ export async function configRolloutBench(): Promise<BenchResult[]> {
       '  id: gw-bench-config',
       `  dataDir: ${join(dir, 'data')}`,
       'log:',
-      '  level: warn',
+      '  level: error',
       'http:',
       `  port: ${ports.http}`,
       'mqtt:',
@@ -67,7 +67,7 @@ export async function configRolloutBench(): Promise<BenchResult[]> {
     ].join('\n'),
   );
   const load = () => loadConfig({ file, env: {} });
-  const logs = new LogHub({ level: 'warn', pretty: false });
+  const logs = new LogHub({ level: 'error', pretty: false });
   const newApp = () => new App({ loaded: load(), logs, notifier: new SystemdNotifier({ log: logs.child('systemd'), env: {} }), reread: load });
   const events = { received: new Set<string>(), applied: new Set<string>(), appliedTotal: 0 };
   const devices: ConfiguredDevice[] = [];
@@ -107,7 +107,11 @@ export async function configRolloutBench(): Promise<BenchResult[]> {
     const raw = Buffer.from(JSON.stringify({ raw: 'bench', version: 1, sha256: '0'.repeat(64), values }));
     const rawStarted = performance.now();
     await Promise.all(identities.map(({ id }) => broker.publish(`config/${id}/desired`, raw, { qos: 1, retain: true })));
-    await until(() => events.received.size === DEVICES, 60_000, () => `${events.received.size} of ${DEVICES} raw messages received`);
+    await until(
+      () => events.received.size === DEVICES,
+      60_000,
+      () => `${events.received.size} of ${DEVICES} raw messages received`,
+    );
     const rawMs = performance.now() - rawStarted;
     await Promise.all(identities.map(({ id }) => broker.publish(`config/${id}/desired`, Buffer.alloc(0), { qos: 1, retain: true })));
 
@@ -132,7 +136,9 @@ export async function configRolloutBench(): Promise<BenchResult[]> {
         name: `config: rollout to ${fmt(DEVICES)} MQTT devices (embedded broker), apply to all in_sync`,
         value: rolloutMs,
         unit: 'ms',
-        limit: `raw: the same ${fmt(DEVICES)} retained messages through the same broker to the same devices, ${fmt(rawMs)} ms in the same run; ${fmt(events.appliedTotal)} applications`,
+        limit:
+          `raw: the same ${fmt(DEVICES)} retained messages through the same broker to the same devices, ` +
+          `${fmt(rawMs)} ms in the same run; ${fmt(events.appliedTotal)} applications`,
       },
     ];
   } finally {

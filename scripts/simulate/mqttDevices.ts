@@ -158,9 +158,11 @@ export function validateOptions(options: SimulationOptions): string[] {
     if (o.skipMtls) problems.push('taking configuration needs the mutual-TLS connection: leave out --skip-mtls');
     if (c.topicRoot !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(c.topicRoot))
       problems.push(`the configuration topic root ${JSON.stringify(c.topicRoot)} must be one topic level of letters, digits, - and _`);
-    if (typeof c.refuse === 'number' && !(c.refuse >= 0 && c.refuse <= 1)) problems.push(`the fraction of refusing devices must be from 0 to 1, not ${c.refuse}`);
+    if (typeof c.refuse === 'number' && !(c.refuse >= 0 && c.refuse <= 1))
+      problems.push(`the fraction of refusing devices must be from 0 to 1, not ${c.refuse}`);
     if (Array.isArray(c.refuse) && c.refuse.some((id) => !DEVICE_ID.test(id))) problems.push('a refusing device id is not a device id');
-    if (c.refuseError !== undefined && (c.refuseError.length === 0 || c.refuseError.length > 1024)) problems.push('the refusal error must be 1 to 1024 characters');
+    if (c.refuseError !== undefined && (c.refuseError.length === 0 || c.refuseError.length > 1024))
+      problems.push('the refusal error must be 1 to 1024 characters');
   }
   for (const [what, value] of [
     ['manufacturer', o.manufacturer],

@@ -46,7 +46,10 @@ class Device {
   }
 
   received(line: string): Promise<string> {
-    return this.arrivals.until(() => this.got.find((l) => l === line), { timeoutMs: 10_000, timeoutMessage: () => `no "${line}"; got ${JSON.stringify(this.got)}` });
+    return this.arrivals.until(() => this.got.find((l) => l === line), {
+      timeoutMs: 10_000,
+      timeoutMessage: () => `no "${line}"; got ${JSON.stringify(this.got)}`,
+    });
   }
 }
 
@@ -87,7 +90,15 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
     broker = new EmbeddedBroker({
       log: silent,
       metrics: new Metrics(),
-      options: { host: '127.0.0.1', provisioningPort: 0, provisioningTls: true, mtlsPort: 0, topicPrefix: 'edge/prov/v1', maxPayloadBytes: 65536, configTopicRoot: 'config' },
+      options: {
+        host: '127.0.0.1',
+        provisioningPort: 0,
+        provisioningTls: true,
+        mtlsPort: 0,
+        topicPrefix: 'edge/prov/v1',
+        maxPayloadBytes: 65536,
+        configTopicRoot: 'config',
+      },
       tls: () => ({ key: server.key, cert: server.cert, ca: trust }),
       access: { allowed: () => true },
     });
@@ -106,7 +117,7 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
     tmp?.cleanup();
   });
 
-  it("hands a device its retained desired configuration when it subscribes, and takes its report", async () => {
+  it('hands a device its retained desired configuration when it subscribes, and takes its report', async () => {
     await broker.publish('config/sensor-1/desired', Buffer.from('{"v":1}'), { qos: 1, retain: true });
     const d = await device('sensor-1');
     await d.client.subscribeAsync('config/sensor-1/desired', { qos: 1 });
@@ -123,7 +134,7 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
     expect(d.got).toEqual([]);
   });
 
-  it('cuts off a device that writes its own desired topic, and the retained message stays the agent\'s', async () => {
+  it("cuts off a device that writes its own desired topic, and the retained message stays the agent's", async () => {
     const d = await device('sensor-1');
     const gone = closing(d.client);
     d.client.publish('config/sensor-1/desired', '{"v":666}', { qos: 1, retain: true });
@@ -131,7 +142,7 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
     expect((await broker.retained(['config/sensor-1/desired'])).map((m) => m.payload.toString())).toEqual(['{"v":1}']);
   });
 
-  it("drops a report a device publishes for another device", async () => {
+  it('drops a report a device publishes for another device', async () => {
     const d = await device('sensor-2');
     const gone = closing(d.client);
     d.client.publish('config/sensor-1/reported', 'forged', { qos: 1 });
@@ -207,7 +218,10 @@ describe('configuration topics on a real Mosquitto 2 with the generated ACLs, th
     await d.client.subscribeAsync('config/sensor-1/desired', { qos: 1 });
     await d.received('config/sensor-1/desired {"v":1}');
     await d.client.publishAsync('config/sensor-1/reported', 'applied', { qos: 1 });
-    await arrivals.until(() => reports.find((r) => r === 'config/sensor-1/reported applied'), { timeoutMs: 10_000, timeoutMessage: () => JSON.stringify(reports) });
+    await arrivals.until(() => reports.find((r) => r === 'config/sensor-1/reported applied'), {
+      timeoutMs: 10_000,
+      timeoutMessage: () => JSON.stringify(reports),
+    });
   });
 
   it("gives another device nothing of a device's desired topic, retained or live, even on a wildcard", async () => {
