@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { devicesAcl } from '../../agent/broker/mosquittoAcl.js';
-import { desiredPayload, parseReport } from '../../agent/configuration/mqttConfig.js';
+import pino from 'pino';
+import { desiredPayload, MqttConfig, parseReport } from '../../agent/configuration/mqttConfig.js';
+import type { ConfigurationHub, DesiredConfig, DeviceReport } from '../../agent/configuration/types.js';
+import type { BrokerLink, MessageHandler, OutboundOptions } from '../../agent/transport/types.js';
 import { configRootProblem, TopicAcl } from '../../agent/transport/brokerAcl.js';
 
 const PREFIX = 'edge/prov/v1';
@@ -125,5 +128,95 @@ describe('the desired payload', () => {
   it('holds the profile, version, sha256 and values, and nothing of the device record', () => {
     const body = JSON.parse(desiredPayload({ profile: 'vib', version: 3, sha256: 'b'.repeat(64), values: { threshold: 4.5 } }).toString()) as unknown;
     expect(body).toEqual({ profile: 'vib', version: 3, sha256: 'b'.repeat(64), values: { threshold: 4.5 } });
+  });
+});
+
+describe('the MQTT deliverer against a fake link and hub', () => {
+  const desired = (name: string, version = 1): DesiredConfig => ({
+    deviceId: `mqtt:${name}`,
+    protocol: 'mqtt',
+    name,
+    profile: 'vib',
+    version,
+    sha256: 'c'.repeat(64),
+    values: { t: 1 },
+    reapplyOnDrift: false,
+  });
+  function setup(o: { connected?: boolean; fail?: boolean; current?: DesiredConfig[] } = {}) {
+    const published: { topic: string; payload: string; options: OutboundOptions }[] = [];
+    const reports: [string, DeviceReport][] = [];
+    const logged: Record<string, unknown>[] = [];
+    let handler: MessageHandler = () => undefined;
+    const link: BrokerLink = {
+      subscribe: async (_filters, h) => void (handler = h),
+      publish: async (topic, payload, options) => {
+        if (o.fail) throw new Error('broker gone');
+        published.push({ topic, payload: payload.toString(), options });
+      },
+      isConnected: () => o.connected ?? true,
+      retained: async () => [],
+    };
+    const hub: ConfigurationHub = {
+      register: () => undefined,
+      unregister: () => undefined,
+      reported: (_p, name, report) => {
+        reports.push([name, report]);
+        return report.version === 1 ? { accepted: true, status: 'in_sync' } : { accepted: false, reason: 'never sent' };
+      },
+      current: () => o.current ?? [],
+      observed: () => undefined,
+    };
+    const log = pino({ level: 'debug' }, { write: (line: string) => void logged.push(JSON.parse(line) as Record<string, unknown>) });
+    const config = new MqttConfig({ log, link, hub, topicRoot: 'config', publishTimeoutMs: 1_000 });
+    const send = (topic: string, body: string) => handler({ topic, payload: Buffer.from(body) });
+    return { config, published, reports, logged, send };
+  }
+
+  it('republishes every current desired configuration at start, retained at QoS 1', async () => {
+    const t = setup({ current: [desired('a'), desired('b', 3)] });
+    await t.config.start();
+    expect(t.published.map((p) => [p.topic, p.options])).toEqual([
+      ['config/a/desired', { qos: 1, retain: true }],
+      ['config/b/desired', { qos: 1, retain: true }],
+    ]);
+    expect(JSON.parse(t.published[1]!.payload)).toEqual({ profile: 'vib', version: 3, sha256: 'c'.repeat(64), values: { t: 1 } });
+  });
+
+  it('answers published once the broker took it, failed with retry when it did not or is not connected', async () => {
+    const signal = new AbortController().signal;
+    expect(await setup().config.deliver(desired('a'), signal)).toEqual({ kind: 'published' });
+    expect(await setup({ fail: true }).config.deliver(desired('a'), signal)).toMatchObject({ kind: 'failed', retry: true, reason: /broker gone/ });
+    expect(await setup({ connected: false }).config.deliver(desired('a'), signal)).toMatchObject({ kind: 'failed', retry: true });
+  });
+
+  it('withdraws with an empty retained payload', async () => {
+    const t = setup();
+    await t.config.withdraw({ deviceId: 'mqtt:a', name: 'a' });
+    expect(t.published).toEqual([{ topic: 'config/a/desired', payload: '', options: { qos: 1, retain: true } }]);
+  });
+
+  it('hands a well-formed report to the hub under the id of its topic, and logs a refusal', async () => {
+    const t = setup();
+    await t.config.start();
+    t.send('config/a/reported', JSON.stringify({ profile: 'vib', version: 1, status: 'applied' }));
+    t.send('config/a/reported', JSON.stringify({ profile: 'vib', version: 9, status: 'applied' }));
+    expect(t.reports.map(([name, r]) => [name, r.version])).toEqual([
+      ['a', 1],
+      ['a', 9],
+    ]);
+    expect(t.logged).toContainEqual(expect.objectContaining({ msg: 'configuration report refused', device: 'a', version: 9, reason: 'never sent' }));
+  });
+
+  it.each([
+    ['bad JSON', 'config/a/reported', '{', 'malformed configuration report dropped'],
+    ['a missing status', 'config/a/reported', '{"profile":"vib","version":1}', 'malformed configuration report dropped'],
+    ['a topic below the reported one', 'config/a/reported/x', '{}', 'configuration report on an unexpected topic dropped'],
+  ])('drops %s with a log line, never throwing, and tells the hub nothing', async (_name, topic, body, msg) => {
+    const t = setup();
+    await t.config.start();
+    expect(() => t.send(topic, body)).not.toThrow();
+    expect(t.reports).toEqual([]);
+    expect(t.logged).toContainEqual(expect.objectContaining({ msg }));
+    if (topic === 'config/a/reported') expect(t.logged.find((l) => l.msg === msg)).toMatchObject({ device: 'a' });
   });
 });
