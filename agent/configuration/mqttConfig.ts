@@ -16,6 +16,9 @@ export interface MqttConfigDeps {
   publishTimeoutMs?: number;
 }
 
+/** Republished messages waiting for the broker at once at start (one per device; their order does not matter). */
+const REPUBLISH_AT_ONCE = 64;
+
 /** What a device publishes on `<root>/<id>/reported`: exactly these fields (docs/device-configuration.md). */
 const reportSchema = z
   .strictObject({
@@ -65,16 +68,28 @@ export class MqttConfig implements ConfigDeliverer {
     await link.subscribe([`${topicRoot}/+/reported`], (m) => this.receive(m));
     hub.register(this);
     this.started = true;
+    // Awaited, before the configuration service starts: a newer version it publishes cannot be overtaken by this older snapshot.
     const current = hub.current('mqtt');
-    let failed = 0;
-    for (const desired of current) {
-      try {
-        await this.publish(desired.name, desiredPayload(desired));
-      } catch (err) {
-        failed++;
-        log.warn({ err, deviceId: desired.deviceId, profile: desired.profile, version: desired.version }, 'desired configuration not republished');
-      }
+    if (current.length > 0 && !link.isConnected()) {
+      // An external broker not reached yet: it keeps its own retained messages, and pending deliveries are retried.
+      log.warn({ devices: current.length }, 'desired configurations not republished: the MQTT broker is not connected');
+      return;
     }
+    const signal = new AbortController().signal;
+    let failed = 0;
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < current.length; i = next++) {
+        const desired = current[i]!;
+        try {
+          await this.bounded(this.publish(desired.name, desiredPayload(desired)), signal);
+        } catch (err) {
+          failed++;
+          log.warn({ err, deviceId: desired.deviceId, profile: desired.profile, version: desired.version }, 'desired configuration not republished');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(REPUBLISH_AT_ONCE, current.length) }, worker));
     if (current.length > 0) log.info({ devices: current.length, failed }, 'desired configurations republished');
   }
 

@@ -182,6 +182,13 @@ describe('the MQTT deliverer against a fake link and hub', () => {
     expect(JSON.parse(t.published[1]!.payload)).toEqual({ profile: 'vib', version: 3, sha256: 'c'.repeat(64), values: { t: 1 } });
   });
 
+  it('leaves the republish at start when the broker is not connected (an external one keeps its retained messages)', async () => {
+    const t = setup({ connected: false, current: [desired('a')] });
+    await t.config.start();
+    expect(t.published).toEqual([]);
+    expect(t.logged).toContainEqual(expect.objectContaining({ msg: 'desired configurations not republished: the MQTT broker is not connected' }));
+  });
+
   it('answers published once the broker took it, failed with retry when it did not or is not connected', async () => {
     const signal = new AbortController().signal;
     expect(await setup().config.deliver(desired('a'), signal)).toEqual({ kind: 'published' });
