@@ -46,20 +46,20 @@ function answered<T>(change: () => T): T {
 
 /** Configuration profiles (docs/device-configuration.md): list, show, apply (with a dry run), diff, rollback; a device's profile and labels. */
 export function configRoutes(deps: ConfigRouteDeps): Route[] {
-  const { configs, devices } = deps.repos;
+  // deps.repos is read at request time: the routes are also listed without a store (docs/api.md's test).
   const manager = () => {
     if (!deps.configuration) throw new ApiError('CONFIGURATION_OFF', 'device configuration is off (configuration.enabled: false)');
     return new ProfileManager(deps.repos, deps.configuration);
   };
   const gateway = () => deps.config().sync.location;
   const device = (id: string, who: Principal) => {
-    const found = devices.get(id);
+    const found = deps.repos.devices.get(id);
     if (!found || !inScope(who.scope, found.location, gateway())) throw new ApiError('NO_SUCH_DEVICE', `no device ${id}`);
     return found;
   };
   const version = (name: string, v: number) => {
-    const found = v === 0 ? configs.head(name) : configs.version(name, v);
-    if (!found) throw new ApiError('NO_SUCH_PROFILE', v === 0 || !configs.head(name) ? `no profile ${name}` : `profile ${name} has no version ${v}`);
+    const found = v === 0 ? deps.repos.configs.head(name) : deps.repos.configs.version(name, v);
+    if (!found) throw new ApiError('NO_SUCH_PROFILE', v === 0 || !deps.repos.configs.head(name) ? `no profile ${name}` : `profile ${name} has no version ${v}`);
     return found;
   };
   return [
@@ -69,7 +69,7 @@ export function configRoutes(deps: ConfigRouteDeps): Route[] {
       permission: 'config.read',
       summary: 'the configuration profiles: protocol, head and latest version, devices by status',
       handle: () => {
-        const items = configs.list();
+        const items = deps.repos.configs.list();
         return { body: { total: items.length, items } };
       },
     },
@@ -77,14 +77,11 @@ export function configRoutes(deps: ConfigRouteDeps): Route[] {
       method: 'POST',
       path: '/api/v1/config-profiles',
       permission: 'config.manage',
-      summary: 'store a profile document as a new version (201), or 200 unchanged; dryRun=true: the diff and devices affected, nothing stored',
-      query: { dryRun: { kind: 'enum', values: ['true', 'false'] } },
+      summary: 'store a profile document (the body) as a new version, now the head (201), or 200 unchanged when the head holds it',
       handle: async (ctx) => {
         const raw = await ctx.body(z.unknown());
-        const dryRun = ctx.query.text('dryRun') === 'true';
         const doc = answered(() => validateProfile(raw));
         const m = manager();
-        if (dryRun) return { body: answered(() => m.apply(doc, ctx.user.name, true)) };
         const result = ctx.commit(() =>
           answered(() => {
             const r = m.apply(doc, ctx.user.name, false);
@@ -101,6 +98,17 @@ export function configRoutes(deps: ConfigRouteDeps): Route[] {
       },
     },
     {
+      method: 'POST',
+      path: '/api/v1/config-profiles/dry-run',
+      permission: 'config.manage',
+      summary: 'what storing the document (the body) would do: its version, the diff against the head, the devices affected; nothing stored',
+      handle: async (ctx) => {
+        const raw = await ctx.body(z.unknown());
+        const doc = answered(() => validateProfile(raw));
+        return { body: answered(() => manager().apply(doc, ctx.user.name, true)) };
+      },
+    },
+    {
       method: 'GET',
       path: '/api/v1/config-profiles/{name}',
       permission: 'config.read',
@@ -108,8 +116,8 @@ export function configRoutes(deps: ConfigRouteDeps): Route[] {
       query: { version: VERSION },
       handle: ({ params, query }) => {
         const v = version(params.name!, query.int('version'));
-        const head = configs.head(params.name!)!;
-        const summary = configs.list().find((p) => p.name === params.name);
+        const head = deps.repos.configs.head(params.name!)!;
+        const summary = deps.repos.configs.list().find((p) => p.name === params.name);
         return {
           body: {
             name: v.name,
@@ -120,7 +128,7 @@ export function configRoutes(deps: ConfigRouteDeps): Route[] {
             createdAt: v.createdAt,
             createdBy: v.createdBy,
             document: v.document,
-            versions: configs.versions(v.name),
+            versions: deps.repos.configs.versions(v.name),
             devices: summary?.devices ?? {},
           },
         };
@@ -174,7 +182,7 @@ export function configRoutes(deps: ConfigRouteDeps): Route[] {
             return r;
           }),
         );
-        return { body: { ...result, configuration: configs.get(result.deviceId) ?? null } };
+        return { body: { ...result, configuration: deps.repos.configs.get(result.deviceId) ?? null } };
       },
     },
     {

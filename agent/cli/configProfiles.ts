@@ -104,13 +104,14 @@ export function registerConfigProfileCommands(program: Command, result: { code: 
   apiOptions(
     profiles
       .command('show')
-      .description("a profile's document (its head, or --version N) and its versions")
+      .description("a profile's document (its head, or the version given) and its versions")
       .argument('<name>', 'profile name')
-      .option('--version <n>', 'an earlier version'),
-  ).action(async (name: string, o: ApiOptions & { version?: string }) => {
+      // A positional version: --version is the program's own (edge-agent --version), wherever it is written.
+      .argument('[version]', 'a stored version (default: the head)'),
+  ).action(async (name: string, given: string | undefined, o: ApiOptions) => {
     let v = 0;
     try {
-      if (o.version !== undefined) v = positive(o.version, '--version');
+      if (given !== undefined) v = positive(given, 'VERSION');
     } catch (err) {
       return void (result.code = usage((err as Error).message));
     }
@@ -131,7 +132,8 @@ export function registerConfigProfileCommands(program: Command, result: { code: 
   ).action(async (file: string, o: ApiOptions & { dryRun?: boolean }) => {
     result.code = await runApi(
       o,
-      async (client) => (await client.call<ApplyResult>('POST', `/api/v1/config-profiles${o.dryRun ? '?dryRun=true' : ''}`, readProfile(file))).body,
+      async (client) =>
+        (await client.call<ApplyResult>('POST', o.dryRun ? '/api/v1/config-profiles/dry-run' : '/api/v1/config-profiles', readProfile(file))).body,
       applyText,
     );
   });
@@ -160,7 +162,7 @@ export function registerConfigProfileCommands(program: Command, result: { code: 
     if (isFile) {
       result.code = await runApi(
         o,
-        async (client) => (await client.call<ApplyResult>('POST', '/api/v1/config-profiles?dryRun=true', readProfile(what))).body,
+        async (client) => (await client.call<ApplyResult>('POST', '/api/v1/config-profiles/dry-run', readProfile(what))).body,
         (r) => [`${r.name}: head ${r.previous ?? '(new profile)'} -> ${what}`, ...diffText(r.diff), ...affectedText(r.affected), ''].join('\n'),
       );
       return;
