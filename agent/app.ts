@@ -168,7 +168,19 @@ export class App implements HealthSource {
     });
     registerConsole(http, { log: logs.child('console') });
     const mqtt = c.mqtt.enabled
-      ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus, configuration })
+      ? new MqttService({
+          log: logs.child('mqtt'),
+          config: c.mqtt,
+          agent,
+          crlFile: c.ca.crlFile,
+          store,
+          repos,
+          ca,
+          metrics,
+          bus,
+          configuration,
+          configurationTopicRoot: c.configuration.topicRoot,
+        })
       : undefined;
     const opcua = c.opcua.enabled
       ? new OpcuaService({ log: logs.child('opcua'), config: c.opcua, agent, organization: c.ca.organization, store, repos, ca, bus, configuration })
@@ -193,6 +205,11 @@ export class App implements HealthSource {
 
   services(): ServiceStatus[] {
     return this.runner.states();
+  }
+
+  /** The MQTT service once composed (in-process tools: the configuration benchmark publishes raw through its broker). */
+  get mqttService(): MqttService | undefined {
+    return this.parts?.services.find((s): s is MqttService => s instanceof MqttService);
   }
 
   get runningConfig(): Config {

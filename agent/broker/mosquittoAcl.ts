@@ -25,8 +25,15 @@ export function provisioningAcl(prefix: string): string {
  * still holds (Mosquitto applies a reloaded ACL to open connections). New
  * connections are refused at the TLS handshake by the CRL, which Mosquitto
  * 2.0 rereads on the same SIGHUP.
+ *
+ * Configuration (`configRoot` is configuration.topicRoot): the agent writes
+ * every device's `<root>/<id>/desired` (retained) and reads every
+ * `<root>/<id>/reported`; a device reads only its own desired topic and
+ * writes only its own reported topic. Mosquitto checks read access again on
+ * every delivery, so a wildcard subscription gets no other device's desired
+ * configuration.
  */
-export function devicesAcl(agentId: string, prefix: string, cutOff: readonly string[]): string {
+export function devicesAcl(agentId: string, prefix: string, cutOff: readonly string[], configRoot = 'config'): string {
   const lines = [
     '# Written by edge-agent; rewritten when a device is revoked or decommissioned. Do not edit.',
     '# Mutual-TLS listener: %u is the CN of the client certificate, issued by the gateway CA.',
@@ -38,6 +45,8 @@ export function devicesAcl(agentId: string, prefix: string, cutOff: readonly str
     'topic read spBv1.0/#',
     'topic read homie/#',
     'topic read homeassistant/#',
+    `topic write ${configRoot}/+/desired`,
+    `topic read ${configRoot}/+/reported`,
     '',
   ];
   for (const identity of [...cutOff].sort()) {
@@ -52,6 +61,9 @@ export function devicesAcl(agentId: string, prefix: string, cutOff: readonly str
     'pattern write homeassistant/+/%u/#',
     `pattern write ${prefix}/%u/request`,
     `pattern read ${prefix}/%u/response/#`,
+    '# Configuration: its own desired configuration (retained, written by the agent only) and its own report.',
+    `pattern read ${configRoot}/%u/desired`,
+    `pattern write ${configRoot}/%u/reported`,
     '',
   );
   return lines.join('\n');

@@ -20,6 +20,8 @@ export interface MosquittoConfigOptions {
   /** The agent's own identity: the one client allowed to read every request and answer it. */
   agentId: string;
   topicPrefix: string;
+  /** configuration.topicRoot (default `config`): the desired and reported configuration topics. */
+  configTopicRoot?: string;
   /** The CRL file the agent keeps current (ca.crlFile); copied into DIR when it is elsewhere. */
   crlFile: string;
   /** Devices cut off (revoked, decommissioned): denied everything on the mutual-TLS listener. */
@@ -84,7 +86,7 @@ export async function writeMosquittoConfig(authority: CertificateAuthority, o: M
   if (o.crlFile !== files.crlfile && existsSync(o.crlFile)) writeFileAtomic(files.crlfile, readFileSync(o.crlFile), 0o644);
 
   writeFileAtomic(files.provisioningAcl, provisioningAcl(o.topicPrefix), 0o644);
-  writeFileAtomic(files.devicesAcl, devicesAcl(o.agentId, o.topicPrefix, o.cutOff ?? []), 0o644);
+  writeFileAtomic(files.devicesAcl, devicesAcl(o.agentId, o.topicPrefix, o.cutOff ?? [], o.configTopicRoot), 0o644);
   const tls = [`cafile ${files.cafile}`, `certfile ${files.certfile}`, `keyfile ${files.keyfile}`];
   writeFileAtomic(
     files.conf,

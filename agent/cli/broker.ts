@@ -7,6 +7,7 @@ import { loadAuthority, publishCrlFile } from '../ca/loadCa.js';
 import { resolvePassphrase } from '../ca/passphrase.js';
 import { UsageError } from '../errors.js';
 import { openRepositories } from '../store/repositories.js';
+import { configRootProblem } from '../transport/brokerAcl.js';
 import { Store } from '../store/database.js';
 import { collect, CONFIG_OPTION_HELP, run, type Common } from './common.js';
 
@@ -40,6 +41,8 @@ export function registerBrokerCommands(program: Command, result: { code: number 
             if (provisioningPort === mtlsPort) throw new UsageError('the two listeners need different ports');
             if (o.topicPrefix !== undefined && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(o.topicPrefix))
               throw new UsageError('--topic-prefix is topic levels of A-Z a-z 0-9 _ - separated by /');
+            const clash = configRootProblem(config.configuration.topicRoot, o.topicPrefix ?? config.mqtt.topicPrefix);
+            if (clash) throw new UsageError(clash);
             const { store } = Store.open(config.store, pino({ level: 'silent' }));
             try {
               const repos = openRepositories(store);
@@ -55,6 +58,7 @@ export function registerBrokerCommands(program: Command, result: { code: number 
                 mtlsPort,
                 agentId: config.agent.id,
                 topicPrefix: o.topicPrefix ?? config.mqtt.topicPrefix,
+                configTopicRoot: config.configuration.topicRoot,
                 cutOff: repos.devices
                   .list({ protocol: 'mqtt' })
                   .filter((d) => d.state === 'revoked' || d.state === 'decommissioned')

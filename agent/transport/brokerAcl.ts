@@ -12,16 +12,28 @@ export type ListenerName = 'provisioning' | 'mtls';
  * - provisioning: publish `${prefix}/${id}/request`, subscribe `${prefix}/${id}/response`, exactly.
  * - mtls: publish `devices/${id}` and below, Sparkplug B messages of edge node
  *   `id` (`spBv1.0/+/+/${id}` and below), `homie/${id}/...`,
- *   `homeassistant/+/${id}/...` and its own request; subscribe `devices/${id}`
- *   and below (wildcards only below `id`) and its own response.
+ *   `homeassistant/+/${id}/...`, its own request and its own configuration
+ *   report `${configRoot}/${id}/reported`; subscribe `devices/${id}` and below
+ *   (wildcards only below `id`), its own response and its own desired
+ *   configuration `${configRoot}/${id}/desired` (exactly: no wildcard).
+ *
+ * No device writes a desired topic, its own included (only the agent, whose
+ * in-process link no ACL applies to, publishes them), and none reads another
+ * device's. `configRoot` is `configuration.topicRoot`, fixed for the
+ * broker's life (restart-only).
  */
 export class TopicAcl {
-  constructor(private readonly prefix: string) {}
+  constructor(
+    private readonly prefix: string,
+    private readonly configRoot = 'config',
+  ) {}
 
   mayPublish(listener: ListenerName, id: string, topic: string): boolean {
     if (topic === `${this.prefix}/${id}/request`) return true;
     if (listener === 'provisioning') return false;
     const levels = topic.split('/');
+    // Before the namespaces below: a configuration topic is never a device's to write, whatever its first level.
+    if (levels[0] === this.configRoot) return topic === `${this.configRoot}/${id}/reported`;
     switch (levels[0]) {
       case 'devices':
         return levels[1] === id;
@@ -49,7 +61,22 @@ export class TopicAcl {
     if (topic === `${this.prefix}/${id}/response`) return true;
     if (listener === 'provisioning') return false;
     const levels = topic.split('/');
+    if (levels[0] === this.configRoot) return topic === `${this.configRoot}/${id}/desired`;
     // A filter's wildcards are confined to the levels below the device's own.
     return levels[0] === 'devices' && levels[1] === id;
   }
+}
+
+/** First topic levels the devices' own namespaces and announcements use: a configuration root there would mix with them. */
+const TAKEN_ROOTS = ['devices', 'spBv1.0', 'homie', 'homeassistant'];
+
+/**
+ * Why `configRoot` (configuration.topicRoot) cannot share a broker with the
+ * other topics, or undefined when it can: under a device's own namespace
+ * (`devices/<id>/#`) a device could write its own desired topic.
+ */
+export function configRootProblem(configRoot: string, prefix: string): string | undefined {
+  if (TAKEN_ROOTS.includes(configRoot) || prefix.split('/')[0] === configRoot)
+    return `configuration.topicRoot ${JSON.stringify(configRoot)} is the first level of other topics (${[...TAKEN_ROOTS, prefix].join(', ')}): choose another`;
+  return undefined;
 }

@@ -20,6 +20,8 @@ export interface EmbeddedBrokerOptions {
   mtlsPort: number;
   topicPrefix: string;
   maxPayloadBytes: number;
+  /** configuration.topicRoot (default `config`): its desired and reported topics in the ACL. */
+  configTopicRoot?: string;
 }
 
 export interface EmbeddedBrokerDeps {
@@ -77,7 +79,7 @@ export class EmbeddedBroker implements Service, BrokerLink {
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly deps: EmbeddedBrokerDeps) {
-    this.acl = new TopicAcl(deps.options.topicPrefix);
+    this.acl = new TopicAcl(deps.options.topicPrefix, deps.options.configTopicRoot);
     this.metrics = new BrokerMetrics(deps.metrics.registry);
   }
 
@@ -184,10 +186,14 @@ export class EmbeddedBroker implements Service, BrokerLink {
     return got;
   }
 
-  /** MQTT 3.1.1 only: `correlationData` has nowhere to go and is dropped. */
+  /**
+   * MQTT 3.1.1 only: `correlationData` has nowhere to go and is dropped.
+   * Retained messages live in aedes' in-memory store: they are gone after a
+   * restart, so their owner publishes them again (configuration does).
+   */
   async publish(topic: string, payload: Buffer, options: OutboundOptions): Promise<void> {
     const aedes = this.running();
-    const packet: PublishPacket = { cmd: 'publish', topic, payload, qos: options.qos, retain: false, dup: false };
+    const packet: PublishPacket = { cmd: 'publish', topic, payload, qos: options.qos, retain: options.retain === true, dup: false };
     await new Promise<void>((resolve, reject) => aedes.publish(packet, (err) => (err ? reject(err) : resolve())));
   }
 

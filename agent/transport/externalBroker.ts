@@ -113,7 +113,7 @@ export class ExternalBroker implements Service, BrokerLink {
   }
 
   async publish(topic: string, payload: Buffer, options: OutboundOptions): Promise<void> {
-    const opts: IClientPublishOptions = { qos: options.qos, retain: false };
+    const opts: IClientPublishOptions = { qos: options.qos, retain: options.retain === true };
     if (options.correlationData) opts.properties = { correlationData: options.correlationData };
     await this.client!.publishAsync(topic, payload, opts);
   }

@@ -12,7 +12,7 @@ import { PeerError } from '../errors.js';
 export interface MosquittoGateDeps {
   log: Logger;
   metrics: Metrics;
-  options: () => { dir: string; pidFile: string; reloadCommand: string; agentId: string; topicPrefix: string; crlFile: string };
+  options: () => { dir: string; pidFile: string; reloadCommand: string; agentId: string; topicPrefix: string; crlFile: string; configTopicRoot?: string };
   /** Identities cut off now (revoked or decommissioned devices), from the inventory. */
   cutOffIdentities: () => string[];
   /**
@@ -143,7 +143,7 @@ export class MosquittoGate implements AccessGate {
     const crlStamp = this.stamp(o.crlFile);
     // The CRL before the ACL: a path unit that watches acl-devices reloads once both are in place.
     if (existsSync(o.crlFile) && o.crlFile !== join(o.dir, 'crl.pem')) writeFileAtomic(join(o.dir, 'crl.pem'), readFileSync(o.crlFile), 0o644);
-    writeFileAtomic(join(o.dir, 'acl-devices'), devicesAcl(o.agentId, o.topicPrefix, identities), 0o644);
+    writeFileAtomic(join(o.dir, 'acl-devices'), devicesAcl(o.agentId, o.topicPrefix, identities, o.configTopicRoot), 0o644);
     const held = () => {
       this.crlStamp = crlStamp;
       this.written = new Set(identities);

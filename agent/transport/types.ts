@@ -14,6 +14,12 @@ export interface InboundMessage {
 export interface OutboundOptions {
   qos: 0 | 1;
   correlationData?: Buffer;
+  /**
+   * Keep the message as the topic's retained message, handed to every later
+   * subscriber (configuration: `<topicRoot>/<id>/desired`). An empty payload
+   * with `retain` clears the topic's retained message.
+   */
+  retain?: boolean;
 }
 
 export type MessageHandler = (message: InboundMessage) => void;
@@ -22,7 +28,7 @@ export type MessageHandler = (message: InboundMessage) => void;
 export interface BrokerLink {
   /** Subscribes to topic filters (wildcards allowed); the handler must not throw. */
   subscribe(filters: string[], handler: MessageHandler): Promise<void>;
-  /** Publishes, never retained; resolves once the broker took it (QoS 1: PUBACK). */
+  /** Publishes (retained only with `options.retain`); resolves once the broker took it (QoS 1: PUBACK; embedded: stored and dispatched). */
   publish(topic: string, payload: Buffer, options: OutboundOptions): Promise<void>;
   isConnected(): boolean;
   /**

@@ -5,6 +5,7 @@
  */
 import { apiBench } from './api.js';
 import { caBench } from './ca.js';
+import { configRolloutBench } from './configRollout.js';
 import { consoleBench } from './console.js';
 import { directoryBench } from './directory.js';
 import { enrollBench } from './enroll.js';
@@ -26,6 +27,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'api', run: apiBench },
   { name: 'directory', run: directoryBench },
   { name: 'console', run: consoleBench },
+  { name: 'config', run: configRolloutBench },
 ];
 
 const only = process.argv.slice(2);

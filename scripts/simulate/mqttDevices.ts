@@ -2,8 +2,11 @@
  * Simulated MQTT devices that enroll with the agent the way a real device
  * does: make a P-256 key and CSR, ask on the provisioning listener, wait for
  * the certificate, then connect with it to the mutual-TLS listener and say
- * hello. Tests and the benchmark import `simulateDevices`; as a script it is
- * `scripts/simulate/mqtt-devices` (mqttDevicesCli.ts; see --help).
+ * hello. With `configuration`, each device then stays connected, subscribed
+ * to its desired configuration, and applies or refuses what the agent
+ * publishes (configDevice.ts). Tests and the benchmark import
+ * `simulateDevices`; as a script it is `scripts/simulate/mqtt-devices`
+ * (mqttDevicesCli.ts; see --help).
  */
 import { randomUUID, X509Certificate } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
@@ -19,6 +22,7 @@ import { SoftwareKey } from '../../certs/keys/backend.js';
 import { writeFileAtomic, writeKeyFile } from '../../certs/keys/fileKey.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { encodeName } from '../../certs/x509/name.js';
+import { ConfiguredDevice, refuses, type DeviceConfigOptions } from './configDevice.js';
 
 export type DeviceStatus = 'issued' | 'pending' | 'rejected' | 'failed';
 
@@ -49,6 +53,13 @@ export interface SimulationOptions {
   skipMtls?: boolean;
   /** Aborting fails the devices still running and ends the simulation early. */
   signal?: AbortSignal;
+  /**
+   * After the hello, each device stays connected over mutual TLS, subscribed
+   * to its desired configuration, and applies or refuses it (configDevice.ts).
+   * The devices keep running after simulateDevices returns: stop them with
+   * `result.configured`.
+   */
+  configuration?: DeviceConfigOptions;
 }
 
 export interface DeviceResult {
@@ -70,6 +81,8 @@ export interface SimulationResult {
   durationMs: number;
   /** Devices that completed the whole flow per second of wall time. */
   enrollmentsPerSecond: number;
+  /** With `configuration`: the devices that run, by id (each must be stopped). */
+  configured?: Map<string, ConfiguredDevice>;
 }
 
 export const SIMULATION_DEFAULTS = {
@@ -140,6 +153,17 @@ export function validateOptions(options: SimulationOptions): string[] {
     problems.push(`the topic prefix ${JSON.stringify(o.topicPrefix)} must be non-empty topic levels without wildcards`);
   if (o.protocolVersion !== 4 && o.protocolVersion !== 5) problems.push(`the MQTT protocol version is 4 or 5, not ${String(o.protocolVersion)}`);
   if (o.token !== undefined && o.token.length === 0) problems.push('the enrollment token is empty');
+  const c = options.configuration;
+  if (c !== undefined) {
+    if (o.skipMtls) problems.push('taking configuration needs the mutual-TLS connection: leave out --skip-mtls');
+    if (c.topicRoot !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(c.topicRoot))
+      problems.push(`the configuration topic root ${JSON.stringify(c.topicRoot)} must be one topic level of letters, digits, - and _`);
+    if (typeof c.refuse === 'number' && !(c.refuse >= 0 && c.refuse <= 1))
+      problems.push(`the fraction of refusing devices must be from 0 to 1, not ${c.refuse}`);
+    if (Array.isArray(c.refuse) && c.refuse.some((id) => !DEVICE_ID.test(id))) problems.push('a refusing device id is not a device id');
+    if (c.refuseError !== undefined && (c.refuseError.length === 0 || c.refuseError.length > 1024))
+      problems.push('the refusal error must be 1 to 1024 characters');
+  }
   for (const [what, value] of [
     ['manufacturer', o.manufacturer],
     ['model', o.model],
@@ -209,10 +233,10 @@ async function close(client: MqttClient): Promise<void> {
   clearTimeout(timer);
 }
 
-type Context = Required<Omit<SimulationOptions, 'caFile' | 'mtlsUrl' | 'token' | 'outDir' | 'signal'>> &
-  Pick<SimulationOptions, 'mtlsUrl' | 'token' | 'outDir'> & { ca?: string; signal: AbortSignal };
+type Context = Required<Omit<SimulationOptions, 'caFile' | 'mtlsUrl' | 'token' | 'outDir' | 'signal' | 'configuration'>> &
+  Pick<SimulationOptions, 'mtlsUrl' | 'token' | 'outDir' | 'configuration'> & { ca?: string; signal: AbortSignal; configured: Map<string, ConfiguredDevice> };
 
-async function runDevice(id: string, ctx: Context): Promise<DeviceResult> {
+async function runDevice(id: string, index: number, ctx: Context): Promise<DeviceResult> {
   if (ctx.signal.aborted) return { id, status: 'failed', reason: 'aborted before it started' };
   const started = performance.now();
   // Not AbortSignal.any: signals combined with a long-lived one (ctx.signal)
@@ -327,6 +351,22 @@ async function runDevice(id: string, ctx: Context): Promise<DeviceResult> {
     const connectedMs = ms(issuedAt);
     phase = 'disconnecting';
     await step2(device.client.endAsync());
+    if (ctx.configuration) {
+      phase = 'subscribing to the desired configuration';
+      const configured = new ConfiguredDevice(
+        id,
+        { url, key: pem, cert: [a.certificate!, ...chain].join('\n'), protocolVersion: ctx.protocolVersion, ...(ctx.ca ? { ca: ctx.ca } : {}) },
+        { ...ctx.configuration, refusing: refuses(ctx.configuration.refuse, id, index) },
+      );
+      ctx.configured.set(id, configured);
+      try {
+        await Promise.race([configured.ready, aborted]);
+      } catch (err) {
+        ctx.configured.delete(id);
+        await configured.stop();
+        throw err;
+      }
+    }
     return { id, status: 'issued', ...enrolled, connectedMs };
   } catch (err) {
     if (stop.signal.reason === 'timeout') {
@@ -360,17 +400,23 @@ export async function simulateDevices(options: SimulationOptions): Promise<Simul
   const abortAll = () => all.abort();
   if (signal?.aborted) all.abort();
   signal?.addEventListener('abort', abortAll, { once: true });
-  const ctx: Context = { ...rest, ...(ca === undefined ? {} : { ca }), signal: all.signal };
+  const ctx: Context = { ...rest, ...(ca === undefined ? {} : { ca }), signal: all.signal, configured: new Map() };
   const devices: DeviceResult[] = new Array(ctx.count);
   let next = 0;
   const started = performance.now();
   const worker = async () => {
-    for (let i = next++; i < ctx.count; i = next++) devices[i] = await runDevice(deviceId(ctx.idPrefix, ctx.startIndex + i), ctx);
+    for (let i = next++; i < ctx.count; i = next++) devices[i] = await runDevice(deviceId(ctx.idPrefix, ctx.startIndex + i), i, ctx);
   };
   await Promise.all(Array.from({ length: Math.min(ctx.concurrency, ctx.count) }, worker));
   signal?.removeEventListener('abort', abortAll);
   const durationMs = performance.now() - started;
   const counts: Record<DeviceStatus, number> = { issued: 0, pending: 0, rejected: 0, failed: 0 };
   for (const d of devices) counts[d.status]++;
-  return { devices, counts, durationMs: Math.round(durationMs), enrollmentsPerSecond: durationMs > 0 ? counts.issued / (durationMs / 1000) : 0 };
+  return {
+    devices,
+    counts,
+    durationMs: Math.round(durationMs),
+    enrollmentsPerSecond: durationMs > 0 ? counts.issued / (durationMs / 1000) : 0,
+    ...(ctx.configuration ? { configured: ctx.configured } : {}),
+  };
 }

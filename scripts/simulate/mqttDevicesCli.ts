@@ -6,6 +6,7 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, type OutputConfiguration } from 'commander';
 import { UsageError } from '../../agent/errors.js';
+import type { ConfigEvent } from './configDevice.js';
 import { SIMULATION_DEFAULTS, simulateDevices, validateOptions, type SimulationOptions, type SimulationResult } from './mqttDevices.js';
 
 const percentile = (values: number[], p: number) => values.sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((values.length * p) / 100))];
@@ -64,12 +65,18 @@ export function parseArguments(args: string[], output: OutputConfiguration = {})
     .option('--no-wait', "stop at a 'pending' answer instead of waiting for approval")
     .option('--skip-mtls', 'stop once the certificate is issued')
     .option('--out <dir>', 'write each issued device its key.pem, cert.pem and chain.pem under DIR/ID/')
+    .option('--take-config', 'after the hello, stay connected and apply the configuration the agent publishes (until Ctrl-C)')
+    .option('--config-topic-root <root>', 'configuration.topicRoot of the agent (default config)')
+    .option('--refuse-config <ids|fraction>', 'devices that refuse every configuration: comma-separated ids, or a fraction such as 0.1')
+    .option('--refuse-error <text>', 'the error a refusing device reports')
     .option('--json', 'print the whole result as JSON')
     .addHelpText(
       'after',
       [
         '',
         'Ctrl-C stops early (devices still running fail); a second one exits at once.',
+        'With --take-config the devices keep running after the summary, print one line per',
+        'configuration applied or refused, and stop at Ctrl-C.',
         '',
         'Exit codes:',
         '  0    every device completed the flow',
@@ -86,8 +93,12 @@ export function parseArguments(args: string[], output: OutputConfiguration = {})
     if (err instanceof CommanderError) throw new UsageError(err.message.replace(/^error: /, ''));
     throw err;
   }
-  const { ca, out, tokenFile, mqtt5, wait, skipMtls, json, ...same } = program.opts<
+  const { ca, out, tokenFile, mqtt5, wait, skipMtls, json, takeConfig, configTopicRoot, refuseConfig, refuseError, ...same } = program.opts<
     Omit<SimulationOptions, 'caFile' | 'outDir' | 'protocolVersion' | 'waitForApproval' | 'skipMtls'> & {
+      takeConfig?: boolean;
+      configTopicRoot?: string;
+      refuseConfig?: string;
+      refuseError?: string;
       provisioningUrl: string;
       ca?: string;
       out?: string;
@@ -111,6 +122,15 @@ export function parseArguments(args: string[], output: OutputConfiguration = {})
     waitForApproval: wait,
     skipMtls: skipMtls === true,
   };
+  if (takeConfig) {
+    options.configuration = {
+      ...(configTopicRoot === undefined ? {} : { topicRoot: configTopicRoot }),
+      ...(refuseConfig === undefined ? {} : { refuse: /^(0|1|0?\.\d+)$/.test(refuseConfig) ? Number(refuseConfig) : refuseConfig.split(',').filter(Boolean) }),
+      ...(refuseError === undefined ? {} : { refuseError }),
+    };
+  } else if (configTopicRoot !== undefined || refuseConfig !== undefined || refuseError !== undefined) {
+    throw new UsageError('--config-topic-root, --refuse-config and --refuse-error go with --take-config');
+  }
   const problems = validateOptions(options);
   if (problems.length === 1) throw new UsageError(problems[0]!);
   if (problems.length > 1) throw new UsageError(`${problems.length} problems:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
@@ -131,14 +151,30 @@ async function main(args: string[]): Promise<number> {
   // once: a second Ctrl-C takes the default action and ends the process at once.
   process.once('SIGINT', () => interrupt.abort());
   let result: SimulationResult;
+  const configuration = line.options.configuration && {
+    ...line.options.configuration,
+    onEvent: (e: ConfigEvent) => {
+      if (e.kind === 'repeated') return;
+      const what = e.profile === undefined ? '' : ` ${e.profile} v${e.version}`;
+      process.stdout.write(line!.json ? `${JSON.stringify(e)}\n` : `${e.id} ${e.kind}${what}${e.error ? `: ${e.error}` : ''}\n`);
+    },
+  };
   try {
-    result = await simulateDevices({ ...line.options, signal: interrupt.signal });
+    result = await simulateDevices({ ...line.options, ...(configuration ? { configuration } : {}), signal: interrupt.signal });
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`mqtt-devices: ${err.message}\n`);
     return 64;
   }
-  process.stdout.write(line.json ? `${JSON.stringify(result, null, 2)}\n` : formatSummary(result));
+  const { configured, ...printed } = result;
+  process.stdout.write(line.json ? `${JSON.stringify(printed, null, 2)}\n` : formatSummary(result));
+  if (configured) {
+    if (!interrupt.signal.aborted) {
+      process.stderr.write(`mqtt-devices: ${configured.size} device(s) take configuration; Ctrl-C stops them\n`);
+      await new Promise((resolve) => interrupt.signal.addEventListener('abort', resolve, { once: true }));
+    }
+    await Promise.all([...configured.values()].map((d) => d.stop()));
+  }
   return result.counts.issued === result.devices.length ? 0 : 1;
 }
 

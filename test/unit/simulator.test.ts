@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../agent/errors.js';
 import { DEVICE_ID, deviceId, validateOptions, type SimulationOptions } from '../../scripts/simulate/mqttDevices.js';
 import { parseArguments } from '../../scripts/simulate/mqttDevicesCli.js';
+import { canonicalJson, parseDesired, refuses } from '../../scripts/simulate/configDevice.js';
 import { tempDir } from '../helpers/daemon.js';
 
 describe('simulated device ids', () => {
@@ -209,5 +210,64 @@ describe('mqtt-devices command line', () => {
       expect.stringMatching(/^ {2}- the device count must be/),
       expect.stringMatching(/^ {2}- a CA bundle/),
     ]);
+  });
+});
+
+describe('taking configuration (--take-config)', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let ca: string;
+  beforeAll(() => {
+    tmp = tempDir();
+    ca = join(tmp.dir, 'ca.pem');
+    writeFileSync(ca, '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n');
+  });
+  afterAll(() => tmp.cleanup());
+  const parse = (...args: string[]) => parseArguments(['--provisioning-url', 'mqtts://h:1', '--ca', ca, ...args], { writeOut: () => {}, writeErr: () => {} });
+
+  it('maps --take-config and its options, a fraction or a list of ids', () => {
+    expect(parse('--take-config', '--config-topic-root', 'cfg', '--refuse-config', '0.25', '--refuse-error', 'no')?.options.configuration).toEqual({
+      topicRoot: 'cfg',
+      refuse: 0.25,
+      refuseError: 'no',
+    });
+    expect(parse('--take-config', '--refuse-config', 'sim-00001,sim-00003')?.options.configuration).toEqual({ refuse: ['sim-00001', 'sim-00003'] });
+    expect(parse('--take-config')?.options.configuration).toEqual({});
+  });
+
+  it.each([
+    ['--refuse-config without --take-config', ['--refuse-config', '0.5'], /go with --take-config/],
+    ['--skip-mtls with --take-config', ['--take-config', '--skip-mtls'], /leave out --skip-mtls/],
+    ['a topic root of two levels', ['--take-config', '--config-topic-root', 'a/b'], /one topic level/],
+    ['a refusing id that is not a device id', ['--take-config', '--refuse-config', 'a b'], /not a device id/],
+  ])('refuses %s', (_name, args, message) => {
+    expect(() => parse(...args)).toThrow(message);
+  });
+
+  it('lists the options in --help', () => {
+    let text = '';
+    parseArguments(['--help'], { writeOut: (s) => (text += s) });
+    expect(text).toMatch(/--take-config/);
+    expect(text).toMatch(/--refuse-config <ids\|fraction>/);
+  });
+
+  it('picks a fraction of the devices spread over the run, and ids by name', () => {
+    const picked = Array.from({ length: 20 }, (_, i) => refuses(0.25, `d${i}`, i)).filter(Boolean);
+    expect(picked).toHaveLength(5);
+    expect(refuses(0, 'd0', 0)).toBe(false);
+    expect(Array.from({ length: 7 }, (_, i) => refuses(1, `d${i}`, i)).every(Boolean)).toBe(true);
+    expect(refuses(['d3'], 'd3', 0)).toBe(true);
+    expect(refuses(['d3'], 'd4', 3)).toBe(false);
+  });
+
+  it('hashes the values as canonical JSON: keys sorted at every level, no white space', () => {
+    expect(canonicalJson({ b: 1, a: { d: [3, { f: true, e: null }], c: 'x' } })).toBe('{"a":{"c":"x","d":[3,{"e":null,"f":true}]},"b":1}');
+  });
+
+  it.each([
+    ['not JSON', '{', /not JSON/],
+    ['no sha256', '{"profile":"p","version":1,"values":{}}', /no sha256/],
+    ['values that are a list', `{"profile":"p","version":1,"sha256":"${'a'.repeat(64)}","values":[]}`, /no values object/],
+  ])('reads a desired message with %s as malformed', (_name, text, problem) => {
+    expect(parseDesired(Buffer.from(text))).toMatch(problem);
   });
 });

@@ -27,6 +27,8 @@ import { loadManufacturerCas } from '../../onboarding/claim.js';
 import { DeviceActions } from '../../onboarding/deviceActions.js';
 import { MqttEnrollment } from '../../onboarding/mqttEnrollment.js';
 import { EnrollmentPolicy } from '../../onboarding/policy.js';
+import { MqttConfig } from '../../configuration/mqttConfig.js';
+import { configRootProblem } from '../../transport/brokerAcl.js';
 
 /**
  * The agent's client id on an external broker: random, kept in the data
@@ -57,7 +59,10 @@ export interface MqttServiceDeps {
   ca: CaService;
   metrics: Metrics;
   bus: EventBus;
+  /** Configuration delivery to MQTT devices: registered with this hub while the broker runs (absent: none). */
   configuration?: ConfigurationHub;
+  /** configuration.topicRoot (default `config`; restart-only: the broker ACLs are built with it). */
+  configurationTopicRoot?: string;
 }
 
 /**
@@ -74,6 +79,7 @@ export class MqttService implements Service, DeviceAccess {
   private embedded: EmbeddedBroker | undefined;
   private mosquitto: MosquittoGate | undefined;
   private enrollment: MqttEnrollment | undefined;
+  private configDelivery: MqttConfig | undefined;
   private actions: DeviceActions | undefined;
   private timer: NodeJS.Timeout | undefined;
   private discoveryRuns: MqttDiscoveryRuns | undefined;
@@ -128,6 +134,9 @@ export class MqttService implements Service, DeviceAccess {
     const c = this.config;
     const agentId = this.deps.agent.id;
     const stateDir = join(this.deps.agent.dataDir, 'mqtt');
+    const configRoot = this.deps.configurationTopicRoot ?? 'config';
+    const clash = configRootProblem(configRoot, c.topicPrefix);
+    if (clash) throw new ConfigFileError(clash);
     let gate: AccessGate;
     if (c.brokerUrl !== '') {
       const identity = await ensureAgentClient(ca, { agent: this.deps.agent }, log, 'mqtt');
@@ -143,6 +152,7 @@ export class MqttService implements Service, DeviceAccess {
           agentId,
           topicPrefix: this.config.topicPrefix,
           crlFile: this.deps.crlFile,
+          configTopicRoot: configRoot,
         }),
         // From the certificates, not the inventory state: what the CRL would refuse, and decommissioned devices.
         cutOffIdentities: () => [
@@ -165,6 +175,7 @@ export class MqttService implements Service, DeviceAccess {
           mtlsPort: c.mtlsPort,
           topicPrefix: c.topicPrefix,
           maxPayloadBytes: c.maxPayloadBytes,
+          configTopicRoot: configRoot,
         },
         tls: () => identity,
         access: this,
@@ -232,6 +243,15 @@ export class MqttService implements Service, DeviceAccess {
       deviceId.startsWith('mqtt:') ? this.actions?.runOpen().then(() => this.actions?.runOpen()) : undefined,
     );
     await this.actions.runOpen();
+    if (this.deps.configuration) {
+      this.configDelivery = new MqttConfig({
+        log: log.child({ part: 'configuration' }),
+        link: this.broker,
+        hub: this.deps.configuration,
+        topicRoot: configRoot,
+      });
+      await this.configDelivery.start();
+    }
     this.schedule();
   }
 
@@ -314,6 +334,10 @@ export class MqttService implements Service, DeviceAccess {
     this.policy = policy;
     this.enrollment?.reconfigure();
     this.schedule();
+    // The broker ACLs and the subscription were made with the root in force at start.
+    const root = this.deps.configurationTopicRoot ?? 'config';
+    if (config.configuration.topicRoot !== root)
+      this.deps.log.warn({ running: root, configured: config.configuration.topicRoot }, 'configuration.topicRoot changes only with a restart');
   }
 
   async stop(): Promise<void> {
@@ -321,6 +345,8 @@ export class MqttService implements Service, DeviceAccess {
     clearInterval(this.timer);
     this.timer = undefined;
     this.abort.abort();
+    this.configDelivery?.stop();
+    this.configDelivery = undefined;
     await this.runningDiscovery;
     if (this.enrollment) await Promise.race([this.enrollment.drained(), new Promise((r) => setTimeout(r, 2_000))]);
     await this.broker?.stop();
