@@ -1,26 +1,25 @@
-import { X509Certificate } from 'node:crypto';
-import type { CaService } from '../ca/caService.js';
 import type { ConfigurationConfig } from '../config/configurationSchema.js';
-import type { Config } from '../config/schema.js';
 import type { EventBus } from '../events.js';
 import type { Logger } from '../log.js';
-import type { DeviceLocks } from '../onboarding/deviceLocks.js';
-import { opcuaSource, securityAdminFor } from '../onboarding/opcuaPolicy.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
 import type { ConfigServer, OpcuaConfigSessions } from '../transport/opcuaConfigSession.js';
 import type { ConfigDeliverer, ConfigStatus, ConfigurationHub, DeliveryOutcome, DesiredConfig } from './types.js';
 
 export interface OpcuaConfigDeps {
   log: Logger;
-  /** opcua.push: the credentials (securityAdmins) and the bound on each call (stepTimeoutMs); configuration: concurrency, drift interval. */
-  config: () => { push: Config['opcua']['push']; configuration: ConfigurationConfig };
+  /** configuration.*: concurrency, opcuaDriftCheckSeconds. */
+  config: () => ConfigurationConfig;
   devices: Pick<DeviceRepository, 'get'>;
-  ca: Pick<CaService, 'certificate'>;
+  /**
+   * Where and as whom a server is written (its endpoint, the certificate the
+   * push verified on it, the push's credentials for it), or why it cannot be.
+   */
+  server: (deviceId: string) => ConfigServer | string;
   hub: ConfigurationHub;
   /** The sessions, over the agent's OPC UA client (set up on first use). */
   sessions: () => Promise<OpcuaConfigSessions>;
-  /** The locks the push and the technicians' actions hold: a write never meets a push's ApplyChanges on the same server. */
-  locks: DeviceLocks;
+  /** Runs `work` holding the server's lock, the one the push and the technicians' actions hold: a write never meets a push's ApplyChanges. */
+  locked: <T>(deviceId: string, work: () => Promise<T>) => Promise<T>;
   bus: EventBus;
   /** A device's configuration status now: drift checks read back only servers in_sync or drifted. */
   statusOf: (deviceId: string) => ConfigStatus | undefined;
@@ -63,7 +62,7 @@ export class OpcuaConfigDeliverer implements ConfigDeliverer {
 
   /** Follows a changed configuration.opcuaDriftCheckSeconds. */
   reschedule(): void {
-    const seconds = this.deps.config().configuration.opcuaDriftCheckSeconds;
+    const seconds = this.deps.config().opcuaDriftCheckSeconds;
     if (this.timer && seconds === this.intervalS) return;
     clearInterval(this.timer);
     this.intervalS = seconds;
@@ -82,13 +81,19 @@ export class OpcuaConfigDeliverer implements ConfigDeliverer {
 
   async deliver(desired: DesiredConfig, signal: AbortSignal): Promise<DeliveryOutcome> {
     try {
-      const server = this.server(desired.deviceId);
+      const server = this.deps.server(desired.deviceId);
       if (typeof server === 'string') return { kind: 'failed', reason: server, retry: true };
       const sessions = await this.deps.sessions();
       return await this.bounded(desired.deviceId, signal, async () => {
         const outcome = await sessions.apply(server, desired);
         this.deps.log[outcome.kind === 'verified' ? 'info' : 'warn'](
-          { device: desired.deviceId, profile: desired.profile, version: desired.version, outcome: outcome.kind, ...('reason' in outcome ? { reason: outcome.reason } : {}) },
+          {
+            device: desired.deviceId,
+            profile: desired.profile,
+            version: desired.version,
+            outcome: outcome.kind,
+            ...('reason' in outcome ? { reason: outcome.reason } : {}),
+          },
           'OPC UA configuration delivered',
         );
         return outcome;
@@ -124,14 +129,15 @@ export class OpcuaConfigDeliverer implements ConfigDeliverer {
   }
 
   private async checkOne(sessions: OpcuaConfigSessions, desired: DesiredConfig): Promise<void> {
-    const server = this.server(desired.deviceId);
+    const server = this.deps.server(desired.deviceId);
     if (typeof server === 'string') return this.deps.log.info({ device: desired.deviceId, reason: server }, 'OPC UA drift check skipped');
     const signal = new AbortController().signal;
     await this.bounded(desired.deviceId, signal, async () => {
       // A delivery may have run while this check waited: only a server still in sync or drifted is read back.
       if (this.stopped || !CHECKED.has(this.deps.statusOf(desired.deviceId))) return;
       const result = await sessions.observe(server, desired);
-      if (result.kind === 'failed') return this.deps.log.info({ device: desired.deviceId, reason: result.reason }, 'OPC UA drift check could not read the server');
+      if (result.kind === 'failed')
+        return this.deps.log.info({ device: desired.deviceId, reason: result.reason }, 'OPC UA drift check could not read the server');
       if (!CHECKED.has(this.deps.statusOf(desired.deviceId))) return;
       const { differences } = result.observation;
       this.deps.log[differences.length ? 'warn' : 'debug'](
@@ -151,30 +157,14 @@ export class OpcuaConfigDeliverer implements ConfigDeliverer {
     if (before === false && now) void this.checkDrift([deviceId]);
   }
 
-  /** Where and as whom a server is written: its endpoint, the certificate the push verified on it, its credentials; or why not. */
-  private server(deviceId: string): ConfigServer | string {
-    const device = this.deps.devices.get(deviceId);
-    if (!device) return `${deviceId} is not in the inventory`;
-    if (device.state !== 'provisioned') return `${deviceId} is ${device.state}, not provisioned`;
-    const source = opcuaSource(device);
-    if (!source) return 'discovery recorded no endpoint for this server';
-    const record = device.certificateSerial ? this.deps.ca.certificate(device.certificateSerial)?.record : undefined;
-    if (!record) return 'no certificate from the gateway CA is on record for this server: it is written only once the push has verified one';
-    if (record.status === 'revoked') return `the server's certificate ${record.serial} is revoked: nothing is sent to it`;
-    const { push } = this.deps.config();
-    const user = securityAdminFor(push, source.applicationUri);
-    if (typeof user === 'string') return user;
-    return { url: source.endpointUrl, certificate: new X509Certificate(record.pem).raw, user, timeoutMs: push.stepTimeoutMs };
-  }
-
   /** Runs `work` within configuration.concurrency, holding the server's lock. */
   private async bounded<T>(deviceId: string, signal: AbortSignal, work: () => Promise<T>): Promise<T | DeliveryOutcome> {
-    while (this.active >= this.deps.config().configuration.concurrency) await new Promise<void>((r) => this.queue.push(r));
+    while (this.active >= this.deps.config().concurrency) await new Promise<void>((r) => this.queue.push(r));
     this.active++;
     const running = (async () => {
       try {
         if (signal.aborted || this.stopped) return { kind: 'failed' as const, reason: 'the agent is stopping', retry: true };
-        return await this.deps.locks.run(deviceId, work);
+        return await this.deps.locked(deviceId, work);
       } finally {
         this.active--;
         this.queue.shift()?.();

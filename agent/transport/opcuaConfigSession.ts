@@ -69,11 +69,7 @@ export class OpcuaConfigSessions {
     }
     return this.run(server, async (opcua, session) => {
       const before = await this.validate(opcua, session, items, server.timeoutMs, server.user.username);
-      const written = await within(
-        session.write(items.map((i) => writeValue(opcua, i.binding, i.value))),
-        server.timeoutMs,
-        'the Write of the configuration',
-      );
+      const written = await within(session.write(items.map((i) => writeValue(opcua, i.binding, i.value))), server.timeoutMs, 'the Write of the configuration');
       const bad = written.map((s, n) => ({ s, item: items[n]! })).filter(({ s }) => !s.isGood());
       if (bad.length > 0) {
         // Validation passed, yet the server refused some: put back what it took, so the configuration is not left half-applied.
@@ -83,10 +79,18 @@ export class OpcuaConfigSessions {
         throw new Refused(`the server refused the Write of ${why}; ${undo}`);
       }
       const read = await readValues(opcua, session, items, server.timeoutMs);
-      const differ = read.filter((r) => r.error !== undefined || !sameValue(r.item.binding.dataType, r.item.value, r.actual));
-      if (differ.length > 0) {
-        throw new Refused(`written, but read back different: ${differ.map((d) => `${d.item.key} (${d.item.binding.nodeId}) ${d.error ?? `is ${JSON.stringify(d.actual)}, expected ${JSON.stringify(d.item.value)}`}`).join('; ')}`);
+      const unreadable = read.filter((r) => r.error !== undefined);
+      if (unreadable.length > 0) {
+        throw new PeerError(
+          'OPCUA_SERVER_ERROR',
+          `written, but not read back: ${unreadable.map((d) => `${d.item.key} (${d.item.binding.nodeId}) ${d.error}`).join('; ')}`,
+        );
       }
+      // The server took the values and holds others (it clamps or rounds them): writing again would not change that.
+      const differ = read.filter((r) => !sameValue(r.item.binding.dataType, r.item.value, r.actual));
+      const shown = (d: (typeof differ)[number]) =>
+        `${d.item.key} (${d.item.binding.nodeId}) is ${JSON.stringify(d.actual)}, expected ${JSON.stringify(d.item.value)}`;
+      if (differ.length > 0) throw new Refused(`written, but read back different: ${differ.map(shown).join('; ')}`);
       return { kind: 'verified', observed: Object.fromEntries(read.map((r) => [r.item.key, r.item.value])) };
     });
   }
@@ -145,7 +149,10 @@ export class OpcuaConfigSessions {
     const expected = thumbprintOf(server.certificate);
     if (choice.endpoint.thumbprint !== expected) {
       // Perhaps a renewal under way, perhaps another machine at the address: either way no credentials go to it.
-      throw new PeerError('OPCUA_SERVER_ERROR', `the server presents certificate ${choice.endpoint.thumbprint}, not the one pushed to it (${expected}): nothing sent`);
+      throw new PeerError(
+        'OPCUA_SERVER_ERROR',
+        `the server presents certificate ${choice.endpoint.thumbprint}, not the one pushed to it (${expected}): nothing sent`,
+      );
     }
     const { opcua, client } = await this.probe.client(server.timeoutMs, {
       securityPolicyUri: choice.endpoint.securityPolicyUri,
@@ -209,25 +216,11 @@ export class OpcuaConfigSessions {
       timeoutMs,
       'reading the nodes to validate them',
     );
-    const before: unknown[] = [];
-    items.forEach((item, n) => {
-      const [nodeClass, dataType, valueRank, access, userAccess, value] = VALIDATED.map((_, a) => read[n * VALIDATED.length + a]!);
-      const where = `${item.key} (${item.binding.nodeId})`;
-      before.push(value?.value);
-      if (!nodeClass!.statusCode.isGood()) return problems.push(`${where}: no such node (${nodeClass!.statusCode.name})`);
-      if (nodeClass!.value.value !== NODE_CLASS_VARIABLE) return problems.push(`${where}: not a Variable (NodeClass ${opcua.NodeClass[nodeClass!.value.value as number]})`);
-      const typeId = dataType!.value.value as import('node-opcua-client').NodeId | undefined;
-      const wanted = DATA_TYPE_IDS[item.binding.dataType];
-      if (!typeId || typeId.namespace !== 0 || typeId.value !== wanted) {
-        return problems.push(`${where}: its data type is ${typeName(opcua, typeId)}, the profile binds ${item.binding.dataType}`);
-      }
-      const rank = valueRank!.value.value as number;
-      if (rank >= 0) return problems.push(`${where}: holds an array (ValueRank ${rank}); a profile writes scalars`);
-      if (((access!.value.value as number) & CURRENT_WRITE) === 0) return problems.push(`${where}: read-only (its AccessLevel has no CurrentWrite)`);
-      if (userAccess!.statusCode.isGood() && ((userAccess!.value.value as number) & CURRENT_WRITE) === 0) {
-        return problems.push(`${where}: not writable by ${user} (its UserAccessLevel has no CurrentWrite)`);
-      }
-      return undefined;
+    const before = items.map((item, n) => {
+      const attributes = read.slice(n * VALIDATED.length, (n + 1) * VALIDATED.length);
+      const problem = nodeProblem(opcua, item.binding.dataType, attributes, user);
+      if (problem) problems.push(`${item.key} (${item.binding.nodeId}): ${problem}`);
+      return attributes[VALIDATED.length - 1]?.value;
     });
     if (problems.length > 0) throw new Refused(`configuration refused, nothing written: ${problems.join('; ')}`);
     return before;
@@ -238,7 +231,9 @@ export class OpcuaConfigSessions {
     const keys = taken.map((t) => t.item.key).join(', ');
     try {
       const statuses = await within(
-        session.write(taken.map(({ item, old }) => ({ nodeId: opcua.resolveNodeId(item.binding.nodeId), attributeId: ATTR.Value, value: { value: old as never } }))),
+        session.write(
+          taken.map(({ item, old }) => ({ nodeId: opcua.resolveNodeId(item.binding.nodeId), attributeId: ATTR.Value, value: { value: old as never } })),
+        ),
         timeoutMs,
         'putting back the values written',
       );
@@ -251,6 +246,25 @@ export class OpcuaConfigSessions {
   }
 }
 
+type DataValue = import('node-opcua-client').DataValue;
+
+/** What keeps a node from taking a value of `type` from `user`, given its attributes (in VALIDATED's order); undefined when nothing does. */
+function nodeProblem(opcua: Opcua, type: OpcuaDataType, attributes: DataValue[], user: string): string | undefined {
+  const [nodeClass, dataType, valueRank, access, userAccess] = attributes as [DataValue, DataValue, DataValue, DataValue, DataValue];
+  if (!nodeClass.statusCode.isGood()) return `no such node (${nodeClass.statusCode.name})`;
+  if (nodeClass.value.value !== NODE_CLASS_VARIABLE) return `not a Variable (NodeClass ${opcua.NodeClass[nodeClass.value.value as number]})`;
+  const typeId = dataType.value.value as import('node-opcua-client').NodeId | undefined;
+  // Exactly the bound built-in type: a subtype or an abstract type (Number) would let the server coerce, or refuse, what is written.
+  if (typeId?.namespace !== 0 || typeId.value !== DATA_TYPE_IDS[type]) return `its data type is ${typeName(opcua, typeId)}, the profile binds ${type}`;
+  const rank = valueRank.value.value as number;
+  if (rank >= 0) return `holds an array (ValueRank ${rank}); a profile writes scalars`;
+  if (((access.value.value as number) & CURRENT_WRITE) === 0) return 'read-only (its AccessLevel has no CurrentWrite)';
+  if (userAccess.statusCode.isGood() && ((userAccess.value.value as number) & CURRENT_WRITE) === 0) {
+    return `not writable by ${user} (its UserAccessLevel has no CurrentWrite)`;
+  }
+  return undefined;
+}
+
 /** The values with their bindings, in the order of `values`; a key without a binding refuses the configuration. */
 function bindings(config: ConfigValues): Item[] {
   const unbound = Object.keys(config.values).filter((k) => !config.nodes?.[k]);
@@ -260,7 +274,11 @@ function bindings(config: ConfigValues): Item[] {
 
 function writeValue(opcua: Opcua, binding: OpcuaNodeBinding, value: JsonValue) {
   const dataType = opcua.DataType[binding.dataType as OpcuaDataType];
-  return { nodeId: opcua.resolveNodeId(binding.nodeId), attributeId: ATTR.Value, value: { value: { dataType, value: toWire(binding.dataType, value) } } };
+  return {
+    nodeId: opcua.resolveNodeId(binding.nodeId),
+    attributeId: ATTR.Value,
+    value: { value: { dataType, arrayType: opcua.VariantArrayType.Scalar, value: toWire(binding.dataType, value) } },
+  };
 }
 
 async function readValues(opcua: Opcua, session: Session, items: Item[], timeoutMs: number) {

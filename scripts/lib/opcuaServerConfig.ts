@@ -1,4 +1,4 @@
-import { AccessLevelFlag, DataType, Variant } from 'node-opcua-client';
+import { AccessLevelFlag, DataType, Variant, VariantArrayType } from 'node-opcua-client';
 import type { OPCUAServer } from 'node-opcua-server';
 
 type UAVariable = ReturnType<ReturnType<NonNullable<OPCUAServer['engine']['addressSpace']>['getOwnNamespace']>['addVariable']>;
@@ -7,8 +7,9 @@ type UAVariable = ReturnType<ReturnType<NonNullable<OPCUAServer['engine']['addre
 export interface FixtureConfigNode {
   /** The NodeId's string identifier, in the server's own namespace (`ns=<own>;s=<id>`). */
   id: string;
-  dataType: 'Double' | 'Float' | 'Int32' | 'UInt16' | 'Boolean' | 'String';
-  initial: number | boolean | string;
+  dataType: 'Double' | 'Float' | 'SByte' | 'Byte' | 'Int16' | 'UInt16' | 'Int32' | 'UInt32' | 'Int64' | 'UInt64' | 'Boolean' | 'String';
+  /** 64-bit integers as node-opcua holds them: [high, low] 32-bit words. */
+  initial: number | boolean | string | [number, number];
   /** false: AccessLevel CurrentRead only, as a measured value or a nameplate field is (default true). */
   writable?: boolean;
 }
@@ -31,7 +32,7 @@ export interface FixtureConfig {
   /** The variable's value as the server holds it. */
   value(id: string): unknown;
   /** Changes a value on the server's side, as an operator at the machine would: not counted as a client write. */
-  setValue(id: string, value: number | boolean | string): void;
+  setValue(id: string, value: number | boolean | string | [number, number]): void;
   /** How many times clients changed the variable's value (writes of the value it already had are not counted). */
   writes(id: string): number;
 }
@@ -57,7 +58,7 @@ export function installConfigNodes(server: OPCUAServer, nodes: readonly FixtureC
       dataType: node.dataType,
       accessLevel: node.writable === false ? AccessLevelFlag.CurrentRead : AccessLevelFlag.CurrentRead | AccessLevelFlag.CurrentWrite,
       userAccessLevel: node.writable === false ? AccessLevelFlag.CurrentRead : AccessLevelFlag.CurrentRead | AccessLevelFlag.CurrentWrite,
-      value: new Variant({ dataType, value: node.initial }),
+      value: new Variant({ dataType, arrayType: VariantArrayType.Scalar, value: node.initial }),
     });
     const entry = { variable, dataType, writes: 0 };
     variable.on('value_changed', () => {
@@ -78,7 +79,7 @@ export function installConfigNodes(server: OPCUAServer, nodes: readonly FixtureC
       const entry = get(id);
       local = true;
       try {
-        entry.variable.setValueFromSource(new Variant({ dataType: entry.dataType, value }));
+        entry.variable.setValueFromSource(new Variant({ dataType: entry.dataType, arrayType: VariantArrayType.Scalar, value }));
       } finally {
         local = false;
       }

@@ -92,7 +92,10 @@ describe('OPC UA configuration session (validate all, write, read back)', () => 
     const read = await sessions.observe(target, good());
     expect(read).toMatchObject({
       kind: 'observed',
-      observation: { observed: { threshold: 7 }, differences: [{ key: 'threshold', nodeId: server.config!.nodeId('Config.AlarmThreshold'), expected: -42, actual: 7 }] },
+      observation: {
+        observed: { threshold: 7 },
+        differences: [{ key: 'threshold', nodeId: server.config!.nodeId('Config.AlarmThreshold'), expected: -42, actual: 7 }],
+      },
     });
     expect((await sessions.apply(target, good())).kind).toBe('verified');
     expect(server.config!.value('Config.AlarmThreshold')).toBe(-42);
@@ -167,6 +170,39 @@ describe('OPC UA configuration session (validate all, write, read back)', () => 
       expect(other.config!.writes('Config.Label')).toBe(0);
     } finally {
       await other.stop();
+    }
+  });
+
+  it('writes and reads back 64-bit integers (decimal strings) and small integer types', async () => {
+    const wide = await startOpcuaServer({
+      host: '127.0.0.5',
+      securityModes: 'secure',
+      pushManagement: { securityAdmin: ADMIN },
+      configNodes: [
+        { id: 'Config.Counter', dataType: 'Int64', initial: [0, 0] },
+        { id: 'Config.Serial', dataType: 'UInt64', initial: [0, 0] },
+        { id: 'Config.Mode', dataType: 'Byte', initial: 0 },
+      ],
+    });
+    try {
+      const at = { ...target, url: wide.endpointUrl, certificate: wide.certificate };
+      const nodes = {
+        counter: { nodeId: wide.config!.nodeId('Config.Counter'), dataType: 'Int64' as const },
+        serial: { nodeId: wide.config!.nodeId('Config.Serial'), dataType: 'UInt64' as const },
+        mode: { nodeId: wide.config!.nodeId('Config.Mode'), dataType: 'Byte' as const },
+      };
+      const values = { counter: '-9223372036854775807', serial: '18446744073709551615', mode: 255 };
+      expect(await sessions.apply(at, { values, nodes })).toEqual({ kind: 'verified', observed: values });
+      expect(wide.config!.value('Config.Serial')).toEqual([0xffff_ffff, 0xffff_ffff]);
+      // A JSON number is the same Int64 as its decimal string.
+      expect(await sessions.apply(at, { values: { ...values, counter: -5 }, nodes })).toMatchObject({ kind: 'verified' });
+      expect(await sessions.observe(at, { values: { ...values, counter: '-5' }, nodes })).toMatchObject({ observation: { differences: [] } });
+      wide.config!.setValue('Config.Counter', [0, 5]);
+      expect(await sessions.observe(at, { values, nodes })).toMatchObject({
+        observation: { observed: { counter: '5' }, differences: [{ key: 'counter', expected: '-9223372036854775807', actual: '5' }] },
+      });
+    } finally {
+      await wide.stop();
     }
   });
 
