@@ -1,7 +1,6 @@
-import type { DeliveryOutcome, JsonValue, Observation, OpcuaDataType, OpcuaNodeBinding } from '../configuration/types.js';
 import { PeerError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { DATA_TYPE_IDS, fromWire, sameValue, toWire, valueRefusal } from './opcuaConfigValues.js';
+import { DATA_TYPE_IDS, fromWire, sameValue, toWire, valueRefusal, type JsonValue, type OpcuaDataType, type OpcuaNodeBinding } from './opcuaConfigValues.js';
 import { destroySocket, ProbeTimeout, within, type OpcuaProbe } from './opcuaProbe.js';
 import { thumbprintOf, type AdminUser, type OpcuaPushSessions } from './opcuaPushSession.js';
 import { watchRefusal } from './opcuaRefusal.js';
@@ -24,6 +23,15 @@ export interface ConfigServer {
 export interface ConfigValues {
   values: Record<string, JsonValue>;
   nodes?: Record<string, OpcuaNodeBinding> | undefined;
+}
+
+/** What a configuration's Write came to (the configuration's DeliveryOutcome for OPC UA): `retry` false when retrying cannot mend it. */
+export type DeliveryOutcome = { kind: 'verified'; observed: Record<string, JsonValue> } | { kind: 'failed'; reason: string; retry: boolean };
+
+/** The values read back, per key (null where the read failed), and what differs from the configuration (the configuration's Observation). */
+export interface Observation {
+  observed: Record<string, JsonValue | null>;
+  differences: { key: string; nodeId: string; expected: JsonValue; actual: JsonValue | null; error?: string }[];
 }
 
 /** What a drift check came to: the values read, or why the server could not be read (`retry`: a later check may reach it). */

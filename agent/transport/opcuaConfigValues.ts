@@ -1,5 +1,3 @@
-import type { JsonValue, OpcuaDataType } from '../configuration/types.js';
-
 /**
  * A profile's JSON values as OPC UA built-in types, and back. Integers must
  * be whole JSON numbers inside the type's range; Int64 and UInt64 also take
@@ -9,7 +7,7 @@ import type { JsonValue, OpcuaDataType } from '../configuration/types.js';
  */
 
 /** The NodeId number (namespace 0) of each built-in type: the DataType attribute a bound node must have (OPC 10000-6 5.1.2). */
-export const DATA_TYPE_IDS: Record<OpcuaDataType, number> = {
+export const DATA_TYPE_IDS = {
   Boolean: 1,
   SByte: 2,
   Byte: 3,
@@ -22,7 +20,22 @@ export const DATA_TYPE_IDS: Record<OpcuaDataType, number> = {
   Float: 10,
   Double: 11,
   String: 12,
-};
+} as const;
+
+/*
+ * The configuration's own shapes (agent/configuration/types.ts), restated: transport
+ * imports nothing from the layers above it, and TypeScript checks the two agree where
+ * the deliverer hands these on.
+ */
+/** A value as a profile holds it. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+/** An OPC UA built-in type a profile may bind (the configuration's OPCUA_DATA_TYPES). */
+export type OpcuaDataType = keyof typeof DATA_TYPE_IDS;
+/** Where a value goes: a node of the server and its data type. */
+export interface OpcuaNodeBinding {
+  nodeId: string;
+  dataType: OpcuaDataType;
+}
 
 const INTEGER_RANGES: Partial<Record<OpcuaDataType, [bigint, bigint]>> = {
   SByte: [-128n, 127n],
