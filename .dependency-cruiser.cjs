@@ -16,7 +16,11 @@ const LAYERS = [
   },
   { id: 'store', name: 'store', path: '^agent/store/' },
   { id: 'services', name: 'transport, broker, ca', path: '^agent/(transport|broker|ca)/' },
-  { id: 'features', name: 'discovery, onboarding, sync, runs, directory', path: '^agent/(discovery|onboarding|sync|runs|directory)/' },
+  {
+    id: 'features',
+    name: 'discovery, onboarding, sync, runs, directory, configuration',
+    path: '^agent/(discovery|onboarding|sync|runs|directory|configuration)/',
+  },
   { id: 'protocols', name: 'protocols', path: '^agent/protocols/' },
   { id: 'api', name: 'api', path: '^agent/api/' },
   { id: 'top', name: 'top (app, main, cli)', path: '^agent/(app|main)\\.ts$|^agent/(app|cli)/' },
@@ -82,8 +86,8 @@ module.exports = {
         'discovery reports facts and onboarding decides: neither imports the other; sync imports neither; runs and directory (Active Directory logins) ' +
         'are on their own. Facts travel on the event bus, and the composition root wires the rest',
       severity: 'error',
-      from: { path: '^agent/(discovery|onboarding|sync|runs|directory)/' },
-      to: { path: '^agent/(discovery|onboarding|sync|runs|directory)/', pathNot: '^agent/$1/' },
+      from: { path: '^agent/(discovery|onboarding|sync|runs|directory|configuration)/' },
+      to: { path: '^agent/(discovery|onboarding|sync|runs|directory|configuration)/', pathNot: '^agent/$1/' },
     },
     {
       name: 'layer-5-peers',

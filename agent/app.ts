@@ -7,6 +7,7 @@ import { planReload } from './config/diff.js';
 import type { LoadedConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { ConfigError, describeError } from './errors.js';
+import { ConfigService } from './configuration/configService.js';
 import { ServiceRunner, type ServiceStatus } from './lifecycle/runner.js';
 import { InstanceLock } from './lifecycle/instanceLock.js';
 import { RunRecorder } from './runs/runRecorder.js';
@@ -153,14 +154,35 @@ export class App implements HealthSource {
       brokers: () => mqtt?.endpoints() ?? [],
     });
     registerConsole(http, { log: logs.child('console') });
+    // Device configuration (issue 17): built before the protocols, which register their deliverers with it; started after them.
+    const configuration = c.configuration.enabled
+      ? new ConfigService({
+          log: logs.child('configuration'),
+          config: c.configuration,
+          store,
+          repos,
+          bus,
+          registry: metrics.registry,
+          gateway: () => this.config.sync.location,
+        })
+      : undefined;
     const mqtt = c.mqtt.enabled
-      ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus })
+      ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus, configuration })
       : undefined;
     const opcua = c.opcua.enabled
-      ? new OpcuaService({ log: logs.child('opcua'), config: c.opcua, agent, organization: c.ca.organization, store, repos, ca, bus })
+      ? new OpcuaService({ log: logs.child('opcua'), config: c.opcua, agent, organization: c.ca.organization, store, repos, ca, bus, configuration })
       : undefined;
     const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c.sync, agent, store, repos, ca, metrics, bus }) : undefined;
-    const services = [runs, ca, ...(mqtt ? [mqtt] : []), ...(opcua ? [opcua] : []), ...(sync ? [sync] : []), watch, http];
+    const services = [
+      runs,
+      ca,
+      ...(mqtt ? [mqtt] : []),
+      ...(opcua ? [opcua] : []),
+      ...(configuration ? [configuration] : []),
+      ...(sync ? [sync] : []),
+      watch,
+      http,
+    ];
     return { http, ca, api, runs, sync, services };
   }
 

@@ -1,6 +1,7 @@
 import { ActionRepository } from './actionRepository.js';
 import { AuditRepository } from './auditRepository.js';
 import { CertificateRepository } from './certificateRepository.js';
+import { ConfigRepository } from './configRepository.js';
 import { ConsoleSessionRepository } from './consoleSessionRepository.js';
 import type { Store } from './database.js';
 import { DeviceRepository } from './deviceRepository.js';
@@ -31,6 +32,8 @@ export interface Repositories {
   readonly audit: AuditRepository;
   readonly sessions: SessionRepository;
   readonly consoleSessions: ConsoleSessionRepository;
+  /** Configuration profiles, device labels and each device's configuration (issue 17). */
+  readonly configs: ConfigRepository;
 }
 
 /** What the repositories tell their opener, after the commit (see Store.afterCommit). */
@@ -53,5 +56,6 @@ export function openRepositories(store: Store, hooks: RepositoryHooks = {}): Rep
     audit: new AuditRepository(store),
     sessions: new SessionRepository(store),
     consoleSessions: new ConsoleSessionRepository(store),
+    configs: new ConfigRepository(store, hooks.deviceChanged),
   };
 }

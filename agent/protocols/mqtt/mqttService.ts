@@ -1,3 +1,4 @@
+import type { ConfigurationHub } from '../../configuration/types.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
@@ -56,6 +57,7 @@ export interface MqttServiceDeps {
   ca: CaService;
   metrics: Metrics;
   bus: EventBus;
+  configuration?: ConfigurationHub;
 }
 
 /**

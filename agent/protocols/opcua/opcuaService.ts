@@ -1,3 +1,4 @@
+import type { ConfigurationHub } from '../../configuration/types.js';
 import { join } from 'node:path';
 import type { CaService } from '../../ca/caService.js';
 import { ensureAgentClient } from '../../ca/localIdentity.js';
@@ -28,6 +29,7 @@ export interface OpcuaServiceDeps {
   repos: Pick<Repositories, 'devices' | 'actions' | 'discoveryRuns' | 'pushes'>;
   ca: CaService;
   bus: EventBus;
+  configuration?: ConfigurationHub;
 }
 
 /**

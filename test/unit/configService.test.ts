@@ -1,0 +1,223 @@
+import { join } from 'node:path';
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { defaultConfigurationConfig } from '../../agent/config/configurationSchema.js';
+import { ConfigService } from '../../agent/configuration/configService.js';
+import { ProfileManager } from '../../agent/configuration/profileManager.js';
+import { validateProfile, valuesSha256 } from '../../agent/configuration/profileDocument.js';
+import type { ConfigDeliverer, DeliveryOutcome, DesiredConfig } from '../../agent/configuration/types.js';
+import { EventBus } from '../../agent/events.js';
+import type { Protocol } from '../../agent/inventory/device.js';
+import { Store } from '../../agent/store/database.js';
+import { openRepositories, type Repositories } from '../../agent/store/repositories.js';
+import { tempDir } from '../helpers/daemon.js';
+import { pollUntil } from '../helpers/waiters.js';
+
+const waitFor = (check: () => boolean, timeoutMs: number) =>
+  pollUntil(() => (check() ? true : undefined), { timeoutMs, message: () => `not reached in ${timeoutMs} ms: ${check.toString()}` });
+
+const log = pino({ level: 'silent' });
+
+/** A deliverer that records what it is given and answers what the test tells it. */
+class RecordingDeliverer implements ConfigDeliverer {
+  readonly delivered: DesiredConfig[] = [];
+  readonly withdrawn: string[] = [];
+  answer: (d: DesiredConfig) => DeliveryOutcome = () => ({ kind: 'published' });
+  constructor(readonly protocol: Protocol) {}
+  async deliver(d: DesiredConfig): Promise<DeliveryOutcome> {
+    this.delivered.push(d);
+    return this.answer(d);
+  }
+  async withdraw(device: { deviceId: string }): Promise<void> {
+    this.withdrawn.push(device.deviceId);
+  }
+}
+
+const vib = (over: Record<string, unknown> = {}) =>
+  validateProfile({
+    name: 'vib',
+    protocol: 'mqtt',
+    selector: { manufacturer: 'acme*' },
+    schema: { threshold: { type: 'number', minimum: 0 }, mode: { type: 'string', enum: ['rms', 'peak'] } },
+    values: { threshold: 4.5, mode: 'rms' },
+    ...over,
+  });
+
+describe('ConfigService status rules (SQLite on disk)', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let path: string;
+  let store: Store;
+  let repos: Repositories;
+  let bus: EventBus;
+  let service: ConfigService;
+  let manager: ProfileManager;
+  let mqtt: RecordingDeliverer;
+
+  const open = () => {
+    store = Store.open({ path, busyTimeoutMs: 1000, journalSizeLimitBytes: 1 << 20, integrityCheck: 'off' }, log).store;
+    bus = new EventBus(log);
+    repos = openRepositories(store, { deviceChanged: (deviceId) => bus.emit('device.changed', { deviceId }) });
+    service = new ConfigService({
+      log,
+      config: { ...defaultConfigurationConfig(), retryInitialMs: 100, retryMaxMs: 1000 },
+      store,
+      repos,
+      bus,
+      registry: new Registry(),
+      gateway: () => ({ site: 'plant-1' }),
+    });
+    manager = new ProfileManager(repos, service);
+    mqtt = new RecordingDeliverer('mqtt');
+  };
+  const provision = (name: string, manufacturer = 'Acme Sensors', state: 'provisioned' | 'pending' = 'provisioned') =>
+    store.transaction(() =>
+      repos.devices.apply({ protocol: 'mqtt', name, to: state, cause: 'test', actor: 'test', patch: { nameplate: { manufacturer, model: 'V1' } } }),
+    );
+  const row = (id: string) => repos.configs.get(id);
+
+  beforeEach(() => {
+    tmp = tempDir();
+    path = join(tmp.dir, 'c.db');
+    open();
+  });
+  afterEach(async () => {
+    await service.stop();
+    store.close();
+    tmp.cleanup();
+  });
+
+  it('commits the desired state with a revision bump, then publishes it; a report of that version makes it in sync', async () => {
+    const d = provision('s1');
+    await service.start();
+    service.register(mqtt);
+    store.durable(() => manager.apply(vib(), 'alice', false));
+    const pending = row('mqtt:s1')!;
+    expect(pending).toMatchObject({ profile: 'vib', desiredVersion: 1, status: 'pending' });
+    expect(repos.devices.get('mqtt:s1')!.revision).toBeGreaterThan(d.revision);
+    await waitFor(() => row('mqtt:s1')?.publishedVersion === 1, 5000);
+    expect(mqtt.delivered).toHaveLength(1);
+    expect(mqtt.delivered[0]).toMatchObject({
+      profile: 'vib',
+      version: 1,
+      values: { threshold: 4.5, mode: 'rms' },
+      sha256: valuesSha256({ threshold: 4.5, mode: 'rms' }),
+    });
+    expect(row('mqtt:s1')!.status).toBe('pending');
+    const sha = mqtt.delivered[0]!.sha256;
+    expect(service.reported('mqtt', 's1', { profile: 'vib', version: 1, sha256: sha, status: 'applied' })).toEqual({ accepted: true, status: 'in_sync' });
+    expect(row('mqtt:s1')).toMatchObject({ status: 'in_sync', reportedVersion: 1 });
+    expect(repos.configs.log('mqtt:s1').map((e) => e.event)).toEqual(['desired', 'published', 'applied']);
+  });
+
+  it('a refusal is failed with its reason; a version never sent is refused and changes nothing; an earlier one is logged', async () => {
+    provision('s1');
+    await service.start();
+    service.register(mqtt);
+    store.durable(() => manager.apply(vib(), 'alice', false));
+    await waitFor(() => row('mqtt:s1')?.publishedVersion === 1, 5000);
+    expect(service.reported('mqtt', 's1', { profile: 'vib', version: 7, status: 'applied' })).toMatchObject({
+      accepted: false,
+      reason: expect.stringMatching(/never sent/),
+    });
+    expect(service.reported('mqtt', 's1', { profile: 'vib', version: 1, sha256: 'f'.repeat(64), status: 'applied' }).accepted).toBe(false);
+    expect(service.reported('mqtt', 'nobody', { profile: 'vib', version: 1, status: 'applied' }).accepted).toBe(false);
+    expect(row('mqtt:s1')!.status).toBe('pending');
+    expect(service.reported('mqtt', 's1', { profile: 'vib', version: 1, status: 'refused', error: 'threshold too low' })).toEqual({
+      accepted: true,
+      status: 'failed',
+    });
+    expect(row('mqtt:s1')).toMatchObject({ status: 'failed', error: 'threshold too low' });
+    store.durable(() => manager.apply(vib({ values: { threshold: 6, mode: 'rms' } }), 'alice', false));
+    await waitFor(() => row('mqtt:s1')?.publishedVersion === 2, 5000);
+    expect(service.reported('mqtt', 's1', { profile: 'vib', version: 1, status: 'applied' })).toMatchObject({ accepted: true, status: 'pending' });
+    expect(repos.configs.log('mqtt:s1').at(-1)!.event).toBe('report_of_earlier');
+  });
+
+  it('an identical document is unchanged; rollback moves the head and the devices back; withdraw on decommission', async () => {
+    provision('s1');
+    provision('other', 'Globex');
+    await service.start();
+    service.register(mqtt);
+    expect(store.durable(() => manager.apply(vib(), 'alice', false))).toMatchObject({ outcome: 'created', version: 1 });
+    expect(store.durable(() => manager.apply(vib(), 'alice', false))).toMatchObject({ outcome: 'unchanged', version: 1, affected: [] });
+    const v2 = store.durable(() => manager.apply(vib({ values: { threshold: 6, mode: 'peak' } }), 'alice', false));
+    expect(v2).toMatchObject({ outcome: 'created', version: 2, previous: 1, affected: [{ deviceId: 'mqtt:s1', from: { version: 1 }, to: { version: 2 } }] });
+    expect(v2.diff.values).toEqual([
+      { key: 'mode', from: 'rms', to: 'peak' },
+      { key: 'threshold', from: 4.5, to: 6 },
+    ]);
+    expect(row('mqtt:other')).toBeUndefined();
+    expect(store.durable(() => manager.rollback('vib', 1, 'alice'))).toMatchObject({ from: 2, to: 1, outcome: 'moved' });
+    expect(row('mqtt:s1')).toMatchObject({ desiredVersion: 1, status: 'pending' });
+    await waitFor(() => row('mqtt:s1')?.publishedVersion === 1, 5000);
+    store.transaction(() => repos.devices.apply({ protocol: 'mqtt', name: 's1', to: 'decommissioned', cause: 'test', actor: 'test' }));
+    await waitFor(() => mqtt.withdrawn.includes('mqtt:s1'), 5000);
+    await waitFor(() => row('mqtt:s1')?.publishedVersion === undefined, 5000);
+    expect(row('mqtt:s1')).toMatchObject({ status: 'none' });
+  });
+
+  it('only provisioned devices; pinning wins over selectors; labels select; overrides change one device', async () => {
+    provision('s1');
+    provision('wait', 'Acme', 'pending');
+    provision('g1', 'Globex');
+    await service.start();
+    store.durable(() => manager.apply(vib({ overrides: { 'mqtt:s1': { threshold: 9 } } }), 'alice', false));
+    store.durable(() =>
+      manager.apply(
+        validateProfile({
+          name: 'lab',
+          protocol: 'mqtt',
+          priority: 5,
+          selector: { labels: { zone: 'hot*' } },
+          schema: { threshold: { type: 'number' } },
+          values: { threshold: 1 },
+        }),
+        'alice',
+        false,
+      ),
+    );
+    expect(row('mqtt:wait')).toBeUndefined();
+    expect(row('mqtt:s1')!.desiredSha256).toBe(valuesSha256({ threshold: 9, mode: 'rms' }));
+    store.durable(() => manager.setLabels('mqtt:s1', { zone: 'HOT-1' }));
+    expect(row('mqtt:s1')!.profile).toBe('lab');
+    store.durable(() => manager.assign('mqtt:g1', 'vib'));
+    expect(row('mqtt:g1')).toMatchObject({ profile: 'vib', pinnedProfile: 'vib' });
+    store.durable(() => manager.assign('mqtt:g1', null));
+    expect(row('mqtt:g1')).toMatchObject({ status: 'none' });
+    expect(() => store.durable(() => manager.assign('mqtt:g1', 'nope'))).toThrow(/no profile nope/);
+  });
+
+  it('retries with backoff; a failure for good is failed; after a restart an unpublished row is sent again, same version and sha256', async () => {
+    provision('s1');
+    await service.start();
+    mqtt.answer = () => ({ kind: 'failed', reason: 'broker down', retry: true });
+    service.register(mqtt);
+    store.durable(() => manager.apply(vib(), 'alice', false));
+    await waitFor(() => mqtt.delivered.length >= 2, 5000);
+    expect(row('mqtt:s1')).toMatchObject({ status: 'pending', error: 'broker down' });
+    // A "crash": the service stops without the row having been published.
+    await service.stop();
+    store.close();
+    open();
+    await service.start();
+    const again = new RecordingDeliverer('mqtt');
+    service.register(again);
+    await waitFor(() => again.delivered.length === 1, 5000);
+    expect(again.delivered[0]).toMatchObject({ profile: 'vib', version: 1, sha256: valuesSha256({ threshold: 4.5, mode: 'rms' }) });
+    await waitFor(() => row('mqtt:s1')?.publishedVersion === 1, 5000);
+    // Published rows are not sent again at the next start (the broker keeps, or is given back, the retained message).
+    await service.stop();
+    store.close();
+    open();
+    await service.start();
+    const third = new RecordingDeliverer('mqtt');
+    third.answer = () => ({ kind: 'failed', reason: 'no such node', retry: false });
+    service.register(third);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(third.delivered).toHaveLength(0);
+    store.durable(() => manager.apply(vib({ values: { threshold: 1, mode: 'rms' } }), 'alice', false));
+    await waitFor(() => row('mqtt:s1')?.status === 'failed', 5000);
+    expect(row('mqtt:s1')!.error).toBe('no such node');
+  });
+});
