@@ -170,7 +170,18 @@ export class App implements HealthSource {
       ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus, configuration })
       : undefined;
     const opcua = c.opcua.enabled
-      ? new OpcuaService({ log: logs.child('opcua'), config: c.opcua, agent, organization: c.ca.organization, store, repos, ca, bus, configuration })
+      ? new OpcuaService({
+          log: logs.child('opcua'),
+          config: c.opcua,
+          agent,
+          organization: c.ca.organization,
+          store,
+          repos,
+          ca,
+          bus,
+          configuration,
+          configurationConfig: c.configuration,
+        })
       : undefined;
     const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c.sync, agent, store, repos, ca, metrics, bus }) : undefined;
     const services = [
