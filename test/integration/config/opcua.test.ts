@@ -147,7 +147,7 @@ describe('OPC UA configuration delivery (profiles written to a provisioned serve
     await press.trustCaIssuedClient({ certificate: read('trusted/certs')[0]!, issuers: read('issuers/certs'), crls: read('issuers/crl') });
     const run = await cli('opcua', 'discover', '--json');
     expect(run.code, run.stderr).toBe(0);
-    const listed = JSON.parse((await cli('devices', 'list', '--json')).stdout) as { id: string; source: { opcua?: { applicationUri: string } } }[];
+    const listed = (await call('GET', '/api/v1/devices?protocol=opcua')).body.items as { id: string; source: { opcua?: { applicationUri: string } } }[];
     id = listed.find((d) => d.source.opcua?.applicationUri === press.applicationUri)!.id;
     await until('the push to provision the server', async () => {
       const d = (await call('GET', `/api/v1/devices/${encodeURIComponent(id)}`)).body as { device: { state: string } };
