@@ -34,6 +34,8 @@ export interface Observation {
   differences: { key: string; nodeId: string; expected: JsonValue; actual: JsonValue | null; error?: string }[];
 }
 
+type Failed = { kind: 'failed'; reason: string; retry: boolean };
+
 /** What a drift check came to: the values read, or why the server could not be read (`retry`: a later check may reach it). */
 export type ObserveResult = { kind: 'observed'; observation: Observation } | { kind: 'failed'; reason: string; retry: boolean };
 
@@ -120,9 +122,9 @@ export class OpcuaConfigSessions {
         observation.observed[item.key] = same ? item.value : actual;
         if (!same) observation.differences.push({ key: item.key, nodeId: item.binding.nodeId, expected: item.value, actual, ...(error ? { error } : {}) });
       }
-      return { kind: 'verified' as const, observed: {}, observation };
+      return { kind: 'observed' as const, observation };
     });
-    return outcome.kind === 'failed' ? outcome : { kind: 'observed', observation: (outcome as { observation: Observation }).observation };
+    return outcome;
   }
 
   /**
@@ -130,10 +132,7 @@ export class OpcuaConfigSessions {
    * failed without retry; anything else (unreachable, timeout, a session
    * refused) failed with retry.
    */
-  private async run(
-    server: ConfigServer,
-    work: (opcua: Opcua, session: Session) => Promise<DeliveryOutcome & { observation?: Observation }>,
-  ): Promise<DeliveryOutcome & { observation?: Observation }> {
+  private async run<T>(server: ConfigServer, work: (opcua: Opcua, session: Session) => Promise<T>): Promise<T | Failed> {
     let open: { opcua: Opcua; session: Session; close(): Promise<void> };
     try {
       open = await this.open(server);
