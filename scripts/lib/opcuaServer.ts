@@ -106,6 +106,10 @@ export interface OpcuaServerHandle {
   trustCaIssuedClient(client: { certificate: Buffer; issuers: Buffer[]; crls: Buffer[] }): Promise<void>;
   /** The configuration variables (with the configNodes option). */
   config?: FixtureConfig;
+  /** Closes the listening endpoints (the server looks gone: connections refused), keeping its address space and PKI. */
+  suspend(): Promise<void>;
+  /** Opens the endpoints again after suspend(), on the same port. */
+  resume(): Promise<void>;
   /** Shuts down (unregistering from the LDS) and removes the fixture's temp dir. */
   stop(): Promise<void>;
 }
@@ -240,6 +244,8 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
         await serverCertificateManager.trustCertificate(client.certificate);
       },
       ...(config ? { config } : {}),
+      suspend: () => opcua.suspendEndPoints(),
+      resume: () => opcua.resumeEndPoints(),
       stop() {
         stopped ??= cleanup();
         return stopped;
