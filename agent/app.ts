@@ -140,6 +140,18 @@ export class App implements HealthSource {
     const directoryConfig = () => this.config.auth.directory;
     const watch = new SessionWatch({ log: directoryLog, config: directoryConfig, directory, store, repos, bus, registry: metrics.registry });
     const logins = new DirectoryLogins({ log: directoryLog, config: directoryConfig, directory, store, repos, registry: metrics.registry, watch });
+    // Device configuration (issue 17): built before the API and the protocols (which register their deliverers with it); started after them.
+    const configuration = c.configuration.enabled
+      ? new ConfigService({
+          log: logs.child('configuration'),
+          config: c.configuration,
+          store,
+          repos,
+          bus,
+          registry: metrics.registry,
+          gateway: () => this.config.sync.location,
+        })
+      : undefined;
     const api = new Api(http, {
       log: logs.child('api'),
       config: () => this.config,
@@ -152,20 +164,9 @@ export class App implements HealthSource {
       watch,
       // Asked at request time, once the services below have started.
       brokers: () => mqtt?.endpoints() ?? [],
+      configuration,
     });
     registerConsole(http, { log: logs.child('console') });
-    // Device configuration (issue 17): built before the protocols, which register their deliverers with it; started after them.
-    const configuration = c.configuration.enabled
-      ? new ConfigService({
-          log: logs.child('configuration'),
-          config: c.configuration,
-          store,
-          repos,
-          bus,
-          registry: metrics.registry,
-          gateway: () => this.config.sync.location,
-        })
-      : undefined;
     const mqtt = c.mqtt.enabled
       ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus, configuration })
       : undefined;

@@ -7,6 +7,7 @@ import type { CaService } from '../ca/caService.js';
 import type { DirectoryLogins } from '../directory/logins.js';
 import type { SessionWatch } from '../directory/sessionWatch.js';
 import type { Config } from '../config/schema.js';
+import type { ConfigService } from '../configuration/configService.js';
 import type { EventBus } from '../events.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
@@ -16,6 +17,7 @@ import { InternalError } from '../errors.js';
 import { API_URL_FILE, refusal } from './auth.js';
 import { AuthGuard, type Verdict } from './authGuard.js';
 import { ConsoleCookies } from './consoleCookie.js';
+import { configRoutes } from './configRoutes.js';
 import { consoleRoutes } from './consoleRoutes.js';
 import { consoleSessionRoutes } from './consoleSession.js';
 import { deviceRoutes } from './deviceRoutes.js';
@@ -43,6 +45,8 @@ export interface ApiDeps {
   watch: Pick<SessionWatch, 'end' | 'tell'>;
   /** Where devices reach the broker (the onboarding page shows them with an enrollment token). */
   brokers?: () => { url: string; purpose: string }[];
+  /** Device configuration (absent when configuration.enabled is false). */
+  configuration?: ConfigService;
 }
 
 /** What the console's routes need of the API: its login gate, its cookies and its guard on a presented secret. */
@@ -73,6 +77,7 @@ export function apiRoutes(
     ...enrollmentRoutes(deps),
     ...operationRoutes(deps),
     ...accountRoutes(deps),
+    ...configRoutes(deps),
   ];
 }
 

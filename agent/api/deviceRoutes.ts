@@ -14,7 +14,7 @@ import { ApiError, paged, text, type Route } from './router.js';
 
 export interface DeviceRouteDeps {
   config: () => Config;
-  repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes' | 'actions' | 'sync'>;
+  repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes' | 'actions' | 'sync' | 'configs'>;
   /** Where committed decisions and changes are told (action.queued, device.changed) and outcomes heard (action.done). */
   bus: Pick<EventBus, 'emit' | 'on' | 'off'>;
 }

@@ -19,10 +19,11 @@ import { deviceDetails, type DeviceDetails } from '../store/deviceDetails.js';
 import type { TokenRecord } from '../store/enrollmentRepository.js';
 import type { DeviceSync } from '../store/syncRepository.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
+import { deviceConfigurationLine } from './deviceConfiguration.js';
 import { actorLabel, localAudit, readStore, withStore } from './common.js';
 
 /** "pump-7" and "mqtt:pump-7" both name the MQTT device pump-7. */
-function deviceId(ref: string): string {
+export function deviceId(ref: string): string {
   const id = ref.includes(':') ? ref : `mqtt:${ref}`;
   const [protocol, name = ''] = id.split(/:(.*)/s);
   if ((protocol !== 'mqtt' && protocol !== 'opcua') || !DEVICE_ID_PATTERN.test(name))
@@ -156,6 +157,7 @@ const showText = (r: Shown): string =>
     r.push ? `  push: ${r.push.status} at ${r.push.step}, ${r.push.attempts} attempt(s) (edge-agent opcua push-status --id ${r.device.id})` : '',
     r.push && crlStatusText(r.push) ? `  CRLs: ${crlStatusText(r.push)}` : '',
     r.sync ? `  sync: ${syncText(r.sync)}` : '',
+    deviceConfigurationLine(r.configuration),
     'history:',
     ...r.history.map((e) => `  ${e.at.toISOString()}  ${e.from ?? '(new)'} -> ${e.to}  ${e.actor}: ${e.cause}`),
     '',

@@ -4,6 +4,7 @@ import { AGENT_VERSION } from '../version.js';
 import { registerBrokerCommands } from './broker.js';
 import { registerCaCommands } from './ca.js';
 import { registerCertsCommands } from './certs.js';
+import { registerConfigProfileCommands } from './configProfiles.js';
 import { registerDeviceCommands } from './devices.js';
 import { registerDiscoverCommand } from './discover.js';
 import { registerOpcuaCommands } from './opcua.js';
@@ -81,6 +82,7 @@ export function buildProgram(result: { code: number }): Command {
   registerBrokerCommands(program, result);
   registerDiscoverCommand(program, result);
   registerDeviceCommands(program, result);
+  registerConfigProfileCommands(program, result);
   registerOpcuaCommands(program, result);
   registerSyncCommands(program, result);
   registerUserCommands(program, result);

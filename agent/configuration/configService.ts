@@ -1,7 +1,7 @@
 import { Gauge, type Registry } from 'prom-client';
 import type { ConfigurationConfig } from '../config/configurationSchema.js';
 import type { Config } from '../config/schema.js';
-import { describeError } from '../errors.js';
+import { describeError, InternalError } from '../errors.js';
 import type { EventBus } from '../events.js';
 import type { Location, Protocol } from '../inventory/device.js';
 import type { Service } from '../lifecycle/service.js';
@@ -300,7 +300,7 @@ export class ConfigService implements Service, ConfigurationHub {
     let doc = this.documents.get(key);
     if (!doc) {
       doc = this.deps.repos.configs.version(name, version)?.document;
-      if (!doc) throw new Error(`profile ${key} is not stored`);
+      if (!doc) throw new InternalError(`profile ${key} is not stored`);
       this.documents.set(key, doc);
     }
     return doc;

@@ -183,6 +183,26 @@ const ROUTES: { method: 'GET' | 'POST' | 'PUT' | 'DELETE'; path: string; route: 
     roles: 'admin technician viewer',
     allowed: 200,
   },
+  // Device configuration (issue 17): profiles are the plant's (read by all, changed by administrators); pinning and labels are a device's.
+  ...(
+    [
+      ['GET', '/api/v1/config-profiles', '/api/v1/config-profiles', 'config.read', 200],
+      ['POST', '/api/v1/config-profiles', '/api/v1/config-profiles', 'config.manage', 400],
+      ['POST', '/api/v1/config-profiles/dry-run', '/api/v1/config-profiles/dry-run', 'config.manage', 400],
+      ['GET', '/api/v1/config-profiles/none', '/api/v1/config-profiles/{name}', 'config.read', 404],
+      ['GET', '/api/v1/config-profiles/none/diff', '/api/v1/config-profiles/{name}/diff', 'config.read', 404],
+      ['POST', '/api/v1/config-profiles/none/rollback', '/api/v1/config-profiles/{name}/rollback', 'config.manage', 400],
+      ['PUT', '/api/v1/devices/mqtt:meter-1/config-profile', '/api/v1/devices/{id}/config-profile', 'config.assign', 400],
+      ['PUT', '/api/v1/devices/mqtt:meter-1/labels', '/api/v1/devices/{id}/labels', 'config.assign', 400],
+    ] as const
+  ).map(([method, path, route, permission, allowed]) => ({
+    method,
+    path,
+    route,
+    permission,
+    roles: { 'config.read': 'admin technician viewer', 'config.manage': 'admin', 'config.assign': 'admin technician' }[permission],
+    allowed,
+  })),
 ];
 
 type Answer = {

@@ -213,9 +213,17 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
     expect(unprobed.sort()).toEqual([
       'DELETE /api/v1/console/session',
       'DELETE /api/v1/session',
+      'GET /api/v1/config-profiles',
+      'GET /api/v1/config-profiles/{name}',
+      'GET /api/v1/config-profiles/{name}/diff',
       'GET /api/v1/console/session',
       'GET /api/v1/me',
+      'POST /api/v1/config-profiles',
+      'POST /api/v1/config-profiles/dry-run',
+      'POST /api/v1/config-profiles/{name}/rollback',
       'POST /api/v1/discovery/runs',
+      'PUT /api/v1/devices/{id}/config-profile',
+      'PUT /api/v1/devices/{id}/labels',
     ]);
     for (const [method, path, body] of probes) {
       const r = await call(method, path, { token: sessions.con2!, ...(body !== undefined ? { body } : {}) });
