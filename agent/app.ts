@@ -183,7 +183,18 @@ export class App implements HealthSource {
         })
       : undefined;
     const opcua = c.opcua.enabled
-      ? new OpcuaService({ log: logs.child('opcua'), config: c.opcua, agent, organization: c.ca.organization, store, repos, ca, bus, configuration })
+      ? new OpcuaService({
+          log: logs.child('opcua'),
+          config: c.opcua,
+          agent,
+          organization: c.ca.organization,
+          store,
+          repos,
+          ca,
+          bus,
+          configuration,
+          configurationConfig: c.configuration,
+        })
       : undefined;
     const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c.sync, agent, store, repos, ca, metrics, bus }) : undefined;
     const services = [

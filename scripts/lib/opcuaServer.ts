@@ -10,8 +10,10 @@ import { installDeviceSet, type FixtureDevice } from './opcuaServerDevices.js';
 import { certificateManagerIn, selfSignApplicationCertificate, thumbprint } from './opcuaServerPki.js';
 import { requireLoopback } from './local.js';
 import { completeTrustListWrites } from './opcuaServerTrustList.js';
+import { installConfigNodes, type FixtureConfig, type FixtureConfigNode } from './opcuaServerConfig.js';
 
 export { DI_IDS, DI_NAMESPACE_URI, SAMPLE_PUMP, type FixtureDevice } from './opcuaServerDevices.js';
+export { CONFIG_NODES, type FixtureConfig, type FixtureConfigNode } from './opcuaServerConfig.js';
 export { certificateManagerIn, clientPkiIn, sharedRsaKey, thumbprint, type FixtureClientPki } from './opcuaServerPki.js';
 
 export interface FixtureBuildInfo {
@@ -73,6 +75,12 @@ export interface OpcuaServerOptions {
   acceptUnknownClientCertificates?: boolean;
   /** Where the server's temp dir (its PKI) is made (default: the system's temp dir). */
   parentDir?: string;
+  /**
+   * Configuration variables for profiles to write (true: CONFIG_NODES, a
+   * writable variable each of Double, Float, Int32, UInt16, Boolean, String
+   * and a read-only String), in a Configuration folder under Objects.
+   */
+  configNodes?: boolean | readonly FixtureConfigNode[];
 }
 
 export interface OpcuaServerHandle {
@@ -96,6 +104,12 @@ export interface OpcuaServerHandle {
    * a CRL (DER or PEM) for every one of those CAs, which node-opcua insists on.
    */
   trustCaIssuedClient(client: { certificate: Buffer; issuers: Buffer[]; crls: Buffer[] }): Promise<void>;
+  /** The configuration variables (with the configNodes option). */
+  config?: FixtureConfig;
+  /** Closes the listening endpoints (the server looks gone: connections refused), keeping its address space and PKI. */
+  suspend(): Promise<void>;
+  /** Opens the endpoints again after suspend(), on the same port. */
+  resume(): Promise<void>;
   /** Shuts down (unregistering from the LDS) and removes the fixture's temp dir. */
   stop(): Promise<void>;
 }
@@ -200,6 +214,7 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
     server = opcua;
     await opcua.initialize();
     if (options.deviceSet) installDeviceSet(opcua, options.deviceSet, options.deviceSetReference ?? 'HasComponent');
+    const config = options.configNodes ? installConfigNodes(opcua, options.configNodes === true ? undefined : options.configNodes) : undefined;
     if (options.pushManagement && options.pushManagement.installed !== false) {
       await installPushCertificateManagementOnServer(opcua);
       if (options.pushManagement.trustListWrites) completeTrustListWrites(opcua, serverCertificateManager);
@@ -228,6 +243,9 @@ export async function startOpcuaServer(options: OpcuaServerOptions = {}): Promis
         for (const crl of client.crls) await serverCertificateManager.addRevocationList(crl);
         await serverCertificateManager.trustCertificate(client.certificate);
       },
+      ...(config ? { config } : {}),
+      suspend: () => opcua.suspendEndPoints(),
+      resume: () => opcua.resumeEndPoints(),
       stop() {
         stopped ??= cleanup();
         return stopped;

@@ -1,4 +1,5 @@
 import type { ConfigurationHub } from '../../configuration/types.js';
+import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import type { CaService } from '../../ca/caService.js';
 import { ensureAgentClient } from '../../ca/localIdentity.js';
@@ -17,6 +18,10 @@ import type { Repositories } from '../../store/repositories.js';
 import { OpcuaProbe } from '../../transport/opcuaProbe.js';
 import { OpcuaPushSessions } from '../../transport/opcuaPushSession.js';
 import { OpcuaDiscovery } from '../../discovery/opcua/opcuaDiscovery.js';
+import { defaultConfigurationConfig, type ConfigurationConfig } from '../../config/configurationSchema.js';
+import { OpcuaConfigDeliverer } from '../../configuration/opcuaConfig.js';
+import { OpcuaConfigSessions, type ConfigServer } from '../../transport/opcuaConfigSession.js';
+import { opcuaSource, securityAdminFor } from '../../onboarding/opcuaPolicy.js';
 
 export interface OpcuaServiceDeps {
   log: Logger;
@@ -26,10 +31,12 @@ export interface OpcuaServiceDeps {
   /** ca.organization, the O= of the certificates pushed (restart-only). */
   organization: string;
   store: Store;
-  repos: Pick<Repositories, 'devices' | 'actions' | 'discoveryRuns' | 'pushes'>;
+  repos: Pick<Repositories, 'devices' | 'actions' | 'discoveryRuns' | 'pushes' | 'configs'>;
   ca: CaService;
   bus: EventBus;
   configuration?: ConfigurationHub;
+  /** configuration.* (concurrency, opcuaDriftCheckSeconds) for the configuration deliverer; defaults when absent. */
+  configurationConfig?: ConfigurationConfig;
 }
 
 /**
@@ -53,7 +60,7 @@ export class OpcuaService implements Service {
   readonly name = 'opcua';
   private config: Config['opcua'];
   private probe: OpcuaProbe | undefined;
-  private preparing: Promise<{ discovery: OpcuaDiscovery; push: OpcuaPush }> | undefined;
+  private preparing: Promise<{ discovery: OpcuaDiscovery; push: OpcuaPush; config: OpcuaConfigSessions }> | undefined;
   private readonly runs: DiscoveryRunRepository;
   private readonly pushes: PushRepository;
   private readonly actions: OpcuaActions;
@@ -64,9 +71,12 @@ export class OpcuaService implements Service {
   private running: Promise<void> | undefined;
   private stopping = false;
   private readonly abort = new AbortController();
+  private configurationConfig: ConfigurationConfig;
+  private configDeliverer: OpcuaConfigDeliverer | undefined;
 
   constructor(private readonly deps: OpcuaServiceDeps) {
     this.config = deps.config;
+    this.configurationConfig = deps.configurationConfig ?? defaultConfigurationConfig();
     this.runs = deps.repos.discoveryRuns;
     this.pushes = deps.repos.pushes;
     this.actions = new OpcuaActions({
@@ -98,6 +108,41 @@ export class OpcuaService implements Service {
     this.schedule();
     this.poller = setInterval(() => this.tick(), POLL_MS);
     this.tick();
+    this.startConfiguration();
+  }
+
+  /** Configuration delivery (docs/device-configuration.md): the deliverer of protocol opcua, registered with the hub while the service runs. */
+  private startConfiguration(): void {
+    const hub = this.deps.configuration;
+    if (!hub) return;
+    this.configDeliverer = new OpcuaConfigDeliverer({
+      log: this.deps.log.child({ part: 'config' }),
+      config: () => this.configurationConfig,
+      devices: this.deps.repos.devices,
+      server: (deviceId) => this.configServer(deviceId),
+      hub,
+      sessions: async () => (await this.prepare()).config,
+      locked: (deviceId, work) => this.locks.run(deviceId, work),
+      bus: this.deps.bus,
+      statusOf: (deviceId) => this.deps.repos.configs.get(deviceId)?.status,
+    });
+    this.configDeliverer.start();
+    hub.register(this.configDeliverer);
+  }
+
+  /** A provisioned server as configuration reaches it: its endpoint, the certificate the push verified on it, the push's credentials; or why not. */
+  private configServer(deviceId: string): ConfigServer | string {
+    const device = this.deps.repos.devices.get(deviceId);
+    if (!device) return `${deviceId} is not in the inventory`;
+    if (device.state !== 'provisioned') return `${deviceId} is ${device.state}, not provisioned`;
+    const source = opcuaSource(device);
+    if (!source) return 'discovery recorded no endpoint for this server';
+    const record = device.certificateSerial ? this.deps.ca.certificate(device.certificateSerial)?.record : undefined;
+    if (!record) return 'no certificate from the gateway CA is on record for this server: it is written once the push has verified one';
+    if (record.status === 'revoked') return `the server's certificate ${record.serial} is revoked: nothing is sent to it`;
+    const user = securityAdminFor(this.config.push, source.applicationUri);
+    if (typeof user === 'string') return user;
+    return { url: source.endpointUrl, certificate: new X509Certificate(record.pem).raw, user, timeoutMs: this.config.push.stepTimeoutMs };
   }
 
   /** One look at everything waiting: discovery runs, technicians' decisions, approvals by policy, pushes due. */
@@ -133,7 +178,7 @@ export class OpcuaService implements Service {
    * start: loading node-opcua and making an RSA key take most of a second, and
    * a gateway that never discovers OPC UA servers should not pay for them.
    */
-  private prepare(): Promise<{ discovery: OpcuaDiscovery; push: OpcuaPush }> {
+  private prepare(): Promise<{ discovery: OpcuaDiscovery; push: OpcuaPush; config: OpcuaConfigSessions }> {
     this.preparing ??= (async () => {
       const { log, store, ca } = this.deps;
       const identity = await ensureAgentClient(ca, { agent: this.deps.agent }, log, 'opcua');
@@ -149,6 +194,7 @@ export class OpcuaService implements Service {
       await this.probe.init();
       const { devices } = this.deps.repos;
       const discovery = new OpcuaDiscovery({ log, config: () => this.config, probe: this.probe, runs: this.runs, devices, store, bus: this.deps.bus });
+      const sessions = new OpcuaPushSessions(this.probe, log.child({ part: 'push' }));
       const push = new OpcuaPush({
         log: log.child({ part: 'push' }),
         config: () => this.config,
@@ -157,11 +203,12 @@ export class OpcuaService implements Service {
         devices,
         pushes: this.pushes,
         ca,
-        sessions: new OpcuaPushSessions(this.probe, log.child({ part: 'push' })),
+        sessions,
         locks: this.locks,
         bus: this.deps.bus,
       });
-      return { discovery, push };
+      const config = new OpcuaConfigSessions(this.probe, sessions, log.child({ part: 'config' }));
+      return { discovery, push, config };
     })();
     this.preparing.catch(() => (this.preparing = undefined));
     return this.preparing;
@@ -206,10 +253,13 @@ export class OpcuaService implements Service {
   reload(config: Config): void {
     this.config = config.opcua;
     this.schedule();
+    this.configurationConfig = config.configuration;
+    this.configDeliverer?.reschedule();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.configDeliverer) this.deps.configuration?.unregister('opcua');
     this.deps.bus.off(this.name);
     this.abort.abort();
     clearInterval(this.poller);
@@ -217,7 +267,10 @@ export class OpcuaService implements Service {
     // Aborted, a run starts no new target and goes back to `requested`; the probes in flight end within their timeout.
     // Waiting is capped so the agent's stop stays within its timeouts; a probe still in flight then fails and is not recorded.
     // A push cut off here is resumed at the next start from what the server presents.
-    await Promise.race([Promise.all([this.running, this.push?.idle()]), new Promise((r) => setTimeout(r, Math.min(this.config.timeoutMs, 3_000)))]);
+    await Promise.race([
+      Promise.all([this.running, this.push?.idle(), this.configDeliverer?.stop()]),
+      new Promise((r) => setTimeout(r, Math.min(this.config.timeoutMs, 3_000))),
+    ]);
     await this.probe?.dispose();
   }
 }
