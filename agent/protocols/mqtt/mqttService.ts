@@ -26,6 +26,8 @@ import { loadManufacturerCas } from '../../onboarding/claim.js';
 import { DeviceActions } from '../../onboarding/deviceActions.js';
 import { MqttEnrollment } from '../../onboarding/mqttEnrollment.js';
 import { EnrollmentPolicy } from '../../onboarding/policy.js';
+import type { EnrollmentWitness } from '../../report/sightings.js';
+import type { BrokerWitness } from '../../transport/brokerWitness.js';
 
 /**
  * The agent's client id on an external broker: random, kept in the data
@@ -56,6 +58,8 @@ export interface MqttServiceDeps {
   ca: CaService;
   metrics: Metrics;
   bus: EventBus;
+  /** The device report's sightings: clients, announcements, certificates and requests no identity explains. */
+  sightings?: BrokerWitness & EnrollmentWitness;
 }
 
 /**
@@ -166,6 +170,7 @@ export class MqttService implements Service, DeviceAccess {
         },
         tls: () => identity,
         access: this,
+        ...(this.deps.sightings ? { witness: this.deps.sightings } : {}),
         presence: (identity, online) => {
           try {
             const device = devices.byName('mqtt', identity);
@@ -196,6 +201,7 @@ export class MqttService implements Service, DeviceAccess {
       gate,
       brokerUrl: () => this.config.deviceBrokerUrl || this.deviceUrl,
       reservedIds: () => [agentId, opcuaClientId(agentId)],
+      ...(this.deps.sightings ? { witness: this.deps.sightings } : {}),
     }));
     const discovery = new MqttDiscovery({
       log: log.child({ part: 'discovery' }),
