@@ -28,6 +28,9 @@ import { registerCaRoutes } from './api/caRoutes.js';
 import { openRepositories } from './store/repositories.js';
 import { StoreService } from './store/storeService.js';
 import { AGENT_VERSION } from './version.js';
+import { ReportService } from './report/reportService.js';
+import { SightingRecorder } from './report/sightings.js';
+import { ReportRepository } from './store/reportRepository.js';
 
 export interface AppDeps {
   loaded: LoadedConfig;
@@ -136,6 +139,24 @@ export class App implements HealthSource {
         built = { settings, directory: new ActiveDirectory({ log: directoryLog, settings, env: this.deps.env ?? process.env }) };
       return built.directory;
     };
+    // The device report (docs/report.md): sightings from the broker and enrollment, findings evaluated by the report service.
+    const reports = new ReportRepository(store);
+    const sightings = new SightingRecorder({
+      log: logs.child('report'),
+      reports,
+      certificates: repos.certificates,
+      devices: repos.devices,
+      enabled: () => this.config.report.enabled,
+    });
+    const report = new ReportService({
+      log: logs.child('report'),
+      config: c.report,
+      reports,
+      devices: repos.devices,
+      certificates: repos.certificates,
+      sightings,
+      registry: metrics.registry,
+    });
     const directoryConfig = () => this.config.auth.directory;
     const watch = new SessionWatch({ log: directoryLog, config: directoryConfig, directory, store, repos, bus, registry: metrics.registry });
     const logins = new DirectoryLogins({ log: directoryLog, config: directoryConfig, directory, store, repos, registry: metrics.registry, watch });
@@ -151,16 +172,17 @@ export class App implements HealthSource {
       watch,
       // Asked at request time, once the services below have started.
       brokers: () => mqtt?.endpoints() ?? [],
+      report,
     });
     registerConsole(http, { log: logs.child('console') });
     const mqtt = c.mqtt.enabled
-      ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus })
+      ? new MqttService({ log: logs.child('mqtt'), config: c.mqtt, agent, crlFile: c.ca.crlFile, store, repos, ca, metrics, bus, sightings })
       : undefined;
     const opcua = c.opcua.enabled
       ? new OpcuaService({ log: logs.child('opcua'), config: c.opcua, agent, organization: c.ca.organization, store, repos, ca, bus })
       : undefined;
     const sync = c.sync.enabled ? new SyncService({ log: logs.child('sync'), config: c.sync, agent, store, repos, ca, metrics, bus }) : undefined;
-    const services = [runs, ca, ...(mqtt ? [mqtt] : []), ...(opcua ? [opcua] : []), ...(sync ? [sync] : []), watch, http];
+    const services = [runs, ca, report, ...(mqtt ? [mqtt] : []), ...(opcua ? [opcua] : []), ...(sync ? [sync] : []), watch, http];
     return { http, ca, api, runs, sync, services };
   }
 

@@ -24,6 +24,7 @@ import { enrollmentRoutes } from './enrollmentRoutes.js';
 import { FirstAdminToken } from './firstAdmin.js';
 import { sendError, sendJson, type HttpService } from './httpServer.js';
 import { operationRoutes } from './operationRoutes.js';
+import { reportRoutes, type ReportRouteDeps } from './reportRoutes.js';
 import type { Principal } from './principal.js';
 import { ApiError, jsonBody, match, parseQuery, type Route } from './router.js';
 import { loginGate, sessionRoutes, type LoginGate } from './sessionRoutes.js';
@@ -43,6 +44,8 @@ export interface ApiDeps {
   watch: Pick<SessionWatch, 'end' | 'tell'>;
   /** Where devices reach the broker (the onboarding page shows them with an enrollment token). */
   brokers?: () => { url: string; purpose: string }[];
+  /** The device report (GET /api/v1/report). */
+  report?: ReportRouteDeps['report'];
 }
 
 /** What the console's routes need of the API: its login gate, its cookies and its guard on a presented secret. */
@@ -73,6 +76,7 @@ export function apiRoutes(
     ...enrollmentRoutes(deps),
     ...operationRoutes(deps),
     ...accountRoutes(deps),
+    ...reportRoutes(deps),
   ];
 }
 

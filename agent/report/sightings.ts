@@ -18,6 +18,8 @@ export interface SightingRecorderDeps {
     current(profile: 'mqtt-device', identity: string): { serial: string; spkiSha256: string } | undefined;
   };
   devices: { byName(protocol: 'mqtt', name: string): Device | undefined };
+  /** Whether the report is on (report.enabled): off, nothing is recorded. */
+  enabled?: () => boolean;
   /** How often the coalesced sightings are written (ms). */
   flushMs?: number;
   /** Subjects held in memory between writes at most; more are counted as dropped. */
@@ -73,6 +75,7 @@ export class SightingRecorder implements BrokerWitness, EnrollmentWitness {
   }
 
   record(kind: SightingKind, subject: string, evidence: Record<string, unknown>, at = new Date()): void {
+    if (this.deps.enabled && !this.deps.enabled()) return;
     const k = `${kind}\u0000${subject}`;
     const held = this.pending.get(k);
     if (held) {
