@@ -16,7 +16,8 @@ const LAYERS = [
   },
   { id: 'store', name: 'store', path: '^agent/store/' },
   { id: 'services', name: 'transport, broker, ca', path: '^agent/(transport|broker|ca)/' },
-  { id: 'features', name: 'discovery, onboarding, sync, runs, directory', path: '^agent/(discovery|onboarding|sync|runs|directory)/' },
+  // report (the device report) reads what the others record; it may use onboarding's patterns (globToRegExp), nothing imports it but app.
+  { id: 'features', name: 'discovery, onboarding, sync, runs, directory, report', path: '^agent/(discovery|onboarding|sync|runs|directory|report)/' },
   { id: 'protocols', name: 'protocols', path: '^agent/protocols/' },
   { id: 'api', name: 'api', path: '^agent/api/' },
   { id: 'top', name: 'top (app, main, cli)', path: '^agent/(app|main)\\.ts$|^agent/(app|cli)/' },

@@ -1,5 +1,5 @@
 import { FINDING_KINDS, type Finding, type FindingKind } from '../report/types.js';
-import { reportCsv, type FindingJson, type ReportJson } from '../report/reportFormat.js';
+import { reportCsv, type FindingJson, type ReportJson } from './reportFormat.js';
 import type { ReportService } from '../report/reportService.js';
 import { ApiError, type QuerySpec, type RouteContext, type Route } from './router.js';
 

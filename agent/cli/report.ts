@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { ExitCode } from '../errors.js';
-import { reportCsv, reportText, type ReportJson } from '../report/reportFormat.js';
+import { reportCsv, reportText, type ReportJson } from '../api/reportFormat.js';
 import { FINDING_KINDS } from '../report/types.js';
 import { apiOptions, runApi, type ApiOptions } from './apiCommand.js';
 

@@ -1,8 +1,25 @@
 import { z } from 'zod';
-import { ruleProblems } from '../report/patchPolicy.js';
+import { parseVersion } from '../inventory/softwareVersion.js';
 
 const int = (min: number, max: number, what: string) => z.number().int().min(min).max(max).describe(`${what} (whole number, ${min} to ${max})`);
 const text = (what: string) => z.string().min(1).max(128).describe(what);
+
+const VERSION_FORMS = '(semver such as 1.4.2 or 2.0.0-rc.1, or dotted numbers such as 1.2.10; a leading v is allowed)';
+
+/** The problems of a rule's versions, each with its path inside the rule; none for a usable rule. */
+function ruleProblems(rule: { minVersion?: string | undefined; badVersions?: string[] | undefined }): { path: (string | number)[]; message: string }[] {
+  const problems: { path: (string | number)[]; message: string }[] = [];
+  if (rule.minVersion === undefined && (rule.badVersions ?? []).length === 0)
+    problems.push({ path: [], message: 'a rule needs minVersion or badVersions (or both)' });
+  if (rule.minVersion !== undefined && !parseVersion(rule.minVersion))
+    problems.push({
+      path: ['minVersion'],
+      message: `"${rule.minVersion}" is not a version the report can compare ${VERSION_FORMS}`,
+    });
+  for (const [i, v] of (rule.badVersions ?? []).entries())
+    if (!parseVersion(v)) problems.push({ path: ['badVersions', i], message: `"${v}" is not a version the report can compare ${VERSION_FORMS}` });
+  return problems;
+}
 
 /**
  * One patch rule: the devices it covers (manufacturer and model patterns with

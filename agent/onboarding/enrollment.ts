@@ -14,7 +14,7 @@ import type { AccessGate } from '../transport/types.js';
 import type { EnrollmentMetrics, RejectionReason } from './enrollmentMetrics.js';
 import type { Decision, EnrollmentPolicy } from './policy.js';
 import type { EnrollmentRequestMessage } from './request.js';
-import type { EnrollmentWitness } from '../report/sightings.js';
+import type { EnrollmentWitness } from './enrollmentWitness.js';
 
 /** What a device is told about its request, whatever carries it. */
 export interface Answer {

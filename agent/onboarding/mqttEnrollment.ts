@@ -15,7 +15,7 @@ import { EnrollmentMetrics, type DropReason, type RejectionReason } from './enro
 import { RateLimiter } from './rateLimiter.js';
 import { parseRequest, peekRequestId, RequestError, type EnrollmentRequestMessage } from './request.js';
 import { TimeoutError } from '../errors.js';
-import type { EnrollmentWitness } from '../report/sightings.js';
+import type { EnrollmentWitness } from './enrollmentWitness.js';
 
 export type { Answer };
 

@@ -54,7 +54,12 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
       // A client id the inventory knows by an enrollment (a device polling for its pending answer) is no shadow.
       if (device && device.state !== 'discovered') continue;
       const who = typeof s.evidence.remoteAddress === 'string' ? ` from ${s.evidence.remoteAddress}` : '';
-      out.push({ ...base, kind: s.kind, deviceId: null, summary: `MQTT client ${s.subject.slice(5)}${who} connected to the provisioning listener without enrolling (${s.count}×)` });
+      out.push({
+        ...base,
+        kind: s.kind,
+        deviceId: null,
+        summary: `MQTT client ${s.subject.slice(5)}${who} connected to the provisioning listener without enrolling (${s.count}×)`,
+      });
     } else if (s.kind === 'shadow.uncertified_announcement') {
       out.push({
         ...base,
@@ -64,7 +69,12 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
       });
     } else if (s.kind === 'shadow.identity_conflict') {
       // Stays until the sighting is older than report.sightingDays: a key that was refused or held once is worth a look.
-      out.push({ ...base, kind: s.kind, deviceId: device?.id ?? null, summary: `device id ${name ?? s.subject} was presented with a key other than the one its certificate holds (${s.count}×)` });
+      out.push({
+        ...base,
+        kind: s.kind,
+        deviceId: device?.id ?? null,
+        summary: `device id ${name ?? s.subject} was presented with a key other than the one its certificate holds (${s.count}×)`,
+      });
     } else if (s.kind === 'revoked_connecting') {
       // Provisioned again after the sighting: a technician let it back in.
       if (device?.state === 'provisioned' && device.updatedAt > s.lastSeen) continue;
@@ -131,7 +141,8 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
   const byCertificate = new Map(devices.filter((d) => d.certificateSerial).map((d) => [d.certificateSerial!, d]));
   const byUri = new Map(devices.map((d) => [deviceSubject(d), d]));
   const latest = new Map<string, Date>();
-  for (const c of input.expiring) latest.set(`${c.profile} ${c.identity}`, new Date(Math.max(latest.get(`${c.profile} ${c.identity}`)?.getTime() ?? 0, c.notAfter.getTime())));
+  for (const c of input.expiring)
+    latest.set(`${c.profile} ${c.identity}`, new Date(Math.max(latest.get(`${c.profile} ${c.identity}`)?.getTime() ?? 0, c.notAfter.getTime())));
   for (const c of input.expiring) {
     // Another valid certificate of the identity that ends later covers it (the store keeps one valid per identity; this guards the rule).
     if (latest.get(`${c.profile} ${c.identity}`)!.getTime() > c.notAfter.getTime()) continue;
@@ -142,7 +153,9 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
       kind: 'expiring',
       subject: `certificate:${c.serial}`,
       deviceId: device?.id ?? null,
-      summary: `certificate ${c.serial} of ${c.identity} (${c.profile}) ${ended ? 'expired' : 'expires'} ${c.notAfter.toISOString()} and no later certificate replaces it`,
+      summary:
+        `certificate ${c.serial} of ${c.identity} (${c.profile}) ${ended ? 'expired' : 'expires'} ${c.notAfter.toISOString()}` +
+        ' and no later certificate replaces it',
       evidence: { serial: c.serial, profile: c.profile, identity: c.identity, notAfter: c.notAfter.toISOString(), expiringDays: input.expiringDays },
       firstSeen: c.issuedAt,
       lastSeen: device?.lastSeen ?? c.issuedAt,

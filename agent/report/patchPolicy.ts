@@ -1,6 +1,6 @@
 import type { Nameplate } from '../inventory/device.js';
 import { globToRegExp } from '../onboarding/policy.js';
-import { compareVersions, parseVersion, type Version } from './version.js';
+import { compareVersions, parseVersion, type Version } from '../inventory/softwareVersion.js';
 
 /** One rule of report.patchPolicy (agent/config/reportSchema.ts checks its versions parse). */
 export interface PatchRule {
@@ -35,18 +35,6 @@ export interface Violation {
   minVersion?: string;
   badVersion?: string;
   reason?: string;
-}
-
-/** The problem with a rule's versions, with its path under report.patchPolicy; none for a usable rule. */
-export function ruleProblems(rule: PatchRule): { path: (string | number)[]; message: string }[] {
-  const problems: { path: (string | number)[]; message: string }[] = [];
-  if (rule.minVersion === undefined && (rule.badVersions ?? []).length === 0)
-    problems.push({ path: [], message: 'a rule needs minVersion or badVersions (or both)' });
-  if (rule.minVersion !== undefined && !parseVersion(rule.minVersion))
-    problems.push({ path: ['minVersion'], message: `"${rule.minVersion}" is not a version the report can compare (semver such as 1.4.2 or 2.0.0-rc.1, or dotted numbers such as 1.2.10; a leading v is allowed)` });
-  for (const [i, v] of (rule.badVersions ?? []).entries())
-    if (!parseVersion(v)) problems.push({ path: ['badVersions', i], message: `"${v}" is not a version the report can compare (semver or dotted numbers)` });
-  return problems;
 }
 
 /**

@@ -2,12 +2,8 @@ import type { Logger } from '../log.js';
 import type { Device } from '../inventory/device.js';
 import type { ReportRepository } from '../store/reportRepository.js';
 import type { BrokerWitness } from '../transport/brokerWitness.js';
+import type { EnrollmentWitness } from '../onboarding/enrollmentWitness.js';
 import type { Sighting, SightingKind } from './types.js';
-
-/** What enrollment tells the report of a request it decided (agent/onboarding/enrollment.ts). */
-export interface EnrollmentWitness {
-  enrollmentRequest(e: { name: string; requestId: string; spkiSha256: string; device: Device | undefined; action: 'approve' | 'hold' | 'reject' }): void;
-}
 
 export interface SightingRecorderDeps {
   log: Logger;
@@ -61,7 +57,10 @@ export class SightingRecorder implements BrokerWitness, EnrollmentWitness {
   /** Writes the coalesced sightings now (before an evaluation, and on the timer). Never throws. */
   flush(): void {
     if (this.dropped > 0) {
-      this.deps.log.warn({ dropped: this.dropped, limit: this.deps.maxPending ?? DEFAULT_MAX_PENDING }, 'report sightings dropped: too many new subjects at once');
+      this.deps.log.warn(
+        { dropped: this.dropped, limit: this.deps.maxPending ?? DEFAULT_MAX_PENDING },
+        'report sightings dropped: too many new subjects at once',
+      );
       this.dropped = 0;
     }
     if (this.pending.size === 0) return;

@@ -105,7 +105,10 @@ export class ReportRepository {
   }
 
   countOpenByKind(): Record<string, number> {
-    const rows = this.store.statement('SELECT kind, count(*) AS n FROM findings WHERE resolved_at IS NULL GROUP BY kind').all() as { kind: string; n: number }[];
+    const rows = this.store.statement('SELECT kind, count(*) AS n FROM findings WHERE resolved_at IS NULL GROUP BY kind').all() as {
+      kind: string;
+      n: number;
+    }[];
     return Object.fromEntries(rows.map((r) => [r.kind, r.n]));
   }
 
@@ -139,7 +142,9 @@ export class ReportRepository {
           update.run(f.deviceId, f.summary, evidence, f.firstSeen.toISOString(), f.lastSeen.toISOString(), existing.id);
           continue;
         }
-        const id = Number(insert.run(f.kind, f.subject, f.deviceId, f.summary, evidence, f.firstSeen.toISOString(), f.lastSeen.toISOString(), now).lastInsertRowid);
+        const id = Number(
+          insert.run(f.kind, f.subject, f.deviceId, f.summary, evidence, f.firstSeen.toISOString(), f.lastSeen.toISOString(), now).lastInsertRowid,
+        );
         const finding: Finding = { ...f, id, openedAt: at, resolvedAt: null };
         const e = findingEvent('finding.opened', finding, at);
         event.run(e.eventId, 'finding.opened', e.body, now);

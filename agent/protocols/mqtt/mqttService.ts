@@ -26,7 +26,7 @@ import { loadManufacturerCas } from '../../onboarding/claim.js';
 import { DeviceActions } from '../../onboarding/deviceActions.js';
 import { MqttEnrollment } from '../../onboarding/mqttEnrollment.js';
 import { EnrollmentPolicy } from '../../onboarding/policy.js';
-import type { EnrollmentWitness } from '../../report/sightings.js';
+import type { EnrollmentWitness } from '../../onboarding/enrollmentWitness.js';
 import type { BrokerWitness } from '../../transport/brokerWitness.js';
 
 /**

@@ -1,4 +1,4 @@
-import { csvField } from '../api/consoleRoutes.js';
+import { csvField } from './consoleRoutes.js';
 
 /** A finding as the API answers it (dates as ISO text). */
 export interface FindingJson {
