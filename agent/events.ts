@@ -21,6 +21,12 @@ export interface AgentEvents {
   'certificate.expiring': { serial: string; profile: string; identity: string; notAfter: Date };
   /** An OPC UA push attempt ended: done, failed (retried), unsupported or stopped. */
   'opcua.push': { deviceId: string; status: string; serial?: string; reason?: string };
+  /**
+   * Upstream events (report findings) were committed to report_events, the
+   * events' outbox (migration 0014): told after the commit, the sync sends
+   * them at once rather than at its next look (sync.idleMs).
+   */
+  'report.eventsQueued': { count: number };
   /** A technician asked for a sync or a reconciliation, recorded in sync_state first: the sync looks at once. */
   'sync.requested': { what: 'now' | 'reconcile' };
   /** Directory sessions ended (logout, expiry, the directory took the access away): their open streams close. */

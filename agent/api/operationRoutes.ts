@@ -149,15 +149,17 @@ export function operationRoutes(deps: OperationRouteDeps): Route[] {
       method: 'POST',
       path: '/api/v1/sync/dead-letters/retry',
       permission: 'sync.deadLetters.retry',
-      summary: "put every dead letter back into the outbox, at its device's current revision",
+      summary: "put every dead letter back into the outbox, at its device's current revision, and every refused event back in the queue",
       handle: async (ctx) => {
         await ctx.noBody();
-        const requeued = ctx.commit(() => {
-          const n = sync().retryDeadLetters();
-          ctx.audit('sync.retryDeadLetters', 'sync', 'done', { requeued: n });
-          return n;
+        const body = ctx.commit(() => {
+          const requeued = sync().retryDeadLetters();
+          // Refused events (report findings) go back in their place in the queue too; named only when there were some.
+          const events = sync().events.retryRefused();
+          ctx.audit('sync.retryDeadLetters', 'sync', 'done', { requeued, ...(events > 0 ? { events } : {}) });
+          return { requeued, ...(events > 0 ? { events } : {}) };
         });
-        return { body: { requeued } };
+        return { body };
       },
     },
   ];

@@ -17,6 +17,8 @@ function withSync<T>(config: Config, fn: (repo: SyncRepository, store: Store, au
 }
 
 type Status = SyncStatus & { daemonRunning: boolean };
+/** Dead letters queued again; `events`: refused events queued again, when there were some. */
+type Retried = { requeued: number; events?: number };
 
 function status(config: Config): Promise<Status> {
   return withSync(config, (repo) => ({ ...readSyncStatus(repo, config), daemonRunning: daemonRunning(config.agent.dataDir) }), 'read');
@@ -32,12 +34,24 @@ const statusText = (r: Status) =>
     `  backlog: ${r.backlog} device(s), ${r.batchesWaiting} batch(es) waiting`,
     r.stuck ? `  STUCK: ${r.stuck.batches} batch(es) not accepted since ${r.stuck.since} (sync.stuckAfterMs)` : '',
     `  dead letters: ${r.deadLetters}${r.deadLetters > 0 ? ' (edge-agent sync dead-letters; retry-dead-letters)' : ''}`,
+    eventsText(r),
     r.lastReconcile ? `  last reconciliation: ${r.lastReconcile.at}, ${r.lastReconcile.queued} queued` : '',
     r.lastDivergence ? `  last divergence found: ${r.lastDivergence.at}, ${divergence(r.lastDivergence)}` : '',
   ]
     .filter((l) => l !== '')
     .map((l) => `${l}\n`)
     .join('');
+
+/** The events (report findings): how many wait and are refused, and why they wait when the receiver says so. */
+const eventsText = (r: Status) => {
+  const e = r.events;
+  return [
+    `  events: ${e.waiting} waiting, ${e.refused} refused`,
+    e.unknownRoute ? `\n  EVENTS WAIT: ${e.unknownRoute}` : '',
+    e.lastError ? `\n  events' last error: ${e.lastError}` : '',
+    e.lastRefused ? `\n  last refused event: ${e.lastRefused.eventId} (${e.lastRefused.type}, ${e.lastRefused.at}): ${e.lastRefused.error}` : '',
+  ].join('');
+};
 
 const divergence = (d: LastDivergence) =>
   `${d.missing} missing at the receiver, ${d.behind} at an older revision, ${d.ahead} at a newer one (e.g. ${d.examples.join(', ')}); sent again`;
@@ -108,25 +122,28 @@ export function registerSyncCommands(program: Command, result: { code: number })
       },
     );
   });
-  apiOptions(sync.command('retry-dead-letters').description("put every dead letter back into the outbox, at its device's current revision")).action(
-    async (o: ApiOptions) => {
-      result.code = await runApi(
-        o,
-        async (client) => (await client.call<{ requeued: number }>('POST', '/api/v1/sync/dead-letters/retry')).body,
-        (r: { requeued: number }) => `${r.requeued} item(s) queued again\n`,
-        {
-          what: 'queued again in the database directly',
-          writes: true,
-          run: (config) =>
-            withSync(config, (repo, store, audit) =>
-              store.durable(() => {
-                const requeued = repo.retryDeadLetters();
-                localAudit(audit, 'sync.retryDeadLetters', 'sync', { requeued });
-                return { requeued };
-              }),
-            ),
-        },
-      );
-    },
-  );
+  apiOptions(
+    sync
+      .command('retry-dead-letters')
+      .description("put every dead letter back into the outbox, at its device's current revision, and every refused event back in the queue"),
+  ).action(async (o: ApiOptions) => {
+    result.code = await runApi(
+      o,
+      async (client) => (await client.call<Retried>('POST', '/api/v1/sync/dead-letters/retry')).body,
+      (r: Retried) => `${r.requeued} item(s)${r.events ? ` and ${r.events} refused event(s)` : ''} queued again\n`,
+      {
+        what: 'queued again in the database directly',
+        writes: true,
+        run: (config) =>
+          withSync(config, (repo, store, audit) =>
+            store.durable((): Retried => {
+              const requeued = repo.retryDeadLetters();
+              const events = repo.events.retryRefused();
+              localAudit(audit, 'sync.retryDeadLetters', 'sync', { requeued, ...(events > 0 ? { events } : {}) });
+              return { requeued, ...(events > 0 ? { events } : {}) };
+            }),
+          ),
+      },
+    );
+  });
 }

@@ -1,6 +1,7 @@
 import type { Device } from '../inventory/device.js';
 import type { Store } from './database.js';
 import { toDevice, type DeviceRow } from './deviceRepository.js';
+import { EventOutboxRepository } from './eventOutboxRepository.js';
 
 export interface OutboxEntry {
   deviceId: string;
@@ -25,11 +26,6 @@ export interface DeadLetter {
   at: Date;
 }
 
-/**
- * The upstream sync's tables (migration 0006): the outbox (written by
- * triggers on `devices`), batches stored before they are sent, dead letters
- * and a little state (last success, pause, requests from the CLI).
- */
 /** One device's place in the upstream sync (`devices show`, the console's device page). */
 export type DeviceSync =
   | { state: 'synced' }
@@ -38,23 +34,60 @@ export type DeviceSync =
   | { state: 'waiting'; revision: number; since: Date; sending: boolean }
   | { state: 'refused'; revision: number; since: Date; error: string; status?: number };
 
+/**
+ * A device's configuration as the upstream record carries it (device_config,
+ * migration 0013): the profile and version the agent wants it to run, and
+ * whether it does. Null for a device without one (no row, status `none`).
+ */
+export interface ConfigurationSummary {
+  profile: string;
+  version: number;
+  status: 'pending' | 'in_sync' | 'drifted' | 'failed';
+}
+
+/** A device waiting to be sent, and the configuration its record carries. */
+export interface AwaitingDevice {
+  device: Device;
+  configuration: ConfigurationSummary | null;
+}
+
+/**
+ * The upstream sync's tables (migration 0006): the outbox (written by
+ * triggers on `devices`), batches stored before they are sent, dead letters
+ * and a little state (last success, pause, requests from the CLI); and,
+ * through `events`, the outbox of the events (migration 0014).
+ */
 export class SyncRepository {
-  constructor(private readonly store: Store) {}
+  /** The events sent upstream beside the devices (report_events). */
+  readonly events: EventOutboxRepository;
+
+  constructor(private readonly store: Store) {
+    this.events = new EventOutboxRepository(store);
+  }
 
   /**
    * The devices whose revision waits in the sync outbox and in no stored
-   * batch, longest-waiting first, at their current state. It reads the sync
-   * tables, so it lives with them; the rows are mapped as the inventory maps them.
+   * batch, longest-waiting first, at their current state, with their
+   * configuration. It reads the sync tables, so it lives with them; the rows
+   * are mapped as the inventory maps them.
    */
-  awaitingSync(limit: number): Device[] {
+  awaitingSync(limit: number): AwaitingDevice[] {
     const rows = this.store
       .statement(
-        `SELECT d.* FROM sync_outbox o JOIN devices d ON d.id = o.device_id
+        `SELECT d.*, c.profile AS config_profile, c.desired_version AS config_version, c.status AS config_status
+       FROM sync_outbox o JOIN devices d ON d.id = o.device_id LEFT JOIN device_config c ON c.device_id = d.id
        WHERE o.device_id NOT IN (SELECT j.value ->> '$.deviceId' FROM sync_batches b, json_each(b.items) j)
        ORDER BY o.queued_at, o.device_id LIMIT ?`,
       )
-      .all(limit) as DeviceRow[];
-    return rows.map(toDevice);
+      .all(limit) as (DeviceRow & { config_profile: string | null; config_version: number | null; config_status: string | null })[];
+    return rows.map((r) => ({
+      device: toDevice(r),
+      // Without a profile and version there is nothing to name (status none: no profile applies to the device).
+      configuration:
+        r.config_status && r.config_status !== 'none' && r.config_profile !== null && r.config_version !== null
+          ? { profile: r.config_profile, version: r.config_version, status: r.config_status as ConfigurationSummary['status'] }
+          : null,
+    }));
   }
 
   outboxSize(): number {

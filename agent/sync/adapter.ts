@@ -1,8 +1,8 @@
 /**
- * What the sync needs of a receiver: the two routes of the upstream
+ * What the sync needs of a receiver: the three routes of the upstream
  * contract (docs/upstream-api.md) and a way to let go of connections. An
  * adapter for a CMMS product that does not speak the contract implements
- * these three methods in one file, answering as the contract's receiver
+ * these methods in one file, answering as the contract's receiver
  * would (status, headers, JSON body); UpstreamClient is the one for
  * receivers that speak it.
  */
@@ -17,6 +17,8 @@ export interface UpstreamAnswer {
 export interface UpstreamAdapter {
   /** POST .../devices:batch with this Idempotency-Key and body. Rejects only when no answer came (UpstreamUnreachable). */
   postBatch(idempotencyKey: string, body: string): Promise<UpstreamAnswer>;
+  /** POST .../events:batch with this body (`{"events":[...]}`). Rejects only when no answer came (UpstreamUnreachable). */
+  postEvents(body: string): Promise<UpstreamAnswer>;
   /** GET .../devices?cursor=&limit=. */
   listDevices(cursor: string | undefined, limit: number): Promise<UpstreamAnswer>;
   /** Reads credentials again (after a 401); whether they changed. */

@@ -1,5 +1,6 @@
 import type { CertificateRecord } from '../../certs/store.js';
 import type { Device, Location } from '../inventory/device.js';
+import type { ConfigurationSummary } from '../store/syncRepository.js';
 
 export type { Location } from '../inventory/device.js';
 
@@ -25,6 +26,8 @@ export interface UpstreamRecord {
   location: Location;
   source: { protocol: 'mqtt' | 'opcua'; endpoint: string | null; applicationUri: string | null; topics: string[] };
   certificate: { status: string; serial: string; thumbprint: string; notAfter: string } | null;
+  /** The configuration profile and version the agent wants the device to run, and whether it does; null without one. */
+  configuration: ConfigurationSummary | null;
   lifecycleState: string;
   firstSeen: string;
   lastSeen: string;
@@ -70,9 +73,15 @@ function topicsOf(source: Record<string, unknown>): string[] {
 /**
  * The record of a device at its current revision; `certificate` is its
  * current certificate record, if any; `location` is the gateway's, which
- * the fields a technician set on the device override.
+ * the fields a technician set on the device override; `configuration` its
+ * device_config summary (SyncRepository.awaitingSync), null without one.
  */
-export function upstreamItem(device: Device, certificate: CertificateRecord | undefined, location: Location): UpstreamItem {
+export function upstreamItem(
+  device: Device,
+  certificate: CertificateRecord | undefined,
+  location: Location,
+  configuration: ConfigurationSummary | null = null,
+): UpstreamItem {
   const opcua = (device.source.opcua ?? {}) as {
     endpointUrl?: string;
     applicationUri?: string;
@@ -99,6 +108,7 @@ export function upstreamItem(device: Device, certificate: CertificateRecord | un
     certificate: certificate
       ? { status: certificate.status, serial: certificate.serial, thumbprint: certificate.thumbprint, notAfter: certificate.notAfter.toISOString() }
       : null,
+    configuration: configuration ? { profile: configuration.profile, version: configuration.version, status: configuration.status } : null,
     lifecycleState: device.state,
     firstSeen: device.firstSeen.toISOString(),
     lastSeen: device.lastSeen.toISOString(),

@@ -21,6 +21,9 @@ export class SyncMetrics {
   readonly batches: Counter<'result'>;
   readonly latency: Histogram;
   readonly lastSuccess: Gauge;
+  readonly eventsWaiting: Gauge;
+  readonly eventsRefused: Gauge;
+  readonly events: Counter<'status'>;
   private countedAt = 0;
   private stuckSince: Date | undefined;
 
@@ -54,6 +57,18 @@ export class SyncMetrics {
       help: 'When the receiver last acknowledged a batch (Unix time)',
       registers,
     });
+    this.eventsWaiting = new Gauge({ name: 'edge_agent_sync_events_waiting', help: 'Events (report findings) waiting to be sent upstream', registers });
+    this.eventsRefused = new Gauge({
+      name: 'edge_agent_sync_events_refused',
+      help: 'Events the receiver refused, kept until a technician retries them',
+      registers,
+    });
+    this.events = new Counter({
+      name: 'edge_agent_sync_events_total',
+      help: 'Events answered by the receiver, by status: stored, duplicate, rejected, refused (an HTTP status to the event alone)',
+      labelNames: ['status'],
+      registers,
+    });
   }
 
   /** The backlog gauges, counted at most once a second (a count over a long outbox is not free), and the stuck alarm. */
@@ -62,6 +77,9 @@ export class SyncMetrics {
     this.countedAt = Date.now();
     this.outbox.set(repo.outboxSize());
     this.dead.set(repo.deadLetterCount());
+    const events = repo.events.counts();
+    this.eventsWaiting.set(events.waiting);
+    this.eventsRefused.set(events.refused);
     const stuck = repo.batchesOlderThan(new Date(Date.now() - stuckAfterMs));
     this.stuck.set(stuck.count);
     if (stuck.count > 0 && !this.stuckSince) {

@@ -8,6 +8,8 @@ import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/database.js';
 import type { Repositories } from '../store/repositories.js';
 import type { SyncRepository, StoredBatch } from '../store/syncRepository.js';
+import { EventSender } from './eventSender.js';
+import { EventWorker } from './eventWorker.js';
 import { upstreamItem, type Location } from './record.js';
 import { ReconcileSchedule } from './reconcileSchedule.js';
 import { BatchSchedule } from './schedule.js';
@@ -63,6 +65,7 @@ export class SyncService implements Service {
   private client: UpstreamClient | undefined;
   private pauses: SyncPause | undefined;
   private reconciles: ReconcileSchedule | undefined;
+  private events: EventWorker | undefined;
   private running: Promise<void> | undefined;
   private stopping = false;
   private readonly waits = new Wakeups();
@@ -109,12 +112,30 @@ export class SyncService implements Service {
         const location = this.location();
         return repo
           .awaitingSync(limit)
-          .map((device) => upstreamItem(device, device.certificateSerial ? certificates.get(device.certificateSerial) : undefined, location));
+          .map(({ device, configuration }) =>
+            upstreamItem(device, device.certificateSerial ? certificates.get(device.certificateSerial) : undefined, location, configuration),
+          );
       },
       limits: () => ({ batchSize: this.config.batchSize, batchMaxBytes: this.config.batchMaxBytes }),
     });
     this.reconciles = new ReconcileSchedule({ log, repo, sender: this.sender, metrics: this.m, config: () => this.config });
     if (s.reconcileOnStart) this.reconciles.request();
+    // The events (report findings) go by a worker of their own: a receiver that refuses them never holds the devices up.
+    this.events = new EventWorker({
+      log,
+      repo,
+      sender: new EventSender({ store, events: repo.events, client: this.client }),
+      client: this.client,
+      pauses: this.pauses,
+      metrics: this.m,
+      config: () => this.config,
+      holdUntil: () => this.holdUntil,
+      hold: (until) => {
+        this.holdUntil = Math.max(this.holdUntil, until);
+      },
+    });
+    // Told after the commit that queued them (agent/store/reportRepository.ts); events another process queued are found every idleMs.
+    this.deps.bus?.on('report.eventsQueued', this.name, () => this.events?.nudge());
     this.deps.bus?.on('sync.requested', this.name, () => this.waits.wake());
     // A change in this process: the outbox row is already there, as the triggers of migration 0006 write it in the
     // transaction that changes the device, and the event comes after that commit. So the workers look now, not at idleMs.
@@ -139,6 +160,7 @@ export class SyncService implements Service {
       },
     );
     this.running = Promise.all(Array.from({ length: IN_FLIGHT }, (_, i) => this.worker(i))).then(() => undefined);
+    this.events.start();
   }
 
   private location(): Location {
@@ -154,6 +176,7 @@ export class SyncService implements Service {
     this.holdUntil = 0;
     this.buildAfter = 0;
     this.deps.log.info({ reason }, 'sync: every wait ended');
+    this.events?.hurry();
     this.waits.wake();
   }
 
@@ -337,6 +360,7 @@ export class SyncService implements Service {
   /** Takes its slice of a reloaded configuration (sync). */
   reload(config: Config): void {
     this.config = config.sync;
+    this.events?.reload();
     this.waits.wake();
   }
 
@@ -346,6 +370,6 @@ export class SyncService implements Service {
     this.waits.stop();
     // A request in flight is cut off: its batch stays stored and is sent again, under the same key, at the next start.
     this.client?.close();
-    await this.running;
+    await Promise.all([this.running, this.events?.stop()]);
   }
 }

@@ -10,6 +10,10 @@ export const SYNC_STATE = {
   requestReconcile: 'request.reconcile',
   lastReconcile: 'lastReconcile',
   lastDivergence: 'lastDivergence',
+  /** The events' last failure (a message), cleared by their next answered request. */
+  eventsLastError: 'events.lastError',
+  /** Set while the receiver answers 404 to the events route (a receiver of an older contract). */
+  eventsUnknownRoute: 'events.unknownRoute',
 } as const;
 
 /** What the last reconciliation did: when, and how many devices it queued. */

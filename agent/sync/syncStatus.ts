@@ -18,6 +18,18 @@ export interface SyncStatus {
   lastReconcile?: LastReconcile;
   /** The last reconciliation that found devices diverged at the receiver. */
   lastDivergence?: LastDivergence;
+  /** The events (report findings) sent beside the devices: waiting, refused by the receiver, and why they wait if they do. */
+  events: SyncEventsStatus;
+}
+
+export interface SyncEventsStatus {
+  waiting: number;
+  refused: number;
+  /** The receiver answers 404 to the events route (an older contract): the events wait. */
+  unknownRoute?: string;
+  lastError?: string;
+  /** The event the receiver refused last: its id, type, status (200: a `rejected` result) and reason. */
+  lastRefused?: { eventId: string; type: string; status: number; error: string; at: string };
 }
 
 /** What the sync is doing, as the daemon last wrote it (the CLI and the API both show this). */
@@ -29,7 +41,14 @@ export function readSyncStatus(repo: SyncRepository, config: Config): SyncStatus
     backlog: repo.outboxSize(),
     batchesWaiting: repo.batchKeys().length,
     deadLetters: repo.deadLetterCount(),
+    events: repo.events.counts(),
   };
+  const unknownRoute = repo.getState<string>(SYNC_STATE.eventsUnknownRoute);
+  if (unknownRoute !== undefined) out.events.unknownRoute = unknownRoute;
+  const eventsError = repo.getState<string>(SYNC_STATE.eventsLastError);
+  if (eventsError !== undefined) out.events.lastError = eventsError;
+  const refused = out.events.refused > 0 ? repo.events.refused(1)[0] : undefined;
+  if (refused) out.events.lastRefused = { ...refused, at: refused.at.toISOString() };
   const stuck = repo.batchesOlderThan(new Date(Date.now() - config.sync.stuckAfterMs));
   if (stuck.count > 0 && stuck.since) out.stuck = { batches: stuck.count, since: stuck.since.toISOString() };
   for (const key of ['paused', 'lastSuccess', 'lastError', 'nextAttemptAt', 'lastReconcile', 'lastDivergence'] as const) {

@@ -67,6 +67,11 @@ export class UpstreamClient implements UpstreamAdapter {
     );
   }
 
+  /** The events carry their own ids, by which the receiver dedups: no Idempotency-Key. */
+  postEvents(body: string): Promise<UpstreamAnswer> {
+    return this.call('POST', `v1/gateways/${encodeURIComponent(this.o.gatewayId)}/events:batch`, { 'content-type': 'application/json' }, body);
+  }
+
   listDevices(cursor: string | undefined, limit: number): Promise<UpstreamAnswer> {
     const q = new URLSearchParams({ limit: String(limit), ...(cursor ? { cursor } : {}) });
     return this.call('GET', `v1/gateways/${encodeURIComponent(this.o.gatewayId)}/devices?${q.toString()}`, {});

@@ -4,7 +4,7 @@
  * tests and the benchmark have a real receiver. Switches inject what a
  * real uplink and a real CMMS do to a sender: latency, errors, 429 bursts
  * with Retry-After, answers lost after the data was committed, and records
- * it refuses. See --help.
+ * it refuses. The events (report findings) are in referenceEvents.ts. See --help.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:https';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
+import { ReferenceEvents } from './referenceEvents.js';
 
 const HELP = `cmms-reference-server: the upstream contract's reference receiver
 
@@ -34,6 +35,13 @@ const HELP = `cmms-reference-server: the upstream contract's reference receiver
   --poison ID            answer 422 to any batch holding this device id (repeatable)
   --reject ID            answer "rejected" for this device's items, storing nothing of them (repeatable)
   --max-body-bytes N     refuse larger bodies with 413 (default 67108864)
+  --no-events            answer 404 to the events routes, as a receiver of the contract before events did
+
+The fault switches above act on device batches only; --latency-ms, --token-file, --client-ca and
+--max-body-bytes act on every request. Events (POST .../events:batch) are checked strictly: a bad
+event is answered "rejected" with the reason, a body that is not {"events":[...]} with an eventId
+in each is a 400; an eventId already stored is answered "duplicate" and not stored again.
+GET .../events?cursor=&limit= lists them in the order they arrived.
 
 Prints one JSON line {"port":N} once it listens. Stops on SIGTERM or SIGINT.
 `;
@@ -59,6 +67,7 @@ const { values: o } = parseArgs({
     poison: { type: 'string', multiple: true, default: [] },
     reject: { type: 'string', multiple: true, default: [] },
     'max-body-bytes': { type: 'string', default: String(64 * 1024 * 1024) },
+    'no-events': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -117,6 +126,7 @@ const logResult = db.prepare('INSERT INTO item_results (gateway_id, idempotency_
 const logApply = db.prepare('INSERT INTO apply_log (gateway_id, device_id, revision, at) VALUES (?, ?, ?, ?)');
 const seenKey = db.prepare('SELECT body_sha256, response FROM idempotency WHERE gateway_id = ? AND key = ?');
 const storeKey = db.prepare('INSERT INTO idempotency (gateway_id, key, body_sha256, response, at) VALUES (?, ?, ?, ?, ?)');
+const events = o['no-events'] ? undefined : new ReferenceEvents(db);
 const page = db.prepare('SELECT device_id AS deviceId, revision FROM devices WHERE gateway_id = ? AND device_id > ? ORDER BY device_id LIMIT ?');
 
 interface Item {
@@ -137,6 +147,21 @@ function badItem(i: unknown): string | undefined {
   if (typeof it.observedAt !== 'string' || Number.isNaN(Date.parse(it.observedAt))) return `${it.deviceId}: observedAt must be a date-time`;
   if (typeof it.record !== 'object' || it.record === null || (it.record as { deviceId?: unknown }).deviceId !== it.deviceId)
     return `${it.deviceId}: record must be an object with the same deviceId`;
+  const bad = badConfiguration((it.record as { configuration?: unknown }).configuration);
+  if (bad) return `${it.deviceId}: record.configuration ${bad}`;
+  return undefined;
+}
+
+const CONFIG_STATUSES = ['pending', 'in_sync', 'drifted', 'failed'];
+/** The record's configuration: absent (an agent before it), null, or {profile, version, status}. */
+function badConfiguration(c: unknown): string | undefined {
+  if (c === undefined || c === null) return undefined;
+  if (typeof c !== 'object' || Array.isArray(c)) return 'must be an object or null';
+  const { profile, version, status, ...rest } = c as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) return `has an unknown field ${Object.keys(rest)[0]}`;
+  if (typeof profile !== 'string' || profile === '') return 'profile must be a non-empty string';
+  if (!Number.isInteger(version) || (version as number) < 1) return 'version must be a positive integer';
+  if (!CONFIG_STATUSES.includes(status as string)) return `status must be one of ${CONFIG_STATUSES.join(', ')}`;
   return undefined;
 }
 
@@ -245,6 +270,17 @@ const server = createServer(
         if (latency > 0) await wait(latency);
         if (!authorised(req)) return json(res, 401, { error: 'bad or missing bearer token' });
         const url = new URL(req.url ?? '/', 'https://receiver');
+        const e = /^\/v1\/gateways\/([A-Za-z0-9._-]{1,64})\/events(:batch)?$/.exec(url.pathname);
+        if (e && events) {
+          if (size > maxBody) return json(res, 413, { error: `body larger than ${maxBody} bytes` });
+          const answer =
+            e[2] && req.method === 'POST'
+              ? events.batch(e[1]!, Buffer.concat(chunks))
+              : !e[2] && req.method === 'GET'
+                ? events.list(e[1]!, url.searchParams.get('cursor'), url.searchParams.get('limit'))
+                : { status: 405, body: { error: 'method not allowed' } };
+          return json(res, answer.status, answer.body);
+        }
         const m = /^\/v1\/gateways\/([A-Za-z0-9._-]{1,64})\/devices(:batch)?$/.exec(url.pathname);
         if (!m) return json(res, 404, { error: 'no such route' });
         const gateway = m[1]!;

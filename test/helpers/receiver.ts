@@ -97,6 +97,12 @@ export interface Receiver {
    * when a technician asks is not one.)
    */
   sentUnderTwoKeys(gateway: string): { device_id: string; revision: number; keys: number }[];
+  /** The records it holds: device id -> the record as received. */
+  records(gateway: string): Map<string, Record<string, unknown>>;
+  /** The events it stored, in the order they arrived: the eventId and the event as received. */
+  events(gateway: string): { eventId: string; event: Record<string, unknown> }[];
+  /** Every answer it gave for an event: stored, duplicate or rejected (with the reason). */
+  eventResults(gateway: string): { event_id: string; status: string; error: string | null }[];
   /** Batch requests: when the body was in, when it was answered (0: the answer was dropped). */
   requests(): { received_ms: number; at_ms: number; idempotency_key: string | null; status: number }[];
 }
@@ -174,6 +180,19 @@ export async function startReceiver(o: { db: string; cert: string; key: string; 
           "WHERE gateway_id = ? AND status IN ('applied', 'stale') GROUP BY device_id, revision HAVING keys > 1",
         gateway,
       ),
+    records: (gateway) =>
+      new Map(
+        read<{ device_id: string; record: string }>('SELECT device_id, record FROM devices WHERE gateway_id = ?', gateway).map((r) => [
+          r.device_id,
+          JSON.parse(r.record) as Record<string, unknown>,
+        ]),
+      ),
+    events: (gateway) =>
+      read<{ event_id: string; body: string }>('SELECT event_id, body FROM events WHERE gateway_id = ? ORDER BY seq', gateway).map((r) => ({
+        eventId: r.event_id,
+        event: JSON.parse(r.body) as Record<string, unknown>,
+      })),
+    eventResults: (gateway) => read('SELECT event_id, status, error FROM event_results WHERE gateway_id = ? ORDER BY rowid', gateway),
     requests: () => read('SELECT received_ms, at_ms, idempotency_key, status FROM requests ORDER BY rowid'),
   };
 }
