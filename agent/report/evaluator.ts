@@ -35,8 +35,8 @@ const nameplateOf = (d: Device) => ({
 /**
  * Computes the findings from facts, without I/O: shadow devices (from the
  * sightings, and OPC UA servers discovery found that were never
- * provisioned), unpatched and patch_unknown (provisioned devices a patch
- * rule covers), stale (provisioned, not seen for staleDays), expiring (a
+ * provisioned), unpatched and patch_unknown (provisioned devices, and OPC UA
+ * servers not yet provisioned, that a patch rule covers), stale (provisioned, not seen for staleDays), expiring (a
  * valid certificate ending within expiringDays with no successor) and
  * revoked_connecting. A sighting that the inventory explains since (the
  * client enrolled; the revoked device was provisioned again) is left out.
@@ -102,8 +102,10 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
         lastSeen: d.lastSeen,
       });
     }
-    if (d.state !== 'provisioned') continue;
-    const verdict = policy.judge(d.nameplate);
+    // Patch levels: provisioned devices, and OPC UA servers not yet provisioned, whose nameplate discovery read from the server
+    // itself (BuildInfo, DI). A pending MQTT device's nameplate is what an unauthenticated request claimed: not judged.
+    const judged = d.state === 'provisioned' || (d.protocol === 'opcua' && (d.state === 'discovered' || d.state === 'pending'));
+    const verdict = judged ? policy.judge(d.nameplate) : ({ status: 'unmatched' } as const);
     if (verdict.status === 'unpatched') {
       out.push({
         kind: 'unpatched',
@@ -125,7 +127,7 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
         lastSeen: d.lastSeen,
       });
     }
-    if (d.lastSeen.getTime() < staleBefore) {
+    if (d.state === 'provisioned' && d.lastSeen.getTime() < staleBefore) {
       out.push({
         kind: 'stale',
         subject,

@@ -180,8 +180,30 @@ describe('the evaluation', () => {
       device({ id: 'mqtt:odd', name: 'odd', nameplate: { manufacturer: 'ACME', firmwareVersion: 'beta' } }),
       device({ id: 'mqtt:ok', name: 'ok', nameplate: { manufacturer: 'ACME', firmwareVersion: '2.0.1' } }),
       device({ id: 'mqtt:wait', name: 'wait', state: 'pending', nameplate: { manufacturer: 'ACME', firmwareVersion: '1.0' }, lastSeen: new Date(0) }),
+      device({
+        id: 'opcua:s',
+        protocol: 'opcua',
+        name: 's',
+        state: 'discovered',
+        nameplate: { manufacturer: 'ACME', firmwareVersion: '1.0' },
+        source: { opcua: { applicationUri: 'urn:s' } },
+      }),
+      device({
+        id: 'opcua:r',
+        protocol: 'opcua',
+        name: 'r',
+        state: 'rejected',
+        nameplate: { manufacturer: 'ACME', firmwareVersion: '1.0' },
+        source: { opcua: { applicationUri: 'urn:r' } },
+      }),
     ]);
-    expect(found.map((f) => `${f.kind} ${f.subject}`).sort()).toEqual(['patch_unknown mqtt:odd', 'stale mqtt:old', 'unpatched mqtt:low']);
+    // A pending MQTT device's nameplate is an unauthenticated claim: not judged; a discovered OPC UA server's was read from it.
+    expect(
+      found
+        .filter((f) => !f.kind.startsWith('shadow.'))
+        .map((f) => `${f.kind} ${f.subject}`)
+        .sort(),
+    ).toEqual(['patch_unknown mqtt:odd', 'stale mqtt:old', 'unpatched mqtt:low', 'unpatched opcua:urn:s']);
   });
 
   it('drops an unenrolled-client sighting the inventory explains, and a revoked one provisioned again since', () => {
