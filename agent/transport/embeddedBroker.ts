@@ -50,7 +50,7 @@ interface Connection {
   /** The client id as sent in CONNECT: aedes replaces an empty one with a random id. */
   clientId?: string;
   /** The device report's view of a provisioning client: when it sent CONNECT, whether it asked to enroll, whether it was told of. */
-  report?: { since: number; requested: boolean; told: boolean; refused?: string; timer?: NodeJS.Timeout };
+  report?: { since: number; address: string | undefined; requested: boolean; told: boolean; refused?: string; timer?: NodeJS.Timeout };
 }
 
 /** A provisioning client that stays this long without an enrollment request is reported without waiting for it to leave. */
@@ -99,7 +99,8 @@ export class EmbeddedBroker implements Service, BrokerLink {
           if (conn) conn.clientId = packet.clientId;
           if (conn?.listener === 'provisioning') conn.id = packet.clientId;
           if (conn?.listener === 'provisioning' && this.deps.witness && !conn.report) {
-            conn.report = { since: Date.now(), requested: false, told: false };
+            // The peer's address now: a closed socket no longer tells it.
+            conn.report = { since: Date.now(), address: conn.socket.remoteAddress, requested: false, told: false };
             conn.report.timer = setTimeout(() => this.witnessUnenrolled(conn, false), UNENROLLED_STAY_MS).unref();
           }
           done(null, true);
@@ -383,7 +384,7 @@ export class EmbeddedBroker implements Service, BrokerLink {
     r.told = true;
     this.deps.witness?.unenrolledClient({
       clientId: conn.clientId ?? '',
-      remoteAddress: conn.socket.remoteAddress,
+      remoteAddress: r.address,
       stayedMs: Date.now() - r.since,
       left,
       ...(r.refused ? { refused: r.refused } : {}),

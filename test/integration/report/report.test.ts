@@ -278,7 +278,10 @@ describe('the device report: every device accounted for (real daemon, embedded b
     const route = await fetch(`${base}/api/v1/report.csv?kind=unpatched`, { headers: { authorization: `Bearer ${token}` } });
     expect(route.status).toBe(200);
     expect(route.headers.get('content-type')).toBe('text/csv; charset=utf-8');
-    const text = await route.text();
+    const bytes = Buffer.from(await route.arrayBuffer());
+    // A byte order mark first (fetch's text() would drop it), then the header.
+    expect(bytes.subarray(0, 3).toString('hex')).toBe('efbbbf');
+    const text = bytes.toString('utf8');
     expect(text.startsWith('\uFEFFkind,subject,')).toBe(true);
     expect(
       csvRows(text)
