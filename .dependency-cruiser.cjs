@@ -16,10 +16,11 @@ const LAYERS = [
   },
   { id: 'store', name: 'store', path: '^agent/store/' },
   { id: 'services', name: 'transport, broker, ca', path: '^agent/(transport|broker|ca)/' },
+  // report (the device report) reads what the others record; it may use onboarding's patterns (globToRegExp), nothing imports it but app.
   {
     id: 'features',
-    name: 'discovery, onboarding, sync, runs, directory, configuration',
-    path: '^agent/(discovery|onboarding|sync|runs|directory|configuration)/',
+    name: 'discovery, onboarding, sync, runs, directory, configuration, report',
+    path: '^agent/(discovery|onboarding|sync|runs|directory|configuration|report)/',
   },
   { id: 'protocols', name: 'protocols', path: '^agent/protocols/' },
   { id: 'api', name: 'api', path: '^agent/api/' },

@@ -29,6 +29,9 @@ import { registerCaRoutes } from './api/caRoutes.js';
 import { openRepositories } from './store/repositories.js';
 import { StoreService } from './store/storeService.js';
 import { AGENT_VERSION } from './version.js';
+import { ReportService } from './report/reportService.js';
+import { SightingRecorder } from './report/sightings.js';
+import { ReportRepository } from './store/reportRepository.js';
 
 export interface AppDeps {
   loaded: LoadedConfig;
@@ -137,6 +140,24 @@ export class App implements HealthSource {
         built = { settings, directory: new ActiveDirectory({ log: directoryLog, settings, env: this.deps.env ?? process.env }) };
       return built.directory;
     };
+    // The device report (docs/report.md): sightings from the broker and enrollment, findings evaluated by the report service.
+    const reports = new ReportRepository(store);
+    const sightings = new SightingRecorder({
+      log: logs.child('report'),
+      reports,
+      certificates: repos.certificates,
+      devices: repos.devices,
+      enabled: () => this.config.report.enabled,
+    });
+    const report = new ReportService({
+      log: logs.child('report'),
+      config: c.report,
+      reports,
+      devices: repos.devices,
+      certificates: repos.certificates,
+      sightings,
+      registry: metrics.registry,
+    });
     const directoryConfig = () => this.config.auth.directory;
     const watch = new SessionWatch({ log: directoryLog, config: directoryConfig, directory, store, repos, bus, registry: metrics.registry });
     const logins = new DirectoryLogins({ log: directoryLog, config: directoryConfig, directory, store, repos, registry: metrics.registry, watch });
@@ -165,6 +186,7 @@ export class App implements HealthSource {
       // Asked at request time, once the services below have started.
       brokers: () => mqtt?.endpoints() ?? [],
       configuration,
+      report,
     });
     registerConsole(http, { log: logs.child('console') });
     const mqtt = c.mqtt.enabled
@@ -180,6 +202,7 @@ export class App implements HealthSource {
           bus,
           configuration,
           configurationTopicRoot: c.configuration.topicRoot,
+          sightings,
         })
       : undefined;
     const opcua = c.opcua.enabled
@@ -200,6 +223,7 @@ export class App implements HealthSource {
     const services = [
       runs,
       ca,
+      report,
       ...(mqtt ? [mqtt] : []),
       ...(opcua ? [opcua] : []),
       ...(configuration ? [configuration] : []),

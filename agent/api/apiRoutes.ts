@@ -26,6 +26,7 @@ import { enrollmentRoutes } from './enrollmentRoutes.js';
 import { FirstAdminToken } from './firstAdmin.js';
 import { sendError, sendJson, type HttpService } from './httpServer.js';
 import { operationRoutes } from './operationRoutes.js';
+import { reportRoutes, type ReportRouteDeps } from './reportRoutes.js';
 import type { Principal } from './principal.js';
 import { ApiError, jsonBody, match, parseQuery, type Route } from './router.js';
 import { loginGate, sessionRoutes, type LoginGate } from './sessionRoutes.js';
@@ -47,6 +48,8 @@ export interface ApiDeps {
   brokers?: () => { url: string; purpose: string }[];
   /** Device configuration (absent when configuration.enabled is false). */
   configuration?: ConfigService;
+  /** The device report (GET /api/v1/report). */
+  report?: ReportRouteDeps['report'];
 }
 
 /** What the console's routes need of the API: its login gate, its cookies and its guard on a presented secret. */
@@ -78,6 +81,7 @@ export function apiRoutes(
     ...operationRoutes(deps),
     ...accountRoutes(deps),
     ...configRoutes(deps),
+    ...reportRoutes(deps),
   ];
 }
 

@@ -8,6 +8,7 @@ import { registerConfigProfileCommands } from './configProfiles.js';
 import { registerDeviceCommands } from './devices.js';
 import { registerDiscoverCommand } from './discover.js';
 import { registerOpcuaCommands } from './opcua.js';
+import { registerReportCommand } from './report.js';
 import { registerSessionCommands } from './session.js';
 import { registerSyncCommands } from './sync.js';
 import { registerUserCommands } from './users.js';
@@ -87,6 +88,7 @@ export function buildProgram(result: { code: number }): Command {
   registerSyncCommands(program, result);
   registerUserCommands(program, result);
   registerSessionCommands(program, result);
+  registerReportCommand(program, result);
   return program;
 }
 

@@ -14,6 +14,7 @@ import type { AccessGate } from '../transport/types.js';
 import type { EnrollmentMetrics, RejectionReason } from './enrollmentMetrics.js';
 import type { Decision, EnrollmentPolicy } from './policy.js';
 import type { EnrollmentRequestMessage } from './request.js';
+import type { EnrollmentWitness } from './enrollmentWitness.js';
 
 /** What a device is told about its request, whatever carries it. */
 export interface Answer {
@@ -48,6 +49,8 @@ export interface EnrollmentFlowDeps {
   brokerUrl: () => string;
   /** Ids no device may enroll under: the agent's own (its CN on the broker), the broker's. */
   reservedIds: () => string[];
+  /** The device report: told of each decided request (a revoked device asking again, an id another key holds). */
+  witness?: EnrollmentWitness;
 }
 
 /** The outcome of an approved request was settled otherwise meanwhile: its certificate is not recorded. */
@@ -110,6 +113,7 @@ export class EnrollmentFlow {
       ...(request.enrollmentToken !== undefined ? { enrollmentToken: request.enrollmentToken } : {}),
       ...(request.claim !== undefined ? { claim: request.claim } : {}),
     });
+    this.deps.witness?.enrollmentRequest({ name, requestId: request.requestId, spkiSha256: prepared.spkiSha256, device, action: decision.action });
     if (
       decision.action === 'hold' &&
       (device === undefined || device.state === 'discovered') &&

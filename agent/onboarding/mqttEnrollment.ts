@@ -15,6 +15,7 @@ import { EnrollmentMetrics, type DropReason, type RejectionReason } from './enro
 import { RateLimiter } from './rateLimiter.js';
 import { parseRequest, peekRequestId, RequestError, type EnrollmentRequestMessage } from './request.js';
 import { TimeoutError } from '../errors.js';
+import type { EnrollmentWitness } from './enrollmentWitness.js';
 
 export type { Answer };
 
@@ -33,6 +34,8 @@ export interface EnrollmentDeps {
   brokerUrl: () => string;
   /** Ids no device may enroll under: the agent's own (its CN on the broker), the broker's. */
   reservedIds: () => string[];
+  /** The device report's sightings (agent/report/sightings.ts). */
+  witness?: EnrollmentWitness;
 }
 
 interface Work {
@@ -75,8 +78,9 @@ export class MqttEnrollment {
   constructor(private readonly deps: EnrollmentDeps) {
     this.limiter = new RateLimiter(deps.config().limits);
     this.metrics = new EnrollmentMetrics(deps.metrics.registry, () => this.queue.length);
-    const { log, store, devices, enrollments, policy, ca, gate, brokerUrl, reservedIds, config } = deps;
+    const { log, store, devices, enrollments, policy, ca, gate, brokerUrl, reservedIds, config, witness } = deps;
     this.flow = new EnrollmentFlow({
+      ...(witness ? { witness } : {}),
       log,
       metrics: this.metrics,
       store,

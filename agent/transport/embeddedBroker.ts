@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { TopicAcl, type ListenerName } from './brokerAcl.js';
 import { BrokerMetrics } from './brokerMetrics.js';
+import { isAnnouncement, type BrokerWitness } from './brokerWitness.js';
 import { limitPackets } from './packetLimit.js';
 import type { BrokerLink, DeviceAccess, InboundMessage, MessageHandler, OutboundOptions } from './types.js';
 
@@ -36,6 +37,8 @@ export interface EmbeddedBrokerDeps {
   access: DeviceAccess;
   /** Told when a device identity gets its first, or loses its last, mutual-TLS connection. */
   presence?: (identity: string, online: boolean) => void;
+  /** Told of clients no identity from the gateway CA explains (the device report's sightings). */
+  witness?: BrokerWitness;
 }
 
 /** One accepted connection, keyed by the stream aedes sees as `client.conn`. */
@@ -48,7 +51,12 @@ interface Connection {
   serial?: string;
   /** The client id as sent in CONNECT: aedes replaces an empty one with a random id. */
   clientId?: string;
+  /** The device report's view of a provisioning client: when it sent CONNECT, whether it asked to enroll, whether it was told of. */
+  report?: { since: number; address: string | undefined; requested: boolean; told: boolean; refused?: string; timer?: NodeJS.Timeout };
 }
+
+/** A provisioning client that stays this long without an enrollment request is reported without waiting for it to leave. */
+const UNENROLLED_STAY_MS = 60_000;
 
 /** Room for the topic and the rest of a PUBLISH around a payload of the maximum size. */
 const PACKET_HEADROOM = 1024;
@@ -92,6 +100,11 @@ export class EmbeddedBroker implements Service, BrokerLink {
           const conn = this.connectionOf(client);
           if (conn) conn.clientId = packet.clientId;
           if (conn?.listener === 'provisioning') conn.id = packet.clientId;
+          if (conn?.listener === 'provisioning' && this.deps.witness && !conn.report) {
+            // The peer's address now: a closed socket no longer tells it.
+            conn.report = { since: Date.now(), address: conn.socket.remoteAddress, requested: false, told: false };
+            conn.report.timer = setTimeout(() => this.witnessUnenrolled(conn, false), UNENROLLED_STAY_MS).unref();
+          }
           done(null, true);
         },
         authenticate: (client, _username, _password, done) => this.authenticate(client, done),
@@ -267,6 +280,7 @@ export class EmbeddedBroker implements Service, BrokerLink {
     if (identity !== undefined) this.byIdentity.set(identity, (this.byIdentity.get(identity) ?? new Set()).add(conn));
     socket.once('close', () => {
       this.open.delete(conn);
+      if (conn.report) this.witnessUnenrolled(conn, true);
       const set = identity === undefined ? undefined : this.byIdentity.get(identity);
       if (set?.delete(conn) && set.size === 0) this.byIdentity.delete(identity!);
     });
@@ -288,13 +302,19 @@ export class EmbeddedBroker implements Service, BrokerLink {
     };
     if (!conn) return refuse('not_authorized', 5, 'unknown connection');
     if (conn.listener === 'provisioning') {
-      if (!DEVICE_ID_PATTERN.test(conn.id ?? '')) return refuse('bad_client_id', 2, 'client id is not a device id');
+      if (!DEVICE_ID_PATTERN.test(conn.id ?? '')) {
+        if (conn.report) conn.report.refused = 'bad_client_id';
+        return refuse('bad_client_id', 2, 'client id is not a device id');
+      }
     } else {
       const socket = conn.socket as TLSSocket;
       if (!socket.authorized || conn.serial === undefined || !DEVICE_ID_PATTERN.test(conn.id ?? '')) {
         return refuse('not_authorized', 5, 'certificate without a usable identity');
       }
-      if (!this.allowed(conn)) return refuse('not_authorized', 5, 'certificate not allowed');
+      if (!this.allowed(conn)) {
+        this.deps.witness?.refusedCertificate({ identity: conn.id!, serial: conn.serial, remoteAddress: conn.socket.remoteAddress });
+        return refuse('not_authorized', 5, 'certificate not allowed');
+      }
     }
     // Taking over a session by client id is only for the same principal: otherwise an
     // unauthenticated provisioning client could knock a device off by reusing its client id.
@@ -319,8 +339,19 @@ export class EmbeddedBroker implements Service, BrokerLink {
     if (Buffer.byteLength(packet.payload) > this.deps.options.maxPayloadBytes) reason = 'too_large';
     else if (conn.listener === 'mtls' && !this.allowed(conn)) reason = 'not_authorized';
     else if (!this.acl.mayPublish(conn.listener, conn.id!, packet.topic)) reason = 'acl';
-    if (reason === undefined) return null;
+    if (reason === undefined) {
+      // The only topic a provisioning client may publish to is its enrollment request.
+      if (conn.report) conn.report.requested = true;
+      return null;
+    }
     this.metrics.refused('publish', conn.listener, reason);
+    if (conn.listener === 'provisioning' && isAnnouncement(packet.topic))
+      this.deps.witness?.uncertifiedAnnouncement({
+        clientId: conn.clientId ?? conn.id ?? '',
+        remoteAddress: conn.socket.remoteAddress,
+        topic: packet.topic,
+        bytes: Buffer.byteLength(packet.payload),
+      });
     // The usual integrator's mistake: requests published under another client id than the device id.
     const hint =
       conn.listener === 'provisioning' && reason === 'acl'
@@ -349,6 +380,21 @@ export class EmbeddedBroker implements Service, BrokerLink {
       return null;
     }
     return this.acl.mayReceive(conn.listener, conn.id!, packet.topic) ? packet : null;
+  }
+
+  /** Tells the witness, once, of a provisioning client that sent CONNECT but no enrollment request (left, or stayed too long). */
+  private witnessUnenrolled(conn: Connection, left: boolean): void {
+    const r = conn.report!;
+    clearTimeout(r.timer);
+    if (r.requested || r.told) return;
+    r.told = true;
+    this.deps.witness?.unenrolledClient({
+      clientId: conn.clientId ?? '',
+      remoteAddress: r.address,
+      stayedMs: Date.now() - r.since,
+      left,
+      ...(r.refused ? { refused: r.refused } : {}),
+    });
   }
 
   /** DeviceAccess for an mTLS connection; an access check that throws counts as a refusal. */

@@ -203,6 +203,8 @@ const ROUTES: { method: 'GET' | 'POST' | 'PUT' | 'DELETE'; path: string; route: 
     roles: { 'config.read': 'admin technician viewer', 'config.manage': 'admin', 'config.assign': 'admin technician' }[permission],
     allowed,
   })),
+  { method: 'GET', path: '/api/v1/report', route: '/api/v1/report', permission: 'report.read', roles: 'admin technician viewer', allowed: 200 },
+  { method: 'GET', path: '/api/v1/report.csv', route: '/api/v1/report.csv', permission: 'report.read', roles: 'admin technician viewer', allowed: 200 },
 ];
 
 type Answer = {

@@ -29,6 +29,8 @@ import { MqttEnrollment } from '../../onboarding/mqttEnrollment.js';
 import { EnrollmentPolicy } from '../../onboarding/policy.js';
 import { MqttConfig } from '../../configuration/mqttConfig.js';
 import { configRootProblem } from '../../transport/brokerAcl.js';
+import type { EnrollmentWitness } from '../../onboarding/enrollmentWitness.js';
+import type { BrokerWitness } from '../../transport/brokerWitness.js';
 
 /**
  * The agent's client id on an external broker: random, kept in the data
@@ -63,6 +65,8 @@ export interface MqttServiceDeps {
   configuration?: ConfigurationHub;
   /** configuration.topicRoot (default `config`; restart-only: the broker ACLs are built with it). */
   configurationTopicRoot?: string;
+  /** The device report's sightings: clients, announcements, certificates and requests no identity explains. */
+  sightings?: BrokerWitness & EnrollmentWitness;
 }
 
 /**
@@ -179,6 +183,7 @@ export class MqttService implements Service, DeviceAccess {
         },
         tls: () => identity,
         access: this,
+        ...(this.deps.sightings ? { witness: this.deps.sightings } : {}),
         presence: (identity, online) => {
           try {
             const device = devices.byName('mqtt', identity);
@@ -209,6 +214,7 @@ export class MqttService implements Service, DeviceAccess {
       gate,
       brokerUrl: () => this.config.deviceBrokerUrl || this.deviceUrl,
       reservedIds: () => [agentId, opcuaClientId(agentId)],
+      ...(this.deps.sightings ? { witness: this.deps.sightings } : {}),
     }));
     const discovery = new MqttDiscovery({
       log: log.child({ part: 'discovery' }),

@@ -200,6 +200,8 @@ describe.skipIf(sambaSkipReason)('directory logins (real Samba AD DC, real daemo
       ['GET', '/api/v1/exports/devices.csv?q=meter'],
       ['GET', '/api/v1/overview'],
       ['GET', '/api/v1/onboarding'],
+      ['GET', '/api/v1/report'],
+      ['GET', '/api/v1/report.csv'],
     ];
     // Every route of the API is probed here, but the caller's own (me, logout, the console's session), the login and starting a run (below).
     const served = apiRoutes({ registry: new Registry() } as never).filter((r) => r.permission !== 'anyone');

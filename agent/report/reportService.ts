@@ -1,0 +1,154 @@
+import { Gauge } from 'prom-client';
+import type { Registry } from 'prom-client';
+import type { ProfileName } from '../../certs/profiles/profile.js';
+import type { CertificateRecord, ListFilter } from '../../certs/store.js';
+import type { Config } from '../config/schema.js';
+import type { ReportConfig } from '../config/reportSchema.js';
+import type { Device } from '../inventory/device.js';
+import type { Service } from '../lifecycle/service.js';
+import type { Logger } from '../log.js';
+import type { ReportRepository } from '../store/reportRepository.js';
+import { evaluate } from './evaluator.js';
+import { PatchPolicy } from './patchPolicy.js';
+import type { SightingRecorder } from './sightings.js';
+import { FINDING_KINDS, type Finding, type FindingKind } from './types.js';
+
+export interface ReportServiceDeps {
+  log: Logger;
+  config: ReportConfig;
+  reports: ReportRepository;
+  devices: { list(): Device[] };
+  certificates: { list(filter: ListFilter): CertificateRecord[] };
+  sightings: SightingRecorder;
+  registry: Registry;
+}
+
+/** What GET /api/v1/report answers. */
+export interface ReportView {
+  generatedAt: string;
+  counts: Record<FindingKind, number>;
+  findings: Finding[];
+}
+
+const DAY_MS = 86_400_000;
+const DEVICE_PROFILES: readonly ProfileName[] = ['mqtt-device', 'opcua-application'];
+/** An evaluation this recent answers a request for the report: a burst of requests costs one. */
+const FRESH_MS = 1_000;
+
+/**
+ * "Every device accounted for" (docs/report.md): evaluates the findings
+ * every report.intervalSeconds and on request, and commits what opened and
+ * resolved with their upstream events in one transaction
+ * (ReportRepository.reconcile). A finding's first appearance is logged once
+ * as an alarm; the open findings are the gauge edge_agent_report_findings{kind}.
+ */
+export class ReportService implements Service {
+  readonly name = 'report';
+  private config: ReportConfig;
+  private policy: PatchPolicy;
+  private timer: NodeJS.Timeout | undefined;
+  private last: Date | undefined;
+  private readonly lastEvaluation: Gauge;
+  private counts: Record<string, number> = {};
+
+  constructor(private readonly deps: ReportServiceDeps) {
+    this.config = deps.config;
+    this.policy = new PatchPolicy(deps.config.patchPolicy);
+    const self = this;
+    new Gauge({
+      name: 'edge_agent_report_findings',
+      help: 'Open findings of the device report, by kind (docs/report.md)',
+      labelNames: ['kind'],
+      registers: [deps.registry],
+      collect() {
+        for (const kind of FINDING_KINDS) this.set({ kind }, self.counts[kind] ?? 0);
+      },
+    });
+    this.lastEvaluation = new Gauge({
+      name: 'edge_agent_report_evaluated_timestamp_seconds',
+      help: 'Unix time of the last evaluation of the device report',
+      registers: [deps.registry],
+    });
+  }
+
+  get enabled(): boolean {
+    return this.config.enabled;
+  }
+
+  async start(): Promise<void> {
+    this.deps.sightings.start();
+    this.counts = this.deps.reports.countOpenByKind();
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.deps.sightings.stop();
+  }
+
+  reload(config: Config): void {
+    this.config = config.report;
+    this.policy = new PatchPolicy(config.report.patchPolicy);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    if (!this.config.enabled) return;
+    // The first soon after start (discovery and the broker have begun), then every intervalSeconds.
+    this.timer = setInterval(() => this.safeEvaluate(), this.config.intervalSeconds * 1000);
+    setImmediate(() => this.timer && this.safeEvaluate());
+  }
+
+  private safeEvaluate(): void {
+    try {
+      this.evaluate();
+    } catch (err) {
+      this.deps.log.error({ err }, 'device report could not be evaluated');
+    }
+  }
+
+  /**
+   * Evaluates now (sightings written first), commits openings and
+   * resolutions with their events, logs each new finding once, and returns
+   * when it ran. A request within a second of the last evaluation reuses it.
+   */
+  evaluate(options: { reuseWithinMs?: number } = {}): Date {
+    const now = new Date();
+    if (this.last && now.getTime() - this.last.getTime() < (options.reuseWithinMs ?? 0)) return this.last;
+    const c = this.config;
+    this.deps.sightings.flush();
+    const expiring = DEVICE_PROFILES.flatMap((profile) =>
+      this.deps.certificates.list({ profile, status: 'valid', expiringBefore: new Date(now.getTime() + c.expiringDays * DAY_MS), limit: 1_000_000 }),
+    );
+    const found = evaluate({
+      now,
+      devices: this.deps.devices.list(),
+      sightings: this.deps.reports.sightingsSince(new Date(now.getTime() - c.sightingDays * DAY_MS)),
+      expiring,
+      policy: this.policy,
+      staleDays: c.staleDays,
+      expiringDays: c.expiringDays,
+    });
+    const { opened, resolved } = this.deps.reports.reconcile(found, now);
+    for (const f of opened)
+      this.deps.log.warn({ findingId: f.id, kind: f.kind, subject: f.subject, deviceId: f.deviceId, summary: f.summary }, 'report finding opened');
+    for (const f of resolved) this.deps.log.info({ findingId: f.id, kind: f.kind, subject: f.subject, deviceId: f.deviceId }, 'report finding resolved');
+    this.deps.reports.pruneSightings(new Date(now.getTime() - c.sightingDays * DAY_MS));
+    this.counts = this.deps.reports.countOpenByKind();
+    this.lastEvaluation.set(now.getTime() / 1000);
+    this.last = now;
+    return now;
+  }
+
+  /** The report, evaluated fresh (or within the last second), optionally of one kind. */
+  view(kind?: FindingKind): ReportView {
+    const at = this.evaluate({ reuseWithinMs: FRESH_MS });
+    const findings = this.deps.reports.open(kind);
+    const counts = Object.fromEntries(FINDING_KINDS.map((k) => [k, 0])) as Record<FindingKind, number>;
+    for (const [k, n] of Object.entries(this.counts)) if (k in counts) counts[k as FindingKind] = n;
+    return { generatedAt: at.toISOString(), counts, findings };
+  }
+}
