@@ -1,4 +1,4 @@
-import { AccessLevelFlag, DataType, Variant, VariantArrayType } from 'node-opcua-client';
+import { AccessLevelFlag, DataType, ObjectIds, PermissionFlag, resolveNodeId, Variant, VariantArrayType } from 'node-opcua-client';
 import type { OPCUAServer } from 'node-opcua-server';
 
 type UAVariable = ReturnType<ReturnType<NonNullable<OPCUAServer['engine']['addressSpace']>['getOwnNamespace']>['addVariable']>;
@@ -12,6 +12,8 @@ export interface FixtureConfigNode {
   initial: number | boolean | string | [number, number];
   /** false: AccessLevel CurrentRead only, as a measured value or a nameplate field is (default true). */
   writable?: boolean;
+  /** 'securityAdmin': only the SecurityAdmin role may write it (RolePermissions); other users read it without CurrentWrite in their UserAccessLevel. */
+  writableBy?: 'securityAdmin';
 }
 
 /** The configuration variables `configNodes: true` installs: one writable variable per type a test needs, and one read-only. */
@@ -23,6 +25,15 @@ export const CONFIG_NODES: readonly FixtureConfigNode[] = [
   { id: 'Config.Enabled', dataType: 'Boolean', initial: false },
   { id: 'Config.Label', dataType: 'String', initial: 'unset' },
   { id: 'Config.FirmwareVersion', dataType: 'String', initial: '1.0.0', writable: false },
+  { id: 'Config.CalibrationOffset', dataType: 'Double', initial: 0, writableBy: 'securityAdmin' },
+];
+
+const READ = PermissionFlag.Browse | PermissionFlag.Read;
+/** Write for SecurityAdmin only; everyone else (AuthenticatedUser, Anonymous) reads. */
+const ADMIN_WRITES = [
+  { roleId: resolveNodeId(ObjectIds.WellKnownRole_SecurityAdmin), permissions: READ | PermissionFlag.Write },
+  { roleId: resolveNodeId(ObjectIds.WellKnownRole_AuthenticatedUser), permissions: READ },
+  { roleId: resolveNodeId(ObjectIds.WellKnownRole_Anonymous), permissions: READ },
 ];
 
 /** The test's side of the configuration variables: NodeIds to bind, values to read and change behind the agent's back. */
@@ -59,6 +70,7 @@ export function installConfigNodes(server: OPCUAServer, nodes: readonly FixtureC
       accessLevel: node.writable === false ? AccessLevelFlag.CurrentRead : AccessLevelFlag.CurrentRead | AccessLevelFlag.CurrentWrite,
       userAccessLevel: node.writable === false ? AccessLevelFlag.CurrentRead : AccessLevelFlag.CurrentRead | AccessLevelFlag.CurrentWrite,
       value: new Variant({ dataType, arrayType: VariantArrayType.Scalar, value: node.initial }),
+      ...(node.writableBy === 'securityAdmin' ? { rolePermissions: ADMIN_WRITES } : {}),
     });
     const entry = { variable, dataType, writes: 0 };
     variable.on('value_changed', () => {

@@ -155,6 +155,20 @@ describe('OPC UA configuration session (validate all, write, read back)', () => 
     expect((outcome as { reason: string }).reason).toMatch(/gain .*no such node.*; enabled .*its data type is Boolean/);
   });
 
+  it('refuses a node the user may not write (UserAccessLevel), and writes it as the user who may', async () => {
+    const d = good();
+    d.values.calibration = 0.25;
+    d.nodes!.calibration = node('Config.CalibrationOffset', 'Double');
+    const outcome = await sessions.apply({ ...target, user: OPERATOR }, d);
+    expect(outcome).toMatchObject({ kind: 'failed', retry: false });
+    expect((outcome as { reason: string }).reason).toMatch(
+      /calibration \(ns=\d+;s=Config\.CalibrationOffset\): not writable by operator \(its UserAccessLevel has no CurrentWrite\)/,
+    );
+    expect(server.config!.value('Config.CalibrationOffset')).toBe(0);
+    expect(await sessions.apply(target, d)).toMatchObject({ kind: 'verified' });
+    expect(server.config!.value('Config.CalibrationOffset')).toBe(0.25);
+  });
+
   it('answers retry when the server refuses the credentials (a password file may be mended)', async () => {
     const outcome = await sessions.apply({ ...target, user: { ...ADMIN, password: 'wrong' } }, good());
     expect(outcome).toMatchObject({ kind: 'failed', retry: true });
