@@ -217,7 +217,7 @@ describe('the device report: every device accounted for (real daemon, embedded b
     expect(left.evidence).toMatchObject({ clientId: 'edge-node-7', left: true });
   });
 
-  it('reports the OPC UA server discovery found and nobody approved, below the patch policy by its BuildInfo, and the short-lived certificate of the pushed server', async () => {
+  it('reports a server found and never approved, below the patch policy by its BuildInfo, and a pushed certificate about to expire', async () => {
     const all = await until(
       'the unprovisioned, unpatched and expiring findings',
       async () => {
