@@ -89,7 +89,7 @@ export class ConfigService implements Service, ConfigurationHub {
     this.running = true;
     this.abort = new AbortController();
     this.deps.bus.on('device.changed', 'configuration', ({ deviceId }) => this.deviceChanged(deviceId));
-    const due = this.deps.store.transaction(() => {
+    const due = this.deps.store.durable(() => {
       const n = this.deps.repos.configs.dueAtStart(new Date());
       this.reconcile('all');
       return n;
@@ -265,9 +265,17 @@ export class ConfigService implements Service, ConfigurationHub {
     return this.deps.repos.configs.heads().map((h) => ({ name: h.name, version: h.version, document: h.document }));
   }
 
+  /**
+   * Commits what a device change or the periodic look moves, fsynced before
+   * anything is sent (a dry run first: most looks move nothing, and cost no fsync).
+   */
+  private commitReconcile(ids: readonly string[] | 'all'): void {
+    if (this.reconcile(ids, this.heads(), true).length > 0) this.deps.store.durable(() => this.reconcile(ids));
+  }
+
   private reconcileAll(): void {
     try {
-      this.deps.store.transaction(() => this.reconcile('all'));
+      this.commitReconcile('all');
     } catch (err) {
       this.log.error({ err }, 'desired configuration could not be computed');
     }
@@ -287,7 +295,7 @@ export class ConfigService implements Service, ConfigurationHub {
       this.dirty.clear();
       if (!this.running || ids.length === 0) return;
       try {
-        this.deps.store.transaction(() => this.reconcile(ids));
+        this.commitReconcile(ids);
       } catch (err) {
         this.log.error({ err, devices: ids.length }, 'desired configuration could not be computed');
       }
