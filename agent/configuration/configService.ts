@@ -335,13 +335,14 @@ export class ConfigService implements Service, ConfigurationHub {
     clearTimeout(this.timer);
     const { configs } = this.deps.repos;
     const protocols = [...this.deliverers.keys()];
-    for (const w of configs.withdrawals(protocols)) if (!this.withdrawing.has(w.deviceId)) void this.withdraw(w);
+    // One thing at a time per device: a withdrawal and a delivery that overtook each other could leave the wrong message retained.
+    for (const w of configs.withdrawals(protocols)) if (!this.withdrawing.has(w.deviceId) && !this.inflight.has(w.deviceId)) void this.withdraw(w);
     const free = this.cfg.concurrency - this.inflight.size;
     let started = 0;
     if (free > 0) {
       for (const row of configs.due(new Date(), protocols, free + this.inflight.size)) {
         if (started >= free) break;
-        if (this.inflight.has(row.deviceId)) continue;
+        if (this.inflight.has(row.deviceId) || this.withdrawing.has(row.deviceId)) continue;
         started++;
         const run = this.deliver(row)
           .catch((err: unknown) => this.log.error({ err, deviceId: row.deviceId }, 'configuration delivery failed unexpectedly'))
@@ -428,6 +429,9 @@ export class ConfigService implements Service, ConfigurationHub {
         if (this.deps.repos.configs.get(w.deviceId)?.profile === undefined)
           this.deps.repos.configs.update(w.deviceId, { published_version: null, published_at: null });
       });
+      // A delivery held back while it ran may go now (a failed withdrawal waits for the next periodic look instead).
+      this.withdrawing.delete(w.deviceId);
+      this.kick();
     } catch (err) {
       this.log.warn({ err, deviceId: w.deviceId }, 'configuration could not be withdrawn; tried again later');
     } finally {
