@@ -148,10 +148,12 @@ export class ConfigService implements Service, ConfigurationHub {
         const status: ConfigStatus = report.status === 'applied' ? 'in_sync' : 'failed';
         const error = report.status === 'refused' ? (report.error ?? 'refused (the device gave no reason)') : null;
         const now = new Date().toISOString();
+        // The same report again (a device that repeats itself) only moves the time of its last report.
+        const again = row.status === status && row.reportedVersion === report.version && (row.error ?? null) === error;
         configs.update(
           device.id,
           { status, error, reported_version: report.version, reported_sha256: ref.sha256, reported_at: now, next_attempt_at: null },
-          { event: report.status === 'applied' ? 'applied' : 'refused', ...(error ? { detail: error } : {}) },
+          again ? undefined : { event: report.status === 'applied' ? 'applied' : 'refused', ...(error ? { detail: error } : {}) },
         );
         return { accepted: true, status };
       }
@@ -181,7 +183,9 @@ export class ConfigService implements Service, ConfigurationHub {
       const detail = observation.differences
         .map((d) => `${d.key}: expected ${JSON.stringify(d.expected)}, read ${d.error ?? JSON.stringify(d.actual)}`)
         .join('; ');
-      configs.update(deviceId, { status: 'drifted', error: detail, checked_at: now }, { event: 'drifted', detail });
+      // The same drift found again is not logged again.
+      const known = row.status === 'drifted' && row.error === detail;
+      configs.update(deviceId, { status: 'drifted', error: detail, checked_at: now }, known ? undefined : { event: 'drifted', detail });
       if (!this.document(ref.profile, ref.version).reapplyOnDrift) return false;
       configs.update(deviceId, { status: 'pending', attempts: 0, next_attempt_at: now }, { event: 'reapply', detail: 'the profile says reapplyOnDrift' });
       return true;
