@@ -89,7 +89,7 @@ export class ConfigService implements Service, ConfigurationHub {
     this.running = true;
     this.abort = new AbortController();
     this.deps.bus.on('device.changed', 'configuration', ({ deviceId }) => this.deviceChanged(deviceId));
-    const due = this.deps.store.transaction(() => {
+    const due = this.deps.store.durable(() => {
       const n = this.deps.repos.configs.dueAtStart(new Date());
       this.reconcile('all');
       return n;
@@ -148,10 +148,12 @@ export class ConfigService implements Service, ConfigurationHub {
         const status: ConfigStatus = report.status === 'applied' ? 'in_sync' : 'failed';
         const error = report.status === 'refused' ? (report.error ?? 'refused (the device gave no reason)') : null;
         const now = new Date().toISOString();
+        // The same report again (a device that repeats itself) only moves the time of its last report.
+        const again = row.status === status && row.reportedVersion === report.version && (row.error ?? null) === error;
         configs.update(
           device.id,
           { status, error, reported_version: report.version, reported_sha256: ref.sha256, reported_at: now, next_attempt_at: null },
-          { event: report.status === 'applied' ? 'applied' : 'refused', ...(error ? { detail: error } : {}) },
+          again ? undefined : { event: report.status === 'applied' ? 'applied' : 'refused', ...(error ? { detail: error } : {}) },
         );
         return { accepted: true, status };
       }
@@ -181,7 +183,9 @@ export class ConfigService implements Service, ConfigurationHub {
       const detail = observation.differences
         .map((d) => `${d.key}: expected ${JSON.stringify(d.expected)}, read ${d.error ?? JSON.stringify(d.actual)}`)
         .join('; ');
-      configs.update(deviceId, { status: 'drifted', error: detail, checked_at: now }, { event: 'drifted', detail });
+      // The same drift found again is not logged again.
+      const known = row.status === 'drifted' && row.error === detail;
+      configs.update(deviceId, { status: 'drifted', error: detail, checked_at: now }, known ? undefined : { event: 'drifted', detail });
       if (!this.document(ref.profile, ref.version).reapplyOnDrift) return false;
       configs.update(deviceId, { status: 'pending', attempts: 0, next_attempt_at: now }, { event: 'reapply', detail: 'the profile says reapplyOnDrift' });
       return true;
@@ -265,9 +269,17 @@ export class ConfigService implements Service, ConfigurationHub {
     return this.deps.repos.configs.heads().map((h) => ({ name: h.name, version: h.version, document: h.document }));
   }
 
+  /**
+   * Commits what a device change or the periodic look moves, fsynced before
+   * anything is sent (a dry run first: most looks move nothing, and cost no fsync).
+   */
+  private commitReconcile(ids: readonly string[] | 'all'): void {
+    if (this.reconcile(ids, this.heads(), true).length > 0) this.deps.store.durable(() => this.reconcile(ids));
+  }
+
   private reconcileAll(): void {
     try {
-      this.deps.store.transaction(() => this.reconcile('all'));
+      this.commitReconcile('all');
     } catch (err) {
       this.log.error({ err }, 'desired configuration could not be computed');
     }
@@ -287,7 +299,7 @@ export class ConfigService implements Service, ConfigurationHub {
       this.dirty.clear();
       if (!this.running || ids.length === 0) return;
       try {
-        this.deps.store.transaction(() => this.reconcile(ids));
+        this.commitReconcile(ids);
       } catch (err) {
         this.log.error({ err, devices: ids.length }, 'desired configuration could not be computed');
       }
@@ -327,13 +339,14 @@ export class ConfigService implements Service, ConfigurationHub {
     clearTimeout(this.timer);
     const { configs } = this.deps.repos;
     const protocols = [...this.deliverers.keys()];
-    for (const w of configs.withdrawals(protocols)) if (!this.withdrawing.has(w.deviceId)) void this.withdraw(w);
+    // One thing at a time per device: a withdrawal and a delivery that overtook each other could leave the wrong message retained.
+    for (const w of configs.withdrawals(protocols)) if (!this.withdrawing.has(w.deviceId) && !this.inflight.has(w.deviceId)) void this.withdraw(w);
     const free = this.cfg.concurrency - this.inflight.size;
     let started = 0;
     if (free > 0) {
       for (const row of configs.due(new Date(), protocols, free + this.inflight.size)) {
         if (started >= free) break;
-        if (this.inflight.has(row.deviceId)) continue;
+        if (this.inflight.has(row.deviceId) || this.withdrawing.has(row.deviceId)) continue;
         started++;
         const run = this.deliver(row)
           .catch((err: unknown) => this.log.error({ err, deviceId: row.deviceId }, 'configuration delivery failed unexpectedly'))
@@ -420,6 +433,9 @@ export class ConfigService implements Service, ConfigurationHub {
         if (this.deps.repos.configs.get(w.deviceId)?.profile === undefined)
           this.deps.repos.configs.update(w.deviceId, { published_version: null, published_at: null });
       });
+      // A delivery held back while it ran may go now (a failed withdrawal waits for the next periodic look instead).
+      this.withdrawing.delete(w.deviceId);
+      this.kick();
     } catch (err) {
       this.log.warn({ err, deviceId: w.deviceId }, 'configuration could not be withdrawn; tried again later');
     } finally {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
+import { TimeoutError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import type { Logger } from '../log.js';
 import type { BrokerLink, InboundMessage } from '../transport/types.js';
@@ -167,7 +168,7 @@ export class MqttConfig implements ConfigDeliverer {
       signal.addEventListener(
         'abort',
         () => {
-          for (const giveUp of [...this.waiting]) giveUp(new Error('delivery aborted'));
+          for (const giveUp of [...this.waiting]) giveUp(new TimeoutError('delivery aborted: the agent is stopping'));
         },
         { once: true },
       );
@@ -177,7 +178,7 @@ export class MqttConfig implements ConfigDeliverer {
     let giveUp!: (reason: Error) => void;
     const stop = new Promise<never>((_, reject) => {
       giveUp = reject;
-      timer = setTimeout(() => reject(new Error(`no answer from the broker within ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(() => reject(new TimeoutError(`no answer from the broker within ${timeoutMs} ms`)), timeoutMs);
     });
     this.waiting.add(giveUp);
     return Promise.race([work, stop]).finally(() => {

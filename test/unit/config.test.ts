@@ -60,7 +60,14 @@ describe('loadConfig', () => {
     {
       name: 'an unknown top-level section, with the allowed ones as hint',
       yaml: 'agent: {}\ncmms:\n  url: x\n',
-      expected: [{ path: 'cmms', message: /^unknown key$/, line: 2, hint: /allowed here: agent, log, store, http, auth, ca, mqtt, opcua, sync, lifecycle/ }],
+      expected: [
+        {
+          path: 'cmms',
+          message: /^unknown key$/,
+          line: 2,
+          hint: /allowed here: agent, log, store, http, auth, ca, mqtt, opcua, sync, configuration, report, lifecycle/,
+        },
+      ],
     },
     {
       name: 'a misspelt key, with a suggestion',

@@ -220,4 +220,65 @@ describe('ConfigService status rules (SQLite on disk)', () => {
     await waitFor(() => row('mqtt:s1')?.status === 'failed', 5000);
     expect(row('mqtt:s1')!.error).toBe('no such node');
   });
+
+  it('OPC UA: verified is in sync; a drift check marks drift, reapplies when the profile says so, and in sync again when equal', async () => {
+    store.transaction(() =>
+      repos.devices.apply({
+        protocol: 'opcua',
+        name: 'press-1',
+        to: 'provisioned',
+        cause: 'test',
+        actor: 'test',
+        patch: { nameplate: { manufacturer: 'Schuler' } },
+      }),
+    );
+    await service.start();
+    const opcua = new RecordingDeliverer('opcua');
+    opcua.answer = (d) => ({ kind: 'verified', observed: d.values });
+    service.register(opcua);
+    const press = (reapplyOnDrift: boolean, speed = 120) =>
+      validateProfile({
+        name: 'press',
+        protocol: 'opcua',
+        selector: { manufacturer: 'schuler' },
+        schema: { speed: { type: 'integer' } },
+        values: { speed },
+        nodes: { speed: { nodeId: 'ns=2;s=Speed', dataType: 'UInt16' } },
+        reapplyOnDrift,
+      });
+    store.durable(() => manager.apply(press(false), 'alice', false));
+    await waitFor(() => row('opcua:press-1')?.status === 'in_sync', 5000);
+    expect(opcua.delivered[0]).toMatchObject({ name: 'press-1', nodes: { speed: { nodeId: 'ns=2;s=Speed', dataType: 'UInt16' } }, reapplyOnDrift: false });
+    expect(service.current('opcua')).toMatchObject([{ deviceId: 'opcua:press-1', version: 1, values: { speed: 120 } }]);
+    const drift = { observed: { speed: 99 }, differences: [{ key: 'speed', nodeId: 'ns=2;s=Speed', expected: 120, actual: 99 }] };
+    service.observed('opcua:press-1', drift);
+    expect(row('opcua:press-1')).toMatchObject({ status: 'drifted', error: 'speed: expected 120, read 99' });
+    expect(opcua.delivered).toHaveLength(1);
+    service.observed('opcua:press-1', { observed: { speed: 120 }, differences: [] });
+    expect(row('opcua:press-1')).toMatchObject({ status: 'in_sync' });
+    store.durable(() => manager.apply(press(true, 130), 'alice', false));
+    await waitFor(() => row('opcua:press-1')?.status === 'in_sync' && row('opcua:press-1')?.desiredVersion === 2, 5000);
+    service.observed('opcua:press-1', { ...drift, differences: [{ ...drift.differences[0]!, expected: 130 }] });
+    await waitFor(() => opcua.delivered.length === 3 && row('opcua:press-1')?.status === 'in_sync', 5000);
+    expect(repos.configs.log('opcua:press-1').map((e) => e.event)).toEqual([
+      'desired',
+      'verified',
+      'drifted',
+      'checked',
+      'desired',
+      'verified',
+      'drifted',
+      'reapply',
+      'verified',
+    ]);
+  });
+
+  it('a device provisioned while the service runs gets the profile its selector gives it', async () => {
+    await service.start();
+    service.register(mqtt);
+    store.durable(() => manager.apply(vib(), 'alice', false));
+    provision('late');
+    await waitFor(() => mqtt.delivered.some((d) => d.deviceId === 'mqtt:late'), 5000);
+    expect(row('mqtt:late')).toMatchObject({ profile: 'vib', desiredVersion: 1, publishedVersion: 1 });
+  });
 });

@@ -1,8 +1,11 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { canonicalJson, parseProfileText, ProfileInvalidError, validateProfile, valuesSha256 } from '../../agent/configuration/profileDocument.js';
 import { diffProfiles, resolveDesired, type HeadProfile } from '../../agent/configuration/resolve.js';
 import { bestMatch, selects, type SelectorSubject } from '../../agent/configuration/selector.js';
 import type { Device } from '../../agent/inventory/device.js';
+import { REPO } from '../helpers/daemon.js';
 
 const mqtt = {
   name: 'vib',
@@ -192,5 +195,14 @@ describe('selectors and the desired state', () => {
         { key: 'rate', device: 'mqtt:s1', to: 5 },
       ],
     });
+  });
+});
+
+describe('docs/device-configuration.md', () => {
+  it('has an example profile for each protocol, and each is valid', () => {
+    const page = readFileSync(join(REPO, 'docs', 'device-configuration.md'), 'utf8');
+    const doc = page.slice(page.indexOf('## Profiles'), page.indexOf('## Status of a device'));
+    const examples = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => validateProfile(parseProfileText(m[1]!)));
+    expect(examples.map((e) => e.protocol).sort()).toEqual(['mqtt', 'opcua']);
   });
 });

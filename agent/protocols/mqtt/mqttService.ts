@@ -340,10 +340,6 @@ export class MqttService implements Service, DeviceAccess {
     this.policy = policy;
     this.enrollment?.reconfigure();
     this.schedule();
-    // The broker ACLs and the subscription were made with the root in force at start.
-    const root = this.deps.configurationTopicRoot ?? 'config';
-    if (config.configuration.topicRoot !== root)
-      this.deps.log.warn({ running: root, configured: config.configuration.topicRoot }, 'configuration.topicRoot changes only with a restart');
   }
 
   async stop(): Promise<void> {

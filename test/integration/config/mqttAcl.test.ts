@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -10,11 +11,12 @@ import { Metrics } from '../../../agent/metrics.js';
 import { EmbeddedBroker } from '../../../agent/transport/embeddedBroker.js';
 import { ExternalBroker } from '../../../agent/transport/externalBroker.js';
 import type { InboundMessage } from '../../../agent/transport/types.js';
+import { canonicalJson, ConfiguredDevice } from '../../../scripts/simulate/configDevice.js';
 import { caFixture } from '../../helpers/caFixture.js';
 import { runCli, tempDir } from '../../helpers/daemon.js';
 import { freePort, Mosquitto } from '../../helpers/mosquitto.js';
 import { opensslCsr } from '../../helpers/openssl.js';
-import { Waiters } from '../../helpers/waiters.js';
+import { pollUntil, Waiters } from '../../helpers/waiters.js';
 
 /** What MQTT.js rejects subscribeAsync with when the SUBACK grants 128. */
 const REFUSED = { packet: { granted: [128] } };
@@ -153,6 +155,48 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
   it('clears the retained message with an empty retained payload', async () => {
     await broker.publish('config/sensor-1/desired', Buffer.alloc(0), { qos: 1, retain: true });
     expect(await broker.retained(['config/+/desired'])).toEqual([]);
+  });
+
+  it('has the simulated device check the sha256, apply once, report again on a resend, and keep what it runs when withdrawn', async () => {
+    const device = new ConfiguredDevice(
+      'sensor-2',
+      { url: `mqtts://127.0.0.1:${broker.addresses().mtls}`, ...creds['sensor-2']!, ca: trust },
+      { refusing: false },
+    );
+    const reported = (n: number) =>
+      arrivals.until(() => (reports.filter((m) => m.topic === 'config/sensor-2/reported').length >= n ? true : undefined), {
+        timeoutMs: 10_000,
+        timeoutMessage: () => `fewer than ${n} reports: ${JSON.stringify(reports.map((m) => m.payload.toString()))}`,
+      });
+    const last = () =>
+      JSON.parse(
+        reports
+          .filter((m) => m.topic === 'config/sensor-2/reported')
+          .at(-1)!
+          .payload.toString(),
+      ) as Record<string, unknown>;
+    try {
+      await device.ready;
+      const values = { b: 2, a: 'x' };
+      const send = (body: object) => broker.publish('config/sensor-2/desired', Buffer.from(JSON.stringify(body)), { qos: 1, retain: true });
+      await send({ profile: 'p', version: 1, sha256: 'f'.repeat(64), values });
+      await reported(1);
+      expect(last()).toEqual({ profile: 'p', version: 1, sha256: 'f'.repeat(64), status: 'refused', error: 'sha256 does not match the values' });
+      const good = { profile: 'p', version: 2, sha256: createHash('sha256').update(canonicalJson(values)).digest('hex'), values };
+      await send(good);
+      await reported(2);
+      expect(last()).toMatchObject({ version: 2, status: 'applied' });
+      await send(good);
+      await reported(3);
+      expect(last()).toMatchObject({ version: 2, status: 'applied' });
+      expect(device.applied).toHaveLength(1);
+      await broker.publish('config/sensor-2/desired', Buffer.alloc(0), { qos: 1, retain: true });
+      await pollUntil(() => (device.events.some((e) => e.kind === 'withdrawn') ? true : undefined), { message: () => 'no withdrawal' });
+      expect(device.current).toMatchObject({ version: 2 });
+      expect(device.events.map((e) => e.kind)).toEqual(['refused', 'applied', 'repeated', 'withdrawn']);
+    } finally {
+      await device.stop();
+    }
   });
 });
 
