@@ -1,4 +1,4 @@
-import { PeerError } from '../errors.js';
+import { PeerError, RefusedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { DATA_TYPE_IDS, fromWire, sameValue, toWire, valueRefusal, type JsonValue, type OpcuaDataType, type OpcuaNodeBinding } from './opcuaConfigValues.js';
 import { destroySocket, ProbeTimeout, within, type OpcuaProbe } from './opcuaProbe.js';
@@ -45,7 +45,7 @@ const NODE_CLASS_VARIABLE = 2;
 const CURRENT_WRITE = 0x02;
 
 /** A refusal that retrying cannot mend: the profile does not fit the server's address space. */
-class Refused extends Error {}
+class Refused extends RefusedError {}
 
 interface Item {
   key: string;
