@@ -157,6 +157,8 @@ export class App implements HealthSource {
       certificates: repos.certificates,
       sightings,
       registry: metrics.registry,
+      bus,
+      upstream: () => this.config.sync.enabled,
     });
     const directoryConfig = () => this.config.auth.directory;
     const watch = new SessionWatch({ log: directoryLog, config: directoryConfig, directory, store, repos, bus, registry: metrics.registry });

@@ -3,6 +3,7 @@ import type { Registry } from 'prom-client';
 import type { ProfileName } from '../../certs/profiles/profile.js';
 import type { CertificateRecord, ListFilter } from '../../certs/store.js';
 import type { Config } from '../config/schema.js';
+import type { EventBus } from '../events.js';
 import type { ReportConfig } from '../config/reportSchema.js';
 import type { Device } from '../inventory/device.js';
 import type { Service } from '../lifecycle/service.js';
@@ -21,6 +22,13 @@ export interface ReportServiceDeps {
   certificates: { list(filter: ListFilter): CertificateRecord[] };
   sightings: SightingRecorder;
   registry: Registry;
+  /** Told when upstream events were queued (the sync sends them at once). */
+  bus?: EventBus;
+  /**
+   * Whether the upstream sync is on: findings' events are queued only then. With the sync off nothing would ever
+   * send or delete them, and the report itself (API, CLI, metrics, log) shows the findings.
+   */
+  upstream?: () => boolean;
 }
 
 /** What GET /api/v1/report answers. */
@@ -34,6 +42,8 @@ const DAY_MS = 86_400_000;
 const DEVICE_PROFILES: readonly ProfileName[] = ['mqtt-device', 'opcua-application'];
 /** An evaluation this recent answers a request for the report: a burst of requests costs one. */
 const FRESH_MS = 1_000;
+/** Resolved findings are kept this long (the report shows open ones; the history is for the database's reader). */
+const RESOLVED_KEPT_MS = 90 * DAY_MS;
 
 /**
  * "Every device accounted for" (docs/report.md): evaluates the findings
@@ -132,11 +142,14 @@ export class ReportService implements Service {
       staleDays: c.staleDays,
       expiringDays: c.expiringDays,
     });
-    const { opened, resolved } = this.deps.reports.reconcile(found, now);
+    const queue = this.deps.upstream?.() ?? false;
+    const { opened, resolved } = this.deps.reports.reconcile(found, now, { events: queue });
+    if (queue && opened.length + resolved.length > 0) this.deps.bus?.emit('report.eventsQueued', { count: opened.length + resolved.length });
     for (const f of opened)
       this.deps.log.warn({ findingId: f.id, kind: f.kind, subject: f.subject, deviceId: f.deviceId, summary: f.summary }, 'report finding opened');
     for (const f of resolved) this.deps.log.info({ findingId: f.id, kind: f.kind, subject: f.subject, deviceId: f.deviceId }, 'report finding resolved');
     this.deps.reports.pruneSightings(new Date(now.getTime() - c.sightingDays * DAY_MS));
+    this.deps.reports.pruneResolved(new Date(now.getTime() - RESOLVED_KEPT_MS));
     this.counts = this.deps.reports.countOpenByKind();
     this.lastEvaluation.set(now.getTime() / 1000);
     this.last = now;

@@ -93,6 +93,11 @@ export class ReportRepository {
   }
 
   /** Forgets sightings last seen before `before` (their findings have resolved by then). */
+  /** Deletes findings resolved before `before`. */
+  pruneResolved(before: Date): number {
+    return this.store.statement('DELETE FROM findings WHERE resolved_at IS NOT NULL AND resolved_at < ?').run(before.toISOString()).changes;
+  }
+
   pruneSightings(before: Date): number {
     return this.store.statement('DELETE FROM sightings WHERE last_seen < ?').run(before.toISOString()).changes;
   }
@@ -117,9 +122,9 @@ export class ReportRepository {
    * transaction: a new one is inserted (opened), one no longer found is
    * resolved, one still found gets its facts updated; each opening and
    * resolution writes its upstream event into report_events in the same
-   * commit. Returns what opened and what resolved.
+   * commit (unless `events` is false: the upstream sync is off). Returns what opened and what resolved.
    */
-  reconcile(found: readonly FindingFacts[], at: Date): { opened: Finding[]; resolved: Finding[] } {
+  reconcile(found: readonly FindingFacts[], at: Date, options: { events: boolean } = { events: true }): { opened: Finding[]; resolved: Finding[] } {
     const now = at.toISOString();
     return this.store.durable(() => {
       const open = new Map(this.open().map((f) => [key(f.kind, f.subject), f]));
@@ -147,7 +152,7 @@ export class ReportRepository {
         );
         const finding: Finding = { ...f, id, openedAt: at, resolvedAt: null };
         const e = findingEvent('finding.opened', finding, at);
-        event.run(e.eventId, 'finding.opened', e.body, now);
+        if (options.events) event.run(e.eventId, 'finding.opened', e.body, now);
         opened.push(finding);
       }
       for (const [k, f] of open) {
@@ -155,7 +160,7 @@ export class ReportRepository {
         resolve.run(now, f.id);
         const done: Finding = { ...f, resolvedAt: at };
         const e = findingEvent('finding.resolved', done, at);
-        event.run(e.eventId, 'finding.resolved', e.body, now);
+        if (options.events) event.run(e.eventId, 'finding.resolved', e.body, now);
         resolved.push(done);
       }
       return { opened, resolved };

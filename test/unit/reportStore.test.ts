@@ -81,4 +81,27 @@ describe('the report on SQLite: sightings coalesced, findings opened and resolve
     expect(again.opened[0]!.id).not.toBe(first.opened[0]!.id);
     expect(reports.countOpenByKind()).toEqual({ stale: 3 });
   });
+  it('queues no events while the upstream sync is off, and deletes findings resolved long ago', () => {
+    const at = (n: number) => new Date(Date.UTC(2026, 5, 1, 0, n));
+    const facts = (subject: string): FindingFacts => ({
+      kind: 'expiring',
+      subject,
+      deviceId: null,
+      summary: `${subject} ends soon`,
+      evidence: {},
+      firstSeen: at(0),
+      lastSeen: at(0),
+    });
+    const before = reports.events().length;
+    const opened = reports.reconcile([facts('serial-1')], at(1), { events: false });
+    expect(opened.opened).toHaveLength(1);
+    // The evaluation that no longer finds it resolves it (and the test above's open ones), without events.
+    reports.reconcile([], at(2), { events: false });
+    expect(reports.events()).toHaveLength(before);
+    expect(reports.open()).toEqual([]);
+    // The findings the test above resolved in January go; the one resolved at at(2) is not older than at(2) and stays.
+    expect(reports.pruneResolved(at(2))).toBe(4);
+    expect(reports.pruneResolved(at(3))).toBe(1);
+    expect(reports.pruneResolved(at(3))).toBe(0);
+  });
 });
