@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import type { Affected } from '../configuration/configService.js';
@@ -147,7 +147,8 @@ export function registerConfigProfileCommands(program: Command, result: { code: 
       .option('--to <n>', 'the newer version (default: the head)'),
     false,
   ).action(async (what: string, o: ApiOptions & { from?: string; to?: string }) => {
-    const isFile = /\.(ya?ml|json)$/i.test(what) || what.includes('/');
+    // A file that exists (or a path) is compared with the head; anything else names a stored profile.
+    const isFile = what.includes('/') || existsSync(what);
     let query = '';
     try {
       if (isFile && (o.from || o.to)) throw new UsageError('--from and --to compare stored versions; a file is compared with the head');

@@ -27,7 +27,7 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
     const base = await daemon.ready();
 
     const ready = await notify.waitFor((n) => n.fields.READY === '1');
-    expect(ready.fields.STATUS).toMatch(/^Running: 8 services up/);
+    expect(ready.fields.STATUS).toMatch(/^Running: 9 services up/);
     expect(ready.pid).toBe(daemon.child.pid);
     const readyIndex = notify.messages.indexOf(ready);
     const statuses = notify.messages
@@ -41,6 +41,7 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
       'Starting ca',
       'Starting mqtt',
       'Starting opcua',
+      'Starting configuration',
       'Starting sessions',
       'Starting http',
     ]);
@@ -61,6 +62,7 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
       ['ca', 'up'],
       ['mqtt', 'up'],
       ['opcua', 'up'],
+      ['configuration', 'up'],
       ['sessions', 'up'],
       ['http', 'up'],
     ]);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { configRoutes } from '../../agent/api/configRoutes.js';
 import { canonicalJson, parseProfileText, ProfileInvalidError, validateProfile, valuesSha256 } from '../../agent/configuration/profileDocument.js';
 import { diffProfiles, resolveDesired, type HeadProfile } from '../../agent/configuration/resolve.js';
 import { bestMatch, selects, type SelectorSubject } from '../../agent/configuration/selector.js';
@@ -204,5 +205,15 @@ describe('docs/device-configuration.md', () => {
     const doc = page.slice(page.indexOf('## Profiles'), page.indexOf('## Status of a device'));
     const examples = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => validateProfile(parseProfileText(m[1]!)));
     expect(examples.map((e) => e.protocol).sort()).toEqual(['mqtt', 'opcua']);
+  });
+});
+
+describe('the configuration routes with configuration.enabled false', () => {
+  it('answer changes with 409 CONFIGURATION_OFF, after checking the document', async () => {
+    const routes = configRoutes({ config: () => ({}) as never, repos: {} as never });
+    const route = routes.find((r) => r.method === 'POST' && r.path === '/api/v1/config-profiles')!;
+    const ctx = (body: unknown) => ({ body: async () => body, user: { name: 'a' } }) as never;
+    await expect(route.handle(ctx(mqtt))).rejects.toMatchObject({ code: 'CONFIGURATION_OFF', status: 409 });
+    await expect(route.handle(ctx({ ...mqtt, values: { threshold: 'x' } }))).rejects.toMatchObject({ code: 'PROFILE_INVALID', status: 400 });
   });
 });
