@@ -196,9 +196,9 @@ describe('the edge-agent command', () => {
       expect(exit.code).toBe(1);
       expect(second.stderr).toContain(`could not start: http failed to start: cannot listen on 127.0.0.1:${port}`);
       expect(second.stderr).toContain('is already in use');
-      // What had started (lock, store, runs, ca, mqtt, opcua, configuration, sessions) was stopped again, in reverse: the run is closed cleanly.
+      // What had started (lock, store, runs, ca, report, mqtt, opcua, configuration, sessions) was stopped again, in reverse: the run is closed cleanly.
       const stopped = second.logs.filter((l) => l.msg === 'service stopped').map((l) => l.service);
-      expect(stopped).toEqual(['http', 'sessions', 'configuration', 'opcua', 'mqtt', 'ca', 'runs', 'store', 'lock']);
+      expect(stopped).toEqual(['http', 'sessions', 'configuration', 'opcua', 'mqtt', 'report', 'ca', 'runs', 'store', 'lock']);
       first.kill('SIGTERM');
       expect((await first.exited).code).toBe(0);
     } finally {
