@@ -53,14 +53,22 @@ interface Item {
   value: JsonValue;
 }
 
+/** A node's value as validation read it: the Variant, and as JSON (null when it could not be read). */
+interface Held {
+  variant: unknown;
+  actual: JsonValue | null;
+}
+
 /**
  * Configuration writes to provisioned OPC UA servers over node-opcua: a
  * session with the agent's own application identity, SignAndEncrypt and the
  * server's credentials, pinned to the certificate the push left on it. A
  * configuration is validated as a whole before anything is written (every
  * node exists, is a scalar Variable of the bound data type, writable by
- * this user, and every value fits its type), then written in one Write call
- * and read back. Outcomes are the agent's own types; nothing throws.
+ * this user, and every value fits its type); then the values the server
+ * does not already hold are written in one Write call (none: no Write at
+ * all), and every value is read back. Outcomes are the agent's own types;
+ * nothing throws.
  */
 export class OpcuaConfigSessions {
   constructor(
@@ -69,7 +77,12 @@ export class OpcuaConfigSessions {
     private readonly log: Logger,
   ) {}
 
-  /** Validates all, writes all, reads back: verified with the values read, or failed with the reason. */
+  /**
+   * Validates all, writes what differs, reads back: verified with the values
+   * read, or failed with the reason. Values the server already holds (as the
+   * read-back compares them) are not written again; when it holds them all,
+   * nothing is written and the values read in validation answer verified.
+   */
   async apply(server: ConfigServer, config: ConfigValues): Promise<DeliveryOutcome> {
     let items: Item[];
     try {
@@ -78,16 +91,24 @@ export class OpcuaConfigSessions {
       return { kind: 'failed', reason: (err as Error).message, retry: false };
     }
     return this.run(server, async (opcua, session) => {
-      const before = await this.validate(opcua, session, items, server.timeoutMs, server.user.username);
-      const written = await within(session.write(items.map((i) => writeValue(opcua, i.binding, i.value))), server.timeoutMs, 'the Write of the configuration');
-      const bad = written.map((s, n) => ({ s, item: items[n]! })).filter(({ s }) => !s.isGood());
+      const held = await this.validate(opcua, session, items, server.timeoutMs, server.user.username);
+      const changes = items.map((item, n) => ({ item, old: held[n]! })).filter(({ item, old }) => !sameValue(item.binding.dataType, item.value, old.actual));
+      // A restart or a redelivery of a configuration the server holds: the device sees no second Write of it.
+      if (changes.length === 0) return { kind: 'verified', observed: Object.fromEntries(items.map((i) => [i.key, i.value])) };
+      const written = await within(
+        session.write(changes.map(({ item }) => writeValue(opcua, item.binding, item.value))),
+        server.timeoutMs,
+        'the Write of the configuration',
+      );
+      const bad = written.map((s, n) => ({ s, item: changes[n]!.item })).filter(({ s }) => !s.isGood());
       if (bad.length > 0) {
         // Validation passed, yet the server refused some: put back what it took, so the configuration is not left half-applied.
-        const taken = items.map((item, n) => ({ item, old: before[n] })).filter((_, n) => written[n]!.isGood());
+        const taken = changes.filter((_, n) => written[n]!.isGood()).map(({ item, old }) => ({ item, old: old.variant }));
         const undo = taken.length === 0 ? 'nothing was written' : await this.restore(opcua, session, taken, server.timeoutMs);
         const why = bad.map(({ s, item }) => `${item.key} (${item.binding.nodeId}): ${s.name}`).join('; ');
         throw new Refused(`the server refused the Write of ${why}; ${undo}`);
       }
+      // Every value read back, the ones not written too: the configuration is verified as a whole.
       const read = await readValues(opcua, session, items, server.timeoutMs);
       const unreadable = read.filter((r) => r.error !== undefined);
       if (unreadable.length > 0) {
@@ -201,9 +222,10 @@ export class OpcuaConfigSessions {
   /**
    * Every node checked before anything is written; the first problem of
    * each node is named, all nodes' problems in one refusal. Returns the
-   * values the nodes held (to put back if the Write is refused halfway).
+   * values the nodes held: as read (the Variant, to put back if the Write is
+   * refused halfway) and as JSON (null when unreadable: then it is written).
    */
-  private async validate(opcua: Opcua, session: Session, items: Item[], timeoutMs: number, user: string): Promise<unknown[]> {
+  private async validate(opcua: Opcua, session: Session, items: Item[], timeoutMs: number, user: string): Promise<Held[]> {
     const problems: string[] = [];
     const nodes = items.map((item) => {
       try {
@@ -227,7 +249,9 @@ export class OpcuaConfigSessions {
       const attributes = read.slice(n * VALIDATED.length, (n + 1) * VALIDATED.length);
       const problem = nodeProblem(opcua, item.binding.dataType, attributes, user);
       if (problem) problems.push(`${item.key} (${item.binding.nodeId}): ${problem}`);
-      return attributes[VALIDATED.length - 1]?.value;
+      const value = attributes[VALIDATED.length - 1];
+      const actual = value?.statusCode.isGood() ? fromWire(item.binding.dataType, value.value.value) : null;
+      return { variant: value?.value, actual };
     });
     if (problems.length > 0) throw new Refused(`configuration refused, nothing written: ${problems.join('; ')}`);
     return before;

@@ -62,6 +62,22 @@ describe('OPC UA configuration delivery (profiles written to a provisioned serve
     await scene.reaches('press-self-healing', 'in_sync');
   });
 
+  it('delivers values the server already holds without writing them, and writes only the one that differs', async () => {
+    const held = scene.server();
+    const before = scene.writes();
+    // Another profile, the same values: a new delivery, nothing for the server to take.
+    await scene.apply(scene.profile('press-same-values', { values: { label: held['Config.Label'] as string } }));
+    expect(await scene.reaches('press-same-values', 'in_sync')).toMatchObject({ error: null });
+    expect(scene.writes()).toBe(before);
+    expect(scene.server()).toEqual(held);
+    const channel = scene.press.config!.writes('Config.Channel');
+    await scene.apply(scene.profile('press-one-change', { values: { label: held['Config.Label'] as string, channel: 4 } }));
+    await scene.reaches('press-one-change', 'in_sync');
+    expect(scene.press.config!.writes('Config.Channel')).toBe(channel + 1);
+    expect(scene.writes()).toBe(before + 1);
+    expect(scene.server()).toEqual({ ...held, 'Config.Channel': 4 });
+  });
+
   // Functions: the fixture's NodeIds are known once it runs.
   const refusals: { name: string; extra: () => Parameters<OpcuaScene['profile']>[1]; reason: RegExp }[] = [
     {

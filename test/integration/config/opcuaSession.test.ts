@@ -87,6 +87,23 @@ describe('OPC UA configuration session (validate all, write, read back)', () => 
     expect(read).toEqual({ kind: 'observed', observation: { observed: good().values, differences: [] } });
   });
 
+  it('delivers the same configuration again (a restart, a redelivery): nothing written, verified', async () => {
+    const writesBefore = writes();
+    expect(await sessions.apply(target, good())).toEqual({ kind: 'verified', observed: good().values });
+    // Float by its float32 value: 0.1 as the JSON number, 0.10000000149011612 on the server.
+    expect(await sessions.apply(target, good())).toEqual({ kind: 'verified', observed: good().values });
+    expect(writes()).toBe(writesBefore);
+  });
+
+  it('writes only the value that differs, and reads back every one', async () => {
+    const perNode = () => Object.fromEntries(ids.map((id) => [id, server.config!.writes(id)]));
+    server.config!.setValue('Config.Label', 'changed at the machine');
+    const before = perNode();
+    expect(await sessions.apply(target, good())).toEqual({ kind: 'verified', observed: good().values });
+    expect(perNode()).toEqual({ ...before, 'Config.Label': before['Config.Label']! + 1 });
+    expect(server.config!.value('Config.Label')).toBe('press-7 line 2');
+  });
+
   it('finds a value changed on the server behind its back', async () => {
     server.config!.setValue('Config.AlarmThreshold', 7);
     const read = await sessions.observe(target, good());
@@ -210,6 +227,14 @@ describe('OPC UA configuration session (validate all, write, read back)', () => 
       expect(wide.config!.value('Config.Serial')).toEqual([0xffff_ffff, 0xffff_ffff]);
       // A JSON number is the same Int64 as its decimal string.
       expect(await sessions.apply(at, { values: { ...values, counter: -5 }, nodes })).toMatchObject({ kind: 'verified' });
+      // Int64 by value: the decimal string of what the server holds is no change, nothing written.
+      const wideWrites = () => ['Config.Counter', 'Config.Serial', 'Config.Mode'].reduce((n, id) => n + wide.config!.writes(id), 0);
+      const writesBefore = wideWrites();
+      expect(await sessions.apply(at, { values: { ...values, counter: '-5' }, nodes })).toEqual({
+        kind: 'verified',
+        observed: { ...values, counter: '-5' },
+      });
+      expect(wideWrites()).toBe(writesBefore);
       expect(await sessions.observe(at, { values: { ...values, counter: '-5' }, nodes })).toMatchObject({ observation: { differences: [] } });
       wide.config!.setValue('Config.Counter', [0, 5]);
       expect(await sessions.observe(at, { values, nodes })).toMatchObject({
