@@ -44,7 +44,7 @@ export interface FixtureConfig {
   value(id: string): unknown;
   /** Changes a value on the server's side, as an operator at the machine would: not counted as a client write. */
   setValue(id: string, value: number | boolean | string | [number, number]): void;
-  /** How many times clients changed the variable's value (writes of the value it already had are not counted). */
+  /** How many times clients wrote the variable's value (a write of the value it already had counts too: node-opcua stamps a new source time). */
   writes(id: string): number;
 }
 
