@@ -1,7 +1,7 @@
 import type { CertificateRecord } from '../../certs/store.js';
 import type { Device } from '../inventory/device.js';
 import type { PatchPolicy } from './patchPolicy.js';
-import type { FindingFacts, Sighting } from './types.js';
+import type { FindingFacts, FindingKind, Sighting } from './types.js';
 
 /** What one evaluation looks at, read by the caller. */
 export interface EvaluationInput {
@@ -50,6 +50,21 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
     const name = s.subject.startsWith('mqtt:') ? s.subject.slice('mqtt:'.length) : undefined;
     const device = name === undefined ? undefined : mqtt.get(name);
     const base = { subject: s.subject, evidence: { ...s.evidence, count: s.count }, firstSeen: s.firstSeen, lastSeen: s.lastSeen };
+    // Client ids beyond the first few of one address, folded into `mqtt:@<address>` (sightings.ts).
+    const folded = typeof s.evidence.folded === 'number' ? s.evidence.folded : undefined;
+    if (folded !== undefined && (s.kind === 'shadow.unenrolled_client' || s.kind === 'shadow.uncertified_announcement')) {
+      const what =
+        s.kind === 'shadow.unenrolled_client' ? 'connected to the provisioning listener without enrolling' : 'announced themselves without a certificate';
+      out.push({
+        ...base,
+        kind: s.kind,
+        deviceId: null,
+        summary:
+          `MQTT clients from ${s.subject.slice(6)} ${what} under more client ids than are reported one by one ` +
+          `(${folded} sightings folded into this finding, ${s.count}× in all)`,
+      });
+      continue;
+    }
     if (s.kind === 'shadow.unenrolled_client') {
       // A client id the inventory knows by an enrollment (a device polling for its pending answer) is no shadow.
       if (device && device.state !== 'discovered') continue;
@@ -161,6 +176,58 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
       evidence: { serial: c.serial, profile: c.profile, identity: c.identity, notAfter: c.notAfter.toISOString(), expiringDays: input.expiringDays },
       firstSeen: c.issuedAt,
       lastSeen: device?.lastSeen ?? c.issuedAt,
+    });
+  }
+  return out;
+}
+
+/** Open findings of one kind at most (docs/report.md); more are one overflow finding of the kind, subject OVERFLOW_SUBJECT. */
+export const OPEN_PER_KIND = 1_000;
+export const OVERFLOW_SUBJECT = 'report:more';
+
+/**
+ * Keeps at most `limit` findings of each kind: those already open first (a
+ * full kind does not churn), then the earliest seen. The rest become one
+ * finding of the kind, subject `report:more`, that says how many more
+ * there are (evidence `more`, `limit`); it resolves when the kind is under
+ * the limit again. `open` holds the open findings' kind and subject joined
+ * by NUL (ReportRepository.openKeys).
+ */
+export function capPerKind(found: readonly FindingFacts[], open: ReadonlySet<string>, limit = OPEN_PER_KIND): FindingFacts[] {
+  const key = (f: FindingFacts) => `${f.kind}\u0000${f.subject}`;
+  const byKind = new Map<FindingKind, FindingFacts[]>();
+  for (const f of found) {
+    const list = byKind.get(f.kind);
+    if (list) list.push(f);
+    else byKind.set(f.kind, [f]);
+  }
+  const out: FindingFacts[] = [];
+  for (const [kind, list] of byKind) {
+    if (list.length <= limit) {
+      out.push(...list);
+      continue;
+    }
+    const ranked = [...list].sort(
+      (a, b) =>
+        Number(open.has(key(b))) - Number(open.has(key(a))) ||
+        a.firstSeen.getTime() - b.firstSeen.getTime() ||
+        (a.subject < b.subject ? -1 : a.subject > b.subject ? 1 : 0),
+    );
+    const rest = ranked.slice(limit);
+    let first = Number.POSITIVE_INFINITY;
+    let last = Number.NEGATIVE_INFINITY;
+    for (const f of rest) {
+      first = Math.min(first, f.firstSeen.getTime());
+      last = Math.max(last, f.lastSeen.getTime());
+    }
+    out.push(...ranked.slice(0, limit), {
+      kind,
+      subject: OVERFLOW_SUBJECT,
+      deviceId: null,
+      summary: `${rest.length} more ${kind} findings are not listed: the report holds at most ${limit} open findings per kind`,
+      evidence: { more: rest.length, limit },
+      firstSeen: new Date(first),
+      lastSeen: new Date(last),
     });
   }
   return out;

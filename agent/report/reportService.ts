@@ -9,7 +9,7 @@ import type { Device } from '../inventory/device.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { ReportRepository } from '../store/reportRepository.js';
-import { evaluate } from './evaluator.js';
+import { capPerKind, evaluate } from './evaluator.js';
 import { PatchPolicy } from './patchPolicy.js';
 import type { SightingRecorder } from './sightings.js';
 import { FINDING_KINDS, type Finding, type FindingKind } from './types.js';
@@ -48,8 +48,9 @@ const RESOLVED_KEPT_MS = 90 * DAY_MS;
 /**
  * "Every device accounted for" (docs/report.md): evaluates the findings
  * every report.intervalSeconds and on request, and commits what opened and
- * resolved with their upstream events in one transaction
- * (ReportRepository.reconcile). A finding's first appearance is logged once
+ * resolved with their upstream events in one transaction, only when
+ * something changed (ReportRepository.reconcile); at most OPEN_PER_KIND
+ * open findings per kind (capPerKind). A finding's first appearance is logged once
  * as an alarm; the open findings are the gauge edge_agent_report_findings{kind}.
  */
 export class ReportService implements Service {
@@ -86,6 +87,7 @@ export class ReportService implements Service {
   }
 
   async start(): Promise<void> {
+    this.deps.sightings.setWindow(this.config.sightingDays);
     this.deps.sightings.start();
     this.counts = this.deps.reports.countOpenByKind();
     this.schedule();
@@ -100,6 +102,7 @@ export class ReportService implements Service {
   reload(config: Config): void {
     this.config = config.report;
     this.policy = new PatchPolicy(config.report.patchPolicy);
+    this.deps.sightings.setWindow(config.report.sightingDays);
     this.schedule();
   }
 
@@ -114,18 +117,21 @@ export class ReportService implements Service {
 
   private safeEvaluate(): void {
     try {
-      this.evaluate();
+      this.evaluate({ prune: true });
     } catch (err) {
       this.deps.log.error({ err }, 'device report could not be evaluated');
     }
   }
 
   /**
-   * Evaluates now (sightings written first), commits openings and
-   * resolutions with their events, logs each new finding once, and returns
-   * when it ran. A request within a second of the last evaluation reuses it.
+   * Evaluates now (sightings written first), writes what opened, resolved
+   * or changed (nothing when nothing did; ReportRepository.reconcile), logs
+   * each new finding once, and returns when it ran. A request within a
+   * second of the last evaluation reuses it. `prune` (the scheduled
+   * evaluations) also forgets old sightings and resolved findings: a
+   * request for the report writes only what the findings need.
    */
-  evaluate(options: { reuseWithinMs?: number } = {}): Date {
+  evaluate(options: { reuseWithinMs?: number; prune?: boolean } = {}): Date {
     const now = new Date();
     if (this.last && now.getTime() - this.last.getTime() < (options.reuseWithinMs ?? 0)) return this.last;
     const c = this.config;
@@ -133,23 +139,28 @@ export class ReportService implements Service {
     const expiring = DEVICE_PROFILES.flatMap((profile) =>
       this.deps.certificates.list({ profile, status: 'valid', expiringBefore: new Date(now.getTime() + c.expiringDays * DAY_MS), limit: 1_000_000 }),
     );
-    const found = evaluate({
-      now,
-      devices: this.deps.devices.list(),
-      sightings: this.deps.reports.sightingsSince(new Date(now.getTime() - c.sightingDays * DAY_MS)),
-      expiring,
-      policy: this.policy,
-      staleDays: c.staleDays,
-      expiringDays: c.expiringDays,
-    });
+    const found = capPerKind(
+      evaluate({
+        now,
+        devices: this.deps.devices.list(),
+        sightings: this.deps.reports.sightingsSince(new Date(now.getTime() - c.sightingDays * DAY_MS)),
+        expiring,
+        policy: this.policy,
+        staleDays: c.staleDays,
+        expiringDays: c.expiringDays,
+      }),
+      this.deps.reports.openKeys(),
+    );
     const queue = this.deps.upstream?.() ?? false;
     const { opened, resolved } = this.deps.reports.reconcile(found, now, { events: queue });
     if (queue && opened.length + resolved.length > 0) this.deps.bus?.emit('report.eventsQueued', { count: opened.length + resolved.length });
     for (const f of opened)
       this.deps.log.warn({ findingId: f.id, kind: f.kind, subject: f.subject, deviceId: f.deviceId, summary: f.summary }, 'report finding opened');
     for (const f of resolved) this.deps.log.info({ findingId: f.id, kind: f.kind, subject: f.subject, deviceId: f.deviceId }, 'report finding resolved');
-    this.deps.reports.pruneSightings(new Date(now.getTime() - c.sightingDays * DAY_MS));
-    this.deps.reports.pruneResolved(new Date(now.getTime() - RESOLVED_KEPT_MS));
+    if (options.prune) {
+      this.deps.reports.pruneSightings(new Date(now.getTime() - c.sightingDays * DAY_MS));
+      this.deps.reports.pruneResolved(new Date(now.getTime() - RESOLVED_KEPT_MS));
+    }
     this.counts = this.deps.reports.countOpenByKind();
     this.lastEvaluation.set(now.getTime() / 1000);
     this.last = now;

@@ -7,7 +7,8 @@ import type { Sighting, SightingKind } from './types.js';
 
 export interface SightingRecorderDeps {
   log: Logger;
-  reports: Pick<ReportRepository, 'addSightings'>;
+  /** Where sightings are written; `sightingsSince`, when given, tells start() the subjects each address already has. */
+  reports: Pick<ReportRepository, 'addSightings'> & Partial<Pick<ReportRepository, 'sightingsSince'>>;
   /** The certificate of a serial and the valid one of an MQTT identity (its key), from the CA's records. */
   certificates: {
     get(serial: string): { status: string; identity: string; spkiSha256: string } | undefined;
@@ -20,6 +21,28 @@ export interface SightingRecorderDeps {
   flushMs?: number;
   /** Subjects held in memory between writes at most; more are counted as dropped. */
   maxPending?: number;
+  /** New subjects per remote address and kind within the sighting window (SUBJECTS_PER_ADDRESS); more fold into `mqtt:@<address>`. */
+  perAddress?: number;
+}
+
+/**
+ * Client ids one remote address may add as subjects of one kind within the
+ * sighting window (report.sightingDays); the sightings of further client ids
+ * from it are folded into the one subject `mqtt:@<address>`, whose evidence
+ * `folded` counts them. Client ids cost an unauthenticated client nothing: a
+ * new one per connection would otherwise be a new finding each.
+ */
+export const SUBJECTS_PER_ADDRESS = 20;
+/** Addresses whose subjects are remembered at most (the least recently seen is forgotten first). */
+const MAX_ADDRESSES = 10_000;
+/** The kinds whose subject is a client id the client chose. */
+const FOLDED_KINDS: ReadonlySet<SightingKind> = new Set(['shadow.unenrolled_client', 'shadow.uncertified_announcement']);
+const DAY_MS = 86_400_000;
+
+/** What one address added of one kind: its subjects (last seen, ms) and how many sightings were folded. */
+interface AddressSubjects {
+  subjects: Map<string, number>;
+  folded: number;
 }
 
 const DEFAULT_FLUSH_MS = 2_000;
@@ -32,16 +55,41 @@ const clip = (s: string, n = 200) => (s.length > n ? `${s.slice(0, n)}…` : s);
  * writes the batch at most every `flushMs` (one transaction, counts added,
  * last seen moved on), never one write per message. A flood of new
  * subjects beyond `maxPending` between writes is counted and logged, not
- * kept.
+ * kept. A remote address adds at most `perAddress` client ids of a kind
+ * within the sighting window; its further ones are folded into
+ * `mqtt:@<address>` (SUBJECTS_PER_ADDRESS).
  */
 export class SightingRecorder implements BrokerWitness, EnrollmentWitness {
   private pending = new Map<string, Sighting>();
   private timer: NodeJS.Timeout | undefined;
   private dropped = 0;
+  /** By kind and remote address (NUL between), least recently seen first. */
+  private addresses = new Map<string, AddressSubjects>();
+  private windowMs = 7 * DAY_MS;
 
   constructor(private readonly deps: SightingRecorderDeps) {}
 
-  start(): void {
+  /** The sighting window (report.sightingDays): a subject last seen before it no longer counts against its address. */
+  setWindow(sightingDays: number): void {
+    this.windowMs = sightingDays * DAY_MS;
+  }
+
+  /** Starts the timer, first learning from the database which subjects each address has within the window. */
+  start(now = new Date()): void {
+    this.addresses = new Map();
+    try {
+      const known = this.deps.reports.sightingsSince?.(new Date(now.getTime() - this.windowMs)) ?? [];
+      for (const s of [...known].sort((a, b) => a.lastSeen.getTime() - b.lastSeen.getTime())) {
+        if (!FOLDED_KINDS.has(s.kind)) continue;
+        const address = typeof s.evidence.remoteAddress === 'string' ? s.evidence.remoteAddress : 'unknown';
+        const entry = this.entry(s.kind, address);
+        if (s.subject === `mqtt:@${address}`) {
+          if (typeof s.evidence.folded === 'number') entry.folded = s.evidence.folded;
+        } else if (entry.subjects.size < this.perAddress) entry.subjects.set(s.subject, s.lastSeen.getTime());
+      }
+    } catch (err) {
+      this.deps.log.warn({ err }, 'report: the sightings of the window could not be read');
+    }
     clearInterval(this.timer);
     this.timer = setInterval(() => this.flush(), this.deps.flushMs ?? DEFAULT_FLUSH_MS);
     this.timer.unref();
@@ -90,10 +138,45 @@ export class SightingRecorder implements BrokerWitness, EnrollmentWitness {
     this.pending.set(k, { kind, protocol: 'mqtt', subject, evidence, firstSeen: at, lastSeen: at, count: 1 });
   }
 
+  private get perAddress(): number {
+    return this.deps.perAddress ?? SUBJECTS_PER_ADDRESS;
+  }
+
+  /** The subjects of a kind and address, now the most recently seen (the least recently seen beyond MAX_ADDRESSES forgotten). */
+  private entry(kind: SightingKind, address: string): AddressSubjects {
+    const k = `${kind}\u0000${address}`;
+    const entry = this.addresses.get(k) ?? { subjects: new Map<string, number>(), folded: 0 };
+    this.addresses.delete(k);
+    this.addresses.set(k, entry);
+    if (this.addresses.size > MAX_ADDRESSES) this.addresses.delete(this.addresses.keys().next().value!);
+    return entry;
+  }
+
+  /**
+   * Records a sighting of a client-chosen subject: under its own subject if
+   * the address has it, or has fewer than `perAddress` within the window;
+   * else under `mqtt:@<address>`, `folded` counting the folded sightings.
+   */
+  private recordFrom(kind: SightingKind, subject: string, address: string | undefined, evidence: Record<string, unknown>, at = new Date()): void {
+    if (this.deps.enabled && !this.deps.enabled()) return;
+    const from = address ?? 'unknown';
+    const own = `mqtt:@${from}`;
+    const entry = this.entry(kind, from);
+    const t = at.getTime();
+    if (subject !== own && !entry.subjects.has(subject)) for (const [s, last] of entry.subjects) if (last < t - this.windowMs) entry.subjects.delete(s);
+    if (subject !== own && (entry.subjects.has(subject) || entry.subjects.size < this.perAddress)) {
+      entry.subjects.set(subject, t);
+      this.record(kind, subject, evidence, at);
+      return;
+    }
+    if (subject !== own) entry.folded += 1;
+    this.record(kind, own, entry.folded > 0 ? { ...evidence, folded: entry.folded } : evidence, at);
+  }
+
   unenrolledClient(e: Parameters<BrokerWitness['unenrolledClient']>[0]): void {
     // A client without a client id is told apart by its address.
-    const subject = e.clientId !== '' ? clip(e.clientId, 128) : `@${e.remoteAddress ?? 'unknown'}`;
-    this.record('shadow.unenrolled_client', `mqtt:${subject}`, {
+    const subject = e.clientId !== '' ? `mqtt:${clip(e.clientId, 128)}` : `mqtt:@${e.remoteAddress ?? 'unknown'}`;
+    this.recordFrom('shadow.unenrolled_client', subject, e.remoteAddress, {
       listener: 'provisioning',
       clientId: clip(e.clientId, 128),
       remoteAddress: e.remoteAddress ?? null,
@@ -104,7 +187,7 @@ export class SightingRecorder implements BrokerWitness, EnrollmentWitness {
   }
 
   uncertifiedAnnouncement(e: Parameters<BrokerWitness['uncertifiedAnnouncement']>[0]): void {
-    this.record('shadow.uncertified_announcement', `mqtt:${clip(e.clientId, 128)}`, {
+    this.recordFrom('shadow.uncertified_announcement', `mqtt:${clip(e.clientId, 128)}`, e.remoteAddress, {
       listener: 'provisioning',
       clientId: clip(e.clientId, 128),
       remoteAddress: e.remoteAddress ?? null,

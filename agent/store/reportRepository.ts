@@ -54,6 +54,7 @@ export function findingEvent(type: 'finding.opened' | 'finding.resolved', f: Fin
   return { eventId, body: JSON.stringify({ eventId, type, occurredAt: at.toISOString(), finding }) };
 }
 
+/** A finding's kind and subject as one key (at most one open finding per key; agent/report/evaluator.ts joins them alike). */
 const key = (kind: string, subject: string) => `${kind}\u0000${subject}`;
 
 /**
@@ -92,14 +93,20 @@ export class ReportRepository {
     }));
   }
 
-  /** Forgets sightings last seen before `before` (their findings have resolved by then). */
   /** Deletes findings resolved before `before`. */
   pruneResolved(before: Date): number {
     return this.store.statement('DELETE FROM findings WHERE resolved_at IS NOT NULL AND resolved_at < ?').run(before.toISOString()).changes;
   }
 
+  /** Forgets sightings last seen before `before` (their findings have resolved by then). */
   pruneSightings(before: Date): number {
     return this.store.statement('DELETE FROM sightings WHERE last_seen < ?').run(before.toISOString()).changes;
+  }
+
+  /** The kind and subject of every open finding, as `key()` joins them (the per-kind cap keeps these first). */
+  openKeys(): Set<string> {
+    const rows = this.store.statement('SELECT kind, subject FROM findings WHERE resolved_at IS NULL').all() as { kind: string; subject: string }[];
+    return new Set(rows.map((r) => key(r.kind, r.subject)));
   }
 
   open(kind?: FindingKind): Finding[] {
@@ -118,16 +125,49 @@ export class ReportRepository {
   }
 
   /**
-   * Makes the open findings what an evaluation found, in one durable
-   * transaction: a new one is inserted (opened), one no longer found is
-   * resolved, one still found gets its facts updated; each opening and
-   * resolution writes its upstream event into report_events in the same
-   * commit (unless `events` is false: the upstream sync is off). Returns what opened and what resolved.
+   * Makes the open findings what an evaluation found. It compares first,
+   * outside any transaction: a new one is to be inserted (opened), one no
+   * longer found resolved, one still found updated only if its facts
+   * (device, summary, evidence, first and last seen) changed. Nothing to do:
+   * nothing is written. Otherwise one transaction writes it, with each
+   * opening's and resolution's upstream event in report_events (unless
+   * `events` is false: the upstream sync is off); it is durable (fsynced)
+   * only when it writes events, the others at the connection's normal
+   * durability (the next evaluation finds the same again). Returns what
+   * opened, what resolved and how many were updated.
    */
-  reconcile(found: readonly FindingFacts[], at: Date, options: { events: boolean } = { events: true }): { opened: Finding[]; resolved: Finding[] } {
+  reconcile(
+    found: readonly FindingFacts[],
+    at: Date,
+    options: { events: boolean } = { events: true },
+  ): { opened: Finding[]; resolved: Finding[]; updated: number } {
     const now = at.toISOString();
-    return this.store.durable(() => {
-      const open = new Map(this.open().map((f) => [key(f.kind, f.subject), f]));
+    // One process writes findings (this one, synchronously): what is read here is what the transaction below changes.
+    const rows = this.store.statement('SELECT * FROM findings WHERE resolved_at IS NULL ORDER BY kind, subject').all() as FindingRow[];
+    const open = new Map(rows.map((r) => [key(r.kind, r.subject), r]));
+    const inserts: { facts: FindingFacts; evidence: string }[] = [];
+    const updates: { id: number; facts: FindingFacts; evidence: string }[] = [];
+    const seen = new Set<string>();
+    for (const f of found) {
+      const k = key(f.kind, f.subject);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      const evidence = JSON.stringify(f.evidence);
+      const existing = open.get(k);
+      if (!existing) inserts.push({ facts: f, evidence });
+      else if (
+        existing.device_id !== f.deviceId ||
+        existing.summary !== f.summary ||
+        existing.evidence !== evidence ||
+        existing.first_seen !== f.firstSeen.toISOString() ||
+        existing.last_seen !== f.lastSeen.toISOString()
+      )
+        updates.push({ id: existing.id, facts: f, evidence });
+    }
+    const gone = rows.filter((r) => !seen.has(key(r.kind, r.subject)));
+    if (inserts.length + updates.length + gone.length === 0) return { opened: [], resolved: [], updated: 0 };
+    const events = options.events && inserts.length + gone.length > 0;
+    const write = () => {
       const insert = this.store.statement(
         `INSERT INTO findings (kind, subject, device_id, summary, evidence, first_seen, last_seen, opened_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       );
@@ -136,35 +176,26 @@ export class ReportRepository {
       const event = this.store.statement('INSERT INTO report_events (event_id, type, body, queued_at) VALUES (?, ?, ?, ?)');
       const opened: Finding[] = [];
       const resolved: Finding[] = [];
-      const seen = new Set<string>();
-      for (const f of found) {
-        const k = key(f.kind, f.subject);
-        if (seen.has(k)) continue;
-        seen.add(k);
-        const evidence = JSON.stringify(f.evidence);
-        const existing = open.get(k);
-        if (existing) {
-          update.run(f.deviceId, f.summary, evidence, f.firstSeen.toISOString(), f.lastSeen.toISOString(), existing.id);
-          continue;
-        }
+      for (const { id, facts: f, evidence } of updates) update.run(f.deviceId, f.summary, evidence, f.firstSeen.toISOString(), f.lastSeen.toISOString(), id);
+      for (const { facts: f, evidence } of inserts) {
         const id = Number(
           insert.run(f.kind, f.subject, f.deviceId, f.summary, evidence, f.firstSeen.toISOString(), f.lastSeen.toISOString(), now).lastInsertRowid,
         );
         const finding: Finding = { ...f, id, openedAt: at, resolvedAt: null };
         const e = findingEvent('finding.opened', finding, at);
-        if (options.events) event.run(e.eventId, 'finding.opened', e.body, now);
+        if (events) event.run(e.eventId, 'finding.opened', e.body, now);
         opened.push(finding);
       }
-      for (const [k, f] of open) {
-        if (seen.has(k)) continue;
-        resolve.run(now, f.id);
-        const done: Finding = { ...f, resolvedAt: at };
+      for (const r of gone) {
+        resolve.run(now, r.id);
+        const done: Finding = { ...toFinding(r), resolvedAt: at };
         const e = findingEvent('finding.resolved', done, at);
-        if (options.events) event.run(e.eventId, 'finding.resolved', e.body, now);
+        if (events) event.run(e.eventId, 'finding.resolved', e.body, now);
         resolved.push(done);
       }
-      return { opened, resolved };
-    });
+      return { opened, resolved, updated: updates.length };
+    };
+    return events ? this.store.durable(write) : this.store.transaction(write);
   }
 
   /** report_events rows, oldest first (tests, the CLI's view of the outbox). */

@@ -5,7 +5,7 @@ import { loadConfig } from '../../agent/config/load.js';
 import { ConfigError } from '../../agent/errors.js';
 import type { Device } from '../../agent/inventory/device.js';
 import { compareVersions, parseVersion } from '../../agent/inventory/softwareVersion.js';
-import { evaluate } from '../../agent/report/evaluator.js';
+import { capPerKind, evaluate, OVERFLOW_SUBJECT } from '../../agent/report/evaluator.js';
 import { PatchPolicy } from '../../agent/report/patchPolicy.js';
 import { tempDir } from '../helpers/daemon.js';
 
@@ -224,5 +224,42 @@ describe('the evaluation', () => {
       ],
     });
     expect(found.map((f) => `${f.kind} ${f.subject} ${String(f.evidence.count)}`)).toEqual(['shadow.unenrolled_client mqtt:stranger 3']);
+  });
+
+  it('reports the client ids folded into mqtt:@<address> as one finding that says how many', () => {
+    const found = run([], {
+      sightings: [
+        {
+          kind: 'shadow.unenrolled_client',
+          protocol: 'mqtt',
+          subject: 'mqtt:@10.0.0.66',
+          evidence: { clientId: 'flood-99', remoteAddress: '10.0.0.66', folded: 80 },
+          firstSeen: new Date(now.getTime() - day),
+          lastSeen: now,
+          count: 81,
+        },
+      ],
+    });
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatchObject({ subject: 'mqtt:@10.0.0.66', deviceId: null, evidence: { folded: 80, count: 81 } });
+    expect(found[0]!.summary).toContain('80 sightings folded');
+  });
+
+  it('caps the findings of a kind, keeping the open ones first, and says how many more there are', () => {
+    const facts = (subject: string, minutes: number) => ({
+      kind: 'stale' as const,
+      subject,
+      deviceId: subject,
+      summary: subject,
+      evidence: {},
+      firstSeen: new Date(now.getTime() + minutes * 60_000),
+      lastSeen: new Date(now.getTime() + minutes * 60_000),
+    });
+    const found = [facts('mqtt:a', 1), facts('mqtt:b', 2), facts('mqtt:c', 3), facts('mqtt:d', 4), { ...facts('opcua:x', 0), kind: 'unpatched' as const }];
+    const capped = capPerKind(found, new Set(['stale\u0000mqtt:d']), 2);
+    expect(capped.map((f) => `${f.kind} ${f.subject}`)).toEqual(['stale mqtt:d', 'stale mqtt:a', `stale ${OVERFLOW_SUBJECT}`, 'unpatched opcua:x']);
+    expect(capped[2]).toMatchObject({ deviceId: null, evidence: { more: 2, limit: 2 }, firstSeen: found[1]!.firstSeen, lastSeen: found[2]!.lastSeen });
+    // Under the limit, nothing changes.
+    expect(capPerKind(found, new Set(), 4)).toEqual(found);
   });
 });

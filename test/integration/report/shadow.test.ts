@@ -122,4 +122,28 @@ describe('the device report: identities in conflict, revoked devices and strange
     // The devices that enrolled on the same listener are not in it.
     expect(last.map((f) => f.subject)).toEqual(['mqtt:not a device']);
   });
+
+  it('folds the client ids one address uses beyond 20 into one finding, mqtt:@<address>, that counts them', async () => {
+    // 'not a device' above is the address's first; 30 more client ids: 19 keep their own subject, 11 are folded.
+    for (let i = 0; i < 30; i++)
+      await expect(
+        mqtt.connectAsync(`mqtts://127.0.0.1:${ports.provisioning}`, { clientId: `stranger ${i}`, ca: readPem(cafile), reconnectPeriod: 0 }),
+      ).rejects.toThrow();
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const r = await cli('report', '--json', '--kind', 'shadow.unenrolled_client');
+      expect(r.code, r.stderr).toBe(0);
+      last = (JSON.parse(r.stdout) as { findings: FindingJson[] }).findings;
+      const folded = last.find((f) => f.subject.startsWith('mqtt:@'));
+      if (folded?.evidence.folded === 11) {
+        expect(folded.subject).toBe(`mqtt:@${String(folded.evidence.remoteAddress)}`);
+        expect(folded.evidence.remoteAddress).toMatch(/127\.0\.0\.1$/);
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`timed out waiting for the folded finding; last: ${JSON.stringify(last)}`);
+      await sleep(300);
+    }
+    expect(last.filter((f) => f.subject.startsWith('mqtt:stranger '))).toHaveLength(19);
+    expect(last).toHaveLength(21);
+  });
 });
