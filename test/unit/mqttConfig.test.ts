@@ -47,6 +47,13 @@ describe('the embedded broker ACL for configuration topics', () => {
     expect(other.mayReceive('mtls', 'sensor-1', 'config/sensor-1/desired')).toBe(false);
   });
 
+  it('refuses retain on configuration topics only (a retained report would be handed out again as news)', () => {
+    expect(acl.mayRetain('config/vib-00001/reported')).toBe(false);
+    expect(other.mayRetain('plant-cfg/vib-00001/reported')).toBe(false);
+    expect(other.mayRetain('config/vib-00001/reported')).toBe(true);
+    expect(acl.mayRetain('homie/vib-00001/$state')).toBe(true);
+  });
+
   it('keeps the rules it had: own namespace, announcements, own provisioning topics', () => {
     expect(acl.mayPublish('mtls', 'sensor-1', 'devices/sensor-1/t')).toBe(true);
     expect(acl.mayReceive('mtls', 'sensor-1', 'devices/sensor-1/#')).toBe(true);

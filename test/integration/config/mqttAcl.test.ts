@@ -119,6 +119,13 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
     tmp?.cleanup();
   });
 
+  /** `id` publishes `body` on its own reported topic; resolves once the agent's link has it. */
+  async function ownReport(id: string, body: string): Promise<void> {
+    const d = await device(id);
+    await d.client.publishAsync(`config/${id}/reported`, body, { qos: 1 });
+    await arrivals.until(() => reports.find((m) => m.payload.toString() === body), { timeoutMs: 5_000, timeoutMessage: () => `no report ${body}` });
+  }
+
   it('hands a device its retained desired configuration when it subscribes, and takes its report', async () => {
     await broker.publish('config/sensor-1/desired', Buffer.from('{"v":1}'), { qos: 1, retain: true });
     const d = await device('sensor-1');
@@ -149,7 +156,19 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
     const gone = closing(d.client);
     d.client.publish('config/sensor-1/reported', 'forged', { qos: 1 });
     await gone;
+    // Something to wait for: a report published after it by the device itself arrives; the forged one would be before it.
+    await ownReport('sensor-1', 'after-forged');
     expect(reports.map((m) => m.payload.toString())).not.toContain('forged');
+  });
+
+  it('cuts off a device that publishes its report retained, and keeps nothing of it', async () => {
+    const d = await device('sensor-1');
+    const gone = closing(d.client);
+    d.client.publish('config/sensor-1/reported', 'retained-report', { qos: 1, retain: true });
+    await gone;
+    await ownReport('sensor-1', 'after-retained');
+    expect(reports.map((m) => m.payload.toString())).not.toContain('retained-report');
+    expect(await broker.retained(['config/+/reported'])).toEqual([]);
   });
 
   it('clears the retained message with an empty retained payload', async () => {
