@@ -262,7 +262,7 @@ describe('configuration topics on a real Mosquitto 2 with the generated ACLs, th
     await link.start();
     expect(link.isConnected()).toBe(true);
     await link.subscribe(['config/+/reported'], (m) => {
-      reports.push(`${m.topic} ${m.payload.toString()}`);
+      reports.push(`${m.retain ? 'retained ' : ''}${m.topic} ${m.payload.toString()}`);
       arrivals.wake();
     });
   }, 60_000);
@@ -321,5 +321,17 @@ describe('configuration topics on a real Mosquitto 2 with the generated ACLs, th
     await link.publish('config/sensor-1/desired', Buffer.from('live'), { qos: 1 });
     await d.received('config/sensor-1/desired live');
     expect(d.got).toEqual(['config/sensor-1/desired live']);
+  });
+
+  it('marks a report the broker kept as retained when it hands it out again on a new subscription (the agent drops those)', async () => {
+    const d = await device('sensor-2');
+    await d.client.publishAsync('config/sensor-2/reported', 'kept', { qos: 1, retain: true });
+    const until = (want: string) => arrivals.until(() => reports.find((r) => r === want), { timeoutMs: 10_000, timeoutMessage: () => JSON.stringify(reports) });
+    // Live, it is news (Mosquitto clears the flag on forwarding: retain-as-published is off).
+    await until('config/sensor-2/reported kept');
+    // A repeated subscription (as after a reconnection) brings it back out of the retained store, flagged.
+    await link.retained(['config/+/reported'], 200);
+    await until('retained config/sensor-2/reported kept');
+    await d.client.publishAsync('config/sensor-2/reported', '', { qos: 1, retain: true });
   });
 });
