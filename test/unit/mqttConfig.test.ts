@@ -184,8 +184,7 @@ describe('the MQTT deliverer against a fake link and hub', () => {
       for (const l of connectListeners) l();
     };
     const waitFor = async (what: () => boolean) => {
-      for (const deadline = Date.now() + 5_000; !what(); await new Promise((r) => setTimeout(r, 5)))
-        if (Date.now() > deadline) throw new Error('timed out');
+      for (const deadline = Date.now() + 5_000; !what(); await new Promise((r) => setTimeout(r, 5))) if (Date.now() > deadline) throw new Error('timed out');
     };
     return { config, published, reports, logged, send, connect, waitFor, o };
   }

@@ -109,13 +109,22 @@ describe('configuration of MQTT devices through a real Mosquitto 2 (generated AC
   it('publishes again what a restarted Mosquitto (no persistence) lost: a device that was offline then gets its configuration', async () => {
     const id = 'press-00000';
     const creds = join(tmp.dir, 'devices', id);
-    const tls = { key: readFileSync(join(creds, 'key.pem'), 'utf8'), cert: readFileSync(join(creds, 'cert.pem'), 'utf8'), ca: readFileSync(join(dir, 'ca.pem'), 'utf8') };
+    const tls = {
+      key: readFileSync(join(creds, 'key.pem'), 'utf8'),
+      cert: readFileSync(join(creds, 'cert.pem'), 'utf8'),
+      ca: readFileSync(join(dir, 'ca.pem'), 'utf8'),
+    };
     await configured.get(id)!.stop();
     await configProfiles(config, 'apply', profileFile(tmp.dir, 'press', { alertThreshold: 4, mode: 'peak' }));
     await configurationUntil(base, token, `mqtt:${id}`, (c) => c.status === 'pending' && c.version === 2);
     // The broker holds v2 retained before it goes: read it as the device would (another client id, the same certificate).
     const retainedVersion = async (): Promise<number | undefined> => {
-      const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.mtls}`, { clientId: `${id}-peek-${process.pid}`, protocolVersion: 5, ...tls, reconnectPeriod: 0 });
+      const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.mtls}`, {
+        clientId: `${id}-peek-${process.pid}`,
+        protocolVersion: 5,
+        ...tls,
+        reconnectPeriod: 0,
+      });
       try {
         const got = new Promise<number>((resolve) =>
           client.on('message', (_topic, payload) => payload.length > 0 && resolve((JSON.parse(payload.toString()) as { version: number }).version)),
@@ -126,7 +135,11 @@ describe('configuration of MQTT devices through a real Mosquitto 2 (generated AC
         await client.endAsync();
       }
     };
-    await pollUntil(async () => ((await retainedVersion()) === 2 ? true : undefined), { timeoutMs: 20_000, intervalMs: 200, message: () => 'v2 never retained' });
+    await pollUntil(async () => ((await retainedVersion()) === 2 ? true : undefined), {
+      timeoutMs: 20_000,
+      intervalMs: 200,
+      message: () => 'v2 never retained',
+    });
 
     const from = daemon.logs.length;
     await broker.stop();
