@@ -147,6 +147,11 @@ export class MqttConfig implements ConfigDeliverer {
         try {
           await this.bounded(this.publish(desired.name, desiredPayload(desired)), signal);
         } catch (err) {
+          // Stopping: nothing to report per device.
+          if (signal.aborted) {
+            skipped++;
+            continue;
+          }
           failed++;
           log.warn({ err, deviceId: desired.deviceId, profile: desired.profile, version: desired.version }, 'desired configuration not republished');
         }
