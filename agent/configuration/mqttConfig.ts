@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DEVICE_ID_PATTERN } from '../../certs/profiles/deviceId.js';
-import { TimeoutError } from '../errors.js';
+import { PeerError, TimeoutError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import type { Logger } from '../log.js';
 import type { BrokerLink, InboundMessage } from '../transport/types.js';
@@ -51,53 +51,114 @@ export function desiredPayload(d: Pick<DesiredConfig, 'profile' | 'version' | 's
  * The state is the configuration service's: `deliver` is called with a
  * version already committed, and reports are handed to the hub, which
  * decides whether they count. The embedded broker keeps retained messages in
- * memory only, so `start` publishes every current desired configuration
- * again (the same version and SHA-256, which a device applies once).
+ * memory only, and an external one may have lost them (restarted without
+ * persistence), so every current desired configuration is published again
+ * at start and whenever the link connects again (the same version and
+ * SHA-256, which a device applies once). Retained reports are dropped: the
+ * broker hands them out again on every subscription.
  */
 export class MqttConfig implements ConfigDeliverer {
   readonly protocol = 'mqtt' as const;
   private started = false;
+  private stopping = new AbortController();
+  private republishing: Promise<void> | undefined;
+  private republishAgain = false;
+  /** Per device name, the sequence number of its last delivery or withdrawal (a republish skips newer ones). */
+  private readonly touched = new Map<string, number>();
+  private sequence = 0;
+  /** Devices already told about in the log for a retained report (once each). */
+  private readonly retainedLogged = new Set<string>();
   /** Publishes waiting for the broker, each with its way to give up: one abort listener per signal, not one per delivery. */
   private readonly waiting = new Set<(reason: Error) => void>();
   private readonly watched = new WeakSet<AbortSignal>();
 
   constructor(private readonly deps: MqttConfigDeps) {}
 
-  /** Subscribes to the reports, registers with the hub, then republishes what is current. */
+  /**
+   * Subscribes to the reports, registers with the hub, then republishes what
+   * is current, now and after every reconnection of the link: a broker that
+   * restarted without persistence (or was down at start) has lost the
+   * retained messages, and a device still waiting would wait forever.
+   */
   async start(): Promise<void> {
     const { link, hub, topicRoot, log } = this.deps;
+    this.stopping = new AbortController();
     await link.subscribe([`${topicRoot}/+/reported`], (m) => this.receive(m));
     hub.register(this);
     this.started = true;
+    link.onConnect?.(() => {
+      if (this.started) this.republish('reconnected').catch((err: unknown) => log.error({ err }, 'desired configurations could not be republished'));
+    });
     // Awaited, before the configuration service starts: a newer version it publishes cannot be overtaken by this older snapshot.
-    const current = hub.current('mqtt');
-    if (current.length > 0 && !link.isConnected()) {
-      // An external broker not reached yet: it keeps its own retained messages, and pending deliveries are retried.
-      log.warn({ devices: current.length }, 'desired configurations not republished: the MQTT broker is not connected');
+    if (!link.isConnected()) {
+      const devices = hub.current('mqtt').length;
+      if (devices > 0) log.warn({ devices }, 'desired configurations not republished yet: the MQTT broker is not connected (republished when it connects)');
       return;
     }
-    const signal = new AbortController().signal;
+    await this.republish('start');
+  }
+
+  /** Unregisters; reports that still arrive on the (closing) link are dropped, a republish under way stops. */
+  stop(): void {
+    if (this.started) this.deps.hub.unregister('mqtt');
+    this.started = false;
+    this.stopping.abort();
+  }
+
+  /**
+   * Publishes every current desired configuration again (same version and
+   * SHA-256: a device applies it once). One at a time per call; a call while
+   * one runs makes it run once more. A device whose delivery or withdrawal
+   * began after the snapshot was read is skipped (its newer message must
+   * stay the retained one); a link lost midway ends it (the next connection
+   * starts it again).
+   */
+  private async republish(why: 'start' | 'reconnected'): Promise<void> {
+    if (this.republishing) {
+      this.republishAgain = true;
+      return this.republishing;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.republishAgain = false;
+        await this.republishOnce(why);
+      } while (this.republishAgain && this.started);
+    };
+    this.republishing = run().finally(() => (this.republishing = undefined));
+    return this.republishing;
+  }
+
+  private async republishOnce(why: string): Promise<void> {
+    const { link, hub, log } = this.deps;
+    const since = this.sequence;
+    const current = hub.current('mqtt');
+    const signal = this.stopping.signal;
     let failed = 0;
+    let skipped = 0;
     let next = 0;
     const worker = async (): Promise<void> => {
       for (let i = next++; i < current.length; i = next++) {
         const desired = current[i]!;
+        if (!this.started || signal.aborted || !link.isConnected()) {
+          skipped++;
+          continue;
+        }
+        if ((this.touched.get(desired.name) ?? 0) > since) continue;
         try {
           await this.bounded(this.publish(desired.name, desiredPayload(desired)), signal);
         } catch (err) {
+          // Stopping: nothing to report per device.
+          if (signal.aborted) {
+            skipped++;
+            continue;
+          }
           failed++;
           log.warn({ err, deviceId: desired.deviceId, profile: desired.profile, version: desired.version }, 'desired configuration not republished');
         }
       }
     };
     await Promise.all(Array.from({ length: Math.min(REPUBLISH_AT_ONCE, current.length) }, worker));
-    if (current.length > 0) log.info({ devices: current.length, failed }, 'desired configurations republished');
-  }
-
-  /** Unregisters; reports that still arrive on the (closing) link are dropped. */
-  stop(): void {
-    if (this.started) this.deps.hub.unregister('mqtt');
-    this.started = false;
+    if (current.length > 0) log.info({ devices: current.length, failed, skipped, why }, 'desired configurations republished');
   }
 
   async deliver(desired: DesiredConfig, signal: AbortSignal): Promise<DeliveryOutcome> {
@@ -106,6 +167,7 @@ export class MqttConfig implements ConfigDeliverer {
     if (!link.isConnected()) return { kind: 'failed', reason: 'the MQTT broker is not connected', retry: true };
     // The desired state is committed (the service calls deliver only after that): a crash here is repaired by the resend.
     failpoint('configuration.publish.before');
+    this.touched.set(desired.name, ++this.sequence);
     try {
       await this.bounded(this.publish(desired.name, desiredPayload(desired)), signal);
     } catch (err) {
@@ -117,9 +179,16 @@ export class MqttConfig implements ConfigDeliverer {
     return { kind: 'published' };
   }
 
-  /** Clears the retained message (an empty retained payload), so a device reconnecting later gets nothing. */
+  /**
+   * Clears the retained message (an empty retained payload), so a device
+   * reconnecting later gets nothing. Throws at once when the link is down,
+   * and when the broker does not take it within publishTimeoutMs (the
+   * service tries again later; the device is held meanwhile).
+   */
   async withdraw(device: { deviceId: string; name: string }): Promise<void> {
-    await this.publish(device.name, Buffer.alloc(0));
+    if (!this.deps.link.isConnected()) throw new PeerError('BROKER_UNAVAILABLE', 'the MQTT broker is not connected');
+    this.touched.set(device.name, ++this.sequence);
+    await this.bounded(this.publish(device.name, Buffer.alloc(0)), this.stopping.signal);
     this.deps.log.info({ deviceId: device.deviceId }, 'desired configuration withdrawn');
   }
 
@@ -138,6 +207,14 @@ export class MqttConfig implements ConfigDeliverer {
     }
     if (!this.started) {
       log.debug({ device: name }, 'configuration report dropped: configuration delivery is stopped');
+      return;
+    }
+    if (message.retain) {
+      // Kept by the broker, perhaps long ago (a refusal of an older version): sent again on every subscription, it is no news.
+      if (!this.retainedLogged.has(name)) {
+        this.retainedLogged.add(name);
+        log.warn({ device: name, topic: message.topic }, 'retained configuration report dropped: a device publishes its reports without retain');
+      }
       return;
     }
     const report = parseReport(message.payload);

@@ -48,6 +48,15 @@ export class TopicAcl {
     }
   }
 
+  /**
+   * Whether a client may publish to `topic` retained. Not a configuration
+   * report: the broker would hand a stale one to the agent on every
+   * subscription (the agent drops retained reports from any broker).
+   */
+  mayRetain(topic: string): boolean {
+    return topic.split('/')[0] !== this.configRoot;
+  }
+
   maySubscribe(listener: ListenerName, id: string, filter: string): boolean {
     return this.mayReceive(listener, id, filter);
   }

@@ -176,7 +176,8 @@ export class EmbeddedBroker implements Service, BrokerLink {
       const deliver = (packet: AedesPublishPacket, done: () => void): void => {
         if (!(hideSys && packet.topic.startsWith('$'))) {
           try {
-            handler({ topic: packet.topic, payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload) });
+            const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+            handler({ topic: packet.topic, payload, ...(packet.retain ? { retain: true } : {}) });
           } catch (err) {
             this.deps.log.error({ err, topic: packet.topic }, 'broker message handler threw');
           }
@@ -339,6 +340,7 @@ export class EmbeddedBroker implements Service, BrokerLink {
     if (Buffer.byteLength(packet.payload) > this.deps.options.maxPayloadBytes) reason = 'too_large';
     else if (conn.listener === 'mtls' && !this.allowed(conn)) reason = 'not_authorized';
     else if (!this.acl.mayPublish(conn.listener, conn.id!, packet.topic)) reason = 'acl';
+    else if (packet.retain && !this.acl.mayRetain(packet.topic)) reason = 'retained';
     if (reason === undefined) {
       // The only topic a provisioning client may publish to is its enrollment request.
       if (conn.report) conn.report.requested = true;

@@ -37,6 +37,7 @@ export class ExternalBroker implements Service, BrokerLink {
   readonly name = 'mqtt-link';
   private client: MqttClient | undefined;
   private readonly handlers: { filters: string[]; handler: MessageHandler }[] = [];
+  private readonly connectListeners: (() => void)[] = [];
 
   constructor(private readonly deps: ExternalBrokerDeps) {}
 
@@ -63,10 +64,20 @@ export class ExternalBroker implements Service, BrokerLink {
         payload,
         ...(props?.responseTopic !== undefined ? { responseTopic: props.responseTopic } : {}),
         ...(props?.correlationData !== undefined ? { correlationData: props.correlationData } : {}),
+        ...(packet.retain ? { retain: true } : {}),
       };
       for (const h of this.handlers) if (h.filters.some((f) => topicMatches(f, topic))) h.handler(message);
     });
-    client.on('connect', () => log.info({ url }, 'connected to the MQTT broker'));
+    client.on('connect', () => {
+      log.info({ url }, 'connected to the MQTT broker');
+      for (const listener of this.connectListeners) {
+        try {
+          listener();
+        } catch (err) {
+          log.error({ err }, 'MQTT connect listener threw');
+        }
+      }
+    });
     client.on('offline', () => log.warn({ url }, 'MQTT broker unreachable; reconnecting'));
     client.on('error', (err) => log.warn({ err: { message: err.message, code: (err as { code?: unknown }).code }, url }, 'MQTT connection error'));
     await new Promise<void>((resolve) => {
@@ -120,6 +131,10 @@ export class ExternalBroker implements Service, BrokerLink {
 
   isConnected(): boolean {
     return this.client?.connected ?? false;
+  }
+
+  onConnect(listener: () => void): void {
+    this.connectListeners.push(listener);
   }
 
   /**

@@ -9,6 +9,12 @@ export interface InboundMessage {
   responseTopic?: string;
   /** MQTT 5 correlation data, echoed in the answer. */
   correlationData?: Buffer;
+  /**
+   * Published retained. From an external broker: sent out of its retained
+   * store (on a new or repeated subscription), not as it was published, so
+   * possibly old news.
+   */
+  retain?: boolean;
 }
 
 export interface OutboundOptions {
@@ -31,6 +37,12 @@ export interface BrokerLink {
   /** Publishes (retained only with `options.retain`); resolves once the broker took it (QoS 1: PUBACK; embedded: stored and dispatched). */
   publish(topic: string, payload: Buffer, options: OutboundOptions): Promise<void>;
   isConnected(): boolean;
+  /**
+   * Calls `listener` on every connection to the broker made from now on (a
+   * reconnection, or the first one when the broker was not there at start).
+   * Only a link that can lose its broker (external) has it.
+   */
+  onConnect?(listener: () => void): void;
   /**
    * The retained messages on these filters now (an on-demand discovery run
    * reads announcements with it). An external broker sends them on a new

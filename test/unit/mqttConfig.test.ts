@@ -47,6 +47,13 @@ describe('the embedded broker ACL for configuration topics', () => {
     expect(other.mayReceive('mtls', 'sensor-1', 'config/sensor-1/desired')).toBe(false);
   });
 
+  it('refuses retain on configuration topics only (a retained report would be handed out again as news)', () => {
+    expect(acl.mayRetain('config/vib-00001/reported')).toBe(false);
+    expect(other.mayRetain('plant-cfg/vib-00001/reported')).toBe(false);
+    expect(other.mayRetain('config/vib-00001/reported')).toBe(true);
+    expect(acl.mayRetain('homie/vib-00001/$state')).toBe(true);
+  });
+
   it('keeps the rules it had: own namespace, announcements, own provisioning topics', () => {
     expect(acl.mayPublish('mtls', 'sensor-1', 'devices/sensor-1/t')).toBe(true);
     expect(acl.mayReceive('mtls', 'sensor-1', 'devices/sensor-1/#')).toBe(true);
@@ -142,19 +149,22 @@ describe('the MQTT deliverer against a fake link and hub', () => {
     values: { t: 1 },
     reapplyOnDrift: false,
   });
-  function setup(o: { connected?: boolean; fail?: boolean; current?: DesiredConfig[] } = {}) {
+  function setup(o: { connected?: boolean; fail?: boolean; hang?: boolean; current?: DesiredConfig[] } = {}) {
     const published: { topic: string; payload: string; options: OutboundOptions }[] = [];
     const reports: [string, DeviceReport][] = [];
     const logged: Record<string, unknown>[] = [];
     let handler: MessageHandler = () => undefined;
+    const connectListeners: (() => void)[] = [];
     const link: BrokerLink = {
       subscribe: async (_filters, h) => void (handler = h),
       publish: async (topic, payload, options) => {
         if (o.fail) throw new Error('broker gone');
+        if (o.hang) return new Promise<void>(() => undefined);
         published.push({ topic, payload: payload.toString(), options });
       },
       isConnected: () => o.connected ?? true,
       retained: async () => [],
+      onConnect: (listener) => void connectListeners.push(listener),
     };
     const hub: ConfigurationHub = {
       register: () => undefined,
@@ -168,8 +178,15 @@ describe('the MQTT deliverer against a fake link and hub', () => {
     };
     const log = pino({ level: 'debug' }, { write: (line: string) => void logged.push(JSON.parse(line) as Record<string, unknown>) });
     const config = new MqttConfig({ log, link, hub, topicRoot: 'config', publishTimeoutMs: 1_000 });
-    const send = (topic: string, body: string) => handler({ topic, payload: Buffer.from(body) });
-    return { config, published, reports, logged, send };
+    const send = (topic: string, body: string, retain?: boolean) => handler({ topic, payload: Buffer.from(body), ...(retain ? { retain } : {}) });
+    const connect = () => {
+      o.connected = true;
+      for (const l of connectListeners) l();
+    };
+    const waitFor = async (what: () => boolean) => {
+      for (const deadline = Date.now() + 5_000; !what(); await new Promise((r) => setTimeout(r, 5))) if (Date.now() > deadline) throw new Error('timed out');
+    };
+    return { config, published, reports, logged, send, connect, waitFor, o };
   }
 
   it('republishes every current desired configuration at start, retained at QoS 1', async () => {
@@ -182,11 +199,38 @@ describe('the MQTT deliverer against a fake link and hub', () => {
     expect(JSON.parse(t.published[1]!.payload)).toEqual({ profile: 'vib', version: 3, sha256: 'c'.repeat(64), values: { t: 1 } });
   });
 
-  it('leaves the republish at start when the broker is not connected (an external one keeps its retained messages)', async () => {
-    const t = setup({ connected: false, current: [desired('a')] });
+  it('republishes when a broker not connected at start connects, and again on every reconnection', async () => {
+    const t = setup({ connected: false, current: [desired('a'), desired('b', 3)] });
     await t.config.start();
     expect(t.published).toEqual([]);
-    expect(t.logged).toContainEqual(expect.objectContaining({ msg: 'desired configurations not republished: the MQTT broker is not connected' }));
+    expect(t.logged).toContainEqual(expect.objectContaining({ msg: expect.stringContaining('not republished yet: the MQTT broker is not connected') }));
+    t.connect();
+    await t.waitFor(() => t.published.length === 2);
+    t.connect();
+    await t.waitFor(() => t.published.length === 4);
+    expect(t.published.map((p) => p.topic)).toEqual(['config/a/desired', 'config/b/desired', 'config/a/desired', 'config/b/desired']);
+    expect(t.logged.filter((l) => l.msg === 'desired configurations republished').map((l) => l.why)).toEqual(['reconnected', 'reconnected']);
+    t.config.stop();
+    t.connect();
+    await new Promise((r) => setImmediate(r));
+    expect(t.published).toHaveLength(4);
+  });
+
+  it('skips in a republish a device delivered since the snapshot was read (its newer message stays retained)', async () => {
+    const t = setup({ current: [desired('a', 1)] });
+    await t.config.start();
+    t.published.length = 0;
+    // The hub reads v1, then a delivery of v2 starts before the republish reaches the device.
+    const hub = (t.config as unknown as { deps: { hub: ConfigurationHub } }).deps.hub;
+    const read = hub.current;
+    hub.current = (p) => {
+      const snapshot = read(p);
+      void t.config.deliver(desired('a', 2), new AbortController().signal);
+      return snapshot;
+    };
+    t.connect();
+    await t.waitFor(() => t.logged.some((l) => l.msg === 'desired configurations republished' && l.why === 'reconnected'));
+    expect(t.published.map((p) => JSON.parse(p.payload).version)).toEqual([2]);
   });
 
   it('answers published once the broker took it, failed with retry when it did not or is not connected', async () => {
@@ -200,6 +244,27 @@ describe('the MQTT deliverer against a fake link and hub', () => {
     const t = setup();
     await t.config.withdraw({ deviceId: 'mqtt:a', name: 'a' });
     expect(t.published).toEqual([{ topic: 'config/a/desired', payload: '', options: { qos: 1, retain: true } }]);
+  });
+
+  it('fails a withdrawal at once when the broker is not connected, and when it does not answer within publishTimeoutMs', async () => {
+    await expect(setup({ connected: false }).config.withdraw({ deviceId: 'mqtt:a', name: 'a' })).rejects.toThrow(/not connected/);
+    const t = setup({ hang: true });
+    await t.config.start();
+    await expect(t.config.withdraw({ deviceId: 'mqtt:a', name: 'a' })).rejects.toThrow(/no answer from the broker within 1000 ms/);
+  });
+
+  it('drops retained reports (old news the broker hands out again), with one log line per device', async () => {
+    const t = setup();
+    await t.config.start();
+    const body = JSON.stringify({ profile: 'vib', version: 1, status: 'applied' });
+    t.send('config/a/reported', body, true);
+    t.send('config/a/reported', body, true);
+    t.send('config/b/reported', body, true);
+    expect(t.reports).toEqual([]);
+    const lines = t.logged.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('retained configuration report dropped'));
+    expect(lines.map((l) => l.device)).toEqual(['a', 'b']);
+    t.send('config/a/reported', body);
+    expect(t.reports.map(([name]) => name)).toEqual(['a']);
   });
 
   it('hands a well-formed report to the hub under the id of its topic, and logs a refusal', async () => {

@@ -134,14 +134,16 @@ describe('configuration of MQTT devices through the embedded broker (real daemon
     await start();
     await configurationUntil(base, token, 'mqtt:vib-00000', (c) => c.status === 'in_sync' && c.version === 2);
     expect(dev('vib-00000').current).toMatchObject({ version: 2, values: { alertThreshold: 6, mode: 'rms' } });
-    // Redelivered once more by the next start (the retained message again): reported again, not applied again.
-    const seen = dev('vib-00000').events.length;
+    await configurationUntil(base, token, 'mqtt:vib-00001', (c) => c.status === 'in_sync' && c.version === 2);
+    // Redelivered once more by the next start (the retained message again): reported again, not applied again, by both.
+    const seen = ['vib-00000', 'vib-00001'].map((id) => dev(id).events.length);
     daemon.kill('SIGTERM');
     await daemon.exited;
     await start();
-    await handled(dev('vib-00000'), (e) => e.kind === 'repeated' && e.version === 2, seen);
-    expect(applications(dev('vib-00000'), 'vib', 2)).toBe(1);
-    expect(applications(dev('vib-00001'), 'vib', 2)).toBe(1);
+    for (const [i, id] of ['vib-00000', 'vib-00001'].entries()) {
+      await handled(dev(id), (e) => e.kind === 'repeated' && e.version === 2, seen[i]);
+      expect(applications(dev(id), 'vib', 2)).toBe(1);
+    }
     await configurationUntil(base, token, 'mqtt:vib-00000', (c) => c.status === 'in_sync' && c.version === 2);
   });
 

@@ -119,6 +119,13 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
     tmp?.cleanup();
   });
 
+  /** `id` publishes `body` on its own reported topic; resolves once the agent's link has it. */
+  async function ownReport(id: string, body: string): Promise<void> {
+    const d = await device(id);
+    await d.client.publishAsync(`config/${id}/reported`, body, { qos: 1 });
+    await arrivals.until(() => reports.find((m) => m.payload.toString() === body), { timeoutMs: 5_000, timeoutMessage: () => `no report ${body}` });
+  }
+
   it('hands a device its retained desired configuration when it subscribes, and takes its report', async () => {
     await broker.publish('config/sensor-1/desired', Buffer.from('{"v":1}'), { qos: 1, retain: true });
     const d = await device('sensor-1');
@@ -149,7 +156,19 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
     const gone = closing(d.client);
     d.client.publish('config/sensor-1/reported', 'forged', { qos: 1 });
     await gone;
+    // Something to wait for: a report published after it by the device itself arrives; the forged one would be before it.
+    await ownReport('sensor-1', 'after-forged');
     expect(reports.map((m) => m.payload.toString())).not.toContain('forged');
+  });
+
+  it('cuts off a device that publishes its report retained, and keeps nothing of it', async () => {
+    const d = await device('sensor-1');
+    const gone = closing(d.client);
+    d.client.publish('config/sensor-1/reported', 'retained-report', { qos: 1, retain: true });
+    await gone;
+    await ownReport('sensor-1', 'after-retained');
+    expect(reports.map((m) => m.payload.toString())).not.toContain('retained-report');
+    expect(await broker.retained(['config/+/reported'])).toEqual([]);
   });
 
   it('clears the retained message with an empty retained payload', async () => {
@@ -243,7 +262,7 @@ describe('configuration topics on a real Mosquitto 2 with the generated ACLs, th
     await link.start();
     expect(link.isConnected()).toBe(true);
     await link.subscribe(['config/+/reported'], (m) => {
-      reports.push(`${m.topic} ${m.payload.toString()}`);
+      reports.push(`${m.retain ? 'retained ' : ''}${m.topic} ${m.payload.toString()}`);
       arrivals.wake();
     });
   }, 60_000);
@@ -302,5 +321,17 @@ describe('configuration topics on a real Mosquitto 2 with the generated ACLs, th
     await link.publish('config/sensor-1/desired', Buffer.from('live'), { qos: 1 });
     await d.received('config/sensor-1/desired live');
     expect(d.got).toEqual(['config/sensor-1/desired live']);
+  });
+
+  it('marks a report the broker kept as retained when it hands it out again on a new subscription (the agent drops those)', async () => {
+    const d = await device('sensor-2');
+    await d.client.publishAsync('config/sensor-2/reported', 'kept', { qos: 1, retain: true });
+    const until = (want: string) => arrivals.until(() => reports.find((r) => r === want), { timeoutMs: 10_000, timeoutMessage: () => JSON.stringify(reports) });
+    // Live, it is news (Mosquitto clears the flag on forwarding: retain-as-published is off).
+    await until('config/sensor-2/reported kept');
+    // A repeated subscription (as after a reconnection) brings it back out of the retained store, flagged.
+    await link.retained(['config/+/reported'], 200);
+    await until('retained config/sensor-2/reported kept');
+    await d.client.publishAsync('config/sensor-2/reported', '', { qos: 1, retain: true });
   });
 });

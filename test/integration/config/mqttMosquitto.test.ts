@@ -2,11 +2,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConfiguredDevice } from '../../../scripts/simulate/configDevice.js';
+import { ConfiguredDevice } from '../../../scripts/simulate/configDevice.js';
 import { simulateDevices } from '../../../scripts/simulate/mqttDevices.js';
 import { applications, configGauge, configProfiles, configurationUntil, profileFile } from '../../helpers/configDevices.js';
 import { Daemon, runCli, tempDir } from '../../helpers/daemon.js';
-import { agentWithMosquitto, type Mosquitto } from '../../helpers/mosquitto.js';
+import { pollUntil } from '../../helpers/waiters.js';
+import { agentWithMosquitto, Mosquitto } from '../../helpers/mosquitto.js';
 
 const REFUSAL = 'mode rms is not supported by this firmware';
 
@@ -104,4 +105,52 @@ describe('configuration of MQTT devices through a real Mosquitto 2 (generated AC
       await client.endAsync();
     }
   });
+
+  it('publishes again what a restarted Mosquitto (no persistence) lost: a device that was offline then gets its configuration', async () => {
+    const id = 'press-00000';
+    const creds = join(tmp.dir, 'devices', id);
+    const tls = {
+      key: readFileSync(join(creds, 'key.pem'), 'utf8'),
+      cert: readFileSync(join(creds, 'cert.pem'), 'utf8'),
+      ca: readFileSync(join(dir, 'ca.pem'), 'utf8'),
+    };
+    await configured.get(id)!.stop();
+    await configProfiles(config, 'apply', profileFile(tmp.dir, 'press', { alertThreshold: 4, mode: 'peak' }));
+    await configurationUntil(base, token, `mqtt:${id}`, (c) => c.status === 'pending' && c.version === 2);
+    // The broker holds v2 retained before it goes: read it as the device would (another client id, the same certificate).
+    const retainedVersion = async (): Promise<number | undefined> => {
+      const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${ports.mtls}`, {
+        clientId: `${id}-peek-${process.pid}`,
+        protocolVersion: 5,
+        ...tls,
+        reconnectPeriod: 0,
+      });
+      try {
+        const got = new Promise<number>((resolve) =>
+          client.on('message', (_topic, payload) => payload.length > 0 && resolve((JSON.parse(payload.toString()) as { version: number }).version)),
+        );
+        await client.subscribeAsync(`config/${id}/desired`, { qos: 1 });
+        return await Promise.race([got, new Promise<undefined>((r) => setTimeout(() => r(undefined), 2_000))]);
+      } finally {
+        await client.endAsync();
+      }
+    };
+    await pollUntil(async () => ((await retainedVersion()) === 2 ? true : undefined), {
+      timeoutMs: 20_000,
+      intervalMs: 200,
+      message: () => 'v2 never retained',
+    });
+
+    const from = daemon.logs.length;
+    await broker.stop();
+    broker = await Mosquitto.start(join(dir, 'mosquitto.conf'), dir, [tmp.dir]);
+    await daemon.waitForLog((l) => l.msg === 'connected to the MQTT broker', 60_000, from);
+
+    const device = new ConfiguredDevice(id, { url: `mqtts://127.0.0.1:${ports.mtls}`, protocolVersion: 5, ...tls }, { refusing: false });
+    configured.set(id, device);
+    await device.ready;
+    const shown = await configurationUntil(base, token, `mqtt:${id}`, (c) => c.status === 'in_sync' && c.version === 2);
+    expect(shown.reportedVersion).toBe(2);
+    expect(applications(device, 'press', 2)).toBe(1);
+  }, 120_000);
 });
