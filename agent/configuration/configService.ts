@@ -44,7 +44,8 @@ const RECONCILE_MS = 60_000;
 
 /**
  * The configuration service: computes what each provisioned device should
- * run, commits it, then has the protocol's deliverer send it; records
+ * run, commits it, then has the protocol's deliverer send it (the loop in
+ * deliveries.ts); records
  * reports, read-backs and drift (contract of issue 17, "Status rules").
  * Everything it decides is in the database first: after a crash, the rows
  * still pending are sent again with the same version and SHA-256, which a

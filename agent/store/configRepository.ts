@@ -149,7 +149,8 @@ const PATCH_COLUMNS = new Set<string>([
  * configuration record with its history (migration 0013). A version is
  * never changed once written. A change of a device's profile, version or
  * status bumps its `devices.revision` in the same transaction (so the
- * upstream record follows) and tells `changed` after the commit.
+ * upstream record follows) and tells `changed` after the commit. The
+ * history is bounded (logEvent, prune).
  */
 export class ConfigRepository {
   constructor(
