@@ -1,22 +1,21 @@
 import { Gauge, type Registry } from 'prom-client';
 import type { ConfigurationConfig } from '../config/configurationSchema.js';
 import type { Config } from '../config/schema.js';
-import { describeError, InternalError } from '../errors.js';
+import { InternalError } from '../errors.js';
 import type { EventBus } from '../events.js';
 import type { Location, Protocol } from '../inventory/device.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
-import type { DeviceConfigRow } from '../store/configRepository.js';
 import type { Repositories } from '../store/repositories.js';
 import type { ProfileDocument } from './profileDocument.js';
-import { desiredConfig, resolveDesired, type DesiredRef, type HeadProfile } from './resolve.js';
+import { Deliveries } from './deliveries.js';
+import { desiredConfig, refOf, resolveDesired, sameRef, type HeadProfile } from './resolve.js';
 import {
   CONFIG_STATUSES,
   type ConfigDeliverer,
   type ConfigStatus,
   type ConfigurationHub,
-  type DeliveryOutcome,
   type DesiredConfig,
   type DeviceReport,
   type Observation,
@@ -42,11 +41,11 @@ export interface Affected {
 
 /** How often every device's desired state is computed again (changes made by another process, the CLI on the database). */
 const RECONCILE_MS = 60_000;
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * The configuration service: computes what each provisioned device should
- * run, commits it, then has the protocol's deliverer send it; records
+ * run, commits it, then has the protocol's deliverer send it (the loop in
+ * deliveries.ts); records
  * reports, read-backs and drift (contract of issue 17, "Status rules").
  * Everything it decides is in the database first: after a crash, the rows
  * still pending are sent again with the same version and SHA-256, which a
@@ -57,22 +56,24 @@ export class ConfigService implements Service, ConfigurationHub {
   readonly name = 'configuration';
   private cfg: ConfigurationConfig;
   private readonly log: Logger;
-  private readonly deliverers = new Map<Protocol, ConfigDeliverer>();
-  private readonly inflight = new Map<string, Promise<void>>();
-  private readonly withdrawing = new Set<string>();
+  private readonly deliveries: Deliveries;
   private readonly documents = new Map<string, ProfileDocument>();
   private readonly dirty = new Set<string>();
   private running = false;
-  private abort = new AbortController();
-  private timer: NodeJS.Timeout | undefined;
   private reconcileTimer: NodeJS.Timeout | undefined;
-  private kickQueued = false;
   private flushQueued = false;
 
   constructor(private readonly deps: ConfigServiceDeps) {
     this.cfg = deps.config;
     this.log = deps.log;
     const configs = deps.repos.configs;
+    this.deliveries = new Deliveries({
+      log: deps.log,
+      store: deps.store,
+      configs,
+      config: () => this.cfg,
+      document: (name, version) => this.document(name, version),
+    });
     new Gauge({
       name: 'edge_agent_device_config',
       help: 'Devices by configuration status: none, pending, in_sync, drifted, failed',
@@ -87,7 +88,6 @@ export class ConfigService implements Service, ConfigurationHub {
 
   async start(): Promise<void> {
     this.running = true;
-    this.abort = new AbortController();
     this.deps.bus.on('device.changed', 'configuration', ({ deviceId }) => this.deviceChanged(deviceId));
     const due = this.deps.store.durable(() => {
       const n = this.deps.repos.configs.dueAtStart(new Date());
@@ -97,16 +97,14 @@ export class ConfigService implements Service, ConfigurationHub {
     if (due > 0) this.log.info({ due }, 'configurations not yet confirmed are due again');
     this.reconcileTimer = setInterval(() => this.reconcileAll(), RECONCILE_MS);
     this.reconcileTimer.unref();
-    this.kick();
+    this.deliveries.start();
   }
 
   async stop(): Promise<void> {
     this.running = false;
     this.deps.bus.off('configuration');
-    this.abort.abort();
-    clearTimeout(this.timer);
     clearInterval(this.reconcileTimer);
-    await Promise.allSettled([...this.inflight.values()]);
+    await this.deliveries.stop();
   }
 
   reload(config: Config): void {
@@ -117,12 +115,11 @@ export class ConfigService implements Service, ConfigurationHub {
   // ---- ConfigurationHub
 
   register(deliverer: ConfigDeliverer): void {
-    this.deliverers.set(deliverer.protocol, deliverer);
-    this.kick();
+    this.deliveries.register(deliverer);
   }
 
   unregister(protocol: Protocol): void {
-    this.deliverers.delete(protocol);
+    this.deliveries.unregister(protocol);
   }
 
   current(protocol: Protocol): DesiredConfig[] {
@@ -183,11 +180,16 @@ export class ConfigService implements Service, ConfigurationHub {
       const detail = observation.differences
         .map((d) => `${d.key}: expected ${JSON.stringify(d.expected)}, read ${d.error ?? JSON.stringify(d.actual)}`)
         .join('; ');
-      // The same drift found again is not logged again.
-      const known = row.status === 'drifted' && row.error === detail;
-      configs.update(deviceId, { status: 'drifted', error: detail, checked_at: now }, known ? undefined : { event: 'drifted', detail });
-      if (!this.document(ref.profile, ref.version).reapplyOnDrift) return false;
-      configs.update(deviceId, { status: 'pending', attempts: 0, next_attempt_at: now }, { event: 'reapply', detail: 'the profile says reapplyOnDrift' });
+      // One change, one row: drifted, or (reapplyOnDrift) pending again at once. The same drift found again only moves its time.
+      if (!this.document(ref.profile, ref.version).reapplyOnDrift) {
+        configs.update(deviceId, { status: 'drifted', error: detail, checked_at: now }, { event: 'drifted', detail });
+        return false;
+      }
+      configs.update(
+        deviceId,
+        { status: 'pending', error: detail, checked_at: now, attempts: 0, next_attempt_at: now },
+        { event: 'drifted', detail: `${detail} (written again: the profile says reapplyOnDrift)` },
+      );
       return true;
     });
     if (redeliver) this.kick();
@@ -318,136 +320,8 @@ export class ConfigService implements Service, ConfigurationHub {
     return doc;
   }
 
-  // ---- delivery
-
-  /** Looks for work soon (once per turn of the event loop, however often it is asked). */
+  /** Looks for delivery work soon (once per turn of the event loop, however often it is asked). */
   kick(): void {
-    if (!this.running || this.kickQueued) return;
-    this.kickQueued = true;
-    setImmediate(() => {
-      this.kickQueued = false;
-      try {
-        this.pump();
-      } catch (err) {
-        this.log.error({ err }, 'configuration delivery could not be scheduled');
-      }
-    });
-  }
-
-  private pump(): void {
-    if (!this.running) return;
-    clearTimeout(this.timer);
-    const { configs } = this.deps.repos;
-    const protocols = [...this.deliverers.keys()];
-    // One thing at a time per device: a withdrawal and a delivery that overtook each other could leave the wrong message retained.
-    for (const w of configs.withdrawals(protocols)) if (!this.withdrawing.has(w.deviceId) && !this.inflight.has(w.deviceId)) void this.withdraw(w);
-    const free = this.cfg.concurrency - this.inflight.size;
-    let started = 0;
-    if (free > 0) {
-      for (const row of configs.due(new Date(), protocols, free + this.inflight.size)) {
-        if (started >= free) break;
-        if (this.inflight.has(row.deviceId) || this.withdrawing.has(row.deviceId)) continue;
-        started++;
-        const run = this.deliver(row)
-          .catch((err: unknown) => this.log.error({ err, deviceId: row.deviceId }, 'configuration delivery failed unexpectedly'))
-          .finally(() => {
-            this.inflight.delete(row.deviceId);
-            this.kick();
-          });
-        this.inflight.set(row.deviceId, run);
-      }
-    }
-    const next = configs.nextDue(protocols);
-    if (!next) return;
-    const wait = next.getTime() - Date.now();
-    // Due already: a delivery under way kicks when it ends.
-    if (wait > 0 || (started === 0 && this.inflight.size === 0)) {
-      this.timer = setTimeout(() => this.kick(), Math.min(Math.max(wait, 10), MAX_TIMER_MS));
-      this.timer.unref();
-    }
-  }
-
-  private async deliver(row: DeviceConfigRow & { protocol: Protocol; name: string }): Promise<void> {
-    const deliverer = this.deliverers.get(row.protocol);
-    const ref = refOf(row);
-    if (!deliverer || !ref) return;
-    const { store, repos } = this.deps;
-    const desired = desiredConfig({ id: row.deviceId, protocol: row.protocol, name: row.name }, ref, this.document(ref.profile, ref.version));
-    // Not due while under way; a crash now leaves it pending, due again at the next start.
-    store.transaction(() => repos.configs.update(row.deviceId, { next_attempt_at: null, attempts: row.attempts + 1 }));
-    let outcome: DeliveryOutcome;
-    try {
-      outcome = await deliverer.deliver(desired, this.abort.signal);
-    } catch (err) {
-      outcome = { kind: 'failed', reason: describeError(err), retry: true };
-    }
-    store.transaction(() => this.record(desired, outcome, row.attempts + 1));
-  }
-
-  /** A delivery's outcome, unless the desired state moved on meanwhile (then the new one is due). */
-  private record(desired: DesiredConfig, outcome: DeliveryOutcome, attempts: number): void {
-    const { configs } = this.deps.repos;
-    const row = configs.get(desired.deviceId);
-    const ref = row && refOf(row);
-    if (!row || !sameRef(ref ?? null, desired)) return;
-    const now = new Date();
-    const at = now.toISOString();
-    if (outcome.kind === 'published') {
-      configs.update(desired.deviceId, { published_version: desired.version, published_at: at }, { event: 'published', detail: desired.sha256 });
-    } else if (outcome.kind === 'verified') {
-      configs.update(
-        desired.deviceId,
-        {
-          published_version: desired.version,
-          published_at: at,
-          reported_version: desired.version,
-          reported_sha256: desired.sha256,
-          reported_at: at,
-          checked_at: at,
-          status: 'in_sync',
-          error: null,
-        },
-        { event: 'verified', detail: desired.sha256 },
-      );
-    } else if (row.status !== 'pending') {
-      return;
-    } else if (!outcome.retry) {
-      configs.update(desired.deviceId, { status: 'failed', error: outcome.reason }, { event: 'failed', detail: outcome.reason });
-      this.log.warn({ deviceId: desired.deviceId, profile: desired.profile, version: desired.version, reason: outcome.reason }, 'configuration failed');
-    } else {
-      const delay = Math.min(this.cfg.retryInitialMs * 2 ** Math.min(attempts - 1, 30), this.cfg.retryMaxMs);
-      const next = new Date(now.getTime() + delay).toISOString();
-      configs.update(desired.deviceId, { error: outcome.reason, next_attempt_at: next }, { event: 'retry', detail: `${outcome.reason} (next try ${next})` });
-      this.log.info({ deviceId: desired.deviceId, reason: outcome.reason, retryInMs: delay }, 'configuration delivery failed; will retry');
-    }
-  }
-
-  private async withdraw(w: { deviceId: string; name: string; protocol: Protocol }): Promise<void> {
-    const deliverer = this.deliverers.get(w.protocol);
-    if (!deliverer) return;
-    this.withdrawing.add(w.deviceId);
-    try {
-      await deliverer.withdraw({ deviceId: w.deviceId, name: w.name });
-      this.deps.store.transaction(() => {
-        // Only if nothing new was wanted meanwhile.
-        if (this.deps.repos.configs.get(w.deviceId)?.profile === undefined)
-          this.deps.repos.configs.update(w.deviceId, { published_version: null, published_at: null });
-      });
-      // A delivery held back while it ran may go now (a failed withdrawal waits for the next periodic look instead).
-      this.withdrawing.delete(w.deviceId);
-      this.kick();
-    } catch (err) {
-      this.log.warn({ err, deviceId: w.deviceId }, 'configuration could not be withdrawn; tried again later');
-    } finally {
-      this.withdrawing.delete(w.deviceId);
-    }
+    this.deliveries.kick();
   }
 }
-
-function refOf(row: Pick<DeviceConfigRow, 'profile' | 'desiredVersion' | 'desiredSha256'>): DesiredRef | null {
-  return row.profile !== undefined && row.desiredVersion !== undefined && row.desiredSha256 !== undefined
-    ? { profile: row.profile, version: row.desiredVersion, sha256: row.desiredSha256 }
-    : null;
-}
-
-const sameRef = (a: DesiredRef | null, b: DesiredRef | null): boolean => a?.profile === b?.profile && a?.version === b?.version && a?.sha256 === b?.sha256;

@@ -59,8 +59,17 @@ const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
 const NODE_ID =
   /^(ns=\d{1,5};)?(i=\d{1,10}|s=.{1,4096}|g=[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|b=[A-Za-z0-9+/]+={0,2})$/s;
 
+/** Keys that name a JavaScript object's own machinery: refused everywhere a document names a key (they would be dropped, or worse). */
+export const RESERVED_KEYS: readonly string[] = ['__proto__', 'constructor', 'prototype'];
+const RESERVED_MESSAGE = `a reserved name: ${RESERVED_KEYS.join(', ')} cannot be keys`;
+
 const pattern = z.string().min(1).max(128);
-const scalar = z.union([z.string().max(4096), z.number(), z.boolean()]);
+/** What a number that is not finite is called in messages (YAML .inf, -.inf, .nan). */
+const nonFinite = (v: number) => (Number.isNaN(v) ? 'NaN (YAML .nan)' : v > 0 ? 'Infinity (YAML .inf)' : '-Infinity (YAML -.inf)');
+const finite = z.number({
+  error: (iss) => (typeof iss.input === 'number' && !Number.isFinite(iss.input) ? `expected a finite number, got ${nonFinite(iss.input)}` : undefined),
+});
+const scalar = z.union([z.string().max(4096), finite, z.boolean()]);
 const keyed = <T extends z.ZodType>(value: T) => z.record(z.string().regex(KEY, 'a key of letters, digits, _ . - (starting with a letter or _)'), value);
 
 const documentSchema = z.strictObject({
@@ -83,8 +92,8 @@ const documentSchema = z.strictObject({
   schema: keyed(
     z.strictObject({
       type: z.enum(['number', 'integer', 'string', 'boolean']),
-      minimum: z.number().optional(),
-      maximum: z.number().optional(),
+      minimum: finite.optional(),
+      maximum: finite.optional(),
       enum: z.array(scalar).min(1).max(256).optional(),
       maxLength: z.number().int().min(0).max(4096).optional(),
       required: z.boolean().optional(),
@@ -114,14 +123,29 @@ const CARRIES: Record<ValueType, readonly OpcuaDataType[]> = {
   number: ['Float', 'Double'],
 };
 
-const shown = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : v === undefined ? 'nothing' : (JSON.stringify(v) ?? String(v)));
+const shown = (v: unknown): string =>
+  typeof v === 'string'
+    ? JSON.stringify(v)
+    : typeof v === 'number' && !Number.isFinite(v)
+      ? nonFinite(v)
+      : v === undefined
+        ? 'nothing'
+        : (JSON.stringify(v) ?? String(v));
+/** A value's kind and the value: `number 5`, `array [1]`, `null`, `number NaN (YAML .nan)`. */
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  return `${Array.isArray(v) ? 'array' : typeof v} ${shown(v)}`;
+}
 const at = (base: string, key: string) => (KEY.test(key) ? `${base}.${key}` : `${base}[${JSON.stringify(key)}]`);
 
 /** Why a value does not fit its schema entry (undefined: it fits). */
 export function valueProblem(s: ValueSchema, v: unknown): string | undefined {
   const kind = typeof v;
   const ok = s.type === 'integer' ? kind === 'number' && Number.isInteger(v) : s.type === 'number' ? kind === 'number' && Number.isFinite(v) : kind === s.type;
-  if (!ok) return `expected ${s.type}, got ${Array.isArray(v) ? 'array' : v === null ? 'null' : kind} ${shown(v)}`;
+  if (!ok)
+    return kind === 'number' && !Number.isFinite(v) && s.type !== 'string' && s.type !== 'boolean'
+      ? `expected a finite ${s.type}, got ${nonFinite(v as number)}`
+      : `expected ${s.type}, got ${describe(v)}`;
   if (typeof v === 'number') {
     if (s.minimum !== undefined && v < s.minimum) return `expected at least ${s.minimum}, got ${v}`;
     if (s.maximum !== undefined && v > s.maximum) return `expected at most ${s.maximum}, got ${v}`;
@@ -197,16 +221,43 @@ function checkNodes(doc: z.infer<typeof documentSchema>, problems: ProfileProble
   }
 }
 
+const isMap = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * Keys named __proto__, constructor or prototype in the document's maps
+ * (values, schema, overrides and their keys, nodes, selector labels). Read
+ * from the input's own keys: a parsed record would silently lose __proto__.
+ */
+function reservedKeyProblems(input: unknown): ProfileProblem[] {
+  if (!isMap(input)) return [];
+  const problems: ProfileProblem[] = [];
+  const look = (path: string, map: unknown, inner?: (path: string, v: unknown) => void) => {
+    if (!isMap(map)) return;
+    for (const key of Object.keys(map)) {
+      if (RESERVED_KEYS.includes(key)) problems.push({ path: at(path, key), message: RESERVED_MESSAGE });
+      else inner?.(at(path, key), map[key]);
+    }
+  };
+  look('values', input.values);
+  look('schema', input.schema);
+  look('nodes', input.nodes);
+  look('overrides', input.overrides, (path, v) => look(path, v));
+  if (isMap(input.selector)) look('selector.labels', input.selector.labels);
+  return problems;
+}
+
 /**
  * Validates a profile document (parsed JSON or YAML): unknown keys are
  * errors, every problem is reported with its path. Throws
  * ProfileInvalidError; answers the document with its defaults applied.
  */
 export function validateProfile(input: unknown): ProfileDocument {
+  const reserved = reservedKeyProblems(input);
   const parsed = documentSchema.safeParse(input);
-  if (!parsed.success) {
-    throw new ProfileInvalidError(
-      parsed.error.issues.map((i) => ({
+  if (!parsed.success || reserved.length > 0) {
+    throw new ProfileInvalidError([
+      ...reserved,
+      ...(parsed.error?.issues ?? []).map((i) => ({
         path: i.path.length
           ? i.path
               .map((p) => (typeof p === 'number' ? `[${p}]` : String(p)))
@@ -215,7 +266,7 @@ export function validateProfile(input: unknown): ProfileDocument {
           : '(document)',
         message: i.message,
       })),
-    );
+    ]);
   }
   const doc = parsed.data;
   const problems: ProfileProblem[] = [];

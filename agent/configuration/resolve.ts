@@ -17,6 +17,16 @@ export interface DesiredRef {
   sha256: string;
 }
 
+/** The desired reference a device's configuration record holds (null: none). */
+export function refOf(row: { profile?: string; desiredVersion?: number; desiredSha256?: string }): DesiredRef | null {
+  return row.profile !== undefined && row.desiredVersion !== undefined && row.desiredSha256 !== undefined
+    ? { profile: row.profile, version: row.desiredVersion, sha256: row.desiredSha256 }
+    : null;
+}
+
+export const sameRef = (a: DesiredRef | null, b: DesiredRef | null): boolean =>
+  a?.profile === b?.profile && a?.version === b?.version && a?.sha256 === b?.sha256;
+
 /** A profile's values for one device: the profile's, with that device's overrides over them. */
 export function valuesFor(doc: ProfileDocument, deviceId: string): Record<string, Scalar> {
   return { ...doc.values, ...(doc.overrides[deviceId] ?? {}) };

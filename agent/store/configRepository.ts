@@ -78,6 +78,18 @@ export interface DeviceConfigPatch {
 
 type Raw = Record<string, string | number | null>;
 
+/** How many of a device's latest history rows are kept (older ones: only what wasSent() needs). */
+export const LOG_KEEP = 200;
+/** How far back a repeated row is looked for (a repeat is moved to the end, not added). */
+export const LOG_CYCLE = 3;
+
+interface LogRow {
+  profile: string | null;
+  version: number | null;
+  event: string;
+  detail: string | null;
+}
+
 const date = (v: string | number | null | undefined) => (typeof v === 'string' ? new Date(v) : undefined);
 const opt = <K extends string, V>(key: K, v: V | null | undefined): Partial<Record<K, V>> =>
   v === null || v === undefined ? {} : ({ [key]: v } as Record<K, V>);
@@ -137,7 +149,8 @@ const PATCH_COLUMNS = new Set<string>([
  * configuration record with its history (migration 0013). A version is
  * never changed once written. A change of a device's profile, version or
  * status bumps its `devices.revision` in the same transaction (so the
- * upstream record follows) and tells `changed` after the commit.
+ * upstream record follows) and tells `changed` after the commit. The
+ * history is bounded (logEvent, prune).
  */
 export class ConfigRepository {
   constructor(
@@ -296,14 +309,16 @@ export class ConfigRepository {
   }
 
   /**
-   * Changes a device's record (created if missing), logs `event` and, when
+   * Changes a device's record (created if missing), logs `event` (see
+   * logEvent: a repeat is not a new row; `replace` makes it take the place
+   * of the last row of the same event and version, as retries do) and, when
    * the profile, version or status changes, bumps the device's revision and
    * tells `changed` after the commit. Must run inside a transaction.
    */
   update(
     deviceId: string,
     patch: DeviceConfigPatch,
-    event?: { event: string; detail?: string; profile?: string | null; version?: number | null },
+    event?: { event: string; detail?: string; profile?: string | null; version?: number | null; replace?: boolean },
     at = new Date(),
   ): DeviceConfigRow {
     this.inTransaction('update');
@@ -317,18 +332,18 @@ export class ConfigRepository {
         .run({ ...Object.fromEntries(keys.map((k) => [k, patch[k as keyof DeviceConfigPatch]])), updated_at: when, device_id: deviceId });
     }
     const after = this.get(deviceId)!;
-    if (event) {
-      this.store
-        .statement('INSERT INTO device_config_log (device_id, profile, version, event, detail, at) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(
-          deviceId,
-          event.profile !== undefined ? event.profile : (after.profile ?? null),
-          event.version !== undefined ? event.version : (after.desiredVersion ?? null),
-          event.event,
-          event.detail ?? null,
-          when,
-        );
-    }
+    if (event)
+      this.logEvent(
+        deviceId,
+        {
+          profile: event.profile !== undefined ? event.profile : (after.profile ?? null),
+          version: event.version !== undefined ? event.version : (after.desiredVersion ?? null),
+          event: event.event,
+          detail: event.detail ?? null,
+        },
+        when,
+        event.replace ?? false,
+      );
     const moved = before?.profile !== after.profile || before?.desiredVersion !== after.desiredVersion || (before?.status ?? 'none') !== after.status;
     if (moved) {
       this.store.statement('UPDATE devices SET revision = revision + 1, updated_at = ? WHERE id = ?').run(when, deviceId);
@@ -336,6 +351,51 @@ export class ConfigRepository {
       if (changed) this.store.afterCommit(`device.changed:${deviceId}`, () => changed(deviceId));
     }
     return after;
+  }
+
+  /**
+   * Adds a row to the device's history, bounded: the same row as the last
+   * one (or, with `replace`, the last row of the same event, profile and
+   * version) only gets the new time (and detail); a repeat of one of the last
+   * LOG_CYCLE rows (a server that keeps reverting: drifted, verified,
+   * drifted...) is moved to the end with its new time. Then only the last
+   * LOG_KEEP rows are kept, and of older ones only what wasSent() needs.
+   */
+  private logEvent(deviceId: string, e: LogRow, when: string, replace: boolean): void {
+    const recent = this.store
+      .statement('SELECT id, profile, version, event, detail FROM device_config_log WHERE device_id = ? ORDER BY id DESC LIMIT ?')
+      .all(deviceId, LOG_CYCLE) as (LogRow & { id: number })[];
+    const same = (r: LogRow) => r.profile === e.profile && r.version === e.version && r.event === e.event;
+    const last = recent[0];
+    if (last && same(last) && (replace || last.detail === e.detail)) {
+      this.store.statement('UPDATE device_config_log SET detail = ?, at = ? WHERE id = ?').run(e.detail, when, last.id);
+      return;
+    }
+    const repeat = recent.find((r) => same(r) && r.detail === e.detail);
+    if (repeat) this.store.statement('DELETE FROM device_config_log WHERE id = ?').run(repeat.id);
+    this.store
+      .statement('INSERT INTO device_config_log (device_id, profile, version, event, detail, at) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(deviceId, e.profile, e.version, e.event, e.detail, when);
+    this.prune(deviceId);
+  }
+
+  /**
+   * Deletes the device's rows older than its last LOG_KEEP, except the
+   * newest 'published' or 'verified' row of each profile version and
+   * SHA-256 (one per version the device was ever sent, which wasSent() reads).
+   */
+  private prune(deviceId: string): void {
+    const cutoff = this.store.statement('SELECT id FROM device_config_log WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?').get(deviceId, LOG_KEEP - 1) as
+      | { id: number }
+      | undefined;
+    if (!cutoff) return;
+    this.store
+      .statement(
+        `DELETE FROM device_config_log WHERE device_id = @d AND id < @cutoff AND NOT (event IN ('published', 'verified') AND id = (
+           SELECT max(k.id) FROM device_config_log k WHERE k.device_id = @d AND k.profile IS device_config_log.profile
+             AND k.version IS device_config_log.version AND k.event IN ('published', 'verified') AND k.detail IS device_config_log.detail))`,
+      )
+      .run({ d: deviceId, cutoff: cutoff.id });
   }
 
   /** The device's history, newest last. */

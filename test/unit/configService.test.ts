@@ -10,6 +10,7 @@ import type { ConfigDeliverer, DeliveryOutcome, DesiredConfig } from '../../agen
 import { EventBus } from '../../agent/events.js';
 import type { Protocol } from '../../agent/inventory/device.js';
 import { Store } from '../../agent/store/database.js';
+import { LOG_KEEP } from '../../agent/store/configRepository.js';
 import { openRepositories, type Repositories } from '../../agent/store/repositories.js';
 import { tempDir } from '../helpers/daemon.js';
 import { pollUntil } from '../helpers/waiters.js';
@@ -194,8 +195,15 @@ describe('ConfigService status rules (SQLite on disk)', () => {
     mqtt.answer = () => ({ kind: 'failed', reason: 'broker down', retry: true });
     service.register(mqtt);
     store.durable(() => manager.apply(vib(), 'alice', false));
-    await waitFor(() => mqtt.delivered.length >= 2, 5000);
-    expect(row('mqtt:s1')).toMatchObject({ status: 'pending', error: 'broker down' });
+    await waitFor(() => mqtt.delivered.length >= 4, 5000);
+    expect(row('mqtt:s1')).toMatchObject({
+      status: 'pending',
+      error: 'broker down',
+    });
+    // A run of retries is one row, its detail the latest attempt.
+    const retries = repos.configs.log('mqtt:s1').filter((e) => e.event === 'retry');
+    expect(retries).toHaveLength(1);
+    expect(Number(/\(attempt (\d+), next try /.exec(retries[0]!.detail ?? '')?.[1])).toBeGreaterThanOrEqual(3);
     // A "crash": the service stops without the row having been published.
     await service.stop();
     store.close();
@@ -266,11 +274,73 @@ describe('ConfigService status rules (SQLite on disk)', () => {
       'drifted',
       'checked',
       'desired',
-      'verified',
+      // The second verified of version 2 is a repeat of the first, moved to the end with its new time.
       'drifted',
-      'reapply',
       'verified',
     ]);
+    // A server that keeps reverting: each cycle moves the status twice (pending, in_sync), one revision each; the history stays put.
+    const revision = () => repos.devices.get('opcua:press-1')!.revision;
+    const rows = repos.configs.log('opcua:press-1').length;
+    for (let i = 1; i <= 5; i++) {
+      const before = revision();
+      service.observed('opcua:press-1', {
+        ...drift,
+        differences: [{ ...drift.differences[0]!, expected: 130 }],
+      });
+      await waitFor(() => opcua.delivered.length === 3 + i && row('opcua:press-1')?.status === 'in_sync', 5000);
+      expect(revision()).toBe(before + 2);
+    }
+    expect(repos.configs.log('opcua:press-1')).toHaveLength(rows);
+    expect(repos.configs.log('opcua:press-1').at(-2)).toMatchObject({
+      event: 'drifted',
+      detail: expect.stringMatching(/^speed: expected 130, read 99 \(written again/),
+    });
+  });
+
+  it('the same drift found again (no reapply) moves only its time: no row, no revision', async () => {
+    store.transaction(() =>
+      repos.devices.apply({
+        protocol: 'opcua',
+        name: 'press-2',
+        to: 'provisioned',
+        cause: 'test',
+        actor: 'test',
+        patch: { nameplate: { manufacturer: 'Schuler' } },
+      }),
+    );
+    await service.start();
+    const opcua = new RecordingDeliverer('opcua');
+    opcua.answer = (d) => ({ kind: 'verified', observed: d.values });
+    service.register(opcua);
+    store.durable(() =>
+      manager.apply(
+        validateProfile({
+          name: 'press',
+          protocol: 'opcua',
+          selector: { manufacturer: 'schuler' },
+          schema: { speed: { type: 'integer' } },
+          values: { speed: 120 },
+          nodes: { speed: { nodeId: 'ns=2;s=Speed', dataType: 'UInt16' } },
+        }),
+        'alice',
+        false,
+      ),
+    );
+    await waitFor(() => row('opcua:press-2')?.status === 'in_sync', 5000);
+    const drift = {
+      observed: { speed: 99 },
+      differences: [{ key: 'speed', nodeId: 'ns=2;s=Speed', expected: 120, actual: 99 }],
+    };
+    service.observed('opcua:press-2', drift);
+    const revision = repos.devices.get('opcua:press-2')!.revision;
+    const log = repos.configs.log('opcua:press-2');
+    for (let i = 0; i < 10; i++) service.observed('opcua:press-2', drift);
+    expect(repos.devices.get('opcua:press-2')!.revision).toBe(revision);
+    expect(repos.configs.log('opcua:press-2').map((e) => [e.id, e.event, e.detail])).toEqual(log.map((e) => [e.id, e.event, e.detail]));
+    expect(row('opcua:press-2')).toMatchObject({
+      status: 'drifted',
+      error: 'speed: expected 120, read 99',
+    });
   });
 
   it('a device provisioned while the service runs gets the profile its selector gives it', async () => {
@@ -280,5 +350,149 @@ describe('ConfigService status rules (SQLite on disk)', () => {
     provision('late');
     await waitFor(() => mqtt.delivered.some((d) => d.deviceId === 'mqtt:late'), 5000);
     expect(row('mqtt:late')).toMatchObject({ profile: 'vib', desiredVersion: 1, publishedVersion: 1 });
+  });
+});
+
+describe('device_config_log stays bounded (SQLite on disk)', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let store: Store;
+  let repos: Repositories;
+  const id = 'mqtt:s1';
+  const sha = (v: number) => String(v).repeat(64).slice(0, 64);
+  const log = (e: { event: string; detail?: string; version?: number; replace?: boolean }, patch = {}) =>
+    store.transaction(() => repos.configs.update(id, patch, { profile: 'vib', version: 1, ...e }));
+  const count = () => (store.db.prepare('SELECT count(*) AS n FROM device_config_log WHERE device_id = ?').get(id) as { n: number }).n;
+
+  beforeEach(() => {
+    tmp = tempDir();
+    store = Store.open(
+      {
+        path: join(tmp.dir, 'c.db'),
+        busyTimeoutMs: 1000,
+        journalSizeLimitBytes: 1 << 20,
+        integrityCheck: 'off',
+      },
+      pino({ level: 'silent' }),
+    ).store;
+    repos = openRepositories(store, {});
+    store.transaction(() =>
+      repos.devices.apply({
+        protocol: 'mqtt',
+        name: 's1',
+        to: 'provisioned',
+        cause: 'test',
+        actor: 'test',
+      }),
+    );
+  });
+  afterEach(() => {
+    store.close();
+    tmp.cleanup();
+  });
+
+  it.each([
+    {
+      name: 'the same row as the last one is not added (only its time moves)',
+      rows: [
+        { event: 'report_of_earlier', detail: 'applied' },
+        { event: 'report_of_earlier', detail: 'applied' },
+        { event: 'report_of_earlier', detail: 'applied' },
+      ],
+      expected: [['report_of_earlier', 'applied']],
+    },
+    {
+      name: 'a different detail is a new row',
+      rows: [
+        { event: 'report_of_earlier', detail: 'applied' },
+        { event: 'report_of_earlier', detail: 'refused' },
+      ],
+      expected: [
+        ['report_of_earlier', 'applied'],
+        ['report_of_earlier', 'refused'],
+      ],
+    },
+    {
+      name: 'a retry takes the place of the last retry row (its detail the latest)',
+      rows: [1, 2, 3, 4].map((n) => ({
+        event: 'retry',
+        detail: `down (attempt ${n})`,
+        replace: true,
+      })),
+      expected: [['retry', 'down (attempt 4)']],
+    },
+    {
+      name: 'a retry after another event is a new row',
+      rows: [
+        { event: 'retry', detail: 'down (attempt 1)', replace: true },
+        { event: 'published', detail: sha(1) },
+        { event: 'retry', detail: 'down (attempt 2)', replace: true },
+      ],
+      expected: [
+        ['retry', 'down (attempt 1)'],
+        ['published', sha(1)],
+        ['retry', 'down (attempt 2)'],
+      ],
+    },
+    {
+      name: 'a cycle that repeats itself keeps one copy, moved to the end',
+      rows: Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? { event: 'drifted', detail: 'a: expected 1, read 2' } : { event: 'verified', detail: sha(1) })),
+      expected: [
+        ['drifted', 'a: expected 1, read 2'],
+        ['verified', sha(1)],
+      ],
+    },
+  ])('$name', ({ rows, expected }) => {
+    for (const r of rows) log(r);
+    expect(repos.configs.log(id, 1000).map((e) => [e.event, e.detail])).toEqual(expected);
+  });
+
+  it('the time of a repeated row is the new one', () => {
+    store.transaction(() => repos.configs.update(id, {}, { event: 'checked', detail: 'x' }, new Date('2026-01-01T00:00:00Z')));
+    store.transaction(() => repos.configs.update(id, {}, { event: 'checked', detail: 'x' }, new Date('2026-01-02T00:00:00Z')));
+    expect(repos.configs.log(id).map((e) => e.at.toISOString())).toEqual(['2026-01-02T00:00:00.000Z']);
+  });
+
+  it(`keeps the last ${LOG_KEEP} rows, and of older ones what wasSent() needs: each version sent, once`, () => {
+    for (let v = 1; v <= 5; v++) {
+      log({ event: 'desired', version: v, detail: sha(v) });
+      log({ event: 'published', version: v, detail: sha(v) });
+      log({
+        event: v % 2 ? 'verified' : 'published',
+        version: v,
+        detail: sha(v),
+      });
+      log({ event: 'applied', version: v });
+    }
+    for (let i = 0; i < 3 * LOG_KEEP; i++) log({ event: 'report_of_earlier', detail: `report ${i}` });
+    // The last LOG_KEEP rows and one 'published' or 'verified' row per version sent.
+    expect(count()).toBe(LOG_KEEP + 5);
+    expect(repos.configs.log(id, LOG_KEEP).at(0)!.detail).toBe(`report ${2 * LOG_KEEP}`);
+    for (let v = 1; v <= 5; v++) {
+      expect(repos.configs.wasSent(id, 'vib', v, sha(v))).toBe(true);
+      expect(repos.configs.wasSent(id, 'vib', v)).toBe(true);
+      expect(repos.configs.wasSent(id, 'vib', v, sha(v + 1))).toBe(false);
+    }
+    expect(repos.configs.wasSent(id, 'vib', 6)).toBe(false);
+  });
+
+  it('bumps the revision once per change of status, profile or version, never for a history row alone', () => {
+    const revision = () => repos.devices.get(id)!.revision;
+    const r0 = revision();
+    log(
+      { event: 'desired', detail: sha(1) },
+      {
+        profile: 'vib',
+        desired_version: 1,
+        desired_sha256: sha(1),
+        status: 'pending',
+      },
+    );
+    expect(revision()).toBe(r0 + 1);
+    for (let i = 0; i < 3; i++) log({ event: 'retry', detail: `down (attempt ${i})`, replace: true }, { error: 'down' });
+    log({ event: 'published', detail: sha(1) }, { published_version: 1 });
+    expect(revision()).toBe(r0 + 1);
+    log({ event: 'applied' }, { status: 'in_sync' });
+    log({ event: 'applied' }, { status: 'in_sync' });
+    expect(revision()).toBe(r0 + 2);
   });
 });

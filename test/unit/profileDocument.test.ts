@@ -135,6 +135,64 @@ describe('profile documents', () => {
   });
 });
 
+describe('reserved keys and numbers that are not finite', () => {
+  const yaml = (text: string) => problems(parseProfileText(`name: x\nprotocol: mqtt\n${text}`));
+  const base = 'schema: {a: {type: number}}\n';
+  it.each([
+    [
+      'a value named __proto__ (JSON)',
+      () => problems(JSON.parse('{"name":"x","protocol":"mqtt","schema":{"a":{"type":"number"}},"values":{"__proto__":5,"a":1}}')),
+      'values.__proto__: a reserved name',
+    ],
+    ['a value named __proto__ (YAML)', () => yaml(`${base}values: {__proto__: 5, a: 1}`), 'values.__proto__: a reserved name'],
+    ['a value named constructor', () => yaml(`${base}values: {constructor: 5}`), 'values.constructor: a reserved name'],
+    ['a schema entry named prototype', () => yaml('schema: {prototype: {type: number}}'), 'schema.prototype: a reserved name'],
+    ['a schema entry named __proto__', () => yaml('schema: {__proto__: {type: number}}'), 'schema.__proto__: a reserved name'],
+    ['an override for a device named __proto__', () => yaml(`${base}overrides: {__proto__: {a: 2}}`), 'overrides.__proto__: a reserved name'],
+    ['an override key named constructor', () => yaml(`${base}overrides: {"mqtt:p": {constructor: 2}}`), 'overrides["mqtt:p"].constructor: a reserved name'],
+    [
+      'a node named __proto__',
+      () => problems(parseProfileText('name: x\nprotocol: opcua\nschema: {}\nnodes: {__proto__: {nodeId: "ns=1;i=1", dataType: Float}}')),
+      'nodes.__proto__: a reserved name',
+    ],
+    ['a selector label named prototype', () => yaml(`${base}selector: {labels: {prototype: x}}`), 'selector.labels.prototype: a reserved name'],
+    ['a value of .inf', () => yaml(`${base}values: {a: .inf}`), 'values.a: expected a finite number, got Infinity (YAML .inf)'],
+    [
+      'a value of -.inf for an integer',
+      () => yaml('schema: {a: {type: integer}}\nvalues: {a: -.inf}'),
+      'values.a: expected a finite integer, got -Infinity (YAML -.inf)',
+    ],
+    ['a value of .nan', () => yaml(`${base}values: {a: .nan}`), 'values.a: expected a finite number, got NaN (YAML .nan)'],
+    ['a string value of .inf', () => yaml('schema: {a: {type: string}}\nvalues: {a: .inf}'), 'values.a: expected string, got number Infinity (YAML .inf)'],
+    ['a maximum of .inf', () => yaml('schema: {a: {type: number, maximum: .inf}}'), 'schema.a.maximum: expected a finite number, got Infinity (YAML .inf)'],
+    ['a minimum of .nan', () => yaml('schema: {a: {type: number, minimum: .nan}}'), 'schema.a.minimum: expected a finite number, got NaN (YAML .nan)'],
+    ['an enum member of .nan', () => yaml('schema: {a: {type: number, enum: [1, .nan]}}'), 'schema.a.enum[1]'],
+  ])('refuses %s, saying so', (_name, run, expected) => {
+    const found = run();
+    expect(
+      found.some((p) => p.startsWith(expected)),
+      found.join('\n'),
+    ).toBe(true);
+  });
+
+  it('keeps other keys that merely contain those words', () => {
+    expect(
+      validateProfile({
+        name: 'x',
+        protocol: 'mqtt',
+        schema: {
+          proto: { type: 'number' },
+          constructor_id: { type: 'number' },
+        },
+        values: { proto: 1, constructor_id: 2 },
+      }).values,
+    ).toEqual({
+      proto: 1,
+      constructor_id: 2,
+    });
+  });
+});
+
 describe('selectors and the desired state', () => {
   const subject = (over: Partial<SelectorSubject> = {}): SelectorSubject => ({
     protocol: 'mqtt',
