@@ -27,7 +27,7 @@ describe('the daemon under a captured NOTIFY_SOCKET', () => {
     const base = await daemon.ready();
 
     const ready = await notify.waitFor((n) => n.fields.READY === '1');
-    expect(ready.fields.STATUS).toMatch(/^Running: 9 services up/);
+    expect(ready.fields.STATUS).toMatch(/^Running: 10 services up/);
     expect(ready.pid).toBe(daemon.child.pid);
     const readyIndex = notify.messages.indexOf(ready);
     const statuses = notify.messages
