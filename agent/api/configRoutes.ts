@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import type { ConfigService } from '../configuration/configService.js';
-import { ProfileInvalidError, PROFILE_NAME, validateProfile } from '../configuration/profileDocument.js';
+import { ProfileInvalidError, PROFILE_NAME, RESERVED_KEYS, validateProfile } from '../configuration/profileDocument.js';
 import { ProfileChangeError, ProfileManager } from '../configuration/profileManager.js';
 import { diffProfiles } from '../configuration/resolve.js';
 import type { Repositories } from '../store/repositories.js';
@@ -21,16 +21,25 @@ const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
 const rollbackBody = z.strictObject({ version: z.number().int().min(1) });
 const assignBody = z.strictObject({ profile: z.string().regex(PROFILE_NAME, 'a profile name').nullable() });
 const labelsBody = z.strictObject({
+  // JSON.parse keeps a "__proto__" key as an own property, which the record below would drop without a word: refused first.
   labels: z
-    .record(
-      z.string().regex(LABEL_KEY, 'a label key: letters, digits, . _ / - (up to 63, starting with a letter or digit)'),
+    .unknown()
+    .superRefine((raw, ctx) => {
+      const reserved = raw && typeof raw === 'object' ? Object.keys(raw).filter((k) => RESERVED_KEYS.includes(k)) : [];
+      for (const key of reserved) ctx.addIssue({ code: 'custom', path: [key], message: `a reserved name: ${RESERVED_KEYS.join(', ')} cannot be label keys` });
+    })
+    .pipe(
       z
-        .string()
-        .min(1)
-        .max(128)
-        .refine((v) => !/[\u0000-\u001f\u007f]/.test(v) && v.trim() === v, 'printable, without leading or trailing spaces'),
-    )
-    .refine((l) => Object.keys(l).length <= 64, 'at most 64 labels'),
+        .record(
+          z.string().regex(LABEL_KEY, 'a label key: letters, digits, . _ / - (up to 63, starting with a letter or digit)'),
+          z
+            .string()
+            .min(1)
+            .max(128)
+            .refine((v) => !/[\u0000-\u001f\u007f]/.test(v) && v.trim() === v, 'printable, without leading or trailing spaces'),
+        )
+        .refine((l) => Object.keys(l).length <= 64, 'at most 64 labels'),
+    ),
 });
 
 /** A change the configuration module refused, as the API answers it. */

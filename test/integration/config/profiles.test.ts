@@ -181,6 +181,11 @@ describe('configuration profiles through the real daemon (HTTP and CLI)', () => 
     });
     expect(await configuration('mqtt:s2')).toMatchObject({ profile: 'lab', labels: { zone: 'hot-1' } });
     expect((await call('PUT', '/api/v1/devices/mqtt:s2/labels', 'technician', { labels: { 'bad key': 'x' } })).status).toBe(400);
+    // A "__proto__" key is refused by name, not dropped (which would have replaced the labels with { zone: 'hot-2' } alone).
+    const reserved = await call('PUT', '/api/v1/devices/mqtt:s2/labels', 'technician', { labels: { ['__proto__']: 'x', zone: 'hot-2' } });
+    expect(reserved.status).toBe(400);
+    expect(JSON.stringify(reserved.body)).toContain('reserved name');
+    expect(await configuration('mqtt:s2')).toMatchObject({ labels: { zone: 'hot-1' } });
     expect((await call('GET', '/api/v1/config-profiles', 'viewer')).status).toBe(200);
     expect(await call('POST', '/api/v1/config-profiles', 'viewer', vib(1))).toMatchObject({ status: 403, body: { code: 'FORBIDDEN' } });
     expect((await call('POST', '/api/v1/config-profiles', 'technician', vib(1))).status).toBe(403);
