@@ -2,7 +2,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { defaultConfig, STRONG_CIPHERS } from '../config/schema.js';
+import { STRONG_CIPHERS } from '../config/network.js';
+import { defaultConfig } from '../config/schema.js';
 import type { ApiErrorCode } from '../errorTable.js';
 import { httpStatusOf, InternalError, ListenError } from '../errors.js';
 import type { Logger } from '../log.js';

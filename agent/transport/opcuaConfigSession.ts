@@ -1,7 +1,7 @@
 import { PeerError, RefusedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { DATA_TYPE_IDS, fromWire, sameValue, toWire, valueRefusal, type JsonValue, type OpcuaDataType, type OpcuaNodeBinding } from './opcuaConfigValues.js';
-import { destroySocket, ProbeTimeout, within, type OpcuaProbe } from './opcuaProbe.js';
+import { abandonConnect, closeClient, ProbeTimeout, within, type OpcuaProbe } from './opcuaProbe.js';
 import { thumbprintOf, type AdminUser, type OpcuaPushSessions } from './opcuaPushSession.js';
 import { watchRefusal } from './opcuaRefusal.js';
 
@@ -189,11 +189,7 @@ export class OpcuaConfigSessions {
     const refusal = watchRefusal(opcua, client);
     let session: Session | undefined;
     let channelOpen = false;
-    const close = async () => {
-      await Promise.race([(session as Session | undefined)?.close().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
-      await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
-      destroySocket(client);
-    };
+    const close = () => closeClient(client, session);
     const connecting = client.connect(server.url);
     try {
       await within(connecting, server.timeoutMs, `secure channel to ${server.url}`);
@@ -205,13 +201,7 @@ export class OpcuaConfigSessions {
       );
       return { opcua, session, close };
     } catch (err) {
-      if (err instanceof ProbeTimeout) {
-        destroySocket(client);
-        connecting.then(
-          () => void client.disconnect().catch(() => undefined),
-          () => undefined,
-        );
-      }
+      if (err instanceof ProbeTimeout) abandonConnect(client, connecting);
       await close();
       const refused = channelOpen ? undefined : refusal();
       if (refused) throw new PeerError('OPCUA_SERVER_ERROR', `the server refused the secure channel with ${refused.statusName}`, { cause: err });

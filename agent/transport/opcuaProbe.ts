@@ -129,6 +129,22 @@ export function destroySocket(client: Client): void {
   channel?.getTransport?.()?._socket?.destroy?.();
 }
 
+/** Gives up a connect that timed out: its socket is destroyed now, and the client disconnected if the connect completes later. */
+export function abandonConnect(client: Client, connecting: Promise<unknown>): void {
+  destroySocket(client);
+  connecting.then(
+    () => void client.disconnect().catch(() => undefined),
+    () => undefined,
+  );
+}
+
+/** Closes a session (when one was made), then the client, each given at most 500 ms, and destroys the socket. */
+export async function closeClient(client: Client, session: { close(): Promise<unknown> } | undefined): Promise<void> {
+  await Promise.race([session?.close().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+  await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+  destroySocket(client);
+}
+
 export { Deadline, ProbeTimeout } from './deadline.js';
 
 /**
@@ -212,13 +228,7 @@ export class OpcuaProbe {
       connected = true;
       return await work(opcua, client, deadline);
     } finally {
-      if (!connected) {
-        destroySocket(client);
-        connecting.then(
-          () => void client.disconnect().catch(() => undefined),
-          () => undefined,
-        );
-      }
+      if (!connected) abandonConnect(client, connecting);
       await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, Math.min(500, deadline.remaining())))]);
       destroySocket(client);
     }

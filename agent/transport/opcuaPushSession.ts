@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { crlIssuerName } from '../../certs/crl.js';
 import { parseCertificate } from '../../certs/x509/certificate.js';
 import type { Logger } from '../log.js';
-import { destroySocket, firstDer, ProbeTimeout, within, type OpcuaProbe } from './opcuaProbe.js';
+import { abandonConnect, closeClient, firstDer, ProbeTimeout, within, type OpcuaProbe } from './opcuaProbe.js';
 import { ChannelRefusedError, watchRefusal } from './opcuaRefusal.js';
 import { PeerError } from '../errors.js';
 
@@ -152,11 +152,7 @@ export class OpcuaPushSessions {
     const refusal = watchRefusal(opcua, client);
     let session: Session | undefined;
     let channelOpen = false;
-    const close = async () => {
-      await Promise.race([(session as Session | undefined)?.close().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
-      await Promise.race([client.disconnect().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
-      destroySocket(client);
-    };
+    const close = () => closeClient(client, session);
     const connecting = client.connect(url);
     try {
       await within(connecting, timeoutMs, `secure channel to ${url}`);
@@ -168,14 +164,7 @@ export class OpcuaPushSessions {
       );
       return { calls: await this.calls(session, timeoutMs), close };
     } catch (err) {
-      if (err instanceof ProbeTimeout) {
-        destroySocket(client);
-        // A connect that completes after the timeout is closed then.
-        connecting.then(
-          () => void client.disconnect().catch(() => undefined),
-          () => undefined,
-        );
-      }
+      if (err instanceof ProbeTimeout) abandonConnect(client, connecting);
       await close();
       // The server's own reason, where it gave one: node-opcua's message for a refused channel says nothing.
       const refused = channelOpen ? undefined : refusal();
