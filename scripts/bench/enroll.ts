@@ -113,7 +113,9 @@ export async function enrollBench(caRate: () => number | undefined): Promise<Ben
     const token = JSON.parse(cli(config, 'devices', 'token', 'create', '--uses', String(DEVICES + 50), '--expires', '1h', '--json', '--local')) as {
       token: string;
     };
-    const agent = spawn(process.execPath, [MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
+    // BENCH_AGENT_PROFILE=DIR: the agent writes a V8 CPU profile there when it stops (open it in Chrome DevTools).
+    const profile = process.env.BENCH_AGENT_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${resolve(process.env.BENCH_AGENT_PROFILE)}`] : [];
+    const agent = spawn(process.execPath, [...profile, MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(agent);
     await untilReady(`http://127.0.0.1:${ports.http}/readyz`, agent);
     const common = {
