@@ -207,7 +207,15 @@ export class ConfigService implements Service, ConfigurationHub {
     const { devices, configs } = this.deps.repos;
     const gateway = this.deps.gateway();
     const all = ids === 'all';
-    const list = all ? devices.list() : ids.flatMap((id) => devices.get(id) ?? []);
+    // Without a profile in force, only a device that has a configuration can change (it is withdrawn): the others are not read.
+    const named =
+      all || heads.length > 0
+        ? ids
+        : ids.filter((id) => {
+            const row = configs.get(id);
+            return row !== undefined && refOf(row) !== null;
+          });
+    const list = named === 'all' ? devices.list() : named.flatMap((id) => devices.get(id) ?? []);
     const rows = all ? new Map(configs.all().map((r) => [r.deviceId, r])) : undefined;
     const labels = all ? configs.allLabels() : undefined;
     const affected: Affected[] = [];

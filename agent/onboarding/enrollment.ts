@@ -4,6 +4,7 @@ import { profileNamed } from '../../certs/profiles/index.js';
 import { PreparedRequest } from '../../certs/request.js';
 import { RefusedError } from '../errors.js';
 import type { CaService } from '../ca/caService.js';
+import type { IssuedCertificate } from '../../certs/authority.js';
 import { failpoint } from '../failpoints.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
@@ -55,6 +56,9 @@ export interface EnrollmentFlowDeps {
 
 /** The outcome of an approved request was settled otherwise meanwhile: its certificate is not recorded. */
 class Withdrawn extends RefusedError {}
+
+/** The token that approved a request was used up by other requests meanwhile: the request is rejected, its certificate dropped. */
+class TokenUsedUp extends RefusedError {}
 
 const PROTOCOL = 'mqtt';
 const PROFILE = 'mqtt-device';
@@ -131,18 +135,87 @@ export class EnrollmentFlow {
       );
       return { requestId: request.requestId, status: 'rejected', reason: decision.reason };
     }
+    if (decision.action === 'approve') return this.issueApproved(name, device, request, prepared, decision, replyTo);
     const record = this.record(name, device, request, prepared.spkiSha256, decision, replyTo);
-    this.deps.log.info(
-      { device: name, requestId: request.requestId, status: record.status, decidedBy: record.decidedBy, reason: record.reason },
-      'enrollment request decided',
-    );
-    if (record.status === 'approved') return this.issue(record, prepared);
+    this.decided(record);
     if (record.status === 'rejected') this.deps.metrics.rejected('policy');
     else this.deps.metrics.answered('pending');
     return this.answerFor(record);
   }
 
-  /** Records the request and the device's new state in one commit; an approval by token counts the use there too. */
+  private decided(r: EnrollmentRequest): void {
+    this.deps.log.info(
+      { device: r.deviceId, requestId: r.requestId, status: r.status, decidedBy: r.decidedBy, reason: r.reason },
+      'enrollment request decided',
+    );
+  }
+
+  /**
+   * A request the policy approved: issued, and recorded (the request, the
+   * device's way through pending, the token's use) inside the certificate's
+   * own durable commit, which the CA groups with the other issuances of the
+   * same turn of the event loop: one fsync for a burst of devices, and
+   * nothing is recorded of a request whose certificate is not. A token used
+   * up meanwhile, or a certificate the CA refuses, records the request as
+   * rejected instead.
+   */
+  private async issueApproved(
+    name: string,
+    device: Device | undefined,
+    request: EnrollmentRequestMessage,
+    prepared: PreparedRequest,
+    decision: Decision,
+    replyTo: ReplyTo,
+  ): Promise<Answer | undefined> {
+    const { ca, log } = this.deps;
+    const receivedAt = new Date();
+    const current = ca.current(PROFILE, name);
+    let recorded: EnrollmentRequest | undefined;
+    let issued: IssuedCertificate;
+    try {
+      issued = await ca.issue({
+        profile: PROFILE,
+        identity: name,
+        csr: prepared,
+        origin: 'requester',
+        // The identity's certificate for this key was issued before this request arrived: renewed.
+        renew: current?.spkiSha256 === prepared.spkiSha256,
+        alongside: (record) => {
+          recorded = this.write(name, device, request, prepared.spkiSha256, decision, replyTo, receivedAt);
+          if (recorded.status !== 'approved') throw new TokenUsedUp(recorded.reason);
+          this.settle(recorded, record.serial);
+        },
+      });
+      failpoint('enrollment.issue.after-commit');
+    } catch (err) {
+      if (err instanceof Withdrawn) return this.withdrawn(name, request.requestId, err);
+      if (err instanceof TokenUsedUp) {
+        // Recorded as rejected in a commit of its own; the certificate signed for it was never recorded nor handed out.
+        const rejected = this.record(name, device, request, prepared.spkiSha256, { ...decision, action: 'reject', reason: err.message }, replyTo);
+        this.decided(rejected);
+        this.deps.metrics.rejected('policy');
+        return this.answerFor(rejected);
+      }
+      if (!(err instanceof CertError)) throw err;
+      const reason = `${err.code}: ${err.message}`;
+      const rejected = this.record(name, device, request, prepared.spkiSha256, { ...decision, action: 'reject', reason }, replyTo, {
+        cause: `certificate refused: ${err.code}`,
+        actor: 'ca',
+      });
+      log.warn({ device: name, requestId: request.requestId, code: err.code, reason: err.message }, 'certificate refused for enrollment request');
+      this.deps.metrics.rejected(err.code.toLowerCase() as Lowercase<typeof err.code>);
+      return this.answerFor(rejected);
+    }
+    this.decided({ ...recorded!, status: 'issued' });
+    await this.deps.gate
+      .restore(name)
+      .catch((err: unknown) => log.error({ err, device: name }, 'broker access could not be restored; the device may be refused until the next ACL rewrite'));
+    this.deps.metrics.answered('issued');
+    // The certificate in hand is the one on record, valid: no need to read it back.
+    return { requestId: request.requestId, status: 'issued', certificate: issued.record.pem, caChain: issued.chain, brokerUrl: this.deps.brokerUrl() };
+  }
+
+  /** Records the request and the device's new state in one durable commit (a hold, a rejection). */
   private record(
     name: string,
     device: Device | undefined,
@@ -150,60 +223,70 @@ export class EnrollmentFlow {
     spkiSha256: string,
     decision: Decision,
     replyTo: ReplyTo,
+    by?: { cause: string; actor: string },
   ): EnrollmentRequest {
-    const store = this.deps.store;
+    return this.deps.store.durable(() => this.write(name, device, request, spkiSha256, decision, replyTo, new Date(), by));
+  }
+
+  /** The writes of a decided request, inside the caller's transaction; an approval by token counts the use here. */
+  private write(
+    name: string,
+    device: Device | undefined,
+    request: EnrollmentRequestMessage,
+    spkiSha256: string,
+    decision: Decision,
+    replyTo: ReplyTo,
+    receivedAt: Date,
+    by?: { cause: string; actor: string },
+  ): EnrollmentRequest {
     const enrollments = this.deps.enrollments;
-    // An approval is answered only after the certificate's commit, which is durable and carries this one to disk.
-    const commit = decision.action === 'approve' ? store.transaction.bind(store) : store.durable.bind(store);
-    return commit(() => {
-      let { action, reason } = decision;
-      if (action === 'approve' && decision.tokenId !== undefined && !enrollments.useToken(decision.tokenId)) {
-        action = 'reject';
-        reason = `enrollment token ${decision.tokenId} was used up meanwhile`;
-      }
-      const status = action === 'approve' ? 'approved' : action === 'hold' ? 'pending' : 'rejected';
-      const state = device?.state;
-      // A provisioned or revoked device keeps its state (and its nameplate) until a certificate is issued:
-      // an anonymous request must not change what the broker and the technicians rely on.
-      const settled = state === 'provisioned' || state === 'revoked';
-      const to = settled ? state : status === 'rejected' ? 'rejected' : 'pending';
-      this.deps.devices.apply({
-        protocol: PROTOCOL,
-        name,
-        to,
-        // Anyone on the provisioning listener can send a request under any id: it is no sign of the device
-        // (a new record starts with its time). Last seen moves with an accepted request, when it is issued.
-        seen: false,
-        cause: `enrollment request ${request.requestId}: ${status} (${decision.decidedBy})`,
-        actor: decision.decidedBy === 'technician' ? 'technician' : 'policy',
-        details: { requestId: request.requestId, reason },
-        patch: settled
-          ? { ...(action === 'approve' ? { preapproved: false } : {}) }
-          : {
-              nameplate: request.nameplate,
-              source: { protocol: PROTOCOL, provisioning: this.deps.provisioning(name) },
-              reason,
-              ...(action === 'approve' ? { preapproved: false } : {}),
-            },
-      });
-      const row = {
-        deviceId: `${PROTOCOL}:${name}`,
-        requestId: request.requestId,
-        csrSha256: sha256(request.csr.trim()),
-        spkiSha256,
-        csr: request.csr,
-        nameplate: request.nameplate,
-        status,
-        reason,
-        decidedBy: decision.decidedBy,
-        receivedAt: new Date(),
-        ...(decision.tokenId !== undefined && action === 'approve' ? { tokenId: decision.tokenId } : {}),
-        ...(replyTo.responseTopic !== undefined ? { responseTopic: replyTo.responseTopic } : {}),
-        ...(replyTo.correlationData !== undefined ? { correlationData: replyTo.correlationData } : {}),
-      } as const;
-      enrollments.insert(row);
-      return enrollments.get(row.deviceId, row.requestId)!;
+    let { action, reason } = decision;
+    if (action === 'approve' && decision.tokenId !== undefined && !enrollments.useToken(decision.tokenId)) {
+      action = 'reject';
+      reason = `enrollment token ${decision.tokenId} was used up meanwhile`;
+    }
+    const status = action === 'approve' ? 'approved' : action === 'hold' ? 'pending' : 'rejected';
+    const state = device?.state;
+    // A provisioned or revoked device keeps its state (and its nameplate) until a certificate is issued:
+    // an anonymous request must not change what the broker and the technicians rely on.
+    const settled = state === 'provisioned' || state === 'revoked';
+    const to = settled ? state : status === 'rejected' ? 'rejected' : 'pending';
+    this.deps.devices.apply({
+      protocol: PROTOCOL,
+      name,
+      to,
+      // Anyone on the provisioning listener can send a request under any id: it is no sign of the device
+      // (a new record starts with its time). Last seen moves with an accepted request, when it is issued.
+      seen: false,
+      cause: by?.cause ?? `enrollment request ${request.requestId}: ${status} (${decision.decidedBy})`,
+      actor: by?.actor ?? (decision.decidedBy === 'technician' ? 'technician' : 'policy'),
+      details: { requestId: request.requestId, reason },
+      patch: settled
+        ? { ...(action === 'approve' ? { preapproved: false } : {}) }
+        : {
+            nameplate: request.nameplate,
+            source: { protocol: PROTOCOL, provisioning: this.deps.provisioning(name) },
+            reason,
+            ...(action === 'approve' ? { preapproved: false } : {}),
+          },
     });
+    const row = {
+      deviceId: `${PROTOCOL}:${name}`,
+      requestId: request.requestId,
+      csrSha256: sha256(request.csr.trim()),
+      spkiSha256,
+      csr: request.csr,
+      nameplate: request.nameplate,
+      status,
+      reason,
+      decidedBy: decision.decidedBy,
+      receivedAt,
+      ...(decision.tokenId !== undefined && action === 'approve' ? { tokenId: decision.tokenId } : {}),
+      ...(replyTo.responseTopic !== undefined ? { responseTopic: replyTo.responseTopic } : {}),
+      ...(replyTo.correlationData !== undefined ? { correlationData: replyTo.correlationData } : {}),
+    } as const;
+    enrollments.insert(row);
+    return enrollments.get(row.deviceId, row.requestId)!;
   }
 
   /**
@@ -236,14 +319,7 @@ export class EnrollmentFlow {
       // The certificate and the request's outcome are on disk together; nothing has left the process.
       failpoint('enrollment.issue.after-commit');
     } catch (err) {
-      if (err instanceof Withdrawn) {
-        // Signed, never recorded, never handed out: as if it had not been issued.
-        log.warn(
-          { device: name, requestId: request.requestId, why: err.message },
-          'certificate issued for a request that was withdrawn meanwhile: not recorded',
-        );
-        return undefined;
-      }
+      if (err instanceof Withdrawn) return this.withdrawn(name, request.requestId, err);
       if (!(err instanceof CertError)) throw err;
       return this.refused(request, name, err);
     }
@@ -254,15 +330,26 @@ export class EnrollmentFlow {
     return this.answerFor({ ...request, status: 'issued', certificateSerial: serial });
   }
 
+  /** Signed, never recorded, never handed out: as if it had not been issued; nothing to answer. */
+  private withdrawn(name: string, requestId: string, err: Withdrawn): undefined {
+    this.deps.log.warn({ device: name, requestId, why: err.message }, 'certificate issued for a request that was withdrawn meanwhile: not recorded');
+    return undefined;
+  }
+
   /** Inside the certificate's commit: the request's outcome and the device's state, or Withdrawn. */
   private settle(request: EnrollmentRequest, serial: string): void {
-    const name = request.deviceId.slice(`${PROTOCOL}:`.length);
     // Under the device lock nothing else changes the device meanwhile; this guards against what does not take it.
     const still = this.deps.enrollments.get(request.deviceId, request.requestId);
     const device = this.deps.devices.get(request.deviceId);
     if (still?.status !== 'approved' || device?.state === 'decommissioned') {
       throw new Withdrawn(`request ${request.requestId} is ${still?.status ?? 'gone'}, device ${device?.state ?? 'gone'}`);
     }
+    this.settleWrites(request, serial);
+  }
+
+  /** The request issued and the device provisioned, inside the certificate's commit. */
+  private settleWrites(request: EnrollmentRequest, serial: string): void {
+    const name = request.deviceId.slice(`${PROTOCOL}:`.length);
     this.deps.enrollments.decide(request.deviceId, request.requestId, 'issued', request.reason, request.decidedBy ?? 'policy', serial);
     this.deps.devices.apply({
       protocol: PROTOCOL,

@@ -273,7 +273,8 @@ export class DeviceRepository {
         values[column] = p[key] ? 1 : 0;
       }
     }
-    this.sql(`UPDATE devices SET ${sets.join(', ')} WHERE id = @id`).run(values);
+    // RETURNING gives the record as written without reading it again.
+    const after = this.sql(`UPDATE devices SET ${sets.join(', ')} WHERE id = @id RETURNING *`).get(values) as DeviceRow;
     this.sql('INSERT INTO device_events (device_id, at, from_state, to_state, cause, actor, details) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
       id,
       at,
@@ -284,7 +285,7 @@ export class DeviceRepository {
       t.details ? JSON.stringify(t.details) : null,
     );
     this.told(id);
-    return this.get(id)!;
+    return toDevice(after);
   }
 
   /**

@@ -118,14 +118,16 @@ export class EnrollmentRepository {
     return (this.sql('SELECT count(*) AS n FROM enrollment_requests WHERE status = ?').get(status) as { n: number }).n;
   }
 
-  insert(r: Omit<EnrollmentRequest, 'decidedAt'>): void {
-    this.sql(
+  /** Records a request; returns it as recorded. */
+  insert(r: Omit<EnrollmentRequest, 'decidedAt'>): EnrollmentRequest {
+    const row = this.sql(
       `INSERT INTO enrollment_requests (device_id, request_id, csr_sha256, spki_sha256, csr, nameplate, status, reason, decided_by, token_id,
          certificate_serial, response_topic, correlation_data, received_at, decided_at)
        VALUES (@deviceId, @requestId, @csrSha256, @spkiSha256, @csr, @nameplate, @status, @reason, @decidedBy, @tokenId,
          NULL, @responseTopic, @correlationData, @receivedAt,
-         CASE WHEN @status = 'pending' THEN NULL ELSE @receivedAt END)`,
-    ).run({
+         CASE WHEN @status = 'pending' THEN NULL ELSE @receivedAt END)
+       RETURNING *`,
+    ).get({
       deviceId: r.deviceId,
       requestId: r.requestId,
       csrSha256: r.csrSha256,
@@ -139,7 +141,8 @@ export class EnrollmentRepository {
       responseTopic: r.responseTopic ?? null,
       correlationData: r.correlationData ?? null,
       receivedAt: r.receivedAt.toISOString(),
-    });
+    }) as RequestRow;
+    return toRequest(row);
   }
 
   decide(deviceId: string, requestId: string, status: RequestStatus, reason: string, decidedBy: string, certificateSerial?: string): void {
