@@ -9,7 +9,7 @@ import { failpoint } from '../failpoints.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
-import type { EnrollmentRepository, EnrollmentRequest } from '../store/enrollmentRepository.js';
+import type { EnrollmentRepository, EnrollmentRequest, RequestStatus } from '../store/enrollmentRepository.js';
 import type { Store } from '../store/database.js';
 import type { AccessGate } from '../transport/types.js';
 import type { EnrollmentMetrics, RejectionReason } from './enrollmentMetrics.js';
@@ -181,9 +181,9 @@ export class EnrollmentFlow {
         // The identity's certificate for this key was issued before this request arrived: renewed.
         renew: current?.spkiSha256 === prepared.spkiSha256,
         alongside: (record) => {
-          recorded = this.write(name, device, request, prepared.spkiSha256, decision, replyTo, receivedAt);
-          if (recorded.status !== 'approved') throw new TokenUsedUp(recorded.reason);
-          this.settle(recorded, record.serial);
+          recorded = this.write(name, device, request, prepared.spkiSha256, decision, replyTo, receivedAt, undefined, record.serial);
+          if (recorded.status !== 'issued') throw new TokenUsedUp(recorded.reason);
+          this.provisioned(recorded, record.serial);
         },
       });
       failpoint('enrollment.issue.after-commit');
@@ -238,6 +238,8 @@ export class EnrollmentFlow {
     replyTo: ReplyTo,
     receivedAt: Date,
     by?: { cause: string; actor: string },
+    /** The certificate an approval is issued with, in this same commit: the request is recorded issued at once. */
+    issuedSerial?: string,
   ): EnrollmentRequest {
     const enrollments = this.deps.enrollments;
     let { action, reason } = decision;
@@ -245,13 +247,13 @@ export class EnrollmentFlow {
       action = 'reject';
       reason = `enrollment token ${decision.tokenId} was used up meanwhile`;
     }
-    const status = action === 'approve' ? 'approved' : action === 'hold' ? 'pending' : 'rejected';
+    const status: RequestStatus = action === 'approve' ? 'approved' : action === 'hold' ? 'pending' : 'rejected';
     const state = device?.state;
     // A provisioned or revoked device keeps its state (and its nameplate) until a certificate is issued:
     // an anonymous request must not change what the broker and the technicians rely on.
     const settled = state === 'provisioned' || state === 'revoked';
     const to = settled ? state : status === 'rejected' ? 'rejected' : 'pending';
-    this.deps.devices.apply({
+    this.deps.devices.change({
       protocol: PROTOCOL,
       name,
       to,
@@ -277,7 +279,7 @@ export class EnrollmentFlow {
       spkiSha256,
       csr: request.csr,
       nameplate: request.nameplate,
-      status,
+      ...(status === 'approved' && issuedSerial !== undefined ? { status: 'issued' as const, certificateSerial: issuedSerial } : { status }),
       reason,
       decidedBy: decision.decidedBy,
       receivedAt,
@@ -285,8 +287,7 @@ export class EnrollmentFlow {
       ...(replyTo.responseTopic !== undefined ? { responseTopic: replyTo.responseTopic } : {}),
       ...(replyTo.correlationData !== undefined ? { correlationData: replyTo.correlationData } : {}),
     } as const;
-    enrollments.insert(row);
-    return enrollments.get(row.deviceId, row.requestId)!;
+    return enrollments.insert(row);
   }
 
   /**
@@ -344,14 +345,14 @@ export class EnrollmentFlow {
     if (still?.status !== 'approved' || device?.state === 'decommissioned') {
       throw new Withdrawn(`request ${request.requestId} is ${still?.status ?? 'gone'}, device ${device?.state ?? 'gone'}`);
     }
-    this.settleWrites(request, serial);
+    this.deps.enrollments.decide(request.deviceId, request.requestId, 'issued', request.reason, request.decidedBy ?? 'policy', serial);
+    this.provisioned(request, serial);
   }
 
-  /** The request issued and the device provisioned, inside the certificate's commit. */
-  private settleWrites(request: EnrollmentRequest, serial: string): void {
+  /** The device provisioned with its certificate, inside the certificate's commit. */
+  private provisioned(request: EnrollmentRequest, serial: string): void {
     const name = request.deviceId.slice(`${PROTOCOL}:`.length);
-    this.deps.enrollments.decide(request.deviceId, request.requestId, 'issued', request.reason, request.decidedBy ?? 'policy', serial);
-    this.deps.devices.apply({
+    this.deps.devices.change({
       protocol: PROTOCOL,
       name,
       to: 'provisioned',
@@ -372,7 +373,7 @@ export class EnrollmentFlow {
       if (request.tokenId !== undefined) this.deps.enrollments.releaseToken(request.tokenId);
       const device = this.deps.devices.get(request.deviceId);
       if (device?.state === 'pending') {
-        this.deps.devices.apply({
+        this.deps.devices.change({
           protocol: PROTOCOL,
           name,
           to: 'rejected',

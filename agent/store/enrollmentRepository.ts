@@ -118,16 +118,15 @@ export class EnrollmentRepository {
     return (this.sql('SELECT count(*) AS n FROM enrollment_requests WHERE status = ?').get(status) as { n: number }).n;
   }
 
-  /** Records a request; returns it as recorded. */
+  /** Records a request; returns it as recorded (decided when it arrived, unless pending). */
   insert(r: Omit<EnrollmentRequest, 'decidedAt'>): EnrollmentRequest {
-    const row = this.sql(
+    this.sql(
       `INSERT INTO enrollment_requests (device_id, request_id, csr_sha256, spki_sha256, csr, nameplate, status, reason, decided_by, token_id,
          certificate_serial, response_topic, correlation_data, received_at, decided_at)
        VALUES (@deviceId, @requestId, @csrSha256, @spkiSha256, @csr, @nameplate, @status, @reason, @decidedBy, @tokenId,
-         NULL, @responseTopic, @correlationData, @receivedAt,
-         CASE WHEN @status = 'pending' THEN NULL ELSE @receivedAt END)
-       RETURNING *`,
-    ).get({
+         @certificateSerial, @responseTopic, @correlationData, @receivedAt,
+         CASE WHEN @status = 'pending' THEN NULL ELSE @receivedAt END)`,
+    ).run({
       deviceId: r.deviceId,
       requestId: r.requestId,
       csrSha256: r.csrSha256,
@@ -138,11 +137,12 @@ export class EnrollmentRepository {
       reason: r.reason,
       decidedBy: r.decidedBy ?? null,
       tokenId: r.tokenId ?? null,
+      certificateSerial: r.certificateSerial ?? null,
       responseTopic: r.responseTopic ?? null,
       correlationData: r.correlationData ?? null,
       receivedAt: r.receivedAt.toISOString(),
-    }) as RequestRow;
-    return toRequest(row);
+    });
+    return r.status === 'pending' ? { ...r } : { ...r, decidedAt: r.receivedAt };
   }
 
   decide(deviceId: string, requestId: string, status: RequestStatus, reason: string, decidedBy: string, certificateSerial?: string): void {

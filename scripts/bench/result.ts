@@ -5,4 +5,6 @@ export interface BenchResult {
   unit: string;
   /** What bounds this figure, for comparison. */
   limit: string;
+  /** The same work per CPU-second of the process that did it (where the row measures a rate): what a per-CPU figure is compared with. */
+  perCpuSecond?: number;
 }
