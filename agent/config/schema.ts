@@ -99,7 +99,7 @@ const mqttSchema = z.strictObject({
     perDeviceIntervalMs: int(0, 3_600_000, 'after the burst, one more request per this many milliseconds per device'),
     globalPerSecond: int(1, 100_000, 'enrollment requests accepted per second from all devices together'),
     queueSize: int(1, 1_000_000, 'requests waiting to be handled; more are dropped (and counted)'),
-    workers: int(1, 64, 'requests handled at the same time'),
+    workers: int(1, 256, 'requests handled at the same time (those issued together share one durable commit)'),
     maxPending: int(1, 1_000_000, 'requests from new devices waiting for a technician; beyond it new devices are rejected until some are decided'),
   }),
   policy: z.strictObject({
@@ -421,7 +421,7 @@ export function defaultConfig(): Config {
       mosquittoDir: '',
       mosquittoPidFile: '',
       mosquittoReloadCommand: '',
-      limits: { perDeviceBurst: 3, perDeviceIntervalMs: 10_000, globalPerSecond: 200, queueSize: 2_000, workers: 4, maxPending: 1_000 },
+      limits: { perDeviceBurst: 3, perDeviceIntervalMs: 10_000, globalPerSecond: 1_000, queueSize: 5_000, workers: 32, maxPending: 1_000 },
       policy: { rules: [{ kind: 'token', action: 'approve' }], default: 'hold', renewal: 'hold' },
       discovery: { sparkplug: true, homie: true, homeAssistant: true },
       actionPollMs: 500,
