@@ -46,29 +46,46 @@ export function peakRssBytes(pid: number = process.pid): number {
   return line === undefined ? 0 : Number(line.replace(/\D+/g, '')) * 1024;
 }
 
+/** CPU time of the whole machine so far, in seconds summed over its cores: busy (everything but idle and iowait) and total. */
+export function machineSeconds(): { busy: number; total: number } {
+  const [, ...fields] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
+  // user nice system idle iowait irq softirq steal (guest time is inside user already)
+  const v = fields.slice(0, 8).map(Number);
+  const total = v.reduce((a, b) => a + b, 0);
+  return { busy: (total - v[3]! - v[4]!) / clockTicks(), total: total / clockTicks() };
+}
+
 /** CPU used by some processes between start() and stop(), as seconds and as % of one core over the wall time. */
 export class CpuMeter {
   private readonly before = new Map<string, number>();
   private startedAt = 0;
+  private machine = { busy: 0, total: 0 };
 
   /** `pids`: a label for each process measured. */
   constructor(private readonly pids: Record<string, number>) {}
 
   start(): this {
     for (const [name, pid] of Object.entries(this.pids)) this.before.set(name, cpuSeconds(pid));
+    this.machine = machineSeconds();
     this.startedAt = performance.now();
     return this;
   }
 
-  /** Per label: CPU-seconds used and that as a percentage of one core over the wall time since start(). */
-  stop(): { wallSeconds: number; used: Record<string, { seconds: number; percent: number }> } {
+  /**
+   * Per label: CPU-seconds used and that as a percentage of one core over
+   * the wall time since start(); `machinePercent`: how busy all the cores
+   * were meanwhile (100 = every core, whoever used them).
+   */
+  stop(): { wallSeconds: number; machinePercent: number; used: Record<string, { seconds: number; percent: number }> } {
     const wallSeconds = (performance.now() - this.startedAt) / 1000;
+    const now = machineSeconds();
+    const machinePercent = now.total > this.machine.total ? ((now.busy - this.machine.busy) / (now.total - this.machine.total)) * 100 : 0;
     const used: Record<string, { seconds: number; percent: number }> = {};
     for (const [name, pid] of Object.entries(this.pids)) {
       const seconds = cpuSeconds(pid) - (this.before.get(name) ?? 0);
       used[name] = { seconds, percent: wallSeconds > 0 ? (seconds / wallSeconds) * 100 : 0 };
     }
-    return { wallSeconds, used };
+    return { wallSeconds, machinePercent, used };
   }
 }
 
