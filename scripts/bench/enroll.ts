@@ -1,173 +1,173 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir, userInfo } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { freePort, findMosquitto } from '../lib/local.js';
-import { simulateDevices } from '../simulate/mqttDevices.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { findMosquitto } from '../lib/local.js';
+import { simulateDevices, type SimulationOptions, type SimulationResult } from '../simulate/mqttDevices.js';
+import { startStack, type EnrollStack } from './enrollStack.js';
+import { CpuMeter, loadText } from './procCpu.js';
 import type { BenchResult } from './result.js';
 
-const DEVICES = 1_000;
-const CONCURRENCY = 50;
-const MAIN = resolve(fileURLToPath(new URL('../../agent/main.js', import.meta.url)));
+const DEVICES = 2_000;
+/** Devices in flight at once: enough that the agent, not the round trips, sets the pace. */
+const CONCURRENCY = 200;
+const CORES = availableParallelism();
+/** Simulator threads: one per core, so the simulator can take whatever the agent and the broker leave. */
+const WORKERS = Math.max(2, CORES);
+/** The TLS resumption comparison: devices, each reconnecting this many times after its hello. */
+const RECONNECT = { devices: 200, times: 5 };
 const fmt = (v: number) => Math.round(v).toLocaleString('en-US');
+const pct = (v: number) => `${Math.round(v)}%`;
+const perDevice = (seconds: number) => `${((seconds / DEVICES) * 1000).toFixed(1)} ms`;
 
-/** Starts a process and resolves once a line of its output matches. */
-function startUntil(command: string, args: string[], ready: RegExp, what: string): Promise<ChildProcess> {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let seen = '';
-  return new Promise((ok, fail) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL'); // never leave it behind
-      fail(new Error(`${what} did not become ready: ${seen.slice(-2000)}`));
-    }, 60_000);
-    for (const stream of [child.stdout!, child.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        seen += `${line}\n`;
-        if (ready.test(line)) {
-          clearTimeout(timer);
-          ok(child);
-        }
-      });
-    }
-    child.once('exit', (code) => fail(new Error(`${what} exited (${code}): ${seen.slice(-2000)}`)));
-  });
+const percentile = (values: number[], q: number): number => {
+  const v = [...values].sort((a, b) => a - b);
+  return v[Math.min(v.length - 1, Math.floor((v.length * q) / 100))] ?? 0;
+};
+
+function allIssued(result: SimulationResult, what: string): void {
+  if (result.counts.issued === result.devices.length) return;
+  const first = result.devices.find((d) => d.status !== 'issued');
+  throw new Error(
+    `${what}: only ${result.counts.issued} of ${result.devices.length} devices enrolled; first problem: ${first?.id} ${first?.status} ${first?.reason ?? ''}`,
+  );
 }
 
-/** User + system CPU time of a process so far, in seconds (Linux /proc). */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    .replace(/^.*\) /, '')
-    .split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+/** Which of ours took the most CPU, and how busy the machine was (other work on it included). */
+function whoLimits(used: Record<string, { percent: number }>, machinePercent: number): string {
+  const ours = Object.values(used).reduce((sum, u) => sum + u.percent, 0);
+  const [top] = Object.entries(used).sort((a, b) => b[1].percent - a[1].percent);
+  return `most: ${top?.[0]}; these together ${pct(ours)} of ${CORES * 100}%, the machine's cores ${pct(machinePercent)} busy`;
 }
 
-/** Polls /readyz (the daemon logs at warn here, so there is no ready line to wait for). */
-async function untilReady(url: string, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`edge-agent exited (${child.exitCode})`);
-    const ok = await fetch(url).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error('edge-agent did not become ready in 60 s');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const cli = (config: string, ...args: string[]) => execFileSync(process.execPath, [MAIN, ...args, '--config', config], { encoding: 'utf8' });
-
-/**
- * End-to-end MQTT enrollment through a real Mosquitto: 1,000 simulated
- * devices each make a P-256 key and CSR, publish their request (MQTT 5) on
- * the provisioning listener, receive the certificate the daemon issued,
- * and say hello on the mutual-TLS listener. Compared with the CA's own
- * issuance rate measured by the `ca` benchmark in the same `npm run bench`.
- */
-export async function enrollBench(caRate: () => number | undefined): Promise<BenchResult[]> {
-  const mosquitto = findMosquitto();
-  if (!mosquitto) {
-    return [
-      {
-        name: 'enroll: 1,000 devices through Mosquitto',
-        value: 0,
-        unit: 'enrollments/s',
-        limit: 'not run: mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients)',
-      },
-    ];
-  }
+/** The enrollment row of one broker, then its TLS resumption row. */
+async function measure(broker: 'Mosquitto' | 'embedded broker', mosquitto: string | undefined, caRate: number | undefined): Promise<BenchResult[]> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-bench-enroll-'));
-  const children: ChildProcess[] = [];
+  let stack: EnrollStack | undefined;
   try {
-    const brokerDir = join(dir, 'broker');
-    const config = join(dir, 'agent.yaml');
-    const ports = { provisioning: await freePort(), mtls: await freePort(), http: await freePort() };
-    writeFileSync(
-      config,
-      [
-        'agent:',
-        '  id: gw-bench',
-        `  dataDir: ${join(dir, 'data')}`,
-        'log:',
-        '  level: warn',
-        'http:',
-        `  port: ${ports.http}`,
-        'ca:',
-        `  crlFile: ${join(brokerDir, 'crl.pem')}`,
-        'mqtt:',
-        `  brokerUrl: mqtts://127.0.0.1:${ports.mtls}`,
-        `  mosquittoDir: ${brokerDir}`,
-        `  mosquittoPidFile: ${join(brokerDir, 'mosquitto.pid')}`,
-        '  limits: { perDeviceBurst: 3, perDeviceIntervalMs: 10000, globalPerSecond: 100000, queueSize: 100000, workers: 8 }',
-        '',
-      ].join('\n'),
-    );
-    cli(config, 'ca', 'init');
-    cli(config, 'broker', 'mosquitto-config', '--out', brokerDir, '--provisioning-port', String(ports.provisioning), '--mtls-port', String(ports.mtls));
-    // The benchmark's own broker runs as the invoking user (as root it would otherwise drop to mosquitto and not read DIR).
-    appendFileSync(join(brokerDir, 'mosquitto.conf'), `pid_file ${join(brokerDir, 'mosquitto.pid')}\nuser ${userInfo().username}\nmax_queued_messages 10000\n`);
-    children.push(await startUntil(mosquitto, ['-c', join(brokerDir, 'mosquitto.conf')], /mosquitto version [\d.]+ running/, 'mosquitto'));
-    const token = JSON.parse(cli(config, 'devices', 'token', 'create', '--uses', String(DEVICES + 50), '--expires', '1h', '--json', '--local')) as {
-      token: string;
-    };
-    // BENCH_AGENT_PROFILE=DIR: the agent writes a V8 CPU profile there when it stops (open it in Chrome DevTools).
-    const profile = process.env.BENCH_AGENT_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${resolve(process.env.BENCH_AGENT_PROFILE)}`] : [];
-    const agent = spawn(process.execPath, [...profile, MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
-    children.push(agent);
-    await untilReady(`http://127.0.0.1:${ports.http}/readyz`, agent);
-    const common = {
-      provisioningUrl: `mqtts://127.0.0.1:${ports.provisioning}`,
-      caFile: join(brokerDir, 'ca.pem'),
-      token: token.token,
-      protocolVersion: 5 as const,
+    stack = await startStack(dir, mosquitto, DEVICES + 100 + 2 * RECONNECT.devices);
+    const version = mosquitto ? 5 : 4; // the embedded broker (aedes) speaks MQTT 3.1.1 only
+    const common: SimulationOptions = {
+      provisioningUrl: stack.provisioningUrl,
+      caFile: stack.caFile,
+      token: stack.token,
+      protocolVersion: version,
       concurrency: CONCURRENCY,
       timeoutMs: 60_000,
+      workers: WORKERS,
+      pregenerate: true,
     };
-    await simulateDevices({ ...common, count: 50, idPrefix: 'warm-' });
-    const cpuBefore = { self: process.cpuUsage(), agent: cpuSeconds(agent.pid!), broker: cpuSeconds(children[0]!.pid!) };
-    const result = await simulateDevices({ ...common, count: DEVICES, idPrefix: 'bench-' });
-    const seconds = result.durationMs / 1000;
-    const share = (used: number) => `${Math.round((used / seconds) * 100)}%`;
-    const cpu = {
-      devices: share((process.cpuUsage(cpuBefore.self).user + process.cpuUsage(cpuBefore.self).system) / 1e6),
-      agent: share(cpuSeconds(agent.pid!) - cpuBefore.agent),
-      agentPerCore: DEVICES / Math.max(0.01, cpuSeconds(agent.pid!) - cpuBefore.agent),
-      broker: share(cpuSeconds(children[0]!.pid!) - cpuBefore.broker),
-    };
-    if (result.counts.issued !== DEVICES) {
-      const first = result.devices.find((d) => d.status !== 'issued');
-      throw new Error(`only ${result.counts.issued} of ${DEVICES} devices enrolled; first problem: ${first?.id} ${first?.status} ${first?.reason ?? ''}`);
-    }
-    const p = (key: 'enrolledMs' | 'connectedMs', q: number) => {
-      const v = result.devices.map((d) => d[key] ?? 0).sort((a, b) => a - b);
-      return v[Math.min(v.length - 1, Math.floor((v.length * q) / 100))]!;
-    };
-    const ca = caRate();
-    return [
+    allIssued(await simulateDevices({ ...common, count: 100, idPrefix: 'warm-' }), 'warm-up');
+    const pids: Record<string, number> = { simulator: process.pid, ...(stack.broker ? { Mosquitto: stack.broker.pid! } : {}), agent: stack.agent.pid! };
+    const meter = new CpuMeter(pids);
+    const result = await simulateDevices({ ...common, count: DEVICES, idPrefix: 'bench-', onStart: () => meter.start() });
+    const { used, machinePercent } = meter.stop();
+    const load = loadText(CORES);
+    allIssued(result, broker);
+    const enrolled = result.devices.map((d) => d.enrolledMs ?? 0);
+    const agentRate = DEVICES / Math.max(0.01, used.agent!.seconds);
+    const cpu = [
+      `simulator ${pct(used.simulator!.percent)} (${result.workers} threads)`,
+      ...(used.Mosquitto ? [`Mosquitto ${pct(used.Mosquitto.percent)}`] : []),
+      `agent ${pct(used.agent!.percent)}${mosquitto ? '' : ' (broker included)'}`,
+    ];
+    const rows: BenchResult[] = [
       {
-        name: `enroll: ${fmt(DEVICES)} devices through Mosquitto (MQTT 5, ${CONCURRENCY} at once)`,
+        name: `enroll: ${fmt(DEVICES)} devices through ${broker} (MQTT ${version === 5 ? '5' : '3.1.1'}, ${CONCURRENCY} at once)`,
         value: result.enrollmentsPerSecond,
         unit: 'enrollments/s',
         limit: [
-          `CA issuance ${ca === undefined ? '(run with the ca bench)' : `${fmt(ca)}/s`} in the same run`,
-          `enrollment p50 ${p('enrolledMs', 50)} ms, p95 ${p('enrolledMs', 95)} ms`,
-          `mTLS hello p50 ${p('connectedMs', 50)} ms`,
-          `CPU of one core: simulated devices ${cpu.devices}, agent ${cpu.agent}` +
-            ` (${fmt(cpu.agentPerCore)} enrollments per agent CPU-second), Mosquitto ${cpu.broker}`,
+          `enrollment p50 ${percentile(enrolled, 50)} ms, p95 ${percentile(enrolled, 95)} ms`,
+          `mTLS hello p50 ${percentile(
+            result.devices.map((d) => d.connectedMs ?? 0),
+            50,
+          )} ms`,
+          `CPU of one core: ${cpu.join(', ')}; ${whoLimits(used, machinePercent)}; ${load}`,
+          `CPU per device: simulator ${perDevice(used.simulator!.seconds)}, agent ${perDevice(used.agent!.seconds)}${
+            used.Mosquitto ? `, Mosquitto ${perDevice(used.Mosquitto.seconds)}` : ''
+          }`,
+          `agent ${fmt(agentRate)} enrollments per CPU-second = ${
+            caRate === undefined
+              ? '(run with the ca bench for the ratio)'
+              : `${(agentRate / caRate).toFixed(2)} × CA issuance ${fmt(caRate)}/s in the same run (bound ≥ 0.5)`
+          }`,
+          `keys and CSRs made beforehand (${((result.prepareMs ?? 0) / 1000).toFixed(1)} s)`,
         ].join('; '),
       },
     ];
+    rows.push(await resumption(broker, stack, common));
+    return rows;
   } finally {
-    for (const child of children.reverse()) {
-      if (child.exitCode === null && child.signalCode === null) {
-        const gone = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await gone;
-      }
-    }
+    await stack?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The same devices reconnecting to the mutual-TLS listener, with a full
+ * handshake each time and then offering their own previous TLS session:
+ * what resumption saves the broker side, and the devices' latency.
+ */
+async function resumption(broker: string, stack: EnrollStack, common: SimulationOptions): Promise<BenchResult> {
+  const side: Record<string, number> = stack.broker ? { Mosquitto: stack.broker.pid! } : { 'agent (embedded broker)': stack.agent.pid! };
+  const [sideName] = Object.keys(side);
+  const runs: { result: SimulationResult; seconds: number }[] = [];
+  for (const resumeTls of [false, true]) {
+    const meter = new CpuMeter(side);
+    const result = await simulateDevices({
+      ...common,
+      count: RECONNECT.devices,
+      idPrefix: resumeTls ? 'resume-' : 'full-',
+      reconnects: RECONNECT.times,
+      resumeTls,
+      onStart: () => meter.start(),
+    });
+    allIssued(result, `${broker} reconnections`);
+    runs.push({ result, seconds: meter.stop().used[sideName!]!.seconds });
+  }
+  const [full, resumed] = runs as [(typeof runs)[0], (typeof runs)[0]];
+  const p50 = (r: SimulationResult) =>
+    percentile(
+      r.devices.flatMap((d) => d.reconnectedMs ?? []),
+      50,
+    );
+  const reconnections = RECONNECT.devices * RECONNECT.times;
+  const count = resumed.result.devices.reduce((n, d) => n + (d.resumed ?? 0), 0);
+  const saved = ((full.seconds - resumed.seconds) / reconnections) * 1000;
+  return {
+    name: `enroll: mTLS reconnect resuming the device's own TLS session (${broker})`,
+    value: p50(resumed.result),
+    unit: 'ms p50',
+    limit: [
+      `full handshake p50 ${p50(full.result)} ms in the same run`,
+      `resumed ${count} of ${reconnections}`,
+      `${sideName} CPU for ${RECONNECT.devices} enrollments + ${reconnections} reconnections: ` +
+        `${full.seconds.toFixed(2)} s full, ${resumed.seconds.toFixed(2)} s resumed (${saved.toFixed(2)} ms saved per reconnection)`,
+    ].join('; '),
+  };
+}
+
+/**
+ * End-to-end MQTT enrollment, through a real Mosquitto and through the
+ * agent's embedded broker: 2,000 simulated devices (keys and CSRs made
+ * beforehand, spread over worker threads so that the simulator is not the
+ * limit) publish their request on the provisioning listener, receive the
+ * certificate the daemon issued, and say hello on the mutual-TLS listener.
+ * Each row shows the CPU of the simulator, Mosquitto and the agent, and the
+ * agent's enrollments per CPU-second against the CA's own issuance rate
+ * measured by the `ca` benchmark in the same `npm run bench`.
+ */
+export async function enrollBench(caRate: () => number | undefined): Promise<BenchResult[]> {
+  const mosquitto = findMosquitto();
+  const rows: BenchResult[] = mosquitto
+    ? await measure('Mosquitto', mosquitto, caRate())
+    : [
+        {
+          name: `enroll: ${fmt(DEVICES)} devices through Mosquitto`,
+          value: 0,
+          unit: 'enrollments/s',
+          limit: 'not run: mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients)',
+        },
+      ];
+  rows.push(...(await measure('embedded broker', undefined, caRate())));
+  return rows;
 }

@@ -7,7 +7,8 @@
  * (mqttDevices.ts) starts one per device after provisioning when asked to.
  */
 import { createHash } from 'node:crypto';
-import mqtt, { type MqttClient } from 'mqtt';
+import type { SecureContext, TLSSocket } from 'node:tls';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
@@ -88,30 +89,58 @@ export class ConfiguredDevice {
   /** Every configuration applied, in order: a version applied twice would show here twice. */
   readonly applied: Desired[] = [];
   readonly events: ConfigEvent[] = [];
+  /** Connections (the first and each reconnection) that resumed an earlier TLS session of this device. */
+  resumedConnections = 0;
   private last: { key: string; report: Record<string, unknown> } | undefined;
   private readonly client: MqttClient;
   readonly ready: Promise<void>;
 
   constructor(
     readonly id: string,
-    connection: { url: string; key: string; cert: string; ca?: string; protocolVersion?: 4 | 5 },
+    connection: {
+      url: string;
+      key: string;
+      cert: string;
+      ca?: string;
+      protocolVersion?: 4 | 5;
+      /** The device's TLS identity (key, certificate, CA) made once, instead of key/cert/ca parsed per connection. */
+      secureContext?: SecureContext;
+      /** A TLS session of the device's earlier connection to this listener: offered, and each newer one offered on reconnect. */
+      session?: Buffer;
+    },
     private readonly options: DeviceConfigOptions & { refusing: boolean },
   ) {
     const root = options.topicRoot ?? 'config';
     const desiredTopic = `${root}/${id}/desired`;
     const reportedTopic = `${root}/${id}/reported`;
-    this.client = mqtt.connect(connection.url, {
+    this.client = mqtt.connect(connection.url, <IClientOptions>{
       clientId: `${id}-config`,
       protocolVersion: connection.protocolVersion ?? 4,
       key: connection.key,
       cert: connection.cert,
       ...(connection.ca ? { ca: connection.ca } : {}),
+      ...(connection.secureContext ? { secureContext: connection.secureContext } : {}),
+      ...(connection.session ? { session: connection.session } : {}),
       clean: true,
       reconnectPeriod: 500,
       connectTimeout: 10_000,
     });
     // Errors (refused while the agent restarts, TLS alerts) end in a reconnect; without a listener they would throw.
     this.client.on('error', () => undefined);
+    if (connection.session) {
+      // MQTT.js builds each reconnection's socket from client.options: the newest session goes there, as a device's TLS stack keeps it.
+      // (TLS 1.3 sends the ticket right after the handshake, before CONNACK; a later one comes as 'session'.)
+      this.client.on('connect', () => {
+        const socket = this.client.stream as TLSSocket;
+        if (socket.isSessionReused()) this.resumedConnections++;
+        const keep = (s: Buffer | undefined) => {
+          // MQTT.js hands its options to tls.connect whole; its types do not list `session`.
+          if (s) (this.client.options as { session?: Buffer }).session = s;
+        };
+        keep(socket.getSession());
+        socket.on('session', keep);
+      });
+    }
     this.client.on('message', (topic, payload) => {
       if (topic !== desiredTopic) return;
       const report = this.handle(payload);

@@ -18,13 +18,20 @@ export function formatSummary(result: SimulationResult): string {
     `${result.devices.length} device(s) in ${(result.durationMs / 1000).toFixed(1)} s: ` +
       `${c.issued} issued, ${c.pending} pending, ${c.rejected} rejected, ${c.failed} failed; ${result.enrollmentsPerSecond.toFixed(1)} enrollments/s`,
   ];
-  for (const [what, key] of [
-    ['enrollment', 'enrolledMs'],
-    ['mutual-TLS hello', 'connectedMs'],
-  ] as const) {
-    const values = result.devices.flatMap((d) => (d[key] === undefined ? [] : [d[key]]));
+  if (result.workers > 1 || result.prepareMs !== undefined) {
+    const prepared = result.prepareMs === undefined ? '' : `; keys and CSRs made beforehand in ${(result.prepareMs / 1000).toFixed(1)} s, outside the time`;
+    lines.push(`${result.workers} thread(s)${prepared}`);
+  }
+  const series: [string, number[]][] = [
+    ['enrollment', result.devices.flatMap((d) => (d.enrolledMs === undefined ? [] : [d.enrolledMs]))],
+    ['mutual-TLS hello', result.devices.flatMap((d) => (d.connectedMs === undefined ? [] : [d.connectedMs]))],
+    ['reconnection', result.devices.flatMap((d) => d.reconnectedMs ?? [])],
+  ];
+  for (const [what, values] of series) {
     if (values.length > 0) lines.push(`${what}: p50 ${percentile(values, 50)} ms, p95 ${percentile(values, 95)} ms, max ${percentile(values, 100)} ms`);
   }
+  const reconnections = result.devices.reduce((n, d) => n + (d.reconnectedMs?.length ?? 0), 0);
+  if (reconnections > 0) lines.push(`TLS session resumed on ${result.devices.reduce((n, d) => n + (d.resumed ?? 0), 0)} of ${reconnections} reconnection(s)`);
   const problems = result.devices.filter((d) => d.status !== 'issued');
   for (const d of problems.slice(0, 10)) lines.push(`  ${d.id} ${d.status}${d.reason ? `: ${d.reason}` : ''}`);
   if (problems.length > 10) lines.push(`  ... and ${problems.length - 10} more (--json lists every device)`);
@@ -52,7 +59,11 @@ export function parseArguments(args: string[], output: OutputConfiguration = {})
     .option('--ca <file>', 'PEM bundle to verify the brokers with (needed for any TLS)')
     .option('--mtls-url <url>', 'mutual-TLS listener, instead of the brokerUrl of the answer')
     .option('-n, --count <n>', `number of devices (default ${SIMULATION_DEFAULTS.count})`, integer)
-    .option('--concurrency <n>', `devices enrolling at once (default ${SIMULATION_DEFAULTS.concurrency})`, integer)
+    .option('--concurrency <n>', `devices enrolling at once, all threads together (default ${SIMULATION_DEFAULTS.concurrency})`, integer)
+    .option('--workers <n>', 'worker threads sharing the devices, so the simulator is not the bottleneck; one per core is a start (default 1)', integer)
+    .option('--pregenerate', 'make every key and CSR before the clock starts (the rate then measures enrollment alone)')
+    .option('--reconnects <n>', 'after the hello, reconnect to the mutual-TLS listener N times, a hello each time (default 0)', integer)
+    .option('--resume-tls', "reconnections resume the device's own previous TLS session (never across devices or listeners)")
     .option('--id-prefix <prefix>', `device ids are the prefix and a 5-digit index (default ${SIMULATION_DEFAULTS.idPrefix})`)
     .option('--start-index <n>', 'index of the first device (default 0)', integer)
     .option('--topic-prefix <prefix>', `provisioning topic prefix (default ${SIMULATION_DEFAULTS.topicPrefix})`)

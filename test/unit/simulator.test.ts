@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../agent/errors.js';
 import { DEVICE_ID, deviceId, validateOptions, type SimulationOptions } from '../../scripts/simulate/mqttDevices.js';
-import { parseArguments } from '../../scripts/simulate/mqttDevicesCli.js';
+import { formatSummary, parseArguments } from '../../scripts/simulate/mqttDevicesCli.js';
 import { canonicalJson, parseDesired, refuses } from '../../scripts/simulate/configDevice.js';
 import { tempDir } from '../helpers/daemon.js';
 
@@ -73,6 +73,11 @@ describe('simulation options', () => {
     ['an empty token', { token: '' }, /token is empty/],
     ['an empty model', { model: '' }, /model must be 1 to 64/],
     ['MQTT 3.1', { protocolVersion: 3 as 4 }, /protocol version is 4 or 5/],
+    ['no worker thread', { workers: 0 }, /number of worker threads must be an integer from 1 to 64/],
+    ['more worker threads than allowed', { workers: 65 }, /number of worker threads must be an integer from 1 to 64/],
+    ['a negative number of reconnections', { reconnects: -1 }, /number of reconnections must be an integer from 0/],
+    ['reconnections without the mutual-TLS step', { reconnects: 2, skipMtls: true }, /reconnecting needs the mutual-TLS connection/],
+    ['devices taking configuration in several threads', { workers: 2, configuration: {} }, /run in one thread: leave out --workers/],
   ] as [string, Partial<SimulationOptions>, RegExp][])('refuses %s', (_name, change, message) => {
     const problems = validateOptions({ ...good(), ...change });
     expect(problems).toHaveLength(1);
@@ -167,6 +172,48 @@ describe('mqtt-devices command line', () => {
       },
       json: true,
     });
+  });
+
+  it('maps the load options: worker threads, keys made beforehand, reconnections resuming TLS', () => {
+    expect(
+      parse('--provisioning-url', 'mqtts://h:1', '--ca', ca, '--workers', '4', '--pregenerate', '--reconnects', '3', '--resume-tls')?.options,
+    ).toMatchObject({
+      workers: 4,
+      pregenerate: true,
+      reconnects: 3,
+      resumeTls: true,
+    });
+    let text = '';
+    parseArguments(['--help'], { writeOut: (s) => (text += s) });
+    for (const option of ['--workers <n>', '--pregenerate', '--reconnects <n>', '--resume-tls']) expect(text).toContain(option);
+  });
+
+  it('refuses --workers 0 and --reconnects with --skip-mtls', () => {
+    expect(usage('--provisioning-url', 'mqtts://h:1', '--ca', ca, '--workers', '0')).toMatch(/worker threads must be an integer from 1/);
+    expect(usage('--provisioning-url', 'mqtts://h:1', '--ca', ca, '--reconnects', '1', '--skip-mtls')).toMatch(/reconnecting needs the mutual-TLS/);
+  });
+
+  it('summarises threads, keys made beforehand, reconnections and resumed sessions', () => {
+    const summary = formatSummary({
+      devices: [
+        { id: 'sim-00000', status: 'issued', enrolledMs: 10, connectedMs: 5, reconnectedMs: [3, 4], resumed: 2 },
+        { id: 'sim-00001', status: 'issued', enrolledMs: 20, connectedMs: 6, reconnectedMs: [5, 6], resumed: 1 },
+      ],
+      counts: { issued: 2, pending: 0, rejected: 0, failed: 0 },
+      durationMs: 1000,
+      enrollmentsPerSecond: 2,
+      workers: 2,
+      prepareMs: 1500,
+    });
+    expect(summary.split('\n')).toEqual([
+      '2 device(s) in 1.0 s: 2 issued, 0 pending, 0 rejected, 0 failed; 2.0 enrollments/s',
+      '2 thread(s); keys and CSRs made beforehand in 1.5 s, outside the time',
+      'enrollment: p50 20 ms, p95 20 ms, max 20 ms',
+      'mutual-TLS hello: p50 6 ms, p95 6 ms, max 6 ms',
+      'reconnection: p50 5 ms, p95 6 ms, max 6 ms',
+      'TLS session resumed on 3 of 4 reconnection(s)',
+      '',
+    ]);
   });
 
   it('reads the token from the first line of --token-file', () => {
