@@ -30,6 +30,14 @@ export function cpuSeconds(pid: number = process.pid): number {
   return (Number(fields[11]) + Number(fields[12])) / clockTicks();
 }
 
+/** The kernel's share of cpuSeconds (writes, fsync, sockets), in seconds. */
+export function systemCpuSeconds(pid: number = process.pid): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    .replace(/^.*\) /s, '')
+    .split(' ');
+  return Number(fields[12]) / clockTicks();
+}
+
 /** Resident set size of a process now, in bytes (VmRSS of /proc/PID/status). */
 export function rssBytes(pid: number = process.pid): number {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8')

@@ -27,7 +27,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'store', run: storeBench },
   { name: 'ca', run: caBench },
   { name: 'enroll-flow', run: () => enrollFlowBench(caIssuance) },
-  { name: 'enroll', run: () => enrollBench(() => caIssuance()?.wall) },
+  { name: 'enroll', run: () => enrollBench(() => caIssuance()?.cpu) },
   { name: 'opcua', run: opcuaBench },
   { name: 'opcua-push', run: opcuaPushBench },
   { name: 'sync', run: syncBench },

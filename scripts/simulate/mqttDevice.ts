@@ -76,6 +76,8 @@ export interface DeviceContext {
   provisioningTls?: SecureContext;
   signal: AbortSignal;
   configured: Map<string, ConfiguredDevice>;
+  /** Told each time the broker has taken a device's request (PUBACK). */
+  onRequested?: () => void;
 }
 
 /** A broken answer to this device's own request: the agent broke the contract, so the device fails. */
@@ -244,6 +246,7 @@ export async function runDevice(id: string, index: number, ctx: DeviceContext, p
         ...(ctx.protocolVersion === 5 ? { properties: { responseTopic, correlationData } } : {}),
       }),
     );
+    ctx.onRequested?.();
     if (!pending) phase = 'waiting for the answer';
     const a = await step(answer);
     if (a.status !== 'issued') return { id, status: a.status, ...(a.reason ? { reason: a.reason } : {}) };

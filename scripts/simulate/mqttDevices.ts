@@ -81,6 +81,8 @@ export interface SimulationOptions {
   signal?: AbortSignal;
   /** Called in the caller's thread as the clock starts (after `pregenerate`): where a benchmark starts its CPU meters. */
   onStart?: () => void;
+  /** Told each time the broker has taken a device's request (its PUBACK): a benchmark can wait until every request is queued. */
+  onRequested?: () => void;
   /**
    * After the hello, each device stays connected over mutual TLS, subscribed
    * to its desired configuration, and applies or refuses it (configDevice.ts).
@@ -212,7 +214,7 @@ export function readCa(caFile: string | undefined): string | undefined {
  * are made and before the clock starts: the threads start together.
  */
 export async function simulateHere(options: SimulationOptions, ready?: (prepareMs: number) => Promise<void>): Promise<Omit<SimulationResult, 'workers'>> {
-  const { caFile, signal, onStart, count, concurrency, idPrefix, startIndex, pregenerate, ...rest } = withDefaults(options);
+  const { caFile, signal, onStart, onRequested, count, concurrency, idPrefix, startIndex, pregenerate, ...rest } = withDefaults(options);
   const ca = readCa(caFile);
   // One listener on the caller's signal; each running device listens on ours,
   // which may therefore have as many listeners as the concurrency.
@@ -226,6 +228,7 @@ export async function simulateHere(options: SimulationOptions, ready?: (prepareM
     ...(ca === undefined ? {} : { ca, provisioningTls: createSecureContext({ ca }) }),
     signal: all.signal,
     configured: new Map(),
+    ...(onRequested ? { onRequested } : {}),
   };
   const ids = Array.from({ length: count }, (_, i) => deviceId(idPrefix, startIndex + i));
   const preparing = performance.now();
@@ -276,7 +279,10 @@ function workerScript(): URL {
 }
 
 /** Messages from a worker thread (mqttDevicesWorker.ts); the caller sends it `go` once every thread is ready, or `abort`. */
-export type WorkerMessage = { type: 'ready'; prepareMs: number } | { type: 'done'; result: Omit<SimulationResult, 'workers' | 'configured'> };
+export type WorkerMessage =
+  | { type: 'ready'; prepareMs: number }
+  | { type: 'requested' }
+  | { type: 'done'; result: Omit<SimulationResult, 'workers' | 'configured'> };
 
 /** `count` shared as evenly as possible in `parts`: [offset, size] of each. */
 function share(count: number, parts: number): [number, number][] {
@@ -291,20 +297,24 @@ async function simulateInThreads(options: SimulationOptions, workers: number): P
   readCa(o.caFile);
   const script = workerScript();
   // What a thread cannot receive (functions, objects of this thread) stays here.
-  const { signal, onStart, configuration: _, ...plain } = options;
+  const { signal, onStart, onRequested, configuration: _, ...plain } = options;
   const concurrency = share(o.concurrency, workers);
   let go!: () => void;
   const going = new Promise<void>((resolve) => (go = resolve));
   const threads = share(o.count, workers).map(([from, count], k) => {
     const slice = { ...plain, startIndex: o.startIndex + from, count, concurrency: concurrency[k]![1], workers: 1 };
-    const worker = new Worker(script, { workerData: { options: slice } });
+    const worker = new Worker(script, { workerData: { options: slice, tellRequested: onRequested !== undefined } });
     let readied!: (prepareMs: number) => void;
     const ready = new Promise<number>((resolve) => (readied = resolve));
     const failed = (why: string): DeviceResult[] =>
       Array.from({ length: count }, (_, i) => ({ id: deviceId(o.idPrefix, slice.startIndex + i), status: 'failed' as const, reason: why }));
     const done = new Promise<DeviceResult[]>((resolve) => {
       let error: Error | undefined;
-      worker.on('message', (m: WorkerMessage) => (m.type === 'ready' ? readied(m.prepareMs) : resolve(m.result.devices)));
+      worker.on('message', (m: WorkerMessage) => {
+        if (m.type === 'ready') readied(m.prepareMs);
+        else if (m.type === 'requested') onRequested?.();
+        else resolve(m.result.devices);
+      });
       worker.on('error', (err) => (error ??= err));
       worker.on('exit', (code) => {
         readied(0);

@@ -13,8 +13,9 @@ const stop = new AbortController();
 let go!: () => void;
 const going = new Promise<void>((resolve) => (go = resolve));
 port.on('message', (m: 'go' | 'abort') => (m === 'go' ? go() : stop.abort()));
-const { options } = workerData as { options: SimulationOptions };
-const { configured: _, ...result } = await simulateHere({ ...options, signal: stop.signal }, (prepareMs) => {
+const { options, tellRequested } = workerData as { options: SimulationOptions; tellRequested: boolean };
+const onRequested = () => port.postMessage({ type: 'requested' } satisfies WorkerMessage);
+const { configured: _, ...result } = await simulateHere({ ...options, signal: stop.signal, ...(tellRequested ? { onRequested } : {}) }, (prepareMs) => {
   port.postMessage({ type: 'ready', prepareMs } satisfies WorkerMessage);
   return going;
 });

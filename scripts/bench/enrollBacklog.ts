@@ -1,0 +1,102 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { simulateDevices, type SimulationOptions, type SimulationResult } from '../simulate/mqttDevices.js';
+import { startStack, type EnrollStack } from './enrollStack.js';
+import { CpuMeter, loadText, systemCpuSeconds } from './procCpu.js';
+import type { BenchResult } from './result.js';
+
+const BACKLOG = 2_000;
+/** How long the agent may stay stopped while the requests queue up: below Mosquitto's 1.5 × keepalive (60 s). */
+const QUEUE_WITHIN_MS = 75_000;
+const fmt = (v: number) => Math.round(v).toLocaleString('en-US');
+
+/**
+ * The agent's cost per enrollment at full speed, through Mosquitto, on a
+ * machine where the simulated devices cannot keep up with it (each costs
+ * several times the agent's CPU in TLS handshakes): the agent is stopped
+ * (SIGSTOP) while 2,000 devices connect and publish their requests, which
+ * Mosquitto holds on the agent's session; then it is let go (SIGCONT) and
+ * answers the backlog as fast as it can, as after a gateway restart in the
+ * middle of a commissioning day. Its CPU from then until the last device
+ * has its certificate, per enrollment, next to the CA's own rate per
+ * CPU-second measured in the same run.
+ */
+export async function backlogRow(mosquitto: string, caRate: number | undefined, workers: number, cores: number): Promise<BenchResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-agent-bench-backlog-'));
+  let stack: EnrollStack | undefined;
+  const agentPid = () => stack!.agent.pid!;
+  try {
+    stack = await startStack(dir, mosquitto, BACKLOG + 100);
+    const common: SimulationOptions = {
+      provisioningUrl: stack.provisioningUrl,
+      caFile: stack.caFile,
+      token: stack.token,
+      protocolVersion: 5,
+      skipMtls: true,
+      workers,
+      pregenerate: true,
+      timeoutMs: 600_000,
+    };
+    const warm = await simulateDevices({ ...common, count: 100, concurrency: 50, idPrefix: 'warm-' });
+    if (warm.counts.issued !== 100) throw new Error(`backlog warm-up: ${warm.counts.issued} of 100 devices enrolled`);
+    process.kill(agentPid(), 'SIGSTOP');
+    let requested = 0;
+    let queued!: () => void;
+    const allQueued = new Promise<void>((resolve) => (queued = resolve));
+    const simulation = simulateDevices({
+      ...common,
+      count: BACKLOG,
+      concurrency: BACKLOG,
+      idPrefix: 'backlog-',
+      onRequested: () => {
+        if (++requested === BACKLOG) queued();
+      },
+    });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        allQueued,
+        simulation.then((r) => {
+          throw new Error(`the devices ended before every request was queued (${requested} of ${BACKLOG}): ${JSON.stringify(r.counts)}`);
+        }),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`only ${requested} of ${BACKLOG} requests queued in ${QUEUE_WITHIN_MS / 1000} s`)), QUEUE_WITHIN_MS);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+    const meter = new CpuMeter({ agent: agentPid(), Mosquitto: stack.broker!.pid! }).start();
+    const kernel = systemCpuSeconds(agentPid());
+    process.kill(agentPid(), 'SIGCONT');
+    const result: SimulationResult = await simulation;
+    const { used, wallSeconds } = meter.stop();
+    const kernelShare = (systemCpuSeconds(agentPid()) - kernel) / Math.max(0.01, used.agent!.seconds);
+    const load = loadText(cores);
+    if (result.counts.issued !== BACKLOG) {
+      const first = result.devices.find((d) => d.status !== 'issued');
+      throw new Error(`backlog: ${result.counts.issued} of ${BACKLOG} enrolled; first problem: ${first?.id} ${first?.status} ${first?.reason ?? ''}`);
+    }
+    const perCpuSecond = BACKLOG / Math.max(0.01, used.agent!.seconds);
+    return {
+      name: `enroll: the agent answering ${fmt(BACKLOG)} requests queued in Mosquitto (MQTT 5)`,
+      value: perCpuSecond,
+      unit: 'enrollments per agent CPU-second',
+      perCpuSecond,
+      limit: [
+        caRate === undefined
+          ? '(run with the ca bench for the ratio)'
+          : `${(perCpuSecond / caRate).toFixed(2)} × the CA alone, ${fmt(caRate)} certificates per CPU-second in the same run (bound ≥ 0.5)`,
+        `${((used.agent!.seconds / BACKLOG) * 1000).toFixed(2)} ms of agent CPU per enrollment (${Math.round(kernelShare * 100)}% of it in the kernel)`,
+        `all answered in ${wallSeconds.toFixed(1)} s (${fmt(BACKLOG / wallSeconds)}/s; agent ${Math.round(used.agent!.percent)}% of a core, ` +
+          `Mosquitto ${Math.round(used.Mosquitto!.percent)}%, the devices share the other core)`,
+        load,
+      ].join('; '),
+    };
+  } finally {
+    if (stack) process.kill(agentPid(), 'SIGCONT'); // never leave it stopped: stop() waits for it to exit
+    await stack?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
