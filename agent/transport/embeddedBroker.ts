@@ -82,6 +82,9 @@ export class EmbeddedBroker implements Service, BrokerLink {
   private readonly byIdentity = new Map<string, Set<Connection>>();
   /** Clients past CONNACK, the source of the connected-clients gauge. */
   private readonly registered = new Set<Client>();
+  private readonly perListener = new Map<ListenerName, number>();
+  /** Registered mTLS clients per certificate identity: presence changes with the first and the last. */
+  private readonly perIdentity = new Map<string, number>();
   /** Every TCP socket, including those still in a TLS handshake, for stop(). */
   private readonly sockets = new Set<Socket>();
   private stopping: Promise<void> | undefined;
@@ -233,6 +236,8 @@ export class EmbeddedBroker implements Service, BrokerLink {
     this.servers = {};
     this.ports = undefined;
     this.registered.clear();
+    this.perListener.clear();
+    this.perIdentity.clear();
     this.metrics.connectedClients.reset();
     if (aedes) this.deps.log.info('broker stopped');
   }
@@ -242,19 +247,30 @@ export class EmbeddedBroker implements Service, BrokerLink {
     return this.aedes;
   }
 
+  /**
+   * Counts kept per listener and per mTLS identity, moved only when a client
+   * enters or leaves `registered` (so a disconnect reported after stop(),
+   * which cleared them all, cannot drive them negative). Not recounted from
+   * the set: in a reconnect storm that was quadratic in the clients.
+   */
   private countClient(client: Client, connected: boolean): void {
-    if (connected) this.registered.add(client);
-    else if (!this.registered.delete(client)) return;
+    if (connected ? this.registered.has(client) : !this.registered.has(client)) return;
     const conn = this.connectionOf(client);
     const listener = conn?.listener;
+    if (connected) this.registered.add(client);
+    else this.registered.delete(client);
     if (!listener) return;
-    // Counted from the set rather than inc/dec, so that a disconnect reported after stop() cannot drive it negative.
-    const count = [...this.registered].filter((c) => this.connectionOf(c)?.listener === listener).length;
+    const step = connected ? 1 : -1;
+    const count = (this.perListener.get(listener) ?? 0) + step;
+    this.perListener.set(listener, count);
     this.metrics.connectedClients.set({ listener }, count);
-    if (listener === 'mtls' && conn.id !== undefined && this.deps.presence) {
+    if (listener === 'mtls' && conn.id !== undefined) {
       const id = conn.id;
-      const others = [...this.registered].some((c) => c !== client && this.connectionOf(c)?.listener === 'mtls' && this.connectionOf(c)?.id === id);
-      if (!others) this.deps.presence(id, connected);
+      const same = (this.perIdentity.get(id) ?? 0) + step;
+      if (same === 0) this.perIdentity.delete(id);
+      else this.perIdentity.set(id, same);
+      // Online with its first connection, offline with its last.
+      if (same === (connected ? 1 : 0)) this.deps.presence?.(id, connected);
     }
   }
 

@@ -13,6 +13,7 @@ import { enrollFlowBench } from './enrollFlow.js';
 import { opcuaBench } from './opcua.js';
 import { opcuaPushBench } from './opcuaPush.js';
 import { storeBench } from './store.js';
+import { stormBench } from './storm.js';
 import type { BenchResult } from './result.js';
 import { syncBench } from './sync.js';
 
@@ -35,6 +36,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'directory', run: directoryBench },
   { name: 'console', run: consoleBench },
   { name: 'config', run: configRolloutBench },
+  { name: 'storm', run: stormBench },
 ];
 
 const only = process.argv.slice(2);
