@@ -183,7 +183,6 @@ export class EnrollmentFlow {
         alongside: (record) => {
           recorded = this.write(name, device, request, prepared.spkiSha256, decision, replyTo, receivedAt, undefined, record.serial);
           if (recorded.status !== 'issued') throw new TokenUsedUp(recorded.reason);
-          this.provisioned(recorded, record.serial);
         },
       });
       failpoint('enrollment.issue.after-commit');
@@ -252,26 +251,45 @@ export class EnrollmentFlow {
     // A provisioned or revoked device keeps its state (and its nameplate) until a certificate is issued:
     // an anonymous request must not change what the broker and the technicians rely on.
     const settled = state === 'provisioned' || state === 'revoked';
-    const to = settled ? state : status === 'rejected' ? 'rejected' : 'pending';
-    this.deps.devices.change({
-      protocol: PROTOCOL,
-      name,
-      to,
-      // Anyone on the provisioning listener can send a request under any id: it is no sign of the device
-      // (a new record starts with its time). Last seen moves with an accepted request, when it is issued.
-      seen: false,
-      cause: by?.cause ?? `enrollment request ${request.requestId}: ${status} (${decision.decidedBy})`,
-      actor: by?.actor ?? (decision.decidedBy === 'technician' ? 'technician' : 'policy'),
-      details: { requestId: request.requestId, reason },
-      patch: settled
-        ? { ...(action === 'approve' ? { preapproved: false } : {}) }
-        : {
-            nameplate: request.nameplate,
-            source: { protocol: PROTOCOL, provisioning: this.deps.provisioning(name) },
-            reason,
-            ...(action === 'approve' ? { preapproved: false } : {}),
-          },
-    });
+    // Approved and issued in one commit: one change of the device, straight to provisioned.
+    const issued = status === 'approved' && issuedSerial !== undefined;
+    const source = { protocol: PROTOCOL, provisioning: this.deps.provisioning(name) };
+    const actor = by?.actor ?? (decision.decidedBy === 'technician' ? 'technician' : 'policy');
+    if (issued) {
+      this.deps.devices.change({
+        protocol: PROTOCOL,
+        name,
+        to: 'provisioned',
+        // An accepted request is a sign of the device: seen when it asked.
+        seenAt: receivedAt,
+        cause: `enrollment request ${request.requestId} approved (${decision.decidedBy}): certificate ${issuedSerial} issued`,
+        actor,
+        details: { requestId: request.requestId, reason, serial: issuedSerial },
+        patch: {
+          certificateSerial: issuedSerial,
+          blocked: false,
+          preapproved: false,
+          reason,
+          nameplate: request.nameplate,
+          ...(settled ? {} : { source }),
+        },
+      });
+    } else {
+      this.deps.devices.change({
+        protocol: PROTOCOL,
+        name,
+        to: settled ? state : status === 'rejected' ? 'rejected' : 'pending',
+        // Anyone on the provisioning listener can send a request under any id: it is no sign of the device
+        // (a new record starts with its time). Last seen moves with an accepted request, when it is issued.
+        seen: false,
+        cause: by?.cause ?? `enrollment request ${request.requestId}: ${status} (${decision.decidedBy})`,
+        actor,
+        details: { requestId: request.requestId, reason },
+        patch: settled
+          ? { ...(action === 'approve' ? { preapproved: false } : {}) }
+          : { nameplate: request.nameplate, source, reason, ...(action === 'approve' ? { preapproved: false } : {}) },
+      });
+    }
     const row = {
       deviceId: `${PROTOCOL}:${name}`,
       requestId: request.requestId,
@@ -279,7 +297,7 @@ export class EnrollmentFlow {
       spkiSha256,
       csr: request.csr,
       nameplate: request.nameplate,
-      ...(status === 'approved' && issuedSerial !== undefined ? { status: 'issued' as const, certificateSerial: issuedSerial } : { status }),
+      ...(issued ? { status: 'issued' as const, certificateSerial: issuedSerial } : { status }),
       reason,
       decidedBy: decision.decidedBy,
       receivedAt,

@@ -70,6 +70,7 @@ export class MqttEnrollment {
   private readonly queue: Work[] = [];
   readonly locks = new DeviceLocks();
   private active = 0;
+  private readonly sending = new Set<Promise<void>>();
   private readonly limiter: RateLimiter;
   private readonly metrics: EnrollmentMetrics;
   private readonly flow: EnrollmentFlow;
@@ -142,9 +143,20 @@ export class MqttEnrollment {
   }
 
   /** Resolves when nothing is queued or running (tests, stop). */
-  drained(): Promise<void> {
-    if (this.active === 0 && this.queue.length === 0) return Promise.resolve();
-    return new Promise((resolve) => (this.idle = resolve));
+  async drained(): Promise<void> {
+    if (this.active > 0 || this.queue.length > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    await Promise.all(this.sending);
+  }
+
+  /**
+   * Answers without holding the request's worker until the broker confirms
+   * (PUBACK): the decision is committed, and a slower broker must not slow
+   * the requests behind it. drained() waits for these too.
+   */
+  private send(topic: string, correlationData: Buffer | undefined, answer: Answer): void {
+    const sending = this.answer(topic, correlationData, answer);
+    this.sending.add(sending);
+    void sending.finally(() => this.sending.delete(sending));
   }
 
   private drop(reason: DropReason, fields: Record<string, unknown>): void {
@@ -178,11 +190,13 @@ export class MqttEnrollment {
       const below = message.responseTopic === defaultTopic || message.responseTopic.startsWith(`${defaultTopic}/`);
       if (!below || !RESPONSE_TOPIC.test(message.responseTopic)) {
         const text = `the response topic must be ${defaultTopic} or below it, without wildcards, at most 256 characters`;
-        return this.answer(defaultTopic, message.correlationData, this.flow.refusal(name, null, 'response_topic', text));
+        return this.send(defaultTopic, message.correlationData, this.flow.refusal(name, null, 'response_topic', text));
       }
       responseTopic = message.responseTopic;
     }
-    const reply = (answer: Answer | undefined) => (answer ? this.answer(responseTopic, message.correlationData, answer) : Promise.resolve());
+    const reply = (answer: Answer | undefined) => {
+      if (answer) this.send(responseTopic, message.correlationData, answer);
+    };
     if (tooLarge) {
       return reply(
         this.flow.refusal(
