@@ -18,7 +18,8 @@ export interface ReportServiceDeps {
   log: Logger;
   config: ReportConfig;
   reports: ReportRepository;
-  devices: { list(): Device[] };
+  /** The inventory by slices in a stable order (DeviceRepository.slice): an evaluation holds one slice at a time, not every device. */
+  devices: { slice(filter: Record<string, never>, order: undefined, limit: number, offset: number): Device[] };
   certificates: { list(filter: ListFilter): CertificateRecord[] };
   sightings: SightingRecorder;
   registry: Registry;
@@ -39,6 +40,29 @@ export interface ReportView {
 }
 
 const DAY_MS = 86_400_000;
+/** Devices read at once by an evaluation. */
+export const EVALUATION_SLICE = 500;
+
+/**
+ * Every device once, read by slices of EVALUATION_SLICE: with 10,000
+ * devices an evaluation held them all at once (~30 MB of objects, garbage a
+ * moment later, which the heap kept). The evaluation reads them without
+ * yielding, so only another process (the CLI) can write in between: an
+ * insert ahead of the cursor shifts a device into the next slice, which
+ * skips the one it has already seen (rows are never deleted).
+ */
+export function* inventoryBySlices(devices: ReportServiceDeps['devices'], size = EVALUATION_SLICE): Generator<Device> {
+  const seen = new Set<string>();
+  for (let offset = 0; ; offset += size) {
+    const slice = devices.slice({}, undefined, size, offset);
+    for (const d of slice) {
+      if (seen.has(d.id)) continue;
+      seen.add(d.id);
+      yield d;
+    }
+    if (slice.length < size) return;
+  }
+}
 const DEVICE_PROFILES: readonly ProfileName[] = ['mqtt-device', 'opcua-application'];
 /** An evaluation this recent answers a request for the report: a burst of requests costs one. */
 const FRESH_MS = 1_000;
@@ -90,7 +114,13 @@ export class ReportService implements Service {
     this.deps.sightings.setWindow(this.config.sightingDays);
     this.deps.sightings.start();
     this.counts = this.deps.reports.countOpenByKind();
-    this.schedule();
+    // The first evaluation reads the whole inventory: it waits for started(), off the agent's way to READY.
+    this.schedule(false);
+  }
+
+  /** The agent is up (READY sent): the first evaluation now, then every report.intervalSeconds. */
+  started(): void {
+    setImmediate(() => this.timer && this.safeEvaluate());
   }
 
   async stop(): Promise<void> {
@@ -106,13 +136,13 @@ export class ReportService implements Service {
     this.schedule();
   }
 
-  private schedule(): void {
+  /** Every intervalSeconds; `now`, also at once (a reload: the new policy judges at once). */
+  private schedule(now = true): void {
     clearInterval(this.timer);
     this.timer = undefined;
     if (!this.config.enabled) return;
-    // The first soon after start (discovery and the broker have begun), then every intervalSeconds.
     this.timer = setInterval(() => this.safeEvaluate(), this.config.intervalSeconds * 1000);
-    setImmediate(() => this.timer && this.safeEvaluate());
+    if (now) setImmediate(() => this.timer && this.safeEvaluate());
   }
 
   private safeEvaluate(): void {
@@ -142,7 +172,7 @@ export class ReportService implements Service {
     const found = capPerKind(
       evaluate({
         now,
-        devices: this.deps.devices.list(),
+        devices: inventoryBySlices(this.deps.devices),
         sightings: this.deps.reports.sightingsSince(new Date(now.getTime() - c.sightingDays * DAY_MS)),
         expiring,
         policy: this.policy,

@@ -9,6 +9,7 @@ import { configRolloutBench } from './configRollout.js';
 import { consoleBench } from './console.js';
 import { directoryBench } from './directory.js';
 import { enrollBench } from './enroll.js';
+import { footprintBench } from './footprint.js';
 import { opcuaBench } from './opcua.js';
 import { opcuaPushBench } from './opcuaPush.js';
 import { storeBench } from './store.js';
@@ -28,6 +29,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'directory', run: directoryBench },
   { name: 'console', run: consoleBench },
   { name: 'config', run: configRolloutBench },
+  { name: 'footprint', run: footprintBench },
 ];
 
 const only = process.argv.slice(2);
