@@ -51,6 +51,7 @@ interface Parts {
   ca: CaService;
   api: Api;
   runs: RunRecorder;
+  report: ReportService;
   sync: SyncService | undefined;
   services: Service[];
 }
@@ -233,7 +234,7 @@ export class App implements HealthSource {
       watch,
       http,
     ];
-    return { http, ca, api, runs, sync, services };
+    return { http, ca, api, runs, report, sync, services };
   }
 
   phase(): ReturnType<HealthSource['phase']> {
@@ -290,6 +291,8 @@ export class App implements HealthSource {
       this.log.warn({ err }, 'the API address could not be written for the CLI (<dataDir>/api.url)');
     }
     notifier.ready(`Running: ${this.runner.states().length} services up, http on ${address}:${port}`);
+    // Work that reads the whole inventory and that readiness does not need starts after READY.
+    parts.report.started();
     this.log.info({ services: this.runner.states().map((s) => s.name), http: `${address}:${port}` }, 'edge-agent ready');
   }
 

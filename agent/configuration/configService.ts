@@ -3,7 +3,8 @@ import type { ConfigurationConfig } from '../config/configurationSchema.js';
 import type { Config } from '../config/schema.js';
 import { InternalError } from '../errors.js';
 import type { EventBus } from '../events.js';
-import type { Location, Protocol } from '../inventory/device.js';
+import type { Device, Location, Protocol } from '../inventory/device.js';
+import { inventoryBySlices } from '../inventory/slices.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/database.js';
@@ -124,9 +125,10 @@ export class ConfigService implements Service, ConfigurationHub {
 
   current(protocol: Protocol): DesiredConfig[] {
     const { devices, configs } = this.deps.repos;
-    const byId = new Map(devices.list({ protocol, state: 'provisioned' }).map((d) => [d.id, d]));
+    // The devices that have a desired configuration, one by one: not the whole inventory (most devices have none).
     return configs.withDesired(protocol).flatMap((row) => {
-      const device = byId.get(row.deviceId);
+      const found = devices.get(row.deviceId);
+      const device = found?.protocol === protocol && found.state === 'provisioned' ? found : undefined;
       const ref = refOf(row);
       return device && ref ? [desiredConfig(device, ref, this.document(ref.profile, ref.version))] : [];
     });
@@ -207,16 +209,19 @@ export class ConfigService implements Service, ConfigurationHub {
     const { devices, configs } = this.deps.repos;
     const gateway = this.deps.gateway();
     const all = ids === 'all';
-    // Without a profile in force, only a device that has a configuration can change (it is withdrawn): the others are not read.
-    const named =
-      all || heads.length > 0
-        ? ids
-        : ids.filter((id) => {
-            const row = configs.get(id);
-            return row !== undefined && refOf(row) !== null;
-          });
-    const list = named === 'all' ? devices.list() : named.flatMap((id) => devices.get(id) ?? []);
     const rows = all ? new Map(configs.all().map((r) => [r.deviceId, r])) : undefined;
+    // Without a profile in force nothing is desired: only a device that has a configuration now can change (it is
+    // withdrawn), and the others are not read. With profiles, the whole inventory is walked by slices.
+    const configured = (id: string) => {
+      const row = rows ? rows.get(id) : configs.get(id);
+      return row !== undefined && refOf(row) !== null;
+    };
+    const list: Iterable<Device> =
+      heads.length === 0
+        ? (all ? [...rows!.keys()] : ids).filter(configured).flatMap((id) => devices.get(id) ?? [])
+        : all
+          ? inventoryBySlices(devices)
+          : ids.flatMap((id) => devices.get(id) ?? []);
     const labels = all ? configs.allLabels() : undefined;
     const affected: Affected[] = [];
     const now = new Date().toISOString();

@@ -6,8 +6,13 @@ import type { FindingFacts, FindingKind, Sighting } from './types.js';
 /** What one evaluation looks at, read by the caller. */
 export interface EvaluationInput {
   now: Date;
-  /** Every device of the inventory. */
-  devices: readonly Device[];
+  /**
+   * Every device of the inventory, read once, in one pass: an iterable that
+   * reads the inventory by slices keeps no more than a slice in memory
+   * (the evaluation keeps only the devices the sightings and the expiring
+   * certificates name).
+   */
+  devices: Iterable<Device>;
   /** Sightings last seen within report.sightingDays. */
   sightings: readonly Sighting[];
   /** Valid device certificates (mqtt-device, opcua-application) ending before now + report.expiringDays. */
@@ -42,9 +47,21 @@ const nameplateOf = (d: Device) => ({
  * client enrolled; the revoked device was provisioned again) is left out.
  */
 export function evaluate(input: EvaluationInput): FindingFacts[] {
-  const { now, devices, policy } = input;
+  const { now } = input;
+  // The devices the sightings and the expiring certificates name, kept from the one pass over the inventory.
+  const names = new Set(input.sightings.flatMap((s) => (s.subject.startsWith('mqtt:') ? [s.subject.slice('mqtt:'.length)] : [])));
+  for (const c of input.expiring) if (c.profile === 'mqtt-device') names.add(c.identity);
+  const serials = new Set(input.expiring.map((c) => c.serial));
+  const uris = new Set(input.expiring.map((c) => `opcua:${c.identity}`));
+  const mqtt = new Map<string, Device>();
+  const byCertificate = new Map<string, Device>();
+  const byUri = new Map<string, Device>();
+  const fromDevices = devicesFindings(input, (d, subject) => {
+    if (d.protocol === 'mqtt' && names.has(d.name)) mqtt.set(d.name, d);
+    if (d.certificateSerial && serials.has(d.certificateSerial)) byCertificate.set(d.certificateSerial, d);
+    if (uris.has(subject)) byUri.set(subject, d);
+  });
   const out: FindingFacts[] = [];
-  const mqtt = new Map(devices.filter((d) => d.protocol === 'mqtt').map((d) => [d.name, d]));
 
   for (const s of input.sightings) {
     const name = s.subject.startsWith('mqtt:') ? s.subject.slice('mqtt:'.length) : undefined;
@@ -102,9 +119,39 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
     }
   }
 
+  out.push(...fromDevices);
+  const latest = new Map<string, Date>();
+  for (const c of input.expiring)
+    latest.set(`${c.profile} ${c.identity}`, new Date(Math.max(latest.get(`${c.profile} ${c.identity}`)?.getTime() ?? 0, c.notAfter.getTime())));
+  for (const c of input.expiring) {
+    // Another valid certificate of the identity that ends later covers it (the store keeps one valid per identity; this guards the rule).
+    if (latest.get(`${c.profile} ${c.identity}`)!.getTime() > c.notAfter.getTime()) continue;
+    const device = byCertificate.get(c.serial) ?? (c.profile === 'mqtt-device' ? mqtt.get(c.identity) : byUri.get(`opcua:${c.identity}`));
+    if (device?.state === 'decommissioned') continue;
+    const ended = c.notAfter <= now;
+    out.push({
+      kind: 'expiring',
+      subject: `certificate:${c.serial}`,
+      deviceId: device?.id ?? null,
+      summary:
+        `certificate ${c.serial} of ${c.identity} (${c.profile}) ${ended ? 'expired' : 'expires'} ${c.notAfter.toISOString()}` +
+        ' and no later certificate replaces it',
+      evidence: { serial: c.serial, profile: c.profile, identity: c.identity, notAfter: c.notAfter.toISOString(), expiringDays: input.expiringDays },
+      firstSeen: c.issuedAt,
+      lastSeen: device?.lastSeen ?? c.issuedAt,
+    });
+  }
+  return out;
+}
+
+/** The findings of each device on its own (unprovisioned servers, patch levels, stale), in one pass; `seen` is told of each device. */
+function devicesFindings(input: EvaluationInput, seen: (d: Device, subject: string) => void): FindingFacts[] {
+  const { now, policy } = input;
+  const out: FindingFacts[] = [];
   const staleBefore = now.getTime() - input.staleDays * DAY_MS;
-  for (const d of devices) {
+  for (const d of input.devices) {
     const subject = deviceSubject(d);
+    seen(d, subject);
     if (d.protocol === 'opcua' && UNPROVISIONED.has(d.state)) {
       const endpointUrl = (d.source.opcua as { endpointUrl?: string } | undefined)?.endpointUrl ?? null;
       out.push({
@@ -155,29 +202,6 @@ export function evaluate(input: EvaluationInput): FindingFacts[] {
     }
   }
 
-  const byCertificate = new Map(devices.filter((d) => d.certificateSerial).map((d) => [d.certificateSerial!, d]));
-  const byUri = new Map(devices.map((d) => [deviceSubject(d), d]));
-  const latest = new Map<string, Date>();
-  for (const c of input.expiring)
-    latest.set(`${c.profile} ${c.identity}`, new Date(Math.max(latest.get(`${c.profile} ${c.identity}`)?.getTime() ?? 0, c.notAfter.getTime())));
-  for (const c of input.expiring) {
-    // Another valid certificate of the identity that ends later covers it (the store keeps one valid per identity; this guards the rule).
-    if (latest.get(`${c.profile} ${c.identity}`)!.getTime() > c.notAfter.getTime()) continue;
-    const device = byCertificate.get(c.serial) ?? (c.profile === 'mqtt-device' ? mqtt.get(c.identity) : byUri.get(`opcua:${c.identity}`));
-    if (device?.state === 'decommissioned') continue;
-    const ended = c.notAfter <= now;
-    out.push({
-      kind: 'expiring',
-      subject: `certificate:${c.serial}`,
-      deviceId: device?.id ?? null,
-      summary:
-        `certificate ${c.serial} of ${c.identity} (${c.profile}) ${ended ? 'expired' : 'expires'} ${c.notAfter.toISOString()}` +
-        ' and no later certificate replaces it',
-      evidence: { serial: c.serial, profile: c.profile, identity: c.identity, notAfter: c.notAfter.toISOString(), expiringDays: input.expiringDays },
-      firstSeen: c.issuedAt,
-      lastSeen: device?.lastSeen ?? c.issuedAt,
-    });
-  }
   return out;
 }
 

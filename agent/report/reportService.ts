@@ -6,6 +6,7 @@ import type { Config } from '../config/schema.js';
 import type { EventBus } from '../events.js';
 import type { ReportConfig } from '../config/reportSchema.js';
 import type { Device } from '../inventory/device.js';
+import { inventoryBySlices } from '../inventory/slices.js';
 import type { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log.js';
 import type { ReportRepository } from '../store/reportRepository.js';
@@ -18,7 +19,8 @@ export interface ReportServiceDeps {
   log: Logger;
   config: ReportConfig;
   reports: ReportRepository;
-  devices: { list(): Device[] };
+  /** The inventory by slices in a stable order (DeviceRepository.slice): an evaluation holds one slice at a time, not every device. */
+  devices: { slice(filter: Record<string, never>, order: undefined, limit: number, offset: number): Device[] };
   certificates: { list(filter: ListFilter): CertificateRecord[] };
   sightings: SightingRecorder;
   registry: Registry;
@@ -90,7 +92,13 @@ export class ReportService implements Service {
     this.deps.sightings.setWindow(this.config.sightingDays);
     this.deps.sightings.start();
     this.counts = this.deps.reports.countOpenByKind();
-    this.schedule();
+    // The first evaluation reads the whole inventory: it waits for started(), off the agent's way to READY.
+    this.schedule(false);
+  }
+
+  /** The agent is up (READY sent): the first evaluation now, then every report.intervalSeconds. */
+  started(): void {
+    setImmediate(() => this.timer && this.safeEvaluate());
   }
 
   async stop(): Promise<void> {
@@ -106,13 +114,13 @@ export class ReportService implements Service {
     this.schedule();
   }
 
-  private schedule(): void {
+  /** Every intervalSeconds; `now`, also at once (a reload: the new policy judges at once). */
+  private schedule(now = true): void {
     clearInterval(this.timer);
     this.timer = undefined;
     if (!this.config.enabled) return;
-    // The first soon after start (discovery and the broker have begun), then every intervalSeconds.
     this.timer = setInterval(() => this.safeEvaluate(), this.config.intervalSeconds * 1000);
-    setImmediate(() => this.timer && this.safeEvaluate());
+    if (now) setImmediate(() => this.timer && this.safeEvaluate());
   }
 
   private safeEvaluate(): void {
@@ -142,7 +150,7 @@ export class ReportService implements Service {
     const found = capPerKind(
       evaluate({
         now,
-        devices: this.deps.devices.list(),
+        devices: inventoryBySlices(this.deps.devices),
         sightings: this.deps.reports.sightingsSince(new Date(now.getTime() - c.sightingDays * DAY_MS)),
         expiring,
         policy: this.policy,

@@ -10,6 +10,7 @@ import { consoleBench } from './console.js';
 import { directoryBench } from './directory.js';
 import { enrollBench } from './enroll.js';
 import { enrollFlowBench } from './enrollFlow.js';
+import { footprintBench } from './footprint.js';
 import { opcuaBench } from './opcua.js';
 import { opcuaPushBench } from './opcuaPush.js';
 import { storeBench } from './store.js';
@@ -37,6 +38,7 @@ const BENCHES: { name: string; run: () => BenchResult[] | Promise<BenchResult[]>
   { name: 'console', run: consoleBench },
   { name: 'config', run: configRolloutBench },
   { name: 'storm', run: stormBench },
+  { name: 'footprint', run: footprintBench },
 ];
 
 const only = process.argv.slice(2);

@@ -143,7 +143,7 @@ const serviceOf = (reports: ReportRepository, sightings: SightingRecorder, upstr
     log: pino({ level: 'silent' }),
     config: defaultReportConfig(),
     reports,
-    devices: { list: () => [] },
+    devices: { slice: () => [] },
     certificates: { list: () => [] },
     sightings,
     registry: new Registry(),
