@@ -173,6 +173,8 @@ export async function apiBench(): Promise<BenchResult[]> {
         `  dataDir: ${dataDir}`,
         'http:',
         '  port: 0',
+        // A target's connections wait while the others are measured: longer than a round, so none is closed under a reused request.
+        '  keepAliveTimeoutMs: 60000',
         'log:',
         '  level: warn',
         'mqtt:',
