@@ -55,20 +55,16 @@ const ESCAPED_IN_JSON = /["\\\u0000-\u001f\ud800-\udfff\ufffd]/;
 const asciiLower = (s: string) => s.replace(/[A-Z]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 32));
 
 /**
- * The WHERE clause and its named arguments for a filter (every value bound, never spliced). Only the
- * conditions a filter sets are written, so that SQLite can count the whole inventory from an index and
- * use the state index: a bounded set of texts (one per combination of the filter's fields), each
- * prepared once.
+ * The WHERE clause and its named arguments for a filter (every value bound, never spliced). A state or
+ * protocol is a condition only when the filter sets it, and the other conditions (search, site, area,
+ * line, scope) are written only when it sets one of them (each switched off by a NULL argument): the
+ * whole inventory is counted from an index and a state filter uses its index, while the texts stay
+ * eight, each prepared once (Store.statement keeps every text it prepares).
  */
 export function deviceWhere(filter: DeviceFilter): { where: string; args: Record<string, string | null> } {
   const fallback = filter.scope?.fallback ?? filter.fallback ?? {};
   const clauses: string[] = [];
   const args: Record<string, string | null> = {};
-  let located = false;
-  const locationOf = (f: (typeof LOCATION)[number]) => {
-    located = true;
-    return `coalesce(json_extract(devices.location, '$.${f}'), @fb_${f})`;
-  };
   if (filter.state != null) {
     clauses.push('state = @state');
     args.state = filter.state;
@@ -77,32 +73,28 @@ export function deviceWhere(filter: DeviceFilter): { where: string; args: Record
     clauses.push('protocol = @protocol');
     args.protocol = filter.protocol;
   }
-  if (filter.q) {
-    args.q = likePattern(filter.q);
+  if (filter.q || FIELDS.some((f) => filter[f]) || filter.scope) {
+    const locationOf = (f: (typeof LOCATION)[number]) => `coalesce(json_extract(devices.location, '$.${f}'), @fb_${f})`;
     const like = (v: string) => `coalesce(${v}, '') LIKE @q ESCAPE '\\'`;
     // A location field is searched as the device's effective value (its own, or the gateway's), never as the stored JSON text.
-    let where = LOCATION.map((f) => like(locationOf(f))).join(' OR ');
-    // A device's own value holds the text only if its JSON does (written by JSON.stringify): one LIKE on the text spares
-    // parsing it four times, unless the text is one JSON escapes, or a gateway's value (taken where the device has none) holds it.
-    const needle = asciiLower(filter.q);
-    const gatewayHolds = LOCATION.some((f) => fallback[f] && asciiLower(fallback[f]).includes(needle));
-    if (!ESCAPED_IN_JSON.test(filter.q) && !gatewayHolds) where = `(devices.location LIKE @q ESCAPE '\\' AND (${where}))`;
-    clauses.push(`(${[...SEARCHED.map(like), where].join(' OR ')})`);
-  }
-  for (const f of FIELDS) {
-    if (!filter[f]) continue;
-    clauses.push(`${locationOf(f)} = @${f}`);
-    args[f] = filter[f];
-  }
-  if (filter.scope) {
+    // A device's own value holds the text only if its JSON does (JSON.stringify wrote it): one LIKE on the text spares parsing
+    // it four times (@whole, set when that does not hold: a text JSON escapes, or one a gateway's value holds).
+    const located = `((@whole IS NOT NULL OR devices.location LIKE @q ESCAPE '\\') AND (${LOCATION.map((f) => like(locationOf(f))).join(' OR ')}))`;
     clauses.push(
-      'EXISTS (SELECT 1 FROM json_each(@scope) p WHERE ' +
+      `(@q IS NULL OR ${[...SEARCHED.map(like), located].join(' OR ')})`,
+      ...FIELDS.map((f) => `(@${f} IS NULL OR ${locationOf(f)} = @${f})`),
+      '(@scope IS NULL OR EXISTS (SELECT 1 FROM json_each(@scope) p WHERE ' +
         FIELDS.map((f) => `(json_extract(p.value, '$.${f}') IS NULL OR ${locationOf(f)} = json_extract(p.value, '$.${f}'))`).join(' AND ') +
-        ')',
+        '))',
     );
-    args.scope = JSON.stringify(filter.scope.parts);
+    const needle = filter.q ? asciiLower(filter.q) : '';
+    const gatewayHolds = LOCATION.some((f) => fallback[f] && asciiLower(fallback[f]).includes(needle));
+    args.q = filter.q ? likePattern(filter.q) : null;
+    args.whole = filter.q && (ESCAPED_IN_JSON.test(filter.q) || gatewayHolds) ? '1' : null;
+    args.scope = filter.scope ? JSON.stringify(filter.scope.parts) : null;
+    for (const f of FIELDS) args[f] = filter[f] || null;
+    for (const f of LOCATION) args[`fb_${f}`] = fallback[f] || null;
   }
-  if (located) for (const f of LOCATION) args[`fb_${f}`] = fallback[f] || null;
   return { where: clauses.length > 0 ? `WHERE ${clauses.join(' AND ')}` : '', args };
 }
 

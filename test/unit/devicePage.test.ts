@@ -3,7 +3,15 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceState, Location, Protocol } from '../../agent/inventory/device.js';
 import { Store } from '../../agent/store/database.js';
-import { deviceOrderBy, devicePageJson, DEVICE_SORTS, type DeviceFilter, type DeviceOrder, type DeviceSort } from '../../agent/store/deviceQuery.js';
+import {
+  deviceOrderBy,
+  devicePageJson,
+  deviceWhere,
+  DEVICE_SORTS,
+  type DeviceFilter,
+  type DeviceOrder,
+  type DeviceSort,
+} from '../../agent/store/deviceQuery.js';
 import { DeviceRepository, toDevice, type DeviceRow } from '../../agent/store/deviceRepository.js';
 import { tempDir } from '../helpers/daemon.js';
 
@@ -183,6 +191,18 @@ describe('the devices list written straight from its rows (devicePageJson)', () 
     expect(total({ q: 'press', fallback: gateway })).toBeGreaterThan(60);
     expect(total({ q: 'press' })).toBeLessThan(total({ q: 'press', fallback: gateway }));
     expect(total({ q: 'cell' })).toBe(0);
+  });
+
+  it('writes at most eight WHERE texts whatever the filter: each is prepared once and kept (Store.statement)', () => {
+    const texts = new Set<string>();
+    for (const state of [undefined, 'pending' as const])
+      for (const protocol of [undefined, 'mqtt' as const])
+        for (const q of [undefined, 'x', '"x', 'press'])
+          for (const site of [undefined, 's'])
+            for (const line of [undefined, 'l'])
+              for (const scope of [undefined, { parts: [{ site: 's' }], fallback: gateway }])
+                texts.add(deviceWhere({ state, protocol, q, site, line, scope, fallback: gateway }).where);
+    expect(texts.size).toBe(8);
   });
 
   it('writes a time stored in another form as a Date would be written', () => {
