@@ -24,7 +24,7 @@ import { deviceRoutes } from './deviceRoutes.js';
 import { discoveryRoutes } from './discoveryRoutes.js';
 import { enrollmentRoutes } from './enrollmentRoutes.js';
 import { FirstAdminToken } from './firstAdmin.js';
-import { sendError, sendJson, type HttpService } from './httpServer.js';
+import { sendError, sendJson, sendJsonText, type HttpService } from './httpServer.js';
 import { operationRoutes } from './operationRoutes.js';
 import { reportRoutes, type ReportRouteDeps } from './reportRoutes.js';
 import type { Principal } from './principal.js';
@@ -181,7 +181,8 @@ export class Api {
         audit: (action, target, outcome, details) =>
           void repos.audit.add({ actor: user.name, role: user.role, action, target, outcome, ...(details ? { details } : {}) }),
       });
-      if (answer) sendJson(res, answer.status ?? 200, answer.body);
+      if (answer && 'json' in answer) sendJsonText(res, answer.status ?? 200, answer.json);
+      else if (answer) sendJson(res, answer.status ?? 200, answer.body);
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
       if (err.code === 'BODY_TOO_LARGE') res.setHeader('connection', 'close');

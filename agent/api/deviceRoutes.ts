@@ -5,7 +5,9 @@ import { LOCATION_FIELDS } from '../inventory/device.js';
 import { defaultRevocationReason, isRevocationReason, REVOCATION_REASONS, type DeviceActionKind } from '../store/actionRepository.js';
 import type { RevocationReason } from '../../certs/store.js';
 import type { AgentEvents, EventBus } from '../events.js';
+import type { Store } from '../store/database.js';
 import { deviceDetails } from '../store/deviceDetails.js';
+import { devicePageJson } from '../store/deviceQuery.js';
 import type { Repositories } from '../store/repositories.js';
 import { DEVICE_QUERY, deviceSelection } from './consoleRoutes.js';
 import { permitted } from './auth.js';
@@ -15,6 +17,8 @@ import { ApiError, paged, text, type Route } from './router.js';
 export interface DeviceRouteDeps {
   config: () => Config;
   repos: Pick<Repositories, 'devices' | 'enrollments' | 'pushes' | 'actions' | 'sync' | 'configs'>;
+  /** The list reads its pages through the store's prepared statements (devicePageJson). */
+  store: Pick<Store, 'statement'>;
   /** Where committed decisions and changes are told (action.queued, device.changed) and outcomes heard (action.done). */
   bus: Pick<EventBus, 'emit' | 'on' | 'off'>;
 }
@@ -110,7 +114,8 @@ export function deviceRoutes(deps: DeviceRouteDeps): Route[] {
       query: { ...DEVICE_QUERY, ...paged() },
       handle: ({ query, user }) => {
         const { filter, order } = deviceSelection(query, user, gateway());
-        return { body: deps.repos.devices.page(filter, query.int('limit'), query.int('offset'), order) };
+        // Written to JSON straight from the rows: the same text as JSON.stringify(devices.page(...)), at a fraction of its cost.
+        return { json: devicePageJson(deps.store, filter, query.int('limit'), query.int('offset'), order) };
       },
     },
     {

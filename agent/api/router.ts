@@ -57,11 +57,14 @@ export interface Route {
   summary: string;
   /** The query parameters it takes (none when absent): any other is refused with 400 BAD_QUERY. */
   query?: QuerySpec;
-  /** Returns the JSON answer (status 200, or `status` when given); a stream answers on `res` itself and returns undefined. */
+  /**
+   * Returns the JSON answer (status 200, or `status` when given): `body` to be written as JSON, or `json`, its text
+   * already written; a stream answers on `res` itself and returns undefined.
+   */
   handle(ctx: RouteContext): Promise<Answer | undefined> | Answer | undefined;
 }
 
-export type Answer = { status?: number; body: unknown };
+export type Answer = { status?: number; body: unknown } | { status?: number; json: string };
 
 /** Matches a path against the routes: the route and its parameters, or which methods the path has. */
 export function match(
