@@ -1,5 +1,4 @@
 import type { Device } from './device.js';
-import type { DeviceFilter, DeviceOrder } from '../store/deviceQuery.js';
 
 /** Devices are read this many at a time when the whole inventory is walked. */
 export const INVENTORY_SLICE = 500;
@@ -12,7 +11,8 @@ export const INVENTORY_SLICE = 500;
  * deleted).
  */
 export function* inventoryBySlices(
-  devices: { slice(filter: DeviceFilter, order: DeviceOrder | undefined, limit: number, offset: number): Device[] },
+  /** DeviceRepository (or a test's stand-in): every device, in its default order, `limit` from `offset`. */
+  devices: { slice(filter: Record<string, never>, order: undefined, limit: number, offset: number): Device[] },
   size = INVENTORY_SLICE,
 ): Generator<Device> {
   const seen = new Set<string>();
