@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { CertError } from '../../certs/errors.js';
 import { profileNamed } from '../../certs/profiles/index.js';
 import { PreparedRequest } from '../../certs/request.js';
@@ -9,13 +8,16 @@ import { failpoint } from '../failpoints.js';
 import type { Device } from '../inventory/device.js';
 import type { Logger } from '../log.js';
 import type { DeviceRepository } from '../store/deviceRepository.js';
-import type { EnrollmentRepository, EnrollmentRequest, RequestStatus } from '../store/enrollmentRepository.js';
+import type { EnrollmentRepository, EnrollmentRequest } from '../store/enrollmentRepository.js';
 import type { Store } from '../store/database.js';
 import type { AccessGate } from '../transport/types.js';
 import type { EnrollmentMetrics, RejectionReason } from './enrollmentMetrics.js';
 import type { Decision, EnrollmentPolicy } from './policy.js';
 import type { EnrollmentRequestMessage } from './request.js';
 import type { EnrollmentWitness } from './enrollmentWitness.js';
+import { EnrollmentRecorder, PROTOCOL, sha256, type DecidedRequest, type ReplyTo } from './enrollmentRecord.js';
+
+export type { ReplyTo };
 
 /** What a device is told about its request, whatever carries it. */
 export interface Answer {
@@ -25,12 +27,6 @@ export interface Answer {
   caChain?: string[];
   brokerUrl?: string;
   reason?: string;
-}
-
-/** Where a protocol sends the answer of a recorded request (kept with it, for a later decision). */
-export interface ReplyTo {
-  responseTopic?: string;
-  correlationData?: Buffer;
 }
 
 export interface EnrollmentFlowDeps {
@@ -60,9 +56,7 @@ class Withdrawn extends RefusedError {}
 /** The token that approved a request was used up by other requests meanwhile: the request is rejected, its certificate dropped. */
 class TokenUsedUp extends RefusedError {}
 
-const PROTOCOL = 'mqtt';
 const PROFILE = 'mqtt-device';
-const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
 /**
  * Enrollment whatever the protocol that carries it: a request read by its
@@ -75,7 +69,11 @@ const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('he
  * caller holds the device's lock.
  */
 export class EnrollmentFlow {
-  constructor(private readonly deps: EnrollmentFlowDeps) {}
+  private readonly recorder: EnrollmentRecorder;
+
+  constructor(private readonly deps: EnrollmentFlowDeps) {
+    this.recorder = new EnrollmentRecorder(deps);
+  }
 
   /** A refusal before anything is recorded: counted by reason, logged, answered. */
   refusal(device: string, requestId: string | null, reason: RejectionReason, text: string): Answer {
@@ -136,23 +134,20 @@ export class EnrollmentFlow {
       return { requestId: request.requestId, status: 'rejected', reason: decision.reason };
     }
     if (decision.action === 'approve') return this.issueApproved(name, device, request, prepared, decision, replyTo);
-    const record = this.record(name, device, request, prepared.spkiSha256, decision, replyTo);
-    this.decided(record);
+    const record = this.recorder.record({ name, device, request, spkiSha256: prepared.spkiSha256, decision, replyTo, receivedAt: new Date() });
+    this.decided(name, record);
     if (record.status === 'rejected') this.deps.metrics.rejected('policy');
     else this.deps.metrics.answered('pending');
     return this.answerFor(record);
   }
 
-  private decided(r: EnrollmentRequest): void {
-    this.deps.log.info(
-      { device: r.deviceId, requestId: r.requestId, status: r.status, decidedBy: r.decidedBy, reason: r.reason },
-      'enrollment request decided',
-    );
+  private decided(name: string, r: EnrollmentRequest): void {
+    this.deps.log.info({ device: name, requestId: r.requestId, status: r.status, decidedBy: r.decidedBy, reason: r.reason }, 'enrollment request decided');
   }
 
   /**
    * A request the policy approved: issued, and recorded (the request, the
-   * device's way through pending, the token's use) inside the certificate's
+   * device's change to provisioned, the token's use) inside the certificate's
    * own durable commit, which the CA groups with the other issuances of the
    * same turn of the event loop: one fsync for a burst of devices, and
    * nothing is recorded of a request whose certificate is not. A token used
@@ -167,8 +162,8 @@ export class EnrollmentFlow {
     decision: Decision,
     replyTo: ReplyTo,
   ): Promise<Answer | undefined> {
-    const { ca, log } = this.deps;
-    const receivedAt = new Date();
+    const { ca, log, devices, enrollments } = this.deps;
+    const decided: DecidedRequest = { name, device, request, spkiSha256: prepared.spkiSha256, decision, replyTo, receivedAt: new Date() };
     const current = ca.current(PROFILE, name);
     let recorded: EnrollmentRequest | undefined;
     let issued: IssuedCertificate;
@@ -181,131 +176,43 @@ export class EnrollmentFlow {
         // The identity's certificate for this key was issued before this request arrived: renewed.
         renew: current?.spkiSha256 === prepared.spkiSha256,
         alongside: (record) => {
-          recorded = this.write(name, device, request, prepared.spkiSha256, decision, replyTo, receivedAt, undefined, record.serial);
+          // Read again inside the commit: what does not take the device's lock may have changed it meanwhile.
+          const now = devices.get(`${PROTOCOL}:${name}`);
+          if (now?.state === 'decommissioned' || enrollments.get(`${PROTOCOL}:${name}`, request.requestId)) {
+            throw new Withdrawn(`request ${request.requestId}: device ${now?.state ?? 'gone'}, or the request recorded meanwhile`);
+          }
+          recorded = this.recorder.write({ ...decided, device: now, issuedSerial: record.serial });
           if (recorded.status !== 'issued') throw new TokenUsedUp(recorded.reason);
         },
       });
       failpoint('enrollment.issue.after-commit');
     } catch (err) {
       if (err instanceof Withdrawn) return this.withdrawn(name, request.requestId, err);
-      if (err instanceof TokenUsedUp) {
-        // Recorded as rejected in a commit of its own; the certificate signed for it was never recorded nor handed out.
-        const rejected = this.record(name, device, request, prepared.spkiSha256, { ...decision, action: 'reject', reason: err.message }, replyTo);
-        this.decided(rejected);
-        this.deps.metrics.rejected('policy');
-        return this.answerFor(rejected);
-      }
-      if (!(err instanceof CertError)) throw err;
-      const reason = `${err.code}: ${err.message}`;
-      const rejected = this.record(name, device, request, prepared.spkiSha256, { ...decision, action: 'reject', reason }, replyTo, {
-        cause: `certificate refused: ${err.code}`,
-        actor: 'ca',
+      const refused = err instanceof TokenUsedUp ? undefined : err instanceof CertError ? err : undefined;
+      if (!(err instanceof TokenUsedUp) && !refused) throw err;
+      // Recorded as rejected in a commit of its own; the certificate signed for it was never recorded nor handed out.
+      const reason = refused ? `${refused.code}: ${refused.message}` : (err as TokenUsedUp).message;
+      const rejected = this.recorder.record({
+        ...decided,
+        device: devices.get(`${PROTOCOL}:${name}`),
+        decision: { ...decision, action: 'reject', reason },
+        approvalSpent: true,
+        ...(refused ? { by: { cause: `certificate refused: ${refused.code}`, actor: 'ca' } } : {}),
       });
-      log.warn({ device: name, requestId: request.requestId, code: err.code, reason: err.message }, 'certificate refused for enrollment request');
-      this.deps.metrics.rejected(err.code.toLowerCase() as Lowercase<typeof err.code>);
+      this.decided(name, rejected);
+      if (refused) {
+        log.warn({ device: name, requestId: request.requestId, code: refused.code, reason: refused.message }, 'certificate refused for enrollment request');
+        this.deps.metrics.rejected(refused.code.toLowerCase() as Lowercase<typeof refused.code>);
+      } else this.deps.metrics.rejected('policy');
       return this.answerFor(rejected);
     }
-    this.decided({ ...recorded!, status: 'issued' });
+    this.decided(name, recorded!);
     await this.deps.gate
       .restore(name)
       .catch((err: unknown) => log.error({ err, device: name }, 'broker access could not be restored; the device may be refused until the next ACL rewrite'));
     this.deps.metrics.answered('issued');
     // The certificate in hand is the one on record, valid: no need to read it back.
     return { requestId: request.requestId, status: 'issued', certificate: issued.record.pem, caChain: issued.chain, brokerUrl: this.deps.brokerUrl() };
-  }
-
-  /** Records the request and the device's new state in one durable commit (a hold, a rejection). */
-  private record(
-    name: string,
-    device: Device | undefined,
-    request: EnrollmentRequestMessage,
-    spkiSha256: string,
-    decision: Decision,
-    replyTo: ReplyTo,
-    by?: { cause: string; actor: string },
-  ): EnrollmentRequest {
-    return this.deps.store.durable(() => this.write(name, device, request, spkiSha256, decision, replyTo, new Date(), by));
-  }
-
-  /** The writes of a decided request, inside the caller's transaction; an approval by token counts the use here. */
-  private write(
-    name: string,
-    device: Device | undefined,
-    request: EnrollmentRequestMessage,
-    spkiSha256: string,
-    decision: Decision,
-    replyTo: ReplyTo,
-    receivedAt: Date,
-    by?: { cause: string; actor: string },
-    /** The certificate an approval is issued with, in this same commit: the request is recorded issued at once. */
-    issuedSerial?: string,
-  ): EnrollmentRequest {
-    const enrollments = this.deps.enrollments;
-    let { action, reason } = decision;
-    if (action === 'approve' && decision.tokenId !== undefined && !enrollments.useToken(decision.tokenId)) {
-      action = 'reject';
-      reason = `enrollment token ${decision.tokenId} was used up meanwhile`;
-    }
-    const status: RequestStatus = action === 'approve' ? 'approved' : action === 'hold' ? 'pending' : 'rejected';
-    const state = device?.state;
-    // A provisioned or revoked device keeps its state (and its nameplate) until a certificate is issued:
-    // an anonymous request must not change what the broker and the technicians rely on.
-    const settled = state === 'provisioned' || state === 'revoked';
-    // Approved and issued in one commit: one change of the device, straight to provisioned.
-    const issued = status === 'approved' && issuedSerial !== undefined;
-    const source = { protocol: PROTOCOL, provisioning: this.deps.provisioning(name) };
-    const actor = by?.actor ?? (decision.decidedBy === 'technician' ? 'technician' : 'policy');
-    if (issued) {
-      this.deps.devices.change({
-        protocol: PROTOCOL,
-        name,
-        to: 'provisioned',
-        // An accepted request is a sign of the device: seen when it asked.
-        seenAt: receivedAt,
-        cause: `enrollment request ${request.requestId} approved (${decision.decidedBy}): certificate ${issuedSerial} issued`,
-        actor,
-        details: { requestId: request.requestId, reason, serial: issuedSerial },
-        patch: {
-          certificateSerial: issuedSerial,
-          blocked: false,
-          preapproved: false,
-          reason,
-          nameplate: request.nameplate,
-          ...(settled ? {} : { source }),
-        },
-      });
-    } else {
-      this.deps.devices.change({
-        protocol: PROTOCOL,
-        name,
-        to: settled ? state : status === 'rejected' ? 'rejected' : 'pending',
-        // Anyone on the provisioning listener can send a request under any id: it is no sign of the device
-        // (a new record starts with its time). Last seen moves with an accepted request, when it is issued.
-        seen: false,
-        cause: by?.cause ?? `enrollment request ${request.requestId}: ${status} (${decision.decidedBy})`,
-        actor,
-        details: { requestId: request.requestId, reason },
-        patch: settled
-          ? { ...(action === 'approve' ? { preapproved: false } : {}) }
-          : { nameplate: request.nameplate, source, reason, ...(action === 'approve' ? { preapproved: false } : {}) },
-      });
-    }
-    const row = {
-      deviceId: `${PROTOCOL}:${name}`,
-      requestId: request.requestId,
-      csrSha256: sha256(request.csr.trim()),
-      spkiSha256,
-      csr: request.csr,
-      nameplate: request.nameplate,
-      ...(issued ? { status: 'issued' as const, certificateSerial: issuedSerial } : { status }),
-      reason,
-      decidedBy: decision.decidedBy,
-      receivedAt,
-      ...(decision.tokenId !== undefined && action === 'approve' ? { tokenId: decision.tokenId } : {}),
-      ...(replyTo.responseTopic !== undefined ? { responseTopic: replyTo.responseTopic } : {}),
-      ...(replyTo.correlationData !== undefined ? { correlationData: replyTo.correlationData } : {}),
-    } as const;
-    return enrollments.insert(row);
   }
 
   /**

@@ -194,8 +194,11 @@ export class MqttEnrollment {
       }
       responseTopic = message.responseTopic;
     }
-    const reply = (answer: Answer | undefined) => {
-      if (answer) this.send(responseTopic, message.correlationData, answer);
+    const reply = async (answer: Answer | undefined) => {
+      if (!answer) return;
+      // Answers waiting for their PUBACK are bounded: beyond four per worker (a slow broker), the worker waits for its own.
+      if (this.sending.size >= 4 * this.deps.config().limits.workers) await this.answer(responseTopic, message.correlationData, answer);
+      else this.send(responseTopic, message.correlationData, answer);
     };
     if (tooLarge) {
       return reply(

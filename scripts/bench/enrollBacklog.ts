@@ -40,6 +40,21 @@ export async function backlogRow(mosquitto: string, caRate: number | undefined, 
     };
     const warm = await simulateDevices({ ...common, count: 100, concurrency: 50, idPrefix: 'warm-' });
     if (warm.counts.issued !== 100) throw new Error(`backlog warm-up: ${warm.counts.issued} of 100 devices enrolled`);
+    // Never leave the agent stopped behind: an interrupted bench lets it go before it ends.
+    const letGo = () => {
+      try {
+        process.kill(agentPid(), 'SIGCONT');
+      } catch {
+        // gone already
+      }
+    };
+    const interrupted = (signal: NodeJS.Signals) => {
+      letGo();
+      process.kill(process.pid, signal);
+    };
+    process.once('exit', letGo);
+    process.once('SIGINT', interrupted);
+    process.once('SIGTERM', interrupted);
     process.kill(agentPid(), 'SIGSTOP');
     let requested = 0;
     let queued!: () => void;
@@ -69,7 +84,10 @@ export async function backlogRow(mosquitto: string, caRate: number | undefined, 
     }
     const meter = new CpuMeter({ agent: agentPid(), Mosquitto: stack.broker!.pid! }).start();
     const kernel = systemCpuSeconds(agentPid());
-    process.kill(agentPid(), 'SIGCONT');
+    letGo();
+    process.off('exit', letGo);
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     const result: SimulationResult = await simulation;
     const { used, wallSeconds } = meter.stop();
     const kernelShare = (systemCpuSeconds(agentPid()) - kernel) / Math.max(0.01, used.agent!.seconds);
@@ -95,8 +113,7 @@ export async function backlogRow(mosquitto: string, caRate: number | undefined, 
       ].join('; '),
     };
   } finally {
-    if (stack) process.kill(agentPid(), 'SIGCONT'); // never leave it stopped: stop() waits for it to exit
-    await stack?.stop();
+    await stack?.stop(); // stopChild lets a stopped agent go before it asks it to stop
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -94,9 +94,13 @@ export async function enrollFlowBench(caRate: () => { wall: number; cpu: number 
       const one = async (): Promise<void> => {
         for (let m = messages[next++]; m; m = messages[next++]) {
           const topic = m.topic.replace(/request$/, 'response');
-          const answered = new Promise<Answer>((resolve) => waiting.set(topic, resolve));
+          let timer: NodeJS.Timeout | undefined;
+          const answered = new Promise<Answer>((resolve, reject) => {
+            waiting.set(topic, resolve);
+            timer = setTimeout(() => reject(new Error(`${m.topic}: no answer within 60 s`)), 60_000);
+          });
           enrollment.receive(m);
-          const answer = await answered;
+          const answer = await answered.finally(() => clearTimeout(timer));
           waiting.delete(topic);
           if (answer.status !== 'issued') throw new Error(`${m.topic}: ${answer.status} ${answer.reason ?? ''}`);
         }

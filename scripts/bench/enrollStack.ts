@@ -10,7 +10,7 @@ import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../lib/local.js';
+import { freePort, stopChild } from '../lib/local.js';
 
 const MAIN = resolve(fileURLToPath(new URL('../../agent/main.js', import.meta.url)));
 
@@ -61,13 +61,6 @@ async function untilReady(url: string, child: ChildProcess): Promise<void> {
     if (Date.now() > deadline) throw new Error('edge-agent did not become ready in 60 s');
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await gone;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { stopChild } from '../lib/local.js';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -130,7 +131,7 @@ export async function measureStart(config: string, dir: string, o: { settleMs: n
     }
     return { readyMs, steps, atReady, settled: memoryOf(pid), settleMs: performance.now() - settleFrom, cpuAtReady, cpuSettled: cpuSeconds(pid) };
   } finally {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await stopChild(child);
     await exited;
     socket.close();
   }

@@ -11,7 +11,7 @@ import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../lib/local.js';
+import { freePort, stopChild } from '../lib/local.js';
 import { simulateDevices } from '../simulate/mqttDevices.js';
 import type { StormDevice } from './stormLoad.js';
 
@@ -196,13 +196,5 @@ async function enrollAll(enroll: Gateway['enroll'], count: number, devicesDir: s
 
 /** Stops the processes in reverse start order and waits for each to exit. */
 export async function stopAll(children: ChildProcess[]): Promise<void> {
-  for (const child of [...children].reverse()) {
-    if (child.exitCode === null && child.signalCode === null) {
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await gone;
-      clearTimeout(timer);
-    }
-  }
+  for (const child of [...children].reverse()) await stopChild(child);
 }

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 
 /** A free TCP port on 127.0.0.1, chosen by the kernel (benchmarks and tests run side by side). */
@@ -33,4 +33,18 @@ export function requireLoopback(host: string): string {
     throw new Error(`${host} is not an IPv4 loopback address (127.0.0.0/8)`);
   }
   return host;
+}
+
+/**
+ * Stops a child process: SIGTERM (a stopped one is let go first), then
+ * SIGKILL if it has not exited within `graceMs`. Resolves once it is gone.
+ */
+export async function stopChild(child: ChildProcess, graceMs = 15_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGCONT');
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await gone;
+  clearTimeout(timer);
 }

@@ -45,11 +45,12 @@ describe('issuance as one pipeline', () => {
       store: ca.store,
       devices,
       enrollments,
+      // A token, when a request has one, must be valid; without one the default approves.
       policy: () =>
         new EnrollmentPolicy(
-          { rules: [], default: 'approve', renewal: 'policy' },
+          { rules: [{ kind: 'token', action: 'approve' }], default: 'approve', renewal: 'policy' },
           () => [],
-          () => undefined,
+          (secret) => enrollments.tokenBySecret(secret),
         ),
       ca: service,
       gate: { cutOff: async () => undefined, restore: async () => undefined },
@@ -122,5 +123,52 @@ describe('issuance as one pipeline', () => {
     const again = await ca.authority.issue({ profile: 'mqtt-device', identity: 'dev-6', csr, alongside: (r) => seen.push(r.serial) });
     expect(again.repeated).toBe(true);
     expect(seen).toEqual([first.record.serial]);
+  });
+
+  it("records a request approved and issued in the certificate's commit as issued, with one change of the device straight to provisioned", async () => {
+    const answer = await flow.submit('dev-7', { requestId: 'r1', csr: csrFor('dev-7'), nameplate: NAMEPLATE }, {});
+    expect(answer).toMatchObject({ status: 'issued' });
+    const recorded = enrollments.get('mqtt:dev-7', 'r1')!;
+    expect(recorded).toMatchObject({ status: 'issued', decidedBy: 'default', certificateSerial: expect.any(String), decidedAt: recorded.receivedAt });
+    expect(devices.events('mqtt:dev-7').map((e) => [e.from, e.to, e.actor, e.cause])).toEqual([
+      [undefined, 'provisioned', 'policy', `enrollment request r1 approved (default): certificate ${recorded.certificateSerial} issued`],
+    ]);
+    expect(devices.byName('mqtt', 'dev-7')).toMatchObject({ revision: 1, source: { protocol: 'mqtt', provisioning: 'edge/prov/v1/dev-7' } });
+  });
+
+  it("gives a token's last use to one of two requests in the same grouped commit; the other is rejected, nothing of its certificate kept", async () => {
+    const { token, record } = enrollments.createToken('one use', 1, new Date(Date.now() + 60_000));
+    const [a, b] = await Promise.all(
+      ['dev-8', 'dev-9'].map((name) => flow.submit(name, { requestId: 'r1', csr: csrFor(name), nameplate: NAMEPLATE, enrollmentToken: token }, {})),
+    );
+    const answers = [a, b].map((x) => x!.status).sort();
+    expect(answers).toEqual(['issued', 'rejected']);
+    const loser = a!.status === 'rejected' ? 'dev-8' : 'dev-9';
+    expect([a, b].find((x) => x!.status === 'rejected')!.reason).toBe(`enrollment token ${record.id} was used up meanwhile`);
+    expect(enrollments.tokens()[0]).toMatchObject({ uses: 1 });
+    expect(ca.repository.current('mqtt-device', loser)).toBeUndefined();
+    expect(ca.count()).toBe(1);
+    expect(enrollments.get(`mqtt:${loser}`, 'r1')).toMatchObject({ status: 'rejected', tokenId: record.id });
+    expect(devices.byName('mqtt', loser)).toMatchObject({ state: 'rejected' });
+  });
+
+  it("records a certificate the CA refuses as the CA's rejection, and uses up a technician's pre-approval", async () => {
+    const key = SoftwareKey.generate('ec-p256');
+    expect(await flow.submit('dev-10', { requestId: 'r1', csr: buildCsr(key, encodeName({ commonName: 'dev-10' })), nameplate: NAMEPLATE }, {})).toMatchObject({
+      status: 'issued',
+    });
+    ca.store.transaction(() =>
+      devices.apply({ protocol: 'mqtt', name: 'dev-11', to: 'discovered', cause: 'seen', actor: 'discovery', patch: { preapproved: true } }),
+    );
+    // The same key under another id: a clone, which the CA refuses.
+    const clone = await flow.submit('dev-11', { requestId: 'r1', csr: buildCsr(key, encodeName({ commonName: 'dev-11' })), nameplate: NAMEPLATE }, {});
+    expect(clone).toMatchObject({ status: 'rejected', reason: expect.stringMatching(/^KEY_BOUND_TO_OTHER_IDENTITY: /) });
+    expect(enrollments.get('mqtt:dev-11', 'r1')).toMatchObject({ status: 'rejected', decidedBy: 'technician' });
+    expect(devices.byName('mqtt', 'dev-11')).toMatchObject({ state: 'rejected', preapproved: false });
+    expect(devices.events('mqtt:dev-11').map((e) => [e.from, e.to, e.actor, e.cause])).toEqual([
+      [undefined, 'discovered', 'discovery', 'seen'],
+      ['discovered', 'rejected', 'ca', 'certificate refused: KEY_BOUND_TO_OTHER_IDENTITY'],
+    ]);
+    expect(ca.repository.current('mqtt-device', 'dev-11')).toBeUndefined();
   });
 });
