@@ -177,11 +177,11 @@ export class EnrollmentFlow {
         renew: current?.spkiSha256 === prepared.spkiSha256,
         alongside: (record) => {
           // Read again inside the commit: what does not take the device's lock may have changed it meanwhile.
-          const now = devices.get(`${PROTOCOL}:${name}`);
-          if (now?.state === 'decommissioned' || enrollments.get(`${PROTOCOL}:${name}`, request.requestId)) {
-            throw new Withdrawn(`request ${request.requestId}: device ${now?.state ?? 'gone'}, or the request recorded meanwhile`);
+          const state = devices.stateOf(`${PROTOCOL}:${name}`);
+          if (state === 'decommissioned' || enrollments.has(`${PROTOCOL}:${name}`, request.requestId)) {
+            throw new Withdrawn(`request ${request.requestId}: device ${state ?? 'gone'}, or the request recorded meanwhile`);
           }
-          recorded = this.recorder.write({ ...decided, device: now, issuedSerial: record.serial });
+          recorded = this.recorder.write({ ...decided, device: state === undefined ? undefined : { state }, issuedSerial: record.serial });
           if (recorded.status !== 'issued') throw new TokenUsedUp(recorded.reason);
         },
       });

@@ -15,7 +15,8 @@ export interface ReplyTo {
 /** One decided request to record, with the device it came from as read inside the commit. */
 export interface DecidedRequest {
   name: string;
-  device: Device | undefined;
+  /** The device's record (its state is what counts), as read inside the commit when it is issued. */
+  device: Pick<Device, 'state'> | undefined;
   request: EnrollmentRequestMessage;
   spkiSha256: string;
   decision: Decision;

@@ -129,6 +129,11 @@ export class DeviceRepository {
     return row ? toDevice(row) : undefined;
   }
 
+  /** A device's state alone: a cheap read inside a commit. */
+  stateOf(id: string): DeviceState | undefined {
+    return (this.sql('SELECT state FROM devices WHERE id = ?').get(id) as { state: DeviceState } | undefined)?.state;
+  }
+
   byName(protocol: Protocol, name: string): Device | undefined {
     const row = this.sql('SELECT * FROM devices WHERE protocol = ? AND name = ?').get(protocol, name) as DeviceRow | undefined;
     return row ? toDevice(row) : undefined;
@@ -223,36 +228,29 @@ export class DeviceRepository {
       throw new TransitionError(`device ${id} cannot go from ${before?.state ?? '(new)'} to ${t.to}`);
     }
     const p = t.patch ?? {};
-    if (!before) {
-      this.sql(`INSERT INTO devices (id, protocol, name, state, first_seen, last_seen, updated_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, '{}')`).run(
-        id,
-        t.protocol,
-        t.name,
-        t.to,
-        at,
-        at,
-        at,
-      );
-    }
-    const sets: string[] = ['state = @state', 'updated_at = @at', 'revision = revision + @bump'];
-    const values: Record<string, unknown> = { id, state: t.to, at, bump: before ? 1 : 0 };
+    // Each column the change sets: its expression in an UPDATE, and in the INSERT of a new record.
+    const columns: { column: string; update: string; insert: string }[] = [];
+    const set = (column: string, update: string, insert = update) => columns.push({ column, update, insert });
+    set('state', '@state');
+    set('updated_at', '@at');
+    const values: Record<string, unknown> = { id, protocol: t.protocol, name: t.name, state: t.to, at, bump: before ? 1 : 0 };
     if (t.seen !== false && t.seenAt !== undefined) {
-      sets.push('last_seen = max(last_seen, @seenAt)');
+      set('last_seen', 'max(last_seen, @seenAt)', 'max(@at, @seenAt)');
       values.seenAt = t.seenAt.toISOString();
-    } else if (t.seen !== false) sets.push('last_seen = @at');
+    } else if (t.seen !== false) set('last_seen', '@at');
     for (const [key, column] of Object.entries(NAMEPLATE_COLUMNS)) {
-      const set = p.nameplate?.[key as keyof Nameplate];
+      const value = p.nameplate?.[key as keyof Nameplate];
       const fill = p.fillNameplate?.[key as keyof Nameplate];
-      if (set !== undefined) {
-        sets.push(`${column} = @${column}`);
-        values[column] = set;
+      if (value !== undefined) {
+        set(column, `@${column}`);
+        values[column] = value;
       } else if (fill !== undefined) {
-        sets.push(`${column} = coalesce(${column}, @${column})`);
+        set(column, `coalesce(${column}, @${column})`, `@${column}`);
         values[column] = fill;
       }
     }
     if (p.source !== undefined) {
-      sets.push('source = @source');
+      set('source', '@source');
       values.source = JSON.stringify({ ...(before ? (JSON.parse(before.source) as Record<string, unknown>) : {}), ...p.source });
     }
     const nullable: [keyof DevicePatch, string][] = [
@@ -261,12 +259,12 @@ export class DeviceRepository {
       ['assetTag', 'asset_tag'],
     ];
     if (p.location !== undefined) {
-      sets.push('location = @location');
+      set('location', '@location');
       values.location = p.location === null || Object.keys(p.location).length === 0 ? null : JSON.stringify(p.location);
     }
     for (const [key, column] of nullable) {
       if (p[key] !== undefined) {
-        sets.push(`${column} = @${column}`);
+        set(column, `@${column}`);
         values[column] = p[key];
       }
     }
@@ -276,11 +274,21 @@ export class DeviceRepository {
       ['online', 'online'],
     ] as const) {
       if (p[key] !== undefined) {
-        sets.push(`${column} = @${column}`);
+        set(column, `@${column}`);
         values[column] = p[key] ? 1 : 0;
       }
     }
-    this.sql(`UPDATE devices SET ${sets.join(', ')} WHERE id = @id`).run(values);
+    if (before) {
+      const sets = [...columns.map((c) => `${c.column} = ${c.update}`), 'revision = revision + @bump'];
+      this.sql(`UPDATE devices SET ${sets.join(', ')} WHERE id = @id`).run(values);
+    } else {
+      // A new record is written whole in one INSERT (its revision starts at 1; first and last seen at its time).
+      if (!columns.some((c) => c.column === 'last_seen')) set('last_seen', '@at');
+      if (!columns.some((c) => c.column === 'source')) set('source', "'{}'");
+      const names = ['id', 'protocol', 'name', 'first_seen', ...columns.map((c) => c.column)];
+      const exprs = ['@id', '@protocol', '@name', '@at', ...columns.map((c) => c.insert)];
+      this.sql(`INSERT INTO devices (${names.join(', ')}) VALUES (${exprs.join(', ')})`).run(values);
+    }
     this.sql('INSERT INTO device_events (device_id, at, from_state, to_state, cause, actor, details) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
       id,
       at,

@@ -118,6 +118,11 @@ export class EnrollmentRepository {
     return (this.sql('SELECT count(*) AS n FROM enrollment_requests WHERE status = ?').get(status) as { n: number }).n;
   }
 
+  /** Whether a request of this device with this id is on record. */
+  has(deviceId: string, requestId: string): boolean {
+    return this.sql('SELECT 1 FROM enrollment_requests WHERE device_id = ? AND request_id = ?').get(deviceId, requestId) !== undefined;
+  }
+
   /** Records a request; returns it as recorded (decided when it arrived, unless pending). */
   insert(r: Omit<EnrollmentRequest, 'decidedAt'>): EnrollmentRequest {
     this.sql(
