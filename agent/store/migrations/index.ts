@@ -13,6 +13,7 @@ import { m0011DirectorySessions } from './0011_directorySessions.js';
 import { m0012ConsoleSessions } from './0012_consoleSessions.js';
 import { m0013DeviceConfiguration } from './0013_deviceConfiguration.js';
 import { m0014Report } from './0014_report.js';
+import { m0015DeviceCertificateIndex } from './0015_deviceCertificateIndex.js';
 
 /**
  * Every schema change, in order. Append only: a released migration is never
@@ -33,4 +34,5 @@ export const MIGRATIONS: readonly Migration[] = [
   m0012ConsoleSessions,
   m0013DeviceConfiguration,
   m0014Report,
+  m0015DeviceCertificateIndex,
 ];
