@@ -66,7 +66,9 @@ describe('device repository', () => {
 
   it('finds the device of a certificate through an index (what a renewal or revocation changes), not by scanning the inventory', () => {
     // The statement of the sync_certificate_status trigger (migration 0006), which SQLite plans the same way inside the trigger.
-    const plan = store.db.prepare('EXPLAIN QUERY PLAN UPDATE devices SET revision = revision + 1 WHERE certificate_serial = ?').all('0a') as { detail: string }[];
+    const plan = store.db.prepare('EXPLAIN QUERY PLAN UPDATE devices SET revision = revision + 1 WHERE certificate_serial = ?').all('0a') as {
+      detail: string;
+    }[];
     expect(plan.map((p) => p.detail).join('; ')).toMatch(/USING (COVERING )?INDEX devices_certificate/);
     store.transaction(() =>
       devices.apply({ protocol: 'mqtt', name: 'p-9', to: 'provisioned', cause: 'issued', actor: 'policy', patch: { certificateSerial: '0a' } }),
