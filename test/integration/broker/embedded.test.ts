@@ -3,45 +3,23 @@ import { connect as tlsConnect } from 'node:tls';
 import mqtt, { type MqttClient } from 'mqtt';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SoftwareKey } from '../../../certs/keys/backend.js';
-import { buildCsr } from '../../../certs/x509/csrBuilder.js';
-import { encodeName } from '../../../certs/x509/name.js';
 import { Metrics } from '../../../agent/metrics.js';
 import { EmbeddedBroker } from '../../../agent/transport/embeddedBroker.js';
 import type { InboundMessage } from '../../../agent/transport/types.js';
+import { issueCreds, type Creds } from '../../helpers/brokerCreds.js';
 import { caFixture } from '../../helpers/caFixture.js';
 import { tempDir } from '../../helpers/daemon.js';
 import { freePort } from '../../helpers/mosquitto.js';
 import { Waiters } from '../../helpers/waiters.js';
 
 type Ca = ReturnType<typeof caFixture>;
-interface Creds {
-  key: string;
-  cert: string;
-  serial: string;
-}
-
 const PREFIX = 'edge/prov/v1';
 const MAX_PAYLOAD = 4096;
 /** What MQTT.js rejects subscribeAsync with when the SUBACK grants 128. */
 const REFUSED = { packet: { granted: [128] } };
 const closing = (client: MqttClient) => new Promise<void>((resolve) => client.once('close', () => resolve()));
 
-async function issue(ca: Ca, profile: 'broker-server' | 'mqtt-device', identity: string): Promise<Creds> {
-  const key = SoftwareKey.generate('ec-p256');
-  const issued = await ca.authority.issue({
-    profile,
-    identity,
-    csr: buildCsr(key, encodeName({ commonName: identity })),
-    ...(profile === 'broker-server' ? { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] } : {}),
-  });
-  return {
-    key: key.exportable().export({ type: 'pkcs8', format: 'pem' }) as string,
-    // The certificate followed by its issuing CA (the chain without the root), as Mosquitto's certfile has it.
-    cert: issued.record.pem + issued.chain.slice(0, -1).join(''),
-    serial: issued.record.serial,
-  };
-}
+const issue = issueCreds;
 
 describe('the embedded aedes broker with real TLS and MQTT.js clients', () => {
   let tmp: ReturnType<typeof tempDir>;

@@ -1,34 +1,18 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SoftwareKey } from '../../../certs/keys/backend.js';
-import { buildCsr } from '../../../certs/x509/csrBuilder.js';
-import { encodeName } from '../../../certs/x509/name.js';
 import { Metrics } from '../../../agent/metrics.js';
 import { EmbeddedBroker } from '../../../agent/transport/embeddedBroker.js';
+import { issueCreds, type Creds } from '../../helpers/brokerCreds.js';
 import { caFixture } from '../../helpers/caFixture.js';
 import { tempDir } from '../../helpers/daemon.js';
 import { pollUntil } from '../../helpers/waiters.js';
 
 type Ca = ReturnType<typeof caFixture>;
-interface Creds {
-  key: string;
-  cert: string;
-}
-
 /** Devices that reconnect at the same instant, as after a power cut. */
 const DEVICES = 60;
 
-async function issue(ca: Ca, profile: 'broker-server' | 'mqtt-device', identity: string): Promise<Creds> {
-  const key = SoftwareKey.generate('ec-p256');
-  const issued = await ca.authority.issue({
-    profile,
-    identity,
-    csr: buildCsr(key, encodeName({ commonName: identity })),
-    ...(profile === 'broker-server' ? { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] } : {}),
-  });
-  return { key: key.exportable().export({ type: 'pkcs8', format: 'pem' }) as string, cert: issued.record.pem + issued.chain.slice(0, -1).join('') };
-}
+const issue = issueCreds;
 
 describe('the embedded broker when many devices reconnect at once (real TLS, MQTT.js)', () => {
   let tmp: ReturnType<typeof tempDir>;

@@ -4,14 +4,12 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SoftwareKey } from '../../../certs/keys/backend.js';
-import { buildCsr } from '../../../certs/x509/csrBuilder.js';
-import { encodeName } from '../../../certs/x509/name.js';
 import { Metrics } from '../../../agent/metrics.js';
 import { EmbeddedBroker } from '../../../agent/transport/embeddedBroker.js';
 import { ExternalBroker } from '../../../agent/transport/externalBroker.js';
 import type { InboundMessage } from '../../../agent/transport/types.js';
 import { canonicalJson, ConfiguredDevice } from '../../../scripts/simulate/configDevice.js';
+import { issueCreds, type Creds as IssuedCreds } from '../../helpers/brokerCreds.js';
 import { caFixture } from '../../helpers/caFixture.js';
 import { runCli, tempDir } from '../../helpers/daemon.js';
 import { freePort, Mosquitto } from '../../helpers/mosquitto.js';
@@ -21,11 +19,8 @@ import { pollUntil, Waiters } from '../../helpers/waiters.js';
 /** What MQTT.js rejects subscribeAsync with when the SUBACK grants 128. */
 const REFUSED = { packet: { granted: [128] } };
 const silent = pino({ level: 'silent' });
-
-interface Creds {
-  key: string;
-  cert: string;
-}
+/** A device's key and certificate chain (PEM), issued here or by the CLI. */
+type Creds = Pick<IssuedCreds, 'key' | 'cert'>;
 
 /** A device's MQTT.js client and every message it received, in order. */
 class Device {
@@ -67,16 +62,8 @@ describe('configuration topics on the embedded broker: retained desired, ACLs', 
   const reports: InboundMessage[] = [];
   const arrivals = new Waiters();
 
-  async function issue(profile: 'broker-server' | 'mqtt-device', identity: string): Promise<Creds> {
-    const key = SoftwareKey.generate('ec-p256');
-    const issued = await ca.authority.issue({
-      profile,
-      identity,
-      csr: buildCsr(key, encodeName({ commonName: identity })),
-      ...(profile === 'broker-server' ? { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] } : {}),
-    });
-    return { key: key.exportable().export({ type: 'pkcs8', format: 'pem' }) as string, cert: issued.record.pem + issued.chain.slice(0, -1).join('') };
-  }
+  const issue = (profile: 'broker-server' | 'mqtt-device', identity: string) => issueCreds(ca, profile, identity);
+
   const device = async (id: string, clientId = id) => {
     const d = await Device.connect(`mqtts://127.0.0.1:${broker.addresses().mtls}`, clientId, creds[id]!, trust, 4);
     devices.push(d);
