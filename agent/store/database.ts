@@ -163,6 +163,10 @@ export class Store {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma(`journal_size_limit = ${options.journalSizeLimitBytes}`);
     this.db.pragma('synchronous = NORMAL');
+    // Statement and savepoint journals in memory, not in temporary files: they only let one statement or
+    // savepoint roll back inside a transaction (a crash is recovered from the WAL), and as files every
+    // statement that fires a trigger wrote its pages to disk: a new device cost 37 µs instead of 10.
+    this.db.pragma('temp_store = MEMORY');
   }
 
   private checkIntegrity(mode: StoreOptions['integrityCheck'], log: Logger): void {
