@@ -47,7 +47,7 @@ export async function enrollFlowBench(caRate: () => { wall: number; cpu: number 
     const repos = openRepositories(store, { deviceChanged: (deviceId) => bus.emit('device.changed', { deviceId }) });
     const ca = new CaService({ log, config: config.ca, gatewayId: 'gw-bench', certificates: repos.certificates, metrics, bus, env: {} });
     await ca.start();
-    const { token } = repos.enrollments.createToken('bench', DEVICES * 2, new Date(Date.now() + 3_600_000));
+    const { token } = repos.enrollments.createToken('bench', DEVICES * 3, new Date(Date.now() + 3_600_000));
     const policy = new EnrollmentPolicy(
       config.mqtt.policy,
       () => [],
@@ -107,7 +107,7 @@ export async function enrollFlowBench(caRate: () => { wall: number; cpu: number 
       };
       await Promise.all(Array.from({ length: IN_FLIGHT }, one));
     };
-    await run(Array.from({ length: 300 }, (_, i) => message(`warm-${i}`)));
+    await run(Array.from({ length: 2_000 }, (_, i) => message(`warm-${i}`)));
     const messages = Array.from({ length: DEVICES }, (_, i) => message(`flow-${i}`));
     const cpu = cpuNow();
     const started = performance.now();
