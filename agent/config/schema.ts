@@ -421,7 +421,7 @@ export function defaultConfig(): Config {
       mosquittoDir: '',
       mosquittoPidFile: '',
       mosquittoReloadCommand: '',
-      limits: { perDeviceBurst: 3, perDeviceIntervalMs: 10_000, globalPerSecond: 1_000, queueSize: 5_000, workers: 32, maxPending: 1_000 },
+      limits: { perDeviceBurst: 3, perDeviceIntervalMs: 10_000, globalPerSecond: 1_000, queueSize: 5_000, workers: 128, maxPending: 1_000 },
       policy: { rules: [{ kind: 'token', action: 'approve' }], default: 'hold', renewal: 'hold' },
       discovery: { sparkplug: true, homie: true, homeAssistant: true },
       actionPollMs: 500,

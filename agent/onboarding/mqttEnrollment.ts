@@ -221,7 +221,8 @@ export class MqttEnrollment {
       ...(responseTopic === defaultTopic ? {} : { responseTopic }),
       ...(message.correlationData !== undefined ? { correlationData: message.correlationData } : {}),
     };
-    return reply(await this.flow.submit(name, request, replyTo));
+    // The request's checks (device, earlier request, token, the CA's key checks) read in one read transaction.
+    return reply(await this.deps.store.reading(() => this.flow.submit(name, request, replyTo)));
   }
 
   /** Issues for an approved request (a technician's approval, a resumed one) and answers it once the outcome is committed. */

@@ -13,7 +13,12 @@ describe('Store', () => {
   let options: StoreOptions;
   beforeEach(() => {
     tmp = tempDir();
-    options = { path: join(tmp.dir, 'nested', 'agent.db'), busyTimeoutMs: 1234, journalSizeLimitBytes: 1_048_576, integrityCheck: 'full' };
+    options = {
+      path: join(tmp.dir, 'nested', 'agent.db'),
+      busyTimeoutMs: 1234,
+      journalSizeLimitBytes: 1_048_576,
+      integrityCheck: 'full',
+    };
   });
   afterEach(() => tmp.cleanup());
 
@@ -25,6 +30,7 @@ describe('Store', () => {
     expect(pragma('busy_timeout')).toBe(1234);
     expect(pragma('journal_size_limit')).toBe(1_048_576);
     expect(pragma('synchronous')).toBe(1); // NORMAL
+    expect(pragma('temp_store')).toBe(2); // MEMORY: statement journals are not written to temporary files
     expect(statSync(join(tmp.dir, 'nested')).mode & 0o777).toBe(0o700);
     expect(statSync(options.path).mode & 0o777).toBe(0o600);
     store.close();
@@ -49,6 +55,56 @@ describe('Store', () => {
     expect(store.db.pragma('synchronous', { simple: true })).toBe(1);
     expect(store.db.prepare('SELECT x FROM t').all()).toEqual([{ x: 1 }]);
     expect(() => store.transaction(() => store.durable(() => 1))).toThrow(/cannot be nested/);
+    store.close();
+  });
+
+  it('reading() runs its reads in one read transaction, which a write transaction inside ends first', async () => {
+    const { store } = Store.open(options, log);
+    store.db.exec('CREATE TABLE t (x INTEGER NOT NULL)');
+    const other = Store.open(options, log).store;
+    const count = () => (store.db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n;
+    // One snapshot: a row another connection commits between two reads is not seen by the second.
+    const seen = store.reading(() => {
+      const before = count();
+      other.db.prepare('INSERT INTO t VALUES (1)').run();
+      return [before, count(), store.db.inTransaction];
+    });
+    expect(seen).toEqual([0, 0, true]);
+    expect(store.db.inTransaction).toBe(false);
+    expect(count()).toBe(1);
+    // A durable() inside ends the read transaction, commits on its own, and what it queued after its commit runs.
+    let told = 0;
+    const inside = store.reading(() => {
+      count();
+      store.durable(() => {
+        store.db.prepare('INSERT INTO t VALUES (2)').run();
+        store.afterCommit('t', () => (told += 1));
+      });
+      return { inTransaction: store.db.inTransaction, n: count() };
+    });
+    expect(inside).toEqual({ inTransaction: false, n: 2 });
+    expect(told).toBe(1);
+    expect(other.db.prepare('SELECT count(*) AS n FROM t').get()).toEqual({
+      n: 2,
+    });
+    // An async function: only what runs before its first await is inside.
+    const phases: boolean[] = [];
+    await store.reading(async () => {
+      phases.push(store.db.inTransaction);
+      await Promise.resolve();
+      phases.push(store.db.inTransaction);
+    });
+    expect(phases).toEqual([true, false]);
+    // A throw ends it too; inside a transaction it is a plain call.
+    expect(() =>
+      store.reading(() => {
+        count();
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    expect(store.db.inTransaction).toBe(false);
+    expect(store.transaction(() => store.reading(() => count()))).toBe(2);
+    other.close();
     store.close();
   });
 
