@@ -126,7 +126,9 @@ export async function caBench(): Promise<BenchResult[]> {
         name: 'ca: issue from P-256 CSRs (EC CA, durable)',
         value: ecRate,
         unit: 'certs/s',
-        limit: `raw verify+sign ${fmt(ecRaw)}/s; ratio ${(ecRate / ecRaw).toFixed(2)}; target 2,500/s; ${fmt(ecPerCpu)} per CPU-second (median of 3 rounds: ${perCpuRange})`,
+        limit:
+          `raw verify+sign ${fmt(ecRaw)}/s; ratio ${(ecRate / ecRaw).toFixed(2)}; target 2,500/s; ` +
+          `${fmt(ecPerCpu)} per CPU-second (median of 3 rounds: ${perCpuRange})`,
         perCpuSecond: ecPerCpu,
       },
       {
