@@ -64,10 +64,26 @@ async function untilReady(url: string, child: ChildProcess): Promise<void> {
 }
 
 /**
- * A fresh daemon in `dir` (which must exist) with `mosquitto` (its path) or
- * the embedded broker (undefined). `tokenUses`: enrollments the run needs.
+ * A fresh daemon under `dir` (which must exist) with `mosquitto` (its path)
+ * or the embedded broker (undefined). `tokenUses`: enrollments the run needs.
  */
 export async function startStack(dir: string, mosquitto: string | undefined, tokenUses: number): Promise<EnrollStack> {
+  // The ports are free when chosen, but another process may take one before the daemon or Mosquitto
+  // listens on it (seen once: EADDRINUSE on the HTTP port). A failed start is tried again, afresh.
+  const failures: string[] = [];
+  for (let attempt = 1; ; attempt++) {
+    const into = join(dir, `stack-${attempt}`);
+    mkdirSync(into);
+    try {
+      return await startOnce(into, mosquitto, tokenUses);
+    } catch (err) {
+      failures.push((err as Error).message);
+      if (attempt === 3) throw new Error(`the stack did not start in 3 attempts: ${failures.join(' | ')}`);
+    }
+  }
+}
+
+async function startOnce(dir: string, mosquitto: string | undefined, tokenUses: number): Promise<EnrollStack> {
   const brokerDir = join(dir, 'broker');
   mkdirSync(brokerDir, { recursive: true });
   const config = join(dir, 'agent.yaml');
