@@ -4,15 +4,11 @@
  * agent's embedded broker (mqtt.brokerUrl empty). Everything in a temporary
  * directory, on 127.0.0.1, ports chosen at run time.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { userInfo } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { freePort, stopChild } from '../lib/local.js';
-
-const MAIN = resolve(fileURLToPath(new URL('../../agent/main.js', import.meta.url)));
+import { AGENT_MAIN as MAIN, spawnAgent, startBenchMosquitto, untilReady } from './benchDaemon.js';
 
 export interface EnrollStack {
   agent: ChildProcess;
@@ -24,43 +20,6 @@ export interface EnrollStack {
   token: string;
   /** Stops the daemon, then the broker (SIGTERM, waiting for each: the agent writes its CPU profile as it stops). */
   stop: () => Promise<void>;
-}
-
-/** Starts a process and resolves once a line of its output matches. */
-function startUntil(command: string, args: string[], ready: RegExp, what: string): Promise<ChildProcess> {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let seen = '';
-  return new Promise((ok, fail) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL'); // never leave it behind
-      fail(new Error(`${what} did not become ready: ${seen.slice(-2000)}`));
-    }, 60_000);
-    for (const stream of [child.stdout!, child.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        seen += `${line}\n`;
-        if (ready.test(line)) {
-          clearTimeout(timer);
-          ok(child);
-        }
-      });
-    }
-    child.once('exit', (code) => fail(new Error(`${what} exited (${code}): ${seen.slice(-2000)}`)));
-  });
-}
-
-/** Polls /readyz (the daemon logs at warn here, so there is no ready line to wait for). */
-async function untilReady(url: string, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`edge-agent exited (${child.exitCode})`);
-    const ok = await fetch(url).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error('edge-agent did not become ready in 60 s');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /**
@@ -121,17 +80,10 @@ async function startOnce(dir: string, mosquitto: string | undefined, tokenUses: 
     let brokerProcess: ChildProcess | undefined;
     if (mosquitto) {
       cli('broker', 'mosquitto-config', '--out', brokerDir, '--provisioning-port', String(ports.provisioning), '--mtls-port', String(ports.mtls));
-      // The benchmark's own broker runs as the invoking user (as root it would otherwise drop to mosquitto and not read DIR).
-      appendFileSync(
-        join(brokerDir, 'mosquitto.conf'),
-        `pid_file ${join(brokerDir, 'mosquitto.pid')}\nuser ${userInfo().username}\nmax_queued_messages 10000\n`,
-      );
-      brokerProcess = await startUntil(mosquitto, ['-c', join(brokerDir, 'mosquitto.conf')], /mosquitto version [\d.]+ running/, 'mosquitto');
+      brokerProcess = await startBenchMosquitto(mosquitto, brokerDir);
       children.push(brokerProcess);
     }
-    // BENCH_AGENT_PROFILE=DIR: the agent writes a V8 CPU profile there when it stops (open it in Chrome DevTools).
-    const profile = process.env.BENCH_AGENT_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${resolve(process.env.BENCH_AGENT_PROFILE)}`] : [];
-    const agent = spawn(process.execPath, [...profile, MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const agent = spawnAgent(config); // BENCH_AGENT_PROFILE=DIR: it writes a CPU profile there as it stops
     children.push(agent);
     const base = `http://127.0.0.1:${ports.http}`;
     await untilReady(`${base}/readyz`, agent);

@@ -1,9 +1,9 @@
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { receiverTls, startReceiver } from '../cmms/receiverKit.js';
+import { AGENT_MAIN as MAIN, agentProfileFlags } from './benchDaemon.js';
 import { measureStart, writePlantConfig, type StartFigures } from './footprintDaemon.js';
 import type { BenchResult } from './result.js';
 import { seedPlant } from './seedPlant.js';
@@ -11,7 +11,6 @@ import { seedPlant } from './seedPlant.js';
 const DEVICES = 10_000;
 const BUDGET = { rssMb: 150, readyMs: 2_000 };
 const SETTLE_MS = 8_000;
-const MAIN = resolve(fileURLToPath(new URL('../../agent/main.js', import.meta.url)));
 const mb = (v: number) => `${Math.round(v)} MB`;
 
 /** Where the time to READY went: spawn to the first service's start (Node, modules, configuration), then each service. */
@@ -47,7 +46,7 @@ export async function footprintBench(): Promise<BenchResult[]> {
     const empty = config('gw-empty');
     const plant = config('gw-plant');
     const seed = await seedPlant({ config: plant, devices: DEVICES });
-    const profile = process.env.BENCH_AGENT_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${resolve(process.env.BENCH_AGENT_PROFILE)}`] : [];
+    const profile = agentProfileFlags();
     const run = async (file: string) => {
       const first = await measureStart(file, dir, { settleMs: SETTLE_MS });
       const again = await measureStart(file, dir, { settleMs: SETTLE_MS, args: profile });

@@ -5,17 +5,13 @@
  * enrolled through the real MQTT enrollment path, each with its key and
  * certificate on disk (outside the timed part).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { userInfo } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { freePort, stopChild } from '../lib/local.js';
 import { simulateDevices } from '../simulate/mqttDevices.js';
+import { AGENT_MAIN as MAIN, spawnAgent, startBenchMosquitto, untilReady } from './benchDaemon.js';
 import type { StormDevice } from './stormLoad.js';
-
-const MAIN = resolve(fileURLToPath(new URL('../../agent/main.js', import.meta.url)));
 
 export interface Gateway {
   kind: 'embedded' | 'mosquitto';
@@ -34,43 +30,6 @@ export interface Gateway {
   devices: StormDevice[];
   /** Every process it started, to stop in reverse. */
   children: ChildProcess[];
-}
-
-/** Starts a process and resolves once a line of its output matches. */
-function startUntil(command: string, args: string[], ready: RegExp, what: string): Promise<ChildProcess> {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let seen = '';
-  return new Promise((ok, fail) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      fail(new Error(`${what} did not become ready: ${seen.slice(-2000)}`));
-    }, 60_000);
-    for (const stream of [child.stdout!, child.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        if (seen.length < 100_000) seen += `${line}\n`;
-        if (ready.test(line)) {
-          clearTimeout(timer);
-          ok(child);
-        }
-      });
-    }
-    child.once('exit', (code) => fail(new Error(`${what} exited (${code}): ${seen.slice(-2000)}`)));
-  });
-}
-
-async function untilReady(url: string, child: ChildProcess): Promise<void> {
-  for (const deadline = Date.now() + 90_000; ; ) {
-    if (child.exitCode !== null) throw new Error(`edge-agent exited (${child.exitCode})`);
-    if (
-      await fetch(url).then(
-        (r) => r.ok,
-        () => false,
-      )
-    )
-      return;
-    if (Date.now() > deadline) throw new Error('edge-agent did not become ready in 90 s');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** The first file called `name` under `dir`. */
@@ -128,17 +87,13 @@ export async function startGateway(
   if (kind === 'mosquitto') {
     if (!mosquittoBin) throw new Error('mosquitto is not installed');
     cli('broker', 'mosquitto-config', '--out', brokerDir, '--provisioning-port', String(ports.provisioning), '--mtls-port', String(ports.mtls));
-    // As the invoking user (as root it would drop to mosquitto and not read DIR); no limit on queued messages or connections.
-    appendFileSync(join(brokerDir, 'mosquitto.conf'), `pid_file ${join(brokerDir, 'mosquitto.pid')}\nuser ${userInfo().username}\nmax_queued_messages 10000\n`);
-    mosquitto = await startUntil(mosquittoBin, ['-c', join(brokerDir, 'mosquitto.conf')], /mosquitto version [\d.]+ running/, 'mosquitto');
+    mosquitto = await startBenchMosquitto(mosquittoBin, brokerDir);
     children.push(mosquitto);
   }
-  // BENCH_AGENT_PROFILE=DIR: the agent writes a V8 CPU profile there when it stops.
-  const profile = process.env.BENCH_AGENT_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${resolve(process.env.BENCH_AGENT_PROFILE)}`] : [];
-  const agent = spawn(process.execPath, [...profile, MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const agent = spawnAgent(config); // BENCH_AGENT_PROFILE=DIR: it writes a CPU profile there as it stops
   children.push(agent);
   const base = `http://127.0.0.1:${ports.http}`;
-  await untilReady(`${base}/readyz`, agent);
+  await untilReady(`${base}/readyz`, agent, 90_000);
   // Through the running daemon's API (admin.token in the data directory): the database exists only once it has started.
   const token = (JSON.parse(cli('devices', 'token', 'create', '--uses', String(count + 100), '--expires', '2h', '--json')) as { token: string }).token;
   const caFile = join(dir, 'ca.pem');
