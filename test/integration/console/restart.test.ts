@@ -83,6 +83,10 @@ describe('console: a page open across a restart of the agent (Chromium, real dae
         return device.assetTag === 'AT-after-restart' ? device : undefined;
       };
       await pollUntil(saved, { message: () => 'the edit made after the restart never reached the inventory' });
+      // The browser's events reach the test after the daemon has the change (CI saw none yet at this point once): waited for.
+      await pollUntil(() => (cp.problems.some((p) => p.text.startsWith('403 ')) ? true : undefined), {
+        message: () => `the refused first try was never seen by the page; its problems: ${JSON.stringify(cp.problems)}`,
+      });
       expect(cp.problems.filter((p) => p.text.startsWith('403 '))).toHaveLength(1);
       const after = (await cp.fetchFromPage('GET', '/api/v1/console/session')).body as { csrfToken?: string };
       expect(after.csrfToken).not.toBe(before.csrfToken);
