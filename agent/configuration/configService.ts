@@ -289,7 +289,9 @@ export class ConfigService implements Service, ConfigurationHub {
    * anything is sent (a dry run first: most looks move nothing, and cost no fsync).
    */
   private commitReconcile(ids: readonly string[] | 'all'): void {
-    if (this.reconcile(ids, this.heads(), true).length > 0) this.deps.store.durable(() => this.reconcile(ids));
+    // The dry run's reads (a row per device changed, by the hundred during an enrollment burst) in one read transaction.
+    const moved = this.deps.store.reading(() => this.reconcile(ids, this.heads(), true).length > 0);
+    if (moved) this.deps.store.durable(() => this.reconcile(ids));
   }
 
   private reconcileAll(): void {

@@ -10,6 +10,7 @@ import type { Store } from '../store/database.js';
 import type { BrokerLink, InboundMessage } from '../transport/types.js';
 import type { EnrollmentPolicy } from './policy.js';
 import { DeviceLocks } from './deviceLocks.js';
+import { encodeAnswer } from './answerPayload.js';
 import { EnrollmentFlow, type Answer } from './enrollment.js';
 import { EnrollmentMetrics, type DropReason, type RejectionReason } from './enrollmentMetrics.js';
 import { RateLimiter } from './rateLimiter.js';
@@ -244,7 +245,7 @@ export class MqttEnrollment {
   private async answer(topic: string, correlationData: Buffer | undefined, answer: Answer): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     try {
-      const sent = this.deps.link.publish(topic, Buffer.from(JSON.stringify(answer)), { qos: 1, ...(correlationData ? { correlationData } : {}) });
+      const sent = this.deps.link.publish(topic, encodeAnswer(answer), { qos: 1, ...(correlationData ? { correlationData } : {}) });
       const late = new Promise<never>(
         (_, reject) => (timer = setTimeout(() => reject(new TimeoutError(`no PUBACK within ${ANSWER_TIMEOUT_MS} ms`)), ANSWER_TIMEOUT_MS)),
       );

@@ -62,8 +62,12 @@ interface Pending {
 export class CertificateRepository implements CertificateStore {
   private queue: Pending[] = [];
   private flushScheduled = false;
+  /** A savepoint around one record and its alongside work: made once (better-sqlite3 builds five functions per transaction()). */
+  private readonly savepoint: (run: () => Outcome) => Outcome;
 
-  constructor(private readonly store: Store) {}
+  constructor(private readonly store: Store) {
+    this.savepoint = store.db.transaction((run: () => Outcome) => run());
+  }
 
   private get db() {
     return this.store.db;
@@ -143,7 +147,7 @@ export class CertificateRepository implements CertificateStore {
             return outcome;
           };
           try {
-            outcomes.push({ ok: item.alongside ? this.db.transaction(run)() : run() });
+            outcomes.push({ ok: item.alongside ? this.savepoint(run) : run() });
           } catch (err) {
             if (refused === undefined) throw err;
             written.delete(item.record.serial); // rolled back with its savepoint

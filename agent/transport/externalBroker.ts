@@ -14,17 +14,41 @@ export interface ExternalBrokerDeps {
   connectWaitMs?: number;
 }
 
-/** MQTT topic filter match (`+` one level, `#` the rest). */
+/**
+ * MQTT topic filter match (`+` one level, `#` the rest). Compares level by
+ * level in place: it runs for every inbound message, and splitting both
+ * strings cost two arrays and their strings per message.
+ */
 export function topicMatches(filter: string, topic: string): boolean {
-  const f = filter.split('/');
-  const t = topic.split('/');
-  for (let i = 0; i < f.length; i++) {
-    if (f[i] === '#') return true;
-    if (i >= t.length) return false;
-    if (f[i] !== '+' && f[i] !== t[i]) return false;
+  let f = 0;
+  let t = 0;
+  for (;;) {
+    const fEnd = endOfLevel(filter, f);
+    if (fEnd - f === 1 && filter.charCodeAt(f) === 0x23) return true; // '#'
+    if (t > topic.length) return false; // the topic has no level left
+    const tEnd = endOfLevel(topic, t);
+    const plus = fEnd - f === 1 && filter.charCodeAt(f) === 0x2b; // '+'
+    if (!plus && !sameLevel(filter, f, fEnd, topic, t, tEnd)) return false;
+    f = fEnd + 1;
+    t = tEnd + 1;
+    if (f > filter.length) return t > topic.length;
   }
-  return f.length === t.length;
 }
+
+/** Where the level starting at `from` ends (the next '/', or the end). */
+const endOfLevel = (s: string, from: number): number => {
+  const i = s.indexOf('/', from);
+  return i < 0 ? s.length : i;
+};
+
+const sameLevel = (a: string, aFrom: number, aEnd: number, b: string, bFrom: number, bEnd: number): boolean => {
+  if (aEnd - aFrom !== bEnd - bFrom) return false;
+  for (let i = 0; i < aEnd - aFrom; i++) if (a.charCodeAt(aFrom + i) !== b.charCodeAt(bFrom + i)) return false;
+  return true;
+};
+
+/** MQTT.js logs through `debug` unless given a logger: every call builds its arguments even when off. Kept when DEBUG asks for it. */
+const mqttLog = (): { log?: (...args: unknown[]) => void } => (process.env.DEBUG ? {} : { log: () => undefined });
 
 /**
  * The agent as a client of the plant's broker: MQTT 5 over mutual TLS with
@@ -55,6 +79,7 @@ export class ExternalBroker implements Service, BrokerLink {
       rejectUnauthorized: true,
       reconnectPeriod: 2_000,
       connectTimeout: 10_000,
+      ...mqttLog(),
     });
     this.client = client;
     client.on('message', (topic, payload, packet) => {
