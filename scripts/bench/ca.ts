@@ -1,22 +1,14 @@
 import { generateKeyPair, verify, type KeyObject } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
-import pino from 'pino';
-import { CertificateAuthority } from '../../certs/authority.js';
-import { initCa } from '../../certs/hierarchy.js';
-import { IssuingCa } from '../../certs/issuer.js';
+import type { IssuingCa } from '../../certs/issuer.js';
 import { SoftwareKey } from '../../certs/keys/backend.js';
 import { buildCsr } from '../../certs/x509/csrBuilder.js';
 import { parseCsr } from '../../certs/x509/csr.js';
 import { encodeName } from '../../certs/x509/name.js';
-import { CertificateRepository } from '../../agent/store/certificateRepository.js';
-import { Store } from '../../agent/store/database.js';
+import { CaReference } from './caReference.js';
 import type { BenchResult } from './result.js';
 
 const generate = promisify(generateKeyPair);
-const CONCURRENCY = 64;
 const fmt = (v: number) => Math.round(v).toLocaleString('en-US');
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
 
@@ -28,46 +20,9 @@ const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length
  * in the same run.
  */
 export async function caBench(): Promise<BenchResult[]> {
-  const dir = mkdtempSync(join(tmpdir(), 'edge-agent-bench-ca-'));
+  const reference = CaReference.create();
   try {
-    const caDir = join(dir, 'ca');
-    initCa({
-      dir: caDir,
-      passphrase: undefined,
-      organization: 'Bench',
-      gatewayId: 'bench',
-      rootKeyType: 'ec-p256',
-      issuers: { ec: 'ec-p256', rsa: 'rsa-2048' },
-      rootValidityDays: 3650,
-      issuingValidityDays: 1825,
-    });
-    const issuers = { ec: IssuingCa.load(caDir, 'ec', undefined)!, rsa: IssuingCa.load(caDir, 'rsa', undefined)! };
-    let round = 0;
-    const authority = () => {
-      const { store } = Store.open(
-        { path: join(dir, `round-${round++}.db`), busyTimeoutMs: 5000, journalSizeLimitBytes: 64 << 20, integrityCheck: 'off' },
-        pino({ level: 'silent' }),
-      );
-      const ca = new CertificateAuthority({
-        issuers,
-        store: new CertificateRepository(store),
-        organization: 'Bench',
-        validityDays: { 'mqtt-device': 365, 'opcua-application': 730, 'broker-server': 365, 'agent-client': 365 },
-        allowKeyReuse: false,
-      });
-      return { ca, close: () => store.close() };
-    };
-    let cpuSeconds = 0;
-    const issueAll = async (ca: CertificateAuthority, csrs: string[], profile: string, prefix: string) => {
-      const started = performance.now();
-      const cpu = process.cpuUsage();
-      for (let i = 0; i < csrs.length; i += CONCURRENCY) {
-        await Promise.all(csrs.slice(i, i + CONCURRENCY).map((csr, j) => ca.issue({ profile, identity: `${prefix}-${i + j}`, csr })));
-      }
-      const used = process.cpuUsage(cpu);
-      cpuSeconds = (used.user + used.system) / 1e6;
-      return (performance.now() - started) / 1000;
-    };
+    const issuers = reference.issuers;
     const raw = (csrs: string[], signer: IssuingCa, seconds: number) => {
       const parsed = csrs.map((c) => parseCsr(c));
       const keys: KeyObject[] = parsed.map((p) => p.publicKey.key());
@@ -85,19 +40,15 @@ export async function caBench(): Promise<BenchResult[]> {
     };
 
     // P-256: distinct keys (the CA refuses a key bound to another identity).
-    const ecCsrs = Array.from({ length: 7_500 }, (_, i) => buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: `ec-${i}` })));
-    const warm = authority();
+    const ecCsrs = CaReference.p256Csrs(7_500);
     // 2,000 to warm up: after 500 the compiler was still at work in the measured part (a third lower).
-    await issueAll(warm.ca, ecCsrs.slice(0, 2_000), 'mqtt-device', 'warm');
-    warm.close();
+    await reference.issue(ecCsrs.slice(0, 2_000), 'mqtt-device', 'warm');
     // Three measured rounds, each into a fresh database; the median of each figure (this machine's rates vary
     // by a third between runs minutes apart, and a ratio of two such figures by more).
     const ecMeasured = ecCsrs.slice(2_000);
     const ecRounds: { rate: number; perCpu: number }[] = [];
     for (let r = 0; r < 3; r++) {
-      const run = authority();
-      const seconds = await issueAll(run.ca, ecMeasured, 'mqtt-device', 'dev');
-      run.close();
+      const { seconds, cpuSeconds } = await reference.issue(ecMeasured, 'mqtt-device', `dev${r}`);
       ecRounds.push({ rate: ecMeasured.length / seconds, perCpu: ecMeasured.length / cpuSeconds });
     }
     const ecRate = median(ecRounds.map((r) => r.rate));
@@ -111,9 +62,7 @@ export async function caBench(): Promise<BenchResult[]> {
     let rsaSeconds = 0;
     let rsaCount = 0;
     for (let r = 0; r < 5; r++) {
-      const run = authority();
-      const seconds = await issueAll(run.ca, rsaCsrs, 'opcua-application', `urn:bench:${r}`);
-      run.close();
+      const { seconds } = await reference.issue(rsaCsrs, 'opcua-application', `urn:bench:${r}`);
       if (r === 0) continue; // warm-up round
       rsaSeconds += seconds;
       rsaCount += rsaCsrs.length;
@@ -139,6 +88,6 @@ export async function caBench(): Promise<BenchResult[]> {
       },
     ];
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    reference.close();
   }
 }
