@@ -26,6 +26,8 @@ const CONCURRENCY = 64;
 export class CaReference {
   readonly issuers: { ec: IssuingCa; rsa: IssuingCa };
   private round = 0;
+  /** The database `issue(…, 'kept')` writes into, open across calls. */
+  private kept: Store | undefined;
 
   private constructor(private readonly dir: string) {
     const caDir = join(dir, 'ca');
@@ -51,12 +53,14 @@ export class CaReference {
     return Array.from({ length: count }, (_, i) => buildCsr(SoftwareKey.generate('ec-p256'), encodeName({ commonName: `${prefix}-${i}` })));
   }
 
-  /** Issues every CSR under `profile` into a fresh database; the wall and CPU seconds of this process it took. */
-  async issue(csrs: string[], profile: string, prefix: string): Promise<{ seconds: number; cpuSeconds: number }> {
-    const { store } = Store.open(
-      { path: join(this.dir, `round-${this.round++}.db`), busyTimeoutMs: 5000, journalSizeLimitBytes: 64 << 20, integrityCheck: 'off' },
-      pino({ level: 'silent' }),
-    );
+  /**
+   * Issues every CSR under `profile` into a fresh database, or into the one
+   * kept across calls (which grows as a gateway's does: a CA writing into a
+   * database of 10,000 certificates was measured 11 % dearer per certificate
+   * than into an empty one); the wall and CPU seconds of this process it took.
+   */
+  async issue(csrs: string[], profile: string, prefix: string, into: 'fresh' | 'kept' = 'fresh'): Promise<{ seconds: number; cpuSeconds: number }> {
+    const store = into === 'kept' ? (this.kept ??= this.open()) : this.open();
     try {
       const ca = new CertificateAuthority({
         issuers: this.issuers,
@@ -73,11 +77,19 @@ export class CaReference {
       const used = process.cpuUsage(cpu);
       return { seconds: (performance.now() - started) / 1000, cpuSeconds: (used.user + used.system) / 1e6 };
     } finally {
-      store.close();
+      if (store !== this.kept) store.close();
     }
   }
 
+  private open(): Store {
+    return Store.open(
+      { path: join(this.dir, `round-${this.round++}.db`), busyTimeoutMs: 5000, journalSizeLimitBytes: 64 << 20, integrityCheck: 'off' },
+      pino({ level: 'silent' }),
+    ).store;
+  }
+
   close(): void {
+    this.kept?.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
