@@ -45,7 +45,13 @@ export class CaReference {
   }
 
   static create(): CaReference {
-    return new CaReference(mkdtempSync(join(tmpdir(), 'edge-agent-bench-ca-')));
+    const dir = mkdtempSync(join(tmpdir(), 'edge-agent-bench-ca-'));
+    try {
+      return new CaReference(dir);
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
   }
 
   /** `count` P-256 CSRs from distinct keys (the CA refuses a key bound to another identity). */
@@ -89,7 +95,10 @@ export class CaReference {
   }
 
   close(): void {
-    this.kept?.close();
-    rmSync(this.dir, { recursive: true, force: true });
+    try {
+      this.kept?.close();
+    } finally {
+      rmSync(this.dir, { recursive: true, force: true });
+    }
   }
 }

@@ -41,8 +41,9 @@ const fmt = (v: number) => Math.round(v).toLocaleString('en-US');
 export async function backlogRow(mosquitto: string, caRate: number | undefined, workers: number, cores: number): Promise<BenchResult> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-bench-backlog-'));
   let stack: EnrollStack | undefined;
-  const reference = CaReference.create();
+  let reference: CaReference | undefined;
   try {
+    reference = CaReference.create();
     stack = await startStack(dir, mosquitto, (ROUNDS + 2) * BACKLOG + 200);
     const common: SimulationOptions = {
       provisioningUrl: stack.provisioningUrl,
@@ -103,9 +104,12 @@ export async function backlogRow(mosquitto: string, caRate: number | undefined, 
       ].join('; '),
     };
   } finally {
-    await stack?.stop(); // stopChild lets a stopped agent go before it asks it to stop
-    reference.close();
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      await stack?.stop(); // stopChild lets a stopped agent go before it asks it to stop
+    } finally {
+      reference?.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 }
 
